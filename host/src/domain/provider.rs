@@ -1,0 +1,30 @@
+//! What the registry knows about a provider.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::ProviderName;
+
+/// What a provider can do; clients use it to decide which controls to offer, the queue to
+/// decide whether a run that lost its host may be retried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub streaming: bool,
+    pub session_resume: bool,
+    pub cancel: bool,
+    pub tools: bool,
+    pub cost_reporting: bool,
+    /// Re-running an execution that lost its host cannot apply work twice.
+    pub idempotent: bool,
+}
+
+/// A provider as loaded: its identity from the manifest and what it says it can do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentProvider {
+    pub name: ProviderName,
+    /// The plugin's own version, from its manifest.
+    pub version: String,
+    /// The provider ABI version the component was built against.
+    pub abi_version: String,
+    pub description: String,
+    pub capabilities: Capabilities,
+}

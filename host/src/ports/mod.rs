@@ -1,0 +1,13 @@
+//! Traits the core needs from the outside world. Adapters implement them; the API, the
+//! worker and the runtime depend only on these.
+
+pub mod code_agent;
+pub mod executor;
+pub mod secrets;
+
+pub use code_agent::{AgentError, CodeAgent, EventSink, Execution};
+pub use executor::{
+    EnvValue, ExecError, Executor, ExitStatus, ProcessControl, ProjectConnection, Signal,
+    SpawnSpec, SpawnedProcess,
+};
+pub use secrets::{SecretError, SecretResolver, SecretValue};
