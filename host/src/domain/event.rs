@@ -64,9 +64,16 @@ pub enum AgentEvent {
         is_error: bool,
     },
     /// Raw process output, for providers that run plain programs.
-    Output { stream: OutputStream, text: String },
-    Warning { message: String },
-    Error { message: String },
+    Output {
+        stream: OutputStream,
+        text: String,
+    },
+    Warning {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
     Usage {
         usage: Usage,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,9 +127,9 @@ impl AgentEvent {
                 }
                 tools.iter_mut().for_each(&mut f);
             }
-            Self::Message { text, .. } | Self::Thinking { text, .. } | Self::Output { text, .. } => {
-                f(text)
-            }
+            Self::Message { text, .. }
+            | Self::Thinking { text, .. }
+            | Self::Output { text, .. } => f(text),
             Self::ToolUse { name, input, .. } => {
                 f(name);
                 map_json(input, &mut f);
@@ -178,7 +185,6 @@ impl StreamEvent {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +222,10 @@ mod tests {
             error: None,
         });
         let json = serde_json::to_string(&done).expect("serializable");
-        assert_eq!(serde_json::from_str::<StreamEvent>(&json).ok(), Some(done.clone()));
+        assert_eq!(
+            serde_json::from_str::<StreamEvent>(&json).ok(),
+            Some(done.clone())
+        );
         assert!(done.is_terminal());
         assert_eq!(done.kind(), "done");
 
@@ -225,7 +234,10 @@ mod tests {
             text: "oops".into(),
         });
         let json = serde_json::to_string(&output).expect("serializable");
-        assert_eq!(serde_json::from_str::<StreamEvent>(&json).ok(), Some(output));
+        assert_eq!(
+            serde_json::from_str::<StreamEvent>(&json).ok(),
+            Some(output)
+        );
     }
 
     #[test]

@@ -105,7 +105,9 @@ impl AgentRequest {
             return Err(RequestError::InvalidSessionId(session.clone()));
         }
         if let Some(model) = &self.model
-            && !is_token(model, |c| c.is_ascii_alphanumeric() || "-_./:@[]".contains(c))
+            && !is_token(model, |c| {
+                c.is_ascii_alphanumeric() || "-_./:@[]".contains(c)
+            })
         {
             return Err(RequestError::InvalidModel(model.clone()));
         }
@@ -240,7 +242,11 @@ mod tests {
     #[test]
     fn model_names_allow_provider_prefixes() {
         let mut request = valid();
-        for good in ["claude-sonnet-4-5", "anthropic/claude-3.5", "gpt-4o@2024-08-06"] {
+        for good in [
+            "claude-sonnet-4-5",
+            "anthropic/claude-3.5",
+            "gpt-4o@2024-08-06",
+        ] {
             request.model = Some(good.into());
             assert_eq!(request.validate(), Ok(()), "{good}");
         }

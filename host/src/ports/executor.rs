@@ -94,8 +94,11 @@ pub trait Executor: Send + Sync {
 
     /// Starts a process in the project's workspace, with PATH, a per-project HOME and
     /// `spec.env`, and nothing else of the host's environment.
-    async fn spawn(&self, project: &ProjectId, spec: SpawnSpec)
-    -> Result<SpawnedProcess, ExecError>;
+    async fn spawn(
+        &self,
+        project: &ProjectId,
+        spec: SpawnSpec,
+    ) -> Result<SpawnedProcess, ExecError>;
 
     /// Opens a connection to `port` inside the project's workspace.
     async fn connect(

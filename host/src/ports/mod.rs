@@ -3,6 +3,7 @@
 
 pub mod code_agent;
 pub mod executor;
+pub mod providers;
 pub mod secrets;
 
 pub use code_agent::{AgentError, CodeAgent, EventSink, Execution};
@@ -10,4 +11,5 @@ pub use executor::{
     EnvValue, ExecError, Executor, ExitStatus, ProcessControl, ProjectConnection, Signal,
     SpawnSpec, SpawnedProcess,
 };
+pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
