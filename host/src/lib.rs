@@ -1,5 +1,6 @@
 //! rdev: runs coding agents, each a sandboxed WebAssembly provider, against per-project
 //! workspaces and streams what they do.
 
+pub mod cli;
 pub mod domain;
 pub mod ports;

@@ -42,7 +42,11 @@ pub fn thinking(text: impl Into<String>, partial: bool) -> AgentEvent {
     })
 }
 
-pub fn tool_use(id: impl Into<String>, name: impl Into<String>, input: &serde_json::Value) -> AgentEvent {
+pub fn tool_use(
+    id: impl Into<String>,
+    name: impl Into<String>,
+    input: &serde_json::Value,
+) -> AgentEvent {
     AgentEvent::ToolUse(ToolUseInfo {
         id: id.into(),
         name: name.into(),
@@ -50,7 +54,11 @@ pub fn tool_use(id: impl Into<String>, name: impl Into<String>, input: &serde_js
     })
 }
 
-pub fn tool_result(id: impl Into<String>, content: impl Into<String>, is_error: bool) -> AgentEvent {
+pub fn tool_result(
+    id: impl Into<String>,
+    content: impl Into<String>,
+    is_error: bool,
+) -> AgentEvent {
     AgentEvent::ToolResult(ToolResultInfo {
         id: id.into(),
         content: content.into(),

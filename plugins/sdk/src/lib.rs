@@ -40,7 +40,9 @@ macro_rules! export_provider {
 
 /// Parses the request's provider options; a provider with typed options deserializes them
 /// from the returned map.
-pub fn options(request: &AgentRequest) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+pub fn options(
+    request: &AgentRequest,
+) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
     serde_json::from_str(&request.options_json)
         .map_err(|e| ProviderError::InvalidRequest(format!("options are not a JSON object: {e}")))
 }

@@ -53,7 +53,12 @@ impl CommandBuilder {
 
     /// Sets `key` to the named credential's value, resolved by the host at spawn time.
     /// When `required` is false and the credential does not exist, `key` is left unset.
-    pub fn secret_env(mut self, key: impl Into<String>, credential: impl Into<String>, required: bool) -> Self {
+    pub fn secret_env(
+        mut self,
+        key: impl Into<String>,
+        credential: impl Into<String>,
+        required: bool,
+    ) -> Self {
         self.command.env.push((
             key.into(),
             EnvValue::Secret(SecretRef {
@@ -92,7 +97,10 @@ pub fn read_lines(process: &Process, idle_timeout_ms: Option<u32>) -> Result<Lin
 }
 
 /// Reads available output, up to [`CHUNK_BYTES`].
-pub fn read_chunks(process: &Process, idle_timeout_ms: Option<u32>) -> Result<ChunksRead, ExecError> {
+pub fn read_chunks(
+    process: &Process,
+    idle_timeout_ms: Option<u32>,
+) -> Result<ChunksRead, ExecError> {
     process.read_chunks(CHUNK_BYTES, idle_timeout_ms)
 }
 

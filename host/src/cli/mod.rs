@@ -1,0 +1,27 @@
+//! The `rdev` command line: one file per subcommand, dispatched from here.
+
+use clap::{Parser, Subcommand};
+
+/// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.
+#[derive(Debug, Parser)]
+#[command(name = "rdev", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the version.
+    Version,
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Version => {
+            println!("rdev {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+    }
+}

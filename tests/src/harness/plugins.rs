@@ -1,0 +1,46 @@
+//! Built plugins for tests, produced by the same code as `cargo xtask plugins`.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use xtask::plugins::Layout;
+
+fn layout() -> Layout {
+    Layout::new(xtask::workspace_root())
+}
+
+/// Builds the guest workspace once per test process. Test processes run in parallel, so a
+/// file lock makes them wait for one build instead of racing to install.
+fn ensure_built() -> &'static Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let layout = layout();
+        let lock_path = layout.root.join("target/.plugins-build.lock");
+        std::fs::create_dir_all(layout.root.join("target")).map_err(|e| e.to_string())?;
+        let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        lock.lock()
+            .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+        let result = xtask::plugins::build(&layout)
+            .map(|_| ())
+            .map_err(|e| format!("building plugins failed: {e:#}"));
+        drop(lock);
+        result
+    })
+}
+
+/// The directory of installed plugins (`target/plugins`), built if needed.
+pub fn plugins_dir() -> PathBuf {
+    if let Err(e) = ensure_built() {
+        panic!("{e}");
+    }
+    layout().plugins_dir()
+}
+
+/// The directory of test-only guests (`target/test-plugins`), built if needed.
+pub fn test_plugins_dir() -> PathBuf {
+    if let Err(e) = ensure_built() {
+        panic!("{e}");
+    }
+    layout().test_plugins_dir()
+}
