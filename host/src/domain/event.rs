@@ -164,7 +164,7 @@ pub enum HostEvent {
     Done {
         status: CommandStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        result: Option<AgentResult>,
+        result: Option<Box<AgentResult>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
