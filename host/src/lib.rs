@@ -4,3 +4,5 @@
 pub mod cli;
 pub mod domain;
 pub mod ports;
+pub mod registry;
+pub mod runtime;
