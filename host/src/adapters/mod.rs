@@ -1,0 +1,4 @@
+//! Implementations of the ports against real infrastructure. Only the composition root
+//! (the CLI and the server set-up) picks one; the core sees the ports.
+
+pub mod local;
