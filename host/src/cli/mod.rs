@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod migrate;
+
 /// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.
 #[derive(Debug, Parser)]
 #[command(name = "rdev", version, about)]
@@ -14,11 +16,14 @@ pub struct Cli {
 pub enum Command {
     /// Print the version.
     Version,
+    /// Apply database migrations.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Migrate(args) => migrate::run(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
