@@ -5,3 +5,5 @@ pub mod adapters;
 pub mod cli;
 pub mod domain;
 pub mod ports;
+pub mod registry;
+pub mod runtime;

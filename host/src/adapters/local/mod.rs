@@ -1,0 +1,149 @@
+//! The `local` executor: processes on this machine, each in its project's directory with a
+//! per-project HOME, the host's PATH and nothing else of the host's environment.
+
+mod process;
+mod workspace;
+
+use std::ffi::OsString;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::ProjectId;
+use crate::ports::{
+    EnvValue, ExecError, Executor, ProjectConnection, SecretError, SecretResolver, SpawnSpec,
+    SpawnedProcess,
+};
+
+pub use process::LocalProcess;
+pub use workspace::{STATE_DIR, Workspace, WorkspaceLayout};
+
+/// Runs processes as children of the rdev host, one process group per spawn.
+pub struct LocalExecutor {
+    layout: WorkspaceLayout,
+    secrets: Arc<dyn SecretResolver>,
+    /// The host's PATH when the executor was built; the only host variable a child sees.
+    path: Option<OsString>,
+}
+
+impl LocalExecutor {
+    /// Each project's workspace is `<root>/<project-id>`, created on first use.
+    pub fn per_project(
+        root: impl Into<std::path::PathBuf>,
+        secrets: Arc<dyn SecretResolver>,
+    ) -> Self {
+        Self::new(WorkspaceLayout::PerProject { root: root.into() }, secrets)
+    }
+
+    /// Every project runs in `dir` (the CLI's `--dir`).
+    pub fn fixed_dir(dir: impl Into<std::path::PathBuf>, secrets: Arc<dyn SecretResolver>) -> Self {
+        Self::new(WorkspaceLayout::Fixed { dir: dir.into() }, secrets)
+    }
+
+    /// An executor with the given layout, passing the host's current PATH to children.
+    pub fn new(layout: WorkspaceLayout, secrets: Arc<dyn SecretResolver>) -> Self {
+        Self {
+            layout,
+            secrets,
+            path: std::env::var_os("PATH"),
+        }
+    }
+
+    /// How project ids map to directories.
+    pub fn layout(&self) -> &WorkspaceLayout {
+        &self.layout
+    }
+
+    /// Resolves secret references now, at spawn time, so values never sit anywhere longer
+    /// than the spawn needs them. Errors name the credential, never its value.
+    async fn resolve_env(
+        &self,
+        env: Vec<(String, EnvValue)>,
+    ) -> Result<Vec<(String, String)>, ExecError> {
+        let mut resolved = Vec::with_capacity(env.len());
+        for (key, value) in env {
+            match value {
+                EnvValue::Plain(value) => resolved.push((key, value)),
+                EnvValue::Secret { name, required } => match self.secrets.resolve(&name).await {
+                    Ok(Some(secret)) => resolved.push((key, secret.expose().to_owned())),
+                    Ok(None) if required => return Err(ExecError::MissingSecret(name)),
+                    Ok(None) => {}
+                    Err(SecretError::Unavailable(reason)) => {
+                        return Err(ExecError::Secrets(reason));
+                    }
+                },
+            }
+        }
+        Ok(resolved)
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn spawn(
+        &self,
+        project: &ProjectId,
+        spec: SpawnSpec,
+    ) -> Result<SpawnedProcess, ExecError> {
+        let workspace = self.layout.prepare(project)?;
+        let cwd = workspace.working_dir(&spec.program, spec.working_dir.as_deref())?;
+        let env = self.resolve_env(spec.env).await?;
+
+        let mut command = tokio::process::Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .current_dir(&cwd)
+            .env_clear()
+            .env("HOME", &workspace.home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so a signal reaches everything the program started.
+            .process_group(0);
+        if let Some(path) = &self.path {
+            command.env("PATH", path);
+        }
+        // Spec values come last: a provider may set its own PATH or HOME deliberately.
+        command.envs(env);
+
+        let mut child = command.spawn().map_err(|e| ExecError::SpawnFailed {
+            program: spec.program.clone(),
+            reason: e.to_string(),
+        })?;
+        let io_missing =
+            || ExecError::Io(format!("{:?} started without piped stdio", spec.program));
+        let stdin = child.stdin.take().ok_or_else(io_missing)?;
+        let stdout = child.stdout.take().ok_or_else(io_missing)?;
+        let stderr = child.stderr.take().ok_or_else(io_missing)?;
+        let control = LocalProcess::start(child, &spec.program)?;
+        Ok(SpawnedProcess {
+            stdin: Box::pin(stdin),
+            stdout: Box::pin(stdout),
+            stderr: Box::pin(stderr),
+            control: Arc::new(control),
+        })
+    }
+
+    async fn connect(
+        &self,
+        _project: &ProjectId,
+        port: u16,
+    ) -> Result<Box<dyn ProjectConnection>, ExecError> {
+        // Local services of every project listen on this machine's loopback.
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| ExecError::Connect {
+                port,
+                reason: e.to_string(),
+            })?;
+        Ok(Box::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests;

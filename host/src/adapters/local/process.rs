@@ -1,0 +1,105 @@
+//! A spawned local process group: its exit status, shared by every waiter, and signals to the
+//! whole group.
+
+use async_trait::async_trait;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal as NixSignal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use crate::ports::{ExecError, ExitStatus, ProcessControl, Signal};
+
+type Outcome = Option<Result<ExitStatus, ExecError>>;
+
+/// Controls one process group whose leader is the spawned program.
+///
+/// The group's lifetime ends with its leader's: when the leader exits, whatever it left
+/// running in its group is killed, so no orphan keeps the output pipes open or outlives the
+/// request. Dropping the last handle of a still-running process kills its group too.
+pub struct LocalProcess {
+    pgid: Pid,
+    status: watch::Receiver<Outcome>,
+}
+
+impl LocalProcess {
+    /// Takes ownership of a child started as the leader of its own process group and reaps it
+    /// in the background.
+    pub fn start(mut child: tokio::process::Child, program: &str) -> Result<Self, ExecError> {
+        let raw = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| ExecError::SpawnFailed {
+                program: program.to_owned(),
+                reason: "the process exited before its id could be read".to_owned(),
+            })?;
+        let pgid = Pid::from_raw(raw);
+        let (tx, rx) = watch::channel(None);
+        let program = program.to_owned();
+        tokio::spawn(async move {
+            let outcome = child
+                .wait()
+                .await
+                .map(convert)
+                .map_err(|e| ExecError::Io(format!("waiting for {program:?}: {e}")));
+            // Leftovers of the group; ESRCH (none left) is the common case.
+            let _ = killpg(pgid, NixSignal::SIGKILL);
+            // Nobody listening is fine: every handle was dropped.
+            let _ = tx.send(Some(outcome));
+        });
+        Ok(Self { pgid, status: rx })
+    }
+
+    fn exited(&self) -> bool {
+        self.status.borrow().is_some()
+    }
+}
+
+fn convert(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus {
+        code: status.code(),
+        signal: status.signal(),
+    }
+}
+
+#[async_trait]
+impl ProcessControl for LocalProcess {
+    async fn wait(&self) -> Result<ExitStatus, ExecError> {
+        let mut status = self.status.clone();
+        let outcome = status
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ExecError::Io("the process reaper stopped unexpectedly".to_owned()))?;
+        match &*outcome {
+            Some(result) => result.clone(),
+            None => Err(ExecError::Io(
+                "the process reaper reported nothing".to_owned(),
+            )),
+        }
+    }
+
+    async fn signal(&self, signal: Signal) -> Result<(), ExecError> {
+        let signal = match signal {
+            Signal::Interrupt => NixSignal::SIGINT,
+            Signal::Terminate => NixSignal::SIGTERM,
+            Signal::Kill => NixSignal::SIGKILL,
+        };
+        match killpg(self.pgid, signal) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            // The leader was reaped and its group is empty: its id may belong to someone else.
+            Err(_) if self.exited() => Ok(()),
+            Err(e) => Err(ExecError::Io(format!(
+                "signalling process group {}: {e}",
+                self.pgid
+            ))),
+        }
+    }
+}
+
+impl Drop for LocalProcess {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = killpg(self.pgid, NixSignal::SIGKILL);
+        }
+    }
+}

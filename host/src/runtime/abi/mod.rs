@@ -1,0 +1,136 @@
+//! One module per frozen provider ABI version, each holding its own `bindgen!` output, and a
+//! thin enum that dispatches on the version a plugin's manifest declares. Only the newest
+//! version carries real host logic; older ones convert into it, so a 0.1 plugin keeps
+//! loading when 0.2 exists.
+
+pub mod since_v0_1_0;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
+
+use crate::domain::{AgentRequest, Capabilities};
+
+use super::manifest::AbiVersion;
+use super::state::HostState;
+
+/// ABI versions this host can load, newest first (for error messages).
+pub const SUPPORTED: &[AbiVersion] = &[since_v0_1_0::MIN_VERSION];
+
+/// A component linked against the ABI its manifest names, ready to instantiate cheaply.
+#[derive(Clone)]
+pub(crate) enum ProviderPre {
+    V0_1(since_v0_1_0::ProviderPre<HostState>),
+}
+
+/// Linkers for every supported ABI version, built once per runtime.
+pub(crate) struct Linkers {
+    v0_1: Linker<HostState>,
+}
+
+/// The provider's view of its own capabilities, as returned by `capabilities()`.
+pub(crate) struct GuestCapabilities {
+    pub description: String,
+    pub capabilities: Capabilities,
+}
+
+/// How a guest's `execute` ended, in host terms.
+pub(crate) type GuestOutcome = Result<crate::domain::AgentResult, GuestError>;
+
+/// A provider-reported error (not a trap).
+#[derive(Debug, Clone)]
+pub(crate) enum GuestError {
+    InvalidRequest(String),
+    Unavailable(String),
+    Cancelled,
+    Failed(String),
+}
+
+/// The request as the guest receives it.
+pub(crate) struct GuestRequest<'a> {
+    pub command_id: &'a str,
+    pub project_id: &'a str,
+    pub request: &'a AgentRequest,
+}
+
+impl Linkers {
+    pub fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
+        Ok(Self {
+            v0_1: since_v0_1_0::linker(engine)?,
+        })
+    }
+
+    /// Picks the ABI module for `abi`. A plugin built against an unknown major, or a minor
+    /// newer than the host knows, is refused: it may call imports this host lacks.
+    pub fn link(&self, abi: AbiVersion, component: &Component) -> Result<ProviderPre, String> {
+        if abi.major == 0 && abi.minor == 1 {
+            let pre = self.v0_1.instantiate_pre(component).map_err(|e| {
+                format!("the component does not match the provider world {abi}: {e:#}")
+            })?;
+            let pre = since_v0_1_0::ProviderPre::new(pre).map_err(|e| {
+                format!("the component does not export the provider world {abi}: {e:#}")
+            })?;
+            return Ok(ProviderPre::V0_1(pre));
+        }
+        let supported: Vec<String> = SUPPORTED.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "ABI version {abi} is not supported by this host (supported: {})",
+            supported.join(", ")
+        ))
+    }
+}
+
+impl ProviderPre {
+    pub async fn capabilities(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<GuestCapabilities> {
+        match self {
+            Self::V0_1(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let caps = instance
+                    .rdev_provider_agent()
+                    .call_capabilities(&mut *store)
+                    .await?;
+                Ok(since_v0_1_0::capabilities_from_guest(caps))
+            }
+        }
+    }
+
+    pub async fn execute(
+        &self,
+        store: &mut Store<HostState>,
+        request: GuestRequest<'_>,
+    ) -> wasmtime::Result<GuestOutcome> {
+        match self {
+            Self::V0_1(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let request = since_v0_1_0::request_to_guest(&request);
+                let outcome = instance
+                    .rdev_provider_agent()
+                    .call_execute(&mut *store, &request)
+                    .await?;
+                Ok(since_v0_1_0::outcome_from_guest(outcome))
+            }
+        }
+    }
+
+    pub async fn cleanup(
+        &self,
+        store: &mut Store<HostState>,
+        command_id: &str,
+        project_id: &str,
+        session_id: Option<&str>,
+    ) -> wasmtime::Result<Result<(), GuestError>> {
+        match self {
+            Self::V0_1(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let request = since_v0_1_0::cleanup_to_guest(command_id, project_id, session_id);
+                let outcome = instance
+                    .rdev_provider_agent()
+                    .call_cancel(&mut *store, &request)
+                    .await?;
+                Ok(outcome.map_err(since_v0_1_0::error_from_guest))
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! A loaded plugin as a [`CodeAgent`]: each execution gets a fresh store and instance,
+//! a deadline that traps, and the cooperative-then-forced cancel of the ABI.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::domain::{AgentProvider, AgentResult, ProjectId, ResultStatus};
+use crate::ports::{AgentError, CodeAgent, Execution};
+
+use super::abi::{GuestError, GuestRequest, ProviderPre};
+use super::manifest::Manifest;
+use super::state::{DEADLINE_TRAP, ExecCtx, new_store};
+use super::{LoadInfo, RuntimeInner};
+
+/// One loaded version of a plugin. An execution holds an `Arc` of it, so a hot reload
+/// never changes the code under a running execution.
+pub struct WasmAgent {
+    runtime: Arc<RuntimeInner>,
+    provider: AgentProvider,
+    manifest: Arc<Manifest>,
+    pre: ProviderPre,
+    fingerprint: String,
+    load: LoadInfo,
+}
+
+enum Ending<T> {
+    Returned(T),
+    /// The grace period after a cancel or the timeout passed.
+    Killed,
+}
+
+impl WasmAgent {
+    pub(crate) fn new(
+        runtime: Arc<RuntimeInner>,
+        provider: AgentProvider,
+        manifest: Arc<Manifest>,
+        pre: ProviderPre,
+        fingerprint: String,
+        load: LoadInfo,
+    ) -> Self {
+        Self {
+            runtime,
+            provider,
+            manifest,
+            pre,
+            fingerprint,
+            load,
+        }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// sha256 of the manifest and component this version was loaded from.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Whether the compiled code came from the cache, and how long the load took.
+    pub fn load_info(&self) -> LoadInfo {
+        self.load
+    }
+
+    fn exec_ctx(&self, project: Option<ProjectId>, execution: Option<&Execution>) -> Arc<ExecCtx> {
+        Arc::new(ExecCtx::new(
+            self.manifest.clone(),
+            project,
+            self.runtime.config.executor.clone(),
+            self.runtime.config.secrets.clone(),
+            execution.map(|e| e.events.clone()),
+        ))
+    }
+
+    /// Instantiates the plugin and calls `capabilities()`: the cheapest full round trip,
+    /// used by the benchmark and as a health probe.
+    pub async fn probe(&self) -> Result<(), AgentError> {
+        let exec = self.exec_ctx(None, None);
+        set_deadline(&exec, Instant::now() + Duration::from_secs(10));
+        let mut store = new_store(&self.runtime.engine, exec);
+        self.pre
+            .capabilities(&mut store)
+            .await
+            .map(|_| ())
+            .map_err(|e| AgentError::Crashed(format!("{e:#}")))
+    }
+
+    /// Calls the plugin's `cancel` export on a fresh instance: best-effort clean-up for an
+    /// execution whose instance is gone (killed, or lost with its host).
+    pub async fn cleanup(
+        &self,
+        project: ProjectId,
+        command_id: &str,
+        session_id: Option<&str>,
+    ) -> Result<(), AgentError> {
+        let exec = self.exec_ctx(Some(project.clone()), None);
+        let grace = self.runtime.config.cancel_grace;
+        set_deadline(&exec, Instant::now() + grace);
+        let mut store = new_store(&self.runtime.engine, exec.clone());
+        let call = self
+            .pre
+            .cleanup(&mut store, command_id, project.as_str(), session_id);
+        let outcome = tokio::time::timeout(grace, call).await;
+        exec.kill_processes().await;
+        match outcome {
+            Err(_) => Err(AgentError::CancelIgnored {
+                grace_secs: grace.as_secs(),
+            }),
+            Ok(Err(trap)) => Err(AgentError::Crashed(format!("{trap:#}"))),
+            Ok(Ok(Err(e))) => Err(guest_error(e)),
+            Ok(Ok(Ok(()))) => Ok(()),
+        }
+    }
+}
+
+fn set_deadline(exec: &ExecCtx, at: Instant) {
+    if let Ok(mut deadline) = exec.hard_deadline.lock() {
+        *deadline = Some(at);
+    }
+}
+
+fn guest_error(e: GuestError) -> AgentError {
+    match e {
+        GuestError::InvalidRequest(m) => AgentError::InvalidRequest(m),
+        GuestError::Unavailable(m) => AgentError::Unavailable(m),
+        GuestError::Cancelled => AgentError::Failed("cancelled".into()),
+        GuestError::Failed(m) => AgentError::Failed(m),
+    }
+}
+
+#[async_trait]
+impl CodeAgent for WasmAgent {
+    fn provider(&self) -> &AgentProvider {
+        &self.provider
+    }
+
+    async fn execute(&self, execution: Execution) -> Result<AgentResult, AgentError> {
+        let started = Instant::now();
+        let timeout = execution.request.timeout;
+        if timeout > self.manifest.limits.max_timeout {
+            return Err(AgentError::InvalidRequest(format!(
+                "timeout of {} s exceeds this provider's ceiling of {} s",
+                timeout.as_secs(),
+                self.manifest.limits.max_timeout.as_secs()
+            )));
+        }
+        let grace = self.runtime.config.cancel_grace;
+        let exec = self.exec_ctx(Some(execution.project_id.clone()), Some(&execution));
+        let soft_deadline = started + timeout;
+        set_deadline(&exec, soft_deadline + grace);
+        let mut store = new_store(&self.runtime.engine, exec.clone());
+
+        let command_id = execution.command_id.to_string();
+        let project_id = execution.project_id.to_string();
+        let mut call = Box::pin(self.pre.execute(
+            &mut store,
+            GuestRequest {
+                command_id: &command_id,
+                project_id: &project_id,
+                request: &execution.request,
+            },
+        ));
+        let mut kill_at: Option<Instant> = None;
+        let mut timed_out = false;
+        let ending = loop {
+            let kill = async {
+                match kill_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                outcome = &mut call => break Ending::Returned(outcome),
+                () = execution.cancel.cancelled(), if kill_at.is_none() => {
+                    exec.cancel.cancel();
+                    let at = Instant::now() + grace;
+                    set_deadline(&exec, at);
+                    kill_at = Some(at);
+                }
+                () = tokio::time::sleep_until(soft_deadline.into()), if !timed_out => {
+                    timed_out = true;
+                    exec.cancel.cancel();
+                    kill_at.get_or_insert(soft_deadline + grace);
+                }
+                () = kill => break Ending::Killed,
+            }
+        };
+        // The instance (and its store) goes before anything else: a trapped or abandoned
+        // store is never reused.
+        drop(call);
+        drop(store);
+        exec.kill_processes().await;
+
+        let stopped = |timed_out: bool| {
+            if timed_out && !execution.cancel.is_cancelled() {
+                AgentError::TimedOut {
+                    timeout_secs: timeout.as_secs(),
+                }
+            } else {
+                AgentError::CancelIgnored {
+                    grace_secs: grace.as_secs(),
+                }
+            }
+        };
+        match ending {
+            Ending::Killed => Err(stopped(timed_out)),
+            Ending::Returned(Err(trap)) => {
+                let message = format!("{trap:#}");
+                if message.contains(DEADLINE_TRAP) {
+                    Err(stopped(timed_out))
+                } else {
+                    tracing::warn!(plugin = %self.provider.name, error = %message, "provider crashed");
+                    Err(AgentError::Crashed(message))
+                }
+            }
+            Ending::Returned(Ok(Err(GuestError::Cancelled))) => {
+                let mut result = AgentResult::new(ResultStatus::Cancelled);
+                result.error = Some(if timed_out {
+                    format!("timed out after {} s", timeout.as_secs())
+                } else {
+                    "cancelled".into()
+                });
+                result.duration = started.elapsed();
+                Ok(result)
+            }
+            Ending::Returned(Ok(Err(GuestError::Failed(m)))) => {
+                let mut result = AgentResult::failed(m);
+                result.duration = started.elapsed();
+                Ok(result)
+            }
+            Ending::Returned(Ok(Err(other))) => Err(guest_error(other)),
+            Ending::Returned(Ok(Ok(mut result))) => {
+                if timed_out && result.status != ResultStatus::Completed {
+                    result.status = ResultStatus::Failed;
+                    result.error = Some(format!("timed out after {} s", timeout.as_secs()));
+                }
+                result.duration = started.elapsed();
+                Ok(result)
+            }
+        }
+    }
+}

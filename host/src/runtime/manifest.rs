@@ -1,0 +1,432 @@
+//! Plugin manifests (`<name>.toml` beside `<name>.wasm`): who the plugin is, which ABI it
+//! speaks, what it may touch and how much it may use. Everything a host import allows is
+//! decided from here, so parsing is strict: unknown keys are errors, not ignored typos.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{AgentRequest, ProviderName};
+
+/// A parsed and validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub name: ProviderName,
+    /// The plugin's own version, shown in listings.
+    pub version: String,
+    /// The provider ABI the component was built against.
+    pub abi: AbiVersion,
+    pub description: String,
+    pub grants: Grants,
+    pub limits: Limits,
+}
+
+/// Why a manifest was refused; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{}: cannot read the manifest: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: malformed manifest: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}: invalid `{field}`: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+/// A `MAJOR.MINOR.PATCH` version of the provider ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AbiVersion {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+}
+
+impl AbiVersion {
+    pub const fn new(major: u64, minor: u64, patch: u64) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+}
+
+impl fmt::Display for AbiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl FromStr for AbiVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('.').collect();
+        let [major, minor, patch] = parts.as_slice() else {
+            return Err(format!("{s:?} is not MAJOR.MINOR.PATCH"));
+        };
+        let num = |p: &str| {
+            p.parse::<u64>()
+                .map_err(|_| format!("{s:?} is not MAJOR.MINOR.PATCH"))
+        };
+        Ok(Self::new(num(major)?, num(minor)?, num(patch)?))
+    }
+}
+
+/// What a plugin may do outside its sandbox. Deny by default: an empty set grants nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    exec: BTreeSet<String>,
+    ports: BTreeSet<u16>,
+    credentials: BTreeSet<String>,
+}
+
+/// A refused capability, worded for the guest (it receives this as `denied(..)`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
+
+impl Grants {
+    /// Grants exactly the listed programs, ports and credential names.
+    pub fn new(
+        exec: impl IntoIterator<Item = String>,
+        ports: impl IntoIterator<Item = u16>,
+        credentials: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self {
+            exec: exec.into_iter().collect(),
+            ports: ports.into_iter().collect(),
+            credentials: credentials.into_iter().collect(),
+        }
+    }
+
+    /// argv[0] must match an allow-list entry exactly: `sh` does not grant `/bin/sh`.
+    pub fn check_exec(&self, program: &str) -> Result<(), Denied> {
+        if self.exec.contains(program) {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "program {program:?} is not on this plugin's exec allow-list"
+            )))
+        }
+    }
+
+    pub fn check_port(&self, port: u16) -> Result<(), Denied> {
+        if self.ports.contains(&port) {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "port {port} is not granted to this plugin for project-http"
+            )))
+        }
+    }
+
+    pub fn check_credential(&self, name: &str) -> Result<(), Denied> {
+        if self.credentials.contains(name) {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "credential {name:?} is not granted to this plugin"
+            )))
+        }
+    }
+
+    pub fn exec(&self) -> impl Iterator<Item = &str> {
+        self.exec.iter().map(String::as_str)
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.iter().copied()
+    }
+
+    pub fn credentials(&self) -> impl Iterator<Item = &str> {
+        self.credentials.iter().map(String::as_str)
+    }
+}
+
+/// Per-execution resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory the guest may grow to; growing beyond traps.
+    pub memory_bytes: u64,
+    /// Requests asking for longer are refused rather than silently shortened.
+    pub max_timeout: Duration,
+}
+
+impl Limits {
+    /// Memory ceiling a manifest may ask for.
+    pub const MAX_MEMORY_MIB: u64 = 4096;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    version: String,
+    abi: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    grants: RawGrants,
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    exec: Vec<String>,
+    #[serde(default)]
+    project_http_ports: Vec<u16>,
+    #[serde(default)]
+    credentials: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mib: u64,
+    max_timeout_secs: u64,
+}
+
+impl Manifest {
+    /// Reads and validates `path`; the manifest's `name` must equal the file's stem so that
+    /// `<name>.toml` and `<name>.wasm` always describe the same plugin.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let manifest = Self::parse(path, &text)?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if stem != manifest.name.as_str() {
+            return Err(ManifestError::Invalid {
+                path: path.to_owned(),
+                field: "name",
+                reason: format!(
+                    "{:?} does not match the file name {stem:?}",
+                    manifest.name.as_str()
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Parses manifest text; `path` is only used to name the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        let invalid = |field, reason: String| ManifestError::Invalid {
+            path: path.to_owned(),
+            field,
+            reason,
+        };
+        let name = ProviderName::parse(&raw.name).map_err(|e| invalid("name", e.to_string()))?;
+        if raw.version.parse::<AbiVersion>().is_err() && !is_version(&raw.version) {
+            return Err(invalid(
+                "version",
+                format!("{:?} is not a version like 1.2.3", raw.version),
+            ));
+        }
+        let abi = raw
+            .abi
+            .parse::<AbiVersion>()
+            .map_err(|e| invalid("abi", e))?;
+        if raw.description.len() > 1024 {
+            return Err(invalid("description", "longer than 1024 bytes".to_owned()));
+        }
+        for program in &raw.grants.exec {
+            if program.is_empty() || program.contains('\0') {
+                return Err(invalid(
+                    "grants.exec",
+                    format!("{program:?} is not a program name"),
+                ));
+            }
+        }
+        if raw.grants.project_http_ports.contains(&0) {
+            return Err(invalid("grants.project_http_ports", "port 0".to_owned()));
+        }
+        for credential in &raw.grants.credentials {
+            let ok = !credential.is_empty()
+                && credential
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(invalid(
+                    "grants.credentials",
+                    format!("{credential:?} is not a credential name"),
+                ));
+            }
+        }
+        if raw.limits.memory_mib == 0 || raw.limits.memory_mib > Limits::MAX_MEMORY_MIB {
+            return Err(invalid(
+                "limits.memory_mib",
+                format!(
+                    "{} is not between 1 and {}",
+                    raw.limits.memory_mib,
+                    Limits::MAX_MEMORY_MIB
+                ),
+            ));
+        }
+        let max_secs = AgentRequest::MAX_TIMEOUT.as_secs();
+        if raw.limits.max_timeout_secs == 0 || raw.limits.max_timeout_secs > max_secs {
+            return Err(invalid(
+                "limits.max_timeout_secs",
+                format!(
+                    "{} is not between 1 and {max_secs}",
+                    raw.limits.max_timeout_secs
+                ),
+            ));
+        }
+        Ok(Self {
+            name,
+            version: raw.version,
+            abi,
+            description: raw.description,
+            grants: Grants::new(
+                raw.grants.exec,
+                raw.grants.project_http_ports,
+                raw.grants.credentials,
+            ),
+            limits: Limits {
+                memory_bytes: raw.limits.memory_mib * 1024 * 1024,
+                max_timeout: Duration::from_secs(raw.limits.max_timeout_secs),
+            },
+        })
+    }
+}
+
+/// Accepts semver with pre-release or build suffixes (`1.2.3-beta.1+abc`).
+fn is_version(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    core.parse::<AbiVersion>().is_ok()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "shell"
+version = "0.1.0"
+abi = "0.1.0"
+description = "runs sh"
+
+[grants]
+exec = ["sh"]
+project_http_ports = [4096]
+credentials = ["ANTHROPIC_API_KEY"]
+
+[limits]
+memory_mib = 64
+max_timeout_secs = 600
+"#;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("/plugins/shell.toml"), text)
+    }
+
+    #[test]
+    fn a_complete_manifest_parses() {
+        let m = parse(GOOD).expect("valid");
+        assert_eq!(m.name.as_str(), "shell");
+        assert_eq!(m.abi, AbiVersion::new(0, 1, 0));
+        assert_eq!(m.limits.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(m.limits.max_timeout, Duration::from_secs(600));
+        assert_eq!(m.grants.exec().collect::<Vec<_>>(), ["sh"]);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let bad = GOOD.replace("memory_mib = 64", "memory_mib = 0");
+        let err = parse(&bad).expect_err("zero memory accepted").to_string();
+        assert!(err.contains("/plugins/shell.toml"), "{err}");
+        assert!(err.contains("limits.memory_mib"), "{err}");
+
+        let err = parse("name = ").expect_err("bad toml accepted").to_string();
+        assert!(
+            err.contains("/plugins/shell.toml: malformed manifest"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let bad = GOOD.replace("[grants]", "[grants]\nnetwork = true");
+        assert!(matches!(parse(&bad), Err(ManifestError::Syntax { .. })));
+    }
+
+    #[test]
+    fn abi_and_version_must_be_versions() {
+        let bad = GOOD.replace("abi = \"0.1.0\"", "abi = \"latest\"");
+        assert!(matches!(
+            parse(&bad),
+            Err(ManifestError::Invalid { field: "abi", .. })
+        ));
+        let pre = GOOD.replace("version = \"0.1.0\"", "version = \"2.0.0-beta.1\"");
+        assert_eq!(parse(&pre).expect("pre-release").version, "2.0.0-beta.1");
+        let bad = GOOD.replace("version = \"0.1.0\"", "version = \"new\"");
+        assert!(matches!(
+            parse(&bad),
+            Err(ManifestError::Invalid {
+                field: "version",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn timeout_ceiling_is_bounded() {
+        let bad = GOOD.replace("max_timeout_secs = 600", "max_timeout_secs = 999999999");
+        assert!(matches!(
+            parse(&bad),
+            Err(ManifestError::Invalid {
+                field: "limits.max_timeout_secs",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn grants_deny_by_default_and_match_exactly() {
+        let grants = Grants::new(["sh".to_owned()], [4096], ["KEY".to_owned()]);
+        assert!(grants.check_exec("sh").is_ok());
+        assert!(grants.check_exec("/bin/sh").is_err());
+        assert!(grants.check_exec("bash").is_err());
+        assert!(grants.check_port(4096).is_ok());
+        assert!(grants.check_port(22).is_err());
+        assert!(grants.check_credential("KEY").is_ok());
+        assert!(grants.check_credential("OTHER").is_err());
+
+        let none = Grants::default();
+        assert!(none.check_exec("sh").is_err());
+        assert!(none.check_port(80).is_err());
+        assert!(none.check_credential("KEY").is_err());
+    }
+
+    #[test]
+    fn name_must_match_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("other.toml");
+        std::fs::write(&path, GOOD).expect("write");
+        let err = Manifest::load(&path).expect_err("mismatch accepted");
+        assert!(matches!(err, ManifestError::Invalid { field: "name", .. }));
+        let path = dir.path().join("shell.toml");
+        std::fs::write(&path, GOOD).expect("write");
+        assert!(Manifest::load(&path).is_ok());
+    }
+}

@@ -1,0 +1,182 @@
+//! What one execution's `Store` carries: its sandboxed WASI context, its resources, its
+//! limits and the execution context every host import consults (grants, cancel state,
+//! where events go, which processes to kill).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::domain::ProjectId;
+use crate::ports::{EventSink, Executor, ProcessControl, SecretResolver, Signal};
+
+use super::manifest::Manifest;
+
+/// The host call was interrupted by the execution's cancel (delivered once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cancelled;
+
+/// Shared between the store (host imports) and the task driving the execution.
+pub(crate) struct ExecCtx {
+    pub plugin: String,
+    pub manifest: Arc<Manifest>,
+    /// `None` for executions without a project (the load-time `capabilities()` probe);
+    /// imports that need a workspace then fail with a clear error.
+    pub project: Option<ProjectId>,
+    pub executor: Arc<dyn Executor>,
+    pub secrets: Arc<dyn SecretResolver>,
+    pub events: Option<EventSink>,
+    /// Fires on an external cancel or at the request's timeout.
+    pub cancel: CancellationToken,
+    cancel_delivered: AtomicBool,
+    /// After this instant the guest traps at its next epoch check.
+    pub hard_deadline: Mutex<Option<Instant>>,
+    processes: Mutex<Vec<Arc<dyn ProcessControl>>>,
+}
+
+impl ExecCtx {
+    pub fn new(
+        manifest: Arc<Manifest>,
+        project: Option<ProjectId>,
+        executor: Arc<dyn Executor>,
+        secrets: Arc<dyn SecretResolver>,
+        events: Option<EventSink>,
+    ) -> Self {
+        Self {
+            plugin: manifest.name.to_string(),
+            manifest,
+            project,
+            executor,
+            secrets,
+            events,
+            cancel: CancellationToken::new(),
+            cancel_delivered: AtomicBool::new(false),
+            hard_deadline: Mutex::new(None),
+            processes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs a blocking host operation. When the execution is (or becomes) cancelled, the
+    /// first such call returns `Cancelled` at once; later calls run normally so the guest
+    /// can clean up within its grace period.
+    pub async fn cancellable<F: Future>(&self, op: F) -> Result<F::Output, Cancelled> {
+        if self.cancel_delivered.load(Ordering::SeqCst) {
+            return Ok(op.await);
+        }
+        if self.cancel.is_cancelled() {
+            return self.deliver(op).await;
+        }
+        tokio::pin!(op);
+        tokio::select! {
+            out = &mut op => Ok(out),
+            () = self.cancel.cancelled() => self.deliver(op).await,
+        }
+    }
+
+    async fn deliver<F: Future>(&self, op: F) -> Result<F::Output, Cancelled> {
+        if self.cancel_delivered.swap(true, Ordering::SeqCst) {
+            Ok(op.await)
+        } else {
+            Err(Cancelled)
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    pub fn track(&self, process: Arc<dyn ProcessControl>) {
+        if let Ok(mut list) = self.processes.lock() {
+            list.push(process);
+        }
+    }
+
+    /// Kills every process this execution started (already exited ones are unaffected).
+    pub async fn kill_processes(&self) {
+        let list = match self.processes.lock() {
+            Ok(mut list) => std::mem::take(&mut *list),
+            Err(_) => return,
+        };
+        for process in list {
+            if let Err(e) = process.signal(Signal::Kill).await {
+                tracing::warn!(plugin = %self.plugin, error = %e, "killing a provider's process failed");
+            }
+        }
+    }
+
+    pub fn project(&self) -> Result<&ProjectId, String> {
+        self.project
+            .as_ref()
+            .ok_or_else(|| "no project workspace is attached to this call".to_owned())
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.hard_deadline
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// The data of one execution's store.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    pub table: ResourceTable,
+    limits: StoreLimits,
+    pub exec: Arc<ExecCtx>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Why the epoch check stopped the guest.
+pub(crate) const DEADLINE_TRAP: &str = "rdev: execution deadline exceeded";
+
+/// A store for one execution: an empty WASI context (no preopens, env, args, stdio or
+/// network), memory limits from the manifest that trap instead of failing the grow, and
+/// an epoch callback that yields every tick (so a runaway guest can still be dropped) and
+/// traps once the hard deadline passed.
+pub(crate) fn new_store(engine: &wasmtime::Engine, exec: Arc<ExecCtx>) -> Store<HostState> {
+    let mut wasi = WasiCtx::builder();
+    wasi.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    let memory = usize::try_from(exec.manifest.limits.memory_bytes).unwrap_or(usize::MAX);
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(memory)
+        .instances(64)
+        .tables(64)
+        .memories(8)
+        .table_elements(1_000_000)
+        .trap_on_grow_failure(true)
+        .build();
+    let state = HostState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limits,
+        exec,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        if ctx.data().exec.past_deadline() {
+            Err(wasmtime::Error::msg(DEADLINE_TRAP))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}

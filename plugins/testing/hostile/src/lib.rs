@@ -1,0 +1,142 @@
+//! A provider that misbehaves on request, so the host's sandbox can be tested against a
+//! real component. The prompt selects the behaviour:
+//!
+//! - `loop`: spins forever without calling the host.
+//! - `alloc`: allocates 1 GiB.
+//! - `panic`: panics.
+//! - `exec <program>`: tries to spawn `program`; the result's text says what happened.
+//! - `fs`: tries to read host files, list `/`, read the environment and open a socket; the
+//!   result's text reports each outcome as JSON.
+//! - `flood <n>`: emits `n` numbered message events in batches of 100.
+//! - `wait-cancel`: sleeps until cancelled, emits `cleanup`, and returns `cancelled`.
+//! - `cancel-once`: emits until an emit returns `cancelled`, then emits `cleanup` (which
+//!   must work) and returns `cancelled`.
+//! - `ignore-cancel`: keeps running after a cancel, calling the host.
+//! - anything else: returns the prompt as the final text.
+
+use rdev_sdk::exec::ExecError;
+use rdev_sdk::process::CommandBuilder;
+use rdev_sdk::{
+    AgentRequest, AgentResult, Capability, CleanupRequest, Provider, ProviderCapabilities,
+    ProviderError, ResultStatus, event, execution,
+};
+
+struct Hostile;
+
+fn result(status: ResultStatus, text: impl Into<String>) -> AgentResult {
+    AgentResult {
+        status,
+        exit_code: None,
+        session_id: None,
+        final_text: Some(text.into()),
+        error: None,
+        cost_usd: None,
+        usage: None,
+        num_turns: None,
+        details_json: None,
+    }
+}
+
+fn probe_sandbox() -> String {
+    let read = std::fs::read_to_string("/etc/passwd")
+        .map(|s| format!("read {} bytes", s.len()))
+        .unwrap_or_else(|e| format!("error: {e}"));
+    let cwd_file = std::fs::read_to_string("Cargo.toml")
+        .map(|s| format!("read {} bytes", s.len()))
+        .unwrap_or_else(|e| format!("error: {e}"));
+    let list = std::fs::read_dir("/")
+        .map(|d| format!("listed {} entries", d.count()))
+        .unwrap_or_else(|e| format!("error: {e}"));
+    let env = std::env::vars().count();
+    let args = std::env::args().count();
+    let socket = std::net::TcpStream::connect("127.0.0.1:22")
+        .map(|_| "connected".to_owned())
+        .unwrap_or_else(|e| format!("error: {e}"));
+    serde_json::json!({
+        "read": read,
+        "cwd_file": cwd_file,
+        "list": list,
+        "env": env,
+        "args": args,
+        "socket": socket,
+    })
+    .to_string()
+}
+
+impl Provider for Hostile {
+    fn capabilities() -> ProviderCapabilities {
+        ProviderCapabilities {
+            description: "misbehaves on request".into(),
+            capabilities: Capability::STREAMING | Capability::CANCEL,
+        }
+    }
+
+    fn execute(request: AgentRequest) -> Result<AgentResult, ProviderError> {
+        let prompt = request.prompt.trim();
+        let (mode, arg) = prompt.split_once(' ').unwrap_or((prompt, ""));
+        match mode {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let block = vec![1u8; 1 << 30];
+                let sum: u64 = std::hint::black_box(&block).iter().map(|b| u64::from(*b)).sum();
+                Ok(result(ResultStatus::Completed, format!("allocated {sum}")))
+            }
+            "panic" => panic!("the hostile plugin panics on purpose"),
+            "exec" => {
+                let text = match CommandBuilder::new(arg).spawn() {
+                    Ok(_) => "spawned".to_owned(),
+                    Err(ExecError::Denied(reason)) => format!("denied: {reason}"),
+                    Err(other) => format!("other error: {other:?}"),
+                };
+                Ok(result(ResultStatus::Completed, text))
+            }
+            "fs" => Ok(result(ResultStatus::Completed, probe_sandbox())),
+            "flood" => {
+                let n: usize = arg.parse().unwrap_or(10_000);
+                let mut sent = 0;
+                while sent < n {
+                    let batch: Vec<_> = (sent..n.min(sent + 100))
+                        .map(|i| event::message(i.to_string()))
+                        .collect();
+                    if event::emit_all(&batch).is_err() {
+                        return Err(ProviderError::Cancelled);
+                    }
+                    sent += batch.len();
+                }
+                Ok(result(ResultStatus::Completed, format!("sent {sent}")))
+            }
+            "wait-cancel" => {
+                while execution::sleep(20) {}
+                let _ = event::emit(event::message("cleanup"));
+                Err(ProviderError::Cancelled)
+            }
+            "cancel-once" => {
+                loop {
+                    if event::emit(event::message("tick")).is_err() {
+                        break;
+                    }
+                    execution::sleep(10);
+                }
+                if event::emit(event::message("cleanup")).is_err() {
+                    return Ok(result(ResultStatus::Failed, "cancelled twice"));
+                }
+                Ok(result(ResultStatus::Cancelled, "cleaned up"))
+            }
+            "ignore-cancel" => loop {
+                execution::sleep(10);
+            },
+            _ => Ok(result(ResultStatus::Completed, prompt)),
+        }
+    }
+
+    fn cancel(_request: CleanupRequest) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+rdev_sdk::export_provider!(Hostile);
