@@ -2,3 +2,6 @@
 //! (the CLI and the server set-up) picks one; the core sees the ports.
 
 pub mod local;
+pub mod postgres;
+pub mod sqlite;
+pub mod store;

@@ -1,16 +1,29 @@
 //! Pure types and rules of rdev. Nothing in here performs I/O or depends on a runtime, so
 //! every rule can be unit-tested and shared by the API, the worker and the storage adapters.
 
+pub mod audit;
 pub mod command;
+pub mod credential;
 pub mod event;
 pub mod ids;
+pub mod project;
 pub mod provider;
+pub mod queue;
+pub mod redact;
 pub mod request;
 pub mod result;
 
+pub use audit::{AuditEntry, BrokenLink, ChainVerifier, NewAuditEntry};
 pub use command::{CommandStatus, TransitionError};
+pub use credential::{CredentialName, MasterKey, SealError};
 pub use event::{AgentEvent, HostEvent, OutputStream, StreamEvent, Usage};
 pub use ids::{CommandId, IdError, ProjectId, ProviderName};
+pub use project::{NewProject, Project};
 pub use provider::{AgentProvider, Capabilities};
+pub use queue::{
+    Claim, CommandFilter, CommandRecord, HOST_LOST, Heartbeat, Lease, NewCommand, Outcome,
+    QueueConfig, Rescued,
+};
+pub use redact::Redactor;
 pub use request::{AgentRequest, RequestError};
 pub use result::{AgentResult, ResultStatus};

@@ -13,3 +13,8 @@ pub use executor::{
 };
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
+pub mod store;
+pub use store::{
+    AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
+    EventSubscription, ProjectStore, StoreError, StoredEvent, Stores,
+};

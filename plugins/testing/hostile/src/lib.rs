@@ -21,8 +21,8 @@
 //! - anything else: returns the prompt as the final text.
 
 use rdev_sdk::exec::ExecError;
-use rdev_sdk::project_http::{self, Auth, EventsRead, HttpError, Request};
 use rdev_sdk::process::CommandBuilder;
+use rdev_sdk::project_http::{self, Auth, EventsRead, HttpError, Request};
 use rdev_sdk::{
     AgentRequest, AgentResult, Capability, CleanupRequest, Provider, ProviderCapabilities,
     ProviderError, ResultStatus, event, execution,
@@ -97,7 +97,10 @@ impl Provider for Hostile {
             }
             "alloc" => {
                 let block = vec![1u8; 1 << 30];
-                let sum: u64 = std::hint::black_box(&block).iter().map(|b| u64::from(*b)).sum();
+                let sum: u64 = std::hint::black_box(&block)
+                    .iter()
+                    .map(|b| u64::from(*b))
+                    .sum();
                 Ok(result(ResultStatus::Completed, format!("allocated {sum}")))
             }
             "panic" => panic!("the hostile plugin panics on purpose"),

@@ -1,0 +1,876 @@
+//! PostgreSQL adapter: production, several rdev replicas on one database. Claims use
+//! `FOR UPDATE SKIP LOCKED`; triggers `NOTIFY` on `rdev_work` and `rdev_events` (ids only),
+//! and one listener connection per process turns those into in-process wake-ups.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::store::{
+    ConnectError, Signals, StoreOptions, fenced, follow, lost, nonce, rescue_decision,
+};
+use crate::domain::{
+    AgentRequest, AgentResult, AuditEntry, ChainVerifier, Claim, CommandFilter, CommandId,
+    CommandRecord, CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry,
+    NewCommand, NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor,
+    Rescued, StreamEvent, audit::GENESIS_HASH,
+};
+use crate::ports::{
+    AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
+    EventSubscription, ProjectStore, SecretError, SecretResolver, SecretValue, StoreError,
+    StoredEvent, Stores,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Connections per process: claims, heartbeats and event appends are short statements.
+const POOL_SIZE: u32 = 16;
+
+/// The advisory lock that serializes audit appends, so the chain never forks.
+const AUDIT_LOCK: i64 = 0x7264_6576_6175_6469;
+
+macro_rules! command_columns {
+    () => {
+        "id, project_id, provider, request, status, idempotency_key, submitted_by, \
+         cancel_requested, attempts, result, error, created_at, started_at, finished_at, \
+         lease_owner, lease_token, lease_expires_at"
+    };
+}
+
+fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| StoreError::backend(context, error)
+}
+
+fn corrupt(table: &'static str) -> impl Fn(String) -> StoreError {
+    move |reason| StoreError::Corrupt { table, reason }
+}
+
+/// Applies the embedded migrations.
+pub async fn migrate(url: &str) -> Result<(), ConnectError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| ConnectError::Migrate(e.to_string()))?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Every store over one PostgreSQL database. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    config: QueueConfig,
+    signals: Arc<Signals>,
+    key: ArcSwap<MasterKey>,
+    /// Stops the listener task when the last clone of the store is dropped.
+    _listener: DropGuard,
+}
+
+impl PgStore {
+    /// Connects, migrates and starts the notification listener.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, ConnectError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect(url)
+            .await
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| ConnectError::Migrate(e.to_string()))?;
+        let signals = Signals::new();
+        let stop = CancellationToken::new();
+        tokio::spawn(listen(
+            pool.clone(),
+            signals.clone(),
+            stop.clone(),
+            options.queue.poll_fallback,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                config: options.queue,
+                signals,
+                key: ArcSwap::from_pointee(options.master_key),
+                _listener: stop.drop_guard(),
+            }),
+        })
+    }
+
+    /// The same store behind each port.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            projects: Arc::new(self.clone()),
+            queue: Arc::new(self.clone()),
+            events: Arc::new(self.clone()),
+            audit: Arc::new(self.clone()),
+            credentials: Arc::new(self.clone()),
+        }
+    }
+
+    /// The connection pool, for tests and benchmarks that inspect rows directly.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    fn pool_ref(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    fn lease_secs(&self) -> f64 {
+        self.inner.config.lease.as_secs_f64()
+    }
+}
+
+/// Turns NOTIFYs from any replica into in-process signals; reconnects when the connection
+/// drops, and wakes every worker after a reconnect since notifications may have been lost.
+async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, retry: Duration) {
+    while !stop.is_cancelled() {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen_all(["rdev_work", "rdev_events"]).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            () = stop.cancelled() => return,
+            result = connected => match result {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "postgres listener cannot connect; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(retry) => continue,
+                    }
+                }
+            },
+        };
+        signals.wake_workers();
+        loop {
+            let notification = tokio::select! {
+                () = stop.cancelled() => return,
+                notification = listener.recv() => notification,
+            };
+            match notification {
+                Ok(n) if n.channel() == "rdev_work" => signals.wake_workers(),
+                Ok(n) => {
+                    if let Some((stream, seq)) = n.payload().rsplit_once(':')
+                        && let Ok(seq) = seq.parse()
+                    {
+                        signals.announce(stream, seq);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "postgres listener lost its connection");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn command_from_row(row: &PgRow) -> Result<CommandRecord, StoreError> {
+    let bad = corrupt("commands");
+    let get_err = |e: sqlx::Error| bad(e.to_string());
+    let id: String = row.try_get("id").map_err(get_err)?;
+    let project: String = row.try_get("project_id").map_err(get_err)?;
+    let provider: String = row.try_get("provider").map_err(get_err)?;
+    let status: String = row.try_get("status").map_err(get_err)?;
+    let Json(request): Json<AgentRequest> = row.try_get("request").map_err(get_err)?;
+    let result: Option<Json<AgentResult>> = row.try_get("result").map_err(get_err)?;
+    let attempts: i32 = row.try_get("attempts").map_err(get_err)?;
+    Ok(CommandRecord {
+        id: CommandId::parse(id).map_err(|e| bad(e.to_string()))?,
+        project_id: ProjectId::parse(project).map_err(|e| bad(e.to_string()))?,
+        provider: ProviderName::parse(provider).map_err(|e| bad(e.to_string()))?,
+        request,
+        status: status
+            .parse()
+            .map_err(|e: crate::domain::command::UnknownStatus| bad(e.to_string()))?,
+        idempotency_key: row.try_get("idempotency_key").map_err(get_err)?,
+        submitted_by: row.try_get("submitted_by").map_err(get_err)?,
+        cancel_requested: row.try_get("cancel_requested").map_err(get_err)?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        result: result.map(|Json(r)| r),
+        error: row.try_get("error").map_err(get_err)?,
+        created_at: row.try_get("created_at").map_err(get_err)?,
+        started_at: row.try_get("started_at").map_err(get_err)?,
+        finished_at: row.try_get("finished_at").map_err(get_err)?,
+    })
+}
+
+fn lease_from_row(row: &PgRow, command: &CommandRecord) -> Result<Lease, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Corrupt {
+        table: "commands",
+        reason: e.to_string(),
+    };
+    let owner: Option<String> = row.try_get("lease_owner").map_err(get_err)?;
+    let expires: Option<DateTime<Utc>> = row.try_get("lease_expires_at").map_err(get_err)?;
+    Ok(Lease {
+        command_id: command.id.clone(),
+        owner: owner.unwrap_or_default(),
+        token: row.try_get("lease_token").map_err(get_err)?,
+        expires_at: expires.unwrap_or_default(),
+    })
+}
+
+fn project_from_row(row: &PgRow) -> Result<Project, StoreError> {
+    let bad = corrupt("projects");
+    let id: String = row.try_get("id").map_err(|e| bad(e.to_string()))?;
+    Ok(Project {
+        id: ProjectId::parse(id).map_err(|e| bad(e.to_string()))?,
+        display_name: row
+            .try_get("display_name")
+            .map_err(|e| bad(e.to_string()))?,
+        created_at: row.try_get("created_at").map_err(|e| bad(e.to_string()))?,
+    })
+}
+
+fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
+
+#[async_trait]
+impl ProjectStore for PgStore {
+    async fn create(&self, project: NewProject) -> Result<Project, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO projects (id, display_name) VALUES ($1, $2) \
+             ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
+        )
+        .bind(project.id.as_str())
+        .bind(&project.display_name)
+        .fetch_optional(self.pool_ref())
+        .await
+        .map_err(db("creating a project"))?;
+        match row {
+            Some(row) => project_from_row(&row),
+            None => Err(StoreError::Conflict(format!(
+                "project {} already exists",
+                project.id
+            ))),
+        }
+    }
+
+    async fn ensure(&self, project: NewProject) -> Result<Project, StoreError> {
+        match ProjectStore::create(self, project.clone()).await {
+            Err(StoreError::Conflict(_)) => ProjectStore::get(self, &project.id).await,
+            other => other,
+        }
+    }
+
+    async fn get(&self, id: &ProjectId) -> Result<Project, StoreError> {
+        let row = sqlx::query("SELECT id, display_name, created_at FROM projects WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.pool_ref())
+            .await
+            .map_err(db("reading a project"))?;
+        row.map_or_else(
+            || {
+                Err(StoreError::NotFound {
+                    kind: "project",
+                    id: id.to_string(),
+                })
+            },
+            |row| project_from_row(&row),
+        )
+    }
+
+    async fn list(&self) -> Result<Vec<Project>, StoreError> {
+        let rows = sqlx::query("SELECT id, display_name, created_at FROM projects ORDER BY id")
+            .fetch_all(self.pool_ref())
+            .await
+            .map_err(db("listing projects"))?;
+        rows.iter().map(project_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl CommandQueue for PgStore {
+    fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+
+    async fn enqueue(&self, command: NewCommand) -> Result<Enqueued, StoreError> {
+        let id = CommandId::from_uuid(uuid::Uuid::now_v7());
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO commands (id, project_id, provider, request, status, idempotency_key, \
+             submitted_by) VALUES ($1, $2, $3, $4, 'pending', $5, $6) \
+             ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING ",
+            command_columns!()
+        ))
+        .bind(id.as_str())
+        .bind(command.project_id.as_str())
+        .bind(command.provider.as_str())
+        .bind(Json(&command.request))
+        .bind(&command.idempotency_key)
+        .bind(&command.submitted_by)
+        .fetch_optional(self.pool_ref())
+        .await;
+        let inserted = match inserted {
+            Err(error) if is_foreign_key_violation(&error) => {
+                return Err(StoreError::NotFound {
+                    kind: "project",
+                    id: command.project_id.to_string(),
+                });
+            }
+            other => other.map_err(db("enqueueing a command"))?,
+        };
+        if let Some(row) = inserted {
+            return Ok(Enqueued {
+                command: command_from_row(&row)?,
+                created: true,
+            });
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            command_columns!(),
+            " FROM commands WHERE project_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(command.project_id.as_str())
+        .bind(&command.idempotency_key)
+        .fetch_one(self.pool_ref())
+        .await
+        .map_err(db("reading the command of an idempotency key"))?;
+        Ok(Enqueued {
+            command: command_from_row(&row)?,
+            created: false,
+        })
+    }
+
+    async fn get(&self, id: &CommandId) -> Result<CommandRecord, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            command_columns!(),
+            " FROM commands WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(self.pool_ref())
+        .await
+        .map_err(db("reading a command"))?;
+        row.map_or_else(
+            || {
+                Err(StoreError::NotFound {
+                    kind: "command",
+                    id: id.to_string(),
+                })
+            },
+            |row| command_from_row(&row),
+        )
+    }
+
+    async fn list(&self, filter: &CommandFilter) -> Result<Vec<CommandRecord>, StoreError> {
+        let limit = i64::from(filter.limit.unwrap_or(100).min(1000));
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            command_columns!(),
+            " FROM commands WHERE ($1::text IS NULL OR project_id = $1) \
+             AND ($2::text IS NULL OR status = $2) ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(filter.project_id.as_ref().map(ProjectId::as_str))
+        .bind(filter.status.map(CommandStatus::as_str))
+        .bind(limit)
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(db("listing commands"))?;
+        rows.iter().map(command_from_row).collect()
+    }
+
+    async fn claim(&self, owner: &str) -> Result<Option<Claim>, StoreError> {
+        let limit = self.inner.config.max_running_per_project.map(i64::from);
+        let row = sqlx::query(concat!(
+            "UPDATE commands SET status = 'running', lease_owner = $1, \
+             lease_token = lease_token + 1, lease_expires_at = now() + make_interval(secs => $2), \
+             attempts = attempts + 1, process_started = false, \
+             started_at = COALESCE(started_at, now()) \
+             WHERE id = ( \
+               SELECT c.id FROM commands c WHERE c.status = 'pending' AND ( \
+                 $3::bigint IS NULL OR ( \
+                   NOT EXISTS (SELECT 1 FROM commands e WHERE e.project_id = c.project_id \
+                               AND e.status = 'pending' AND e.seq < c.seq) \
+                   AND (SELECT count(*) FROM commands r WHERE r.project_id = c.project_id \
+                        AND r.status = 'running') < $3)) \
+               ORDER BY c.seq FOR UPDATE SKIP LOCKED LIMIT 1) \
+             AND status = 'pending' RETURNING ",
+            command_columns!()
+        ))
+        .bind(owner)
+        .bind(self.lease_secs())
+        .bind(limit)
+        .fetch_optional(self.pool_ref())
+        .await
+        .map_err(db("claiming a command"))?;
+        let Some(row) = row else { return Ok(None) };
+        let command = command_from_row(&row)?;
+        let lease = lease_from_row(&row, &command)?;
+        Ok(Some(Claim { command, lease }))
+    }
+
+    async fn mark_started(&self, lease: &Lease, idempotent: bool) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE commands SET process_started = true, idempotent = $3 \
+             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+        )
+        .bind(lease.command_id.as_str())
+        .bind(lease.token)
+        .bind(idempotent)
+        .execute(self.pool_ref())
+        .await
+        .map_err(db("marking a command started"))?;
+        fenced(done.rows_affected(), lease)
+    }
+
+    async fn heartbeat(&self, lease: &Lease) -> Result<Heartbeat, StoreError> {
+        let row = sqlx::query(
+            "UPDATE commands SET lease_expires_at = now() + make_interval(secs => $3) \
+             WHERE id = $1 AND lease_token = $2 AND status = 'running' \
+             RETURNING cancel_requested, lease_expires_at",
+        )
+        .bind(lease.command_id.as_str())
+        .bind(lease.token)
+        .bind(self.lease_secs())
+        .fetch_optional(self.pool_ref())
+        .await
+        .map_err(db("extending a lease"))?;
+        let row = row.ok_or_else(|| lost(lease))?;
+        Ok(Heartbeat {
+            cancel_requested: row
+                .try_get("cancel_requested")
+                .map_err(db("reading a lease"))?,
+            expires_at: row
+                .try_get("lease_expires_at")
+                .map_err(db("reading a lease"))?,
+        })
+    }
+
+    async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<CommandRecord, StoreError> {
+        CommandStatus::Running.check_transition(outcome.status)?;
+        let row = sqlx::query(concat!(
+            "UPDATE commands SET status = $3, result = $4, error = $5, finished_at = now(), \
+             lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_token = $2 AND status = 'running' RETURNING ",
+            command_columns!()
+        ))
+        .bind(lease.command_id.as_str())
+        .bind(lease.token)
+        .bind(outcome.status.as_str())
+        .bind(outcome.result.as_ref().map(Json))
+        .bind(&outcome.error)
+        .fetch_optional(self.pool_ref())
+        .await
+        .map_err(db("finishing a command"))?;
+        command_from_row(&row.ok_or_else(|| lost(lease))?)
+    }
+
+    async fn cancel(&self, id: &CommandId) -> Result<CommandRecord, StoreError> {
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("cancelling a command"))?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM commands WHERE id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("cancelling a command"))?;
+        let status: CommandStatus = status
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "command",
+                id: id.to_string(),
+            })?
+            .parse()
+            .map_err(
+                |e: crate::domain::command::UnknownStatus| StoreError::Corrupt {
+                    table: "commands",
+                    reason: e.to_string(),
+                },
+            )?;
+        status.check_transition(CommandStatus::Cancelled)?;
+        let sql = if status == CommandStatus::Pending {
+            concat!(
+                "UPDATE commands SET status = 'cancelled', cancel_requested = true, \
+                 finished_at = now(), error = 'cancelled before it started' WHERE id = $1 RETURNING ",
+                command_columns!()
+            )
+        } else {
+            concat!(
+                "UPDATE commands SET cancel_requested = true WHERE id = $1 RETURNING ",
+                command_columns!()
+            )
+        };
+        let row = sqlx::query(sql)
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("cancelling a command"))?;
+        tx.commit().await.map_err(db("cancelling a command"))?;
+        command_from_row(&row)
+    }
+
+    async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("rescuing leases"))?;
+        let rows = sqlx::query(
+            "SELECT id, project_id, process_started, idempotent, cancel_requested FROM commands \
+             WHERE status = 'running' AND lease_expires_at < now() FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("rescuing leases"))?;
+        let mut rescued = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id").map_err(db("rescuing leases"))?;
+            let project: String = row.try_get("project_id").map_err(db("rescuing leases"))?;
+            let started: bool = row
+                .try_get("process_started")
+                .map_err(db("rescuing leases"))?;
+            let idempotent: bool = row.try_get("idempotent").map_err(db("rescuing leases"))?;
+            let cancel: bool = row
+                .try_get("cancel_requested")
+                .map_err(db("rescuing leases"))?;
+            let (status, reason) = rescue_decision(cancel, started, idempotent)?;
+            let error = (status != CommandStatus::Pending).then_some(reason);
+            sqlx::query(
+                "UPDATE commands SET status = $2, error = $3, lease_owner = NULL, \
+                 lease_expires_at = NULL, \
+                 finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END \
+                 WHERE id = $1",
+            )
+            .bind(&id)
+            .bind(status.as_str())
+            .bind(error)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("rescuing leases"))?;
+            let bad = corrupt("commands");
+            rescued.push(Rescued {
+                command_id: CommandId::parse(id).map_err(|e| bad(e.to_string()))?,
+                project_id: ProjectId::parse(project).map_err(|e| bad(e.to_string()))?,
+                status,
+                reason: reason.to_owned(),
+            });
+        }
+        tx.commit().await.map_err(db("rescuing leases"))?;
+        Ok(rescued)
+    }
+
+    fn work_signal(&self) -> watch::Receiver<u64> {
+        self.inner.signals.work.subscribe()
+    }
+}
+
+fn event_from_row(stream: &CommandId, row: &PgRow) -> Result<StoredEvent, StoreError> {
+    let bad = corrupt("events");
+    let Json(event): Json<StreamEvent> = row.try_get("event").map_err(|e| bad(e.to_string()))?;
+    Ok(StoredEvent {
+        stream: stream.clone(),
+        seq: row.try_get("seq").map_err(|e| bad(e.to_string()))?,
+        at: row.try_get("at").map_err(|e| bad(e.to_string()))?,
+        event,
+    })
+}
+
+#[async_trait]
+impl EventLog for PgStore {
+    async fn append(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+    ) -> Result<StoredEvent, StoreError> {
+        let row = sqlx::query(
+            "WITH next AS (UPDATE commands SET event_seq = event_seq + 1 WHERE id = $1 \
+             RETURNING event_seq) \
+             INSERT INTO events (stream, seq, event) SELECT $1, event_seq, $2 FROM next \
+             RETURNING seq, at, event",
+        )
+        .bind(stream.as_str())
+        .bind(Json(event))
+        .fetch_optional(self.pool_ref())
+        .await
+        .map_err(db("appending an event"))?;
+        let row = row.ok_or_else(|| StoreError::NotFound {
+            kind: "command",
+            id: stream.to_string(),
+        })?;
+        let stored = event_from_row(stream, &row)?;
+        self.inner.signals.announce(stream.as_str(), stored.seq);
+        Ok(stored)
+    }
+
+    async fn read(
+        &self,
+        stream: &CommandId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, event FROM events WHERE stream = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(stream.as_str())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(db("reading events"))?;
+        rows.iter().map(|row| event_from_row(stream, row)).collect()
+    }
+
+    fn subscribe(&self, stream: &CommandId, after: i64) -> EventSubscription {
+        follow(
+            self.clone(),
+            self.inner.signals.events.subscribe(),
+            stream.clone(),
+            after,
+            self.inner.config.poll_fallback,
+        )
+    }
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
+    let bad = corrupt("audit_log");
+    let get = |e: sqlx::Error| bad(e.to_string());
+    let details: String = row.try_get("details").map_err(get)?;
+    Ok(AuditEntry {
+        seq: row.try_get("seq").map_err(get)?,
+        at: row.try_get("at").map_err(get)?,
+        actor: row.try_get("actor").map_err(get)?,
+        action: row.try_get("action").map_err(get)?,
+        project_id: row.try_get("project_id").map_err(get)?,
+        command_id: row.try_get("command_id").map_err(get)?,
+        details: serde_json::from_str(&details).map_err(|e| bad(e.to_string()))?,
+        prev_hash: row.try_get("prev_hash").map_err(get)?,
+        hash: row.try_get("hash").map_err(get)?,
+    })
+}
+
+/// Rows fetched per page while verifying the chain.
+const VERIFY_PAGE: u32 = 1000;
+
+#[async_trait]
+impl AuditLog for PgStore {
+    async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("appending to the audit log"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("locking the audit log"))?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading the audit log head"))?;
+        let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
+        let sealed = AuditEntry::seal(&prev, seq, Utc::now(), entry);
+        let details = serde_json::to_string(&sealed.details)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, project_id, command_id, details, \
+             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(sealed.seq)
+        .bind(sealed.at)
+        .bind(&sealed.actor)
+        .bind(&sealed.action)
+        .bind(&sealed.project_id)
+        .bind(&sealed.command_id)
+        .bind(details)
+        .bind(&sealed.prev_hash)
+        .bind(&sealed.hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("appending to the audit log"))?;
+        tx.commit()
+            .await
+            .map_err(db("appending to the audit log"))?;
+        Ok(sealed)
+    }
+
+    async fn list(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, project_id, command_id, details, prev_hash, hash \
+             FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(db("reading the audit log"))?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn verify(&self) -> Result<AuditVerification, StoreError> {
+        let mut verifier = ChainVerifier::default();
+        let mut after = 0;
+        loop {
+            let page = AuditLog::list(self, after, VERIFY_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in &page {
+                if let Err(broken) = verifier.check(entry) {
+                    return Ok(AuditVerification {
+                        verified: verifier.checked(),
+                        first_broken: Some(broken),
+                    });
+                }
+            }
+        }
+        Ok(AuditVerification {
+            verified: verifier.checked(),
+            first_broken: None,
+        })
+    }
+}
+
+#[async_trait]
+impl SecretResolver for PgStore {
+    async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
+        let Ok(name) = CredentialName::parse(name) else {
+            return Ok(None);
+        };
+        let sealed: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT sealed FROM credentials WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(self.pool_ref())
+                .await
+                .map_err(|e| SecretError::Unavailable(e.to_string()))?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let value = self
+            .inner
+            .key
+            .load()
+            .open(&name, &sealed)
+            .map_err(|e| SecretError::Unavailable(e.to_string()))?;
+        Ok(Some(SecretValue::new(value)))
+    }
+}
+
+fn credential_from_row(row: &PgRow) -> Result<CredentialInfo, StoreError> {
+    let bad = corrupt("credentials");
+    let name: String = row.try_get("name").map_err(|e| bad(e.to_string()))?;
+    Ok(CredentialInfo {
+        name: CredentialName::parse(name)?,
+        created_at: row.try_get("created_at").map_err(|e| bad(e.to_string()))?,
+        updated_at: row.try_get("updated_at").map_err(|e| bad(e.to_string()))?,
+    })
+}
+
+#[async_trait]
+impl CredentialStore for PgStore {
+    async fn put(
+        &self,
+        name: &CredentialName,
+        value: &SecretValue,
+    ) -> Result<CredentialInfo, StoreError> {
+        let key = self.inner.key.load();
+        let sealed = key.seal(name, value.expose(), nonce());
+        let row = sqlx::query(
+            "INSERT INTO credentials (name, sealed, key_fingerprint) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed, \
+             key_fingerprint = EXCLUDED.key_fingerprint, updated_at = now() \
+             RETURNING name, created_at, updated_at",
+        )
+        .bind(name.as_str())
+        .bind(sealed)
+        .bind(key.fingerprint())
+        .fetch_one(self.pool_ref())
+        .await
+        .map_err(db("storing a credential"))?;
+        credential_from_row(&row)
+    }
+
+    async fn list(&self) -> Result<Vec<CredentialInfo>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, created_at, updated_at FROM credentials ORDER BY name")
+                .fetch_all(self.pool_ref())
+                .await
+                .map_err(db("listing credentials"))?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    async fn delete(&self, name: &CredentialName) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
+            .bind(name.as_str())
+            .execute(self.pool_ref())
+            .await
+            .map_err(db("deleting a credential"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "credential",
+                id: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn rotate_key(&self, new_key: MasterKey) -> Result<u64, StoreError> {
+        let old_key = self.inner.key.load_full();
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("rotating the master key"))?;
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, sealed FROM credentials ORDER BY name FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("rotating the master key"))?;
+        for (name, sealed) in &rows {
+            let name = CredentialName::parse(name.clone())?;
+            let value = old_key.open(&name, sealed)?;
+            let resealed = new_key.seal(&name, &value, nonce());
+            sqlx::query("UPDATE credentials SET sealed = $2, key_fingerprint = $3 WHERE name = $1")
+                .bind(name.as_str())
+                .bind(resealed)
+                .bind(new_key.fingerprint())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("rotating the master key"))?;
+        }
+        tx.commit().await.map_err(db("rotating the master key"))?;
+        self.inner.key.store(Arc::new(new_key));
+        Ok(rows.len() as u64)
+    }
+
+    async fn redactor(&self) -> Result<Redactor, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT name, sealed FROM credentials")
+            .fetch_all(self.pool_ref())
+            .await
+            .map_err(db("loading credentials for redaction"))?;
+        let key = self.inner.key.load();
+        let mut values = Vec::with_capacity(rows.len());
+        for (name, sealed) in rows {
+            let name = CredentialName::parse(name)?;
+            values.push(key.open(&name, &sealed)?);
+        }
+        Ok(Redactor::new(values))
+    }
+}

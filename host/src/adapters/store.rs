@@ -1,0 +1,283 @@
+//! What the two storage adapters share: choosing one by URL, the master key, in-process
+//! wake-ups and the event subscription loop.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{broadcast, watch};
+
+use crate::domain::{CommandId, CommandStatus, HOST_LOST, Lease, MasterKey, QueueConfig};
+use crate::ports::{EventLog, EventSubscription, StoreError, StoredEvent, Stores};
+
+/// Capacity of the in-process event fan-out. It carries ids only; a subscriber that falls
+/// further behind than this re-reads from the table, so the writer never waits.
+pub const EVENT_FANOUT_CAPACITY: usize = 1024;
+
+/// Events a subscriber fetches per read.
+pub const SUBSCRIPTION_PAGE: u32 = 256;
+
+/// Environment variable holding the base64 master key.
+pub const MASTER_KEY_ENV: &str = "RDEV_MASTER_KEY";
+
+/// Which database and how the queue behaves.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub queue: QueueConfig,
+    pub master_key: MasterKey,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("database URL must start with postgres:// or sqlite:// (got scheme {0:?})")]
+    UnknownScheme(String),
+    #[error("could not connect to the database: {0}")]
+    Connect(String),
+    #[error("could not apply migrations: {0}")]
+    Migrate(String),
+    #[error("master key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error("{MASTER_KEY_ENV} is not a base64-encoded 32-byte key")]
+    KeyEnv,
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once(':').map_or(url, |(scheme, _)| scheme)
+}
+
+/// Opens the database named by `url` (`postgres://…` or `sqlite://…`), applies pending
+/// migrations and returns every store over it.
+pub async fn connect(url: &str, options: StoreOptions) -> Result<Stores, ConnectError> {
+    match scheme(url) {
+        "postgres" | "postgresql" => {
+            let store = super::postgres::PgStore::connect(url, options).await?;
+            Ok(store.stores())
+        }
+        "sqlite" => {
+            let store = super::sqlite::SqliteStore::connect(url, options).await?;
+            Ok(store.stores())
+        }
+        other => Err(ConnectError::UnknownScheme(other.to_owned())),
+    }
+}
+
+/// Applies pending migrations only (`rdev migrate`). Returns the adapter's name.
+pub async fn migrate(url: &str) -> Result<&'static str, ConnectError> {
+    match scheme(url) {
+        "postgres" | "postgresql" => {
+            super::postgres::migrate(url).await?;
+            Ok("postgres")
+        }
+        "sqlite" => {
+            super::sqlite::migrate(url).await?;
+            Ok("sqlite")
+        }
+        other => Err(ConnectError::UnknownScheme(other.to_owned())),
+    }
+}
+
+/// The master key from `RDEV_MASTER_KEY`, or else from `key_file`, which is created with a
+/// fresh random key and mode 0600 when it does not exist (the embedded default).
+pub fn load_master_key(key_file: &Path) -> Result<MasterKey, ConnectError> {
+    if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+        return MasterKey::from_base64(&text).map_err(|_| ConnectError::KeyEnv);
+    }
+    let key_error = |reason: String| ConnectError::KeyFile {
+        path: key_file.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(key_file) {
+        Ok(text) => MasterKey::from_base64(&text).map_err(|e| key_error(e.to_string())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::fill(&mut bytes);
+            let key = MasterKey::from_bytes(bytes);
+            if let Some(parent) = key_file.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| key_error(e.to_string()))?;
+            }
+            write_private(key_file, key.to_base64().as_bytes())
+                .map_err(|e| key_error(e.to_string()))?;
+            Ok(key)
+        }
+        Err(error) => Err(key_error(error.to_string())),
+    }
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// A fresh 24-byte nonce from the thread's CSPRNG.
+pub(crate) fn nonce() -> [u8; 24] {
+    let mut nonce = [0u8; 24];
+    rand::fill(&mut nonce);
+    nonce
+}
+
+/// "A new event exists": ids only, the reader fetches the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventNotice {
+    pub stream: String,
+    pub seq: i64,
+}
+
+/// In-process wake-ups: workers waiting for work and subscribers waiting for events.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    pub work: watch::Sender<u64>,
+    pub events: broadcast::Sender<EventNotice>,
+}
+
+impl Signals {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            work: watch::channel(0).0,
+            events: broadcast::channel(EVENT_FANOUT_CAPACITY).0,
+        })
+    }
+
+    pub fn wake_workers(&self) {
+        self.work
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// Never blocks: with no subscriber the notice is dropped, a lagging one re-reads.
+    pub fn announce(&self, stream: &str, seq: i64) {
+        let _ = self.events.send(EventNotice {
+            stream: stream.to_owned(),
+            seq,
+        });
+    }
+}
+
+struct Follow<L> {
+    log: L,
+    notices: broadcast::Receiver<EventNotice>,
+    stream: CommandId,
+    last: i64,
+    buffer: VecDeque<StoredEvent>,
+    done: bool,
+    poll: Duration,
+}
+
+/// The subscription loop both adapters use: read what the table has after the last seen
+/// sequence number, then wait for a notice about this stream (or the poll interval, in case
+/// a notice was lost), and repeat until the terminal event.
+pub(crate) fn follow<L>(
+    log: L,
+    notices: broadcast::Receiver<EventNotice>,
+    stream: CommandId,
+    after: i64,
+    poll: Duration,
+) -> EventSubscription
+where
+    L: EventLog + 'static,
+{
+    let state = Follow {
+        log,
+        notices,
+        stream,
+        last: after,
+        buffer: VecDeque::new(),
+        done: false,
+        poll,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            if let Some(event) = s.buffer.pop_front() {
+                s.last = event.seq;
+                s.done = event.event.is_terminal();
+                return Some((Ok(event), s));
+            }
+            match s.log.read(&s.stream, s.last, SUBSCRIPTION_PAGE).await {
+                Err(error) => {
+                    s.done = true;
+                    return Some((Err(error), s));
+                }
+                Ok(events) if !events.is_empty() => {
+                    s.buffer.extend(events);
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            let deadline = tokio::time::sleep(s.poll);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    notice = s.notices.recv() => match notice {
+                        Ok(notice) if notice.stream == s.stream.as_str() && notice.seq > s.last => break,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            (&mut deadline).await;
+                            break;
+                        }
+                    },
+                    () = &mut deadline => break,
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Milliseconds since the epoch, for the columns SQLite stores as integers.
+pub(crate) fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// Reverses [`millis`].
+pub(crate) fn from_millis(
+    table: &'static str,
+    value: i64,
+) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    chrono::DateTime::from_timestamp_millis(value).ok_or(StoreError::Corrupt {
+        table,
+        reason: format!("timestamp {value} out of range"),
+    })
+}
+
+/// The rescue rule, checked against the state machine: a cancel wins; a command whose
+/// process never started (or whose provider is idempotent) is queued again; otherwise it
+/// failed because its host was lost.
+pub(crate) fn rescue_decision(
+    cancel_requested: bool,
+    started: bool,
+    idempotent: bool,
+) -> Result<(CommandStatus, &'static str), StoreError> {
+    let decision = if cancel_requested {
+        (CommandStatus::Cancelled, "cancelled; its host was lost")
+    } else if !started || idempotent {
+        CommandStatus::Running.check_requeue()?;
+        return Ok((CommandStatus::Pending, "lease expired; queued again"));
+    } else {
+        (CommandStatus::Failed, HOST_LOST)
+    };
+    CommandStatus::Running.check_transition(decision.0)?;
+    Ok(decision)
+}
+
+pub(crate) fn fenced(rows: u64, lease: &Lease) -> Result<(), StoreError> {
+    if rows == 1 { Ok(()) } else { Err(lost(lease)) }
+}
+
+pub(crate) fn lost(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost {
+        command: lease.command_id.to_string(),
+        token: lease.token,
+    }
+}

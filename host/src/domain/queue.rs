@@ -1,0 +1,129 @@
+//! What the queue stores about a command and the lease a worker holds on it. The state
+//! machine itself lives in `command.rs`; these are the records around it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::command::CommandStatus;
+use super::ids::{CommandId, ProjectId, ProviderName};
+use super::request::AgentRequest;
+use super::result::AgentResult;
+
+/// The reason written on a running command whose worker disappeared. Agents edit files, so
+/// such a command is failed visibly rather than re-run blindly.
+pub const HOST_LOST: &str = "host lost";
+
+/// A command to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCommand {
+    pub project_id: ProjectId,
+    pub provider: ProviderName,
+    pub request: AgentRequest,
+    /// Same key for the same project → the same command, so client retries do not queue
+    /// work twice.
+    pub idempotency_key: Option<String>,
+    /// Who asked for it (token name, user), for the audit trail.
+    pub submitted_by: String,
+}
+
+/// A command as the queue knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub id: CommandId,
+    pub project_id: ProjectId,
+    pub provider: ProviderName,
+    pub request: AgentRequest,
+    pub status: CommandStatus,
+    pub idempotency_key: Option<String>,
+    pub submitted_by: String,
+    /// Set by anyone who wants the command stopped; the running worker sees it within one
+    /// heartbeat.
+    pub cancel_requested: bool,
+    /// How many times the command was claimed (a rescued command that had not started can
+    /// be claimed again).
+    pub attempts: u32,
+    pub result: Option<AgentResult>,
+    /// Why the command failed or was cancelled, when the host rather than the provider knows.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The right to write a running command's outcome. `token` is the fencing token: it grows
+/// with every claim of the command, and every write is conditional on it, so a worker whose
+/// lease expired and was taken over cannot overwrite its successor's work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub command_id: CommandId,
+    pub owner: String,
+    pub token: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A claimed command and the lease on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub command: CommandRecord,
+    pub lease: Lease,
+}
+
+/// What a heartbeat learns besides that the lease still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub cancel_requested: bool,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What happened to a command whose lease expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rescued {
+    pub command_id: CommandId,
+    pub project_id: ProjectId,
+    /// `Pending` when it goes back to the queue; otherwise its terminal status.
+    pub status: CommandStatus,
+    pub reason: String,
+}
+
+/// Tunables of the queue. Defaults: 30 s lease, 10 s heartbeat, one running command per
+/// project, a 5 s safety poll in case a notification is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// `None` removes the limit; `Some(1)` serializes each project's commands.
+    pub max_running_per_project: Option<u32>,
+    /// How long a waiting worker sleeps when no notification arrives. A fallback only.
+    pub poll_fallback: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            max_running_per_project: Some(1),
+            poll_fallback: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which commands a listing returns, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandFilter {
+    pub project_id: Option<ProjectId>,
+    pub status: Option<CommandStatus>,
+    /// At most this many (the adapters cap it at 1000).
+    pub limit: Option<u32>,
+}
+
+/// How a running command ended, as its worker writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// A terminal status: completed, failed or cancelled.
+    pub status: CommandStatus,
+    pub result: Option<AgentResult>,
+    pub error: Option<String>,
+}

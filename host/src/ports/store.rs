@@ -1,0 +1,221 @@
+//! Persistence ports: projects, the command queue, the event log, the audit trail and the
+//! credential store. The PostgreSQL and SQLite adapters implement all of them and pass one
+//! contract test suite (`tests/tests/store_contract.rs`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use tokio::sync::watch;
+
+use crate::domain::{
+    AuditEntry, BrokenLink, Claim, CommandFilter, CommandId, CommandRecord, CredentialName,
+    Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, Project,
+    ProjectId, QueueConfig, Redactor, Rescued, SealError, StreamEvent, TransitionError,
+};
+
+use super::secrets::{SecretResolver, SecretValue};
+
+/// Why a storage operation failed. Typed so that the API can map each case to a status code
+/// and the worker can tell a lost lease from a broken database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {id:?} does not exist")]
+    NotFound { kind: &'static str, id: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    IllegalTransition(#[from] TransitionError),
+    /// The lease expired and the command was rescued or claimed by another worker: the
+    /// holder of this (older) fencing token must not write anything more about it.
+    #[error("lease on {command} (token {token}) is no longer held")]
+    LeaseLost { command: String, token: i64 },
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// A stored row could not be decoded.
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    /// The database failed or is unreachable; `context` names the operation.
+    #[error("database error while {context}: {message}")]
+    Backend {
+        context: &'static str,
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Wraps a backend error with the operation that failed.
+    pub fn backend(context: &'static str, error: impl std::fmt::Display) -> Self {
+        Self::Backend {
+            context,
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Registered projects.
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
+    /// Registers a project; `Conflict` when the id is taken.
+    async fn create(&self, project: NewProject) -> Result<Project, StoreError>;
+    /// Registers the project unless it exists, and returns it either way.
+    async fn ensure(&self, project: NewProject) -> Result<Project, StoreError>;
+    async fn get(&self, id: &ProjectId) -> Result<Project, StoreError>;
+    /// All projects, ordered by id.
+    async fn list(&self) -> Result<Vec<Project>, StoreError>;
+}
+
+/// A new enqueue or the command an earlier enqueue with the same idempotency key created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueued {
+    pub command: CommandRecord,
+    /// False when the idempotency key matched an existing command.
+    pub created: bool,
+}
+
+/// The durable work queue. Status changes are checked against the domain state machine
+/// (`CommandStatus::check_transition`) before anything is written.
+#[async_trait]
+pub trait CommandQueue: Send + Sync {
+    fn config(&self) -> &QueueConfig;
+
+    /// Queues a command behind the project's earlier ones. `NotFound` for an unknown project.
+    async fn enqueue(&self, command: NewCommand) -> Result<Enqueued, StoreError>;
+
+    async fn get(&self, id: &CommandId) -> Result<CommandRecord, StoreError>;
+
+    async fn list(&self, filter: &CommandFilter) -> Result<Vec<CommandRecord>, StoreError>;
+
+    /// Takes the oldest runnable command: pending, first of its project, and its project
+    /// below `max_running_per_project`. Moves it to `running` under a fresh lease for `owner`.
+    /// Never hands one command to two claimers.
+    async fn claim(&self, owner: &str) -> Result<Option<Claim>, StoreError>;
+
+    /// Records that the provider is about to run. Before this, an expired lease puts the
+    /// command back in the queue; after it, the command fails with "host lost" unless
+    /// `idempotent` (the provider declared re-running safe).
+    async fn mark_started(&self, lease: &Lease, idempotent: bool) -> Result<(), StoreError>;
+
+    /// Extends the lease by the configured duration and reports whether a cancel was
+    /// requested. `LeaseLost` when the token is stale.
+    async fn heartbeat(&self, lease: &Lease) -> Result<Heartbeat, StoreError>;
+
+    /// Writes the terminal status and result, fenced by the lease token.
+    async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<CommandRecord, StoreError>;
+
+    /// Cancels a pending command at once; for a running one sets the flag its worker sees
+    /// at its next heartbeat. `IllegalTransition` for a finished command. Callers announce a
+    /// now-cancelled pending command on the event log (see `worker::cancel_command`).
+    async fn cancel(&self, id: &CommandId) -> Result<CommandRecord, StoreError>;
+
+    /// Handles every expired lease: not started (or idempotent) → pending; started →
+    /// failed "host lost"; cancel requested → cancelled.
+    async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError>;
+
+    /// Changes whenever work may have become available (an enqueue, a finished command, on
+    /// any replica). Mark the value seen before claiming, wait for a change after finding
+    /// nothing, and still re-check every `poll_fallback` in case a notification was lost.
+    fn work_signal(&self) -> watch::Receiver<u64>;
+}
+
+/// One persisted event of a command's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub stream: CommandId,
+    /// 1, 2, 3… per stream; the SSE id.
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub event: StreamEvent,
+}
+
+/// Events of one stream in order, first the stored ones after the requested sequence
+/// number, then new ones as they are appended; ends after the terminal event.
+pub type EventSubscription = BoxStream<'static, Result<StoredEvent, StoreError>>;
+
+/// Per-command event streams.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Appends with the next sequence number of the stream.
+    async fn append(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+    ) -> Result<StoredEvent, StoreError>;
+
+    /// Up to `limit` events with `seq > after`, in order.
+    async fn read(
+        &self,
+        stream: &CommandId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Replays from `after` and then follows the stream. A slow subscriber only falls
+    /// behind: it re-reads from the table and never blocks the writer.
+    fn subscribe(&self, stream: &CommandId, after: i64) -> EventSubscription;
+}
+
+/// Result of walking the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditVerification {
+    /// Entries that verified before the first broken link (all of them when intact).
+    pub verified: u64,
+    pub first_broken: Option<BrokenLink>,
+}
+
+/// The append-only, hash-chained audit trail.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends after the current last entry, chaining its hash.
+    async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError>;
+    /// Up to `limit` entries with `seq > after`, in order.
+    async fn list(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Walks the whole chain and reports the first broken link.
+    async fn verify(&self) -> Result<AuditVerification, StoreError>;
+}
+
+/// A credential as listings show it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialInfo {
+    pub name: CredentialName,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Credentials, encrypted at rest. Values go in and come out only through
+/// `SecretResolver::resolve` (for the executor at spawn time) and `redactor`.
+#[async_trait]
+pub trait CredentialStore: SecretResolver {
+    /// Creates or overwrites (rotates) a value.
+    async fn put(
+        &self,
+        name: &CredentialName,
+        value: &SecretValue,
+    ) -> Result<CredentialInfo, StoreError>;
+    async fn list(&self) -> Result<Vec<CredentialInfo>, StoreError>;
+    async fn delete(&self, name: &CredentialName) -> Result<(), StoreError>;
+    /// Re-encrypts every value under `new_key` in one transaction and switches to it.
+    /// Returns how many values were re-encrypted.
+    async fn rotate_key(&self, new_key: MasterKey) -> Result<u64, StoreError>;
+    /// A redactor holding every current value, for scrubbing a command's output.
+    async fn redactor(&self) -> Result<Redactor, StoreError>;
+}
+
+/// Every store of one database, as `adapters::store::connect` returns them.
+#[derive(Clone)]
+pub struct Stores {
+    pub projects: Arc<dyn ProjectStore>,
+    pub queue: Arc<dyn CommandQueue>,
+    pub events: Arc<dyn EventLog>,
+    pub audit: Arc<dyn AuditLog>,
+    pub credentials: Arc<dyn CredentialStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stores")
+    }
+}
