@@ -1,5 +1,7 @@
 //! Preparing the real parts tests run against.
 
+pub mod bin;
+pub mod examples;
 pub mod npm;
 pub mod plugins;
 pub mod runtime;
