@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::domain::{
-    AgentRequest, CommandId, CommandStatus, MasterKey, NewCommand, NewProject, Outcome,
-    ProjectId, ProviderName, QueueConfig,
+    AgentRequest, CommandId, CommandStatus, MasterKey, NewCommand, NewProject, Outcome, ProjectId,
+    ProviderName, QueueConfig,
 };
 use rdev::ports::Stores;
 use rdev_tests::harness::postgres::TestDatabase;

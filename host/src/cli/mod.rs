@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
 pub mod migrate;
 pub mod worker;
 
@@ -19,6 +20,8 @@ pub enum Command {
     Version,
     /// Apply database migrations.
     Migrate(migrate::MigrateArgs),
+    /// Inspect the audit trail.
+    Audit(audit::AuditArgs),
     /// Run a queue worker (no HTTP API); SIGTERM drains it.
     Worker(worker::WorkerArgs),
 }
@@ -27,6 +30,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
