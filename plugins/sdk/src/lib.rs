@@ -46,3 +46,4 @@ pub fn options(
     serde_json::from_str(&request.options_json)
         .map_err(|e| ProviderError::InvalidRequest(format!("options are not a JSON object: {e}")))
 }
+pub mod run;
