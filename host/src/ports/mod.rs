@@ -18,3 +18,5 @@ pub use store::{
     AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
     EventSubscription, ProjectStore, StoreError, StoredEvent, Stores,
 };
+pub mod ci;
+pub use ci::{Ci, CiError, CiRepo, CiSecret, LogLine, Pipeline, PipelineStep};
