@@ -20,3 +20,5 @@ pub use store::{
 };
 pub mod ci;
 pub use ci::{Ci, CiError, CiRepo, CiSecret, LogLine, Pipeline, PipelineStep};
+pub mod project_setup;
+pub use project_setup::{ProjectSetupStore, SeedError, WorkspaceSeeder};
