@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 
 use super::store::StoreError;
-use crate::domain::{CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup};
+use crate::domain::{
+    CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
+};
 use crate::templates::{RenderReport, RenderedFile};
 
 /// Setups, stored beside the projects they describe.

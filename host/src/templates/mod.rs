@@ -20,7 +20,7 @@ pub use manifest::{
     MANIFEST_FILE, SecretSpec, TemplateManifest, Variable, VariableKind, WoodpeckerSettings,
     WorkspaceSpec,
 };
-pub use render::{RenderReport, RenderedFile};
+pub use render::{RenderReport, RenderedFile, write_files};
 
 /// Suffix of files whose contents are rendered; others are copied byte for byte.
 pub const RENDER_SUFFIX: &str = ".jinja";

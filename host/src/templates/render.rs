@@ -141,9 +141,7 @@ impl Template {
         Ok(out)
     }
 
-    /// Renders into `workspace` (which must exist). Existing files are kept and reported as
-    /// skipped, so a template can fill in what a cloned repository lacks. Every write goes
-    /// through a cap-std directory handle: no path can leave the workspace.
+    /// Renders into `workspace` (which must exist); see [`write_files`].
     pub fn render_into(
         &self,
         project: &ProjectId,
@@ -151,32 +149,11 @@ impl Template {
         workspace: &Path,
     ) -> Result<RenderReport, TemplateError> {
         let files = self.render_files(project, vars)?;
-        let write_error = |file: &str, reason: String| TemplateError::Write {
+        write_files(workspace, files).map_err(|(file, reason)| TemplateError::Write {
             template: self.name().to_owned(),
-            file: file.to_owned(),
+            file,
             reason,
-        };
-        let dir = Dir::open_ambient_dir(workspace, ambient_authority())
-            .map_err(|e| write_error(".", format!("opening {}: {e}", workspace.display())))?;
-        let mut report = RenderReport::default();
-        for file in files {
-            match dir.symlink_metadata(&file.path) {
-                Ok(_) => {
-                    report.skipped.push(file.path);
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(write_error(&file.path, e.to_string())),
-            }
-            if let Some((parent, _)) = file.path.rsplit_once('/') {
-                dir.create_dir_all(parent)
-                    .map_err(|e| write_error(&file.path, format!("creating {parent}: {e}")))?;
-            }
-            dir.write(&file.path, &file.contents)
-                .map_err(|e| write_error(&file.path, e.to_string()))?;
-            report.written.push(file.path);
-        }
-        Ok(report)
+        })
     }
 
     /// The Woodpecker pipeline variables with the template's variables substituted.
@@ -202,4 +179,40 @@ impl Template {
             })
             .collect()
     }
+}
+
+/// Writes rendered files into `workspace` (which must exist). Existing files are kept and
+/// reported as skipped, so a template can fill in what a cloned repository lacks. Every write
+/// goes through a cap-std directory handle: no path, and no symlink already in the workspace,
+/// can make a write land outside it. Errors are `(file, reason)`.
+pub fn write_files(
+    workspace: &Path,
+    files: Vec<RenderedFile>,
+) -> Result<RenderReport, (String, String)> {
+    let dir = Dir::open_ambient_dir(workspace, ambient_authority()).map_err(|e| {
+        (
+            ".".to_owned(),
+            format!("opening {}: {e}", workspace.display()),
+        )
+    })?;
+    let mut report = RenderReport::default();
+    for file in files {
+        check_relative_path(&file.path).map_err(|r| (file.path.clone(), r.to_owned()))?;
+        match dir.symlink_metadata(&file.path) {
+            Ok(_) => {
+                report.skipped.push(file.path);
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err((file.path, e.to_string())),
+        }
+        if let Some((parent, _)) = file.path.rsplit_once('/') {
+            dir.create_dir_all(parent)
+                .map_err(|e| (file.path.clone(), format!("creating {parent}: {e}")))?;
+        }
+        dir.write(&file.path, &file.contents)
+            .map_err(|e| (file.path.clone(), e.to_string()))?;
+        report.written.push(file.path);
+    }
+    Ok(report)
 }

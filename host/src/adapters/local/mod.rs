@@ -2,6 +2,7 @@
 //! per-project HOME, the host's PATH and nothing else of the host's environment.
 
 mod process;
+pub mod seed;
 mod workspace;
 
 use std::ffi::OsString;

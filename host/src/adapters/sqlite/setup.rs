@@ -26,8 +26,7 @@ fn setup_from_row(row: &SqliteRow) -> Result<ProjectSetup, StoreError> {
     let bad = corrupt("project_setups");
     let get = |e: sqlx::Error| bad(e.to_string());
     let id: String = row.try_get("project_id").map_err(get)?;
-    let Json(vars): Json<BTreeMap<String, serde_json::Value>> =
-        row.try_get("vars").map_err(get)?;
+    let Json(vars): Json<BTreeMap<String, serde_json::Value>> = row.try_get("vars").map_err(get)?;
     let state: String = row.try_get("ci_state").map_err(get)?;
     Ok(ProjectSetup {
         project_id: ProjectId::parse(id).map_err(|e| bad(e.to_string()))?,
