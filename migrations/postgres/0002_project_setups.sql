@@ -10,6 +10,7 @@ CREATE TABLE project_setups (
         CHECK (ci_state IN ('pending', 'registered', 'failed', 'disabled')),
     ci_repo_id  BIGINT,
     ci_pipeline BIGINT,
+    ci_pipeline_status TEXT,
     ci_error    TEXT,
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()

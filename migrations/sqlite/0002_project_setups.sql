@@ -10,6 +10,7 @@ CREATE TABLE project_setups (
         CHECK (ci_state IN ('pending', 'registered', 'failed', 'disabled')),
     ci_repo_id  INTEGER,
     ci_pipeline INTEGER,
+    ci_pipeline_status TEXT,
     ci_error    TEXT,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL

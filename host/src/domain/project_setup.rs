@@ -55,6 +55,8 @@ pub struct CiRegistration {
     pub repo_id: Option<i64>,
     /// Number of the last pipeline rdev triggered.
     pub pipeline: Option<i64>,
+    /// That pipeline's last status rdev saw (`pending`, `running`, `success`, …).
+    pub pipeline_status: Option<String>,
     /// Why the last attempt failed (no secrets: CI errors are redacted).
     pub error: Option<String>,
 }
@@ -66,6 +68,7 @@ impl CiRegistration {
             state: CiState::Pending,
             repo_id: None,
             pipeline: None,
+            pipeline_status: None,
             error: None,
         }
     }

@@ -92,8 +92,13 @@ pub struct LogLine {
 impl Pipeline {
     /// True once the status can no longer change.
     pub fn is_finished(&self) -> bool {
+        Self::status_is_finished(&self.status)
+    }
+
+    /// True for a status that can no longer change.
+    pub fn status_is_finished(status: &str) -> bool {
         matches!(
-            self.status.as_str(),
+            status,
             "success" | "failure" | "killed" | "error" | "declined" | "skipped"
         )
     }

@@ -18,7 +18,7 @@ use crate::ports::{ProjectSetupStore, StoreError};
 macro_rules! columns {
     () => {
         "project_id, template, vars, repo, ci_repo, ci_state, ci_repo_id, ci_pipeline, \
-         ci_error, created_at, updated_at"
+         ci_pipeline_status, ci_error, created_at, updated_at"
     };
 }
 
@@ -38,6 +38,7 @@ fn setup_from_row(row: &SqliteRow) -> Result<ProjectSetup, StoreError> {
             state: state.parse().map_err(&bad)?,
             repo_id: row.try_get("ci_repo_id").map_err(get)?,
             pipeline: row.try_get("ci_pipeline").map_err(get)?,
+            pipeline_status: row.try_get("ci_pipeline_status").map_err(get)?,
             error: row.try_get("ci_error").map_err(get)?,
         },
         created_at: from_millis("project_setups", row.try_get("created_at").map_err(get)?)?,
@@ -80,7 +81,7 @@ impl ProjectSetupStore for SqliteStore {
         let row = sqlx::query(concat!(
             "INSERT INTO project_setups (",
             columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) RETURNING ",
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING ",
             columns!()
         ))
         .bind(project.id.as_str())
@@ -91,6 +92,7 @@ impl ProjectSetupStore for SqliteStore {
         .bind(setup.ci.state.as_str())
         .bind(setup.ci.repo_id)
         .bind(setup.ci.pipeline)
+        .bind(&setup.ci.pipeline_status)
         .bind(&setup.ci.error)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -126,12 +128,13 @@ impl ProjectSetupStore for SqliteStore {
         let _write = self.inner.write.lock().await;
         let result = sqlx::query(
             "UPDATE project_setups SET ci_state = ?2, ci_repo_id = ?3, ci_pipeline = ?4, \
-             ci_error = ?5, updated_at = ?6 WHERE project_id = ?1",
+             ci_pipeline_status = ?5, ci_error = ?6, updated_at = ?7 WHERE project_id = ?1",
         )
         .bind(id.as_str())
         .bind(ci.state.as_str())
         .bind(ci.repo_id)
         .bind(ci.pipeline)
+        .bind(&ci.pipeline_status)
         .bind(&ci.error)
         .bind(millis(Utc::now()))
         .execute(&self.inner.pool)
