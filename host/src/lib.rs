@@ -9,3 +9,4 @@ pub mod project_setup;
 pub mod registry;
 pub mod runtime;
 pub mod templates;
+pub mod worker;

@@ -814,7 +814,7 @@ async fn creates_registers_and_retries(stores: Stores) {
     );
 }
 
-fn sqlite_options() -> StoreOptions {
+fn store_options() -> StoreOptions {
     StoreOptions {
         queue: QueueConfig::default(),
         master_key: MasterKey::from_bytes([9; 32]),
@@ -825,51 +825,17 @@ fn sqlite_options() -> StoreOptions {
 async fn setup_service_end_to_end_on_sqlite() {
     let db = tempfile::tempdir().expect("db dir");
     let url = format!("sqlite://{}", db.path().join("rdev.db").display());
-    let stores = connect(&url, sqlite_options()).await.expect("sqlite");
+    let stores = connect(&url, store_options()).await.expect("sqlite");
     creates_registers_and_retries(stores).await;
 }
 
 #[tokio::test]
 async fn setup_service_end_to_end_on_postgres() {
-    use sqlx::Connection;
-    let admin = std::env::var("RDEV_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let mut conn = match sqlx::PgConnection::connect(&admin).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            rdev_tests::harness::skip_or_fail(&format!("PostgreSQL at {admin}: {e}"));
-            return;
-        }
+    let Some(db) = rdev_tests::harness::postgres::TestDatabase::create().await else {
+        return;
     };
-    let name = format!("rdev_templates_{}", uuid_suffix());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    let url = format!("{base}/{name}");
-    let stores = connect(&url, sqlite_options()).await.expect("postgres");
-    let outcome = tokio::spawn(creates_registers_and_retries(stores)).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("drop database");
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
-}
-
-fn uuid_suffix() -> String {
-    format!(
-        "{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    )
+    let stores = connect(&db.url, store_options()).await.expect("postgres");
+    creates_registers_and_retries(stores).await;
 }
 
 #[tokio::test]
@@ -900,7 +866,7 @@ async fn a_cloned_repository_gets_the_template_on_top() {
     git(&["commit", "--quiet", "-m", "Upstream"]);
 
     let db = root.path().join("rdev.db");
-    let stores = connect(&format!("sqlite://{}", db.display()), sqlite_options())
+    let stores = connect(&format!("sqlite://{}", db.display()), store_options())
         .await
         .expect("sqlite");
     let double = WoodpeckerDouble::start(TOKEN, forge_repos())

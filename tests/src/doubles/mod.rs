@@ -1,4 +1,4 @@
-//! Loopback doubles of servers that cannot run here. Each speaks the real wire protocol,
-//! binds 127.0.0.1 and stops when dropped.
+//! Doubles for what cannot run here, each speaking the real wire protocol.
 
+pub mod anthropic;
 pub mod woodpecker;
