@@ -929,3 +929,43 @@ async fn a_cloned_repository_gets_the_template_on_top() {
     assert!(matches!(error, SetupError::Seed(_)));
     assert!(!root.path().join("workspaces/sneaky").exists());
 }
+
+#[tokio::test]
+async fn removing_a_project_removes_its_setup() {
+    use rdev::adapters::sqlite::SqliteStore;
+    use rdev::domain::{CiRegistration, NewProject, NewProjectSetup};
+    let db = tempfile::tempdir().expect("db dir");
+    let url = format!("sqlite://{}", db.path().join("rdev.db").display());
+    let store = SqliteStore::connect(&url, store_options())
+        .await
+        .expect("sqlite");
+    let stores = store.stores();
+    let setup = NewProjectSetup {
+        template: "blank".into(),
+        vars: BTreeMap::from([("title".to_owned(), json!("x"))]),
+        repo: None,
+        ci_repo: None,
+        ci: CiRegistration::pending(),
+    };
+    let new = NewProject {
+        id: project("gone"),
+        display_name: None,
+    };
+    stores
+        .setups
+        .create_with_setup(new.clone(), setup.clone())
+        .await
+        .expect("created");
+    assert!(matches!(
+        stores.setups.create_with_setup(new, setup).await,
+        Err(rdev::ports::StoreError::Conflict(_))
+    ));
+    sqlx::query("DELETE FROM projects WHERE id = 'gone'")
+        .execute(store.pool())
+        .await
+        .expect("delete project");
+    assert!(matches!(
+        stores.setups.get_setup(&project("gone")).await,
+        Err(rdev::ports::StoreError::NotFound { .. })
+    ));
+}

@@ -1,4 +1,4 @@
-//! Project setups in PostgreSQL (`project_setups`, migration 0002).
+//! Project setups in PostgreSQL (`project_setups`, migration 0020).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Project setups in SQLite (`project_setups`, migration 0002).
+//! Project setups in SQLite (`project_setups`, migration 0020).
 
 use std::collections::BTreeMap;
 

@@ -32,6 +32,35 @@ pub struct WoodpeckerConfig {
     pub token_credential: CredentialName,
 }
 
+/// Environment variable with Woodpecker's base URL; unset means CI is not configured.
+pub const URL_ENV: &str = "RDEV_WOODPECKER_URL";
+/// Environment variable naming the credential that holds the token.
+pub const TOKEN_CREDENTIAL_ENV: &str = "RDEV_WOODPECKER_TOKEN_CREDENTIAL";
+/// The credential name used when [`TOKEN_CREDENTIAL_ENV`] is unset.
+pub const DEFAULT_TOKEN_CREDENTIAL: &str = "WOODPECKER_TOKEN";
+
+impl WoodpeckerConfig {
+    /// Reads [`URL_ENV`] and [`TOKEN_CREDENTIAL_ENV`]; `Ok(None)` when no URL is set.
+    pub fn from_env() -> Result<Option<Self>, CiError> {
+        let Some(url) = std::env::var(URL_ENV).ok().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CiError::Credential(format!(
+                "{URL_ENV} must be an http(s) URL"
+            )));
+        }
+        let name = std::env::var(TOKEN_CREDENTIAL_ENV)
+            .unwrap_or_else(|_| DEFAULT_TOKEN_CREDENTIAL.to_owned());
+        let token_credential = CredentialName::parse(name)
+            .map_err(|e| CiError::Credential(format!("{TOKEN_CREDENTIAL_ENV}: {e}")))?;
+        Ok(Some(Self {
+            url,
+            token_credential,
+        }))
+    }
+}
+
 /// Woodpecker REST client implementing the [`Ci`] port.
 #[derive(Clone)]
 pub struct WoodpeckerClient {
