@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod exec;
 pub mod migrate;
 pub mod plugins;
+pub mod projects;
 pub mod providers;
 
 /// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.
@@ -26,6 +27,8 @@ pub enum Command {
     Providers(providers::ProvidersArgs),
     /// Run one request through a provider against a directory and print its events.
     Exec(exec::ExecArgs),
+    /// Create projects from templates and list templates.
+    Projects(projects::ProjectsArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -34,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Providers(args) => providers::run(args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Projects(args) => projects::run(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
