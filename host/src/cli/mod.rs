@@ -2,11 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
 pub mod exec;
 pub mod migrate;
 pub mod plugins;
 pub mod projects;
 pub mod providers;
+pub mod worker;
 
 /// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.
 #[derive(Debug, Parser)]
@@ -27,6 +29,10 @@ pub enum Command {
     Providers(providers::ProvidersArgs),
     /// Run one request through a provider against a directory and print its events.
     Exec(exec::ExecArgs),
+    /// Inspect the audit trail.
+    Audit(audit::AuditArgs),
+    /// Run a queue worker (no HTTP API); SIGTERM drains it.
+    Worker(worker::WorkerArgs),
     /// Create projects from templates and list templates.
     Projects(projects::ProjectsArgs),
 }
@@ -37,6 +43,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Providers(args) => providers::run(args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::Worker(args) => worker::run(args).await,
         Command::Projects(args) => projects::run(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
