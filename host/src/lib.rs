@@ -5,6 +5,8 @@ pub mod adapters;
 pub mod cli;
 pub mod domain;
 pub mod ports;
+pub mod project_setup;
 pub mod registry;
 pub mod runtime;
+pub mod templates;
 pub mod worker;

@@ -5,3 +5,4 @@ pub mod local;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;
+pub mod woodpecker;

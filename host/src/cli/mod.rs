@@ -6,6 +6,7 @@ pub mod audit;
 pub mod exec;
 pub mod migrate;
 pub mod plugins;
+pub mod projects;
 pub mod providers;
 pub mod worker;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Run a queue worker (no HTTP API); SIGTERM drains it.
     Worker(worker::WorkerArgs),
+    /// Create projects from templates and list templates.
+    Projects(projects::ProjectsArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -42,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Exec(args) => exec::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Worker(args) => worker::run(args).await,
+        Command::Projects(args) => projects::run(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

@@ -27,3 +27,5 @@ pub use queue::{
 pub use redact::Redactor;
 pub use request::{AgentRequest, RequestError};
 pub use result::{AgentResult, ResultStatus};
+pub mod project_setup;
+pub use project_setup::{CiRegistration, CiState, NewProjectSetup, ProjectSetup};

@@ -18,3 +18,7 @@ pub use store::{
     AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
     EventSubscription, ProjectStore, StoreError, StoredEvent, Stores,
 };
+pub mod ci;
+pub use ci::{Ci, CiError, CiRepo, CiSecret, LogLine, Pipeline, PipelineStep};
+pub mod project_setup;
+pub use project_setup::{ProjectSetupStore, SeedError, WorkspaceSeeder};

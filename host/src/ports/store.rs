@@ -212,6 +212,7 @@ pub struct Stores {
     pub events: Arc<dyn EventLog>,
     pub audit: Arc<dyn AuditLog>,
     pub credentials: Arc<dyn CredentialStore>,
+    pub setups: Arc<dyn super::project_setup::ProjectSetupStore>,
 }
 
 impl std::fmt::Debug for Stores {

@@ -3,6 +3,7 @@
 
 mod env_secrets;
 mod process;
+pub mod seed;
 mod workspace;
 
 use std::ffi::OsString;

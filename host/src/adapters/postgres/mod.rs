@@ -29,6 +29,8 @@ use crate::ports::{
     StoredEvent, Stores,
 };
 
+mod setup;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// Connections per process: claims, heartbeats and event appends are short statements.
@@ -122,6 +124,7 @@ impl PgStore {
             events: Arc::new(self.clone()),
             audit: Arc::new(self.clone()),
             credentials: Arc::new(self.clone()),
+            setups: Arc::new(self.clone()),
         }
     }
 

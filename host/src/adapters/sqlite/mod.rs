@@ -32,6 +32,8 @@ use crate::ports::{
     StoredEvent, Stores,
 };
 
+mod setup;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// Readers run in parallel in WAL mode; the writer is one at a time.
@@ -125,6 +127,7 @@ impl SqliteStore {
             events: Arc::new(self.clone()),
             audit: Arc::new(self.clone()),
             credentials: Arc::new(self.clone()),
+            setups: Arc::new(self.clone()),
         }
     }
 

@@ -1,0 +1,144 @@
+//! Project setups in PostgreSQL (`project_setups`, migration 0020).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+
+use super::{PgStore, corrupt, db, project_from_row};
+use crate::domain::{
+    CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
+};
+use crate::ports::{ProjectSetupStore, StoreError};
+
+macro_rules! columns {
+    () => {
+        "project_id, template, vars, repo, ci_repo, ci_state, ci_repo_id, ci_pipeline, \
+         ci_pipeline_status, ci_error, created_at, updated_at"
+    };
+}
+
+fn setup_from_row(row: &PgRow) -> Result<ProjectSetup, StoreError> {
+    let bad = corrupt("project_setups");
+    let get = |e: sqlx::Error| bad(e.to_string());
+    let id: String = row.try_get("project_id").map_err(get)?;
+    let Json(vars): Json<BTreeMap<String, serde_json::Value>> = row.try_get("vars").map_err(get)?;
+    let state: String = row.try_get("ci_state").map_err(get)?;
+    Ok(ProjectSetup {
+        project_id: ProjectId::parse(id).map_err(|e| bad(e.to_string()))?,
+        template: row.try_get("template").map_err(get)?,
+        vars,
+        repo: row.try_get("repo").map_err(get)?,
+        ci_repo: row.try_get("ci_repo").map_err(get)?,
+        ci: CiRegistration {
+            state: state.parse().map_err(&bad)?,
+            repo_id: row.try_get("ci_repo_id").map_err(get)?,
+            pipeline: row.try_get("ci_pipeline").map_err(get)?,
+            pipeline_status: row.try_get("ci_pipeline_status").map_err(get)?,
+            error: row.try_get("ci_error").map_err(get)?,
+        },
+        created_at: row.try_get("created_at").map_err(get)?,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+    })
+}
+
+#[async_trait]
+impl ProjectSetupStore for PgStore {
+    async fn create_with_setup(
+        &self,
+        project: NewProject,
+        setup: NewProjectSetup,
+    ) -> Result<(Project, ProjectSetup), StoreError> {
+        let mut tx = self
+            .inner
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let row = sqlx::query(
+            "INSERT INTO projects (id, display_name) VALUES ($1, $2) \
+             ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
+        )
+        .bind(project.id.as_str())
+        .bind(&project.display_name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("creating a project"))?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict(format!(
+                "project {} already exists",
+                project.id
+            )));
+        };
+        let created = project_from_row(&row)?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO project_setups (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING ",
+            columns!()
+        ))
+        .bind(project.id.as_str())
+        .bind(&setup.template)
+        .bind(Json(&setup.vars))
+        .bind(&setup.repo)
+        .bind(&setup.ci_repo)
+        .bind(setup.ci.state.as_str())
+        .bind(setup.ci.repo_id)
+        .bind(setup.ci.pipeline)
+        .bind(&setup.ci.pipeline_status)
+        .bind(&setup.ci.error)
+        .bind(created.created_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("recording a project setup"))?;
+        let stored = setup_from_row(&row)?;
+        tx.commit()
+            .await
+            .map_err(db("committing a project setup"))?;
+        Ok((created, stored))
+    }
+
+    async fn get_setup(&self, id: &ProjectId) -> Result<ProjectSetup, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM project_setups WHERE project_id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(db("reading a project setup"))?;
+        match row {
+            Some(row) => setup_from_row(&row),
+            None => Err(StoreError::NotFound {
+                kind: "project setup",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    async fn update_ci(&self, id: &ProjectId, ci: &CiRegistration) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "UPDATE project_setups SET ci_state = $2, ci_repo_id = $3, ci_pipeline = $4, \
+             ci_pipeline_status = $5, ci_error = $6, updated_at = now() WHERE project_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(ci.state.as_str())
+        .bind(ci.repo_id)
+        .bind(ci.pipeline)
+        .bind(&ci.pipeline_status)
+        .bind(&ci.error)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("updating a project's CI registration"))?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "project setup",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! `rdev projects`: create a project from a template and list templates, straight against the
+//! database and the data dir (the same layout `rdev serve` uses), for operators and scripts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::adapters::local::seed::LocalSeeder;
+use crate::adapters::store::{StoreOptions, connect, load_master_key};
+use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
+use crate::domain::QueueConfig;
+use crate::ports::Ci;
+use crate::project_setup::{CreateProject, ProjectSetupService};
+
+/// Arguments of `rdev projects`.
+#[derive(Debug, Args)]
+pub struct ProjectsArgs {
+    /// Database, master key, workspaces (`<data-dir>/projects`) and operator templates
+    /// (`<data-dir>/templates`).
+    #[arg(
+        long,
+        env = "RDEV_DATA_DIR",
+        default_value = "rdev-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…` [default: SQLite at <data-dir>/rdev.db].
+    #[arg(long, env = "RDEV_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Operator templates [default: <data-dir>/templates].
+    #[arg(long, env = "RDEV_TEMPLATES_DIR", global = true)]
+    pub templates_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: ProjectsCommand,
+}
+
+/// `rdev projects …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// Create a project from a template: render, commit, record, register with Woodpecker
+    /// (when RDEV_WOODPECKER_URL is set).
+    Create {
+        /// The project id.
+        id: String,
+        #[arg(long)]
+        template: String,
+        /// `name=value`, repeatable.
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Clone this repository first.
+        #[arg(long)]
+        repo: Option<String>,
+        /// `owner/name` of the forge repository CI builds.
+        #[arg(long)]
+        ci_repo: Option<String>,
+    },
+    /// List the templates with their variables, as JSON.
+    Templates,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not name=value"))
+}
+
+/// Runs `rdev projects …`.
+pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
+    let templates_dir = args
+        .templates_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("templates"));
+    match args.command {
+        ProjectsCommand::Templates => {
+            let catalog = crate::templates::TemplateCatalog::load(Some(&templates_dir));
+            for problem in catalog.problems() {
+                eprintln!("warning: {problem}");
+            }
+            let infos: Vec<_> = catalog.list().map(|t| t.info()).collect();
+            println!("{}", serde_json::to_string_pretty(&infos)?);
+            Ok(0)
+        }
+        ProjectsCommand::Create {
+            id,
+            template,
+            vars,
+            repo,
+            ci_repo,
+        } => {
+            let url = args
+                .database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("rdev.db").display()));
+            let master_key = load_master_key(&args.data_dir.join("master.key"))?;
+            let stores = connect(
+                &url,
+                StoreOptions {
+                    queue: QueueConfig::default(),
+                    master_key,
+                },
+            )
+            .await
+            .context("opening the database")?;
+            let ci = match WoodpeckerConfig::from_env()? {
+                Some(config) => Some(Arc::new(WoodpeckerClient::new(
+                    config,
+                    stores.credentials.clone(),
+                )?) as Arc<dyn Ci>),
+                None => None,
+            };
+            let service = ProjectSetupService::new(
+                &stores,
+                Arc::new(LocalSeeder::new(args.data_dir.join("projects"))),
+                ci,
+                Some(templates_dir),
+            );
+            let vars: BTreeMap<String, serde_json::Value> = vars
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            let created = service
+                .create(
+                    "cli",
+                    CreateProject {
+                        id,
+                        template,
+                        vars,
+                        repo,
+                        ci_repo,
+                        display_name: None,
+                    },
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&created)?);
+            Ok(0)
+        }
+    }
+}

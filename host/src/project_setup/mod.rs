@@ -1,0 +1,488 @@
+//! Creating a project from a template: validate, seed the workspace (clone, render, first
+//! commit), record the project with its template and variables, then register it with CI.
+//! A CI failure never undoes the project: it is recorded, audited and can be retried.
+//!
+//! The HTTP API mounts this service; it depends only on ports, so any executor's seeder and
+//! any CI adapter plug in.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    CiRegistration, CiState, IdError, NewAuditEntry, NewProject, NewProjectSetup, Project,
+    ProjectId, ProjectSetup,
+};
+use crate::ports::{
+    AuditLog, Ci, CiError, CiSecret, LogLine, Pipeline, ProjectSetupStore, SecretResolver,
+    SeedError, StoreError, Stores, WorkspaceSeeder,
+};
+use crate::templates::{RenderReport, Template, TemplateCatalog, TemplateError, TemplateInfo};
+
+/// `POST /projects` with a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateProject {
+    pub id: String,
+    pub template: String,
+    /// Strings or booleans, by variable name; missing ones take their defaults.
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Clone URL to start the workspace from.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// `owner/name` of the forge repository CI builds; derived from `repo` when absent.
+    #[serde(default)]
+    pub ci_repo: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// What creation did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreatedProject {
+    pub project: Project,
+    pub setup: ProjectSetup,
+    pub files: RenderReport,
+    /// The commit that recorded the template, if anything was written.
+    pub commit: Option<String>,
+}
+
+/// `GET /projects/{id}/ci`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CiStatus {
+    pub ci_repo: Option<String>,
+    pub registration: CiRegistration,
+    /// The last triggered pipeline as CI reports it now.
+    pub pipeline: Option<Pipeline>,
+    /// Its log lines, when asked for.
+    pub logs: Vec<LogLine>,
+}
+
+/// Why a setup operation failed; [`SetupError::http_status`] maps it for the API.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("CI is not configured on this server")]
+    CiNotConfigured,
+    #[error("project {0} has no forge repository for CI (give ci_repo or a repo URL)")]
+    NoCiRepo(String),
+    #[error("CI registration of project {project} failed: {source}")]
+    Ci {
+        project: String,
+        #[source]
+        source: CiError,
+    },
+    #[error("credential {0:?} for a CI secret does not exist")]
+    MissingCredential(String),
+}
+
+impl SetupError {
+    /// The HTTP status the API should answer with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::InvalidId(_) => 400,
+            Self::Template(TemplateError::NotFound { .. }) => 404,
+            Self::Template(
+                TemplateError::Manifest { .. }
+                | TemplateError::Read { .. }
+                | TemplateError::Write { .. },
+            ) => 500,
+            Self::Template(_) => 400,
+            Self::Seed(SeedError::Exists(_)) => 409,
+            Self::Seed(SeedError::RepoRefused { .. }) => 400,
+            Self::Seed(SeedError::Failed { .. }) => 500,
+            Self::Store(StoreError::NotFound { .. }) => 404,
+            Self::Store(StoreError::Conflict(_)) => 409,
+            Self::Store(StoreError::Invalid(_)) => 400,
+            Self::Store(_) => 500,
+            Self::CiNotConfigured | Self::NoCiRepo(_) => 409,
+            Self::MissingCredential(_) => 409,
+            Self::Ci { .. } => 502,
+        }
+    }
+}
+
+/// `owner/name` from a clone URL (`https://forge/owner/name.git`, `git@forge:owner/name`).
+pub fn forge_full_name(url: &str) -> Option<String> {
+    let trimmed = url.trim_end_matches('/');
+    let trimmed = trimmed.strip_suffix(".git").unwrap_or(trimmed);
+    let mut parts = trimmed.rsplit(['/', ':']);
+    let name = parts.next().filter(|s| !s.is_empty())?;
+    let owner = parts.next().filter(|s| !s.is_empty() && !s.contains('@'))?;
+    Some(format!("{owner}/{name}"))
+}
+
+/// The project-setup service.
+#[derive(Clone)]
+pub struct ProjectSetupService {
+    setups: Arc<dyn ProjectSetupStore>,
+    audit: Arc<dyn AuditLog>,
+    secrets: Arc<dyn SecretResolver>,
+    seeder: Arc<dyn WorkspaceSeeder>,
+    ci: Option<Arc<dyn Ci>>,
+    templates_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ProjectSetupService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectSetupService")
+            .field("ci", &self.ci.is_some())
+            .field("templates_dir", &self.templates_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectSetupService {
+    /// Wires the service to one database's stores, a seeder for the configured executor, a
+    /// CI client (`None`: projects are created without CI) and the operator's templates dir.
+    pub fn new(
+        stores: &Stores,
+        seeder: Arc<dyn WorkspaceSeeder>,
+        ci: Option<Arc<dyn Ci>>,
+        templates_dir: Option<PathBuf>,
+    ) -> Self {
+        let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
+        Self {
+            setups: stores.setups.clone(),
+            audit: stores.audit.clone(),
+            secrets,
+            seeder,
+            ci,
+            templates_dir,
+        }
+    }
+
+    /// The catalog as it is on disk now, so a template dropped into the directory is
+    /// available without a restart.
+    pub fn catalog(&self) -> TemplateCatalog {
+        TemplateCatalog::load(self.templates_dir.as_deref())
+    }
+
+    /// `GET /templates`.
+    pub fn templates(&self) -> Vec<TemplateInfo> {
+        self.catalog().list().map(Template::info).collect()
+    }
+
+    /// `POST /projects` with a template. CI registration runs at the end when CI is
+    /// configured and a forge repository is known; its failure is recorded in the returned
+    /// setup (`ci.state == failed`) and does not fail the creation.
+    pub async fn create(
+        &self,
+        actor: &str,
+        request: CreateProject,
+    ) -> Result<CreatedProject, SetupError> {
+        let id = ProjectId::parse(request.id.as_str())?;
+        let catalog = self.catalog();
+        let template = catalog.get(&request.template)?;
+        let vars = template.resolve(&request.vars)?;
+        let files = template.render_files(&id, &vars)?;
+        let ci_repo = request
+            .ci_repo
+            .clone()
+            .or_else(|| request.repo.as_deref().and_then(forge_full_name));
+        if let Some(name) = &ci_repo {
+            check_full_name(name)?;
+        }
+        let settings = &template.manifest.woodpecker;
+
+        self.seeder
+            .create(&id, request.repo.as_deref(), &settings.branch)
+            .await?;
+        let seeded = async {
+            let report = self.seeder.write(&id, files).await?;
+            let message = format!("Create project {id} from template {}", template.name());
+            let commit = self.seeder.commit(&id, &message).await?;
+            let ci_state = if settings.enabled && self.ci.is_some() && ci_repo.is_some() {
+                CiState::Pending
+            } else {
+                CiState::Disabled
+            };
+            let setup = NewProjectSetup {
+                template: template.name().to_owned(),
+                vars: vars
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+                    .collect(),
+                repo: request.repo.clone(),
+                ci_repo: ci_repo.clone(),
+                ci: CiRegistration {
+                    state: ci_state,
+                    ..CiRegistration::pending()
+                },
+            };
+            let project = NewProject {
+                id: id.clone(),
+                display_name: request.display_name.clone(),
+            };
+            let (project, setup) = self.setups.create_with_setup(project, setup).await?;
+            Ok::<_, SetupError>((report, commit, project, setup))
+        }
+        .await;
+        let (files, commit, project, mut setup) = match seeded {
+            Ok(done) => done,
+            Err(error) => {
+                if let Err(cleanup) = self.seeder.discard(&id).await {
+                    tracing::warn!(project = %id, %cleanup, "could not remove a half-created workspace");
+                }
+                return Err(error);
+            }
+        };
+        self.audit(NewAuditEntry {
+            actor: actor.to_owned(),
+            action: "project.created".to_owned(),
+            project_id: Some(id.to_string()),
+            command_id: None,
+            details: serde_json::json!({
+                "template": setup.template,
+                "vars": setup.vars,
+                "repo": setup.repo,
+                "ci_repo": setup.ci_repo,
+                "commit": commit,
+                "files": files.written.len(),
+            }),
+        })
+        .await?;
+        if setup.ci.state == CiState::Pending {
+            // The outcome is stored either way; the caller sees it in `setup.ci`.
+            let _ = self.register_ci(actor, &id).await;
+            setup = self.setups.get_setup(&id).await?;
+        }
+        Ok(CreatedProject {
+            project,
+            setup,
+            files,
+            commit,
+        })
+    }
+
+    /// Activates the project's forge repository, sets the template's secrets and triggers a
+    /// pipeline. Also the retry after a failed registration (`POST /projects/{id}/ci`).
+    pub async fn register_ci(
+        &self,
+        actor: &str,
+        id: &ProjectId,
+    ) -> Result<CiRegistration, SetupError> {
+        let ci = self.ci.clone().ok_or(SetupError::CiNotConfigured)?;
+        let setup = self.setups.get_setup(id).await?;
+        let ci_repo = setup
+            .ci_repo
+            .clone()
+            .ok_or_else(|| SetupError::NoCiRepo(id.to_string()))?;
+        let mut registration = setup.ci.clone();
+        match self.try_register(ci.as_ref(), id, &setup, &ci_repo).await {
+            Ok((repo_id, pipeline)) => {
+                registration = CiRegistration {
+                    state: CiState::Registered,
+                    repo_id: Some(repo_id),
+                    pipeline: Some(pipeline.number),
+                    pipeline_status: Some(pipeline.status.clone()),
+                    error: None,
+                };
+                self.setups.update_ci(id, &registration).await?;
+                self.audit(NewAuditEntry {
+                    actor: actor.to_owned(),
+                    action: "ci.pipeline.started".to_owned(),
+                    project_id: Some(id.to_string()),
+                    command_id: None,
+                    details: serde_json::json!({
+                        "ci_repo": ci_repo,
+                        "repo_id": repo_id,
+                        "pipeline": pipeline.number,
+                        "branch": pipeline.branch,
+                        "status": pipeline.status,
+                    }),
+                })
+                .await?;
+                Ok(registration)
+            }
+            Err(error) => {
+                registration.state = CiState::Failed;
+                registration.error = Some(error.to_string());
+                self.setups.update_ci(id, &registration).await?;
+                self.audit(NewAuditEntry {
+                    actor: actor.to_owned(),
+                    action: "ci.registration.failed".to_owned(),
+                    project_id: Some(id.to_string()),
+                    command_id: None,
+                    details: serde_json::json!({ "ci_repo": ci_repo, "error": error.to_string() }),
+                })
+                .await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn try_register(
+        &self,
+        ci: &dyn Ci,
+        id: &ProjectId,
+        setup: &ProjectSetup,
+        ci_repo: &str,
+    ) -> Result<(i64, Pipeline), SetupError> {
+        let catalog = self.catalog();
+        let template = catalog.get(&setup.template)?;
+        let vars = template.resolve(&setup.vars)?;
+        let settings = &template.manifest.woodpecker;
+        let ci_error = |source| SetupError::Ci {
+            project: id.to_string(),
+            source,
+        };
+        let repo = ci.activate(ci_repo).await.map_err(ci_error)?;
+        for spec in &settings.secrets {
+            let value = self
+                .secrets
+                .resolve(spec.credential.as_str())
+                .await
+                .map_err(|e| SetupError::Ci {
+                    project: id.to_string(),
+                    source: CiError::Credential(e.to_string()),
+                })?
+                .ok_or_else(|| SetupError::MissingCredential(spec.credential.to_string()))?;
+            let secret = CiSecret {
+                name: spec.name.clone(),
+                value,
+                events: spec.events.clone(),
+            };
+            ci.set_secret(repo.id, &secret).await.map_err(ci_error)?;
+        }
+        let variables = template.pipeline_variables(id, &vars)?;
+        let pipeline = ci
+            .trigger(repo.id, &settings.branch, &variables)
+            .await
+            .map_err(ci_error)?;
+        Ok((repo.id, pipeline))
+    }
+
+    /// `GET /projects/{id}/ci`: the registration and, when a pipeline was triggered, its
+    /// current state (and logs when `with_logs`). The first time a finished pipeline is seen,
+    /// its status is stored and `ci.pipeline.finished` is audited.
+    pub async fn ci_status(
+        &self,
+        actor: &str,
+        id: &ProjectId,
+        with_logs: bool,
+    ) -> Result<CiStatus, SetupError> {
+        let setup = self.setups.get_setup(id).await?;
+        let mut registration = setup.ci.clone();
+        let (Some(ci), Some(repo_id), Some(number)) = (
+            self.ci.as_ref(),
+            registration.repo_id,
+            registration.pipeline,
+        ) else {
+            return Ok(CiStatus {
+                ci_repo: setup.ci_repo,
+                registration,
+                pipeline: None,
+                logs: Vec::new(),
+            });
+        };
+        let ci_error = |source| SetupError::Ci {
+            project: id.to_string(),
+            source,
+        };
+        let pipeline = ci.pipeline(repo_id, number).await.map_err(ci_error)?;
+        if registration.pipeline_status.as_deref() != Some(pipeline.status.as_str()) {
+            let was_finished = registration
+                .pipeline_status
+                .as_deref()
+                .is_some_and(Pipeline::status_is_finished);
+            registration.pipeline_status = Some(pipeline.status.clone());
+            self.setups.update_ci(id, &registration).await?;
+            if pipeline.is_finished() && !was_finished {
+                self.audit(NewAuditEntry {
+                    actor: actor.to_owned(),
+                    action: "ci.pipeline.finished".to_owned(),
+                    project_id: Some(id.to_string()),
+                    command_id: None,
+                    details: serde_json::json!({
+                        "repo_id": repo_id,
+                        "pipeline": number,
+                        "status": pipeline.status,
+                        "started": pipeline.started,
+                        "finished": pipeline.finished,
+                    }),
+                })
+                .await?;
+            }
+        }
+        let logs = if with_logs {
+            ci.logs(repo_id, number).await.map_err(ci_error)?
+        } else {
+            Vec::new()
+        };
+        Ok(CiStatus {
+            ci_repo: setup.ci_repo,
+            registration,
+            pipeline: Some(pipeline),
+            logs,
+        })
+    }
+
+    /// The stored setup of a project created from a template.
+    pub async fn setup(&self, id: &ProjectId) -> Result<ProjectSetup, SetupError> {
+        Ok(self.setups.get_setup(id).await?)
+    }
+
+    async fn audit(&self, entry: NewAuditEntry) -> Result<(), SetupError> {
+        self.audit.append(entry).await?;
+        Ok(())
+    }
+}
+
+/// `owner/name` with forge-safe characters only, since it is matched against CI's list and
+/// logged.
+fn check_full_name(name: &str) -> Result<(), SetupError> {
+    let ok = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    match name.split_once('/') {
+        Some((owner, repo)) if ok(owner) && ok(repo) => Ok(()),
+        _ => Err(SetupError::Store(StoreError::Invalid(format!(
+            "ci_repo {name:?} must be owner/name"
+        )))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forge_names_come_from_clone_urls() {
+        assert_eq!(
+            forge_full_name("https://forge.example/acme/demo.git").as_deref(),
+            Some("acme/demo")
+        );
+        assert_eq!(
+            forge_full_name("git@forge.example:acme/demo.git").as_deref(),
+            Some("acme/demo")
+        );
+        assert_eq!(
+            forge_full_name("ssh://git@forge.example/acme/demo/").as_deref(),
+            Some("acme/demo")
+        );
+        assert_eq!(forge_full_name("demo"), None);
+    }
+
+    #[test]
+    fn full_names_are_checked() {
+        assert!(check_full_name("acme/demo.rs").is_ok());
+        for bad in ["acme", "acme/", "/demo", "a/b/c", "../x", "a b/c"] {
+            assert!(check_full_name(bad).is_err(), "{bad}");
+        }
+    }
+}
