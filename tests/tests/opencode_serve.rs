@@ -40,6 +40,7 @@ impl Server {
         self.client
             .post(self.url(path))
             .basic_auth("opencode", Some(PASSWORD))
+            .timeout(Duration::from_secs(30))
             .json(&body)
             .send()
             .await
@@ -51,6 +52,7 @@ impl Server {
             .client
             .get(self.url(path))
             .basic_auth("opencode", Some(PASSWORD))
+            .timeout(Duration::from_secs(30))
             .send()
             .await
             .unwrap();
@@ -67,13 +69,20 @@ async fn start() -> Option<Server> {
             return None;
         }
     };
+    eprintln!("installed {}", bin.display());
     let fake = FakeOpenAi::start().unwrap();
     let home = tempfile::tempdir().unwrap();
     let workspace = tempfile::tempdir().unwrap();
     opencode::write_config(workspace.path(), &fake.base_url()).unwrap();
     let port = opencode::free_port().unwrap();
     let child = Command::new(&bin)
-        .args(["serve", "--hostname", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
         .current_dir(workspace.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -81,7 +90,7 @@ async fn start() -> Option<Server> {
         .env("OPENCODE_SERVER_PASSWORD", PASSWORD)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let server = Server {
@@ -98,6 +107,7 @@ async fn start() -> Option<Server> {
             .client
             .get(server.url("/global/health"))
             .basic_auth("opencode", Some(PASSWORD))
+            .timeout(Duration::from_secs(2))
             .send()
             .await;
         if let Ok(response) = health
@@ -105,9 +115,13 @@ async fn start() -> Option<Server> {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "opencode serve never got healthy");
+        assert!(
+            Instant::now() < deadline,
+            "opencode serve never got healthy"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!("healthy");
     Some(server)
 }
 
@@ -133,9 +147,13 @@ async fn turn(s: &Server, name: &str, session: &str, prompt: &str) -> Vec<Value>
     let mut buffer = String::new();
     let mut events = Vec::new();
     let mut raw = String::new();
-    'outer: while let Some(chunk) =
-        tokio::time::timeout(Duration::from_secs(60), body.next()).await.unwrap()
-    {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    'outer: loop {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => panic!("/event ended; saw {:?}", types(&events)),
+            Err(_) => panic!("no session.idle within 60 s; saw {:?}", types(&events)),
+        };
         buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
         while let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
@@ -200,13 +218,21 @@ async fn plain_reply_tool_call_and_error_stream_as_events() {
             .any(|e| e["properties"]["part"]["state"]["status"] == "completed"),
         "{tool_parts:?}"
     );
-    assert!(serde_json::to_string(&tool).unwrap().contains("from-bash-42"));
+    assert!(
+        serde_json::to_string(&tool)
+            .unwrap()
+            .contains("from-bash-42")
+    );
 
-    s.fake.push(Reply::error(401, "invalid_api_key", "Incorrect API key"));
+    s.fake
+        .push(Reply::error(401, "invalid_api_key", "Incorrect API key"));
     let failed = turn(&s, "api_401", &session, "again").await;
     let kinds = types(&failed);
     assert!(
-        kinds.contains(&"session.error") || serde_json::to_string(&failed).unwrap().contains("Incorrect API key"),
+        kinds.contains(&"session.error")
+            || serde_json::to_string(&failed)
+                .unwrap()
+                .contains("Incorrect API key"),
         "{kinds:?}"
     );
 }
@@ -225,7 +251,9 @@ async fn abort_while_streaming_ends_with_idle() {
         let session = session.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let r = s.post(&format!("/session/{session}/abort"), json!({})).await;
+            let r = s
+                .post(&format!("/session/{session}/abort"), json!({}))
+                .await;
             assert!(r.status().is_success());
         })
     };

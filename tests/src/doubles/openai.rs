@@ -104,9 +104,10 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// True for streamed (conversation) requests.
+    /// True for streamed conversation requests (not title generation).
     pub fn is_stream(&self) -> bool {
         self.body.get("stream").and_then(Value::as_bool) == Some(true)
+            && !is_title_request(&self.body)
     }
 
     /// Every text of the request's messages (contents and tool results), in order, for
@@ -260,6 +261,7 @@ async fn completions(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     let model = body["model"].as_str().unwrap_or(MODEL).to_owned();
+    let side_job = is_title_request(&body);
     let (reply, id) = {
         let mut script = lock(&shared);
         script.requests.push(Recorded {
@@ -269,9 +271,9 @@ async fn completions(
         });
         script.counter += 1;
         let id = format!("chatcmpl-fake{:04}", script.counter);
-        // Non-streamed requests are side jobs (titles, summaries): they never consume the
+        // Side jobs (opencode's title generation, streamed or not) never consume the
         // conversation script.
-        let reply = if stream {
+        let reply = if stream && !side_job {
             script
                 .queue
                 .pop_front()
@@ -300,6 +302,15 @@ async fn completions(
             }
         }
     }
+}
+
+/// opencode asks for a session title with its own system prompt, in parallel with the turn.
+fn is_title_request(body: &Value) -> bool {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.first())
+        .and_then(|m| m["content"].as_str())
+        .is_some_and(|c| c.contains("title generator"))
 }
 
 fn error_response(status: u16, kind: &str, message: &str) -> Response {
@@ -344,7 +355,10 @@ fn chunks(id: &str, model: &str, pieces: &[String], calls: &[ToolCall]) -> Vec<S
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         .to_string()
     };
-    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for piece in pieces {
         out.push(chunk(json!({"content": piece}), Value::Null));
     }
@@ -387,7 +401,10 @@ fn sse_response(chunks: Vec<String>, delay: Duration) -> Response {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        Some((Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n"))), chunks))
+        Some((
+            Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n"))),
+            chunks,
+        ))
     });
     Response::builder()
         .status(StatusCode::OK)

@@ -83,7 +83,10 @@ impl Provider for Hostile {
             }
             "alloc" => {
                 let block = vec![1u8; 1 << 30];
-                let sum: u64 = std::hint::black_box(&block).iter().map(|b| u64::from(*b)).sum();
+                let sum: u64 = std::hint::black_box(&block)
+                    .iter()
+                    .map(|b| u64::from(*b))
+                    .sum();
                 Ok(result(ResultStatus::Completed, format!("allocated {sum}")))
             }
             "panic" => panic!("the hostile plugin panics on purpose"),
