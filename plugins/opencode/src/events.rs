@@ -138,11 +138,6 @@ impl Mapper {
         self.idle
     }
 
-    /// True once the session reported it was working on a prompt.
-    pub fn busy_seen(&self) -> bool {
-        self.busy_seen
-    }
-
     /// The session's or the model's error, if one was reported.
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()

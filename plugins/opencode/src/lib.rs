@@ -297,17 +297,20 @@ impl Run {
                 if self.session_busy(&session) {
                     self.abort_and_drain(&session, &stream, &mut mapper);
                 }
-                return Ok(self.finish(&session, false));
+                return Ok(self.finish(&session, false, None));
             }
             Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(Some(session), e)),
         }
         match self.stream(&stream, &mut mapper) {
-            Streamed::Idle => Ok(self.finish(&session, true)),
+            Streamed::Idle => {
+                let error = mapper.error().map(str::to_owned);
+                Ok(self.finish(&session, true, error))
+            }
             Streamed::Cancelled => {
                 // Moment 3: the turn is running; abort it and keep what it produced.
                 self.cancelled = true;
                 self.abort_and_drain(&session, &stream, &mut mapper);
-                Ok(self.finish(&session, false))
+                Ok(self.finish(&session, false, None))
             }
             Streamed::Broken(why) => Ok(self.broken(session, why)),
         }
@@ -341,7 +344,7 @@ impl Run {
                 )));
             }
         };
-        let _ = rdev_sdk::log::log(
+        rdev_sdk::log::log(
             rdev_sdk::log::Level::Info,
             &format!("started opencode serve on port {port}"),
         );
@@ -507,8 +510,14 @@ impl Run {
     }
 
     /// The result, from the session's messages. `completed` says `session.idle` ended the
-    /// turn; otherwise it was cancelled.
-    fn finish(&mut self, session: &str, completed: bool) -> AgentResult {
+    /// turn; otherwise it was cancelled. `stream_error` is a `session.error` seen on the
+    /// stream, which fails the turn even when no message carries it.
+    fn finish(
+        &mut self,
+        session: &str,
+        completed: bool,
+        stream_error: Option<String>,
+    ) -> AgentResult {
         let path = format!("/session/{session}/message");
         let messages = match self.api.json("GET", &path, None) {
             // Moment 4: a cancel after the turn ended interrupts only this fetch; the next
@@ -554,7 +563,7 @@ impl Run {
         if !completed {
             result.status = ResultStatus::Cancelled;
             result.error = Some("cancelled".into());
-        } else if let Some(error) = turn.error {
+        } else if let Some(error) = turn.error.or(stream_error) {
             result.status = ResultStatus::Failed;
             result.error = Some(error);
         }
