@@ -46,6 +46,10 @@ const SSE_BATCH: u32 = 64;
 /// How long one read of the event stream waits for an event; between reads nothing else
 /// happens (cancel reaches a waiting read at once), so this only bounds a single call.
 const SSE_POLL_MS: u32 = 1_000;
+/// Health checks that may find a server unsteady (see [`Health::Unsteady`]) before the
+/// provider gives up: with [`options::HEALTH_POLL_MS`] between them, 2 s, which is ample for
+/// a killed server's socket to close.
+const UNSTEADY_HEALTH_CHECKS: u32 = 10;
 /// Longest excerpt of a response body quoted in an error.
 const BODY_EXCERPT_CHARS: usize = 300;
 /// Stderr lines of a started server kept for the error when it does not come up.
@@ -228,6 +232,16 @@ impl Api {
     }
 }
 
+/// What a health check found.
+enum Health {
+    Up,
+    /// Nothing listens on the port.
+    Down,
+    /// Something accepted the connection but broke it or did not answer in time.
+    Unsteady(String),
+    Failed(Fail),
+}
+
 /// How waiting for the turn ended.
 enum Streamed {
     /// `session.idle` arrived.
@@ -319,10 +333,27 @@ impl Run {
     /// Checks `GET /global/health`; when nothing listens, starts `opencode serve` on the
     /// port and waits until it answers.
     fn ensure_server(&mut self) -> Result<(), Fail> {
-        match self.health() {
-            Ok(()) => return Ok(()),
-            Err(Fail::Connect(_)) => {}
-            Err(other) => return Err(other),
+        let mut unsteady = 0;
+        loop {
+            match self.health() {
+                Health::Up => return Ok(()),
+                Health::Down => break,
+                Health::Failed(fail) => return Err(fail),
+                // A server that is going down (killed with its last execution) or still
+                // coming up accepts and then drops connections; wait for it to settle.
+                Health::Unsteady(why) => {
+                    unsteady += 1;
+                    if unsteady > UNSTEADY_HEALTH_CHECKS {
+                        return Err(Fail::Other(format!(
+                            "opencode GET /global/health keeps failing on port {}: {why}",
+                            self.api.port
+                        )));
+                    }
+                    if !execution::sleep(options::HEALTH_POLL_MS) {
+                        return Err(Fail::Cancelled);
+                    }
+                }
+            }
         }
         let port = self.api.port.to_string();
         let mut command = CommandBuilder::new("opencode")
@@ -370,9 +401,9 @@ impl Run {
                 Err(e) => break Err(Fail::Other(process::describe(&e))),
             }
             match self.health() {
-                Ok(()) => break Ok(()),
-                Err(Fail::Connect(_)) => {}
-                Err(other) => break Err(other),
+                Health::Up => break Ok(()),
+                Health::Down | Health::Unsteady(_) => {}
+                Health::Failed(fail) => break Err(fail),
             }
             if Instant::now() >= deadline {
                 break Err(Fail::Other(format!(
@@ -385,18 +416,23 @@ impl Run {
         outcome
     }
 
-    fn health(&mut self) -> Result<(), Fail> {
-        let bytes = self
-            .api
-            .call_with("GET", "/global/health", None, HEALTH_TIMEOUT_MS)
-            .map_err(|e| match e {
-                // A server still starting may accept and then stall; keep waiting for it.
-                Fail::Other(why) if why.ends_with("timed out") => Fail::Connect(why),
-                other => other,
-            })?;
-        let health: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        self.version = health["version"].as_str().map(str::to_owned);
-        Ok(())
+    fn health(&mut self) -> Health {
+        const PATH: &str = "/global/health";
+        let request = self.api.request("GET", PATH, None, HEALTH_TIMEOUT_MS);
+        match project_http::send(&request) {
+            Ok(response) if (200..300).contains(&response.status) => {
+                let health: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+                self.version = health["version"].as_str().map(str::to_owned);
+                Health::Up
+            }
+            // A wrong password (401) or a different service on the port: starting another
+            // server would not help.
+            Ok(response) => Health::Failed(Fail::Other(status_error("GET", PATH, &response))),
+            Err(HttpError::Connect(_)) => Health::Down,
+            Err(HttpError::Timeout) => Health::Unsteady("timed out".into()),
+            Err(HttpError::Protocol(why)) => Health::Unsteady(why),
+            Err(e) => Health::Failed(describe("GET", PATH, e)),
+        }
     }
 
     /// The session to send to: the request's (which must exist) or a new one.
