@@ -429,3 +429,198 @@ async fn server_dying_mid_turn_fails_clearly() {
         "{error}"
     );
 }
+
+/// One measured turn: time to the first text delta and to the end of the turn.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    first: Duration,
+    total: Duration,
+}
+
+/// The same turn sent straight to `opencode serve` with curl: subscribe to `/event`, create
+/// a session, `prompt_async`, wait for its `session.idle`, fetch its messages.
+fn direct_turn(port: u16, prompt: &str) -> Timing {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let base = format!("http://127.0.0.1:{port}");
+    let user = format!("opencode:{PASSWORD}");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                "-u",
+                &user,
+                "-H",
+                "content-type: application/json",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let started = std::time::Instant::now();
+    let mut events = Command::new("curl")
+        .args(["-sSN", "-u", &user, &format!("{base}/event")])
+        .stdout(Stdio::piped())
+        // It is killed while writing; its complaint about that is noise.
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(events.stdout.take().unwrap()).lines();
+    // The subscription is live once the server's greeting arrived.
+    let greeting = lines.next().unwrap().unwrap();
+    assert!(greeting.contains("server.connected"), "{greeting}");
+    let session: serde_json::Value = serde_json::from_str(&curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "{}",
+        &format!("{base}/session"),
+    ]))
+    .unwrap();
+    let session = session["id"].as_str().unwrap().to_owned();
+    let body = json!({"parts": [{"type": "text", "text": prompt}],
+        "model": {"providerID": opencode::PROVIDER, "modelID": opencode::MODEL}});
+    curl(&[
+        "-X",
+        "POST",
+        "-d",
+        &body.to_string(),
+        &format!("{base}/session/{session}/prompt_async"),
+    ]);
+    let mut first = None;
+    for line in lines {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(data).unwrap();
+        if event["properties"]["sessionID"] != session.as_str() {
+            continue;
+        }
+        if event["type"] == "message.part.delta" && first.is_none() {
+            first = Some(started.elapsed());
+        }
+        if event["type"] == "session.idle" {
+            break;
+        }
+    }
+    let messages = curl(&[&format!("{base}/session/{session}/message")]);
+    assert!(messages.contains("bench reply"), "{messages}");
+    let total = started.elapsed();
+    let _ = events.kill();
+    let _ = events.wait();
+    Timing {
+        first: first.expect("a text delta"),
+        total,
+    }
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// The benchmark of the issue: time to the first text delta and to the end of a turn,
+/// through rdev (component, runtime, project-http) versus straight to `opencode serve` with
+/// curl, against one server started by the test. Prints the medians and their ratio; it
+/// asserts only that every turn completed (speed is measured, not judged, here).
+#[tokio::test(flavor = "multi_thread")]
+async fn benchmark_through_rdev_versus_curl() {
+    let Some(s) = setup().await else { return };
+    s.fake.set_fallback(Reply::slow_text(
+        &["bench ", "reply ", "in ", "four ", "pieces"],
+        Duration::from_millis(20),
+    ));
+    let bin = opencode::install().unwrap();
+    let workspace = s._root.path().join(PROJECT);
+    let home = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new(bin)
+        .args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &s.port.to_string(),
+        ])
+        .current_dir(&workspace)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(opencode::env(home.path()))
+        .env("OPENCODE_SERVER_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = harness::http_client();
+    let health = format!("http://127.0.0.1:{}/global/health", s.port);
+    let mut healthy = false;
+    for _ in 0..300 {
+        let answer = client
+            .get(&health)
+            .basic_auth("opencode", Some(PASSWORD))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(healthy, "opencode serve never got healthy");
+
+    const ROUNDS: usize = 5;
+    let mut rdev = Vec::new();
+    let mut direct = Vec::new();
+    // Round 0 warms both paths up (provider SDK load, component compile) and is not counted.
+    for round in 0..=ROUNDS {
+        let port = s.port;
+        let timing = tokio::task::spawn_blocking(move || direct_turn(port, "bench"))
+            .await
+            .unwrap();
+        if round > 0 {
+            direct.push(timing);
+        }
+        let first = Arc::new(std::sync::Mutex::new(None));
+        let seen = first.clone();
+        let started = std::time::Instant::now();
+        let out = execute(
+            &s,
+            request(&s, "bench", None),
+            CancellationToken::new(),
+            move |e, _| {
+                if matches!(e, AgentEvent::Message { partial: true, .. }) {
+                    seen.lock().unwrap().get_or_insert(started.elapsed());
+                }
+            },
+        )
+        .await;
+        let total = started.elapsed();
+        assert_eq!(out.result().status, ResultStatus::Completed);
+        assert_eq!(
+            out.result().details.as_ref().unwrap()["server_started"],
+            false
+        );
+        if round > 0 {
+            rdev.push(Timing {
+                first: first.lock().unwrap().expect("a text delta"),
+                total,
+            });
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let r_first = median(rdev.iter().map(|t| t.first).collect());
+    let r_total = median(rdev.iter().map(|t| t.total).collect());
+    let d_first = median(direct.iter().map(|t| t.first).collect());
+    let d_total = median(direct.iter().map(|t| t.total).collect());
+    println!(
+        "opencode benchmark (median of {ROUNDS}): first text delta rdev {r_first:?} / curl \
+         {d_first:?} = {:.2}x; whole turn rdev {r_total:?} / curl {d_total:?} = {:.2}x",
+        r_first.as_secs_f64() / d_first.as_secs_f64(),
+        r_total.as_secs_f64() / d_total.as_secs_f64(),
+    );
+}

@@ -69,7 +69,6 @@ async fn start() -> Option<Server> {
             return None;
         }
     };
-    eprintln!("installed {}", bin.display());
     let fake = FakeOpenAi::start().unwrap();
     let home = tempfile::tempdir().unwrap();
     let workspace = tempfile::tempdir().unwrap();
@@ -90,7 +89,7 @@ async fn start() -> Option<Server> {
         .env("OPENCODE_SERVER_PASSWORD", PASSWORD)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let server = Server {
@@ -121,7 +120,6 @@ async fn start() -> Option<Server> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("healthy");
     Some(server)
 }
 
