@@ -1,8 +1,12 @@
 //! Preparing the real parts tests run against.
 
+pub mod bin;
 pub mod claude;
+pub mod examples;
 pub mod npm;
 pub mod plugins;
+pub mod postgres;
+pub mod runtime;
 
 /// True when running under CI, where a missing prerequisite must fail the run instead of
 /// skipping a test.

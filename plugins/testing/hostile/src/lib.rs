@@ -12,10 +12,17 @@
 //! - `cancel-once`: emits until an emit returns `cancelled`, then emits `cleanup` (which
 //!   must work) and returns `cancelled`.
 //! - `ignore-cancel`: keeps running after a cancel, calling the host.
+//! - `http <port> <path>`: GETs the path with project-http (bearer auth from the
+//!   credential `TOKEN` when the path contains `auth`); the text is `<status> <body>`.
+//! - `sse <port> <path>`: opens an event stream and returns every event's data, joined
+//!   by `,`, once the server closes it.
+//! - `parse <file>`: runs `cat <file>` (the grant must allow `cat`), parses every line as
+//!   JSON, and returns `<lines> <objects with a "type">`: the benchmark's guest side.
 //! - anything else: returns the prompt as the final text.
 
 use rdev_sdk::exec::ExecError;
 use rdev_sdk::process::CommandBuilder;
+use rdev_sdk::project_http::{self, Auth, EventsRead, HttpError, Request};
 use rdev_sdk::{
     AgentRequest, AgentResult, Capability, CleanupRequest, Provider, ProviderCapabilities,
     ProviderError, ResultStatus, event, execution,
@@ -61,6 +68,13 @@ fn probe_sandbox() -> String {
         "socket": socket,
     })
     .to_string()
+}
+
+fn http_error(error: &HttpError) -> String {
+    match error {
+        HttpError::Denied(reason) => format!("denied: {reason}"),
+        other => format!("error: {other:?}"),
+    }
 }
 
 impl Provider for Hostile {
@@ -133,6 +147,76 @@ impl Provider for Hostile {
             "ignore-cancel" => loop {
                 execution::sleep(10);
             },
+            "http" | "sse" => {
+                let (port, path) = arg.split_once(' ').unwrap_or((arg, "/"));
+                let request = Request {
+                    method: "GET".into(),
+                    port: port.parse().unwrap_or(0),
+                    path: path.into(),
+                    headers: vec![("accept".into(), "*/*".into())],
+                    body: Vec::new(),
+                    auth: path.contains("auth").then(|| {
+                        Auth::Bearer(rdev_sdk::SecretRef {
+                            name: "TOKEN".into(),
+                            required: true,
+                        })
+                    }),
+                    timeout_ms: Some(10_000),
+                };
+                let text = if mode == "http" {
+                    match project_http::send(&request) {
+                        Ok(response) => format!(
+                            "{} {}",
+                            response.status,
+                            String::from_utf8_lossy(&response.body)
+                        ),
+                        Err(e) => http_error(&e),
+                    }
+                } else {
+                    match project_http::open_events(&request) {
+                        Ok(stream) => {
+                            let mut data = Vec::new();
+                            loop {
+                                match stream.next(16, None) {
+                                    Ok(EventsRead::Events(events)) => {
+                                        data.extend(events.into_iter().map(|e| e.data))
+                                    }
+                                    Ok(EventsRead::Idle) => {}
+                                    Ok(EventsRead::Closed) => break data.join(","),
+                                    Err(e) => break http_error(&e),
+                                }
+                            }
+                        }
+                        Err(e) => http_error(&e),
+                    }
+                };
+                Ok(result(ResultStatus::Completed, text))
+            }
+            "parse" => {
+                let process = CommandBuilder::new("cat")
+                    .arg(arg)
+                    .spawn()
+                    .map_err(|e| ProviderError::Unavailable(format!("{e:?}")))?;
+                let (mut lines, mut typed) = (0u64, 0u64);
+                loop {
+                    match rdev_sdk::process::read_lines(&process, None) {
+                        Ok(rdev_sdk::process::Lines::Lines(batch)) => {
+                            for line in batch {
+                                lines += 1;
+                                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line.text)
+                                    && value.get("type").is_some()
+                                {
+                                    typed += 1;
+                                }
+                            }
+                        }
+                        Ok(rdev_sdk::process::Lines::Idle) => {}
+                        Ok(rdev_sdk::process::Lines::Closed) => break,
+                        Err(e) => return Err(ProviderError::Failed(format!("{e:?}"))),
+                    }
+                }
+                Ok(result(ResultStatus::Completed, format!("{lines} {typed}")))
+            }
             _ => Ok(result(ResultStatus::Completed, prompt)),
         }
     }
