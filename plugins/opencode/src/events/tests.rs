@@ -246,3 +246,11 @@ fn turn_outcome_sums_the_turn_after_the_last_user_message() {
     assert_eq!(turn.error_name.as_deref(), Some("APIError"));
     assert_eq!(turn_outcome(&json!([])), None);
 }
+
+#[test]
+fn aborted_turn_ends_idle_with_the_abort_error() {
+    let (_, mapper) = replay(include_str!("../../tests/fixtures/aborted.jsonl"));
+    assert!(mapper.is_idle());
+    let error = mapper.error().expect("the abort is reported");
+    assert!(error.contains("MessageAbortedError"), "{error}");
+}
