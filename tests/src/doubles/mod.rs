@@ -1,4 +1,5 @@
 //! Doubles for what cannot run here, each speaking the real wire protocol.
 
 pub mod anthropic;
+pub mod openai;
 pub mod woodpecker;

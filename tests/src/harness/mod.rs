@@ -22,3 +22,11 @@ pub fn skip_or_fail(reason: &str) {
     }
     eprintln!("SKIPPED (prerequisite missing, and CI is not set): {reason}");
 }
+pub mod opencode;
+
+/// A reqwest client for talking to local test servers. The workspace builds reqwest without
+/// a rustls crypto provider (see DESIGN §10), so the ring provider is installed first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}

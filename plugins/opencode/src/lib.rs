@@ -1,0 +1,723 @@
+//! The OpenCode provider: talks to `opencode serve` in the project's workspace over the
+//! project-http capability (HTTP Basic with `OPENCODE_SERVER_PASSWORD`, which the host reads
+//! from the credential store, so the value never enters this guest).
+//!
+//! One execution is one turn: make sure the server answers (start it through exec when it
+//! does not), create or reuse the session, subscribe to `/event` *before* sending so nothing
+//! is missed, `prompt_async`, map the session's events until `session.idle`, then fetch the
+//! session's messages for the final text, tokens, cost and error. A server this plugin starts
+//! lives as long as the execution (the host kills an execution's processes when it ends);
+//! sessions persist on disk in the workspace's HOME, so the next execution resumes them.
+
+mod events;
+mod options;
+
+use std::time::{Duration, Instant};
+
+use rdev_sdk::bindings::rdev::provider::types::{
+    InitInfo, RawInfo, TextInfo, ToolResultInfo, ToolUseInfo, UsageInfo,
+};
+use rdev_sdk::exec::{ExecError, Process};
+use rdev_sdk::process::{self, CommandBuilder, Lines};
+use rdev_sdk::project_http::{self, Auth, EventStream, EventsRead, HttpError, Request, Response};
+use rdev_sdk::{
+    AgentEvent, AgentRequest, AgentResult, Capability, CleanupRequest, Provider,
+    ProviderCapabilities, ProviderError, ResultStatus, SecretRef, TokenUsage, event, execution,
+};
+use serde_json::{Value, json};
+
+use events::{Event, Mapper, Usage};
+use options::{Model, Options};
+
+/// The credential holding the server's password; the user name is OpenCode's default.
+const PASSWORD_CREDENTIAL: &str = "OPENCODE_SERVER_PASSWORD";
+const USERNAME: &str = "opencode";
+/// Deadline of an ordinary API call. The server answers these from memory or its local
+/// store; a call taking longer means it is wedged.
+const REQUEST_TIMEOUT_MS: u32 = 30_000;
+/// Deadline of a health check: a running server answers at once, and a port nobody listens
+/// on is refused at once, so a slow answer is treated as "not up yet".
+const HEALTH_TIMEOUT_MS: u32 = 2_000;
+/// Events fetched per host call: the guest's SSE buffer. OpenCode emits one event per
+/// streamed token, so a batch keeps a fast stream to a few host calls per burst; 64 events of
+/// a few KB each (a tool part carries its output) stay far below the plugin's memory limit
+/// even when a tool's output is large, and the host holds the rest in its own bounded reader.
+const SSE_BATCH: u32 = 64;
+/// How long one read of the event stream waits for an event; between reads nothing else
+/// happens (cancel reaches a waiting read at once), so this only bounds a single call.
+const SSE_POLL_MS: u32 = 1_000;
+/// Health checks that may find a server unsteady (see [`Health::Unsteady`]) before the
+/// provider gives up: with [`options::HEALTH_POLL_MS`] between them, 2 s, which is ample for
+/// a killed server's socket to close.
+const UNSTEADY_HEALTH_CHECKS: u32 = 10;
+/// Longest excerpt of a response body quoted in an error.
+const BODY_EXCERPT_CHARS: usize = 300;
+/// Stderr lines of a started server kept for the error when it does not come up.
+const STDERR_TAIL_LINES: usize = 20;
+
+struct OpenCode;
+
+impl Provider for OpenCode {
+    fn capabilities() -> ProviderCapabilities {
+        ProviderCapabilities {
+            description: "OpenCode (`opencode serve`, HTTP + SSE) in the project's workspace"
+                .into(),
+            capabilities: Capability::STREAMING
+                | Capability::SESSION_RESUME
+                | Capability::CANCEL
+                | Capability::TOOLS
+                | Capability::COST_REPORTING,
+        }
+    }
+
+    fn execute(request: AgentRequest) -> Result<AgentResult, ProviderError> {
+        let options =
+            Options::parse(&request.options_json).map_err(ProviderError::InvalidRequest)?;
+        let model = request
+            .model
+            .as_deref()
+            .map(Model::parse)
+            .transpose()
+            .map_err(ProviderError::InvalidRequest)?;
+        if let Some(session) = &request.session_id {
+            options::check_session_id(session).map_err(ProviderError::InvalidRequest)?;
+        }
+        let mut run = Run {
+            api: Api {
+                port: options.port(),
+            },
+            options,
+            model,
+            request,
+            server: None,
+            version: None,
+            cancelled: false,
+            final_text_seen: String::new(),
+        };
+        run.execute()
+    }
+
+    fn cancel(request: CleanupRequest) -> Result<(), ProviderError> {
+        // The instance is gone; its options are not known here, so the default port is used.
+        let Some(session) = request.session_id else {
+            return Ok(());
+        };
+        options::check_session_id(&session).map_err(ProviderError::InvalidRequest)?;
+        let api = Api {
+            port: options::DEFAULT_PORT,
+        };
+        match api.call(
+            "POST",
+            &format!("/session/{session}/abort"),
+            Some(&json!({})),
+        ) {
+            Ok(_) | Err(Fail::Cancelled) => Ok(()),
+            Err(Fail::Connect(_)) => Ok(()),
+            Err(Fail::Other(e)) => Err(ProviderError::Failed(e)),
+        }
+    }
+}
+
+/// Why an HTTP call did not produce a 2xx answer.
+#[derive(Debug)]
+enum Fail {
+    /// The host cancelled the execution during the call.
+    Cancelled,
+    /// Nothing listens on the port.
+    Connect(String),
+    /// Any other failure, described with method, path, status and a body excerpt.
+    Other(String),
+}
+
+/// The server's HTTP API on one port of the workspace.
+struct Api {
+    port: u16,
+}
+
+fn auth() -> Option<Auth> {
+    Some(Auth::Basic((
+        USERNAME.to_owned(),
+        SecretRef {
+            name: PASSWORD_CREDENTIAL.to_owned(),
+            required: true,
+        },
+    )))
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.trim().chars().take(BODY_EXCERPT_CHARS).collect();
+    if text.trim().chars().count() > BODY_EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+fn describe(method: &str, path: &str, error: HttpError) -> Fail {
+    let what = format!("opencode {method} {path}");
+    match error {
+        HttpError::Cancelled => Fail::Cancelled,
+        HttpError::Connect(why) => Fail::Connect(format!("{what}: connection failed: {why}")),
+        HttpError::Denied(why) => {
+            Fail::Other(format!("{what}: not permitted by the grants: {why}"))
+        }
+        HttpError::MissingSecret(name) => {
+            Fail::Other(format!("{what}: credential {name:?} is not set"))
+        }
+        HttpError::Timeout => Fail::Other(format!("{what}: timed out")),
+        HttpError::Protocol(why) => Fail::Other(format!("{what}: {why}")),
+        HttpError::Status(response) => Fail::Other(status_error(method, path, &response)),
+    }
+}
+
+fn status_error(method: &str, path: &str, response: &Response) -> String {
+    format!(
+        "opencode {method} {path} answered {}: {}",
+        response.status,
+        excerpt(&response.body)
+    )
+}
+
+impl Api {
+    fn request(&self, method: &str, path: &str, body: Option<&Value>, timeout: u32) -> Request {
+        let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
+        if body.is_some() {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
+        Request {
+            method: method.to_owned(),
+            port: self.port,
+            path: path.to_owned(),
+            headers,
+            body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+            auth: auth(),
+            timeout_ms: Some(timeout),
+        }
+    }
+
+    /// Sends a request; a non-2xx answer is an error naming method, path and status.
+    fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        timeout: u32,
+    ) -> Result<Vec<u8>, Fail> {
+        let response = project_http::send(&self.request(method, path, body, timeout))
+            .map_err(|e| describe(method, path, e))?;
+        if !(200..300).contains(&response.status) {
+            return Err(Fail::Other(status_error(method, path, &response)));
+        }
+        Ok(response.body)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Vec<u8>, Fail> {
+        self.call_with(method, path, body, REQUEST_TIMEOUT_MS)
+    }
+
+    /// A call answering JSON.
+    fn json(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Fail> {
+        let bytes = self.call(method, path, body)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Fail::Other(format!(
+                "opencode {method} {path} answered something not JSON ({e}): {}",
+                excerpt(&bytes)
+            ))
+        })
+    }
+
+    fn events(&self) -> Result<EventStream, Fail> {
+        project_http::open_events(&self.request("GET", "/event", None, REQUEST_TIMEOUT_MS))
+            .map_err(|e| describe("GET", "/event", e))
+    }
+}
+
+/// What a health check found.
+enum Health {
+    Up,
+    /// Nothing listens on the port.
+    Down,
+    /// Something accepted the connection but broke it or did not answer in time.
+    Unsteady(String),
+    Failed(Fail),
+}
+
+/// How waiting for the turn ended.
+enum Streamed {
+    /// `session.idle` arrived.
+    Idle,
+    /// The host cancelled the execution.
+    Cancelled,
+    /// The stream broke; the text says how.
+    Broken(String),
+}
+
+struct Run {
+    api: Api,
+    options: Options,
+    model: Option<Model>,
+    request: AgentRequest,
+    /// The server this execution started, if it started one.
+    server: Option<Process>,
+    version: Option<String>,
+    /// The host's cancel arrived (each blocking call reports it once).
+    cancelled: bool,
+    /// Complete texts seen on the stream, kept for a turn whose messages cannot be fetched.
+    final_text_seen: String,
+}
+
+impl Run {
+    fn execute(&mut self) -> Result<AgentResult, ProviderError> {
+        match self.ensure_server() {
+            Ok(()) => {}
+            Err(Fail::Cancelled) => return Ok(self.cancelled_result(None)),
+            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(None, e)),
+        }
+        // Moment 1: a cancel before the session exists ends here with nothing to abort.
+        let session = match self.session() {
+            Ok(session) => session,
+            Err(Fail::Cancelled) => return Ok(self.cancelled_result(None)),
+            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(None, e)),
+        };
+        let init = AgentEvent::Init(InitInfo {
+            session_id: Some(session.clone()),
+            model: self.request.model.clone(),
+            cwd: None,
+            tools: Vec::new(),
+            version: self.version.clone(),
+        });
+        if event::emit(init).is_err() {
+            return Ok(self.cancelled_result(Some(session)));
+        }
+        // Subscribed before the prompt is sent, so the turn's first event cannot be missed.
+        let stream = match self.api.events() {
+            Ok(stream) => stream,
+            Err(Fail::Cancelled) => return Ok(self.cancelled_result(Some(session))),
+            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(Some(session), e)),
+        };
+        let mut mapper = Mapper::new(session.clone());
+        let body = options::prompt_body(
+            &self.request.prompt,
+            self.model.as_ref(),
+            self.options.agent.as_deref(),
+        );
+        let path = format!("/session/{session}/prompt_async");
+        match self.api.call("POST", &path, Some(&body)) {
+            Ok(_) => {}
+            Err(Fail::Cancelled) => {
+                // Moment 2: the prompt may or may not have reached the server. It is aborted
+                // only if the session is working on it.
+                self.cancelled = true;
+                if self.session_busy(&session) {
+                    self.abort_and_drain(&session, &stream, &mut mapper);
+                }
+                return Ok(self.finish(&session, false, None));
+            }
+            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(Some(session), e)),
+        }
+        match self.stream(&stream, &mut mapper) {
+            Streamed::Idle => {
+                let error = mapper.error().map(str::to_owned);
+                Ok(self.finish(&session, true, error))
+            }
+            Streamed::Cancelled => {
+                // Moment 3: the turn is running; abort it and keep what it produced.
+                self.cancelled = true;
+                self.abort_and_drain(&session, &stream, &mut mapper);
+                Ok(self.finish(&session, false, None))
+            }
+            Streamed::Broken(why) => Ok(self.broken(session, why)),
+        }
+    }
+
+    /// Checks `GET /global/health`; when nothing listens, starts `opencode serve` on the
+    /// port and waits until it answers.
+    fn ensure_server(&mut self) -> Result<(), Fail> {
+        let mut unsteady = 0;
+        loop {
+            match self.health() {
+                Health::Up => return Ok(()),
+                Health::Down => break,
+                Health::Failed(fail) => return Err(fail),
+                // A server that is going down (killed with its last execution) or still
+                // coming up accepts and then drops connections; wait for it to settle.
+                Health::Unsteady(why) => {
+                    unsteady += 1;
+                    if unsteady > UNSTEADY_HEALTH_CHECKS {
+                        return Err(Fail::Other(format!(
+                            "opencode GET /global/health keeps failing on port {}: {why}",
+                            self.api.port
+                        )));
+                    }
+                    if !execution::sleep(options::HEALTH_POLL_MS) {
+                        return Err(Fail::Cancelled);
+                    }
+                }
+            }
+        }
+        let port = self.api.port.to_string();
+        let mut command = CommandBuilder::new("opencode")
+            .args(["serve", "--hostname", "127.0.0.1", "--port", port.as_str()])
+            .working_dir(self.request.working_dir.clone())
+            .secret_env(PASSWORD_CREDENTIAL, PASSWORD_CREDENTIAL, true)
+            // The server must not replace itself while it serves a command.
+            .env("OPENCODE_DISABLE_AUTOUPDATE", "1");
+        if self.options.disable_models_fetch {
+            command = command.env("OPENCODE_DISABLE_MODELS_FETCH", "1");
+        }
+        let process = match command.spawn() {
+            Ok(process) => process,
+            Err(ExecError::Cancelled) => return Err(Fail::Cancelled),
+            Err(e) => {
+                return Err(Fail::Other(format!(
+                    "starting opencode serve: {}",
+                    process::describe(&e)
+                )));
+            }
+        };
+        rdev_sdk::log::log(
+            rdev_sdk::log::Level::Info,
+            &format!("started opencode serve on port {port}"),
+        );
+        let timeout = self
+            .options
+            .start_timeout_ms
+            .unwrap_or(options::DEFAULT_START_TIMEOUT_MS);
+        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout));
+        let outcome = loop {
+            if !execution::sleep(options::HEALTH_POLL_MS) {
+                break Err(Fail::Cancelled);
+            }
+            match process.wait(Some(0)) {
+                Ok(Some(status)) => {
+                    break Err(Fail::Other(format!(
+                        "opencode serve exited during start-up ({}){}",
+                        exit_words(status.code, status.signal),
+                        stderr_tail(&process)
+                    )));
+                }
+                Ok(None) => {}
+                Err(ExecError::Cancelled) => break Err(Fail::Cancelled),
+                Err(e) => break Err(Fail::Other(process::describe(&e))),
+            }
+            match self.health() {
+                Health::Up => break Ok(()),
+                Health::Down | Health::Unsteady(_) => {}
+                Health::Failed(fail) => break Err(fail),
+            }
+            if Instant::now() >= deadline {
+                break Err(Fail::Other(format!(
+                    "opencode serve did not answer on port {port} within {timeout} ms{}",
+                    stderr_tail(&process)
+                )));
+            }
+        };
+        self.server = Some(process);
+        outcome
+    }
+
+    fn health(&mut self) -> Health {
+        const PATH: &str = "/global/health";
+        let request = self.api.request("GET", PATH, None, HEALTH_TIMEOUT_MS);
+        match project_http::send(&request) {
+            Ok(response) if (200..300).contains(&response.status) => {
+                let health: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+                self.version = health["version"].as_str().map(str::to_owned);
+                Health::Up
+            }
+            // A wrong password (401) or a different service on the port: starting another
+            // server would not help.
+            Ok(response) => Health::Failed(Fail::Other(status_error("GET", PATH, &response))),
+            Err(HttpError::Connect(_)) => Health::Down,
+            Err(HttpError::Timeout) => Health::Unsteady("timed out".into()),
+            Err(HttpError::Protocol(why)) => Health::Unsteady(why),
+            Err(e) => Health::Failed(describe("GET", PATH, e)),
+        }
+    }
+
+    /// The session to send to: the request's (which must exist) or a new one.
+    fn session(&self) -> Result<String, Fail> {
+        if let Some(id) = &self.request.session_id {
+            self.api.json("GET", &format!("/session/{id}"), None)?;
+            return Ok(id.clone());
+        }
+        let created = self.api.json("POST", "/session", Some(&json!({})))?;
+        created["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Fail::Other(format!("opencode POST /session answered {created}")))
+    }
+
+    /// True when `GET /session/status` lists the session as working (busy or retrying).
+    fn session_busy(&self, session: &str) -> bool {
+        match self.api.json("GET", "/session/status", None) {
+            Ok(status) => status[session]["type"]
+                .as_str()
+                .is_some_and(|t| t != "idle"),
+            // Unknown: aborting an idle session is harmless, missing a running one is not.
+            Err(_) => true,
+        }
+    }
+
+    /// Maps the stream's events until the session is idle, the host cancels, or it breaks.
+    fn stream(&mut self, stream: &EventStream, mapper: &mut Mapper) -> Streamed {
+        loop {
+            let batch = match stream.next(SSE_BATCH, Some(SSE_POLL_MS)) {
+                Ok(EventsRead::Events(batch)) => batch,
+                Ok(EventsRead::Idle) => continue,
+                Ok(EventsRead::Closed) => {
+                    return Streamed::Broken("the server closed its event stream".into());
+                }
+                Err(HttpError::Cancelled) => return Streamed::Cancelled,
+                Err(e) => {
+                    return Streamed::Broken(match describe("GET", "/event", e) {
+                        Fail::Connect(w) | Fail::Other(w) => w,
+                        Fail::Cancelled => "cancelled".into(),
+                    });
+                }
+            };
+            let mut out = Vec::new();
+            for sse in &batch {
+                mapper.feed(&sse.data, &mut out);
+            }
+            self.remember(&out);
+            if event::emit_all(&to_abi(out)).is_err() {
+                return if mapper.is_idle() {
+                    // The turn finished before the cancel: nothing left to abort.
+                    self.cancelled = false;
+                    Streamed::Idle
+                } else {
+                    Streamed::Cancelled
+                };
+            }
+            if mapper.is_idle() {
+                return Streamed::Idle;
+            }
+        }
+    }
+
+    fn remember(&mut self, out: &[Event]) {
+        for e in out {
+            if let Event::Message {
+                text,
+                partial: false,
+            } = e
+            {
+                self.final_text_seen = text.clone();
+            }
+        }
+    }
+
+    /// Aborts the session, then forwards what the aborted turn still reports until it is
+    /// idle or the abort grace is spent. Events are best effort now: the command is
+    /// cancelled, but partial output is still worth keeping.
+    fn abort_and_drain(&mut self, session: &str, stream: &EventStream, mapper: &mut Mapper) {
+        let path = format!("/session/{session}/abort");
+        if let Err(Fail::Connect(e) | Fail::Other(e)) =
+            self.api.call("POST", &path, Some(&json!({})))
+        {
+            let _ = event::emit(event::warning(format!("aborting the session failed: {e}")));
+            return;
+        }
+        let grace = self
+            .options
+            .abort_grace_ms
+            .unwrap_or(options::DEFAULT_ABORT_GRACE_MS);
+        let deadline = Instant::now() + Duration::from_millis(u64::from(grace));
+        while !mapper.is_idle() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let left_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+            match stream.next(SSE_BATCH, Some(left_ms)) {
+                Ok(EventsRead::Events(batch)) => {
+                    let mut out = Vec::new();
+                    for sse in &batch {
+                        mapper.feed(&sse.data, &mut out);
+                    }
+                    self.remember(&out);
+                    let _ = event::emit_all(&to_abi(out));
+                }
+                Ok(EventsRead::Idle) => {}
+                Ok(EventsRead::Closed) | Err(_) => break,
+            }
+        }
+    }
+
+    /// The result, from the session's messages. `completed` says `session.idle` ended the
+    /// turn; otherwise it was cancelled. `stream_error` is a `session.error` seen on the
+    /// stream, which fails the turn even when no message carries it.
+    fn finish(
+        &mut self,
+        session: &str,
+        completed: bool,
+        stream_error: Option<String>,
+    ) -> AgentResult {
+        let path = format!("/session/{session}/message");
+        let messages = match self.api.json("GET", &path, None) {
+            // Moment 4: a cancel after the turn ended interrupts only this fetch; the next
+            // call works again, and the finished turn stands.
+            Err(Fail::Cancelled) => {
+                self.cancelled = true;
+                self.api.json("GET", &path, None)
+            }
+            other => other,
+        };
+        let messages = match messages {
+            Ok(messages) => messages,
+            Err(Fail::Cancelled) => Value::Null,
+            Err(Fail::Connect(e) | Fail::Other(e)) => {
+                return if completed {
+                    failed(Some(session.to_owned()), e)
+                } else {
+                    self.cancelled_result(Some(session.to_owned()))
+                };
+            }
+        };
+        let turn = events::turn_outcome(&messages).unwrap_or_default();
+        let mut result = AgentResult {
+            status: ResultStatus::Completed,
+            exit_code: None,
+            session_id: Some(session.to_owned()),
+            final_text: turn.final_text.clone().or_else(|| {
+                (!self.final_text_seen.is_empty()).then(|| self.final_text_seen.clone())
+            }),
+            error: None,
+            cost_usd: Some(turn.cost_usd),
+            usage: Some(token_usage(turn.usage)),
+            num_turns: Some(turn.steps),
+            details_json: Some(
+                json!({
+                    "opencode_version": self.version,
+                    "server_started": self.server.is_some(),
+                    "error_name": turn.error_name,
+                })
+                .to_string(),
+            ),
+        };
+        if !completed {
+            result.status = ResultStatus::Cancelled;
+            result.error = Some("cancelled".into());
+        } else if let Some(error) = turn.error.or(stream_error) {
+            result.status = ResultStatus::Failed;
+            result.error = Some(error);
+        }
+        result
+    }
+
+    /// The result of a turn whose server went away.
+    fn broken(&mut self, session: String, why: String) -> AgentResult {
+        let mut error = format!("opencode server stopped mid-turn: {why}");
+        if let Some(server) = &self.server
+            && let Ok(Some(status)) = server.wait(Some(2_000))
+        {
+            error.push_str(&format!(
+                " (the server exited: {})",
+                exit_words(status.code, status.signal)
+            ));
+        }
+        let mut result = failed(Some(session), error);
+        if !self.final_text_seen.is_empty() {
+            result.final_text = Some(self.final_text_seen.clone());
+        }
+        result
+    }
+
+    fn cancelled_result(&self, session: Option<String>) -> AgentResult {
+        AgentResult {
+            status: ResultStatus::Cancelled,
+            exit_code: None,
+            session_id: session,
+            final_text: None,
+            error: Some("cancelled".into()),
+            cost_usd: None,
+            usage: None,
+            num_turns: None,
+            details_json: None,
+        }
+    }
+}
+
+fn exit_words(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(code), _) => format!("status {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "no status".into(),
+    }
+}
+
+/// The last stderr lines of a started server, for an error saying why it did not come up.
+fn stderr_tail(process: &Process) -> String {
+    let mut tail: Vec<String> = Vec::new();
+    while let Ok(Lines::Lines(lines)) = process::read_lines(process, Some(0)) {
+        tail.extend(lines.into_iter().map(|l| l.text));
+    }
+    let start = tail.len().saturating_sub(STDERR_TAIL_LINES);
+    let text = tail[start..].join("\n");
+    if text.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", text.trim())
+    }
+}
+
+fn failed(session_id: Option<String>, error: String) -> AgentResult {
+    AgentResult {
+        status: ResultStatus::Failed,
+        exit_code: None,
+        session_id,
+        final_text: None,
+        error: Some(error),
+        cost_usd: None,
+        usage: None,
+        num_turns: None,
+        details_json: None,
+    }
+}
+
+fn token_usage(u: Usage) -> TokenUsage {
+    TokenUsage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+    }
+}
+
+fn to_abi(events: Vec<Event>) -> Vec<AgentEvent> {
+    events
+        .into_iter()
+        .map(|e| match e {
+            Event::Message { text, partial } => AgentEvent::Message(TextInfo { text, partial }),
+            Event::Thinking { text, partial } => AgentEvent::Thinking(TextInfo { text, partial }),
+            Event::ToolUse {
+                id,
+                name,
+                input_json,
+            } => AgentEvent::ToolUse(ToolUseInfo {
+                id,
+                name,
+                input_json,
+            }),
+            Event::ToolResult {
+                id,
+                content,
+                is_error,
+            } => AgentEvent::ToolResult(ToolResultInfo {
+                id,
+                content,
+                is_error,
+            }),
+            Event::Warning(text) => AgentEvent::Warning(text),
+            Event::Error(text) => AgentEvent::Error(text),
+            Event::Usage { usage, cost_usd } => AgentEvent::Usage(UsageInfo {
+                usage: token_usage(usage),
+                cost_usd,
+            }),
+            Event::Raw { kind, json } => AgentEvent::Raw(RawInfo { kind, json }),
+        })
+        .collect()
+}
+
+rdev_sdk::export_provider!(OpenCode);

@@ -1,0 +1,156 @@
+//! The provider's options, the model name and the prompt body. Pure, so it is unit tested
+//! natively.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The port `opencode serve` listens on unless the options say otherwise (OpenCode's own
+/// default); the manifest grants it.
+pub const DEFAULT_PORT: u16 = 4096;
+/// How long a server the plugin started may take to answer its health check. A first start
+/// unpacks the provider SDKs into the cache and loads every plugin, which takes seconds on a
+/// slow disk; after that a start answers in well under one. 60 s leaves room for a cold
+/// start on a loaded machine without letting a server that never comes up hold the command.
+pub const DEFAULT_START_TIMEOUT_MS: u32 = 60_000;
+/// Pause between health checks while a started server comes up: short enough that a warm
+/// start is noticed at once, long enough not to busy-wait.
+pub const HEALTH_POLL_MS: u32 = 200;
+/// Time an aborted session gets to report `session.idle` before the provider stops
+/// waiting for it and returns what it has.
+pub const DEFAULT_ABORT_GRACE_MS: u32 = 5_000;
+
+/// Options a request may set (`options_json`); unknown keys are refused so that a typo does
+/// not silently run with defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// The port of `opencode serve` in the workspace; it must be granted in the manifest.
+    pub port: Option<u16>,
+    /// OpenCode agent to run the prompt with (`build`, `plan` …).
+    pub agent: Option<String>,
+    /// See [`DEFAULT_START_TIMEOUT_MS`].
+    pub start_timeout_ms: Option<u32>,
+    /// See [`DEFAULT_ABORT_GRACE_MS`].
+    pub abort_grace_ms: Option<u32>,
+    /// Start the server with `OPENCODE_DISABLE_MODELS_FETCH=1` (no models.dev download),
+    /// for workspaces without internet access.
+    pub disable_models_fetch: bool,
+}
+
+impl Options {
+    /// Parses the request's options (`{}` for none).
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let json = if json.trim().is_empty() { "{}" } else { json };
+        let options: Self =
+            serde_json::from_str(json).map_err(|e| format!("invalid opencode options: {e}"))?;
+        if options.port == Some(0) {
+            return Err("invalid opencode option port 0".into());
+        }
+        if let Some(agent) = &options.agent
+            && (agent.is_empty() || agent.contains(['/', '?', '#']))
+        {
+            return Err(format!("invalid opencode agent {agent:?}"));
+        }
+        Ok(options)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_PORT)
+    }
+}
+
+/// A model in OpenCode's `provider/model` form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    pub provider_id: String,
+    pub model_id: String,
+}
+
+impl Model {
+    /// Splits at the first `/` (model ids may contain more, e.g. `openrouter/meta/llama`).
+    pub fn parse(model: &str) -> Result<Self, String> {
+        match model.split_once('/') {
+            Some((provider, model)) if !provider.is_empty() && !model.is_empty() => Ok(Self {
+                provider_id: provider.to_owned(),
+                model_id: model.to_owned(),
+            }),
+            _ => Err(format!(
+                "model {model:?} is not in OpenCode's provider/model form"
+            )),
+        }
+    }
+}
+
+/// The body of `POST /session/{id}/prompt_async`.
+pub fn prompt_body(prompt: &str, model: Option<&Model>, agent: Option<&str>) -> Value {
+    let mut body = json!({"parts": [{"type": "text", "text": prompt}]});
+    if let Some(model) = model {
+        body["model"] = json!({"providerID": model.provider_id, "modelID": model.model_id});
+    }
+    if let Some(agent) = agent {
+        body["agent"] = json!(agent);
+    }
+    body
+}
+
+/// A session id safe to put into a path segment (OpenCode's ids are `ses_` + base62).
+pub fn check_session_id(id: &str) -> Result<(), String> {
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(())
+    } else {
+        Err(format!("invalid opencode session id {id:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_refuse_typos() {
+        assert_eq!(Options::parse("").unwrap(), Options::default());
+        assert_eq!(Options::parse("{}").unwrap().port(), DEFAULT_PORT);
+        assert_eq!(Options::parse(r#"{"port":5000}"#).unwrap().port(), 5000);
+        assert!(Options::parse(r#"{"prot":5000}"#).is_err());
+        assert!(Options::parse(r#"{"port":0}"#).is_err());
+        assert!(Options::parse(r#"{"agent":"../x"}"#).is_err());
+        assert!(Options::parse("\"x\"").is_err());
+    }
+
+    #[test]
+    fn model_splits_at_the_first_slash() {
+        let m = Model::parse("openrouter/meta/llama").unwrap();
+        assert_eq!(m.provider_id, "openrouter");
+        assert_eq!(m.model_id, "meta/llama");
+        assert!(Model::parse("gpt-4").is_err());
+        assert!(Model::parse("/x").is_err());
+        assert!(Model::parse("x/").is_err());
+    }
+
+    #[test]
+    fn prompt_body_carries_model_and_agent() {
+        let m = Model::parse("fake/fake-model").unwrap();
+        let body = prompt_body("hi", Some(&m), Some("plan"));
+        assert_eq!(
+            body,
+            json!({"parts":[{"type":"text","text":"hi"}],
+                   "model":{"providerID":"fake","modelID":"fake-model"},"agent":"plan"})
+        );
+        assert_eq!(
+            prompt_body("hi", None, None),
+            json!({"parts":[{"type":"text","text":"hi"}]})
+        );
+    }
+
+    #[test]
+    fn session_ids_are_path_safe() {
+        assert!(check_session_id("ses_df0f1c3e9ffeQ2gafQsTwGDLmW").is_ok());
+        assert!(check_session_id("../etc").is_err());
+        assert!(check_session_id("a/b").is_err());
+        assert!(check_session_id("").is_err());
+    }
+}

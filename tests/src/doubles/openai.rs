@@ -1,0 +1,415 @@
+//! A fake OpenAI-compatible chat-completions API for driving the real `opencode serve` in
+//! tests (through its `@ai-sdk/openai-compatible` provider).
+//!
+//! It speaks the wire protocol that provider uses: `POST /v1/chat/completions` with
+//! `stream: true` answered by server-sent `chat.completion.chunk` objects (a role chunk, text
+//! `content` deltas, `tool_calls` deltas with the arguments split in two, a `finish_reason`
+//! chunk, a usage chunk) and `data: [DONE]`; plain JSON `chat.completion` for non-streaming
+//! requests (opencode's title generation); the API's JSON error bodies for scripted failures
+//! (401 …); `GET /v1/models` for discovery. Each test scripts the replies as a queue; every
+//! request is recorded. The server binds 127.0.0.1 on an ephemeral port, runs on its own
+//! thread and stops when the [`FakeOpenAi`] is dropped.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+/// What the fake answers to one chat-completions request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// An assistant message: text pieces (each one content delta) and tool calls.
+    Message {
+        pieces: Vec<String>,
+        tool_calls: Vec<ToolCall>,
+        /// Pause before each SSE chunk, for tests that act while a stream is under way.
+        chunk_delay: Duration,
+    },
+    /// An API error: the status with the OpenAI error body.
+    Error {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+}
+
+/// One scripted function call.
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+impl Reply {
+    /// A plain text answer ending the turn.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Message {
+            pieces: vec![text.into()],
+            tool_calls: Vec::new(),
+            chunk_delay: Duration::ZERO,
+        }
+    }
+
+    /// A request to run `tool` with `arguments`; the agent runs it and sends the result
+    /// back in its next request.
+    pub fn tool_call(id: impl Into<String>, tool: impl Into<String>, arguments: Value) -> Self {
+        Self::Message {
+            pieces: Vec::new(),
+            tool_calls: vec![ToolCall {
+                id: id.into(),
+                name: tool.into(),
+                arguments,
+            }],
+            chunk_delay: Duration::ZERO,
+        }
+    }
+
+    /// A text answer streamed in `pieces` deltas with `delay` before every SSE chunk.
+    pub fn slow_text(pieces: &[&str], delay: Duration) -> Self {
+        Self::Message {
+            pieces: pieces.iter().map(|p| (*p).to_owned()).collect(),
+            tool_calls: Vec::new(),
+            chunk_delay: delay,
+        }
+    }
+
+    /// An API error with the given HTTP status, error type and message.
+    pub fn error(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Error {
+            status,
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Path and query, e.g. `/v1/chat/completions`.
+    pub uri: String,
+    pub headers: HeaderMap,
+    /// The JSON body (`Value::Null` when it was not JSON).
+    pub body: Value,
+}
+
+impl Recorded {
+    /// True for streamed conversation requests (not title generation).
+    pub fn is_stream(&self) -> bool {
+        self.body.get("stream").and_then(Value::as_bool) == Some(true)
+            && !is_title_request(&self.body)
+    }
+
+    /// Every text of the request's messages (contents and tool results), in order, for
+    /// assertions about what history the agent sent.
+    pub fn message_texts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for message in self.body["messages"].as_array().into_iter().flatten() {
+            match &message["content"] {
+                Value::String(s) => out.push(s.clone()),
+                Value::Array(parts) => out.extend(
+                    parts
+                        .iter()
+                        .filter_map(|p| p["text"].as_str().map(str::to_owned)),
+                ),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    queue: VecDeque<Reply>,
+    /// Answer once the queue is empty.
+    fallback: Option<Reply>,
+    requests: Vec<Recorded>,
+    counter: u64,
+}
+
+type Shared = Arc<Mutex<Script>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Script> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The model id the fake reports in `/v1/models` and its chunks.
+pub const MODEL: &str = "fake-model";
+
+/// The running fake. Dropping it stops the server.
+pub struct FakeOpenAi {
+    addr: SocketAddr,
+    shared: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeOpenAi {
+    /// Starts the server on 127.0.0.1 with an ephemeral port.
+    pub fn start() -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared: Shared = Arc::default();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .route("/v1/models", get(models))
+            .fallback(not_found)
+            .with_state(shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("fake-openai".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+            })?;
+        Ok(Self {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The base URL to configure as the provider's `baseURL` (ends in `/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues a reply for the next unanswered streamed request.
+    pub fn push(&self, reply: Reply) -> &Self {
+        lock(&self.shared).queue.push_back(reply);
+        self
+    }
+
+    /// Sets what every streamed request gets once the queue is empty.
+    pub fn set_fallback(&self, reply: Reply) -> &Self {
+        lock(&self.shared).fallback = Some(reply);
+        self
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.shared).requests.clone()
+    }
+
+    /// The streamed (conversation) requests received so far.
+    pub fn stream_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(Recorded::is_stream)
+            .collect()
+    }
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // Graceful shutdown waits for open connections; a stuck one must not hang the test,
+        // so the thread is detached.
+        drop(self.thread.take());
+    }
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> Response {
+    error_response(
+        404,
+        "not_found_error",
+        &format!("fake openai: no route {uri}"),
+    )
+}
+
+async fn models() -> Response {
+    axum::Json(json!({"object": "list", "data": [
+        {"id": MODEL, "object": "model", "created": 0, "owned_by": "fake"}
+    ]}))
+    .into_response()
+}
+
+async fn completions(
+    State(shared): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let model = body["model"].as_str().unwrap_or(MODEL).to_owned();
+    let side_job = is_title_request(&body);
+    let (reply, id) = {
+        let mut script = lock(&shared);
+        script.requests.push(Recorded {
+            uri: uri.to_string(),
+            headers,
+            body,
+        });
+        script.counter += 1;
+        let id = format!("chatcmpl-fake{:04}", script.counter);
+        // Side jobs (opencode's title generation, streamed or not) never consume the
+        // conversation script.
+        let reply = if stream && !side_job {
+            script
+                .queue
+                .pop_front()
+                .or_else(|| script.fallback.clone())
+                .unwrap_or_else(|| Reply::text("fake openai: no scripted reply left"))
+        } else {
+            Reply::text("Fake title")
+        };
+        (reply, id)
+    };
+    match reply {
+        Reply::Error {
+            status,
+            kind,
+            message,
+        } => error_response(status, &kind, &message),
+        Reply::Message {
+            pieces,
+            tool_calls,
+            chunk_delay,
+        } => {
+            if stream {
+                sse_response(chunks(&id, &model, &pieces, &tool_calls), chunk_delay)
+            } else {
+                axum::Json(full_completion(&id, &model, &pieces.concat())).into_response()
+            }
+        }
+    }
+}
+
+/// opencode asks for a session title with its own system prompt, in parallel with the turn.
+fn is_title_request(body: &Value) -> bool {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.first())
+        .and_then(|m| m["content"].as_str())
+        .is_some_and(|c| c.contains("title generator"))
+}
+
+fn error_response(status: u16, kind: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": kind}});
+    (status, axum::Json(body)).into_response()
+}
+
+const PROMPT_TOKENS: u64 = 12;
+
+fn completion_tokens(pieces: &[String], calls: &[ToolCall]) -> u64 {
+    let text: u64 = pieces
+        .iter()
+        .map(|p| p.split_whitespace().count() as u64)
+        .sum();
+    let tools: u64 = calls
+        .iter()
+        .map(|c| c.arguments.to_string().len() as u64 / 4 + 1)
+        .sum();
+    text + tools + 1
+}
+
+fn usage(pieces: &[String], calls: &[ToolCall]) -> Value {
+    let out = completion_tokens(pieces, calls);
+    json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": out,
+           "total_tokens": PROMPT_TOKENS + out})
+}
+
+fn full_completion(id: &str, model: &str, text: &str) -> Value {
+    json!({
+        "id": id, "object": "chat.completion", "created": 0, "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": usage(&[text.to_owned()], &[]),
+    })
+}
+
+/// The `data:` payloads of one streamed completion, `[DONE]` last.
+fn chunks(id: &str, model: &str, pieces: &[String], calls: &[ToolCall]) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for piece in pieces {
+        out.push(chunk(json!({"content": piece}), Value::Null));
+    }
+    for (index, call) in calls.iter().enumerate() {
+        let args = call.arguments.to_string();
+        let mid = args.len() / 2;
+        let split = (0..=mid)
+            .rev()
+            .find(|i| args.is_char_boundary(*i))
+            .unwrap_or(0);
+        out.push(chunk(
+            json!({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                   "function": {"name": call.name, "arguments": &args[..split]}}]}),
+            Value::Null,
+        ));
+        out.push(chunk(
+            json!({"tool_calls": [{"index": index,
+                   "function": {"arguments": &args[split..]}}]}),
+            Value::Null,
+        ));
+    }
+    let finish = if calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    out.push(chunk(json!({}), json!(finish)));
+    out.push(
+        json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+               "choices": [], "usage": usage(pieces, calls)})
+        .to_string(),
+    );
+    out.push("[DONE]".to_owned());
+    out
+}
+
+fn sse_response(chunks: Vec<String>, delay: Duration) -> Response {
+    let stream = futures::stream::unfold(chunks.into_iter(), move |mut chunks| async move {
+        let data = chunks.next()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((
+            Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n"))),
+            chunks,
+        ))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,626 @@
+//! The opencode provider end to end: the real component in the real runtime, the real
+//! `opencode serve` (started by the plugin through the LocalExecutor) talking to the fake
+//! OpenAI-compatible chat-completions API.
+//!
+//! Each test gets its own port: the installed manifest grants the default port 4096, so the
+//! test copies the component into a temporary plugins directory with a manifest granting the
+//! test's port instead (what an operator does to run the server on another port).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdev::adapters::local::LocalExecutor;
+use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId, ResultStatus};
+use rdev::ports::{AgentError, CodeAgent, Execution, SecretError, SecretResolver, SecretValue};
+use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
+use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::harness::{self, opencode, plugins};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// The credential store's port over a map.
+struct MapSecrets(HashMap<String, String>);
+
+#[async_trait]
+impl SecretResolver for MapSecrets {
+    async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
+        Ok(self.0.get(name).map(SecretValue::new))
+    }
+}
+
+/// A password no event may ever contain.
+const PASSWORD: &str = "oc-pw-5d1e9a77-never-in-events";
+const PROJECT: &str = "opencode-e2e";
+
+struct Setup {
+    fake: FakeOpenAi,
+    agent: Arc<WasmAgent>,
+    port: u16,
+    _root: tempfile::TempDir,
+    _plugins: tempfile::TempDir,
+}
+
+/// Copies the built component with a manifest granting `port` instead of the default.
+fn plugin_for_port(port: u16) -> (tempfile::TempDir, PathBuf) {
+    let built = plugins::plugins_dir();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        built.join("opencode.wasm"),
+        dir.path().join("opencode.wasm"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(built.join("opencode.toml")).unwrap();
+    assert!(manifest.contains("project_http_ports = [4096]"));
+    let manifest = manifest.replace(
+        "project_http_ports = [4096]",
+        &format!("project_http_ports = [{port}]"),
+    );
+    let path = dir.path().join("opencode.toml");
+    std::fs::write(&path, manifest).unwrap();
+    (dir, path)
+}
+
+async fn setup() -> Option<Setup> {
+    let bin = match opencode::install() {
+        Ok(bin) => bin,
+        Err(reason) => {
+            harness::skip_or_fail(&reason);
+            return None;
+        }
+    };
+    let bin_dir = bin.parent().unwrap().to_owned();
+    let path = std::env::var("PATH").unwrap_or_default();
+    if !path.split(':').any(|p| p == bin_dir.to_str().unwrap()) {
+        // SAFETY: set before any thread of this test reads the environment; nextest runs
+        // each test in its own process.
+        unsafe { std::env::set_var("PATH", format!("{}:{path}", bin_dir.display())) };
+    }
+    let fake = FakeOpenAi::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    opencode::write_config(&root.path().join(PROJECT), &fake.base_url()).unwrap();
+    let secrets: Arc<dyn SecretResolver> = Arc::new(MapSecrets(HashMap::from([(
+        "OPENCODE_SERVER_PASSWORD".to_owned(),
+        PASSWORD.to_owned(),
+    )])));
+    let executor = Arc::new(LocalExecutor::per_project(root.path(), secrets.clone()));
+    let mut config = RuntimeConfig::new(executor, secrets);
+    config.cancel_grace = Duration::from_secs(15);
+    let runtime = Runtime::new(config).unwrap();
+    let port = opencode::free_port().unwrap();
+    let (plugins_tmp, manifest) = plugin_for_port(port);
+    let agent = runtime.load(&manifest).await.unwrap();
+    Some(Setup {
+        fake,
+        agent,
+        port,
+        _root: root,
+        _plugins: plugins_tmp,
+    })
+}
+
+fn request(s: &Setup, prompt: &str, session: Option<&str>) -> AgentRequest {
+    let mut request = AgentRequest::new(prompt);
+    request.session_id = session.map(str::to_owned);
+    request.model = Some(format!("{}/{}", opencode::PROVIDER, opencode::MODEL));
+    request.timeout = Duration::from_secs(180);
+    request.options = json!({"port": s.port, "disable_models_fetch": true})
+        .as_object()
+        .unwrap()
+        .clone();
+    request
+}
+
+struct Outcome {
+    events: Vec<AgentEvent>,
+    result: Result<AgentResult, AgentError>,
+}
+
+impl Outcome {
+    fn result(&self) -> &AgentResult {
+        self.result.as_ref().unwrap()
+    }
+
+    fn partial_text(&self) -> String {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::Message {
+                    text,
+                    partial: true,
+                } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs a request; `on_event` sees every event as it arrives and may cancel the token.
+async fn execute(
+    s: &Setup,
+    request: AgentRequest,
+    cancel: CancellationToken,
+    on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
+) -> Outcome {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let token = cancel.clone();
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            on_event(&event, &token);
+            events.push(event);
+        }
+        events
+    });
+    let result = tokio::time::timeout(
+        Duration::from_secs(240),
+        s.agent.execute(Execution {
+            command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
+            project_id: ProjectId::parse(PROJECT).unwrap(),
+            request,
+            events: tx,
+            cancel,
+        }),
+    )
+    .await
+    .expect("the execution hung");
+    let events = collector.await.unwrap();
+    let serialized = serde_json::to_string(&events).unwrap();
+    assert!(!serialized.contains(PASSWORD), "the password leaked");
+    assert!(!format!("{result:?}").contains(PASSWORD));
+    Outcome { events, result }
+}
+
+async fn run(s: &Setup, request: AgentRequest) -> Outcome {
+    execute(s, request, CancellationToken::new(), |_, _| {}).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_reply_starts_the_server_and_a_continued_session_keeps_history() {
+    let Some(s) = setup().await else { return };
+    s.fake.push(Reply::text("Hello through rdev"));
+    let first = run(&s, request(&s, "say hello", None)).await;
+    let result = first.result();
+    assert_eq!(result.status, ResultStatus::Completed, "{result:?}");
+    assert_eq!(result.final_text.as_deref(), Some("Hello through rdev"));
+    let usage = result.usage.unwrap();
+    assert!(
+        usage.input_tokens > 0 && usage.output_tokens > 0,
+        "{usage:?}"
+    );
+    assert!(result.cost_usd.is_some());
+    // Nothing listened on the port: the plugin started the server.
+    assert_eq!(result.details.as_ref().unwrap()["server_started"], true);
+    let session = result.session_id.clone().unwrap();
+    let AgentEvent::Init {
+        session_id,
+        version,
+        ..
+    } = &first.events[0]
+    else {
+        panic!("first event {:?}", first.events[0]);
+    };
+    assert_eq!(session_id.as_deref(), Some(session.as_str()));
+    assert_eq!(version.as_deref(), Some(opencode::VERSION));
+    assert_eq!(first.partial_text(), "Hello through rdev");
+    assert!(first.events.contains(&AgentEvent::Message {
+        text: "Hello through rdev".into(),
+        partial: false
+    }));
+    assert!(
+        first
+            .events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Usage { .. }))
+    );
+
+    s.fake.push(Reply::text("Continued"));
+    let second = run(&s, request(&s, "and now?", Some(&session))).await;
+    assert_eq!(
+        second.result().status,
+        ResultStatus::Completed,
+        "{:?}",
+        second.result()
+    );
+    assert_eq!(second.result().final_text.as_deref(), Some("Continued"));
+    assert_eq!(
+        second.result().session_id.as_deref(),
+        Some(session.as_str())
+    );
+    let history = s.fake.stream_requests().last().unwrap().message_texts();
+    let history = history.join("\n");
+    assert!(
+        history.contains("say hello") && history.contains("Hello through rdev"),
+        "{history}"
+    );
+    assert!(history.contains("and now?"), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bash_tool_call_and_its_result() {
+    let Some(s) = setup().await else { return };
+    s.fake.push(Reply::tool_call(
+        "call_e2e",
+        "bash",
+        json!({"command": "echo from-bash-$((6*7))", "description": "marker"}),
+    ));
+    s.fake.push(Reply::text("done"));
+    let out = run(&s, request(&s, "run it", None)).await;
+    assert_eq!(
+        out.result().status,
+        ResultStatus::Completed,
+        "{:?}",
+        out.result()
+    );
+    assert!(out.events.iter().any(|e| matches!(e,
+        AgentEvent::ToolUse { id, name, input } if id == "call_e2e" && name == "bash"
+            && input["command"].as_str().unwrap().contains("from-bash"))));
+    assert!(out.events.iter().any(|e| matches!(e,
+        AgentEvent::ToolResult { id, content, is_error: false }
+            if id == "call_e2e" && content.contains("from-bash-42"))));
+    assert_eq!(out.result().final_text.as_deref(), Some("done"));
+    assert_eq!(out.result().num_turns, Some(2));
+    // The tool's output went back to the model.
+    let last = s.fake.stream_requests().last().unwrap().body.to_string();
+    assert!(last.contains("from-bash-42"), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_401_fails_with_the_api_message() {
+    let Some(s) = setup().await else { return };
+    s.fake
+        .set_fallback(Reply::error(401, "invalid_api_key", "Incorrect API key"));
+    let out = run(&s, request(&s, "hello?", None)).await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
+    let error = result.error.as_deref().unwrap();
+    assert!(error.contains("Incorrect API key"), "{error}");
+    assert!(out.events.iter().any(
+        |e| matches!(e, AgentEvent::Error { message } if message.contains("Incorrect API key"))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_before_the_session_exists() {
+    let Some(s) = setup().await else { return };
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let out = execute(&s, request(&s, "never sent", None), cancel, |_, _| {}).await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Cancelled, "{result:?}");
+    assert_eq!(result.session_id, None);
+    assert!(s.fake.stream_requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_as_the_prompt_is_sent() {
+    let Some(s) = setup().await else { return };
+    s.fake.set_fallback(Reply::slow_text(
+        &["never ", "finished"],
+        Duration::from_secs(2),
+    ));
+    let cancel = CancellationToken::new();
+    // The init event comes right before the subscription and the send.
+    let out = execute(&s, request(&s, "cancel me", None), cancel, |e, token| {
+        if matches!(e, AgentEvent::Init { .. }) {
+            token.cancel();
+        }
+    })
+    .await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Cancelled, "{result:?}");
+    assert!(result.session_id.is_some());
+    assert_ne!(
+        result.final_text.as_deref(),
+        Some("never finished"),
+        "the turn ran to its end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_while_streaming_keeps_the_partial_output() {
+    let Some(s) = setup().await else { return };
+    s.fake.push(Reply::slow_text(
+        &[
+            "one ", "two ", "three ", "four ", "five ", "six ", "seven ", "eight",
+        ],
+        Duration::from_millis(600),
+    ));
+    let out = execute(
+        &s,
+        request(&s, "count slowly", None),
+        CancellationToken::new(),
+        |e, token| {
+            if matches!(e, AgentEvent::Message { partial: true, .. }) {
+                token.cancel();
+            }
+        },
+    )
+    .await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Cancelled, "{result:?}");
+    let partial = out.partial_text();
+    assert!(partial.starts_with("one"), "{partial:?}");
+    assert!(!partial.contains("eight"), "{partial:?}");
+    assert!(result.session_id.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_after_completion_keeps_the_completed_turn() {
+    let Some(s) = setup().await else { return };
+    s.fake.push(Reply::text("finished before the cancel"));
+    // Cancelled once the complete text arrived: the model is done, so either the turn is
+    // already idle (completed) or it is cancelled with its whole output kept.
+    let out = execute(
+        &s,
+        request(&s, "quick", None),
+        CancellationToken::new(),
+        |e, token| {
+            if matches!(e, AgentEvent::Message { partial: false, .. }) {
+                token.cancel();
+            }
+        },
+    )
+    .await;
+    let result = out.result();
+    assert!(
+        matches!(
+            result.status,
+            ResultStatus::Completed | ResultStatus::Cancelled
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        result.final_text.as_deref(),
+        Some("finished before the cancel")
+    );
+}
+
+/// The pid of the `opencode serve` listening on `port`, from /proc.
+fn server_pid(port: u16) -> Option<u32> {
+    let needle = format!("--port\0{port}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("serve") && cmdline.contains(&needle) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn kill(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_dying_mid_turn_fails_clearly() {
+    let Some(s) = setup().await else { return };
+    s.fake.push(Reply::slow_text(
+        &["one ", "two ", "three ", "four ", "five ", "six"],
+        Duration::from_millis(600),
+    ));
+    let port = s.port;
+    let out = execute(
+        &s,
+        request(&s, "count slowly", None),
+        CancellationToken::new(),
+        move |e, _| {
+            if matches!(e, AgentEvent::Message { partial: true, .. })
+                && let Some(pid) = server_pid(port)
+            {
+                kill(pid);
+            }
+        },
+    )
+    .await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
+    let error = result.error.as_deref().unwrap();
+    assert!(
+        error.contains("opencode server stopped mid-turn"),
+        "{error}"
+    );
+}
+
+/// One measured turn: time to the first text delta and to the end of the turn.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    first: Duration,
+    total: Duration,
+}
+
+/// The same turn sent straight to `opencode serve` with curl: subscribe to `/event`, create
+/// a session, `prompt_async`, wait for its `session.idle`, fetch its messages.
+fn direct_turn(port: u16, prompt: &str) -> Timing {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let base = format!("http://127.0.0.1:{port}");
+    let user = format!("opencode:{PASSWORD}");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                "-u",
+                &user,
+                "-H",
+                "content-type: application/json",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let started = std::time::Instant::now();
+    let mut events = Command::new("curl")
+        .args(["-sSN", "-u", &user, &format!("{base}/event")])
+        .stdout(Stdio::piped())
+        // It is killed while writing; its complaint about that is noise.
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(events.stdout.take().unwrap()).lines();
+    // The subscription is live once the server's greeting arrived.
+    let greeting = lines.next().unwrap().unwrap();
+    assert!(greeting.contains("server.connected"), "{greeting}");
+    let session: serde_json::Value = serde_json::from_str(&curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "{}",
+        &format!("{base}/session"),
+    ]))
+    .unwrap();
+    let session = session["id"].as_str().unwrap().to_owned();
+    let body = json!({"parts": [{"type": "text", "text": prompt}],
+        "model": {"providerID": opencode::PROVIDER, "modelID": opencode::MODEL}});
+    curl(&[
+        "-X",
+        "POST",
+        "-d",
+        &body.to_string(),
+        &format!("{base}/session/{session}/prompt_async"),
+    ]);
+    let mut first = None;
+    for line in lines {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(data).unwrap();
+        if event["properties"]["sessionID"] != session.as_str() {
+            continue;
+        }
+        if event["type"] == "message.part.delta" && first.is_none() {
+            first = Some(started.elapsed());
+        }
+        if event["type"] == "session.idle" {
+            break;
+        }
+    }
+    let messages = curl(&[&format!("{base}/session/{session}/message")]);
+    assert!(messages.contains("bench reply"), "{messages}");
+    let total = started.elapsed();
+    let _ = events.kill();
+    let _ = events.wait();
+    Timing {
+        first: first.expect("a text delta"),
+        total,
+    }
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// The benchmark of the issue: time to the first text delta and to the end of a turn,
+/// through rdev (component, runtime, project-http) versus straight to `opencode serve` with
+/// curl, against one server started by the test. Prints the medians and their ratio; it
+/// asserts only that every turn completed (speed is measured, not judged, here).
+#[tokio::test(flavor = "multi_thread")]
+async fn benchmark_through_rdev_versus_curl() {
+    let Some(s) = setup().await else { return };
+    s.fake.set_fallback(Reply::slow_text(
+        &["bench ", "reply ", "in ", "four ", "pieces"],
+        Duration::from_millis(20),
+    ));
+    let bin = opencode::install().unwrap();
+    let workspace = s._root.path().join(PROJECT);
+    let home = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new(bin)
+        .args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &s.port.to_string(),
+        ])
+        .current_dir(&workspace)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(opencode::env(home.path()))
+        .env("OPENCODE_SERVER_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = harness::http_client();
+    let health = format!("http://127.0.0.1:{}/global/health", s.port);
+    let mut healthy = false;
+    for _ in 0..300 {
+        let answer = client
+            .get(&health)
+            .basic_auth("opencode", Some(PASSWORD))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(healthy, "opencode serve never got healthy");
+
+    const ROUNDS: usize = 5;
+    let mut rdev = Vec::new();
+    let mut direct = Vec::new();
+    // Round 0 warms both paths up (provider SDK load, component compile) and is not counted.
+    for round in 0..=ROUNDS {
+        let port = s.port;
+        let timing = tokio::task::spawn_blocking(move || direct_turn(port, "bench"))
+            .await
+            .unwrap();
+        if round > 0 {
+            direct.push(timing);
+        }
+        let first = Arc::new(std::sync::Mutex::new(None));
+        let seen = first.clone();
+        let started = std::time::Instant::now();
+        let out = execute(
+            &s,
+            request(&s, "bench", None),
+            CancellationToken::new(),
+            move |e, _| {
+                if matches!(e, AgentEvent::Message { partial: true, .. }) {
+                    seen.lock().unwrap().get_or_insert(started.elapsed());
+                }
+            },
+        )
+        .await;
+        let total = started.elapsed();
+        assert_eq!(out.result().status, ResultStatus::Completed);
+        assert_eq!(
+            out.result().details.as_ref().unwrap()["server_started"],
+            false
+        );
+        if round > 0 {
+            rdev.push(Timing {
+                first: first.lock().unwrap().expect("a text delta"),
+                total,
+            });
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let r_first = median(rdev.iter().map(|t| t.first).collect());
+    let r_total = median(rdev.iter().map(|t| t.total).collect());
+    let d_first = median(direct.iter().map(|t| t.first).collect());
+    let d_total = median(direct.iter().map(|t| t.total).collect());
+    println!(
+        "opencode benchmark (median of {ROUNDS}): first text delta rdev {r_first:?} / curl \
+         {d_first:?} = {:.2}x; whole turn rdev {r_total:?} / curl {d_total:?} = {:.2}x",
+        r_first.as_secs_f64() / d_first.as_secs_f64(),
+        r_total.as_secs_f64() / d_total.as_secs_f64(),
+    );
+}
