@@ -203,7 +203,8 @@ impl Provider for Hostile {
                         Ok(rdev_sdk::process::Lines::Lines(batch)) => {
                             for line in batch {
                                 lines += 1;
-                                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line.text)
+                                if let Ok(value) =
+                                    serde_json::from_str::<serde_json::Value>(&line.text)
                                     && value.get("type").is_some()
                                 {
                                     typed += 1;
