@@ -2,6 +2,7 @@
 //! workspaces and streams what they do.
 
 pub mod adapters;
+pub mod api;
 pub mod cli;
 pub mod domain;
 pub mod ports;

@@ -27,3 +27,5 @@ pub use queue::{
 pub use redact::Redactor;
 pub use request::{AgentRequest, RequestError};
 pub use result::{AgentResult, ResultStatus};
+pub mod token;
+pub use token::{AccessError, ApiToken, NewToken, Principal, TokenRole, token_digest};

@@ -18,3 +18,5 @@ pub use store::{
     AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
     EventSubscription, ProjectStore, StoreError, StoredEvent, Stores,
 };
+pub mod tokens;
+pub use tokens::TokenStore;

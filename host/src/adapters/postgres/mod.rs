@@ -29,6 +29,8 @@ use crate::ports::{
     StoredEvent, Stores,
 };
 
+mod tokens;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// Connections per process: claims, heartbeats and event appends are short statements.
@@ -122,6 +124,7 @@ impl PgStore {
             events: Arc::new(self.clone()),
             audit: Arc::new(self.clone()),
             credentials: Arc::new(self.clone()),
+            tokens: Arc::new(self.clone()),
         }
     }
 
@@ -299,6 +302,9 @@ impl ProjectStore for PgStore {
             .await
             .map_err(db("listing projects"))?;
         rows.iter().map(project_from_row).collect()
+    }
+    async fn delete(&self, id: &ProjectId) -> Result<(), StoreError> {
+        self.delete_project(id).await
     }
 }
 

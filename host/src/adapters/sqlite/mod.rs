@@ -32,6 +32,8 @@ use crate::ports::{
     StoredEvent, Stores,
 };
 
+mod tokens;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// Readers run in parallel in WAL mode; the writer is one at a time.
@@ -125,6 +127,7 @@ impl SqliteStore {
             events: Arc::new(self.clone()),
             audit: Arc::new(self.clone()),
             credentials: Arc::new(self.clone()),
+            tokens: Arc::new(self.clone()),
         }
     }
 
@@ -262,6 +265,9 @@ impl ProjectStore for SqliteStore {
             .await
             .map_err(db("listing projects"))?;
         rows.iter().map(project_from_row).collect()
+    }
+    async fn delete(&self, id: &ProjectId) -> Result<(), StoreError> {
+        self.delete_project(id).await
     }
 }
 
