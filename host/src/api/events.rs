@@ -92,12 +92,14 @@ async fn stream(
     let (tx, rx) = mpsc::channel::<Event>(state.sse.buffer.max(1));
     let config = state.sse;
     let gauge = state.metrics.sse_subscribers.clone();
+    let shutdown = state.shutdown.clone();
     gauge.inc();
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
                 next = subscription.next() => next,
                 () = tx.closed() => break,
+                () = shutdown.cancelled() => break,
             };
             match next {
                 Some(Ok(event)) => {

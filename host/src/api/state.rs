@@ -35,6 +35,9 @@ pub struct AppState {
     pub registry: Registry,
     pub metrics: Metrics,
     pub sse: SseConfig,
+    /// Cancelled when the server shuts down, so open SSE streams end and the graceful
+    /// shutdown does not wait for clients that never disconnect.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for AppState {
