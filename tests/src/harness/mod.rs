@@ -2,6 +2,8 @@
 
 pub mod npm;
 pub mod plugins;
+pub mod postgres;
+pub mod runtime;
 
 /// True when running under CI, where a missing prerequisite must fail the run instead of
 /// skipping a test.

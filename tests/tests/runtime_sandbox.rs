@@ -1,0 +1,290 @@
+//! The sandbox against hostile plugins: real components (`plugins/testing/hostile`, the
+//! shell plugin) on the real wasmtime runtime and the local executor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdev::domain::{AgentEvent, OutputStream, ResultStatus};
+use rdev::ports::{AgentError, CodeAgent};
+use rdev::runtime::{LoadError, Runtime, WasmAgent};
+use rdev_tests::harness::plugins::{plugins_dir, test_plugins_dir};
+use rdev_tests::harness::runtime::{install, run, runtime};
+
+const GRACE: Duration = Duration::from_secs(1);
+const LONG: Duration = Duration::from_secs(600);
+
+struct Host {
+    _dir: tempfile::TempDir,
+    runtime: Runtime,
+}
+
+fn host() -> Host {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime(dir.path(), GRACE);
+    Host { _dir: dir, runtime }
+}
+
+async fn hostile(host: &Host) -> Arc<WasmAgent> {
+    host.runtime
+        .load(&test_plugins_dir().join("hostile.toml"))
+        .await
+        .expect("hostile plugin loads")
+}
+
+/// Proves the plugin still serves: a plain execution completes with the prompt echoed.
+async fn assert_serves(agent: &WasmAgent) {
+    let r = run("still alive", LONG, 16);
+    let result = agent.execute(r.execution).await.expect("execution runs");
+    assert_eq!(result.status, ResultStatus::Completed);
+    assert_eq!(result.final_text.as_deref(), Some("still alive"));
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_killed_at_its_deadline_and_the_next_execution_runs() {
+    let host = host();
+    let agent = hostile(&host).await;
+    let r = run("loop", Duration::from_secs(1), 16);
+    let error = agent
+        .execute(r.execution)
+        .await
+        .expect_err("a loop cannot finish");
+    assert_eq!(error, AgentError::TimedOut { timeout_secs: 1 });
+    assert_serves(&agent).await;
+}
+
+#[tokio::test]
+async fn a_1_gib_allocation_traps_against_the_memory_limit() {
+    let host = host();
+    let agent = hostile(&host).await;
+    let r = run("alloc", LONG, 16);
+    match agent.execute(r.execution).await {
+        Err(AgentError::Crashed(message)) => {
+            assert!(message.contains("memory"), "{message}");
+        }
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    assert_serves(&agent).await;
+}
+
+#[tokio::test]
+async fn a_panic_fails_only_that_execution() {
+    let host = host();
+    let agent = hostile(&host).await;
+    // A concurrent execution of the same plugin is unaffected by the panic.
+    let other = run("wait-cancel", LONG, 16);
+    let cancel_other = other.cancel.clone();
+    let bystander = {
+        let agent = agent.clone();
+        tokio::spawn(async move { agent.execute(other.execution).await })
+    };
+    let r = run("panic", LONG, 16);
+    match agent.execute(r.execution).await {
+        Err(AgentError::Crashed(message)) => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    cancel_other.cancel();
+    let bystander = bystander.await.expect("task").expect("bystander runs");
+    assert_eq!(bystander.status, ResultStatus::Cancelled);
+    assert_serves(&agent).await;
+}
+
+#[tokio::test]
+async fn exec_of_a_program_not_on_the_allow_list_is_denied() {
+    let host = host();
+    let agent = hostile(&host).await;
+    for program in ["cat", "/bin/true", "sh"] {
+        let r = run(&format!("exec {program}"), LONG, 16);
+        let result = agent.execute(r.execution).await.expect("runs");
+        let text = result.final_text.unwrap_or_default();
+        assert!(text.starts_with("denied:"), "{program}: {text}");
+    }
+    // The granted program does run, so the denial above is the allow-list at work.
+    let r = run("exec true", LONG, 16);
+    let result = agent.execute(r.execution).await.expect("runs");
+    assert_eq!(result.final_text.as_deref(), Some("spawned"));
+}
+
+#[tokio::test]
+async fn the_guest_sees_no_host_files_environment_or_network() {
+    let host = host();
+    let agent = hostile(&host).await;
+    let r = run("fs", LONG, 16);
+    let result = agent.execute(r.execution).await.expect("runs");
+    let report: serde_json::Value =
+        serde_json::from_str(result.final_text.as_deref().unwrap_or("")).expect("JSON report");
+    for key in ["read", "cwd_file", "list", "socket"] {
+        let outcome = report[key].as_str().unwrap_or_default();
+        assert!(outcome.starts_with("error"), "{key}: {outcome}");
+    }
+    assert_eq!(report["env"], 0);
+    assert_eq!(report["args"], 0);
+}
+
+#[tokio::test]
+async fn an_event_flood_is_back_pressured_and_nothing_is_lost() {
+    let host = host();
+    let agent = hostile(&host).await;
+    let total = 20_000usize;
+    let capacity = 8;
+    let mut r = run(&format!("flood {total}"), LONG, capacity);
+    let probe = r.execution.events.clone();
+    let task = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.execute(r.execution).await }
+    });
+    // Wait until the guest has filled the sink...
+    while probe.capacity() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...and see that it is held there: it cannot finish while nobody reads.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "the guest ran ahead of a full sink");
+    assert_eq!(probe.capacity(), 0);
+    drop(probe);
+
+    let mut expected = 0usize;
+    while let Some(event) = r.events.recv().await {
+        match event {
+            AgentEvent::Message { text, .. } => {
+                assert_eq!(text, expected.to_string(), "events out of order");
+                expected += 1;
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    assert_eq!(expected, total);
+    let result = task.await.expect("task").expect("flood completes");
+    assert_eq!(result.final_text.as_deref(), Some("sent 20000"));
+}
+
+#[tokio::test]
+async fn cancel_is_delivered_once_and_the_guest_cleans_up() {
+    let host = host();
+    let agent = hostile(&host).await;
+    let mut r = run("cancel-once", LONG, 1024);
+    let cancel = r.cancel.clone();
+    let task = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.execute(r.execution).await }
+    });
+    let first = r.events.recv().await.expect("a first event");
+    assert!(matches!(first, AgentEvent::Message { ref text, .. } if text == "tick"));
+    cancel.cancel();
+    let result = task.await.expect("task").expect("the guest returns");
+    assert_eq!(result.status, ResultStatus::Cancelled);
+    assert_eq!(result.final_text.as_deref(), Some("cleaned up"));
+    let mut last = None;
+    while let Ok(event) = r.events.try_recv() {
+        last = Some(event);
+    }
+    assert!(
+        matches!(last, Some(AgentEvent::Message { ref text, .. }) if text == "cleanup"),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_ignoring_cancel_is_stopped_after_the_grace_period() {
+    let host = host();
+    let agent = hostile(&host).await;
+    let r = run("ignore-cancel", LONG, 16);
+    let cancel = r.cancel.clone();
+    let task = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.execute(r.execution).await }
+    });
+    cancel.cancel();
+    let error = task.await.expect("task").expect_err("must be stopped");
+    assert_eq!(error, AgentError::CancelIgnored { grace_secs: 1 });
+    assert_serves(&agent).await;
+}
+
+#[tokio::test]
+async fn a_timeout_above_the_manifest_ceiling_is_refused() {
+    let host = host();
+    let agent = hostile(&host).await;
+    let r = run("hi", Duration::from_secs(7200), 16);
+    assert!(matches!(
+        agent.execute(r.execution).await,
+        Err(AgentError::InvalidRequest(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_shell_plugin_streams_output_and_reports_the_exit_code() {
+    let host = host();
+    let agent = host
+        .runtime
+        .load(&plugins_dir().join("shell.toml"))
+        .await
+        .expect("shell loads");
+    let mut r = run("echo out; echo err >&2; exit 3", LONG, 64);
+    let result = agent.execute(r.execution).await.expect("runs");
+    assert_eq!(result.status, ResultStatus::Failed);
+    assert_eq!(result.exit_code, Some(3));
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    while let Ok(event) = r.events.try_recv() {
+        if let AgentEvent::Output { stream, text } = event {
+            match stream {
+                OutputStream::Stdout => stdout.push_str(&text),
+                OutputStream::Stderr => stderr.push_str(&text),
+            }
+        }
+    }
+    assert_eq!(stdout, "out\n");
+    assert_eq!(stderr, "err\n");
+}
+
+#[tokio::test]
+async fn load_errors_name_the_file_and_the_reason() {
+    let host = host();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = test_plugins_dir();
+    let load_error = |name: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let runtime = host.runtime.clone();
+        async move { runtime.load(&path).await.err() }
+    };
+
+    install(&source, "versioned-v1", dir.path(), "garbage", None);
+    std::fs::write(dir.path().join("garbage.wasm"), b"not wasm").expect("write");
+    let text = load_error("garbage")
+        .await
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        text.contains("garbage.wasm") && text.contains("not a valid component"),
+        "{text}"
+    );
+
+    install(&source, "versioned-v1", dir.path(), "future", None);
+    let manifest = dir.path().join("future.toml");
+    let bumped = std::fs::read_to_string(&manifest)
+        .expect("read")
+        .replace("abi = \"0.1.0\"", "abi = \"0.9.0\"");
+    std::fs::write(&manifest, bumped).expect("write");
+    let text = load_error("future")
+        .await
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        text.contains("future.wasm") && text.contains("0.9.0 is not supported"),
+        "{text}"
+    );
+
+    std::fs::write(dir.path().join("broken.toml"), "name = [").expect("write");
+    let err = load_error("broken").await;
+    assert!(matches!(err, Some(LoadError::Manifest(_))), "{err:?}");
+    let text = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("broken.toml: malformed manifest"), "{text}");
+
+    // A valid core module is not a provider component.
+    install(&source, "versioned-v1", dir.path(), "core", None);
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
+    let text = load_error("core")
+        .await
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(text.contains("core.wasm"), "{text}");
+}

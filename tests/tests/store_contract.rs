@@ -1,0 +1,867 @@
+//! One contract for both storage adapters: every test here runs against SQLite and against a
+//! fresh PostgreSQL database.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdev::adapters::store::{StoreOptions, connect};
+use rdev::domain::{
+    AgentEvent, AgentRequest, BrokenLink, CommandFilter, CommandId, CommandStatus, CredentialName,
+    HOST_LOST, HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId,
+    ProviderName, QueueConfig, StreamEvent,
+};
+use rdev::ports::{SecretValue, StoreError, Stores};
+use rdev_tests::harness::postgres::TestDatabase;
+use sqlx::AssertSqlSafe;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Keeps the database alive for the test's duration.
+enum Guard {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres(#[allow(dead_code)] TestDatabase),
+}
+
+struct Backend {
+    kind: Kind,
+    url: String,
+    key: MasterKey,
+    stores: Stores,
+    _guard: Guard,
+}
+
+fn key(byte: u8) -> MasterKey {
+    MasterKey::from_bytes([byte; 32])
+}
+
+fn unknown_command() -> CommandId {
+    CommandId::parse("cmd-0190b6e2000070008000000000000000").unwrap()
+}
+
+impl Backend {
+    async fn new(kind: Kind, queue: QueueConfig) -> Option<Self> {
+        let (url, guard) = match kind {
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}/rdev.db", dir.path().display());
+                (url, Guard::Sqlite(dir))
+            }
+            Kind::Postgres => {
+                let db = TestDatabase::create().await?;
+                (db.url.clone(), Guard::Postgres(db))
+            }
+        };
+        let stores = connect(
+            &url,
+            StoreOptions {
+                queue,
+                master_key: key(1),
+            },
+        )
+        .await
+        .expect("connect");
+        Some(Self {
+            kind,
+            url,
+            key: key(1),
+            stores,
+            _guard: guard,
+        })
+    }
+
+    /// A second set of stores on the same database, as another replica would open it. On
+    /// Postgres, returns once its listener is up (the listener signals work on connect).
+    async fn replica(&self, queue: QueueConfig, master_key: MasterKey) -> Stores {
+        let stores = connect(&self.url, StoreOptions { queue, master_key })
+            .await
+            .expect("connect replica");
+        if matches!(self.kind, Kind::Postgres) {
+            let mut work = stores.queue.work_signal();
+            tokio::time::timeout(Duration::from_secs(20), work.changed())
+                .await
+                .expect("listener connects")
+                .expect("signal open");
+        }
+        stores
+    }
+
+    /// Runs raw SQL, bypassing the ports (to tamper with rows).
+    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        match self.kind {
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await?;
+                let done = sqlx::query(AssertSqlSafe(sql.to_owned()))
+                    .execute(&pool)
+                    .await;
+                pool.close().await;
+                Ok(done?.rows_affected())
+            }
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await?;
+                let done = sqlx::query(AssertSqlSafe(sql.to_owned()))
+                    .execute(&pool)
+                    .await;
+                pool.close().await;
+                Ok(done?.rows_affected())
+            }
+        }
+    }
+
+    async fn project(&self, id: &str) -> ProjectId {
+        let id = ProjectId::parse(id).expect("project id");
+        self.stores
+            .projects
+            .ensure(NewProject {
+                id: id.clone(),
+                display_name: None,
+            })
+            .await
+            .expect("project");
+        id
+    }
+
+    async fn enqueue(&self, project: &ProjectId, prompt: &str, key: Option<&str>) -> CommandId {
+        self.stores
+            .queue
+            .enqueue(new_command(project, prompt, key))
+            .await
+            .expect("enqueue")
+            .command
+            .id
+    }
+}
+
+fn new_command(project: &ProjectId, prompt: &str, key: Option<&str>) -> NewCommand {
+    NewCommand {
+        project_id: project.clone(),
+        provider: ProviderName::parse("shell").expect("provider"),
+        request: AgentRequest::new(prompt),
+        idempotency_key: key.map(str::to_owned),
+        submitted_by: "tester".into(),
+    }
+}
+
+fn done_outcome() -> Outcome {
+    Outcome {
+        status: CommandStatus::Completed,
+        result: None,
+        error: None,
+    }
+}
+
+fn quick_lease() -> QueueConfig {
+    QueueConfig {
+        lease: Duration::from_millis(300),
+        ..QueueConfig::default()
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    projects_are_created_once,
+    enqueue_with_the_same_key_returns_the_same_command,
+    enqueue_for_an_unknown_project_is_refused,
+    claims_follow_queue_order_and_serialize_each_project,
+    without_a_project_limit_commands_run_side_by_side,
+    illegal_transitions_are_refused,
+    an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again,
+    a_started_command_whose_host_was_lost_fails,
+    rescue_requeues_idempotent_work_and_honours_cancel,
+    cancel_is_immediate_when_pending_and_a_flag_when_running,
+    concurrent_claimers_never_share_a_command_and_keep_project_order,
+    another_replica_is_woken_by_an_enqueue,
+    events_are_numbered_per_stream_and_readable_from_any_point,
+    a_subscriber_replays_then_follows_until_done,
+    a_subscriber_on_another_replica_sees_new_events,
+    a_slow_subscriber_neither_stalls_the_writer_nor_misses_events,
+    the_audit_chain_verifies_and_reports_the_first_tampered_entry,
+    concurrent_audit_appends_keep_one_chain,
+    credentials_are_encrypted_listed_by_name_and_overwritten,
+    key_rotation_reencrypts_every_value,
+    the_redactor_removes_stored_values,
+);
+
+async fn projects_are_created_once(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let new = NewProject {
+        id: ProjectId::parse("alpha").unwrap(),
+        display_name: Some("Alpha".into()),
+    };
+    let created = b.stores.projects.create(new.clone()).await.unwrap();
+    assert_eq!(created.display_name.as_deref(), Some("Alpha"));
+    assert!(matches!(
+        b.stores.projects.create(new.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(b.stores.projects.ensure(new).await.unwrap(), created);
+    assert_eq!(b.stores.projects.list().await.unwrap(), vec![created]);
+    assert!(matches!(
+        b.stores
+            .projects
+            .get(&ProjectId::parse("nope").unwrap())
+            .await,
+        Err(StoreError::NotFound {
+            kind: "project",
+            ..
+        })
+    ));
+}
+
+async fn enqueue_with_the_same_key_returns_the_same_command(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let q = b.project("q").await;
+    let queue = &b.stores.queue;
+    let first = queue
+        .enqueue(new_command(&p, "a", Some("k1")))
+        .await
+        .unwrap();
+    let again = queue
+        .enqueue(new_command(&p, "a", Some("k1")))
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert!(!again.created);
+    assert_eq!(again.command.id, first.command.id);
+    let other_project = queue
+        .enqueue(new_command(&q, "a", Some("k1")))
+        .await
+        .unwrap();
+    assert!(other_project.created);
+    assert_ne!(other_project.command.id, first.command.id);
+    let unkeyed_1 = b.enqueue(&p, "a", None).await;
+    let unkeyed_2 = b.enqueue(&p, "a", None).await;
+    assert_ne!(unkeyed_1, unkeyed_2);
+    let stored = queue.get(&first.command.id).await.unwrap();
+    assert_eq!(stored.status, CommandStatus::Pending);
+    assert_eq!(stored.request.prompt, "a");
+    let listed = queue
+        .list(&CommandFilter {
+            project_id: Some(p),
+            ..CommandFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3);
+}
+
+async fn enqueue_for_an_unknown_project_is_refused(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let ghost = ProjectId::parse("ghost").unwrap();
+    assert!(matches!(
+        b.stores.queue.enqueue(new_command(&ghost, "x", None)).await,
+        Err(StoreError::NotFound {
+            kind: "project",
+            ..
+        })
+    ));
+}
+
+async fn claims_follow_queue_order_and_serialize_each_project(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p1 = b.project("p1").await;
+    let p2 = b.project("p2").await;
+    let a = b.enqueue(&p1, "a", None).await;
+    let bb = b.enqueue(&p1, "b", None).await;
+    let c = b.enqueue(&p2, "c", None).await;
+    let q = &b.stores.queue;
+    let first = q.claim("w1").await.unwrap().expect("a is runnable");
+    assert_eq!(first.command.id, a);
+    assert_eq!(first.command.status, CommandStatus::Running);
+    assert_eq!(first.command.attempts, 1);
+    assert!(first.command.started_at.is_some());
+    let second = q.claim("w1").await.unwrap().expect("c is runnable");
+    assert_eq!(second.command.id, c, "b waits behind a");
+    assert!(q.claim("w1").await.unwrap().is_none());
+    q.finish(&first.lease, done_outcome()).await.unwrap();
+    let third = q.claim("w2").await.unwrap().expect("b is runnable now");
+    assert_eq!(third.command.id, bb);
+    assert_eq!(third.lease.owner, "w2");
+}
+
+async fn without_a_project_limit_commands_run_side_by_side(kind: Kind) {
+    let config = QueueConfig {
+        max_running_per_project: None,
+        ..QueueConfig::default()
+    };
+    let Some(b) = Backend::new(kind, config).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let a = b.enqueue(&p, "a", None).await;
+    let c = b.enqueue(&p, "c", None).await;
+    let q = &b.stores.queue;
+    assert_eq!(q.claim("w").await.unwrap().unwrap().command.id, a);
+    assert_eq!(q.claim("w").await.unwrap().unwrap().command.id, c);
+}
+
+async fn illegal_transitions_are_refused(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "a", None).await;
+    let q = &b.stores.queue;
+    let claim = q.claim("w").await.unwrap().unwrap();
+    let back_to_pending = Outcome {
+        status: CommandStatus::Pending,
+        result: None,
+        error: None,
+    };
+    assert!(matches!(
+        q.finish(&claim.lease, back_to_pending).await,
+        Err(StoreError::IllegalTransition(_))
+    ));
+    let done = q.finish(&claim.lease, done_outcome()).await.unwrap();
+    assert_eq!(done.status, CommandStatus::Completed);
+    assert!(done.finished_at.is_some());
+    assert!(matches!(
+        q.finish(&claim.lease, done_outcome()).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        q.cancel(&id).await,
+        Err(StoreError::IllegalTransition(_))
+    ));
+    assert_eq!(q.get(&id).await.unwrap().status, CommandStatus::Completed);
+}
+
+async fn an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again(kind: Kind) {
+    let Some(b) = Backend::new(kind, quick_lease()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "a", None).await;
+    let q = &b.stores.queue;
+    let old = q.claim("w1").await.unwrap().unwrap();
+    q.heartbeat(&old.lease).await.expect("lease still held");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rescued = q.rescue_expired().await.unwrap();
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].command_id, id);
+    assert_eq!(rescued[0].status, CommandStatus::Pending);
+    let new = q.claim("w2").await.unwrap().expect("queued again");
+    assert_eq!(new.command.id, id);
+    assert_eq!(new.command.attempts, 2);
+    assert!(new.lease.token > old.lease.token);
+    for lost in [
+        q.finish(&old.lease, done_outcome()).await.err(),
+        q.heartbeat(&old.lease).await.err(),
+        q.mark_started(&old.lease, false).await.err(),
+    ] {
+        assert!(
+            matches!(lost, Some(StoreError::LeaseLost { .. })),
+            "{lost:?}"
+        );
+    }
+    q.finish(&new.lease, done_outcome())
+        .await
+        .expect("new owner writes");
+    assert!(q.rescue_expired().await.unwrap().is_empty());
+}
+
+async fn a_started_command_whose_host_was_lost_fails(kind: Kind) {
+    let Some(b) = Backend::new(kind, quick_lease()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "a", None).await;
+    let next = b.enqueue(&p, "b", None).await;
+    let q = &b.stores.queue;
+    let claim = q.claim("w1").await.unwrap().unwrap();
+    q.mark_started(&claim.lease, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rescued = q.rescue_expired().await.unwrap();
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].status, CommandStatus::Failed);
+    assert_eq!(rescued[0].reason, HOST_LOST);
+    let failed = q.get(&id).await.unwrap();
+    assert_eq!(failed.status, CommandStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some(HOST_LOST));
+    assert_eq!(q.claim("w2").await.unwrap().unwrap().command.id, next);
+}
+
+async fn rescue_requeues_idempotent_work_and_honours_cancel(kind: Kind) {
+    let config = QueueConfig {
+        max_running_per_project: None,
+        ..quick_lease()
+    };
+    let Some(b) = Backend::new(kind, config).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let idem = b.enqueue(&p, "idempotent", None).await;
+    let cancelled = b.enqueue(&p, "to cancel", None).await;
+    let q = &b.stores.queue;
+    let first = q.claim("w").await.unwrap().unwrap();
+    q.mark_started(&first.lease, true).await.unwrap();
+    let second = q.claim("w").await.unwrap().unwrap();
+    q.mark_started(&second.lease, false).await.unwrap();
+    q.cancel(&cancelled).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rescued: HashMap<CommandId, CommandStatus> = q
+        .rescue_expired()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.command_id, r.status))
+        .collect();
+    assert_eq!(rescued.get(&idem), Some(&CommandStatus::Pending));
+    assert_eq!(rescued.get(&cancelled), Some(&CommandStatus::Cancelled));
+}
+
+async fn cancel_is_immediate_when_pending_and_a_flag_when_running(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let running = b.enqueue(&p, "a", None).await;
+    let pending = b.enqueue(&p, "b", None).await;
+    let q = &b.stores.queue;
+    let claim = q.claim("w").await.unwrap().unwrap();
+    assert!(!q.heartbeat(&claim.lease).await.unwrap().cancel_requested);
+    let flagged = q.cancel(&running).await.unwrap();
+    assert_eq!(flagged.status, CommandStatus::Running);
+    assert!(flagged.cancel_requested);
+    assert!(q.heartbeat(&claim.lease).await.unwrap().cancel_requested);
+    let gone = q.cancel(&pending).await.unwrap();
+    assert_eq!(gone.status, CommandStatus::Cancelled);
+    let ended = q
+        .finish(
+            &claim.lease,
+            Outcome {
+                status: CommandStatus::Cancelled,
+                result: None,
+                error: Some("cancelled".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.status, CommandStatus::Cancelled);
+    assert!(
+        q.claim("w").await.unwrap().is_none(),
+        "the cancelled one never runs"
+    );
+    assert!(matches!(
+        q.cancel(&unknown_command()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn concurrent_claimers_never_share_a_command_and_keep_project_order(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let projects = 8;
+    let per_project = 15;
+    let mut order: HashMap<ProjectId, Vec<CommandId>> = HashMap::new();
+    for n in 0..projects {
+        b.project(&format!("p{n}")).await;
+    }
+    for i in 0..per_project {
+        for n in 0..projects {
+            let p = ProjectId::parse(format!("p{n}")).unwrap();
+            let id = b.enqueue(&p, &format!("{i}"), None).await;
+            order.entry(p).or_default().push(id);
+        }
+    }
+    let total = projects * per_project;
+    let replica = b.replica(QueueConfig::default(), b.key.clone()).await;
+    let running: Arc<Mutex<HashSet<ProjectId>>> = Arc::default();
+    let claimed: Arc<Mutex<Vec<(ProjectId, CommandId)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for worker in 0..6 {
+        let queue = if worker % 2 == 0 {
+            b.stores.queue.clone()
+        } else {
+            replica.queue.clone()
+        };
+        let running = running.clone();
+        let claimed = claimed.clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("w{worker}");
+            let mut idle = 0;
+            while claimed.lock().unwrap().len() < total && idle < 500 {
+                let Some(claim) = queue.claim(&owner).await.unwrap() else {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                idle = 0;
+                let project = claim.command.project_id.clone();
+                assert!(
+                    running.lock().unwrap().insert(project.clone()),
+                    "two commands of {project} ran at once"
+                );
+                claimed
+                    .lock()
+                    .unwrap()
+                    .push((project.clone(), claim.command.id.clone()));
+                running.lock().unwrap().remove(&project);
+                queue.finish(&claim.lease, done_outcome()).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let claimed = claimed.lock().unwrap().clone();
+    assert_eq!(claimed.len(), total);
+    let unique: HashSet<&CommandId> = claimed.iter().map(|(_, id)| id).collect();
+    assert_eq!(unique.len(), total, "a command was claimed twice");
+    let mut seen: HashMap<ProjectId, Vec<CommandId>> = HashMap::new();
+    for (p, id) in claimed {
+        seen.entry(p).or_default().push(id);
+    }
+    assert_eq!(seen, order, "per-project order");
+}
+
+async fn another_replica_is_woken_by_an_enqueue(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let sleepy = QueueConfig {
+        poll_fallback: Duration::from_secs(3600),
+        ..QueueConfig::default()
+    };
+    let replica = match kind {
+        Kind::Sqlite => b.stores.clone(),
+        Kind::Postgres => b.replica(sleepy, b.key.clone()).await,
+    };
+    let mut work = replica.queue.work_signal();
+    work.borrow_and_update();
+    b.enqueue(&p, "a", None).await;
+    tokio::time::timeout(Duration::from_secs(20), work.changed())
+        .await
+        .expect("woken by the enqueue")
+        .unwrap();
+    assert!(replica.queue.claim("w").await.unwrap().is_some());
+}
+
+fn message(text: &str) -> StreamEvent {
+    StreamEvent::Agent(AgentEvent::Message {
+        text: text.into(),
+        partial: false,
+    })
+}
+
+fn done_event() -> StreamEvent {
+    StreamEvent::Host(HostEvent::Done {
+        status: CommandStatus::Completed,
+        result: None,
+        error: None,
+    })
+}
+
+async fn events_are_numbered_per_stream_and_readable_from_any_point(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let one = b.enqueue(&p, "a", None).await;
+    let two = b.enqueue(&p, "b", None).await;
+    let log = &b.stores.events;
+    for text in ["x", "y", "z"] {
+        log.append(&one, &message(text)).await.unwrap();
+    }
+    let first_of_two = log.append(&two, &message("other")).await.unwrap();
+    assert_eq!(first_of_two.seq, 1);
+    let tail = log.read(&one, 1, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(tail[0].event, message("y"));
+    assert_eq!(log.read(&one, 0, 2).await.unwrap().len(), 2);
+    assert!(matches!(
+        log.append(&unknown_command(), &message("x")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn a_subscriber_replays_then_follows_until_done(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "a", None).await;
+    let log = b.stores.events.clone();
+    log.append(&id, &message("before")).await.unwrap();
+    let mut sub = log.subscribe(&id, 0);
+    let first = sub.next().await.unwrap().unwrap();
+    assert_eq!((first.seq, first.event), (1, message("before")));
+    let writer = {
+        let log = log.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            log.append(&id, &message("after")).await.unwrap();
+            log.append(&id, &done_event()).await.unwrap();
+        })
+    };
+    let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(30), sub.collect::<Vec<_>>())
+        .await
+        .expect("stream ends after done");
+    writer.await.unwrap();
+    let rest: Vec<_> = rest.into_iter().map(|e| e.unwrap()).collect();
+    assert_eq!(rest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(rest[1].event.is_terminal());
+    let resumed: Vec<_> = log.subscribe(&id, 2).collect().await;
+    assert_eq!(
+        resumed.len(),
+        1,
+        "resuming after 2 replays only the done event"
+    );
+}
+
+async fn a_subscriber_on_another_replica_sees_new_events(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "a", None).await;
+    let sleepy = QueueConfig {
+        poll_fallback: Duration::from_secs(3600),
+        ..QueueConfig::default()
+    };
+    let replica = match kind {
+        // SQLite is embedded in one process: its "replica" is the same store.
+        Kind::Sqlite => b.stores.clone(),
+        Kind::Postgres => b.replica(sleepy, b.key.clone()).await,
+    };
+    let mut sub = replica.events.subscribe(&id, 0);
+    let reader = tokio::spawn(async move { sub.next().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.stores
+        .events
+        .append(&id, &message("hello"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("notified across replicas")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.event, message("hello"));
+}
+
+async fn a_slow_subscriber_neither_stalls_the_writer_nor_misses_events(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "a", None).await;
+    let log = b.stores.events.clone();
+    let sub = log.subscribe(&id, 0);
+    let count = rdev::adapters::store::EVENT_FANOUT_CAPACITY + 300;
+    for i in 0..count {
+        log.append(&id, &message(&i.to_string())).await.unwrap();
+    }
+    log.append(&id, &done_event()).await.unwrap();
+    let all: Vec<_> = sub.collect().await;
+    assert_eq!(all.len(), count + 1);
+    for (i, event) in all.iter().enumerate() {
+        let event = event.as_ref().unwrap();
+        assert_eq!(event.seq, i as i64 + 1);
+    }
+}
+
+fn audit(action: &str, n: usize) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: "admin".into(),
+        action: action.into(),
+        project_id: Some("p".into()),
+        command_id: None,
+        details: serde_json::json!({"n": n, "z": [1.5, "x"], "a": {"nested": true}}),
+    }
+}
+
+async fn the_audit_chain_verifies_and_reports_the_first_tampered_entry(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let log = &b.stores.audit;
+    for n in 0..5 {
+        log.append(audit("credential.put", n)).await.unwrap();
+    }
+    let report = log.verify().await.unwrap();
+    assert_eq!((report.verified, report.first_broken), (5, None));
+    let entries = log.list(0, 10).await.unwrap();
+    assert_eq!(entries.len(), 5);
+    assert_eq!(entries[1].prev_hash, entries[0].hash);
+
+    let tamper = "UPDATE audit_log SET details = '{\"n\":99}' WHERE seq = 3";
+    assert!(b.exec(tamper).await.is_err(), "updates are rejected");
+    assert!(b.exec("DELETE FROM audit_log WHERE seq = 3").await.is_err());
+    let disable = match kind {
+        Kind::Sqlite => "DROP TRIGGER audit_log_no_update",
+        Kind::Postgres => "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update",
+    };
+    b.exec(disable).await.unwrap();
+    assert_eq!(b.exec(tamper).await.unwrap(), 1);
+    let report = log.verify().await.unwrap();
+    assert_eq!(report.verified, 2);
+    assert_eq!(report.first_broken, Some(BrokenLink::Altered { seq: 3 }));
+}
+
+async fn concurrent_audit_appends_keep_one_chain(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let replica = match kind {
+        // One process owns an SQLite file; a second store would be a second process.
+        Kind::Sqlite => b.stores.clone(),
+        Kind::Postgres => b.replica(QueueConfig::default(), b.key.clone()).await,
+    };
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let log = if t % 2 == 0 {
+            b.stores.audit.clone()
+        } else {
+            replica.audit.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10 {
+                log.append(audit("command.finished", n)).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let report = b.stores.audit.verify().await.unwrap();
+    assert_eq!((report.verified, report.first_broken), (40, None));
+}
+
+async fn credentials_are_encrypted_listed_by_name_and_overwritten(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let creds = &b.stores.credentials;
+    let name = CredentialName::parse("ANTHROPIC_API_KEY").unwrap();
+    let info = creds
+        .put(&name, &SecretValue::new("sk-first-value"))
+        .await
+        .unwrap();
+    assert_eq!(info.name, name);
+    assert_eq!(
+        creds.resolve("ANTHROPIC_API_KEY").await.unwrap(),
+        Some(SecretValue::new("sk-first-value"))
+    );
+    let rotated = creds
+        .put(&name, &SecretValue::new("sk-second-value"))
+        .await
+        .unwrap();
+    assert_eq!(rotated.created_at, info.created_at);
+    assert!(rotated.updated_at >= info.updated_at);
+    assert_eq!(
+        creds.resolve("ANTHROPIC_API_KEY").await.unwrap(),
+        Some(SecretValue::new("sk-second-value"))
+    );
+    let listed = creds.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!format!("{listed:?}").contains("sk-second"));
+    let in_plain_text = match kind {
+        Kind::Sqlite => "UPDATE credentials SET name = name WHERE instr(sealed, 'sk-second') > 0",
+        Kind::Postgres => {
+            "UPDATE credentials SET name = name WHERE position('sk-second'::bytea in sealed) > 0"
+        }
+    };
+    assert_eq!(
+        b.exec(in_plain_text).await.unwrap(),
+        0,
+        "value stored in plain text"
+    );
+    assert_eq!(creds.resolve("MISSING").await.unwrap(), None);
+    creds.delete(&name).await.unwrap();
+    assert_eq!(creds.resolve("ANTHROPIC_API_KEY").await.unwrap(), None);
+    assert!(matches!(
+        creds.delete(&name).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn key_rotation_reencrypts_every_value(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let creds = &b.stores.credentials;
+    for (name, value) in [("ONE", "value-one"), ("TWO", "value-two")] {
+        creds
+            .put(
+                &CredentialName::parse(name).unwrap(),
+                &SecretValue::new(value),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(creds.rotate_key(key(2)).await.unwrap(), 2);
+    assert_eq!(
+        creds.resolve("TWO").await.unwrap(),
+        Some(SecretValue::new("value-two"))
+    );
+    let with_new_key = b.replica(QueueConfig::default(), key(2)).await;
+    assert_eq!(
+        with_new_key.credentials.resolve("ONE").await.unwrap(),
+        Some(SecretValue::new("value-one"))
+    );
+    let with_old_key = b.replica(QueueConfig::default(), key(1)).await;
+    let refused = with_old_key.credentials.resolve("ONE").await;
+    assert!(refused.is_err(), "old key still opens a rotated value");
+    assert!(!format!("{refused:?}").contains("value-one"));
+}
+
+async fn the_redactor_removes_stored_values(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let creds = &b.stores.credentials;
+    creds
+        .put(
+            &CredentialName::parse("TOKEN").unwrap(),
+            &SecretValue::new("ghp_abcdef123"),
+        )
+        .await
+        .unwrap();
+    let redactor = creds.redactor().await.unwrap();
+    let mut event = AgentEvent::Output {
+        stream: rdev::domain::OutputStream::Stdout,
+        text: "token is ghp_abcdef123.".into(),
+    };
+    redactor.redact(&mut event);
+    let text = serde_json::to_string(&event).unwrap();
+    assert!(!text.contains("ghp_abcdef123"), "{text}");
+    assert!(text.contains("[redacted]"));
+}
