@@ -1,5 +1,6 @@
 //! Preparing the real parts tests run against.
 
+pub mod claude;
 pub mod npm;
 pub mod plugins;
 pub mod postgres;

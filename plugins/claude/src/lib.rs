@@ -1,0 +1,379 @@
+//! The Claude Code provider: runs `claude -p <prompt> --output-format stream-json --verbose`
+//! in the project's workspace (whose per-project HOME keeps `~/.claude` session files),
+//! streams every output line as events and takes the status from the CLI's final `result`
+//! line, never from its exit code. The API key (and an optional gateway URL) reach the CLI as
+//! secret references the host resolves, so their values never enter this guest.
+
+mod options;
+mod parse;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rdev_sdk::bindings::rdev::provider::types::{
+    InitInfo, RawInfo, TextInfo, ToolResultInfo, ToolUseInfo, UsageInfo,
+};
+use rdev_sdk::exec::{ExecError, ExitStatus, Process, Signal};
+use rdev_sdk::process::{self, CommandBuilder, Lines};
+use rdev_sdk::{
+    AgentEvent, AgentRequest, AgentResult, Capability, CleanupRequest, OutputStream, Provider,
+    ProviderCapabilities, ProviderError, ResultStatus, TokenUsage, event,
+};
+
+use options::{Invocation, Options};
+use parse::{Event, Joined, LineJoiner, Outcome, Parser, Usage};
+
+/// Lines beyond this are dropped with a warning instead of exhausting guest memory.
+const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+/// Stderr lines kept for the error of a run that ended without a result.
+const STDERR_TAIL_LINES: usize = 20;
+/// Steps between SIGTERM and SIGKILL once the grace after SIGINT is spent.
+const TERMINATE_STEP_MS: u32 = 2_000;
+
+struct Claude;
+
+impl Provider for Claude {
+    fn capabilities() -> ProviderCapabilities {
+        ProviderCapabilities {
+            description: "Claude Code CLI (`claude -p`, stream-json) in the project's workspace"
+                .into(),
+            capabilities: Capability::STREAMING
+                | Capability::SESSION_RESUME
+                | Capability::CANCEL
+                | Capability::TOOLS
+                | Capability::COST_REPORTING,
+        }
+    }
+
+    fn execute(request: AgentRequest) -> Result<AgentResult, ProviderError> {
+        let options =
+            Options::parse(&request.options_json).map_err(ProviderError::InvalidRequest)?;
+        let args = options::args(Invocation {
+            prompt: &request.prompt,
+            session_id: request.session_id.as_deref(),
+            model: request.model.as_deref(),
+            options: &options,
+        })
+        .map_err(ProviderError::InvalidRequest)?;
+        let retries = options.max_retries.unwrap_or(options::DEFAULT_MAX_RETRIES);
+        let spawned = CommandBuilder::new("claude")
+            .args(args)
+            .working_dir(request.working_dir.clone())
+            .secret_env("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY", true)
+            .secret_env("ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL", false)
+            .env("CLAUDE_CODE_MAX_RETRIES", retries.to_string())
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .spawn();
+        let process = match spawned {
+            Ok(process) => process,
+            Err(ExecError::Cancelled) => return Err(ProviderError::Cancelled),
+            Err(ExecError::MissingSecret(name)) => {
+                return Ok(failed(
+                    request.session_id.clone(),
+                    format!("credential {name} is not set; add it to the credential store"),
+                ));
+            }
+            Err(e) => return Err(ProviderError::Unavailable(process::describe(&e))),
+        };
+        process.close_stdin();
+        let mut run = Run::new(&request, &options);
+        let end = run.read(&process)?;
+        run.finish(&process, end)
+    }
+
+    fn cancel(_request: CleanupRequest) -> Result<(), ProviderError> {
+        // The host kills the process group with the instance; the session files stay on
+        // disk, so the session remains resumable and nothing else needs cleaning up.
+        Ok(())
+    }
+}
+
+/// How reading the output ended.
+enum End {
+    /// Both streams closed.
+    Closed,
+    /// The host cancelled the execution.
+    Cancelled,
+    /// The idle watchdog fired.
+    Idle(u32),
+}
+
+/// One execution's state while its output is read.
+struct Run {
+    parser: Parser,
+    joiner: LineJoiner,
+    stderr_tail: VecDeque<String>,
+    requested_session: Option<String>,
+    grace_ms: u32,
+    idle_secs: u32,
+}
+
+impl Run {
+    fn new(request: &AgentRequest, options: &Options) -> Self {
+        Self {
+            parser: Parser::new(),
+            joiner: LineJoiner::new(MAX_LINE_BYTES),
+            stderr_tail: VecDeque::new(),
+            requested_session: request.session_id.clone(),
+            grace_ms: options
+                .cancel_grace_ms
+                .unwrap_or(options::DEFAULT_CANCEL_GRACE_MS),
+            idle_secs: options
+                .idle_timeout_secs
+                .unwrap_or(options::DEFAULT_IDLE_TIMEOUT_SECS),
+        }
+    }
+
+    /// Reads and emits output until the process closes it, the host cancels, or the idle
+    /// watchdog fires.
+    fn read(&mut self, process: &Process) -> Result<End, ProviderError> {
+        let idle_ms = self.idle_secs.saturating_mul(1_000);
+        loop {
+            match process::read_lines(process, Some(idle_ms)) {
+                Ok(Lines::Lines(lines)) => {
+                    let mut events = Vec::new();
+                    for line in lines {
+                        self.take_line(line.stream, line.text, line.partial, &mut events);
+                    }
+                    if event::emit_all(&to_abi(events)).is_err() {
+                        return Ok(End::Cancelled);
+                    }
+                }
+                Ok(Lines::Idle) => return Ok(End::Idle(self.idle_secs)),
+                Ok(Lines::Closed) => {
+                    let mut events = Vec::new();
+                    if let Some(rest) = self.joiner.finish() {
+                        self.parser.feed(&rest, &mut events);
+                    }
+                    if event::emit_all(&to_abi(events)).is_err() {
+                        return Ok(End::Cancelled);
+                    }
+                    return Ok(End::Closed);
+                }
+                Err(ExecError::Cancelled) => return Ok(End::Cancelled),
+                Err(e) => return Err(ProviderError::Failed(process::describe(&e))),
+            }
+        }
+    }
+
+    fn take_line(
+        &mut self,
+        stream: OutputStream,
+        text: String,
+        partial: bool,
+        out: &mut Vec<Event>,
+    ) {
+        match stream {
+            OutputStream::Stdout => match self.joiner.push(text, partial) {
+                Joined::Line(line) => self.parser.feed(&line, out),
+                Joined::Pending => {}
+                Joined::TooLong(size) => out.push(Event::Warning(format!(
+                    "dropped an output line of {size} bytes (limit {MAX_LINE_BYTES})"
+                ))),
+            },
+            OutputStream::Stderr => {
+                if self.stderr_tail.len() == STDERR_TAIL_LINES {
+                    self.stderr_tail.pop_front();
+                }
+                self.stderr_tail.push_back(text.clone());
+                out.push(Event::Raw {
+                    kind: "stderr".into(),
+                    json: serde_json::Value::String(text).to_string(),
+                });
+            }
+        }
+    }
+
+    /// After a cancel: SIGINT lets the CLI write its final result (the session stays
+    /// resumable); whatever it prints within the grace is still parsed and emitted, then
+    /// the process group is terminated and killed.
+    fn interrupt(&mut self, process: &Process) -> Result<ExitStatus, ProviderError> {
+        let io = |e: ExecError| ProviderError::Failed(process::describe(&e));
+        process.signal(Signal::Interrupt).map_err(io)?;
+        let deadline = Instant::now() + Duration::from_millis(u64::from(self.grace_ms));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let left_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+            match process::read_lines(process, Some(left_ms)) {
+                Ok(Lines::Lines(lines)) => {
+                    let mut events = Vec::new();
+                    for line in lines {
+                        self.take_line(line.stream, line.text, line.partial, &mut events);
+                    }
+                    // Emitting may report the cancel again; the events are best effort now.
+                    let _ = event::emit_all(&to_abi(events));
+                }
+                Ok(Lines::Idle) => {}
+                Ok(Lines::Closed) => break,
+                Err(_) => break,
+            }
+        }
+        if let Some(status) = process.wait(Some(1)).map_err(io)? {
+            return Ok(status);
+        }
+        for signal in [Signal::Terminate, Signal::Kill] {
+            process.signal(signal).map_err(io)?;
+            if let Some(status) = process.wait(Some(TERMINATE_STEP_MS)).map_err(io)? {
+                return Ok(status);
+            }
+        }
+        process::wait(process).map_err(io)
+    }
+
+    fn finish(mut self, process: &Process, end: End) -> Result<AgentResult, ProviderError> {
+        let io = |e: ExecError| ProviderError::Failed(process::describe(&e));
+        let (status, stop_reason) = match end {
+            End::Closed => (process::wait(process).map_err(io)?, None),
+            End::Cancelled => (self.interrupt(process)?, Some(ResultStatus::Cancelled)),
+            End::Idle(secs) => {
+                let _ = event::emit(event::warning(format!(
+                    "claude printed nothing for {secs} s; stopping it"
+                )));
+                (self.interrupt(process)?, Some(ResultStatus::Failed))
+            }
+        };
+        let session_id = self
+            .parser
+            .session_id()
+            .map(str::to_owned)
+            .or(self.requested_session.clone());
+        let mut result = match self.parser.outcome() {
+            Some(outcome) => from_outcome(outcome, session_id),
+            None => {
+                let tail: Vec<&str> = self.stderr_tail.iter().map(String::as_str).collect();
+                let how = match (status.code, status.signal) {
+                    (Some(code), _) => format!("exited with status {code}"),
+                    (None, Some(signal)) => format!("was killed by signal {signal}"),
+                    (None, None) => "ended".to_owned(),
+                };
+                let mut error = format!("claude {how} without a result");
+                if !tail.is_empty() {
+                    error.push_str(": ");
+                    error.push_str(tail.join("\n").trim());
+                }
+                failed(session_id, error)
+            }
+        };
+        result.exit_code = status.code;
+        match stop_reason {
+            Some(ResultStatus::Cancelled) => {
+                result.status = ResultStatus::Cancelled;
+                result.error = Some("cancelled".into());
+            }
+            Some(ResultStatus::Failed) => {
+                result.status = ResultStatus::Failed;
+                result.error = Some(format!(
+                    "claude printed nothing for {} s and was stopped",
+                    self.idle_secs
+                ));
+            }
+            _ => {}
+        }
+        Ok(result)
+    }
+}
+
+fn failed(session_id: Option<String>, error: String) -> AgentResult {
+    AgentResult {
+        status: ResultStatus::Failed,
+        exit_code: None,
+        session_id,
+        final_text: None,
+        error: Some(error),
+        cost_usd: None,
+        usage: None,
+        num_turns: None,
+        details_json: None,
+    }
+}
+
+fn from_outcome(outcome: &Outcome, session_id: Option<String>) -> AgentResult {
+    let failed = outcome.is_error;
+    let mut details = outcome.details.clone();
+    details.insert("subtype".into(), outcome.subtype.clone().into());
+    details.insert("is_error".into(), outcome.is_error.into());
+    if let Some(ms) = outcome.duration_ms {
+        details.insert("duration_ms".into(), ms.into());
+    }
+    if !outcome.errors.is_empty() {
+        details.insert("errors".into(), outcome.errors.clone().into());
+    }
+    AgentResult {
+        status: if failed {
+            ResultStatus::Failed
+        } else {
+            ResultStatus::Completed
+        },
+        exit_code: None,
+        session_id: outcome.session_id.clone().or(session_id),
+        final_text: outcome.result.clone(),
+        error: failed.then(|| outcome.error_message()),
+        cost_usd: outcome.cost_usd,
+        usage: outcome.usage.map(token_usage),
+        num_turns: outcome.num_turns,
+        details_json: Some(serde_json::Value::Object(details).to_string()),
+    }
+}
+
+fn token_usage(u: Usage) -> TokenUsage {
+    TokenUsage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+    }
+}
+
+fn to_abi(events: Vec<Event>) -> Vec<AgentEvent> {
+    events
+        .into_iter()
+        .map(|e| match e {
+            Event::Init {
+                session_id,
+                model,
+                cwd,
+                tools,
+                version,
+            } => AgentEvent::Init(InitInfo {
+                session_id,
+                model,
+                cwd,
+                tools,
+                version,
+            }),
+            Event::Message { text, partial } => AgentEvent::Message(TextInfo { text, partial }),
+            Event::Thinking { text, partial } => AgentEvent::Thinking(TextInfo { text, partial }),
+            Event::ToolUse {
+                id,
+                name,
+                input_json,
+            } => AgentEvent::ToolUse(ToolUseInfo {
+                id,
+                name,
+                input_json,
+            }),
+            Event::ToolResult {
+                id,
+                content,
+                is_error,
+            } => AgentEvent::ToolResult(ToolResultInfo {
+                id,
+                content,
+                is_error,
+            }),
+            Event::Warning(text) => AgentEvent::Warning(text),
+            Event::Error(text) => AgentEvent::Error(text),
+            Event::Usage { usage, cost_usd } => AgentEvent::Usage(UsageInfo {
+                usage: token_usage(usage),
+                cost_usd,
+            }),
+            Event::Raw { kind, json } => AgentEvent::Raw(RawInfo { kind, json }),
+        })
+        .collect()
+}
+
+rdev_sdk::export_provider!(Claude);

@@ -1,0 +1,3 @@
+//! Doubles for what cannot run here, each speaking the real wire protocol.
+
+pub mod anthropic;

@@ -1,0 +1,344 @@
+//! The claude provider end to end: the real component in the real runtime, the real `claude`
+//! CLI spawned by the LocalExecutor, talking to the fake Messages API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdev::adapters::local::LocalExecutor;
+use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId, ResultStatus};
+use rdev::ports::{AgentError, CodeAgent, Execution, SecretError, SecretResolver, SecretValue};
+use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
+use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::harness::{self, claude, plugins};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// The credential store's port over a map.
+struct MapSecrets(HashMap<String, String>);
+
+#[async_trait]
+impl SecretResolver for MapSecrets {
+    async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
+        Ok(self.0.get(name).map(SecretValue::new))
+    }
+}
+
+/// A key no event may ever contain.
+const API_KEY: &str = "sk-ant-test-3f9c2d71-never-in-events";
+
+struct Setup {
+    fake: FakeAnthropic,
+    agent: Arc<WasmAgent>,
+    _root: tempfile::TempDir,
+}
+
+/// The CLI on PATH (the executor passes the host's PATH to children), the fake API, and the
+/// claude component loaded into a runtime over a LocalExecutor whose credential store holds
+/// `with_key`'s API key and the fake's URL as ANTHROPIC_BASE_URL.
+async fn setup(with_key: bool) -> Option<Setup> {
+    let cli = match claude::install() {
+        Ok(cli) => cli,
+        Err(reason) => {
+            harness::skip_or_fail(&reason);
+            return None;
+        }
+    };
+    let bin_dir = cli.parent().unwrap().to_owned();
+    let path = std::env::var("PATH").unwrap_or_default();
+    if !path.split(':').any(|p| p == bin_dir.to_str().unwrap()) {
+        // SAFETY: set before any thread of this test reads the environment; nextest runs
+        // each test in its own process.
+        unsafe { std::env::set_var("PATH", format!("{}:{path}", bin_dir.display())) };
+    }
+    let fake = FakeAnthropic::start().unwrap();
+    let mut secrets = HashMap::from([("ANTHROPIC_BASE_URL".to_owned(), fake.base_url())]);
+    if with_key {
+        secrets.insert("ANTHROPIC_API_KEY".to_owned(), API_KEY.to_owned());
+    }
+    let secrets: Arc<dyn SecretResolver> = Arc::new(MapSecrets(secrets));
+    let root = tempfile::tempdir().unwrap();
+    let executor = Arc::new(LocalExecutor::per_project(root.path(), secrets.clone()));
+    let mut config = RuntimeConfig::new(executor, secrets);
+    config.cancel_grace = Duration::from_secs(15);
+    let runtime = Runtime::new(config).unwrap();
+    let agent = runtime
+        .load(&plugins::plugins_dir().join("claude.toml"))
+        .await
+        .unwrap();
+    Some(Setup {
+        fake,
+        agent,
+        _root: root,
+    })
+}
+
+fn request(prompt: &str, session: Option<&str>, options: serde_json::Value) -> AgentRequest {
+    let mut request = AgentRequest::new(prompt);
+    request.session_id = session.map(str::to_owned);
+    request.timeout = Duration::from_secs(120);
+    request.options = options.as_object().unwrap().clone();
+    request
+}
+
+struct Outcome {
+    events: Vec<AgentEvent>,
+    result: Result<AgentResult, AgentError>,
+}
+
+impl Outcome {
+    fn result(&self) -> &AgentResult {
+        self.result.as_ref().unwrap()
+    }
+}
+
+async fn execute(agent: &WasmAgent, request: AgentRequest, cancel: CancellationToken) -> Outcome {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            events.push(event);
+        }
+        events
+    });
+    let result = agent
+        .execute(Execution {
+            command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
+            project_id: ProjectId::parse("claude-e2e").unwrap(),
+            request,
+            events: tx,
+            cancel,
+        })
+        .await;
+    let events = collector.await.unwrap();
+    let serialized = serde_json::to_string(&events).unwrap();
+    assert!(
+        !serialized.contains(API_KEY),
+        "the API key leaked into events"
+    );
+    assert!(
+        !format!("{result:?}").contains(API_KEY),
+        "the API key leaked into the result"
+    );
+    Outcome { events, result }
+}
+
+async fn run(agent: &WasmAgent, request: AgentRequest) -> Outcome {
+    execute(agent, request, CancellationToken::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_reply_then_resume_continues_the_session() {
+    let Some(s) = setup(true).await else { return };
+    s.fake.push(Reply::text("Hello through rdev"));
+    let first = run(&s.agent, request("say hello", None, json!({}))).await;
+    let result = first.result();
+    assert_eq!(result.status, ResultStatus::Completed, "{result:?}");
+    assert_eq!(result.final_text.as_deref(), Some("Hello through rdev"));
+    assert!(result.cost_usd.unwrap() > 0.0);
+    assert_eq!(result.num_turns, Some(1));
+    let session = result.session_id.clone().unwrap();
+    let AgentEvent::Init {
+        session_id,
+        version,
+        ..
+    } = &first.events[0]
+    else {
+        panic!("first event {:?}", first.events[0]);
+    };
+    assert_eq!(session_id.as_deref(), Some(session.as_str()));
+    assert_eq!(version.as_deref(), Some(claude::CLI_VERSION));
+    assert!(first.events.contains(&AgentEvent::Message {
+        text: "Hello through rdev".into(),
+        partial: false
+    }));
+    assert!(
+        first
+            .events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Usage { .. }))
+    );
+    // The key reached the CLI (it authenticated with it) but no event.
+    assert_eq!(s.fake.stream_requests()[0].headers["x-api-key"], API_KEY);
+
+    s.fake.push(Reply::text("Continued"));
+    let second = run(&s.agent, request("and now?", Some(&session), json!({}))).await;
+    assert_eq!(second.result().status, ResultStatus::Completed);
+    assert_eq!(
+        second.result().session_id.as_deref(),
+        Some(session.as_str())
+    );
+    let history = s.fake.stream_requests()[1].message_texts().join("\n");
+    assert!(
+        history.contains("say hello") && history.contains("Hello through rdev"),
+        "{history}"
+    );
+    assert!(history.contains("and now?"), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bash_tool_call_round_trip() {
+    let Some(s) = setup(true).await else { return };
+    s.fake.push(Reply::tool_use(
+        "toolu_e2e",
+        "Bash",
+        json!({"command": "echo from-bash-$((6*7))", "description": "marker"}),
+    ));
+    s.fake.push(Reply::text("done"));
+    let out = run(
+        &s.agent,
+        request("run it", None, json!({"allowed_tools": ["Bash"]})),
+    )
+    .await;
+    assert_eq!(
+        out.result().status,
+        ResultStatus::Completed,
+        "{:?}",
+        out.result()
+    );
+    assert!(out.events.iter().any(|e| matches!(e,
+        AgentEvent::ToolUse { id, name, input } if id == "toolu_e2e" && name == "Bash"
+            && input["command"] == "echo from-bash-$((6*7))")));
+    assert!(out.events.contains(&AgentEvent::ToolResult {
+        id: "toolu_e2e".into(),
+        content: "from-bash-42".into(),
+        is_error: false
+    }));
+    assert!(
+        s.fake.stream_requests()[1]
+            .message_texts()
+            .join("\n")
+            .contains("from-bash-42")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_500s_warn_then_fail_with_the_api_message() {
+    let Some(s) = setup(true).await else { return };
+    s.fake
+        .set_fallback(Reply::error(500, "api_error", "upstream exploded"));
+    let out = run(&s.agent, request("hi", None, json!({"max_retries": 1}))).await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Failed);
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("upstream exploded"),
+        "{result:?}"
+    );
+    let warnings = out
+        .events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::Warning { message } if message.contains("HTTP 500")))
+        .count();
+    assert_eq!(warnings, 1, "{:?}", out.events);
+    assert_eq!(s.fake.stream_requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthorized_fails_with_the_cli_message() {
+    let Some(s) = setup(true).await else { return };
+    s.fake.set_fallback(Reply::error(
+        401,
+        "authentication_error",
+        "invalid x-api-key",
+    ));
+    let out = run(&s.agent, request("hi", None, json!({}))).await;
+    assert_eq!(out.result().status, ResultStatus::Failed);
+    assert!(
+        out.result()
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("Invalid API key")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_mid_stream_then_resume() {
+    let Some(s) = setup(true).await else { return };
+    let words: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    s.fake
+        .push(Reply::slow_text(&words, Duration::from_millis(50)));
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let fake_requests = {
+        let agent = s.agent.clone();
+        let run = tokio::spawn(async move {
+            execute(
+                &agent,
+                request("tell a long story", None, json!({})),
+                cancel,
+            )
+            .await
+        });
+        while s.fake.stream_requests().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+        run.await.unwrap()
+    };
+    let result = fake_requests.result();
+    assert_eq!(result.status, ResultStatus::Cancelled, "{result:?}");
+    let session = result
+        .session_id
+        .clone()
+        .expect("the session survives a cancel");
+
+    s.fake.push(Reply::text("resumed fine"));
+    let resumed = run(&s.agent, request("go on", Some(&session), json!({}))).await;
+    assert_eq!(
+        resumed.result().status,
+        ResultStatus::Completed,
+        "{:?}",
+        resumed.result()
+    );
+    assert!(
+        s.fake.stream_requests()[1]
+            .message_texts()
+            .join("\n")
+            .contains("tell a long story")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_session_fails_with_the_cli_message() {
+    let Some(s) = setup(true).await else { return };
+    let out = run(
+        &s.agent,
+        request(
+            "hi",
+            Some("00000000-0000-4000-8000-000000000000"),
+            json!({}),
+        ),
+    )
+    .await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Failed);
+    assert_eq!(
+        result.error.as_deref(),
+        Some("No conversation found with session ID: 00000000-0000-4000-8000-000000000000")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_api_key_fails_clearly_without_running_the_cli() {
+    let Some(s) = setup(false).await else { return };
+    let out = run(&s.agent, request("hi", None, json!({}))).await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Failed);
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("ANTHROPIC_API_KEY is not set"),
+        "{result:?}"
+    );
+    assert!(s.fake.requests().is_empty());
+}
