@@ -9,3 +9,4 @@ pub mod ports;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+pub mod worker;

@@ -14,9 +14,10 @@ use crate::adapters::local::LocalExecutor;
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
-use crate::ports::{SecretResolver, StoreError, Stores};
+use crate::ports::{ProviderLookup, SecretResolver, StoreError, Stores};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::worker::{Worker, WorkerConfig};
 
 /// Where commands run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -43,6 +44,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     pub queue: QueueConfig,
     pub sse: SseConfig,
+    /// The worker; an empty id is replaced by `<pid>-<port>`.
+    pub worker: WorkerConfig,
 }
 
 impl ServeConfig {
@@ -57,6 +60,7 @@ impl ServeConfig {
             admin_token: None,
             queue: QueueConfig::default(),
             sse: SseConfig::default(),
+            worker: WorkerConfig::new(""),
         }
     }
 
@@ -169,7 +173,11 @@ impl Server {
                 tracing::error!(%error, "HTTP server failed");
             }
         }));
-        tasks.extend(start_workers(&stores, &registry, &shutdown));
+        let mut worker = config.worker.clone();
+        if worker.id.is_empty() {
+            worker.id = format!("{}-{}", std::process::id(), addr.port());
+        }
+        tasks.extend(start_workers(&stores, &registry, &shutdown, worker));
         tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
         Ok(Self {
             addr,
@@ -215,13 +223,24 @@ impl Server {
     }
 }
 
-/// The workers that claim and run queued commands.
+/// The worker that claims and runs queued commands; it drains on shutdown.
 fn start_workers(
-    _stores: &Stores,
-    _registry: &Registry,
-    _shutdown: &CancellationToken,
+    stores: &Stores,
+    registry: &Registry,
+    shutdown: &CancellationToken,
+    config: WorkerConfig,
 ) -> Vec<JoinHandle<()>> {
-    Vec::new()
+    let providers: Arc<dyn ProviderLookup> = Arc::new(registry.clone());
+    let worker = Worker::new(stores, providers, config);
+    let shutdown = shutdown.clone();
+    vec![tokio::spawn(async move {
+        let report = worker.run(shutdown).await;
+        tracing::info!(
+            finished = report.finished,
+            cancelled = report.cancelled,
+            "worker drained"
+        );
+    })]
 }
 
 /// Accepts the configured admin token, or creates one when no admin token exists yet and

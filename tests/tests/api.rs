@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use rdev::domain::{AgentEvent, CommandId, CommandStatus, HostEvent, OutputStream, StreamEvent};
+use rdev::domain::{AgentEvent, CommandId, OutputStream, StreamEvent};
 use rdev_tests::harness::server::{SseReader, TestServer};
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
@@ -66,14 +66,6 @@ fn output(text: &str) -> StreamEvent {
     StreamEvent::Agent(AgentEvent::Output {
         stream: OutputStream::Stdout,
         text: text.into(),
-    })
-}
-
-fn done(status: CommandStatus) -> StreamEvent {
-    StreamEvent::Host(HostEvent::Done {
-        status,
-        result: None,
-        error: None,
     })
 }
 
@@ -662,7 +654,16 @@ async fn sse_resumes_without_gap_or_duplicate_and_replays_to_late_subscribers() 
     let mut reader = SseReader::new(resumed);
     let first_after = reader.next().await.expect("an event after resuming");
     seen.push(first_after);
-    let final_seq = append(&server, &id, done(CommandStatus::Completed)).await;
+    // Cancelling the (still pending) command writes its terminal event.
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        &format!("/commands/{id}/cancel"),
+        admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     seen.extend(reader.collect().await);
 
     let stored = server
@@ -676,7 +677,7 @@ async fn sse_resumes_without_gap_or_duplicate_and_replays_to_late_subscribers() 
     let seqs: Vec<i64> = seen.iter().map(|e| e.seq()).collect();
     let want: Vec<i64> = stored.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, want, "every event exactly once, in order");
-    assert_eq!(*seqs.last().expect("events"), final_seq);
+    let final_seq = *want.last().expect("events");
     for (received, stored) in seen.iter().zip(&stored) {
         assert_eq!(received.event.as_deref(), Some(stored.event.kind()));
         assert_eq!(
@@ -686,7 +687,7 @@ async fn sse_resumes_without_gap_or_duplicate_and_replays_to_late_subscribers() 
     }
     let terminal = seen.last().expect("events");
     assert_eq!(terminal.event.as_deref(), Some("done"));
-    assert_eq!(terminal.json()["status"], "completed");
+    assert_eq!(terminal.json()["status"], "cancelled");
 
     // A late subscriber gets the full replay; the query parameter resumes too.
     let late = SseReader::new(
@@ -1087,60 +1088,204 @@ async fn providers_are_listed_and_reloaded_by_admins() {
     server.stop().await;
 }
 
+/// Submits `prompt` to the shell provider and follows the stream to its end.
+async fn run_shell(
+    server: &TestServer,
+    project: &str,
+    prompt: &str,
+) -> (Value, Vec<rdev_tests::harness::server::SseEvent>) {
+    let submitted = submit(server, project, "shell", prompt).await;
+    let stream_url = submitted["stream_url"].as_str().expect("stream_url");
+    let response = server
+        .request(Method::GET, stream_url, Some(&server.admin))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = SseReader::new(response).collect().await;
+    (submitted, events)
+}
+
+async fn seed_flow(server: &TestServer) {
+    let (submitted, events) = run_shell(server, "my-project", "echo hello").await;
+    let last = events.last().expect("events");
+    assert_eq!(last.event.as_deref(), Some("done"), "{events:?}");
+    assert_eq!(last.json()["status"], "completed", "{events:?}");
+    let printed: String = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("output"))
+        .map(|e| e.json()["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(printed.trim(), "hello", "{events:?}");
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let id = submitted["command_id"].as_str().expect("id");
+    let (status, command) = call(
+        server,
+        Method::GET,
+        &format!("/commands/{id}"),
+        Some(&server.admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(command["status"], "completed", "{command}");
+    assert_eq!(command["exit_code"], 0, "{command}");
+    assert!(
+        command["finished_at"].is_string() && command["duration_ms"].is_i64(),
+        "{command}"
+    );
+}
+
 #[tokio::test]
-async fn the_command_flow_works_on_postgres() {
+async fn the_seed_flow_runs_to_its_terminal_event_on_sqlite() {
+    let server = TestServer::sqlite().await;
+    seed_flow(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_seed_flow_runs_to_its_terminal_event_on_postgres() {
     let Some(server) = TestServer::postgres().await else {
         return;
     };
-    let admin = Some(server.admin.as_str());
-    let blocker = submit(&server, "pg", "shell", "sleep 30").await;
-    let command = submit(&server, "pg", "shell", "echo hello").await;
-    let id = command["command_id"].as_str().expect("id").to_owned();
-    let stream_url = command["stream_url"].as_str().expect("url").to_owned();
-    append(&server, &id, output("hello\n")).await;
+    seed_flow(&server).await;
+    // Cancelling a running command stops it; its stream ends with `cancelled`.
+    let running = submit(&server, "my-project", "shell", "echo started; sleep 30").await;
+    let id = running["command_id"].as_str().expect("id");
+    let stream_url = running["stream_url"].as_str().expect("url");
     let mut reader = SseReader::new(
         server
-            .request(Method::GET, &stream_url, admin)
+            .request(Method::GET, stream_url, Some(&server.admin))
             .send()
             .await
             .expect("stream"),
     );
-    let first = reader.next().await.expect("event");
+    let mut events = Vec::new();
+    while let Some(event) = reader.next().await {
+        let started = event.event.as_deref() == Some("output");
+        events.push(event);
+        if started {
+            break;
+        }
+    }
     let (status, body) = call(
         &server,
         Method::POST,
         &format!("/commands/{id}/cancel"),
-        admin,
+        Some(&server.admin),
         None,
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let mut events = vec![first];
     events.extend(reader.collect().await);
     let last = events.last().expect("events");
     assert_eq!(last.event.as_deref(), Some("done"));
-    assert_eq!(last.json()["status"], "cancelled");
-    let seqs: Vec<i64> = events.iter().map(|e| e.seq()).collect();
-    let mut sorted = seqs.clone();
-    sorted.dedup();
-    assert_eq!(seqs, sorted);
-    let (_, record) = call(
+    assert_eq!(last.json()["status"], "cancelled", "{events:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_stream_resumed_mid_run_delivers_every_event_once() {
+    let server = TestServer::sqlite().await;
+    let admin = Some(server.admin.as_str());
+    let submitted = submit(
         &server,
-        Method::GET,
-        &format!("/commands/{id}"),
-        admin,
-        None,
+        "resume",
+        "shell",
+        "for i in 1 2 3 4 5 6 7 8; do echo line$i; sleep 0.1; done",
     )
     .await;
-    assert_eq!(record["status"], "cancelled");
+    let stream_url = submitted["stream_url"].as_str().expect("url");
+    let mut reader = SseReader::new(
+        server
+            .request(Method::GET, stream_url, admin)
+            .send()
+            .await
+            .expect("stream"),
+    );
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(reader.next().await.expect("an event"));
+    }
+    drop(reader);
+    let last = seen.last().expect("seen").id.clone().expect("id");
+    let resumed = server
+        .request(Method::GET, stream_url, admin)
+        .header("last-event-id", last)
+        .send()
+        .await
+        .expect("resume");
+    seen.extend(SseReader::new(resumed).collect().await);
+    let seqs: Vec<i64> = seen.iter().map(|e| e.seq()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    let lines: Vec<String> = seen
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("output"))
+        .map(|e| e.json()["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        lines.concat().split_whitespace().collect::<Vec<_>>(),
+        (1..=8).map(|i| format!("line{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(seen.last().expect("events").json()["status"], "completed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn five_hundred_subscribers_of_one_stream_all_receive_every_event() {
+    let server = TestServer::sqlite().await;
+    let admin = server.admin.clone();
+    let blocker = submit(&server, "fan", "shell", "sleep 30").await;
+    let submitted = submit(
+        &server,
+        "fan",
+        "shell",
+        "for i in 1 2 3 4 5; do echo n$i; done",
+    )
+    .await;
+    let stream_url = submitted["stream_url"].as_str().expect("url").to_owned();
+    let mut readers = Vec::new();
+    for _ in 0..500 {
+        let request = server.request(Method::GET, &stream_url, Some(&admin));
+        readers.push(tokio::spawn(async move {
+            let response = request.send().await.expect("stream");
+            assert_eq!(response.status(), StatusCode::OK);
+            SseReader::new(response).collect().await
+        }));
+    }
+    // Release the project's slot: the command runs while all 500 are subscribed.
     let blocker = blocker["command_id"].as_str().expect("id");
     call(
         &server,
         Method::POST,
         &format!("/commands/{blocker}/cancel"),
-        admin,
+        Some(&admin),
         None,
     )
     .await;
+    let mut first: Option<Vec<(i64, String)>> = None;
+    for reader in readers {
+        let events = reader.await.expect("reader task");
+        let summary: Vec<(i64, String)> =
+            events.iter().map(|e| (e.seq(), e.data.clone())).collect();
+        assert_eq!(
+            events.last().and_then(|e| e.event.clone()).as_deref(),
+            Some("done")
+        );
+        match &first {
+            None => first = Some(summary),
+            Some(expected) => assert_eq!(&summary, expected),
+        }
+    }
+    let expected = first.expect("500 readers");
+    assert_eq!(
+        expected.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=expected.len() as i64).collect::<Vec<_>>()
+    );
     server.stop().await;
 }

@@ -15,10 +15,11 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::{
-    AgentRequest, AgentResult, CommandFilter, CommandId, CommandRecord, CommandStatus, HostEvent,
-    NewCommand, NewProject, Principal, ProjectId, ProviderName, StreamEvent,
+    AgentRequest, AgentResult, CommandFilter, CommandId, CommandRecord, CommandStatus, NewCommand,
+    NewProject, Principal, ProjectId, ProviderName,
 };
 use crate::ports::{ProviderLookup, StoreError};
+use crate::worker::{cancel_command, submit_command};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -193,29 +194,20 @@ async fn submit(
             display_name: None,
         })
         .await?;
-    let enqueued = state
-        .stores
-        .queue
-        .enqueue(NewCommand {
+    let enqueued = submit_command(
+        &state.stores,
+        NewCommand {
             project_id: project.clone(),
             provider: provider.clone(),
             request,
             idempotency_key,
             submitted_by: principal.actor(),
-        })
-        .await?;
+        },
+    )
+    .await?;
     let command = enqueued.command;
     if enqueued.created {
         state.metrics.commands_enqueued.inc();
-        state
-            .audit(
-                principal,
-                "command.enqueued",
-                Some(project.to_string()),
-                Some(command.id.to_string()),
-                serde_json::json!({ "provider": provider }),
-            )
-            .await;
     }
     Ok((
         StatusCode::ACCEPTED,
@@ -330,10 +322,7 @@ async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
     let command = accessible_command(&state, &principal, &id).await?;
-    let cancelled = state
-        .stores
-        .queue
-        .cancel(&command.id)
+    let cancelled = cancel_command(&state.stores, &command.id, &principal.actor())
         .await
         .map_err(|e| match e {
             StoreError::IllegalTransition(t) => ApiError::new(
@@ -343,24 +332,5 @@ async fn cancel(
             ),
             other => other.into(),
         })?;
-    if cancelled.status == CommandStatus::Cancelled {
-        // A pending command is cancelled at once and no worker will ever run it: its
-        // stream gets its terminal event here so that subscribers end.
-        let done = StreamEvent::Host(HostEvent::Done {
-            status: CommandStatus::Cancelled,
-            result: None,
-            error: cancelled.error.clone(),
-        });
-        state.stores.events.append(&cancelled.id, &done).await?;
-    }
-    state
-        .audit(
-            &principal,
-            "command.cancel_requested",
-            Some(cancelled.project_id.to_string()),
-            Some(cancelled.id.to_string()),
-            serde_json::json!({ "status": cancelled.status }),
-        )
-        .await;
     Ok((StatusCode::ACCEPTED, Json(cancelled.into())))
 }

@@ -44,6 +44,10 @@ impl TestServer {
         config.data_dir = data.path().to_owned();
         config.plugins_dir = Some(super::plugins::plugins_dir());
         config.database_url = database.as_ref().map(|db| db.url.clone());
+        // Cancels reach a running command at its next heartbeat: keep that short.
+        config.queue.heartbeat = Duration::from_millis(200);
+        config.queue.poll_fallback = Duration::from_millis(500);
+        config.worker.drain_deadline = Duration::from_secs(5);
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let admin = server

@@ -1,0 +1,279 @@
+//! One claimed command from start to its final status.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::commands::request_digest;
+use super::{Context, EVENT_SINK_CAPACITY};
+use crate::domain::{
+    AgentResult, Claim, CommandRecord, CommandStatus, HostEvent, Lease, NewAuditEntry, Outcome,
+    Redactor, ResultStatus, StreamEvent,
+};
+use crate::ports::{AgentError, Execution, StoreError};
+
+/// Why the worker stopped an execution itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Someone requested a cancel (seen at a heartbeat).
+    Cancel,
+    /// The request's timeout (plus grace) passed.
+    Timeout,
+    /// The drain deadline of a shutdown passed.
+    Shutdown,
+    /// The lease was lost: another worker owns the command now.
+    LeaseLost,
+}
+
+pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: CancellationToken) {
+    let Claim { command, lease } = claim;
+    let started = Instant::now();
+    audit(
+        &ctx,
+        &command,
+        "command.started",
+        serde_json::json!({
+            "provider": command.provider,
+            "attempt": command.attempts,
+            "worker": ctx.config.id,
+            "request_digest": request_digest(&command.request),
+        }),
+    )
+    .await;
+    append(
+        &ctx,
+        &command,
+        StreamEvent::Host(HostEvent::Status {
+            status: CommandStatus::Running,
+        }),
+    )
+    .await;
+
+    let outcome = match execute(&ctx, &command, &lease, hard_stop).await {
+        Ok(outcome) => outcome,
+        Err(Stopped::LeaseLost) => {
+            tracing::warn!(command = %command.id, token = lease.token, "lease lost; leaving the command to its new owner");
+            return;
+        }
+        Err(Stopped::Before(error)) => Outcome {
+            status: CommandStatus::Failed,
+            result: None,
+            error: Some(error),
+        },
+    };
+    match ctx.queue.finish(&lease, outcome).await {
+        Ok(record) => {
+            // Audit first: whoever sees `done` finds the trail complete.
+            audit(
+                &ctx,
+                &record,
+                "command.finished",
+                serde_json::json!({
+                    "status": record.status,
+                    "error": record.error,
+                    "exit_code": record.result.as_ref().and_then(|r| r.exit_code),
+                    "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "worker": ctx.config.id,
+                }),
+            )
+            .await;
+            append(
+                &ctx,
+                &record,
+                StreamEvent::Host(HostEvent::Done {
+                    status: record.status,
+                    result: record.result.clone().map(Box::new),
+                    error: record.error.clone(),
+                }),
+            )
+            .await;
+        }
+        Err(StoreError::LeaseLost { .. }) => {
+            tracing::warn!(command = %command.id, "lease lost before the result was written; result discarded");
+        }
+        Err(error) => {
+            tracing::error!(command = %command.id, %error, "writing the result failed; the lease will expire and be rescued");
+        }
+    }
+}
+
+/// The worker's own stop decision; the first reason wins.
+struct Stopper {
+    stop: Option<Stop>,
+    give_up: tokio::time::Instant,
+    cancel: CancellationToken,
+    grace: Duration,
+}
+
+impl Stopper {
+    /// Cancels the execution and starts the grace period after which the worker stops
+    /// waiting for it.
+    fn stop(&mut self, reason: Stop) {
+        if self.stop.is_none() {
+            self.stop = Some(reason);
+            self.give_up = tokio::time::Instant::now() + self.grace;
+            self.cancel.cancel();
+        }
+    }
+}
+
+enum Stopped {
+    /// Another worker owns the command; write nothing.
+    LeaseLost,
+    /// The provider never ran; the command fails with this reason.
+    Before(String),
+}
+
+async fn execute(
+    ctx: &Context,
+    command: &CommandRecord,
+    lease: &Lease,
+    hard_stop: CancellationToken,
+) -> Result<Outcome, Stopped> {
+    let agent = ctx
+        .providers
+        .lookup(Some(&command.provider))
+        .map_err(|e| Stopped::Before(e.to_string()))?;
+    // Fail closed: output that cannot be redacted is not streamed at all.
+    let redactor = ctx.credentials.redactor().await.map_err(|e| {
+        Stopped::Before(format!(
+            "credentials unavailable, output cannot be redacted: {e}"
+        ))
+    })?;
+    match ctx
+        .queue
+        .mark_started(lease, agent.provider().capabilities.idempotent)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost { .. }) => return Err(Stopped::LeaseLost),
+        Err(error) => return Err(Stopped::Before(error.to_string())),
+    }
+
+    let (sink, events) = mpsc::channel(EVENT_SINK_CAPACITY);
+    let forwarder = tokio::spawn(forward(ctx.clone(), command.clone(), events, redactor));
+    let cancel = hard_stop.child_token();
+    let execution = Execution {
+        command_id: command.id.clone(),
+        project_id: command.project_id.clone(),
+        request: command.request.clone(),
+        events: sink,
+        cancel: cancel.clone(),
+    };
+    let grace = ctx.config.timeout_grace;
+    let timeout = command.request.timeout;
+    // A boxed future (async_trait), so dropping it below really drops the execution.
+    let mut running = agent.execute(execution);
+    let deadline = tokio::time::sleep(timeout + grace);
+    tokio::pin!(deadline);
+    let mut heartbeat = tokio::time::interval(ctx.queue.config().heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let mut stopper = Stopper {
+        stop: None,
+        give_up: tokio::time::Instant::now() + Duration::from_secs(u64::from(u32::MAX)),
+        cancel: cancel.clone(),
+        grace,
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut running => break result,
+            _ = heartbeat.tick() => match ctx.queue.heartbeat(lease).await {
+                Ok(beat) if beat.cancel_requested => stopper.stop(Stop::Cancel),
+                Ok(_) => {}
+                Err(StoreError::LeaseLost { .. }) => stopper.stop(Stop::LeaseLost),
+                Err(error) => tracing::warn!(command = %command.id, %error, "heartbeat failed; retrying"),
+            },
+            () = &mut deadline, if stopper.stop.is_none() => stopper.stop(Stop::Timeout),
+            () = hard_stop.cancelled(), if stopper.stop.is_none() => stopper.stop(Stop::Shutdown),
+            () = tokio::time::sleep_until(stopper.give_up), if stopper.stop.is_some() => {
+                break Err(AgentError::CancelIgnored { grace_secs: grace.as_secs() });
+            }
+        }
+    };
+    // The sink was moved into the execution; once that is dropped the forwarder drains and ends.
+    drop(running);
+    if let Err(error) = forwarder.await {
+        tracing::error!(%error, "event forwarder panicked");
+    }
+    let stop = stopper.stop;
+    if stop == Some(Stop::LeaseLost) {
+        return Err(Stopped::LeaseLost);
+    }
+    Ok(outcome(result, stop, timeout))
+}
+
+/// Maps the provider's result and the worker's own stop reason to the final status.
+fn outcome(
+    result: Result<AgentResult, AgentError>,
+    stop: Option<Stop>,
+    timeout: Duration,
+) -> Outcome {
+    let (status, error) = match (stop, &result) {
+        (Some(Stop::Cancel), _) => (
+            CommandStatus::Cancelled,
+            Some("cancelled on request".to_owned()),
+        ),
+        (Some(Stop::Timeout), _) => (
+            CommandStatus::Failed,
+            Some(
+                AgentError::TimedOut {
+                    timeout_secs: timeout.as_secs(),
+                }
+                .to_string(),
+            ),
+        ),
+        (Some(Stop::Shutdown), _) => (
+            CommandStatus::Failed,
+            Some("interrupted: the host shut down before the command finished".to_owned()),
+        ),
+        (_, Ok(result)) => (
+            match result.status {
+                ResultStatus::Completed => CommandStatus::Completed,
+                ResultStatus::Failed => CommandStatus::Failed,
+                ResultStatus::Cancelled => CommandStatus::Cancelled,
+            },
+            result.error.clone(),
+        ),
+        (_, Err(error)) => (CommandStatus::Failed, Some(error.to_string())),
+    };
+    Outcome {
+        status,
+        result: result.ok(),
+        error,
+    }
+}
+
+/// Redacts and stores a provider's events in order. A storage failure is logged and the
+/// event dropped; the provider is never blocked on it for longer than one append.
+async fn forward(
+    ctx: Context,
+    command: CommandRecord,
+    mut events: mpsc::Receiver<crate::domain::AgentEvent>,
+    redactor: Redactor,
+) {
+    while let Some(mut event) = events.recv().await {
+        redactor.redact(&mut event);
+        append(&ctx, &command, StreamEvent::Agent(event)).await;
+    }
+}
+
+async fn append(ctx: &Context, command: &CommandRecord, event: StreamEvent) {
+    if let Err(error) = ctx.events.append(&command.id, &event).await {
+        tracing::warn!(command = %command.id, %error, "storing an event failed");
+    }
+}
+
+async fn audit(ctx: &Context, command: &CommandRecord, action: &str, details: serde_json::Value) {
+    let entry = NewAuditEntry {
+        actor: ctx.config.id.clone(),
+        action: action.to_owned(),
+        project_id: Some(command.project_id.to_string()),
+        command_id: Some(command.id.to_string()),
+        details,
+    };
+    if let Err(error) = ctx.audit.append(entry).await {
+        tracing::warn!(command = %command.id, %error, "writing an audit entry failed");
+    }
+}
