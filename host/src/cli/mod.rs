@@ -2,7 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod exec;
 pub mod migrate;
+pub mod plugins;
+pub mod providers;
 pub mod serve;
 
 /// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.
@@ -19,6 +22,11 @@ pub enum Command {
     Version,
     /// Apply database migrations.
     Migrate(migrate::MigrateArgs),
+    /// List the providers in the plugins directory with their version, ABI, capabilities
+    /// and load state.
+    Providers(providers::ProvidersArgs),
+    /// Run one request through a provider against a directory and print its events.
+    Exec(exec::ExecArgs),
     /// Serve the HTTP API and run queued commands.
     Serve(serve::ServeArgs),
 }
@@ -27,6 +35,8 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Providers(args) => providers::run(args).await,
+        Command::Exec(args) => exec::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));

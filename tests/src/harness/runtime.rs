@@ -28,7 +28,12 @@ impl SecretResolver for MapSecrets {
 /// A runtime whose processes run in per-project directories under `workspaces`, with the
 /// given cancel grace period and a compile cache in `workspaces/.cache`.
 pub fn runtime(workspaces: &Path, grace: Duration) -> Runtime {
-    let secrets: Arc<dyn SecretResolver> = Arc::new(MapSecrets::default());
+    runtime_with_secrets(workspaces, grace, MapSecrets::default())
+}
+
+/// [`runtime`] with the given credentials available to the executor and project-http.
+pub fn runtime_with_secrets(workspaces: &Path, grace: Duration, secrets: MapSecrets) -> Runtime {
+    let secrets: Arc<dyn SecretResolver> = Arc::new(secrets);
     let executor = Arc::new(LocalExecutor::per_project(
         workspaces.join("projects"),
         secrets.clone(),

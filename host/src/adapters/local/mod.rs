@@ -1,6 +1,7 @@
 //! The `local` executor: processes on this machine, each in its project's directory with a
 //! per-project HOME, the host's PATH and nothing else of the host's environment.
 
+mod env_secrets;
 mod process;
 mod workspace;
 
@@ -16,6 +17,7 @@ use crate::ports::{
     SpawnedProcess,
 };
 
+pub use env_secrets::EnvSecrets;
 pub use process::LocalProcess;
 pub use workspace::{STATE_DIR, Workspace, WorkspaceLayout};
 

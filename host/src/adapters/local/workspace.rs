@@ -51,6 +51,13 @@ impl WorkspaceLayout {
         let home_dir = root.join(STATE_DIR).join("home");
         std::fs::create_dir_all(&home_dir)
             .map_err(|e| unavailable(format!("creating {}: {e}", home_dir.display())))?;
+        // Agents' session files must not show up as changes in a workspace that is a git
+        // checkout: a `.gitignore` of `*` hides the state directory, itself included.
+        let ignore = root.join(STATE_DIR).join(".gitignore");
+        if !ignore.exists() {
+            std::fs::write(&ignore, "*\n")
+                .map_err(|e| unavailable(format!("writing {}: {e}", ignore.display())))?;
+        }
         let home = home_dir
             .canonicalize()
             .map_err(|e| unavailable(format!("resolving {}: {e}", home_dir.display())))?;
@@ -119,6 +126,10 @@ mod tests {
         assert_eq!(ws.root, root);
         assert_eq!(ws.home, root.join(".rdev/home"));
         assert!(ws.home.is_dir());
+        assert_eq!(
+            std::fs::read_to_string(root.join(".rdev/.gitignore")).expect("ignore file"),
+            "*\n"
+        );
     }
 
     #[test]

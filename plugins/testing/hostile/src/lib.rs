@@ -12,10 +12,15 @@
 //! - `cancel-once`: emits until an emit returns `cancelled`, then emits `cleanup` (which
 //!   must work) and returns `cancelled`.
 //! - `ignore-cancel`: keeps running after a cancel, calling the host.
+//! - `http <port> <path>`: GETs the path with project-http (bearer auth from the
+//!   credential `TOKEN` when the path contains `auth`); the text is `<status> <body>`.
+//! - `sse <port> <path>`: opens an event stream and returns every event's data, joined
+//!   by `,`, once the server closes it.
 //! - anything else: returns the prompt as the final text.
 
 use rdev_sdk::exec::ExecError;
 use rdev_sdk::process::CommandBuilder;
+use rdev_sdk::project_http::{self, Auth, EventsRead, HttpError, Request};
 use rdev_sdk::{
     AgentRequest, AgentResult, Capability, CleanupRequest, Provider, ProviderCapabilities,
     ProviderError, ResultStatus, event, execution,
@@ -63,6 +68,13 @@ fn probe_sandbox() -> String {
     .to_string()
 }
 
+fn http_error(error: &HttpError) -> String {
+    match error {
+        HttpError::Denied(reason) => format!("denied: {reason}"),
+        other => format!("error: {other:?}"),
+    }
+}
+
 impl Provider for Hostile {
     fn capabilities() -> ProviderCapabilities {
         ProviderCapabilities {
@@ -83,7 +95,10 @@ impl Provider for Hostile {
             }
             "alloc" => {
                 let block = vec![1u8; 1 << 30];
-                let sum: u64 = std::hint::black_box(&block).iter().map(|b| u64::from(*b)).sum();
+                let sum: u64 = std::hint::black_box(&block)
+                    .iter()
+                    .map(|b| u64::from(*b))
+                    .sum();
                 Ok(result(ResultStatus::Completed, format!("allocated {sum}")))
             }
             "panic" => panic!("the hostile plugin panics on purpose"),
@@ -130,6 +145,51 @@ impl Provider for Hostile {
             "ignore-cancel" => loop {
                 execution::sleep(10);
             },
+            "http" | "sse" => {
+                let (port, path) = arg.split_once(' ').unwrap_or((arg, "/"));
+                let request = Request {
+                    method: "GET".into(),
+                    port: port.parse().unwrap_or(0),
+                    path: path.into(),
+                    headers: vec![("accept".into(), "*/*".into())],
+                    body: Vec::new(),
+                    auth: path.contains("auth").then(|| {
+                        Auth::Bearer(rdev_sdk::SecretRef {
+                            name: "TOKEN".into(),
+                            required: true,
+                        })
+                    }),
+                    timeout_ms: Some(10_000),
+                };
+                let text = if mode == "http" {
+                    match project_http::send(&request) {
+                        Ok(response) => format!(
+                            "{} {}",
+                            response.status,
+                            String::from_utf8_lossy(&response.body)
+                        ),
+                        Err(e) => http_error(&e),
+                    }
+                } else {
+                    match project_http::open_events(&request) {
+                        Ok(stream) => {
+                            let mut data = Vec::new();
+                            loop {
+                                match stream.next(16, None) {
+                                    Ok(EventsRead::Events(events)) => {
+                                        data.extend(events.into_iter().map(|e| e.data))
+                                    }
+                                    Ok(EventsRead::Idle) => {}
+                                    Ok(EventsRead::Closed) => break data.join(","),
+                                    Err(e) => break http_error(&e),
+                                }
+                            }
+                        }
+                        Err(e) => http_error(&e),
+                    }
+                };
+                Ok(result(ResultStatus::Completed, text))
+            }
             _ => Ok(result(ResultStatus::Completed, prompt)),
         }
     }

@@ -1,0 +1,406 @@
+//! `rdev exec`: one request through one provider against a directory, events printed as
+//! they arrive, the exit code mirroring the result.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::plugins::{PluginsArgs, start_registry};
+use crate::adapters::local::{EnvSecrets, LocalExecutor};
+use crate::domain::{
+    AgentEvent, AgentRequest, AgentResult, CommandId, CommandStatus, HostEvent, OutputStream,
+    ProjectId, ProviderName, Redactor, ResultStatus, StreamEvent,
+};
+use crate::ports::{Execution, ProviderLookup};
+
+/// Exit code of a completed request.
+pub const EXIT_COMPLETED: i32 = 0;
+/// Exit code of a failed request, or of one the provider could not run.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code of a request that could not be built (bad option, unknown provider).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code of a cancelled request (128 + SIGINT, as shells report Ctrl-C).
+pub const EXIT_CANCELLED: i32 = 130;
+
+/// Events buffered between the provider and the terminal.
+const EVENT_BUFFER: usize = 256;
+
+/// Runs one request through a provider in DIR.
+///
+/// Credentials: a plugin may reference a credential (e.g. `ANTHROPIC_API_KEY`) that the host
+/// resolves when it spawns a process. Here they come from rdev's own environment, and only
+/// the names passed with `--credential-env` are resolvable; their values are redacted from
+/// everything printed.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub plugins: PluginsArgs,
+    /// Provider to run; the default provider when omitted.
+    #[arg(long, short)]
+    pub provider: Option<String>,
+    /// Workspace: the directory the provider's processes run in (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Seconds before the request is cancelled.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Seconds a cancelled provider gets to stop before it is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub grace: u64,
+    /// Model, for providers that choose one.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Continue this provider session.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Provider option KEY=VALUE (repeatable); VALUE is JSON when it parses, else a string.
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Host environment variable a plugin may reference as a credential (repeatable).
+    #[arg(long = "credential-env", value_name = "NAME")]
+    pub credential_env: Vec<String>,
+    /// Print events and the final result as JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The prompt; several words are joined with spaces (quote it to keep its own quoting).
+    #[arg(last = true, required = true, value_name = "PROMPT")]
+    pub prompt: Vec<String>,
+}
+
+/// Builds the request, runs it, and returns the exit code.
+pub async fn run(args: ExecArgs) -> Result<i32> {
+    let request = match build_request(&args) {
+        Ok(request) => request,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let provider = match args
+        .provider
+        .as_deref()
+        .map(ProviderName::parse)
+        .transpose()
+    {
+        Ok(provider) => provider,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let plugins_dir = args.plugins.resolve()?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating the workspace {}", args.dir.display()))?;
+
+    let secrets = Arc::new(EnvSecrets::new(args.credential_env.iter().cloned()));
+    let redactor = Redactor::new(secrets.values());
+    let executor = Arc::new(LocalExecutor::fixed_dir(&args.dir, secrets.clone()));
+    let grace = Duration::from_secs(args.grace);
+    let registry = start_registry(plugins_dir, executor, secrets, Some(grace)).await?;
+    let agent = match registry.lookup(provider.as_ref()) {
+        Ok(agent) => agent,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    let (events, mut received) = mpsc::channel(EVENT_BUFFER);
+    let execution = Execution {
+        command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
+        // The fixed-directory executor maps every project to DIR.
+        project_id: ProjectId::parse("cli").context("the CLI's project id")?,
+        request,
+        events,
+        cancel: cancel.clone(),
+    };
+    let running = tokio::spawn(async move { agent.execute(execution).await });
+    tokio::spawn(cancel_on_signals(cancel.clone(), grace));
+
+    let mut printer = Printer::new(args.json, redactor);
+    while let Some(event) = received.recv().await {
+        printer.event(event)?;
+    }
+    let outcome = running.await.context("the execution task stopped")?;
+    let code = match outcome {
+        Ok(result) => {
+            let code = match result.status {
+                ResultStatus::Completed => EXIT_COMPLETED,
+                ResultStatus::Failed => EXIT_FAILED,
+                ResultStatus::Cancelled => EXIT_CANCELLED,
+            };
+            printer.result(result)?;
+            code
+        }
+        Err(error) => {
+            let cancelled = cancel.is_cancelled();
+            printer.error(cancelled, &error.to_string())?;
+            if cancelled {
+                EXIT_CANCELLED
+            } else {
+                EXIT_FAILED
+            }
+        }
+    };
+    Ok(code)
+}
+
+fn build_request(args: &ExecArgs) -> Result<AgentRequest> {
+    let mut request = AgentRequest::new(args.prompt.join(" "));
+    if let Some(secs) = args.timeout {
+        request.timeout = Duration::from_secs(secs);
+    }
+    request.model = args.model.clone();
+    request.session_id = args.session.clone();
+    for option in &args.options {
+        let Some((key, value)) = option.split_once('=') else {
+            bail!("--option {option:?} is not KEY=VALUE");
+        };
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        request.options.insert(key.to_owned(), value);
+    }
+    request.validate().context("invalid request")?;
+    Ok(request)
+}
+
+/// Ctrl-C or SIGTERM cancels cooperatively; the runtime kills the provider if it has not
+/// stopped after the grace period.
+async fn cancel_on_signals(cancel: CancellationToken, grace: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("warning: cannot listen for Ctrl-C; it will end rdev without cancelling");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if cancel.is_cancelled() {
+            eprintln!(
+                "rdev: already cancelling; the provider is stopped by force after {} s",
+                grace.as_secs()
+            );
+        } else {
+            eprintln!("rdev: cancelling…");
+            cancel.cancel();
+        }
+    }
+}
+
+/// Writes events as text (coloured on a terminal) or as JSON lines.
+struct Printer {
+    json: bool,
+    colour: bool,
+    redactor: Redactor,
+    /// Whether the last text written to stdout ended a line, so the summary starts on one.
+    at_line_start: bool,
+}
+
+const DIM: &str = "\x1b[2m";
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const CYAN: &str = "\x1b[36m";
+const GREEN: &str = "\x1b[32m";
+const RESET: &str = "\x1b[0m";
+
+impl Printer {
+    fn new(json: bool, redactor: Redactor) -> Self {
+        Self {
+            json,
+            colour: !json && std::io::stdout().is_terminal(),
+            redactor,
+            at_line_start: true,
+        }
+    }
+
+    fn paint(&self, colour: &str, text: &str) -> String {
+        if self.colour {
+            format!("{colour}{text}{RESET}")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn json_line(value: &StreamEvent) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(&mut out, value)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        Ok(())
+    }
+
+    fn stdout(&mut self, text: &str) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        if !text.is_empty() {
+            self.at_line_start = text.ends_with('\n');
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, text: &str) -> Result<()> {
+        let prefix = if self.at_line_start { "" } else { "\n" };
+        self.stdout(&format!("{prefix}{text}\n"))
+    }
+
+    fn event(&mut self, mut event: AgentEvent) -> Result<()> {
+        self.redactor.redact(&mut event);
+        if self.json {
+            return Self::json_line(&StreamEvent::Agent(event));
+        }
+        match event {
+            AgentEvent::Output {
+                stream: OutputStream::Stdout,
+                text,
+            } => self.stdout(&text),
+            AgentEvent::Output {
+                stream: OutputStream::Stderr,
+                text,
+            } => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(text.as_bytes())?;
+                err.flush()?;
+                Ok(())
+            }
+            AgentEvent::Message {
+                text,
+                partial: true,
+            } => self.stdout(&text),
+            AgentEvent::Message {
+                text,
+                partial: false,
+            } => self.line(&text),
+            AgentEvent::Thinking { text, .. } => {
+                self.line(&self.paint(DIM, &format!("thinking: {text}")))
+            }
+            AgentEvent::Init {
+                session_id, model, ..
+            } => {
+                let mut parts = Vec::new();
+                if let Some(session) = session_id {
+                    parts.push(format!("session {session}"));
+                }
+                if let Some(model) = model {
+                    parts.push(format!("model {model}"));
+                }
+                if parts.is_empty() {
+                    return Ok(());
+                }
+                self.line(&self.paint(DIM, &parts.join(", ")))
+            }
+            AgentEvent::ToolUse { name, input, .. } => {
+                self.line(&self.paint(CYAN, &format!("→ {name} {input}")))
+            }
+            AgentEvent::ToolResult {
+                content, is_error, ..
+            } => {
+                let colour = if is_error { RED } else { DIM };
+                self.line(&self.paint(colour, &format!("← {}", shorten(&content, 400))))
+            }
+            AgentEvent::Warning { message } => {
+                self.line(&self.paint(YELLOW, &format!("warning: {message}")))
+            }
+            AgentEvent::Error { message } => {
+                self.line(&self.paint(RED, &format!("error: {message}")))
+            }
+            AgentEvent::Usage { usage, cost_usd } => {
+                let cost = cost_usd.map(|c| format!(", ${c:.4}")).unwrap_or_default();
+                self.line(&self.paint(
+                    DIM,
+                    &format!(
+                        "usage: {} in, {} out{cost}",
+                        usage.input_tokens, usage.output_tokens
+                    ),
+                ))
+            }
+            AgentEvent::Raw { kind, data } => self.line(&self.paint(
+                DIM,
+                &format!("[{kind}] {}", shorten(&data.to_string(), 400)),
+            )),
+        }
+    }
+
+    fn result(&mut self, mut result: AgentResult) -> Result<()> {
+        if let Some(text) = result.final_text.as_mut() {
+            self.redactor.redact_str(text);
+        }
+        if let Some(error) = result.error.as_mut() {
+            self.redactor.redact_str(error);
+        }
+        if self.json {
+            let status = match result.status {
+                ResultStatus::Completed => CommandStatus::Completed,
+                ResultStatus::Failed => CommandStatus::Failed,
+                ResultStatus::Cancelled => CommandStatus::Cancelled,
+            };
+            let error = result.error.clone();
+            return Self::json_line(&StreamEvent::Host(HostEvent::Done {
+                status,
+                result: Some(Box::new(result)),
+                error,
+            }));
+        }
+        if !self.at_line_start {
+            self.stdout("\n")?;
+        }
+        let mut summary = match result.status {
+            ResultStatus::Completed => self.paint(GREEN, "completed"),
+            ResultStatus::Failed => self.paint(RED, "failed"),
+            ResultStatus::Cancelled => self.paint(YELLOW, "cancelled"),
+        };
+        if let Some(code) = result.exit_code {
+            summary.push_str(&format!(" (exit {code})"));
+        }
+        if let Some(error) = &result.error {
+            summary.push_str(&format!(": {error}"));
+        }
+        summary.push_str(&format!(" in {:.2} s", result.duration.as_secs_f64()));
+        if let Some(session) = &result.session_id {
+            summary.push_str(&format!(", session {session}"));
+        }
+        eprintln!("{summary}");
+        Ok(())
+    }
+
+    fn error(&mut self, cancelled: bool, message: &str) -> Result<()> {
+        let mut message = message.to_owned();
+        self.redactor.redact_str(&mut message);
+        if self.json {
+            let status = if cancelled {
+                CommandStatus::Cancelled
+            } else {
+                CommandStatus::Failed
+            };
+            return Self::json_line(&StreamEvent::Host(HostEvent::Done {
+                status,
+                result: None,
+                error: Some(message),
+            }));
+        }
+        if !self.at_line_start {
+            self.stdout("\n")?;
+        }
+        eprintln!("{}: {message}", self.paint(RED, "error"));
+        Ok(())
+    }
+}
+
+/// At most `max` characters, marked when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}

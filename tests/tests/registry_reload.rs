@@ -1,0 +1,287 @@
+//! The registry over a real plugins directory: hot reload while executions run, broken
+//! replacements, removal, concurrent lookups, and the default provider.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rdev::domain::{AgentEvent, ProviderName};
+use rdev::ports::{LookupError, ProviderLookup};
+use rdev::registry::{ProviderState, Registry};
+use rdev_tests::harness::plugins::test_plugins_dir;
+use rdev_tests::harness::runtime::{install, run, runtime, write_atomically};
+
+const LONG: Duration = Duration::from_secs(600);
+
+fn name(n: &str) -> ProviderName {
+    ProviderName::parse(n).expect("valid name")
+}
+
+fn install_version(dir: &Path, as_name: &str, version: u32) {
+    let plugin = format!("versioned-v{version}");
+    install(
+        &test_plugins_dir(),
+        &plugin,
+        dir,
+        as_name,
+        Some(&format!("{version}.0.0")),
+    );
+}
+
+async fn final_text(registry: &Registry, provider: &str) -> String {
+    let agent = registry.lookup(Some(&name(provider))).expect("serving");
+    let r = run("quick", LONG, 16);
+    agent
+        .execute(r.execution)
+        .await
+        .expect("runs")
+        .final_text
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_running_execution_finishes_on_its_version_while_the_next_gets_the_new_one() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "versioned", 1);
+    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
+        .await
+        .expect("registry starts");
+
+    let old = registry.lookup(Some(&name("versioned"))).expect("serving");
+    assert_eq!(old.provider().version, "1.0.0");
+    // Capacity one: the guest emits `a`, `b`, then blocks on `c` until the test reads.
+    let mut held = run("hold", LONG, 1);
+    let in_flight = tokio::spawn(async move { old.execute(held.execution).await });
+    let first = held.events.recv().await.expect("the execution started");
+    assert!(matches!(first, AgentEvent::Message { ref text, .. } if text == "a"));
+
+    install_version(plugins.path(), "versioned", 2);
+    let report = registry.reload().await.expect("reload");
+    assert_eq!(report.loaded, vec!["versioned".to_owned()]);
+    let new = registry.lookup(Some(&name("versioned"))).expect("serving");
+    assert_eq!(new.provider().version, "2.0.0");
+    assert_eq!(final_text(&registry, "versioned").await, "2.0.0");
+    assert!(
+        !in_flight.is_finished(),
+        "the held execution cannot have finished"
+    );
+
+    let mut rest = Vec::new();
+    while let Some(event) = held.events.recv().await {
+        if let AgentEvent::Message { text, .. } = event {
+            rest.push(text);
+        }
+    }
+    assert_eq!(rest, ["b", "c"]);
+    let result = in_flight
+        .await
+        .expect("task")
+        .expect("old version completes");
+    assert_eq!(result.final_text.as_deref(), Some("1.0.0"));
+}
+
+#[tokio::test]
+async fn the_watcher_serves_a_changed_plugin_without_an_explicit_reload() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "versioned", 1);
+    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
+        .await
+        .expect("registry starts");
+    install_version(plugins.path(), "versioned", 2);
+    // Bounded wait for the debounced watcher; the assertion is on what serves, not on time.
+    let mut version = String::new();
+    for _ in 0..600 {
+        version = registry
+            .lookup(Some(&name("versioned")))
+            .map(|a| a.provider().version.clone())
+            .unwrap_or_default();
+        if version == "2.0.0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(version, "2.0.0");
+    assert_eq!(final_text(&registry, "versioned").await, "2.0.0");
+
+    // A new plugin dropped in is registered the same way.
+    install_version(plugins.path(), "newcomer", 1);
+    let mut found = false;
+    for _ in 0..600 {
+        if registry.lookup(Some(&name("newcomer"))).is_ok() {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(found, "a dropped-in plugin was never registered");
+}
+
+#[tokio::test]
+async fn a_broken_replacement_leaves_the_old_version_serving_with_its_error_listed() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "versioned", 1);
+    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
+        .await
+        .expect("registry starts");
+
+    write_atomically(&plugins.path().join("versioned.wasm"), b"not a component");
+    let report = registry.reload().await.expect("reload");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let status = &registry.statuses()[0];
+    assert_eq!(status.state, ProviderState::Stale);
+    assert_eq!(status.version.as_deref(), Some("1.0.0"));
+    let error = status.last_error.clone().unwrap_or_default();
+    assert!(error.contains("versioned.wasm"), "{error}");
+    assert_eq!(final_text(&registry, "versioned").await, "1.0.0");
+
+    // An unchanged broken file is not retried; a malformed manifest is reported the same way.
+    let report = registry.reload().await.expect("reload");
+    assert_eq!(report.unchanged, vec!["versioned".to_owned()]);
+    write_atomically(&plugins.path().join("versioned.toml"), b"name = [");
+    registry.reload().await.expect("reload");
+    let error = registry.statuses()[0]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(error.contains("versioned.toml"), "{error}");
+    assert_eq!(final_text(&registry, "versioned").await, "1.0.0");
+
+    // Fixing the files serves the fix and clears the error.
+    install_version(plugins.path(), "versioned", 2);
+    registry.reload().await.expect("reload");
+    assert_eq!(registry.statuses()[0].state, ProviderState::Serving);
+    assert_eq!(final_text(&registry, "versioned").await, "2.0.0");
+}
+
+#[tokio::test]
+async fn a_plugin_that_never_loaded_is_listed_as_failed_and_removal_unregisters() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "good", 1);
+    install_version(plugins.path(), "future", 1);
+    let manifest = plugins.path().join("future.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(
+        &manifest,
+        text.replace("abi = \"0.1.0\"", "abi = \"2.0.0\""),
+    )
+    .expect("write");
+    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
+        .await
+        .expect("registry starts");
+
+    let statuses = registry.statuses();
+    let future = statuses
+        .iter()
+        .find(|s| s.name == "future")
+        .expect("listed");
+    assert_eq!(future.state, ProviderState::Failed);
+    assert!(
+        future
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("2.0.0 is not supported")
+    );
+    assert!(matches!(
+        registry.lookup(Some(&name("future"))),
+        Err(LookupError::NotServing { .. })
+    ));
+    assert_eq!(registry.providers().len(), 1);
+
+    std::fs::remove_file(plugins.path().join("good.toml")).expect("remove");
+    std::fs::remove_file(plugins.path().join("good.wasm")).expect("remove");
+    let report = registry.reload().await.expect("reload");
+    assert_eq!(report.removed, vec!["good".to_owned()]);
+    assert!(matches!(
+        registry.lookup(Some(&name("good"))),
+        Err(LookupError::Unknown(_))
+    ));
+    assert!(matches!(
+        registry.lookup(None),
+        Err(LookupError::NoProviders)
+    ));
+}
+
+#[tokio::test]
+async fn the_first_registered_provider_is_the_default() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "zeta", 1);
+    install_version(plugins.path(), "beta", 2);
+    install_version(plugins.path(), "mid", 1);
+    let rt = runtime(work.path(), LONG);
+
+    // Without configured order: by name, never by directory listing order.
+    let by_name = Registry::start(rt.clone(), plugins.path().into(), vec![])
+        .await
+        .expect("registry starts");
+    let names: Vec<_> = by_name.statuses().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["beta", "mid", "zeta"]);
+    assert!(by_name.statuses()[0].default);
+    let default = by_name.lookup(None).expect("a default");
+    assert_eq!(default.provider().name.as_str(), "beta");
+
+    // Configured order first, the rest by name.
+    let ordered = Registry::start(
+        rt,
+        plugins.path().into(),
+        vec![name("zeta"), name("absent")],
+    )
+    .await
+    .expect("registry starts");
+    let names: Vec<_> = ordered
+        .providers()
+        .into_iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    assert_eq!(names, ["zeta", "beta", "mid"]);
+    assert_eq!(
+        ordered
+            .lookup(None)
+            .expect("default")
+            .provider()
+            .name
+            .as_str(),
+        "zeta"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lookups_and_executions_stay_consistent_under_concurrent_reloads() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "versioned", 1);
+    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
+        .await
+        .expect("registry starts");
+
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let registry = registry.clone();
+        workers.push(tokio::spawn(async move {
+            let mut runs = 0;
+            for _ in 0..40 {
+                let agent = registry
+                    .lookup(Some(&name("versioned")))
+                    .expect("always serving during reloads");
+                let version = agent.provider().version.clone();
+                let r = run("quick", LONG, 16);
+                let result = agent.execute(r.execution).await.expect("runs");
+                // The code that ran is the version the lookup returned.
+                assert_eq!(result.final_text.as_deref(), Some(version.as_str()));
+                runs += 1;
+            }
+            runs
+        }));
+    }
+    for round in 0..8 {
+        install_version(plugins.path(), "versioned", 1 + round % 2);
+        registry.reload().await.expect("reload");
+    }
+    for worker in workers {
+        assert_eq!(worker.await.expect("worker"), 40);
+    }
+}
