@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod client;
 pub mod exec;
 pub mod migrate;
 pub mod plugins;
@@ -29,6 +30,14 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Serve the HTTP API and run queued commands.
     Serve(serve::ServeArgs),
+    /// Submit a command to a server and follow it; exits with its status.
+    Run(client::RunArgs),
+    /// Print a command's events from a server.
+    Logs(client::LogsArgs),
+    /// Cancel a command on a server.
+    Cancel(client::CancelArgs),
+    /// Issue, list and revoke API tokens on a server (admin).
+    Tokens(client::TokensArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -38,6 +47,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Providers(args) => providers::run(args).await,
         Command::Exec(args) => exec::run(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Run(args) => client::run(args).await,
+        Command::Logs(args) => client::logs(args).await,
+        Command::Cancel(args) => client::cancel(args).await,
+        Command::Tokens(args) => client::tokens(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
