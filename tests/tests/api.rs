@@ -1289,3 +1289,94 @@ async fn five_hundred_subscribers_of_one_stream_all_receive_every_event() {
     );
     server.stop().await;
 }
+
+fn connection(server: &TestServer, token: &str) -> rdev::cli::client::Connection {
+    rdev::cli::client::Connection {
+        server: server.base.clone(),
+        token: Some(token.to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn client_commands_run_follow_cancel_and_manage_tokens() {
+    use rdev::cli::client::{self, CancelArgs, LogsArgs, RunArgs, TokensAction, TokensArgs};
+    let server = TestServer::sqlite().await;
+    let run = |prompt: &str| RunArgs {
+        connection: connection(&server, &server.admin),
+        project: "cli".into(),
+        provider: Some("shell".into()),
+        timeout: Some(60),
+        prompt: prompt.into(),
+    };
+    assert_eq!(client::run(run("echo from-cli")).await.expect("run"), 0);
+    assert_eq!(client::run(run("exit 3")).await.expect("run"), 1);
+
+    let (_, listed) = call(
+        &server,
+        Method::GET,
+        "/projects/cli/commands",
+        Some(&server.admin),
+        None,
+    )
+    .await;
+    let newest = listed["commands"][0]["id"].as_str().expect("id").to_owned();
+    let logs = LogsArgs {
+        connection: connection(&server, &server.admin),
+        command_id: newest.clone(),
+        follow: false,
+    };
+    assert_eq!(
+        client::logs(logs).await.expect("logs"),
+        1,
+        "the failed command's status"
+    );
+    let cancel = CancelArgs {
+        connection: connection(&server, &server.admin),
+        command_id: newest,
+    };
+    let refused = client::cancel(cancel)
+        .await
+        .expect_err("a finished command");
+    assert!(
+        refused.to_string().contains("command_not_cancellable"),
+        "{refused}"
+    );
+
+    let create = TokensArgs {
+        connection: connection(&server, &server.admin),
+        action: TokensAction::Create {
+            name: "from-cli".into(),
+            role: "member".into(),
+            projects: vec!["cli".into()],
+        },
+    };
+    assert_eq!(client::tokens(create).await.expect("create"), 0);
+    let (_, tokens) = call(&server, Method::GET, "/tokens", Some(&server.admin), None).await;
+    let created = tokens["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["name"] == "from-cli")
+        .expect("created")
+        .clone();
+    assert_eq!(created["projects"], json!(["cli"]));
+    let revoke = TokensArgs {
+        connection: connection(&server, &server.admin),
+        action: TokensAction::Revoke {
+            id: created["id"].as_str().expect("id").into(),
+        },
+    };
+    assert_eq!(client::tokens(revoke).await.expect("revoke"), 0);
+    let wrong = TokensArgs {
+        connection: connection(&server, "rdev_wrong"),
+        action: TokensAction::List,
+    };
+    assert!(
+        client::tokens(wrong)
+            .await
+            .expect_err("401")
+            .to_string()
+            .contains("401")
+    );
+    server.stop().await;
+}
