@@ -1,6 +1,7 @@
 //! Project automation shared by `cargo xtask` and the test harness, so that tests build
 //! plugins exactly the way users do.
 
+pub mod binary;
 pub mod plugins;
 
 use std::path::{Path, PathBuf};

@@ -70,8 +70,10 @@ fn main() -> Result<ExitCode> {
             if code != ExitCode::SUCCESS {
                 return Ok(code);
             }
+            let rdev = xtask::binary::build_rdev(&layout.root)?;
             let mut host = cargo();
-            host.current_dir(&layout.root);
+            host.current_dir(&layout.root)
+                .env(xtask::binary::RDEV_BIN_ENV, rdev);
             if has_nextest() {
                 host.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
             } else {

@@ -2,12 +2,14 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
 pub mod client;
 pub mod exec;
 pub mod migrate;
 pub mod plugins;
 pub mod providers;
 pub mod serve;
+pub mod worker;
 
 /// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.
 #[derive(Debug, Parser)]
@@ -28,6 +30,10 @@ pub enum Command {
     Providers(providers::ProvidersArgs),
     /// Run one request through a provider against a directory and print its events.
     Exec(exec::ExecArgs),
+    /// Inspect the audit trail.
+    Audit(audit::AuditArgs),
+    /// Run a queue worker (no HTTP API); SIGTERM drains it.
+    Worker(worker::WorkerArgs),
     /// Serve the HTTP API and run queued commands.
     Serve(serve::ServeArgs),
     /// Submit a command to a server and follow it; exits with its status.
@@ -46,6 +52,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Providers(args) => providers::run(args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::Worker(args) => worker::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Run(args) => client::run(args).await,
         Command::Logs(args) => client::logs(args).await,

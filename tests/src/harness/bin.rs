@@ -1,0 +1,36 @@
+//! The real `rdev` binary for tests that drive the CLI: the one `cargo xtask test` built
+//! (named by `RDEV_BIN`), else built once per test process.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use xtask::binary::{RDEV_BIN_ENV, build_rdev};
+
+/// The executable's path. Building is a no-op when it is up to date; a file lock keeps
+/// parallel test processes from building at once.
+pub fn rdev() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILT.get_or_init(locate) {
+        Ok(path) => path.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn locate() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(RDEV_BIN_ENV).map(PathBuf::from) {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{RDEV_BIN_ENV}={} is not a file", path.display()))
+        };
+    }
+    let root = xtask::workspace_root();
+    let target = root.join("target");
+    std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    let lock_path = target.join(".rdev-bin-build.lock");
+    let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+    build_rdev(&root).map_err(|e| format!("{e:#}"))
+}
