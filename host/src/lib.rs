@@ -2,11 +2,13 @@
 //! workspaces and streams what they do.
 
 pub mod adapters;
+pub mod api;
 pub mod cli;
 pub mod domain;
 pub mod ports;
 pub mod project_setup;
 pub mod registry;
 pub mod runtime;
+pub mod server;
 pub mod templates;
 pub mod worker;

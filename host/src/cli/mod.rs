@@ -3,11 +3,13 @@
 use clap::{Parser, Subcommand};
 
 pub mod audit;
+pub mod client;
 pub mod exec;
 pub mod migrate;
 pub mod plugins;
 pub mod projects;
 pub mod providers;
+pub mod serve;
 pub mod worker;
 
 /// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.
@@ -35,6 +37,16 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Create projects from templates and list templates.
     Projects(projects::ProjectsArgs),
+    /// Serve the HTTP API and run queued commands.
+    Serve(serve::ServeArgs),
+    /// Submit a command to a server and follow it; exits with its status.
+    Run(client::RunArgs),
+    /// Print a command's events from a server.
+    Logs(client::LogsArgs),
+    /// Cancel a command on a server.
+    Cancel(client::CancelArgs),
+    /// Issue, list and revoke API tokens on a server (admin).
+    Tokens(client::TokensArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -46,6 +58,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(args) => audit::run(args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Projects(args) => projects::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
+        Command::Run(args) => client::run(args).await,
+        Command::Logs(args) => client::logs(args).await,
+        Command::Cancel(args) => client::cancel(args).await,
+        Command::Tokens(args) => client::tokens(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

@@ -29,3 +29,5 @@ pub use request::{AgentRequest, RequestError};
 pub use result::{AgentResult, ResultStatus};
 pub mod project_setup;
 pub use project_setup::{CiRegistration, CiState, NewProjectSetup, ProjectSetup};
+pub mod token;
+pub use token::{AccessError, ApiToken, NewToken, Principal, TokenRole, token_digest};

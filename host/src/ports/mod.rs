@@ -22,3 +22,5 @@ pub mod ci;
 pub use ci::{Ci, CiError, CiRepo, CiSecret, LogLine, Pipeline, PipelineStep};
 pub mod project_setup;
 pub use project_setup::{ProjectSetupStore, SeedError, WorkspaceSeeder};
+pub mod tokens;
+pub use tokens::TokenStore;

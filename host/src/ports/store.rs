@@ -66,6 +66,9 @@ pub trait ProjectStore: Send + Sync {
     async fn get(&self, id: &ProjectId) -> Result<Project, StoreError>;
     /// All projects, ordered by id.
     async fn list(&self) -> Result<Vec<Project>, StoreError>;
+    /// Removes a project and its finished commands and events. `Conflict` while any of its
+    /// commands is pending or running; `NotFound` for an unknown id.
+    async fn delete(&self, id: &ProjectId) -> Result<(), StoreError>;
 }
 
 /// A new enqueue or the command an earlier enqueue with the same idempotency key created.
@@ -213,6 +216,7 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     pub credentials: Arc<dyn CredentialStore>,
     pub setups: Arc<dyn super::project_setup::ProjectSetupStore>,
+    pub tokens: Arc<dyn super::tokens::TokenStore>,
 }
 
 impl std::fmt::Debug for Stores {

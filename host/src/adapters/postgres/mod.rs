@@ -30,6 +30,7 @@ use crate::ports::{
 };
 
 mod setup;
+mod tokens;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -125,6 +126,7 @@ impl PgStore {
             audit: Arc::new(self.clone()),
             credentials: Arc::new(self.clone()),
             setups: Arc::new(self.clone()),
+            tokens: Arc::new(self.clone()),
         }
     }
 
@@ -302,6 +304,9 @@ impl ProjectStore for PgStore {
             .await
             .map_err(db("listing projects"))?;
         rows.iter().map(project_from_row).collect()
+    }
+    async fn delete(&self, id: &ProjectId) -> Result<(), StoreError> {
+        self.delete_project(id).await
     }
 }
 

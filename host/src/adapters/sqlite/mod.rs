@@ -33,6 +33,7 @@ use crate::ports::{
 };
 
 mod setup;
+mod tokens;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -128,6 +129,7 @@ impl SqliteStore {
             audit: Arc::new(self.clone()),
             credentials: Arc::new(self.clone()),
             setups: Arc::new(self.clone()),
+            tokens: Arc::new(self.clone()),
         }
     }
 
@@ -265,6 +267,9 @@ impl ProjectStore for SqliteStore {
             .await
             .map_err(db("listing projects"))?;
         rows.iter().map(project_from_row).collect()
+    }
+    async fn delete(&self, id: &ProjectId) -> Result<(), StoreError> {
+        self.delete_project(id).await
     }
 }
 

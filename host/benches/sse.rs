@@ -1,0 +1,211 @@
+//! SSE delivery latency, printed as a table (not a timed test): time from an event appended
+//! to a command's event log (what the worker does for every provider event) to an SSE
+//! client of `rdev serve` receiving it, over loopback, with 1 and with 1,000 subscribers of
+//! the same stream; plus enqueue requests per second on `POST /projects/{id}/commands`.
+//!
+//! Run: `cargo xtask plugins && cargo bench -p rdev --bench sse`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdev::domain::{AgentEvent, CommandId, OutputStream, StreamEvent};
+use rdev::server::{ServeConfig, Server};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Reads an SSE body and reports the arrival time of every `output` event by its text.
+async fn subscribe(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    arrivals: mpsc::UnboundedSender<(u64, Instant)>,
+    ready: mpsc::UnboundedSender<()>,
+) -> Result<()> {
+    let response = http.get(url).bearer_auth(token).send().await?;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let _ = ready.send(());
+    while let Some(chunk) = body.next().await {
+        let now = Instant::now();
+        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: "))
+                && let Ok(value) = serde_json::from_str::<serde_json::Value>(data)
+                && let Some(n) = value["text"].as_str().and_then(|t| t.parse::<u64>().ok())
+            {
+                let _ = arrivals.send((n, now));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn latency(
+    server: &Server,
+    base: &str,
+    admin: &str,
+    subscribers: usize,
+    events: u64,
+) -> Result<(Duration, Duration, Duration)> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let submit = |prompt: &str| {
+        http.post(format!("{base}/projects/bench-{subscribers}/shell"))
+            .bearer_auth(admin)
+            .json(&json!({"prompt": prompt}))
+            .send()
+    };
+    // The blocker occupies the project's running slot, so the measured command stays
+    // pending and only the events appended here reach its stream.
+    let blocker: serde_json::Value = submit("sleep 600").await?.json().await?;
+    let target: serde_json::Value = submit("true").await?.json().await?;
+    let id = CommandId::parse(target["command_id"].as_str().unwrap_or_default())?;
+    let url = format!(
+        "{base}{}",
+        target["stream_url"].as_str().unwrap_or_default()
+    );
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    for _ in 0..subscribers {
+        tokio::spawn(subscribe(
+            http.clone(),
+            url.clone(),
+            admin.to_owned(),
+            arrivals_tx.clone(),
+            ready_tx.clone(),
+        ));
+    }
+    for _ in 0..subscribers {
+        ready.recv().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.state().stores.events.clone();
+    let mut samples = Vec::with_capacity(subscribers * events as usize);
+    for n in 0..events {
+        let event = StreamEvent::Agent(AgentEvent::Output {
+            stream: OutputStream::Stdout,
+            text: n.to_string(),
+        });
+        let sent = Instant::now();
+        log.append(&id, &event).await?;
+        let mut received = 0;
+        while received < subscribers {
+            let (seen, at) = arrivals.recv().await.ok_or("subscribers ended")?;
+            if seen == n {
+                samples.push(at - sent);
+                received += 1;
+            }
+        }
+    }
+    for command in [&target, &blocker] {
+        let id = command["command_id"].as_str().unwrap_or_default();
+        http.post(format!("{base}/commands/{id}/cancel"))
+            .bearer_auth(admin)
+            .send()
+            .await?;
+    }
+    samples.sort();
+    Ok((
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        *samples.last().unwrap_or(&Duration::ZERO),
+    ))
+}
+
+async fn enqueue_rate(base: &str, admin: &str, total: usize, concurrency: usize) -> Result<f64> {
+    let http = reqwest::Client::new();
+    let blocker = http
+        .post(format!("{base}/projects/enqueue/shell"))
+        .bearer_auth(admin)
+        .json(&json!({"prompt": "sleep 600"}))
+        .send()
+        .await?;
+    let blocker: serde_json::Value = blocker.json().await?;
+    let start = Instant::now();
+    let per_task = total / concurrency;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let http = http.clone();
+        let url = format!("{base}/projects/enqueue/commands");
+        let admin = admin.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&admin)
+                    .json(&json!({"prompt": "true", "provider": "shell"}))
+                    .send()
+                    .await?;
+                if response.status() != reqwest::StatusCode::ACCEPTED {
+                    return Err::<(), Box<dyn std::error::Error + Send + Sync>>(
+                        format!("status {}", response.status()).into(),
+                    );
+                }
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (per_task * concurrency) as f64 / start.elapsed().as_secs_f64();
+    let id = blocker["command_id"].as_str().unwrap_or_default();
+    http.post(format!("{base}/commands/{id}/cancel"))
+        .bearer_auth(admin)
+        .send()
+        .await?;
+    Ok(rate)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = tempfile::tempdir()?;
+    let mut config = ServeConfig::new();
+    config.listen = "127.0.0.1:0".into();
+    config.data_dir = data.path().to_owned();
+    config.plugins_dir = Some(root.join("target/plugins"));
+    config.worker.drain_deadline = Duration::from_secs(2);
+    config.queue.heartbeat = Duration::from_millis(200);
+    let server = Server::start(config).await?;
+    let base = format!("http://{}", server.local_addr());
+    let admin = server
+        .generated_admin_token()
+        .ok_or("no admin token")?
+        .to_owned();
+    let server = Arc::new(server);
+
+    println!(
+        "SSE delivery latency (event appended to the log -> SSE client received), SQLite, loopback"
+    );
+    println!(
+        "{:>12} {:>8} {:>10} {:>10} {:>10}",
+        "subscribers", "events", "p50", "p99", "max"
+    );
+    for (subscribers, events) in [(1usize, 1000u64), (1000, 50)] {
+        let (p50, p99, max) = latency(&server, &base, &admin, subscribers, events).await?;
+        println!(
+            "{subscribers:>12} {events:>8} {:>10.3?} {:>10.3?} {:>10.3?}",
+            p50, p99, max
+        );
+    }
+    let rate = enqueue_rate(&base, &admin, 2000, 16).await?;
+    println!(
+        "\nEnqueue: POST /projects/{{id}}/commands, 16 concurrent clients, SQLite: {rate:.0} requests/s"
+    );
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.shutdown().await;
+    }
+    Ok(())
+}

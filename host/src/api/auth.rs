@@ -1,0 +1,64 @@
+//! Bearer-token authentication as an extractor: a handler that takes [`Auth`] only runs for
+//! a caller with a valid, unrevoked token, and gets the [`Principal`] to check access with.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine;
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::domain::token::TOKEN_PREFIX;
+use crate::domain::{Principal, token_digest};
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
+        let secret = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer"))?;
+        let token = state
+            .stores
+            .tokens
+            .find_active(&token_digest(secret))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
+        Ok(Self(Principal::from_token(&token)))
+    }
+}
+
+/// A fresh token secret: the prefix and 256 random bits, URL-safe.
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// A fresh token id (`tok-` and a UUIDv7).
+pub fn generate_id() -> String {
+    format!("tok-{}", uuid::Uuid::now_v7().simple())
+}

@@ -1,0 +1,214 @@
+//! The one error type of the HTTP API. Every failure leaves as RFC 9457 problem+json that also
+//! carries `{"error": {"code", "message"}}`, so clients match on a stable `code` whatever the
+//! route, and internal details (database messages) are logged, never returned.
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::{AccessError, IdError, RequestError, SealError};
+use crate::ports::{LookupError, StoreError};
+
+/// An HTTP error: a status, a stable machine-readable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: Cow<'static, str>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: Cow::Borrowed(code),
+            message: message.into(),
+        }
+    }
+
+    /// 400 with a code naming the broken rule.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401: no credentials or unknown credentials.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404 `<kind>_not_found`.
+    pub fn not_found(kind: &str, id: impl std::fmt::Display) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: Cow::Owned(format!("{}_not_found", kind.replace(' ', "_"))),
+            message: format!("{kind} {id} does not exist"),
+        }
+    }
+
+    /// 500 for what the client cannot fix; the cause is logged here, not returned.
+    pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error while {context}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": format!("urn:rdev:error:{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "detail": self.message,
+            "code": self.code,
+            "error": {"code": self.code, "message": self.message},
+        });
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rdev\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { kind, id } => Self::not_found(kind, id),
+            StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            StoreError::IllegalTransition(e) => {
+                Self::new(StatusCode::CONFLICT, "illegal_transition", e.to_string())
+            }
+            StoreError::Invalid(message) => Self::bad_request("invalid_input", message),
+            StoreError::Seal(SealError::InvalidName(name)) => Self::bad_request(
+                "invalid_credential_name",
+                SealError::InvalidName(name).to_string(),
+            ),
+            other => Self::internal("accessing the store", other),
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(error: RequestError) -> Self {
+        Self::bad_request(error.code(), error.to_string())
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(error: AccessError) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(error: LookupError) -> Self {
+        match error {
+            LookupError::Unknown(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_provider", error.to_string())
+            }
+            LookupError::NoProviders => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_providers",
+                error.to_string(),
+            ),
+            LookupError::NotServing { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider_not_serving",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<IdError> for ApiError {
+    fn from(error: IdError) -> Self {
+        Self::bad_request("invalid_id", error.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        let code = match rejection {
+            JsonRejection::JsonDataError(_) => "invalid_body",
+            JsonRejection::JsonSyntaxError(_) => "invalid_json",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+                "body_too_large"
+            }
+            _ => "invalid_body",
+        };
+        Self {
+            status,
+            code: Cow::Borrowed(code),
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+/// `axum::Json` whose rejections are [`ApiError`]s.
+#[derive(Debug, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Path` whose rejections are [`ApiError`]s.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are [`ApiError`]s.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_statuses_without_leaking_backend_details() {
+        let missing: ApiError = StoreError::NotFound {
+            kind: "project",
+            id: "x".into(),
+        }
+        .into();
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert_eq!(missing.code, "project_not_found");
+        let backend: ApiError = StoreError::backend("reading", "password=hunter2").into();
+        assert_eq!(backend.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!backend.message.contains("hunter2"));
+    }
+
+    #[test]
+    fn validation_errors_keep_their_codes() {
+        let error: ApiError = RequestError::PromptRequired.into();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.code, "prompt_required");
+    }
+}

@@ -1,0 +1,126 @@
+//! `GET /projects/{id}/events/{stream_id}`: a command's events as server-sent events.
+//!
+//! `id:` is the event's sequence number, `event:` its type and `data:` its JSON. The store's
+//! subscription replays what is stored after `Last-Event-ID` and then follows new events by
+//! sequence number, so a reconnecting client sees every event exactly once, and a late one
+//! gets the full replay. The stream ends after the terminal `done` event. Each connection has
+//! a bounded buffer: a client that leaves it full for `send_timeout` is disconnected (it may
+//! resume) instead of making the server hold an unbounded backlog.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::auth::Auth;
+use super::error::{ApiError, ApiPath, ApiQuery};
+use super::state::AppState;
+use crate::domain::{CommandId, ProjectId};
+use crate::ports::StoredEvent;
+
+/// Query of the stream route; `last_event_id` is for clients that cannot set headers.
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    pub last_event_id: Option<String>,
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/projects/{id}/events/{stream_id}", get(stream))
+}
+
+fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Result<i64, ApiError> {
+    let raw = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("invalid").to_owned())
+        .or_else(|| query.last_event_id.clone());
+    match raw {
+        None => Ok(0),
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|seq| *seq >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_last_event_id",
+                    "Last-Event-ID must be a sequence number this stream sent",
+                )
+            }),
+    }
+}
+
+fn to_sse(event: &StoredEvent) -> Event {
+    let base = Event::default()
+        .id(event.seq.to_string())
+        .event(event.event.kind());
+    match base.clone().json_data(&event.event) {
+        Ok(with_data) => with_data,
+        // Serializing a domain event cannot fail; keep the stream well-formed regardless.
+        Err(_) => base.data("{}"),
+    }
+}
+
+async fn stream(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    ApiPath((project, stream_id)): ApiPath<(ProjectId, String)>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    principal.require_project(&project)?;
+    let after = resume_point(&headers, &query)?;
+    state.stores.projects.get(&project).await?;
+    let not_found = || ApiError::not_found("stream", &stream_id);
+    let id = CommandId::parse(&stream_id).map_err(|_| not_found())?;
+    let command = state.stores.queue.get(&id).await.map_err(|e| match e {
+        crate::ports::StoreError::NotFound { .. } => not_found(),
+        other => other.into(),
+    })?;
+    if command.project_id != project {
+        return Err(not_found());
+    }
+
+    let mut subscription = state.stores.events.subscribe(&id, after);
+    let (tx, rx) = mpsc::channel::<Event>(state.sse.buffer.max(1));
+    let config = state.sse;
+    let gauge = state.metrics.sse_subscribers.clone();
+    let shutdown = state.shutdown.clone();
+    gauge.inc();
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                next = subscription.next() => next,
+                () = tx.closed() => break,
+                () = shutdown.cancelled() => break,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    if tx
+                        .send_timeout(to_sse(&event), config.send_timeout)
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(stream = %id, "SSE client too slow or gone; dropped");
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(stream = %id, %error, "event subscription failed");
+                    break;
+                }
+                None => break,
+            }
+        }
+        gauge.dec();
+    });
+    let events = ReceiverStream::new(rx).map(Ok);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(config.keep_alive)))
+}

@@ -1,0 +1,73 @@
+//! What every handler shares, behind one `Arc`.
+
+use std::time::Duration;
+
+use super::metrics::Metrics;
+use crate::domain::{NewAuditEntry, Principal};
+use crate::ports::Stores;
+use crate::registry::Registry;
+
+/// How SSE connections behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseConfig {
+    /// Interval of keep-alive comments, so proxies do not close an idle stream.
+    pub keep_alive: Duration,
+    /// Events buffered per connection before the writer waits for the client.
+    pub buffer: usize,
+    /// How long a full buffer may stay full before the client is dropped; it may resume
+    /// with `Last-Event-ID`, so dropping loses nothing and bounds memory.
+    pub send_timeout: Duration,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(15),
+            buffer: 256,
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared state of the HTTP API.
+pub struct AppState {
+    pub stores: Stores,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub sse: SseConfig,
+    /// Cancelled when the server shuts down, so open SSE streams end and the graceful
+    /// shutdown does not wait for clients that never disconnect.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("sse", &self.sse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Appends an audit entry for an administrative action. A failed append is logged and
+    /// does not undo the action, which has already happened.
+    pub async fn audit(
+        &self,
+        principal: &Principal,
+        action: &str,
+        project_id: Option<String>,
+        command_id: Option<String>,
+        details: serde_json::Value,
+    ) {
+        let entry = NewAuditEntry {
+            actor: principal.actor(),
+            action: action.to_owned(),
+            project_id,
+            command_id,
+            details,
+        };
+        if let Err(error) = self.stores.audit.append(entry).await {
+            tracing::error!(%error, action, "could not append to the audit log");
+        }
+    }
+}

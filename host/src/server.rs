@@ -1,0 +1,335 @@
+//! The composition root of `rdev serve`: picks the adapters, starts the store, the runtime,
+//! the registry and the HTTP server, and stops them in order. Tests start the same
+//! [`Server`] in-process on an ephemeral port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::local::LocalExecutor;
+use crate::adapters::store::{StoreOptions, connect, load_master_key};
+use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
+use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
+use crate::ports::{ProviderLookup, SecretResolver, StoreError, Stores};
+use crate::registry::Registry;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Where commands run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// Processes on this machine, one directory per project under the data dir.
+    #[default]
+    Local,
+}
+
+/// Everything `rdev serve` needs; [`ServeConfig::new`] gives the embedded defaults.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// `host:port`; port 0 picks a free port (see [`Server::local_addr`]).
+    pub listen: String,
+    /// Database (SQLite default), master key, compile cache and project workspaces.
+    pub data_dir: PathBuf,
+    /// `None`: `target/plugins` when it exists (a source checkout), else `<data_dir>/plugins`.
+    pub plugins_dir: Option<PathBuf>,
+    /// `None`: SQLite at `<data_dir>/rdev.db`.
+    pub database_url: Option<String>,
+    pub executor: ExecutorKind,
+    /// An admin token to accept (stored hashed). `None`: one is generated on first start.
+    pub admin_token: Option<String>,
+    pub queue: QueueConfig,
+    pub sse: SseConfig,
+    /// The worker; an empty id is replaced by `<pid>-<port>`.
+    pub worker: WorkerConfig,
+}
+
+impl ServeConfig {
+    /// The embedded defaults: `127.0.0.1:8080`, `./rdev-data`, SQLite, local executor.
+    pub fn new() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("rdev-data"),
+            plugins_dir: None,
+            database_url: None,
+            executor: ExecutorKind::Local,
+            admin_token: None,
+            queue: QueueConfig::default(),
+            sse: SseConfig::default(),
+            worker: WorkerConfig::new(""),
+        }
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("rdev.db").display()))
+    }
+
+    /// The plugins directory in effect.
+    pub fn plugins_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.plugins_dir {
+            return dir.clone();
+        }
+        let bundled = PathBuf::from("target/plugins");
+        if bundled.is_dir() {
+            bundled
+        } else {
+            self.data_dir.join("plugins")
+        }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    addr: SocketAddr,
+    generated_admin_token: Option<String>,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store, loads the plugins, makes sure an admin token exists and starts
+    /// serving. Returns once the listener is bound.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let master_key = load_master_key(&config.data_dir.join("master.key"))?;
+        let url = config.database_url();
+        let stores = connect(
+            &url,
+            StoreOptions {
+                queue: config.queue.clone(),
+                master_key,
+            },
+        )
+        .await
+        .context("opening the database")?;
+
+        let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
+        let executor = match config.executor {
+            ExecutorKind::Local => Arc::new(LocalExecutor::per_project(
+                config.data_dir.join("projects"),
+                secrets.clone(),
+            )),
+        };
+        let mut runtime_config = RuntimeConfig::new(executor, secrets);
+        runtime_config.cache_dir = Some(config.data_dir.join("cache"));
+        let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
+        let plugins_dir = config.plugins_dir();
+        std::fs::create_dir_all(&plugins_dir)
+            .with_context(|| format!("creating plugins dir {}", plugins_dir.display()))?;
+        let registry = Registry::start(runtime, plugins_dir.clone(), Vec::new())
+            .await
+            .context("loading plugins")?;
+        tracing::info!(
+            plugins_dir = %plugins_dir.display(),
+            providers = registry.statuses().len(),
+            "plugins loaded"
+        );
+
+        let shutdown = CancellationToken::new();
+        let state = Arc::new(AppState {
+            stores: stores.clone(),
+            registry: registry.clone(),
+            metrics: Metrics::default(),
+            sse: config.sse,
+            shutdown: shutdown.clone(),
+        });
+        let generated_admin_token = bootstrap_admin(&state, config.admin_token.as_deref()).await?;
+
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let app = crate::api::router(state.clone());
+        let mut tasks = Vec::new();
+        let http_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        }));
+        let mut worker = config.worker.clone();
+        if worker.id.is_empty() {
+            worker.id = format!("{}-{}", std::process::id(), addr.port());
+        }
+        tasks.extend(start_workers(&stores, &registry, &shutdown, worker));
+        tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
+        Ok(Self {
+            addr,
+            generated_admin_token,
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin token generated on this start, to be shown once; `None` when one already
+    /// existed or was configured.
+    pub fn generated_admin_token(&self) -> Option<&str> {
+        self.generated_admin_token.as_deref()
+    }
+
+    /// The API's shared state (stores, registry, metrics), for tests and benchmarks.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// A token that, when cancelled, stops the server as [`Server::shutdown`] does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server stops (after the shutdown token is cancelled).
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops accepting requests, ends open streams, drains the workers and waits.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+}
+
+/// The worker that claims and runs queued commands; it drains on shutdown.
+fn start_workers(
+    stores: &Stores,
+    registry: &Registry,
+    shutdown: &CancellationToken,
+    config: WorkerConfig,
+) -> Vec<JoinHandle<()>> {
+    let providers: Arc<dyn ProviderLookup> = Arc::new(registry.clone());
+    let worker = Worker::new(stores, providers, config);
+    let shutdown = shutdown.clone();
+    vec![tokio::spawn(async move {
+        let report = worker.run(shutdown).await;
+        tracing::info!(
+            finished = report.finished,
+            cancelled = report.cancelled,
+            "worker drained"
+        );
+    })]
+}
+
+/// Accepts the configured admin token, or creates one when no admin token exists yet and
+/// returns its secret so that it is printed exactly once.
+async fn bootstrap_admin(
+    state: &AppState,
+    configured: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let tokens = &state.stores.tokens;
+    if let Some(secret) = configured {
+        let digest = token_digest(secret);
+        if tokens.find_active(&digest).await?.is_some() {
+            return Ok(None);
+        }
+        let created = tokens
+            .create(NewToken {
+                id: crate::api::auth::generate_id(),
+                name: "admin (RDEV_ADMIN_TOKEN)".into(),
+                role: TokenRole::Admin,
+                projects: Vec::new(),
+                digest,
+            })
+            .await;
+        return match created {
+            Ok(_) => Ok(None),
+            Err(StoreError::Conflict(_)) => {
+                anyhow::bail!("the configured admin token was revoked; configure another one")
+            }
+            Err(other) => Err(other.into()),
+        };
+    }
+    let has_admin = tokens
+        .list()
+        .await?
+        .iter()
+        .any(|t| t.role == TokenRole::Admin && t.revoked_at.is_none());
+    if has_admin {
+        return Ok(None);
+    }
+    let created = issue(
+        state,
+        "admin (generated)".into(),
+        TokenRole::Admin,
+        Vec::new(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the admin token: {}", e.message))?;
+    Ok(Some(created.token))
+}
+
+/// The URL without its password, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Writes `contents` to `path` atomically (write + rename), for the ready file.
+pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_stay_out_of_logs() {
+        assert_eq!(
+            redact_url("postgres://me:s3cret@db:5432/rdev"),
+            "postgres://me:***@db:5432/rdev"
+        );
+        assert_eq!(
+            redact_url("sqlite://rdev-data/rdev.db"),
+            "sqlite://rdev-data/rdev.db"
+        );
+    }
+
+    #[test]
+    fn defaults_put_everything_under_the_data_dir() {
+        let config = ServeConfig::new();
+        assert_eq!(config.database_url(), "sqlite://rdev-data/rdev.db");
+        assert_eq!(config.listen, "127.0.0.1:8080");
+    }
+}
