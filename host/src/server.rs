@@ -11,10 +11,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::local::LocalExecutor;
+use crate::adapters::local::seed::LocalSeeder;
+use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
-use crate::ports::{ProviderLookup, SecretResolver, StoreError, Stores};
+use crate::ports::{Ci, ProviderLookup, SecretResolver, StoreError, Stores};
+use crate::project_setup::ProjectSetupService;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::worker::{Worker, WorkerConfig};
@@ -133,7 +136,7 @@ impl Server {
                 secrets.clone(),
             )),
         };
-        let mut runtime_config = RuntimeConfig::new(executor, secrets);
+        let mut runtime_config = RuntimeConfig::new(executor, secrets.clone());
         runtime_config.cache_dir = Some(config.data_dir.join("cache"));
         let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
         let plugins_dir = config.plugins_dir();
@@ -148,11 +151,25 @@ impl Server {
             "plugins loaded"
         );
 
+        let ci = WoodpeckerConfig::from_env()
+            .context("reading the Woodpecker configuration")?
+            .map(|config| WoodpeckerClient::new(config, secrets.clone()))
+            .transpose()
+            .context("creating the Woodpecker client")?
+            .map(|client| Arc::new(client) as Arc<dyn Ci>);
+        let setup = ProjectSetupService::new(
+            &stores,
+            Arc::new(LocalSeeder::new(config.data_dir.join("projects"))),
+            ci,
+            Some(config.data_dir.join("templates")),
+        );
+
         let shutdown = CancellationToken::new();
         let state = Arc::new(AppState {
             stores: stores.clone(),
             registry: registry.clone(),
             metrics: Metrics::default(),
+            setup,
             sse: config.sse,
             shutdown: shutdown.clone(),
         });

@@ -34,7 +34,7 @@ enum Task {
 }
 
 /// What `cargo xtask run` starts when given no arguments.
-const DEFAULT_RUN_ARGS: &[&str] = &["providers"];
+const DEFAULT_RUN_ARGS: &[&str] = &["serve"];
 
 fn main() -> Result<ExitCode> {
     let layout = Layout::new(xtask::workspace_root());

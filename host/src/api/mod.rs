@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod projects;
 pub mod providers;
 pub mod state;
+pub mod templates;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(providers::routes())
         .merge(credentials::routes())
         .merge(audit::routes())
+        .merge(templates::routes())
         .merge(tokens::routes())
         .fallback(|| async {
             ApiError::new(

@@ -1,9 +1,11 @@
 //! `/projects`: register, list, read and remove projects.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -12,13 +14,23 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::{NewProject, Project, ProjectId};
+use crate::project_setup;
 
-/// Body of `POST /projects`.
+/// Body of `POST /projects`. With `template` the project's workspace is created from that
+/// template (see [`crate::project_setup`]); without it the project is only registered.
 #[derive(Debug, Deserialize)]
 pub struct CreateProject {
     pub id: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default)]
+    pub ci_repo: Option<String>,
 }
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -31,8 +43,32 @@ async fn create(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiJson(body): ApiJson<CreateProject>,
-) -> Result<(StatusCode, Json<Project>), ApiError> {
+) -> Result<Response, ApiError> {
     principal.require_admin()?;
+    if let Some(template) = body.template {
+        // The setup service records the project and writes its own audit entry.
+        let created = state
+            .setup
+            .create(
+                &principal.actor(),
+                project_setup::CreateProject {
+                    id: body.id,
+                    template,
+                    vars: body.vars,
+                    repo: body.repo,
+                    ci_repo: body.ci_repo,
+                    display_name: body.display_name,
+                },
+            )
+            .await?;
+        return Ok((StatusCode::CREATED, Json(created)).into_response());
+    }
+    if !body.vars.is_empty() || body.repo.is_some() || body.ci_repo.is_some() {
+        return Err(ApiError::bad_request(
+            "template_required",
+            "vars, repo and ci_repo need a template",
+        ));
+    }
     let id = ProjectId::parse(body.id)?;
     let project = state
         .stores
@@ -57,7 +93,7 @@ async fn create(
             serde_json::json!({}),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(project)))
+    Ok((StatusCode::CREATED, Json(project)).into_response())
 }
 
 async fn list(

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::metrics::Metrics;
 use crate::domain::{NewAuditEntry, Principal};
 use crate::ports::Stores;
+use crate::project_setup::ProjectSetupService;
 use crate::registry::Registry;
 
 /// How SSE connections behave.
@@ -34,6 +35,8 @@ pub struct AppState {
     pub stores: Stores,
     pub registry: Registry,
     pub metrics: Metrics,
+    /// Creates projects from templates and registers them with CI.
+    pub setup: ProjectSetupService,
     pub sse: SseConfig,
     /// Cancelled when the server shuts down, so open SSE streams end and the graceful
     /// shutdown does not wait for clients that never disconnect.
