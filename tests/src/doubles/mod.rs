@@ -1,3 +1,4 @@
 //! Doubles for what cannot run here, each speaking the real wire protocol.
 
 pub mod anthropic;
+pub mod kube_api;
