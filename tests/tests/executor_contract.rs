@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdev::adapters::kubernetes::{Credentials, KubernetesConfig, KubernetesExecutor};
 use rdev::adapters::local::LocalExecutor;
 use rdev::domain::ProjectId;
 use rdev::ports::{
     EnvValue, ExecError, Executor, ExitStatus, SecretResolver, Signal, SpawnSpec, SpawnedProcess,
 };
 use rdev_tests::doubles::kube_api::FakeKubeApi;
+use rdev_tests::harness::kubernetes::project_pod;
 use rdev_tests::harness::runtime::MapSecrets;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -42,37 +42,6 @@ fn secrets(pairs: &[(&str, &str)]) -> Arc<dyn SecretResolver> {
     ))
 }
 
-/// The double with one Running, Ready pod for project `p`, whose workspace and state
-/// directories exist.
-async fn kube_subject(
-    secrets: Arc<dyn SecretResolver>,
-) -> (KubernetesExecutor, FakeKubeApi, PathBuf) {
-    let api = FakeKubeApi::start().expect("API double starts");
-    let pod_dir = api
-        .add_pod(
-            "rdev-projects",
-            "ws-p",
-            &[
-                ("rdev.orchard9.ai/project", "true"),
-                ("rdev.orchard9.ai/project-id", "p"),
-            ],
-            "Running",
-            true,
-        )
-        .expect("pod");
-    let workspace = pod_dir.join("workspace");
-    std::fs::create_dir_all(&workspace).expect("workspace");
-    std::fs::create_dir_all(pod_dir.join("tmp")).expect("state dir");
-    let mut config = KubernetesConfig::new("rdev-projects");
-    config.workspace_dir = workspace.display().to_string();
-    config.home_dir = workspace.join(".rdev/home").display().to_string();
-    config.state_dir = pod_dir.join("tmp").display().to_string();
-    let executor = KubernetesExecutor::connect(Credentials::Url(api.url()), config, secrets)
-        .await
-        .expect("client builds");
-    (executor, api, workspace)
-}
-
 async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
     let project = ProjectId::parse("p").expect("id");
     match kind {
@@ -92,14 +61,14 @@ async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
             }
         }
         Kind::Kubernetes => {
-            let (executor, api, workspace) = kube_subject(secrets).await;
+            let pod = project_pod("p", secrets).await;
             Subject {
-                executor: Arc::new(executor),
+                executor: Arc::new(pod.executor),
                 project,
-                home: workspace.join(".rdev/home"),
-                workspace,
+                home: pod.workspace.join(".rdev/home"),
+                workspace: pod.workspace,
                 _tmp: None,
-                _api: Some(api),
+                _api: Some(pod.api),
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Preparing the real parts tests run against.
 
 pub mod claude;
+pub mod kubernetes;
 pub mod npm;
 pub mod plugins;
 pub mod postgres;
