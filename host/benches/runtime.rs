@@ -91,6 +91,58 @@ fn execution(
     (execution, rx)
 }
 
+/// Lines shaped like `claude -p --output-format stream-json --verbose` output.
+fn claude_stream(n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        let line = match i % 4 {
+            0 => {
+                serde_json::json!({"type": "assistant", "message": {"id": format!("msg_{i}"), "role": "assistant", "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "Let me look at the repository structure and then run the tests to see what fails."}], "usage": {"input_tokens": 1200, "output_tokens": 45, "cache_read_input_tokens": 9000}}, "session_id": "8d0c7a4e-1f2b-4c3d-9e8f-0a1b2c3d4e5f"})
+            }
+            1 => {
+                serde_json::json!({"type": "assistant", "message": {"id": format!("msg_{i}"), "role": "assistant", "content": [{"type": "tool_use", "id": format!("toolu_{i}"), "name": "Bash", "input": {"command": "cargo test --workspace 2>&1 | tail -50", "description": "Run the tests"}}]}, "session_id": "8d0c7a4e-1f2b-4c3d-9e8f-0a1b2c3d4e5f"})
+            }
+            2 => {
+                serde_json::json!({"type": "user", "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("toolu_{i}"), "content": "running 12 tests\ntest a ... ok\ntest b ... ok\ntest result: ok. 12 passed; 0 failed", "is_error": false}]}, "session_id": "8d0c7a4e-1f2b-4c3d-9e8f-0a1b2c3d4e5f"})
+            }
+            _ => {
+                serde_json::json!({"type": "system", "subtype": "init", "cwd": "/work/project", "session_id": "8d0c7a4e-1f2b-4c3d-9e8f-0a1b2c3d4e5f", "tools": ["Bash", "Edit", "Read", "Write", "Grep", "Glob"], "model": "claude-sonnet-4-5"})
+            }
+        };
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// The host-side baseline: the same `cat` through the same executor, lines parsed with
+/// serde_json.
+async fn parse_natively(rt: &Runtime) -> usize {
+    use tokio::io::AsyncBufReadExt;
+    let spec = rdev::ports::SpawnSpec {
+        program: "cat".into(),
+        args: vec!["stream.jsonl".into()],
+        env: Vec::new(),
+        working_dir: None,
+    };
+    let project = ProjectId::parse("bench").expect("id");
+    let process = rt
+        .config()
+        .executor
+        .spawn(&project, spec)
+        .await
+        .expect("spawn");
+    let mut lines = tokio::io::BufReader::new(process.stdout).lines();
+    let mut typed = 0;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|v| v.get("type").is_some()) {
+            typed += 1;
+        }
+    }
+    let _ = process.control.wait().await;
+    typed
+}
+
 async fn wait_for_version(registry: &Registry, version: &str) {
     let name = ProviderName::parse("versioned").expect("name");
     loop {
@@ -155,6 +207,53 @@ async fn main() {
     rows.push((
         format!("events guest → host sink ({total} in batches of 100, sink 1024)"),
         format!("{:.0} events/s", total as f64 / elapsed.as_secs_f64()),
+    ));
+
+    // 10,000 Claude stream-json lines: parsed inside a guest (through `cat` and the exec
+    // import) vs natively in the host (through the same executor).
+    let project_dir = work.path().join("projects/bench");
+    std::fs::create_dir_all(&project_dir).expect("project dir");
+    std::fs::write(project_dir.join("stream.jsonl"), claude_stream(10_000)).expect("write");
+    let parser_dir = tempfile::tempdir().expect("tempdir");
+    install(
+        &test_plugins,
+        "hostile",
+        parser_dir.path(),
+        "parser",
+        "0.1.0",
+    );
+    let manifest = parser_dir.path().join("parser.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(
+        &manifest,
+        text.replace("exec = [\"true\"]", "exec = [\"cat\"]"),
+    )
+    .expect("write");
+    let parser = rt.load(&manifest).await.expect("load parser");
+    let mut guest = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..7 {
+        let (exec, _rx) = execution("parse stream.jsonl", 16);
+        let t = Instant::now();
+        let result = parser.execute(exec).await.expect("parse");
+        guest.push(t.elapsed());
+        assert_eq!(result.final_text.as_deref(), Some("10000 10000"));
+        let t = Instant::now();
+        assert_eq!(parse_natively(&rt).await, 10_000);
+        native.push(t.elapsed());
+    }
+    let (guest, native) = (median(guest), median(native));
+    rows.push((
+        "parse 10,000 Claude stream-json lines in a guest (median of 7)".into(),
+        format!("{:.1} ms", guest.as_secs_f64() * 1e3),
+    ));
+    rows.push((
+        "parse the same lines natively in the host".into(),
+        format!(
+            "{:.1} ms (guest = {:.2}× native throughput)",
+            native.as_secs_f64() * 1e3,
+            native.as_secs_f64() / guest.as_secs_f64()
+        ),
     ));
 
     // Load of one plugin: compile vs cache.
@@ -245,11 +344,11 @@ async fn main() {
     }
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     rows.push((
-        "changed file → serving, watcher (150 ms debounce), cache cold (median of 5)".into(),
+        "changed file → serving, watcher (50 ms debounce), cache cold (median of 5)".into(),
         ms(median(watch_cold)),
     ));
     rows.push((
-        "changed file → serving, watcher (150 ms debounce), cache warm".into(),
+        "changed file → serving, watcher (50 ms debounce), cache warm".into(),
         ms(median(watch_warm)),
     ));
     rows.push((

@@ -24,7 +24,7 @@ use crate::runtime::{Runtime, WasmAgent, fingerprint};
 
 /// Quiet time after the last file event before a reload: installing a plugin writes two
 /// files, and editors write in several steps.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Whether a provider is usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

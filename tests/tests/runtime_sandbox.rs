@@ -288,3 +288,43 @@ async fn load_errors_name_the_file_and_the_reason() {
         .unwrap_or_default();
     assert!(text.contains("core.wasm"), "{text}");
 }
+
+#[tokio::test]
+async fn process_output_is_read_as_lines_across_batches_and_chunk_boundaries() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime(work.path(), GRACE);
+    install(
+        &test_plugins_dir(),
+        "hostile",
+        plugins.path(),
+        "parser",
+        None,
+    );
+    let manifest = plugins.path().join("parser.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .expect("read")
+        .replace("exec = [\"true\"]", "exec = [\"cat\"]");
+    std::fs::write(&manifest, text).expect("write");
+    let agent = runtime.load(&manifest).await.expect("loads");
+
+    // 3,000 lines (more than one 256-line batch, more than one 64 KiB pipe read), CRLF
+    // endings, one line of 200 KB, and a last line without a terminator.
+    let mut stream = String::new();
+    for i in 0..3000 {
+        let padding = if i == 1500 {
+            "x".repeat(200_000)
+        } else {
+            "y".repeat(i % 97)
+        };
+        stream.push_str(&format!("{{\"type\":\"t{i}\",\"pad\":\"{padding}\"}}\r\n"));
+    }
+    stream.push_str("{\"type\":\"last\"}");
+    let project = work.path().join("projects/test");
+    std::fs::create_dir_all(&project).expect("project dir");
+    std::fs::write(project.join("stream.jsonl"), stream).expect("write");
+
+    let r = run("parse stream.jsonl", LONG, 16);
+    let result = agent.execute(r.execution).await.expect("runs");
+    assert_eq!(result.final_text.as_deref(), Some("3001 3001"));
+}

@@ -34,7 +34,7 @@ enum Task {
 }
 
 /// What `cargo xtask run` starts when given no arguments.
-const DEFAULT_RUN_ARGS: &[&str] = &["--help"];
+const DEFAULT_RUN_ARGS: &[&str] = &["providers"];
 
 fn main() -> Result<ExitCode> {
     let layout = Layout::new(xtask::workspace_root());

@@ -74,7 +74,7 @@ pub struct ExecArgs {
 
 /// Builds the request, runs it, and returns the exit code.
 pub async fn run(args: ExecArgs) -> Result<i32> {
-    let request = match build_request(&args) {
+    let mut request = match build_request(&args) {
         Ok(request) => request,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -109,6 +109,14 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
+
+    if args.timeout.is_none() {
+        // Unasked, the default timeout yields to a provider with a shorter ceiling; an
+        // explicit --timeout above the ceiling is refused by the runtime instead.
+        if let Some(loaded) = registry.agent(agent.provider().name.as_str()) {
+            request.timeout = request.timeout.min(loaded.manifest().limits.max_timeout);
+        }
+    }
 
     let cancel = CancellationToken::new();
     let (events, mut received) = mpsc::channel(EVENT_BUFFER);

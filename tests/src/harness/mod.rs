@@ -1,6 +1,8 @@
 //! Preparing the real parts tests run against.
 
+pub mod bin;
 pub mod claude;
+pub mod examples;
 pub mod kubernetes;
 pub mod npm;
 pub mod plugins;

@@ -24,7 +24,7 @@ wasmtime::component::bindgen!({
 /// The oldest ABI this module serves; any 0.1.x plugin loads here.
 pub const MIN_VERSION: AbiVersion = AbiVersion::new(0, 1, 0);
 
-pub(crate) use rdev::provider::types as wit;
+pub(crate) use self::rdev::provider::types as wit;
 
 /// A linker with WASI (sandboxed by the store's empty context) and every rdev import.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {

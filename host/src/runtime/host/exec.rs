@@ -121,29 +121,34 @@ impl ProcessHandle {
         }
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
             let buf = &mut self.partial[slot(stream)];
+            // Lines are cut at an advancing offset and the consumed prefix is removed once,
+            // so a large buffer costs linear time, not one memmove per line.
+            let mut start = 0;
             while out.len() < max {
-                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let mut line: Vec<u8> = buf.drain(..=pos).collect();
-                    line.pop();
+                let rest = &buf[start..];
+                if let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+                    let mut line = &rest[..pos];
                     if line.last() == Some(&b'\r') {
-                        line.pop();
+                        line = &line[..line.len() - 1];
                     }
                     out.push(OutputLine {
                         stream,
-                        text: String::from_utf8_lossy(&line).into_owned(),
+                        text: String::from_utf8_lossy(line).into_owned(),
                         partial: false,
                     });
-                } else if buf.len() >= LINE_CAP {
-                    let piece: Vec<u8> = buf.drain(..LINE_CAP).collect();
+                    start += pos + 1;
+                } else if rest.len() >= LINE_CAP {
                     out.push(OutputLine {
                         stream,
-                        text: String::from_utf8_lossy(&piece).into_owned(),
+                        text: String::from_utf8_lossy(&rest[..LINE_CAP]).into_owned(),
                         partial: true,
                     });
+                    start += LINE_CAP;
                 } else {
                     break;
                 }
             }
+            buf.drain(..start);
         }
     }
 

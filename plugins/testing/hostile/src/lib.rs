@@ -16,6 +16,8 @@
 //!   credential `TOKEN` when the path contains `auth`); the text is `<status> <body>`.
 //! - `sse <port> <path>`: opens an event stream and returns every event's data, joined
 //!   by `,`, once the server closes it.
+//! - `parse <file>`: runs `cat <file>` (the grant must allow `cat`), parses every line as
+//!   JSON, and returns `<lines> <objects with a "type">`: the benchmark's guest side.
 //! - anything else: returns the prompt as the final text.
 
 use rdev_sdk::exec::ExecError;
@@ -189,6 +191,31 @@ impl Provider for Hostile {
                     }
                 };
                 Ok(result(ResultStatus::Completed, text))
+            }
+            "parse" => {
+                let process = CommandBuilder::new("cat")
+                    .arg(arg)
+                    .spawn()
+                    .map_err(|e| ProviderError::Unavailable(format!("{e:?}")))?;
+                let (mut lines, mut typed) = (0u64, 0u64);
+                loop {
+                    match rdev_sdk::process::read_lines(&process, None) {
+                        Ok(rdev_sdk::process::Lines::Lines(batch)) => {
+                            for line in batch {
+                                lines += 1;
+                                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line.text)
+                                    && value.get("type").is_some()
+                                {
+                                    typed += 1;
+                                }
+                            }
+                        }
+                        Ok(rdev_sdk::process::Lines::Idle) => {}
+                        Ok(rdev_sdk::process::Lines::Closed) => break,
+                        Err(e) => return Err(ProviderError::Failed(format!("{e:?}"))),
+                    }
+                }
+                Ok(result(ResultStatus::Completed, format!("{lines} {typed}")))
             }
             _ => Ok(result(ResultStatus::Completed, prompt)),
         }

@@ -1,0 +1,439 @@
+//! The real `rdev` binary with the real shell and git plugins (and an out-of-tree example
+//! plugin) against temporary workspaces.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rdev::domain::{AgentEvent, CommandStatus, HostEvent, OutputStream, ResultStatus, StreamEvent};
+use rdev_tests::harness::bin::rdev;
+use rdev_tests::harness::examples;
+use rdev_tests::harness::plugins::plugins_dir;
+
+/// `rdev` loading plugins from `plugins` (through `RDEV_PLUGINS_DIR`, as users set it).
+fn command(plugins: &Path) -> Command {
+    let mut cmd = Command::new(rdev());
+    cmd.env("RDEV_PLUGINS_DIR", plugins);
+    cmd
+}
+
+fn exec(plugins: &Path, dir: &Path, provider: &str, extra: &[&str], prompt: &str) -> Output {
+    command(plugins)
+        .args(["exec", "--provider", provider, "--dir"])
+        .arg(dir)
+        .args(extra)
+        .args(["--", prompt])
+        .output()
+        .expect("rdev runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every stdout line of a `--json` run, parsed.
+fn json_lines(output: &Output) -> Vec<StreamEvent> {
+    text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+fn stdout_text(events: &[StreamEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Agent(AgentEvent::Output {
+                stream: OutputStream::Stdout,
+                text,
+            }) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn providers_lists_the_built_plugins() {
+    let plugins = plugins_dir();
+    let output = command(&plugins)
+        .arg("providers")
+        .output()
+        .expect("rdev runs");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let table = text(&output.stdout);
+    assert!(table.starts_with("NAME"), "{table}");
+    for name in ["git", "shell"] {
+        let row = table
+            .lines()
+            .find(|l| l.trim_start_matches(name).starts_with(['*', ' ']) && l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {table}"));
+        assert!(row.contains("0.1.0") && row.contains("serving"), "{row}");
+        assert!(row.contains("streaming,cancel"), "{row}");
+    }
+
+    let output = command(&plugins)
+        .args(["providers", "--json"])
+        .output()
+        .expect("rdev runs");
+    assert_eq!(output.status.code(), Some(0));
+    let listed: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let names: Vec<&str> = listed.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(
+        names.contains(&"git") && names.contains(&"shell"),
+        "{names:?}"
+    );
+    assert_eq!(listed.iter().filter(|p| p["default"] == true).count(), 1);
+}
+
+#[test]
+fn providers_shows_a_broken_plugin_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = plugins_dir();
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            plugins.join(format!("shell.{ext}")),
+            dir.path().join(format!("shell.{ext}")),
+        )
+        .expect("copy shell");
+    }
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "name = \"broken\"\nversion = ",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("broken.wasm"), b"not a component").expect("write");
+    let output = command(dir.path())
+        .arg("providers")
+        .output()
+        .expect("rdev runs");
+    assert_eq!(output.status.code(), Some(1));
+    let table = text(&output.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("shell") && l.contains("serving")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("broken") && l.contains("failed")),
+        "{table}"
+    );
+    assert!(
+        table.contains("broken.toml"),
+        "the error names the file: {table}"
+    );
+}
+
+#[test]
+fn a_missing_plugins_dir_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope");
+    let output = command(&missing)
+        .arg("providers")
+        .output()
+        .expect("rdev runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("nope"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn shell_exit_codes_stdout_and_stderr() {
+    let plugins = plugins_dir();
+    let ws = tempfile::tempdir().expect("tempdir");
+    let failed = exec(
+        &plugins,
+        ws.path(),
+        "shell",
+        &[],
+        "echo out; echo err >&2; exit 3",
+    );
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(text(&failed.stdout), "out\n");
+    let stderr = text(&failed.stderr);
+    assert!(stderr.starts_with("err\n"), "{stderr}");
+    assert!(stderr.contains("failed (exit 3)"), "{stderr}");
+
+    let ok = exec(&plugins, ws.path(), "shell", &[], "printf 'a b'");
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert_eq!(text(&ok.stdout), "a b\n", "a newline ends the partial line");
+    assert!(text(&ok.stderr).contains("completed (exit 0)"));
+}
+
+#[test]
+fn json_output_is_one_stream_event_per_line_ending_with_done() {
+    let plugins = plugins_dir();
+    let ws = tempfile::tempdir().expect("tempdir");
+    let output = exec(
+        &plugins,
+        ws.path(),
+        "shell",
+        &["--json"],
+        "echo one; echo two >&2; exit 4",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let events = json_lines(&output);
+    assert_eq!(stdout_text(&events), "one\n");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        StreamEvent::Agent(AgentEvent::Output { stream: OutputStream::Stderr, text }) if text == "two\n"
+    )));
+    match events.last() {
+        Some(StreamEvent::Host(HostEvent::Done {
+            status: CommandStatus::Failed,
+            result: Some(result),
+            ..
+        })) => {
+            assert_eq!(result.status, ResultStatus::Failed);
+            assert_eq!(result.exit_code, Some(4));
+        }
+        other => panic!("last line is not a failed done event: {other:?}"),
+    }
+    assert_eq!(events.iter().filter(|e| e.is_terminal()).count(), 1);
+}
+
+#[test]
+fn the_workspace_is_dir_with_its_own_home_and_no_host_environment() {
+    let plugins = plugins_dir();
+    let ws = tempfile::tempdir().expect("tempdir");
+    let output = command(&plugins)
+        .env("RDEV_LEAK_CHECK", "host-only")
+        .args(["exec", "--provider", "shell", "--dir"])
+        .arg(ws.path())
+        .args(["--", "pwd -P; echo \"$HOME\"; env"])
+        .output()
+        .expect("rdev runs");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let root = ws.path().canonicalize().expect("canon");
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some(root.to_str().expect("utf-8")));
+    assert_eq!(
+        lines.next(),
+        Some(root.join(".rdev/home").to_str().expect("utf-8"))
+    );
+    assert!(
+        !stdout.contains("RDEV_LEAK_CHECK"),
+        "host variable leaked: {stdout}"
+    );
+}
+
+#[test]
+fn git_runs_with_the_prompt_split_into_arguments() {
+    let plugins = plugins_dir();
+    let ws = tempfile::tempdir().expect("tempdir");
+    let init = exec(&plugins, ws.path(), "git", &[], "init -q");
+    assert_eq!(init.status.code(), Some(0), "{}", text(&init.stderr));
+    assert!(ws.path().join(".git").is_dir());
+
+    // Quotes group words; `;` is an ordinary character since no shell is involved.
+    let commit = exec(
+        &plugins,
+        ws.path(),
+        "git",
+        &[],
+        "git -c user.name='Test User' -c user.email=t@example.com commit -q --allow-empty -m \"first commit; not a command\"",
+    );
+    assert_eq!(commit.status.code(), Some(0), "{}", text(&commit.stderr));
+    let log = exec(
+        &plugins,
+        ws.path(),
+        "git",
+        &["--json"],
+        "log --format=%s|%an",
+    );
+    assert_eq!(log.status.code(), Some(0), "{}", text(&log.stderr));
+    assert_eq!(
+        stdout_text(&json_lines(&log)),
+        "first commit; not a command|Test User\n"
+    );
+
+    let status = exec(&plugins, ws.path(), "git", &[], "status --porcelain");
+    assert_eq!(
+        text(&status.stdout),
+        "",
+        "rdev's state directory is invisible to git"
+    );
+
+    let unknown = exec(&plugins, ws.path(), "git", &[], "no-such-subcommand");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("not a git command"),
+        "{}",
+        text(&unknown.stderr)
+    );
+
+    let unbalanced = exec(&plugins, ws.path(), "git", &[], "commit -m 'open");
+    assert_eq!(unbalanced.status.code(), Some(1));
+    assert!(
+        text(&unbalanced.stderr).contains("quote"),
+        "{}",
+        text(&unbalanced.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let plugins = plugins_dir();
+    let ws = tempfile::tempdir().expect("tempdir");
+    let unknown = exec(&plugins, ws.path(), "nonexistent", &[], "x");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown.stderr).contains("nonexistent"),
+        "{}",
+        text(&unknown.stderr)
+    );
+    let bad_timeout = exec(&plugins, ws.path(), "shell", &["--timeout", "0"], "true");
+    assert_eq!(bad_timeout.status.code(), Some(2));
+    let bad_option = exec(
+        &plugins,
+        ws.path(),
+        "shell",
+        &["--option", "novalue"],
+        "true",
+    );
+    assert_eq!(bad_option.status.code(), Some(2));
+}
+
+/// True once `pid` no longer runs (gone, or a zombie nobody reaped yet). Polls, because the
+/// kill and the reaping are asynchronous.
+fn gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+            {
+                return true;
+            }
+            Ok(_) if Instant::now() > deadline => return false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_sleep_within_the_grace_period_and_kills_the_group() {
+    let plugins = plugins_dir();
+    let ws = tempfile::tempdir().expect("tempdir");
+    let mut child = command(&plugins)
+        .args([
+            "exec",
+            "--provider",
+            "shell",
+            "--json",
+            "--grace",
+            "60",
+            "--dir",
+        ])
+        .arg(ws.path())
+        .args(["--", "sleep 30 & echo $!; sleep 30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rdev starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first event");
+    let event: StreamEvent = serde_json::from_str(&first).expect("json event");
+    let background: u32 = match event {
+        StreamEvent::Agent(AgentEvent::Output { text, .. }) => text.trim().parse().expect("pid"),
+        other => panic!("unexpected first event {other:?}"),
+    };
+
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("remaining events");
+    let status = child.wait().expect("rdev exits");
+    assert_eq!(status.code(), Some(130));
+
+    // A result (rather than a forced stop, which has none) proves the provider stopped
+    // cooperatively, well inside the 60 s grace period.
+    let last: StreamEvent =
+        serde_json::from_str(rest.lines().last().expect("a done line")).expect("json done");
+    match last {
+        StreamEvent::Host(HostEvent::Done {
+            status: CommandStatus::Cancelled,
+            result: Some(result),
+            ..
+        }) => assert_eq!(result.status, ResultStatus::Cancelled),
+        other => panic!("not a cancelled result: {other:?}"),
+    }
+    assert!(
+        gone(background),
+        "the background sleep {background} survived the cancel"
+    );
+}
+
+/// Copies a built example into `dir` as `<name>.wasm` + `<name>.toml`, the way its README
+/// tells users to install it.
+fn install_example(built: &examples::BuiltExample, dir: &Path, name: &str) -> PathBuf {
+    std::fs::copy(&built.component, dir.join(format!("{name}.wasm"))).expect("copy component");
+    std::fs::copy(&built.manifest, dir.join(format!("{name}.toml"))).expect("copy manifest");
+    dir.to_owned()
+}
+
+#[test]
+fn a_third_party_plugin_built_out_of_tree_runs_through_rdev_exec() {
+    let built = examples::build("echo-provider", "echo-provider");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let dir = install_example(&built, plugins.path(), "echo");
+    let ws = tempfile::tempdir().expect("tempdir");
+
+    let listing = command(&dir).arg("providers").output().expect("rdev runs");
+    assert_eq!(
+        listing.status.code(),
+        Some(0),
+        "{}{}",
+        text(&listing.stdout),
+        text(&listing.stderr)
+    );
+    assert!(
+        text(&listing.stdout)
+            .lines()
+            .any(|l| l.starts_with("echo*") && l.contains("serving"))
+    );
+
+    let output = exec(&dir, ws.path(), "echo", &["--json"], "hello from outside");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let events = json_lines(&output);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            StreamEvent::Agent(AgentEvent::Message { text, .. }) if text == "hello from outside"
+        )),
+        "{events:?}"
+    );
+
+    let via_exec = exec(
+        &dir,
+        ws.path(),
+        "echo",
+        &["--option", "via_exec=true"],
+        "through echo",
+    );
+    assert_eq!(
+        via_exec.status.code(),
+        Some(0),
+        "{}",
+        text(&via_exec.stderr)
+    );
+    assert_eq!(text(&via_exec.stdout), "through echo\n");
+}
