@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdev::adapters::kubernetes::PodTemplate;
 use rdev::domain::{AgentEvent, ProjectId, ResultStatus};
 use rdev::ports::{CodeAgent, EnvValue, ExecError, Executor, SecretResolver, SpawnSpec};
 use rdev::runtime::{Runtime, RuntimeConfig};
@@ -279,4 +280,69 @@ async fn cancelling_the_shell_provider_kills_the_remote_group() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn provisioning_creates_a_labelled_pod_and_volume_waits_for_ready_and_deletes_them() {
+    let pod = project_pod("p", no_secrets()).await;
+    pod.api.set_start_pending(true);
+    let project = id("fresh");
+    let mut template = PodTemplate::new("ghcr.io/orchard9/workspace:1");
+    template.memory = Some("2Gi".to_owned());
+    let api = &pod.api;
+    let provision = pod.executor.provision(
+        &project,
+        &template,
+        Duration::from_millis(20),
+        Duration::from_secs(60),
+    );
+    let make_ready = async {
+        // The pod exists (and provision is polling it) before it turns ready.
+        while !api.pod_names().contains(&"rdev-fresh".to_owned()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reason = unavailable_reason(pod.executor.spawn(&project, sh("true")).await);
+        assert!(reason.contains("Pending"), "{reason}");
+        api.set_pod_status(NAMESPACE, "rdev-fresh", "Running", true);
+    };
+    let (name, ()) = tokio::join!(provision, make_ready);
+    assert_eq!(name.expect("provisioned"), "rdev-fresh");
+
+    let created = api.created_pod("rdev-fresh").expect("pod created");
+    assert_eq!(
+        created["metadata"]["labels"]["rdev.orchard9.ai/project-id"],
+        "fresh"
+    );
+    assert_eq!(
+        created["metadata"]["labels"]["rdev.orchard9.ai/project"],
+        "true"
+    );
+    assert_eq!(created["spec"]["automountServiceAccountToken"], false);
+    let container = &created["spec"]["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/orchard9/workspace:1");
+    assert_eq!(container["resources"]["limits"]["memory"], "2Gi");
+    assert_eq!(
+        created["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "rdev-fresh-workspace"
+    );
+    let pvc = api.pvc("rdev-fresh-workspace").expect("volume created");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "10Gi");
+
+    let process = pod
+        .executor
+        .spawn(&project, sh("true"))
+        .await
+        .expect("exec into the provisioned pod");
+    assert!(process.control.wait().await.expect("wait").success());
+    assert_eq!(api.execs().last().expect("exec").pod, "rdev-fresh");
+
+    pod.executor.deprovision(&project).await.expect("deleted");
+    assert!(api.created_pod("rdev-fresh").is_none());
+    assert!(api.pvc("rdev-fresh-workspace").is_none());
+    pod.executor
+        .deprovision(&project)
+        .await
+        .expect("deleting twice is fine");
+    let reason = unavailable_reason(pod.executor.spawn(&project, sh("true")).await);
+    assert!(reason.contains("no pod labelled"), "{reason}");
 }

@@ -68,6 +68,12 @@ pub struct ExecRecord {
 #[derive(Default)]
 struct Inner {
     pods: Vec<FakePod>,
+    /// Created objects as posted (pods by name, PVCs by name), for assertions.
+    created_pods: BTreeMap<String, Value>,
+    pvcs: BTreeMap<String, Value>,
+    /// Whether created pods start Running and Ready (otherwise Pending).
+    start_pending: bool,
+    root: PathBuf,
     execs: Vec<ExecRecord>,
     v4_only: bool,
 }
@@ -100,9 +106,24 @@ impl FakeKubeApi {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Shared::default();
+        shared.lock().root = root.path().canonicalize()?;
         let app = Router::new()
-            .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
-            .route("/api/v1/namespaces/{ns}/pods/{pod}", get(get_pod))
+            .route(
+                "/api/v1/namespaces/{ns}/pods",
+                get(list_pods).post(create_pod),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{pod}",
+                get(get_pod).delete(delete_pod),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+                axum::routing::post(create_pvc),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/persistentvolumeclaims/{pvc}",
+                get(get_pvc).delete(delete_pvc),
+            )
             .route("/api/v1/namespaces/{ns}/pods/{pod}/exec", get(exec))
             .route(
                 "/api/v1/namespaces/{ns}/pods/{pod}/portforward",
@@ -185,6 +206,31 @@ impl FakeKubeApi {
     /// Refuses `v5.channel.k8s.io`, as an API server older than 1.30 does.
     pub fn set_v4_only(&self, v4_only: bool) {
         self.shared.lock().v4_only = v4_only;
+    }
+
+    /// Created pods start `Pending` and not Ready until [`Self::set_pod_status`].
+    pub fn set_start_pending(&self, pending: bool) {
+        self.shared.lock().start_pending = pending;
+    }
+
+    /// The pod as it was created through the API, if it still exists.
+    pub fn created_pod(&self, name: &str) -> Option<Value> {
+        self.shared.lock().created_pods.get(name).cloned()
+    }
+
+    /// The PersistentVolumeClaim as created, if it still exists.
+    pub fn pvc(&self, name: &str) -> Option<Value> {
+        self.shared.lock().pvcs.get(name).cloned()
+    }
+
+    /// Names of the pods that exist now.
+    pub fn pod_names(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .pods
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     /// Every exec received so far, oldest first.
@@ -347,6 +393,125 @@ async fn get_pod(
     match find_pod(&shared, &ns, &name) {
         Some(pod) => axum::Json(pod_json(&pod)).into_response(),
         None => not_found(&name),
+    }
+}
+
+fn already_exists(kind: &str, name: &str) -> Response {
+    status_error(
+        StatusCode::CONFLICT,
+        "AlreadyExists",
+        format!("{kind} \"{name}\" already exists"),
+    )
+}
+
+async fn create_pod(
+    State(shared): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    axum::Json(mut body): axum::Json<Value>,
+) -> Response {
+    let Some(name) = body["metadata"]["name"].as_str().map(str::to_owned) else {
+        return status_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name: Required value".into(),
+        );
+    };
+    if find_pod(&shared, &ns, &name).is_some() {
+        return already_exists("pods", &name);
+    }
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(body["metadata"]["labels"].clone()).unwrap_or_default();
+    let root = shared.lock().root.clone();
+    let dir = root.join(&ns).join(&name);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return status_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        );
+    }
+    let pending = shared.lock().start_pending;
+    let pod = FakePod {
+        namespace: ns.clone(),
+        name: name.clone(),
+        labels,
+        phase: if pending { "Pending" } else { "Running" }.to_owned(),
+        ready: !pending,
+        dir,
+    };
+    body["metadata"]["namespace"] = json!(ns);
+    body["metadata"]["uid"] = json!(format!("uid-{ns}-{name}"));
+    body["metadata"]["resourceVersion"] = json!("1");
+    let mut inner = shared.lock();
+    inner.created_pods.insert(name.clone(), body.clone());
+    inner.pods.push(pod);
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+async fn delete_pod(
+    State(shared): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    let Some(pod) = find_pod(&shared, &ns, &name) else {
+        return not_found(&name);
+    };
+    let mut inner = shared.lock();
+    inner
+        .pods
+        .retain(|p| !(p.namespace == ns && p.name == name));
+    inner.created_pods.remove(&name);
+    axum::Json(pod_json(&pod)).into_response()
+}
+
+async fn create_pvc(
+    State(shared): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    axum::Json(mut body): axum::Json<Value>,
+) -> Response {
+    let Some(name) = body["metadata"]["name"].as_str().map(str::to_owned) else {
+        return status_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name: Required value".into(),
+        );
+    };
+    let mut inner = shared.lock();
+    if inner.pvcs.contains_key(&name) {
+        return already_exists("persistentvolumeclaims", &name);
+    }
+    body["metadata"]["namespace"] = json!(ns);
+    body["metadata"]["uid"] = json!(format!("uid-pvc-{ns}-{name}"));
+    body["metadata"]["resourceVersion"] = json!("1");
+    body["status"] = json!({"phase": "Bound"});
+    inner.pvcs.insert(name, body.clone());
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+async fn get_pvc(
+    State(shared): State<Shared>,
+    UrlPath((_ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    match shared.lock().pvcs.get(&name) {
+        Some(pvc) => axum::Json(pvc.clone()).into_response(),
+        None => status_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("persistentvolumeclaims \"{name}\" not found"),
+        ),
+    }
+}
+
+async fn delete_pvc(
+    State(shared): State<Shared>,
+    UrlPath((_ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    match shared.lock().pvcs.remove(&name) {
+        Some(pvc) => axum::Json(pvc).into_response(),
+        None => status_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("persistentvolumeclaims \"{name}\" not found"),
+        ),
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod forward;
 mod process;
+mod provision;
 mod wrapper;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use crate::ports::{
 
 use forward::ForwardedStream;
 use process::{KubeProcess, Target};
+pub use provision::PodTemplate;
 use wrapper::Handshake;
 
 /// How to reach the API server.
