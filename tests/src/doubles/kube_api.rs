@@ -1,8 +1,8 @@
 //! A loopback Kubernetes API server for testing the Kubernetes executor with the real kube-rs
 //! client.
 //!
-//! It speaks the wire protocol for what the executor uses: `GET` of pods (one, or a list
-//! filtered by a `labelSelector`), the exec WebSocket upgrade
+//! It speaks the wire protocol for what the executor uses: pods (get, list filtered by a
+//! `labelSelector`, create, delete) and PersistentVolumeClaims (create, get, delete), the exec WebSocket upgrade
 //! (`/api/v1/namespaces/{ns}/pods/{pod}/exec?command=…&stdin=…`) negotiating
 //! `v5.channel.k8s.io` with a `v4.channel.k8s.io` fallback — channel byte 0 stdin, 1 stdout,
 //! 2 stderr, 3 the `metav1.Status` JSON on exit, 4 resize (ignored), 255 close (v5) — and
