@@ -3,6 +3,7 @@
 pub mod bin;
 pub mod claude;
 pub mod examples;
+pub mod kubernetes;
 pub mod npm;
 pub mod plugins;
 pub mod postgres;

@@ -1,0 +1,378 @@
+//! One Executor contract, run against the local executor (real processes in temporary
+//! workspaces) and the Kubernetes executor (the real kube-rs client against the loopback
+//! API-server double, which runs exec'd commands as real local processes).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdev::adapters::local::LocalExecutor;
+use rdev::domain::ProjectId;
+use rdev::ports::{
+    EnvValue, ExecError, Executor, ExitStatus, SecretResolver, Signal, SpawnSpec, SpawnedProcess,
+};
+use rdev_tests::doubles::kube_api::FakeKubeApi;
+use rdev_tests::harness::kubernetes::project_pod;
+use rdev_tests::harness::runtime::MapSecrets;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Local,
+    Kubernetes,
+}
+
+/// An executor under test and where its project's workspace is on this machine.
+struct Subject {
+    executor: Arc<dyn Executor>,
+    project: ProjectId,
+    workspace: PathBuf,
+    home: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    _api: Option<FakeKubeApi>,
+}
+
+fn secrets(pairs: &[(&str, &str)]) -> Arc<dyn SecretResolver> {
+    Arc::new(MapSecrets(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    ))
+}
+
+async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
+    let project = ProjectId::parse("p").expect("id");
+    match kind {
+        Kind::Local => {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let root = tmp.path().canonicalize().expect("canon");
+            let executor = LocalExecutor::per_project(&root, secrets);
+            // The local executor creates the workspace on first use.
+            std::fs::create_dir_all(root.join("p")).expect("workspace");
+            Subject {
+                executor: Arc::new(executor),
+                project,
+                workspace: root.join("p"),
+                home: root.join("p/.rdev/home"),
+                _tmp: Some(tmp),
+                _api: None,
+            }
+        }
+        Kind::Kubernetes => {
+            let pod = project_pod("p", secrets).await;
+            Subject {
+                executor: Arc::new(pod.executor),
+                project,
+                home: pod.workspace.join(".rdev/home"),
+                workspace: pod.workspace,
+                _tmp: None,
+                _api: Some(pod.api),
+            }
+        }
+    }
+}
+
+fn spec(program: &str, args: &[&str]) -> SpawnSpec {
+    SpawnSpec {
+        program: program.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        env: Vec::new(),
+        working_dir: None,
+    }
+}
+
+fn sh(script: &str) -> SpawnSpec {
+    spec("sh", &["-c", script])
+}
+
+async fn read_all(mut reader: impl tokio::io::AsyncRead + Unpin) -> String {
+    let mut out = String::new();
+    reader.read_to_string(&mut out).await.expect("read stream");
+    out
+}
+
+async fn run(subject: &Subject, spec: SpawnSpec) -> (ExitStatus, String, String) {
+    let process = subject
+        .executor
+        .spawn(&subject.project, spec)
+        .await
+        .expect("spawn");
+    let (out, err) = tokio::join!(read_all(process.stdout), read_all(process.stderr));
+    let status = process.control.wait().await.expect("wait");
+    (status, out, err)
+}
+
+/// Gone: no such process, or a zombie (runs nothing). Polls, since killing and reaping
+/// happen asynchronously.
+fn gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(')').next().map(|r| r.trim_start().to_owned()));
+        match state {
+            None => return true,
+            Some(rest) if rest.starts_with('Z') => return true,
+            Some(_) if Instant::now() > deadline => return false,
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+async fn exit_codes_and_both_streams(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let (status, out, err) = run(&s, sh("echo out; echo err >&2; exit 3")).await;
+    assert_eq!(
+        status,
+        ExitStatus {
+            code: Some(3),
+            signal: None
+        }
+    );
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    let (status, out, _) = run(&s, sh("printf 'no newline'")).await;
+    assert!(status.success());
+    assert_eq!(out, "no newline");
+}
+
+async fn output_streams_before_the_process_ends(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let mut process = s
+        .executor
+        .spawn(
+            &s.project,
+            sh("echo first; read line; echo \"second $line\""),
+        )
+        .await
+        .expect("spawn");
+    let mut lines = BufReader::new(process.stdout).lines();
+    // The process is blocked on stdin, so this line can only have been streamed.
+    assert_eq!(
+        lines.next_line().await.expect("read").as_deref(),
+        Some("first")
+    );
+    process.stdin.write_all(b"go\n").await.expect("write");
+    assert_eq!(
+        lines.next_line().await.expect("read").as_deref(),
+        Some("second go")
+    );
+    assert_eq!(lines.next_line().await.expect("read"), None);
+    assert!(process.control.wait().await.expect("wait").success());
+}
+
+async fn stdin_reaches_the_process_and_closes(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let mut process = s
+        .executor
+        .spawn(&s.project, spec("cat", &[]))
+        .await
+        .expect("spawn");
+    process
+        .stdin
+        .write_all(b"hello\nworld\n")
+        .await
+        .expect("write");
+    process.stdin.shutdown().await.expect("close stdin");
+    drop(process.stdin);
+    assert_eq!(read_all(process.stdout).await, "hello\nworld\n");
+    assert!(process.control.wait().await.expect("wait").success());
+}
+
+async fn env_and_home_are_set(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let mut spec = sh("printf '%s|%s' \"$GREETING\" \"$HOME\"; test -d \"$HOME\"");
+    spec.env = vec![(
+        "GREETING".to_owned(),
+        EnvValue::Plain("hi there\nsecond line".to_owned()),
+    )];
+    let (status, out, _) = run(&s, spec).await;
+    assert!(status.success(), "HOME exists");
+    assert_eq!(
+        out,
+        format!("hi there\nsecond line|{}", s.home.display()),
+        "spec env and the per-project HOME"
+    );
+}
+
+async fn working_dir_is_inside_the_workspace(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    std::fs::create_dir_all(s.workspace.join("src/sub")).expect("mkdir");
+    let (_, out, _) = run(&s, sh("pwd -P")).await;
+    assert_eq!(out.trim_end(), s.workspace.display().to_string());
+    let mut inside = sh("pwd -P");
+    inside.working_dir = Some("src/sub".to_owned());
+    let (_, out, _) = run(&s, inside).await;
+    assert_eq!(
+        out.trim_end(),
+        s.workspace.join("src/sub").display().to_string()
+    );
+    for bad in ["..", "src/../../x", "/"] {
+        let mut escape = sh("pwd");
+        escape.working_dir = Some(bad.to_owned());
+        match s.executor.spawn(&s.project, escape).await {
+            Err(ExecError::SpawnFailed { reason, .. }) => {
+                assert!(reason.contains(bad), "{reason}")
+            }
+            Err(other) => panic!("{bad:?}: unexpected error {other}"),
+            Ok(_) => panic!("{bad:?}: escaping working directory accepted"),
+        }
+    }
+}
+
+async fn a_missing_program_fails_to_spawn(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    match s
+        .executor
+        .spawn(&s.project, spec("rdev-no-such-program", &[]))
+        .await
+    {
+        Err(ExecError::SpawnFailed { program, .. }) => assert_eq!(program, "rdev-no-such-program"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("spawned a program that does not exist"),
+    }
+}
+
+async fn secrets_are_resolved_at_spawn(kind: Kind) {
+    let s = subject(kind, secrets(&[("API_KEY", "sk-test-42")])).await;
+    let secret = |name: &str, required| EnvValue::Secret {
+        name: name.to_owned(),
+        required,
+    };
+    let mut with_secret = sh("echo \"key=$KEY optional=${OPT-unset}\"");
+    with_secret.env = vec![
+        ("KEY".to_owned(), secret("API_KEY", true)),
+        ("OPT".to_owned(), secret("NOT_THERE", false)),
+    ];
+    let (status, out, _) = run(&s, with_secret).await;
+    assert!(status.success());
+    assert_eq!(out, "key=sk-test-42 optional=unset\n");
+
+    let mut missing = sh("true");
+    missing.env = vec![("KEY".to_owned(), secret("NOT_THERE", true))];
+    match s.executor.spawn(&s.project, missing).await {
+        Err(ExecError::MissingSecret(name)) => assert_eq!(name, "NOT_THERE"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("spawned without a required secret"),
+    }
+}
+
+async fn wait_is_shared_and_repeatable(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let process = s
+        .executor
+        .spawn(&s.project, sh("read line; exit 7"))
+        .await
+        .expect("spawn");
+    let control = process.control.clone();
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let control = control.clone();
+            tokio::spawn(async move { control.wait().await })
+        })
+        .collect();
+    let mut stdin = process.stdin;
+    stdin.write_all(b"go\n").await.expect("write");
+    let expected = ExitStatus {
+        code: Some(7),
+        signal: None,
+    };
+    for waiter in waiters {
+        assert_eq!(waiter.await.expect("join").expect("wait"), expected);
+    }
+    assert_eq!(control.wait().await.expect("again"), expected);
+    control
+        .signal(Signal::Terminate)
+        .await
+        .expect("signalling an exited process is fine");
+}
+
+/// A group with two background sleepers; returns the process and their pids.
+async fn sleepers(s: &Subject, script: &str) -> (SpawnedProcess, Vec<i32>) {
+    let mut process = s
+        .executor
+        .spawn(&s.project, sh(script))
+        .await
+        .expect("spawn");
+    let mut pids = Vec::new();
+    {
+        let mut lines = BufReader::new(&mut process.stdout).lines();
+        while pids.len() < 2 {
+            let line = lines.next_line().await.expect("read").expect("a pid line");
+            pids.push(line.trim().parse::<i32>().expect("pid"));
+        }
+    }
+    for pid in &pids {
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "sleeper {pid} runs"
+        );
+    }
+    (process, pids)
+}
+
+const SLEEPERS: &str = "sleep 30 & echo $!; sleep 30 & echo $!; wait";
+
+async fn kill_and_terminate_reach_the_whole_group(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    for (signal, number) in [(Signal::Kill, 9), (Signal::Terminate, 15)] {
+        let (process, pids) = sleepers(&s, SLEEPERS).await;
+        process.control.signal(signal).await.expect("signal");
+        let status = process.control.wait().await.expect("wait");
+        assert_eq!(status.signal, Some(number), "{status:?}");
+        assert!(!status.success());
+        for pid in pids {
+            assert!(gone(pid), "{pid} survived {signal:?} to its group");
+        }
+    }
+}
+
+async fn leftovers_die_with_their_leader(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let (process, pids) = sleepers(&s, "sleep 30 & echo $!; sleep 30 & echo $!").await;
+    assert!(process.control.wait().await.expect("wait").success());
+    for pid in pids {
+        assert!(gone(pid), "orphan {pid} outlived its leader");
+    }
+}
+
+async fn dropping_the_handles_kills_the_group(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let (process, pids) = sleepers(&s, SLEEPERS).await;
+    drop(process);
+    for pid in pids {
+        assert!(gone(pid), "{pid} survived the drop of its handles");
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Kind::Local).await
+            })*
+        }
+        mod kubernetes {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Kind::Kubernetes).await
+            })*
+        }
+    };
+}
+
+contract!(
+    exit_codes_and_both_streams,
+    output_streams_before_the_process_ends,
+    stdin_reaches_the_process_and_closes,
+    env_and_home_are_set,
+    working_dir_is_inside_the_workspace,
+    a_missing_program_fails_to_spawn,
+    secrets_are_resolved_at_spawn,
+    wait_is_shared_and_repeatable,
+    kill_and_terminate_reach_the_whole_group,
+    leftovers_die_with_their_leader,
+    dropping_the_handles_kills_the_group,
+);
