@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::local::LocalExecutor;
 use crate::adapters::local::seed::LocalSeeder;
-use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
+use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
 use crate::ports::{Ci, ProviderLookup, SecretResolver, StoreError, Stores};

@@ -1380,3 +1380,106 @@ async fn client_commands_run_follow_cancel_and_manage_tokens() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn projects_are_created_from_templates_and_report_their_ci() {
+    let server = TestServer::sqlite().await;
+    let admin = Some(server.admin.as_str());
+
+    let (status, body) = call(&server, Method::GET, "/templates", admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let names: Vec<&str> = body["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for builtin in ["blank", "node", "python", "rust"] {
+        assert!(names.contains(&builtin), "{names:?}");
+    }
+
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        admin,
+        Some(json!({"id": "demo", "template": "nonexistent"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        admin,
+        Some(json!({"id": "demo", "vars": {"title": "x"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "template_required")
+    );
+    let (status, _) = call(&server, Method::GET, "/projects/demo", admin, None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "refused creations leave nothing"
+    );
+
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        admin,
+        Some(json!({"id": "demo", "template": "blank", "vars": {"title": "Demo Title"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["project"]["id"], "demo", "{body}");
+    assert!(body["commit"].is_string(), "a first commit: {body}");
+
+    // The rendered workspace is the one commands of the project run in.
+    let (_, events) = run_shell(
+        &server,
+        "demo",
+        "cat README.md && git log --oneline | wc -l",
+    )
+    .await;
+    let printed: String = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("output"))
+        .map(|e| e.json()["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(printed.contains("Demo Title"), "{printed}");
+    assert_eq!(printed.trim().lines().last(), Some("1"), "{printed}");
+
+    let (status, body) = call(&server, Method::GET, "/projects/demo/ci", admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["registration"]["state"].is_string(), "{body}");
+    let (status, body) = call(&server, Method::POST, "/projects/demo/ci", admin, None).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "ci_not_configured")
+    );
+
+    let other = member_token(&server, &["elsewhere"]).await;
+    let (status, _) = call(
+        &server,
+        Method::GET,
+        "/projects/demo/ci",
+        Some(&other),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        Some(&other),
+        Some(json!({"id": "mine", "template": "blank"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    server.stop().await;
+}

@@ -81,5 +81,7 @@ async fn register_ci(
 ) -> Result<Json<CiRegistration>, ApiError> {
     principal.require_admin()?;
     let id = ProjectId::parse(id)?;
-    Ok(Json(state.setup.register_ci(&principal.actor(), &id).await?))
+    Ok(Json(
+        state.setup.register_ci(&principal.actor(), &id).await?,
+    ))
 }
