@@ -10,18 +10,15 @@ mod parse;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rdev_sdk::bindings::rdev::provider::types::{
-    InitInfo, RawInfo, TextInfo, ToolResultInfo, ToolUseInfo, UsageInfo,
-};
 use rdev_sdk::exec::{ExecError, ExitStatus, Process, Signal};
 use rdev_sdk::process::{self, CommandBuilder, Lines};
 use rdev_sdk::{
-    AgentEvent, AgentRequest, AgentResult, Capability, CleanupRequest, OutputStream, Provider,
-    ProviderCapabilities, ProviderError, ResultStatus, TokenUsage, event,
+    AgentRequest, AgentResult, Capability, CleanupRequest, OutputStream, Provider,
+    ProviderCapabilities, ProviderError, ResultStatus, TokenUsage, event, plain,
 };
 
 use options::{Invocation, Options};
-use parse::{Event, Joined, LineJoiner, Outcome, Parser, Usage};
+use parse::{Event, Joined, LineJoiner, Outcome, Parser};
 
 /// Lines beyond this are dropped with a warning instead of exhausting guest memory.
 const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
@@ -136,7 +133,7 @@ impl Run {
                     for line in lines {
                         self.take_line(line.stream, line.text, line.partial, &mut events);
                     }
-                    if event::emit_all(&to_abi(events)).is_err() {
+                    if event::emit_all(&plain::to_abi(events)).is_err() {
                         return Ok(End::Cancelled);
                     }
                 }
@@ -146,7 +143,7 @@ impl Run {
                     if let Some(rest) = self.joiner.finish() {
                         self.parser.feed(&rest, &mut events);
                     }
-                    if event::emit_all(&to_abi(events)).is_err() {
+                    if event::emit_all(&plain::to_abi(events)).is_err() {
                         return Ok(End::Cancelled);
                     }
                     return Ok(End::Closed);
@@ -205,7 +202,7 @@ impl Run {
                         self.take_line(line.stream, line.text, line.partial, &mut events);
                     }
                     // Emitting may report the cancel again; the events are best effort now.
-                    let _ = event::emit_all(&to_abi(events));
+                    let _ = event::emit_all(&plain::to_abi(events));
                 }
                 Ok(Lines::Idle) => {}
                 Ok(Lines::Closed) => break,
@@ -313,67 +310,10 @@ fn from_outcome(outcome: &Outcome, session_id: Option<String>) -> AgentResult {
         final_text: outcome.result.clone(),
         error: failed.then(|| outcome.error_message()),
         cost_usd: outcome.cost_usd,
-        usage: outcome.usage.map(token_usage),
+        usage: outcome.usage.map(TokenUsage::from),
         num_turns: outcome.num_turns,
         details_json: Some(serde_json::Value::Object(details).to_string()),
     }
-}
-
-fn token_usage(u: Usage) -> TokenUsage {
-    TokenUsage {
-        input_tokens: u.input_tokens,
-        output_tokens: u.output_tokens,
-        cache_read_tokens: u.cache_read_tokens,
-        cache_write_tokens: u.cache_write_tokens,
-    }
-}
-
-fn to_abi(events: Vec<Event>) -> Vec<AgentEvent> {
-    events
-        .into_iter()
-        .map(|e| match e {
-            Event::Init {
-                session_id,
-                model,
-                cwd,
-                tools,
-                version,
-            } => AgentEvent::Init(InitInfo {
-                session_id,
-                model,
-                cwd,
-                tools,
-                version,
-            }),
-            Event::Message { text, partial } => AgentEvent::Message(TextInfo { text, partial }),
-            Event::Thinking { text, partial } => AgentEvent::Thinking(TextInfo { text, partial }),
-            Event::ToolUse {
-                id,
-                name,
-                input_json,
-            } => AgentEvent::ToolUse(ToolUseInfo {
-                id,
-                name,
-                input_json,
-            }),
-            Event::ToolResult {
-                id,
-                content,
-                is_error,
-            } => AgentEvent::ToolResult(ToolResultInfo {
-                id,
-                content,
-                is_error,
-            }),
-            Event::Warning(text) => AgentEvent::Warning(text),
-            Event::Error(text) => AgentEvent::Error(text),
-            Event::Usage { usage, cost_usd } => AgentEvent::Usage(UsageInfo {
-                usage: token_usage(usage),
-                cost_usd,
-            }),
-            Event::Raw { kind, json } => AgentEvent::Raw(RawInfo { kind, json }),
-        })
-        .collect()
 }
 
 rdev_sdk::export_provider!(Claude);

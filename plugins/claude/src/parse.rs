@@ -6,64 +6,16 @@
 
 use serde_json::{Map, Value};
 
-/// What the provider emits for a line; converted 1:1 to the ABI's `agent-event`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Init {
-        session_id: Option<String>,
-        model: Option<String>,
-        cwd: Option<String>,
-        tools: Vec<String>,
-        version: Option<String>,
-    },
-    Message {
-        text: String,
-        partial: bool,
-    },
-    Thinking {
-        text: String,
-        partial: bool,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        input_json: String,
-    },
-    ToolResult {
-        id: String,
-        content: String,
-        is_error: bool,
-    },
-    Warning(String),
-    Error(String),
-    Usage {
-        usage: Usage,
-        cost_usd: Option<f64>,
-    },
-    Raw {
-        kind: String,
-        json: String,
-    },
-}
+pub use rdev_sdk::plain::{Event, Usage};
 
 /// Token counts as the Messages API reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_read_tokens: u64,
-    pub cache_write_tokens: u64,
-}
-
-impl Usage {
-    fn from_json(usage: &Value) -> Self {
-        let n = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
-        Self {
-            input_tokens: n("input_tokens"),
-            output_tokens: n("output_tokens"),
-            cache_read_tokens: n("cache_read_input_tokens"),
-            cache_write_tokens: n("cache_creation_input_tokens"),
-        }
+fn usage_from_json(usage: &Value) -> Usage {
+    let n = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        cache_read_tokens: n("cache_read_input_tokens"),
+        cache_write_tokens: n("cache_creation_input_tokens"),
     }
 }
 
@@ -172,7 +124,7 @@ impl Parser {
         let mut take = |key: &str| obj.remove(key).unwrap_or(Value::Null);
         let usage = Some(take("usage"))
             .filter(Value::is_object)
-            .map(|u| Usage::from_json(&u));
+            .map(|u| usage_from_json(&u));
         let cost_usd = take("total_cost_usd").as_f64();
         let errors = match take("errors") {
             Value::Array(items) => items

@@ -11,65 +11,17 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-/// What the provider emits; converted 1:1 to the ABI's `agent-event`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Message {
-        text: String,
-        partial: bool,
-    },
-    Thinking {
-        text: String,
-        partial: bool,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        input_json: String,
-    },
-    ToolResult {
-        id: String,
-        content: String,
-        is_error: bool,
-    },
-    Warning(String),
-    Error(String),
-    Usage {
-        usage: Usage,
-        cost_usd: Option<f64>,
-    },
-    Raw {
-        kind: String,
-        json: String,
-    },
-}
+pub use rdev_sdk::plain::{Event, Usage};
 
 /// Token counts as OpenCode reports them (`tokens` of a message or a step).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_read_tokens: u64,
-    pub cache_write_tokens: u64,
-}
-
-impl Usage {
-    fn from_json(tokens: &Value) -> Self {
-        let n = |v: &Value| v.as_u64().unwrap_or(0);
-        Self {
-            input_tokens: n(&tokens["input"]),
-            // Reasoning tokens are billed as output.
-            output_tokens: n(&tokens["output"]) + n(&tokens["reasoning"]),
-            cache_read_tokens: n(&tokens["cache"]["read"]),
-            cache_write_tokens: n(&tokens["cache"]["write"]),
-        }
-    }
-
-    fn add(&mut self, other: Self) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cache_read_tokens += other.cache_read_tokens;
-        self.cache_write_tokens += other.cache_write_tokens;
+fn usage_from_json(tokens: &Value) -> Usage {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    Usage {
+        input_tokens: n(&tokens["input"]),
+        // Reasoning tokens are billed as output.
+        output_tokens: n(&tokens["output"]) + n(&tokens["reasoning"]),
+        cache_read_tokens: n(&tokens["cache"]["read"]),
+        cache_write_tokens: n(&tokens["cache"]["write"]),
     }
 }
 
@@ -260,7 +212,7 @@ impl Mapper {
             "tool" => self.tool(part, out),
             "step-finish" => {
                 out.push(Event::Usage {
-                    usage: Usage::from_json(&part["tokens"]),
+                    usage: usage_from_json(&part["tokens"]),
                     cost_usd: part["cost"].as_f64(),
                 });
             }
@@ -378,7 +330,7 @@ pub fn turn_outcome(messages: &Value) -> Option<Turn> {
             continue;
         }
         turn.steps += 1;
-        turn.usage.add(Usage::from_json(&info["tokens"]));
+        turn.usage.add(usage_from_json(&info["tokens"]));
         turn.cost_usd += info["cost"].as_f64().unwrap_or(0.0);
         let text: String = message["parts"]
             .as_array()

@@ -14,19 +14,17 @@ mod options;
 
 use std::time::{Duration, Instant};
 
-use rdev_sdk::bindings::rdev::provider::types::{
-    InitInfo, RawInfo, TextInfo, ToolResultInfo, ToolUseInfo, UsageInfo,
-};
+use rdev_sdk::bindings::rdev::provider::types::InitInfo;
 use rdev_sdk::exec::{ExecError, Process};
 use rdev_sdk::process::{self, CommandBuilder, Lines};
 use rdev_sdk::project_http::{self, Auth, EventStream, EventsRead, HttpError, Request, Response};
 use rdev_sdk::{
     AgentEvent, AgentRequest, AgentResult, Capability, CleanupRequest, Provider,
-    ProviderCapabilities, ProviderError, ResultStatus, SecretRef, TokenUsage, event, execution,
+    ProviderCapabilities, ProviderError, ResultStatus, SecretRef, event, execution, plain,
 };
 use serde_json::{Value, json};
 
-use events::{Event, Mapper, Usage};
+use events::{Event, Mapper};
 use options::{Model, Options};
 
 /// The credential holding the server's password; the user name is OpenCode's default.
@@ -481,7 +479,7 @@ impl Run {
                 mapper.feed(&sse.data, &mut out);
             }
             self.remember(&out);
-            if event::emit_all(&to_abi(out)).is_err() {
+            if event::emit_all(&plain::to_abi(out)).is_err() {
                 return if mapper.is_idle() {
                     // The turn finished before the cancel: nothing left to abort.
                     self.cancelled = false;
@@ -537,7 +535,7 @@ impl Run {
                         mapper.feed(&sse.data, &mut out);
                     }
                     self.remember(&out);
-                    let _ = event::emit_all(&to_abi(out));
+                    let _ = event::emit_all(&plain::to_abi(out));
                 }
                 Ok(EventsRead::Idle) => {}
                 Ok(EventsRead::Closed) | Err(_) => break,
@@ -585,7 +583,7 @@ impl Run {
             }),
             error: None,
             cost_usd: Some(turn.cost_usd),
-            usage: Some(token_usage(turn.usage)),
+            usage: Some(turn.usage.into()),
             num_turns: Some(turn.steps),
             details_json: Some(
                 json!({
@@ -674,50 +672,6 @@ fn failed(session_id: Option<String>, error: String) -> AgentResult {
         num_turns: None,
         details_json: None,
     }
-}
-
-fn token_usage(u: Usage) -> TokenUsage {
-    TokenUsage {
-        input_tokens: u.input_tokens,
-        output_tokens: u.output_tokens,
-        cache_read_tokens: u.cache_read_tokens,
-        cache_write_tokens: u.cache_write_tokens,
-    }
-}
-
-fn to_abi(events: Vec<Event>) -> Vec<AgentEvent> {
-    events
-        .into_iter()
-        .map(|e| match e {
-            Event::Message { text, partial } => AgentEvent::Message(TextInfo { text, partial }),
-            Event::Thinking { text, partial } => AgentEvent::Thinking(TextInfo { text, partial }),
-            Event::ToolUse {
-                id,
-                name,
-                input_json,
-            } => AgentEvent::ToolUse(ToolUseInfo {
-                id,
-                name,
-                input_json,
-            }),
-            Event::ToolResult {
-                id,
-                content,
-                is_error,
-            } => AgentEvent::ToolResult(ToolResultInfo {
-                id,
-                content,
-                is_error,
-            }),
-            Event::Warning(text) => AgentEvent::Warning(text),
-            Event::Error(text) => AgentEvent::Error(text),
-            Event::Usage { usage, cost_usd } => AgentEvent::Usage(UsageInfo {
-                usage: token_usage(usage),
-                cost_usd,
-            }),
-            Event::Raw { kind, json } => AgentEvent::Raw(RawInfo { kind, json }),
-        })
-        .collect()
 }
 
 rdev_sdk::export_provider!(OpenCode);

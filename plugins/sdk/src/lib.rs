@@ -18,6 +18,7 @@ pub mod bindings {
 }
 
 pub mod event;
+pub mod plain;
 pub mod process;
 
 pub use bindings::exports::rdev::provider::agent::Guest as Provider;
