@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +21,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
+
+use super::thread_server::ThreadServer;
 
 /// One content block of a scripted assistant message.
 #[derive(Debug, Clone)]
@@ -171,53 +172,29 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Script> {
 
 /// The running fake. Dropping it stops the server.
 pub struct FakeAnthropic {
-    addr: SocketAddr,
+    server: ThreadServer,
     shared: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeAnthropic {
     /// Starts the server on 127.0.0.1 with an ephemeral port.
     pub fn start() -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let shared: Shared = Arc::default();
         let app = Router::new()
             .route("/v1/messages", post(messages))
             .route("/v1/messages/count_tokens", post(count_tokens))
             .fallback(not_found)
             .with_state(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new()
-            .name("fake-anthropic".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = rx.await;
-                        })
-                        .await;
-                });
-            })?;
-        Ok(Self {
-            addr,
-            shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
+        let server = ThreadServer::start("fake-anthropic", app, runtime)?;
+        Ok(Self { server, shared })
     }
 
     /// The base URL to hand the CLI as `ANTHROPIC_BASE_URL`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Queues a reply for the next unanswered request.
@@ -244,17 +221,6 @@ impl FakeAnthropic {
             .into_iter()
             .filter(Recorded::is_stream)
             .collect()
-    }
-}
-
-impl Drop for FakeAnthropic {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // Graceful shutdown waits for open connections; a CLI killed mid-stream leaves none
-        // behind, and a stuck one must not hang the test, so the thread is detached.
-        drop(self.thread.take());
     }
 }
 

@@ -16,7 +16,6 @@
 //! [`FakeKubeApi`] is dropped.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +30,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+use super::thread_server::ThreadServer;
 
 const V5: &str = "v5.channel.k8s.io";
 const V4: &str = "v4.channel.k8s.io";
@@ -91,20 +92,15 @@ impl Shared {
 
 /// The running double; stops on drop.
 pub struct FakeKubeApi {
-    addr: SocketAddr,
+    server: ThreadServer,
     shared: Shared,
     root: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeKubeApi {
     /// Binds 127.0.0.1 on an ephemeral port and serves on a thread of its own.
     pub fn start() -> std::io::Result<Self> {
         let root = tempfile::tempdir()?;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let shared = Shared::default();
         shared.lock().root = root.path().canonicalize()?;
         let app = Router::new()
@@ -130,40 +126,21 @@ impl FakeKubeApi {
                 get(portforward),
             )
             .with_state(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new()
-            .name("fake-kube-api".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = rx.await;
-                        })
-                        .await;
-                });
-                // Dropping the runtime ends every exec task; their processes are killed
-                // with them (`kill_on_drop`).
-                runtime.shutdown_background();
-            })?;
+        let server = ThreadServer::start("fake-kube-api", app, runtime)?;
         Ok(Self {
-            addr,
+            server,
             shared,
             root,
-            shutdown: Some(tx),
-            thread: Some(thread),
         })
     }
 
     /// The API server URL, e.g. for a kube-rs `Config`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Adds a pod and creates its directory; returns the directory.
@@ -241,17 +218,6 @@ impl FakeKubeApi {
     /// The pods' directories live under here.
     pub fn root(&self) -> &Path {
         self.root.path()
-    }
-}
-
-impl Drop for FakeKubeApi {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // Upgraded connections are not waited for by graceful shutdown; the thread ends
-        // on its own and must not hang the test.
-        drop(self.thread.take());
     }
 }
 

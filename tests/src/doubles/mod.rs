@@ -3,4 +3,5 @@
 pub mod anthropic;
 pub mod kube_api;
 pub mod openai;
+pub mod thread_server;
 pub mod woodpecker;

@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +22,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+
+use super::thread_server::ThreadServer;
 
 /// What the fake answers to one chat-completions request.
 #[derive(Debug, Clone)]
@@ -151,53 +152,29 @@ pub const MODEL: &str = "fake-model";
 
 /// The running fake. Dropping it stops the server.
 pub struct FakeOpenAi {
-    addr: SocketAddr,
+    server: ThreadServer,
     shared: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeOpenAi {
     /// Starts the server on 127.0.0.1 with an ephemeral port.
     pub fn start() -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let shared: Shared = Arc::default();
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
             .route("/v1/models", get(models))
             .fallback(not_found)
             .with_state(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new()
-            .name("fake-openai".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = rx.await;
-                        })
-                        .await;
-                });
-            })?;
-        Ok(Self {
-            addr,
-            shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
+        let server = ThreadServer::start("fake-openai", app, runtime)?;
+        Ok(Self { server, shared })
     }
 
     /// The base URL to configure as the provider's `baseURL` (ends in `/v1`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.addr())
     }
 
     /// Queues a reply for the next unanswered streamed request.
@@ -223,17 +200,6 @@ impl FakeOpenAi {
             .into_iter()
             .filter(Recorded::is_stream)
             .collect()
-    }
-}
-
-impl Drop for FakeOpenAi {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // Graceful shutdown waits for open connections; a stuck one must not hang the test,
-        // so the thread is detached.
-        drop(self.thread.take());
     }
 }
 
