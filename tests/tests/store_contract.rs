@@ -83,10 +83,14 @@ impl Backend {
             .expect("connect replica");
         if matches!(self.kind, Kind::Postgres) {
             let mut work = stores.queue.work_signal();
-            tokio::time::timeout(Duration::from_secs(20), work.changed())
-                .await
-                .expect("listener connects")
-                .expect("signal open");
+            // A fresh replica's generation is 0 until its listener has connected; it may have
+            // connected (and signalled) before this receiver existed.
+            if *work.borrow_and_update() == 0 {
+                tokio::time::timeout(Duration::from_secs(20), work.changed())
+                    .await
+                    .expect("listener connects")
+                    .expect("signal open");
+            }
         }
         stores
     }
