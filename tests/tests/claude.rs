@@ -45,13 +45,7 @@ async fn setup(with_key: bool) -> Option<Setup> {
             return None;
         }
     };
-    let bin_dir = cli.parent().unwrap().to_owned();
-    let path = std::env::var("PATH").unwrap_or_default();
-    if !path.split(':').any(|p| p == bin_dir.to_str().unwrap()) {
-        // SAFETY: set before any thread of this test reads the environment; nextest runs
-        // each test in its own process.
-        unsafe { std::env::set_var("PATH", format!("{}:{path}", bin_dir.display())) };
-    }
+    harness::put_on_path(&cli);
     let fake = FakeAnthropic::start().unwrap();
     let mut secrets = HashMap::from([("ANTHROPIC_BASE_URL".to_owned(), fake.base_url())]);
     if with_key {

@@ -71,13 +71,7 @@ async fn setup() -> Option<Setup> {
             return None;
         }
     };
-    let bin_dir = bin.parent().unwrap().to_owned();
-    let path = std::env::var("PATH").unwrap_or_default();
-    if !path.split(':').any(|p| p == bin_dir.to_str().unwrap()) {
-        // SAFETY: set before any thread of this test reads the environment; nextest runs
-        // each test in its own process.
-        unsafe { std::env::set_var("PATH", format!("{}:{path}", bin_dir.display())) };
-    }
+    harness::put_on_path(&bin);
     let fake = FakeOpenAi::start().unwrap();
     let root = tempfile::tempdir().unwrap();
     opencode::write_config(&root.path().join(PROJECT), &fake.base_url()).unwrap();

@@ -9,8 +9,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
+use crate::domain::ChainVerifier;
 use crate::domain::{CommandId, CommandStatus, HOST_LOST, Lease, MasterKey, QueueConfig};
-use crate::ports::{EventLog, EventSubscription, StoreError, StoredEvent, Stores};
+use crate::ports::{
+    AuditLog, AuditVerification, EventLog, EventSubscription, StoreError, StoredEvent, Stores,
+};
 
 /// Capacity of the in-process event fan-out. It carries ids only; a subscriber that falls
 /// further behind than this re-reads from the table, so the writer never waits.
@@ -280,4 +283,31 @@ pub(crate) fn lost(lease: &Lease) -> StoreError {
         command: lease.command_id.to_string(),
         token: lease.token,
     }
+}
+
+/// Rows fetched per page while verifying the audit chain.
+const VERIFY_PAGE: u32 = 1000;
+
+/// Walks the whole audit chain page by page and reports the first broken link; the same
+/// walk for every adapter, since only `list` differs between databases.
+pub(crate) async fn verify_chain(log: &dyn AuditLog) -> Result<AuditVerification, StoreError> {
+    let mut verifier = ChainVerifier::default();
+    let mut after = 0;
+    loop {
+        let page = log.list(after, VERIFY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for entry in &page {
+            if let Err(broken) = verifier.check(entry) {
+                return Ok(AuditVerification {
+                    verified: verifier.checked(),
+                    first_broken: Some(broken),
+                });
+            }
+        }
+    }
+    Ok(AuditVerification {
+        verified: verifier.checked(),
+        first_broken: None,
+    })
 }

@@ -32,3 +32,21 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// Puts the directory of an installed agent CLI first on this process's PATH, so the local
+/// executor (which hands its children the host's PATH) finds it.
+///
+/// Call before any thread of the test reads the environment; nextest runs each test in a
+/// process of its own.
+pub fn put_on_path(bin: &std::path::Path) {
+    let Some(dir) = bin.parent() else { return };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == dir) {
+        return;
+    }
+    let joined =
+        std::env::join_paths(std::iter::once(dir.to_owned()).chain(std::env::split_paths(&path)))
+            .expect("the CLI's directory can be put on PATH");
+    // SAFETY: see above; no other thread reads the environment yet.
+    unsafe { std::env::set_var("PATH", joined) };
+}

@@ -15,13 +15,13 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::store::{
-    ConnectError, Signals, StoreOptions, fenced, follow, lost, nonce, rescue_decision,
+    ConnectError, Signals, StoreOptions, fenced, follow, lost, nonce, rescue_decision, verify_chain,
 };
 use crate::domain::{
-    AgentRequest, AgentResult, AuditEntry, ChainVerifier, Claim, CommandFilter, CommandId,
-    CommandRecord, CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry,
-    NewCommand, NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor,
-    Rescued, StreamEvent, audit::GENESIS_HASH,
+    AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
+    CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand,
+    NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor, Rescued,
+    StreamEvent, audit::GENESIS_HASH,
 };
 use crate::ports::{
     AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
@@ -673,9 +673,6 @@ fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
-/// Rows fetched per page while verifying the chain.
-const VERIFY_PAGE: u32 = 1000;
-
 #[async_trait]
 impl AuditLog for PgStore {
     async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
@@ -734,25 +731,7 @@ impl AuditLog for PgStore {
     }
 
     async fn verify(&self) -> Result<AuditVerification, StoreError> {
-        let mut verifier = ChainVerifier::default();
-        let mut after = 0;
-        loop {
-            let page = AuditLog::list(self, after, VERIFY_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for entry in &page {
-                if let Err(broken) = verifier.check(entry) {
-                    return Ok(AuditVerification {
-                        verified: verifier.checked(),
-                        first_broken: Some(broken),
-                    });
-                }
-            }
-        }
-        Ok(AuditVerification {
-            verified: verifier.checked(),
-            first_broken: None,
-        })
+        verify_chain(self).await
     }
 }
 

@@ -18,13 +18,13 @@ use tokio::sync::{Mutex, watch};
 
 use super::store::{
     ConnectError, Signals, StoreOptions, fenced, follow, from_millis, lost, millis, nonce,
-    rescue_decision,
+    rescue_decision, verify_chain,
 };
 use crate::domain::{
-    AgentRequest, AgentResult, AuditEntry, ChainVerifier, Claim, CommandFilter, CommandId,
-    CommandRecord, CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry,
-    NewCommand, NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor,
-    Rescued, StreamEvent, audit::GENESIS_HASH,
+    AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
+    CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand,
+    NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor, Rescued,
+    StreamEvent, audit::GENESIS_HASH,
 };
 use crate::ports::{
     AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
@@ -669,9 +669,6 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
-/// Rows fetched per page while verifying the chain.
-const VERIFY_PAGE: u32 = 1000;
-
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
@@ -730,25 +727,7 @@ impl AuditLog for SqliteStore {
     }
 
     async fn verify(&self) -> Result<AuditVerification, StoreError> {
-        let mut verifier = ChainVerifier::default();
-        let mut after = 0;
-        loop {
-            let page = AuditLog::list(self, after, VERIFY_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for entry in &page {
-                if let Err(broken) = verifier.check(entry) {
-                    return Ok(AuditVerification {
-                        verified: verifier.checked(),
-                        first_broken: Some(broken),
-                    });
-                }
-            }
-        }
-        Ok(AuditVerification {
-            verified: verifier.checked(),
-            first_broken: None,
-        })
+        verify_chain(self).await
     }
 }
 
