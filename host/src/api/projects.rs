@@ -17,7 +17,8 @@ use crate::domain::{NewProject, Project, ProjectId};
 use crate::project_setup;
 
 /// Body of `POST /projects`. With `template` the project's workspace is created from that
-/// template (see [`crate::project_setup`]); without it the project is only registered.
+/// template (see [`crate::project_setup`]); without it the project gets an empty workspace
+/// (with the Kubernetes executor, a pod from the operator's defaults).
 #[derive(Debug, Deserialize)]
 pub struct CreateProject {
     pub id: String,
@@ -70,16 +71,16 @@ async fn create(
         ));
     }
     let id = ProjectId::parse(body.id)?;
+    // Provisions the workspace (a pod with the Kubernetes executor) before recording it.
     let project = state
-        .stores
-        .projects
-        .create(NewProject {
+        .setup
+        .register(NewProject {
             id: id.clone(),
             display_name: body.display_name,
         })
         .await
         .map_err(|e| match e {
-            crate::ports::StoreError::Conflict(message) => {
+            project_setup::SetupError::Store(crate::ports::StoreError::Conflict(message)) => {
                 ApiError::new(StatusCode::CONFLICT, "project_exists", message)
             }
             other => other.into(),
@@ -126,17 +127,18 @@ async fn remove(
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    state
-        .stores
-        .projects
-        .delete(&id)
-        .await
-        .map_err(|e| match e {
-            crate::ports::StoreError::Conflict(message) => {
-                ApiError::new(StatusCode::CONFLICT, "project_busy", message)
-            }
-            other => other.into(),
-        })?;
+    let deleted = state.stores.projects.delete(&id).await;
+    if matches!(deleted, Ok(()) | Err(crate::ports::StoreError::NotFound { .. })) {
+        // Also for an unknown id, so a DELETE retried after the workspace could not be
+        // removed finishes the job.
+        state.setup.remove_workspace(&id).await?;
+    }
+    deleted.map_err(|e| match e {
+        crate::ports::StoreError::Conflict(message) => {
+            ApiError::new(StatusCode::CONFLICT, "project_busy", message)
+        }
+        other => other.into(),
+    })?;
     state
         .audit(
             &principal,

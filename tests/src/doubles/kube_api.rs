@@ -77,6 +77,9 @@ struct Inner {
     root: PathBuf,
     execs: Vec<ExecRecord>,
     v4_only: bool,
+    /// The next port-forward closes its WebSocket after forwarding this many bytes from
+    /// the pod, as a connection dropped by a restarting API server or a proxy would.
+    drop_next_forward_after: Option<usize>,
 }
 
 #[derive(Clone, Default)]
@@ -188,6 +191,12 @@ impl FakeKubeApi {
     /// Created pods start `Pending` and not Ready until [`Self::set_pod_status`].
     pub fn set_start_pending(&self, pending: bool) {
         self.shared.lock().start_pending = pending;
+    }
+
+    /// Makes the next port-forward close its WebSocket after `bytes` bytes from the pod's port;
+    /// later ones are unaffected.
+    pub fn drop_next_port_forward_after(&self, bytes: usize) {
+        self.shared.lock().drop_next_forward_after = Some(bytes);
     }
 
     /// The pod as it was created through the API, if it still exists.
@@ -395,6 +404,27 @@ async fn create_pod(
             "InternalError",
             e.to_string(),
         );
+    }
+    // A volume mounted at a path under the double's root gets that directory, as the kubelet
+    // would mount it; tests point the executor's workspace there.
+    let mounts = body["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["volumeMounts"].as_array())
+        .flatten()
+        .filter_map(|m| m["mountPath"].as_str())
+        .map(PathBuf::from)
+        .filter(|path| path.starts_with(&root))
+        .collect::<Vec<_>>();
+    for mount in mounts {
+        if let Err(e) = std::fs::create_dir_all(&mount) {
+            return status_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("mounting {}: {e}", mount.display()),
+            );
+        }
     }
     let pending = shared.lock().start_pending;
     let pod = FakePod {
@@ -719,16 +749,44 @@ async fn portforward(
             "at least one port is required".into(),
         );
     }
+    let drop_after = shared.lock().drop_next_forward_after.take();
     let ws = ws.protocols([V4, "portforward.k8s.io"]);
-    ws.on_upgrade(move |socket| run_portforward(socket, ports))
+    ws.on_upgrade(move |socket| run_portforward(socket, ports, drop_after))
 }
 
-async fn run_portforward(socket: WebSocket, ports: Vec<u16>) {
+/// Forwards up to `limit` bytes of `reader` on `channel`, then closes the WebSocket.
+fn pump_then_drop(
+    mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    channel: u8,
+    tx: mpsc::Sender<Message>,
+    limit: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut left = limit;
+        while left > 0 {
+            let want = left.min(buf.len());
+            match reader.read(&mut buf[..want]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    left -= n;
+                    if tx.send(frame(channel, &buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Message::Close(None)).await;
+    })
+}
+
+async fn run_portforward(socket: WebSocket, ports: Vec<u16>, drop_after: Option<usize>) {
     let (mut sink, mut source) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
-            if sink.send(message).await.is_err() {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
                 break;
             }
         }
@@ -743,7 +801,10 @@ async fn run_portforward(socket: WebSocket, ports: Vec<u16>) {
         match tokio::net::TcpStream::connect(("127.0.0.1", *port)).await {
             Ok(stream) => {
                 let (read, write) = stream.into_split();
-                drop(pump(read, data, tx.clone()));
+                match drop_after {
+                    Some(limit) => drop(pump_then_drop(read, data, tx.clone(), limit)),
+                    None => drop(pump(read, data, tx.clone())),
+                }
                 writers.push(Some(write));
             }
             Err(e) => {
