@@ -203,3 +203,64 @@ fn the_deployment_runs_two_ready_checked_replicas_with_secret_references() {
         }
     }
 }
+
+/// Runs kubectl on `dir` with no cluster: `annotate --local` decodes every document with
+/// kubectl's own decoder and maps its kind without discovery (`apply`/`create
+/// --dry-run=client` still ask an API server for the mapping). A throwaway empty kubeconfig
+/// keeps the developer's clusters out of it. `None` when kubectl is not installed.
+fn kubectl_local(dir: &std::path::Path) -> Option<std::process::Output> {
+    let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
+    let output = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig.path())
+        .args(["annotate", "--local", "-o", "json", "-f"])
+        .arg(dir)
+        .arg("rdev.orchard9.ai/checked=true")
+        .output();
+    match output {
+        Ok(output) => Some(output),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("running kubectl: {e}"),
+    }
+}
+
+#[test]
+fn kubectl_reads_every_manifest_and_refuses_a_broken_one() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
+    let Some(output) = kubectl_local(&dir) else {
+        return rdev_tests::harness::skip_or_fail("kubectl is not installed");
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kubectl refused the manifests: {stderr}");
+    let listed: Value = serde_json::from_slice(&output.stdout).expect("kubectl prints JSON");
+    let items = listed["items"].as_array().expect("a List of every document");
+    let seen: BTreeSet<(String, String)> = items
+        .iter()
+        .map(|item| {
+            assert_eq!(item["metadata"]["annotations"]["rdev.orchard9.ai/checked"], "true");
+            (
+                item["kind"].as_str().unwrap_or_default().to_owned(),
+                item["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = documents()
+        .iter()
+        .map(|(_, doc)| {
+            (
+                doc["kind"].as_str().unwrap_or_default().to_owned(),
+                doc["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, expected, "kubectl saw every document");
+
+    // The same check on a manifest kubectl cannot decode fails.
+    let broken = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        broken.path().join("broken.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n",
+    )
+    .expect("write");
+    let output = kubectl_local(broken.path()).expect("kubectl ran before");
+    assert!(!output.status.success(), "a broken manifest must fail");
+}

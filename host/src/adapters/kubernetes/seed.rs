@@ -80,7 +80,8 @@ impl KubernetesSeeder {
         };
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let (written, read_out, read_err) = tokio::join!(
+        // A program may succeed without reading all of its input, so only its status counts.
+        let (_, read_out, read_err) = tokio::join!(
             write,
             stdout.read_to_end(&mut out),
             stderr.read_to_end(&mut err)
@@ -100,8 +101,6 @@ impl KubernetesSeeder {
                 text.chars().take(STDERR_EXCERPT).collect::<String>().trim()
             )));
         }
-        // A program that succeeded without reading all of its input is fine.
-        drop(written);
         Ok(out)
     }
 
