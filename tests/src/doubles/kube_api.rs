@@ -9,6 +9,10 @@
 //! port-forward (`/portforward?ports=P`, a data and an error channel per port, each starting
 //! with the port as two little-endian bytes) to `127.0.0.1:P`.
 //!
+//! It also serves legacy discovery (`/api`, `/apis`, the resource lists) for the kinds rdev
+//! and its deployment manifests use, so `kubectl --dry-run=client` can run against it; any
+//! other path is a `NotFound` status.
+//!
 //! Exec runs the requested command as a local process in the pod's own directory (a
 //! temporary directory per pod), like a container's filesystem would hold it, with only
 //! `PATH` and `HOSTNAME` in its environment. The server binds 127.0.0.1 on an ephemeral port,
@@ -128,6 +132,17 @@ impl FakeKubeApi {
                 "/api/v1/namespaces/{ns}/pods/{pod}/portforward",
                 get(portforward),
             )
+            .route("/api", get(|| async { axum::Json(core_versions()) }))
+            .route("/apis", get(|| async { axum::Json(group_list()) }))
+            .route("/api/{version}", get(resource_list))
+            .route("/apis/{group}/{version}", get(group_resource_list))
+            .fallback(|uri: axum::http::Uri| async move {
+                status_error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("the server could not find the requested resource ({uri})"),
+                )
+            })
             .with_state(shared.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -228,6 +243,88 @@ impl FakeKubeApi {
     pub fn root(&self) -> &Path {
         self.root.path()
     }
+}
+
+/// The kinds the double's legacy discovery lists, per group version: what rdev creates and
+/// what `examples/deploy/` declares, so `kubectl` can map manifests to resources against it.
+const DISCOVERY: &[(&str, &[(&str, &str, bool)])] = &[
+    (
+        "v1",
+        &[
+            ("pods", "Pod", true),
+            ("persistentvolumeclaims", "PersistentVolumeClaim", true),
+            ("services", "Service", true),
+            ("serviceaccounts", "ServiceAccount", true),
+            ("secrets", "Secret", true),
+            ("configmaps", "ConfigMap", true),
+            ("namespaces", "Namespace", false),
+        ],
+    ),
+    ("apps/v1", &[("deployments", "Deployment", true)]),
+    (
+        "rbac.authorization.k8s.io/v1",
+        &[("roles", "Role", true), ("rolebindings", "RoleBinding", true)],
+    ),
+];
+
+/// `GET /api`: plain JSON, so clients asking for aggregated discovery fall back to the
+/// legacy documents.
+fn core_versions() -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    })
+}
+
+/// `GET /apis`.
+fn group_list() -> Value {
+    let groups: Vec<Value> = DISCOVERY
+        .iter()
+        .filter_map(|(group_version, _)| group_version.split_once('/'))
+        .map(|(group, version)| {
+            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+            json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resources_of(group_version: &str) -> Response {
+    let Some((_, kinds)) = DISCOVERY.iter().find(|(gv, _)| *gv == group_version) else {
+        return status_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("group version {group_version} is not served"),
+        );
+    };
+    let resources: Vec<Value> = kinds
+        .iter()
+        .map(|(name, kind, namespaced)| {
+            json!({
+                "name": name,
+                "singularName": kind.to_lowercase(),
+                "namespaced": namespaced,
+                "kind": kind,
+                "verbs": ["create", "delete", "get", "list"],
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }))
+    .into_response()
+}
+
+async fn resource_list(UrlPath(version): UrlPath<String>) -> Response {
+    resources_of(&version)
+}
+
+async fn group_resource_list(UrlPath((group, version)): UrlPath<(String, String)>) -> Response {
+    resources_of(&format!("{group}/{version}"))
 }
 
 /// A `metav1.Status` failure, the API server's error body.
