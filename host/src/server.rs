@@ -351,9 +351,12 @@ async fn build_executor(
                 "kubernetes executor ready"
             );
             let kube = Arc::new(kube);
-            let provisioner =
-                KubernetesProvisioner::new(kube.clone(), settings.pod.clone(), settings.ready_timeout)
-                    .poll_every(settings.ready_poll);
+            let provisioner = KubernetesProvisioner::new(
+                kube.clone(),
+                settings.pod.clone(),
+                settings.ready_timeout,
+            )
+            .poll_every(settings.ready_poll);
             Ok(Workspaces {
                 executor: kube.clone(),
                 seeder: Arc::new(KubernetesSeeder::new(kube)),
@@ -369,8 +372,10 @@ fn describe(credentials: &Credentials) -> String {
         Credentials::InCluster => "in-cluster credentials".to_owned(),
         Credentials::Kubeconfig { path, context } => format!(
             "kubeconfig {} (context {})",
-            path.as_deref()
-                .map_or_else(|| "from $KUBECONFIG or ~/.kube/config".to_owned(), |p| p.display().to_string()),
+            path.as_deref().map_or_else(
+                || "from $KUBECONFIG or ~/.kube/config".to_owned(),
+                |p| p.display().to_string()
+            ),
             context.as_deref().unwrap_or("current")
         ),
         Credentials::Url(url) => format!("API server {}", redact_url(url)),

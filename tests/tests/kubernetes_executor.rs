@@ -371,12 +371,10 @@ async fn project_http_opens_a_fresh_forward_after_one_drops_mid_response() {
     let plugins = tempfile::tempdir().expect("tempdir");
     install(&test_plugins_dir(), "hostile", plugins.path(), "web", None);
     let manifest = plugins.path().join("web.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .expect("read")
-        .replace(
-            "project_http_ports = []",
-            &format!("project_http_ports = [{port}]"),
-        );
+    let text = std::fs::read_to_string(&manifest).expect("read").replace(
+        "project_http_ports = []",
+        &format!("project_http_ports = [{port}]"),
+    );
     std::fs::write(&manifest, text).expect("write");
     let agent = runtime.load(&manifest).await.expect("loads");
     let ask = |prompt: String| {
@@ -400,7 +398,11 @@ async fn project_http_opens_a_fresh_forward_after_one_drops_mid_response() {
         "the drop is noticed, not waited out: {dropped}"
     );
     let again = ask(format!("http {port} /big")).await;
-    assert_eq!(again.len(), big.len() + 4, "the next request gets all of it");
+    assert_eq!(
+        again.len(),
+        big.len() + 4,
+        "the next request gets all of it"
+    );
     assert_eq!(again, format!("200 {big}"));
     server.abort();
 }

@@ -42,7 +42,12 @@ fn use_double(config: &mut ServeConfig, api: &FakeKubeApi, project: &str, ready:
     kube.ready_poll = Duration::from_millis(20);
 }
 
-async fn call(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = server.request(method, path, Some(&server.admin));
     if let Some(body) = body {
         request = request.json(&body);
@@ -50,11 +55,19 @@ async fn call(server: &TestServer, method: Method, path: &str, body: Option<Valu
     let response = request.send().await.expect("request");
     let status = response.status();
     let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Submits a prompt and follows its stream to the terminal event.
-async fn run_command(server: &TestServer, project: &str, provider: &str, prompt: &str) -> Vec<SseEvent> {
+async fn run_command(
+    server: &TestServer,
+    project: &str,
+    provider: &str,
+    prompt: &str,
+) -> Vec<SseEvent> {
     let (status, body) = call(
         server,
         Method::POST,
@@ -113,9 +126,10 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
     anthropic.push(Reply::text("Hello from the pod"));
     let api = FakeKubeApi::start().expect("API double");
     let project = "kube-e2e";
-    let server =
-        TestServer::sqlite_with(|config| use_double(config, &api, project, Duration::from_secs(30)))
-            .await;
+    let server = TestServer::sqlite_with(|config| {
+        use_double(config, &api, project, Duration::from_secs(30))
+    })
+    .await;
     for (name, value) in [
         ("ANTHROPIC_API_KEY", "sk-ant-kube-e2e".to_owned()),
         ("ANTHROPIC_BASE_URL", anthropic.base_url()),
@@ -141,14 +155,20 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
 
     // The pod and its volume, labelled, from the template's image.
     let pod = api.created_pod("rdev-kube-e2e").expect("pod created");
-    assert_eq!(pod["metadata"]["labels"]["rdev.orchard9.ai/project-id"], project);
+    assert_eq!(
+        pod["metadata"]["labels"]["rdev.orchard9.ai/project-id"],
+        project
+    );
     assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
     assert_eq!(
         pod["spec"]["containers"][0]["image"],
         "buildpack-deps:bookworm-scm"
     );
     let pvc = api.pvc("rdev-kube-e2e-workspace").expect("volume created");
-    assert_eq!(pvc["metadata"]["labels"]["rdev.orchard9.ai/project"], "true");
+    assert_eq!(
+        pvc["metadata"]["labels"]["rdev.orchard9.ai/project"],
+        "true"
+    );
 
     // The template's files and the first commit are in the pod's workspace, put there
     // through exec.
@@ -177,7 +197,13 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
     assert!(seeded_by_exec, "the files went through exec");
 
     // A shell command runs in the pod and streams its output.
-    let events = run_command(&server, project, "shell", "echo hello from $HOSTNAME; pwd -P").await;
+    let events = run_command(
+        &server,
+        project,
+        "shell",
+        "echo hello from $HOSTNAME; pwd -P",
+    )
+    .await;
     assert_eq!(
         texts(&events, "output"),
         format!("hello from rdev-kube-e2e\n{}\n", workspace.display())
@@ -201,10 +227,19 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
         "claude was exec'd in the pod"
     );
 
-    let (status, body) = call(&server, Method::DELETE, &format!("/projects/{project}"), None).await;
+    let (status, body) = call(
+        &server,
+        Method::DELETE,
+        &format!("/projects/{project}"),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert!(api.created_pod("rdev-kube-e2e").is_none(), "pod deleted");
-    assert!(api.pvc("rdev-kube-e2e-workspace").is_none(), "volume deleted");
+    assert!(
+        api.pvc("rdev-kube-e2e-workspace").is_none(),
+        "volume deleted"
+    );
     server.stop().await;
 }
 
@@ -232,12 +267,27 @@ async fn a_pod_that_never_becomes_ready_leaves_no_project_and_no_resources() {
 
     // Retrying once the cluster schedules pods succeeds, without a template too.
     api.set_start_pending(false);
-    let (status, body) = call(&server, Method::POST, "/projects", Some(json!({"id": "stuck"}))).await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        Some(json!({"id": "stuck"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(api.created_pod("rdev-stuck").is_some());
-    let (status, body) = call(&server, Method::POST, "/projects", Some(json!({"id": "stuck"}))).await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        Some(json!({"id": "stuck"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(api.created_pod("rdev-stuck").is_some(), "the owner's pod stays");
+    assert!(
+        api.created_pod("rdev-stuck").is_some(),
+        "the owner's pod stays"
+    );
     server.stop().await;
 }
 
@@ -254,7 +304,9 @@ async fn an_unreachable_cluster_stops_the_server_at_start_up() {
     config.executor = ExecutorKind::Kubernetes;
     config.kubernetes.credentials = Some(Credentials::Url(url.clone()));
     config.kubernetes.executor.namespace = "projects".into();
-    let error = Server::start(config).await.expect_err("no cluster, no server");
+    let error = Server::start(config)
+        .await
+        .expect_err("no cluster, no server");
     let message = format!("{error:#}");
     assert!(message.contains("namespace projects"), "{message}");
     assert!(message.contains(&url), "{message}");

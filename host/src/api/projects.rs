@@ -128,7 +128,10 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let deleted = state.stores.projects.delete(&id).await;
-    if matches!(deleted, Ok(()) | Err(crate::ports::StoreError::NotFound { .. })) {
+    if matches!(
+        deleted,
+        Ok(()) | Err(crate::ports::StoreError::NotFound { .. })
+    ) {
         // Also for an unknown id, so a DELETE retried after the workspace could not be
         // removed finishes the job.
         state.setup.remove_workspace(&id).await?;

@@ -103,7 +103,9 @@ pub enum ProvisionError {
     /// Its resources exist already (another project's, or a leftover): nothing was touched.
     #[error("the workspace resources of project {0} already exist")]
     Exists(String),
-    #[error("the workspace of project {project} did not become ready within {timeout_secs}s: {reason}")]
+    #[error(
+        "the workspace of project {project} did not become ready within {timeout_secs}s: {reason}"
+    )]
     Timeout {
         project: String,
         timeout_secs: u64,
@@ -124,8 +126,11 @@ pub trait WorkspaceProvisioner: Send + Sync {
     /// Creates the workspace from `spec` (the template's wishes; empty fields take the
     /// operator's defaults) and returns once commands can run in it. On failure nothing is
     /// left behind, except on `Exists`, where nothing was created.
-    async fn provision(&self, project: &ProjectId, spec: &WorkspaceSpec)
-    -> Result<(), ProvisionError>;
+    async fn provision(
+        &self,
+        project: &ProjectId,
+        spec: &WorkspaceSpec,
+    ) -> Result<(), ProvisionError>;
     /// Removes the workspace and its data; a missing one is not an error.
     async fn deprovision(&self, project: &ProjectId) -> Result<(), ProvisionError>;
 }

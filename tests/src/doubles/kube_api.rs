@@ -245,9 +245,12 @@ impl FakeKubeApi {
     }
 }
 
+/// A discoverable resource: plural name, kind, namespaced.
+type Resource = (&'static str, &'static str, bool);
+
 /// The kinds the double's legacy discovery lists, per group version: what rdev creates and
 /// what `examples/deploy/` declares, so `kubectl` can map manifests to resources against it.
-const DISCOVERY: &[(&str, &[(&str, &str, bool)])] = &[
+const DISCOVERY: &[(&str, &[Resource])] = &[
     (
         "v1",
         &[
@@ -263,7 +266,10 @@ const DISCOVERY: &[(&str, &[(&str, &str, bool)])] = &[
     ("apps/v1", &[("deployments", "Deployment", true)]),
     (
         "rbac.authorization.k8s.io/v1",
-        &[("roles", "Role", true), ("rolebindings", "RoleBinding", true)],
+        &[
+            ("roles", "Role", true),
+            ("rolebindings", "RoleBinding", true),
+        ],
     ),
 ];
 

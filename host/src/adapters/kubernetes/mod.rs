@@ -170,10 +170,12 @@ impl KubernetesExecutor {
             namespace: self.config.namespace.clone(),
             reason,
         };
-        let listed =
-            tokio::time::timeout(ACCESS_CHECK_TIMEOUT, self.pods.list(&ListParams::default().limit(1)))
-                .await
-                .map_err(|_| access(format!("no answer within {ACCESS_CHECK_TIMEOUT:?}")))?;
+        let listed = tokio::time::timeout(
+            ACCESS_CHECK_TIMEOUT,
+            self.pods.list(&ListParams::default().limit(1)),
+        )
+        .await
+        .map_err(|_| access(format!("no answer within {ACCESS_CHECK_TIMEOUT:?}")))?;
         listed.map(drop).map_err(|e| access(e.to_string()))
     }
 

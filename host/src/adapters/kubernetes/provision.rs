@@ -276,7 +276,11 @@ pub struct KubernetesProvisioner {
 
 impl KubernetesProvisioner {
     /// Waits up to `timeout` for a new pod to become Ready, checking every second.
-    pub fn new(executor: Arc<KubernetesExecutor>, defaults: PodTemplate, timeout: Duration) -> Self {
+    pub fn new(
+        executor: Arc<KubernetesExecutor>,
+        defaults: PodTemplate,
+        timeout: Duration,
+    ) -> Self {
         Self {
             executor,
             defaults,

@@ -192,7 +192,14 @@ impl WorkspaceSeeder for KubernetesSeeder {
                 self.git(
                     project,
                     "git clone",
-                    &["clone", "--quiet", "--no-checkout", "--", url, ".rdev/clone"],
+                    &[
+                        "clone",
+                        "--quiet",
+                        "--no-checkout",
+                        "--",
+                        url,
+                        ".rdev/clone",
+                    ],
                 )
                 .await?;
                 self.sh(
