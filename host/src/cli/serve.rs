@@ -327,6 +327,39 @@ mod tests {
     }
 
     #[test]
+    fn the_command_line_selects_the_kubernetes_executor() {
+        use clap::{CommandFactory, Parser};
+        crate::cli::Cli::command().debug_assert();
+        let cli = crate::cli::Cli::try_parse_from([
+            "rdev",
+            "serve",
+            "--executor",
+            "kubernetes",
+            "--kubernetes-namespace",
+            "projects",
+            "--kubeconfig",
+            "/etc/rdev/kubeconfig",
+            "--kubernetes-image",
+            "ghcr.io/acme/ws:2",
+        ])
+        .expect("valid command line");
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let config = args.resolve().expect("valid");
+        assert_eq!(config.executor, ExecutorKind::Kubernetes);
+        assert_eq!(config.kubernetes.executor.namespace, "projects");
+        assert_eq!(config.kubernetes.pod.image, "ghcr.io/acme/ws:2");
+        assert_eq!(
+            config.kubernetes.credentials,
+            Some(Credentials::Kubeconfig {
+                path: Some("/etc/rdev/kubeconfig".into()),
+                context: None,
+            })
+        );
+    }
+
+    #[test]
     fn an_api_url_wins_over_other_cluster_sources() {
         let mut args = empty();
         args.kubernetes.api_url = Some("http://127.0.0.1:8001".into());

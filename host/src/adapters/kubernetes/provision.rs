@@ -314,3 +314,34 @@ impl WorkspaceProvisioner for KubernetesProvisioner {
         self.executor.deprovision(project).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_templates_workspace_overrides_only_what_it_names() {
+        let mut defaults = PodTemplate::new("buildpack-deps:bookworm-scm");
+        defaults.memory = Some("1Gi".into());
+        defaults.storage_class = Some("fast".into());
+        defaults.labels.insert("team".into(), "dev".into());
+        let spec = WorkspaceSpec {
+            image: Some("rust:1.95".into()),
+            cpu: Some("2".into()),
+            memory: None,
+            storage: Some("20Gi".into()),
+        };
+        let merged = defaults.merged(&spec);
+        assert_eq!(merged.image, "rust:1.95");
+        assert_eq!(merged.cpu.as_deref(), Some("2"));
+        assert_eq!(
+            merged.memory.as_deref(),
+            Some("1Gi"),
+            "kept from the defaults"
+        );
+        assert_eq!(merged.storage, "20Gi");
+        assert_eq!(merged.storage_class.as_deref(), Some("fast"));
+        assert_eq!(merged.labels["team"], "dev");
+        assert_eq!(defaults.merged(&WorkspaceSpec::default()), defaults);
+    }
+}
