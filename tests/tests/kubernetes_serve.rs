@@ -311,3 +311,28 @@ async fn an_unreachable_cluster_stops_the_server_at_start_up() {
     assert!(message.contains("namespace projects"), "{message}");
     assert!(message.contains(&url), "{message}");
 }
+
+#[tokio::test]
+async fn a_missing_kubeconfig_stops_the_server_and_says_where_it_looked() {
+    let data = tempfile::tempdir().expect("data dir");
+    let missing = data.path().join("no-such-kubeconfig");
+    let mut config = ServeConfig::new();
+    config.listen = "127.0.0.1:0".into();
+    config.data_dir = data.path().to_owned();
+    config.plugins_dir = Some(harness::plugins::plugins_dir());
+    config.executor = ExecutorKind::Kubernetes;
+    config.kubernetes.credentials = Some(Credentials::Kubeconfig {
+        path: Some(missing.clone()),
+        context: Some("prod".into()),
+    });
+    let error = Server::start(config)
+        .await
+        .expect_err("no kubeconfig, no server");
+    let message = format!("{error:#}");
+    assert!(message.contains("cannot reach a cluster"), "{message}");
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("context prod"), "{message}");
+}
