@@ -333,8 +333,9 @@ async fn build_executor(
             .await
             .with_context(|| {
                 format!(
-                    "the kubernetes executor cannot reach a cluster with {} \
-                     (set kubernetes.api_url, kubernetes.in_cluster or kubernetes.kubeconfig)",
+                    "the kubernetes executor cannot reach a cluster with {} (choose one with \
+                     --kubernetes-api-url, --kubernetes-in-cluster or --kubeconfig, or in the \
+                     config file's [kubernetes] table)",
                     describe(&credentials)
                 )
             })?;
