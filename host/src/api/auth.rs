@@ -1,5 +1,6 @@
 //! Bearer-token authentication as an extractor: a handler that takes [`Auth`] only runs for
 //! a caller with a valid, unrevoked token, and gets the [`Principal`] to check access with.
+//! [`StreamAuth`] also takes the token from `?access_token=`, for the SSE route only.
 
 use std::sync::Arc;
 
@@ -24,28 +25,73 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let secret = header_secret(parts)?
             .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
-        let secret = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer"))?;
-        let token = state
-            .stores
-            .tokens
-            .find_active(&token_digest(secret))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
-        Ok(Self(Principal::from_token(&token)))
+        Ok(Self(authenticate(state, secret).await?))
     }
+}
+
+/// Like [`Auth`], but without an `Authorization` header the token may come as
+/// `?access_token=`: browsers' `EventSource` cannot set headers. Only the SSE route takes
+/// it, since a token in a URL ends up in browser history and proxy logs.
+#[derive(Debug, Clone)]
+pub struct StreamAuth(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for StreamAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(secret) = header_secret(parts)? {
+            return Ok(Self(authenticate(state, secret).await?));
+        }
+        let secret = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|query| query.0.access_token)
+            .filter(|secret| !secret.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "an Authorization: Bearer token or ?access_token= is required",
+                )
+            })?;
+        Ok(Self(authenticate(state, &secret).await?))
+    }
+}
+
+/// The bearer secret of the `Authorization` header; `None` without the header.
+fn header_secret(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Some)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer"))
+}
+
+/// The one query parameter [`StreamAuth`] reads; others are the handler's.
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+async fn authenticate(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
+    let token = state
+        .stores
+        .tokens
+        .find_active(&token_digest(secret))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
+    Ok(Principal::from_token(&token))
 }
 
 /// A fresh token secret: the prefix and 256 random bits, URL-safe.
