@@ -78,6 +78,22 @@ fn header_secret(parts: &Parts) -> Result<Option<&str>, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer"))
 }
 
+/// `uri` as the request log shows it: path and query, with the value of every
+/// `access_token` parameter replaced, so a token never reaches a log line.
+pub fn redacted_uri(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name == "access_token" => format!("{name}=[redacted]"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), pairs.join("&"))
+}
+
 /// The one query parameter [`StreamAuth`] reads; others are the handler's.
 #[derive(serde::Deserialize)]
 struct TokenQuery {
@@ -107,4 +123,28 @@ pub fn generate_secret() -> String {
 /// A fresh token id (`tok-` and a UUIDv7).
 pub fn generate_id() -> String {
     format!("tok-{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_log_never_shows_an_access_token() {
+        let uri: axum::http::Uri =
+            "/projects/p/events/c?last_event_id=3&access_token=rdev_secret&x=1"
+                .parse()
+                .expect("valid URI");
+        let shown = redacted_uri(&uri);
+        assert_eq!(
+            shown,
+            "/projects/p/events/c?last_event_id=3&access_token=[redacted]&x=1"
+        );
+        let bare: axum::http::Uri = "/healthz".parse().expect("valid URI");
+        assert_eq!(redacted_uri(&bare), "/healthz");
+        let repeated: axum::http::Uri = "/e?access_token=a&access_token=b"
+            .parse()
+            .expect("valid URI");
+        assert!(!redacted_uri(&repeated).contains("=a") && !redacted_uri(&repeated).contains("=b"));
+    }
 }

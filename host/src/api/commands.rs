@@ -29,16 +29,20 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Body of a submission. Only `prompt` is required.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct SubmitBody {
-    /// What the agent should do (for `shell`: the command line). Required, at most 1 MiB.
+    /// What the agent should do (for `shell`: the command line); at most 1 MiB.
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     pub prompt: String,
     /// Continue this agent session.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._][A-Za-z0-9._-]{0,255}$")]
     pub session_id: Option<String>,
-    /// Seconds the provider may run.
+    /// Seconds the provider may run (default 1800).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_secs: Option<u64>,
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._/:@\\[\\]][A-Za-z0-9._/:@\\[\\]-]{0,255}$")]
     pub model: Option<String>,
     /// Relative to the project's workspace.
     #[serde(default)]
@@ -129,7 +133,8 @@ pub struct ListQuery {
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// Commands to skip; `offset + limit` stays below 1000.
+    /// Commands to skip; `offset + limit` must stay below 1000.
+    #[param(maximum = 998)]
     pub offset: Option<u32>,
 }
 

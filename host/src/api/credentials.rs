@@ -22,6 +22,7 @@ use crate::ports::{CredentialInfo, SecretValue};
 #[derive(Deserialize, ToSchema)]
 pub struct PutCredential {
     /// The secret; never shown again.
+    #[schema(min_length = 1)]
     pub value: String,
 }
 

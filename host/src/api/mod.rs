@@ -19,10 +19,10 @@ pub mod tokens;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-
+use axum::extract::{DefaultBodyLimit, Request};
 pub use error::ApiError;
 pub use state::{AppState, SseConfig};
+use tower_http::trace::TraceLayer;
 
 /// Request bodies above this are refused with 413 before they are read: the largest valid
 /// body is a 1 MiB prompt plus 64 KiB of options.
@@ -48,5 +48,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                // Not the default span: it records the full URI, and with it the SSE
+                // route's `?access_token=`.
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    uri = %auth::redacted_uri(request.uri()),
+                )
+            }),
+        )
         .with_state(state)
 }

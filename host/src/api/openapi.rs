@@ -87,8 +87,9 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(openapi_json))
 }
 
-/// The finished document: every route of [`api`], with problem+json bodies on every error
-/// response and the 401 and body errors that extractors add to every route that has them.
+/// The finished document: every route of [`api`], with unique operation ids, problem+json
+/// bodies on every error response and the 401 and body errors that the extractors add to
+/// every route that has them.
 pub fn document() -> Document {
     let mut doc = api().into_openapi();
     for item in doc.paths.paths.values_mut() {
@@ -102,6 +103,13 @@ pub fn document() -> Document {
         .into_iter()
         .flatten()
         {
+            // Handlers are named per module (`list`, `read`); the tag makes the id unique.
+            if let (Some(tag), Some(id)) = (
+                operation.tags.as_ref().and_then(|t| t.first()),
+                operation.operation_id.as_mut(),
+            ) {
+                *id = format!("{tag}_{id}");
+            }
             let responses = &mut operation.responses.responses;
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 responses
@@ -110,7 +118,8 @@ pub fn document() -> Document {
             }
             if operation.request_body.is_some() {
                 for (status, description) in [
-                    ("400", "The body is not valid JSON of the documented shape"),
+                    ("400", "The body is not valid JSON"),
+                    ("422", "The JSON does not have the documented shape"),
                     ("413", "The body is larger than 2 MiB"),
                     ("415", "The body is not application/json"),
                 ] {

@@ -22,6 +22,7 @@ use crate::project_setup::{self, CreatedProject};
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProject {
     /// Lowercase letters, digits and `-`, at most 63 characters.
+    #[schema(value_type = ProjectId)]
     pub id: String,
     #[serde(default)]
     pub display_name: Option<String>,

@@ -77,6 +77,7 @@ struct CiQuery {
     (status = 400, description = "Invalid id or query"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such project or setup"),
+    (status = 409, description = "CI is not configured on this server"),
     (status = 502, description = "The CI server failed"),
 ))]
 async fn ci_status(
@@ -99,11 +100,11 @@ async fn ci_status(
 #[utoipa::path(post, path = "/projects/{id}/ci", tag = "templates", security(("bearer" = [])),
     params(("id" = ProjectId, Path, description = "Project id")), responses(
     (status = 200, description = "The registration", body = CiRegistration),
-    (status = 400, description = "Invalid id, or no forge repository for CI"),
+    (status = 400, description = "Invalid id"),
     (status = 403, description = "Not an admin"),
     (status = 404, description = "No such project or setup"),
+    (status = 409, description = "CI is not configured, or the project has no forge repository or a secret's credential"),
     (status = 502, description = "The CI server failed"),
-    (status = 503, description = "CI is not configured on this server"),
 ))]
 async fn register_ci(
     State(state): State<Arc<AppState>>,

@@ -20,6 +20,7 @@ use crate::domain::{ApiToken, NewToken, ProjectId, TokenRole, token_digest};
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateToken {
     /// 1 to 128 characters, for the audit log.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     pub role: TokenRole,
     /// Required for `member` tokens; ignored for `admin`.
