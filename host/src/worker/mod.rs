@@ -104,19 +104,22 @@ impl Worker {
                 rescue(&ctx).await;
                 next_rescue = tokio::time::Instant::now() + queue_config.heartbeat;
             }
-            let has_room = tasks.len() < ctx.config.concurrency.max(1);
+            let room = ctx.config.concurrency.max(1).saturating_sub(tasks.len());
+            let has_room = room > 0;
             if has_room {
                 work.borrow_and_update();
-                match ctx.queue.claim(&ctx.config.id).await {
-                    Ok(Some(claim)) => {
-                        tasks.spawn(run::run_command(
-                            ctx.clone(),
-                            claim,
-                            hard_stop.child_token(),
-                        ));
+                match ctx.queue.claim_batch(&ctx.config.id, room).await {
+                    Ok(claims) if !claims.is_empty() => {
+                        for claim in claims {
+                            tasks.spawn(run::run_command(
+                                ctx.clone(),
+                                claim,
+                                hard_stop.child_token(),
+                            ));
+                        }
                         continue;
                     }
-                    Ok(None) => {}
+                    Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "claiming failed; retrying"),
                 }
             }
