@@ -11,13 +11,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::domain::{
-    AgentRequest, CommandId, CommandStatus, MasterKey, NewCommand, NewProject, Outcome, ProjectId,
+    AgentRequest, CommandStatus, MasterKey, NewCommand, NewProject, Outcome, ProjectId,
     ProviderName, QueueConfig,
 };
 use rdev::ports::Stores;
