@@ -25,7 +25,6 @@ use rdev_tests::harness::postgres::TestDatabase;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 const LATENCY_SAMPLES: usize = 500;
 /// Gap between two enqueues of the latency run: jobs arrive spaced out, one at a time.
@@ -343,9 +342,10 @@ async fn rdev_postgres(processes: usize) -> Option<Row> {
     })
 }
 
-/// A worker process: claims in batches up to its concurrency and finishes each claim in its
-/// own task, as `rdev worker` does, with no provider in between. Reports each claim when
-/// `REPORT=1`; starts on `go` and stops when stdin closes.
+/// A worker process doing what `rdev worker` does around a provider, with no provider: it
+/// claims in batches up to its concurrency, and as the (no-op) work returns at once its slots
+/// free while each outcome is written in the background. Reports each claim when `REPORT=1`;
+/// starts on `go` and stops when stdin closes.
 async fn child(url: String) {
     let stores = connect(&url, options()).await.unwrap();
     let mut work = stores.queue.work_signal();
@@ -366,38 +366,34 @@ async fn child(url: String) {
         stopped.cancel();
     });
     let owner = format!("bench-{}", std::process::id());
-    let mut running: JoinSet<()> = JoinSet::new();
+    let outcomes = tokio_util::task::TaskTracker::new();
     let mut out = std::io::stdout();
     while !stop.is_cancelled() {
-        while running.try_join_next().is_some() {}
-        let room = slots.saturating_sub(running.len());
-        if room > 0 {
-            work.borrow_and_update();
-            let claims = stores.queue.claim_batch(&owner, room).await.unwrap();
-            if !claims.is_empty() {
-                let at = epoch_ms();
-                for claim in claims {
-                    if report {
-                        use std::io::Write;
-                        writeln!(out, "claimed {} {at}", claim.command.id).unwrap();
-                        out.flush().unwrap();
-                    }
-                    let stores = stores.clone();
-                    running.spawn(async move {
-                        stores.queue.finish(&claim.lease, done()).await.unwrap();
-                    });
+        work.borrow_and_update();
+        let claims = stores.queue.claim_batch(&owner, slots).await.unwrap();
+        if !claims.is_empty() {
+            let at = epoch_ms();
+            for claim in claims {
+                if report {
+                    use std::io::Write;
+                    writeln!(out, "claimed {} {at}", claim.command.id).unwrap();
+                    out.flush().unwrap();
                 }
-                continue;
+                let stores = stores.clone();
+                outcomes.spawn(async move {
+                    stores.queue.finish(&claim.lease, done()).await.unwrap();
+                });
             }
+            continue;
         }
         tokio::select! {
             () = stop.cancelled() => break,
-            _ = work.changed(), if room > 0 => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = work.changed() => {}
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-    while running.join_next().await.is_some() {}
+    outcomes.close();
+    outcomes.wait().await;
 }
 
 // ---------------------------------------------------------------- graphile-worker

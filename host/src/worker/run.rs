@@ -62,6 +62,21 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
             error: Some(error),
         },
     };
+    // The provider is done: its slot frees now and the outcome is written in the background
+    // (the project's next command still waits for it: claims see it running until then).
+    let recorder = ctx.clone();
+    ctx.outcomes
+        .spawn(record_outcome(recorder, command, lease, outcome, started));
+}
+
+/// Writes the final status under the lease, then audits it and closes the stream.
+async fn record_outcome(
+    ctx: Context,
+    command: CommandRecord,
+    lease: Lease,
+    outcome: Outcome,
+    started: Instant,
+) {
     match retry_transient(&ctx, &lease, || ctx.queue.finish(&lease, outcome.clone())).await {
         Ok(record) => {
             // Audit first: whoever sees `done` finds the trail complete.

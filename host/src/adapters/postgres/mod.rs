@@ -442,11 +442,25 @@ impl CommandQueue for PgStore {
     /// of its project's commands are ahead of it (pending) or running; both counts stop at
     /// the limit, so a deep backlog costs no more than a short one. Rows another claimer has
     /// locked still count as pending ahead, which keeps each project's order across replicas.
+    ///
+    /// The claim commits without waiting for its WAL flush (`synchronous_commit = off`): a
+    /// claim lost in a server crash leaves the command pending, and the worker learns it at
+    /// `mark_started`, which is durable and, like every lease write here, fenced by owner as
+    /// well as token, so a later claimer that drew the same token is never mistaken for it.
     async fn claim_batch(&self, owner: &str, max: usize) -> Result<Vec<Claim>, StoreError> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let limit = self.inner.config.max_running_per_project.map(i64::from);
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("claiming commands"))?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("claiming commands"))?;
         let rows = sqlx::query(concat!(
             "WITH picked AS ( \
                SELECT c.id AS picked_id FROM commands c WHERE c.status = 'pending' AND ( \
@@ -469,9 +483,10 @@ impl CommandQueue for PgStore {
         .bind(self.lease_secs())
         .bind(limit)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(self.pool_ref())
+        .fetch_all(&mut *tx)
         .await
         .map_err(db("claiming commands"))?;
+        tx.commit().await.map_err(db("claiming commands"))?;
         rows.iter()
             .map(|row| {
                 let command = command_from_row(row)?;
@@ -484,11 +499,12 @@ impl CommandQueue for PgStore {
     async fn mark_started(&self, lease: &Lease, idempotent: bool) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE commands SET process_started = true, idempotent = $3 \
-             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+             WHERE id = $1 AND lease_token = $2 AND lease_owner = $4 AND status = 'running'",
         )
         .bind(lease.command_id.as_str())
         .bind(lease.token)
         .bind(idempotent)
+        .bind(&lease.owner)
         .execute(self.pool_ref())
         .await
         .map_err(db("marking a command started"))?;
@@ -498,12 +514,13 @@ impl CommandQueue for PgStore {
     async fn heartbeat(&self, lease: &Lease) -> Result<Heartbeat, StoreError> {
         let row = sqlx::query(
             "UPDATE commands SET lease_expires_at = now() + make_interval(secs => $3) \
-             WHERE id = $1 AND lease_token = $2 AND status = 'running' \
+             WHERE id = $1 AND lease_token = $2 AND lease_owner = $4 AND status = 'running' \
              RETURNING cancel_requested, lease_expires_at",
         )
         .bind(lease.command_id.as_str())
         .bind(lease.token)
         .bind(self.lease_secs())
+        .bind(&lease.owner)
         .fetch_optional(self.pool_ref())
         .await
         .map_err(db("extending a lease"))?;
@@ -697,12 +714,14 @@ async fn finish_batch(
 ) -> Result<Vec<CommandRecord>, StoreError> {
     let mut ids = Vec::with_capacity(batch.len());
     let mut tokens = Vec::with_capacity(batch.len());
+    let mut owners = Vec::with_capacity(batch.len());
     let mut statuses = Vec::with_capacity(batch.len());
     let mut results = Vec::with_capacity(batch.len());
     let mut errors = Vec::with_capacity(batch.len());
     for job in batch {
         ids.push(job.lease.command_id.as_str().to_owned());
         tokens.push(job.lease.token);
+        owners.push(job.lease.owner.as_str());
         statuses.push(job.outcome.status.as_str());
         results.push(
             job.outcome
@@ -717,9 +736,10 @@ async fn finish_batch(
     let rows = sqlx::query(concat!(
         "UPDATE commands SET status = f_status, result = f_result::jsonb, error = f_error, \
          finished_at = now(), lease_owner = NULL, lease_expires_at = NULL \
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
-           AS f(f_id, f_token, f_status, f_result, f_error) \
-         WHERE id = f_id AND lease_token = f_token AND status = 'running' RETURNING ",
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+           AS f(f_id, f_token, f_status, f_result, f_error, f_owner) \
+         WHERE id = f_id AND lease_token = f_token AND lease_owner = f_owner \
+         AND status = 'running' RETURNING ",
         command_columns!()
     ))
     .bind(ids)
@@ -727,6 +747,7 @@ async fn finish_batch(
     .bind(statuses)
     .bind(results)
     .bind(errors)
+    .bind(owners)
     .fetch_all(pool)
     .await
     .map_err(db("finishing commands"))?;
