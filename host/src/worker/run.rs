@@ -207,6 +207,7 @@ async fn execute(
     let deadline = tokio::time::sleep(timeout + grace);
     tokio::pin!(deadline);
     let mut cancels = ctx.queue.cancel_signal();
+    let mut cancels_open = true;
     let mut heartbeat = tokio::time::interval(ctx.queue.config().heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -225,11 +226,11 @@ async fn execute(
                 Err(StoreError::LeaseLost { .. }) => stopper.stop(Stop::LeaseLost),
                 Err(error) => tracing::warn!(command = %command.id, %error, "heartbeat failed; retrying"),
             },
-            cancelled = cancels.recv(), if stopper.stop.is_none() => match cancelled {
+            cancelled = cancels.recv(), if stopper.stop.is_none() && cancels_open => match cancelled {
                 Ok(id) if id == command.id => stopper.stop(Stop::Cancel),
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 // No more announcements; the heartbeat still reports the flag.
-                Err(broadcast::error::RecvError::Closed) => cancels = broadcast::channel(1).1,
+                Err(broadcast::error::RecvError::Closed) => cancels_open = false,
             },
             () = &mut deadline, if stopper.stop.is_none() => stopper.stop(Stop::Timeout),
             () = hard_stop.cancelled(), if stopper.stop.is_none() => stopper.stop(Stop::Shutdown),
