@@ -452,18 +452,13 @@ impl CommandQueue for PgStore {
             return Ok(Vec::new());
         }
         let limit = self.inner.config.max_running_per_project.map(i64::from);
-        let mut tx = self
-            .pool_ref()
-            .begin()
-            .await
-            .map_err(db("claiming commands"))?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(db("claiming commands"))?;
+        // `set_config(…, true)` lasts until the end of this statement's own transaction, so
+        // the claim is one round trip.
         let rows = sqlx::query(concat!(
-            "WITH picked AS ( \
-               SELECT c.id AS picked_id FROM commands c WHERE c.status = 'pending' AND ( \
+            "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             picked AS ( \
+               SELECT c.id AS picked_id FROM commands c CROSS JOIN async_commit \
+               WHERE c.status = 'pending' AND ( \
                  $3::bigint IS NULL OR ( \
                    (SELECT count(*) FROM (SELECT 1 FROM commands e \
                       WHERE e.project_id = c.project_id AND e.status = 'pending' \
@@ -471,7 +466,7 @@ impl CommandQueue for PgStore {
                    + (SELECT count(*) FROM (SELECT 1 FROM commands r \
                       WHERE r.project_id = c.project_id AND r.status = 'running' \
                       LIMIT $3) busy) < $3)) \
-               ORDER BY c.seq LIMIT $4 FOR UPDATE SKIP LOCKED) \
+               ORDER BY c.seq LIMIT $4 FOR UPDATE OF c SKIP LOCKED) \
              UPDATE commands SET status = 'running', lease_owner = $1, \
              lease_token = lease_token + 1, lease_expires_at = now() + make_interval(secs => $2), \
              attempts = attempts + 1, process_started = false, \
@@ -483,10 +478,9 @@ impl CommandQueue for PgStore {
         .bind(self.lease_secs())
         .bind(limit)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
+        .fetch_all(self.pool_ref())
         .await
         .map_err(db("claiming commands"))?;
-        tx.commit().await.map_err(db("claiming commands"))?;
         rows.iter()
             .map(|row| {
                 let command = command_from_row(row)?;
