@@ -16,7 +16,7 @@ use rdev::ports::Stores;
 use rdev::worker::submit_command;
 use rdev_tests::harness::bin::rdev as rdev_binary;
 use rdev_tests::harness::plugins::plugins_dir;
-use rdev_tests::harness::postgres::TestDatabase;
+use rdev_tests::harness::postgres::{PrivateCluster, TestDatabase};
 use rdev_tests::harness::runtime::install;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -55,22 +55,42 @@ async fn setup() -> Option<Setup> {
     })
 }
 
-/// Starts `rdev worker` with a 1 s lease and 200 ms heartbeat; returns once it is ready.
+/// Lease, heartbeat and safety-poll of a worker process, in milliseconds.
+#[derive(Clone, Copy)]
+struct Timing {
+    lease_ms: u64,
+    heartbeat_ms: u64,
+    poll_ms: u64,
+}
+
+/// A 1 s lease and 200 ms heartbeat, so lost hosts are found quickly.
+const QUICK: Timing = Timing {
+    lease_ms: 1000,
+    heartbeat_ms: 200,
+    poll_ms: 1000,
+};
+
+/// Starts `rdev worker` with [`QUICK`] timing; returns once it is ready.
 async fn spawn_worker(url: &str, data: &Path, plugins: &Path, id: &str) -> Child {
+    spawn_worker_timed(url, data, plugins, id, QUICK).await
+}
+
+async fn spawn_worker_timed(
+    url: &str,
+    data: &Path,
+    plugins: &Path,
+    id: &str,
+    timing: Timing,
+) -> Child {
     let mut child = Command::new(rdev_binary())
         .args(["worker", "--database-url", url, "--worker-id", id])
         .arg("--data-dir")
         .arg(data)
         .arg("--plugins-dir")
         .arg(plugins)
-        .args([
-            "--lease-ms",
-            "1000",
-            "--heartbeat-ms",
-            "200",
-            "--poll-ms",
-            "1000",
-        ])
+        .args(["--lease-ms", &timing.lease_ms.to_string()])
+        .args(["--heartbeat-ms", &timing.heartbeat_ms.to_string()])
+        .args(["--poll-ms", &timing.poll_ms.to_string()])
         .args(["--concurrency", "4"])
         .env(MASTER_KEY_ENV, master_key().to_base64())
         .stdout(Stdio::piped())
@@ -256,6 +276,180 @@ async fn two_worker_processes_run_each_command_once_in_project_order() {
         .await
         .unwrap();
     assert!(pending.is_empty());
+    sigterm(&a);
+    sigterm(&b);
+    assert!(a.wait().await.unwrap().success());
+    assert!(b.wait().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_the_worker_process_at_once_not_at_its_heartbeat() {
+    let Some(s) = setup().await else { return };
+    // The heartbeat (and with it the cancel flag check) is ten minutes away: only the
+    // cross-process announcement can stop the command before the test's timeout.
+    let slow = Timing {
+        lease_ms: 1_200_000,
+        heartbeat_ms: 600_000,
+        poll_ms: 1000,
+    };
+    let mut worker =
+        spawn_worker_timed(&s.db.url, &s.dir.path().join("a"), &s.plugins, "a", slow).await;
+    let id = submit(&s.stores, "p", "echo started; sleep 600").await;
+    let mut stream = s.stores.events.subscribe(&id, 0);
+    loop {
+        let event = stream.next().await.expect("open").expect("event").event;
+        if matches!(&event, StreamEvent::Agent(AgentEvent::Output { text, .. }) if text.contains("started"))
+        {
+            break;
+        }
+    }
+    rdev::worker::cancel_command(&s.stores, &id, "tester")
+        .await
+        .expect("cancel");
+    let events = wait_done(&s.stores, &id).await;
+    match events.last() {
+        Some(StreamEvent::Host(HostEvent::Done { status, .. })) => {
+            assert_eq!(*status, CommandStatus::Cancelled);
+        }
+        other => panic!("unexpected end {other:?}"),
+    }
+    sigterm(&worker);
+    assert!(worker.wait().await.unwrap().success());
+}
+
+/// Reads a command's status, retrying while the database is unreachable.
+async fn status_of(stores: &Stores, id: &CommandId) -> CommandStatus {
+    loop {
+        match stores.queue.get(id).await {
+            Ok(record) => return record.status,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Submits, retrying while the database is unreachable (the test's own store reconnects
+/// like the workers' do).
+async fn submit_retrying(stores: &Stores, project: &str, prompt: &str) -> CommandId {
+    let project = ProjectId::parse(project).expect("project");
+    for _ in 0..600 {
+        let queued = async {
+            stores
+                .projects
+                .ensure(NewProject {
+                    id: project.clone(),
+                    display_name: None,
+                })
+                .await?;
+            rdev::worker::submit_command(
+                stores,
+                NewCommand {
+                    project_id: project.clone(),
+                    provider: ProviderName::parse("shell").expect("name"),
+                    request: AgentRequest::new(prompt),
+                    idempotency_key: Some(prompt.to_owned()),
+                    submitted_by: "tester".into(),
+                },
+            )
+            .await
+        };
+        match queued.await {
+            Ok(enqueued) => return enqueued.command.id,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("the database never came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_survive_a_postgres_restart_under_load_and_run_each_command_once() {
+    let Some(cluster) = PrivateCluster::start().await else {
+        return;
+    };
+    let stores = connect(
+        &cluster.url,
+        StoreOptions {
+            queue: QueueConfig::default(),
+            master_key: master_key(),
+        },
+    )
+    .await
+    .expect("connect");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    install(&plugins_dir(), "shell", &plugins, "shell", None);
+    let ran = dir.path().join("ran.log");
+    // Leases long enough to outlast the restart, so nothing is rescued as "host lost".
+    let timing = Timing {
+        lease_ms: 15_000,
+        heartbeat_ms: 500,
+        poll_ms: 2_000,
+    };
+    let mut a =
+        spawn_worker_timed(&cluster.url, &dir.path().join("a"), &plugins, "a", timing).await;
+    let mut b =
+        spawn_worker_timed(&cluster.url, &dir.path().join("b"), &plugins, "b", timing).await;
+    let projects = 6;
+    let prompt = |n: usize| format!("sleep 0.2; echo {n} >> {}", ran.display());
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        ids.push(submit_retrying(&stores, &format!("p{}", n % projects), &prompt(n)).await);
+    }
+    // Restart once some have finished, while others run and the rest wait.
+    while std::fs::read_to_string(&ran)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 6
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.restart().expect("pg_ctl restart");
+    for n in 60..100 {
+        ids.push(submit_retrying(&stores, &format!("p{}", n % projects), &prompt(n)).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    for id in &ids {
+        loop {
+            let status = status_of(&stores, id).await;
+            if status.is_terminal() {
+                assert_eq!(status, CommandStatus::Completed, "{id}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} still {status} long after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut runs: HashMap<usize, usize> = HashMap::new();
+    for line in std::fs::read_to_string(&ran).expect("ran.log").lines() {
+        *runs
+            .entry(line.trim().parse().expect("a number"))
+            .or_default() += 1;
+    }
+    for n in 0..100 {
+        assert_eq!(
+            runs.get(&n),
+            Some(&1),
+            "command {n} ran {:?} times",
+            runs.get(&n)
+        );
+    }
+    // Every process listens again: the test's store and both workers.
+    let pool = sqlx::PgPool::connect(&cluster.url).await.expect("pool");
+    let listeners: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %rdev_cancel%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("pg_stat_activity");
+    assert!(
+        listeners >= 3,
+        "only {listeners} listeners after the restart"
+    );
+    pool.close().await;
     sigterm(&a);
     sigterm(&b);
     assert!(a.wait().await.unwrap().success());

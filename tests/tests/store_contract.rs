@@ -200,6 +200,8 @@ contract!(
     cancel_is_immediate_when_pending_and_a_flag_when_running,
     concurrent_claimers_never_share_a_command_and_keep_project_order,
     another_replica_is_woken_by_an_enqueue,
+    a_cancel_is_announced_to_the_replica_running_the_command,
+    a_batch_claim_keeps_each_project_in_order_and_under_its_limit,
     events_are_numbered_per_stream_and_readable_from_any_point,
     a_subscriber_replays_then_follows_until_done,
     a_subscriber_on_another_replica_sees_new_events,
@@ -575,6 +577,76 @@ async fn another_replica_is_woken_by_an_enqueue(kind: Kind) {
         .expect("woken by the enqueue")
         .unwrap();
     assert!(replica.queue.claim("w").await.unwrap().is_some());
+}
+
+async fn a_cancel_is_announced_to_the_replica_running_the_command(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let running = b.enqueue(&p, "a", None).await;
+    let pending = b.enqueue(&p, "b", None).await;
+    let replica = match kind {
+        Kind::Sqlite => b.stores.clone(),
+        Kind::Postgres => b.replica(QueueConfig::default(), b.key.clone()).await,
+    };
+    let mut cancels = replica.queue.cancel_signal();
+    let claim = replica.queue.claim("w").await.unwrap().unwrap();
+    assert_eq!(claim.command.id, running);
+    b.stores.queue.cancel(&pending).await.unwrap();
+    b.stores.queue.cancel(&running).await.unwrap();
+    let announced = tokio::time::timeout(Duration::from_secs(20), cancels.recv())
+        .await
+        .expect("announced before any heartbeat")
+        .expect("signal open");
+    assert_eq!(
+        announced, running,
+        "only the running command is announced; the pending one simply ended"
+    );
+}
+
+async fn a_batch_claim_keeps_each_project_in_order_and_under_its_limit(kind: Kind) {
+    let two = QueueConfig {
+        max_running_per_project: Some(2),
+        ..QueueConfig::default()
+    };
+    let Some(b) = Backend::new(kind, two).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let r = b.project("r").await;
+    let p1 = b.enqueue(&p, "p1", None).await;
+    let r1 = b.enqueue(&r, "r1", None).await;
+    let p2 = b.enqueue(&p, "p2", None).await;
+    let p3 = b.enqueue(&p, "p3", None).await;
+    let r2 = b.enqueue(&r, "r2", None).await;
+    let q = &b.stores.queue;
+    let first = q.claim_batch("w", 3).await.unwrap();
+    let ids: Vec<_> = first.iter().map(|c| c.command.id.clone()).collect();
+    assert_eq!(ids.len(), 3);
+    for id in [&p1, &r1, &p2] {
+        assert!(ids.contains(id), "the three oldest runnable: {ids:?}");
+    }
+    let second = q.claim_batch("w", 10).await.unwrap();
+    let ids: Vec<_> = second.iter().map(|c| c.command.id.clone()).collect();
+    assert_eq!(ids, vec![r2.clone()], "p3 waits: two of p are running");
+    assert!(q.claim_batch("w", 10).await.unwrap().is_empty());
+    let p1_claim = first.iter().find(|c| c.command.id == p1).unwrap();
+    q.finish(&p1_claim.lease, done_outcome()).await.unwrap();
+    let third = q.claim_batch("w", 10).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].command.id, p3);
+    assert_eq!(third[0].lease.owner, "w");
+    // Finishes written together are still fenced one by one.
+    let (stale, fresh) = tokio::join!(
+        q.finish(&p1_claim.lease, done_outcome()),
+        q.finish(&third[0].lease, done_outcome())
+    );
+    assert!(
+        matches!(stale, Err(StoreError::LeaseLost { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(fresh.unwrap().status, CommandStatus::Completed);
 }
 
 fn message(text: &str) -> StreamEvent {

@@ -135,11 +135,16 @@ pub(crate) struct EventNotice {
     pub seq: i64,
 }
 
-/// In-process wake-ups: workers waiting for work and subscribers waiting for events.
+/// Capacity of the in-process cancel fan-out; a receiver that lags relies on its heartbeat.
+pub const CANCEL_FANOUT_CAPACITY: usize = 256;
+
+/// In-process wake-ups: workers waiting for work, subscribers waiting for events and
+/// running commands whose cancel was requested.
 #[derive(Debug)]
 pub(crate) struct Signals {
     pub work: watch::Sender<u64>,
     pub events: broadcast::Sender<EventNotice>,
+    pub cancels: broadcast::Sender<CommandId>,
 }
 
 impl Signals {
@@ -147,7 +152,13 @@ impl Signals {
         Arc::new(Self {
             work: watch::channel(0).0,
             events: broadcast::channel(EVENT_FANOUT_CAPACITY).0,
+            cancels: broadcast::channel(CANCEL_FANOUT_CAPACITY).0,
         })
+    }
+
+    /// Never blocks: with no running worker listening the notice is dropped.
+    pub fn announce_cancel(&self, id: CommandId) {
+        let _ = self.cancels.send(id);
     }
 
     pub fn wake_workers(&self) {

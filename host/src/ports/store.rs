@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::{
     AuditEntry, BrokenLink, Claim, CommandFilter, CommandId, CommandRecord, CredentialName,
@@ -97,6 +97,22 @@ pub trait CommandQueue: Send + Sync {
     /// Never hands one command to two claimers.
     async fn claim(&self, owner: &str) -> Result<Option<Claim>, StoreError>;
 
+    /// Takes up to `max` runnable commands under the same rules as `claim`, so a worker with
+    /// several free slots fills them in one round trip where the adapter can (PostgreSQL);
+    /// the default claims one at a time. Claims made before an error are still returned.
+    async fn claim_batch(&self, owner: &str, max: usize) -> Result<Vec<Claim>, StoreError> {
+        let mut claims = Vec::new();
+        while claims.len() < max {
+            match self.claim(owner).await {
+                Ok(Some(claim)) => claims.push(claim),
+                Ok(None) => break,
+                Err(error) if claims.is_empty() => return Err(error),
+                Err(_) => break,
+            }
+        }
+        Ok(claims)
+    }
+
     /// Records that the provider is about to run. Before this, an expired lease puts the
     /// command back in the queue; after it, the command fails with "host lost" unless
     /// `idempotent` (the provider declared re-running safe).
@@ -109,10 +125,17 @@ pub trait CommandQueue: Send + Sync {
     /// Writes the terminal status and result, fenced by the lease token.
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<CommandRecord, StoreError>;
 
-    /// Cancels a pending command at once; for a running one sets the flag its worker sees
-    /// at its next heartbeat. `IllegalTransition` for a finished command. Callers announce a
-    /// now-cancelled pending command on the event log (see `worker::cancel_command`).
+    /// Cancels a pending command at once; for a running one sets the flag and announces it
+    /// on `cancel_signal` of every replica (the next heartbeat reports the flag too, in case
+    /// the announcement is lost). `IllegalTransition` for a finished command. Callers
+    /// announce a now-cancelled pending command on the event log (see
+    /// `worker::cancel_command`).
     async fn cancel(&self, id: &CommandId) -> Result<CommandRecord, StoreError>;
+
+    /// Ids of running commands whose cancel was just requested on any replica, so the
+    /// worker running one stops it at once instead of at its next heartbeat. Best effort:
+    /// a lagging receiver or a lost notification leaves the heartbeat to notice.
+    fn cancel_signal(&self) -> broadcast::Receiver<CommandId>;
 
     /// Handles every expired lease: not started (or idempotent) → pending; started →
     /// failed "host lost"; cancel requested → cancelled.

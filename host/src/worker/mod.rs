@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use commands::{cancel_command, request_digest, submit_command};
 
@@ -26,7 +27,8 @@ pub const EVENT_SINK_CAPACITY: usize = 256;
 pub struct WorkerConfig {
     /// Lease owner name; unique per process (e.g. host name and pid).
     pub id: String,
-    /// Commands this worker runs at once.
+    /// Commands this worker runs at once. A slot frees when the provider returns; writing
+    /// the outcome continues in the background (a drain waits for it).
     pub concurrency: usize,
     /// On shutdown, how long running commands may take to finish before they are cancelled.
     pub drain_deadline: Duration,
@@ -56,6 +58,8 @@ pub(crate) struct Context {
     pub credentials: Arc<dyn CredentialStore>,
     pub providers: Arc<dyn ProviderLookup>,
     pub config: Arc<WorkerConfig>,
+    /// Outcome writes of commands whose provider has returned; a drain waits for them.
+    pub outcomes: TaskTracker,
 }
 
 /// A queue consumer; see the module documentation.
@@ -82,6 +86,7 @@ impl Worker {
                 credentials: stores.credentials.clone(),
                 providers,
                 config: Arc::new(config),
+                outcomes: TaskTracker::new(),
             },
         }
     }
@@ -104,19 +109,22 @@ impl Worker {
                 rescue(&ctx).await;
                 next_rescue = tokio::time::Instant::now() + queue_config.heartbeat;
             }
-            let has_room = tasks.len() < ctx.config.concurrency.max(1);
+            let room = ctx.config.concurrency.max(1).saturating_sub(tasks.len());
+            let has_room = room > 0;
             if has_room {
                 work.borrow_and_update();
-                match ctx.queue.claim(&ctx.config.id).await {
-                    Ok(Some(claim)) => {
-                        tasks.spawn(run::run_command(
-                            ctx.clone(),
-                            claim,
-                            hard_stop.child_token(),
-                        ));
+                match ctx.queue.claim_batch(&ctx.config.id, room).await {
+                    Ok(claims) if !claims.is_empty() => {
+                        for claim in claims {
+                            tasks.spawn(run::run_command(
+                                ctx.clone(),
+                                claim,
+                                hard_stop.child_token(),
+                            ));
+                        }
                         continue;
                     }
-                    Ok(None) => {}
+                    Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "claiming failed; retrying"),
                 }
             }
@@ -131,7 +139,10 @@ impl Worker {
                 () = tokio::time::sleep(tick) => {}
             }
         }
-        drain(tasks, hard_stop, ctx.config.drain_deadline, &ctx.config.id).await
+        let report = drain(tasks, hard_stop, ctx.config.drain_deadline, &ctx.config.id).await;
+        ctx.outcomes.close();
+        ctx.outcomes.wait().await;
+        report
     }
 }
 

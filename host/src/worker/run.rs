@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::commands::request_digest;
@@ -62,7 +62,22 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
             error: Some(error),
         },
     };
-    match ctx.queue.finish(&lease, outcome).await {
+    // The provider is done: its slot frees now and the outcome is written in the background
+    // (the project's next command still waits for it: claims see it running until then).
+    let recorder = ctx.clone();
+    ctx.outcomes
+        .spawn(record_outcome(recorder, command, lease, outcome, started));
+}
+
+/// Writes the final status under the lease, then audits it and closes the stream.
+async fn record_outcome(
+    ctx: Context,
+    command: CommandRecord,
+    lease: Lease,
+    outcome: Outcome,
+    started: Instant,
+) {
+    match retry_transient(&ctx, &lease, || ctx.queue.finish(&lease, outcome.clone())).await {
         Ok(record) => {
             // Audit first: whoever sees `done` finds the trail complete.
             audit(
@@ -94,6 +109,33 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
         }
         Err(error) => {
             tracing::error!(command = %command.id, %error, "writing the result failed; the lease will expire and be rescued");
+        }
+    }
+}
+
+/// Longest wait between two attempts of a write the database refused for a transient reason.
+const RETRY_MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Retries a fenced write while the database is unreachable (a restart, a failover), for as
+/// long as the lease would still be valid, so a brief outage does not fail a command that ran
+/// fine. Lost leases and every other error are returned at once.
+async fn retry_transient<T, F, Fut>(ctx: &Context, lease: &Lease, write: F) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let give_up = tokio::time::Instant::now() + ctx.queue.config().lease;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match write().await {
+            Err(StoreError::Backend { context, message })
+                if tokio::time::Instant::now() + wait < give_up =>
+            {
+                tracing::warn!(command = %lease.command_id, context, %message, "database unavailable; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX_WAIT);
+            }
+            other => return other,
         }
     }
 }
@@ -141,11 +183,8 @@ async fn execute(
             "credentials unavailable, output cannot be redacted: {e}"
         ))
     })?;
-    match ctx
-        .queue
-        .mark_started(lease, agent.provider().capabilities.idempotent)
-        .await
-    {
+    let idempotent = agent.provider().capabilities.idempotent;
+    match retry_transient(ctx, lease, || ctx.queue.mark_started(lease, idempotent)).await {
         Ok(()) => {}
         Err(StoreError::LeaseLost { .. }) => return Err(Stopped::LeaseLost),
         Err(error) => return Err(Stopped::Before(error.to_string())),
@@ -167,6 +206,8 @@ async fn execute(
     let mut running = agent.execute(execution);
     let deadline = tokio::time::sleep(timeout + grace);
     tokio::pin!(deadline);
+    let mut cancels = ctx.queue.cancel_signal();
+    let mut cancels_open = true;
     let mut heartbeat = tokio::time::interval(ctx.queue.config().heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -184,6 +225,12 @@ async fn execute(
                 Ok(_) => {}
                 Err(StoreError::LeaseLost { .. }) => stopper.stop(Stop::LeaseLost),
                 Err(error) => tracing::warn!(command = %command.id, %error, "heartbeat failed; retrying"),
+            },
+            cancelled = cancels.recv(), if stopper.stop.is_none() && cancels_open => match cancelled {
+                Ok(id) if id == command.id => stopper.stop(Stop::Cancel),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // No more announcements; the heartbeat still reports the flag.
+                Err(broadcast::error::RecvError::Closed) => cancels_open = false,
             },
             () = &mut deadline, if stopper.stop.is_none() => stopper.stop(Stop::Timeout),
             () = hard_stop.cancelled(), if stopper.stop.is_none() => stopper.stop(Stop::Shutdown),

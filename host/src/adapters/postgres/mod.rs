@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::store::{
@@ -39,6 +39,14 @@ const POOL_SIZE: u32 = 16;
 
 /// The advisory lock that serializes audit appends, so the chain never forks.
 const AUDIT_LOCK: i64 = 0x7264_6576_6175_6469;
+
+/// Most finishes written in one statement. Each commit costs a WAL flush (and, with the
+/// work NOTIFY, holds PostgreSQL's global notify lock), so finishes that arrive while one
+/// batch is being written go together in the next.
+const FINISH_BATCH: usize = 256;
+
+/// First wait before the listener reconnects; doubles up to the poll fallback.
+const LISTEN_RETRY_MIN: Duration = Duration::from_millis(50);
 
 macro_rules! command_columns {
     () => {
@@ -82,8 +90,17 @@ struct Inner {
     config: QueueConfig,
     signals: Arc<Signals>,
     key: ArcSwap<MasterKey>,
+    /// Feeds the task that writes finishes in batches; it ends when this is dropped.
+    finishes: mpsc::UnboundedSender<FinishJob>,
     /// Stops the listener task when the last clone of the store is dropped.
     _listener: DropGuard,
+}
+
+/// One `finish` waiting for the batch writer.
+struct FinishJob {
+    lease: Lease,
+    outcome: Outcome,
+    reply: oneshot::Sender<Result<CommandRecord, StoreError>>,
 }
 
 impl PgStore {
@@ -106,12 +123,15 @@ impl PgStore {
             stop.clone(),
             options.queue.poll_fallback,
         ));
+        let (finishes, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(write_finishes(pool.clone(), jobs));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 config: options.queue,
                 signals,
                 key: ArcSwap::from_pointee(options.master_key),
+                finishes,
                 _listener: stop.drop_guard(),
             }),
         })
@@ -145,12 +165,16 @@ impl PgStore {
 }
 
 /// Turns NOTIFYs from any replica into in-process signals; reconnects when the connection
-/// drops, and wakes every worker after a reconnect since notifications may have been lost.
+/// drops (backing off from 50 ms up to `retry`, so a restarted server is found again within
+/// moments), and wakes every worker after a reconnect since notifications may have been lost.
 async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, retry: Duration) {
+    let mut backoff = LISTEN_RETRY_MIN;
     while !stop.is_cancelled() {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen_all(["rdev_work", "rdev_events"]).await?;
+            listener
+                .listen_all(["rdev_work", "rdev_events", "rdev_cancel"])
+                .await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
@@ -161,11 +185,15 @@ async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, re
                     tracing::warn!(%error, "postgres listener cannot connect; retrying");
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(retry) => continue,
+                        () = tokio::time::sleep(backoff) => {
+                            backoff = (backoff * 2).min(retry.max(LISTEN_RETRY_MIN));
+                            continue;
+                        }
                     }
                 }
             },
         };
+        backoff = LISTEN_RETRY_MIN;
         signals.wake_workers();
         loop {
             let notification = tokio::select! {
@@ -174,6 +202,11 @@ async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, re
             };
             match notification {
                 Ok(n) if n.channel() == "rdev_work" => signals.wake_workers(),
+                Ok(n) if n.channel() == "rdev_cancel" => {
+                    if let Ok(id) = CommandId::parse(n.payload()) {
+                        signals.announce_cancel(id);
+                    }
+                }
                 Ok(n) => {
                     if let Some((stream, seq)) = n.payload().rsplit_once(':')
                         && let Ok(seq) = seq.parse()
@@ -402,43 +435,70 @@ impl CommandQueue for PgStore {
     }
 
     async fn claim(&self, owner: &str) -> Result<Option<Claim>, StoreError> {
+        Ok(self.claim_batch(owner, 1).await?.pop())
+    }
+
+    /// One statement for the whole batch. A command is runnable when fewer than the limit
+    /// of its project's commands are ahead of it (pending) or running; both counts stop at
+    /// the limit, so a deep backlog costs no more than a short one. Rows another claimer has
+    /// locked still count as pending ahead, which keeps each project's order across replicas.
+    ///
+    /// The claim commits without waiting for its WAL flush (`synchronous_commit = off`): a
+    /// claim lost in a server crash leaves the command pending, and the worker learns it at
+    /// `mark_started`, which is durable and, like every lease write here, fenced by owner as
+    /// well as token, so a later claimer that drew the same token is never mistaken for it.
+    async fn claim_batch(&self, owner: &str, max: usize) -> Result<Vec<Claim>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let limit = self.inner.config.max_running_per_project.map(i64::from);
-        let row = sqlx::query(concat!(
-            "UPDATE commands SET status = 'running', lease_owner = $1, \
+        // `set_config(…, true)` lasts until the end of this statement's own transaction, so
+        // the claim is one round trip.
+        let rows = sqlx::query(concat!(
+            "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             picked AS ( \
+               SELECT c.id AS picked_id FROM commands c CROSS JOIN async_commit \
+               WHERE c.status = 'pending' AND ( \
+                 $3::bigint IS NULL OR ( \
+                   (SELECT count(*) FROM (SELECT 1 FROM commands e \
+                      WHERE e.project_id = c.project_id AND e.status = 'pending' \
+                      AND e.seq < c.seq LIMIT $3) ahead) \
+                   + (SELECT count(*) FROM (SELECT 1 FROM commands r \
+                      WHERE r.project_id = c.project_id AND r.status = 'running' \
+                      LIMIT $3) busy) < $3)) \
+               ORDER BY c.seq LIMIT $4 FOR UPDATE OF c SKIP LOCKED) \
+             UPDATE commands SET status = 'running', lease_owner = $1, \
              lease_token = lease_token + 1, lease_expires_at = now() + make_interval(secs => $2), \
              attempts = attempts + 1, process_started = false, \
              started_at = COALESCE(started_at, now()) \
-             WHERE id = ( \
-               SELECT c.id FROM commands c WHERE c.status = 'pending' AND ( \
-                 $3::bigint IS NULL OR ( \
-                   NOT EXISTS (SELECT 1 FROM commands e WHERE e.project_id = c.project_id \
-                               AND e.status = 'pending' AND e.seq < c.seq) \
-                   AND (SELECT count(*) FROM commands r WHERE r.project_id = c.project_id \
-                        AND r.status = 'running') < $3)) \
-               ORDER BY c.seq FOR UPDATE SKIP LOCKED LIMIT 1) \
-             AND status = 'pending' RETURNING ",
+             FROM picked WHERE id = picked_id AND status = 'pending' RETURNING ",
             command_columns!()
         ))
         .bind(owner)
         .bind(self.lease_secs())
         .bind(limit)
-        .fetch_optional(self.pool_ref())
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(self.pool_ref())
         .await
-        .map_err(db("claiming a command"))?;
-        let Some(row) = row else { return Ok(None) };
-        let command = command_from_row(&row)?;
-        let lease = lease_from_row(&row, &command)?;
-        Ok(Some(Claim { command, lease }))
+        .map_err(db("claiming commands"))?;
+        rows.iter()
+            .map(|row| {
+                let command = command_from_row(row)?;
+                let lease = lease_from_row(row, &command)?;
+                Ok(Claim { command, lease })
+            })
+            .collect()
     }
 
     async fn mark_started(&self, lease: &Lease, idempotent: bool) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE commands SET process_started = true, idempotent = $3 \
-             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+             WHERE id = $1 AND lease_token = $2 AND lease_owner = $4 AND status = 'running'",
         )
         .bind(lease.command_id.as_str())
         .bind(lease.token)
         .bind(idempotent)
+        .bind(&lease.owner)
         .execute(self.pool_ref())
         .await
         .map_err(db("marking a command started"))?;
@@ -448,12 +508,13 @@ impl CommandQueue for PgStore {
     async fn heartbeat(&self, lease: &Lease) -> Result<Heartbeat, StoreError> {
         let row = sqlx::query(
             "UPDATE commands SET lease_expires_at = now() + make_interval(secs => $3) \
-             WHERE id = $1 AND lease_token = $2 AND status = 'running' \
+             WHERE id = $1 AND lease_token = $2 AND lease_owner = $4 AND status = 'running' \
              RETURNING cancel_requested, lease_expires_at",
         )
         .bind(lease.command_id.as_str())
         .bind(lease.token)
         .bind(self.lease_secs())
+        .bind(&lease.owner)
         .fetch_optional(self.pool_ref())
         .await
         .map_err(db("extending a lease"))?;
@@ -468,23 +529,19 @@ impl CommandQueue for PgStore {
         })
     }
 
+    /// Handed to the batch writer (`write_finishes`): alone when the queue is quiet, together
+    /// with every finish that arrived meanwhile when it is busy.
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<CommandRecord, StoreError> {
         CommandStatus::Running.check_transition(outcome.status)?;
-        let row = sqlx::query(concat!(
-            "UPDATE commands SET status = $3, result = $4, error = $5, finished_at = now(), \
-             lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_token = $2 AND status = 'running' RETURNING ",
-            command_columns!()
-        ))
-        .bind(lease.command_id.as_str())
-        .bind(lease.token)
-        .bind(outcome.status.as_str())
-        .bind(outcome.result.as_ref().map(Json))
-        .bind(&outcome.error)
-        .fetch_optional(self.pool_ref())
-        .await
-        .map_err(db("finishing a command"))?;
-        command_from_row(&row.ok_or_else(|| lost(lease))?)
+        let (reply, answer) = oneshot::channel();
+        let job = FinishJob {
+            lease: lease.clone(),
+            outcome,
+            reply,
+        };
+        let stopped = || StoreError::backend("finishing a command", "the batch writer stopped");
+        self.inner.finishes.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn cancel(&self, id: &CommandId) -> Result<CommandRecord, StoreError> {
@@ -529,6 +586,14 @@ impl CommandQueue for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db("cancelling a command"))?;
+        if status == CommandStatus::Running {
+            // Delivered at commit to every replica's listener, the running one's included.
+            sqlx::query("SELECT pg_notify('rdev_cancel', $1)")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("announcing a cancel"))?;
+        }
         tx.commit().await.map_err(db("cancelling a command"))?;
         command_from_row(&row)
     }
@@ -586,6 +651,101 @@ impl CommandQueue for PgStore {
     fn work_signal(&self) -> watch::Receiver<u64> {
         self.inner.signals.work.subscribe()
     }
+
+    fn cancel_signal(&self) -> broadcast::Receiver<CommandId> {
+        self.inner.signals.cancels.subscribe()
+    }
+}
+
+/// Writes finishes in batches until every store clone is dropped: takes what has queued up
+/// (at most `FINISH_BATCH`, one per command so each row is fenced once), writes it in one
+/// statement and answers each caller. A command named twice waits for the next batch.
+async fn write_finishes(pool: PgPool, mut jobs: mpsc::UnboundedReceiver<FinishJob>) {
+    let mut waiting: Vec<FinishJob> = Vec::new();
+    loop {
+        if waiting.is_empty() {
+            match jobs.recv().await {
+                Some(job) => waiting.push(job),
+                None => return,
+            }
+        }
+        while waiting.len() < FINISH_BATCH * 2
+            && let Ok(job) = jobs.try_recv()
+        {
+            waiting.push(job);
+        }
+        let mut batch = Vec::with_capacity(waiting.len().min(FINISH_BATCH));
+        let mut later = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        for job in waiting.drain(..) {
+            if batch.len() < FINISH_BATCH && ids.insert(job.lease.command_id.clone()) {
+                batch.push(job);
+            } else {
+                later.push(job);
+            }
+        }
+        waiting = later;
+        let result = finish_batch(&pool, &batch).await;
+        for job in batch {
+            let answer = match &result {
+                Ok(rows) => rows
+                    .iter()
+                    .find(|r| r.id == job.lease.command_id)
+                    .cloned()
+                    .ok_or_else(|| lost(&job.lease)),
+                Err(error) => Err(error.clone()),
+            };
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// The batch's rows in one UPDATE; each row is written only under its own lease token, and
+/// a command missing from the result lost its lease.
+async fn finish_batch(
+    pool: &PgPool,
+    batch: &[FinishJob],
+) -> Result<Vec<CommandRecord>, StoreError> {
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut tokens = Vec::with_capacity(batch.len());
+    let mut owners = Vec::with_capacity(batch.len());
+    let mut statuses = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(batch.len());
+    let mut errors = Vec::with_capacity(batch.len());
+    for job in batch {
+        ids.push(job.lease.command_id.as_str().to_owned());
+        tokens.push(job.lease.token);
+        owners.push(job.lease.owner.as_str());
+        statuses.push(job.outcome.status.as_str());
+        results.push(
+            job.outcome
+                .result
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?,
+        );
+        errors.push(job.outcome.error.clone());
+    }
+    let rows = sqlx::query(concat!(
+        "UPDATE commands SET status = f_status, result = f_result::jsonb, error = f_error, \
+         finished_at = now(), lease_owner = NULL, lease_expires_at = NULL \
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+           AS f(f_id, f_token, f_status, f_result, f_error, f_owner) \
+         WHERE id = f_id AND lease_token = f_token AND lease_owner = f_owner \
+         AND status = 'running' RETURNING ",
+        command_columns!()
+    ))
+    .bind(ids)
+    .bind(tokens)
+    .bind(statuses)
+    .bind(results)
+    .bind(errors)
+    .bind(owners)
+    .fetch_all(pool)
+    .await
+    .map_err(db("finishing commands"))?;
+    rows.iter().map(command_from_row).collect()
 }
 
 fn event_from_row(stream: &CommandId, row: &PgRow) -> Result<StoredEvent, StoreError> {

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 use sqlx::types::Json;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, broadcast, watch};
 
 use super::store::{
     ConnectError, Signals, StoreOptions, fenced, follow, from_millis, lost, millis, nonce,
@@ -499,7 +499,11 @@ impl CommandQueue for SqliteStore {
         .fetch_one(self.pool_ref())
         .await
         .map_err(db("cancelling a command"))?;
-        command_from_row(&row)
+        let record = command_from_row(&row)?;
+        if record.status == CommandStatus::Running {
+            self.inner.signals.announce_cancel(record.id.clone());
+        }
+        Ok(record)
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
@@ -560,6 +564,10 @@ impl CommandQueue for SqliteStore {
 
     fn work_signal(&self) -> watch::Receiver<u64> {
         self.inner.signals.work.subscribe()
+    }
+
+    fn cancel_signal(&self) -> broadcast::Receiver<CommandId> {
+        self.inner.signals.cancels.subscribe()
     }
 }
 
