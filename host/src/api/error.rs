@@ -9,7 +9,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::{AccessError, IdError, RequestError, SealError};
+use crate::domain::{AccessError, IdError, RequestError, SealError, WebhookError};
 use crate::ports::{LookupError, StoreError};
 
 /// An HTTP error: a status, a stable machine-readable code and a message for people.
@@ -105,6 +105,16 @@ impl From<StoreError> for ApiError {
 impl From<RequestError> for ApiError {
     fn from(error: RequestError) -> Self {
         Self::bad_request(error.code(), error.to_string())
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(error: WebhookError) -> Self {
+        let status = match error {
+            WebhookError::TargetForbidden { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, error.code(), error.to_string())
     }
 }
 

@@ -14,6 +14,7 @@ pub mod providers;
 pub mod state;
 pub mod templates;
 pub mod tokens;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(audit::routes())
         .merge(templates::routes())
         .merge(tokens::routes())
+        .merge(webhooks::routes())
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

@@ -24,3 +24,5 @@ pub mod project_setup;
 pub use project_setup::{ProjectSetupStore, SeedError, WorkspaceSeeder};
 pub mod tokens;
 pub use tokens::TokenStore;
+pub mod webhooks;
+pub use webhooks::{DeliveryPage, MAX_DELIVERY_PAGE, WebhookStore};

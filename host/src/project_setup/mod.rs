@@ -17,7 +17,7 @@ use crate::domain::{
 };
 use crate::ports::{
     AuditLog, Ci, CiError, CiSecret, LogLine, Pipeline, ProjectSetupStore, SecretResolver,
-    SeedError, StoreError, Stores, WorkspaceSeeder,
+    SeedError, StoreError, Stores, WebhookStore, WorkspaceSeeder,
 };
 use crate::templates::{RenderReport, Template, TemplateCatalog, TemplateError, TemplateInfo};
 
@@ -126,6 +126,7 @@ pub fn forge_full_name(url: &str) -> Option<String> {
 pub struct ProjectSetupService {
     setups: Arc<dyn ProjectSetupStore>,
     audit: Arc<dyn AuditLog>,
+    webhooks: Arc<dyn WebhookStore>,
     secrets: Arc<dyn SecretResolver>,
     seeder: Arc<dyn WorkspaceSeeder>,
     ci: Option<Arc<dyn Ci>>,
@@ -154,6 +155,7 @@ impl ProjectSetupService {
         Self {
             setups: stores.setups.clone(),
             audit: stores.audit.clone(),
+            webhooks: stores.webhooks.clone(),
             secrets,
             seeder,
             ci,
@@ -236,7 +238,7 @@ impl ProjectSetupService {
                 return Err(error);
             }
         };
-        self.audit(NewAuditEntry {
+        self.announce(&id, NewAuditEntry {
             actor: actor.to_owned(),
             action: "project.created".to_owned(),
             project_id: Some(id.to_string()),
@@ -288,7 +290,7 @@ impl ProjectSetupService {
                     error: None,
                 };
                 self.setups.update_ci(id, &registration).await?;
-                self.audit(NewAuditEntry {
+                self.announce(id, NewAuditEntry {
                     actor: actor.to_owned(),
                     action: "ci.pipeline.started".to_owned(),
                     project_id: Some(id.to_string()),
@@ -398,7 +400,7 @@ impl ProjectSetupService {
             registration.pipeline_status = Some(pipeline.status.clone());
             self.setups.update_ci(id, &registration).await?;
             if pipeline.is_finished() && !was_finished {
-                self.audit(NewAuditEntry {
+                self.announce(id, NewAuditEntry {
                     actor: actor.to_owned(),
                     action: "ci.pipeline.finished".to_owned(),
                     project_id: Some(id.to_string()),
@@ -434,6 +436,12 @@ impl ProjectSetupService {
 
     async fn audit(&self, entry: NewAuditEntry) -> Result<(), SetupError> {
         self.audit.append(entry).await?;
+        Ok(())
+    }
+
+    /// A project event: audited and queued for the project's webhooks in one transaction.
+    async fn announce(&self, id: &ProjectId, entry: NewAuditEntry) -> Result<(), SetupError> {
+        crate::webhooks::record_project_event(self.webhooks.as_ref(), id, entry).await?;
         Ok(())
     }
 }
