@@ -206,9 +206,7 @@ impl Server {
             state.metrics.webhook_deliveries.clone(),
         )
         .context("creating the webhook HTTP client")?;
-        tasks.push(tokio::spawn(
-            Arc::new(dispatcher).run(shutdown.clone()),
-        ));
+        tasks.push(tokio::spawn(Arc::new(dispatcher).run(shutdown.clone())));
         tasks.extend(start_workers(&stores, &registry, &shutdown, worker));
         tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
         Ok(Self {

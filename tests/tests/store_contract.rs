@@ -13,8 +13,7 @@ use rdev::domain::{
     ProviderName, QueueConfig, StreamEvent,
 };
 use rdev::domain::{
-    DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, WebhookEvent,
-    WebhookSecret,
+    DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, WebhookEvent, WebhookSecret,
 };
 use rdev::ports::{DeliveryPage, SecretValue, StoreError, Stores};
 use rdev_tests::harness::postgres::TestDatabase;
@@ -952,12 +951,25 @@ async fn webhooks_belong_to_one_project(kind: Kind) {
     for missing in [
         w.get_webhook(&other, "wh-1").await.err(),
         w.delete_webhook(&other, "wh-1").await.err(),
-        w.list_deliveries(&other, "wh-1", DeliveryPage { before: None, limit: 10 })
-            .await
-            .err(),
+        w.list_deliveries(
+            &other,
+            "wh-1",
+            DeliveryPage {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .err(),
     ] {
         assert!(
-            matches!(missing, Some(StoreError::NotFound { kind: "webhook", .. })),
+            matches!(
+                missing,
+                Some(StoreError::NotFound {
+                    kind: "webhook",
+                    ..
+                })
+            ),
             "{missing:?}"
         );
     }
@@ -976,15 +988,21 @@ async fn terminal_statuses_queue_events_for_matching_webhooks(kind: Kind) {
     let w = &b.stores.webhooks;
     let p = b.project("p").await;
     let other = b.project("other").await;
-    w.create_webhook(new_webhook("wh-all", &p, &[])).await.unwrap();
-    w.create_webhook(new_webhook("wh-star", &p, &["*"])).await.unwrap();
+    w.create_webhook(new_webhook("wh-all", &p, &[]))
+        .await
+        .unwrap();
+    w.create_webhook(new_webhook("wh-star", &p, &["*"]))
+        .await
+        .unwrap();
     w.create_webhook(new_webhook("wh-failed", &p, &["command.failed"]))
         .await
         .unwrap();
     w.create_webhook(new_webhook("wh-created", &p, &["project.created"]))
         .await
         .unwrap();
-    w.create_webhook(new_webhook("wh-other", &other, &[])).await.unwrap();
+    w.create_webhook(new_webhook("wh-other", &other, &[]))
+        .await
+        .unwrap();
     let q = &b.stores.queue;
 
     let completed = b.enqueue(&p, "ok", None).await;
@@ -1015,13 +1033,33 @@ async fn terminal_statuses_queue_events_for_matching_webhooks(kind: Kind) {
         .collect();
     seen.sort();
     let mut expected = vec![
-        ("wh-all".into(), "command.completed".into(), completed.to_string()),
-        ("wh-all".into(), "command.cancelled".into(), cancelled.to_string()),
+        (
+            "wh-all".into(),
+            "command.completed".into(),
+            completed.to_string(),
+        ),
+        (
+            "wh-all".into(),
+            "command.cancelled".into(),
+            cancelled.to_string(),
+        ),
         ("wh-all".into(), "command.failed".into(), lost.to_string()),
-        ("wh-star".into(), "command.completed".into(), completed.to_string()),
-        ("wh-star".into(), "command.cancelled".into(), cancelled.to_string()),
+        (
+            "wh-star".into(),
+            "command.completed".into(),
+            completed.to_string(),
+        ),
+        (
+            "wh-star".into(),
+            "command.cancelled".into(),
+            cancelled.to_string(),
+        ),
         ("wh-star".into(), "command.failed".into(), lost.to_string()),
-        ("wh-failed".into(), "command.failed".into(), lost.to_string()),
+        (
+            "wh-failed".into(),
+            "command.failed".into(),
+            lost.to_string(),
+        ),
     ];
     expected.sort();
     assert_eq!(seen, expected);
@@ -1081,7 +1119,15 @@ async fn a_project_event_is_audited_and_queued_together(kind: Kind) {
     assert_eq!(body["data"]["template"], "rust");
     assert_eq!(body["data"]["project_id"], "new");
     // Disabled (or absent) subscriptions get nothing, and the audit entry is still written.
-    assert_eq!(w.emit(&event(&ProjectId::parse("nobody").unwrap(), "project.created"), None).await.unwrap(), 0);
+    assert_eq!(
+        w.emit(
+            &event(&ProjectId::parse("nobody").unwrap(), "project.created"),
+            None
+        )
+        .await
+        .unwrap(),
+        0
+    );
 }
 
 async fn deliveries_are_leased_fenced_and_keep_their_attempts(kind: Kind) {
@@ -1090,22 +1136,35 @@ async fn deliveries_are_leased_fenced_and_keep_their_attempts(kind: Kind) {
     };
     let w = &b.stores.webhooks;
     let p = ProjectId::parse("p").unwrap();
-    w.create_webhook(new_webhook("wh-1", &p, &[])).await.unwrap();
+    w.create_webhook(new_webhook("wh-1", &p, &[]))
+        .await
+        .unwrap();
     for _ in 0..3 {
-        w.emit(&event(&p, "ci.pipeline.finished"), None).await.unwrap();
+        w.emit(&event(&p, "ci.pipeline.finished"), None)
+            .await
+            .unwrap();
     }
     let first = claim_all(&b.stores, "d1").await;
     assert_eq!(first.len(), 3);
-    assert!(first.iter().all(|d| d.attempt == 1 && d.url.ends_with("/wh-1")));
+    assert!(
+        first
+            .iter()
+            .all(|d| d.attempt == 1 && d.url.ends_with("/wh-1"))
+    );
     // Leased: nobody else gets them.
     assert!(claim_all(&b.stores, "d2").await.is_empty());
     let d = &first[0];
-    w.record_attempt(d, &attempt(1, Some(500)), NextStep::RetryAt(chrono::Utc::now()))
-        .await
-        .unwrap();
+    w.record_attempt(
+        d,
+        &attempt(1, Some(500)),
+        NextStep::RetryAt(chrono::Utc::now()),
+    )
+    .await
+    .unwrap();
     // The same claim cannot record twice.
     assert!(matches!(
-        w.record_attempt(d, &attempt(1, Some(500)), NextStep::Delivered).await,
+        w.record_attempt(d, &attempt(1, Some(500)), NextStep::Delivered)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     let again = claim_all(&b.stores, "d2").await;
@@ -1124,13 +1183,27 @@ async fn deliveries_are_leased_fenced_and_keep_their_attempts(kind: Kind) {
     assert!(claim_all(&b.stores, "d3").await.is_empty(), "not due yet");
 
     let page = w
-        .list_deliveries(&p, "wh-1", DeliveryPage { before: None, limit: 2 })
+        .list_deliveries(
+            &p,
+            "wh-1",
+            DeliveryPage {
+                before: None,
+                limit: 2,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page.len(), 2);
     assert!(page[0].id > page[1].id, "newest first");
     let rest = w
-        .list_deliveries(&p, "wh-1", DeliveryPage { before: Some(page[1].id), limit: 2 })
+        .list_deliveries(
+            &p,
+            "wh-1",
+            DeliveryPage {
+                before: Some(page[1].id),
+                limit: 2,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(rest.len(), 1);
@@ -1151,7 +1224,10 @@ async fn deliveries_are_leased_fenced_and_keep_their_attempts(kind: Kind) {
     let waiting = &all[&first[2].id];
     assert_eq!(waiting.status, DeliveryStatus::Pending);
     let next = waiting.next_attempt_at.expect("scheduled");
-    assert!((next - future).num_seconds().abs() <= 1, "{next} vs {future}");
+    assert!(
+        (next - future).num_seconds().abs() <= 1,
+        "{next} vs {future}"
+    );
     assert_eq!(waiting.payload["type"], "ci.pipeline.finished");
 }
 
@@ -1161,30 +1237,53 @@ async fn gone_disables_a_webhook_and_cancels_its_backlog(kind: Kind) {
     };
     let w = &b.stores.webhooks;
     let p = ProjectId::parse("p").unwrap();
-    w.create_webhook(new_webhook("wh-gone", &p, &[])).await.unwrap();
-    w.create_webhook(new_webhook("wh-ok", &p, &[])).await.unwrap();
+    w.create_webhook(new_webhook("wh-gone", &p, &[]))
+        .await
+        .unwrap();
+    w.create_webhook(new_webhook("wh-ok", &p, &[]))
+        .await
+        .unwrap();
     w.emit(&event(&p, "project.created"), None).await.unwrap();
     let due = claim_all(&b.stores, "d").await;
     assert_eq!(due.len(), 2);
-    w.emit(&event(&p, "ci.pipeline.started"), None).await.unwrap();
+    w.emit(&event(&p, "ci.pipeline.started"), None)
+        .await
+        .unwrap();
     let gone = due.iter().find(|d| d.webhook_id == "wh-gone").unwrap();
     w.record_attempt(gone, &attempt(1, Some(410)), NextStep::Disable)
         .await
         .unwrap();
     let hook = w.get_webhook(&p, "wh-gone").await.unwrap();
     assert!(!hook.enabled);
-    assert!(hook.disabled_reason.as_deref().unwrap_or("").contains("410"));
+    assert!(
+        hook.disabled_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("410")
+    );
     assert!(w.get_webhook(&p, "wh-ok").await.unwrap().enabled);
     let statuses: Vec<DeliveryStatus> = w
-        .list_deliveries(&p, "wh-gone", DeliveryPage { before: None, limit: 10 })
+        .list_deliveries(
+            &p,
+            "wh-gone",
+            DeliveryPage {
+                before: None,
+                limit: 10,
+            },
+        )
         .await
         .unwrap()
         .iter()
         .map(|d| d.status)
         .collect();
-    assert_eq!(statuses, [DeliveryStatus::Cancelled, DeliveryStatus::Failed]);
+    assert_eq!(
+        statuses,
+        [DeliveryStatus::Cancelled, DeliveryStatus::Failed]
+    );
     // Nothing more for the disabled endpoint, new events included.
-    w.emit(&event(&p, "ci.pipeline.finished"), None).await.unwrap();
+    w.emit(&event(&p, "ci.pipeline.finished"), None)
+        .await
+        .unwrap();
     let next = claim_all(&b.stores, "d2").await;
     assert_eq!(next.len(), 2);
     assert!(next.iter().all(|d| d.webhook_id == "wh-ok"));

@@ -59,7 +59,12 @@ fn code(body: &Value) -> &str {
 }
 
 /// Creates a webhook as admin and returns (id, secret).
-async fn subscribe(server: &TestServer, project: &str, url: &str, types: &[&str]) -> (String, String) {
+async fn subscribe(
+    server: &TestServer,
+    project: &str,
+    url: &str,
+    types: &[&str],
+) -> (String, String) {
     let (status, body) = call(
         server,
         Method::POST,
@@ -69,7 +74,10 @@ async fn subscribe(server: &TestServer, project: &str, url: &str, types: &[&str]
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let secret = body["secret"].as_str().expect("secret shown once").to_owned();
+    let secret = body["secret"]
+        .as_str()
+        .expect("secret shown once")
+        .to_owned();
     assert!(secret.starts_with("whsec_"));
     (body["id"].as_str().expect("id").to_owned(), secret)
 }
@@ -175,7 +183,10 @@ async fn a_finished_command_is_delivered_signed(db: Db) {
     verify(&secret, request).expect("a valid Standard Webhooks signature");
     assert!(verify("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", request).is_err());
     let now = chrono::Utc::now().timestamp();
-    let timestamp: i64 = request.header("webhook-timestamp").parse().expect("seconds");
+    let timestamp: i64 = request
+        .header("webhook-timestamp")
+        .parse()
+        .expect("seconds");
     assert!((now - timestamp).abs() < 120, "{timestamp} vs {now}");
     assert!(request.header("webhook-id").starts_with("msg_"));
     assert_eq!(request.header("content-type"), "application/json");
@@ -244,7 +255,10 @@ async fn failures_are_retried_honouring_retry_after_until_attempts_run_out(db: D
 
     let received = flaky.wait_for(3, WAIT).await;
     let ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
-    assert!(ids.iter().all(|id| *id == ids[0]), "one id across retries: {ids:?}");
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one id across retries: {ids:?}"
+    );
     for request in &received {
         verify(&secret, request).expect("every attempt is signed");
     }
@@ -444,7 +458,14 @@ async fn project_tokens_see_only_their_projects_webhooks() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let mine = created["id"].as_str().expect("id").to_owned();
-    let (status, listed) = call(&server, Method::GET, "/projects/mine/webhooks", Some(&member), None).await;
+    let (status, listed) = call(
+        &server,
+        Method::GET,
+        "/projects/mine/webhooks",
+        Some(&member),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed["webhooks"].as_array().map(Vec::len), Some(1));
     assert_eq!(listed["webhooks"][0]["description"], "mine");
@@ -454,8 +475,14 @@ async fn project_tokens_see_only_their_projects_webhooks() {
         (Method::GET, "/projects/theirs/webhooks".to_owned()),
         (Method::POST, "/projects/theirs/webhooks".to_owned()),
         (Method::GET, format!("/projects/theirs/webhooks/{theirs}")),
-        (Method::DELETE, format!("/projects/theirs/webhooks/{theirs}")),
-        (Method::GET, format!("/projects/theirs/webhooks/{theirs}/deliveries")),
+        (
+            Method::DELETE,
+            format!("/projects/theirs/webhooks/{theirs}"),
+        ),
+        (
+            Method::GET,
+            format!("/projects/theirs/webhooks/{theirs}/deliveries"),
+        ),
     ] {
         let (status, body) = call(
             &server,
@@ -465,7 +492,11 @@ async fn project_tokens_see_only_their_projects_webhooks() {
             Some(json!({"url": receiver.url("/x")})),
         )
         .await;
-        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"), "{method} {path}");
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{method} {path}"
+        );
     }
     // Another project's webhook through one's own project is simply not there.
     for path in [
@@ -473,7 +504,11 @@ async fn project_tokens_see_only_their_projects_webhooks() {
         format!("/projects/mine/webhooks/{theirs}/deliveries"),
     ] {
         let (status, body) = call(&server, Method::GET, &path, Some(&member), None).await;
-        assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "webhook_not_found"), "{path}");
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::NOT_FOUND, "webhook_not_found"),
+            "{path}"
+        );
     }
     let (status, _) = call(
         &server,
@@ -492,7 +527,10 @@ async fn project_tokens_see_only_their_projects_webhooks() {
         None,
     )
     .await;
-    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "webhook_not_found"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "webhook_not_found")
+    );
     let (_, audit) = call(&server, Method::GET, "/audit", Some(&server.admin), None).await;
     assert!(audit.to_string().contains("webhook.deleted"), "{audit}");
     server.stop().await;
@@ -503,7 +541,13 @@ async fn project_created_is_delivered_when_a_template_creates_the_project() {
     let server = TestServer::sqlite_with(fast).await;
     let receiver = WebhookReceiver::start().expect("receiver");
     // Subscribed before the project exists.
-    let (_, secret) = subscribe(&server, "from-template", &receiver.url("/p"), &["project.created"]).await;
+    let (_, secret) = subscribe(
+        &server,
+        "from-template",
+        &receiver.url("/p"),
+        &["project.created"],
+    )
+    .await;
     let (status, body) = call(
         &server,
         Method::POST,

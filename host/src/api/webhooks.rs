@@ -192,7 +192,10 @@ async fn deliveries(
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<DeliveriesPage>, ApiError> {
     let project = project_of(&principal, id)?;
-    let limit = query.limit.unwrap_or(20).clamp(1, crate::ports::MAX_DELIVERY_PAGE);
+    let limit = query
+        .limit
+        .unwrap_or(20)
+        .clamp(1, crate::ports::MAX_DELIVERY_PAGE);
     let deliveries = state
         .stores
         .webhooks

@@ -399,7 +399,10 @@ impl RetryPolicy {
             return asked.min(self.max_retry_after);
         }
         let exponent = attempt.saturating_sub(1).min(30);
-        let raw = self.base.saturating_mul(1u32 << exponent).min(self.max_delay);
+        let raw = self
+            .base
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_delay);
         raw.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
     }
 
@@ -429,7 +432,9 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -489,8 +494,7 @@ impl TargetClass {
             Self::SharedAddressSpace
         } else if ip.is_multicast() {
             Self::Multicast
-        } else if ip.is_broadcast() || ip.is_documentation() || a >= 240 || (a == 192 && b == 0)
-        {
+        } else if ip.is_broadcast() || ip.is_documentation() || a >= 240 || (a == 192 && b == 0) {
             Self::Reserved
         } else {
             Self::Public
@@ -572,8 +576,7 @@ pub fn check_url(url: &str) -> Result<UrlHost, WebhookError> {
             "longer than {MAX_URL_LEN} characters"
         )));
     }
-    let parsed =
-        url::Url::parse(url).map_err(|e| WebhookError::InvalidUrl(format!("{e}")))?;
+    let parsed = url::Url::parse(url).map_err(|e| WebhookError::InvalidUrl(format!("{e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(WebhookError::InvalidUrl(format!(
             "scheme {:?} is not http or https",
@@ -678,7 +681,12 @@ mod tests {
             check_url("http://[::1]:8080/"),
             Ok(UrlHost::Ip("::1".parse().expect("ip")))
         );
-        for bad in ["ftp://example.com/", "not a url", "http://", "https://x.example/#f"] {
+        for bad in [
+            "ftp://example.com/",
+            "not a url",
+            "http://",
+            "https://x.example/#f",
+        ] {
             assert_eq!(
                 check_url(bad).map_err(|e| e.code()),
                 Err("invalid_webhook_url"),

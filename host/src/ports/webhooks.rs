@@ -79,5 +79,4 @@ pub trait WebhookStore: Send + Sync {
         webhook: &str,
         page: DeliveryPage,
     ) -> Result<Vec<Delivery>, StoreError>;
-
 }

@@ -238,20 +238,23 @@ impl ProjectSetupService {
                 return Err(error);
             }
         };
-        self.announce(&id, NewAuditEntry {
-            actor: actor.to_owned(),
-            action: "project.created".to_owned(),
-            project_id: Some(id.to_string()),
-            command_id: None,
-            details: serde_json::json!({
-                "template": setup.template,
-                "vars": setup.vars,
-                "repo": setup.repo,
-                "ci_repo": setup.ci_repo,
-                "commit": commit,
-                "files": files.written.len(),
-            }),
-        })
+        self.announce(
+            &id,
+            NewAuditEntry {
+                actor: actor.to_owned(),
+                action: "project.created".to_owned(),
+                project_id: Some(id.to_string()),
+                command_id: None,
+                details: serde_json::json!({
+                    "template": setup.template,
+                    "vars": setup.vars,
+                    "repo": setup.repo,
+                    "ci_repo": setup.ci_repo,
+                    "commit": commit,
+                    "files": files.written.len(),
+                }),
+            },
+        )
         .await?;
         if setup.ci.state == CiState::Pending {
             // The outcome is stored either way; the caller sees it in `setup.ci`.
@@ -290,19 +293,22 @@ impl ProjectSetupService {
                     error: None,
                 };
                 self.setups.update_ci(id, &registration).await?;
-                self.announce(id, NewAuditEntry {
-                    actor: actor.to_owned(),
-                    action: "ci.pipeline.started".to_owned(),
-                    project_id: Some(id.to_string()),
-                    command_id: None,
-                    details: serde_json::json!({
-                        "ci_repo": ci_repo,
-                        "repo_id": repo_id,
-                        "pipeline": pipeline.number,
-                        "branch": pipeline.branch,
-                        "status": pipeline.status,
-                    }),
-                })
+                self.announce(
+                    id,
+                    NewAuditEntry {
+                        actor: actor.to_owned(),
+                        action: "ci.pipeline.started".to_owned(),
+                        project_id: Some(id.to_string()),
+                        command_id: None,
+                        details: serde_json::json!({
+                            "ci_repo": ci_repo,
+                            "repo_id": repo_id,
+                            "pipeline": pipeline.number,
+                            "branch": pipeline.branch,
+                            "status": pipeline.status,
+                        }),
+                    },
+                )
                 .await?;
                 Ok(registration)
             }
@@ -400,19 +406,22 @@ impl ProjectSetupService {
             registration.pipeline_status = Some(pipeline.status.clone());
             self.setups.update_ci(id, &registration).await?;
             if pipeline.is_finished() && !was_finished {
-                self.announce(id, NewAuditEntry {
-                    actor: actor.to_owned(),
-                    action: "ci.pipeline.finished".to_owned(),
-                    project_id: Some(id.to_string()),
-                    command_id: None,
-                    details: serde_json::json!({
-                        "repo_id": repo_id,
-                        "pipeline": number,
-                        "status": pipeline.status,
-                        "started": pipeline.started,
-                        "finished": pipeline.finished,
-                    }),
-                })
+                self.announce(
+                    id,
+                    NewAuditEntry {
+                        actor: actor.to_owned(),
+                        action: "ci.pipeline.finished".to_owned(),
+                        project_id: Some(id.to_string()),
+                        command_id: None,
+                        details: serde_json::json!({
+                            "repo_id": repo_id,
+                            "pipeline": number,
+                            "status": pipeline.status,
+                            "started": pipeline.started,
+                            "finished": pipeline.finished,
+                        }),
+                    },
+                )
                 .await?;
             }
         }

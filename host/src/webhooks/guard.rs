@@ -66,7 +66,11 @@ mod tests {
             refused.map_err(|e| e.code()),
             Err("webhook_target_forbidden")
         );
-        assert!(check_target_url("http://localhost:9/hook", true).await.is_ok());
+        assert!(
+            check_target_url("http://localhost:9/hook", true)
+                .await
+                .is_ok()
+        );
         for literal in [
             "http://10.0.0.1/",
             "http://127.0.0.1/",

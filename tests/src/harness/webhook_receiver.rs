@@ -80,7 +80,9 @@ pub struct WebhookReceiver {
 }
 
 fn lock(inner: &Shared) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn receive(

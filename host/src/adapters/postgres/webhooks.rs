@@ -8,16 +8,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::Row;
 use sqlx::PgConnection;
+use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
 use super::{PgStore, append_audit, corrupt, db};
 use crate::domain::{
     CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewAuditEntry,
-    NewWebhook, NextStep, ProjectId, Webhook, WebhookEvent, WebhookSecret,
-    webhook::GONE_REASON,
+    NewWebhook, NextStep, ProjectId, Webhook, WebhookEvent, WebhookSecret, webhook::GONE_REASON,
 };
 use crate::ports::{DeliveryPage, MAX_DELIVERY_PAGE, StoreError, WebhookStore};
 

@@ -16,8 +16,7 @@ use super::{SqliteStore, append_audit, corrupt, db};
 use crate::adapters::store::{from_millis, millis};
 use crate::domain::{
     CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewAuditEntry,
-    NewWebhook, NextStep, ProjectId, Webhook, WebhookEvent, WebhookSecret,
-    webhook::GONE_REASON,
+    NewWebhook, NextStep, ProjectId, Webhook, WebhookEvent, WebhookSecret, webhook::GONE_REASON,
 };
 use crate::ports::{DeliveryPage, MAX_DELIVERY_PAGE, StoreError, WebhookStore};
 
