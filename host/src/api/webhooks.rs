@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -22,19 +24,22 @@ use crate::webhooks::check_target_url;
 const MAX_DESCRIPTION: usize = 512;
 
 /// Body of `POST /projects/{id}/webhooks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
+    /// `http` or `https`; internal addresses are refused unless the operator allows them.
+    #[schema(max_length = 2048)]
     pub url: String,
     /// Event types to receive; empty or `["*"]` for all.
     #[serde(default)]
     pub event_types: Vec<String>,
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub description: Option<String>,
 }
 
 /// Answer to the create call: the only time the secret is shown.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedWebhook {
     /// `whsec_…`: verify deliveries with it (see docs/webhooks.md).
     pub secret: String,
@@ -43,33 +48,35 @@ pub struct CreatedWebhook {
 }
 
 /// Query of the deliveries listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// Page size, 1 to 100 [default: 20].
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Only deliveries older than this id (`next_before` of the previous page).
     pub before: Option<i64>,
 }
 
 /// A page of deliveries, newest first.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeliveriesPage {
     pub deliveries: Vec<Delivery>,
     /// Pass as `before` for the next page; `null` on the last one.
     pub next_before: Option<i64>,
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/projects/{id}/webhooks", get(list).post(create))
-        .route(
-            "/projects/{id}/webhooks/{webhook_id}",
-            get(read).delete(remove),
-        )
-        .route(
-            "/projects/{id}/webhooks/{webhook_id}/deliveries",
-            get(deliveries),
-        )
+/// Answer of `GET /projects/{id}/webhooks`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<Webhook>,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, remove))
+        .routes(routes!(deliveries))
 }
 
 fn project_of(principal: &crate::domain::Principal, id: String) -> Result<ProjectId, ApiError> {
@@ -78,6 +85,15 @@ fn project_of(principal: &crate::domain::Principal, id: String) -> Result<Projec
     Ok(project)
 }
 
+/// Subscribes a URL to the project's events; the signing secret is in this answer only.
+#[utoipa::path(post, path = "/projects/{id}/webhooks", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id; it need not exist yet")),
+    request_body = CreateWebhook, responses(
+    (status = 201, description = "Created", body = CreatedWebhook),
+    (status = 400, description = "Invalid URL (`invalid_webhook_url`), event type or description"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 422, description = "The target is an internal address (`webhook_target_forbidden`)"),
+))]
 async fn create(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -138,16 +154,32 @@ async fn create(
     ))
 }
 
+/// The project's webhooks, never their secrets.
+#[utoipa::path(get, path = "/projects/{id}/webhooks", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    (status = 200, description = "The webhooks", body = WebhookList),
+    (status = 400, description = "Malformed id"),
+    (status = 403, description = "The token may not access this project"),
+))]
 async fn list(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<WebhookList>, ApiError> {
     let project = project_of(&principal, id)?;
     let webhooks = state.stores.webhooks.list_webhooks(&project).await?;
-    Ok(Json(serde_json::json!({ "webhooks": webhooks })))
+    Ok(Json(WebhookList { webhooks }))
 }
 
+/// One webhook; `enabled` is false once its endpoint answered 410 Gone.
+#[utoipa::path(get, path = "/projects/{id}/webhooks/{webhook_id}", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id"),
+        ("webhook_id" = String, Path, description = "Webhook id")), responses(
+    (status = 200, description = "The webhook", body = Webhook),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
+))]
 async fn read(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -162,6 +194,15 @@ async fn read(
     Ok(Json(webhook))
 }
 
+/// Removes a webhook and its queued deliveries.
+#[utoipa::path(delete, path = "/projects/{id}/webhooks/{webhook_id}", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id"),
+        ("webhook_id" = String, Path, description = "Webhook id")), responses(
+    (status = 204, description = "Removed"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
+))]
 async fn remove(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -185,6 +226,16 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A page of the webhook's deliveries, newest first, each with its attempts.
+#[utoipa::path(get, path = "/projects/{id}/webhooks/{webhook_id}/deliveries", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id"),
+        ("webhook_id" = String, Path, description = "Webhook id"), DeliveriesQuery), responses(
+    (status = 200, description = "A page of deliveries", body = DeliveriesPage),
+    (status = 400, description = "Invalid query"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
+))]
 async fn deliveries(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,

@@ -164,7 +164,7 @@ impl WebhookSecret {
 }
 
 /// A subscription as the API shows it: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: String,
     pub project_id: ProjectId,
@@ -267,7 +267,7 @@ impl WebhookEvent {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for its next attempt.
@@ -306,7 +306,7 @@ impl std::str::FromStr for DeliveryStatus {
 }
 
 /// One HTTP attempt of a delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     /// 1, 2, 3… per delivery.
     pub attempt: u32,
@@ -319,7 +319,7 @@ pub struct DeliveryAttempt {
 }
 
 /// One event for one webhook, with its attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// Increasing; pages of deliveries are ordered by it.
     pub id: i64,
@@ -327,6 +327,8 @@ pub struct Delivery {
     pub event_id: String,
     pub event_type: String,
     pub status: DeliveryStatus,
+    /// The body sent: `{"type", "timestamp", "data"}`.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

@@ -40,7 +40,7 @@ pub struct CreateProject {
 }
 
 /// What creation did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CreatedProject {
     pub project: Project,
     pub setup: ProjectSetup,
@@ -50,7 +50,7 @@ pub struct CreatedProject {
 }
 
 /// `GET /projects/{id}/ci`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CiStatus {
     pub ci_repo: Option<String>,
     pub registration: CiRegistration,
