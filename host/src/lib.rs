@@ -11,4 +11,5 @@ pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod templates;
+pub mod webhooks;
 pub mod worker;

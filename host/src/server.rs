@@ -28,6 +28,7 @@ use crate::ports::{
 use crate::project_setup::ProjectSetupService;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::webhooks::{Dispatcher, WebhookConfig};
 use crate::worker::{Worker, WorkerConfig};
 
 /// Where commands run.
@@ -111,6 +112,8 @@ pub struct ServeConfig {
     pub sse: SseConfig,
     /// The worker; an empty id is replaced by `<pid>-<port>`.
     pub worker: WorkerConfig,
+    /// Webhook delivery: SSRF policy, timeout, retries.
+    pub webhooks: WebhookConfig,
 }
 
 impl ServeConfig {
@@ -127,6 +130,7 @@ impl ServeConfig {
             queue: QueueConfig::default(),
             sse: SseConfig::default(),
             worker: WorkerConfig::new(""),
+            webhooks: WebhookConfig::default(),
         }
     }
 
@@ -231,6 +235,7 @@ impl Server {
             metrics: Metrics::default(),
             setup,
             sse: config.sse,
+            webhooks: config.webhooks.clone(),
             shutdown: shutdown.clone(),
         });
         let generated_admin_token = bootstrap_admin(&state, config.admin_token.as_deref()).await?;
@@ -254,6 +259,14 @@ impl Server {
         if worker.id.is_empty() {
             worker.id = format!("{}-{}", std::process::id(), addr.port());
         }
+        let dispatcher = Dispatcher::new(
+            stores.webhooks.clone(),
+            config.webhooks.clone(),
+            format!("webhooks-{}", worker.id),
+            state.metrics.webhook_deliveries.clone(),
+        )
+        .context("creating the webhook HTTP client")?;
+        tasks.push(tokio::spawn(Arc::new(dispatcher).run(shutdown.clone())));
         tasks.extend(start_workers(&stores, &registry, &shutdown, worker));
         tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
         Ok(Self {

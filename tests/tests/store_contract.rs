@@ -12,7 +12,10 @@ use rdev::domain::{
     HOST_LOST, HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId,
     ProviderName, QueueConfig, StreamEvent,
 };
-use rdev::ports::{SecretValue, StoreError, Stores};
+use rdev::domain::{
+    DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, WebhookEvent, WebhookSecret,
+};
+use rdev::ports::{DeliveryPage, SecretValue, StoreError, Stores};
 use rdev_tests::harness::postgres::TestDatabase;
 use sqlx::AssertSqlSafe;
 
@@ -211,6 +214,12 @@ contract!(
     credentials_are_encrypted_listed_by_name_and_overwritten,
     key_rotation_reencrypts_every_value,
     the_redactor_removes_stored_values,
+    webhooks_belong_to_one_project,
+    terminal_statuses_queue_events_for_matching_webhooks,
+    a_project_event_is_audited_and_queued_together,
+    deliveries_are_leased_fenced_and_keep_their_attempts,
+    gone_disables_a_webhook_and_cancels_its_backlog,
+    concurrent_dispatchers_never_share_a_delivery,
 );
 
 async fn projects_are_created_once(kind: Kind) {
@@ -940,4 +949,461 @@ async fn the_redactor_removes_stored_values(kind: Kind) {
     let text = serde_json::to_string(&event).unwrap();
     assert!(!text.contains("ghp_abcdef123"), "{text}");
     assert!(text.contains("[redacted]"));
+}
+
+fn new_webhook(id: &str, project: &ProjectId, types: &[&str]) -> NewWebhook {
+    NewWebhook {
+        id: id.to_owned(),
+        project_id: project.clone(),
+        url: format!("https://hooks.example.com/{id}"),
+        event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+        description: None,
+        secret: WebhookSecret::from_random(&[9; 32]),
+    }
+}
+
+const LONG_LEASE: Duration = Duration::from_secs(60);
+
+/// Every due delivery, claimed by `owner`.
+async fn claim_all(stores: &Stores, owner: &str) -> Vec<DueDelivery> {
+    stores
+        .webhooks
+        .claim_deliveries(owner, 100, LONG_LEASE)
+        .await
+        .expect("claim")
+}
+
+fn attempt(n: u32, status: Option<u16>) -> DeliveryAttempt {
+    DeliveryAttempt {
+        attempt: n,
+        started_at: chrono::Utc::now(),
+        duration_ms: 3,
+        status_code: status,
+        error: status.filter(|s| *s >= 300).map(|s| format!("HTTP {s}")),
+    }
+}
+
+fn event(project: &ProjectId, event_type: &str) -> WebhookEvent {
+    WebhookEvent::new(
+        uuid::Uuid::now_v7(),
+        event_type,
+        project.clone(),
+        chrono::Utc::now(),
+        serde_json::json!({"n": 1}),
+    )
+}
+
+async fn webhooks_belong_to_one_project(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let w = &b.stores.webhooks;
+    // The project need not exist yet: project.created can be subscribed to in advance.
+    let p = ProjectId::parse("future").unwrap();
+    let other = ProjectId::parse("other").unwrap();
+    let created = w
+        .create_webhook(new_webhook("wh-1", &p, &["command.failed"]))
+        .await
+        .expect("created");
+    assert_eq!(created.event_types, vec!["command.failed"]);
+    assert!(created.enabled);
+    assert!(matches!(
+        w.create_webhook(new_webhook("wh-1", &p, &[])).await,
+        Err(StoreError::Conflict(_))
+    ));
+    w.create_webhook(new_webhook("wh-2", &other, &[]))
+        .await
+        .unwrap();
+    let listed = w.list_webhooks(&p).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["wh-1"]
+    );
+    assert_eq!(w.get_webhook(&p, "wh-1").await.unwrap(), created);
+    for missing in [
+        w.get_webhook(&other, "wh-1").await.err(),
+        w.delete_webhook(&other, "wh-1").await.err(),
+        w.list_deliveries(
+            &other,
+            "wh-1",
+            DeliveryPage {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .err(),
+    ] {
+        assert!(
+            matches!(
+                missing,
+                Some(StoreError::NotFound {
+                    kind: "webhook",
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
+    }
+    w.delete_webhook(&p, "wh-1").await.unwrap();
+    assert!(w.list_webhooks(&p).await.unwrap().is_empty());
+    // Removing a project removes its webhooks.
+    b.project("other").await;
+    b.stores.projects.delete(&other).await.unwrap();
+    assert!(w.list_webhooks(&other).await.unwrap().is_empty());
+}
+
+async fn terminal_statuses_queue_events_for_matching_webhooks(kind: Kind) {
+    let Some(b) = Backend::new(kind, quick_lease()).await else {
+        return;
+    };
+    let w = &b.stores.webhooks;
+    let p = b.project("p").await;
+    let other = b.project("other").await;
+    w.create_webhook(new_webhook("wh-all", &p, &[]))
+        .await
+        .unwrap();
+    w.create_webhook(new_webhook("wh-star", &p, &["*"]))
+        .await
+        .unwrap();
+    w.create_webhook(new_webhook("wh-failed", &p, &["command.failed"]))
+        .await
+        .unwrap();
+    w.create_webhook(new_webhook("wh-created", &p, &["project.created"]))
+        .await
+        .unwrap();
+    w.create_webhook(new_webhook("wh-other", &other, &[]))
+        .await
+        .unwrap();
+    let q = &b.stores.queue;
+
+    let completed = b.enqueue(&p, "ok", None).await;
+    let claim = q.claim("w").await.unwrap().unwrap();
+    q.mark_started(&claim.lease, false).await.unwrap();
+    let finished = q.finish(&claim.lease, done_outcome()).await.unwrap();
+    let cancelled = b.enqueue(&p, "never", None).await;
+    q.cancel(&cancelled).await.unwrap();
+    let lost = b.enqueue(&p, "lost", None).await;
+    let claim = q.claim("w").await.unwrap().unwrap();
+    q.mark_started(&claim.lease, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(q.rescue_expired().await.unwrap().len(), 1);
+
+    let due = claim_all(&b.stores, "d").await;
+    let mut seen: Vec<(String, String, String)> = due
+        .iter()
+        .map(|d| {
+            let body: serde_json::Value = serde_json::from_str(&d.payload).expect("JSON body");
+            assert_eq!(body["type"], d.event_type.as_str());
+            assert!(body["timestamp"].is_string());
+            (
+                d.webhook_id.clone(),
+                d.event_type.clone(),
+                body["data"]["command_id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (
+            "wh-all".into(),
+            "command.completed".into(),
+            completed.to_string(),
+        ),
+        (
+            "wh-all".into(),
+            "command.cancelled".into(),
+            cancelled.to_string(),
+        ),
+        ("wh-all".into(), "command.failed".into(), lost.to_string()),
+        (
+            "wh-star".into(),
+            "command.completed".into(),
+            completed.to_string(),
+        ),
+        (
+            "wh-star".into(),
+            "command.cancelled".into(),
+            cancelled.to_string(),
+        ),
+        ("wh-star".into(), "command.failed".into(), lost.to_string()),
+        (
+            "wh-failed".into(),
+            "command.failed".into(),
+            lost.to_string(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+    let done = due
+        .iter()
+        .find(|d| d.event_type == "command.completed")
+        .expect("completed event");
+    let body: serde_json::Value = serde_json::from_str(&done.payload).unwrap();
+    assert_eq!(body["data"]["project_id"], "p");
+    assert_eq!(body["data"]["provider"], "shell");
+    assert_eq!(body["data"]["status"], "completed");
+    assert_eq!(
+        body["data"]["finished_at"],
+        serde_json::json!(finished.finished_at)
+    );
+    assert!(body["data"]["duration_ms"].is_i64());
+    // One event id per event: every subscriber sees the same webhook-id.
+    let ids: HashSet<_> = due
+        .iter()
+        .filter(|d| d.event_type == "command.failed")
+        .map(|d| d.event_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1);
+}
+
+async fn a_project_event_is_audited_and_queued_together(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let w = &b.stores.webhooks;
+    let p = ProjectId::parse("new").unwrap();
+    w.create_webhook(new_webhook("wh-1", &p, &["project.created"]))
+        .await
+        .unwrap();
+    w.create_webhook(new_webhook("wh-2", &p, &["ci.pipeline.started"]))
+        .await
+        .unwrap();
+    let entry = NewAuditEntry {
+        actor: "tester".into(),
+        action: "project.created".into(),
+        project_id: Some("new".into()),
+        command_id: None,
+        details: serde_json::json!({"template": "rust"}),
+    };
+    let queued = rdev::webhooks::record_project_event(w.as_ref(), &p, entry)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+    let audit = b.stores.audit.list(0, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "project.created");
+    assert_eq!(b.stores.audit.verify().await.unwrap().first_broken, None);
+    let due = claim_all(&b.stores, "d").await;
+    assert_eq!(due.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&due[0].payload).unwrap();
+    assert_eq!(body["type"], "project.created");
+    assert_eq!(body["data"]["template"], "rust");
+    assert_eq!(body["data"]["project_id"], "new");
+    // Disabled (or absent) subscriptions get nothing, and the audit entry is still written.
+    assert_eq!(
+        w.emit(
+            &event(&ProjectId::parse("nobody").unwrap(), "project.created"),
+            None
+        )
+        .await
+        .unwrap(),
+        0
+    );
+}
+
+async fn deliveries_are_leased_fenced_and_keep_their_attempts(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let w = &b.stores.webhooks;
+    let p = ProjectId::parse("p").unwrap();
+    w.create_webhook(new_webhook("wh-1", &p, &[]))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        w.emit(&event(&p, "ci.pipeline.finished"), None)
+            .await
+            .unwrap();
+    }
+    let first = claim_all(&b.stores, "d1").await;
+    assert_eq!(first.len(), 3);
+    assert!(
+        first
+            .iter()
+            .all(|d| d.attempt == 1 && d.url.ends_with("/wh-1"))
+    );
+    // Leased: nobody else gets them.
+    assert!(claim_all(&b.stores, "d2").await.is_empty());
+    let d = &first[0];
+    w.record_attempt(
+        d,
+        &attempt(1, Some(500)),
+        NextStep::RetryAt(chrono::Utc::now()),
+    )
+    .await
+    .unwrap();
+    // The same claim cannot record twice.
+    assert!(matches!(
+        w.record_attempt(d, &attempt(1, Some(500)), NextStep::Delivered)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let again = claim_all(&b.stores, "d2").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt), (d.id, 2));
+    w.record_attempt(&again[0], &attempt(2, Some(204)), NextStep::Delivered)
+        .await
+        .unwrap();
+    w.record_attempt(&first[1], &attempt(1, None), NextStep::GiveUp)
+        .await
+        .unwrap();
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    w.record_attempt(&first[2], &attempt(1, Some(503)), NextStep::RetryAt(future))
+        .await
+        .unwrap();
+    assert!(claim_all(&b.stores, "d3").await.is_empty(), "not due yet");
+
+    let page = w
+        .list_deliveries(
+            &p,
+            "wh-1",
+            DeliveryPage {
+                before: None,
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    assert!(page[0].id > page[1].id, "newest first");
+    let rest = w
+        .list_deliveries(
+            &p,
+            "wh-1",
+            DeliveryPage {
+                before: Some(page[1].id),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    let all: HashMap<i64, _> = page.into_iter().chain(rest).map(|d| (d.id, d)).collect();
+    let delivered = &all[&d.id];
+    assert_eq!(delivered.status, DeliveryStatus::Delivered);
+    assert_eq!(
+        delivered
+            .attempts
+            .iter()
+            .map(|a| (a.attempt, a.status_code))
+            .collect::<Vec<_>>(),
+        [(1, Some(500)), (2, Some(204))]
+    );
+    assert_eq!(delivered.attempts[0].error.as_deref(), Some("HTTP 500"));
+    assert!(delivered.finished_at.is_some());
+    assert_eq!(all[&first[1].id].status, DeliveryStatus::Failed);
+    let waiting = &all[&first[2].id];
+    assert_eq!(waiting.status, DeliveryStatus::Pending);
+    let next = waiting.next_attempt_at.expect("scheduled");
+    assert!(
+        (next - future).num_seconds().abs() <= 1,
+        "{next} vs {future}"
+    );
+    assert_eq!(waiting.payload["type"], "ci.pipeline.finished");
+}
+
+async fn gone_disables_a_webhook_and_cancels_its_backlog(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let w = &b.stores.webhooks;
+    let p = ProjectId::parse("p").unwrap();
+    w.create_webhook(new_webhook("wh-gone", &p, &[]))
+        .await
+        .unwrap();
+    w.create_webhook(new_webhook("wh-ok", &p, &[]))
+        .await
+        .unwrap();
+    w.emit(&event(&p, "project.created"), None).await.unwrap();
+    let due = claim_all(&b.stores, "d").await;
+    assert_eq!(due.len(), 2);
+    w.emit(&event(&p, "ci.pipeline.started"), None)
+        .await
+        .unwrap();
+    let gone = due.iter().find(|d| d.webhook_id == "wh-gone").unwrap();
+    w.record_attempt(gone, &attempt(1, Some(410)), NextStep::Disable)
+        .await
+        .unwrap();
+    let hook = w.get_webhook(&p, "wh-gone").await.unwrap();
+    assert!(!hook.enabled);
+    assert!(
+        hook.disabled_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("410")
+    );
+    assert!(w.get_webhook(&p, "wh-ok").await.unwrap().enabled);
+    let statuses: Vec<DeliveryStatus> = w
+        .list_deliveries(
+            &p,
+            "wh-gone",
+            DeliveryPage {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [DeliveryStatus::Cancelled, DeliveryStatus::Failed]
+    );
+    // Nothing more for the disabled endpoint, new events included.
+    w.emit(&event(&p, "ci.pipeline.finished"), None)
+        .await
+        .unwrap();
+    let next = claim_all(&b.stores, "d2").await;
+    assert_eq!(next.len(), 2);
+    assert!(next.iter().all(|d| d.webhook_id == "wh-ok"));
+}
+
+async fn concurrent_dispatchers_never_share_a_delivery(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let replica = b.replica(QueueConfig::default(), key(1)).await;
+    let p = ProjectId::parse("p").unwrap();
+    b.stores
+        .webhooks
+        .create_webhook(new_webhook("wh-1", &p, &[]))
+        .await
+        .unwrap();
+    for _ in 0..60 {
+        b.stores
+            .webhooks
+            .emit(&event(&p, "ci.pipeline.finished"), None)
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (i, stores) in [b.stores.clone(), replica.clone(), b.stores.clone(), replica]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = stores
+                    .webhooks
+                    .claim_deliveries(&format!("d{i}"), 4, LONG_LEASE)
+                    .await
+                    .expect("claim");
+                if got.is_empty() {
+                    break mine;
+                }
+                mine.extend(got.into_iter().map(|d| d.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "a delivery was claimed twice");
+    assert_eq!(unique.len(), 60);
 }

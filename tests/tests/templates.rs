@@ -624,6 +624,19 @@ async fn creates_registers_and_retries(stores: Stores) {
         .expect("double");
     let setup = service(&stores, root.path(), &double).await;
     assert!(setup.templates().iter().any(|t| t.name == "rust"));
+    // A subscription made before the project exists hears of its creation and its CI.
+    stores
+        .webhooks
+        .create_webhook(rdev::domain::NewWebhook {
+            id: "wh-demo".into(),
+            project_id: project("demo"),
+            url: "https://hooks.example.com/demo".into(),
+            event_types: Vec::new(),
+            description: None,
+            secret: rdev::domain::WebhookSecret::from_random(&[3; 32]),
+        })
+        .await
+        .expect("webhook");
 
     let created = setup
         .create(
@@ -708,6 +721,23 @@ async fn creates_registers_and_retries(stores: Stores) {
             "ci.pipeline.finished"
         ]
     );
+    let queued = stores
+        .webhooks
+        .claim_deliveries("test", 10, std::time::Duration::from_secs(60))
+        .await
+        .expect("claim");
+    let types: Vec<&str> = queued.iter().map(|d| d.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "project.created",
+            "ci.pipeline.started",
+            "ci.pipeline.finished"
+        ]
+    );
+    let finished: Value = serde_json::from_str(&queued[2].payload).expect("JSON");
+    assert_eq!(finished["data"]["status"], "failure");
+    assert_eq!(finished["data"]["project_id"], "demo");
 
     // Same id again: refused, nothing touched.
     let again = setup

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AccessError, IdError, RequestError, SealError};
+use crate::domain::{AccessError, IdError, RequestError, SealError, WebhookError};
 use crate::ports::{LookupError, StoreError};
 
 /// An HTTP error: a status, a stable machine-readable code and a message for people.
@@ -143,6 +143,16 @@ impl From<StoreError> for ApiError {
 impl From<RequestError> for ApiError {
     fn from(error: RequestError) -> Self {
         Self::bad_request(error.code(), error.to_string())
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(error: WebhookError) -> Self {
+        let status = match error {
+            WebhookError::TargetForbidden { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, error.code(), error.to_string())
     }
 }
 

@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 
 use crate::domain::{CommandFilter, CommandStatus};
 use crate::ports::{CommandQueue, StoreError};
+use crate::webhooks::OutcomeLabel;
 
 /// Label of the per-status gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +35,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Commands per status, refreshed at scrape time (saturating at [`STATUS_COUNT_CAP`]).
     pub commands: Family<StatusLabel, Gauge>,
+    /// Webhook delivery attempts by outcome (delivered, retrying, failed, disabled).
+    pub webhook_deliveries: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -50,6 +53,12 @@ impl Default for Metrics {
         let commands_enqueued = Counter::default();
         let queue_depth = Gauge::default();
         let commands = Family::<StatusLabel, Gauge>::default();
+        let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            webhook_deliveries.clone(),
+        );
         registry.register(
             "sse_subscribers",
             "Open server-sent event connections",
@@ -78,6 +87,7 @@ impl Default for Metrics {
             commands_enqueued,
             queue_depth,
             commands,
+            webhook_deliveries,
         }
     }
 }

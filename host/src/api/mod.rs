@@ -15,6 +15,7 @@ pub mod providers;
 pub mod state;
 pub mod templates;
 pub mod tokens;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -39,6 +39,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "tokens", description = "API tokens"),
         (name = "templates", description = "Project templates and CI"),
+        (name = "webhooks", description = "Signed event deliveries to subscribed URLs"),
         (name = "meta", description = "This document"),
     ),
 )]
@@ -84,6 +85,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .merge(super::audit::routes())
         .merge(super::templates::routes())
         .merge(super::tokens::routes())
+        .merge(super::webhooks::routes())
         .routes(routes!(openapi_json))
 }
 

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
-use crate::domain::{NewProject, Project, ProjectId};
+use crate::domain::{NewAuditEntry, NewProject, Project, ProjectId};
 use crate::project_setup::{self, CreatedProject};
 
 /// Body of `POST /projects`. With `template` the project's workspace is created from that
@@ -121,15 +121,19 @@ async fn create(
             }
             other => other.into(),
         })?;
-    state
-        .audit(
-            &principal,
-            "project.created",
-            Some(id.to_string()),
-            None,
-            serde_json::json!({}),
-        )
-        .await;
+    let entry = NewAuditEntry {
+        actor: principal.actor(),
+        action: "project.created".to_owned(),
+        project_id: Some(id.to_string()),
+        command_id: None,
+        details: serde_json::json!({}),
+    };
+    // Audited and announced to the project's webhooks together, as with a template.
+    if let Err(error) =
+        crate::webhooks::record_project_event(state.stores.webhooks.as_ref(), &id, entry).await
+    {
+        tracing::error!(%error, "could not record project.created");
+    }
     Ok((StatusCode::CREATED, Json(Created::Registered(project))))
 }
 

@@ -38,6 +38,8 @@ pub struct AppState {
     /// Creates projects from templates and registers them with CI.
     pub setup: ProjectSetupService,
     pub sse: SseConfig,
+    /// How webhooks are checked and delivered (the API checks targets at creation).
+    pub webhooks: crate::webhooks::WebhookConfig,
     /// Cancelled when the server shuts down, so open SSE streams end and the graceful
     /// shutdown does not wait for clients that never disconnect.
     pub shutdown: tokio_util::sync::CancellationToken,

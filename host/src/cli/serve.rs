@@ -40,7 +40,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RDEV_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// TOML file with any of: listen, data_dir, plugins_dir, database_url, executor,
-    /// admin_token, max_running_per_project, and a [kubernetes] table (see docs/kubernetes.md).
+    /// admin_token, max_running_per_project, a [kubernetes] table (see docs/kubernetes.md)
+    /// and a [webhooks] table (see docs/webhooks.md).
     #[arg(long, env = "RDEV_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -183,6 +184,26 @@ pub struct FileConfig {
     pub max_running_per_project: Option<u32>,
     #[serde(default)]
     pub kubernetes: KubernetesFile,
+    /// Webhook delivery settings.
+    #[serde(default)]
+    pub webhooks: WebhookFileConfig,
+}
+
+/// `[webhooks]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFileConfig {
+    /// Allow private, loopback, link-local and unique-local targets [default: false];
+    /// `RDEV_WEBHOOK_ALLOW_PRIVATE` overrides it.
+    pub allow_private: Option<bool>,
+    /// Per-attempt timeout in seconds [default: 10].
+    pub timeout_secs: Option<u64>,
+    /// Attempts per delivery [default: 8].
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry in seconds; doubles each time [default: 5].
+    pub backoff_base_secs: Option<u64>,
+    /// Longest delay between attempts in seconds [default: 3600].
+    pub backoff_max_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -209,6 +230,25 @@ impl ServeArgs {
         config.executor = self.executor.or(file.executor).unwrap_or_default();
         config.kubernetes = self.kubernetes.resolve(file.kubernetes);
         config.admin_token = self.admin_token.or(file.admin_token);
+        let hooks = &file.webhooks;
+        let webhooks = &mut config.webhooks;
+        if let Some(allow) = hooks.allow_private {
+            webhooks.allow_private = allow;
+        }
+        if let Some(secs) = hooks.timeout_secs {
+            webhooks.timeout = Duration::from_secs(secs.max(1));
+            webhooks.lease = webhooks.lease.max(webhooks.timeout * 2);
+        }
+        if let Some(attempts) = hooks.max_attempts {
+            webhooks.retry.max_attempts = attempts.max(1);
+        }
+        if let Some(secs) = hooks.backoff_base_secs {
+            webhooks.retry.base = Duration::from_secs(secs);
+        }
+        if let Some(secs) = hooks.backoff_max_secs {
+            webhooks.retry.max_delay = Duration::from_secs(secs);
+        }
+        config.webhooks = config.webhooks.clone().with_env();
         if let Some(limit) = file.max_running_per_project {
             config.queue.max_running_per_project = (limit > 0).then_some(limit);
         }

@@ -31,3 +31,8 @@ pub mod project_setup;
 pub use project_setup::{CiRegistration, CiState, NewProjectSetup, ProjectSetup};
 pub mod token;
 pub use token::{AccessError, ApiToken, NewToken, Principal, TokenRole, token_digest};
+pub mod webhook;
+pub use webhook::{
+    Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, RetryPolicy,
+    Webhook, WebhookError, WebhookEvent, WebhookSecret,
+};

@@ -26,3 +26,5 @@ pub use project_setup::{
 };
 pub mod tokens;
 pub use tokens::TokenStore;
+pub mod webhooks;
+pub use webhooks::{DeliveryPage, MAX_DELIVERY_PAGE, WebhookStore};

@@ -240,6 +240,7 @@ pub struct Stores {
     pub credentials: Arc<dyn CredentialStore>,
     pub setups: Arc<dyn super::project_setup::ProjectSetupStore>,
     pub tokens: Arc<dyn super::tokens::TokenStore>,
+    pub webhooks: Arc<dyn super::webhooks::WebhookStore>,
 }
 
 impl std::fmt::Debug for Stores {

@@ -22,8 +22,8 @@ use crate::domain::{
 };
 use crate::ports::{
     AuditLog, Ci, CiError, CiSecret, LogLine, Pipeline, ProjectSetupStore, ProjectStore,
-    ProvisionError, SecretResolver, SeedError, StoreError, Stores, WorkspaceProvisioner,
-    WorkspaceSeeder,
+    ProvisionError, SecretResolver, SeedError, StoreError, Stores, WebhookStore,
+    WorkspaceProvisioner, WorkspaceSeeder,
 };
 use crate::templates::WorkspaceSpec;
 use crate::templates::{RenderReport, Template, TemplateCatalog, TemplateError, TemplateInfo};
@@ -138,6 +138,7 @@ pub struct ProjectSetupService {
     setups: Arc<dyn ProjectSetupStore>,
     projects: Arc<dyn ProjectStore>,
     audit: Arc<dyn AuditLog>,
+    webhooks: Arc<dyn WebhookStore>,
     secrets: Arc<dyn SecretResolver>,
     seeder: Arc<dyn WorkspaceSeeder>,
     provisioner: Arc<dyn WorkspaceProvisioner>,
@@ -170,6 +171,7 @@ impl ProjectSetupService {
             setups: stores.setups.clone(),
             projects: stores.projects.clone(),
             audit: stores.audit.clone(),
+            webhooks: stores.webhooks.clone(),
             secrets,
             seeder,
             provisioner,
@@ -265,20 +267,23 @@ impl ProjectSetupService {
                 return Err(error);
             }
         };
-        self.audit(NewAuditEntry {
-            actor: actor.to_owned(),
-            action: "project.created".to_owned(),
-            project_id: Some(id.to_string()),
-            command_id: None,
-            details: serde_json::json!({
-                "template": setup.template,
-                "vars": setup.vars,
-                "repo": setup.repo,
-                "ci_repo": setup.ci_repo,
-                "commit": commit,
-                "files": files.written.len(),
-            }),
-        })
+        self.announce(
+            &id,
+            NewAuditEntry {
+                actor: actor.to_owned(),
+                action: "project.created".to_owned(),
+                project_id: Some(id.to_string()),
+                command_id: None,
+                details: serde_json::json!({
+                    "template": setup.template,
+                    "vars": setup.vars,
+                    "repo": setup.repo,
+                    "ci_repo": setup.ci_repo,
+                    "commit": commit,
+                    "files": files.written.len(),
+                }),
+            },
+        )
         .await?;
         if setup.ci.state == CiState::Pending {
             // The outcome is stored either way; the caller sees it in `setup.ci`.
@@ -364,19 +369,22 @@ impl ProjectSetupService {
                     error: None,
                 };
                 self.setups.update_ci(id, &registration).await?;
-                self.audit(NewAuditEntry {
-                    actor: actor.to_owned(),
-                    action: "ci.pipeline.started".to_owned(),
-                    project_id: Some(id.to_string()),
-                    command_id: None,
-                    details: serde_json::json!({
-                        "ci_repo": ci_repo,
-                        "repo_id": repo_id,
-                        "pipeline": pipeline.number,
-                        "branch": pipeline.branch,
-                        "status": pipeline.status,
-                    }),
-                })
+                self.announce(
+                    id,
+                    NewAuditEntry {
+                        actor: actor.to_owned(),
+                        action: "ci.pipeline.started".to_owned(),
+                        project_id: Some(id.to_string()),
+                        command_id: None,
+                        details: serde_json::json!({
+                            "ci_repo": ci_repo,
+                            "repo_id": repo_id,
+                            "pipeline": pipeline.number,
+                            "branch": pipeline.branch,
+                            "status": pipeline.status,
+                        }),
+                    },
+                )
                 .await?;
                 Ok(registration)
             }
@@ -474,19 +482,22 @@ impl ProjectSetupService {
             registration.pipeline_status = Some(pipeline.status.clone());
             self.setups.update_ci(id, &registration).await?;
             if pipeline.is_finished() && !was_finished {
-                self.audit(NewAuditEntry {
-                    actor: actor.to_owned(),
-                    action: "ci.pipeline.finished".to_owned(),
-                    project_id: Some(id.to_string()),
-                    command_id: None,
-                    details: serde_json::json!({
-                        "repo_id": repo_id,
-                        "pipeline": number,
-                        "status": pipeline.status,
-                        "started": pipeline.started,
-                        "finished": pipeline.finished,
-                    }),
-                })
+                self.announce(
+                    id,
+                    NewAuditEntry {
+                        actor: actor.to_owned(),
+                        action: "ci.pipeline.finished".to_owned(),
+                        project_id: Some(id.to_string()),
+                        command_id: None,
+                        details: serde_json::json!({
+                            "repo_id": repo_id,
+                            "pipeline": number,
+                            "status": pipeline.status,
+                            "started": pipeline.started,
+                            "finished": pipeline.finished,
+                        }),
+                    },
+                )
                 .await?;
             }
         }
@@ -510,6 +521,12 @@ impl ProjectSetupService {
 
     async fn audit(&self, entry: NewAuditEntry) -> Result<(), SetupError> {
         self.audit.append(entry).await?;
+        Ok(())
+    }
+
+    /// A project event: audited and queued for the project's webhooks in one transaction.
+    async fn announce(&self, id: &ProjectId, entry: NewAuditEntry) -> Result<(), SetupError> {
+        crate::webhooks::record_project_event(self.webhooks.as_ref(), id, entry).await?;
         Ok(())
     }
 }

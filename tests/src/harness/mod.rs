@@ -50,3 +50,4 @@ pub fn put_on_path(bin: &std::path::Path) {
     // SAFETY: see above; no other thread reads the environment yet.
     unsafe { std::env::set_var("PATH", joined) };
 }
+pub mod webhook_receiver;

@@ -32,6 +32,12 @@ impl TestServer {
         Some(Self::start(Some(database), |_| {}).await)
     }
 
+    /// A fresh PostgreSQL database with the configuration adjusted by `adjust`.
+    pub async fn postgres_with(adjust: impl FnOnce(&mut ServeConfig)) -> Option<Self> {
+        let database = TestDatabase::create().await?;
+        Some(Self::start(Some(database), adjust).await)
+    }
+
     /// SQLite with the configuration adjusted by `adjust`.
     pub async fn sqlite_with(adjust: impl FnOnce(&mut ServeConfig)) -> Self {
         Self::start(None, adjust).await

@@ -31,6 +31,7 @@ use crate::ports::{
 
 mod setup;
 mod tokens;
+mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -147,6 +148,7 @@ impl PgStore {
             credentials: Arc::new(self.clone()),
             setups: Arc::new(self.clone()),
             tokens: Arc::new(self.clone()),
+            webhooks: Arc::new(self.clone()),
         }
     }
 
@@ -594,8 +596,10 @@ impl CommandQueue for PgStore {
                 .await
                 .map_err(db("announcing a cancel"))?;
         }
+        let record = command_from_row(&row)?;
+        webhooks::emit_for_command(&mut tx, &record).await?;
         tx.commit().await.map_err(db("cancelling a command"))?;
-        command_from_row(&row)
+        Ok(record)
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
@@ -624,18 +628,20 @@ impl CommandQueue for PgStore {
                 .map_err(db("rescuing leases"))?;
             let (status, reason) = rescue_decision(cancel, started, idempotent)?;
             let error = (status != CommandStatus::Pending).then_some(reason);
-            sqlx::query(
+            let row = sqlx::query(concat!(
                 "UPDATE commands SET status = $2, error = $3, lease_owner = NULL, \
                  lease_expires_at = NULL, \
                  finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END \
-                 WHERE id = $1",
-            )
+                 WHERE id = $1 RETURNING ",
+                command_columns!()
+            ))
             .bind(&id)
             .bind(status.as_str())
             .bind(error)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(db("rescuing leases"))?;
+            webhooks::emit_for_command(&mut tx, &command_from_row(&row)?).await?;
             let bad = corrupt("commands");
             rescued.push(Rescued {
                 command_id: CommandId::parse(id).map_err(|e| bad(e.to_string()))?,
@@ -727,6 +733,8 @@ async fn finish_batch(
         );
         errors.push(job.outcome.error.clone());
     }
+    // The terminal status and its webhook events commit together: a crash cannot lose one.
+    let mut tx = pool.begin().await.map_err(db("finishing commands"))?;
     let rows = sqlx::query(concat!(
         "UPDATE commands SET status = f_status, result = f_result::jsonb, error = f_error, \
          finished_at = now(), lease_owner = NULL, lease_expires_at = NULL \
@@ -742,10 +750,18 @@ async fn finish_batch(
     .bind(results)
     .bind(errors)
     .bind(owners)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await
     .map_err(db("finishing commands"))?;
-    rows.iter().map(command_from_row).collect()
+    let records = rows
+        .iter()
+        .map(command_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    for record in &records {
+        webhooks::emit_for_command(&mut tx, record).await?;
+    }
+    tx.commit().await.map_err(db("finishing commands"))?;
+    Ok(records)
 }
 
 fn event_from_row(stream: &CommandId, row: &PgRow) -> Result<StoredEvent, StoreError> {
@@ -833,6 +849,46 @@ fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
+/// Appends an audit entry on `conn` inside the caller's transaction (the advisory lock is
+/// held until it commits), so that the webhook outbox can be written in the same
+/// transaction as the audit entry.
+pub(super) async fn append_audit(
+    conn: &mut sqlx::PgConnection,
+    entry: NewAuditEntry,
+) -> Result<AuditEntry, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("locking the audit log"))?;
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading the audit log head"))?;
+    let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
+    let sealed = AuditEntry::seal(&prev, seq, Utc::now(), entry);
+    let details =
+        serde_json::to_string(&sealed.details).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, project_id, command_id, details, \
+         prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(sealed.seq)
+    .bind(sealed.at)
+    .bind(&sealed.actor)
+    .bind(&sealed.action)
+    .bind(&sealed.project_id)
+    .bind(&sealed.command_id)
+    .bind(details)
+    .bind(&sealed.prev_hash)
+    .bind(&sealed.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("appending to the audit log"))?;
+    Ok(sealed)
+}
+
 #[async_trait]
 impl AuditLog for PgStore {
     async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
@@ -841,36 +897,7 @@ impl AuditLog for PgStore {
             .begin()
             .await
             .map_err(db("appending to the audit log"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(AUDIT_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("locking the audit log"))?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading the audit log head"))?;
-        let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
-        let sealed = AuditEntry::seal(&prev, seq, Utc::now(), entry);
-        let details = serde_json::to_string(&sealed.details)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, project_id, command_id, details, \
-             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(sealed.seq)
-        .bind(sealed.at)
-        .bind(&sealed.actor)
-        .bind(&sealed.action)
-        .bind(&sealed.project_id)
-        .bind(&sealed.command_id)
-        .bind(details)
-        .bind(&sealed.prev_hash)
-        .bind(&sealed.hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("appending to the audit log"))?;
+        let sealed = append_audit(&mut tx, entry).await?;
         tx.commit()
             .await
             .map_err(db("appending to the audit log"))?;

@@ -134,6 +134,7 @@ impl PgStore {
             "DELETE FROM events WHERE stream IN (SELECT id FROM commands WHERE project_id = $1)",
             "DELETE FROM commands WHERE project_id = $1",
             "DELETE FROM projects WHERE id = $1",
+            "DELETE FROM webhooks WHERE project_id = $1",
         ] {
             sqlx::query(statement)
                 .bind(id.as_str())

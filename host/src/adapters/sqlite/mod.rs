@@ -34,6 +34,7 @@ use crate::ports::{
 
 mod setup;
 mod tokens;
+mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -130,6 +131,7 @@ impl SqliteStore {
             credentials: Arc::new(self.clone()),
             setups: Arc::new(self.clone()),
             tokens: Arc::new(self.clone()),
+            webhooks: Arc::new(self.clone()),
         }
     }
 
@@ -442,6 +444,11 @@ impl CommandQueue for SqliteStore {
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<CommandRecord, StoreError> {
         CommandStatus::Running.check_transition(outcome.status)?;
         let write = self.inner.write.lock().await;
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("finishing a command"))?;
         let row = sqlx::query(concat!(
             "UPDATE commands SET status = ?3, result = ?4, error = ?5, finished_at = ?6, \
              lease_owner = NULL, lease_expires_at = NULL \
@@ -454,21 +461,28 @@ impl CommandQueue for SqliteStore {
         .bind(outcome.result.as_ref().map(Json))
         .bind(&outcome.error)
         .bind(millis(Utc::now()))
-        .fetch_optional(self.pool_ref())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db("finishing a command"))?;
-        drop(write);
         let record = command_from_row(&row.ok_or_else(|| lost(lease))?)?;
+        webhooks::emit_for_command(&mut tx, &record).await?;
+        tx.commit().await.map_err(db("finishing a command"))?;
+        drop(write);
         self.inner.signals.wake_workers();
         Ok(record)
     }
 
     async fn cancel(&self, id: &CommandId) -> Result<CommandRecord, StoreError> {
         let _write = self.inner.write.lock().await;
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("cancelling a command"))?;
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM commands WHERE id = ?1")
                 .bind(id.as_str())
-                .fetch_optional(self.pool_ref())
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("cancelling a command"))?;
         let status: CommandStatus = status
@@ -496,10 +510,12 @@ impl CommandQueue for SqliteStore {
         ))
         .bind(id.as_str())
         .bind(finished)
-        .fetch_one(self.pool_ref())
+        .fetch_one(&mut *tx)
         .await
         .map_err(db("cancelling a command"))?;
         let record = command_from_row(&row)?;
+        webhooks::emit_for_command(&mut tx, &record).await?;
+        tx.commit().await.map_err(db("cancelling a command"))?;
         if record.status == CommandStatus::Running {
             self.inner.signals.announce_cancel(record.id.clone());
         }
@@ -535,17 +551,19 @@ impl CommandQueue for SqliteStore {
                 .map_err(db("rescuing leases"))?;
             let (status, reason) = rescue_decision(cancel, started, idempotent)?;
             let pending = status == CommandStatus::Pending;
-            sqlx::query(
+            let row = sqlx::query(concat!(
                 "UPDATE commands SET status = ?2, error = ?3, lease_owner = NULL, \
-                 lease_expires_at = NULL, finished_at = ?4 WHERE id = ?1",
-            )
+                 lease_expires_at = NULL, finished_at = ?4 WHERE id = ?1 RETURNING ",
+                command_columns!()
+            ))
             .bind(&id)
             .bind(status.as_str())
             .bind((!pending).then_some(reason))
             .bind((!pending).then_some(now))
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(db("rescuing leases"))?;
+            webhooks::emit_for_command(&mut tx, &command_from_row(&row)?).await?;
             let bad = corrupt("commands");
             rescued.push(Rescued {
                 command_id: CommandId::parse(id).map_err(|e| bad(e.to_string()))?,
@@ -677,6 +695,44 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
+/// Appends an audit entry on `conn` (inside the caller's transaction, under the write lock),
+/// so that the webhook outbox can be written in the same transaction as the audit entry.
+pub(super) async fn append_audit(
+    conn: &mut sqlx::SqliteConnection,
+    entry: NewAuditEntry,
+) -> Result<AuditEntry, StoreError> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading the audit log head"))?;
+    let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
+    let sealed = AuditEntry::seal(&prev, seq, Utc::now(), entry);
+    let details =
+        serde_json::to_string(&sealed.details).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, project_id, command_id, details, \
+         prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .bind(sealed.seq)
+    .bind(
+        sealed
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
+    .bind(&sealed.actor)
+    .bind(&sealed.action)
+    .bind(&sealed.project_id)
+    .bind(&sealed.command_id)
+    .bind(details)
+    .bind(&sealed.prev_hash)
+    .bind(&sealed.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("appending to the audit log"))?;
+    Ok(sealed)
+}
+
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
@@ -686,35 +742,7 @@ impl AuditLog for SqliteStore {
             .begin()
             .await
             .map_err(db("appending to the audit log"))?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading the audit log head"))?;
-        let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
-        let sealed = AuditEntry::seal(&prev, seq, Utc::now(), entry);
-        let details = serde_json::to_string(&sealed.details)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, project_id, command_id, details, \
-             prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(sealed.seq)
-        .bind(
-            sealed
-                .at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        )
-        .bind(&sealed.actor)
-        .bind(&sealed.action)
-        .bind(&sealed.project_id)
-        .bind(&sealed.command_id)
-        .bind(details)
-        .bind(&sealed.prev_hash)
-        .bind(&sealed.hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("appending to the audit log"))?;
+        let sealed = append_audit(&mut tx, entry).await?;
         tx.commit()
             .await
             .map_err(db("appending to the audit log"))?;

@@ -1,0 +1,265 @@
+//! Delivers the outbox: claims due deliveries (leased, so replicas share the work), signs
+//! each per Standard Webhooks, POSTs it and records the attempt with what follows from it:
+//! delivered on 2xx, the webhook disabled on 410 Gone, a retry with exponential backoff and
+//! jitter (or the endpoint's `Retry-After`) otherwise, until the attempts run out.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::WebhookConfig;
+use super::guard::GuardedResolver;
+use crate::domain::webhook::{UrlHost, check_target, check_url, parse_retry_after};
+use crate::domain::{DeliveryAttempt, DueDelivery, NextStep};
+use crate::ports::{StoreError, WebhookStore};
+
+/// How one attempt ended, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Failed; another attempt is scheduled.
+    Retrying,
+    /// Failed with no attempts left.
+    Failed,
+    /// The endpoint answered 410 Gone and its webhook was disabled.
+    Disabled,
+}
+
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    fn of(next: NextStep) -> Self {
+        match next {
+            NextStep::Delivered => Self::Delivered,
+            NextStep::RetryAt(_) => Self::Retrying,
+            NextStep::GiveUp => Self::Failed,
+            NextStep::Disable => Self::Disabled,
+        }
+    }
+}
+
+/// Label of the `rdev_webhook_deliveries_total` counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+/// The outbox consumer of one process.
+pub struct Dispatcher {
+    store: Arc<dyn WebhookStore>,
+    config: WebhookConfig,
+    http: reqwest::Client,
+    owner: String,
+    outcomes: Family<OutcomeLabel, Counter>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("owner", &self.owner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random number in [0, 1) for the backoff jitter.
+fn unit_random() -> f64 {
+    let mut bytes = [0u8; 8];
+    rand::fill(&mut bytes);
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The error and its causes on one line: reqwest's own message says little ("error
+/// sending request") and the reason (a refused target, a refused connection) is a source.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Dispatcher {
+    /// `owner` names this dispatcher in leases (unique per process); `outcomes` counts
+    /// attempts by outcome for `/metrics`.
+    pub fn new(
+        store: Arc<dyn WebhookStore>,
+        config: WebhookConfig,
+        owner: String,
+        outcomes: Family<OutcomeLabel, Counter>,
+    ) -> Result<Self, reqwest::Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: config.allow_private,
+            }))
+            .user_agent(concat!("rdev-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            store,
+            config,
+            http,
+            owner,
+            outcomes,
+        })
+    }
+
+    /// Delivers until `shutdown`. Attempts in flight at shutdown are abandoned; their
+    /// leases expire and another dispatcher (or the next start) sends them again.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tracing::info!(owner = %self.owner, "webhook dispatcher started");
+        while !shutdown.is_cancelled() {
+            let batch = self.config.concurrency.max(1);
+            let claimed = tokio::select! {
+                () = shutdown.cancelled() => break,
+                claimed = self.clone().deliver_due() => claimed,
+            };
+            match claimed {
+                Ok(n) if n >= batch => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "claiming webhook deliveries failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// One round: claims what is due (up to `concurrency`), sends it all concurrently and
+    /// records the attempts. Returns how many deliveries were claimed.
+    pub async fn deliver_due(self: Arc<Self>) -> Result<usize, StoreError> {
+        let limit = u32::try_from(self.config.concurrency.max(1)).unwrap_or(u32::MAX);
+        let claimed = self
+            .store
+            .claim_deliveries(&self.owner, limit, self.config.lease)
+            .await?;
+        let count = claimed.len();
+        let mut tasks = JoinSet::new();
+        for delivery in claimed {
+            tasks.spawn(self.clone().deliver(delivery));
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(%error, "a webhook delivery task panicked");
+            }
+        }
+        Ok(count)
+    }
+
+    async fn deliver(self: Arc<Self>, delivery: DueDelivery) {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let (status, error, retry_after) = if delivery.attempt > self.config.retry.max_attempts {
+            // Earlier attempts were claimed and never recorded (a dispatcher stopped).
+            (None, Some("no attempts left".to_owned()), None)
+        } else {
+            self.send(&delivery).await
+        };
+        let attempt = DeliveryAttempt {
+            attempt: delivery.attempt,
+            started_at,
+            duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+            status_code: status,
+            error,
+        };
+        let policy = &self.config.retry;
+        let delay = policy.delay(delivery.attempt, unit_random(), retry_after);
+        let next = policy.next(delivery.attempt, status, Utc::now(), delay);
+        let next = if delivery.attempt > policy.max_attempts {
+            NextStep::GiveUp
+        } else {
+            next
+        };
+        match self.store.record_attempt(&delivery, &attempt, next).await {
+            Ok(()) => {
+                let outcome = DeliveryOutcome::of(next);
+                self.outcomes
+                    .get_or_create(&OutcomeLabel {
+                        outcome: outcome.as_str().to_owned(),
+                    })
+                    .inc();
+                if outcome != DeliveryOutcome::Delivered {
+                    tracing::info!(
+                        delivery = delivery.id,
+                        webhook = %delivery.webhook_id,
+                        attempt = delivery.attempt,
+                        status = ?attempt.status_code,
+                        error = ?attempt.error,
+                        outcome = outcome.as_str(),
+                        "webhook attempt did not succeed"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(delivery = delivery.id, %error, "recording a webhook attempt failed");
+            }
+        }
+    }
+
+    /// One signed POST. Returns the status (if an answer came), why it is not a success
+    /// and the endpoint's `Retry-After`.
+    async fn send(
+        &self,
+        delivery: &DueDelivery,
+    ) -> (Option<u16>, Option<String>, Option<std::time::Duration>) {
+        // An IP literal never reaches the resolver, so it is checked here.
+        match check_url(&delivery.url) {
+            Ok(UrlHost::Ip(ip)) => {
+                if let Err(refused) = check_target(ip, self.config.allow_private) {
+                    return (None, Some(refused.to_string()), None);
+                }
+            }
+            Ok(UrlHost::Name(_)) => {}
+            Err(invalid) => return (None, Some(invalid.to_string()), None),
+        }
+        let timestamp = Utc::now().timestamp();
+        let signature =
+            delivery
+                .secret
+                .sign(&delivery.event_id, timestamp, delivery.payload.as_bytes());
+        let sent = self
+            .http
+            .post(&delivery.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(delivery.payload.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, Utc::now()));
+                let error = (!response.status().is_success()).then(|| format!("HTTP {status}"));
+                (Some(status), error, retry_after)
+            }
+            Err(error) => (None, Some(describe(&error.without_url())), None),
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Webhooks end to end: a real `rdev serve` (SQLite and PostgreSQL) with the real plugins
+//! runs commands, and a receiver started here checks what arrives — the Standard Webhooks
+//! signature verified independently of rdev's signer, retries after 5xx, `Retry-After`,
+//! 410 disabling the endpoint, filters — plus the API's SSRF guard and token scoping.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use rdev::server::ServeConfig;
+use rdev_tests::harness::server::TestServer;
+use rdev_tests::harness::webhook_receiver::{Reply, WebhookReceiver, verify};
+
+/// Generous: a command runs a real plugin and the machine may be loaded.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Loopback receivers allowed, fast retries, quick polling.
+fn fast(config: &mut ServeConfig) {
+    config.webhooks.allow_private = true;
+    config.webhooks.poll_interval = Duration::from_millis(50);
+    config.webhooks.retry.base = Duration::from_millis(50);
+    config.webhooks.retry.max_delay = Duration::from_millis(200);
+    config.webhooks.retry.max_attempts = 3;
+    config.webhooks.timeout = Duration::from_secs(5);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+async fn server(db: Db, adjust: fn(&mut ServeConfig)) -> Option<TestServer> {
+    match db {
+        Db::Sqlite => Some(TestServer::sqlite_with(adjust).await),
+        Db::Postgres => TestServer::postgres_with(adjust).await,
+    }
+}
+
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = server.request(method, path, token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// Creates a webhook as admin and returns (id, secret).
+async fn subscribe(
+    server: &TestServer,
+    project: &str,
+    url: &str,
+    types: &[&str],
+) -> (String, String) {
+    let (status, body) = call(
+        server,
+        Method::POST,
+        &format!("/projects/{project}/webhooks"),
+        Some(&server.admin),
+        Some(json!({"url": url, "event_types": types})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let secret = body["secret"]
+        .as_str()
+        .expect("secret shown once")
+        .to_owned();
+    assert!(secret.starts_with("whsec_"));
+    (body["id"].as_str().expect("id").to_owned(), secret)
+}
+
+/// Runs `script` through the shell provider and waits for its final status.
+async fn run_shell(server: &TestServer, project: &str, script: &str) -> Value {
+    let (status, body) = call(
+        server,
+        Method::POST,
+        &format!("/projects/{project}/shell"),
+        Some(&server.admin),
+        Some(json!({"prompt": script})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["command_id"].as_str().expect("command id").to_owned();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, command) = call(
+            server,
+            Method::GET,
+            &format!("/commands/{id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+        if matches!(
+            command["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return command;
+        }
+        assert!(std::time::Instant::now() < deadline, "{command}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn deliveries(server: &TestServer, project: &str, webhook: &str) -> Vec<Value> {
+    let (status, body) = call(
+        server,
+        Method::GET,
+        &format!("/projects/{project}/webhooks/{webhook}/deliveries"),
+        Some(&server.admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the webhook's newest delivery is no longer pending.
+async fn settled(server: &TestServer, project: &str, webhook: &str) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let list = deliveries(server, project, webhook).await;
+        if !list.is_empty() && list.iter().all(|d| d["status"] != "pending") {
+            return list;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    a_finished_command_is_delivered_signed,
+    failures_are_retried_honouring_retry_after_until_attempts_run_out,
+    gone_disables_the_webhook,
+    filters_choose_the_events,
+);
+
+async fn a_finished_command_is_delivered_signed(db: Db) {
+    let Some(server) = server(db, fast).await else {
+        return;
+    };
+    let receiver = WebhookReceiver::start().expect("receiver");
+    let (webhook, secret) = subscribe(&server, "signed", &receiver.url("/hook"), &[]).await;
+    let command = run_shell(&server, "signed", "echo hello").await;
+    assert_eq!(command["status"], "completed", "{command}");
+
+    let received = receiver.wait_for(1, WAIT).await;
+    let request = &received[0];
+    verify(&secret, request).expect("a valid Standard Webhooks signature");
+    assert!(verify("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", request).is_err());
+    let now = chrono::Utc::now().timestamp();
+    let timestamp: i64 = request
+        .header("webhook-timestamp")
+        .parse()
+        .expect("seconds");
+    assert!((now - timestamp).abs() < 120, "{timestamp} vs {now}");
+    assert!(request.header("webhook-id").starts_with("msg_"));
+    assert_eq!(request.header("content-type"), "application/json");
+    let body = request.json();
+    assert_eq!(body["type"], "command.completed");
+    assert!(body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let data = &body["data"];
+    assert_eq!(data["command_id"], command["id"]);
+    assert_eq!(data["project_id"], "signed");
+    assert_eq!(data["provider"], "shell");
+    assert_eq!(data["status"], "completed");
+    assert_eq!(data["exit_code"], 0);
+    assert!(data["duration_ms"].is_i64());
+    assert!(data["started_at"].is_string() && data["finished_at"].is_string());
+
+    let list = settled(&server, "signed", &webhook).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["status"], "delivered");
+    assert_eq!(list[0]["event_id"], request.header("webhook-id"));
+    assert_eq!(list[0]["attempts"][0]["status_code"], 204);
+    assert!(list[0]["attempts"][0]["duration_ms"].is_u64());
+
+    let metrics = server
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("rdev_webhook_deliveries_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    // The secret is nowhere but in the create answer and the signature.
+    let (_, audit) = call(&server, Method::GET, "/audit", Some(&server.admin), None).await;
+    assert!(audit.to_string().contains("webhook.created"), "{audit}");
+    assert!(!audit.to_string().contains(&secret));
+    let (_, listed) = call(
+        &server,
+        Method::GET,
+        "/projects/signed/webhooks",
+        Some(&server.admin),
+        None,
+    )
+    .await;
+    assert!(!listed.to_string().contains("whsec_"), "{listed}");
+    server.stop().await;
+}
+
+async fn failures_are_retried_honouring_retry_after_until_attempts_run_out(db: Db) {
+    let Some(server) = server(db, fast).await else {
+        return;
+    };
+    let flaky = WebhookReceiver::start().expect("receiver");
+    flaky.script([
+        Reply::status(500),
+        Reply::retry_after(503, "2"),
+        Reply::status(200),
+    ]);
+    let broken = WebhookReceiver::start().expect("receiver");
+    broken.always(Reply::status(500));
+    let (flaky_id, secret) = subscribe(&server, "retry", &flaky.url("/flaky"), &[]).await;
+    let (broken_id, _) = subscribe(&server, "retry", &broken.url("/broken"), &[]).await;
+    run_shell(&server, "retry", "true").await;
+
+    let received = flaky.wait_for(3, WAIT).await;
+    let ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one id across retries: {ids:?}"
+    );
+    for request in &received {
+        verify(&secret, request).expect("every attempt is signed");
+    }
+    let waited = received[2].at - received[1].at;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "Retry-After: 2 was not honoured (waited {waited:?})"
+    );
+    let list = settled(&server, "retry", &flaky_id).await;
+    assert_eq!(list[0]["status"], "delivered");
+    let codes: Vec<&Value> = list[0]["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| &a["status_code"])
+        .collect();
+    assert_eq!(codes, [&json!(500), &json!(503), &json!(200)]);
+    assert_eq!(list[0]["attempts"][0]["error"], "HTTP 500");
+
+    // Always 500: three attempts (the configured maximum), then failed.
+    let list = settled(&server, "retry", &broken_id).await;
+    assert_eq!(list[0]["status"], "failed", "{list:?}");
+    assert_eq!(list[0]["attempts"].as_array().map(Vec::len), Some(3));
+    assert_eq!(broken.received().len(), 3);
+    server.stop().await;
+}
+
+async fn gone_disables_the_webhook(db: Db) {
+    let Some(server) = server(db, fast).await else {
+        return;
+    };
+    let gone = WebhookReceiver::start().expect("receiver");
+    gone.always(Reply::status(410));
+    let witness = WebhookReceiver::start().expect("receiver");
+    let (gone_id, _) = subscribe(&server, "gone", &gone.url("/gone"), &[]).await;
+    subscribe(&server, "gone", &witness.url("/witness"), &[]).await;
+    run_shell(&server, "gone", "true").await;
+    gone.wait_for(1, WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let webhook = loop {
+        let (status, webhook) = call(
+            &server,
+            Method::GET,
+            &format!("/projects/gone/webhooks/{gone_id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{webhook}");
+        if webhook["enabled"] == false {
+            break webhook;
+        }
+        assert!(std::time::Instant::now() < deadline, "{webhook}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        webhook["disabled_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("410")),
+        "{webhook}"
+    );
+    // A second command: the witness hears of it, the disabled endpoint does not.
+    run_shell(&server, "gone", "true").await;
+    witness.wait_for(2, WAIT).await;
+    assert_eq!(gone.received().len(), 1);
+    let list = deliveries(&server, "gone", &gone_id).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["status"], "failed");
+    assert_eq!(list[0]["attempts"][0]["status_code"], 410);
+    server.stop().await;
+}
+
+async fn filters_choose_the_events(db: Db) {
+    let Some(server) = server(db, fast).await else {
+        return;
+    };
+    let failed = WebhookReceiver::start().expect("receiver");
+    let completed = WebhookReceiver::start().expect("receiver");
+    let (failed_id, _) =
+        subscribe(&server, "filters", &failed.url("/f"), &["command.failed"]).await;
+    let (completed_id, _) = subscribe(
+        &server,
+        "filters",
+        &completed.url("/c"),
+        &["command.completed", "project.created"],
+    )
+    .await;
+    let bad = run_shell(&server, "filters", "exit 3").await;
+    assert_eq!(bad["status"], "failed", "{bad}");
+    let good = run_shell(&server, "filters", "true").await;
+    assert_eq!(good["status"], "completed", "{good}");
+
+    // The outbox rows are written with the status, so the listings are final already.
+    let f = deliveries(&server, "filters", &failed_id).await;
+    let c = deliveries(&server, "filters", &completed_id).await;
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(f[0]["event_type"], "command.failed");
+    assert_eq!(f[0]["payload"]["data"]["command_id"], bad["id"]);
+    assert_eq!(f[0]["payload"]["data"]["exit_code"], 3);
+    assert_eq!(c[0]["event_type"], "command.completed");
+    let f = failed.wait_for(1, WAIT).await;
+    let c = completed.wait_for(1, WAIT).await;
+    assert_eq!(f[0].json()["type"], "command.failed");
+    assert_eq!(c[0].json()["type"], "command.completed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_ssrf_guard_refuses_internal_targets_unless_allowed() {
+    // Default configuration: private targets refused.
+    let server = TestServer::sqlite().await;
+    for url in [
+        "http://10.0.0.1/hook",
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[::ffff:10.1.1.1]/hook",
+        "http://localhost/hook",
+        "http://0.0.0.0/hook",
+    ] {
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            "/projects/guarded/webhooks",
+            Some(&server.admin),
+            Some(json!({"url": url})),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "webhook_target_forbidden"),
+            "{url}: {body}"
+        );
+        assert_eq!(body["status"], 422);
+        assert!(body["type"].is_string());
+    }
+    for (body, expected) in [
+        (json!({"url": "ftp://example.com/"}), "invalid_webhook_url"),
+        (json!({"url": "not a url"}), "invalid_webhook_url"),
+        (
+            json!({"url": "https://example.com/", "event_types": ["command.exploded"]}),
+            "invalid_event_type",
+        ),
+    ] {
+        let (status, answer) = call(
+            &server,
+            Method::POST,
+            "/projects/guarded/webhooks",
+            Some(&server.admin),
+            Some(body),
+        )
+        .await;
+        assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, expected));
+    }
+    let (_, listed) = call(
+        &server,
+        Method::GET,
+        "/projects/guarded/webhooks",
+        Some(&server.admin),
+        None,
+    )
+    .await;
+    assert_eq!(listed["webhooks"], json!([]));
+    server.stop().await;
+
+    // Allowed by the operator: a loopback receiver is accepted.
+    let server = TestServer::sqlite_with(fast).await;
+    let receiver = WebhookReceiver::start().expect("receiver");
+    subscribe(&server, "guarded", &receiver.url("/ok"), &[]).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn project_tokens_see_only_their_projects_webhooks() {
+    let server = TestServer::sqlite_with(fast).await;
+    let receiver = WebhookReceiver::start().expect("receiver");
+    let (theirs, _) = subscribe(&server, "theirs", &receiver.url("/t"), &[]).await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/tokens",
+        Some(&server.admin),
+        Some(json!({"name": "member", "role": "member", "projects": ["mine"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let member = body["token"].as_str().expect("token").to_owned();
+
+    let (status, created) = call(
+        &server,
+        Method::POST,
+        "/projects/mine/webhooks",
+        Some(&member),
+        Some(json!({"url": receiver.url("/m"), "event_types": ["*"], "description": "mine"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let mine = created["id"].as_str().expect("id").to_owned();
+    let (status, listed) = call(
+        &server,
+        Method::GET,
+        "/projects/mine/webhooks",
+        Some(&member),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["webhooks"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["webhooks"][0]["description"], "mine");
+    assert!(listed["webhooks"][0].get("secret").is_none());
+
+    for (method, path) in [
+        (Method::GET, "/projects/theirs/webhooks".to_owned()),
+        (Method::POST, "/projects/theirs/webhooks".to_owned()),
+        (Method::GET, format!("/projects/theirs/webhooks/{theirs}")),
+        (
+            Method::DELETE,
+            format!("/projects/theirs/webhooks/{theirs}"),
+        ),
+        (
+            Method::GET,
+            format!("/projects/theirs/webhooks/{theirs}/deliveries"),
+        ),
+    ] {
+        let (status, body) = call(
+            &server,
+            method.clone(),
+            &path,
+            Some(&member),
+            Some(json!({"url": receiver.url("/x")})),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{method} {path}"
+        );
+    }
+    // Another project's webhook through one's own project is simply not there.
+    for path in [
+        format!("/projects/mine/webhooks/{theirs}"),
+        format!("/projects/mine/webhooks/{theirs}/deliveries"),
+    ] {
+        let (status, body) = call(&server, Method::GET, &path, Some(&member), None).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::NOT_FOUND, "webhook_not_found"),
+            "{path}"
+        );
+    }
+    let (status, _) = call(
+        &server,
+        Method::DELETE,
+        &format!("/projects/mine/webhooks/{mine}"),
+        Some(&member),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = call(
+        &server,
+        Method::GET,
+        &format!("/projects/mine/webhooks/{mine}"),
+        Some(&member),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "webhook_not_found")
+    );
+    let (_, audit) = call(&server, Method::GET, "/audit", Some(&server.admin), None).await;
+    assert!(audit.to_string().contains("webhook.deleted"), "{audit}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn project_created_is_delivered_when_a_template_creates_the_project() {
+    let server = TestServer::sqlite_with(fast).await;
+    let receiver = WebhookReceiver::start().expect("receiver");
+    // Subscribed before the project exists.
+    let (_, secret) = subscribe(
+        &server,
+        "from-template",
+        &receiver.url("/p"),
+        &["project.created"],
+    )
+    .await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        Some(&server.admin),
+        Some(json!({"id": "from-template", "template": "blank"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let received = receiver.wait_for(1, WAIT).await;
+    verify(&secret, &received[0]).expect("signed");
+    let event = received[0].json();
+    assert_eq!(event["type"], "project.created");
+    assert_eq!(event["data"]["project_id"], "from-template");
+    assert_eq!(event["data"]["template"], "blank");
+    server.stop().await;
+}
