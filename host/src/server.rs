@@ -20,7 +20,7 @@ use crate::ports::{Ci, ProviderLookup, SecretResolver, StoreError, Stores};
 use crate::project_setup::ProjectSetupService;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::worker::{Worker, WorkerConfig};
+use crate::worker::{FinishObserver, Worker, WorkerConfig};
 
 /// Where commands run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -194,7 +194,13 @@ impl Server {
         if worker.id.is_empty() {
             worker.id = format!("{}-{}", std::process::id(), addr.port());
         }
-        tasks.extend(start_workers(&stores, &registry, &shutdown, worker));
+        tasks.extend(start_workers(
+            &stores,
+            &registry,
+            &shutdown,
+            worker,
+            state.metrics.finish_observer(),
+        ));
         tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
         Ok(Self {
             addr,
@@ -246,9 +252,10 @@ fn start_workers(
     registry: &Registry,
     shutdown: &CancellationToken,
     config: WorkerConfig,
+    observer: Arc<dyn FinishObserver>,
 ) -> Vec<JoinHandle<()>> {
     let providers: Arc<dyn ProviderLookup> = Arc::new(registry.clone());
-    let worker = Worker::new(stores, providers, config);
+    let worker = Worker::new(stores, providers, config).with_observer(observer);
     let shutdown = shutdown.clone();
     vec![tokio::spawn(async move {
         let report = worker.run(shutdown).await;

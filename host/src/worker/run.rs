@@ -64,6 +64,9 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
     };
     match ctx.queue.finish(&lease, outcome).await {
         Ok(record) => {
+            if let Some(observer) = &ctx.observer {
+                observer.finished(&record.provider, record.status, started.elapsed());
+            }
             // Audit first: whoever sees `done` finds the trail complete.
             audit(
                 &ctx,
