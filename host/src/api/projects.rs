@@ -18,7 +18,8 @@ use crate::domain::{NewProject, Project, ProjectId};
 use crate::project_setup::{self, CreatedProject};
 
 /// Body of `POST /projects`. With `template` the project's workspace is created from that
-/// template (see [`crate::project_setup`]); without it the project is only registered.
+/// template (see [`crate::project_setup`]); without it the project gets an empty workspace
+/// (with the Kubernetes executor, a pod from the operator's defaults).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProject {
     /// Lowercase letters, digits and `-`, at most 63 characters.
@@ -70,6 +71,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     (status = 404, description = "No such template"),
     (status = 409, description = "The project exists"),
     (status = 502, description = "Cloning or CI registration failed"),
+    (status = 503, description = "The workspace (with the Kubernetes executor, the pod) did not become ready; nothing was recorded"),
 ))]
 async fn create(
     State(state): State<Arc<AppState>>,
@@ -105,16 +107,16 @@ async fn create(
         ));
     }
     let id = ProjectId::parse(body.id)?;
+    // Provisions the workspace (a pod with the Kubernetes executor) before recording it.
     let project = state
-        .stores
-        .projects
-        .create(NewProject {
+        .setup
+        .register(NewProject {
             id: id.clone(),
             display_name: body.display_name,
         })
         .await
         .map_err(|e| match e {
-            crate::ports::StoreError::Conflict(message) => {
+            project_setup::SetupError::Store(crate::ports::StoreError::Conflict(message)) => {
                 ApiError::new(StatusCode::CONFLICT, "project_exists", message)
             }
             other => other.into(),
@@ -174,6 +176,7 @@ async fn read(
     (status = 403, description = "Not an admin"),
     (status = 404, description = "No such project"),
     (status = 409, description = "A command of the project is running"),
+    (status = 503, description = "The project's pod or volume could not be deleted; repeat the request"),
 ))]
 async fn remove(
     State(state): State<Arc<AppState>>,
@@ -181,17 +184,21 @@ async fn remove(
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    state
-        .stores
-        .projects
-        .delete(&id)
-        .await
-        .map_err(|e| match e {
-            crate::ports::StoreError::Conflict(message) => {
-                ApiError::new(StatusCode::CONFLICT, "project_busy", message)
-            }
-            other => other.into(),
-        })?;
+    let deleted = state.stores.projects.delete(&id).await;
+    if matches!(
+        deleted,
+        Ok(()) | Err(crate::ports::StoreError::NotFound { .. })
+    ) {
+        // Also for an unknown id, so a DELETE retried after the workspace could not be
+        // removed finishes the job.
+        state.setup.remove_workspace(&id).await?;
+    }
+    deleted.map_err(|e| match e {
+        crate::ports::StoreError::Conflict(message) => {
+            ApiError::new(StatusCode::CONFLICT, "project_busy", message)
+        }
+        other => other.into(),
+    })?;
     state
         .audit(
             &principal,

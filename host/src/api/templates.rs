@@ -35,13 +35,18 @@ impl From<SetupError> for ApiError {
     fn from(error: SetupError) -> Self {
         let status =
             StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() && status != StatusCode::BAD_GATEWAY {
+        let passes_through = matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+        );
+        if status.is_server_error() && !passes_through {
             return Self::internal("setting up the project", error);
         }
         let code = match &error {
             SetupError::InvalidId(_) => "invalid_id",
             SetupError::Template(_) => "invalid_template",
             SetupError::Seed(_) => "workspace",
+            SetupError::Provision(_) => "workspace_unavailable",
             SetupError::Store(_) => "store",
             SetupError::CiNotConfigured => "ci_not_configured",
             SetupError::NoCiRepo(_) => "no_ci_repo",
