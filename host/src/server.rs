@@ -29,7 +29,7 @@ use crate::project_setup::ProjectSetupService;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::webhooks::{Dispatcher, WebhookConfig};
-use crate::worker::{Worker, WorkerConfig};
+use crate::worker::{FinishObserver, Worker, WorkerConfig};
 
 /// Where commands run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -267,7 +267,13 @@ impl Server {
         )
         .context("creating the webhook HTTP client")?;
         tasks.push(tokio::spawn(Arc::new(dispatcher).run(shutdown.clone())));
-        tasks.extend(start_workers(&stores, &registry, &shutdown, worker));
+        tasks.extend(start_workers(
+            &stores,
+            &registry,
+            &shutdown,
+            worker,
+            state.metrics.finish_observer(),
+        ));
         tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
         Ok(Self {
             addr,
@@ -402,9 +408,10 @@ fn start_workers(
     registry: &Registry,
     shutdown: &CancellationToken,
     config: WorkerConfig,
+    observer: Arc<dyn FinishObserver>,
 ) -> Vec<JoinHandle<()>> {
     let providers: Arc<dyn ProviderLookup> = Arc::new(registry.clone());
-    let worker = Worker::new(stores, providers, config);
+    let worker = Worker::new(stores, providers, config).with_observer(observer);
     let shutdown = shutdown.clone();
     vec![tokio::spawn(async move {
         let report = worker.run(shutdown).await;

@@ -1483,3 +1483,152 @@ async fn projects_are_created_from_templates_and_report_their_ci() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     server.stop().await;
 }
+
+/// A `tracing` writer whose output the test reads back.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_alone_takes_the_token_as_a_query_parameter_and_never_logs_it() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // nextest runs each test in its own process; under `cargo test` another test of this
+    // file may have installed nothing, as none does.
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+
+    let server = TestServer::sqlite().await;
+    let submitted = submit(&server, "query-token", "shell", "echo via-query").await;
+    let stream_url = submitted["stream_url"].as_str().expect("stream_url");
+    let id = submitted["command_id"].as_str().expect("command id");
+    let with_token = |token: &str| format!("{stream_url}?access_token={token}");
+
+    let response = server
+        .request(Method::GET, &with_token(&server.admin), None)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = SseReader::new(response).collect().await;
+    assert_eq!(
+        events.last().and_then(|e| e.event.as_deref()),
+        Some("done"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.data.contains("via-query")),
+        "{events:?}"
+    );
+
+    // Resuming through the query string works with it too.
+    let resumed = server
+        .request(
+            Method::GET,
+            &format!("{}&last_event_id=1", with_token(&server.admin)),
+            None,
+        )
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let rest = SseReader::new(resumed).collect().await;
+    assert_eq!(rest.len(), events.len() - 1, "{rest:?}");
+
+    let (status, body) = call(
+        &server,
+        Method::GET,
+        &format!("/commands/{id}?access_token={}", server.admin),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "other routes want the header"
+    );
+    let (status, _) = call(
+        &server,
+        Method::GET,
+        &with_token("rdev_unknown"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&server, Method::GET, &with_token(""), None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let member = member_token(&server, &["someone-else"]).await;
+    let (status, body) = call(&server, Method::GET, &with_token(&member), None, None).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+
+    let admin = server.admin.clone();
+    server.stop().await;
+    let logged = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(
+        logged.contains("access_token=[redacted]"),
+        "the request log shows the redacted URI:\n{logged}"
+    );
+    for secret in [&admin, &member] {
+        assert!(
+            !logged.contains(secret.as_str()),
+            "a token was logged:\n{logged}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn finished_commands_are_timed_in_the_duration_histogram() {
+    let server = TestServer::sqlite().await;
+    for prompt in ["echo one", "exit 3"] {
+        let submitted = submit(&server, "timed", "shell", prompt).await;
+        wait_terminal(&server, submitted["command_id"].as_str().expect("id")).await;
+    }
+    let text = server
+        .request(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("# TYPE rdev_command_duration_seconds histogram"),
+        "{text}"
+    );
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .to_owned()
+    };
+    let completed = r#"{provider="shell",status="completed"}"#;
+    let failed = r#"{provider="shell",status="failed"}"#;
+    assert_eq!(
+        value(&format!("rdev_command_duration_seconds_count{completed}")),
+        "1"
+    );
+    assert_eq!(
+        value(&format!("rdev_command_duration_seconds_count{failed}")),
+        "1"
+    );
+    let seconds: f64 = value(&format!("rdev_command_duration_seconds_sum{completed}"))
+        .parse()
+        .expect("a number");
+    assert!(seconds > 0.0, "{seconds}");
+    server.stop().await;
+}

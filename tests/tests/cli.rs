@@ -437,3 +437,163 @@ fn a_third_party_plugin_built_out_of_tree_runs_through_rdev_exec() {
     );
     assert_eq!(text(&via_exec.stdout), "through echo\n");
 }
+
+/// `rdev <args>` against `server`, with the URL and token from the environment as users set
+/// them; run off the test's runtime so the in-process server keeps answering.
+async fn client(
+    server: &rdev_tests::harness::server::TestServer,
+    token: &str,
+    args: &[&str],
+) -> Output {
+    let mut cmd = tokio::process::Command::new(rdev());
+    cmd.args(args)
+        .env("RDEV_URL", &server.base)
+        .env("RDEV_TOKEN", token)
+        .env_remove("RDEV_DATA_DIR");
+    cmd.output().await.expect("rdev runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_are_listed_read_and_deleted_through_a_server() {
+    let server = rdev_tests::harness::server::TestServer::sqlite().await;
+    for (id, name) in [("alpha", "Alpha"), ("beta", "Beta")] {
+        let response = server
+            .request(reqwest::Method::POST, "/projects", Some(&server.admin))
+            .json(&serde_json::json!({"id": id, "display_name": name}))
+            .send()
+            .await
+            .expect("created");
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    }
+
+    let listed = client(&server, &server.admin, &["projects", "list"]).await;
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    let table = text(&listed.stdout);
+    assert!(table.starts_with("ID"), "{table}");
+    for (id, name) in [("alpha", "Alpha"), ("beta", "Beta")] {
+        assert!(
+            table.lines().any(|l| l.starts_with(id) && l.contains(name)),
+            "{table}"
+        );
+    }
+    let listed = client(&server, &server.admin, &["projects", "list", "--json"]).await;
+    let value: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let ids: Vec<&str> = value["projects"]
+        .as_array()
+        .expect("projects")
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{value}");
+
+    let got = client(&server, &server.admin, &["projects", "get", "alpha"]).await;
+    assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
+    let project: serde_json::Value = serde_json::from_slice(&got.stdout).expect("JSON");
+    assert_eq!(
+        (project["id"].as_str(), project["display_name"].as_str()),
+        (Some("alpha"), Some("Alpha"))
+    );
+
+    let deleted = client(&server, &server.admin, &["projects", "delete", "beta"]).await;
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
+    assert_eq!(text(&deleted.stdout).trim(), "beta deleted");
+    let gone = client(&server, &server.admin, &["projects", "get", "beta"]).await;
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        text(&gone.stderr).contains("project_not_found"),
+        "{}",
+        text(&gone.stderr)
+    );
+    let bad = client(&server, &server.admin, &["projects", "get", "../tokens"]).await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("project id"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    // A member token sees only its projects and may not delete.
+    let member = server
+        .request(reqwest::Method::POST, "/tokens", Some(&server.admin))
+        .json(&serde_json::json!({"name": "m", "role": "member", "projects": ["alpha"]}))
+        .send()
+        .await
+        .expect("token")
+        .json::<serde_json::Value>()
+        .await
+        .expect("JSON")["token"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let listed = client(&server, &member, &["projects", "list", "--json"]).await;
+    let value: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(
+        value["projects"].as_array().map(Vec::len),
+        Some(1),
+        "{value}"
+    );
+    let refused = client(&server, &member, &["projects", "delete", "alpha"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("forbidden"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // The --token flag wins over the environment.
+    let mut cmd = tokio::process::Command::new(rdev());
+    let flagged = cmd
+        .args([
+            "projects",
+            "list",
+            "--server",
+            &server.base,
+            "--token",
+            &server.admin,
+        ])
+        .env("RDEV_TOKEN", "rdev_wrong")
+        .output()
+        .await
+        .expect("rdev runs");
+    assert_eq!(flagged.status.code(), Some(0), "{}", text(&flagged.stderr));
+    let untokened = tokio::process::Command::new(rdev())
+        .args(["projects", "list", "--server", &server.base])
+        .env_remove("RDEV_TOKEN")
+        .output()
+        .await
+        .expect("rdev runs");
+    assert_eq!(untokened.status.code(), Some(1));
+    assert!(
+        text(&untokened.stderr).contains("a token is required"),
+        "{}",
+        text(&untokened.stderr)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_draws_no_spinner_when_stderr_is_not_a_terminal() {
+    let server = rdev_tests::harness::server::TestServer::sqlite().await;
+    let output = client(
+        &server,
+        &server.admin,
+        &[
+            "run",
+            "--project",
+            "quiet",
+            "--provider",
+            "shell",
+            "sleep 0.5; echo done-here",
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "done-here\n");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("[completed]"), "{stderr}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\x1b'),
+        "no terminal control characters in piped stderr: {stderr:?}"
+    );
+    server.stop().await;
+}

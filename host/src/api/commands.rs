@@ -44,8 +44,9 @@ pub struct SubmitBody {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9._/:@\\[\\]][A-Za-z0-9._/:@\\[\\]-]{0,255}$")]
     pub model: Option<String>,
-    /// Relative to the project's workspace.
+    /// Relative to the project's workspace, without `..`.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub working_dir: Option<String>,
     /// Provider-specific options.
     #[serde(default)]

@@ -9,6 +9,8 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use super::spinner::Spinner;
+
 /// Where the server is and who we are.
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
@@ -49,7 +51,7 @@ impl Connection {
     }
 
     /// Sends and decodes JSON; a problem+json answer becomes an error with its code.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -184,12 +186,17 @@ fn render(event: &str, data: &Value) -> Option<String> {
 }
 
 /// Follows a stream to its `done` event, reconnecting with `Last-Event-ID` when the
-/// connection drops. Returns the final status.
-async fn follow(connection: &Connection, stream_url: &str) -> anyhow::Result<String> {
+/// connection drops. Returns the final status. `spinner` spins while nothing arrives.
+async fn follow(
+    connection: &Connection,
+    stream_url: &str,
+    spinner: &Spinner,
+) -> anyhow::Result<String> {
     let http = connection.client()?;
     let mut last_id: Option<String> = None;
     let mut failures = 0u32;
     loop {
+        spinner.resume();
         let mut request = connection.request(&http, reqwest::Method::GET, stream_url)?;
         if let Some(id) = &last_id {
             request = request.header("last-event-id", id);
@@ -209,6 +216,7 @@ async fn follow(connection: &Connection, stream_url: &str) -> anyhow::Result<Str
         let mut body = response.bytes_stream();
         let mut buffer = String::new();
         while let Some(chunk) = body.next().await {
+            spinner.clear();
             let Ok(chunk) = chunk else { break };
             failures = 0;
             buffer.push_str(&String::from_utf8_lossy(&chunk));
@@ -234,6 +242,7 @@ async fn follow(connection: &Connection, stream_url: &str) -> anyhow::Result<Str
                     }
                 }
             }
+            spinner.resume();
         }
         // The connection dropped before `done`: resume where it stopped.
         failures += 1;
@@ -260,7 +269,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let stream_url = submitted["stream_url"]
         .as_str()
         .context("the server returned no stream_url")?;
-    let status = follow(&args.connection, stream_url).await?;
+    let spinner = Spinner::stderr("waiting for events");
+    let status = follow(&args.connection, stream_url, &spinner).await?;
     Ok(exit_code(&status))
 }
 
@@ -281,7 +291,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let stream_url = command["stream_url"].as_str().context("no stream_url")?;
-    let status = follow(&args.connection, stream_url).await?;
+    let status = follow(&args.connection, stream_url, &Spinner::disabled()).await?;
     Ok(exit_code(&status))
 }
 

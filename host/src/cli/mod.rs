@@ -10,6 +10,7 @@ pub mod plugins;
 pub mod projects;
 pub mod providers;
 pub mod serve;
+pub mod spinner;
 pub mod worker;
 
 /// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.

@@ -1,5 +1,6 @@
 //! `rdev projects`: create a project from a template and list templates, straight against the
-//! database and the data dir (the same layout `rdev serve` uses), for operators and scripts.
+//! database and the data dir (the same layout `rdev serve` uses), for operators and scripts;
+//! and list, read and delete projects on a running server, as the other client commands do.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +12,8 @@ use clap::{Args, Subcommand};
 use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
-use crate::domain::QueueConfig;
+use crate::cli::client::Connection;
+use crate::domain::{ProjectId, QueueConfig};
 use crate::ports::Ci;
 use crate::project_setup::{CreateProject, ProjectSetupService};
 
@@ -59,6 +61,32 @@ pub enum ProjectsCommand {
     },
     /// List the templates with their variables, as JSON.
     Templates,
+    /// List the projects on a server the token may access.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one project from a server, as JSON.
+    Get {
+        #[command(flatten)]
+        connection: Connection,
+        id: String,
+    },
+    /// Delete a project on a server (admin; refused while one of its commands runs).
+    Delete {
+        #[command(flatten)]
+        connection: Connection,
+        id: String,
+    },
+}
+
+/// `/projects/{id}` for a syntactically valid id, so an id cannot reach another route.
+fn project_path(id: &str) -> anyhow::Result<String> {
+    let id = ProjectId::parse(id)?;
+    Ok(format!("/projects/{id}"))
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -74,6 +102,39 @@ pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
         .clone()
         .unwrap_or_else(|| args.data_dir.join("templates"));
     match args.command {
+        ProjectsCommand::List { connection, json } => {
+            let listed = connection
+                .call(reqwest::Method::GET, "/projects", None)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(0);
+            }
+            println!("{:<40} {:<30} CREATED", "ID", "NAME");
+            for project in listed["projects"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<40} {:<30} {}",
+                    project["id"].as_str().unwrap_or_default(),
+                    project["display_name"].as_str().unwrap_or("-"),
+                    project["created_at"].as_str().unwrap_or_default(),
+                );
+            }
+            Ok(0)
+        }
+        ProjectsCommand::Get { connection, id } => {
+            let project = connection
+                .call(reqwest::Method::GET, &project_path(&id)?, None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&project)?);
+            Ok(0)
+        }
+        ProjectsCommand::Delete { connection, id } => {
+            connection
+                .call(reqwest::Method::DELETE, &project_path(&id)?, None)
+                .await?;
+            println!("{id} deleted");
+            Ok(0)
+        }
         ProjectsCommand::Templates => {
             let catalog = crate::templates::TemplateCatalog::load(Some(&templates_dir));
             for problem in catalog.problems() {

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 pub use commands::{cancel_command, request_digest, submit_command};
 
-use crate::domain::{CommandStatus, HostEvent, NewAuditEntry, StreamEvent};
+use crate::domain::{CommandStatus, HostEvent, NewAuditEntry, ProviderName, StreamEvent};
 use crate::ports::{AuditLog, CommandQueue, CredentialStore, EventLog, ProviderLookup, Stores};
 
 /// Capacity of each execution's event sink: a provider that emits faster than the event
@@ -49,6 +49,13 @@ impl WorkerConfig {
     }
 }
 
+/// Told about every command this worker ran to a final status, so the server can keep
+/// metrics without the worker knowing about them.
+pub trait FinishObserver: Send + Sync {
+    /// `duration` is the wall time from claim to the stored result.
+    fn finished(&self, provider: &ProviderName, status: CommandStatus, duration: Duration);
+}
+
 /// Everything a running command needs, shared by the worker's tasks.
 #[derive(Clone)]
 pub(crate) struct Context {
@@ -60,6 +67,7 @@ pub(crate) struct Context {
     pub config: Arc<WorkerConfig>,
     /// Outcome writes of commands whose provider has returned; a drain waits for them.
     pub outcomes: TaskTracker,
+    pub observer: Option<Arc<dyn FinishObserver>>,
 }
 
 /// A queue consumer; see the module documentation.
@@ -87,8 +95,15 @@ impl Worker {
                 providers,
                 config: Arc::new(config),
                 outcomes: TaskTracker::new(),
+                observer: None,
             },
         }
+    }
+
+    /// Reports every finished command to `observer` (e.g. the run-duration histogram).
+    pub fn with_observer(mut self, observer: Arc<dyn FinishObserver>) -> Self {
+        self.context.observer = Some(observer);
+        self
     }
 
     /// Runs until `shutdown` is cancelled, then drains.

@@ -79,6 +79,9 @@ async fn record_outcome(
 ) {
     match retry_transient(&ctx, &lease, || ctx.queue.finish(&lease, outcome.clone())).await {
         Ok(record) => {
+            if let Some(observer) = &ctx.observer {
+                observer.finished(&record.provider, record.status, started.elapsed());
+            }
             // Audit first: whoever sees `done` finds the trail complete.
             audit(
                 &ctx,
