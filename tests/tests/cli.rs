@@ -597,3 +597,107 @@ async fn run_draws_no_spinner_when_stderr_is_not_a_terminal() {
     );
     server.stop().await;
 }
+
+/// Runs the client with no `RDEV_URL`/`RDEV_TOKEN`, so only `home`'s config can supply them.
+async fn client_from_config(home: &Path, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(rdev());
+    cmd.args(args)
+        .env_remove("RDEV_URL")
+        .env_remove("RDEV_TOKEN")
+        .env_remove("RDEV_CLIENT_CONFIG")
+        .env_remove("RDEV_DATA_DIR")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"));
+    cmd.output().await.expect("rdev runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_read_server_and_token_from_the_config_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = rdev_tests::harness::server::TestServer::sqlite().await;
+    let response = server
+        .request(reqwest::Method::POST, "/projects", Some(&server.admin))
+        .json(&serde_json::json!({"id": "configured"}))
+        .send()
+        .await
+        .expect("created");
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+
+    let home = tempfile::tempdir().expect("home");
+    let dir = home.path().join(".config/rdev");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let config = dir.join("client.toml");
+
+    // Without a file there is no token, and the error says where one can come from.
+    let missing = client_from_config(home.path(), &["projects", "list"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).contains("client config"),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\ntoken = \"{}\"\n",
+            server.base, server.admin
+        ),
+    )
+    .expect("config written");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let listed = client_from_config(home.path(), &["projects", "list"]).await;
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    assert!(text(&listed.stdout).contains("configured"));
+    assert!(
+        !text(&listed.stderr).contains("warning"),
+        "{}",
+        text(&listed.stderr)
+    );
+
+    // A flag still wins over the file: a wrong token from the flag is refused.
+    let flagged =
+        client_from_config(home.path(), &["projects", "list", "--token", "rdev_wrong"]).await;
+    assert_eq!(flagged.status.code(), Some(1));
+    assert!(
+        text(&flagged.stderr).contains("401"),
+        "{}",
+        text(&flagged.stderr)
+    );
+
+    // A file others can read is used, with a warning.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let loose = client_from_config(home.path(), &["projects", "list"]).await;
+    assert_eq!(loose.status.code(), Some(0), "{}", text(&loose.stderr));
+    assert!(
+        text(&loose.stderr).contains("readable by other users"),
+        "{}",
+        text(&loose.stderr)
+    );
+
+    // A malformed file is refused without echoing its contents (the token).
+    std::fs::write(&config, format!("token = {}\n", server.admin)).expect("bad config");
+    let broken = client_from_config(home.path(), &["projects", "list"]).await;
+    assert_eq!(broken.status.code(), Some(1));
+    let stderr = text(&broken.stderr);
+    assert!(stderr.contains("line 1"), "{stderr}");
+    assert!(!stderr.contains(&server.admin), "{stderr}");
+
+    // An explicitly named file must exist.
+    let absent = client_from_config(
+        home.path(),
+        &[
+            "projects",
+            "list",
+            "--client-config",
+            "/nonexistent/client.toml",
+        ],
+    )
+    .await;
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(
+        text(&absent.stderr).contains("/nonexistent/client.toml"),
+        "{}",
+        text(&absent.stderr)
+    );
+}

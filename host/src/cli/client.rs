@@ -1,33 +1,122 @@
 //! Client commands that talk to a running `rdev serve`: `rdev run`, `rdev logs`,
-//! `rdev cancel` and `rdev tokens`. Server URL and token come from flags or `RDEV_URL` /
-//! `RDEV_TOKEN`.
+//! `rdev cancel`, `rdev tokens` and `rdev projects list|get|delete`. Server URL and token
+//! come from flags, then `RDEV_URL` / `RDEV_TOKEN`, then the client config file.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::spinner::Spinner;
 
+/// Used when neither a flag, the environment nor the config file names a server.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
 /// Where the server is and who we are.
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
-    /// Base URL of the server.
-    #[arg(
-        long,
-        env = "RDEV_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub server: String,
-    /// Bearer token (`rdev serve` prints the admin token on first start).
+    /// Base URL of the server [default: the config file's `server`, else http://127.0.0.1:8080].
+    #[arg(long, env = "RDEV_URL", global = true)]
+    pub server: Option<String>,
+    /// Bearer token (`rdev serve` prints the admin token on first start) [default: the
+    /// config file's `token`].
     #[arg(long, env = "RDEV_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// TOML file with `server` and `token`, so a token need not sit in the shell's history
+    /// or environment [default: $XDG_CONFIG_HOME/rdev/client.toml, else
+    /// ~/.config/rdev/client.toml, used when it exists].
+    #[arg(long, env = "RDEV_CLIENT_CONFIG", global = true)]
+    pub client_config: Option<PathBuf>,
+}
+
+/// The client config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFile {
+    server: Option<String>,
+    token: Option<String>,
+}
+
+/// The default location of the client config file, when a home is known.
+fn default_client_config() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")))?;
+    Some(base.join("rdev").join("client.toml"))
+}
+
+/// Reads `path`; a file named explicitly must exist, the default one may be absent.
+fn read_client_file(path: &Path, explicit: bool) -> anyhow::Result<ClientFile> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(ClientFile::default());
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading client config {}", path.display()));
+        }
+    };
+    warn_if_readable_by_others(path);
+    // toml's message quotes the offending line, which may hold the token: keep only where.
+    toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                format!(" at line {line}")
+            })
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "parsing client config {}{at}: expected `server = \"…\"` and `token = \"…\"`",
+            path.display()
+        )
+    })
+}
+
+/// A token in a file others can read is a leaked token; say so, but keep working.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "warning: {} is readable by other users; `chmod 600` it, it may hold a token",
+            path.display()
+        );
+    }
 }
 
 impl Connection {
+    /// Fills what flags and environment left open from the config file, once per command.
+    fn resolved(&self) -> anyhow::Result<Connection> {
+        if self.server.is_some() && self.token.is_some() {
+            return Ok(self.clone());
+        }
+        let file = match (&self.client_config, default_client_config()) {
+            (Some(path), _) => read_client_file(path, true)?,
+            (None, Some(path)) => read_client_file(&path, false)?,
+            (None, None) => ClientFile::default(),
+        };
+        Ok(Connection {
+            server: self
+                .server
+                .clone()
+                .or(file.server)
+                .or_else(|| Some(DEFAULT_SERVER.to_owned())),
+            token: self.token.clone().or(file.token),
+            client_config: self.client_config.clone(),
+        })
+    }
+
+    fn server(&self) -> &str {
+        self.server.as_deref().unwrap_or(DEFAULT_SERVER)
+    }
+
     fn client(&self) -> anyhow::Result<reqwest::Client> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::builder()
@@ -42,11 +131,10 @@ impl Connection {
         method: reqwest::Method,
         path: &str,
     ) -> anyhow::Result<reqwest::RequestBuilder> {
-        let token = self
-            .token
-            .as_deref()
-            .context("a token is required: pass --token or set RDEV_TOKEN")?;
-        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        let token = self.token.as_deref().context(
+            "a token is required: pass --token, set RDEV_TOKEN or put `token` in the client config",
+        )?;
+        let url = format!("{}{path}", self.server().trim_end_matches('/'));
         Ok(http.request(method, url).bearer_auth(token))
     }
 
@@ -57,15 +145,16 @@ impl Connection {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let http = self.client()?;
-        let mut request = self.request(&http, method, path)?;
+        let this = self.resolved()?;
+        let http = this.client()?;
+        let mut request = this.request(&http, method, path)?;
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request
             .send()
             .await
-            .with_context(|| format!("contacting {}", self.server))?;
+            .with_context(|| format!("contacting {}", this.server()))?;
         let status = response.status();
         let text = response.text().await.context("reading the answer")?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -192,6 +281,7 @@ async fn follow(
     stream_url: &str,
     spinner: &Spinner,
 ) -> anyhow::Result<String> {
+    let connection = &connection.resolved()?;
     let http = connection.client()?;
     let mut last_id: Option<String> = None;
     let mut failures = 0u32;
