@@ -18,6 +18,7 @@ use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
 use crate::ports::{Ci, ProviderLookup, SecretResolver, StoreError, Stores};
 use crate::project_setup::ProjectSetupService;
+use crate::project_setup::poller::{self, PollerConfig};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::worker::{Worker, WorkerConfig};
@@ -49,6 +50,10 @@ pub struct ServeConfig {
     pub sse: SseConfig,
     /// The worker; an empty id is replaced by `<pid>-<port>`.
     pub worker: WorkerConfig,
+    /// Woodpecker CI for projects created from templates; `None`: no CI.
+    pub woodpecker: Option<WoodpeckerConfig>,
+    /// How the background task watches triggered pipelines (only with CI configured).
+    pub ci_poll: PollerConfig,
 }
 
 impl ServeConfig {
@@ -64,6 +69,8 @@ impl ServeConfig {
             queue: QueueConfig::default(),
             sse: SseConfig::default(),
             worker: WorkerConfig::new(""),
+            woodpecker: None,
+            ci_poll: PollerConfig::default(),
         }
     }
 
@@ -151,12 +158,14 @@ impl Server {
             "plugins loaded"
         );
 
-        let ci = WoodpeckerConfig::from_env()
-            .context("reading the Woodpecker configuration")?
+        let ci = config
+            .woodpecker
+            .clone()
             .map(|config| WoodpeckerClient::new(config, secrets.clone()))
             .transpose()
             .context("creating the Woodpecker client")?
             .map(|client| Arc::new(client) as Arc<dyn Ci>);
+        let has_ci = ci.is_some();
         let setup = ProjectSetupService::new(
             &stores,
             Arc::new(LocalSeeder::new(config.data_dir.join("projects"))),
@@ -195,6 +204,13 @@ impl Server {
             worker.id = format!("{}-{}", std::process::id(), addr.port());
         }
         tasks.extend(start_workers(&stores, &registry, &shutdown, worker));
+        if has_ci {
+            tasks.push(tokio::spawn(poller::run(
+                state.setup.clone(),
+                config.ci_poll,
+                shutdown.clone(),
+            )));
+        }
         tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
         Ok(Self {
             addr,

@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use super::auth::Auth;
 use super::error::ApiError;
 use super::state::AppState;
+use crate::registry::RegistryError;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -28,11 +29,19 @@ async fn reload(
     Auth(principal): Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_admin()?;
-    let report = state
-        .registry
-        .reload()
+    let summary = reload_and_audit(&state, principal.actor())
         .await
         .map_err(|e| ApiError::internal("reloading plugins", e))?;
+    Ok(Json(summary))
+}
+
+/// Rescans the plugins directory and audits `providers.reloaded` as `actor` with what
+/// changed: the one reload path for `POST /providers/reload` and SIGHUP.
+pub async fn reload_and_audit(
+    state: &AppState,
+    actor: String,
+) -> Result<serde_json::Value, RegistryError> {
+    let report = state.registry.reload().await?;
     state.metrics.plugin_reloads.inc();
     let failed: Vec<serde_json::Value> = report
         .failed
@@ -46,13 +55,7 @@ async fn reload(
         "unchanged": report.unchanged,
     });
     state
-        .audit(
-            &principal,
-            "providers.reloaded",
-            None,
-            None,
-            summary.clone(),
-        )
+        .audit_as(actor, "providers.reloaded", None, None, summary.clone())
         .await;
-    Ok(Json(summary))
+    Ok(summary)
 }
