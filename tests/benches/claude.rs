@@ -57,7 +57,14 @@ fn plugin_env(base_url: &str) -> Vec<(&'static str, String)> {
 async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str) -> Sample {
     let started = Instant::now();
     let mut child = tokio::process::Command::new(cli)
-        .args(["-p", "--output-format", "stream-json", "--verbose", "--", PROMPT])
+        .args([
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--",
+            PROMPT,
+        ])
         .current_dir(workspace)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

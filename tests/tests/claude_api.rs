@@ -3,10 +3,10 @@
 //! `/projects/{id}/claude`, events read over SSE, the real `claude` CLI against the fake
 //! Messages API — and the key's value nowhere in events, command records, audit or logs.
 
-use reqwest::{Method, StatusCode};
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
 use rdev_tests::harness::server::{ServeProcess, SseEvent, SseReader};
 use rdev_tests::harness::{self, claude, plugins};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// A key that must reach the CLI and nothing else.
@@ -27,11 +27,7 @@ async fn put_credential(server: &ServeProcess, name: &str, value: &str) {
 }
 
 async fn get_json(server: &ServeProcess, path: &str) -> Value {
-    let response = server
-        .admin(Method::GET, path)
-        .send()
-        .await
-        .expect("GET");
+    let response = server.admin(Method::GET, path).send().await.expect("GET");
     assert_eq!(response.status(), StatusCode::OK, "GET {path}");
     response.json().await.expect("JSON")
 }
@@ -46,7 +42,10 @@ async fn prompt(server: &ServeProcess, body: Value) -> (String, Vec<SseEvent>) {
         .expect("POST");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let submitted: Value = response.json().await.expect("JSON");
-    let id = submitted["command_id"].as_str().expect("command id").to_owned();
+    let id = submitted["command_id"]
+        .as_str()
+        .expect("command id")
+        .to_owned();
     let stream = server
         .admin(Method::GET, submitted["stream_url"].as_str().expect("url"))
         .send()
@@ -88,7 +87,10 @@ async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
 
     let command = get_json(&server, &format!("/commands/{first_id}")).await;
     assert_eq!(command["status"], "completed", "{command}");
-    let session = command["session_id"].as_str().expect("session id").to_owned();
+    let session = command["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
 
     fake.push(Reply::text("Still here"));
     let (second_id, second) = prompt(
@@ -119,7 +121,11 @@ async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
         let events = SseReader::new(replay).collect().await;
         assert!(events.len() >= 3, "{events:?}");
         stored.extend(events.into_iter().map(|e| e.data));
-        stored.push(get_json(&server, &format!("/commands/{id}")).await.to_string());
+        stored.push(
+            get_json(&server, &format!("/commands/{id}"))
+                .await
+                .to_string(),
+        );
     }
     let audit = get_json(&server, "/audit").await.to_string();
     assert!(audit.contains("ANTHROPIC_API_KEY"), "{audit}");

@@ -363,5 +363,10 @@ async fn sighup_reloads_a_plugins_dir_the_watcher_cannot_see_change() {
         .collect();
     assert_eq!(reloads.len(), 1, "{audit}");
     assert_eq!(reloads[0]["actor"], "operator (SIGHUP)");
-    assert_eq!(reloads[0]["details"]["loaded"], serde_json::json!(["versioned"]));
+    assert_eq!(
+        reloads[0]["details"]["loaded"],
+        serde_json::json!(["versioned"]),
+        "{audit}\n{}",
+        server.logs()
+    );
 }

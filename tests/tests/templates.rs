@@ -1039,8 +1039,10 @@ async fn the_server_polls_a_pipeline_until_it_finishes_and_records_it_once() {
     assert!(put.status().is_success(), "{}", put.status());
     let created = server
         .request(reqwest::Method::POST, "/projects", Some(&server.admin))
-        .json(&json!({"id": "demo", "template": "rust", "vars": {"name": "demo"},
-                      "ci_repo": "acme/demo"}))
+        .json(
+            &json!({"id": "demo", "template": "rust", "vars": {"name": "demo"},
+                      "ci_repo": "acme/demo"}),
+        )
         .send()
         .await
         .expect("POST /projects");
@@ -1060,7 +1062,10 @@ async fn the_server_polls_a_pipeline_until_it_finishes_and_records_it_once() {
     };
 
     // Pending, then running: polled and stored, nothing audited.
-    eventually("the poller asks CI", async || pipeline_polls(&double, repo) >= 2).await;
+    eventually("the poller asks CI", async || {
+        pipeline_polls(&double, repo) >= 2
+    })
+    .await;
     double.set_status(repo, 1, "running");
     eventually("running is stored", async || {
         status().await.as_deref() == Some("running")
@@ -1098,11 +1103,7 @@ async fn the_server_polls_a_pipeline_until_it_finishes_and_records_it_once() {
         .collect();
     assert_eq!(actors, [POLLER_ACTOR]);
     assert!(
-        !double
-            .state()
-            .requests
-            .iter()
-            .any(|r| r.contains("/logs/")),
+        !double.state().requests.iter().any(|r| r.contains("/logs/")),
         "nobody read the CI status page"
     );
     server.stop().await;

@@ -90,7 +90,9 @@ pub struct LogLine {
 }
 
 /// Pipeline statuses that can no longer change.
-pub const FINISHED_STATUSES: &[&str] = &["success", "failure", "killed", "error", "declined", "skipped"];
+pub const FINISHED_STATUSES: &[&str] = &[
+    "success", "failure", "killed", "error", "declined", "skipped",
+];
 
 impl Pipeline {
     /// True once the status can no longer change.
