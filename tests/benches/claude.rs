@@ -11,6 +11,12 @@
 //! the process exited and its output was read; through rdev, until `execute` returned the
 //! result. The queue and HTTP layers are not included (the queue bench measures them).
 //!
+//! The CLI itself takes ~400 ms and varies by more than rdev's share on a loaded machine, so a
+//! second pair of modes replaces it with a stand-in `claude` that prints the recorded plain
+//! transcript (`plugins/claude/tests/fixtures/plain.jsonl`) and exits: what is left is rdev's
+//! own cost per command. Besides the p50 of each mode, the p50 of the paired differences
+//! (each rdev run minus the direct run next to it) is printed.
+//!
 //! Run: `cargo xtask plugins && cargo bench -p rdev-tests --bench claude` (iterations per
 //! mode from `RDEV_BENCH_ITERATIONS`, default 20, after 2 unmeasured warm-ups each).
 
@@ -54,7 +60,7 @@ fn plugin_env(base_url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str) -> Sample {
+async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str, reply: &str) -> Sample {
     let started = Instant::now();
     let mut child = tokio::process::Command::new(cli)
         .args([
@@ -86,7 +92,7 @@ async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str) -> Sa
     let mut saw_reply = false;
     while let Some(line) = lines.next_line().await.expect("read stdout") {
         first_event.get_or_insert_with(|| started.elapsed());
-        saw_reply |= line.contains(REPLY);
+        saw_reply |= line.contains(reply);
     }
     let status = child.wait().await.expect("wait");
     let _ = drain_stderr.await;
@@ -98,7 +104,7 @@ async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str) -> Sa
     }
 }
 
-async fn through_rdev(agent: &WasmAgent) -> Sample {
+async fn through_rdev(agent: &WasmAgent, reply: &str) -> Sample {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let mut request = AgentRequest::new(PROMPT);
     request.timeout = Duration::from_secs(120);
@@ -121,21 +127,88 @@ async fn through_rdev(agent: &WasmAgent) -> Sample {
     let total = started.elapsed();
     let first_event = collector.await.expect("collector").expect("an event");
     assert_eq!(result.status, ResultStatus::Completed, "{result:?}");
-    assert_eq!(result.final_text.as_deref(), Some(REPLY));
+    assert_eq!(result.final_text.as_deref(), Some(reply));
     Sample { first_event, total }
 }
 
-fn p50(samples: &[Sample], pick: fn(&Sample) -> Duration) -> f64 {
-    let mut values: Vec<f64> = samples
-        .iter()
-        .map(|s| pick(s).as_secs_f64() * 1000.0)
-        .collect();
+/// A `claude` that prints the recorded plain transcript and exits, in `dir`.
+fn stand_in_cli(dir: &Path) -> std::path::PathBuf {
+    let fixture = xtask::workspace_root().join("plugins/claude/tests/fixtures/plain.jsonl");
+    assert!(fixture.is_file(), "{} is missing", fixture.display());
+    let cli = dir.join("claude");
+    std::fs::write(
+        &cli,
+        format!("#!/bin/sh\nexec cat '{}'\n", fixture.display()),
+    )
+    .expect("write the stand-in");
+    let mut permissions = std::fs::metadata(&cli).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&cli, permissions).expect("chmod");
+    cli
+}
+
+/// Runs both modes `iterations` times, alternating which goes first, after two warm-ups.
+async fn compare(
+    iterations: usize,
+    cli: &Path,
+    agent: &WasmAgent,
+    workspace: &Path,
+    home: &Path,
+    base_url: &str,
+    reply: &str,
+) -> (Vec<Sample>, Vec<Sample>) {
+    for _ in 0..2 {
+        through_rdev(agent, reply).await;
+        direct(cli, workspace, home, base_url, reply).await;
+    }
+    let mut native = Vec::with_capacity(iterations);
+    let mut rdev = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        if i % 2 == 0 {
+            native.push(direct(cli, workspace, home, base_url, reply).await);
+            rdev.push(through_rdev(agent, reply).await);
+        } else {
+            rdev.push(through_rdev(agent, reply).await);
+            native.push(direct(cli, workspace, home, base_url, reply).await);
+        }
+    }
+    (native, rdev)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
         values[n / 2]
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report(label: &str, native: &[Sample], rdev: &[Sample]) {
+    let rows: [(&str, fn(&Sample) -> Duration); 2] = [
+        ("time to first event", |s| s.first_event),
+        ("total", |s| s.total),
+    ];
+    for (name, pick) in rows {
+        let n = median(native.iter().map(|s| ms(pick(s))).collect());
+        let r = median(rdev.iter().map(|s| ms(pick(s))).collect());
+        let paired = median(
+            native
+                .iter()
+                .zip(rdev)
+                .map(|(a, b)| ms(pick(b)) - ms(pick(a)))
+                .collect(),
+        );
+        println!(
+            "| {label} | {name} | {n:.1} | {r:.1} | {:+.1} | {paired:+.1} | {:.3} |",
+            r - n,
+            r / n
+        );
     }
 }
 
@@ -162,7 +235,7 @@ async fn main() {
 
     // The first rdev run creates the project's workspace and HOME; the direct runs use the
     // same two directories, so both see the same files and session history.
-    through_rdev(&agent).await;
+    through_rdev(&agent, REPLY).await;
     let layout = WorkspaceLayout::PerProject {
         root: root.path().join("projects"),
     };
@@ -172,40 +245,54 @@ async fn main() {
     } = layout
         .prepare(&ProjectId::parse(PROJECT).expect("valid id"))
         .expect("the workspace exists");
-    direct(&cli, &workspace, &home, &fake.base_url()).await;
-    through_rdev(&agent).await;
-    direct(&cli, &workspace, &home, &fake.base_url()).await;
+    let base_url = fake.base_url();
+    let (native, rdev) = compare(
+        iterations, &cli, &agent, &workspace, &home, &base_url, REPLY,
+    )
+    .await;
 
-    let mut native = Vec::with_capacity(iterations);
-    let mut rdev = Vec::with_capacity(iterations);
-    for i in 0..iterations {
-        if i % 2 == 0 {
-            native.push(direct(&cli, &workspace, &home, &fake.base_url()).await);
-            rdev.push(through_rdev(&agent).await);
-        } else {
-            rdev.push(through_rdev(&agent).await);
-            native.push(direct(&cli, &workspace, &home, &fake.base_url()).await);
-        }
-    }
+    // The stand-in goes first on PATH for a second runtime (the executor hands children the
+    // PATH it saw when it was built).
+    let stand_in_dir = tempfile::tempdir().expect("temp dir");
+    let stand_in = stand_in_cli(stand_in_dir.path());
+    put_on_path(&stand_in);
+    let replay_root = tempfile::tempdir().expect("temp dir");
+    let replay_runtime = runtime_with_secrets(
+        replay_root.path(),
+        Duration::from_secs(5),
+        MapSecrets(HashMap::from([
+            ("ANTHROPIC_API_KEY".to_owned(), API_KEY.to_owned()),
+            ("ANTHROPIC_BASE_URL".to_owned(), base_url.clone()),
+        ])),
+    );
+    let replay_agent = replay_runtime
+        .load(&plugins::plugins_dir().join("claude.toml"))
+        .await
+        .expect("load the claude plugin");
+    let recorded = "Hello from the fake";
+    let (replay_native, replay_rdev) = compare(
+        iterations,
+        &stand_in,
+        &replay_agent,
+        &workspace,
+        &home,
+        &base_url,
+        recorded,
+    )
+    .await;
 
-    let first = |s: &Sample| s.first_event;
-    let total = |s: &Sample| s.total;
-    let (nf, rf) = (p50(&native, first), p50(&rdev, first));
-    let (nt, rt) = (p50(&native, total), p50(&rdev, total));
     println!(
-        "claude plain case, {iterations} runs each (p50), CLI {}",
+        "claude plain case, {iterations} runs of each mode, CLI {} (ms; p50)",
         claude::CLI_VERSION
     );
-    println!("| measurement | direct (ms) | rdev (ms) | rdev − direct (ms) | rdev / direct |");
-    println!("|---|---|---|---|---|");
     println!(
-        "| time to first event | {nf:.1} | {rf:.1} | {:+.1} | {:.3} |",
-        rf - nf,
-        rf / nf
+        "| CLI | measurement | direct | rdev | rdev − direct | paired difference | rdev / direct |"
     );
-    println!(
-        "| total | {nt:.1} | {rt:.1} | {:+.1} | {:.3} |",
-        rt - nt,
-        rt / nt
+    println!("|---|---|---|---|---|---|---|");
+    report("real `claude`", &native, &rdev);
+    report(
+        "stand-in (replays the transcript)",
+        &replay_native,
+        &replay_rdev,
     );
 }
