@@ -18,7 +18,9 @@
 //! (each rdev run minus the direct run next to it) is printed.
 //!
 //! Run: `cargo xtask plugins && cargo bench -p rdev-tests --bench claude` (iterations per
-//! mode from `RDEV_BENCH_ITERATIONS`, default 20, after 2 unmeasured warm-ups each).
+//! mode from `RDEV_BENCH_ITERATIONS`, default 20, after 2 unmeasured warm-ups each; with
+//! `RDEV_BENCH_DIRECT_STDIN_PIPE` set, the direct runs get a closed pipe as stdin, as the
+//! plugin's CLI does, instead of /dev/null).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -76,11 +78,17 @@ async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str, reply
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .envs(plugin_env(base_url))
-        .stdin(Stdio::null())
+        .stdin(if std::env::var_os("RDEV_BENCH_DIRECT_STDIN_PIPE").is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn claude");
+    // As the plugin does (`close_stdin`), when asked to: an empty pipe instead of /dev/null.
+    drop(child.stdin.take());
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let drain_stderr = tokio::spawn(async move {
@@ -189,8 +197,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Which timing of a sample a row reports.
+type Pick = fn(&Sample) -> Duration;
+
 fn report(label: &str, native: &[Sample], rdev: &[Sample]) {
-    let rows: [(&str, fn(&Sample) -> Duration); 2] = [
+    let rows: [(&str, Pick); 2] = [
         ("time to first event", |s| s.first_event),
         ("total", |s| s.total),
     ];
