@@ -78,11 +78,13 @@ async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str, reply
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .envs(plugin_env(base_url))
-        .stdin(if std::env::var_os("RDEV_BENCH_DIRECT_STDIN_PIPE").is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(
+            if std::env::var_os("RDEV_BENCH_DIRECT_STDIN_PIPE").is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            },
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
