@@ -27,7 +27,7 @@ use crate::runtime::{Runtime, WasmAgent, fingerprint};
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Whether a provider is usable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderState {
     /// Its newest files are loaded and serving.
@@ -39,7 +39,7 @@ pub enum ProviderState {
 }
 
 /// One provider as listed to operators (`rdev providers`, `GET /providers`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProviderStatus {
     pub name: String,
     /// Version, ABI and capabilities of the serving version, when one serves.

@@ -5,18 +5,26 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::kubernetes::{
+    Credentials, KubernetesConfig, KubernetesExecutor, KubernetesProvisioner, KubernetesSeeder,
+    PodTemplate,
+};
 use crate::adapters::local::LocalExecutor;
-use crate::adapters::local::seed::LocalSeeder;
+use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
-use crate::ports::{Ci, ProviderLookup, SecretResolver, StoreError, Stores};
+use crate::ports::{
+    Ci, Executor, ProviderLookup, SecretResolver, StoreError, Stores, WorkspaceProvisioner,
+    WorkspaceSeeder,
+};
 use crate::project_setup::ProjectSetupService;
 use crate::project_setup::poller::{self, PollerConfig};
 use crate::registry::Registry;
@@ -30,6 +38,58 @@ pub enum ExecutorKind {
     /// Processes on this machine, one directory per project under the data dir.
     #[default]
     Local,
+    /// Processes in one pod per project, reached through the Kubernetes API server; project
+    /// creation provisions the pod and its volume.
+    Kubernetes,
+}
+
+/// How `rdev serve` reaches the cluster and what it creates there, for the Kubernetes
+/// executor.
+#[derive(Debug, Clone)]
+pub struct KubernetesServeConfig {
+    /// `None`: in-cluster when running in a pod (`KUBERNETES_SERVICE_HOST` is set), else the
+    /// default kubeconfig and its current context.
+    pub credentials: Option<Credentials>,
+    /// Namespace, labels and paths inside project pods.
+    pub executor: KubernetesConfig,
+    /// The operator's pod defaults; a template's `[workspace]` overrides image and resources.
+    pub pod: PodTemplate,
+    /// How long project creation waits for a new pod to become Ready.
+    pub ready_timeout: Duration,
+    /// How often readiness is checked meanwhile.
+    pub ready_poll: Duration,
+}
+
+/// The image project pods get when neither the operator nor the template names one: Debian
+/// with git, tar and util-linux, which seeding and the exec wrapper need.
+pub const DEFAULT_WORKSPACE_IMAGE: &str = "buildpack-deps:bookworm-scm";
+
+impl Default for KubernetesServeConfig {
+    fn default() -> Self {
+        Self {
+            credentials: None,
+            executor: KubernetesConfig::new("rdev"),
+            pod: PodTemplate::new(DEFAULT_WORKSPACE_IMAGE),
+            ready_timeout: Duration::from_secs(300),
+            ready_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+impl KubernetesServeConfig {
+    /// The credentials in effect (see [`Self::credentials`]).
+    pub fn credentials(&self) -> Credentials {
+        self.credentials.clone().unwrap_or_else(|| {
+            if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+                Credentials::InCluster
+            } else {
+                Credentials::Kubeconfig {
+                    path: None,
+                    context: None,
+                }
+            }
+        })
+    }
 }
 
 /// Everything `rdev serve` needs; [`ServeConfig::new`] gives the embedded defaults.
@@ -44,6 +104,8 @@ pub struct ServeConfig {
     /// `None`: SQLite at `<data_dir>/rdev.db`.
     pub database_url: Option<String>,
     pub executor: ExecutorKind,
+    /// Used when `executor` is `Kubernetes`.
+    pub kubernetes: KubernetesServeConfig,
     /// An admin token to accept (stored hashed). `None`: one is generated on first start.
     pub admin_token: Option<String>,
     pub queue: QueueConfig,
@@ -65,6 +127,7 @@ impl ServeConfig {
             plugins_dir: None,
             database_url: None,
             executor: ExecutorKind::Local,
+            kubernetes: KubernetesServeConfig::default(),
             admin_token: None,
             queue: QueueConfig::default(),
             sse: SseConfig::default(),
@@ -137,12 +200,8 @@ impl Server {
         .context("opening the database")?;
 
         let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-        let executor = match config.executor {
-            ExecutorKind::Local => Arc::new(LocalExecutor::per_project(
-                config.data_dir.join("projects"),
-                secrets.clone(),
-            )),
-        };
+        let workspaces = build_executor(&config, secrets.clone()).await?;
+        let executor = workspaces.executor;
         let mut runtime_config = RuntimeConfig::new(executor, secrets.clone());
         runtime_config.cache_dir = Some(config.data_dir.join("cache"));
         let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
@@ -168,7 +227,8 @@ impl Server {
         let has_ci = ci.is_some();
         let setup = ProjectSetupService::new(
             &stores,
-            Arc::new(LocalSeeder::new(config.data_dir.join("projects"))),
+            workspaces.seeder,
+            workspaces.provisioner,
             ci,
             Some(config.data_dir.join("templates")),
         );
@@ -253,6 +313,89 @@ impl Server {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.wait().await;
+    }
+}
+
+/// The executor and the matching ways to create and seed workspaces.
+struct Workspaces {
+    executor: Arc<dyn Executor>,
+    seeder: Arc<dyn WorkspaceSeeder>,
+    provisioner: Arc<dyn WorkspaceProvisioner>,
+}
+
+/// Picks the executor; with Kubernetes, refuses to start unless the API server answers and
+/// the credentials may list pods in the namespace.
+async fn build_executor(
+    config: &ServeConfig,
+    secrets: Arc<dyn SecretResolver>,
+) -> anyhow::Result<Workspaces> {
+    match config.executor {
+        ExecutorKind::Local => {
+            let root = config.data_dir.join("projects");
+            Ok(Workspaces {
+                executor: Arc::new(LocalExecutor::per_project(root.clone(), secrets)),
+                seeder: Arc::new(LocalSeeder::new(root)),
+                provisioner: Arc::new(LocalProvisioner),
+            })
+        }
+        ExecutorKind::Kubernetes => {
+            let settings = &config.kubernetes;
+            let credentials = settings.credentials();
+            let kube = KubernetesExecutor::connect(
+                credentials.clone(),
+                settings.executor.clone(),
+                secrets,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "the kubernetes executor cannot reach a cluster with {} (choose one with \
+                     --kubernetes-api-url, --kubernetes-in-cluster or --kubeconfig, or in the \
+                     config file's [kubernetes] table)",
+                    describe(&credentials)
+                )
+            })?;
+            kube.check_access().await.with_context(|| {
+                format!(
+                    "the kubernetes executor cannot use namespace {} with {}",
+                    settings.executor.namespace,
+                    describe(&credentials)
+                )
+            })?;
+            tracing::info!(
+                namespace = %settings.executor.namespace,
+                cluster = %describe(&credentials),
+                "kubernetes executor ready"
+            );
+            let kube = Arc::new(kube);
+            let provisioner = KubernetesProvisioner::new(
+                kube.clone(),
+                settings.pod.clone(),
+                settings.ready_timeout,
+            )
+            .poll_every(settings.ready_poll);
+            Ok(Workspaces {
+                executor: kube.clone(),
+                seeder: Arc::new(KubernetesSeeder::new(kube)),
+                provisioner: Arc::new(provisioner),
+            })
+        }
+    }
+}
+
+/// Where the credentials point, for start-up errors and logs (never a token).
+fn describe(credentials: &Credentials) -> String {
+    match credentials {
+        Credentials::InCluster => "in-cluster credentials".to_owned(),
+        Credentials::Kubeconfig { path, context } => format!(
+            "kubeconfig {} (context {})",
+            path.as_deref().map_or_else(
+                || "from $KUBECONFIG or ~/.kube/config".to_owned(),
+                |p| p.display().to_string()
+            ),
+            context.as_deref().unwrap_or("current")
+        ),
+        Credentials::Url(url) => format!("API server {}", redact_url(url)),
     }
 }
 

@@ -2,7 +2,8 @@
 //! kind (a schema check without a cluster), and the pieces fit together: the Role grants
 //! exactly what the Kubernetes executor needs, the binding names it, the Deployment runs two
 //! replicas as that service account with readiness on `/readyz` and the secrets by reference,
-//! and the Service selects the Deployment's pods.
+//! and the Service selects the Deployment's pods. `kubectl apply --dry-run=client` accepts them
+//! (against the API-server double, which answers discovery).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use rdev_tests::doubles::kube_api::FakeKubeApi;
 use serde_json::Value;
 
 /// Every document of every manifest, as `(file, document)`.
@@ -201,5 +203,85 @@ fn the_deployment_runs_two_ready_checked_replicas_with_secret_references() {
             }
             other => panic!("target port by name expected, got {other:?}"),
         }
+    }
+}
+
+/// `kubectl apply --dry-run=client --validate=false -f <dir>` against the loopback API-server
+/// double (client dry-run still asks a server for discovery and for the current objects;
+/// the double answers discovery and "not found"), through a throwaway kubeconfig so the
+/// developer's clusters stay out of it. `None` when kubectl is not installed.
+fn kubectl_dry_run(dir: &std::path::Path) -> Option<std::process::Output> {
+    let api = FakeKubeApi::start().expect("API double");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = scratch.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: double, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: none, user: {{}}}}]\n\
+             contexts: [{{name: double, context: {{cluster: double, user: none}}}}]\n\
+             current-context: double\n",
+            api.url()
+        ),
+    )
+    .expect("kubeconfig");
+    let output = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", scratch.path())
+        .arg("--cache-dir")
+        .arg(scratch.path().join("cache"))
+        .args(["apply", "--dry-run=client", "--validate=false", "-f"])
+        .arg(dir)
+        .output();
+    match output {
+        Ok(output) => Some(output),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("running kubectl: {e}"),
+    }
+}
+
+#[test]
+fn kubectl_client_dry_run_accepts_every_manifest_and_refuses_broken_ones() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
+    let Some(output) = kubectl_dry_run(&dir) else {
+        return rdev_tests::harness::skip_or_fail("kubectl is not installed");
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "kubectl refused the manifests: {stderr}"
+    );
+    let seen: BTreeSet<&str> = stdout
+        .lines()
+        .filter_map(|line| line.strip_suffix(" created (dry run)"))
+        .collect();
+    let expected: BTreeSet<String> = documents()
+        .iter()
+        .map(|(_, doc)| {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_lowercase();
+            let group = doc["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .rsplit_once('/')
+                .map(|(group, _)| format!(".{group}"))
+                .unwrap_or_default();
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            format!("{kind}{group}/{name}")
+        })
+        .collect();
+    let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+    assert_eq!(seen, expected, "kubectl applied every document: {stdout}");
+
+    // The same run fails on a manifest kubectl cannot parse or map to a resource.
+    for broken in [
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n",
+        "apiVersion: apps/v1\nkind: Deploymnet\nmetadata:\n  name: typo\n",
+    ] {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        std::fs::write(scratch.path().join("broken.yaml"), broken).expect("write");
+        let output = kubectl_dry_run(scratch.path()).expect("kubectl ran before");
+        assert!(!output.status.success(), "kubectl accepted {broken:?}");
     }
 }

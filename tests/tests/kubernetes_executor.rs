@@ -346,3 +346,63 @@ async fn provisioning_creates_a_labelled_pod_and_volume_waits_for_ready_and_dele
     let reason = unavailable_reason(pod.executor.spawn(&project, sh("true")).await);
     assert!(reason.contains("no pod labelled"), "{reason}");
 }
+
+/// The real `hostile` test guest's project-http through the runtime and the Kubernetes
+/// executor's port-forward: a forward the API server drops mid-response fails that request
+/// promptly, and the next request opens a fresh forward and succeeds.
+#[tokio::test]
+async fn project_http_opens_a_fresh_forward_after_one_drops_mid_response() {
+    use axum::Router;
+    use axum::routing::get;
+    use rdev_tests::harness::plugins::test_plugins_dir;
+    use rdev_tests::harness::runtime::install;
+
+    let (runtime, api, _workspace) = shell_runtime().await;
+    let big = "x".repeat(256 * 1024);
+    let served = big.clone();
+    let app = Router::new().route("/big", get(move || async move { served }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install(&test_plugins_dir(), "hostile", plugins.path(), "web", None);
+    let manifest = plugins.path().join("web.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read").replace(
+        "project_http_ports = []",
+        &format!("project_http_ports = [{port}]"),
+    );
+    std::fs::write(&manifest, text).expect("write");
+    let agent = runtime.load(&manifest).await.expect("loads");
+    let ask = |prompt: String| {
+        let agent = agent.clone();
+        async move {
+            let r = run(&prompt, Duration::from_secs(60), 16);
+            agent
+                .execute(r.execution)
+                .await
+                .expect("runs")
+                .final_text
+                .unwrap_or_default()
+        }
+    };
+
+    api.drop_next_port_forward_after(4096);
+    let dropped = ask(format!("http {port} /big")).await;
+    assert!(!dropped.starts_with("200 "), "a cut response is an error");
+    assert!(
+        !dropped.contains("timed out") && !dropped.contains("timeout"),
+        "the drop is noticed, not waited out: {dropped}"
+    );
+    let again = ask(format!("http {port} /big")).await;
+    assert_eq!(
+        again.len(),
+        big.len() + 4,
+        "the next request gets all of it"
+    );
+    assert_eq!(again, format!("200 {big}"));
+    server.abort();
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rdev::adapters::local::seed::LocalSeeder;
+use rdev::adapters::local::seed::{LocalProvisioner, LocalSeeder};
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use rdev::domain::{CiState, CredentialName, MasterKey, ProjectId, QueueConfig};
@@ -599,6 +599,7 @@ async fn service(stores: &Stores, root: &Path, double: &WoodpeckerDouble) -> Pro
     ProjectSetupService::new(
         stores,
         Arc::new(LocalSeeder::new(root.join("workspaces")).allow_local_repos(true)),
+        Arc::new(LocalProvisioner),
         Some(Arc::new(ci)),
         Some(root.join("templates")),
     )
@@ -908,6 +909,7 @@ async fn a_cloned_repository_gets_the_template_on_top() {
     let strict = ProjectSetupService::new(
         &stores,
         Arc::new(LocalSeeder::new(root.path().join("workspaces"))),
+        Arc::new(LocalProvisioner),
         None,
         None,
     );

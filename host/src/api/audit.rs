@@ -2,20 +2,26 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiQuery};
 use super::state::AppState;
+use crate::domain::AuditEntry;
 
 /// Query of `GET /audit`. Filters apply to the page read after `after`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Entries with a larger sequence number; page with the previous `next_after`.
     pub after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     pub action: Option<String>,
     pub project_id: Option<String>,
@@ -23,17 +29,44 @@ pub struct AuditQuery {
     pub actor: Option<String>,
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/audit", get(list))
-        .route("/audit/verify", get(verify))
+/// Answer of `GET /audit`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// The page's entries that match the filters.
+    pub entries: Vec<AuditEntry>,
+    /// `after` of the next page, when the page was full.
+    pub next_after: Option<i64>,
 }
 
+/// Answer of `GET /audit/verify`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    /// True when every link of the chain holds.
+    pub intact: bool,
+    /// Entries checked.
+    pub verified: u64,
+    /// The first broken link, described.
+    pub first_broken: Option<String>,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(verify))
+}
+
+/// Reads the audit trail in sequence order (admin).
+#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditQuery), responses(
+    (status = 200, description = "A page of entries", body = AuditPage),
+    (status = 400, description = "Invalid limit or query"),
+    (status = 403, description = "Not an admin"),
+))]
 async fn list(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiQuery(query): ApiQuery<AuditQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     principal.require_admin()?;
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
@@ -58,21 +91,27 @@ async fn list(
                 && matches(&query.actor, Some(&e.actor))
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "entries": entries,
-        "next_after": next_after,
-    })))
+    Ok(Json(AuditPage {
+        entries,
+        next_after,
+    }))
 }
 
+/// Walks the hash chain (admin).
+#[utoipa::path(get, path = "/audit/verify", tag = "audit", security(("bearer" = [])),
+    responses(
+    (status = 200, description = "The chain's state", body = AuditVerification),
+    (status = 403, description = "Not an admin"),
+))]
 async fn verify(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditVerification>, ApiError> {
     principal.require_admin()?;
     let result = state.stores.audit.verify().await?;
-    Ok(Json(serde_json::json!({
-        "intact": result.first_broken.is_none(),
-        "verified": result.verified,
-        "first_broken": result.first_broken.map(|b| b.to_string()),
-    })))
+    Ok(Json(AuditVerification {
+        intact: result.first_broken.is_none(),
+        verified: result.verified,
+        first_broken: result.first_broken.map(|b| b.to_string()),
+    }))
 }

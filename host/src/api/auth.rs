@@ -1,5 +1,6 @@
 //! Bearer-token authentication as an extractor: a handler that takes [`Auth`] only runs for
 //! a caller with a valid, unrevoked token, and gets the [`Principal`] to check access with.
+//! [`StreamAuth`] also takes the token from `?access_token=`, for the SSE route only.
 
 use std::sync::Arc;
 
@@ -24,28 +25,89 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let secret = header_secret(parts)?
             .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
-        let secret = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer"))?;
-        let token = state
-            .stores
-            .tokens
-            .find_active(&token_digest(secret))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
-        Ok(Self(Principal::from_token(&token)))
+        Ok(Self(authenticate(state, secret).await?))
     }
+}
+
+/// Like [`Auth`], but without an `Authorization` header the token may come as
+/// `?access_token=`: browsers' `EventSource` cannot set headers. Only the SSE route takes
+/// it, since a token in a URL ends up in browser history and proxy logs.
+#[derive(Debug, Clone)]
+pub struct StreamAuth(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for StreamAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(secret) = header_secret(parts)? {
+            return Ok(Self(authenticate(state, secret).await?));
+        }
+        let secret = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|query| query.0.access_token)
+            .filter(|secret| !secret.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "an Authorization: Bearer token or ?access_token= is required",
+                )
+            })?;
+        Ok(Self(authenticate(state, &secret).await?))
+    }
+}
+
+/// The bearer secret of the `Authorization` header; `None` without the header.
+fn header_secret(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Some)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer"))
+}
+
+/// `uri` as the request log shows it: path and query, with the value of every
+/// `access_token` parameter replaced, so a token never reaches a log line.
+pub fn redacted_uri(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name == "access_token" => format!("{name}=[redacted]"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), pairs.join("&"))
+}
+
+/// The one query parameter [`StreamAuth`] reads; others are the handler's.
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+async fn authenticate(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
+    let token = state
+        .stores
+        .tokens
+        .find_active(&token_digest(secret))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
+    Ok(Principal::from_token(&token))
 }
 
 /// A fresh token secret: the prefix and 256 random bits, URL-safe.
@@ -61,4 +123,28 @@ pub fn generate_secret() -> String {
 /// A fresh token id (`tok-` and a UUIDv7).
 pub fn generate_id() -> String {
     format!("tok-{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_log_never_shows_an_access_token() {
+        let uri: axum::http::Uri =
+            "/projects/p/events/c?last_event_id=3&access_token=rdev_secret&x=1"
+                .parse()
+                .expect("valid URI");
+        let shown = redacted_uri(&uri);
+        assert_eq!(
+            shown,
+            "/projects/p/events/c?last_event_id=3&access_token=[redacted]&x=1"
+        );
+        let bare: axum::http::Uri = "/healthz".parse().expect("valid URI");
+        assert_eq!(redacted_uri(&bare), "/healthz");
+        let repeated: axum::http::Uri = "/e?access_token=a&access_token=b"
+            .parse()
+            .expect("valid URI");
+        assert!(!redacted_uri(&repeated).contains("=a") && !redacted_uri(&repeated).contains("=b"));
+    }
 }

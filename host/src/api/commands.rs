@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -25,19 +27,29 @@ use crate::worker::{cancel_command, submit_command};
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Body of a submission. Only `prompt` is required.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct SubmitBody {
+    /// What the agent should do (for `shell`: the command line); at most 1 MiB.
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     pub prompt: String,
+    /// Continue this agent session.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._][A-Za-z0-9._-]{0,255}$")]
     pub session_id: Option<String>,
+    /// Seconds the provider may run (default 1800).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_secs: Option<u64>,
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._/:@\\[\\]][A-Za-z0-9._/:@\\[\\]-]{0,255}$")]
     pub model: Option<String>,
+    /// Relative to the project's workspace.
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// Provider-specific options.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub options: Option<serde_json::Map<String, serde_json::Value>>,
     /// Generic route only: the provider; the default provider when omitted.
     #[serde(default)]
@@ -45,7 +57,7 @@ pub struct SubmitBody {
 }
 
 /// Answer to a submission.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Submitted {
     pub command_id: CommandId,
     pub stream_url: String,
@@ -53,7 +65,7 @@ pub struct Submitted {
 }
 
 /// A command as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CommandView {
     pub id: CommandId,
     pub project_id: ProjectId,
@@ -112,24 +124,51 @@ impl From<CommandRecord> for CommandView {
 }
 
 /// Query of `GET /projects/{id}/commands`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only commands with this status.
+    #[param(value_type = Option<CommandStatus>)]
     pub status: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// Commands to skip; `offset + limit` must stay below 1000.
+    #[param(maximum = 998)]
     pub offset: Option<u32>,
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/projects/{id}/commands",
-            get(list_for_project).post(submit_generic),
-        )
-        .route("/projects/{id}/{provider}", post(submit_to_provider))
-        .route("/commands/{id}", get(read))
-        .route("/commands/{id}/cancel", post(cancel))
+/// Answer of `GET /projects/{id}/commands`: newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CommandPage {
+    pub commands: Vec<CommandView>,
+    /// The `offset` of the next page, when there is one.
+    pub next_offset: Option<u32>,
 }
 
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_for_project, submit_generic))
+        .routes(routes!(submit_to_provider))
+        .routes(routes!(read))
+        .routes(routes!(cancel))
+}
+
+/// Queues a command for a provider (the project is registered on first use).
+#[utoipa::path(post, path = "/projects/{id}/{provider}", tag = "commands",
+    security(("bearer" = [])), request_body = SubmitBody,
+    params(
+        ("id" = ProjectId, Path, description = "Project id"),
+        ("provider" = ProviderName, Path, description = "Registered provider name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission without queueing it twice"),
+    ), responses(
+    (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
+    (status = 400, description = "Invalid request"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such provider"),
+    (status = 409, description = "The Idempotency-Key was used for another request"),
+    (status = 503, description = "No provider is serving"),
+))]
 async fn submit_to_provider(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -140,6 +179,20 @@ async fn submit_to_provider(
     submit(&state, &principal, project, Some(provider), &headers, body).await
 }
 
+/// Queues a command for `provider` in the body, or the default provider.
+#[utoipa::path(post, path = "/projects/{id}/commands", tag = "commands",
+    security(("bearer" = [])), request_body = SubmitBody,
+    params(
+        ("id" = ProjectId, Path, description = "Project id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission without queueing it twice"),
+    ), responses(
+    (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
+    (status = 400, description = "Invalid request"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such provider"),
+    (status = 409, description = "The Idempotency-Key was used for another request"),
+    (status = 503, description = "No provider is serving"),
+))]
 async fn submit_generic(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -255,6 +308,13 @@ pub async fn accessible_command(
     Ok(command)
 }
 
+/// Reads a command.
+#[utoipa::path(get, path = "/commands/{id}", tag = "commands", security(("bearer" = [])),
+    params(("id" = CommandId, Path, description = "Command id")), responses(
+    (status = 200, description = "The command", body = CommandView),
+    (status = 403, description = "The token may not access the command's project"),
+    (status = 404, description = "No such command"),
+))]
 async fn read(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -265,12 +325,21 @@ async fn read(
     ))
 }
 
+/// Lists a project's commands, newest first.
+#[utoipa::path(get, path = "/projects/{id}/commands", tag = "commands",
+    security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id"), ListQuery), responses(
+    (status = 200, description = "A page of commands", body = CommandPage),
+    (status = 400, description = "Invalid id, status, limit or offset"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such project"),
+))]
 async fn list_for_project(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiPath(project): ApiPath<ProjectId>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<CommandPage>, ApiError> {
     principal.require_project(&project)?;
     state.stores.projects.get(&project).await?;
     let status = query
@@ -310,12 +379,21 @@ async fn list_for_project(
         .take(limit as usize)
         .map(CommandView::from)
         .collect();
-    Ok(Json(serde_json::json!({
-        "commands": commands,
-        "next_offset": more.then_some(offset + limit),
-    })))
+    Ok(Json(CommandPage {
+        commands,
+        next_offset: more.then_some(offset + limit),
+    }))
 }
 
+/// Requests a cancel; a running command stops at its next heartbeat.
+#[utoipa::path(post, path = "/commands/{id}/cancel", tag = "commands",
+    security(("bearer" = [])),
+    params(("id" = CommandId, Path, description = "Command id")), responses(
+    (status = 202, description = "Cancel requested (pending commands are cancelled at once)", body = CommandView),
+    (status = 403, description = "The token may not access the command's project"),
+    (status = 404, description = "No such command"),
+    (status = 409, description = "The command already finished"),
+))]
 async fn cancel(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath};
@@ -17,13 +19,15 @@ use crate::domain::CredentialName;
 use crate::ports::{CredentialInfo, SecretValue};
 
 /// Body of `PUT /credentials/{name}`. Its `Debug` hides the value.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PutCredential {
+    /// The secret; never shown again.
+    #[schema(min_length = 1)]
     pub value: String,
 }
 
 /// A credential as listed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CredentialView {
     pub name: String,
     pub created_at: DateTime<Utc>,
@@ -40,10 +44,16 @@ impl From<CredentialInfo> for CredentialView {
     }
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/credentials", get(list))
-        .route("/credentials/{name}", put(store).delete(remove))
+/// Answer of `GET /credentials`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CredentialList {
+    pub credentials: Vec<CredentialView>,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(store, remove))
 }
 
 fn parse_name(name: &str) -> Result<CredentialName, ApiError> {
@@ -51,6 +61,14 @@ fn parse_name(name: &str) -> Result<CredentialName, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_credential_name", e.to_string()))
 }
 
+/// Stores (or replaces) a credential's value (admin).
+#[utoipa::path(put, path = "/credentials/{name}", tag = "credentials",
+    security(("bearer" = [])), request_body = PutCredential,
+    params(("name" = CredentialName, Path, description = "Credential name")), responses(
+    (status = 200, description = "Stored", body = CredentialView),
+    (status = 400, description = "Invalid name or empty value"),
+    (status = 403, description = "Not an admin"),
+))]
 async fn store(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -82,10 +100,16 @@ async fn store(
     Ok(Json(info.into()))
 }
 
+/// Lists credential names and times, never values (admin).
+#[utoipa::path(get, path = "/credentials", tag = "credentials", security(("bearer" = [])),
+    responses(
+    (status = 200, description = "The credentials", body = CredentialList),
+    (status = 403, description = "Not an admin"),
+))]
 async fn list(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<CredentialList>, ApiError> {
     principal.require_admin()?;
     let credentials: Vec<CredentialView> = state
         .stores
@@ -95,9 +119,18 @@ async fn list(
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(serde_json::json!({ "credentials": credentials })))
+    Ok(Json(CredentialList { credentials }))
 }
 
+/// Deletes a credential (admin).
+#[utoipa::path(delete, path = "/credentials/{name}", tag = "credentials",
+    security(("bearer" = [])),
+    params(("name" = CredentialName, Path, description = "Credential name")), responses(
+    (status = 204, description = "Deleted"),
+    (status = 400, description = "Invalid name"),
+    (status = 403, description = "Not an admin"),
+    (status = 404, description = "No such credential"),
+))]
 async fn remove(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,

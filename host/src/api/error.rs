@@ -9,6 +9,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::{AccessError, IdError, RequestError, SealError};
 use crate::ports::{LookupError, StoreError};
 
@@ -59,17 +61,53 @@ impl ApiError {
     }
 }
 
+/// The body of every error response: RFC 9457 problem details, plus `code` and the
+/// `error` object older clients match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:rdev:error:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `project_not_found`.
+    pub code: String,
+    pub error: ProblemError,
+}
+
+/// `code` and `detail` again, in the shape the first clients used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProblemError {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&ApiError> for Problem {
+    fn from(error: &ApiError) -> Self {
+        Self {
+            kind: format!("urn:rdev:error:{}", error.code),
+            title: error
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_owned(),
+            status: error.status.as_u16(),
+            detail: error.message.clone(),
+            code: error.code.to_string(),
+            error: ProblemError {
+                code: error.code.to_string(),
+                message: error.message.clone(),
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "type": format!("urn:rdev:error:{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("error"),
-            "status": self.status.as_u16(),
-            "detail": self.message,
-            "code": self.code,
-            "error": {"code": self.code, "message": self.message},
-        });
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (self.status, Json(Problem::from(&self))).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

@@ -6,34 +6,40 @@
 //! gets the full replay. The stream ends after the terminal `done` event. Each connection has
 //! a bounded buffer: a client that leaves it full for `send_timeout` is disconnected (it may
 //! resume) instead of making the server hold an unbounded backlog.
+//!
+//! Browsers' `EventSource` cannot set headers, so this route alone also takes the token as
+//! `?access_token=` (see [`super::auth::StreamAuth`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::StreamAuth;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::{CommandId, ProjectId};
 use crate::ports::StoredEvent;
 
-/// Query of the stream route; `last_event_id` is for clients that cannot set headers.
-#[derive(Debug, Deserialize)]
+/// Query of the stream route, for clients that cannot set headers.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Resume after this sequence number (as the `Last-Event-ID` header does).
     pub last_event_id: Option<String>,
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/projects/{id}/events/{stream_id}", get(stream))
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
 fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Result<i64, ApiError> {
@@ -68,9 +74,25 @@ fn to_sse(event: &StoredEvent) -> Event {
     }
 }
 
+/// Streams a command's events as server-sent events: `id:` is the sequence number, `event:`
+/// the event type and `data:` a JSON `StreamEvent`. Stored events are replayed first; the
+/// stream ends after the `done` event.
+#[utoipa::path(get, path = "/projects/{id}/events/{stream_id}", tag = "commands",
+    security(("bearer" = []), ("access_token" = [])),
+    params(
+        ("id" = ProjectId, Path, description = "Project id"),
+        ("stream_id" = CommandId, Path, description = "Command id (a command's `stream_url`)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this sequence number"),
+        StreamQuery,
+    ), responses(
+    (status = 200, description = "Server-sent events; each `data:` is a StreamEvent", body = String, content_type = "text/event-stream"),
+    (status = 400, description = "Invalid Last-Event-ID or project id"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such project or command"),
+))]
 async fn stream(
     State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    StreamAuth(principal): StreamAuth,
     ApiPath((project, stream_id)): ApiPath<(ProjectId, String)>,
     ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,

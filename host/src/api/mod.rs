@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod projects;
 pub mod providers;
 pub mod state;
@@ -18,27 +19,20 @@ pub mod tokens;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-
+use axum::extract::{DefaultBodyLimit, Request};
 pub use error::ApiError;
 pub use state::{AppState, SseConfig};
+use tower_http::trace::TraceLayer;
 
 /// Request bodies above this are refused with 413 before they are read: the largest valid
 /// body is a 1 MiB prompt plus 64 KiB of options.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// Every route of the API over `state`.
+/// Every route of the API over `state`: exactly the routes of the OpenAPI document
+/// ([`openapi::api`]).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .merge(health::routes())
-        .merge(projects::routes())
-        .merge(commands::routes())
-        .merge(events::routes())
-        .merge(providers::routes())
-        .merge(credentials::routes())
-        .merge(audit::routes())
-        .merge(templates::routes())
-        .merge(tokens::routes())
+    let (routes, _document) = openapi::api().split_for_parts();
+    routes
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -46,6 +40,24 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such route",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the route does not take this method",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                // Not the default span: it records the full URI, and with it the SSE
+                // route's `?access_token=`.
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    uri = %auth::redacted_uri(request.uri()),
+                )
+            }),
+        )
         .with_state(state)
 }

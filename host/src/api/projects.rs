@@ -3,47 +3,81 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::{NewProject, Project, ProjectId};
-use crate::project_setup;
+use crate::project_setup::{self, CreatedProject};
 
 /// Body of `POST /projects`. With `template` the project's workspace is created from that
-/// template (see [`crate::project_setup`]); without it the project is only registered.
-#[derive(Debug, Deserialize)]
+/// template (see [`crate::project_setup`]); without it the project gets an empty workspace
+/// (with the Kubernetes executor, a pod from the operator's defaults).
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProject {
+    /// Lowercase letters, digits and `-`, at most 63 characters.
+    #[schema(value_type = ProjectId)]
     pub id: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Create the workspace from this template (see `GET /templates`).
     #[serde(default)]
     pub template: Option<String>,
+    /// Template variables; only with `template`.
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Clone this repository first; only with `template`.
     #[serde(default)]
     pub repo: Option<String>,
+    /// `owner/name` of the forge repository CI builds; only with `template`.
     #[serde(default)]
     pub ci_repo: Option<String>,
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/projects", get(list).post(create))
-        .route("/projects/{id}", get(read).delete(remove))
+/// Answer of `POST /projects`: the project alone, or with its setup when a template was given.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Created {
+    Registered(Project),
+    FromTemplate(Box<CreatedProject>),
 }
 
+/// Answer of `GET /projects`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProjectList {
+    /// The projects the caller may access.
+    pub projects: Vec<Project>,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, remove))
+}
+
+/// Registers a project, or creates its workspace from a template (admin).
+#[utoipa::path(post, path = "/projects", tag = "projects", request_body = CreateProject,
+    security(("bearer" = [])), responses(
+    (status = 201, description = "Created", body = Created),
+    (status = 400, description = "Invalid id, template or variables"),
+    (status = 403, description = "Not an admin"),
+    (status = 404, description = "No such template"),
+    (status = 409, description = "The project exists"),
+    (status = 502, description = "Cloning or CI registration failed"),
+    (status = 503, description = "The workspace (with the Kubernetes executor, the pod) did not become ready; nothing was recorded"),
+))]
 async fn create(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiJson(body): ApiJson<CreateProject>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     principal.require_admin()?;
     if let Some(template) = body.template {
         // The setup service records the project and writes its own audit entry.
@@ -61,7 +95,10 @@ async fn create(
                 },
             )
             .await?;
-        return Ok((StatusCode::CREATED, Json(created)).into_response());
+        return Ok((
+            StatusCode::CREATED,
+            Json(Created::FromTemplate(Box::new(created))),
+        ));
     }
     if !body.vars.is_empty() || body.repo.is_some() || body.ci_repo.is_some() {
         return Err(ApiError::bad_request(
@@ -70,16 +107,16 @@ async fn create(
         ));
     }
     let id = ProjectId::parse(body.id)?;
+    // Provisions the workspace (a pod with the Kubernetes executor) before recording it.
     let project = state
-        .stores
-        .projects
-        .create(NewProject {
+        .setup
+        .register(NewProject {
             id: id.clone(),
             display_name: body.display_name,
         })
         .await
         .map_err(|e| match e {
-            crate::ports::StoreError::Conflict(message) => {
+            project_setup::SetupError::Store(crate::ports::StoreError::Conflict(message)) => {
                 ApiError::new(StatusCode::CONFLICT, "project_exists", message)
             }
             other => other.into(),
@@ -93,13 +130,16 @@ async fn create(
             serde_json::json!({}),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(project)).into_response())
+    Ok((StatusCode::CREATED, Json(Created::Registered(project))))
 }
 
+/// Lists the projects the caller may access.
+#[utoipa::path(get, path = "/projects", tag = "projects", security(("bearer" = [])),
+    responses((status = 200, description = "The projects", body = ProjectList)))]
 async fn list(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ProjectList>, ApiError> {
     let projects: Vec<Project> = state
         .stores
         .projects
@@ -108,9 +148,17 @@ async fn list(
         .into_iter()
         .filter(|p| principal.can_access(&p.id))
         .collect();
-    Ok(Json(serde_json::json!({ "projects": projects })))
+    Ok(Json(ProjectList { projects }))
 }
 
+/// Reads one project.
+#[utoipa::path(get, path = "/projects/{id}", tag = "projects", security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    (status = 200, description = "The project", body = Project),
+    (status = 400, description = "Malformed id"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such project"),
+))]
 async fn read(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -120,23 +168,37 @@ async fn read(
     Ok(Json(state.stores.projects.get(&id).await?))
 }
 
+/// Removes a project with no running command (admin).
+#[utoipa::path(delete, path = "/projects/{id}", tag = "projects", security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    (status = 204, description = "Removed"),
+    (status = 400, description = "Malformed id"),
+    (status = 403, description = "Not an admin"),
+    (status = 404, description = "No such project"),
+    (status = 409, description = "A command of the project is running"),
+    (status = 503, description = "The project's pod or volume could not be deleted; repeat the request"),
+))]
 async fn remove(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    state
-        .stores
-        .projects
-        .delete(&id)
-        .await
-        .map_err(|e| match e {
-            crate::ports::StoreError::Conflict(message) => {
-                ApiError::new(StatusCode::CONFLICT, "project_busy", message)
-            }
-            other => other.into(),
-        })?;
+    let deleted = state.stores.projects.delete(&id).await;
+    if matches!(
+        deleted,
+        Ok(()) | Err(crate::ports::StoreError::NotFound { .. })
+    ) {
+        // Also for an unknown id, so a DELETE retried after the workspace could not be
+        // removed finishes the job.
+        state.setup.remove_workspace(&id).await?;
+    }
+    deleted.map_err(|e| match e {
+        crate::ports::StoreError::Conflict(message) => {
+            ApiError::new(StatusCode::CONFLICT, "project_busy", message)
+        }
+        other => other.into(),
+    })?;
     state
         .audit(
             &principal,

@@ -2,32 +2,65 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::error::ApiError;
 use super::state::AppState;
-use crate::registry::RegistryError;
+use crate::registry::{ProviderStatus, RegistryError};
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/providers", get(list))
-        .route("/providers/reload", post(reload))
+/// Answer of `GET /providers`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderList {
+    pub providers: Vec<ProviderStatus>,
 }
 
-async fn list(
-    State(state): State<Arc<AppState>>,
-    Auth(_principal): Auth,
-) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "providers": state.registry.statuses() }))
+/// A plugin whose files did not load.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FailedPlugin {
+    pub name: String,
+    pub reason: String,
 }
 
+/// Answer of `POST /providers/reload` (also the audit entry's details).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReloadSummary {
+    pub loaded: Vec<String>,
+    pub failed: Vec<FailedPlugin>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(reload))
+}
+
+/// Lists the registered providers and their load state.
+#[utoipa::path(get, path = "/providers", tag = "providers", security(("bearer" = [])),
+    responses((status = 200, description = "The providers", body = ProviderList)))]
+async fn list(State(state): State<Arc<AppState>>, Auth(_principal): Auth) -> Json<ProviderList> {
+    Json(ProviderList {
+        providers: state.registry.statuses(),
+    })
+}
+
+/// Reloads the plugins directory now (admin); failed plugins keep their old version.
+#[utoipa::path(post, path = "/providers/reload", tag = "providers", security(("bearer" = [])),
+    responses(
+    (status = 200, description = "What the reload did", body = ReloadSummary),
+    (status = 403, description = "Not an admin"),
+))]
 async fn reload(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ReloadSummary>, ApiError> {
     principal.require_admin()?;
     let summary = reload_and_audit(&state, principal.actor())
         .await
@@ -40,22 +73,27 @@ async fn reload(
 pub async fn reload_and_audit(
     state: &AppState,
     actor: String,
-) -> Result<serde_json::Value, RegistryError> {
+) -> Result<ReloadSummary, RegistryError> {
     let report = state.registry.reload().await?;
     state.metrics.plugin_reloads.inc();
-    let failed: Vec<serde_json::Value> = report
-        .failed
-        .iter()
-        .map(|(name, reason)| serde_json::json!({"name": name, "reason": reason}))
-        .collect();
-    let summary = serde_json::json!({
-        "loaded": report.loaded,
-        "failed": failed,
-        "removed": report.removed,
-        "unchanged": report.unchanged,
-    });
+    let summary = ReloadSummary {
+        loaded: report.loaded,
+        failed: report
+            .failed
+            .into_iter()
+            .map(|(name, reason)| FailedPlugin { name, reason })
+            .collect(),
+        removed: report.removed,
+        unchanged: report.unchanged,
+    };
     state
-        .audit_as(actor, "providers.reloaded", None, None, summary.clone())
+        .audit_as(
+            actor,
+            "providers.reloaded",
+            None,
+            None,
+            serde_json::to_value(&summary).unwrap_or_default(),
+        )
         .await;
     Ok(summary)
 }

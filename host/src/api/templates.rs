@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiPath, ApiQuery};
@@ -17,23 +19,34 @@ use crate::domain::{CiRegistration, ProjectId};
 use crate::project_setup::{CiStatus, SetupError};
 use crate::templates::TemplateInfo;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/templates", get(list))
-        .route("/projects/{id}/ci", get(ci_status).post(register_ci))
+/// Answer of `GET /templates`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateInfo>,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(ci_status, register_ci))
 }
 
 impl From<SetupError> for ApiError {
     fn from(error: SetupError) -> Self {
         let status =
             StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() && status != StatusCode::BAD_GATEWAY {
+        let passes_through = matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+        );
+        if status.is_server_error() && !passes_through {
             return Self::internal("setting up the project", error);
         }
         let code = match &error {
             SetupError::InvalidId(_) => "invalid_id",
             SetupError::Template(_) => "invalid_template",
             SetupError::Seed(_) => "workspace",
+            SetupError::Provision(_) => "workspace_unavailable",
             SetupError::Store(_) => "store",
             SetupError::CiNotConfigured => "ci_not_configured",
             SetupError::NoCiRepo(_) => "no_ci_repo",
@@ -44,20 +57,34 @@ impl From<SetupError> for ApiError {
     }
 }
 
-async fn list(
-    State(state): State<Arc<AppState>>,
-    Auth(_principal): Auth,
-) -> Json<serde_json::Value> {
-    let templates: Vec<TemplateInfo> = state.setup.templates();
-    Json(serde_json::json!({ "templates": templates }))
+/// Lists the project templates (built-in and the operator's).
+#[utoipa::path(get, path = "/templates", tag = "templates", security(("bearer" = [])),
+    responses((status = 200, description = "The templates", body = TemplateList)))]
+async fn list(State(state): State<Arc<AppState>>, Auth(_principal): Auth) -> Json<TemplateList> {
+    Json(TemplateList {
+        templates: state.setup.templates(),
+    })
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /projects/{id}/ci`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CiQuery {
+    /// Include the last pipeline's log lines.
     #[serde(default)]
     logs: bool,
 }
 
+/// The project's CI registration and its last pipeline.
+#[utoipa::path(get, path = "/projects/{id}/ci", tag = "templates", security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id"), CiQuery), responses(
+    (status = 200, description = "CI state", body = CiStatus),
+    (status = 400, description = "Invalid id or query"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such project or setup"),
+    (status = 409, description = "CI is not configured on this server"),
+    (status = 502, description = "The CI server failed"),
+))]
 async fn ci_status(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -74,6 +101,16 @@ async fn ci_status(
     ))
 }
 
+/// Retries the project's CI registration (admin).
+#[utoipa::path(post, path = "/projects/{id}/ci", tag = "templates", security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    (status = 200, description = "The registration", body = CiRegistration),
+    (status = 400, description = "Invalid id"),
+    (status = 403, description = "Not an admin"),
+    (status = 404, description = "No such project or setup"),
+    (status = 409, description = "CI is not configured, or the project has no forge repository or a secret's credential"),
+    (status = 502, description = "The CI server failed"),
+))]
 async fn register_ci(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Auth, generate_id, generate_secret};
 use super::error::{ApiError, ApiJson, ApiPath};
@@ -15,26 +17,36 @@ use super::state::AppState;
 use crate::domain::{ApiToken, NewToken, ProjectId, TokenRole, token_digest};
 
 /// Body of `POST /tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateToken {
+    /// 1 to 128 characters, for the audit log.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     pub role: TokenRole,
+    /// Required for `member` tokens; ignored for `admin`.
     #[serde(default)]
     pub projects: Vec<ProjectId>,
 }
 
 /// Answer to `POST /tokens`: the only time the secret is shown.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
+    /// The secret, shown only now.
     pub token: String,
     #[serde(flatten)]
     pub info: ApiToken,
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/tokens", get(list).post(create))
-        .route("/tokens/{id}", delete(revoke))
+/// Answer of `GET /tokens`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<ApiToken>,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
 }
 
 /// Issues a token and stores its digest; shared with `rdev serve`'s bootstrap.
@@ -59,6 +71,13 @@ pub async fn issue(
     Ok(CreatedToken { token, info })
 }
 
+/// Issues a token (admin); the secret is in this answer only.
+#[utoipa::path(post, path = "/tokens", tag = "tokens", security(("bearer" = [])),
+    request_body = CreateToken, responses(
+    (status = 201, description = "Issued", body = CreatedToken),
+    (status = 400, description = "Invalid name, or a member token without projects"),
+    (status = 403, description = "Not an admin"),
+))]
 async fn create(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
@@ -101,15 +120,27 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// Lists tokens, never their secrets (admin).
+#[utoipa::path(get, path = "/tokens", tag = "tokens", security(("bearer" = [])), responses(
+    (status = 200, description = "The tokens", body = TokenList),
+    (status = 403, description = "Not an admin"),
+))]
 async fn list(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TokenList>, ApiError> {
     principal.require_admin()?;
     let tokens = state.stores.tokens.list().await?;
-    Ok(Json(serde_json::json!({ "tokens": tokens })))
+    Ok(Json(TokenList { tokens }))
 }
 
+/// Revokes a token (admin); requests with it fail from now on.
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Token id (`tok-…`)")), responses(
+    (status = 200, description = "The revoked token", body = ApiToken),
+    (status = 403, description = "Not an admin"),
+    (status = 404, description = "No such token"),
+))]
 async fn revoke(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,

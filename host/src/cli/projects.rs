@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::adapters::local::seed::LocalSeeder;
+use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use crate::domain::QueueConfig;
@@ -114,6 +114,7 @@ pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
             let service = ProjectSetupService::new(
                 &stores,
                 Arc::new(LocalSeeder::new(args.data_dir.join("projects"))),
+                Arc::new(LocalProvisioner),
                 ci,
                 Some(templates_dir),
             );

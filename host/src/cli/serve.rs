@@ -5,6 +5,7 @@
 //! Precedence: flags, then `RDEV_*` environment variables, then the TOML file named by
 //! `--config`, then the defaults. SIGHUP reloads the plugins (as `POST /providers/reload`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,11 @@ use clap::Args;
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::adapters::kubernetes::Credentials;
 use crate::adapters::woodpecker::WoodpeckerConfig;
 use crate::api::AppState;
 use crate::api::providers::reload_and_audit;
-use crate::server::{ExecutorKind, ServeConfig, Server, write_atomically};
+use crate::server::{ExecutorKind, KubernetesServeConfig, ServeConfig, Server, write_atomically};
 
 /// Arguments of `rdev serve`.
 #[derive(Debug, Args)]
@@ -43,9 +45,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RDEV_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// TOML file with any of: listen, data_dir, plugins_dir, database_url, executor,
-    /// admin_token, max_running_per_project, ci_poll_interval_secs.
+    /// admin_token, max_running_per_project, ci_poll_interval_secs, and a [kubernetes] table
+    /// (see docs/kubernetes.md).
     #[arg(long, env = "RDEV_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
     /// Written with the bound address (`host:port`) once the server accepts requests.
     #[arg(long, env = "RDEV_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -53,6 +58,125 @@ pub struct ServeArgs {
     /// `RDEV_WOODPECKER_URL`) [default: 15].
     #[arg(long, env = "RDEV_CI_POLL_INTERVAL_SECS")]
     pub ci_poll_interval_secs: Option<u64>,
+}
+
+/// Where the Kubernetes executor finds the cluster; only read with `--executor kubernetes`.
+/// One source is used: the API URL, else in-cluster, else a kubeconfig (path and/or
+/// context), else in-cluster when running in a pod and the default kubeconfig otherwise.
+#[derive(Debug, Default, Args)]
+pub struct KubernetesArgs {
+    /// Namespace of the project pods [default: rdev].
+    #[arg(long = "kubernetes-namespace", env = "RDEV_KUBERNETES_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Use the pod's service account.
+    #[arg(long = "kubernetes-in-cluster", env = "RDEV_KUBERNETES_IN_CLUSTER")]
+    pub in_cluster: bool,
+    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config].
+    #[arg(long = "kubeconfig", env = "RDEV_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: the current one].
+    #[arg(long = "kubernetes-context", env = "RDEV_KUBERNETES_CONTEXT")]
+    pub context: Option<String>,
+    /// An API server URL used without credentials, as behind `kubectl proxy`.
+    #[arg(long = "kubernetes-api-url", env = "RDEV_KUBERNETES_API_URL")]
+    pub api_url: Option<String>,
+    /// Image of project pods whose template names none [default: buildpack-deps:bookworm-scm].
+    #[arg(long = "kubernetes-image", env = "RDEV_KUBERNETES_IMAGE")]
+    pub image: Option<String>,
+}
+
+/// The `[kubernetes]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesFile {
+    pub namespace: Option<String>,
+    pub in_cluster: Option<bool>,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub api_url: Option<String>,
+    /// Label marking project pods (value `true`).
+    pub project_label: Option<String>,
+    /// Label carrying the project id.
+    pub project_id_label: Option<String>,
+    /// Container to exec into, for pods with sidecars.
+    pub container: Option<String>,
+    pub workspace_dir: Option<String>,
+    pub home_dir: Option<String>,
+    pub state_dir: Option<String>,
+    /// How long project creation waits for a pod to become Ready [default: 300].
+    pub ready_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub pod: PodFile,
+}
+
+/// `[kubernetes.pod]`: the operator's defaults for project pods.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodFile {
+    pub image: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub storage: Option<String>,
+    pub storage_class: Option<String>,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl KubernetesArgs {
+    /// Flags/environment over the file's table over the defaults.
+    fn resolve(self, file: KubernetesFile) -> KubernetesServeConfig {
+        let mut config = KubernetesServeConfig::default();
+        let url = self.api_url.or(file.api_url);
+        let in_cluster = self.in_cluster || file.in_cluster.unwrap_or(false);
+        let kubeconfig = self.kubeconfig.or(file.kubeconfig);
+        let context = self.context.or(file.context);
+        config.credentials = if let Some(url) = url {
+            Some(Credentials::Url(url))
+        } else if in_cluster {
+            Some(Credentials::InCluster)
+        } else if kubeconfig.is_some() || context.is_some() {
+            Some(Credentials::Kubeconfig {
+                path: kubeconfig,
+                context,
+            })
+        } else {
+            None
+        };
+        let executor = &mut config.executor;
+        if let Some(namespace) = self.namespace.or(file.namespace) {
+            executor.namespace = namespace;
+        }
+        let set = |target: &mut String, value: Option<String>| {
+            if let Some(value) = value {
+                *target = value;
+            }
+        };
+        set(&mut executor.project_label, file.project_label);
+        set(&mut executor.project_id_label, file.project_id_label);
+        set(&mut executor.workspace_dir, file.workspace_dir);
+        set(&mut executor.home_dir, file.home_dir);
+        set(&mut executor.state_dir, file.state_dir);
+        if file.container.is_some() {
+            executor.container = file.container;
+        }
+        if let Some(secs) = file.ready_timeout_secs {
+            config.ready_timeout = Duration::from_secs(secs);
+        }
+        let pod = &mut config.pod;
+        set(&mut pod.image, self.image.or(file.pod.image));
+        set(&mut pod.storage, file.pod.storage);
+        if let Some(command) = file.pod.command {
+            pod.command = command;
+        }
+        pod.storage_class = file.pod.storage_class;
+        pod.cpu = file.pod.cpu;
+        pod.memory = file.pod.memory;
+        pod.service_account = file.pod.service_account;
+        pod.labels = file.pod.labels;
+        config
+    }
 }
 
 /// The optional TOML configuration file.
@@ -69,6 +193,8 @@ pub struct FileConfig {
     pub max_running_per_project: Option<u32>,
     /// Seconds between polls of unfinished CI pipelines [default: 15].
     pub ci_poll_interval_secs: Option<u64>,
+    #[serde(default)]
+    pub kubernetes: KubernetesFile,
 }
 
 impl ServeArgs {
@@ -93,6 +219,7 @@ impl ServeArgs {
         config.plugins_dir = self.plugins_dir.or(file.plugins_dir);
         config.database_url = self.database_url.or(file.database_url);
         config.executor = self.executor.or(file.executor).unwrap_or_default();
+        config.kubernetes = self.kubernetes.resolve(file.kubernetes);
         config.admin_token = self.admin_token.or(file.admin_token);
         if let Some(limit) = file.max_running_per_project {
             config.queue.max_running_per_project = (limit > 0).then_some(limit);
@@ -182,7 +309,7 @@ async fn reload_on_sighup(state: Arc<AppState>) {
     };
     while hangups.recv().await.is_some() {
         match reload_and_audit(&state, SIGHUP_ACTOR.to_owned()).await {
-            Ok(summary) => tracing::info!(%summary, "plugins reloaded on SIGHUP"),
+            Ok(summary) => tracing::info!(?summary, "plugins reloaded on SIGHUP"),
             Err(error) => tracing::error!(%error, "reloading plugins on SIGHUP failed"),
         }
     }
@@ -201,9 +328,88 @@ mod tests {
             executor: None,
             admin_token: None,
             config: None,
+            kubernetes: KubernetesArgs::default(),
             ready_file: None,
             ci_poll_interval_secs: None,
         }
+    }
+
+    #[test]
+    fn the_kubernetes_table_configures_cluster_namespace_and_pod_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rdev.toml");
+        std::fs::write(
+            &path,
+            "executor = \"kubernetes\"\n\
+             [kubernetes]\nkubeconfig = \"/etc/rdev/kubeconfig\"\ncontext = \"prod\"\n\
+             namespace = \"projects\"\nready_timeout_secs = 60\n\
+             [kubernetes.pod]\nimage = \"ghcr.io/acme/ws:1\"\ncpu = \"2\"\n\
+             labels = { team = \"dev\" }\n",
+        )
+        .expect("write");
+        let mut args = empty();
+        args.config = Some(path);
+        args.kubernetes.namespace = Some("from-flag".into());
+        let config = args.resolve().expect("valid");
+        assert_eq!(config.executor, ExecutorKind::Kubernetes);
+        let kube = &config.kubernetes;
+        assert_eq!(kube.executor.namespace, "from-flag");
+        assert_eq!(
+            kube.credentials,
+            Some(Credentials::Kubeconfig {
+                path: Some("/etc/rdev/kubeconfig".into()),
+                context: Some("prod".into()),
+            })
+        );
+        assert_eq!(kube.ready_timeout, Duration::from_secs(60));
+        assert_eq!(kube.pod.image, "ghcr.io/acme/ws:1");
+        assert_eq!(kube.pod.cpu.as_deref(), Some("2"));
+        assert_eq!(kube.pod.labels["team"], "dev");
+    }
+
+    #[test]
+    fn the_command_line_selects_the_kubernetes_executor() {
+        use clap::{CommandFactory, Parser};
+        crate::cli::Cli::command().debug_assert();
+        let cli = crate::cli::Cli::try_parse_from([
+            "rdev",
+            "serve",
+            "--executor",
+            "kubernetes",
+            "--kubernetes-namespace",
+            "projects",
+            "--kubeconfig",
+            "/etc/rdev/kubeconfig",
+            "--kubernetes-image",
+            "ghcr.io/acme/ws:2",
+        ])
+        .expect("valid command line");
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let config = args.resolve().expect("valid");
+        assert_eq!(config.executor, ExecutorKind::Kubernetes);
+        assert_eq!(config.kubernetes.executor.namespace, "projects");
+        assert_eq!(config.kubernetes.pod.image, "ghcr.io/acme/ws:2");
+        assert_eq!(
+            config.kubernetes.credentials,
+            Some(Credentials::Kubeconfig {
+                path: Some("/etc/rdev/kubeconfig".into()),
+                context: None,
+            })
+        );
+    }
+
+    #[test]
+    fn an_api_url_wins_over_other_cluster_sources() {
+        let mut args = empty();
+        args.kubernetes.api_url = Some("http://127.0.0.1:8001".into());
+        args.kubernetes.in_cluster = true;
+        let config = args.resolve().expect("valid");
+        assert_eq!(
+            config.kubernetes.credentials,
+            Some(Credentials::Url("http://127.0.0.1:8001".into()))
+        );
     }
 
     #[test]

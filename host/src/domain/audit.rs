@@ -23,7 +23,7 @@ pub struct NewAuditEntry {
 }
 
 /// A stored entry with its place in the chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: i64,
     pub at: DateTime<Utc>,

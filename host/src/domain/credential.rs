@@ -58,6 +58,14 @@ impl From<CredentialName> for String {
     }
 }
 
+impl utoipa::PartialSchema for CredentialName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::ids::string_schema("^[A-Za-z_][A-Za-z0-9_]*$", Some(Self::MAX_LEN))
+    }
+}
+
+impl utoipa::ToSchema for CredentialName {}
+
 impl fmt::Display for CredentialName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

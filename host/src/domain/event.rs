@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::command::CommandStatus;
 use super::result::AgentResult;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputStream {
     Stdout,
@@ -14,7 +14,7 @@ pub enum OutputStream {
 }
 
 /// Token counts as agents report them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -25,7 +25,7 @@ pub struct Usage {
 }
 
 /// One thing a provider saw while running.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentEvent {
     /// The agent started: its session and environment.
@@ -147,14 +147,14 @@ impl AgentEvent {
 
 /// What a command's event stream carries: the provider's events, the host's status
 /// changes, and one terminal event that ends the stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum StreamEvent {
     Agent(AgentEvent),
     Host(HostEvent),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HostEvent {
     /// The command moved to a non-terminal status (e.g. it started running).

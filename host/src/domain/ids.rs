@@ -39,6 +39,23 @@ fn check_label(kind: &'static str, value: &str, max: usize) -> Result<(), IdErro
     Ok(())
 }
 
+/// [`check_label`] as a regular expression, for the OpenAPI document: clients and fuzzers
+/// generate valid ids from it.
+const LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$";
+
+/// The OpenAPI schema of an id: a string with its syntax.
+pub(crate) fn string_schema(
+    pattern: &str,
+    max_length: Option<usize>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(pattern))
+        .min_length(Some(1))
+        .max_length(max_length)
+        .into()
+}
+
 macro_rules! label_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr) => {
         $(#[$doc])*
@@ -80,6 +97,14 @@ macro_rules! label_id {
                 f.write_str(&self.0)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                string_schema(LABEL_PATTERN, Some($max))
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl std::str::FromStr for $name {
             type Err = IdError;
@@ -148,6 +173,14 @@ impl From<CommandId> for String {
         value.0
     }
 }
+
+impl utoipa::PartialSchema for CommandId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema("^cmd-[0-9a-f]{32}$", None)
+    }
+}
+
+impl utoipa::ToSchema for CommandId {}
 
 impl fmt::Display for CommandId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,7 +7,7 @@ use super::ids::ProjectId;
 
 /// A registered project. Commands can only be queued for projects that exist, so a typo in
 /// a URL cannot create an orphan queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Project {
     pub id: ProjectId,
     /// Human-readable name; the id stays the stable key.

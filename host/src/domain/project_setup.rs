@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::ProjectId;
 
 /// Where CI registration stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CiState {
     /// Not attempted yet.
@@ -48,7 +48,7 @@ impl std::str::FromStr for CiState {
 }
 
 /// The CI half of a setup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CiRegistration {
     pub state: CiState,
     /// The CI server's repository id, once activated.
@@ -88,7 +88,7 @@ pub struct NewProjectSetup {
 }
 
 /// A stored setup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProjectSetup {
     pub project_id: ProjectId,
     pub template: String,

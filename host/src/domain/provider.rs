@@ -6,7 +6,7 @@ use super::ids::ProviderName;
 
 /// What a provider can do; clients use it to decide which controls to offer, the queue to
 /// decide whether a run that lost its host may be retried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capabilities {
     pub streaming: bool,
     pub session_resume: bool,

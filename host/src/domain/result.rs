@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::Usage;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultStatus {
     /// The provider judged the work a success (for an agent: its own final result).
@@ -16,7 +16,7 @@ pub enum ResultStatus {
     Cancelled,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentResult {
     pub status: ResultStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +36,7 @@ pub struct AgentResult {
     pub num_turns: Option<u32>,
     /// Wall time of the execution as the host measured it.
     #[serde(rename = "duration_ms", with = "duration_ms")]
+    #[schema(value_type = u64)]
     pub duration: Duration,
     /// Provider-specific details (e.g. permission denials), untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use super::ids::ProjectId;
 pub const TOKEN_PREFIX: &str = "rdev_";
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenRole {
     /// Everything, including providers, credentials, tokens and the audit log.
@@ -42,7 +42,7 @@ impl std::str::FromStr for TokenRole {
 }
 
 /// A stored token, without its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     /// `tok-` and a UUIDv7: what revocation and the audit log name.
     pub id: String,

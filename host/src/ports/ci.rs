@@ -59,7 +59,7 @@ pub struct CiSecret {
 
 /// A pipeline's state. `status` is CI's word (`pending`, `running`, `success`, `failure`,
 /// `killed`, `error`, …); [`Pipeline::is_finished`] says whether it can still change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pipeline {
     pub number: i64,
     pub status: String,
@@ -73,7 +73,7 @@ pub struct Pipeline {
 }
 
 /// One step of a pipeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineStep {
     pub id: i64,
     pub name: String,
@@ -82,7 +82,7 @@ pub struct PipelineStep {
 }
 
 /// One line of a step's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     pub step: String,
     pub line: i64,

@@ -21,6 +21,8 @@ pub use store::{
 pub mod ci;
 pub use ci::{Ci, CiError, CiRepo, CiSecret, FINISHED_STATUSES, LogLine, Pipeline, PipelineStep};
 pub mod project_setup;
-pub use project_setup::{ProjectSetupStore, SeedError, WorkspaceSeeder};
+pub use project_setup::{
+    ProjectSetupStore, ProvisionError, SeedError, WorkspaceProvisioner, WorkspaceSeeder,
+};
 pub mod tokens;
 pub use tokens::TokenStore;

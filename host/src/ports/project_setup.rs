@@ -8,7 +8,7 @@ use super::store::StoreError;
 use crate::domain::{
     CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
 };
-use crate::templates::{RenderReport, RenderedFile};
+use crate::templates::{RenderReport, RenderedFile, WorkspaceSpec};
 
 /// Setups, stored beside the projects they describe.
 #[async_trait]
@@ -83,4 +83,68 @@ pub trait WorkspaceSeeder: Send + Sync {
     -> Result<Option<String>, SeedError>;
     /// Removes a workspace whose creation failed half-way.
     async fn discard(&self, project: &ProjectId) -> Result<(), SeedError>;
+}
+
+/// Refuses clone URLs a caller could abuse: option-like or control characters always, and
+/// the host's filesystem (`file://`, absolute paths) unless `allow_local`, since a caller
+/// could otherwise copy any repository the server can read (another project's, for one).
+pub fn check_repo_url(url: &str, allow_local: bool) -> Result<(), SeedError> {
+    let refused = |reason: &str| SeedError::RepoRefused {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if url.starts_with('-') || url.chars().any(char::is_control) {
+        return Err(refused("not a URL"));
+    }
+    let network = url.starts_with("https://")
+        || url.starts_with("ssh://")
+        || (url.starts_with("git@") && url.contains(':'));
+    let local = url.starts_with("file://") || url.starts_with('/');
+    if network || (local && allow_local) {
+        Ok(())
+    } else if local {
+        Err(refused("cloning from the host's filesystem is disabled"))
+    } else {
+        Err(refused(
+            "only https://, ssh:// and git@host: URLs are accepted",
+        ))
+    }
+}
+
+/// Why a project's workspace could not be provisioned or released.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvisionError {
+    /// Its resources exist already (another project's, or a leftover): nothing was touched.
+    #[error("the workspace resources of project {0} already exist")]
+    Exists(String),
+    #[error(
+        "the workspace of project {project} did not become ready within {timeout_secs}s: {reason}"
+    )]
+    Timeout {
+        project: String,
+        timeout_secs: u64,
+        reason: String,
+    },
+    #[error("the workspace of project {project} could not be {action}: {reason}")]
+    Failed {
+        project: String,
+        action: &'static str,
+        reason: String,
+    },
+}
+
+/// Creates and removes the compute a project's workspace lives in (a pod and its volume with
+/// the Kubernetes executor), so project creation does not depend on which executor runs.
+#[async_trait]
+pub trait WorkspaceProvisioner: Send + Sync {
+    /// Creates the workspace from `spec` (the template's wishes; empty fields take the
+    /// operator's defaults) and returns once commands can run in it. On failure nothing is
+    /// left behind, except on `Exists`, where nothing was created.
+    async fn provision(
+        &self,
+        project: &ProjectId,
+        spec: &WorkspaceSpec,
+    ) -> Result<(), ProvisionError>;
+    /// Removes the workspace and its data; a missing one is not an error.
+    async fn deprovision(&self, project: &ProjectId) -> Result<(), ProvisionError>;
 }

@@ -1,6 +1,11 @@
-//! Creating a project from a template: validate, seed the workspace (clone, render, first
-//! commit), record the project with its template and variables, then register it with CI.
+//! Creating a project from a template: validate, provision the workspace (a pod and volume
+//! with the Kubernetes executor), seed it (clone, render, first commit), record the project
+//! with its template and variables, then register it with CI.
 //! A CI failure never undoes the project: it is recorded, audited and can be retried.
+//!
+//! Provisioning or seeding failing (a pod that never becomes Ready, a clone that fails)
+//! removes what was created and writes no project record, so the same request can simply be
+//! retried; only CI registration happens after the record exists.
 //!
 //! The HTTP API mounts this service; it depends only on ports, so any executor's seeder and
 //! any CI adapter plug in.
@@ -17,8 +22,10 @@ use crate::domain::{
 };
 use crate::ports::{
     AuditLog, Ci, CiError, CiSecret, FINISHED_STATUSES, LogLine, Pipeline, ProjectSetupStore,
-    SecretResolver, SeedError, StoreError, Stores, WorkspaceSeeder,
+    ProjectStore, ProvisionError, SecretResolver, SeedError, StoreError, Stores,
+    WorkspaceProvisioner, WorkspaceSeeder,
 };
+use crate::templates::WorkspaceSpec;
 use crate::templates::{RenderReport, Template, TemplateCatalog, TemplateError, TemplateInfo};
 
 pub mod poller;
@@ -42,7 +49,7 @@ pub struct CreateProject {
 }
 
 /// What creation did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CreatedProject {
     pub project: Project,
     pub setup: ProjectSetup,
@@ -52,7 +59,7 @@ pub struct CreatedProject {
 }
 
 /// `GET /projects/{id}/ci`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CiStatus {
     pub ci_repo: Option<String>,
     pub registration: CiRegistration,
@@ -92,6 +99,8 @@ pub enum SetupError {
     #[error(transparent)]
     Seed(#[from] SeedError),
     #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("CI is not configured on this server")]
     CiNotConfigured,
@@ -122,6 +131,8 @@ impl SetupError {
             Self::Seed(SeedError::Exists(_)) => 409,
             Self::Seed(SeedError::RepoRefused { .. }) => 400,
             Self::Seed(SeedError::Failed { .. }) => 500,
+            Self::Provision(ProvisionError::Exists(_)) => 409,
+            Self::Provision(_) => 503,
             Self::Store(StoreError::NotFound { .. }) => 404,
             Self::Store(StoreError::Conflict(_)) => 409,
             Self::Store(StoreError::Invalid(_)) => 400,
@@ -147,9 +158,11 @@ pub fn forge_full_name(url: &str) -> Option<String> {
 #[derive(Clone)]
 pub struct ProjectSetupService {
     setups: Arc<dyn ProjectSetupStore>,
+    projects: Arc<dyn ProjectStore>,
     audit: Arc<dyn AuditLog>,
     secrets: Arc<dyn SecretResolver>,
     seeder: Arc<dyn WorkspaceSeeder>,
+    provisioner: Arc<dyn WorkspaceProvisioner>,
     ci: Option<Arc<dyn Ci>>,
     templates_dir: Option<PathBuf>,
 }
@@ -164,20 +177,24 @@ impl std::fmt::Debug for ProjectSetupService {
 }
 
 impl ProjectSetupService {
-    /// Wires the service to one database's stores, a seeder for the configured executor, a
-    /// CI client (`None`: projects are created without CI) and the operator's templates dir.
+    /// Wires the service to one database's stores, a seeder and a provisioner for the
+    /// configured executor, a CI client (`None`: projects are created without CI) and the
+    /// operator's templates dir.
     pub fn new(
         stores: &Stores,
         seeder: Arc<dyn WorkspaceSeeder>,
+        provisioner: Arc<dyn WorkspaceProvisioner>,
         ci: Option<Arc<dyn Ci>>,
         templates_dir: Option<PathBuf>,
     ) -> Self {
         let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
         Self {
             setups: stores.setups.clone(),
+            projects: stores.projects.clone(),
             audit: stores.audit.clone(),
             secrets,
             seeder,
+            provisioner,
             ci,
             templates_dir,
         }
@@ -216,9 +233,20 @@ impl ProjectSetupService {
         }
         let settings = &template.manifest.woodpecker;
 
-        self.seeder
-            .create(&id, request.repo.as_deref(), &settings.branch)
+        self.refuse_existing(&id).await?;
+        self.provisioner
+            .provision(&id, &template.manifest.workspace)
             .await?;
+        if let Err(error) = self
+            .seeder
+            .create(&id, request.repo.as_deref(), &settings.branch)
+            .await
+        {
+            if !matches!(error, SeedError::Exists(_)) {
+                self.release(&id).await;
+            }
+            return Err(error.into());
+        }
         let seeded = async {
             let report = self.seeder.write(&id, files).await?;
             let message = format!("Create project {id} from template {}", template.name());
@@ -255,6 +283,7 @@ impl ProjectSetupService {
                 if let Err(cleanup) = self.seeder.discard(&id).await {
                     tracing::warn!(project = %id, %cleanup, "could not remove a half-created workspace");
                 }
+                self.release(&id).await;
                 return Err(error);
             }
         };
@@ -284,6 +313,53 @@ impl ProjectSetupService {
             files,
             commit,
         })
+    }
+
+    /// `POST /projects` without a template: provisions an empty workspace from the
+    /// operator's defaults, then records the project. A failure leaves no record and no
+    /// workspace behind.
+    pub async fn register(&self, project: NewProject) -> Result<Project, SetupError> {
+        let id = project.id.clone();
+        self.refuse_existing(&id).await?;
+        self.provisioner
+            .provision(&id, &WorkspaceSpec::default())
+            .await?;
+        match self.projects.create(project).await {
+            Ok(project) => Ok(project),
+            Err(error) => {
+                // A conflict means another request recorded the id first: its workspace is
+                // the one just found existing by the provisioner, or ours; leave it.
+                if !matches!(error, StoreError::Conflict(_)) {
+                    self.release(&id).await;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Removes a deleted project's workspace (pod and volume). Safe to repeat, so a `DELETE`
+    /// retried after a failure here finishes the job.
+    pub async fn remove_workspace(&self, id: &ProjectId) -> Result<(), SetupError> {
+        Ok(self.provisioner.deprovision(id).await?)
+    }
+
+    /// `Conflict` before anything is provisioned, so a second create never touches the
+    /// workspace of the project that owns the id.
+    async fn refuse_existing(&self, id: &ProjectId) -> Result<(), SetupError> {
+        match self.projects.get(id).await {
+            Ok(_) => Err(SetupError::Store(StoreError::Conflict(format!(
+                "project {id} already exists"
+            )))),
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Best-effort removal of a workspace whose project was not recorded.
+    async fn release(&self, id: &ProjectId) {
+        if let Err(cleanup) = self.provisioner.deprovision(id).await {
+            tracing::warn!(project = %id, %cleanup, "could not release a half-created workspace");
+        }
     }
 
     /// Activates the project's forge repository, sets the template's secrets and triggers a

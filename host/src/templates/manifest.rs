@@ -33,7 +33,7 @@ pub struct TemplateManifest {
 }
 
 /// One typed input of a template.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Variable {
     /// `[a-z_][a-z0-9_]*`: a name minijinja can reference directly.
     pub name: String,
@@ -44,7 +44,7 @@ pub struct Variable {
 }
 
 /// The type of a variable, its default (none: the caller must supply it) and its validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum VariableKind {
     String {
@@ -66,7 +66,7 @@ pub enum VariableKind {
 }
 
 /// Image and resources of the project's pod when the Kubernetes executor is configured.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceSpec {
     pub image: Option<String>,
@@ -77,7 +77,7 @@ pub struct WorkspaceSpec {
 }
 
 /// Woodpecker registration settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WoodpeckerSettings {
     /// False: the project is not registered with CI at all.
@@ -116,7 +116,7 @@ fn default_branch() -> String {
 
 /// A Woodpecker repository secret whose value comes from rdev's credential store, so the
 /// template names the secret but never carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSpec {
     /// The secret's name in Woodpecker (what `from_secret` references).

@@ -121,7 +121,7 @@ pub struct Template {
 }
 
 /// What `GET /templates` shows about a template.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TemplateInfo {
     pub name: String,
     pub description: String,

@@ -20,7 +20,7 @@ pub struct RenderedFile {
 }
 
 /// What rendering into a workspace did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RenderReport {
     pub written: Vec<String>,
     /// Files left alone because the workspace already had them (e.g. from a cloned repo).

@@ -9,6 +9,10 @@
 //! port-forward (`/portforward?ports=P`, a data and an error channel per port, each starting
 //! with the port as two little-endian bytes) to `127.0.0.1:P`.
 //!
+//! It also serves legacy discovery (`/api`, `/apis`, the resource lists) for the kinds rdev
+//! and its deployment manifests use, so `kubectl --dry-run=client` can run against it; any
+//! other path is a `NotFound` status.
+//!
 //! Exec runs the requested command as a local process in the pod's own directory (a
 //! temporary directory per pod), like a container's filesystem would hold it, with only
 //! `PATH` and `HOSTNAME` in its environment. The server binds 127.0.0.1 on an ephemeral port,
@@ -77,6 +81,9 @@ struct Inner {
     root: PathBuf,
     execs: Vec<ExecRecord>,
     v4_only: bool,
+    /// The next port-forward closes its WebSocket after forwarding this many bytes from
+    /// the pod, as a connection dropped by a restarting API server or a proxy would.
+    drop_next_forward_after: Option<usize>,
 }
 
 #[derive(Clone, Default)]
@@ -125,6 +132,17 @@ impl FakeKubeApi {
                 "/api/v1/namespaces/{ns}/pods/{pod}/portforward",
                 get(portforward),
             )
+            .route("/api", get(|| async { axum::Json(core_versions()) }))
+            .route("/apis", get(|| async { axum::Json(group_list()) }))
+            .route("/api/{version}", get(resource_list))
+            .route("/apis/{group}/{version}", get(group_resource_list))
+            .fallback(|uri: axum::http::Uri| async move {
+                status_error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("the server could not find the requested resource ({uri})"),
+                )
+            })
             .with_state(shared.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -190,6 +208,12 @@ impl FakeKubeApi {
         self.shared.lock().start_pending = pending;
     }
 
+    /// Makes the next port-forward close its WebSocket after `bytes` bytes from the pod's port;
+    /// later ones are unaffected.
+    pub fn drop_next_port_forward_after(&self, bytes: usize) {
+        self.shared.lock().drop_next_forward_after = Some(bytes);
+    }
+
     /// The pod as it was created through the API, if it still exists.
     pub fn created_pod(&self, name: &str) -> Option<Value> {
         self.shared.lock().created_pods.get(name).cloned()
@@ -219,6 +243,94 @@ impl FakeKubeApi {
     pub fn root(&self) -> &Path {
         self.root.path()
     }
+}
+
+/// A discoverable resource: plural name, kind, namespaced.
+type Resource = (&'static str, &'static str, bool);
+
+/// The kinds the double's legacy discovery lists, per group version: what rdev creates and
+/// what `examples/deploy/` declares, so `kubectl` can map manifests to resources against it.
+const DISCOVERY: &[(&str, &[Resource])] = &[
+    (
+        "v1",
+        &[
+            ("pods", "Pod", true),
+            ("persistentvolumeclaims", "PersistentVolumeClaim", true),
+            ("services", "Service", true),
+            ("serviceaccounts", "ServiceAccount", true),
+            ("secrets", "Secret", true),
+            ("configmaps", "ConfigMap", true),
+            ("namespaces", "Namespace", false),
+        ],
+    ),
+    ("apps/v1", &[("deployments", "Deployment", true)]),
+    (
+        "rbac.authorization.k8s.io/v1",
+        &[
+            ("roles", "Role", true),
+            ("rolebindings", "RoleBinding", true),
+        ],
+    ),
+];
+
+/// `GET /api`: plain JSON, so clients asking for aggregated discovery fall back to the
+/// legacy documents.
+fn core_versions() -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    })
+}
+
+/// `GET /apis`.
+fn group_list() -> Value {
+    let groups: Vec<Value> = DISCOVERY
+        .iter()
+        .filter_map(|(group_version, _)| group_version.split_once('/'))
+        .map(|(group, version)| {
+            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+            json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resources_of(group_version: &str) -> Response {
+    let Some((_, kinds)) = DISCOVERY.iter().find(|(gv, _)| *gv == group_version) else {
+        return status_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("group version {group_version} is not served"),
+        );
+    };
+    let resources: Vec<Value> = kinds
+        .iter()
+        .map(|(name, kind, namespaced)| {
+            json!({
+                "name": name,
+                "singularName": kind.to_lowercase(),
+                "namespaced": namespaced,
+                "kind": kind,
+                "verbs": ["create", "delete", "get", "list"],
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }))
+    .into_response()
+}
+
+async fn resource_list(UrlPath(version): UrlPath<String>) -> Response {
+    resources_of(&version)
+}
+
+async fn group_resource_list(UrlPath((group, version)): UrlPath<(String, String)>) -> Response {
+    resources_of(&format!("{group}/{version}"))
 }
 
 /// A `metav1.Status` failure, the API server's error body.
@@ -395,6 +507,27 @@ async fn create_pod(
             "InternalError",
             e.to_string(),
         );
+    }
+    // A volume mounted at a path under the double's root gets that directory, as the kubelet
+    // would mount it; tests point the executor's workspace there.
+    let mounts = body["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["volumeMounts"].as_array())
+        .flatten()
+        .filter_map(|m| m["mountPath"].as_str())
+        .map(PathBuf::from)
+        .filter(|path| path.starts_with(&root))
+        .collect::<Vec<_>>();
+    for mount in mounts {
+        if let Err(e) = std::fs::create_dir_all(&mount) {
+            return status_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("mounting {}: {e}", mount.display()),
+            );
+        }
     }
     let pending = shared.lock().start_pending;
     let pod = FakePod {
@@ -719,16 +852,44 @@ async fn portforward(
             "at least one port is required".into(),
         );
     }
+    let drop_after = shared.lock().drop_next_forward_after.take();
     let ws = ws.protocols([V4, "portforward.k8s.io"]);
-    ws.on_upgrade(move |socket| run_portforward(socket, ports))
+    ws.on_upgrade(move |socket| run_portforward(socket, ports, drop_after))
 }
 
-async fn run_portforward(socket: WebSocket, ports: Vec<u16>) {
+/// Forwards up to `limit` bytes of `reader` on `channel`, then closes the WebSocket.
+fn pump_then_drop(
+    mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    channel: u8,
+    tx: mpsc::Sender<Message>,
+    limit: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut left = limit;
+        while left > 0 {
+            let want = left.min(buf.len());
+            match reader.read(&mut buf[..want]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    left -= n;
+                    if tx.send(frame(channel, &buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Message::Close(None)).await;
+    })
+}
+
+async fn run_portforward(socket: WebSocket, ports: Vec<u16>, drop_after: Option<usize>) {
     let (mut sink, mut source) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
-            if sink.send(message).await.is_err() {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
                 break;
             }
         }
@@ -743,7 +904,10 @@ async fn run_portforward(socket: WebSocket, ports: Vec<u16>) {
         match tokio::net::TcpStream::connect(("127.0.0.1", *port)).await {
             Ok(stream) => {
                 let (read, write) = stream.into_split();
-                drop(pump(read, data, tx.clone()));
+                match drop_after {
+                    Some(limit) => drop(pump_then_drop(read, data, tx.clone(), limit)),
+                    None => drop(pump(read, data, tx.clone())),
+                }
                 writers.push(Some(write));
             }
             Err(e) => {

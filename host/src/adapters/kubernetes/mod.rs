@@ -14,6 +14,7 @@
 mod forward;
 mod process;
 mod provision;
+mod seed;
 mod wrapper;
 
 use std::path::PathBuf;
@@ -33,7 +34,8 @@ use crate::ports::{
 
 use forward::ForwardedStream;
 use process::{KubeProcess, Target};
-pub use provision::PodTemplate;
+pub use provision::{KubernetesProvisioner, PodTemplate};
+pub use seed::KubernetesSeeder;
 use wrapper::Handshake;
 
 /// How to reach the API server.
@@ -97,7 +99,12 @@ pub enum KubernetesSetupError {
     Url { url: String, reason: String },
     #[error("Kubernetes client could not be built: {0}")]
     Client(String),
+    #[error("listing pods in namespace {namespace} failed: {reason}")]
+    Access { namespace: String, reason: String },
 }
+
+/// How long the start-up access check waits for the API server.
+const ACCESS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Runs processes in project pods through the API server's exec and port-forward.
 pub struct KubernetesExecutor {
@@ -154,6 +161,22 @@ impl KubernetesExecutor {
         let client = Client::try_from(kube_config)
             .map_err(|e| KubernetesSetupError::Client(e.to_string()))?;
         Ok(Self::new(client, config, secrets))
+    }
+
+    /// Lists at most one pod in the namespace, so a server with an unreachable cluster, bad
+    /// credentials or a missing namespace fails at start-up rather than on the first command.
+    pub async fn check_access(&self) -> Result<(), KubernetesSetupError> {
+        let access = |reason: String| KubernetesSetupError::Access {
+            namespace: self.config.namespace.clone(),
+            reason,
+        };
+        let listed = tokio::time::timeout(
+            ACCESS_CHECK_TIMEOUT,
+            self.pods.list(&ListParams::default().limit(1)),
+        )
+        .await
+        .map_err(|_| access(format!("no answer within {ACCESS_CHECK_TIMEOUT:?}")))?;
+        listed.map(drop).map_err(|e| access(e.to_string()))
     }
 
     /// The settings this executor runs with.

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::domain::ProjectId;
-use crate::ports::project_setup::{SEED_AUTHOR_EMAIL, SEED_AUTHOR_NAME};
-use crate::ports::{SeedError, WorkspaceSeeder};
-use crate::templates::{RenderReport, RenderedFile, write_files};
+use crate::ports::project_setup::{SEED_AUTHOR_EMAIL, SEED_AUTHOR_NAME, check_repo_url};
+use crate::ports::{ProvisionError, SeedError, WorkspaceProvisioner, WorkspaceSeeder};
+use crate::templates::{RenderReport, RenderedFile, WorkspaceSpec, write_files};
 
 use super::STATE_DIR;
 
@@ -39,29 +39,6 @@ impl LocalSeeder {
     fn dir(&self, project: &ProjectId) -> PathBuf {
         // A ProjectId is a DNS label: one harmless path segment.
         self.root.join(project.as_str())
-    }
-
-    fn check_url(&self, url: &str) -> Result<(), SeedError> {
-        let refused = |reason: &str| SeedError::RepoRefused {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if url.starts_with('-') || url.chars().any(char::is_control) {
-            return Err(refused("not a URL"));
-        }
-        let network = url.starts_with("https://")
-            || url.starts_with("ssh://")
-            || (url.starts_with("git@") && url.contains(':'));
-        let local = url.starts_with("file://") || url.starts_with('/');
-        if network || (local && self.allow_local_repos) {
-            Ok(())
-        } else if local {
-            Err(refused("cloning from the host's filesystem is disabled"))
-        } else {
-            Err(refused(
-                "only https://, ssh:// and git@host: URLs are accepted",
-            ))
-        }
     }
 }
 
@@ -123,7 +100,7 @@ impl WorkspaceSeeder for LocalSeeder {
         branch: &str,
     ) -> Result<(), SeedError> {
         if let Some(url) = repo {
-            self.check_url(url)?;
+            check_repo_url(url, self.allow_local_repos)?;
         }
         let failed = |step: &'static str, reason: String| SeedError::Failed {
             project: project.to_string(),
@@ -222,5 +199,25 @@ impl WorkspaceSeeder for LocalSeeder {
                 reason: e.to_string(),
             }),
         }
+    }
+}
+
+/// Local workspaces need no compute of their own: the seeder or the first command creates
+/// the directory. Deleting a project leaves its directory, as before provisioning existed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalProvisioner;
+
+#[async_trait]
+impl WorkspaceProvisioner for LocalProvisioner {
+    async fn provision(
+        &self,
+        _project: &ProjectId,
+        _spec: &WorkspaceSpec,
+    ) -> Result<(), ProvisionError> {
+        Ok(())
+    }
+
+    async fn deprovision(&self, _project: &ProjectId) -> Result<(), ProvisionError> {
+        Ok(())
     }
 }

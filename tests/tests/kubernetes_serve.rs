@@ -1,0 +1,338 @@
+//! `rdev serve` with the Kubernetes executor against the loopback API-server double: project
+//! creation provisions a pod and volume and seeds the template into the pod through exec,
+//! commands (the shell provider and the real `claude` CLI against the fake Messages API) run
+//! in the pod and stream over SSE, deletion removes the pod; a pod that never becomes Ready
+//! leaves nothing behind, and a cluster that cannot be reached stops the server at start-up.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rdev::adapters::kubernetes::{Credentials, KubernetesConfig};
+use rdev::server::{ExecutorKind, ServeConfig, Server};
+use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::doubles::kube_api::FakeKubeApi;
+use rdev_tests::harness::kubernetes::NAMESPACE;
+use rdev_tests::harness::server::{SseEvent, SseReader, TestServer};
+use rdev_tests::harness::{self, claude};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Where the double keeps pod `rdev-<project>`'s files.
+fn pod_dir(api: &FakeKubeApi, project: &str) -> PathBuf {
+    api.root()
+        .canonicalize()
+        .expect("double root")
+        .join(NAMESPACE)
+        .join(format!("rdev-{project}"))
+}
+
+/// Points the server at the double. The double runs commands as local processes, so the
+/// workspace is a host path: the volume mount of pod `rdev-<project>` (the double creates
+/// mount directories under its root).
+fn use_double(config: &mut ServeConfig, api: &FakeKubeApi, project: &str, ready: Duration) {
+    let workspace = pod_dir(api, project).join("workspace");
+    config.executor = ExecutorKind::Kubernetes;
+    let kube = &mut config.kubernetes;
+    kube.credentials = Some(Credentials::Url(api.url()));
+    let mut executor = KubernetesConfig::new(NAMESPACE);
+    executor.workspace_dir = workspace.display().to_string();
+    executor.home_dir = workspace.join(".rdev/home").display().to_string();
+    kube.executor = executor;
+    kube.ready_timeout = ready;
+    kube.ready_poll = Duration::from_millis(20);
+}
+
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = server.request(method, path, Some(&server.admin));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Submits a prompt and follows its stream to the terminal event.
+async fn run_command(
+    server: &TestServer,
+    project: &str,
+    provider: &str,
+    prompt: &str,
+) -> Vec<SseEvent> {
+    let (status, body) = call(
+        server,
+        Method::POST,
+        &format!("/projects/{project}/{provider}"),
+        Some(json!({"prompt": prompt})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let stream_url = body["stream_url"].as_str().expect("stream_url");
+    let response = server
+        .request(Method::GET, stream_url, Some(&server.admin))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = tokio::time::timeout(Duration::from_secs(180), SseReader::new(response).collect())
+        .await
+        .expect("the command finishes");
+    assert_eq!(
+        events.last().and_then(|e| e.event.as_deref()),
+        Some("done"),
+        "{events:?}"
+    );
+    events
+}
+
+fn texts(events: &[SseEvent], kind: &str) -> String {
+    events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some(kind) && e.json()["partial"] != true)
+        .map(|e| e.json()["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(output.status.success(), "git {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
+    let cli = match claude::install() {
+        Ok(cli) => cli,
+        Err(reason) => return harness::skip_or_fail(&reason),
+    };
+    // The double hands exec'd processes this process's PATH.
+    harness::put_on_path(&cli);
+    let anthropic = FakeAnthropic::start().expect("fake Messages API");
+    anthropic.push(Reply::text("Hello from the pod"));
+    let api = FakeKubeApi::start().expect("API double");
+    let project = "kube-e2e";
+    let server = TestServer::sqlite_with(|config| {
+        use_double(config, &api, project, Duration::from_secs(30))
+    })
+    .await;
+    for (name, value) in [
+        ("ANTHROPIC_API_KEY", "sk-ant-kube-e2e".to_owned()),
+        ("ANTHROPIC_BASE_URL", anthropic.base_url()),
+    ] {
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("/credentials/{name}"),
+            Some(json!({"value": value})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    let (status, created) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        Some(json!({"id": project, "template": "blank", "vars": {"title": "Pod project"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    // The pod and its volume, labelled, from the template's image.
+    let pod = api.created_pod("rdev-kube-e2e").expect("pod created");
+    assert_eq!(
+        pod["metadata"]["labels"]["rdev.orchard9.ai/project-id"],
+        project
+    );
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"],
+        "buildpack-deps:bookworm-scm"
+    );
+    let pvc = api.pvc("rdev-kube-e2e-workspace").expect("volume created");
+    assert_eq!(
+        pvc["metadata"]["labels"]["rdev.orchard9.ai/project"],
+        "true"
+    );
+
+    // The template's files and the first commit are in the pod's workspace, put there
+    // through exec.
+    let workspace = pod_dir(&api, project).join("workspace");
+    let readme = std::fs::read_to_string(workspace.join("README.md")).expect("README in the pod");
+    assert!(readme.contains("Pod project"), "{readme}");
+    assert!(workspace.join(".woodpecker.yaml").is_file());
+    let log = git(&workspace, &["log", "--format=%an|%s"]);
+    assert_eq!(log, "rdev|Create project kube-e2e from template blank");
+    assert_eq!(
+        created["commit"].as_str(),
+        Some(git(&workspace, &["rev-parse", "HEAD"]).as_str())
+    );
+    assert_eq!(git(&workspace, &["status", "--porcelain"]), "");
+    let files: Vec<&str> = created["files"]["written"]
+        .as_array()
+        .expect("written")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(files.contains(&"README.md"), "{files:?}");
+    let seeded_by_exec = api
+        .execs()
+        .iter()
+        .any(|e| e.pod == "rdev-kube-e2e" && e.command.iter().any(|a| a == "tar"));
+    assert!(seeded_by_exec, "the files went through exec");
+
+    // A shell command runs in the pod and streams its output.
+    let events = run_command(
+        &server,
+        project,
+        "shell",
+        "echo hello from $HOSTNAME; pwd -P",
+    )
+    .await;
+    assert_eq!(
+        texts(&events, "output"),
+        format!("hello from rdev-kube-e2e\n{}\n", workspace.display())
+    );
+    let done = events.last().expect("done").json();
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // The real claude CLI runs in the pod against the fake Messages API.
+    let events = run_command(&server, project, "claude", "Say hello").await;
+    let done = events.last().expect("done").json();
+    assert_eq!(done["status"], "completed", "{events:?}");
+    assert_eq!(texts(&events, "message"), "Hello from the pod");
+    assert_eq!(done["result"]["final_text"], "Hello from the pod", "{done}");
+    let requests = anthropic.stream_requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].headers["x-api-key"], "sk-ant-kube-e2e");
+    assert!(
+        api.execs()
+            .iter()
+            .any(|e| e.command.iter().any(|a| a == "claude")),
+        "claude was exec'd in the pod"
+    );
+
+    let (status, body) = call(
+        &server,
+        Method::DELETE,
+        &format!("/projects/{project}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(api.created_pod("rdev-kube-e2e").is_none(), "pod deleted");
+    assert!(
+        api.pvc("rdev-kube-e2e-workspace").is_none(),
+        "volume deleted"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_that_never_becomes_ready_leaves_no_project_and_no_resources() {
+    let api = FakeKubeApi::start().expect("API double");
+    api.set_start_pending(true);
+    let server =
+        TestServer::sqlite_with(|config| use_double(config, &api, "stuck", Duration::from_secs(1)))
+            .await;
+    for body in [
+        json!({"id": "stuck", "template": "blank"}),
+        json!({"id": "stuck"}),
+    ] {
+        let (status, error) = call(&server, Method::POST, "/projects", Some(body)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        assert_eq!(error["error"]["code"], "workspace_unavailable", "{error}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("did not become ready"), "{message}");
+        let (status, _) = call(&server, Method::GET, "/projects/stuck", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "no project record");
+        assert!(api.created_pod("rdev-stuck").is_none(), "pod removed");
+        assert!(api.pvc("rdev-stuck-workspace").is_none(), "volume removed");
+    }
+
+    // Retrying once the cluster schedules pods succeeds, without a template too.
+    api.set_start_pending(false);
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        Some(json!({"id": "stuck"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(api.created_pod("rdev-stuck").is_some());
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/projects",
+        Some(json!({"id": "stuck"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        api.created_pod("rdev-stuck").is_some(),
+        "the owner's pod stays"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_stops_the_server_at_start_up() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let data = tempfile::tempdir().expect("data dir");
+    let mut config = ServeConfig::new();
+    config.listen = "127.0.0.1:0".into();
+    config.data_dir = data.path().to_owned();
+    config.plugins_dir = Some(harness::plugins::plugins_dir());
+    config.executor = ExecutorKind::Kubernetes;
+    config.kubernetes.credentials = Some(Credentials::Url(url.clone()));
+    config.kubernetes.executor.namespace = "projects".into();
+    let error = Server::start(config)
+        .await
+        .expect_err("no cluster, no server");
+    let message = format!("{error:#}");
+    assert!(message.contains("namespace projects"), "{message}");
+    assert!(message.contains(&url), "{message}");
+}
+
+#[tokio::test]
+async fn a_missing_kubeconfig_stops_the_server_and_says_where_it_looked() {
+    let data = tempfile::tempdir().expect("data dir");
+    let missing = data.path().join("no-such-kubeconfig");
+    let mut config = ServeConfig::new();
+    config.listen = "127.0.0.1:0".into();
+    config.data_dir = data.path().to_owned();
+    config.plugins_dir = Some(harness::plugins::plugins_dir());
+    config.executor = ExecutorKind::Kubernetes;
+    config.kubernetes.credentials = Some(Credentials::Kubeconfig {
+        path: Some(missing.clone()),
+        context: Some("prod".into()),
+    });
+    let error = Server::start(config)
+        .await
+        .expect_err("no kubeconfig, no server");
+    let message = format!("{error:#}");
+    assert!(message.contains("cannot reach a cluster"), "{message}");
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("context prod"), "{message}");
+}
