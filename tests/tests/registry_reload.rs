@@ -347,14 +347,23 @@ async fn sighup_reloads_a_plugins_dir_the_watcher_cannot_see_change() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let audit: serde_json::Value = server
-        .admin(reqwest::Method::GET, "/audit")
-        .send()
-        .await
-        .expect("GET /audit")
-        .json()
-        .await
-        .expect("JSON");
+    // The new version serves before the reload's audit entry is written: wait for it.
+    let audit = loop {
+        let audit: serde_json::Value = server
+            .admin(reqwest::Method::GET, "/audit")
+            .send()
+            .await
+            .expect("GET /audit")
+            .json()
+            .await
+            .expect("JSON");
+        if audit["entries"].as_array().is_some_and(|e| !e.is_empty())
+            || std::time::Instant::now() > deadline
+        {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let reloads: Vec<&serde_json::Value> = audit["entries"]
         .as_array()
         .expect("entries")
