@@ -128,7 +128,9 @@ impl Registry {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let relevant = match &event {
-                    Ok(event) => event.paths.iter().any(|p| is_plugin_file(p)),
+                    Ok(event) => {
+                        changes_files(&event.kind) && event.paths.iter().any(|p| is_plugin_file(p))
+                    }
                     // A dropped or failed event: rescan rather than miss a change.
                     Err(_) => true,
                 };
@@ -254,6 +256,18 @@ impl ProviderLookup for Registry {
     }
 }
 
+/// False for events that only read a file. The inotify backend reports every open, and
+/// each rescan opens the plugin files: counting opens as changes made the registry rescan
+/// every debounce period forever.
+fn changes_files(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 fn is_plugin_file(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -376,5 +390,30 @@ impl Loader {
             .collect();
         self.snapshot.store(Arc::new(Snapshot { slots }));
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+
+    use super::changes_files;
+
+    #[test]
+    fn reading_a_plugin_is_not_a_change_but_writing_or_renaming_is() {
+        assert!(!changes_files(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_files(&EventKind::Create(CreateKind::File)));
+        assert!(changes_files(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
     }
 }

@@ -26,6 +26,7 @@ use crate::ports::{
     WorkspaceSeeder,
 };
 use crate::project_setup::ProjectSetupService;
+use crate::project_setup::poller::{self, PollerConfig};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::webhooks::{Dispatcher, WebhookConfig};
@@ -114,6 +115,10 @@ pub struct ServeConfig {
     pub worker: WorkerConfig,
     /// Webhook delivery: SSRF policy, timeout, retries.
     pub webhooks: WebhookConfig,
+    /// Woodpecker CI for projects created from templates; `None`: no CI.
+    pub woodpecker: Option<WoodpeckerConfig>,
+    /// How the background task watches triggered pipelines (only with CI configured).
+    pub ci_poll: PollerConfig,
 }
 
 impl ServeConfig {
@@ -131,6 +136,8 @@ impl ServeConfig {
             sse: SseConfig::default(),
             worker: WorkerConfig::new(""),
             webhooks: WebhookConfig::default(),
+            woodpecker: None,
+            ci_poll: PollerConfig::default(),
         }
     }
 
@@ -214,12 +221,14 @@ impl Server {
             "plugins loaded"
         );
 
-        let ci = WoodpeckerConfig::from_env()
-            .context("reading the Woodpecker configuration")?
+        let ci = config
+            .woodpecker
+            .clone()
             .map(|config| WoodpeckerClient::new(config, secrets.clone()))
             .transpose()
             .context("creating the Woodpecker client")?
             .map(|client| Arc::new(client) as Arc<dyn Ci>);
+        let has_ci = ci.is_some();
         let setup = ProjectSetupService::new(
             &stores,
             workspaces.seeder,
@@ -274,6 +283,13 @@ impl Server {
             worker,
             state.metrics.finish_observer(),
         ));
+        if has_ci {
+            tasks.push(tokio::spawn(poller::run(
+                state.setup.clone(),
+                config.ci_poll,
+                shutdown.clone(),
+            )));
+        }
         tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
         Ok(Self {
             addr,

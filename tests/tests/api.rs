@@ -1292,8 +1292,9 @@ async fn five_hundred_subscribers_of_one_stream_all_receive_every_event() {
 
 fn connection(server: &TestServer, token: &str) -> rdev::cli::client::Connection {
     rdev::cli::client::Connection {
-        server: server.base.clone(),
+        server: Some(server.base.clone()),
         token: Some(token.to_owned()),
+        client_config: None,
     }
 }
 

@@ -38,6 +38,11 @@ struct Setup {
 /// claude component loaded into a runtime over a LocalExecutor whose credential store holds
 /// `with_key`'s API key and the fake's URL as ANTHROPIC_BASE_URL.
 async fn setup(with_key: bool) -> Option<Setup> {
+    setup_at(with_key, None).await
+}
+
+/// [`setup`] with ANTHROPIC_BASE_URL set to `base_url` instead of the fake's URL.
+async fn setup_at(with_key: bool, base_url: Option<String>) -> Option<Setup> {
     let cli = match claude::install() {
         Ok(cli) => cli,
         Err(reason) => {
@@ -47,7 +52,8 @@ async fn setup(with_key: bool) -> Option<Setup> {
     };
     harness::put_on_path(&cli);
     let fake = FakeAnthropic::start().unwrap();
-    let mut secrets = HashMap::from([("ANTHROPIC_BASE_URL".to_owned(), fake.base_url())]);
+    let base_url = base_url.unwrap_or_else(|| fake.base_url());
+    let mut secrets = HashMap::from([("ANTHROPIC_BASE_URL".to_owned(), base_url)]);
     if with_key {
         secrets.insert("ANTHROPIC_API_KEY".to_owned(), API_KEY.to_owned());
     }
@@ -230,6 +236,33 @@ async fn api_500s_warn_then_fail_with_the_api_message() {
         .count();
     assert_eq!(warnings, 1, "{:?}", out.events);
     assert_eq!(s.fake.stream_requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_refused_fails_with_the_cli_message() {
+    // A port that was just free: bound, read, released, so nothing listens on it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let Some(s) = setup_at(true, Some(format!("http://{closed}"))).await else {
+        return;
+    };
+    let out = run(&s.agent, request("hi", None, json!({"max_retries": 1}))).await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
+    let error = result.error.as_deref().unwrap();
+    assert!(
+        error.contains("Connection refused") && error.contains("ECONNREFUSED"),
+        "{result:?}"
+    );
+    let retries: Vec<_> = out
+        .events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::Warning { message } if message.starts_with("API request failed")))
+        .collect();
+    assert_eq!(retries.len(), 1, "{:?}", out.events);
+    assert!(s.fake.requests().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,6 +9,7 @@ use rdev::ports::{LookupError, ProviderLookup};
 use rdev::registry::{ProviderState, Registry};
 use rdev_tests::harness::plugins::test_plugins_dir;
 use rdev_tests::harness::runtime::{install, run, runtime, write_atomically};
+use rdev_tests::harness::server::ServeProcess;
 
 const LONG: Duration = Duration::from_secs(600);
 
@@ -284,4 +285,97 @@ async fn lookups_and_executions_stay_consistent_under_concurrent_reloads() {
     for worker in workers {
         assert_eq!(worker.await.expect("worker"), 40);
     }
+}
+
+/// The serving version of `provider` in `GET /providers`.
+async fn served_version(server: &ServeProcess, provider: &str) -> Option<String> {
+    let listing: serde_json::Value = server
+        .admin(reqwest::Method::GET, "/providers")
+        .send()
+        .await
+        .expect("GET /providers")
+        .json()
+        .await
+        .expect("JSON");
+    listing["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|p| p["name"] == provider)
+        .and_then(|p| p["version"].as_str().map(str::to_owned))
+}
+
+/// Operators deploy plugins by switching a symlink to a new directory, which the watcher
+/// (watching the old directory) cannot see; SIGHUP makes `rdev serve` pick it up, audited
+/// like `POST /providers/reload`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_a_plugins_dir_the_watcher_cannot_see_change() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (v1, v2, current) = (
+        root.path().join("v1"),
+        root.path().join("v2"),
+        root.path().join("current"),
+    );
+    for (dir, version) in [(&v1, 1), (&v2, 2)] {
+        std::fs::create_dir(dir).expect("mkdir");
+        install_version(dir, "versioned", version);
+    }
+    std::os::unix::fs::symlink(&v1, &current).expect("symlink");
+    let server = ServeProcess::start(&current, &[]).await;
+    assert_eq!(
+        served_version(&server, "versioned").await.as_deref(),
+        Some("1.0.0")
+    );
+
+    let next = root.path().join("next");
+    std::os::unix::fs::symlink(&v2, &next).expect("symlink");
+    std::fs::rename(&next, &current).expect("switch the symlink");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        served_version(&server, "versioned").await.as_deref(),
+        Some("1.0.0"),
+        "the watcher saw the switch, so this test proves nothing about SIGHUP"
+    );
+
+    server.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while served_version(&server, "versioned").await.as_deref() != Some("2.0.0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The new version serves before the reload's audit entry is written: wait for it.
+    let audit = loop {
+        let audit: serde_json::Value = server
+            .admin(reqwest::Method::GET, "/audit")
+            .send()
+            .await
+            .expect("GET /audit")
+            .json()
+            .await
+            .expect("JSON");
+        if audit["entries"].as_array().is_some_and(|e| !e.is_empty())
+            || std::time::Instant::now() > deadline
+        {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reloads: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "providers.reloaded")
+        .collect();
+    assert_eq!(reloads.len(), 1, "{audit}");
+    assert_eq!(reloads[0]["actor"], "operator (SIGHUP)");
+    assert_eq!(
+        reloads[0]["details"]["loaded"],
+        serde_json::json!(["versioned"]),
+        "{audit}\n{}",
+        server.logs()
+    );
 }

@@ -1001,3 +1001,195 @@ async fn removing_a_project_removes_its_setup() {
         Err(rdev::ports::StoreError::NotFound { .. })
     ));
 }
+
+// ---- The CI poller ------------------------------------------------------------------------
+
+async fn finished_entries(stores: &Stores) -> Vec<Value> {
+    stores
+        .audit
+        .list(0, 1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.action == "ci.pipeline.finished")
+        .map(|e| e.details)
+        .collect()
+}
+
+fn pipeline_polls(double: &WoodpeckerDouble, repo: i64) -> usize {
+    let path = format!("GET /api/repos/{repo}/pipelines/1");
+    double
+        .state()
+        .requests
+        .iter()
+        .filter(|r| r.starts_with(&path))
+        .count()
+}
+
+/// Waits (up to 20 s) until `done` holds, checking every 20 ms.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `rdev serve` with Woodpecker configured records `ci.pipeline.finished` on its own, once,
+/// while nobody reads `GET /projects/{id}/ci`, and stops polling a finished pipeline.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_polls_a_pipeline_until_it_finishes_and_records_it_once() {
+    use rdev::project_setup::poller::{POLLER_ACTOR, PollerConfig};
+    use rdev_tests::harness::server::TestServer;
+    use std::time::Duration;
+
+    let double = WoodpeckerDouble::start(TOKEN, forge_repos())
+        .await
+        .expect("double");
+    let url = double.url();
+    let server = TestServer::sqlite_with(|config| {
+        config.woodpecker = Some(WoodpeckerConfig {
+            url,
+            token_credential: CredentialName::parse(TOKEN_CREDENTIAL).expect("name"),
+        });
+        config.ci_poll = PollerConfig {
+            interval: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(400),
+        };
+    })
+    .await;
+    let put = server
+        .request(
+            reqwest::Method::PUT,
+            &format!("/credentials/{TOKEN_CREDENTIAL}"),
+            Some(&server.admin),
+        )
+        .json(&json!({"value": TOKEN}))
+        .send()
+        .await
+        .expect("PUT credential");
+    assert!(put.status().is_success(), "{}", put.status());
+    let created = server
+        .request(reqwest::Method::POST, "/projects", Some(&server.admin))
+        .json(
+            &json!({"id": "demo", "template": "rust", "vars": {"name": "demo"},
+                      "ci_repo": "acme/demo"}),
+        )
+        .send()
+        .await
+        .expect("POST /projects");
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let created: Value = created.json().await.expect("JSON");
+    assert_eq!(created["setup"]["ci"]["state"], "registered", "{created}");
+    let repo = created["setup"]["ci"]["repo_id"].as_i64().expect("repo id");
+    let stores = server.server().state().stores.clone();
+    let setup = server.server().state().setup.clone();
+    let status = async || {
+        setup
+            .setup(&project("demo"))
+            .await
+            .expect("setup")
+            .ci
+            .pipeline_status
+    };
+
+    // Pending, then running: polled and stored, nothing audited.
+    eventually("the poller asks CI", async || {
+        pipeline_polls(&double, repo) >= 2
+    })
+    .await;
+    double.set_status(repo, 1, "running");
+    eventually("running is stored", async || {
+        status().await.as_deref() == Some("running")
+    })
+    .await;
+    assert!(finished_entries(&stores).await.is_empty());
+
+    // A CI outage is survived (with backoff), then the pipeline finishes.
+    double.fail("/api/repos", 502, 3);
+    double.set_status(repo, 1, "success");
+    eventually("the finish is audited", async || {
+        !finished_entries(&stores).await.is_empty()
+    })
+    .await;
+    assert_eq!(status().await.as_deref(), Some("success"));
+    let polls = pipeline_polls(&double, repo);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let finished = finished_entries(&stores).await;
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0]["status"], "success");
+    assert_eq!(finished[0]["pipeline"], 1);
+    assert_eq!(
+        pipeline_polls(&double, repo),
+        polls,
+        "a finished pipeline is not polled again"
+    );
+    let actors: Vec<String> = stores
+        .audit
+        .list(0, 1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.action == "ci.pipeline.finished")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(actors, [POLLER_ACTOR]);
+    assert!(
+        !double.state().requests.iter().any(|r| r.contains("/logs/")),
+        "nobody read the CI status page"
+    );
+    server.stop().await;
+}
+
+/// Two replicas (each its own pool on one PostgreSQL database) polling the same pipeline as
+/// fast as they can record its finish exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_polling_one_database_record_a_finish_once() {
+    let Some(db) = rdev_tests::harness::postgres::TestDatabase::create().await else {
+        return;
+    };
+    let root = tempfile::tempdir().expect("root");
+    let double = WoodpeckerDouble::start(TOKEN, forge_repos())
+        .await
+        .expect("double");
+    let first = connect(&db.url, store_options()).await.expect("postgres");
+    let second = connect(&db.url, store_options()).await.expect("postgres");
+    let a = service(&first, root.path(), &double).await;
+    let b = service(&second, root.path(), &double).await;
+    let created = a
+        .create(
+            "admin",
+            CreateProject {
+                id: "demo".into(),
+                template: "rust".into(),
+                vars: vars(&[("name", json!("demo"))]),
+                repo: None,
+                ci_repo: Some("acme/demo".into()),
+                display_name: None,
+            },
+        )
+        .await
+        .expect("created");
+    let repo = created.setup.ci.repo_id.expect("repo id");
+    // Each replica polls until nothing is left to watch.
+    let poll = |service: ProjectSetupService| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut finished = 0;
+        loop {
+            let report = service.poll_unfinished("replica").await.expect("poll");
+            assert!(report.errors.is_empty(), "{report:?}");
+            finished += report.finished;
+            if report.watching == 0 && report.finished == 0 {
+                return finished;
+            }
+            assert!(std::time::Instant::now() < deadline, "still watching");
+        }
+    };
+    let (ra, rb) = (tokio::spawn(poll(a.clone())), tokio::spawn(poll(b.clone())));
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    double.set_status(repo, 1, "success");
+    let seen = ra.await.expect("replica a") + rb.await.expect("replica b");
+    assert!(seen >= 1, "a replica saw the finish");
+    assert_eq!(finished_entries(&first).await.len(), 1);
+    assert!(a.poll_unfinished("replica").await.expect("poll").finished == 0);
+}

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::state::AppState;
-use crate::registry::ProviderStatus;
+use crate::registry::{ProviderStatus, RegistryError};
 
 /// Answer of `GET /providers`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,11 +62,19 @@ async fn reload(
     Auth(principal): Auth,
 ) -> Result<Json<ReloadSummary>, ApiError> {
     principal.require_admin()?;
-    let report = state
-        .registry
-        .reload()
+    let summary = reload_and_audit(&state, principal.actor())
         .await
         .map_err(|e| ApiError::internal("reloading plugins", e))?;
+    Ok(Json(summary))
+}
+
+/// Rescans the plugins directory and audits `providers.reloaded` as `actor` with what
+/// changed: the one reload path for `POST /providers/reload` and SIGHUP.
+pub async fn reload_and_audit(
+    state: &AppState,
+    actor: String,
+) -> Result<ReloadSummary, RegistryError> {
+    let report = state.registry.reload().await?;
     state.metrics.plugin_reloads.inc();
     let summary = ReloadSummary {
         loaded: report.loaded,
@@ -79,13 +87,13 @@ async fn reload(
         unchanged: report.unchanged,
     };
     state
-        .audit(
-            &principal,
+        .audit_as(
+            actor,
             "providers.reloaded",
             None,
             None,
             serde_json::to_value(&summary).unwrap_or_default(),
         )
         .await;
-    Ok(Json(summary))
+    Ok(summary)
 }

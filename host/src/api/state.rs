@@ -64,8 +64,22 @@ impl AppState {
         command_id: Option<String>,
         details: serde_json::Value,
     ) {
+        self.audit_as(principal.actor(), action, project_id, command_id, details)
+            .await;
+    }
+
+    /// [`AppState::audit`] for an action no API caller made (a signal, a background task),
+    /// named by `actor`.
+    pub async fn audit_as(
+        &self,
+        actor: String,
+        action: &str,
+        project_id: Option<String>,
+        command_id: Option<String>,
+        details: serde_json::Value,
+    ) {
         let entry = NewAuditEntry {
-            actor: principal.actor(),
+            actor,
             action: action.to_owned(),
             project_id,
             command_id,

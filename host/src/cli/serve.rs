@@ -3,17 +3,22 @@
 //! the local executor, the bundled plugins and a generated admin token printed once.
 //!
 //! Precedence: flags, then `RDEV_*` environment variables, then the TOML file named by
-//! `--config`, then the defaults.
+//! `--config`, then the defaults. SIGHUP reloads the plugins (as `POST /providers/reload`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde::Deserialize;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::adapters::kubernetes::Credentials;
+use crate::adapters::woodpecker::WoodpeckerConfig;
+use crate::api::AppState;
+use crate::api::providers::reload_and_audit;
 use crate::server::{ExecutorKind, KubernetesServeConfig, ServeConfig, Server, write_atomically};
 
 /// Arguments of `rdev serve`.
@@ -40,8 +45,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RDEV_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// TOML file with any of: listen, data_dir, plugins_dir, database_url, executor,
-    /// admin_token, max_running_per_project, a [kubernetes] table (see docs/kubernetes.md)
-    /// and a [webhooks] table (see docs/webhooks.md).
+    /// admin_token, max_running_per_project, ci_poll_interval_secs, a [kubernetes] table
+    /// (see docs/kubernetes.md) and a [webhooks] table (see docs/webhooks.md).
     #[arg(long, env = "RDEV_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -49,6 +54,10 @@ pub struct ServeArgs {
     /// Written with the bound address (`host:port`) once the server accepts requests.
     #[arg(long, env = "RDEV_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Seconds between polls of unfinished CI pipelines (with Woodpecker configured through
+    /// `RDEV_WOODPECKER_URL`) [default: 15].
+    #[arg(long, env = "RDEV_CI_POLL_INTERVAL_SECS")]
+    pub ci_poll_interval_secs: Option<u64>,
 }
 
 /// Where the Kubernetes executor finds the cluster; only read with `--executor kubernetes`.
@@ -182,6 +191,8 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     /// Running commands per project; 0 removes the limit [default: 1].
     pub max_running_per_project: Option<u32>,
+    /// Seconds between polls of unfinished CI pipelines [default: 15].
+    pub ci_poll_interval_secs: Option<u64>,
     #[serde(default)]
     pub kubernetes: KubernetesFile,
     /// Webhook delivery settings.
@@ -252,6 +263,12 @@ impl ServeArgs {
         if let Some(limit) = file.max_running_per_project {
             config.queue.max_running_per_project = (limit > 0).then_some(limit);
         }
+        if let Some(secs) = self.ci_poll_interval_secs.or(file.ci_poll_interval_secs) {
+            anyhow::ensure!(secs > 0, "the CI poll interval must be at least 1 second");
+            config.ci_poll.interval = Duration::from_secs(secs);
+        }
+        config.woodpecker =
+            WoodpeckerConfig::from_env().context("reading the Woodpecker configuration")?;
         Ok(config)
     }
 }
@@ -305,6 +322,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
     let stop = server.shutdown_token();
+    let reloads = tokio::spawn(reload_on_sighup(server.state().clone()));
     tokio::select! {
         () = shutdown_signal() => {
             tracing::info!("shutting down");
@@ -312,7 +330,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         }
         () = stop.cancelled() => server.wait().await,
     }
+    reloads.abort();
     Ok(0)
+}
+
+/// The actor SIGHUP reloads are audited as.
+pub const SIGHUP_ACTOR: &str = "operator (SIGHUP)";
+
+/// Reloads the provider registry on every SIGHUP, audited like `POST /providers/reload`.
+async fn reload_on_sighup(state: Arc<AppState>) {
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; reload plugins over the API");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match reload_and_audit(&state, SIGHUP_ACTOR.to_owned()).await {
+            Ok(summary) => tracing::info!(?summary, "plugins reloaded on SIGHUP"),
+            Err(error) => tracing::error!(%error, "reloading plugins on SIGHUP failed"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +369,7 @@ mod tests {
             config: None,
             kubernetes: KubernetesArgs::default(),
             ready_file: None,
+            ci_poll_interval_secs: None,
         }
     }
 

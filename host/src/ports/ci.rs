@@ -89,6 +89,11 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// Pipeline statuses that can no longer change.
+pub const FINISHED_STATUSES: &[&str] = &[
+    "success", "failure", "killed", "error", "declined", "skipped",
+];
+
 impl Pipeline {
     /// True once the status can no longer change.
     pub fn is_finished(&self) -> bool {
@@ -97,10 +102,7 @@ impl Pipeline {
 
     /// True for a status that can no longer change.
     pub fn status_is_finished(status: &str) -> bool {
-        matches!(
-            status,
-            "success" | "failure" | "killed" | "error" | "declined" | "skipped"
-        )
+        FINISHED_STATUSES.contains(&status)
     }
 }
 

@@ -19,7 +19,7 @@ pub use store::{
     EventSubscription, ProjectStore, StoreError, StoredEvent, Stores,
 };
 pub mod ci;
-pub use ci::{Ci, CiError, CiRepo, CiSecret, LogLine, Pipeline, PipelineStep};
+pub use ci::{Ci, CiError, CiRepo, CiSecret, FINISHED_STATUSES, LogLine, Pipeline, PipelineStep};
 pub mod project_setup;
 pub use project_setup::{
     ProjectSetupStore, ProvisionError, SeedError, WorkspaceProvisioner, WorkspaceSeeder,

@@ -24,6 +24,20 @@ pub trait ProjectSetupStore: Send + Sync {
     async fn get_setup(&self, id: &ProjectId) -> Result<ProjectSetup, StoreError>;
     /// Records the outcome of a CI registration attempt.
     async fn update_ci(&self, id: &ProjectId, ci: &CiRegistration) -> Result<(), StoreError>;
+    /// Registered setups whose last triggered pipeline is not known to have finished (its
+    /// last seen status is none of `finished`), oldest first: what the CI poller watches.
+    async fn ci_unfinished(&self, finished: &[&str]) -> Result<Vec<ProjectSetup>, StoreError>;
+    /// Moves pipeline `pipeline`'s stored status from `seen` to `status` only if it still is
+    /// `seen` for that pipeline (compare-and-set). `Ok(true)` for the one caller that made
+    /// the change, so a status change is acted on once even when several replicas (or a
+    /// poller and a reader) observe it at the same time.
+    async fn record_pipeline_status(
+        &self,
+        id: &ProjectId,
+        pipeline: i64,
+        seen: Option<&str>,
+        status: &str,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Why seeding a workspace failed.

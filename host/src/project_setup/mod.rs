@@ -21,12 +21,14 @@ use crate::domain::{
     ProjectId, ProjectSetup,
 };
 use crate::ports::{
-    AuditLog, Ci, CiError, CiSecret, LogLine, Pipeline, ProjectSetupStore, ProjectStore,
-    ProvisionError, SecretResolver, SeedError, StoreError, Stores, WebhookStore,
+    AuditLog, Ci, CiError, CiSecret, FINISHED_STATUSES, LogLine, Pipeline, ProjectSetupStore,
+    ProjectStore, ProvisionError, SecretResolver, SeedError, StoreError, Stores, WebhookStore,
     WorkspaceProvisioner, WorkspaceSeeder,
 };
 use crate::templates::WorkspaceSpec;
 use crate::templates::{RenderReport, Template, TemplateCatalog, TemplateError, TemplateInfo};
+
+pub mod poller;
 
 /// `POST /projects` with a template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +67,26 @@ pub struct CiStatus {
     pub pipeline: Option<Pipeline>,
     /// Its log lines, when asked for.
     pub logs: Vec<LogLine>,
+}
+
+/// A pipeline as [`ProjectSetupService::observe_pipeline`] saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedPipeline {
+    pub repo_id: i64,
+    /// The registration with the status just seen.
+    pub registration: CiRegistration,
+    pub pipeline: Pipeline,
+}
+
+/// What one pass of [`ProjectSetupService::poll_unfinished`] saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Pipelines seen finished in this pass.
+    pub finished: usize,
+    /// Pipelines still running or pending.
+    pub watching: usize,
+    /// Project and reason for each pipeline CI could not be asked about.
+    pub errors: Vec<(String, String)>,
 }
 
 /// Why a setup operation failed; [`SetupError::http_status`] maps it for the API.
@@ -447,8 +469,8 @@ impl ProjectSetupService {
     }
 
     /// `GET /projects/{id}/ci`: the registration and, when a pipeline was triggered, its
-    /// current state (and logs when `with_logs`). The first time a finished pipeline is seen,
-    /// its status is stored and `ci.pipeline.finished` is audited.
+    /// current state (and logs when `with_logs`). A changed status is stored, and
+    /// `ci.pipeline.finished` is audited once (see [`ProjectSetupService::observe_pipeline`]).
     pub async fn ci_status(
         &self,
         actor: &str,
@@ -456,62 +478,124 @@ impl ProjectSetupService {
         with_logs: bool,
     ) -> Result<CiStatus, SetupError> {
         let setup = self.setups.get_setup(id).await?;
+        let Some(observed) = self.observe_pipeline(actor, &setup).await? else {
+            return Ok(CiStatus {
+                ci_repo: setup.ci_repo,
+                registration: setup.ci,
+                pipeline: None,
+                logs: Vec::new(),
+            });
+        };
+        let logs = match (&self.ci, with_logs) {
+            (Some(ci), true) => ci
+                .logs(observed.repo_id, observed.pipeline.number)
+                .await
+                .map_err(|source| SetupError::Ci {
+                    project: id.to_string(),
+                    source,
+                })?,
+            _ => Vec::new(),
+        };
+        Ok(CiStatus {
+            ci_repo: setup.ci_repo,
+            registration: observed.registration,
+            pipeline: Some(observed.pipeline),
+            logs,
+        })
+    }
+
+    /// Asks CI for the state of the setup's last triggered pipeline (`None` without CI or
+    /// without a pipeline) and stores a changed status. The store's compare-and-set on the
+    /// pipeline number and the previously seen status makes exactly one observer record each
+    /// change, so `ci.pipeline.finished` is audited once per pipeline however many replicas,
+    /// pollers and `GET /projects/{id}/ci` readers see it finish.
+    pub async fn observe_pipeline(
+        &self,
+        actor: &str,
+        setup: &ProjectSetup,
+    ) -> Result<Option<ObservedPipeline>, SetupError> {
+        let id = &setup.project_id;
         let mut registration = setup.ci.clone();
         let (Some(ci), Some(repo_id), Some(number)) = (
             self.ci.as_ref(),
             registration.repo_id,
             registration.pipeline,
         ) else {
-            return Ok(CiStatus {
-                ci_repo: setup.ci_repo,
-                registration,
-                pipeline: None,
-                logs: Vec::new(),
-            });
+            return Ok(None);
         };
-        let ci_error = |source| SetupError::Ci {
-            project: id.to_string(),
-            source,
-        };
-        let pipeline = ci.pipeline(repo_id, number).await.map_err(ci_error)?;
-        if registration.pipeline_status.as_deref() != Some(pipeline.status.as_str()) {
-            let was_finished = registration
-                .pipeline_status
-                .as_deref()
-                .is_some_and(Pipeline::status_is_finished);
-            registration.pipeline_status = Some(pipeline.status.clone());
-            self.setups.update_ci(id, &registration).await?;
-            if pipeline.is_finished() && !was_finished {
-                self.announce(
-                    id,
-                    NewAuditEntry {
-                        actor: actor.to_owned(),
-                        action: "ci.pipeline.finished".to_owned(),
-                        project_id: Some(id.to_string()),
-                        command_id: None,
-                        details: serde_json::json!({
-                            "repo_id": repo_id,
-                            "pipeline": number,
-                            "status": pipeline.status,
-                            "started": pipeline.started,
-                            "finished": pipeline.finished,
-                        }),
-                    },
-                )
+        let pipeline = ci
+            .pipeline(repo_id, number)
+            .await
+            .map_err(|source| SetupError::Ci {
+                project: id.to_string(),
+                source,
+            })?;
+        let seen = registration.pipeline_status.clone();
+        if seen.as_deref() != Some(pipeline.status.as_str()) {
+            let changed = self
+                .setups
+                .record_pipeline_status(id, number, seen.as_deref(), &pipeline.status)
                 .await?;
+            registration.pipeline_status = Some(pipeline.status.clone());
+            let was_finished = seen.as_deref().is_some_and(Pipeline::status_is_finished);
+            if changed && pipeline.is_finished() && !was_finished {
+                self.pipeline_finished(actor, id, repo_id, &pipeline)
+                    .await?;
             }
         }
-        let logs = if with_logs {
-            ci.logs(repo_id, number).await.map_err(ci_error)?
-        } else {
-            Vec::new()
-        };
-        Ok(CiStatus {
-            ci_repo: setup.ci_repo,
+        Ok(Some(ObservedPipeline {
+            repo_id,
             registration,
-            pipeline: Some(pipeline),
-            logs,
-        })
+            pipeline,
+        }))
+    }
+
+    /// Observes every registered pipeline not yet known to have finished, for the
+    /// background poller. One project's CI failure does not stop the others; the errors
+    /// are returned by project.
+    pub async fn poll_unfinished(&self, actor: &str) -> Result<PollReport, SetupError> {
+        let mut report = PollReport::default();
+        if self.ci.is_none() {
+            return Ok(report);
+        }
+        for setup in self.setups.ci_unfinished(FINISHED_STATUSES).await? {
+            match self.observe_pipeline(actor, &setup).await {
+                Ok(Some(observed)) if observed.pipeline.is_finished() => report.finished += 1,
+                Ok(_) => report.watching += 1,
+                Err(error) => report
+                    .errors
+                    .push((setup.project_id.to_string(), error.to_string())),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Audits that a pipeline finished and tells the project's webhooks. The one place
+    /// `ci.pipeline.finished` is written.
+    async fn pipeline_finished(
+        &self,
+        actor: &str,
+        id: &ProjectId,
+        repo_id: i64,
+        pipeline: &Pipeline,
+    ) -> Result<(), SetupError> {
+        self.announce(
+            id,
+            NewAuditEntry {
+                actor: actor.to_owned(),
+                action: "ci.pipeline.finished".to_owned(),
+                project_id: Some(id.to_string()),
+                command_id: None,
+                details: serde_json::json!({
+                    "repo_id": repo_id,
+                    "pipeline": pipeline.number,
+                    "status": pipeline.status,
+                    "started": pipeline.started,
+                    "finished": pipeline.finished,
+                }),
+            },
+        )
+        .await
     }
 
     /// The stored setup of a project created from a template.

@@ -185,3 +185,131 @@ impl SseReader {
         events
     }
 }
+
+/// `rdev serve` as a child process (the real binary, as operators run it), for tests that
+/// need what only a process has: its stdout/stderr logs and its signal handling. SQLite in a
+/// temporary data dir; logs go to files there. Dropping it sends SIGTERM, then SIGKILL.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The admin token printed on first start.
+    pub admin: String,
+    pub http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts `rdev serve` on an ephemeral port with `plugins_dir`, the test's PATH and
+    /// `env`, and waits until it accepts requests.
+    pub async fn start(plugins_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary dir");
+        let data = dir.path().join("data");
+        let ready = dir.path().join("ready");
+        let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout log");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let mut child = std::process::Command::new(super::bin::rdev())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--plugins-dir")
+            .arg(plugins_dir)
+            .arg("--ready-file")
+            .arg(&ready)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("RDEV_LOG", "info,rdev=debug")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn rdev serve");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let addr = loop {
+            if let Ok(addr) = std::fs::read_to_string(&ready) {
+                break addr;
+            }
+            if let Some(status) = child.try_wait().expect("poll rdev serve") {
+                panic!(
+                    "rdev serve exited ({status}) before it was ready:\n{}",
+                    read_logs(dir.path())
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rdev serve not ready after 120 s:\n{}",
+                read_logs(dir.path())
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let printed = std::fs::read_to_string(dir.path().join("stdout.log")).expect("stdout");
+        let admin = printed
+            .lines()
+            .find_map(|line| line.strip_prefix("admin token (shown once"))
+            .and_then(|rest| rest.rsplit(": ").next())
+            .expect("a fresh data dir prints an admin token")
+            .trim()
+            .to_owned();
+        Self {
+            child,
+            base: format!("http://{}", addr.trim()),
+            admin,
+            http: super::http_client(),
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin)
+    }
+
+    /// Everything the server wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        read_logs(self.dir.path())
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the server.
+    pub fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+}
+
+fn read_logs(dir: &std::path::Path) -> String {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    format!(
+        "--- stdout ---\n{}--- stderr ---\n{}",
+        read("stdout.log"),
+        read("stderr.log")
+    )
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: as in `signal`.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

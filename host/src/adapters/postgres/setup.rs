@@ -141,4 +141,41 @@ impl ProjectSetupStore for PgStore {
         }
         Ok(())
     }
+
+    async fn ci_unfinished(&self, finished: &[&str]) -> Result<Vec<ProjectSetup>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM project_setups WHERE ci_state = 'registered' AND ci_repo_id IS NOT NULL \
+             AND ci_pipeline IS NOT NULL AND (ci_pipeline_status IS NULL \
+             OR ci_pipeline_status <> ALL($1)) ORDER BY updated_at, project_id"
+        ))
+        .bind(finished)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db("listing unfinished CI pipelines"))?;
+        rows.iter().map(setup_from_row).collect()
+    }
+
+    async fn record_pipeline_status(
+        &self,
+        id: &ProjectId,
+        pipeline: i64,
+        seen: Option<&str>,
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE project_setups SET ci_pipeline_status = $4, updated_at = now() \
+             WHERE project_id = $1 AND ci_pipeline = $2 \
+             AND ci_pipeline_status IS NOT DISTINCT FROM $3",
+        )
+        .bind(id.as_str())
+        .bind(pipeline)
+        .bind(seen)
+        .bind(status)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("recording a pipeline status"))?;
+        Ok(result.rows_affected() == 1)
+    }
 }

@@ -148,4 +148,45 @@ impl ProjectSetupStore for SqliteStore {
         }
         Ok(())
     }
+
+    async fn ci_unfinished(&self, finished: &[&str]) -> Result<Vec<ProjectSetup>, StoreError> {
+        let finished = serde_json::to_string(finished)
+            .map_err(|e| StoreError::Invalid(format!("finished statuses: {e}")))?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM project_setups WHERE ci_state = 'registered' AND ci_repo_id IS NOT NULL \
+             AND ci_pipeline IS NOT NULL AND (ci_pipeline_status IS NULL \
+             OR ci_pipeline_status NOT IN (SELECT value FROM json_each(?1))) \
+             ORDER BY updated_at, project_id"
+        ))
+        .bind(finished)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db("listing unfinished CI pipelines"))?;
+        rows.iter().map(setup_from_row).collect()
+    }
+
+    async fn record_pipeline_status(
+        &self,
+        id: &ProjectId,
+        pipeline: i64,
+        seen: Option<&str>,
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        let _write = self.inner.write.lock().await;
+        let result = sqlx::query(
+            "UPDATE project_setups SET ci_pipeline_status = ?4, updated_at = ?5 \
+             WHERE project_id = ?1 AND ci_pipeline = ?2 AND ci_pipeline_status IS ?3",
+        )
+        .bind(id.as_str())
+        .bind(pipeline)
+        .bind(seen)
+        .bind(status)
+        .bind(millis(Utc::now()))
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("recording a pipeline status"))?;
+        Ok(result.rows_affected() == 1)
+    }
 }

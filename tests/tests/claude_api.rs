@@ -1,0 +1,139 @@
+//! The claude provider through the product's front door: a real `rdev serve` process, the
+//! API key and gateway URL put into its credential store over HTTP, prompts posted to
+//! `/projects/{id}/claude`, events read over SSE, the real `claude` CLI against the fake
+//! Messages API — and the key's value nowhere in events, command records, audit or logs.
+
+use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::harness::server::{ServeProcess, SseEvent, SseReader};
+use rdev_tests::harness::{self, claude, plugins};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A key that must reach the CLI and nothing else.
+const SECRET: &str = "sk-ant-api-e2e-7c41d9b2-secret-value";
+
+async fn put_credential(server: &ServeProcess, name: &str, value: &str) {
+    let response = server
+        .admin(Method::PUT, &format!("/credentials/{name}"))
+        .json(&json!({"value": value}))
+        .send()
+        .await
+        .expect("PUT credential");
+    assert!(
+        response.status().is_success(),
+        "PUT /credentials/{name}: {}",
+        response.status()
+    );
+}
+
+async fn get_json(server: &ServeProcess, path: &str) -> Value {
+    let response = server.admin(Method::GET, path).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    response.json().await.expect("JSON")
+}
+
+/// Posts a prompt and reads the command's whole event stream (it ends after `done`).
+async fn prompt(server: &ServeProcess, body: Value) -> (String, Vec<SseEvent>) {
+    let response = server
+        .admin(Method::POST, "/projects/greeter/claude")
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let submitted: Value = response.json().await.expect("JSON");
+    let id = submitted["command_id"]
+        .as_str()
+        .expect("command id")
+        .to_owned();
+    let stream = server
+        .admin(Method::GET, submitted["stream_url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("GET stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    (id, SseReader::new(stream).collect().await)
+}
+
+fn texts(events: &[SseEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("message"))
+        .filter_map(|e| e.json()["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
+    let cli = match claude::install() {
+        Ok(cli) => cli,
+        Err(reason) => return harness::skip_or_fail(&reason),
+    };
+    harness::put_on_path(&cli);
+    let fake = FakeAnthropic::start().expect("fake API");
+    let server = ServeProcess::start(&plugins::plugins_dir(), &[]).await;
+    put_credential(&server, "ANTHROPIC_API_KEY", SECRET).await;
+    put_credential(&server, "ANTHROPIC_BASE_URL", &fake.base_url()).await;
+
+    fake.push(Reply::text("Hello over HTTP"));
+    let (first_id, first) = prompt(&server, json!({"prompt": "say hello"})).await;
+    let done = first.last().expect("events");
+    assert_eq!(done.event.as_deref(), Some("done"), "{first:?}");
+    assert_eq!(done.json()["status"], "completed", "{first:?}");
+    assert_eq!(texts(&first), ["Hello over HTTP"], "{first:?}");
+    let stream = fake.stream_requests();
+    assert_eq!(stream.len(), 1);
+    assert_eq!(stream[0].headers["x-api-key"], SECRET);
+
+    let command = get_json(&server, &format!("/commands/{first_id}")).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    let session = command["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
+
+    fake.push(Reply::text("Still here"));
+    let (second_id, second) = prompt(
+        &server,
+        json!({"prompt": "and now?", "session_id": session}),
+    )
+    .await;
+    let done = second.last().expect("events");
+    assert_eq!(done.json()["status"], "completed", "{second:?}");
+    assert_eq!(texts(&second), ["Still here"]);
+    let history = fake.stream_requests()[1].message_texts().join("\n");
+    assert!(
+        history.contains("say hello") && history.contains("Hello over HTTP"),
+        "the resumed conversation carries the first turn: {history}"
+    );
+    let resumed = get_json(&server, &format!("/commands/{second_id}")).await;
+    assert_eq!(resumed["session_id"].as_str(), Some(session.as_str()));
+
+    // Everything rdev stored or printed: both streams replayed from the start, both command
+    // records, the audit trail and the process's logs.
+    let mut stored = Vec::new();
+    for id in [&first_id, &second_id] {
+        let replay = server
+            .admin(Method::GET, &format!("/projects/greeter/events/{id}"))
+            .send()
+            .await
+            .expect("replay");
+        let events = SseReader::new(replay).collect().await;
+        assert!(events.len() >= 3, "{events:?}");
+        stored.extend(events.into_iter().map(|e| e.data));
+        stored.push(
+            get_json(&server, &format!("/commands/{id}"))
+                .await
+                .to_string(),
+        );
+    }
+    let audit = get_json(&server, "/audit").await.to_string();
+    assert!(audit.contains("ANTHROPIC_API_KEY"), "{audit}");
+    stored.push(audit);
+    let logs = server.logs();
+    assert!(logs.contains("rdev listening"), "{logs}");
+    stored.push(logs);
+    for text in &stored {
+        assert!(!text.contains(SECRET), "the key leaked: {text}");
+    }
+}
