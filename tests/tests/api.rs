@@ -1363,7 +1363,7 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
         .iter()
         .map(|e| e.seq)
         .collect();
-    assert_eq!(stored.len(), appended + 1, "every append and the done event");
+    assert!(stored.len() > appended, "every append, then the cancel's events");
 
     // The fast client was not held back: it got everything, in order, then `done`.
     let fast = fast.await.expect("fast reader");

@@ -3,12 +3,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::domain::ChainVerifier;
-use crate::domain::{CommandId, CommandStatus, HOST_LOST, Lease, MasterKey, QueueConfig};
+use crate::domain::{CommandStatus, HOST_LOST, Lease, MasterKey, QueueConfig};
 use super::event_fanout::{EventHub, FetchEvents};
 use crate::ports::{AuditLog, AuditVerification, StoreError, Stores};
 

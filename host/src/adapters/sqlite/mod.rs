@@ -110,11 +110,12 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
+        let signals = Signals::new(fetch_events(pool.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 config: options.queue,
-                signals: Signals::new(fetch_events(pool.clone())),
+                signals,
                 key: ArcSwap::from_pointee(options.master_key),
                 write: Mutex::new(()),
             }),
