@@ -159,11 +159,6 @@ impl EventHub {
             receiver,
         }
     }
-
-    /// Streams with at least one local subscriber (for tests of the clean-up).
-    pub fn watched(&self) -> usize {
-        lock(&self.streams).len()
-    }
 }
 
 /// Fetches what other replicas appended and sends it on the channel, until the announced
