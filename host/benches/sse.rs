@@ -23,12 +23,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// Reads an SSE body and reports the arrival time of every `output` event by its text.
+/// Reads an SSE body and reports the arrival time of every event by its id (the sequence
+/// number), without decoding its JSON: the client's own work is kept out of the figure.
 async fn subscribe(
     http: reqwest::Client,
     url: String,
     token: String,
-    arrivals: mpsc::UnboundedSender<(u64, Instant)>,
+    arrivals: mpsc::UnboundedSender<(i64, Instant)>,
     ready: mpsc::UnboundedSender<()>,
 ) -> Result<()> {
     let response = http.get(url).bearer_auth(token).send().await?;
@@ -40,11 +41,12 @@ async fn subscribe(
         buffer.push_str(&String::from_utf8_lossy(&chunk?));
         while let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: "))
-                && let Ok(value) = serde_json::from_str::<serde_json::Value>(data)
-                && let Some(n) = value["text"].as_str().and_then(|t| t.parse::<u64>().ok())
+            if let Some(seq) = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .and_then(|id| id.trim().parse::<i64>().ok())
             {
-                let _ = arrivals.send((n, now));
+                let _ = arrivals.send((seq, now));
             }
         }
     }
@@ -99,11 +101,11 @@ async fn latency(
             text: n.to_string(),
         });
         let sent = Instant::now();
-        log.append(&id, &event).await?;
+        let seq = log.append(&id, &event).await?.seq;
         let mut received = 0;
         while received < subscribers {
             let (seen, at) = arrivals.recv().await.ok_or("subscribers ended")?;
-            if seen == n {
+            if seen == seq {
                 samples.push(at - sent);
                 received += 1;
             }

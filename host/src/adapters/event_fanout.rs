@@ -10,12 +10,14 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
+use tokio::time::{Instant, Sleep};
 
 use crate::domain::CommandId;
 use crate::ports::{EventLog, EventSubscription, StoreError, StoredEvent};
@@ -272,6 +274,10 @@ struct Follow<L> {
     buffer: std::collections::VecDeque<StoredEvent>,
     done: bool,
     poll: Duration,
+    /// One timer per subscriber, re-armed only when it fires: arming one per received
+    /// event would cost a timer-wheel update per event per subscriber.
+    idle: Pin<Box<Sleep>>,
+    heard: Instant,
 }
 
 /// The subscription both adapters return: replay from the table after `after`, then take
@@ -296,6 +302,8 @@ where
         buffer: std::collections::VecDeque::new(),
         done: false,
         poll,
+        idle: Box::pin(tokio::time::sleep(poll)),
+        heard: Instant::now(),
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -323,15 +331,32 @@ where
                     }
                 }
             }
-            let received = tokio::time::timeout(s.poll, s.tap.receiver.recv()).await;
-            match received {
-                Ok(Ok(Message::Event(event))) if event.seq <= s.last => {}
-                Ok(Ok(Message::Event(event))) if event.seq == s.last + 1 => {
+            let received = tokio::select! {
+                biased;
+                message = s.tap.receiver.recv() => Some(message),
+                () = s.idle.as_mut() => None,
+            };
+            let Some(message) = received else {
+                let due = s.heard + s.poll;
+                let now = Instant::now();
+                if now >= due {
+                    s.behind = true;
+                    s.heard = now;
+                    s.idle.as_mut().reset(now + s.poll);
+                } else {
+                    s.idle.as_mut().reset(due);
+                }
+                continue;
+            };
+            s.heard = Instant::now();
+            match message {
+                Ok(Message::Event(event)) if event.seq <= s.last => {}
+                Ok(Message::Event(event)) if event.seq == s.last + 1 => {
                     s.buffer.push_back(StoredEvent::clone(&event));
                 }
                 // A gap (appends published out of order), a lag or a resync: the table has
                 // it all. `Closed` cannot happen while this tap holds the channel.
-                Ok(Ok(_) | Err(_)) | Err(_) => s.behind = true,
+                Ok(_) | Err(_) => s.behind = true,
             }
         }
     })

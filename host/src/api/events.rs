@@ -18,6 +18,7 @@ use axum::routing::get;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::auth::Auth;
@@ -103,11 +104,15 @@ async fn stream(
             };
             match next {
                 Some(Ok(event)) => {
-                    if tx
-                        .send_timeout(to_sse(&event), config.send_timeout)
-                        .await
-                        .is_err()
-                    {
+                    // The common case needs no timer; only a full buffer waits.
+                    let sent = match tx.try_send(to_sse(&event)) {
+                        Ok(()) => true,
+                        Err(TrySendError::Full(event)) => {
+                            tx.send_timeout(event, config.send_timeout).await.is_ok()
+                        }
+                        Err(TrySendError::Closed(_)) => false,
+                    };
+                    if !sent {
                         tracing::debug!(stream = %id, "SSE client too slow or gone; dropped");
                         break;
                     }
