@@ -1363,7 +1363,10 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
         .iter()
         .map(|e| e.seq)
         .collect();
-    assert!(stored.len() > appended, "every append, then the cancel's events");
+    assert!(
+        stored.len() > appended,
+        "every append, then the cancel's events"
+    );
 
     // The fast client was not held back: it got everything, in order, then `done`.
     let fast = fast.await.expect("fast reader");
@@ -1373,7 +1376,10 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
     // The slow client now reads what reached it before the cut: a prefix, without `done`.
     let before_drop = SseReader::new(slow).collect().await;
     let last_id = before_drop.last().expect("some events reached it").seq();
-    assert_ne!(before_drop.last().and_then(|e| e.event.as_deref()), Some("done"));
+    assert_ne!(
+        before_drop.last().and_then(|e| e.event.as_deref()),
+        Some("done")
+    );
     assert!(last_id < *stored.last().expect("stored"));
     let resumed = SseReader::new(
         server
@@ -1391,7 +1397,10 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
         .map(|e| e.seq())
         .collect();
     assert_eq!(seen, stored, "every event exactly once across the drop");
-    assert_eq!(resumed.last().and_then(|e| e.event.as_deref()), Some("done"));
+    assert_eq!(
+        resumed.last().and_then(|e| e.event.as_deref()),
+        Some("done")
+    );
 
     let blocker = blocker["command_id"].as_str().expect("id");
     call(

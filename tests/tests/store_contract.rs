@@ -721,7 +721,10 @@ async fn subscribers_on_two_replicas_get_every_event_once_while_both_append(kind
     };
     let logs = [b.stores.events.clone(), replica.events.clone()];
     for n in 0..5 {
-        logs[0].append(&id, &message(&format!("early {n}"))).await.unwrap();
+        logs[0]
+            .append(&id, &message(&format!("early {n}")))
+            .await
+            .unwrap();
     }
     let per_writer = 100;
     let mut readers = Vec::new();
@@ -738,7 +741,9 @@ async fn subscribers_on_two_replicas_get_every_event_once_while_both_append(kind
             let (log, id) = (log.clone(), id.clone());
             tokio::spawn(async move {
                 for n in 0..per_writer {
-                    log.append(&id, &message(&format!("{w}:{n}"))).await.unwrap();
+                    log.append(&id, &message(&format!("{w}:{n}")))
+                        .await
+                        .unwrap();
                 }
             })
         })

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::event_fanout::{EventHub, FetchEvents};
 use crate::domain::ChainVerifier;
 use crate::domain::{CommandStatus, HOST_LOST, Lease, MasterKey, QueueConfig};
-use super::event_fanout::{EventHub, FetchEvents};
 use crate::ports::{AuditLog, AuditVerification, StoreError, Stores};
 
 pub use super::event_fanout::{EVENT_FANOUT_CAPACITY, SUBSCRIPTION_PAGE};

@@ -18,8 +18,8 @@ use tokio::sync::{Mutex, watch};
 
 use super::event_fanout::{FetchEvents, SUBSCRIPTION_PAGE, follow};
 use super::store::{
-    ConnectError, Signals, StoreOptions, fenced, from_millis, lost, millis, nonce,
-    rescue_decision, verify_chain,
+    ConnectError, Signals, StoreOptions, fenced, from_millis, lost, millis, nonce, rescue_decision,
+    verify_chain,
 };
 use crate::domain::{
     AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
