@@ -76,6 +76,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl EventHub {
+    /// `fetch` reads the table for the shared fetch of what other replicas appended.
     pub fn new(fetch: FetchEvents) -> Arc<Self> {
         Arc::new(Self {
             streams: Mutex::new(HashMap::new()),
@@ -296,6 +297,8 @@ pub(crate) fn follow<L>(
 where
     L: EventLog + 'static,
 {
+    // Timer arithmetic must not overflow; a safety re-read once a day is as good as never.
+    let poll = poll.min(Duration::from_secs(24 * 3600));
     let state = Follow {
         log,
         tap: hub.tap(stream),
