@@ -1,7 +1,9 @@
 //! SSE delivery latency, printed as a table (not a timed test): time from an event appended
 //! to a command's event log (what the worker does for every provider event) to an SSE
 //! client of `rdev serve` receiving it, over loopback, with 1 and with 1,000 subscribers of
-//! the same stream; plus enqueue requests per second on `POST /projects/{id}/commands`.
+//! the same stream; enqueue requests per second on `POST /projects/{id}/commands`; and the
+//! memory an idle SSE subscriber costs a separate `rdev serve` process (its RSS, from
+//! `/proc/<pid>/status`, before and after opening idle connections to one stream).
 //!
 //! Run: `cargo xtask plugins && cargo bench -p rdev --bench sse`.
 
@@ -21,12 +23,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// Reads an SSE body and reports the arrival time of every `output` event by its text.
+/// Reads an SSE body and reports the arrival time of every event by its id (the sequence
+/// number), without decoding its JSON: the client's own work is kept out of the figure.
 async fn subscribe(
     http: reqwest::Client,
     url: String,
     token: String,
-    arrivals: mpsc::UnboundedSender<(u64, Instant)>,
+    arrivals: mpsc::UnboundedSender<(i64, Instant)>,
     ready: mpsc::UnboundedSender<()>,
 ) -> Result<()> {
     let response = http.get(url).bearer_auth(token).send().await?;
@@ -38,11 +41,12 @@ async fn subscribe(
         buffer.push_str(&String::from_utf8_lossy(&chunk?));
         while let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: "))
-                && let Ok(value) = serde_json::from_str::<serde_json::Value>(data)
-                && let Some(n) = value["text"].as_str().and_then(|t| t.parse::<u64>().ok())
+            if let Some(seq) = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .and_then(|id| id.trim().parse::<i64>().ok())
             {
-                let _ = arrivals.send((n, now));
+                let _ = arrivals.send((seq, now));
             }
         }
     }
@@ -97,11 +101,11 @@ async fn latency(
             text: n.to_string(),
         });
         let sent = Instant::now();
-        log.append(&id, &event).await?;
+        let seq = log.append(&id, &event).await?.seq;
         let mut received = 0;
         while received < subscribers {
             let (seen, at) = arrivals.recv().await.ok_or("subscribers ended")?;
-            if seen == n {
+            if seen == seq {
                 samples.push(at - sent);
                 received += 1;
             }
@@ -167,6 +171,133 @@ async fn enqueue_rate(base: &str, admin: &str, total: usize, concurrency: usize)
     Ok(rate)
 }
 
+/// Resident set size of a process in KiB, from `/proc/<pid>/status`.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS line")?;
+    let kib = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("malformed VmRSS line")?
+        .parse()?;
+    Ok(kib)
+}
+
+/// A child `rdev serve` (SQLite in a temporary data dir), killed on drop.
+struct ChildServer {
+    child: std::process::Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_child(plugins: &std::path::Path, admin: &str) -> Result<ChildServer> {
+    let data = tempfile::tempdir()?;
+    let ready = data.path().join("ready");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rdev"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--plugins-dir")
+        .arg(plugins)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("RDEV_ADMIN_TOKEN", admin)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut server = ChildServer {
+        child,
+        base: String::new(),
+        _data: data,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(address) = std::fs::read_to_string(&ready)
+            && !address.trim().is_empty()
+        {
+            server.base = format!("http://{}", address.trim());
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            return Err("rdev serve did not become ready in 60 s".into());
+        }
+        if let Some(status) = server.child.try_wait()? {
+            return Err(format!("rdev serve exited early: {status}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Opens `count` SSE connections to a stream that stays silent and returns them once
+/// every response's headers arrived (the server holds each subscription by then).
+async fn open_idle(
+    http: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    count: usize,
+) -> Result<Vec<reqwest::Response>> {
+    let mut opened = Vec::with_capacity(count);
+    for chunk in 0..count.div_ceil(100) {
+        let batch = (count - chunk * 100).min(100);
+        let requests = (0..batch).map(|_| http.get(url).bearer_auth(admin).send());
+        for response in futures::future::join_all(requests).await {
+            let response = response?;
+            if !response.status().is_success() {
+                return Err(format!("stream status {}", response.status()).into());
+            }
+            opened.push(response);
+        }
+    }
+    Ok(opened)
+}
+
+/// RSS of a separate `rdev serve` with 0, `step` and `2 * step` idle SSE subscribers.
+async fn idle_memory(plugins: &std::path::Path, step: usize) -> Result<[u64; 3]> {
+    let admin = "rdev_bench_admin_token_for_the_sse_memory_run";
+    let server = start_child(plugins, admin).await?;
+    let pid = server.child.id();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let submit = |prompt: &str| {
+        http.post(format!("{}/projects/idle/shell", server.base))
+            .bearer_auth(admin)
+            .json(&json!({"prompt": prompt}))
+            .send()
+    };
+    let _blocker: serde_json::Value = submit("sleep 600").await?.json().await?;
+    let target: serde_json::Value = submit("true").await?.json().await?;
+    let url = format!(
+        "{}{}",
+        server.base,
+        target["stream_url"].as_str().unwrap_or_default()
+    );
+    // Warm up: one subscription and its first allocations are not the per-subscriber cost.
+    let warm = open_idle(&http, &url, admin, 10).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid)?;
+    let first = open_idle(&http, &url, admin, step).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let one_step = rss_kib(pid)?;
+    let second = open_idle(&http, &url, admin, step).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let two_steps = rss_kib(pid)?;
+    drop((warm, first, second));
+    Ok([before, one_step, two_steps])
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -207,5 +338,20 @@ async fn main() -> Result<()> {
     if let Ok(server) = Arc::try_unwrap(server) {
         server.shutdown().await;
     }
+
+    let step = 1000;
+    let [before, one, two] = idle_memory(&root.join("target/plugins"), step).await?;
+    println!(
+        "\nMemory per idle SSE subscriber, separate `rdev serve` (SQLite), VmRSS of the server:"
+    );
+    println!(
+        "  {before} KiB with none, {one} KiB with {step}, {two} KiB with {}",
+        2 * step
+    );
+    println!(
+        "  per subscriber: {:.1} KiB (first {step}), {:.1} KiB (next {step})",
+        (one.saturating_sub(before)) as f64 / step as f64,
+        (two.saturating_sub(one)) as f64 / step as f64
+    );
     Ok(())
 }

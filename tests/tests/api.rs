@@ -1290,6 +1290,136 @@ async fn five_hundred_subscribers_of_one_stream_all_receive_every_event() {
     server.stop().await;
 }
 
+/// Open SSE connections as the server counts them.
+fn sse_subscribers(server: &TestServer) -> i64 {
+    server.server().state().metrics.sse_subscribers.get()
+}
+
+#[tokio::test]
+async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_exactly_once() {
+    let server = TestServer::sqlite_with(|config| {
+        config.sse.buffer = 4;
+        config.sse.send_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let admin = Some(server.admin.as_str());
+    let blocker = submit(&server, "slow", "shell", "sleep 30").await;
+    let command = submit(&server, "slow", "shell", "true").await;
+    let id = command["command_id"].as_str().expect("id").to_owned();
+    let stream_url = command["stream_url"].as_str().expect("url").to_owned();
+
+    // The slow client gets its response and then never reads the body.
+    let slow = server
+        .request(Method::GET, &stream_url, admin)
+        .send()
+        .await
+        .expect("slow stream");
+    assert_eq!(slow.status(), StatusCode::OK);
+    let fast = server
+        .request(Method::GET, &stream_url, admin)
+        .send()
+        .await
+        .expect("fast stream");
+    let fast = tokio::spawn(SseReader::new(fast).collect());
+    assert_eq!(sse_subscribers(&server), 2);
+
+    // Large events fill the slow client's socket and its server-side buffer (loopback
+    // holds a few MiB); the writer is never held up by it.
+    let payload = "x".repeat(64 * 1024);
+    let mut appended = 0;
+    while appended < 400 && sse_subscribers(&server) > 1 {
+        for _ in 0..16 {
+            append(&server, &id, output(&format!("{appended} {payload}"))).await;
+            appended += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A send to the slow client waits on its full buffer and gives up after `send_timeout`;
+    // the fast client is still subscribed.
+    let waiting = std::time::Instant::now();
+    while sse_subscribers(&server) > 1 {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(30),
+            "the slow subscriber was never dropped ({appended} events appended)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        append(&server, &id, output(&format!("{appended} after the drop"))).await;
+        appended += 1;
+    }
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        &format!("/commands/{id}/cancel"),
+        admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let stored: Vec<i64> = server
+        .server()
+        .state()
+        .stores
+        .events
+        .read(&CommandId::parse(&id).expect("id"), 0, 100_000)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert!(
+        stored.len() > appended,
+        "every append, then the cancel's events"
+    );
+
+    // The fast client was not held back: it got everything, in order, then `done`.
+    let fast = fast.await.expect("fast reader");
+    assert_eq!(fast.iter().map(|e| e.seq()).collect::<Vec<_>>(), stored);
+    assert_eq!(fast.last().and_then(|e| e.event.as_deref()), Some("done"));
+
+    // The slow client now reads what reached it before the cut: a prefix, without `done`.
+    let before_drop = SseReader::new(slow).collect().await;
+    let last_id = before_drop.last().expect("some events reached it").seq();
+    assert_ne!(
+        before_drop.last().and_then(|e| e.event.as_deref()),
+        Some("done")
+    );
+    assert!(last_id < *stored.last().expect("stored"));
+    let resumed = SseReader::new(
+        server
+            .request(Method::GET, &stream_url, admin)
+            .header("last-event-id", last_id.to_string())
+            .send()
+            .await
+            .expect("resume"),
+    )
+    .collect()
+    .await;
+    let seen: Vec<i64> = before_drop
+        .iter()
+        .chain(&resumed)
+        .map(|e| e.seq())
+        .collect();
+    assert_eq!(seen, stored, "every event exactly once across the drop");
+    assert_eq!(
+        resumed.last().and_then(|e| e.event.as_deref()),
+        Some("done")
+    );
+
+    let blocker = blocker["command_id"].as_str().expect("id");
+    call(
+        &server,
+        Method::POST,
+        &format!("/commands/{blocker}/cancel"),
+        admin,
+        None,
+    )
+    .await;
+    server.stop().await;
+}
+
 fn connection(server: &TestServer, token: &str) -> rdev::cli::client::Connection {
     rdev::cli::client::Connection {
         server: Some(server.base.clone()),

@@ -209,6 +209,7 @@ contract!(
     a_subscriber_replays_then_follows_until_done,
     a_subscriber_on_another_replica_sees_new_events,
     a_slow_subscriber_neither_stalls_the_writer_nor_misses_events,
+    subscribers_on_two_replicas_get_every_event_once_while_both_append,
     the_audit_chain_verifies_and_reports_the_first_tampered_entry,
     concurrent_audit_appends_keep_one_chain,
     credentials_are_encrypted_listed_by_name_and_overwritten,
@@ -780,6 +781,69 @@ async fn a_slow_subscriber_neither_stalls_the_writer_nor_misses_events(kind: Kin
     for (i, event) in all.iter().enumerate() {
         let event = event.as_ref().unwrap();
         assert_eq!(event.seq, i as i64 + 1);
+    }
+}
+
+async fn subscribers_on_two_replicas_get_every_event_once_while_both_append(kind: Kind) {
+    // No poll fallback: what a replica delivers comes from its own appends, sequence gaps
+    // and the other replica's notices.
+    let sleepy = QueueConfig {
+        poll_fallback: Duration::from_secs(3600),
+        ..QueueConfig::default()
+    };
+    let Some(b) = Backend::new(kind, sleepy.clone()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "a", None).await;
+    let replica = match kind {
+        Kind::Sqlite => b.stores.clone(),
+        Kind::Postgres => b.replica(sleepy, b.key.clone()).await,
+    };
+    let logs = [b.stores.events.clone(), replica.events.clone()];
+    for n in 0..5 {
+        logs[0]
+            .append(&id, &message(&format!("early {n}")))
+            .await
+            .unwrap();
+    }
+    let per_writer = 100;
+    let mut readers = Vec::new();
+    for r in 0..40 {
+        // Half replay from the start, half resume after the early events.
+        let after = if r % 2 == 0 { 0 } else { 5 };
+        let sub = logs[r % 2].subscribe(&id, after);
+        readers.push((after, tokio::spawn(sub.collect::<Vec<_>>())));
+    }
+    let writers: Vec<_> = logs
+        .iter()
+        .enumerate()
+        .map(|(w, log)| {
+            let (log, id) = (log.clone(), id.clone());
+            tokio::spawn(async move {
+                for n in 0..per_writer {
+                    log.append(&id, &message(&format!("{w}:{n}")))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // Once the subscribers have drained the appends, the replica's learn of this last
+    // event only through its notice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    logs[0].append(&id, &done_event()).await.unwrap();
+    let total = 5 + 2 * per_writer as i64 + 1;
+    for (after, reader) in readers {
+        let events = tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("every subscriber reaches the done event")
+            .unwrap();
+        let seqs: Vec<i64> = events.into_iter().map(|e| e.unwrap().seq).collect();
+        assert_eq!(seqs, (after + 1..=total).collect::<Vec<_>>());
     }
 }
 

@@ -1,6 +1,7 @@
 //! Implementations of the ports against real infrastructure. Only the composition root
 //! (the CLI and the server set-up) picks one; the core sees the ports.
 
+pub mod event_fanout;
 pub mod kubernetes;
 pub mod local;
 pub mod postgres;

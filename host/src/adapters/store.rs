@@ -1,26 +1,17 @@
 //! What the two storage adapters share: choosing one by URL, the master key, in-process
-//! wake-ups and the event subscription loop.
+//! wake-ups (the event fan-out itself is `event_fanout`).
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
+use super::event_fanout::{EventHub, FetchEvents};
 use crate::domain::ChainVerifier;
 use crate::domain::{CommandId, CommandStatus, HOST_LOST, Lease, MasterKey, QueueConfig};
-use crate::ports::{
-    AuditLog, AuditVerification, EventLog, EventSubscription, StoreError, StoredEvent, Stores,
-};
+use crate::ports::{AuditLog, AuditVerification, StoreError, Stores};
 
-/// Capacity of the in-process event fan-out. It carries ids only; a subscriber that falls
-/// further behind than this re-reads from the table, so the writer never waits.
-pub const EVENT_FANOUT_CAPACITY: usize = 1024;
-
-/// Events a subscriber fetches per read.
-pub const SUBSCRIPTION_PAGE: u32 = 256;
+pub use super::event_fanout::{EVENT_FANOUT_CAPACITY, SUBSCRIPTION_PAGE};
 
 /// Environment variable holding the base64 master key.
 pub const MASTER_KEY_ENV: &str = "RDEV_MASTER_KEY";
@@ -128,30 +119,23 @@ pub(crate) fn nonce() -> [u8; 24] {
     nonce
 }
 
-/// "A new event exists": ids only, the reader fetches the event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct EventNotice {
-    pub stream: String,
-    pub seq: i64,
-}
-
 /// Capacity of the in-process cancel fan-out; a receiver that lags relies on its heartbeat.
 pub const CANCEL_FANOUT_CAPACITY: usize = 256;
 
 /// In-process wake-ups: workers waiting for work, subscribers waiting for events and
 /// running commands whose cancel was requested.
-#[derive(Debug)]
 pub(crate) struct Signals {
     pub work: watch::Sender<u64>,
-    pub events: broadcast::Sender<EventNotice>,
+    pub events: Arc<EventHub>,
     pub cancels: broadcast::Sender<CommandId>,
 }
 
 impl Signals {
-    pub fn new() -> Arc<Self> {
+    /// `fetch` reads a stream's events for the hub when another replica announced some.
+    pub fn new(fetch: FetchEvents) -> Arc<Self> {
         Arc::new(Self {
             work: watch::channel(0).0,
-            events: broadcast::channel(EVENT_FANOUT_CAPACITY).0,
+            events: EventHub::new(fetch),
             cancels: broadcast::channel(CANCEL_FANOUT_CAPACITY).0,
         })
     }
@@ -165,88 +149,6 @@ impl Signals {
         self.work
             .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
-
-    /// Never blocks: with no subscriber the notice is dropped, a lagging one re-reads.
-    pub fn announce(&self, stream: &str, seq: i64) {
-        let _ = self.events.send(EventNotice {
-            stream: stream.to_owned(),
-            seq,
-        });
-    }
-}
-
-struct Follow<L> {
-    log: L,
-    notices: broadcast::Receiver<EventNotice>,
-    stream: CommandId,
-    last: i64,
-    buffer: VecDeque<StoredEvent>,
-    done: bool,
-    poll: Duration,
-}
-
-/// The subscription loop both adapters use: read what the table has after the last seen
-/// sequence number, then wait for a notice about this stream (or the poll interval, in case
-/// a notice was lost), and repeat until the terminal event.
-pub(crate) fn follow<L>(
-    log: L,
-    notices: broadcast::Receiver<EventNotice>,
-    stream: CommandId,
-    after: i64,
-    poll: Duration,
-) -> EventSubscription
-where
-    L: EventLog + 'static,
-{
-    let state = Follow {
-        log,
-        notices,
-        stream,
-        last: after,
-        buffer: VecDeque::new(),
-        done: false,
-        poll,
-    };
-    futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if s.done {
-                return None;
-            }
-            if let Some(event) = s.buffer.pop_front() {
-                s.last = event.seq;
-                s.done = event.event.is_terminal();
-                return Some((Ok(event), s));
-            }
-            match s.log.read(&s.stream, s.last, SUBSCRIPTION_PAGE).await {
-                Err(error) => {
-                    s.done = true;
-                    return Some((Err(error), s));
-                }
-                Ok(events) if !events.is_empty() => {
-                    s.buffer.extend(events);
-                    continue;
-                }
-                Ok(_) => {}
-            }
-            let deadline = tokio::time::sleep(s.poll);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    notice = s.notices.recv() => match notice {
-                        Ok(notice) if notice.stream == s.stream.as_str() && notice.seq > s.last => break,
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            (&mut deadline).await;
-                            break;
-                        }
-                    },
-                    () = &mut deadline => break,
-                }
-            }
-        }
-    })
-    .boxed()
 }
 
 /// Milliseconds since the epoch, for the columns SQLite stores as integers.

@@ -19,6 +19,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -125,11 +126,15 @@ async fn stream(
             };
             match next {
                 Some(Ok(event)) => {
-                    if tx
-                        .send_timeout(to_sse(&event), config.send_timeout)
-                        .await
-                        .is_err()
-                    {
+                    // The common case needs no timer; only a full buffer waits.
+                    let sent = match tx.try_send(to_sse(&event)) {
+                        Ok(()) => true,
+                        Err(TrySendError::Full(event)) => {
+                            tx.send_timeout(event, config.send_timeout).await.is_ok()
+                        }
+                        Err(TrySendError::Closed(_)) => false,
+                    };
+                    if !sent {
                         tracing::debug!(stream = %id, "SSE client too slow or gone; dropped");
                         break;
                     }

@@ -14,8 +14,9 @@ use sqlx::types::Json;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::event_fanout::{FetchEvents, SUBSCRIPTION_PAGE, follow};
 use super::store::{
-    ConnectError, Signals, StoreOptions, fenced, follow, lost, nonce, rescue_decision, verify_chain,
+    ConnectError, Signals, StoreOptions, fenced, lost, nonce, rescue_decision, verify_chain,
 };
 use crate::domain::{
     AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
@@ -116,7 +117,7 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
-        let signals = Signals::new();
+        let signals = Signals::new(fetch_events(pool.clone()));
         let stop = CancellationToken::new();
         tokio::spawn(listen(
             pool.clone(),
@@ -197,6 +198,7 @@ async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, re
         };
         backoff = LISTEN_RETRY_MIN;
         signals.wake_workers();
+        signals.events.resync_all();
         loop {
             let notification = tokio::select! {
                 () = stop.cancelled() => return,
@@ -212,8 +214,9 @@ async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, re
                 Ok(n) => {
                     if let Some((stream, seq)) = n.payload().rsplit_once(':')
                         && let Ok(seq) = seq.parse()
+                        && let Ok(stream) = CommandId::parse(stream)
                     {
-                        signals.announce(stream, seq);
+                        signals.events.remote_append(&stream, seq);
                     }
                 }
                 Err(error) => {
@@ -775,6 +778,35 @@ fn event_from_row(stream: &CommandId, row: &PgRow) -> Result<StoredEvent, StoreE
     })
 }
 
+/// Up to `limit` events of `stream` after `after`; shared by `EventLog::read` and the
+/// fan-out's fetch of what other replicas appended.
+async fn read_events(
+    pool: &PgPool,
+    stream: &CommandId,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, at, event FROM events WHERE stream = $1 AND seq > $2 \
+         ORDER BY seq LIMIT $3",
+    )
+    .bind(stream.as_str())
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading events"))?;
+    rows.iter().map(|row| event_from_row(stream, row)).collect()
+}
+
+/// The fan-out's fetch over the pool (not the store, which owns the fan-out).
+fn fetch_events(pool: PgPool) -> FetchEvents {
+    Arc::new(move |stream, after| {
+        let pool = pool.clone();
+        Box::pin(async move { read_events(&pool, &stream, after, SUBSCRIPTION_PAGE).await })
+    })
+}
+
 #[async_trait]
 impl EventLog for PgStore {
     async fn append(
@@ -782,6 +814,7 @@ impl EventLog for PgStore {
         stream: &CommandId,
         event: &StreamEvent,
     ) -> Result<StoredEvent, StoreError> {
+        let publish = self.inner.signals.events.begin_append(stream);
         let row = sqlx::query(
             "WITH next AS (UPDATE commands SET event_seq = event_seq + 1 WHERE id = $1 \
              RETURNING event_seq) \
@@ -798,7 +831,7 @@ impl EventLog for PgStore {
             id: stream.to_string(),
         })?;
         let stored = event_from_row(stream, &row)?;
-        self.inner.signals.announce(stream.as_str(), stored.seq);
+        publish.publish(&stored);
         Ok(stored)
     }
 
@@ -808,24 +841,14 @@ impl EventLog for PgStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at, event FROM events WHERE stream = $1 AND seq > $2 \
-             ORDER BY seq LIMIT $3",
-        )
-        .bind(stream.as_str())
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool_ref())
-        .await
-        .map_err(db("reading events"))?;
-        rows.iter().map(|row| event_from_row(stream, row)).collect()
+        read_events(self.pool_ref(), stream, after, limit).await
     }
 
     fn subscribe(&self, stream: &CommandId, after: i64) -> EventSubscription {
         follow(
             self.clone(),
-            self.inner.signals.events.subscribe(),
-            stream.clone(),
+            &self.inner.signals.events,
+            stream,
             after,
             self.inner.config.poll_fallback,
         )

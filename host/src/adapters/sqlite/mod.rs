@@ -16,9 +16,10 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 use tokio::sync::{Mutex, broadcast, watch};
 
+use super::event_fanout::{FetchEvents, SUBSCRIPTION_PAGE, follow};
 use super::store::{
-    ConnectError, Signals, StoreOptions, fenced, follow, from_millis, lost, millis, nonce,
-    rescue_decision, verify_chain,
+    ConnectError, Signals, StoreOptions, fenced, from_millis, lost, millis, nonce, rescue_decision,
+    verify_chain,
 };
 use crate::domain::{
     AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
@@ -110,11 +111,12 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
+        let signals = Signals::new(fetch_events(pool.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 config: options.queue,
-                signals: Signals::new(),
+                signals,
                 key: ArcSwap::from_pointee(options.master_key),
                 write: Mutex::new(()),
             }),
@@ -601,6 +603,35 @@ fn event_from_row(stream: &CommandId, row: &SqliteRow) -> Result<StoredEvent, St
     })
 }
 
+/// Up to `limit` events of `stream` after `after`; shared by `EventLog::read` and the
+/// fan-out's fetch.
+async fn read_events(
+    pool: &SqlitePool,
+    stream: &CommandId,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, at, event FROM events WHERE stream = ?1 AND seq > ?2 \
+         ORDER BY seq LIMIT ?3",
+    )
+    .bind(stream.as_str())
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading events"))?;
+    rows.iter().map(|row| event_from_row(stream, row)).collect()
+}
+
+/// The fan-out's fetch over the pool (not the store, which owns the fan-out).
+fn fetch_events(pool: SqlitePool) -> FetchEvents {
+    Arc::new(move |stream, after| {
+        let pool = pool.clone();
+        Box::pin(async move { read_events(&pool, &stream, after, SUBSCRIPTION_PAGE).await })
+    })
+}
+
 #[async_trait]
 impl EventLog for SqliteStore {
     async fn append(
@@ -608,6 +639,7 @@ impl EventLog for SqliteStore {
         stream: &CommandId,
         event: &StreamEvent,
     ) -> Result<StoredEvent, StoreError> {
+        let publish = self.inner.signals.events.begin_append(stream);
         let write = self.inner.write.lock().await;
         let mut tx = self
             .pool_ref()
@@ -636,13 +668,14 @@ impl EventLog for SqliteStore {
             .map_err(db("appending an event"))?;
         tx.commit().await.map_err(db("appending an event"))?;
         drop(write);
-        self.inner.signals.announce(stream.as_str(), seq);
-        Ok(StoredEvent {
+        let stored = StoredEvent {
             stream: stream.clone(),
             seq,
             at: from_millis("events", millis(at))?,
             event: event.clone(),
-        })
+        };
+        publish.publish(&stored);
+        Ok(stored)
     }
 
     async fn read(
@@ -651,24 +684,14 @@ impl EventLog for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at, event FROM events WHERE stream = ?1 AND seq > ?2 \
-             ORDER BY seq LIMIT ?3",
-        )
-        .bind(stream.as_str())
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool_ref())
-        .await
-        .map_err(db("reading events"))?;
-        rows.iter().map(|row| event_from_row(stream, row)).collect()
+        read_events(self.pool_ref(), stream, after, limit).await
     }
 
     fn subscribe(&self, stream: &CommandId, after: i64) -> EventSubscription {
         follow(
             self.clone(),
-            self.inner.signals.events.subscribe(),
-            stream.clone(),
+            &self.inner.signals.events,
+            stream,
             after,
             self.inner.config.poll_fallback,
         )
