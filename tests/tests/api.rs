@@ -6,27 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use rdev::domain::{AgentEvent, CommandId, OutputStream, StreamEvent};
-use rdev_tests::harness::server::{SseReader, TestServer};
-
-async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body)
-}
-
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = server.request(method, path, token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    json_of(request.send().await.expect("request sent")).await
-}
+use rdev_tests::harness::server::{SseReader, TestServer, json_of};
 
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
@@ -34,14 +14,14 @@ fn code(body: &Value) -> &str {
 
 /// A member token for `projects`, created through the API.
 async fn member_token(server: &TestServer, projects: &[&str]) -> String {
-    let (status, body) = call(
-        server,
-        Method::POST,
-        "/tokens",
-        Some(&server.admin),
-        Some(json!({"name": "member", "role": "member", "projects": projects})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/tokens",
+            Some(&server.admin),
+            Some(json!({"name": "member", "role": "member", "projects": projects})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["token"]
         .as_str()
@@ -50,14 +30,14 @@ async fn member_token(server: &TestServer, projects: &[&str]) -> String {
 }
 
 async fn submit(server: &TestServer, project: &str, provider: &str, prompt: &str) -> Value {
-    let (status, body) = call(
-        server,
-        Method::POST,
-        &format!("/projects/{project}/{provider}"),
-        Some(&server.admin),
-        Some(json!({"prompt": prompt})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/projects/{project}/{provider}"),
+            Some(&server.admin),
+            Some(json!({"prompt": prompt})),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     body
 }
@@ -72,12 +52,12 @@ fn output(text: &str) -> StreamEvent {
 #[tokio::test]
 async fn probes_and_metrics_need_no_token() {
     let server = TestServer::sqlite().await;
-    let (status, body) = call(&server, Method::GET, "/healthz", None, None).await;
+    let (status, body) = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(
         (status, body["status"].as_str()),
         (StatusCode::OK, Some("ok"))
     );
-    let (status, body) = call(&server, Method::GET, "/readyz", None, None).await;
+    let (status, body) = server.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["database"], "ok");
     assert!(body["providers_serving"].as_u64().unwrap_or(0) >= 1);
@@ -92,7 +72,7 @@ async fn probes_and_metrics_need_no_token() {
         .expect("text");
     assert!(text.contains("rdev_commands_enqueued_total 1"), "{text}");
     assert!(text.contains("rdev_sse_subscribers"), "{text}");
-    let (status, body) = call(&server, Method::GET, "/nope", None, None).await;
+    let (status, body) = server.call(Method::GET, "/nope", None, None).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "route_not_found")
@@ -123,27 +103,27 @@ async fn the_seed_request_returns_a_command_and_a_stream_url() {
     );
     assert!(body["status"].is_string());
 
-    let (status, command) = call(
-        &server,
-        Method::GET,
-        &format!("/commands/{id}"),
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (status, command) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{command}");
     assert_eq!(command["provider"], "claude");
     assert_eq!(command["project_id"], "my-project");
     assert_eq!(command["prompt"], "write a hello world");
     // The project was registered by the submission.
-    let (status, project) = call(
-        &server,
-        Method::GET,
-        "/projects/my-project",
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (status, project) = server
+        .call(
+            Method::GET,
+            "/projects/my-project",
+            Some(&server.admin),
+            None,
+        )
+        .await;
     assert_eq!(
         (status, &project["id"]),
         (StatusCode::OK, &json!("my-project"))
@@ -224,7 +204,9 @@ async fn rejected_submissions_write_nothing() {
         ),
     ];
     for (body, path, want_status, want_code) in cases {
-        let (status, answer) = call(&server, Method::POST, path, admin, Some(body.clone())).await;
+        let (status, answer) = server
+            .call(Method::POST, path, admin, Some(body.clone()))
+            .await;
         assert_eq!(
             (status, code(&answer)),
             (want_status, want_code),
@@ -263,12 +245,12 @@ async fn rejected_submissions_write_nothing() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     // Nothing was written: the project was never registered, nothing was queued.
-    let (status, answer) = call(&server, Method::GET, "/projects/p1", admin, None).await;
+    let (status, answer) = server.call(Method::GET, "/projects/p1", admin, None).await;
     assert_eq!(
         (status, code(&answer)),
         (StatusCode::NOT_FOUND, "project_not_found")
     );
-    let (_, projects) = call(&server, Method::GET, "/projects", admin, None).await;
+    let (_, projects) = server.call(Method::GET, "/projects", admin, None).await;
     assert_eq!(projects["projects"], json!([]));
     server.stop().await;
 }
@@ -277,49 +259,49 @@ async fn rejected_submissions_write_nothing() {
 async fn projects_can_be_created_listed_read_and_deleted() {
     let server = TestServer::sqlite().await;
     let admin = Some(server.admin.as_str());
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        admin,
-        Some(json!({"id": "alpha", "display_name": "Alpha"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects",
+            admin,
+            Some(json!({"id": "alpha", "display_name": "Alpha"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["display_name"], "Alpha");
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        admin,
-        Some(json!({"id": "alpha"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects",
+            admin,
+            Some(json!({"id": "alpha"})),
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::CONFLICT, "project_exists")
     );
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        admin,
-        Some(json!({"id": "../etc"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects",
+            admin,
+            Some(json!({"id": "../etc"})),
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "invalid_id")
     );
-    call(
-        &server,
-        Method::POST,
-        "/projects",
-        admin,
-        Some(json!({"id": "beta"})),
-    )
-    .await;
-    let (_, body) = call(&server, Method::GET, "/projects", admin, None).await;
+    server
+        .call(
+            Method::POST,
+            "/projects",
+            admin,
+            Some(json!({"id": "beta"})),
+        )
+        .await;
+    let (_, body) = server.call(Method::GET, "/projects", admin, None).await;
     let ids: Vec<&str> = body["projects"]
         .as_array()
         .expect("list")
@@ -327,7 +309,9 @@ async fn projects_can_be_created_listed_read_and_deleted() {
         .filter_map(|p| p["id"].as_str())
         .collect();
     assert_eq!(ids, ["alpha", "beta"]);
-    let (status, body) = call(&server, Method::GET, "/projects/gamma", admin, None).await;
+    let (status, body) = server
+        .call(Method::GET, "/projects/gamma", admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "project_not_found")
@@ -335,41 +319,44 @@ async fn projects_can_be_created_listed_read_and_deleted() {
 
     // A project with queued work cannot be deleted; once it is finished it can.
     let queued = submit(&server, "beta", "shell", "sleep 30").await;
-    let (status, body) = call(&server, Method::DELETE, "/projects/beta", admin, None).await;
+    let (status, body) = server
+        .call(Method::DELETE, "/projects/beta", admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::CONFLICT, "project_busy")
     );
     let id = queued["command_id"].as_str().expect("id");
-    let (status, _) = call(
-        &server,
-        Method::POST,
-        &format!("/commands/{id}/cancel"),
-        admin,
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     wait_terminal(&server, id).await;
-    let (status, _) = call(&server, Method::DELETE, "/projects/beta", admin, None).await;
+    let (status, _) = server
+        .call(Method::DELETE, "/projects/beta", admin, None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(&server, Method::GET, "/projects/beta", admin, None).await;
+    let (status, _) = server
+        .call(Method::GET, "/projects/beta", admin, None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = call(&server, Method::DELETE, "/projects/beta", admin, None).await;
+    let (status, _) = server
+        .call(Method::DELETE, "/projects/beta", admin, None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
 
 /// Follows the command's stream to its end and returns the final status from the API.
 async fn wait_terminal(server: &TestServer, id: &str) -> Value {
-    let (_, command) = call(
-        server,
-        Method::GET,
-        &format!("/commands/{id}"),
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (_, command) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
     let stream_url = command["stream_url"]
         .as_str()
         .expect("stream_url")
@@ -383,14 +370,14 @@ async fn wait_terminal(server: &TestServer, id: &str) -> Value {
     let events = SseReader::new(response).collect().await;
     let last = events.last().expect("a terminal event");
     assert_eq!(last.event.as_deref(), Some("done"), "{events:?}");
-    let (_, command) = call(
-        server,
-        Method::GET,
-        &format!("/commands/{id}"),
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (_, command) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
     command
 }
 
@@ -403,37 +390,32 @@ async fn commands_are_listed_filtered_paged_and_cancelled() {
     let blocker = submit(&server, "work", "shell", "sleep 30").await;
     let mut ids = Vec::new();
     for n in 0..3 {
-        let (status, body) = call(
-            &server,
-            Method::POST,
-            "/projects/work/commands",
-            admin,
-            Some(json!({"prompt": format!("echo {n}"), "provider": "shell"})),
-        )
-        .await;
+        let (status, body) = server
+            .call(
+                Method::POST,
+                "/projects/work/commands",
+                admin,
+                Some(json!({"prompt": format!("echo {n}"), "provider": "shell"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         ids.push(body["command_id"].as_str().expect("id").to_owned());
     }
     // Without "provider" the default provider is used.
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects/work/commands",
-        admin,
-        Some(json!({"prompt": "hi"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects/work/commands",
+            admin,
+            Some(json!({"prompt": "hi"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let default_id = body["command_id"].as_str().expect("id").to_owned();
-    let (_, command) = call(
-        &server,
-        Method::GET,
-        &format!("/commands/{default_id}"),
-        admin,
-        None,
-    )
-    .await;
-    let (_, providers) = call(&server, Method::GET, "/providers", admin, None).await;
+    let (_, command) = server
+        .call(Method::GET, &format!("/commands/{default_id}"), admin, None)
+        .await;
+    let (_, providers) = server.call(Method::GET, "/providers", admin, None).await;
     let default = providers["providers"]
         .as_array()
         .expect("list")
@@ -461,85 +443,75 @@ async fn commands_are_listed_filtered_paged_and_cancelled() {
     }
     let total = 6;
 
-    let (status, page) = call(
-        &server,
-        Method::GET,
-        "/projects/work/commands?limit=4",
-        admin,
-        None,
-    )
-    .await;
+    let (status, page) = server
+        .call(Method::GET, "/projects/work/commands?limit=4", admin, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["commands"].as_array().expect("page").len(), 4);
     assert_eq!(page["next_offset"], 4);
-    let (_, rest) = call(
-        &server,
-        Method::GET,
-        "/projects/work/commands?limit=4&offset=4",
-        admin,
-        None,
-    )
-    .await;
+    let (_, rest) = server
+        .call(
+            Method::GET,
+            "/projects/work/commands?limit=4&offset=4",
+            admin,
+            None,
+        )
+        .await;
     assert_eq!(rest["commands"].as_array().expect("page").len(), total - 4);
     assert_eq!(rest["next_offset"], Value::Null);
-    let (status, body) = call(
-        &server,
-        Method::GET,
-        "/projects/work/commands?status=done",
-        admin,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/projects/work/commands?status=done",
+            admin,
+            None,
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "invalid_status")
     );
-    let (status, body) = call(
-        &server,
-        Method::GET,
-        "/projects/nowhere/commands",
-        admin,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(Method::GET, "/projects/nowhere/commands", admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "project_not_found")
     );
 
     // Cancelling a pending command ends it at once, and its stream ends with `done`.
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        &format!("/commands/{}/cancel", ids[2]),
-        admin,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/commands/{}/cancel", ids[2]),
+            admin,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "cancelled");
     let finished = wait_terminal(&server, &ids[2]).await;
     assert_eq!(finished["status"], "cancelled");
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        &format!("/commands/{}/cancel", ids[2]),
-        admin,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/commands/{}/cancel", ids[2]),
+            admin,
+            None,
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::CONFLICT, "command_not_cancellable")
     );
-    let (_, cancelled) = call(
-        &server,
-        Method::GET,
-        "/projects/work/commands?status=cancelled",
-        admin,
-        None,
-    )
-    .await;
+    let (_, cancelled) = server
+        .call(
+            Method::GET,
+            "/projects/work/commands?status=cancelled",
+            admin,
+            None,
+        )
+        .await;
     let listed: Vec<&str> = cancelled["commands"]
         .as_array()
         .expect("list")
@@ -549,26 +521,16 @@ async fn commands_are_listed_filtered_paged_and_cancelled() {
     assert_eq!(listed, [ids[2].as_str()]);
 
     let missing = CommandId::from_uuid(uuid_like());
-    let (status, body) = call(
-        &server,
-        Method::GET,
-        &format!("/commands/{missing}"),
-        admin,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(Method::GET, &format!("/commands/{missing}"), admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "command_not_found")
     );
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/commands/cmd-nope/cancel",
-        admin,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(Method::POST, "/commands/cmd-nope/cancel", admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "command_not_found")
@@ -579,14 +541,9 @@ async fn commands_are_listed_filtered_paged_and_cancelled() {
         .chain([&default_id, first.as_ref().expect("id")])
         .chain([&blocker["command_id"].as_str().expect("id").to_owned()])
     {
-        call(
-            &server,
-            Method::POST,
-            &format!("/commands/{id}/cancel"),
-            admin,
-            None,
-        )
-        .await;
+        server
+            .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
+            .await;
     }
     server.stop().await;
 }
@@ -655,14 +612,9 @@ async fn sse_resumes_without_gap_or_duplicate_and_replays_to_late_subscribers() 
     let first_after = reader.next().await.expect("an event after resuming");
     seen.push(first_after);
     // Cancelling the (still pending) command writes its terminal event.
-    let (status, _) = call(
-        &server,
-        Method::POST,
-        &format!("/commands/{id}/cancel"),
-        admin,
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     seen.extend(reader.collect().await);
 
@@ -731,39 +683,34 @@ async fn sse_resumes_without_gap_or_duplicate_and_replays_to_late_subscribers() 
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "invalid_last_event_id")
     );
-    let (status, body) = call(
-        &server,
-        Method::GET,
-        "/projects/live/events/cmd-nope",
-        admin,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(Method::GET, "/projects/live/events/cmd-nope", admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "stream_not_found")
     );
-    let (status, body) = call(
-        &server,
-        Method::GET,
-        &format!("/projects/other/events/{id}"),
-        admin,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::GET,
+            &format!("/projects/other/events/{id}"),
+            admin,
+            None,
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "project_not_found")
     );
     let blocker = blocker["command_id"].as_str().expect("id");
-    call(
-        &server,
-        Method::POST,
-        &format!("/commands/{blocker}/cancel"),
-        admin,
-        None,
-    )
-    .await;
+    server
+        .call(
+            Method::POST,
+            &format!("/commands/{blocker}/cancel"),
+            admin,
+            None,
+        )
+        .await;
     server.stop().await;
 }
 
@@ -800,26 +747,21 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
     }
 
     // Project A's token: its own project works…
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects/proj-a/shell",
-        Some(&a),
-        Some(json!({"prompt": "echo a"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects/proj-a/shell",
+            Some(&a),
+            Some(json!({"prompt": "echo a"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let a_id = body["command_id"].as_str().expect("id").to_owned();
-    let (status, _) = call(
-        &server,
-        Method::GET,
-        &format!("/commands/{a_id}"),
-        Some(&a),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(Method::GET, &format!("/commands/{a_id}"), Some(&a), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, listed) = call(&server, Method::GET, "/projects", Some(&a), None).await;
+    let (_, listed) = server.call(Method::GET, "/projects", Some(&a), None).await;
     let ids: Vec<&str> = listed["projects"]
         .as_array()
         .expect("list")
@@ -867,7 +809,7 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
             Some(json!({"name": "x", "role": "admin"})),
         ),
     ] {
-        let (status, answer) = call(&server, method.clone(), &path, Some(&a), body).await;
+        let (status, answer) = server.call(method.clone(), &path, Some(&a), body).await;
         assert_eq!(
             (status, code(&answer)),
             (StatusCode::FORBIDDEN, "forbidden"),
@@ -875,27 +817,24 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
         );
     }
     // Nothing was queued for project B by the refused requests.
-    let (_, b_list) = call(
-        &server,
-        Method::GET,
-        "/projects/proj-b/commands",
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (_, b_list) = server
+        .call(Method::GET, "/projects/proj-b/commands", Some(&admin), None)
+        .await;
     assert_eq!(b_list["commands"].as_array().expect("list").len(), 1);
 
     // Admin reaches everything; a revoked token stops working at once.
-    let (status, _) = call(
-        &server,
-        Method::GET,
-        &format!("/commands/{a_id}"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{a_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, tokens) = call(&server, Method::GET, "/tokens", Some(&admin), None).await;
+    let (_, tokens) = server
+        .call(Method::GET, "/tokens", Some(&admin), None)
+        .await;
     let listed = tokens["tokens"].as_array().expect("tokens");
     assert!(
         listed
@@ -909,51 +848,46 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
         .as_str()
         .expect("id")
         .to_owned();
-    let (status, revoked) = call(
-        &server,
-        Method::DELETE,
-        &format!("/tokens/{member_id}"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (status, revoked) = server
+        .call(
+            Method::DELETE,
+            &format!("/tokens/{member_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(revoked["revoked_at"].is_string());
-    let (status, _) = call(&server, Method::GET, "/projects", Some(&a), None).await;
+    let (status, _) = server.call(Method::GET, "/projects", Some(&a), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) = call(
-        &server,
-        Method::DELETE,
-        "/tokens/tok-nope",
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(Method::DELETE, "/tokens/tok-nope", Some(&admin), None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "token_not_found")
     );
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/tokens",
-        Some(&admin),
-        Some(json!({"name": "m", "role": "member"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/tokens",
+            Some(&admin),
+            Some(json!({"name": "m", "role": "member"})),
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "projects_required")
     );
     for id in [a_id, b_id] {
-        call(
-            &server,
-            Method::POST,
-            &format!("/commands/{id}/cancel"),
-            Some(&admin),
-            None,
-        )
-        .await;
+        server
+            .call(
+                Method::POST,
+                &format!("/commands/{id}/cancel"),
+                Some(&admin),
+                None,
+            )
+            .await;
     }
     server.stop().await;
 }
@@ -962,41 +896,41 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
 async fn credentials_are_write_only_and_audited() {
     let server = TestServer::sqlite().await;
     let admin = Some(server.admin.as_str());
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        "/credentials/API_KEY",
-        admin,
-        Some(json!({"value": "sk-very-secret"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            "/credentials/API_KEY",
+            admin,
+            Some(json!({"value": "sk-very-secret"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["name"], "API_KEY");
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        "/credentials/bad-name",
-        admin,
-        Some(json!({"value": "x"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            "/credentials/bad-name",
+            admin,
+            Some(json!({"value": "x"})),
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "invalid_credential_name")
     );
-    let (status, body) = call(
-        &server,
-        Method::PUT,
-        "/credentials/EMPTY",
-        admin,
-        Some(json!({"value": ""})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            "/credentials/EMPTY",
+            admin,
+            Some(json!({"value": ""})),
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "value_required")
     );
-    let (status, list) = call(&server, Method::GET, "/credentials", admin, None).await;
+    let (status, list) = server.call(Method::GET, "/credentials", admin, None).await;
     assert_eq!(status, StatusCode::OK);
     let text = list.to_string();
     assert!(
@@ -1004,37 +938,33 @@ async fn credentials_are_write_only_and_audited() {
         "{text}"
     );
     assert!(!text.contains("sk-very-secret"), "{text}");
-    let (status, _) = call(&server, Method::DELETE, "/credentials/API_KEY", admin, None).await;
+    let (status, _) = server
+        .call(Method::DELETE, "/credentials/API_KEY", admin, None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = call(&server, Method::DELETE, "/credentials/API_KEY", admin, None).await;
+    let (status, body) = server
+        .call(Method::DELETE, "/credentials/API_KEY", admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "credential_not_found")
     );
 
-    let (status, audit) = call(
-        &server,
-        Method::GET,
-        "/audit?action=credential.put",
-        admin,
-        None,
-    )
-    .await;
+    let (status, audit) = server
+        .call(Method::GET, "/audit?action=credential.put", admin, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let entries = audit["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 1);
     assert!(!audit.to_string().contains("sk-very-secret"));
-    let (_, all) = call(&server, Method::GET, "/audit?limit=1", admin, None).await;
+    let (_, all) = server
+        .call(Method::GET, "/audit?limit=1", admin, None)
+        .await;
     assert_eq!(all["entries"].as_array().expect("entries").len(), 1);
     let next = all["next_after"].as_i64().expect("more pages");
-    let (_, rest) = call(
-        &server,
-        Method::GET,
-        &format!("/audit?after={next}"),
-        admin,
-        None,
-    )
-    .await;
+    let (_, rest) = server
+        .call(Method::GET, &format!("/audit?after={next}"), admin, None)
+        .await;
     assert!(
         rest["entries"]
             .as_array()
@@ -1042,12 +972,14 @@ async fn credentials_are_write_only_and_audited() {
             .iter()
             .any(|e| e["action"] == "credential.deleted")
     );
-    let (status, body) = call(&server, Method::GET, "/audit?limit=0", admin, None).await;
+    let (status, body) = server
+        .call(Method::GET, "/audit?limit=0", admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "invalid_limit")
     );
-    let (status, verify) = call(&server, Method::GET, "/audit/verify", admin, None).await;
+    let (status, verify) = server.call(Method::GET, "/audit/verify", admin, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(verify["intact"], true);
     assert!(verify["verified"].as_u64().unwrap_or(0) >= 2);
@@ -1058,7 +990,7 @@ async fn credentials_are_write_only_and_audited() {
 async fn providers_are_listed_and_reloaded_by_admins() {
     let server = TestServer::sqlite().await;
     let admin = Some(server.admin.as_str());
-    let (status, body) = call(&server, Method::GET, "/providers", admin, None).await;
+    let (status, body) = server.call(Method::GET, "/providers", admin, None).await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = body["providers"]
         .as_array()
@@ -1067,7 +999,9 @@ async fn providers_are_listed_and_reloaded_by_admins() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert!(names.contains(&"shell"), "{names:?}");
-    let (status, report) = call(&server, Method::POST, "/providers/reload", admin, None).await;
+    let (status, report) = server
+        .call(Method::POST, "/providers/reload", admin, None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert!(
         report["unchanged"]
@@ -1120,14 +1054,14 @@ async fn seed_flow(server: &TestServer) {
     let seqs: Vec<i64> = events.iter().map(|e| e.seq()).collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     let id = submitted["command_id"].as_str().expect("id");
-    let (status, command) = call(
-        server,
-        Method::GET,
-        &format!("/commands/{id}"),
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (status, command) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(command["exit_code"], 0, "{command}");
@@ -1169,14 +1103,14 @@ async fn the_seed_flow_runs_to_its_terminal_event_on_postgres() {
             break;
         }
     }
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        &format!("/commands/{id}/cancel"),
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/commands/{id}/cancel"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     events.extend(reader.collect().await);
     let last = events.last().expect("events");
@@ -1260,14 +1194,14 @@ async fn five_hundred_subscribers_of_one_stream_all_receive_every_event() {
     }
     // Release the project's slot: the command runs while all 500 are subscribed.
     let blocker = blocker["command_id"].as_str().expect("id");
-    call(
-        &server,
-        Method::POST,
-        &format!("/commands/{blocker}/cancel"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    server
+        .call(
+            Method::POST,
+            &format!("/commands/{blocker}/cancel"),
+            Some(&admin),
+            None,
+        )
+        .await;
     let mut first: Option<Vec<(i64, String)>> = None;
     for reader in readers {
         let events = reader.await.expect("reader task");
@@ -1348,14 +1282,9 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
         append(&server, &id, output(&format!("{appended} after the drop"))).await;
         appended += 1;
     }
-    let (status, _) = call(
-        &server,
-        Method::POST,
-        &format!("/commands/{id}/cancel"),
-        admin,
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
     let stored: Vec<i64> = server
@@ -1409,14 +1338,14 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
     );
 
     let blocker = blocker["command_id"].as_str().expect("id");
-    call(
-        &server,
-        Method::POST,
-        &format!("/commands/{blocker}/cancel"),
-        admin,
-        None,
-    )
-    .await;
+    server
+        .call(
+            Method::POST,
+            &format!("/commands/{blocker}/cancel"),
+            admin,
+            None,
+        )
+        .await;
     server.stop().await;
 }
 
@@ -1442,14 +1371,14 @@ async fn client_commands_run_follow_cancel_and_manage_tokens() {
     assert_eq!(client::run(run("echo from-cli")).await.expect("run"), 0);
     assert_eq!(client::run(run("exit 3")).await.expect("run"), 1);
 
-    let (_, listed) = call(
-        &server,
-        Method::GET,
-        "/projects/cli/commands",
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (_, listed) = server
+        .call(
+            Method::GET,
+            "/projects/cli/commands",
+            Some(&server.admin),
+            None,
+        )
+        .await;
     let newest = listed["commands"][0]["id"].as_str().expect("id").to_owned();
     let logs = LogsArgs {
         connection: connection(&server, &server.admin),
@@ -1482,7 +1411,9 @@ async fn client_commands_run_follow_cancel_and_manage_tokens() {
         },
     };
     assert_eq!(client::tokens(create).await.expect("create"), 0);
-    let (_, tokens) = call(&server, Method::GET, "/tokens", Some(&server.admin), None).await;
+    let (_, tokens) = server
+        .call(Method::GET, "/tokens", Some(&server.admin), None)
+        .await;
     let created = tokens["tokens"]
         .as_array()
         .expect("tokens")
@@ -1517,7 +1448,7 @@ async fn projects_are_created_from_templates_and_report_their_ci() {
     let server = TestServer::sqlite().await;
     let admin = Some(server.admin.as_str());
 
-    let (status, body) = call(&server, Method::GET, "/templates", admin, None).await;
+    let (status, body) = server.call(Method::GET, "/templates", admin, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let names: Vec<&str> = body["templates"]
         .as_array()
@@ -1529,42 +1460,44 @@ async fn projects_are_created_from_templates_and_report_their_ci() {
         assert!(names.contains(&builtin), "{names:?}");
     }
 
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        admin,
-        Some(json!({"id": "demo", "template": "nonexistent"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects",
+            admin,
+            Some(json!({"id": "demo", "template": "nonexistent"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        admin,
-        Some(json!({"id": "demo", "vars": {"title": "x"}})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects",
+            admin,
+            Some(json!({"id": "demo", "vars": {"title": "x"}})),
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "template_required")
     );
-    let (status, _) = call(&server, Method::GET, "/projects/demo", admin, None).await;
+    let (status, _) = server
+        .call(Method::GET, "/projects/demo", admin, None)
+        .await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
         "refused creations leave nothing"
     );
 
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        admin,
-        Some(json!({"id": "demo", "template": "blank", "vars": {"title": "Demo Title"}})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects",
+            admin,
+            Some(json!({"id": "demo", "template": "blank", "vars": {"title": "Demo Title"}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["project"]["id"], "demo", "{body}");
     assert!(body["commit"].is_string(), "a first commit: {body}");
@@ -1584,33 +1517,32 @@ async fn projects_are_created_from_templates_and_report_their_ci() {
     assert!(printed.contains("Demo Title"), "{printed}");
     assert_eq!(printed.trim().lines().last(), Some("1"), "{printed}");
 
-    let (status, body) = call(&server, Method::GET, "/projects/demo/ci", admin, None).await;
+    let (status, body) = server
+        .call(Method::GET, "/projects/demo/ci", admin, None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["registration"]["state"].is_string(), "{body}");
-    let (status, body) = call(&server, Method::POST, "/projects/demo/ci", admin, None).await;
+    let (status, body) = server
+        .call(Method::POST, "/projects/demo/ci", admin, None)
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::CONFLICT, "ci_not_configured")
     );
 
     let other = member_token(&server, &["elsewhere"]).await;
-    let (status, _) = call(
-        &server,
-        Method::GET,
-        "/projects/demo/ci",
-        Some(&other),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(Method::GET, "/projects/demo/ci", Some(&other), None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        Some(&other),
-        Some(json!({"id": "mine", "template": "blank"})),
-    )
-    .await;
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/projects",
+            Some(&other),
+            Some(json!({"id": "mine", "template": "blank"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     server.stop().await;
 }
@@ -1679,32 +1611,29 @@ async fn the_event_stream_alone_takes_the_token_as_a_query_parameter_and_never_l
     let rest = SseReader::new(resumed).collect().await;
     assert_eq!(rest.len(), events.len() - 1, "{rest:?}");
 
-    let (status, body) = call(
-        &server,
-        Method::GET,
-        &format!("/commands/{id}?access_token={}", server.admin),
-        None,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{id}?access_token={}", server.admin),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::UNAUTHORIZED, "unauthorized"),
         "other routes want the header"
     );
-    let (status, _) = call(
-        &server,
-        Method::GET,
-        &with_token("rdev_unknown"),
-        None,
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(Method::GET, &with_token("rdev_unknown"), None, None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = call(&server, Method::GET, &with_token(""), None, None).await;
+    let (status, _) = server.call(Method::GET, &with_token(""), None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let member = member_token(&server, &["someone-else"]).await;
-    let (status, body) = call(&server, Method::GET, &with_token(&member), None, None).await;
+    let (status, body) = server
+        .call(Method::GET, &with_token(&member), None, None)
+        .await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
 
     let admin = server.admin.clone();

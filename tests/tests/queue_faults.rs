@@ -413,7 +413,14 @@ async fn workers_survive_a_postgres_restart_under_load_and_run_each_command_once
         loop {
             let status = status_of(&stores, id).await;
             if status.is_terminal() {
-                assert_eq!(status, CommandStatus::Completed, "{id}");
+                let record = stores.queue.get(id).await.expect("record");
+                assert_eq!(
+                    status,
+                    CommandStatus::Completed,
+                    "{id}: {:?} {:?}",
+                    record.error,
+                    record.result
+                );
                 break;
             }
             assert!(

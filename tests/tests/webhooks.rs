@@ -38,22 +38,6 @@ async fn server(db: Db, adjust: fn(&mut ServeConfig)) -> Option<TestServer> {
     }
 }
 
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = server.request(method, path, token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request sent");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
@@ -65,14 +49,14 @@ async fn subscribe(
     url: &str,
     types: &[&str],
 ) -> (String, String) {
-    let (status, body) = call(
-        server,
-        Method::POST,
-        &format!("/projects/{project}/webhooks"),
-        Some(&server.admin),
-        Some(json!({"url": url, "event_types": types})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/projects/{project}/webhooks"),
+            Some(&server.admin),
+            Some(json!({"url": url, "event_types": types})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let secret = body["secret"]
         .as_str()
@@ -84,26 +68,26 @@ async fn subscribe(
 
 /// Runs `script` through the shell provider and waits for its final status.
 async fn run_shell(server: &TestServer, project: &str, script: &str) -> Value {
-    let (status, body) = call(
-        server,
-        Method::POST,
-        &format!("/projects/{project}/shell"),
-        Some(&server.admin),
-        Some(json!({"prompt": script})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/projects/{project}/shell"),
+            Some(&server.admin),
+            Some(json!({"prompt": script})),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["command_id"].as_str().expect("command id").to_owned();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let (_, command) = call(
-            server,
-            Method::GET,
-            &format!("/commands/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+        let (_, command) = server
+            .call(
+                Method::GET,
+                &format!("/commands/{id}"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
         if matches!(
             command["status"].as_str(),
             Some("completed" | "failed" | "cancelled")
@@ -116,14 +100,14 @@ async fn run_shell(server: &TestServer, project: &str, script: &str) -> Value {
 }
 
 async fn deliveries(server: &TestServer, project: &str, webhook: &str) -> Vec<Value> {
-    let (status, body) = call(
-        server,
-        Method::GET,
-        &format!("/projects/{project}/webhooks/{webhook}/deliveries"),
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::GET,
+            &format!("/projects/{project}/webhooks/{webhook}/deliveries"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["deliveries"].as_array().cloned().unwrap_or_default()
 }
@@ -222,17 +206,19 @@ async fn a_finished_command_is_delivered_signed(db: Db) {
         "{metrics}"
     );
     // The secret is nowhere but in the create answer and the signature.
-    let (_, audit) = call(&server, Method::GET, "/audit", Some(&server.admin), None).await;
+    let (_, audit) = server
+        .call(Method::GET, "/audit", Some(&server.admin), None)
+        .await;
     assert!(audit.to_string().contains("webhook.created"), "{audit}");
     assert!(!audit.to_string().contains(&secret));
-    let (_, listed) = call(
-        &server,
-        Method::GET,
-        "/projects/signed/webhooks",
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (_, listed) = server
+        .call(
+            Method::GET,
+            "/projects/signed/webhooks",
+            Some(&server.admin),
+            None,
+        )
+        .await;
     assert!(!listed.to_string().contains("whsec_"), "{listed}");
     server.stop().await;
 }
@@ -299,14 +285,14 @@ async fn gone_disables_the_webhook(db: Db) {
     gone.wait_for(1, WAIT).await;
     let deadline = std::time::Instant::now() + WAIT;
     let webhook = loop {
-        let (status, webhook) = call(
-            &server,
-            Method::GET,
-            &format!("/projects/gone/webhooks/{gone_id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+        let (status, webhook) = server
+            .call(
+                Method::GET,
+                &format!("/projects/gone/webhooks/{gone_id}"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{webhook}");
         if webhook["enabled"] == false {
             break webhook;
@@ -380,14 +366,14 @@ async fn the_ssrf_guard_refuses_internal_targets_unless_allowed() {
         "http://localhost/hook",
         "http://0.0.0.0/hook",
     ] {
-        let (status, body) = call(
-            &server,
-            Method::POST,
-            "/projects/guarded/webhooks",
-            Some(&server.admin),
-            Some(json!({"url": url})),
-        )
-        .await;
+        let (status, body) = server
+            .call(
+                Method::POST,
+                "/projects/guarded/webhooks",
+                Some(&server.admin),
+                Some(json!({"url": url})),
+            )
+            .await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::UNPROCESSABLE_ENTITY, "webhook_target_forbidden"),
@@ -404,24 +390,24 @@ async fn the_ssrf_guard_refuses_internal_targets_unless_allowed() {
             "invalid_event_type",
         ),
     ] {
-        let (status, answer) = call(
-            &server,
-            Method::POST,
-            "/projects/guarded/webhooks",
-            Some(&server.admin),
-            Some(body),
-        )
-        .await;
+        let (status, answer) = server
+            .call(
+                Method::POST,
+                "/projects/guarded/webhooks",
+                Some(&server.admin),
+                Some(body),
+            )
+            .await;
         assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, expected));
     }
-    let (_, listed) = call(
-        &server,
-        Method::GET,
-        "/projects/guarded/webhooks",
-        Some(&server.admin),
-        None,
-    )
-    .await;
+    let (_, listed) = server
+        .call(
+            Method::GET,
+            "/projects/guarded/webhooks",
+            Some(&server.admin),
+            None,
+        )
+        .await;
     assert_eq!(listed["webhooks"], json!([]));
     server.stop().await;
 
@@ -437,35 +423,30 @@ async fn project_tokens_see_only_their_projects_webhooks() {
     let server = TestServer::sqlite_with(fast).await;
     let receiver = WebhookReceiver::start().expect("receiver");
     let (theirs, _) = subscribe(&server, "theirs", &receiver.url("/t"), &[]).await;
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/tokens",
-        Some(&server.admin),
-        Some(json!({"name": "member", "role": "member", "projects": ["mine"]})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/tokens",
+            Some(&server.admin),
+            Some(json!({"name": "member", "role": "member", "projects": ["mine"]})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let member = body["token"].as_str().expect("token").to_owned();
 
-    let (status, created) = call(
-        &server,
-        Method::POST,
-        "/projects/mine/webhooks",
-        Some(&member),
-        Some(json!({"url": receiver.url("/m"), "event_types": ["*"], "description": "mine"})),
-    )
-    .await;
+    let (status, created) = server
+        .call(
+            Method::POST,
+            "/projects/mine/webhooks",
+            Some(&member),
+            Some(json!({"url": receiver.url("/m"), "event_types": ["*"], "description": "mine"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let mine = created["id"].as_str().expect("id").to_owned();
-    let (status, listed) = call(
-        &server,
-        Method::GET,
-        "/projects/mine/webhooks",
-        Some(&member),
-        None,
-    )
-    .await;
+    let (status, listed) = server
+        .call(Method::GET, "/projects/mine/webhooks", Some(&member), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed["webhooks"].as_array().map(Vec::len), Some(1));
     assert_eq!(listed["webhooks"][0]["description"], "mine");
@@ -484,14 +465,14 @@ async fn project_tokens_see_only_their_projects_webhooks() {
             format!("/projects/theirs/webhooks/{theirs}/deliveries"),
         ),
     ] {
-        let (status, body) = call(
-            &server,
-            method.clone(),
-            &path,
-            Some(&member),
-            Some(json!({"url": receiver.url("/x")})),
-        )
-        .await;
+        let (status, body) = server
+            .call(
+                method.clone(),
+                &path,
+                Some(&member),
+                Some(json!({"url": receiver.url("/x")})),
+            )
+            .await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::FORBIDDEN, "forbidden"),
@@ -503,35 +484,37 @@ async fn project_tokens_see_only_their_projects_webhooks() {
         format!("/projects/mine/webhooks/{theirs}"),
         format!("/projects/mine/webhooks/{theirs}/deliveries"),
     ] {
-        let (status, body) = call(&server, Method::GET, &path, Some(&member), None).await;
+        let (status, body) = server.call(Method::GET, &path, Some(&member), None).await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::NOT_FOUND, "webhook_not_found"),
             "{path}"
         );
     }
-    let (status, _) = call(
-        &server,
-        Method::DELETE,
-        &format!("/projects/mine/webhooks/{mine}"),
-        Some(&member),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/projects/mine/webhooks/{mine}"),
+            Some(&member),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = call(
-        &server,
-        Method::GET,
-        &format!("/projects/mine/webhooks/{mine}"),
-        Some(&member),
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::GET,
+            &format!("/projects/mine/webhooks/{mine}"),
+            Some(&member),
+            None,
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "webhook_not_found")
     );
-    let (_, audit) = call(&server, Method::GET, "/audit", Some(&server.admin), None).await;
+    let (_, audit) = server
+        .call(Method::GET, "/audit", Some(&server.admin), None)
+        .await;
     assert!(audit.to_string().contains("webhook.deleted"), "{audit}");
     server.stop().await;
 }
@@ -548,14 +531,14 @@ async fn project_created_is_delivered_when_a_template_creates_the_project() {
         &["project.created"],
     )
     .await;
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        Some(&server.admin),
-        Some(json!({"id": "from-template", "template": "blank"})),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/projects",
+            Some(&server.admin),
+            Some(json!({"id": "from-template", "template": "blank"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let received = receiver.wait_for(1, WAIT).await;
     verify(&secret, &received[0]).expect("signed");

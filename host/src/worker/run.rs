@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use super::commands::request_digest;
 use super::{Context, EVENT_SINK_CAPACITY};
 use crate::domain::{
-    AgentResult, Claim, CommandRecord, CommandStatus, HostEvent, Lease, NewAuditEntry, Outcome,
-    Redactor, ResultStatus, StreamEvent,
+    AgentResult, Claim, CommandId, CommandRecord, CommandStatus, HostEvent, Lease, NewAuditEntry,
+    Outcome, Redactor, ResultStatus, StreamEvent,
 };
 use crate::ports::{AgentError, Execution, StoreError};
 
@@ -77,7 +77,11 @@ async fn record_outcome(
     outcome: Outcome,
     started: Instant,
 ) {
-    match retry_transient(&ctx, &lease, || ctx.queue.finish(&lease, outcome.clone())).await {
+    match retry_transient(&ctx, &lease.command_id, || {
+        ctx.queue.finish(&lease, outcome.clone())
+    })
+    .await
+    {
         Ok(record) => {
             if let Some(observer) = &ctx.observer {
                 observer.finished(&record.provider, record.status, started.elapsed());
@@ -119,10 +123,14 @@ async fn record_outcome(
 /// Longest wait between two attempts of a write the database refused for a transient reason.
 const RETRY_MAX_WAIT: Duration = Duration::from_secs(1);
 
-/// Retries a fenced write while the database is unreachable (a restart, a failover), for as
-/// long as the lease would still be valid, so a brief outage does not fail a command that ran
-/// fine. Lost leases and every other error are returned at once.
-async fn retry_transient<T, F, Fut>(ctx: &Context, lease: &Lease, write: F) -> Result<T, StoreError>
+/// Retries a write while the database is unreachable (a restart, a failover), for as long as
+/// a lease would still be valid, so a brief outage neither fails a command that ran fine nor
+/// drops its events. Lost leases and every other error are returned at once.
+async fn retry_transient<T, F, Fut>(
+    ctx: &Context,
+    command: &CommandId,
+    write: F,
+) -> Result<T, StoreError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -134,7 +142,7 @@ where
             Err(StoreError::Backend { context, message })
                 if tokio::time::Instant::now() + wait < give_up =>
             {
-                tracing::warn!(command = %lease.command_id, context, %message, "database unavailable; retrying");
+                tracing::warn!(%command, context, %message, "database unavailable; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_MAX_WAIT);
             }
@@ -180,14 +188,20 @@ async fn execute(
         .providers
         .lookup(Some(&command.provider))
         .map_err(|e| Stopped::Before(e.to_string()))?;
-    // Fail closed: output that cannot be redacted is not streamed at all.
-    let redactor = ctx.credentials.redactor().await.map_err(|e| {
+    // Fail closed: output that cannot be redacted is not streamed at all. A database that is
+    // briefly away (a restart) is waited for: nothing has run yet.
+    let redactor = retry_transient(ctx, &lease.command_id, || ctx.credentials.redactor());
+    let redactor = redactor.await.map_err(|e| {
         Stopped::Before(format!(
             "credentials unavailable, output cannot be redacted: {e}"
         ))
     })?;
     let idempotent = agent.provider().capabilities.idempotent;
-    match retry_transient(ctx, lease, || ctx.queue.mark_started(lease, idempotent)).await {
+    match retry_transient(ctx, &lease.command_id, || {
+        ctx.queue.mark_started(lease, idempotent)
+    })
+    .await
+    {
         Ok(()) => {}
         Err(StoreError::LeaseLost { .. }) => return Err(Stopped::LeaseLost),
         Err(error) => return Err(Stopped::Before(error.to_string())),
@@ -295,8 +309,9 @@ fn outcome(
     }
 }
 
-/// Redacts and stores a provider's events in order. A storage failure is logged and the
-/// event dropped; the provider is never blocked on it for longer than one append.
+/// Redacts and stores a provider's events in order. While the database is unreachable the
+/// append is retried (the provider is held back by the bounded sink meanwhile); any other
+/// storage failure is logged and the event dropped.
 async fn forward(
     ctx: Context,
     command: CommandRecord,
@@ -310,7 +325,8 @@ async fn forward(
 }
 
 async fn append(ctx: &Context, command: &CommandRecord, event: StreamEvent) {
-    if let Err(error) = ctx.events.append(&command.id, &event).await {
+    let stored = retry_transient(ctx, &command.id, || ctx.events.append(&command.id, &event));
+    if let Err(error) = stored.await {
         tracing::warn!(command = %command.id, %error, "storing an event failed");
     }
 }
@@ -323,7 +339,8 @@ async fn audit(ctx: &Context, command: &CommandRecord, action: &str, details: se
         command_id: Some(command.id.to_string()),
         details,
     };
-    if let Err(error) = ctx.audit.append(entry).await {
+    let written = retry_transient(ctx, &command.id, || ctx.audit.append(entry.clone()));
+    if let Err(error) = written.await {
         tracing::warn!(command = %command.id, %error, "writing an audit entry failed");
     }
 }

@@ -99,6 +99,22 @@ impl TestServer {
         }
     }
 
+    /// Sends `body` as JSON (if any) with `token`; the status and the decoded JSON answer
+    /// (`Null` when the body is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.request(method, path, token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        json_of(request.send().await.expect("request sent")).await
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
@@ -312,4 +328,14 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The status and the decoded JSON body of `response` (`Null` when it is not JSON).
+pub async fn json_of(response: reqwest::Response) -> (reqwest::StatusCode, serde_json::Value) {
+    let status = response.status();
+    let body = response
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_or(serde_json::Value::Null);
+    (status, body)
 }
