@@ -263,7 +263,9 @@ fn interrupt_mid_stream_writes_an_aborted_result() {
     while s.fake.stream_requests().is_empty() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Well into the 10 s reply, so even a loaded machine's CLI is consuming the stream
+    // (interrupted earlier, the CLI has been seen to exit without a result line).
+    std::thread::sleep(Duration::from_millis(1500));
     nix_kill(child.id());
     let run = finish("interrupted", child.wait_with_output().unwrap());
     let result = run.result();

@@ -701,3 +701,111 @@ async fn client_commands_read_server_and_token_from_the_config_file() {
         text(&absent.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_created_listed_and_deleted_through_a_server() {
+    let server = rdev_tests::harness::server::TestServer::sqlite_with(|config| {
+        config.webhooks.allow_private = true;
+    })
+    .await;
+    let created = client(
+        &server,
+        &server.admin,
+        &[
+            "webhooks",
+            "create",
+            "--project",
+            "hooked",
+            "--url",
+            "http://127.0.0.1:9/hook",
+            "--event",
+            "command.failed",
+        ],
+    )
+    .await;
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
+    let out = text(&created.stdout);
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .map(str::trim)
+        .expect("an id line")
+        .to_owned();
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret:"))
+        .map(str::trim)
+        .expect("a secret line");
+    assert!(secret.starts_with("whsec_"), "{out}");
+
+    let listed = client(
+        &server,
+        &server.admin,
+        &["webhooks", "list", "--project", "hooked"],
+    )
+    .await;
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    let table = text(&listed.stdout);
+    assert!(
+        table.lines().any(|l| l.starts_with(&id)
+            && l.contains("enabled")
+            && l.contains("command.failed")
+            && l.contains("http://127.0.0.1:9/hook")),
+        "{table}"
+    );
+    assert!(!table.contains(secret), "the secret is shown only once");
+
+    let deliveries = client(
+        &server,
+        &server.admin,
+        &["webhooks", "deliveries", "--project", "hooked", &id],
+    )
+    .await;
+    assert_eq!(
+        deliveries.status.code(),
+        Some(0),
+        "{}",
+        text(&deliveries.stderr)
+    );
+
+    // Refusals come back as the server's or the client's error, with nothing changed.
+    let private = client(
+        &server,
+        &server.admin,
+        &["webhooks", "list", "--project", "../tokens"],
+    )
+    .await;
+    assert_eq!(private.status.code(), Some(1));
+    let bad_id = client(
+        &server,
+        &server.admin,
+        &["webhooks", "delete", "--project", "hooked", "../x"],
+    )
+    .await;
+    assert_eq!(bad_id.status.code(), Some(1));
+    assert!(
+        text(&bad_id.stderr).contains("not a webhook id"),
+        "{}",
+        text(&bad_id.stderr)
+    );
+
+    let deleted = client(
+        &server,
+        &server.admin,
+        &["webhooks", "delete", "--project", "hooked", &id],
+    )
+    .await;
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
+    let gone = client(
+        &server,
+        &server.admin,
+        &["webhooks", "delete", "--project", "hooked", &id],
+    )
+    .await;
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        text(&gone.stderr).contains("webhook_not_found"),
+        "{}",
+        text(&gone.stderr)
+    );
+}

@@ -11,6 +11,7 @@ pub mod projects;
 pub mod providers;
 pub mod serve;
 pub mod spinner;
+pub mod webhooks;
 pub mod worker;
 
 /// rdev runs coding agents as sandboxed WebAssembly providers against project workspaces.
@@ -48,6 +49,8 @@ pub enum Command {
     Cancel(client::CancelArgs),
     /// Issue, list and revoke API tokens on a server (admin).
     Tokens(client::TokensArgs),
+    /// Create, list and delete a project's webhooks on a server; show their deliveries.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -64,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(args) => client::logs(args).await,
         Command::Cancel(args) => client::cancel(args).await,
         Command::Tokens(args) => client::tokens(args).await,
+        Command::Webhooks(args) => webhooks::run(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

@@ -84,7 +84,7 @@ pub enum ProjectsCommand {
 }
 
 /// `/projects/{id}` for a syntactically valid id, so an id cannot reach another route.
-fn project_path(id: &str) -> anyhow::Result<String> {
+pub(crate) fn project_path(id: &str) -> anyhow::Result<String> {
     let id = ProjectId::parse(id)?;
     Ok(format!("/projects/{id}"))
 }
