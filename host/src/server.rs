@@ -19,6 +19,7 @@ use crate::adapters::local::LocalExecutor;
 use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
+use crate::api::listener::TunedListener;
 use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
 use crate::ports::{
@@ -256,8 +257,9 @@ impl Server {
         let app = crate::api::router(state.clone());
         let mut tasks = Vec::new();
         let http_shutdown = shutdown.clone();
+        let write_timeout = config.sse.write_timeout;
         tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
+            let served = axum::serve(TunedListener::new(listener, write_timeout), app)
                 .with_graceful_shutdown(http_shutdown.cancelled_owned())
                 .await;
             if let Err(error) = served {

@@ -2,6 +2,7 @@
 //! plugins and a real database (SQLite, and PostgreSQL for the command flow), driven by an
 //! HTTP client.
 
+use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -1232,8 +1233,7 @@ fn sse_subscribers(server: &TestServer) -> i64 {
 #[tokio::test]
 async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_exactly_once() {
     let server = TestServer::sqlite_with(|config| {
-        config.sse.buffer = 4;
-        config.sse.send_timeout = std::time::Duration::from_secs(1);
+        config.sse.write_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     let admin = Some(server.admin.as_str());
@@ -1268,7 +1268,7 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // A send to the slow client waits on its full buffer and gives up after `send_timeout`;
+    // A write to the slow client's full socket gives up after `write_timeout`;
     // the fast client is still subscribed.
     let waiting = std::time::Instant::now();
     while sse_subscribers(&server) > 1 {
@@ -1308,8 +1308,9 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
     assert_eq!(fast.iter().map(|e| e.seq()).collect::<Vec<_>>(), stored);
     assert_eq!(fast.last().and_then(|e| e.event.as_deref()), Some("done"));
 
-    // The slow client now reads what reached it before the cut: a prefix, without `done`.
-    let before_drop = SseReader::new(slow).collect().await;
+    // The slow client now reads what reached it before the cut: a prefix, without `done`
+    // (the connection was closed mid-write, so the last frame may be partial and is dropped).
+    let before_drop = SseReader::new(slow).collect_until_cut().await;
     let last_id = before_drop.last().expect("some events reached it").seq();
     assert_ne!(
         before_drop.last().and_then(|e| e.event.as_deref()),
@@ -1690,5 +1691,64 @@ async fn finished_commands_are_timed_in_the_duration_histogram() {
         .parse()
         .expect("a number");
     assert!(seconds > 0.0, "{seconds}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_quiet_stream_gets_keep_alive_comments_and_events_postpone_them() {
+    let server = TestServer::sqlite_with(|config| {
+        config.sse.keep_alive = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let admin = Some(server.admin.as_str());
+    let blocker = submit(&server, "quiet", "shell", "sleep 30").await;
+    let command = submit(&server, "quiet", "shell", "true").await;
+    let id = command["command_id"].as_str().expect("id").to_owned();
+    let stream_url = command["stream_url"].as_str().expect("url").to_owned();
+    let response = server
+        .request(Method::GET, &stream_url, admin)
+        .send()
+        .await
+        .expect("stream");
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    let started = std::time::Instant::now();
+    // The stored `pending` event, then silence: a comment arrives after the interval.
+    while !seen.contains("\n:\n\n") && !seen.starts_with(":\n\n") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+            .await
+            .expect("a keep-alive within 5 s")
+            .expect("open")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.starts_with("id: 1\nevent: status\n"), "{seen}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+
+    // Events every 100 ms keep the stream busy: no comment between them.
+    seen.clear();
+    for n in 0..6 {
+        append(&server, &id, output(&format!("busy {n}"))).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    while seen.matches("event: output").count() < 6 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+            .await
+            .expect("events")
+            .expect("open")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !seen.contains(":\n\n"),
+        "no keep-alive while events flow: {seen}"
+    );
+
+    for command in [&command, &blocker] {
+        let id = command["command_id"].as_str().expect("id");
+        server
+            .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
+            .await;
+    }
     server.stop().await;
 }

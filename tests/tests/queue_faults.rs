@@ -10,9 +10,9 @@ use futures::StreamExt;
 use rdev::adapters::store::{MASTER_KEY_ENV, StoreOptions, connect};
 use rdev::domain::{
     AgentEvent, AgentRequest, CommandFilter, CommandId, CommandStatus, HOST_LOST, HostEvent,
-    MasterKey, NewCommand, NewProject, ProjectId, ProviderName, QueueConfig, StreamEvent,
+    MasterKey, NewCommand, ProjectId, ProviderName, QueueConfig, StreamEvent,
 };
-use rdev::ports::Stores;
+use rdev::ports::{Stores, UnknownProject};
 use rdev::worker::submit_command;
 use rdev_tests::harness::bin::rdev as rdev_binary;
 use rdev_tests::harness::plugins::plugins_dir;
@@ -115,14 +115,6 @@ async fn spawn_worker_timed(
 
 async fn submit(stores: &Stores, project: &str, prompt: &str) -> CommandId {
     let project = ProjectId::parse(project).expect("project");
-    stores
-        .projects
-        .ensure(NewProject {
-            id: project.clone(),
-            display_name: None,
-        })
-        .await
-        .expect("project");
     submit_command(
         stores,
         NewCommand {
@@ -132,6 +124,7 @@ async fn submit(stores: &Stores, project: &str, prompt: &str) -> CommandId {
             idempotency_key: None,
             submitted_by: "tester".into(),
         },
+        UnknownProject::Register,
     )
     .await
     .expect("submit")
@@ -148,7 +141,7 @@ async fn wait_done(stores: &Stores, id: &CommandId) -> Vec<StreamEvent> {
     .expect("command ends");
     events
         .into_iter()
-        .map(|e| e.expect("event").event)
+        .map(|e| e.expect("event").event.clone())
         .collect()
 }
 
@@ -173,7 +166,13 @@ async fn a_killed_host_leaves_its_command_failed_and_the_queue_moving() {
     };
     let mut stream = s.stores.events.subscribe(&long, 0);
     loop {
-        let event = stream.next().await.expect("open").expect("event").event;
+        let event = stream
+            .next()
+            .await
+            .expect("open")
+            .expect("event")
+            .event
+            .clone();
         if matches!(&event, StreamEvent::Agent(AgentEvent::Output { text, .. }) if text.contains("started"))
         {
             break;
@@ -297,7 +296,13 @@ async fn a_cancel_reaches_the_worker_process_at_once_not_at_its_heartbeat() {
     let id = submit(&s.stores, "p", "echo started; sleep 600").await;
     let mut stream = s.stores.events.subscribe(&id, 0);
     loop {
-        let event = stream.next().await.expect("open").expect("event").event;
+        let event = stream
+            .next()
+            .await
+            .expect("open")
+            .expect("event")
+            .event
+            .clone();
         if matches!(&event, StreamEvent::Agent(AgentEvent::Output { text, .. }) if text.contains("started"))
         {
             break;
@@ -333,13 +338,6 @@ async fn submit_retrying(stores: &Stores, project: &str, prompt: &str) -> Comman
     let project = ProjectId::parse(project).expect("project");
     for _ in 0..600 {
         let queued = async {
-            stores
-                .projects
-                .ensure(NewProject {
-                    id: project.clone(),
-                    display_name: None,
-                })
-                .await?;
             rdev::worker::submit_command(
                 stores,
                 NewCommand {
@@ -349,6 +347,7 @@ async fn submit_retrying(stores: &Stores, project: &str, prompt: &str) -> Comman
                     idempotency_key: Some(prompt.to_owned()),
                     submitted_by: "tester".into(),
                 },
+                UnknownProject::Register,
             )
             .await
         };

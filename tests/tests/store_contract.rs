@@ -12,10 +12,12 @@ use rdev::domain::{
     HOST_LOST, HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId,
     ProviderName, QueueConfig, StreamEvent,
 };
+use rdev::domain::{CiRegistration, CiState, NewProjectSetup};
 use rdev::domain::{
-    DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, WebhookEvent, WebhookSecret,
+    DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, SealError, WebhookEvent,
+    WebhookSecret,
 };
-use rdev::ports::{DeliveryPage, SecretValue, StoreError, Stores};
+use rdev::ports::{Announcement, DeliveryPage, SecretValue, StoreError, Stores, UnknownProject};
 use rdev_tests::harness::postgres::TestDatabase;
 use sqlx::AssertSqlSafe;
 
@@ -47,19 +49,24 @@ fn unknown_command() -> CommandId {
     CommandId::parse("cmd-0190b6e2000070008000000000000000").unwrap()
 }
 
+/// A fresh, empty database of `kind`: its URL and what keeps it alive.
+async fn empty_database(kind: Kind) -> Option<(String, Guard)> {
+    Some(match kind {
+        Kind::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}/rdev.db", dir.path().display());
+            (url, Guard::Sqlite(dir))
+        }
+        Kind::Postgres => {
+            let db = TestDatabase::create().await?;
+            (db.url.clone(), Guard::Postgres(db))
+        }
+    })
+}
+
 impl Backend {
     async fn new(kind: Kind, queue: QueueConfig) -> Option<Self> {
-        let (url, guard) = match kind {
-            Kind::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite://{}/rdev.db", dir.path().display());
-                (url, Guard::Sqlite(dir))
-            }
-            Kind::Postgres => {
-                let db = TestDatabase::create().await?;
-                (db.url.clone(), Guard::Postgres(db))
-            }
-        };
+        let (url, guard) = empty_database(kind).await?;
         let stores = connect(
             &url,
             StoreOptions {
@@ -118,6 +125,67 @@ impl Backend {
                 Ok(done?.rows_affected())
             }
         }
+    }
+
+    /// Counts the rows `sql` (a `SELECT count(*) …`) finds, bypassing the ports.
+    async fn count(&self, sql: &str) -> i64 {
+        match self.kind {
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
+                let n = sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+                pool.close().await;
+                n
+            }
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
+                let n = sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+                pool.close().await;
+                n
+            }
+        }
+    }
+
+    /// Makes every audit append fail inside its transaction (after whatever the transaction
+    /// wrote before it), until `allow_audit`.
+    async fn fail_audit_appends(&self) {
+        match self.kind {
+            Kind::Sqlite => {
+                self.exec(
+                    "CREATE TRIGGER audit_log_fail BEFORE INSERT ON audit_log \
+                     BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+                )
+                .await
+                .unwrap();
+            }
+            Kind::Postgres => {
+                self.exec(
+                    "CREATE FUNCTION audit_log_fail() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+                )
+                .await
+                .unwrap();
+                self.exec(
+                    "CREATE TRIGGER audit_log_fail BEFORE INSERT ON audit_log \
+                     FOR EACH ROW EXECUTE FUNCTION audit_log_fail()",
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    async fn allow_audit(&self) {
+        let sql = match self.kind {
+            Kind::Sqlite => "DROP TRIGGER audit_log_fail",
+            Kind::Postgres => "DROP TRIGGER audit_log_fail ON audit_log",
+        };
+        self.exec(sql).await.unwrap();
     }
 
     async fn project(&self, id: &str) -> ProjectId {
@@ -194,6 +262,10 @@ contract!(
     projects_are_created_once,
     enqueue_with_the_same_key_returns_the_same_command,
     enqueue_for_an_unknown_project_is_refused,
+    a_submission_writes_its_command_first_event_and_audit_entry_together,
+    a_failed_submission_leaves_nothing_behind,
+    a_cancel_writes_its_event_and_audit_entry_with_the_status,
+    a_pipeline_status_change_commits_with_its_announcement_or_not_at_all,
     claims_follow_queue_order_and_serialize_each_project,
     without_a_project_limit_commands_run_side_by_side,
     illegal_transitions_are_refused,
@@ -207,6 +279,7 @@ contract!(
     a_batch_claim_keeps_each_project_in_order_and_under_its_limit,
     events_are_numbered_per_stream_and_readable_from_any_point,
     a_subscriber_replays_then_follows_until_done,
+    an_append_retried_with_its_key_is_stored_once,
     a_subscriber_on_another_replica_sees_new_events,
     a_slow_subscriber_neither_stalls_the_writer_nor_misses_events,
     subscribers_on_two_replicas_get_every_event_once_while_both_append,
@@ -221,6 +294,9 @@ contract!(
     deliveries_are_leased_fenced_and_keep_their_attempts,
     gone_disables_a_webhook_and_cancels_its_backlog,
     concurrent_dispatchers_never_share_a_delivery,
+    webhook_secrets_are_sealed_bound_to_their_row_and_survive_rotation,
+    plaintext_secrets_from_before_sealing_are_sealed_at_start_up,
+    outbox_writes_wake_the_dispatchers,
 );
 
 async fn projects_are_created_once(kind: Kind) {
@@ -305,6 +381,296 @@ async fn enqueue_for_an_unknown_project_is_refused(kind: Kind) {
     ));
 }
 
+fn pending_event() -> StreamEvent {
+    StreamEvent::Host(HostEvent::Status {
+        status: CommandStatus::Pending,
+    })
+}
+
+async fn a_submission_writes_its_command_first_event_and_audit_entry_together(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let q = &b.stores.queue;
+    let p = ProjectId::parse("fresh").unwrap();
+    let first = q
+        .submit(new_command(&p, "a", Some("k1")), UnknownProject::Register)
+        .await
+        .unwrap();
+    assert!(first.created);
+    let id = first.command.id.clone();
+    assert_eq!(b.stores.projects.get(&p).await.unwrap().id, p);
+    assert_eq!(q.get(&id).await.unwrap().status, CommandStatus::Pending);
+    let events = b.stores.events.read(&id, 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].seq, &events[0].event), (1, &pending_event()));
+    // A subscriber replays it like any other event.
+    let mut stream = b.stores.events.subscribe(&id, 0);
+    let replayed = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("replayed")
+        .expect("an event")
+        .unwrap();
+    assert_eq!(replayed.seq, 1);
+    let audit = b.stores.audit.list(0, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "command.enqueued");
+    assert_eq!(audit[0].actor, "tester");
+    assert_eq!(audit[0].command_id.as_deref(), Some(id.as_str()));
+    assert_eq!(audit[0].project_id.as_deref(), Some("fresh"));
+    assert_eq!(audit[0].details["idempotency_key"], "k1");
+    assert_eq!(
+        audit[0].details["request_digest"],
+        rdev::domain::request_digest(&first.command.request)
+    );
+    assert!(
+        !audit[0].details.to_string().contains("\"a\""),
+        "the prompt stays out of the audit trail"
+    );
+
+    // A replay of the idempotency key writes nothing.
+    let again = q
+        .submit(new_command(&p, "a", Some("k1")), UnknownProject::Register)
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.command.id, id);
+    assert_eq!(b.stores.events.read(&id, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(b.stores.audit.list(0, 10).await.unwrap().len(), 1);
+    assert_eq!(b.count("SELECT count(*) FROM commands").await, 1);
+
+    // An existing project is kept as it is, and the chain goes on.
+    let second = q
+        .submit(new_command(&p, "b", None), UnknownProject::Refuse)
+        .await
+        .unwrap();
+    assert!(second.created);
+    let events = b
+        .stores
+        .events
+        .read(&second.command.id, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+    let report = b.stores.audit.verify().await.unwrap();
+    assert_eq!((report.verified, report.first_broken), (2, None));
+    // The worker's next event follows the pending one.
+    let next = b.stores.events.append(&id, &message("x")).await.unwrap();
+    assert_eq!(next.seq, 2);
+}
+
+async fn a_failed_submission_leaves_nothing_behind(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let q = &b.stores.queue;
+    let ghost = ProjectId::parse("ghost").unwrap();
+    assert!(matches!(
+        q.submit(new_command(&ghost, "x", None), UnknownProject::Refuse)
+            .await,
+        Err(StoreError::NotFound {
+            kind: "project",
+            ..
+        })
+    ));
+    let nothing = |table: &str| format!("SELECT count(*) FROM {table}");
+    for table in ["projects", "commands", "events", "audit_log"] {
+        assert_eq!(b.count(&nothing(table)).await, 0, "{table} after a refusal");
+    }
+
+    // The audit append is the transaction's last write: when it fails, the project, the
+    // command and its event written before it are rolled back with it.
+    b.fail_audit_appends().await;
+    let doomed = ProjectId::parse("doomed").unwrap();
+    let failed = q
+        .submit(
+            new_command(&doomed, "x", Some("k")),
+            UnknownProject::Register,
+        )
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Backend { .. })),
+        "{failed:?}"
+    );
+    for table in ["projects", "commands", "events", "audit_log"] {
+        assert_eq!(b.count(&nothing(table)).await, 0, "{table} after a failure");
+    }
+    assert!(q.claim("w").await.unwrap().is_none());
+
+    // The same submission goes through once the failure is gone: the key was not taken.
+    b.allow_audit().await;
+    let queued = q
+        .submit(
+            new_command(&doomed, "x", Some("k")),
+            UnknownProject::Register,
+        )
+        .await
+        .unwrap();
+    assert!(queued.created);
+    assert_eq!(b.count(&nothing("events")).await, 1);
+    let report = b.stores.audit.verify().await.unwrap();
+    assert_eq!((report.verified, report.first_broken), (1, None));
+}
+
+async fn a_pipeline_status_change_commits_with_its_announcement_or_not_at_all(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = ProjectId::parse("ci-project").unwrap();
+    let registered = CiRegistration {
+        state: CiState::Registered,
+        repo_id: Some(7),
+        pipeline: Some(3),
+        pipeline_status: Some("running".into()),
+        error: None,
+    };
+    b.stores
+        .setups
+        .create_with_setup(
+            NewProject {
+                id: p.clone(),
+                display_name: None,
+            },
+            NewProjectSetup {
+                template: "blank".into(),
+                vars: Default::default(),
+                repo: None,
+                ci_repo: Some("team/ci-project".into()),
+                ci: registered,
+            },
+        )
+        .await
+        .unwrap();
+    b.stores
+        .webhooks
+        .create_webhook(new_webhook("wh-ci", &p, &["ci.pipeline.finished"]))
+        .await
+        .unwrap();
+    let announcement = || {
+        let audit = NewAuditEntry {
+            actor: "poller".into(),
+            action: "ci.pipeline.finished".into(),
+            project_id: Some(p.to_string()),
+            command_id: None,
+            details: serde_json::json!({"pipeline": 3, "status": "success"}),
+        };
+        Announcement {
+            event: rdev::webhooks::project_event(&p, &audit),
+            audit,
+        }
+    };
+    let status = |b: &Backend| {
+        let setups = b.stores.setups.clone();
+        let p = p.clone();
+        async move { setups.get_setup(&p).await.unwrap().ci.pipeline_status }
+    };
+    let setups = &b.stores.setups;
+
+    // The audit insert fails: the status stays as it was, nothing is queued, and the change
+    // is still there to be recorded by the next observer.
+    b.fail_audit_appends().await;
+    let failed = setups
+        .record_pipeline_status(&p, 3, Some("running"), "success", Some(announcement()))
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Backend { .. })),
+        "{failed:?}"
+    );
+    assert_eq!(status(&b).await.as_deref(), Some("running"));
+    assert_eq!(b.count("SELECT count(*) FROM webhook_deliveries").await, 0);
+    b.allow_audit().await;
+
+    // The winner records the change, its audit entry and its delivery together; a second
+    // observer of the same change writes nothing.
+    for expected in [true, false] {
+        let changed = setups
+            .record_pipeline_status(&p, 3, Some("running"), "success", Some(announcement()))
+            .await
+            .unwrap();
+        assert_eq!(changed, expected);
+    }
+    assert_eq!(status(&b).await.as_deref(), Some("success"));
+    assert_eq!(
+        b.count("SELECT count(*) FROM audit_log WHERE action = 'ci.pipeline.finished'")
+            .await,
+        1
+    );
+    assert_eq!(b.count("SELECT count(*) FROM webhook_deliveries").await, 1);
+    let report = b.stores.audit.verify().await.unwrap();
+    assert_eq!(report.first_broken, None);
+}
+
+async fn a_cancel_writes_its_event_and_audit_entry_with_the_status(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let q = &b.stores.queue;
+    let p = ProjectId::parse("p").unwrap();
+    let submit = |prompt: &'static str| {
+        let command = new_command(&p, prompt, None);
+        async move {
+            q.submit(command, UnknownProject::Register)
+                .await
+                .unwrap()
+                .command
+                .id
+        }
+    };
+    let running = submit("a").await;
+    let pending = submit("b").await;
+    let claim = q.claim("w").await.unwrap().unwrap();
+    assert_eq!(claim.command.id, running);
+
+    // A failure inside the cancel's transaction leaves the command as it was.
+    b.fail_audit_appends().await;
+    assert!(matches!(
+        q.cancel(&pending, "canceller").await,
+        Err(StoreError::Backend { .. })
+    ));
+    let unchanged = q.get(&pending).await.unwrap();
+    assert_eq!(unchanged.status, CommandStatus::Pending);
+    assert!(!unchanged.cancel_requested);
+    assert_eq!(
+        b.stores.events.read(&pending, 0, 10).await.unwrap().len(),
+        1
+    );
+    b.allow_audit().await;
+
+    let gone = q.cancel(&pending, "canceller").await.unwrap();
+    assert_eq!(gone.status, CommandStatus::Cancelled);
+    let events = b.stores.events.read(&pending, 0, 10).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(events[1].event.is_terminal());
+    // A running command gets the flag and the audit entry; its worker writes `done`.
+    let flagged = q.cancel(&running, "canceller").await.unwrap();
+    assert!(flagged.cancel_requested);
+    assert_eq!(
+        b.stores.events.read(&running, 0, 10).await.unwrap().len(),
+        1
+    );
+    let audit = b.stores.audit.list(0, 10).await.unwrap();
+    let actions: Vec<_> = audit
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.actor.as_str(),
+                e.details["status"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("command.enqueued", "tester", serde_json::Value::Null),
+            ("command.enqueued", "tester", serde_json::Value::Null),
+            ("command.cancel_requested", "canceller", "cancelled".into()),
+            ("command.cancel_requested", "canceller", "running".into()),
+        ]
+    );
+    assert_eq!(b.stores.audit.verify().await.unwrap().first_broken, None);
+}
+
 async fn claims_follow_queue_order_and_serialize_each_project(kind: Kind) {
     let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
         return;
@@ -370,7 +736,7 @@ async fn illegal_transitions_are_refused(kind: Kind) {
         Err(StoreError::LeaseLost { .. })
     ));
     assert!(matches!(
-        q.cancel(&id).await,
+        q.cancel(&id, "tester").await,
         Err(StoreError::IllegalTransition(_))
     ));
     assert_eq!(q.get(&id).await.unwrap().status, CommandStatus::Completed);
@@ -447,7 +813,7 @@ async fn rescue_requeues_idempotent_work_and_honours_cancel(kind: Kind) {
     q.mark_started(&first.lease, true).await.unwrap();
     let second = q.claim("w").await.unwrap().unwrap();
     q.mark_started(&second.lease, false).await.unwrap();
-    q.cancel(&cancelled).await.unwrap();
+    q.cancel(&cancelled, "tester").await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let rescued: HashMap<CommandId, CommandStatus> = q
         .rescue_expired()
@@ -470,11 +836,11 @@ async fn cancel_is_immediate_when_pending_and_a_flag_when_running(kind: Kind) {
     let q = &b.stores.queue;
     let claim = q.claim("w").await.unwrap().unwrap();
     assert!(!q.heartbeat(&claim.lease).await.unwrap().cancel_requested);
-    let flagged = q.cancel(&running).await.unwrap();
+    let flagged = q.cancel(&running, "tester").await.unwrap();
     assert_eq!(flagged.status, CommandStatus::Running);
     assert!(flagged.cancel_requested);
     assert!(q.heartbeat(&claim.lease).await.unwrap().cancel_requested);
-    let gone = q.cancel(&pending).await.unwrap();
+    let gone = q.cancel(&pending, "tester").await.unwrap();
     assert_eq!(gone.status, CommandStatus::Cancelled);
     let ended = q
         .finish(
@@ -493,7 +859,7 @@ async fn cancel_is_immediate_when_pending_and_a_flag_when_running(kind: Kind) {
         "the cancelled one never runs"
     );
     assert!(matches!(
-        q.cancel(&unknown_command()).await,
+        q.cancel(&unknown_command(), "tester").await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -603,8 +969,8 @@ async fn a_cancel_is_announced_to_the_replica_running_the_command(kind: Kind) {
     let mut cancels = replica.queue.cancel_signal();
     let claim = replica.queue.claim("w").await.unwrap().unwrap();
     assert_eq!(claim.command.id, running);
-    b.stores.queue.cancel(&pending).await.unwrap();
-    b.stores.queue.cancel(&running).await.unwrap();
+    b.stores.queue.cancel(&pending, "tester").await.unwrap();
+    b.stores.queue.cancel(&running, "tester").await.unwrap();
     let announced = tokio::time::timeout(Duration::from_secs(20), cancels.recv())
         .await
         .expect("announced before any heartbeat")
@@ -697,6 +1063,46 @@ async fn events_are_numbered_per_stream_and_readable_from_any_point(kind: Kind) 
     ));
 }
 
+async fn an_append_retried_with_its_key_is_stored_once(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "a", None).await;
+    let log = b.stores.events.clone();
+    let first = log.append_once(&id, &message("once"), "k-1").await.unwrap();
+    let again = log.append_once(&id, &message("once"), "k-1").await.unwrap();
+    assert_eq!((again.seq, &again.event), (first.seq, &first.event));
+    let other = log.append_once(&id, &message("next"), "k-2").await.unwrap();
+    let plain = log.append(&id, &message("unkeyed")).await.unwrap();
+    assert_eq!((other.seq, plain.seq), (first.seq + 1, first.seq + 2));
+    let stored: Vec<_> = log.read(&id, 0, 100).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=plain.seq).collect::<Vec<_>>(),
+        "no second copy and no gap"
+    );
+    // Keys are per stream: another command may use the same one.
+    let other_id = b.enqueue(&p, "b", None).await;
+    let elsewhere = log
+        .append_once(&other_id, &message("once"), "k-1")
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.stream, other_id);
+    assert!(matches!(
+        log.append_once(
+            &CommandId::from_uuid(uuid::Uuid::now_v7()),
+            &message("x"),
+            "k-3"
+        )
+        .await,
+        Err(StoreError::NotFound {
+            kind: "command",
+            ..
+        })
+    ));
+}
+
 async fn a_subscriber_replays_then_follows_until_done(kind: Kind) {
     let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
         return;
@@ -707,7 +1113,7 @@ async fn a_subscriber_replays_then_follows_until_done(kind: Kind) {
     log.append(&id, &message("before")).await.unwrap();
     let mut sub = log.subscribe(&id, 0);
     let first = sub.next().await.unwrap().unwrap();
-    assert_eq!((first.seq, first.event), (1, message("before")));
+    assert_eq!((first.seq, first.event.clone()), (1, message("before")));
     let writer = {
         let log = log.clone();
         let id = id.clone();
@@ -1146,7 +1552,7 @@ async fn terminal_statuses_queue_events_for_matching_webhooks(kind: Kind) {
     q.mark_started(&claim.lease, false).await.unwrap();
     let finished = q.finish(&claim.lease, done_outcome()).await.unwrap();
     let cancelled = b.enqueue(&p, "never", None).await;
-    q.cancel(&cancelled).await.unwrap();
+    q.cancel(&cancelled, "tester").await.unwrap();
     let lost = b.enqueue(&p, "lost", None).await;
     let claim = q.claim("w").await.unwrap().unwrap();
     q.mark_started(&claim.lease, false).await.unwrap();
@@ -1470,4 +1876,267 @@ async fn concurrent_dispatchers_never_share_a_delivery(kind: Kind) {
     let unique: HashSet<_> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "a delivery was claimed twice");
     assert_eq!(unique.len(), 60);
+}
+
+fn webhook_with_secret(id: &str, project: &ProjectId, byte: u8) -> (NewWebhook, WebhookSecret) {
+    let secret = WebhookSecret::from_random(&[byte; 32]);
+    let webhook = NewWebhook {
+        secret: secret.clone(),
+        ..new_webhook(id, project, &[])
+    };
+    (webhook, secret)
+}
+
+/// The SQL that counts webhook rows holding `text` anywhere in plain text.
+fn rows_holding(kind: Kind, text: &str) -> String {
+    match kind {
+        Kind::Sqlite => format!(
+            "SELECT count(*) FROM webhooks WHERE legacy_secret IS NOT NULL \
+             OR instr(sealed_secret, CAST('{text}' AS BLOB)) > 0 \
+             OR instr(url || event_types || coalesce(description, ''), '{text}') > 0"
+        ),
+        Kind::Postgres => format!(
+            "SELECT count(*) FROM webhooks WHERE legacy_secret IS NOT NULL \
+             OR position('{text}'::bytea in sealed_secret) > 0 \
+             OR position('{text}' in url || event_types::text || coalesce(description, '')) > 0"
+        ),
+    }
+}
+
+/// Claims the one due delivery of `webhook`, after `event` was emitted for its project.
+async fn claim_one_of(stores: &Stores, project: &ProjectId, webhook: &str) -> DueDelivery {
+    stores
+        .webhooks
+        .emit(&event(project, "ci.pipeline.finished"), None)
+        .await
+        .unwrap();
+    let due = claim_all(stores, "d").await;
+    due.into_iter()
+        .find(|d| d.webhook_id == webhook)
+        .expect("a delivery for the webhook")
+}
+
+async fn webhook_secrets_are_sealed_bound_to_their_row_and_survive_rotation(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let w = &b.stores.webhooks;
+    let p = ProjectId::parse("p").unwrap();
+    let (one, secret_one) = webhook_with_secret("wh-1", &p, 11);
+    let (two, secret_two) = webhook_with_secret("wh-2", &p, 12);
+    w.create_webhook(one).await.unwrap();
+    w.create_webhook(two).await.unwrap();
+    for secret in [&secret_one, &secret_two] {
+        assert_eq!(
+            b.count(&rows_holding(kind, secret.expose())).await,
+            0,
+            "secret stored in plain text"
+        );
+    }
+    assert_eq!(
+        b.count("SELECT count(*) FROM webhooks WHERE sealed_secret IS NOT NULL")
+            .await,
+        2
+    );
+    // Round trip, and the claimed delivery carries it sealed only.
+    let due = claim_one_of(&b.stores, &p, "wh-1").await;
+    assert!(!format!("{due:?}").contains(secret_one.expose()));
+    assert_eq!(w.open_secret(&due).unwrap(), secret_one);
+    w.record_attempt(&due, &attempt(1, Some(204)), NextStep::Delivered)
+        .await
+        .unwrap();
+
+    // Rotation re-seals the webhook secrets with the credentials, in one transaction.
+    b.stores
+        .credentials
+        .put(
+            &CredentialName::parse("ONE").unwrap(),
+            &SecretValue::new("value-one"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.stores.credentials.rotate_key(key(2)).await.unwrap(), 3);
+    assert_eq!(
+        b.count(&rows_holding(kind, secret_two.expose())).await,
+        0,
+        "plain text after rotation"
+    );
+    let due = claim_one_of(&b.stores, &p, "wh-2").await;
+    assert_eq!(w.open_secret(&due).unwrap(), secret_two);
+    let with_new_key = b.replica(QueueConfig::default(), key(2)).await;
+    assert_eq!(with_new_key.webhooks.open_secret(&due).unwrap(), secret_two);
+    let with_old_key = b.replica(QueueConfig::default(), key(1)).await;
+    let refused = with_old_key.webhooks.open_secret(&due);
+    assert_eq!(
+        refused,
+        Err(StoreError::Seal(SealError::UndecryptableWebhookSecret(
+            "wh-2".into()
+        )))
+    );
+
+    // wh-1's sealed secret copied into wh-2's row does not open there.
+    b.exec(
+        "UPDATE webhooks SET sealed_secret = \
+         (SELECT sealed_secret FROM webhooks WHERE id = 'wh-1') WHERE id = 'wh-2'",
+    )
+    .await
+    .unwrap();
+    let due = claim_all(&b.stores, "d2").await;
+    let moved = due.iter().find(|d| d.webhook_id == "wh-2");
+    // The earlier claim of wh-2's delivery is still leased; take a fresh one.
+    let moved = match moved {
+        Some(d) => d.clone(),
+        None => claim_one_of(&b.stores, &p, "wh-2").await,
+    };
+    let error = w
+        .open_secret(&moved)
+        .expect_err("a moved secret must not open");
+    assert_eq!(
+        error,
+        StoreError::Seal(SealError::UndecryptableWebhookSecret("wh-2".into()))
+    );
+    let text = error.to_string();
+    assert!(text.contains("wh-2"), "{text}");
+    for secret in [&secret_one, &secret_two] {
+        assert!(!text.contains(secret.expose()), "{text}");
+    }
+    // Listings never carry a secret.
+    let listed = format!("{:?}", w.list_webhooks(&p).await.unwrap());
+    assert!(!listed.contains("whsec_"), "{listed}");
+}
+
+async fn plaintext_secrets_from_before_sealing_are_sealed_at_start_up(kind: Kind) {
+    let Some((url, guard)) = empty_database(kind).await else {
+        return;
+    };
+    // The schema as it was before webhook secrets were sealed, with a plaintext row.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(match kind {
+        Kind::Sqlite => "../migrations/sqlite",
+        Kind::Postgres => "../migrations/postgres",
+    });
+    let mut old = sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .expect("migrations");
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 30)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let secret = WebhookSecret::from_random(&[21; 32]);
+    let insert = format!(
+        "INSERT INTO webhooks (id, project_id, url, event_types, description, secret, enabled, \
+         created_at, updated_at) VALUES ('wh-old', 'p', 'https://hooks.example.com/old', '[]', \
+         NULL, '{}', {}, {}, {})",
+        secret.expose(),
+        match kind {
+            Kind::Sqlite => "1",
+            Kind::Postgres => "true",
+        },
+        match kind {
+            Kind::Sqlite => "0",
+            Kind::Postgres => "now()",
+        },
+        match kind {
+            Kind::Sqlite => "0",
+            Kind::Postgres => "now()",
+        },
+    );
+    match kind {
+        Kind::Sqlite => {
+            let options: sqlx::sqlite::SqliteConnectOptions = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .unwrap()
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            old.run(&pool).await.expect("old migrations");
+            sqlx::query(AssertSqlSafe(insert))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        Kind::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            old.run(&pool).await.expect("old migrations");
+            sqlx::query(AssertSqlSafe(insert))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+    // Upgrading migrates and seals; opening again finds nothing left to seal.
+    let options = || StoreOptions {
+        queue: QueueConfig::default(),
+        master_key: key(1),
+    };
+    let stores = connect(&url, options()).await.expect("upgrade");
+    let again = connect(&url, options()).await.expect("second start");
+    let b = Backend {
+        kind,
+        url,
+        key: key(1),
+        stores,
+        _guard: guard,
+    };
+    assert_eq!(b.count(&rows_holding(kind, secret.expose())).await, 0);
+    assert_eq!(
+        b.count("SELECT count(*) FROM webhooks WHERE sealed_secret IS NOT NULL")
+            .await,
+        1
+    );
+    let p = ProjectId::parse("p").unwrap();
+    let due = claim_one_of(&b.stores, &p, "wh-old").await;
+    assert_eq!(b.stores.webhooks.open_secret(&due).unwrap(), secret);
+    assert_eq!(again.webhooks.open_secret(&due).unwrap(), secret);
+}
+
+async fn outbox_writes_wake_the_dispatchers(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let replica = b.replica(QueueConfig::default(), key(1)).await;
+    let p = b.project("p").await;
+    b.stores
+        .webhooks
+        .create_webhook(new_webhook("wh-1", &p, &["command.completed"]))
+        .await
+        .unwrap();
+    let mut here = b.stores.webhooks.delivery_signal();
+    let mut there = replica.webhooks.delivery_signal();
+    here.borrow_and_update();
+    there.borrow_and_update();
+    // An event nobody subscribed to writes no rows and wakes nobody.
+    assert_eq!(
+        b.stores
+            .webhooks
+            .emit(&event(&p, "project.created"), None)
+            .await
+            .unwrap(),
+        0
+    );
+    // A command's terminal status writes its outbox row and wakes the dispatchers (on
+    // PostgreSQL every replica's).
+    let id = b.enqueue(&p, "hi", None).await;
+    let claim = b.stores.queue.claim("w").await.unwrap().expect("claimed");
+    assert_eq!(claim.command.id, id);
+    b.stores
+        .queue
+        .finish(&claim.lease, done_outcome())
+        .await
+        .unwrap();
+    // SQLite serves one process: another store on the file is not woken.
+    let mut woken = vec![&mut here];
+    if matches!(kind, Kind::Postgres) {
+        woken.push(&mut there);
+    }
+    for signal in woken {
+        tokio::time::timeout(Duration::from_secs(10), signal.changed())
+            .await
+            .expect("woken within 10 s")
+            .expect("signal open");
+    }
+    assert_eq!(claim_all(&b.stores, "d").await.len(), 1);
 }

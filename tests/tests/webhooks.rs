@@ -151,7 +151,66 @@ both!(
     failures_are_retried_honouring_retry_after_until_attempts_run_out,
     gone_disables_the_webhook,
     filters_choose_the_events,
+    a_finished_command_wakes_the_dispatcher_long_before_its_poll,
+    a_hanging_endpoint_does_not_hold_up_another_webhook,
 );
+
+/// As [`fast`], but the dispatcher polls only every 30 s: anything sooner was a wake-up.
+fn slow_poll(config: &mut ServeConfig) {
+    fast(config);
+    config.webhooks.poll_interval = Duration::from_secs(30);
+}
+
+/// As [`fast`], but an attempt may take 30 s, so a hanging endpoint stays hung.
+fn patient(config: &mut ServeConfig) {
+    fast(config);
+    config.webhooks.timeout = Duration::from_secs(30);
+}
+
+async fn a_finished_command_wakes_the_dispatcher_long_before_its_poll(db: Db) {
+    let Some(server) = server(db, slow_poll).await else {
+        return;
+    };
+    let receiver = WebhookReceiver::start().expect("receiver");
+    let (_, secret) = subscribe(&server, "wake", &receiver.url("/hook"), &[]).await;
+    // The dispatcher's first (empty) poll ran at start-up; the next is 30 s away.
+    let command = run_shell(&server, "wake", "echo woken").await;
+    assert_eq!(command["status"], "completed", "{command}");
+    let finished = std::time::Instant::now();
+    let received = receiver.wait_for(1, Duration::from_secs(5)).await;
+    let latency = finished.elapsed();
+    assert_eq!(received[0].json()["type"], "command.completed");
+    verify(&secret, &received[0]).expect("signed with the stored secret");
+    eprintln!("{db:?}: delivered {latency:?} after the command finished (poll 30 s)");
+}
+
+async fn a_hanging_endpoint_does_not_hold_up_another_webhook(db: Db) {
+    let Some(server) = server(db, patient).await else {
+        return;
+    };
+    let hanging = WebhookReceiver::start().expect("receiver");
+    let hang = Duration::from_secs(25);
+    hanging.always(Reply::after(hang, 204));
+    let quick = WebhookReceiver::start().expect("receiver");
+    subscribe(&server, "pair", &hanging.url("/slow"), &[]).await;
+    subscribe(&server, "pair", &quick.url("/quick"), &[]).await;
+    run_shell(&server, "pair", "echo one").await;
+    quick.wait_for(1, WAIT).await;
+    let hung_since = hanging.wait_for(1, WAIT).await[0].at;
+    // The first delivery to the hanging endpoint is still in flight; a second event must
+    // reach the quick one without waiting for it.
+    run_shell(&server, "pair", "echo two").await;
+    let finished = std::time::Instant::now();
+    let received = quick.wait_for(2, Duration::from_secs(5)).await;
+    assert!(
+        received[1].at < hung_since + hang,
+        "the quick endpoint waited for the hanging one"
+    );
+    eprintln!(
+        "{db:?}: second delivery {:?} after the command finished, hanging endpoint still held",
+        finished.elapsed()
+    );
+}
 
 async fn a_finished_command_is_delivered_signed(db: Db) {
     let Some(server) = server(db, fast).await else {

@@ -8,9 +8,9 @@ use futures::StreamExt;
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::domain::{
     AgentEvent, AgentRequest, CommandId, CommandStatus, CredentialName, HostEvent, MasterKey,
-    NewCommand, NewProject, ProjectId, ProviderName, QueueConfig, StreamEvent,
+    NewCommand, ProjectId, ProviderName, QueueConfig, StreamEvent,
 };
-use rdev::ports::{SecretValue, StoredEvent, Stores};
+use rdev::ports::{SecretValue, StoredEvent, Stores, UnknownProject};
 use rdev::registry::Registry;
 use rdev::worker::{DrainReport, Worker, WorkerConfig, cancel_command, submit_command};
 use rdev_tests::harness::plugins::plugins_dir;
@@ -82,14 +82,6 @@ impl Host {
 
     async fn submit(&self, project: &str, prompt: &str, timeout: Duration) -> CommandId {
         let project = ProjectId::parse(project).expect("project");
-        self.stores
-            .projects
-            .ensure(NewProject {
-                id: project.clone(),
-                display_name: None,
-            })
-            .await
-            .expect("project");
         let mut request = AgentRequest::new(prompt);
         request.timeout = timeout;
         submit_command(
@@ -101,6 +93,7 @@ impl Host {
                 idempotency_key: None,
                 submitted_by: "tester".into(),
             },
+            UnknownProject::Register,
         )
         .await
         .expect("submit")
@@ -115,7 +108,7 @@ impl Host {
             .await
             .expect("the command ends")
             .into_iter()
-            .map(|e| e.expect("event"))
+            .map(|e| StoredEvent::clone(&e.expect("event")))
             .collect()
     }
 
@@ -259,7 +252,10 @@ async fn a_running_command_is_cancelled_within_a_heartbeat(kind: Kind) {
     let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(60), stream.collect::<Vec<_>>())
         .await
         .expect("cancel is seen");
-    let rest: Vec<StoredEvent> = rest.into_iter().map(|e| e.unwrap()).collect();
+    let rest: Vec<StoredEvent> = rest
+        .into_iter()
+        .map(|e| StoredEvent::clone(&e.unwrap()))
+        .collect();
     assert_eq!(done(&rest).0, CommandStatus::Cancelled);
     assert_eq!(
         host.stores.queue.get(&id).await.unwrap().status,

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, Sleep};
 
 use crate::domain::CommandId;
-use crate::ports::{EventLog, EventSubscription, StoreError, StoredEvent};
+use crate::ports::{DeliveredEvent, EventLog, EventSubscription, StoreError, StoredEvent};
 
 /// Events buffered per watched stream. A subscriber further behind than this is told it
 /// lagged and re-reads from the table, so the writer never waits.
@@ -46,7 +46,7 @@ pub(crate) struct EventHub {
 /// What a stream's channel carries.
 #[derive(Clone)]
 enum Message {
-    Event(Arc<StoredEvent>),
+    Event(Arc<DeliveredEvent>),
     /// Events may have been missed: read the table from your last sequence number.
     Resync,
 }
@@ -186,7 +186,9 @@ async fn fetch_for_channel(fetch: FetchEvents, channel: Arc<Channel>, stream: Co
         for event in events {
             if event.seq > state.cursor {
                 state.cursor = event.seq;
-                let _ = channel.sender.send(Message::Event(Arc::new(event)));
+                let _ = channel
+                    .sender
+                    .send(Message::Event(DeliveredEvent::new(event)));
             }
         }
         if exhausted {
@@ -222,7 +224,9 @@ impl AppendGuard {
             if event.seq > state.cursor {
                 state.cursor = event.seq;
             }
-            let _ = channel.sender.send(Message::Event(Arc::new(event.clone())));
+            let _ = channel
+                .sender
+                .send(Message::Event(DeliveredEvent::new(event.clone())));
         }
         self.finish_in_flight();
     }
@@ -274,7 +278,7 @@ struct Follow<L> {
     last: i64,
     /// The table may hold events after `last` that the channel will not deliver.
     behind: bool,
-    buffer: std::collections::VecDeque<StoredEvent>,
+    buffer: std::collections::VecDeque<Arc<DeliveredEvent>>,
     done: bool,
     poll: Duration,
     /// One timer per subscriber, re-armed only when it fires: arming one per received
@@ -331,7 +335,7 @@ where
                     }
                     Ok(events) => {
                         s.behind = events.len() >= SUBSCRIPTION_PAGE as usize;
-                        s.buffer.extend(events);
+                        s.buffer.extend(events.into_iter().map(DeliveredEvent::new));
                         continue;
                     }
                 }
@@ -357,7 +361,7 @@ where
             match message {
                 Ok(Message::Event(event)) if event.seq <= s.last => {}
                 Ok(Message::Event(event)) if event.seq == s.last + 1 => {
-                    s.buffer.push_back(StoredEvent::clone(&event));
+                    s.buffer.push_back(event);
                 }
                 // A gap (appends published out of order), a lag or a resync: the table has
                 // it all. `Closed` cannot happen while this tap holds the channel.

@@ -4,6 +4,7 @@
 pub mod event_fanout;
 pub mod kubernetes;
 pub mod local;
+mod outbox;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;

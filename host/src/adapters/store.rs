@@ -122,10 +122,11 @@ pub(crate) fn nonce() -> [u8; 24] {
 /// Capacity of the in-process cancel fan-out; a receiver that lags relies on its heartbeat.
 pub const CANCEL_FANOUT_CAPACITY: usize = 256;
 
-/// In-process wake-ups: workers waiting for work, subscribers waiting for events and
-/// running commands whose cancel was requested.
+/// In-process wake-ups: workers waiting for work, subscribers waiting for events, running
+/// commands whose cancel was requested and webhook dispatchers waiting for deliveries.
 pub(crate) struct Signals {
     pub work: watch::Sender<u64>,
+    pub deliveries: watch::Sender<u64>,
     pub events: Arc<EventHub>,
     pub cancels: broadcast::Sender<CommandId>,
 }
@@ -135,6 +136,7 @@ impl Signals {
     pub fn new(fetch: FetchEvents) -> Arc<Self> {
         Arc::new(Self {
             work: watch::channel(0).0,
+            deliveries: watch::channel(0).0,
             events: EventHub::new(fetch),
             cancels: broadcast::channel(CANCEL_FANOUT_CAPACITY).0,
         })
@@ -147,6 +149,12 @@ impl Signals {
 
     pub fn wake_workers(&self) {
         self.work
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// Outbox rows were written (or may have been, after a listener reconnect).
+    pub fn wake_dispatchers(&self) {
+        self.deliveries
             .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 }

@@ -18,9 +18,9 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::{
     AgentRequest, AgentResult, CommandFilter, CommandId, CommandRecord, CommandStatus, NewCommand,
-    NewProject, Principal, ProjectId, ProviderName,
+    Principal, ProjectId, ProviderName,
 };
-use crate::ports::{ProviderLookup, StoreError};
+use crate::ports::{ProviderLookup, StoreError, UnknownProject};
 use crate::worker::{cancel_command, submit_command};
 
 /// Longest accepted `Idempotency-Key`.
@@ -206,7 +206,7 @@ async fn submit_generic(
 }
 
 /// Validates everything before writing anything, then registers the project if needed and
-/// queues the command.
+/// queues the command, in one transaction.
 async fn submit(
     state: &AppState,
     principal: &Principal,
@@ -240,14 +240,6 @@ async fn submit(
     let agent = state.registry.lookup(provider.as_ref())?;
     let provider = agent.provider().name.clone();
     let idempotency_key = idempotency_key(headers)?;
-    state
-        .stores
-        .projects
-        .ensure(NewProject {
-            id: project.clone(),
-            display_name: None,
-        })
-        .await?;
     let enqueued = submit_command(
         &state.stores,
         NewCommand {
@@ -257,6 +249,7 @@ async fn submit(
             idempotency_key,
             submitted_by: principal.actor(),
         },
+        UnknownProject::Register,
     )
     .await?;
     let command = enqueued.command;

@@ -3,9 +3,10 @@
 //! `id:` is the event's sequence number, `event:` its type and `data:` its JSON. The store's
 //! subscription replays what is stored after `Last-Event-ID` and then follows new events by
 //! sequence number, so a reconnecting client sees every event exactly once, and a late one
-//! gets the full replay. The stream ends after the terminal `done` event. Each connection has
-//! a bounded buffer: a client that leaves it full for `send_timeout` is disconnected (it may
-//! resume) instead of making the server hold an unbounded backlog.
+//! gets the full replay. The stream ends after the terminal `done` event. Nothing is buffered
+//! per subscriber: the body is read from the stream's shared channel when the connection can
+//! write, and a client that stops reading is disconnected by the listener's write timeout
+//! (it may resume) instead of making the server hold a backlog.
 //!
 //! Browsers' `EventSource` cannot set headers, so this route alone also takes the token as
 //! `?access_token=` (see [`super::auth::StreamAuth`]).
@@ -13,14 +14,20 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,7 +36,7 @@ use super::auth::StreamAuth;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::{CommandId, ProjectId};
-use crate::ports::StoredEvent;
+use crate::ports::{EventSubscription, StoredEvent};
 
 /// Query of the stream route, for clients that cannot set headers.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -64,14 +71,79 @@ fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Result<i64, ApiErro
     }
 }
 
-fn to_sse(event: &StoredEvent) -> Event {
-    let base = Event::default()
-        .id(event.seq.to_string())
-        .event(event.event.kind());
-    match base.clone().json_data(&event.event) {
-        Ok(with_data) => with_data,
+/// One event as an SSE frame. Compact JSON has no line breaks, so `data:` is one line.
+fn frame(event: &StoredEvent) -> Bytes {
+    let data = serde_json::to_string(&event.event)
         // Serializing a domain event cannot fail; keep the stream well-formed regardless.
-        Err(_) => base.data("{}"),
+        .unwrap_or_else(|_| "{}".to_owned());
+    let kind = event.event.kind();
+    let mut out = BytesMut::with_capacity(data.len() + kind.len() + 40);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(event.seq.to_string().as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    out.freeze()
+}
+
+/// A comment line: clients ignore it, proxies see a live connection.
+const KEEP_ALIVE: &[u8] = b":\n\n";
+
+/// Counts an open stream for `/metrics` until the response body is dropped.
+struct SubscriberGauge(Gauge);
+
+impl Drop for SubscriberGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The response body, polled by the connection itself: no task and no buffer of its own
+/// per subscriber. Each event's frame is encoded once per stream ([`crate::ports::DeliveredEvent::wire`]);
+/// the keep-alive timer is re-armed only when it fires, not once per event.
+struct SseBody {
+    subscription: EventSubscription,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    keep_alive: Pin<Box<Sleep>>,
+    interval: Duration,
+    last_sent: Instant,
+    stream: CommandId,
+    _gauge: SubscriberGauge,
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        match this.subscription.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(event))) => {
+                this.last_sent = Instant::now();
+                return Poll::Ready(Some(Ok(event.wire(frame))));
+            }
+            Poll::Ready(Some(Err(error))) => {
+                tracing::warn!(stream = %this.stream, %error, "event subscription failed");
+                return Poll::Ready(None);
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        while this.keep_alive.as_mut().poll(cx).is_ready() {
+            let due = this.last_sent + this.interval;
+            let now = Instant::now();
+            if now >= due {
+                this.last_sent = now;
+                this.keep_alive.as_mut().reset(now + this.interval);
+                return Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE))));
+            }
+            this.keep_alive.as_mut().reset(due);
+        }
+        Poll::Pending
     }
 }
 
@@ -97,7 +169,7 @@ async fn stream(
     ApiPath((project, stream_id)): ApiPath<(ProjectId, String)>,
     ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require_project(&project)?;
     let after = resume_point(&headers, &query)?;
     state.stores.projects.get(&project).await?;
@@ -111,43 +183,24 @@ async fn stream(
         return Err(not_found());
     }
 
-    let mut subscription = state.stores.events.subscribe(&id, after);
-    let (tx, rx) = mpsc::channel::<Event>(state.sse.buffer.max(1));
-    let config = state.sse;
-    let gauge = state.metrics.sse_subscribers.clone();
-    let shutdown = state.shutdown.clone();
-    gauge.inc();
-    tokio::spawn(async move {
-        loop {
-            let next = tokio::select! {
-                next = subscription.next() => next,
-                () = tx.closed() => break,
-                () = shutdown.cancelled() => break,
-            };
-            match next {
-                Some(Ok(event)) => {
-                    // The common case needs no timer; only a full buffer waits.
-                    let sent = match tx.try_send(to_sse(&event)) {
-                        Ok(()) => true,
-                        Err(TrySendError::Full(event)) => {
-                            tx.send_timeout(event, config.send_timeout).await.is_ok()
-                        }
-                        Err(TrySendError::Closed(_)) => false,
-                    };
-                    if !sent {
-                        tracing::debug!(stream = %id, "SSE client too slow or gone; dropped");
-                        break;
-                    }
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(stream = %id, %error, "event subscription failed");
-                    break;
-                }
-                None => break,
-            }
-        }
-        gauge.dec();
-    });
-    let events = ReceiverStream::new(rx).map(Ok);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(config.keep_alive)))
+    let subscription = state.stores.events.subscribe(&id, after);
+    state.metrics.sse_subscribers.inc();
+    let interval = state.sse.keep_alive.max(Duration::from_millis(1));
+    let body = SseBody {
+        subscription,
+        shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+        keep_alive: Box::pin(tokio::time::sleep(interval)),
+        interval,
+        last_sent: Instant::now(),
+        stream: id,
+        _gauge: SubscriberGauge(state.metrics.sse_subscribers.clone()),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
 }

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod projects;

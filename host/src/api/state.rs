@@ -13,19 +13,17 @@ use crate::registry::Registry;
 pub struct SseConfig {
     /// Interval of keep-alive comments, so proxies do not close an idle stream.
     pub keep_alive: Duration,
-    /// Events buffered per connection before the writer waits for the client.
-    pub buffer: usize,
-    /// How long a full buffer may stay full before the client is dropped; it may resume
-    /// with `Last-Event-ID`, so dropping loses nothing and bounds memory.
-    pub send_timeout: Duration,
+    /// How long a connection's socket may accept no bytes before the connection is closed
+    /// (see [`super::listener`]): a client that stops reading is dropped instead of being
+    /// held open; it may resume with `Last-Event-ID`, so dropping loses nothing.
+    pub write_timeout: Duration,
 }
 
 impl Default for SseConfig {
     fn default() -> Self {
         Self {
             keep_alive: Duration::from_secs(15),
-            buffer: 256,
-            send_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Credential names and the sealing of credential values. Pure computation: the caller
-//! supplies the nonce, so this module needs neither a clock nor a random source.
+//! Credential names and the sealing of secrets at rest (credential values, webhook signing
+//! secrets). Pure computation: the caller supplies the nonce, so this module needs neither a
+//! clock nor a random source.
 
 use std::fmt;
 
@@ -83,6 +84,32 @@ pub enum SealError {
     InvalidKey,
     #[error("credential {0:?} cannot be decrypted with this master key (wrong key or altered row)")]
     Undecryptable(String),
+    #[error(
+        "the signing secret of webhook {0:?} cannot be decrypted with this master key \
+         (wrong key, or a sealed secret moved from another row)"
+    )]
+    UndecryptableWebhookSecret(String),
+}
+
+/// What a sealed value belongs to. Its associated data is bound into the ciphertext, so a
+/// value opens only for the owner it was sealed for and cannot be moved to another row.
+pub trait SealOwner {
+    /// The AEAD associated data. Owners of different kinds must never produce equal bytes.
+    fn associated_data(&self) -> Vec<u8>;
+    /// The error when a value sealed for this owner does not open: names the owner, never
+    /// the value.
+    fn undecryptable(&self) -> SealError;
+}
+
+impl SealOwner for CredentialName {
+    /// The bare name (environment syntax, so no other owner's prefixed data can equal it).
+    fn associated_data(&self) -> Vec<u8> {
+        self.0.as_bytes().to_vec()
+    }
+
+    fn undecryptable(&self) -> SealError {
+        SealError::Undecryptable(self.0.clone())
+    }
 }
 
 /// The operator's key that encrypts credential values at rest. `Debug` prints only its
@@ -124,13 +151,14 @@ impl MasterKey {
         XChaCha20Poly1305::new(&self.0.into())
     }
 
-    /// `nonce || ciphertext`, with the name as associated data so a sealed value cannot be
-    /// moved to another name.
-    pub fn seal(&self, name: &CredentialName, value: &str, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+    /// `nonce || ciphertext`, with the owner's associated data so a sealed value cannot be
+    /// moved to another name or row.
+    pub fn seal(&self, owner: &impl SealOwner, value: &str, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
         let xnonce = XNonce::from(nonce);
+        let aad = owner.associated_data();
         let payload = Payload {
             msg: value.as_bytes(),
-            aad: name.as_str().as_bytes(),
+            aad: &aad,
         };
         // Encryption into a Vec only fails for messages beyond the cipher's 256 GiB limit.
         let ciphertext = self.cipher().encrypt(&xnonce, payload).unwrap_or_default();
@@ -141,16 +169,17 @@ impl MasterKey {
     }
 
     /// Reverses [`MasterKey::seal`].
-    pub fn open(&self, name: &CredentialName, sealed: &[u8]) -> Result<String, SealError> {
-        let undecryptable = || SealError::Undecryptable(name.to_string());
+    pub fn open(&self, owner: &impl SealOwner, sealed: &[u8]) -> Result<String, SealError> {
+        let undecryptable = || owner.undecryptable();
         if sealed.len() < NONCE_LEN {
             return Err(undecryptable());
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| undecryptable())?;
+        let aad = owner.associated_data();
         let payload = Payload {
             msg: ciphertext,
-            aad: name.as_str().as_bytes(),
+            aad: &aad,
         };
         let plain = self
             .cipher()

@@ -15,14 +15,14 @@ pub mod result;
 
 pub use audit::{AuditEntry, BrokenLink, ChainVerifier, NewAuditEntry};
 pub use command::{CommandStatus, TransitionError};
-pub use credential::{CredentialName, MasterKey, SealError};
+pub use credential::{CredentialName, MasterKey, SealError, SealOwner};
 pub use event::{AgentEvent, HostEvent, OutputStream, StreamEvent, Usage};
 pub use ids::{CommandId, IdError, ProjectId, ProviderName};
 pub use project::{NewProject, Project};
 pub use provider::{AgentProvider, Capabilities};
 pub use queue::{
-    Claim, CommandFilter, CommandRecord, HOST_LOST, Heartbeat, Lease, NewCommand, Outcome,
-    QueueConfig, Rescued,
+    Claim, CommandFilter, CommandRecord, CommandRecords, HOST_LOST, Heartbeat, Lease, NewCommand,
+    Outcome, QueueConfig, Rescued, request_digest,
 };
 pub use redact::Redactor;
 pub use request::{AgentRequest, RequestError};
@@ -34,5 +34,5 @@ pub use token::{AccessError, ApiToken, NewToken, Principal, TokenRole, token_dig
 pub mod webhook;
 pub use webhook::{
     Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, RetryPolicy,
-    Webhook, WebhookError, WebhookEvent, WebhookSecret,
+    SealedWebhookSecret, SecretOfWebhook, Webhook, WebhookError, WebhookEvent, WebhookSecret,
 };

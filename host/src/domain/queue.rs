@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use super::audit::NewAuditEntry;
 use super::command::CommandStatus;
+use super::event::{HostEvent, StreamEvent};
 use super::ids::{CommandId, ProjectId, ProviderName};
 use super::request::AgentRequest;
 use super::result::AgentResult;
@@ -50,6 +53,68 @@ pub struct CommandRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// sha256 of the serialized request: identifies what was asked in the audit trail without
+/// copying a prompt (which may hold anything) into an undeletable log.
+pub fn request_digest(request: &AgentRequest) -> String {
+    let bytes = serde_json::to_vec(request).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What a store writes about a command besides its row, in the same transaction, so that a
+/// crash leaves all of it or none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRecords {
+    /// The next event of the command's stream, if the change opens or ends it.
+    pub event: Option<StreamEvent>,
+    pub audit: NewAuditEntry,
+}
+
+impl CommandRecord {
+    /// A new command's stream opens with its `pending` status, and the trail gets
+    /// `command.enqueued` (the request's digest, never the prompt) by its submitter.
+    pub fn enqueued_records(&self) -> CommandRecords {
+        CommandRecords {
+            event: Some(StreamEvent::Host(HostEvent::Status {
+                status: CommandStatus::Pending,
+            })),
+            audit: NewAuditEntry {
+                actor: self.submitted_by.clone(),
+                action: "command.enqueued".into(),
+                project_id: Some(self.project_id.to_string()),
+                command_id: Some(self.id.to_string()),
+                details: serde_json::json!({
+                    "provider": self.provider,
+                    "request_digest": request_digest(&self.request),
+                    "idempotency_key": self.idempotency_key,
+                }),
+            },
+        }
+    }
+
+    /// After `actor`'s cancel: a command that ended now (it was pending) gets its `done`
+    /// event; a running one only the `command.cancel_requested` entry, its worker writes the
+    /// rest when it stops.
+    pub fn cancel_records(&self, actor: &str) -> CommandRecords {
+        let event = (self.status == CommandStatus::Cancelled).then(|| {
+            StreamEvent::Host(HostEvent::Done {
+                status: CommandStatus::Cancelled,
+                result: None,
+                error: self.error.clone(),
+            })
+        });
+        CommandRecords {
+            event,
+            audit: NewAuditEntry {
+                actor: actor.to_owned(),
+                action: "command.cancel_requested".into(),
+                project_id: Some(self.project_id.to_string()),
+                command_id: Some(self.id.to_string()),
+                details: serde_json::json!({"status": self.status}),
+            },
+        }
+    }
 }
 
 /// The right to write a running command's outcome. `token` is the fencing token: it grows

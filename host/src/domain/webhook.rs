@@ -13,6 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::credential::{MasterKey, NONCE_LEN, SealError, SealOwner};
 use super::ids::ProjectId;
 use super::queue::CommandRecord;
 
@@ -160,6 +161,49 @@ impl WebhookSecret {
             "v1,{}",
             base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
         )
+    }
+}
+
+/// The owner of a webhook's sealed signing secret: the webhook's id. Its associated data is
+/// `webhook-secret:<id>` (a credential name never holds `:` or `-`), so a sealed secret opens
+/// only in its own row, never in another webhook's nor as a credential.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretOfWebhook<'a>(pub &'a str);
+
+impl SealOwner for SecretOfWebhook<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        format!("webhook-secret:{}", self.0).into_bytes()
+    }
+
+    fn undecryptable(&self) -> SealError {
+        SealError::UndecryptableWebhookSecret(self.0.to_owned())
+    }
+}
+
+/// A signing secret as stored: `nonce || ciphertext` under the master key. Only the store
+/// that holds the key opens it, right before the dispatcher signs; `Debug` shows its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedWebhookSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for SealedWebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedWebhookSecret({} bytes)", self.0.len())
+    }
+}
+
+impl SealedWebhookSecret {
+    /// Seals the text of a secret for webhook `webhook_id` (also a stored plaintext secret
+    /// being converted, which is sealed as it is).
+    pub fn seal(key: &MasterKey, webhook_id: &str, secret: &str, nonce: [u8; NONCE_LEN]) -> Self {
+        Self(key.seal(&SecretOfWebhook(webhook_id), secret, nonce))
+    }
+
+    /// The secret, if this was sealed with `key` for `webhook_id`; a typed error naming the
+    /// webhook otherwise (wrong key, altered bytes or bytes from another row).
+    pub fn open(&self, key: &MasterKey, webhook_id: &str) -> Result<WebhookSecret, SealError> {
+        let owner = SecretOfWebhook(webhook_id);
+        let text = key.open(&owner, &self.0)?;
+        WebhookSecret::parse(text).map_err(|_| owner.undecryptable())
     }
 }
 
@@ -347,7 +391,8 @@ pub struct DueDelivery {
     pub event_type: String,
     pub payload: String,
     pub url: String,
-    pub secret: WebhookSecret,
+    /// Opened with `WebhookStore::open_secret` only to sign.
+    pub secret: SealedWebhookSecret,
     /// The number of this attempt (1 for the first).
     pub attempt: u32,
     pub owner: String,
@@ -599,6 +644,27 @@ pub fn check_url(url: &str) -> Result<UrlHost, WebhookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::credential::{CredentialName, KEY_LEN};
+
+    #[test]
+    fn sealed_secrets_open_only_for_their_webhook_and_key() {
+        let key = MasterKey::from_bytes([5; KEY_LEN]);
+        let secret = WebhookSecret::from_random(&[7; SECRET_BYTES]);
+        let sealed = SealedWebhookSecret::seal(&key, "wh-1", secret.expose(), [2; NONCE_LEN]);
+        let plain = secret.expose().as_bytes();
+        assert!(!sealed.0.windows(plain.len()).any(|w| w == plain));
+        assert_eq!(sealed.open(&key, "wh-1"), Ok(secret.clone()));
+        assert_eq!(
+            sealed.open(&key, "wh-2"),
+            Err(SealError::UndecryptableWebhookSecret("wh-2".into()))
+        );
+        let other_key = MasterKey::from_bytes([6; KEY_LEN]);
+        assert!(sealed.open(&other_key, "wh-1").is_err());
+        // Never opens as a credential, even one named like the webhook.
+        let name = CredentialName::parse("wh_1").expect("valid");
+        assert!(key.open(&name, &sealed.0).is_err());
+        assert!(!format!("{sealed:?}").contains(secret.expose()));
+    }
 
     #[test]
     fn signatures_match_the_standard_webhooks_test_vector() {

@@ -15,14 +15,16 @@ pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
 pub mod store;
 pub use store::{
-    AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
-    EventSubscription, ProjectStore, StoreError, StoredEvent, Stores,
+    AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, DeliveredEvent,
+    Enqueued, EventLog, EventSubscription, ProjectStore, StoreError, StoredEvent, Stores,
+    UnknownProject,
 };
 pub mod ci;
 pub use ci::{Ci, CiError, CiRepo, CiSecret, FINISHED_STATUSES, LogLine, Pipeline, PipelineStep};
 pub mod project_setup;
 pub use project_setup::{
-    ProjectSetupStore, ProvisionError, SeedError, WorkspaceProvisioner, WorkspaceSeeder,
+    Announcement, ProjectSetupStore, ProvisionError, SeedError, WorkspaceProvisioner,
+    WorkspaceSeeder,
 };
 pub mod tokens;
 pub use tokens::TokenStore;

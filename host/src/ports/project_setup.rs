@@ -6,9 +6,18 @@ use async_trait::async_trait;
 
 use super::store::StoreError;
 use crate::domain::{
-    CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
+    CiRegistration, NewAuditEntry, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
+    WebhookEvent,
 };
 use crate::templates::{RenderReport, RenderedFile, WorkspaceSpec};
+
+/// A project event to record with a state change: its audit entry and the webhook event
+/// built from it (`webhooks::project_event`).
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub audit: NewAuditEntry,
+    pub event: WebhookEvent,
+}
 
 /// Setups, stored beside the projects they describe.
 #[async_trait]
@@ -30,13 +39,15 @@ pub trait ProjectSetupStore: Send + Sync {
     /// Moves pipeline `pipeline`'s stored status from `seen` to `status` only if it still is
     /// `seen` for that pipeline (compare-and-set). `Ok(true)` for the one caller that made
     /// the change, so a status change is acted on once even when several replicas (or a
-    /// poller and a reader) observe it at the same time.
+    /// poller and a reader) observe it at the same time. That caller's `announce` is
+    /// written in the same transaction: a crash cannot record the change without it.
     async fn record_pipeline_status(
         &self,
         id: &ProjectId,
         pipeline: i64,
         seen: Option<&str>,
         status: &str,
+        announce: Option<Announcement>,
     ) -> Result<bool, StoreError>;
 }
 

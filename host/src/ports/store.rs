@@ -2,9 +2,10 @@
 //! credential store. The PostgreSQL and SQLite adapters implement all of them and pass one
 //! contract test suite (`tests/tests/store_contract.rs`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use tokio::sync::{broadcast, watch};
@@ -79,14 +80,36 @@ pub struct Enqueued {
     pub created: bool,
 }
 
+/// What `CommandQueue::submit` does when the command's project is not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownProject {
+    /// Registers it (without a display name) in the submission's transaction: the API
+    /// registers a project on its first command.
+    Register,
+    /// Refuses the command with `NotFound`.
+    Refuse,
+}
+
 /// The durable work queue. Status changes are checked against the domain state machine
 /// (`CommandStatus::check_transition`) before anything is written.
 #[async_trait]
 pub trait CommandQueue: Send + Sync {
     fn config(&self) -> &QueueConfig;
 
-    /// Queues a command behind the project's earlier ones. `NotFound` for an unknown project.
+    /// Queues a command behind the project's earlier ones and records nothing else: the bare
+    /// queue insert, for queue tests and benchmarks. Submissions use `submit`. `NotFound` for
+    /// an unknown project.
     async fn enqueue(&self, command: NewCommand) -> Result<Enqueued, StoreError>;
+
+    /// Queues a command and, in the same transaction, opens its stream with the `pending`
+    /// event and appends its `command.enqueued` audit entry (`CommandRecord::enqueued_records`;
+    /// with `Register`, the project is registered first), so a crash leaves all of it or
+    /// none. An idempotency-key replay returns the earlier command and writes nothing.
+    async fn submit(
+        &self,
+        command: NewCommand,
+        project: UnknownProject,
+    ) -> Result<Enqueued, StoreError>;
 
     async fn get(&self, id: &CommandId) -> Result<CommandRecord, StoreError>;
 
@@ -127,10 +150,10 @@ pub trait CommandQueue: Send + Sync {
 
     /// Cancels a pending command at once; for a running one sets the flag and announces it
     /// on `cancel_signal` of every replica (the next heartbeat reports the flag too, in case
-    /// the announcement is lost). `IllegalTransition` for a finished command. Callers
-    /// announce a now-cancelled pending command on the event log (see
-    /// `worker::cancel_command`).
-    async fn cancel(&self, id: &CommandId) -> Result<CommandRecord, StoreError>;
+    /// the announcement is lost). The `done` event of a now-cancelled command and `actor`'s
+    /// `command.cancel_requested` audit entry (`CommandRecord::cancel_records`) are written
+    /// in the same transaction. `IllegalTransition` for a finished command.
+    async fn cancel(&self, id: &CommandId, actor: &str) -> Result<CommandRecord, StoreError>;
 
     /// Ids of running commands whose cancel was just requested on any replica, so the
     /// worker running one stops it at once instead of at its next heartbeat. Best effort:
@@ -157,9 +180,43 @@ pub struct StoredEvent {
     pub event: StreamEvent,
 }
 
+/// An event as a subscription delivers it. Every local subscriber of a stream receives the
+/// same allocation, and the first one to encode it for the wire leaves that encoding here
+/// for the rest: with a thousand subscribers an event is serialized once, not a thousand
+/// times.
+#[derive(Debug)]
+pub struct DeliveredEvent {
+    event: StoredEvent,
+    wire: OnceLock<Bytes>,
+}
+
+impl DeliveredEvent {
+    /// Shares `event` with its (not yet computed) wire encoding.
+    pub fn new(event: StoredEvent) -> Arc<Self> {
+        Arc::new(Self {
+            event,
+            wire: OnceLock::new(),
+        })
+    }
+
+    /// The event's wire encoding: `encode`'s result for the first caller, the same bytes
+    /// for every later one. Subscribers of one stream must pass the same encoder.
+    pub fn wire(&self, encode: impl FnOnce(&StoredEvent) -> Bytes) -> Bytes {
+        self.wire.get_or_init(|| encode(&self.event)).clone()
+    }
+}
+
+impl std::ops::Deref for DeliveredEvent {
+    type Target = StoredEvent;
+
+    fn deref(&self) -> &StoredEvent {
+        &self.event
+    }
+}
+
 /// Events of one stream in order, first the stored ones after the requested sequence
 /// number, then new ones as they are appended; ends after the terminal event.
-pub type EventSubscription = BoxStream<'static, Result<StoredEvent, StoreError>>;
+pub type EventSubscription = BoxStream<'static, Result<Arc<DeliveredEvent>, StoreError>>;
 
 /// Per-command event streams.
 #[async_trait]
@@ -169,6 +226,17 @@ pub trait EventLog: Send + Sync {
         &self,
         stream: &CommandId,
         event: &StreamEvent,
+    ) -> Result<StoredEvent, StoreError>;
+
+    /// Appends like [`EventLog::append`], once per `key` and stream: when an event with this
+    /// key is already stored (an earlier attempt committed, but its acknowledgement was lost
+    /// with the connection), that event is returned and nothing is written. A writer that
+    /// retries passes the same key on every attempt.
+    async fn append_once(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: &str,
     ) -> Result<StoredEvent, StoreError>;
 
     /// Up to `limit` events with `seq > after`, in order.
@@ -223,8 +291,8 @@ pub trait CredentialStore: SecretResolver {
     ) -> Result<CredentialInfo, StoreError>;
     async fn list(&self) -> Result<Vec<CredentialInfo>, StoreError>;
     async fn delete(&self, name: &CredentialName) -> Result<(), StoreError>;
-    /// Re-encrypts every value under `new_key` in one transaction and switches to it.
-    /// Returns how many values were re-encrypted.
+    /// Re-encrypts every value, and every webhook signing secret, under `new_key` in one
+    /// transaction and switches to it. Returns how many values and secrets were re-encrypted.
     async fn rotate_key(&self, new_key: MasterKey) -> Result<u64, StoreError>;
     /// A redactor holding every current value, for scrubbing a command's output.
     async fn redactor(&self) -> Result<Redactor, StoreError>;
@@ -246,5 +314,33 @@ pub struct Stores {
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Stores")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgentEvent, OutputStream};
+
+    #[test]
+    fn a_delivered_event_is_encoded_once_for_every_subscriber() {
+        let event = DeliveredEvent::new(StoredEvent {
+            stream: CommandId::from_uuid(uuid::Uuid::now_v7()),
+            seq: 7,
+            at: Utc::now(),
+            event: StreamEvent::Agent(AgentEvent::Output {
+                stream: OutputStream::Stdout,
+                text: "hi".into(),
+            }),
+        });
+        let encodings = std::cell::Cell::new(0);
+        let encode = |e: &StoredEvent| {
+            encodings.set(encodings.get() + 1);
+            Bytes::from(format!("id: {}", e.seq))
+        };
+        let first = event.wire(encode);
+        let again = event.wire(encode);
+        assert_eq!((first, again), (Bytes::from("id: 7"), Bytes::from("id: 7")));
+        assert_eq!(encodings.get(), 1);
     }
 }

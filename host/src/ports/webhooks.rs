@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use crate::domain::{
     Delivery, DeliveryAttempt, DueDelivery, NewAuditEntry, NewWebhook, NextStep, ProjectId,
-    Webhook, WebhookEvent,
+    Webhook, WebhookEvent, WebhookSecret,
 };
 
 use super::store::StoreError;
@@ -30,8 +31,9 @@ pub const MAX_DELIVERY_PAGE: u32 = 100;
 /// Subscriptions and their outbox.
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
-    /// Stores a subscription. The project need not exist yet, so that `project.created` can
-    /// be subscribed to before the project is created. `Conflict` when the id is taken.
+    /// Stores a subscription, its secret sealed with the master key (bound to the webhook's
+    /// id). The project need not exist yet, so that `project.created` can be subscribed to
+    /// before the project is created. `Conflict` when the id is taken.
     async fn create_webhook(&self, webhook: NewWebhook) -> Result<Webhook, StoreError>;
 
     /// The project's subscriptions, oldest first.
@@ -70,6 +72,15 @@ pub trait WebhookStore: Send + Sync {
         attempt: &DeliveryAttempt,
         next: NextStep,
     ) -> Result<(), StoreError>;
+
+    /// Opens a claimed delivery's signing secret with the current master key; the dispatcher
+    /// calls it only to sign. `Seal(UndecryptableWebhookSecret)` when the sealed bytes do not
+    /// belong to this webhook or this key.
+    fn open_secret(&self, delivery: &DueDelivery) -> Result<WebhookSecret, StoreError>;
+
+    /// Changes whenever outbox rows were written (on PostgreSQL by any replica, through
+    /// NOTIFY), so a dispatcher wakes at once instead of at its next poll.
+    fn delivery_signal(&self) -> watch::Receiver<u64>;
 
     /// A page of the webhook's deliveries with their attempts. `NotFound` as for
     /// `get_webhook`.

@@ -21,9 +21,9 @@ use crate::domain::{
     ProjectId, ProjectSetup,
 };
 use crate::ports::{
-    AuditLog, Ci, CiError, CiSecret, FINISHED_STATUSES, LogLine, Pipeline, ProjectSetupStore,
-    ProjectStore, ProvisionError, SecretResolver, SeedError, StoreError, Stores, WebhookStore,
-    WorkspaceProvisioner, WorkspaceSeeder,
+    Announcement, AuditLog, Ci, CiError, CiSecret, FINISHED_STATUSES, LogLine, Pipeline,
+    ProjectSetupStore, ProjectStore, ProvisionError, SecretResolver, SeedError, StoreError, Stores,
+    WebhookStore, WorkspaceProvisioner, WorkspaceSeeder,
 };
 use crate::templates::WorkspaceSpec;
 use crate::templates::{RenderReport, Template, TemplateCatalog, TemplateError, TemplateInfo};
@@ -532,16 +532,18 @@ impl ProjectSetupService {
             })?;
         let seen = registration.pipeline_status.clone();
         if seen.as_deref() != Some(pipeline.status.as_str()) {
-            let changed = self
-                .setups
-                .record_pipeline_status(id, number, seen.as_deref(), &pipeline.status)
+            let was_finished = seen.as_deref().is_some_and(Pipeline::status_is_finished);
+            let announce = (pipeline.is_finished() && !was_finished).then(|| {
+                let audit = pipeline_finished_entry(actor, id, repo_id, &pipeline);
+                Announcement {
+                    event: crate::webhooks::project_event(id, &audit),
+                    audit,
+                }
+            });
+            self.setups
+                .record_pipeline_status(id, number, seen.as_deref(), &pipeline.status, announce)
                 .await?;
             registration.pipeline_status = Some(pipeline.status.clone());
-            let was_finished = seen.as_deref().is_some_and(Pipeline::status_is_finished);
-            if changed && pipeline.is_finished() && !was_finished {
-                self.pipeline_finished(actor, id, repo_id, &pipeline)
-                    .await?;
-            }
         }
         Ok(Some(ObservedPipeline {
             repo_id,
@@ -570,34 +572,6 @@ impl ProjectSetupService {
         Ok(report)
     }
 
-    /// Audits that a pipeline finished and tells the project's webhooks. The one place
-    /// `ci.pipeline.finished` is written.
-    async fn pipeline_finished(
-        &self,
-        actor: &str,
-        id: &ProjectId,
-        repo_id: i64,
-        pipeline: &Pipeline,
-    ) -> Result<(), SetupError> {
-        self.announce(
-            id,
-            NewAuditEntry {
-                actor: actor.to_owned(),
-                action: "ci.pipeline.finished".to_owned(),
-                project_id: Some(id.to_string()),
-                command_id: None,
-                details: serde_json::json!({
-                    "repo_id": repo_id,
-                    "pipeline": pipeline.number,
-                    "status": pipeline.status,
-                    "started": pipeline.started,
-                    "finished": pipeline.finished,
-                }),
-            },
-        )
-        .await
-    }
-
     /// The stored setup of a project created from a template.
     pub async fn setup(&self, id: &ProjectId) -> Result<ProjectSetup, SetupError> {
         Ok(self.setups.get_setup(id).await?)
@@ -612,6 +586,29 @@ impl ProjectSetupService {
     async fn announce(&self, id: &ProjectId, entry: NewAuditEntry) -> Result<(), SetupError> {
         crate::webhooks::record_project_event(self.webhooks.as_ref(), id, entry).await?;
         Ok(())
+    }
+}
+
+/// The audit entry of a finished pipeline, the one place `ci.pipeline.finished` is built;
+/// the store writes it (and its webhook event) with the status change that observed it.
+fn pipeline_finished_entry(
+    actor: &str,
+    id: &ProjectId,
+    repo_id: i64,
+    pipeline: &Pipeline,
+) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: actor.to_owned(),
+        action: "ci.pipeline.finished".to_owned(),
+        project_id: Some(id.to_string()),
+        command_id: None,
+        details: serde_json::json!({
+            "repo_id": repo_id,
+            "pipeline": pipeline.number,
+            "status": pipeline.status,
+            "started": pipeline.started,
+            "finished": pipeline.finished,
+        }),
     }
 }
 

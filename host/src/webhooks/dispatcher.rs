@@ -1,5 +1,6 @@
-//! Delivers the outbox: claims due deliveries (leased, so replicas share the work), signs
-//! each per Standard Webhooks, POSTs it and records the attempt with what follows from it:
+//! Delivers the outbox: claims due deliveries (leased, so replicas share the work) as soon as
+//! the store signals new rows, opens the sealed secret and signs each per Standard Webhooks,
+//! POSTs it and records the attempt with what follows from it:
 //! delivered on 2xx, the webhook disabled on 410 Gone, a retry with exponential backoff and
 //! jitter (or the endpoint's `Retry-After`) otherwise, until the attempts run out.
 
@@ -10,6 +11,7 @@ use chrono::Utc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -124,47 +126,78 @@ impl Dispatcher {
         })
     }
 
-    /// Delivers until `shutdown`. Attempts in flight at shutdown are abandoned; their
-    /// leases expire and another dispatcher (or the next start) sends them again.
+    /// Delivers until `shutdown`: up to `concurrency` attempts in flight, each holding a slot
+    /// only for itself, so a slow or hanging endpoint (bounded by the per-attempt timeout)
+    /// delays no other delivery while slots are free. Claims again as soon as the store
+    /// signals new outbox rows, when a full claim suggests more are due, and at least every
+    /// `poll_interval` (retries falling due, missed signals). Attempts in flight at shutdown
+    /// are abandoned; their leases expire and another dispatcher (or the next start) sends
+    /// them again.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         tracing::info!(owner = %self.owner, "webhook dispatcher started");
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut wake = self.store.delivery_signal();
+        let mut signal_open = true;
+        let mut tasks = JoinSet::new();
         while !shutdown.is_cancelled() {
-            let batch = self.config.concurrency.max(1);
+            let first = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let mut permits = vec![first];
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                permits.push(permit);
+            }
+            // Signals from here on are for rows this claim may not see.
+            wake.borrow_and_update();
+            let wanted = permits.len();
             let claimed = tokio::select! {
                 () = shutdown.cancelled() => break,
-                claimed = self.clone().deliver_due() => claimed,
+                claimed = self.claim(wanted) => claimed,
             };
-            match claimed {
-                Ok(n) if n >= batch => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "claiming webhook deliveries failed"),
+            let full = match claimed {
+                Ok(due) => {
+                    let count = due.len();
+                    for (delivery, permit) in due.into_iter().zip(permits.drain(..)) {
+                        let this = self.clone();
+                        tasks.spawn(async move {
+                            this.deliver(delivery).await;
+                            drop(permit);
+                        });
+                    }
+                    count >= wanted
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "claiming webhook deliveries failed");
+                    false
+                }
+            };
+            drop(permits);
+            while let Some(joined) = tasks.try_join_next() {
+                if let Err(error) = joined {
+                    tracing::error!(%error, "a webhook delivery task panicked");
+                }
+            }
+            if full {
+                continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                changed = wake.changed(), if signal_open => signal_open = changed.is_ok(),
                 () = tokio::time::sleep(self.config.poll_interval) => {}
             }
         }
     }
 
-    /// One round: claims what is due (up to `concurrency`), sends it all concurrently and
-    /// records the attempts. Returns how many deliveries were claimed.
-    pub async fn deliver_due(self: Arc<Self>) -> Result<usize, StoreError> {
-        let limit = u32::try_from(self.config.concurrency.max(1)).unwrap_or(u32::MAX);
-        let claimed = self
-            .store
+    /// Claims up to `limit` due deliveries under this dispatcher's lease.
+    async fn claim(&self, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.store
             .claim_deliveries(&self.owner, limit, self.config.lease)
-            .await?;
-        let count = claimed.len();
-        let mut tasks = JoinSet::new();
-        for delivery in claimed {
-            tasks.spawn(self.clone().deliver(delivery));
-        }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(error) = joined {
-                tracing::error!(%error, "a webhook delivery task panicked");
-            }
-        }
-        Ok(count)
+            .await
     }
 
     async fn deliver(self: Arc<Self>, delivery: DueDelivery) {
@@ -233,11 +266,14 @@ impl Dispatcher {
             Ok(UrlHost::Name(_)) => {}
             Err(invalid) => return (None, Some(invalid.to_string()), None),
         }
+        // Opened only here, for this one signature.
+        let secret = match self.store.open_secret(delivery) {
+            Ok(secret) => secret,
+            Err(error) => return (None, Some(error.to_string()), None),
+        };
         let timestamp = Utc::now().timestamp();
-        let signature =
-            delivery
-                .secret
-                .sign(&delivery.event_id, timestamp, delivery.payload.as_bytes());
+        let signature = secret.sign(&delivery.event_id, timestamp, delivery.payload.as_bytes());
+        drop(secret);
         let sent = self
             .http
             .post(&delivery.url)

@@ -72,16 +72,22 @@ pub async fn record_project_event(
     project: &ProjectId,
     entry: NewAuditEntry,
 ) -> Result<u64, StoreError> {
+    let event = project_event(project, &entry);
+    webhooks.emit(&event, Some(entry)).await
+}
+
+/// The webhook event announcing what `entry` audits, for a store that writes both in a
+/// transaction of its own (see [`record_project_event`] for the rule).
+pub fn project_event(project: &ProjectId, entry: &NewAuditEntry) -> WebhookEvent {
     let mut data = entry.details.clone();
     if let Some(map) = data.as_object_mut() {
         map.insert("project_id".into(), serde_json::json!(project));
     }
-    let event = WebhookEvent::new(
+    WebhookEvent::new(
         uuid::Uuid::now_v7(),
         &entry.action,
         project.clone(),
         chrono::Utc::now(),
         data,
-    );
-    webhooks.emit(&event, Some(entry)).await
+    )
 }

@@ -325,7 +325,11 @@ async fn forward(
 }
 
 async fn append(ctx: &Context, command: &CommandRecord, event: StreamEvent) {
-    let stored = retry_transient(ctx, &command.id, || ctx.events.append(&command.id, &event));
+    // One key for every attempt: a retry after a lost acknowledgement stores the event once.
+    let key = uuid::Uuid::now_v7().to_string();
+    let stored = retry_transient(ctx, &command.id, || {
+        ctx.events.append_once(&command.id, &event, &key)
+    });
     if let Err(error) = stored.await {
         tracing::warn!(command = %command.id, %error, "storing an event failed");
     }

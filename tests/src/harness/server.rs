@@ -160,6 +160,14 @@ impl SseReader {
 
     /// The next event, or `None` when the server closed the stream.
     pub async fn next(&mut self) -> Option<SseEvent> {
+        self.try_next()
+            .await
+            .unwrap_or_else(|error| panic!("SSE body failed: {error}"))
+    }
+
+    /// The next complete event, `None` when the server closed the stream, or the error of
+    /// a connection that broke (a partly received frame is dropped, as a client would).
+    pub async fn try_next(&mut self) -> reqwest::Result<Option<SseEvent>> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let frame: String = self.buffer.drain(..end + 2).collect();
@@ -182,14 +190,23 @@ impl SseReader {
                     continue;
                 }
                 event.data = data_lines.join("\n");
-                return Some(event);
+                return Ok(Some(event));
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
-                Some(Err(error)) => panic!("SSE body failed: {error}"),
-                None => return None,
+                Some(Err(error)) => return Err(error),
+                None => return Ok(None),
             }
         }
+    }
+
+    /// Every complete event before the server cut the connection (or closed the stream).
+    pub async fn collect_until_cut(mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Ok(Some(event)) = self.try_next().await {
+            events.push(event);
+        }
+        events
     }
 
     /// Every remaining event until the server closes the stream.

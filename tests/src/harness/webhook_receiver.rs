@@ -1,5 +1,6 @@
 //! A webhook receiver for tests: an HTTP endpoint on 127.0.0.1 that records every request
-//! and answers from a script (e.g. 500, then 503 with `Retry-After`, then 200), plus a
+//! and answers from a script (e.g. 500, then 503 with `Retry-After`, then 200, or only after
+//! a while, as a hanging endpoint would), plus a
 //! Standard Webhooks verifier written here, independently of rdev's signer, so a test
 //! checks the signature as a real receiver would.
 
@@ -23,6 +24,8 @@ use crate::doubles::thread_server::ThreadServer;
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// How long the endpoint holds the request before answering.
+    pub delay: Option<Duration>,
 }
 
 impl Reply {
@@ -30,13 +33,22 @@ impl Reply {
         Self {
             status,
             retry_after: None,
+            delay: None,
         }
     }
 
     pub fn retry_after(status: u16, value: &str) -> Self {
         Self {
-            status,
             retry_after: Some(value.to_owned()),
+            ..Self::status(status)
+        }
+    }
+
+    /// `status`, once `delay` has passed (a slow or hanging endpoint).
+    pub fn after(delay: Duration, status: u16) -> Self {
+        Self {
+            delay: Some(delay),
+            ..Self::status(status)
         }
     }
 }
@@ -105,6 +117,9 @@ async fn receive(
             .or_else(|| inner.fallback.clone())
             .unwrap_or(Reply::status(204))
     };
+    if let Some(delay) = reply.delay {
+        tokio::time::sleep(delay).await;
+    }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = status.into_response();
     if let Some(value) = reply.retry_after

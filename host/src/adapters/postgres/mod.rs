@@ -1,6 +1,7 @@
 //! PostgreSQL adapter: production, several rdev replicas on one database. Claims use
 //! `FOR UPDATE SKIP LOCKED`; triggers `NOTIFY` on `rdev_work` and `rdev_events` (ids only),
-//! and one listener connection per process turns those into in-process wake-ups.
+//! cancels and outbox writes on `rdev_cancel` and `rdev_webhooks`, and one listener
+//! connection per process turns those into in-process wake-ups.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
@@ -20,14 +22,14 @@ use super::store::{
 };
 use crate::domain::{
     AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
-    CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand,
-    NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor, Rescued,
-    StreamEvent, audit::GENESIS_HASH,
+    CommandRecords, CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry,
+    NewCommand, NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor,
+    Rescued, StreamEvent, audit::GENESIS_HASH,
 };
 use crate::ports::{
     AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
     EventSubscription, ProjectStore, SecretError, SecretResolver, SecretValue, StoreError,
-    StoredEvent, Stores,
+    StoredEvent, Stores, UnknownProject,
 };
 
 mod setup;
@@ -117,6 +119,18 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
+        // Plaintext webhook secrets from before migration 0050 are sealed here (idempotent).
+        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
+        webhooks::seal_secrets(&mut tx, None, &options.master_key)
+            .await
+            .map_err(sealing)?;
+        tx.commit()
+            .await
+            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
         let signals = Signals::new(fetch_events(pool.clone()));
         let stop = CancellationToken::new();
         tokio::spawn(listen(
@@ -176,7 +190,7 @@ async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, re
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener
-                .listen_all(["rdev_work", "rdev_events", "rdev_cancel"])
+                .listen_all(["rdev_work", "rdev_events", "rdev_cancel", "rdev_webhooks"])
                 .await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -198,6 +212,7 @@ async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, re
         };
         backoff = LISTEN_RETRY_MIN;
         signals.wake_workers();
+        signals.wake_dispatchers();
         signals.events.resync_all();
         loop {
             let notification = tokio::select! {
@@ -206,6 +221,7 @@ async fn listen(pool: PgPool, signals: Arc<Signals>, stop: CancellationToken, re
             };
             match notification {
                 Ok(n) if n.channel() == "rdev_work" => signals.wake_workers(),
+                Ok(n) if n.channel() == "rdev_webhooks" => signals.wake_dispatchers(),
                 Ok(n) if n.channel() == "rdev_cancel" => {
                     if let Ok(id) = CommandId::parse(n.payload()) {
                         signals.announce_cancel(id);
@@ -291,25 +307,106 @@ fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
         .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
 }
 
+/// Registers `project` on `conn` unless its id is taken (then `None`), so a submission can
+/// register its project in its own transaction.
+pub(super) async fn insert_project(
+    conn: &mut PgConnection,
+    project: &NewProject,
+) -> Result<Option<Project>, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO projects (id, display_name) VALUES ($1, $2) \
+         ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
+    )
+    .bind(project.id.as_str())
+    .bind(&project.display_name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("creating a project"))?;
+    row.as_ref().map(project_from_row).transpose()
+}
+
+/// Inserts a pending command on `conn`; `None` when its idempotency key is taken in its
+/// project, `NotFound` for an unknown project.
+async fn insert_command(
+    conn: &mut PgConnection,
+    id: &CommandId,
+    command: &NewCommand,
+) -> Result<Option<CommandRecord>, StoreError> {
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO commands (id, project_id, provider, request, status, idempotency_key, \
+         submitted_by) VALUES ($1, $2, $3, $4, 'pending', $5, $6) \
+         ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING ",
+        command_columns!()
+    ))
+    .bind(id.as_str())
+    .bind(command.project_id.as_str())
+    .bind(command.provider.as_str())
+    .bind(Json(&command.request))
+    .bind(&command.idempotency_key)
+    .bind(&command.submitted_by)
+    .fetch_optional(&mut *conn)
+    .await;
+    match inserted {
+        Err(error) if is_foreign_key_violation(&error) => Err(StoreError::NotFound {
+            kind: "project",
+            id: command.project_id.to_string(),
+        }),
+        other => other
+            .map_err(db("enqueueing a command"))?
+            .as_ref()
+            .map(command_from_row)
+            .transpose(),
+    }
+}
+
+impl PgStore {
+    /// The command an earlier enqueue with `command`'s idempotency key created.
+    async fn command_of_key(&self, command: &NewCommand) -> Result<Enqueued, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            command_columns!(),
+            " FROM commands WHERE project_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(command.project_id.as_str())
+        .bind(&command.idempotency_key)
+        .fetch_one(self.pool_ref())
+        .await
+        .map_err(db("reading the command of an idempotency key"))?;
+        Ok(Enqueued {
+            command: command_from_row(&row)?,
+            created: false,
+        })
+    }
+}
+
+/// Writes what a command change records (`CommandRecords`) on `conn`, inside the caller's
+/// transaction: the stream event first, then the audit entry, whose advisory lock is thus
+/// held for the shortest time. Returns the stored event for the fan-out, to publish after
+/// the commit.
+async fn write_records(
+    conn: &mut PgConnection,
+    stream: &CommandId,
+    records: CommandRecords,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let event = match &records.event {
+        Some(event) => Some(insert_event(&mut *conn, stream, event, None).await?),
+        None => None,
+    };
+    append_audit(conn, records.audit).await?;
+    Ok(event)
+}
+
 #[async_trait]
 impl ProjectStore for PgStore {
     async fn create(&self, project: NewProject) -> Result<Project, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO projects (id, display_name) VALUES ($1, $2) \
-             ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
-        )
-        .bind(project.id.as_str())
-        .bind(&project.display_name)
-        .fetch_optional(self.pool_ref())
-        .await
-        .map_err(db("creating a project"))?;
-        match row {
-            Some(row) => project_from_row(&row),
-            None => Err(StoreError::Conflict(format!(
-                "project {} already exists",
-                project.id
-            ))),
-        }
+        let mut conn = self
+            .pool_ref()
+            .acquire()
+            .await
+            .map_err(db("creating a project"))?;
+        insert_project(&mut conn, &project)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("project {} already exists", project.id)))
     }
 
     async fn ensure(&self, project: NewProject) -> Result<Project, StoreError> {
@@ -356,48 +453,54 @@ impl CommandQueue for PgStore {
 
     async fn enqueue(&self, command: NewCommand) -> Result<Enqueued, StoreError> {
         let id = CommandId::from_uuid(uuid::Uuid::now_v7());
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO commands (id, project_id, provider, request, status, idempotency_key, \
-             submitted_by) VALUES ($1, $2, $3, $4, 'pending', $5, $6) \
-             ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING ",
-            command_columns!()
-        ))
-        .bind(id.as_str())
-        .bind(command.project_id.as_str())
-        .bind(command.provider.as_str())
-        .bind(Json(&command.request))
-        .bind(&command.idempotency_key)
-        .bind(&command.submitted_by)
-        .fetch_optional(self.pool_ref())
-        .await;
-        let inserted = match inserted {
-            Err(error) if is_foreign_key_violation(&error) => {
-                return Err(StoreError::NotFound {
-                    kind: "project",
-                    id: command.project_id.to_string(),
-                });
-            }
-            other => other.map_err(db("enqueueing a command"))?,
-        };
-        if let Some(row) = inserted {
-            return Ok(Enqueued {
-                command: command_from_row(&row)?,
+        let mut conn = self
+            .pool_ref()
+            .acquire()
+            .await
+            .map_err(db("enqueueing a command"))?;
+        match insert_command(&mut conn, &id, &command).await? {
+            Some(command) => Ok(Enqueued {
+                command,
                 created: true,
-            });
+            }),
+            None => self.command_of_key(&command).await,
         }
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            command_columns!(),
-            " FROM commands WHERE project_id = $1 AND idempotency_key = $2"
-        ))
-        .bind(command.project_id.as_str())
-        .bind(&command.idempotency_key)
-        .fetch_one(self.pool_ref())
-        .await
-        .map_err(db("reading the command of an idempotency key"))?;
+    }
+
+    /// One transaction; its commit sends the work NOTIFY (commands trigger) and the event's
+    /// NOTIFY (events trigger) together.
+    async fn submit(
+        &self,
+        command: NewCommand,
+        project: UnknownProject,
+    ) -> Result<Enqueued, StoreError> {
+        let id = CommandId::from_uuid(uuid::Uuid::now_v7());
+        let publish = self.inner.signals.events.begin_append(&id);
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("submitting a command"))?;
+        if project == UnknownProject::Register {
+            let new = NewProject {
+                id: command.project_id.clone(),
+                display_name: None,
+            };
+            insert_project(&mut tx, &new).await?;
+        }
+        let Some(record) = insert_command(&mut tx, &id, &command).await? else {
+            // An idempotency-key replay: the project existed, nothing was written.
+            drop(tx);
+            return self.command_of_key(&command).await;
+        };
+        let event = write_records(&mut tx, &id, record.enqueued_records()).await?;
+        tx.commit().await.map_err(db("submitting a command"))?;
+        if let Some(event) = event {
+            publish.publish(&event);
+        }
         Ok(Enqueued {
-            command: command_from_row(&row)?,
-            created: false,
+            command: record,
+            created: true,
         })
     }
 
@@ -549,7 +652,7 @@ impl CommandQueue for PgStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    async fn cancel(&self, id: &CommandId) -> Result<CommandRecord, StoreError> {
+    async fn cancel(&self, id: &CommandId, actor: &str) -> Result<CommandRecord, StoreError> {
         let mut tx = self
             .pool_ref()
             .begin()
@@ -574,6 +677,9 @@ impl CommandQueue for PgStore {
                 },
             )?;
         status.check_transition(CommandStatus::Cancelled)?;
+        // A pending command's stream gets its `done` event in this transaction.
+        let publish =
+            (status == CommandStatus::Pending).then(|| self.inner.signals.events.begin_append(id));
         let sql = if status == CommandStatus::Pending {
             concat!(
                 "UPDATE commands SET status = 'cancelled', cancel_requested = true, \
@@ -601,7 +707,11 @@ impl CommandQueue for PgStore {
         }
         let record = command_from_row(&row)?;
         webhooks::emit_for_command(&mut tx, &record).await?;
+        let event = write_records(&mut tx, id, record.cancel_records(actor)).await?;
         tx.commit().await.map_err(db("cancelling a command"))?;
+        if let (Some(publish), Some(event)) = (publish, event) {
+            publish.publish(&event);
+        }
         Ok(record)
     }
 
@@ -807,6 +917,57 @@ fn fetch_events(pool: PgPool) -> FetchEvents {
     })
 }
 
+/// Appends `event` with the stream's next sequence number on `conn` (one statement), alone
+/// or inside the caller's transaction. The caller publishes the result on the fan-out after
+/// its commit (`EventHub::begin_append` before the write).
+async fn insert_event(
+    conn: &mut PgConnection,
+    stream: &CommandId,
+    event: &StreamEvent,
+    key: Option<&str>,
+) -> Result<StoredEvent, StoreError> {
+    // One statement: the event stored earlier under `key` (a retried append) or a new one.
+    let row = sqlx::query(
+        "WITH prior AS (SELECT seq, at, event FROM events \
+           WHERE stream = $1 AND append_key = $3), \
+         next AS (UPDATE commands SET event_seq = event_seq + 1 \
+           WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM prior) RETURNING event_seq), \
+         inserted AS (INSERT INTO events (stream, seq, event, append_key) \
+           SELECT $1, event_seq, $2, $3 FROM next RETURNING seq, at, event) \
+         SELECT seq, at, event FROM inserted UNION ALL SELECT seq, at, event FROM prior",
+    )
+    .bind(stream.as_str())
+    .bind(Json(event))
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("appending an event"))?;
+    let row = row.ok_or_else(|| StoreError::NotFound {
+        kind: "command",
+        id: stream.to_string(),
+    })?;
+    event_from_row(stream, &row)
+}
+
+impl PgStore {
+    async fn append_keyed(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: Option<&str>,
+    ) -> Result<StoredEvent, StoreError> {
+        let publish = self.inner.signals.events.begin_append(stream);
+        let mut conn = self
+            .pool_ref()
+            .acquire()
+            .await
+            .map_err(db("appending an event"))?;
+        let stored = insert_event(&mut conn, stream, event, key).await?;
+        publish.publish(&stored);
+        Ok(stored)
+    }
+}
+
 #[async_trait]
 impl EventLog for PgStore {
     async fn append(
@@ -814,25 +975,16 @@ impl EventLog for PgStore {
         stream: &CommandId,
         event: &StreamEvent,
     ) -> Result<StoredEvent, StoreError> {
-        let publish = self.inner.signals.events.begin_append(stream);
-        let row = sqlx::query(
-            "WITH next AS (UPDATE commands SET event_seq = event_seq + 1 WHERE id = $1 \
-             RETURNING event_seq) \
-             INSERT INTO events (stream, seq, event) SELECT $1, event_seq, $2 FROM next \
-             RETURNING seq, at, event",
-        )
-        .bind(stream.as_str())
-        .bind(Json(event))
-        .fetch_optional(self.pool_ref())
-        .await
-        .map_err(db("appending an event"))?;
-        let row = row.ok_or_else(|| StoreError::NotFound {
-            kind: "command",
-            id: stream.to_string(),
-        })?;
-        let stored = event_from_row(stream, &row)?;
-        publish.publish(&stored);
-        Ok(stored)
+        self.append_keyed(stream, event, None).await
+    }
+
+    async fn append_once(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: &str,
+    ) -> Result<StoredEvent, StoreError> {
+        self.append_keyed(stream, event, Some(key)).await
     }
 
     async fn read(
@@ -1052,9 +1204,10 @@ impl CredentialStore for PgStore {
                 .await
                 .map_err(db("rotating the master key"))?;
         }
+        let secrets = webhooks::seal_secrets(&mut tx, Some(&old_key), &new_key).await?;
         tx.commit().await.map_err(db("rotating the master key"))?;
         self.inner.key.store(Arc::new(new_key));
-        Ok(rows.len() as u64)
+        Ok(rows.len() as u64 + secrets)
     }
 
     async fn redactor(&self) -> Result<Redactor, StoreError> {

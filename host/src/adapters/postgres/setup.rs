@@ -7,11 +7,12 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
-use super::{PgStore, corrupt, db, project_from_row};
+use super::webhooks::emit_in;
+use super::{PgStore, append_audit, corrupt, db, insert_project};
 use crate::domain::{
     CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
 };
-use crate::ports::{ProjectSetupStore, StoreError};
+use crate::ports::{Announcement, ProjectSetupStore, StoreError};
 
 macro_rules! columns {
     () => {
@@ -57,22 +58,12 @@ impl ProjectSetupStore for PgStore {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        let row = sqlx::query(
-            "INSERT INTO projects (id, display_name) VALUES ($1, $2) \
-             ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
-        )
-        .bind(project.id.as_str())
-        .bind(&project.display_name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db("creating a project"))?;
-        let Some(row) = row else {
+        let Some(created) = insert_project(&mut tx, &project).await? else {
             return Err(StoreError::Conflict(format!(
                 "project {} already exists",
                 project.id
             )));
         };
-        let created = project_from_row(&row)?;
         let row = sqlx::query(concat!(
             "INSERT INTO project_setups (",
             columns!(),
@@ -163,7 +154,10 @@ impl ProjectSetupStore for PgStore {
         pipeline: i64,
         seen: Option<&str>,
         status: &str,
+        announce: Option<Announcement>,
     ) -> Result<bool, StoreError> {
+        let context = "recording a pipeline status";
+        let mut tx = self.inner.pool.begin().await.map_err(db(context))?;
         let result = sqlx::query(
             "UPDATE project_setups SET ci_pipeline_status = $4, updated_at = now() \
              WHERE project_id = $1 AND ci_pipeline = $2 \
@@ -173,9 +167,15 @@ impl ProjectSetupStore for PgStore {
         .bind(pipeline)
         .bind(seen)
         .bind(status)
-        .execute(&self.inner.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db("recording a pipeline status"))?;
-        Ok(result.rows_affected() == 1)
+        .map_err(db(context))?;
+        let changed = result.rows_affected() == 1;
+        if changed && let Some(announce) = announce {
+            append_audit(&mut tx, announce.audit).await?;
+            emit_in(&mut tx, &announce.event).await?;
+        }
+        tx.commit().await.map_err(db(context))?;
+        Ok(changed)
     }
 }

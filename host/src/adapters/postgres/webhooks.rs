@@ -1,7 +1,9 @@
-//! Webhook subscriptions and their outbox on PostgreSQL (migration 0030). Dispatchers on
-//! several replicas claim due rows with `FOR UPDATE SKIP LOCKED` and a lease, so no delivery
-//! is sent by two of them at once, and a replica that dies mid-attempt leaves its rows to the
-//! others when the lease expires.
+//! Webhook subscriptions and their outbox on PostgreSQL (migrations 0030, 0050). Dispatchers
+//! on several replicas claim due rows with `FOR UPDATE SKIP LOCKED` and a lease, so no
+//! delivery is sent by two of them at once, and a replica that dies mid-attempt leaves its
+//! rows to the others when the lease expires. Writing outbox rows NOTIFYs `rdev_webhooks` in
+//! the same transaction, which wakes every replica's dispatcher at commit. Signing secrets
+//! are sealed with the master key, bound to the webhook's id.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,11 +14,15 @@ use sqlx::PgConnection;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
+use tokio::sync::watch;
 
 use super::{PgStore, append_audit, corrupt, db};
+use crate::adapters::outbox::{ClaimedRow, reseal_secret};
+use crate::adapters::store::nonce;
 use crate::domain::{
-    CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewAuditEntry,
-    NewWebhook, NextStep, ProjectId, Webhook, WebhookEvent, WebhookSecret, webhook::GONE_REASON,
+    CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, MasterKey,
+    NewAuditEntry, NewWebhook, NextStep, ProjectId, SealedWebhookSecret, Webhook, WebhookEvent,
+    WebhookSecret, webhook::GONE_REASON,
 };
 use crate::ports::{DeliveryPage, MAX_DELIVERY_PAGE, StoreError, WebhookStore};
 
@@ -63,6 +69,14 @@ pub(super) async fn emit_in(
     .execute(&mut *conn)
     .await
     .map_err(db("writing webhook events"))?;
+    if done.rows_affected() > 0 {
+        // Delivered at commit to every replica's listener. Only when rows were written: a
+        // NOTIFY holds the global notify lock through commit.
+        sqlx::query("SELECT pg_notify('rdev_webhooks', '')")
+            .execute(&mut *conn)
+            .await
+            .map_err(db("writing webhook events"))?;
+    }
     Ok(done.rows_affected())
 }
 
@@ -76,6 +90,44 @@ pub(super) async fn emit_for_command(
         emit_in(conn, &event).await?;
     }
     Ok(())
+}
+
+/// Seals webhook signing secrets with `new` on `conn`: every plaintext one migration 0050
+/// left in `legacy_secret` (at start-up: SQL cannot encrypt with the operator's key; finding
+/// none the second time), and, given `old` (in `rotate_key`'s transaction), every sealed one
+/// again. The rule per row is `outbox::reseal_secret`. Returns how many rows changed.
+pub(super) async fn seal_secrets(
+    conn: &mut PgConnection,
+    old: Option<&MasterKey>,
+    new: &MasterKey,
+) -> Result<u64, StoreError> {
+    let context = "sealing webhook secrets";
+    let rows: Vec<(String, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT id, legacy_secret, sealed_secret FROM webhooks \
+         WHERE legacy_secret IS NOT NULL OR $1 ORDER BY id FOR UPDATE",
+    )
+    .bind(old.is_some())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(context))?;
+    let mut changed = 0;
+    for (id, legacy, sealed) in rows {
+        let Some(resealed) = reseal_secret(&id, legacy, sealed, old, new)? else {
+            continue;
+        };
+        sqlx::query(
+            "UPDATE webhooks SET sealed_secret = $2, key_fingerprint = $3, legacy_secret = NULL \
+             WHERE id = $1",
+        )
+        .bind(&id)
+        .bind(resealed)
+        .bind(new.fingerprint())
+        .execute(&mut *conn)
+        .await
+        .map_err(db(context))?;
+        changed += 1;
+    }
+    Ok(changed)
 }
 
 fn not_found(id: &str) -> StoreError {
@@ -132,9 +184,11 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery, StoreError> {
 #[async_trait]
 impl WebhookStore for PgStore {
     async fn create_webhook(&self, webhook: NewWebhook) -> Result<Webhook, StoreError> {
+        let key = self.inner.key.load();
+        let sealed = SealedWebhookSecret::seal(&key, &webhook.id, webhook.secret.expose(), nonce());
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO webhooks (id, project_id, url, event_types, description, secret, \
-             enabled) VALUES ($1, $2, $3, $4, $5, $6, true) \
+            "INSERT INTO webhooks (id, project_id, url, event_types, description, \
+             sealed_secret, key_fingerprint, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, true) \
              ON CONFLICT (id) DO NOTHING RETURNING {WEBHOOK_COLUMNS}"
         )))
         .bind(&webhook.id)
@@ -142,7 +196,8 @@ impl WebhookStore for PgStore {
         .bind(&webhook.url)
         .bind(Json(&webhook.event_types))
         .bind(&webhook.description)
-        .bind(webhook.secret.expose())
+        .bind(sealed.0)
+        .bind(key.fingerprint())
         .fetch_optional(self.pool_ref())
         .await
         .map_err(db("creating a webhook"))?;
@@ -216,63 +271,40 @@ impl WebhookStore for PgStore {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let mut tx = self
-            .pool_ref()
-            .begin()
-            .await
-            .map_err(db("claiming webhook deliveries"))?;
-        let rows = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_owner = $1, \
-             lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1 \
-             WHERE seq IN ( \
-               SELECT d.seq FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-               WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND w.enabled \
-                 AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now()) \
-               ORDER BY d.next_attempt_at, d.seq LIMIT $3 FOR UPDATE OF d SKIP LOCKED) \
-             RETURNING seq, event_id, webhook_id, project_id, event_type, payload, attempts",
+        // One statement: the claim and the join with each webhook's URL and sealed secret.
+        let rows: Vec<ClaimedRow> = sqlx::query_as(
+            "WITH claimed AS ( \
+               UPDATE webhook_deliveries SET lease_owner = $1, \
+               lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1 \
+               WHERE seq IN ( \
+                 SELECT d.seq FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                 WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND w.enabled \
+                   AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now()) \
+                 ORDER BY d.next_attempt_at, d.seq LIMIT $3 FOR UPDATE OF d SKIP LOCKED) \
+               RETURNING seq, event_id, webhook_id, project_id, event_type, payload, attempts, \
+                 next_attempt_at) \
+             SELECT c.seq, c.event_id, c.webhook_id, c.project_id, c.event_type, c.payload, \
+               c.attempts::bigint AS attempts, w.url, w.sealed_secret \
+             FROM claimed c JOIN webhooks w ON w.id = c.webhook_id \
+             ORDER BY c.next_attempt_at, c.seq",
         )
         .bind(owner)
         .bind(lease.as_secs_f64())
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(self.pool_ref())
         .await
         .map_err(db("claiming webhook deliveries"))?;
-        let bad = corrupt("webhook_deliveries");
-        let get = |e: sqlx::Error| bad(e.to_string());
-        let mut targets: HashMap<String, (String, String)> = HashMap::new();
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let webhook: String = row.try_get("webhook_id").map_err(get)?;
-            if !targets.contains_key(&webhook) {
-                let target: (String, String) =
-                    sqlx::query_as("SELECT url, secret FROM webhooks WHERE id = $1")
-                        .bind(&webhook)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db("claiming webhook deliveries"))?;
-                targets.insert(webhook.clone(), target);
-            }
-            let (url, secret) = targets.get(&webhook).cloned().unwrap_or_default();
-            let project: String = row.try_get("project_id").map_err(get)?;
-            let attempt: i32 = row.try_get("attempts").map_err(get)?;
-            claimed.push(DueDelivery {
-                id: row.try_get("seq").map_err(get)?,
-                event_id: row.try_get("event_id").map_err(get)?,
-                webhook_id: webhook,
-                project_id: ProjectId::parse(project).map_err(|e| bad(e.to_string()))?,
-                event_type: row.try_get("event_type").map_err(get)?,
-                payload: row.try_get("payload").map_err(get)?,
-                url,
-                secret: WebhookSecret::parse(secret)
-                    .map_err(|_| bad("unusable webhook secret".into()))?,
-                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-                owner: owner.to_owned(),
-            });
-        }
-        tx.commit()
-            .await
-            .map_err(db("claiming webhook deliveries"))?;
-        Ok(claimed)
+        rows.into_iter().map(|row| row.into_due(owner)).collect()
+    }
+
+    fn open_secret(&self, delivery: &DueDelivery) -> Result<WebhookSecret, StoreError> {
+        Ok(delivery
+            .secret
+            .open(&self.inner.key.load(), &delivery.webhook_id)?)
+    }
+
+    fn delivery_signal(&self) -> watch::Receiver<u64> {
+        self.inner.signals.deliveries.subscribe()
     }
 
     async fn record_attempt(

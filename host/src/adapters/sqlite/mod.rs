@@ -9,11 +9,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 use sqlx::types::Json;
+use sqlx::{Row, SqliteConnection};
 use tokio::sync::{Mutex, broadcast, watch};
 
 use super::event_fanout::{FetchEvents, SUBSCRIPTION_PAGE, follow};
@@ -23,14 +23,14 @@ use super::store::{
 };
 use crate::domain::{
     AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
-    CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand,
-    NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor, Rescued,
-    StreamEvent, audit::GENESIS_HASH,
+    CommandRecords, CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry,
+    NewCommand, NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor,
+    Rescued, StreamEvent, audit::GENESIS_HASH,
 };
 use crate::ports::{
     AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
     EventSubscription, ProjectStore, SecretError, SecretResolver, SecretValue, StoreError,
-    StoredEvent, Stores,
+    StoredEvent, Stores, UnknownProject,
 };
 
 mod setup;
@@ -111,6 +111,18 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
+        // Plaintext webhook secrets from before migration 0050 are sealed here (idempotent).
+        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
+        webhooks::seal_secrets(&mut tx, None, &options.master_key)
+            .await
+            .map_err(sealing)?;
+        tx.commit()
+            .await
+            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
         let signals = Signals::new(fetch_events(pool.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -218,27 +230,108 @@ fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
         .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
 }
 
+/// Registers `project` on `conn` unless its id is taken (then `None`), so a submission can
+/// register its project in its own transaction. The caller holds the write lock.
+pub(super) async fn insert_project(
+    conn: &mut SqliteConnection,
+    project: &NewProject,
+) -> Result<Option<Project>, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO projects (id, display_name, created_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
+    )
+    .bind(project.id.as_str())
+    .bind(&project.display_name)
+    .bind(millis(Utc::now()))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("creating a project"))?;
+    row.as_ref().map(project_from_row).transpose()
+}
+
+/// Inserts a pending command on `conn`; `None` when its idempotency key is taken in its
+/// project, `NotFound` for an unknown project. The caller holds the write lock.
+async fn insert_command(
+    conn: &mut SqliteConnection,
+    id: &CommandId,
+    command: &NewCommand,
+) -> Result<Option<CommandRecord>, StoreError> {
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO commands (id, project_id, provider, request, status, idempotency_key, \
+         submitted_by, created_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7) \
+         ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING ",
+        command_columns!()
+    ))
+    .bind(id.as_str())
+    .bind(command.project_id.as_str())
+    .bind(command.provider.as_str())
+    .bind(Json(&command.request))
+    .bind(&command.idempotency_key)
+    .bind(&command.submitted_by)
+    .bind(millis(Utc::now()))
+    .fetch_optional(&mut *conn)
+    .await;
+    match inserted {
+        Err(error) if is_foreign_key_violation(&error) => Err(StoreError::NotFound {
+            kind: "project",
+            id: command.project_id.to_string(),
+        }),
+        other => other
+            .map_err(db("enqueueing a command"))?
+            .as_ref()
+            .map(command_from_row)
+            .transpose(),
+    }
+}
+
+impl SqliteStore {
+    /// The command an earlier enqueue with `command`'s idempotency key created.
+    async fn command_of_key(&self, command: &NewCommand) -> Result<Enqueued, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            command_columns!(),
+            " FROM commands WHERE project_id = ?1 AND idempotency_key = ?2"
+        ))
+        .bind(command.project_id.as_str())
+        .bind(&command.idempotency_key)
+        .fetch_one(self.pool_ref())
+        .await
+        .map_err(db("reading the command of an idempotency key"))?;
+        Ok(Enqueued {
+            command: command_from_row(&row)?,
+            created: false,
+        })
+    }
+}
+
+/// Writes what a command change records (`CommandRecords`) on `conn`, inside the caller's
+/// transaction under the write lock. Returns the stored event for the fan-out, to publish
+/// after the commit.
+async fn write_records(
+    conn: &mut SqliteConnection,
+    stream: &CommandId,
+    records: CommandRecords,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let event = match &records.event {
+        Some(event) => Some(insert_event(&mut *conn, stream, event, None).await?),
+        None => None,
+    };
+    append_audit(conn, records.audit).await?;
+    Ok(event)
+}
+
 #[async_trait]
 impl ProjectStore for SqliteStore {
     async fn create(&self, project: NewProject) -> Result<Project, StoreError> {
         let _write = self.inner.write.lock().await;
-        let row = sqlx::query(
-            "INSERT INTO projects (id, display_name, created_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
-        )
-        .bind(project.id.as_str())
-        .bind(&project.display_name)
-        .bind(millis(Utc::now()))
-        .fetch_optional(self.pool_ref())
-        .await
-        .map_err(db("creating a project"))?;
-        match row {
-            Some(row) => project_from_row(&row),
-            None => Err(StoreError::Conflict(format!(
-                "project {} already exists",
-                project.id
-            ))),
-        }
+        let mut conn = self
+            .pool_ref()
+            .acquire()
+            .await
+            .map_err(db("creating a project"))?;
+        insert_project(&mut conn, &project)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("project {} already exists", project.id)))
     }
 
     async fn ensure(&self, project: NewProject) -> Result<Project, StoreError> {
@@ -286,51 +379,64 @@ impl CommandQueue for SqliteStore {
     async fn enqueue(&self, command: NewCommand) -> Result<Enqueued, StoreError> {
         let id = CommandId::from_uuid(uuid::Uuid::now_v7());
         let write = self.inner.write.lock().await;
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO commands (id, project_id, provider, request, status, idempotency_key, \
-             submitted_by, created_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7) \
-             ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING ",
-            command_columns!()
-        ))
-        .bind(id.as_str())
-        .bind(command.project_id.as_str())
-        .bind(command.provider.as_str())
-        .bind(Json(&command.request))
-        .bind(&command.idempotency_key)
-        .bind(&command.submitted_by)
-        .bind(millis(Utc::now()))
-        .fetch_optional(self.pool_ref())
-        .await;
+        let mut conn = self
+            .pool_ref()
+            .acquire()
+            .await
+            .map_err(db("enqueueing a command"))?;
+        let inserted = insert_command(&mut conn, &id, &command).await;
+        drop(conn);
         drop(write);
-        let inserted = match inserted {
-            Err(error) if is_foreign_key_violation(&error) => {
-                return Err(StoreError::NotFound {
-                    kind: "project",
-                    id: command.project_id.to_string(),
-                });
+        match inserted? {
+            Some(command) => {
+                self.inner.signals.wake_workers();
+                Ok(Enqueued {
+                    command,
+                    created: true,
+                })
             }
-            other => other.map_err(db("enqueueing a command"))?,
-        };
-        if let Some(row) = inserted {
-            self.inner.signals.wake_workers();
-            return Ok(Enqueued {
-                command: command_from_row(&row)?,
-                created: true,
-            });
+            None => self.command_of_key(&command).await,
         }
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            command_columns!(),
-            " FROM commands WHERE project_id = ?1 AND idempotency_key = ?2"
-        ))
-        .bind(command.project_id.as_str())
-        .bind(&command.idempotency_key)
-        .fetch_one(self.pool_ref())
-        .await
-        .map_err(db("reading the command of an idempotency key"))?;
+    }
+
+    /// One transaction under the write lock: one commit instead of three (four with the
+    /// project registration the API did first).
+    async fn submit(
+        &self,
+        command: NewCommand,
+        project: UnknownProject,
+    ) -> Result<Enqueued, StoreError> {
+        let id = CommandId::from_uuid(uuid::Uuid::now_v7());
+        let publish = self.inner.signals.events.begin_append(&id);
+        let write = self.inner.write.lock().await;
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .map_err(db("submitting a command"))?;
+        if project == UnknownProject::Register {
+            let new = NewProject {
+                id: command.project_id.clone(),
+                display_name: None,
+            };
+            insert_project(&mut tx, &new).await?;
+        }
+        let Some(record) = insert_command(&mut tx, &id, &command).await? else {
+            // An idempotency-key replay: the project existed, nothing was written.
+            drop(tx);
+            drop(write);
+            return self.command_of_key(&command).await;
+        };
+        let event = write_records(&mut tx, &id, record.enqueued_records()).await?;
+        tx.commit().await.map_err(db("submitting a command"))?;
+        drop(write);
+        self.inner.signals.wake_workers();
+        if let Some(event) = event {
+            publish.publish(&event);
+        }
         Ok(Enqueued {
-            command: command_from_row(&row)?,
-            created: false,
+            command: record,
+            created: true,
         })
     }
 
@@ -374,8 +480,10 @@ impl CommandQueue for SqliteStore {
 
     async fn claim(&self, owner: &str) -> Result<Option<Claim>, StoreError> {
         let limit = self.inner.config.max_running_per_project.map(i64::from);
-        let now = millis(Utc::now());
         let _write = self.inner.write.lock().await;
+        // Read the clock under the lock: a claim that waited for a finish's write must not
+        // record a start earlier than that finish.
+        let now = millis(Utc::now());
         let row = sqlx::query(concat!(
             "UPDATE commands SET status = 'running', lease_owner = ?1, \
              lease_token = lease_token + 1, lease_expires_at = ?2 + ?3, \
@@ -467,15 +575,18 @@ impl CommandQueue for SqliteStore {
         .await
         .map_err(db("finishing a command"))?;
         let record = command_from_row(&row.ok_or_else(|| lost(lease))?)?;
-        webhooks::emit_for_command(&mut tx, &record).await?;
+        let queued = webhooks::emit_for_command(&mut tx, &record).await?;
         tx.commit().await.map_err(db("finishing a command"))?;
         drop(write);
         self.inner.signals.wake_workers();
+        if queued > 0 {
+            self.inner.signals.wake_dispatchers();
+        }
         Ok(record)
     }
 
-    async fn cancel(&self, id: &CommandId) -> Result<CommandRecord, StoreError> {
-        let _write = self.inner.write.lock().await;
+    async fn cancel(&self, id: &CommandId, actor: &str) -> Result<CommandRecord, StoreError> {
+        let write = self.inner.write.lock().await;
         let mut tx = self
             .pool_ref()
             .begin()
@@ -500,6 +611,9 @@ impl CommandQueue for SqliteStore {
                 },
             )?;
         status.check_transition(CommandStatus::Cancelled)?;
+        // A pending command's stream gets its `done` event in this transaction.
+        let publish =
+            (status == CommandStatus::Pending).then(|| self.inner.signals.events.begin_append(id));
         // A running command only gets the flag; its finish time stays unset.
         let finished = (status == CommandStatus::Pending).then(|| millis(Utc::now()));
         let row = sqlx::query(concat!(
@@ -516,8 +630,16 @@ impl CommandQueue for SqliteStore {
         .await
         .map_err(db("cancelling a command"))?;
         let record = command_from_row(&row)?;
-        webhooks::emit_for_command(&mut tx, &record).await?;
+        let queued = webhooks::emit_for_command(&mut tx, &record).await?;
+        let event = write_records(&mut tx, id, record.cancel_records(actor)).await?;
         tx.commit().await.map_err(db("cancelling a command"))?;
+        drop(write);
+        if queued > 0 {
+            self.inner.signals.wake_dispatchers();
+        }
+        if let (Some(publish), Some(event)) = (publish, event) {
+            publish.publish(&event);
+        }
         if record.status == CommandStatus::Running {
             self.inner.signals.announce_cancel(record.id.clone());
         }
@@ -525,8 +647,8 @@ impl CommandQueue for SqliteStore {
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
-        let now = millis(Utc::now());
         let write = self.inner.write.lock().await;
+        let now = millis(Utc::now());
         let mut tx = self
             .pool_ref()
             .begin()
@@ -541,6 +663,7 @@ impl CommandQueue for SqliteStore {
         .await
         .map_err(db("rescuing leases"))?;
         let mut rescued = Vec::with_capacity(rows.len());
+        let mut queued = 0;
         for row in rows {
             let id: String = row.try_get("id").map_err(db("rescuing leases"))?;
             let project: String = row.try_get("project_id").map_err(db("rescuing leases"))?;
@@ -565,7 +688,7 @@ impl CommandQueue for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db("rescuing leases"))?;
-            webhooks::emit_for_command(&mut tx, &command_from_row(&row)?).await?;
+            queued += webhooks::emit_for_command(&mut tx, &command_from_row(&row)?).await?;
             let bad = corrupt("commands");
             rescued.push(Rescued {
                 command_id: CommandId::parse(id).map_err(|e| bad(e.to_string()))?,
@@ -578,6 +701,9 @@ impl CommandQueue for SqliteStore {
         drop(write);
         if !rescued.is_empty() {
             self.inner.signals.wake_workers();
+        }
+        if queued > 0 {
+            self.inner.signals.wake_dispatchers();
         }
         Ok(rescued)
     }
@@ -632,12 +758,65 @@ fn fetch_events(pool: SqlitePool) -> FetchEvents {
     })
 }
 
-#[async_trait]
-impl EventLog for SqliteStore {
-    async fn append(
+/// Appends `event` with the stream's next sequence number on `conn`, inside the caller's
+/// transaction under the write lock. The caller publishes the result on the fan-out after
+/// its commit (`EventHub::begin_append` before the write).
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    stream: &CommandId,
+    event: &StreamEvent,
+    key: Option<&str>,
+) -> Result<StoredEvent, StoreError> {
+    if let Some(key) = key {
+        // A retried append whose first attempt did commit: that event, not a second copy.
+        let prior =
+            sqlx::query("SELECT seq, at, event FROM events WHERE stream = ?1 AND append_key = ?2")
+                .bind(stream.as_str())
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db("appending an event"))?;
+        if let Some(row) = prior {
+            return event_from_row(stream, &row);
+        }
+    }
+    let seq: Option<i64> = sqlx::query_scalar(
+        "UPDATE commands SET event_seq = event_seq + 1 WHERE id = ?1 RETURNING event_seq",
+    )
+    .bind(stream.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db("appending an event"))?;
+    let seq = seq.ok_or_else(|| StoreError::NotFound {
+        kind: "command",
+        id: stream.to_string(),
+    })?;
+    let at = millis(Utc::now());
+    sqlx::query(
+        "INSERT INTO events (stream, seq, at, event, append_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(stream.as_str())
+    .bind(seq)
+    .bind(at)
+    .bind(Json(event))
+    .bind(key)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("appending an event"))?;
+    Ok(StoredEvent {
+        stream: stream.clone(),
+        seq,
+        at: from_millis("events", at)?,
+        event: event.clone(),
+    })
+}
+
+impl SqliteStore {
+    async fn append_keyed(
         &self,
         stream: &CommandId,
         event: &StreamEvent,
+        key: Option<&str>,
     ) -> Result<StoredEvent, StoreError> {
         let publish = self.inner.signals.events.begin_append(stream);
         let write = self.inner.write.lock().await;
@@ -646,36 +825,31 @@ impl EventLog for SqliteStore {
             .begin()
             .await
             .map_err(db("appending an event"))?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE commands SET event_seq = event_seq + 1 WHERE id = ?1 RETURNING event_seq",
-        )
-        .bind(stream.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db("appending an event"))?;
-        let seq = seq.ok_or_else(|| StoreError::NotFound {
-            kind: "command",
-            id: stream.to_string(),
-        })?;
-        let at = Utc::now();
-        sqlx::query("INSERT INTO events (stream, seq, at, event) VALUES (?1, ?2, ?3, ?4)")
-            .bind(stream.as_str())
-            .bind(seq)
-            .bind(millis(at))
-            .bind(Json(event))
-            .execute(&mut *tx)
-            .await
-            .map_err(db("appending an event"))?;
+        let stored = insert_event(&mut tx, stream, event, key).await?;
         tx.commit().await.map_err(db("appending an event"))?;
         drop(write);
-        let stored = StoredEvent {
-            stream: stream.clone(),
-            seq,
-            at: from_millis("events", millis(at))?,
-            event: event.clone(),
-        };
         publish.publish(&stored);
         Ok(stored)
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    async fn append(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+    ) -> Result<StoredEvent, StoreError> {
+        self.append_keyed(stream, event, None).await
+    }
+
+    async fn append_once(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: &str,
+    ) -> Result<StoredEvent, StoreError> {
+        self.append_keyed(stream, event, Some(key)).await
     }
 
     async fn read(
@@ -904,9 +1078,10 @@ impl CredentialStore for SqliteStore {
                 .await
                 .map_err(db("rotating the master key"))?;
         }
+        let secrets = webhooks::seal_secrets(&mut tx, Some(&old_key), &new_key).await?;
         tx.commit().await.map_err(db("rotating the master key"))?;
         self.inner.key.store(Arc::new(new_key));
-        Ok(rows.len() as u64)
+        Ok(rows.len() as u64 + secrets)
     }
 
     async fn redactor(&self) -> Result<Redactor, StoreError> {

@@ -8,12 +8,13 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
 
-use super::{SqliteStore, corrupt, db, project_from_row};
+use super::webhooks::emit_in;
+use super::{SqliteStore, append_audit, corrupt, db, insert_project};
 use crate::adapters::store::{from_millis, millis};
 use crate::domain::{
     CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
 };
-use crate::ports::{ProjectSetupStore, StoreError};
+use crate::ports::{Announcement, ProjectSetupStore, StoreError};
 
 macro_rules! columns {
     () => {
@@ -61,23 +62,12 @@ impl ProjectSetupStore for SqliteStore {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        let row = sqlx::query(
-            "INSERT INTO projects (id, display_name, created_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
-        )
-        .bind(project.id.as_str())
-        .bind(&project.display_name)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db("creating a project"))?;
-        let Some(row) = row else {
+        let Some(created) = insert_project(&mut tx, &project).await? else {
             return Err(StoreError::Conflict(format!(
                 "project {} already exists",
                 project.id
             )));
         };
-        let created = project_from_row(&row)?;
         let row = sqlx::query(concat!(
             "INSERT INTO project_setups (",
             columns!(),
@@ -173,8 +163,11 @@ impl ProjectSetupStore for SqliteStore {
         pipeline: i64,
         seen: Option<&str>,
         status: &str,
+        announce: Option<Announcement>,
     ) -> Result<bool, StoreError> {
+        let context = "recording a pipeline status";
         let _write = self.inner.write.lock().await;
+        let mut tx = self.inner.pool.begin().await.map_err(db(context))?;
         let result = sqlx::query(
             "UPDATE project_setups SET ci_pipeline_status = ?4, updated_at = ?5 \
              WHERE project_id = ?1 AND ci_pipeline = ?2 AND ci_pipeline_status IS ?3",
@@ -184,9 +177,19 @@ impl ProjectSetupStore for SqliteStore {
         .bind(seen)
         .bind(status)
         .bind(millis(Utc::now()))
-        .execute(&self.inner.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db("recording a pipeline status"))?;
-        Ok(result.rows_affected() == 1)
+        .map_err(db(context))?;
+        let changed = result.rows_affected() == 1;
+        let mut queued = 0;
+        if changed && let Some(announce) = announce {
+            append_audit(&mut tx, announce.audit).await?;
+            queued = emit_in(&mut tx, &announce.event).await?;
+        }
+        tx.commit().await.map_err(db(context))?;
+        if queued > 0 {
+            self.inner.signals.wake_dispatchers();
+        }
+        Ok(changed)
     }
 }

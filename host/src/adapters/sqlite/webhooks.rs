@@ -1,6 +1,8 @@
-//! Webhook subscriptions and their outbox on SQLite (migration 0030). Claims are one
+//! Webhook subscriptions and their outbox on SQLite (migrations 0030, 0050). Claims are one
 //! `UPDATE … RETURNING` under the write lock; SQLite serves one process, so the lease only
-//! guards against a dispatcher that stopped mid-attempt.
+//! guards against a dispatcher that stopped mid-attempt, and the writers of outbox rows wake
+//! the dispatcher in process after their commit. Signing secrets are sealed with the master
+//! key, bound to the webhook's id.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,12 +13,15 @@ use sqlx::Row;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
+use tokio::sync::watch;
 
 use super::{SqliteStore, append_audit, corrupt, db};
-use crate::adapters::store::{from_millis, millis};
+use crate::adapters::outbox::{ClaimedRow, reseal_secret};
+use crate::adapters::store::{from_millis, millis, nonce};
 use crate::domain::{
-    CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewAuditEntry,
-    NewWebhook, NextStep, ProjectId, Webhook, WebhookEvent, WebhookSecret, webhook::GONE_REASON,
+    CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, MasterKey,
+    NewAuditEntry, NewWebhook, NextStep, ProjectId, SealedWebhookSecret, Webhook, WebhookEvent,
+    WebhookSecret, webhook::GONE_REASON,
 };
 use crate::ports::{DeliveryPage, MAX_DELIVERY_PAGE, StoreError, WebhookStore};
 
@@ -69,15 +74,54 @@ pub(super) async fn emit_in(
 }
 
 /// The terminal-status event of `command`, written on `conn` in the transaction that set the
-/// status. Nothing for a non-terminal status.
+/// status. Nothing for a non-terminal status. Returns how many deliveries were queued: when
+/// any, the caller wakes the dispatcher after its commit.
 pub(super) async fn emit_for_command(
     conn: &mut SqliteConnection,
     command: &CommandRecord,
-) -> Result<(), StoreError> {
-    if let Some(event) = WebhookEvent::for_command(uuid::Uuid::now_v7(), command) {
-        emit_in(conn, &event).await?;
+) -> Result<u64, StoreError> {
+    match WebhookEvent::for_command(uuid::Uuid::now_v7(), command) {
+        Some(event) => emit_in(conn, &event).await,
+        None => Ok(0),
     }
-    Ok(())
+}
+
+/// Seals webhook signing secrets with `new` on `conn`: every plaintext one migration 0050
+/// left in `legacy_secret` (at start-up: SQL cannot encrypt with the operator's key; finding
+/// none the second time), and, given `old` (in `rotate_key`'s transaction), every sealed one
+/// again. The rule per row is `outbox::reseal_secret`. Returns how many rows changed.
+pub(super) async fn seal_secrets(
+    conn: &mut SqliteConnection,
+    old: Option<&MasterKey>,
+    new: &MasterKey,
+) -> Result<u64, StoreError> {
+    let context = "sealing webhook secrets";
+    let rows: Vec<(String, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT id, legacy_secret, sealed_secret FROM webhooks \
+         WHERE legacy_secret IS NOT NULL OR ?1 ORDER BY id",
+    )
+    .bind(old.is_some())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(context))?;
+    let mut changed = 0;
+    for (id, legacy, sealed) in rows {
+        let Some(resealed) = reseal_secret(&id, legacy, sealed, old, new)? else {
+            continue;
+        };
+        sqlx::query(
+            "UPDATE webhooks SET sealed_secret = ?2, key_fingerprint = ?3, legacy_secret = NULL \
+             WHERE id = ?1",
+        )
+        .bind(&id)
+        .bind(resealed)
+        .bind(new.fingerprint())
+        .execute(&mut *conn)
+        .await
+        .map_err(db(context))?;
+        changed += 1;
+    }
+    Ok(changed)
 }
 
 fn not_found(id: &str) -> StoreError {
@@ -137,10 +181,14 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_webhook(&self, webhook: NewWebhook) -> Result<Webhook, StoreError> {
+        // The key is read under the write lock, so a rotation cannot slip in between.
         let _write = self.inner.write.lock().await;
+        let key = self.inner.key.load();
+        let sealed = SealedWebhookSecret::seal(&key, &webhook.id, webhook.secret.expose(), nonce());
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO webhooks (id, project_id, url, event_types, description, secret, \
-             enabled, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) \
+            "INSERT INTO webhooks (id, project_id, url, event_types, description, \
+             sealed_secret, key_fingerprint, enabled, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8) \
              ON CONFLICT (id) DO NOTHING RETURNING {WEBHOOK_COLUMNS}"
         )))
         .bind(&webhook.id)
@@ -148,7 +196,8 @@ impl WebhookStore for SqliteStore {
         .bind(&webhook.url)
         .bind(Json(&webhook.event_types))
         .bind(&webhook.description)
-        .bind(webhook.secret.expose())
+        .bind(sealed.0)
+        .bind(key.fingerprint())
         .bind(millis(Utc::now()))
         .fetch_optional(self.pool_ref())
         .await
@@ -216,6 +265,9 @@ impl WebhookStore for SqliteStore {
         }
         let queued = emit_in(&mut tx, event).await?;
         tx.commit().await.map_err(db("writing webhook events"))?;
+        if queued > 0 {
+            self.inner.signals.wake_dispatchers();
+        }
         Ok(queued)
     }
 
@@ -233,7 +285,7 @@ impl WebhookStore for SqliteStore {
             .begin()
             .await
             .map_err(db("claiming webhook deliveries"))?;
-        let rows = sqlx::query(
+        let seqs: Vec<i64> = sqlx::query_scalar(
             "UPDATE webhook_deliveries SET lease_owner = ?1, lease_expires_at = ?2 + ?3, \
              attempts = attempts + 1 \
              WHERE seq IN ( \
@@ -241,7 +293,7 @@ impl WebhookStore for SqliteStore {
                WHERE d.status = 'pending' AND d.next_attempt_at <= ?2 AND w.enabled = 1 \
                  AND (d.lease_expires_at IS NULL OR d.lease_expires_at < ?2) \
                ORDER BY d.next_attempt_at, d.seq LIMIT ?4) \
-             RETURNING seq, event_id, webhook_id, project_id, event_type, payload, attempts",
+             RETURNING seq",
         )
         .bind(owner)
         .bind(now)
@@ -250,42 +302,32 @@ impl WebhookStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db("claiming webhook deliveries"))?;
-        let bad = corrupt("webhook_deliveries");
-        let get = |e: sqlx::Error| bad(e.to_string());
-        let mut targets: HashMap<String, (String, String)> = HashMap::new();
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let webhook: String = row.try_get("webhook_id").map_err(get)?;
-            if !targets.contains_key(&webhook) {
-                let target: (String, String) =
-                    sqlx::query_as("SELECT url, secret FROM webhooks WHERE id = ?1")
-                        .bind(&webhook)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db("claiming webhook deliveries"))?;
-                targets.insert(webhook.clone(), target);
-            }
-            let (url, secret) = targets.get(&webhook).cloned().unwrap_or_default();
-            let project: String = row.try_get("project_id").map_err(get)?;
-            let attempt: i64 = row.try_get("attempts").map_err(get)?;
-            claimed.push(DueDelivery {
-                id: row.try_get("seq").map_err(get)?,
-                event_id: row.try_get("event_id").map_err(get)?,
-                webhook_id: webhook,
-                project_id: ProjectId::parse(project).map_err(|e| bad(e.to_string()))?,
-                event_type: row.try_get("event_type").map_err(get)?,
-                payload: row.try_get("payload").map_err(get)?,
-                url,
-                secret: WebhookSecret::parse(secret)
-                    .map_err(|_| bad("unusable webhook secret".into()))?,
-                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-                owner: owner.to_owned(),
-            });
-        }
+        // SQLite's RETURNING cannot reach the webhook, so the claimed rows are joined after.
+        let rows: Vec<ClaimedRow> = sqlx::query_as(
+            "SELECT d.seq, d.event_id, d.webhook_id, d.project_id, d.event_type, d.payload, \
+             d.attempts, w.url, w.sealed_secret \
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.seq IN (SELECT value FROM json_each(?1)) \
+             ORDER BY d.next_attempt_at, d.seq",
+        )
+        .bind(Json(&seqs))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("claiming webhook deliveries"))?;
         tx.commit()
             .await
             .map_err(db("claiming webhook deliveries"))?;
-        Ok(claimed)
+        rows.into_iter().map(|row| row.into_due(owner)).collect()
+    }
+
+    fn open_secret(&self, delivery: &DueDelivery) -> Result<WebhookSecret, StoreError> {
+        Ok(delivery
+            .secret
+            .open(&self.inner.key.load(), &delivery.webhook_id)?)
+    }
+
+    fn delivery_signal(&self) -> watch::Receiver<u64> {
+        self.inner.signals.deliveries.subscribe()
     }
 
     async fn record_attempt(

@@ -1,0 +1,10 @@
+-- Webhook signing secrets are sealed with the master key like credentials (XChaCha20-Poly1305,
+-- associated data "webhook-secret:<id>", so a sealed secret opens only in its own row).
+-- SQL cannot encrypt with the operator's key, so this migration only moves plaintext secrets
+-- aside into legacy_secret; at start-up the adapter seals every row that still has one and
+-- clears it, in one transaction (idempotent). New rows are written sealed.
+ALTER TABLE webhooks RENAME COLUMN secret TO legacy_secret;
+ALTER TABLE webhooks ALTER COLUMN legacy_secret DROP NOT NULL;
+ALTER TABLE webhooks ADD COLUMN sealed_secret BYTEA, ADD COLUMN key_fingerprint TEXT;
+ALTER TABLE webhooks ADD CONSTRAINT webhooks_secret_kept
+    CHECK (legacy_secret IS NOT NULL OR sealed_secret IS NOT NULL);
