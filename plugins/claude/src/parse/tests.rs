@@ -182,6 +182,20 @@ fn interrupted_run_ends_aborted_with_the_session() {
 }
 
 #[test]
+fn interrupted_run_without_its_result_line_keeps_the_session() {
+    // The CLI sometimes exits on SIGINT before writing its result line.
+    let cut: String = fixture!("interrupted")
+        .lines()
+        .filter(|l| !l.contains(r#""type":"result""#))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (parser, events) = transcript(&cut);
+    no_warnings(&events);
+    assert!(parser.outcome().is_none());
+    assert!(parser.session_id().is_some());
+}
+
+#[test]
 fn unknown_resume_session_fails_with_the_cli_message() {
     let (parser, _) = transcript(fixture!("resume_unknown"));
     let outcome = parser.outcome().unwrap();
