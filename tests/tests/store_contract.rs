@@ -285,6 +285,7 @@ contract!(
     subscribers_on_two_replicas_get_every_event_once_while_both_append,
     the_audit_chain_verifies_and_reports_the_first_tampered_entry,
     concurrent_audit_appends_keep_one_chain,
+    an_audit_append_retried_with_its_key_is_chained_once,
     credentials_are_encrypted_listed_by_name_and_overwritten,
     key_rotation_reencrypts_every_value,
     the_redactor_removes_stored_values,
@@ -1318,6 +1319,55 @@ async fn concurrent_audit_appends_keep_one_chain(kind: Kind) {
     }
     let report = b.stores.audit.verify().await.unwrap();
     assert_eq!((report.verified, report.first_broken), (40, None));
+}
+
+async fn an_audit_append_retried_with_its_key_is_chained_once(kind: Kind) {
+    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
+        return;
+    };
+    let log = b.stores.audit.clone();
+    let first = log
+        .append_once(audit("command.finished", 1), "k-1")
+        .await
+        .unwrap();
+    let again = log
+        .append_once(audit("command.finished", 1), "k-1")
+        .await
+        .unwrap();
+    assert_eq!((again.seq, &again.hash), (first.seq, &first.hash));
+    let other = log
+        .append_once(audit("command.finished", 2), "k-2")
+        .await
+        .unwrap();
+    let plain = log.append(audit("command.finished", 3)).await.unwrap();
+    assert_eq!((other.seq, plain.seq), (first.seq + 1, first.seq + 2));
+
+    // Attempts racing with one key, from both replicas on Postgres, chain one entry.
+    let replica = match kind {
+        Kind::Sqlite => b.stores.clone(),
+        Kind::Postgres => b.replica(QueueConfig::default(), b.key.clone()).await,
+    };
+    let racers: Vec<_> = (0..6)
+        .map(|t| {
+            let log = if t % 2 == 0 {
+                b.stores.audit.clone()
+            } else {
+                replica.audit.clone()
+            };
+            tokio::spawn(async move {
+                log.append_once(audit("command.started", 4), "race")
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for racer in racers {
+        seqs.push(racer.await.unwrap().seq);
+    }
+    assert!(seqs.iter().all(|s| *s == plain.seq + 1), "{seqs:?}");
+    let report = log.verify().await.unwrap();
+    assert_eq!((report.verified, report.first_broken), (4, None));
 }
 
 async fn credentials_are_encrypted_listed_by_name_and_overwritten(kind: Kind) {

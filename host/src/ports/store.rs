@@ -265,6 +265,11 @@ pub struct AuditVerification {
 pub trait AuditLog: Send + Sync {
     /// Appends after the current last entry, chaining its hash.
     async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError>;
+    /// Appends like [`AuditLog::append`], once per `key`: when an entry with this key is
+    /// already chained (an earlier attempt committed, but its acknowledgement was lost with
+    /// the connection), that entry is returned and nothing is written. A writer that retries
+    /// passes the same key on every attempt.
+    async fn append_once(&self, entry: NewAuditEntry, key: &str) -> Result<AuditEntry, StoreError>;
     /// Up to `limit` entries with `seq > after`, in order.
     async fn list(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
     /// Walks the whole chain and reports the first broken link.

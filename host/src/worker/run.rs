@@ -343,7 +343,12 @@ async fn audit(ctx: &Context, command: &CommandRecord, action: &str, details: se
         command_id: Some(command.id.to_string()),
         details,
     };
-    let written = retry_transient(ctx, &command.id, || ctx.audit.append(entry.clone()));
+    // One key for every attempt, as for events: a retry after a lost acknowledgement chains
+    // the entry once.
+    let key = uuid::Uuid::now_v7().to_string();
+    let written = retry_transient(ctx, &command.id, || {
+        ctx.audit.append_once(entry.clone(), &key)
+    });
     if let Err(error) = written.await {
         tracing::warn!(command = %command.id, %error, "writing an audit entry failed");
     }

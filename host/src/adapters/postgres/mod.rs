@@ -392,7 +392,7 @@ async fn write_records(
         Some(event) => Some(insert_event(&mut *conn, stream, event, None).await?),
         None => None,
     };
-    append_audit(conn, records.audit).await?;
+    append_audit(conn, records.audit, None).await?;
     Ok(event)
 }
 
@@ -1026,16 +1026,27 @@ fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
 
 /// Appends an audit entry on `conn` inside the caller's transaction (the advisory lock is
 /// held until it commits), so that the webhook outbox can be written in the same
-/// transaction as the audit entry.
+/// transaction as the audit entry. With a `key` already stored, returns that entry instead.
 pub(super) async fn append_audit(
     conn: &mut sqlx::PgConnection,
     entry: NewAuditEntry,
+    key: Option<&str>,
 ) -> Result<AuditEntry, StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(AUDIT_LOCK)
         .execute(&mut *conn)
         .await
         .map_err(db("locking the audit log"))?;
+    if let Some(key) = key {
+        let stored = sqlx::query(select_audit!("WHERE append_key = $1"))
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading the audit log"))?;
+        if let Some(row) = stored {
+            return audit_from_row(&row);
+        }
+    }
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
@@ -1047,7 +1058,7 @@ pub(super) async fn append_audit(
         serde_json::to_string(&sealed.details).map_err(|e| StoreError::Invalid(e.to_string()))?;
     sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, project_id, command_id, details, \
-         prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         prev_hash, hash, append_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(sealed.seq)
     .bind(sealed.at)
@@ -1058,37 +1069,49 @@ pub(super) async fn append_audit(
     .bind(details)
     .bind(&sealed.prev_hash)
     .bind(&sealed.hash)
+    .bind(key)
     .execute(&mut *conn)
     .await
     .map_err(db("appending to the audit log"))?;
     Ok(sealed)
 }
 
-#[async_trait]
-impl AuditLog for PgStore {
-    async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
+impl PgStore {
+    async fn append_audit_entry(
+        &self,
+        entry: NewAuditEntry,
+        key: Option<&str>,
+    ) -> Result<AuditEntry, StoreError> {
         let mut tx = self
             .pool_ref()
             .begin()
             .await
             .map_err(db("appending to the audit log"))?;
-        let sealed = append_audit(&mut tx, entry).await?;
+        let sealed = append_audit(&mut tx, entry, key).await?;
         tx.commit()
             .await
             .map_err(db("appending to the audit log"))?;
         Ok(sealed)
     }
+}
+
+#[async_trait]
+impl AuditLog for PgStore {
+    async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
+        self.append_audit_entry(entry, None).await
+    }
+
+    async fn append_once(&self, entry: NewAuditEntry, key: &str) -> Result<AuditEntry, StoreError> {
+        self.append_audit_entry(entry, Some(key)).await
+    }
 
     async fn list(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at, actor, action, project_id, command_id, details, prev_hash, hash \
-             FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool_ref())
-        .await
-        .map_err(db("reading the audit log"))?;
+        let rows = sqlx::query(select_audit!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool_ref())
+            .await
+            .map_err(db("reading the audit log"))?;
         rows.iter().map(audit_from_row).collect()
     }
 

@@ -172,7 +172,7 @@ impl ProjectSetupStore for PgStore {
         .map_err(db(context))?;
         let changed = result.rows_affected() == 1;
         if changed && let Some(announce) = announce {
-            append_audit(&mut tx, announce.audit).await?;
+            append_audit(&mut tx, announce.audit, None).await?;
             emit_in(&mut tx, &announce.event).await?;
         }
         tx.commit().await.map_err(db(context))?;

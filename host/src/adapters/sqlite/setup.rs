@@ -183,7 +183,7 @@ impl ProjectSetupStore for SqliteStore {
         let changed = result.rows_affected() == 1;
         let mut queued = 0;
         if changed && let Some(announce) = announce {
-            append_audit(&mut tx, announce.audit).await?;
+            append_audit(&mut tx, announce.audit, None).await?;
             queued = emit_in(&mut tx, &announce.event).await?;
         }
         tx.commit().await.map_err(db(context))?;

@@ -261,7 +261,7 @@ impl WebhookStore for SqliteStore {
             .await
             .map_err(db("writing webhook events"))?;
         if let Some(entry) = audit {
-            append_audit(&mut tx, entry).await?;
+            append_audit(&mut tx, entry, None).await?;
         }
         let queued = emit_in(&mut tx, event).await?;
         tx.commit().await.map_err(db("writing webhook events"))?;
