@@ -153,6 +153,7 @@ both!(
     filters_choose_the_events,
     a_finished_command_wakes_the_dispatcher_long_before_its_poll,
     a_hanging_endpoint_does_not_hold_up_another_webhook,
+    a_retry_is_sent_when_due_not_at_the_next_poll,
 );
 
 /// As [`fast`], but the dispatcher polls only every 30 s: anything sooner was a wake-up.
@@ -182,6 +183,21 @@ async fn a_finished_command_wakes_the_dispatcher_long_before_its_poll(db: Db) {
     assert_eq!(received[0].json()["type"], "command.completed");
     verify(&secret, &received[0]).expect("signed with the stored secret");
     eprintln!("{db:?}: delivered {latency:?} after the command finished (poll 30 s)");
+}
+
+async fn a_retry_is_sent_when_due_not_at_the_next_poll(db: Db) {
+    let Some(server) = server(db, slow_poll).await else {
+        return;
+    };
+    let receiver = WebhookReceiver::start().expect("receiver");
+    receiver.script([Reply::status(500), Reply::status(204)]);
+    subscribe(&server, "due", &receiver.url("/hook"), &[]).await;
+    run_shell(&server, "due", "true").await;
+    // The retry falls due 50-200 ms after the 500; the next poll is 30 s away.
+    let received = receiver.wait_for(2, Duration::from_secs(10)).await;
+    let waited = received[1].at - received[0].at;
+    assert!(waited < Duration::from_secs(10), "retried after {waited:?}");
+    eprintln!("{db:?}: retried {waited:?} after the 500 (poll 30 s)");
 }
 
 async fn a_hanging_endpoint_does_not_hold_up_another_webhook(db: Db) {

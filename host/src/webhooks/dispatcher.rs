@@ -4,14 +4,16 @@
 //! delivered on 2xx, the webhook disabled on 410 Gone, a retry with exponential backoff and
 //! jitter (or the endpoint's `Retry-After`) otherwise, until the attempts run out.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +68,12 @@ pub struct Dispatcher {
     http: reqwest::Client,
     owner: String,
     outcomes: Family<OutcomeLabel, Counter>,
+    /// When the retries this dispatcher scheduled fall due, earliest first: it claims again
+    /// then instead of at its next poll. Another replica may claim them first; the claim
+    /// then finds nothing, which costs one query.
+    retries_due: Mutex<BinaryHeap<Reverse<DateTime<Utc>>>>,
+    /// Wakes an idle `run` to shorten its wait when a retry is scheduled.
+    retry_scheduled: Notify,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -123,16 +131,18 @@ impl Dispatcher {
             http,
             owner,
             outcomes,
+            retries_due: Mutex::new(BinaryHeap::new()),
+            retry_scheduled: Notify::new(),
         })
     }
 
     /// Delivers until `shutdown`: up to `concurrency` attempts in flight, each holding a slot
     /// only for itself, so a slow or hanging endpoint (bounded by the per-attempt timeout)
     /// delays no other delivery while slots are free. Claims again as soon as the store
-    /// signals new outbox rows, when a full claim suggests more are due, and at least every
-    /// `poll_interval` (retries falling due, missed signals). Attempts in flight at shutdown
-    /// are abandoned; their leases expire and another dispatcher (or the next start) sends
-    /// them again.
+    /// signals new outbox rows, when a full claim suggests more are due, when a retry it
+    /// scheduled falls due, and at least every `poll_interval` (retries scheduled by another
+    /// replica, missed signals). Attempts in flight at shutdown are abandoned; their leases
+    /// expire and another dispatcher (or the next start) sends them again.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         tracing::info!(owner = %self.owner, "webhook dispatcher started");
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
@@ -153,6 +163,7 @@ impl Dispatcher {
             }
             // Signals from here on are for rows this claim may not see.
             wake.borrow_and_update();
+            self.forget_retries_due_by(Utc::now());
             let wanted = permits.len();
             let claimed = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -184,12 +195,46 @@ impl Dispatcher {
             if full {
                 continue;
             }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                changed = wake.changed(), if signal_open => signal_open = changed.is_ok(),
-                () = tokio::time::sleep(self.config.poll_interval) => {}
+            // Idle until a signal, the earliest retry of ours or the poll; a retry scheduled
+            // meanwhile by a delivery task only shortens the wait.
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = wake.changed(), if signal_open => {
+                        signal_open = changed.is_ok();
+                        break;
+                    }
+                    () = self.retry_scheduled.notified() => {}
+                    () = tokio::time::sleep(self.idle_wait(Utc::now())) => break,
+                }
             }
         }
+    }
+
+    /// Drops the retries this claim will see.
+    fn forget_retries_due_by(&self, now: DateTime<Utc>) {
+        let mut due = self
+            .retries_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while due.peek().is_some_and(|Reverse(at)| *at <= now) {
+            due.pop();
+        }
+    }
+
+    /// How long to wait for a signal before claiming again: the poll interval, or until the
+    /// earliest retry this dispatcher scheduled, if that is sooner.
+    fn idle_wait(&self, now: DateTime<Utc>) -> Duration {
+        let due = self
+            .retries_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let until_retry = due
+            .peek()
+            .map(|Reverse(at)| (*at - now).to_std().unwrap_or(Duration::ZERO));
+        until_retry.map_or(self.config.poll_interval, |wait| {
+            wait.min(self.config.poll_interval)
+        })
     }
 
     /// Claims up to `limit` due deliveries under this dispatcher's lease.
@@ -226,6 +271,13 @@ impl Dispatcher {
         };
         match self.store.record_attempt(&delivery, &attempt, next).await {
             Ok(()) => {
+                if let NextStep::RetryAt(at) = next {
+                    self.retries_due
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Reverse(at));
+                    self.retry_scheduled.notify_one();
+                }
                 let outcome = DeliveryOutcome::of(next);
                 self.outcomes
                     .get_or_create(&OutcomeLabel {
