@@ -87,6 +87,15 @@ impl Backend {
 
     /// A second set of stores on the same database, as another replica would open it. On
     /// Postgres, returns once its listener is up (the listener signals work on connect).
+    /// A second replica on Postgres; on SQLite, which is embedded in one process, the same
+    /// stores (a second store on the file would be a second process).
+    async fn other_replica(&self, queue: QueueConfig) -> Stores {
+        match self.kind {
+            Kind::Sqlite => self.stores.clone(),
+            Kind::Postgres => self.replica(queue, self.key.clone()).await,
+        }
+    }
+
     async fn replica(&self, queue: QueueConfig, master_key: MasterKey) -> Stores {
         let stores = connect(&self.url, StoreOptions { queue, master_key })
             .await
@@ -942,10 +951,7 @@ async fn another_replica_is_woken_by_an_enqueue(kind: Kind) {
         poll_fallback: Duration::from_secs(3600),
         ..QueueConfig::default()
     };
-    let replica = match kind {
-        Kind::Sqlite => b.stores.clone(),
-        Kind::Postgres => b.replica(sleepy, b.key.clone()).await,
-    };
+    let replica = b.other_replica(sleepy).await;
     let mut work = replica.queue.work_signal();
     work.borrow_and_update();
     b.enqueue(&p, "a", None).await;
@@ -963,10 +969,7 @@ async fn a_cancel_is_announced_to_the_replica_running_the_command(kind: Kind) {
     let p = b.project("p").await;
     let running = b.enqueue(&p, "a", None).await;
     let pending = b.enqueue(&p, "b", None).await;
-    let replica = match kind {
-        Kind::Sqlite => b.stores.clone(),
-        Kind::Postgres => b.replica(QueueConfig::default(), b.key.clone()).await,
-    };
+    let replica = b.other_replica(QueueConfig::default()).await;
     let mut cancels = replica.queue.cancel_signal();
     let claim = replica.queue.claim("w").await.unwrap().unwrap();
     assert_eq!(claim.command.id, running);
@@ -1148,11 +1151,7 @@ async fn a_subscriber_on_another_replica_sees_new_events(kind: Kind) {
         poll_fallback: Duration::from_secs(3600),
         ..QueueConfig::default()
     };
-    let replica = match kind {
-        // SQLite is embedded in one process: its "replica" is the same store.
-        Kind::Sqlite => b.stores.clone(),
-        Kind::Postgres => b.replica(sleepy, b.key.clone()).await,
-    };
+    let replica = b.other_replica(sleepy).await;
     let mut sub = replica.events.subscribe(&id, 0);
     let reader = tokio::spawn(async move { sub.next().await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1203,10 +1202,7 @@ async fn subscribers_on_two_replicas_get_every_event_once_while_both_append(kind
     };
     let p = b.project("p").await;
     let id = b.enqueue(&p, "a", None).await;
-    let replica = match kind {
-        Kind::Sqlite => b.stores.clone(),
-        Kind::Postgres => b.replica(sleepy, b.key.clone()).await,
-    };
+    let replica = b.other_replica(sleepy).await;
     let logs = [b.stores.events.clone(), replica.events.clone()];
     for n in 0..5 {
         logs[0]
@@ -1296,11 +1292,7 @@ async fn concurrent_audit_appends_keep_one_chain(kind: Kind) {
     let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
         return;
     };
-    let replica = match kind {
-        // One process owns an SQLite file; a second store would be a second process.
-        Kind::Sqlite => b.stores.clone(),
-        Kind::Postgres => b.replica(QueueConfig::default(), b.key.clone()).await,
-    };
+    let replica = b.other_replica(QueueConfig::default()).await;
     let mut tasks = Vec::new();
     for t in 0..4 {
         let log = if t % 2 == 0 {
@@ -1343,10 +1335,7 @@ async fn an_audit_append_retried_with_its_key_is_chained_once(kind: Kind) {
     assert_eq!((other.seq, plain.seq), (first.seq + 1, first.seq + 2));
 
     // Attempts racing with one key, from both replicas on Postgres, chain one entry.
-    let replica = match kind {
-        Kind::Sqlite => b.stores.clone(),
-        Kind::Postgres => b.replica(QueueConfig::default(), b.key.clone()).await,
-    };
+    let replica = b.other_replica(QueueConfig::default()).await;
     let racers: Vec<_> = (0..6)
         .map(|t| {
             let log = if t % 2 == 0 {
