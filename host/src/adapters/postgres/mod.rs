@@ -40,6 +40,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 
 /// Connections per process: claims, heartbeats and event appends are short statements.
 const POOL_SIZE: u32 = 16;
+/// Connections the pool opens at start and keeps open. Opening one takes ~90 ms here
+/// (sqlx 0.9.0 leaves Nagle's algorithm on, so the start-up exchange waits for delayed
+/// ACKs: sqlx issue #4335), which lands on whatever query first needs it: with a cold pool,
+/// the first commands a worker claimed waited that long (docs/benchmarks.md, queue p99).
+const POOL_WARM: u32 = 6;
 
 /// The advisory lock that serializes audit appends, so the chain never forks.
 const AUDIT_LOCK: i64 = 0x7264_6576_6175_6469;
@@ -112,6 +117,7 @@ impl PgStore {
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, ConnectError> {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
+            .min_connections(POOL_WARM)
             .connect(url)
             .await
             .map_err(|e| ConnectError::Connect(e.to_string()))?;
