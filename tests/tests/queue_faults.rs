@@ -145,6 +145,18 @@ async fn wait_done(stores: &Stores, id: &CommandId) -> Vec<StreamEvent> {
         .collect()
 }
 
+/// Returns once the command's output contains `needle`: its process is running.
+async fn wait_for_output(stores: &Stores, id: &CommandId, needle: &str) {
+    let mut stream = stores.events.subscribe(id, 0);
+    loop {
+        let event = stream.next().await.expect("open").expect("event");
+        if matches!(&event.event, StreamEvent::Agent(AgentEvent::Output { text, .. }) if text.contains(needle))
+        {
+            return;
+        }
+    }
+}
+
 fn sigterm(child: &Child) {
     let pid = child.id().expect("running") as i32;
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
@@ -164,20 +176,7 @@ async fn a_killed_host_leaves_its_command_failed_and_the_queue_moving() {
         }
         ids
     };
-    let mut stream = s.stores.events.subscribe(&long, 0);
-    loop {
-        let event = stream
-            .next()
-            .await
-            .expect("open")
-            .expect("event")
-            .event
-            .clone();
-        if matches!(&event, StreamEvent::Agent(AgentEvent::Output { text, .. }) if text.contains("started"))
-        {
-            break;
-        }
-    }
+    wait_for_output(&s.stores, &long, "started").await;
     first.kill().await.expect("kill -9");
     first.wait().await.expect("reaped");
 
@@ -294,20 +293,7 @@ async fn a_cancel_reaches_the_worker_process_at_once_not_at_its_heartbeat() {
     let mut worker =
         spawn_worker_timed(&s.db.url, &s.dir.path().join("a"), &s.plugins, "a", slow).await;
     let id = submit(&s.stores, "p", "echo started; sleep 600").await;
-    let mut stream = s.stores.events.subscribe(&id, 0);
-    loop {
-        let event = stream
-            .next()
-            .await
-            .expect("open")
-            .expect("event")
-            .event
-            .clone();
-        if matches!(&event, StreamEvent::Agent(AgentEvent::Output { text, .. }) if text.contains("started"))
-        {
-            break;
-        }
-    }
+    wait_for_output(&s.stores, &id, "started").await;
     rdev::worker::cancel_command(&s.stores, &id, "tester")
         .await
         .expect("cancel");
