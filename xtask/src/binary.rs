@@ -10,9 +10,42 @@ use anyhow::{Context, Result, bail};
 /// test processes do not each invoke cargo.
 pub const RDEV_BIN_ENV: &str = "RDEV_BIN";
 
-/// Builds `rdev` (a no-op when it is up to date) and returns the executable's path as
-/// cargo reports it.
+/// Builds `rdev` (a no-op when it is up to date) and returns a copy of it inside this
+/// checkout (`target/bin/rdev`).
+///
+/// The copy matters when several checkouts (worktrees) share one `CARGO_TARGET_DIR`: cargo
+/// puts every checkout's `rdev` at the same path, so a test run pointed at cargo's file would
+/// run whichever checkout built last.
 pub fn build_rdev(root: &Path) -> Result<PathBuf> {
+    let built = cargo_build_rdev(root)?;
+    let dir = root.join("target/bin");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let copy = dir.join("rdev");
+    if is_fresh_copy(&built, &copy) {
+        return Ok(copy);
+    }
+    let partial = dir.join(format!(".rdev.{}", std::process::id()));
+    std::fs::copy(&built, &partial)
+        .with_context(|| format!("copying {} to {}", built.display(), partial.display()))?;
+    std::fs::rename(&partial, &copy)
+        .with_context(|| format!("renaming {} to {}", partial.display(), copy.display()))?;
+    Ok(copy)
+}
+
+/// Whether `copy` was made from `built` as it is now (same size, not older).
+fn is_fresh_copy(built: &Path, copy: &Path) -> bool {
+    let (Ok(built), Ok(copy)) = (std::fs::metadata(built), std::fs::metadata(copy)) else {
+        return false;
+    };
+    match (built.modified(), copy.modified()) {
+        (Ok(b), Ok(c)) => built.len() == copy.len() && c >= b,
+        _ => false,
+    }
+}
+
+/// Runs `cargo build` for the `rdev` binary and returns the executable's path as cargo
+/// reports it.
+fn cargo_build_rdev(root: &Path) -> Result<PathBuf> {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
         .args([
