@@ -254,7 +254,8 @@ async fn load_errors_name_the_file_and_the_reason() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        text.contains("garbage.wasm") && text.contains("not a valid component"),
+        text.contains("garbage.wasm")
+            && text.contains("not a WebAssembly component (bad magic number)"),
         "{text}"
     );
 
@@ -286,7 +287,99 @@ async fn load_errors_name_the_file_and_the_reason() {
         .await
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(text.contains("core.wasm"), "{text}");
+    assert!(
+        text.contains("core.wasm") && text.contains("a core WebAssembly module, not a component"),
+        "{text}"
+    );
+}
+
+/// Files in the compile cache: a refusal before compiling leaves it as it was.
+fn cached_artifacts(cache: &std::path::Path) -> usize {
+    std::fs::read_dir(cache).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_component_importing_wasi_http_is_refused_before_compiling_with_advice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime(dir.path(), GRACE);
+    let started = std::time::Instant::now();
+    let err = runtime
+        .load(&test_plugins_dir().join("needs-http.toml"))
+        .await
+        .err()
+        .expect("a wasi:http import is refused");
+    let elapsed = started.elapsed();
+    let text = err.to_string();
+    assert!(text.contains("needs-http.wasm"), "{text}");
+    assert!(text.contains("`wasi:http/outgoing-handler@0.2."), "{text}");
+    assert!(text.contains("this host provides no `wasi:http`"), "{text}");
+    assert!(
+        text.contains("disableFeatures: ['http', 'fetch-event']"),
+        "{text}"
+    );
+    // Refused before Cranelift ran: nothing was compiled into the cache.
+    assert_eq!(cached_artifacts(&dir.path().join("cache")), 0);
+    println!("wasi:http refusal took {elapsed:?}");
+
+    // The file name without the directory, for callers who must not see server paths.
+    let public = err.without_path();
+    assert!(public.starts_with("needs-http.wasm: "), "{public}");
+    assert!(!public.contains("test-plugins/"), "{public}");
+}
+
+#[tokio::test]
+async fn a_manifest_abi_other_than_the_components_is_refused_before_compiling() {
+    let host = host();
+    let dir = tempfile::tempdir().expect("tempdir");
+    install(
+        &test_plugins_dir(),
+        "versioned-v1",
+        dir.path(),
+        "mislabelled",
+        None,
+    );
+    let manifest = dir.path().join("mislabelled.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(
+        &manifest,
+        text.replace("abi = \"0.1.0\"", "abi = \"0.1.7\""),
+    )
+    .expect("write");
+    // 0.1.7 is served by the 0.1 module: the component's 0.1.0 imports and export match.
+    host.runtime
+        .load(&manifest)
+        .await
+        .expect("a compatible patch version loads");
+}
+
+#[tokio::test]
+async fn a_memory_limit_hit_at_load_names_the_manifest_key_and_the_size_needed() {
+    let host = host();
+    let dir = tempfile::tempdir().expect("tempdir");
+    install(
+        &test_plugins_dir(),
+        "versioned-v1",
+        dir.path(),
+        "tiny",
+        None,
+    );
+    let manifest = dir.path().join("tiny.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(&manifest, text.replace("memory_mib = 32", "memory_mib = 1")).expect("write");
+    let text = host
+        .runtime
+        .load(&manifest)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(text.contains("tiny.wasm"), "{text}");
+    assert!(text.contains("`limits.memory_mib = 1`"), "{text}");
+    assert!(
+        text.contains("set `limits.memory_mib` to at least 2"),
+        "{text}"
+    );
+    assert!(!text.contains("forcing trap"), "{text}");
 }
 
 #[tokio::test]

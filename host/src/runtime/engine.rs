@@ -107,7 +107,6 @@ impl CompileCache {
     pub fn compile(
         &self,
         engine: &Engine,
-        wasm_path: &Path,
         bytes: &[u8],
     ) -> Result<(Component, CompileSource), String> {
         let artifact = self.dir.join(format!("{}.cwasm", Self::key(engine, bytes)));
@@ -123,7 +122,7 @@ impl CompileCache {
                 ),
             }
         }
-        let component = compile(engine, wasm_path, bytes)?;
+        let component = compile(engine, bytes)?;
         if let Err(e) = self.store(&artifact, &component) {
             tracing::warn!(artifact = %artifact.display(), error = %e, "could not cache a compiled component");
         }
@@ -142,18 +141,8 @@ impl CompileCache {
 }
 
 /// Compiles without a cache; the error text is wasmtime's validation message.
-pub(crate) fn compile(
-    engine: &Engine,
-    wasm_path: &Path,
-    bytes: &[u8],
-) -> Result<Component, String> {
-    Component::new(engine, bytes).map_err(|e| {
-        format!(
-            "{} is not a valid component: {}",
-            wasm_path.display(),
-            root_cause(&e)
-        )
-    })
+pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
+    Component::new(engine, bytes).map_err(|e| format!("not a valid component: {}", root_cause(&e)))
 }
 
 /// The full cause chain of a wasmtime error on one line.

@@ -43,6 +43,26 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// The manifest file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Read { path, .. } | Self::Syntax { path, .. } | Self::Invalid { path, .. } => {
+                path
+            }
+        }
+    }
+
+    /// The reason without the file's path, for readers who must not see server paths.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Read { source, .. } => format!("cannot read the manifest: {source}"),
+            Self::Syntax { message, .. } => format!("malformed manifest: {message}"),
+            Self::Invalid { field, reason, .. } => format!("invalid `{field}`: {reason}"),
+        }
+    }
+}
+
 /// A `MAJOR.MINOR.PATCH` version of the provider ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AbiVersion {

@@ -25,18 +25,20 @@
 
 pub mod abi;
 mod agent;
+mod check;
 mod engine;
 pub mod host;
+mod limiter;
+mod load;
 pub mod manifest;
 mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::AgentProvider;
 use crate::ports::{Executor, SecretResolver};
 
 pub use agent::WasmAgent;
@@ -44,7 +46,6 @@ pub use engine::CompileSource;
 pub use manifest::{AbiVersion, Grants, Limits, Manifest, ManifestError};
 
 use engine::{CompileCache, EngineSettings};
-use state::{ExecCtx, new_store};
 
 /// How the runtime is set up. [`RuntimeConfig::new`] gives production defaults.
 #[derive(Clone)]
@@ -108,6 +109,30 @@ impl LoadError {
             reason: reason.into(),
         }
     }
+
+    /// The file the error is about (its full path on this machine).
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Manifest(e) => e.path(),
+            Self::ReadComponent { path, .. } | Self::Invalid { path, .. } => path,
+        }
+    }
+
+    /// The error naming the file by its name only (`echo.wasm: …`): what a caller who must
+    /// not learn the server's directories is shown.
+    pub fn without_path(&self) -> String {
+        let reason = match self {
+            Self::Manifest(e) => e.reason(),
+            Self::ReadComponent { source, .. } => format!("cannot read the component: {source}"),
+            Self::Invalid { reason, .. } => reason.clone(),
+        };
+        let file = self
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{file}: {reason}")
+    }
 }
 
 /// How a load went, for listings and benchmarks.
@@ -120,6 +145,7 @@ pub struct LoadInfo {
 pub(crate) struct RuntimeInner {
     engine: wasmtime::Engine,
     linkers: abi::Linkers,
+    checker: check::Checker,
     cache: Option<CompileCache>,
     config: RuntimeConfig,
 }
@@ -129,9 +155,6 @@ pub(crate) struct RuntimeInner {
 pub struct Runtime {
     inner: Arc<RuntimeInner>,
 }
-
-/// Time a load-time `capabilities()` probe may take before the plugin is refused.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
@@ -147,6 +170,7 @@ impl Runtime {
                 cache: config.cache_dir.clone().map(CompileCache::new),
                 engine,
                 linkers,
+                checker: check::Checker::default(),
                 config,
             }),
         })
@@ -158,106 +182,11 @@ impl Runtime {
     }
 
     /// Loads the plugin described by `manifest_path` (`<dir>/<name>.toml`) and its
-    /// component `<dir>/<name>.wasm`: validates the manifest, compiles (or takes the cached
+    /// component `<dir>/<name>.wasm`: validates the manifest, checks the component's imports
+    /// and exports against the host (before compiling), compiles (or takes the cached
     /// artifact), links against the declared ABI and probes `capabilities()`.
     pub async fn load(&self, manifest_path: &Path) -> Result<Arc<WasmAgent>, LoadError> {
-        let started = Instant::now();
-        let manifest_text = std::fs::read(manifest_path).map_err(|source| ManifestError::Read {
-            path: manifest_path.to_owned(),
-            source,
-        })?;
-        let manifest = Manifest::parse(manifest_path, &String::from_utf8_lossy(&manifest_text))?;
-        let stem = manifest_path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("");
-        if stem != manifest.name.as_str() {
-            return Err(ManifestError::Invalid {
-                path: manifest_path.to_owned(),
-                field: "name",
-                reason: format!(
-                    "{:?} does not match the file name {stem:?}",
-                    manifest.name.as_str()
-                ),
-            }
-            .into());
-        }
-        let max_memory = self.inner.config.max_memory_mib * 1024 * 1024;
-        if manifest.limits.memory_bytes > max_memory {
-            return Err(LoadError::invalid(
-                manifest_path,
-                format!(
-                    "limits.memory_mib exceeds this host's ceiling of {} MiB",
-                    self.inner.config.max_memory_mib
-                ),
-            ));
-        }
-        let wasm_path = manifest_path.with_extension("wasm");
-        let bytes = std::fs::read(&wasm_path).map_err(|source| LoadError::ReadComponent {
-            path: wasm_path.clone(),
-            source,
-        })?;
-        let fingerprint = fingerprint(&manifest_text, &bytes);
-
-        let inner = self.inner.clone();
-        let path = wasm_path.clone();
-        let (component, compile) = tokio::task::spawn_blocking(move || match &inner.cache {
-            Some(cache) => cache.compile(&inner.engine, &path, &bytes),
-            None => {
-                engine::compile(&inner.engine, &path, &bytes).map(|c| (c, CompileSource::Compiled))
-            }
-        })
-        .await
-        .map_err(|e| LoadError::invalid(&wasm_path, format!("compilation did not finish: {e}")))?
-        .map_err(|reason| LoadError::invalid(&wasm_path, reason))?;
-
-        let pre = self
-            .inner
-            .linkers
-            .link(manifest.abi, &component)
-            .map_err(|reason| LoadError::invalid(&wasm_path, reason))?;
-
-        let manifest = Arc::new(manifest);
-        let exec = Arc::new(ExecCtx::new(
-            manifest.clone(),
-            None,
-            self.inner.config.executor.clone(),
-            self.inner.config.secrets.clone(),
-            None,
-        ));
-        if let Ok(mut deadline) = exec.hard_deadline.lock() {
-            *deadline = Some(Instant::now() + PROBE_TIMEOUT);
-        }
-        let mut store = new_store(&self.inner.engine, exec);
-        let caps = tokio::time::timeout(PROBE_TIMEOUT, pre.capabilities(&mut store))
-            .await
-            .map_err(|_| LoadError::invalid(&wasm_path, "capabilities() did not return in time"))?
-            .map_err(|e| LoadError::invalid(&wasm_path, format!("capabilities() failed: {e:#}")))?;
-        drop(store);
-
-        let description = if manifest.description.is_empty() {
-            caps.description
-        } else {
-            manifest.description.clone()
-        };
-        let provider = AgentProvider {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-            abi_version: manifest.abi.to_string(),
-            description,
-            capabilities: caps.capabilities,
-        };
-        Ok(Arc::new(WasmAgent::new(
-            self.inner.clone(),
-            provider,
-            manifest,
-            pre,
-            fingerprint,
-            LoadInfo {
-                compile,
-                elapsed: started.elapsed(),
-            },
-        )))
+        load::load(&self.inner, manifest_path).await
     }
 }
 

@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::domain::ProjectId;
 use crate::ports::{EventSink, Executor, ProcessControl, SecretResolver, Signal};
 
+use super::limiter::Limiter;
 use super::manifest::Manifest;
 
 /// The host call was interrupted by the execution's cancel (delivered once).
@@ -128,8 +129,15 @@ impl ExecCtx {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     pub table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     pub exec: Arc<ExecCtx>,
+}
+
+impl HostState {
+    /// Bytes of memory the guest was refused beyond `limits.memory_mib`, if any.
+    pub fn refused_memory(&self) -> Option<usize> {
+        self.limits.refused_memory()
+    }
 }
 
 impl WasiView for HostState {
@@ -162,6 +170,7 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, exec: Arc<ExecCtx>) -> Store<
         .table_elements(1_000_000)
         .trap_on_grow_failure(true)
         .build();
+    let limits = Limiter::new(limits, memory);
     let state = HostState {
         wasi: wasi.build(),
         table: ResourceTable::new(),

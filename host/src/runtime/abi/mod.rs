@@ -16,6 +16,10 @@ use super::state::HostState;
 /// ABI versions this host can load, newest first (for error messages).
 pub const SUPPORTED: &[AbiVersion] = &[since_v0_1_0::MIN_VERSION];
 
+/// The interface every provider world exports, without its version: a component of ABI
+/// `X` must export `rdev:provider/agent@X` (checked before compiling, see `runtime::check`).
+pub const PROVIDER_EXPORT: &str = "rdev:provider/agent";
+
 /// A component linked against the ABI its manifest names, ready to instantiate cheaply.
 #[derive(Clone)]
 pub(crate) enum ProviderPre {
@@ -57,6 +61,39 @@ impl Linkers {
         Ok(Self {
             v0_1: since_v0_1_0::linker(engine)?,
         })
+    }
+
+    /// Whether the linker for `abi` defines the interface `name` with `member` in it
+    /// (semver-compatible names match, as at instantiation). Asked with a tiny component
+    /// that imports only that, so the answer is the linker's own and no guest code compiles.
+    pub fn provides(
+        &self,
+        engine: &wasmtime::Engine,
+        abi: AbiVersion,
+        name: &str,
+        member: &super::check::Member,
+    ) -> Result<bool, String> {
+        let Some(linker) = self.for_abi(abi) else {
+            return Ok(false);
+        };
+        let probe = Component::new(engine, super::check::probe_component(name, member))
+            .map_err(|e| format!("checking the import `{name}`: {e:#}"))?;
+        Ok(match linker.instantiate_pre(&probe) {
+            Ok(_) => true,
+            // wasmtime's matcher says "… implementation is missing" when the linker has no
+            // such name; any other complaint is about the probe's deliberately wrong type.
+            Err(e) => !format!("{e:#}").contains("implementation is missing"),
+        })
+    }
+
+    /// Whether an ABI module of this host serves `abi`.
+    pub fn supports(&self, abi: AbiVersion) -> bool {
+        self.for_abi(abi).is_some()
+    }
+
+    /// The linker of the ABI module serving `abi`, if any.
+    fn for_abi(&self, abi: AbiVersion) -> Option<&Linker<HostState>> {
+        (abi.major == 0 && abi.minor == 1).then_some(&self.v0_1)
     }
 
     /// Picks the ABI module for `abi`. A plugin built against an unknown major, or a minor
