@@ -278,6 +278,9 @@ impl Server {
         )
         .context("creating the webhook HTTP client")?;
         tasks.push(tokio::spawn(Arc::new(dispatcher).run(shutdown.clone())));
+        tasks.push(tokio::spawn(crate::api::providers::audit_watched_reloads(
+            state.clone(),
+        )));
         tasks.extend(start_workers(
             &stores,
             &registry,

@@ -379,3 +379,164 @@ async fn sighup_reloads_a_plugins_dir_the_watcher_cannot_see_change() {
         server.logs()
     );
 }
+
+/// A plugin whose load takes seconds (`slow-start`, standing in for a large component's
+/// compile) is listed as `loading` meanwhile, and does not delay another plugin's reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_load_is_listed_as_loading_and_does_not_delay_another_plugins_reload() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "versioned", 1);
+    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
+        .await
+        .expect("registry starts");
+
+    install(
+        &test_plugins_dir(),
+        "slow-start",
+        plugins.path(),
+        "slow",
+        None,
+    );
+    install_version(plugins.path(), "versioned", 2);
+    let started = std::time::Instant::now();
+    let reload = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.reload().await }
+    });
+    let mut saw_loading = false;
+    loop {
+        let statuses = registry.statuses();
+        let slow = statuses.iter().find(|s| s.name == "slow");
+        if let Some(slow) = slow
+            && slow.state == ProviderState::Loading
+        {
+            assert!(slow.loading_since.is_some(), "{slow:?}");
+            saw_loading = true;
+            if let Err(LookupError::NotServing { reason, .. }) =
+                registry.lookup(Some(&name("slow")))
+            {
+                assert!(reason.starts_with("loading since"), "{reason}");
+            }
+        }
+        let versioned = statuses.iter().find(|s| s.name == "versioned");
+        if versioned.and_then(|s| s.version.as_deref()) == Some("2.0.0") {
+            // The small plugin serves its new version while the slow one still loads.
+            assert_eq!(
+                slow.map(|s| s.state),
+                Some(ProviderState::Loading),
+                "{statuses:?}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "versioned 2.0.0 never served: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let swapped = started.elapsed();
+    assert!(saw_loading);
+    assert_eq!(final_text(&registry, "versioned").await, "2.0.0");
+
+    // The explicit reload answers once both loads ended.
+    let report = reload.await.expect("task").expect("reload");
+    let waited = started.elapsed();
+    let mut loaded = report.loaded.clone();
+    loaded.sort();
+    assert_eq!(loaded, ["slow", "versioned"], "{report:?}");
+    let slow = registry
+        .statuses()
+        .into_iter()
+        .find(|s| s.name == "slow")
+        .expect("listed");
+    assert_eq!(slow.state, ProviderState::Serving);
+    assert_eq!(slow.loading_since, None);
+    println!("small plugin swapped in after {swapped:?}; the slow load ended after {waited:?}");
+}
+
+/// The watcher's hot reloads go to the audit trail like explicit ones; load errors in
+/// `GET /providers` name server paths only to admins.
+#[tokio::test(flavor = "multi_thread")]
+async fn watcher_reloads_are_audited_and_load_errors_hide_paths_from_non_admins() {
+    use rdev_tests::harness::server::TestServer;
+    use reqwest::{Method, StatusCode};
+
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "versioned", 1);
+    let dir = plugins.path().to_owned();
+    let server = TestServer::sqlite_with(|config| config.plugins_dir = Some(dir)).await;
+
+    install_version(plugins.path(), "versioned", 2);
+    install(
+        &test_plugins_dir(),
+        "versioned-v1",
+        plugins.path(),
+        "broken",
+        None,
+    );
+    write_atomically(&plugins.path().join("broken.wasm"), b"not a component");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let entry = loop {
+        let (_, audit) = server
+            .call(Method::GET, "/audit", Some(&server.admin), None)
+            .await;
+        let found = audit["entries"].as_array().and_then(|entries| {
+            entries
+                .iter()
+                .find(|e| {
+                    e["action"] == "providers.reloaded"
+                        && e["details"]["loaded"]
+                            .as_array()
+                            .is_some_and(|l| l.iter().any(|n| n == "versioned"))
+                })
+                .cloned()
+        });
+        if let Some(entry) = found {
+            break entry;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audited watcher reload: {audit}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["actor"], "plugins directory watcher", "{entry}");
+
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/tokens",
+            Some(&server.admin),
+            Some(serde_json::json!({"name": "member", "role": "member", "projects": ["p"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let member = body["token"].as_str().expect("token").to_owned();
+    let broken_error = |listing: &serde_json::Value| {
+        listing["providers"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "broken"))
+            .and_then(|p| p["last_error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let dir = plugins.path().display().to_string();
+    let (_, listing) = server
+        .call(Method::GET, "/providers", Some(&server.admin), None)
+        .await;
+    let admin_view = broken_error(&listing);
+    assert!(admin_view.contains(&dir), "{listing}");
+    assert!(
+        admin_view.contains("not a WebAssembly component (bad magic number)"),
+        "{admin_view}"
+    );
+    let (_, listing) = server
+        .call(Method::GET, "/providers", Some(&member), None)
+        .await;
+    assert_eq!(
+        broken_error(&listing),
+        "broken.wasm: not a WebAssembly component (bad magic number)",
+        "{listing}"
+    );
+    server.stop().await;
+}

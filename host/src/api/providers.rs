@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::state::AppState;
-use crate::registry::{ProviderStatus, RegistryError};
+use crate::registry::{ProviderStatus, RegistryError, ReloadReport};
 
 /// Answer of `GET /providers`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,13 +42,19 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(reload))
 }
 
-/// Lists the registered providers and their load state.
+/// Lists the registered providers and their load state. Load errors name the server's
+/// plugin files by full path for admins, by file name for everyone else.
 #[utoipa::path(get, path = "/providers", tag = "providers", security(("bearer" = [])),
     responses((status = 200, description = "The providers", body = ProviderList)))]
-async fn list(State(state): State<Arc<AppState>>, Auth(_principal): Auth) -> Json<ProviderList> {
-    Json(ProviderList {
-        providers: state.registry.statuses(),
-    })
+async fn list(State(state): State<Arc<AppState>>, Auth(principal): Auth) -> Json<ProviderList> {
+    let mut providers = state.registry.statuses();
+    if !principal.is_admin() {
+        providers = providers
+            .into_iter()
+            .map(ProviderStatus::without_paths)
+            .collect();
+    }
+    Json(ProviderList { providers })
 }
 
 /// Reloads the plugins directory now (admin); failed plugins keep their old version.
@@ -75,6 +81,37 @@ pub async fn reload_and_audit(
     actor: String,
 ) -> Result<ReloadSummary, RegistryError> {
     let report = state.registry.reload().await?;
+    Ok(audit_report(state, actor, report).await)
+}
+
+/// The actor hot reloads by the plugins directory's watcher are audited as.
+pub const WATCHER_ACTOR: &str = "plugins directory watcher";
+
+/// Audits every reload the directory watcher makes (a plugin file dropped in, replaced or
+/// removed) as `providers.reloaded`, like explicit ones, until the server shuts down.
+pub async fn audit_watched_reloads(state: Arc<AppState>) {
+    let mut reports = state.registry.subscribe();
+    loop {
+        let report = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            report = reports.recv() => report,
+        };
+        match report {
+            Ok(report) => {
+                audit_report(&state, WATCHER_ACTOR.to_owned(), report).await;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "watcher reloads were not audited: the audit task fell behind"
+                );
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn audit_report(state: &AppState, actor: String, report: ReloadReport) -> ReloadSummary {
     state.metrics.plugin_reloads.inc();
     let summary = ReloadSummary {
         loaded: report.loaded,
@@ -95,5 +132,5 @@ pub async fn reload_and_audit(
             serde_json::to_value(&summary).unwrap_or_default(),
         )
         .await;
-    Ok(summary)
+    summary
 }

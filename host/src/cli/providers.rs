@@ -61,6 +61,7 @@ fn state_name(state: ProviderState) -> &'static str {
         ProviderState::Serving => "serving",
         ProviderState::Stale => "stale",
         ProviderState::Failed => "failed",
+        ProviderState::Loading => "loading",
     }
 }
 
@@ -111,6 +112,13 @@ fn table(statuses: &[ProviderStatus]) -> String {
         line(row);
     }
     for s in statuses {
+        if let Some(since) = s.loading_since {
+            out.push_str(&format!(
+                "{}: loading since {}\n",
+                s.name,
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
         if let Some(error) = &s.last_error {
             out.push_str(&format!("{}: {error}\n", s.name));
         }

@@ -1,30 +1,34 @@
 //! The provider registry: which plugin version serves each provider name right now.
 //!
 //! Lookups are lock-free reads of an immutable snapshot (`ArcSwap`), so they never wait
-//! for a load. Every load and unload runs on one task, in order, triggered by a debounced
-//! watch of the plugins directory or an explicit [`Registry::reload`]; loads therefore
-//! never race. A changed plugin is swapped in atomically for new executions, while running
+//! for a load. One task owns the snapshot and decides what to load, triggered by a debounced
+//! watch of the plugins directory or an explicit [`Registry::reload`]; the loads themselves
+//! (compiling can take a minute for a large component) run beside it, a bounded number at a
+//! time, so one slow component never delays another plugin's reload. A changed plugin is
+//! swapped in atomically for new executions as soon as its own load ends, while running
 //! executions keep the `Arc` of the version they started with. A plugin that fails to load
 //! keeps its previous version serving and shows the error in [`Registry::statuses`].
 
-use std::collections::BTreeSet;
+mod loader;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
 use notify::Watcher;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::domain::{AgentProvider, Capabilities, ProviderName};
 use crate::ports::{CodeAgent, LookupError, ProviderLookup};
-use crate::runtime::{Runtime, WasmAgent, fingerprint};
+use crate::runtime::{Runtime, WasmAgent};
 
-/// Quiet time after the last file event before a reload: installing a plugin writes two
-/// files, and editors write in several steps.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+use loader::{Command, Loader};
+
+/// Loads that may compile at once by default: one large component keeps one slot busy and
+/// the others serve every other plugin's reload.
+pub const DEFAULT_LOAD_PARALLELISM: usize = 2;
 
 /// Whether a provider is usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -36,6 +40,8 @@ pub enum ProviderState {
     Stale,
     /// Nothing serves: the plugin never loaded successfully.
     Failed,
+    /// Nothing serves yet: its first load is in progress (see `loading_since`).
+    Loading,
 }
 
 /// One provider as listed to operators (`rdev providers`, `GET /providers`).
@@ -48,13 +54,31 @@ pub struct ProviderStatus {
     pub description: Option<String>,
     pub capabilities: Option<Capabilities>,
     pub state: ProviderState,
-    /// Why the newest files did not load.
+    /// Why the newest files did not load. Names the server's plugin files by their full
+    /// path; see [`ProviderStatus::without_paths`] for callers who must not see them.
     pub last_error: Option<String>,
     /// The provider used when a request names none.
     pub default: bool,
+    /// Since when newer files of this plugin are being loaded (compiled); absent when no
+    /// load is in progress. The version above keeps serving meanwhile.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub loading_since: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    error_without_path: Option<String>,
 }
 
-/// What one reload pass did.
+impl ProviderStatus {
+    /// The status with load errors naming files only by name (`echo.wasm: …`), for callers
+    /// who are not operators of this server.
+    pub fn without_paths(mut self) -> Self {
+        self.last_error = self.error_without_path.take();
+        self
+    }
+}
+
+/// What one reload pass did. A watcher-triggered pass is also announced on
+/// [`Registry::subscribe`], so it can be audited like an explicit one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
     pub loaded: Vec<String>,
@@ -74,13 +98,29 @@ pub enum RegistryError {
     Stopped,
 }
 
+/// Why a plugin's newest files did not load, with and without the server's paths.
+#[derive(Clone)]
+struct LoadFailure {
+    message: String,
+    without_path: String,
+}
+
+/// A load in progress for one plugin.
+#[derive(Clone)]
+struct Loading {
+    /// Fingerprint of the files being loaded.
+    print: String,
+    since: DateTime<Utc>,
+}
+
 #[derive(Clone)]
 struct Slot {
     name: String,
     serving: Option<Arc<WasmAgent>>,
-    last_error: Option<String>,
+    last_error: Option<LoadFailure>,
     /// Fingerprint of the files last tried, so an unchanged broken file is not retried.
     attempted: Option<String>,
+    loading: Option<Loading>,
 }
 
 #[derive(Default)]
@@ -89,14 +129,10 @@ struct Snapshot {
     slots: Vec<Slot>,
 }
 
-enum Command {
-    FilesChanged,
-    Reload(oneshot::Sender<ReloadReport>),
-}
-
 struct Handle {
     snapshot: Arc<ArcSwap<Snapshot>>,
     commands: mpsc::UnboundedSender<Command>,
+    watched: broadcast::Sender<ReloadReport>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -115,6 +151,16 @@ impl Registry {
         runtime: Runtime,
         plugins_dir: PathBuf,
         order: Vec<ProviderName>,
+    ) -> Result<Self, RegistryError> {
+        Self::start_with(runtime, plugins_dir, order, DEFAULT_LOAD_PARALLELISM).await
+    }
+
+    /// [`Registry::start`] with at most `parallelism` loads compiling at once.
+    pub async fn start_with(
+        runtime: Runtime,
+        plugins_dir: PathBuf,
+        order: Vec<ProviderName>,
+        parallelism: usize,
     ) -> Result<Self, RegistryError> {
         if !plugins_dir.is_dir() {
             return Err(RegistryError::Directory {
@@ -148,17 +194,22 @@ impl Registry {
                 path: plugins_dir.clone(),
                 reason: e.to_string(),
             })?;
-        let loader = Loader {
+        let (watched, _) = broadcast::channel(16);
+        let loader = Loader::new(
             runtime,
-            dir: plugins_dir,
+            plugins_dir,
             order,
-            snapshot: snapshot.clone(),
-        };
+            snapshot.clone(),
+            tx.downgrade(),
+            parallelism,
+            watched.clone(),
+        );
         tokio::spawn(loader.run(rx));
         let registry = Self {
             handle: Arc::new(Handle {
                 snapshot,
                 commands: tx,
+                watched,
                 _watcher: watcher,
             }),
         };
@@ -166,8 +217,14 @@ impl Registry {
         Ok(registry)
     }
 
-    /// Rescans the plugins directory now and waits for the result. Queued behind any load
-    /// in progress, never concurrent with one.
+    /// Reports of reloads the directory watcher triggered (explicit reloads are reported to
+    /// their caller instead), for the audit trail.
+    pub fn subscribe(&self) -> broadcast::Receiver<ReloadReport> {
+        self.handle.watched.subscribe()
+    }
+
+    /// Rescans the plugins directory now and waits until every plugin whose files changed
+    /// has loaded or failed. Loads of other plugins already in progress are not restarted.
     pub async fn reload(&self) -> Result<ReloadReport, RegistryError> {
         let (reply, answer) = oneshot::channel();
         self.handle
@@ -193,13 +250,16 @@ impl Registry {
                     abi: provider.map(|p| p.abi_version.clone()),
                     description: provider.map(|p| p.description.clone()),
                     capabilities: provider.map(|p| p.capabilities),
-                    state: match (&slot.serving, &slot.last_error) {
-                        (Some(_), None) => ProviderState::Serving,
-                        (Some(_), Some(_)) => ProviderState::Stale,
-                        (None, _) => ProviderState::Failed,
+                    state: match (&slot.serving, &slot.last_error, &slot.loading) {
+                        (Some(_), None, _) => ProviderState::Serving,
+                        (Some(_), Some(_), _) => ProviderState::Stale,
+                        (None, _, Some(_)) => ProviderState::Loading,
+                        (None, _, None) => ProviderState::Failed,
                     },
-                    last_error: slot.last_error.clone(),
+                    last_error: slot.last_error.as_ref().map(|e| e.message.clone()),
                     default: Some(i) == default,
+                    loading_since: slot.loading.as_ref().map(|l| l.since),
+                    error_without_path: slot.last_error.as_ref().map(|e| e.without_path.clone()),
                 }
             })
             .collect()
@@ -238,7 +298,11 @@ impl ProviderLookup for Registry {
                     Some(agent) => Ok(agent.clone() as Arc<dyn CodeAgent>),
                     None => Err(LookupError::NotServing {
                         name: slot.name.clone(),
-                        reason: slot.last_error.clone().unwrap_or_default(),
+                        reason: match (&slot.last_error, &slot.loading) {
+                            (Some(e), _) => e.without_path.clone(),
+                            (None, Some(l)) => format!("loading since {}", l.since.to_rfc3339()),
+                            (None, None) => String::new(),
+                        },
                     }),
                 }
             }
@@ -268,129 +332,11 @@ fn changes_files(kind: &notify::EventKind) -> bool {
     }
 }
 
-fn is_plugin_file(path: &Path) -> bool {
+pub(crate) fn is_plugin_file(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("toml" | "wasm")
     )
-}
-
-/// The single task that owns every load and unload.
-struct Loader {
-    runtime: Runtime,
-    dir: PathBuf,
-    order: Vec<ProviderName>,
-    snapshot: Arc<ArcSwap<Snapshot>>,
-}
-
-impl Loader {
-    async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut due: Option<Instant> = None;
-        loop {
-            let debounce = async {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                command = commands.recv() => match command {
-                    None => break,
-                    Some(Command::FilesChanged) => due = Some(Instant::now() + DEBOUNCE),
-                    Some(Command::Reload(reply)) => {
-                        let report = self.scan().await;
-                        let _ = reply.send(report);
-                    }
-                },
-                () = debounce => {
-                    due = None;
-                    let report = self.scan().await;
-                    for (name, reason) in &report.failed {
-                        tracing::warn!(provider = %name, %reason, "plugin failed to load; the previous version keeps serving");
-                    }
-                    if !report.loaded.is_empty() || !report.removed.is_empty() {
-                        tracing::info!(loaded = ?report.loaded, removed = ?report.removed, "plugins reloaded");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Names of the plugins on disk, in registration order.
-    fn names_on_disk(&self) -> Vec<String> {
-        let mut found = BTreeSet::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().and_then(|e| e.to_str()) == Some("toml")
-                    && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
-                {
-                    found.insert(stem.to_owned());
-                }
-            }
-        }
-        let mut names: Vec<String> = self
-            .order
-            .iter()
-            .map(|n| n.as_str().to_owned())
-            .filter(|n| found.contains(n))
-            .collect();
-        let rest: Vec<String> = found.into_iter().filter(|n| !names.contains(n)).collect();
-        names.extend(rest);
-        names
-    }
-
-    async fn scan(&self) -> ReloadReport {
-        let current = self.snapshot.load_full();
-        let mut report = ReloadReport::default();
-        let names = self.names_on_disk();
-        let mut slots = Vec::with_capacity(names.len());
-        for name in &names {
-            let manifest_path = self.dir.join(format!("{name}.toml"));
-            let previous = current.slots.iter().find(|s| &s.name == name);
-            let on_disk = std::fs::read(&manifest_path)
-                .ok()
-                .zip(std::fs::read(manifest_path.with_extension("wasm")).ok());
-            let print = on_disk.map(|(m, w)| fingerprint(&m, &w));
-            if let Some(previous) = previous
-                && print.is_some()
-                && previous.attempted == print
-            {
-                report.unchanged.push(name.clone());
-                slots.push(previous.clone());
-                continue;
-            }
-            match self.runtime.load(&manifest_path).await {
-                Ok(agent) => {
-                    report.loaded.push(name.clone());
-                    slots.push(Slot {
-                        name: name.clone(),
-                        attempted: Some(agent.fingerprint().to_owned()),
-                        serving: Some(agent),
-                        last_error: None,
-                    });
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    report.failed.push((name.clone(), reason.clone()));
-                    slots.push(Slot {
-                        name: name.clone(),
-                        serving: previous.and_then(|p| p.serving.clone()),
-                        last_error: Some(reason),
-                        attempted: print,
-                    });
-                }
-            }
-        }
-        report.removed = current
-            .slots
-            .iter()
-            .filter(|s| !names.contains(&s.name))
-            .map(|s| s.name.clone())
-            .collect();
-        self.snapshot.store(Arc::new(Snapshot { slots }));
-        report
-    }
 }
 
 #[cfg(test)]
