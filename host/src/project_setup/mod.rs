@@ -20,13 +20,13 @@ use crate::domain::{
     CiRegistration, CiState, IdError, NewAuditEntry, NewProject, NewProjectSetup, Project,
     ProjectId, ProjectSetup,
 };
+use crate::domain::{RenderReport, WorkspaceSpec};
 use crate::ports::{
     Announcement, AuditLog, Ci, CiError, CiSecret, FINISHED_STATUSES, LogLine, Pipeline,
     ProjectSetupStore, ProjectStore, ProvisionError, SecretResolver, SeedError, StoreError, Stores,
     WebhookStore, WorkspaceProvisioner, WorkspaceSeeder,
 };
-use crate::templates::WorkspaceSpec;
-use crate::templates::{RenderReport, Template, TemplateCatalog, TemplateError, TemplateInfo};
+use crate::templates::{Template, TemplateCatalog, TemplateError, TemplateInfo};
 
 pub mod poller;
 

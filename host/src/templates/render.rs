@@ -7,25 +7,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
-use super::{RENDER_SUFFIX, ResolvedVars, Template, TemplateError, check_relative_path};
-use crate::domain::ProjectId;
-
-/// One output file, in memory: what the Kubernetes executor copies into a pod and what the
-/// local one writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedFile {
-    /// Workspace-relative, checked path.
-    pub path: String,
-    pub contents: Vec<u8>,
-}
-
-/// What rendering into a workspace did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct RenderReport {
-    pub written: Vec<String>,
-    /// Files left alone because the workspace already had them (e.g. from a cloned repo).
-    pub skipped: Vec<String>,
-}
+use super::{RENDER_SUFFIX, ResolvedVars, Template, TemplateError};
+use crate::domain::{ProjectId, RenderReport, RenderedFile, check_relative_path};
 
 /// Strict (an undefined variable is an error, so a typo cannot render as empty), no HTML
 /// escaping, trailing newlines kept.
