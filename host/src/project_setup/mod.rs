@@ -122,11 +122,7 @@ impl SetupError {
         match self {
             Self::InvalidId(_) => 400,
             Self::Template(TemplateError::NotFound { .. }) => 404,
-            Self::Template(
-                TemplateError::Manifest { .. }
-                | TemplateError::Read { .. }
-                | TemplateError::Write { .. },
-            ) => 500,
+            Self::Template(TemplateError::Manifest { .. } | TemplateError::Read { .. }) => 500,
             Self::Template(_) => 400,
             Self::Seed(SeedError::Exists(_)) => 409,
             Self::Seed(SeedError::RepoRefused { .. }) => 400,

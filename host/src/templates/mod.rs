@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 pub use manifest::{
     MANIFEST_FILE, SecretSpec, TemplateManifest, Variable, VariableKind, WoodpeckerSettings,
 };
-pub use render::write_files;
 
 use crate::domain::{WorkspaceSpec, check_relative_path};
 
@@ -63,12 +62,6 @@ pub enum TemplateError {
     },
     #[error("template {template:?}: rendering {file:?}: {reason}")]
     Render {
-        template: String,
-        file: String,
-        reason: String,
-    },
-    #[error("template {template:?}: writing {file:?}: {reason}")]
-    Write {
         template: String,
         file: String,
         reason: String,
