@@ -14,8 +14,8 @@ use rdev::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use rdev::adapters::workspace_files::write_files;
 use rdev::domain::{CiState, CredentialName, MasterKey, ProjectId, QueueConfig};
 use rdev::ports::{Ci, CiError, CiSecret, SecretValue, Stores};
-use rdev::project_setup::{CreateProject, ProjectSetupService, SetupError};
-use rdev::templates::{Template, TemplateCatalog, TemplateError, TemplateOrigin};
+use rdev::services::project_setup::{CreateProject, ProjectSetupService, SetupError};
+use rdev::services::templates::{Template, TemplateCatalog, TemplateError, TemplateOrigin};
 use rdev_tests::doubles::woodpecker::{ForgeRepo, WoodpeckerDouble, step_id};
 use serde_json::{Value, json};
 
@@ -1040,7 +1040,7 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
 /// while nobody reads `GET /projects/{id}/ci`, and stops polling a finished pipeline.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_polls_a_pipeline_until_it_finishes_and_records_it_once() {
-    use rdev::project_setup::poller::{POLLER_ACTOR, PollerConfig};
+    use rdev::services::project_setup::poller::{POLLER_ACTOR, PollerConfig};
     use rdev_tests::harness::server::TestServer;
     use std::time::Duration;
 

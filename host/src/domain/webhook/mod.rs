@@ -1,7 +1,7 @@
 //! Webhooks as pure rules: subscriptions and their event filters, the events rdev emits, the
 //! Standard Webhooks signature, the retry schedule, `Retry-After` and which network targets
 //! a webhook may reach. The store writes events to its outbox and the dispatcher delivers
-//! them (see `crate::webhooks`); everything here is computed without I/O, clocks or
+//! them (see `crate::services::webhooks`); everything here is computed without I/O, clocks or
 //! randomness, which callers pass in. One module per concept; everything is re-exported
 //! here, so `domain::webhook::X` names any of them.
 

@@ -26,7 +26,7 @@ use crate::ports::{
     ProjectSetupStore, ProjectStore, ProvisionError, SecretResolver, SeedError, StoreError, Stores,
     WebhookStore, WorkspaceProvisioner, WorkspaceSeeder,
 };
-use crate::templates::{Template, TemplateCatalog, TemplateError, TemplateInfo};
+use crate::services::templates::{Template, TemplateCatalog, TemplateError, TemplateInfo};
 
 pub mod poller;
 
@@ -532,7 +532,7 @@ impl ProjectSetupService {
             let announce = (pipeline.is_finished() && !was_finished).then(|| {
                 let audit = pipeline_finished_entry(actor, id, repo_id, &pipeline);
                 Announcement {
-                    event: crate::webhooks::project_event(id, &audit),
+                    event: crate::services::webhooks::project_event(id, &audit),
                     audit,
                 }
             });
@@ -580,7 +580,7 @@ impl ProjectSetupService {
 
     /// A project event: audited and queued for the project's webhooks in one transaction.
     async fn announce(&self, id: &ProjectId, entry: NewAuditEntry) -> Result<(), SetupError> {
-        crate::webhooks::record_project_event(self.webhooks.as_ref(), id, entry).await?;
+        crate::services::webhooks::record_project_event(self.webhooks.as_ref(), id, entry).await?;
         Ok(())
     }
 }
