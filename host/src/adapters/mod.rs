@@ -22,3 +22,4 @@ pub mod postgres;
 pub mod sqlite;
 pub mod store;
 pub mod woodpecker;
+pub mod workspace_files;
