@@ -327,24 +327,22 @@ async fn a_component_importing_wasi_http_is_refused_before_compiling_with_advice
     assert!(!public.contains("test-plugins/"), "{public}");
 }
 
+/// `versioned-v1` installed in `dir` as `name`, with `from` replaced by `to` in its manifest;
+/// returns the manifest's path.
+fn versioned_edited(dir: &std::path::Path, name: &str, from: &str, to: &str) -> std::path::PathBuf {
+    install(&test_plugins_dir(), "versioned-v1", dir, name, None);
+    let manifest = dir.join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    assert!(text.contains(from), "{text}");
+    std::fs::write(&manifest, text.replace(from, to)).expect("write");
+    manifest
+}
+
 #[tokio::test]
-async fn a_manifest_abi_other_than_the_components_is_refused_before_compiling() {
+async fn a_manifest_naming_a_compatible_patch_abi_loads() {
     let host = host();
     let dir = tempfile::tempdir().expect("tempdir");
-    install(
-        &test_plugins_dir(),
-        "versioned-v1",
-        dir.path(),
-        "mislabelled",
-        None,
-    );
-    let manifest = dir.path().join("mislabelled.toml");
-    let text = std::fs::read_to_string(&manifest).expect("read");
-    std::fs::write(
-        &manifest,
-        text.replace("abi = \"0.1.0\"", "abi = \"0.1.7\""),
-    )
-    .expect("write");
+    let manifest = versioned_edited(dir.path(), "patched", "abi = \"0.1.0\"", "abi = \"0.1.7\"");
     // 0.1.7 is served by the 0.1 module: the component's 0.1.0 imports and export match.
     host.runtime
         .load(&manifest)
@@ -356,16 +354,7 @@ async fn a_manifest_abi_other_than_the_components_is_refused_before_compiling() 
 async fn a_memory_limit_hit_at_load_names_the_manifest_key_and_the_size_needed() {
     let host = host();
     let dir = tempfile::tempdir().expect("tempdir");
-    install(
-        &test_plugins_dir(),
-        "versioned-v1",
-        dir.path(),
-        "tiny",
-        None,
-    );
-    let manifest = dir.path().join("tiny.toml");
-    let text = std::fs::read_to_string(&manifest).expect("read");
-    std::fs::write(&manifest, text.replace("memory_mib = 32", "memory_mib = 1")).expect("write");
+    let manifest = versioned_edited(dir.path(), "tiny", "memory_mib = 32", "memory_mib = 1");
     let text = host
         .runtime
         .load(&manifest)
