@@ -1,0 +1,29 @@
+//! How PostgreSQL stores the shared column types: times as `TIMESTAMPTZ`, spans as
+//! `INTERVAL` (microseconds).
+
+use chrono::{DateTime, Utc};
+use sqlx::Postgres;
+use sqlx::postgres::types::PgInterval;
+
+use crate::adapters::sql::columns::{AuditTime, Span, Timestamp, column_type};
+
+column_type!(Postgres: Timestamp as DateTime<Utc>,
+    to: |t| Ok(t.0),
+    from: |at| Ok(Timestamp(at)),
+);
+
+column_type!(Postgres: AuditTime as DateTime<Utc>,
+    to: |t| Ok(t.0),
+    from: |at| Ok(AuditTime(at)),
+);
+
+column_type!(Postgres: Span as PgInterval,
+    to: |span| Ok(PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: i64::try_from(span.0.as_micros()).unwrap_or(i64::MAX),
+    }),
+    from: |interval| Ok(Span(std::time::Duration::from_micros(
+        u64::try_from(interval.microseconds)?,
+    ))),
+);

@@ -1,0 +1,24 @@
+//! How SQLite stores the shared column types: times as integer milliseconds since the Unix
+//! epoch (so they compare numerically), audit times as RFC 3339 text, spans as milliseconds.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::Sqlite;
+
+use crate::adapters::sql::columns::{AuditTime, Span, Timestamp, column_type};
+
+column_type!(Sqlite: Timestamp as i64,
+    to: |t| Ok(t.0.timestamp_millis()),
+    from: |ms| DateTime::from_timestamp_millis(ms)
+        .map(Timestamp)
+        .ok_or_else(|| format!("timestamp {ms} out of range").into()),
+);
+
+column_type!(Sqlite: AuditTime as String,
+    to: |t| Ok(t.0.to_rfc3339_opts(SecondsFormat::Micros, true)),
+    from: |text| Ok(AuditTime(DateTime::parse_from_rfc3339(&text)?.with_timezone(&Utc))),
+);
+
+column_type!(Sqlite: Span as i64,
+    to: |span| Ok(i64::try_from(span.0.as_millis()).unwrap_or(i64::MAX)),
+    from: |ms| Ok(Span(std::time::Duration::from_millis(u64::try_from(ms)?))),
+);
