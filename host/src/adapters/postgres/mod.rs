@@ -10,16 +10,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Executor, PgConnection, Postgres, Row};
+use sqlx::{PgConnection, Postgres, Row};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::event_fanout::{FetchEvents, SUBSCRIPTION_PAGE, follow};
 use super::sql::audit::append_audit;
-use super::sql::db::Notice;
-use super::sql::dialect::Dialect;
+use super::sql::db::{Notice, executors};
+use super::sql::events::event_from_row;
 use super::sql::projects::insert_project;
-use super::sql::webhooks::seal_secrets;
 use super::sql::{Db, Signals, SqlStore, db, is_foreign_key_violation};
 use super::store::{ConnectError, StoreOptions, fenced, lost, rescue_decision};
 use crate::domain::{
@@ -27,11 +25,9 @@ use crate::domain::{
     CommandStatus, Heartbeat, Lease, NewCommand, NewProject, Outcome, ProjectId, ProviderName,
     QueueConfig, Rescued, StreamEvent,
 };
-use crate::ports::{
-    CommandQueue, Enqueued, EventLog, EventSubscription, StoreError, StoredEvent, UnknownProject,
-};
+use crate::ports::{CommandQueue, Enqueued, StoreError, StoredEvent, UnknownProject};
 
-mod columns;
+mod dialect;
 mod setup;
 mod webhooks;
 
@@ -64,23 +60,40 @@ macro_rules! command_columns {
     };
 }
 
-impl Dialect for Postgres {
-    const INDEX: usize = 0;
-    const NOW: &'static str = "now()";
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
-    const NOTIFIES: bool = true;
-}
-
 impl Db for Postgres {
     type State = PgState;
+    const APPEND_IN_ONE_STATEMENT: bool = true;
 
-    fn exec(conn: &mut PgConnection) -> impl Executor<'_, Database = Self> {
-        conn
-    }
+    executors!(PgConnection);
 
-    fn on_pool(pool: &PgPool) -> impl Executor<'_, Database = Self> {
-        pool
+    /// One statement: the event stored earlier under `key` (a retried append) or a new one
+    /// numbered by `commands.event_seq`.
+    async fn insert_event(
+        conn: &mut PgConnection,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: Option<&str>,
+    ) -> Result<StoredEvent, StoreError> {
+        let row = sqlx::query(
+            "WITH prior AS (SELECT seq, at, event FROM events \
+               WHERE stream = $1 AND append_key = $3), \
+             next AS (UPDATE commands SET event_seq = event_seq + 1 \
+               WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM prior) RETURNING event_seq), \
+             inserted AS (INSERT INTO events (stream, seq, event, append_key) \
+               SELECT $1, event_seq, $2, $3 FROM next RETURNING seq, at, event) \
+             SELECT seq, at, event FROM inserted UNION ALL SELECT seq, at, event FROM prior",
+        )
+        .bind(stream.as_str())
+        .bind(Json(event))
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("appending an event"))?;
+        let row = row.ok_or_else(|| StoreError::NotFound {
+            kind: "command",
+            id: stream.to_string(),
+        })?;
+        event_from_row::<Postgres>(stream, &row)
     }
 
     fn write_lock(_: &PgState) -> Option<&tokio::sync::Mutex<()>> {
@@ -164,39 +177,18 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
-        // Plaintext webhook secrets from before migration 0050 are sealed here (idempotent).
-        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
-        let mut tx = pool
-            .begin()
-            .await
-            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
-        seal_secrets::<Postgres>(&mut tx, None, &options.master_key)
-            .await
-            .map_err(sealing)?;
-        tx.commit()
-            .await
-            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
-        let signals = Signals::new(fetch_events(pool.clone()));
-        let stop = CancellationToken::new();
-        tokio::spawn(listen(
-            pool.clone(),
-            signals.clone(),
-            stop.clone(),
-            options.queue.poll_fallback,
-        ));
-        let (finishes, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(write_finishes(pool.clone(), jobs));
-        let state = PgState {
-            finishes,
-            _listener: stop.drop_guard(),
-        };
-        Ok(Self::from_parts(
-            pool,
-            options.queue,
-            signals,
-            options.master_key,
-            state,
-        ))
+        let retry = options.queue.poll_fallback;
+        Self::open(pool, options, |pool, signals| {
+            let stop = CancellationToken::new();
+            tokio::spawn(listen(pool.clone(), signals.clone(), stop.clone(), retry));
+            let (finishes, jobs) = mpsc::unbounded_channel();
+            tokio::spawn(write_finishes(pool.clone(), jobs));
+            PgState {
+                finishes,
+                _listener: stop.drop_guard(),
+            }
+        })
+        .await
     }
 
     fn pool_ref(&self) -> &PgPool {
@@ -380,7 +372,7 @@ async fn write_records(
     records: CommandRecords,
 ) -> Result<Option<StoredEvent>, StoreError> {
     let event = match &records.event {
-        Some(event) => Some(insert_event(&mut *conn, stream, event, None).await?),
+        Some(event) => Some(<Postgres as Db>::insert_event(&mut *conn, stream, event, None).await?),
         None => None,
     };
     append_audit::<Postgres>(conn, records.audit, None).await?;
@@ -817,134 +809,4 @@ async fn finish_batch(
     }
     tx.commit().await.map_err(db("finishing commands"))?;
     Ok(records)
-}
-
-fn event_from_row(stream: &CommandId, row: &PgRow) -> Result<StoredEvent, StoreError> {
-    let bad = corrupt("events");
-    let Json(event): Json<StreamEvent> = row.try_get("event").map_err(|e| bad(e.to_string()))?;
-    Ok(StoredEvent {
-        stream: stream.clone(),
-        seq: row.try_get("seq").map_err(|e| bad(e.to_string()))?,
-        at: row.try_get("at").map_err(|e| bad(e.to_string()))?,
-        event,
-    })
-}
-
-/// Up to `limit` events of `stream` after `after`; shared by `EventLog::read` and the
-/// fan-out's fetch of what other replicas appended.
-async fn read_events(
-    pool: &PgPool,
-    stream: &CommandId,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT seq, at, event FROM events WHERE stream = $1 AND seq > $2 \
-         ORDER BY seq LIMIT $3",
-    )
-    .bind(stream.as_str())
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db("reading events"))?;
-    rows.iter().map(|row| event_from_row(stream, row)).collect()
-}
-
-/// The fan-out's fetch over the pool (not the store, which owns the fan-out).
-fn fetch_events(pool: PgPool) -> FetchEvents {
-    Arc::new(move |stream, after| {
-        let pool = pool.clone();
-        Box::pin(async move { read_events(&pool, &stream, after, SUBSCRIPTION_PAGE).await })
-    })
-}
-
-/// Appends `event` with the stream's next sequence number on `conn` (one statement), alone
-/// or inside the caller's transaction. The caller publishes the result on the fan-out after
-/// its commit (`EventHub::begin_append` before the write).
-async fn insert_event(
-    conn: &mut PgConnection,
-    stream: &CommandId,
-    event: &StreamEvent,
-    key: Option<&str>,
-) -> Result<StoredEvent, StoreError> {
-    // One statement: the event stored earlier under `key` (a retried append) or a new one.
-    let row = sqlx::query(
-        "WITH prior AS (SELECT seq, at, event FROM events \
-           WHERE stream = $1 AND append_key = $3), \
-         next AS (UPDATE commands SET event_seq = event_seq + 1 \
-           WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM prior) RETURNING event_seq), \
-         inserted AS (INSERT INTO events (stream, seq, event, append_key) \
-           SELECT $1, event_seq, $2, $3 FROM next RETURNING seq, at, event) \
-         SELECT seq, at, event FROM inserted UNION ALL SELECT seq, at, event FROM prior",
-    )
-    .bind(stream.as_str())
-    .bind(Json(event))
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db("appending an event"))?;
-    let row = row.ok_or_else(|| StoreError::NotFound {
-        kind: "command",
-        id: stream.to_string(),
-    })?;
-    event_from_row(stream, &row)
-}
-
-impl PgStore {
-    async fn append_keyed(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-        key: Option<&str>,
-    ) -> Result<StoredEvent, StoreError> {
-        let publish = self.inner.signals.events.begin_append(stream);
-        let mut conn = self
-            .pool_ref()
-            .acquire()
-            .await
-            .map_err(db("appending an event"))?;
-        let stored = insert_event(&mut conn, stream, event, key).await?;
-        publish.publish(&stored);
-        Ok(stored)
-    }
-}
-
-#[async_trait]
-impl EventLog for PgStore {
-    async fn append(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-    ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, None).await
-    }
-
-    async fn append_once(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-        key: &str,
-    ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, Some(key)).await
-    }
-
-    async fn read(
-        &self,
-        stream: &CommandId,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        read_events(self.pool_ref(), stream, after, limit).await
-    }
-
-    fn subscribe(&self, stream: &CommandId, after: i64) -> EventSubscription {
-        follow(
-            self.clone(),
-            &self.inner.signals.events,
-            stream,
-            after,
-            self.inner.config.poll_fallback,
-        )
-    }
 }

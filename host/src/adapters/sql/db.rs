@@ -18,8 +18,8 @@ use tokio::sync::Mutex;
 
 use super::columns::{AuditTime, Span, Timestamp};
 use super::dialect::Dialect;
-use crate::domain::CommandId;
-use crate::ports::StoreError;
+use crate::domain::{CommandId, StreamEvent};
+use crate::ports::{StoreError, StoredEvent};
 
 /// `T` can be bound as a parameter of this database's statements (`'t`: how long the
 /// statement may borrow it).
@@ -136,6 +136,9 @@ pub trait Db:
     /// listener on PostgreSQL, the write lock on SQLite).
     type State: Send + Sync + 'static;
 
+    /// [`Db::insert_event`] is one statement, atomic without a transaction.
+    const APPEND_IN_ONE_STATEMENT: bool;
+
     /// A connection as an executor: sqlx implements `Executor` for `&mut` each concrete
     /// connection type, which generic code cannot name.
     fn exec(conn: &mut Self::Connection) -> impl Executor<'_, Database = Self>;
@@ -152,6 +155,17 @@ pub trait Db:
         conn: &mut Self::Connection,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Appends `event` to `stream` with the stream's next sequence number on `conn` (alone
+    /// when [`Db::APPEND_IN_ONE_STATEMENT`], else inside the caller's transaction); with a
+    /// `key` already stored for the stream, returns that event and writes nothing. The
+    /// caller publishes the result to subscribers after its commit.
+    fn insert_event(
+        conn: &mut Self::Connection,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: Option<&str>,
+    ) -> impl Future<Output = Result<StoredEvent, StoreError>> + Send;
+
     /// Tells the other processes on the database, inside the caller's transaction, what
     /// its commit announces. Only called where [`Dialect::NOTIFIES`]; elsewhere the store
     /// wakes its own waiters after the commit.
@@ -160,6 +174,21 @@ pub trait Db:
         notice: &Notice,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// Writes [`Db::exec`] and [`Db::on_pool`] for a database whose connection type is `$conn`
+/// (the same two conversions for every database).
+macro_rules! executors {
+    ($conn:ty) => {
+        fn exec(conn: &mut $conn) -> impl sqlx::Executor<'_, Database = Self> {
+            conn
+        }
+
+        fn on_pool(pool: &sqlx::Pool<Self>) -> impl sqlx::Executor<'_, Database = Self> {
+            pool
+        }
+    };
+}
+pub(crate) use executors;
 
 /// What a write announces at its commit: work for the workers, deliveries for the webhook
 /// dispatchers, a cancel for the worker running the command.

@@ -71,22 +71,22 @@ pub(crate) use sql;
 
 #[cfg(test)]
 mod tests {
+    use sqlx::{Postgres, Sqlite};
+
     use super::*;
 
-    struct Spaced;
-    impl Dialect for Spaced {
-        const INDEX: usize = 1;
-        const NOW: &'static str = "clock()";
-        const FOR_UPDATE: &'static str = " LOCK";
-        const SKIP_LOCKED: &'static str = " LOCK SKIP";
-        const NOTIFIES: bool = false;
-    }
-
     #[test]
-    fn every_word_in_braces_is_replaced_once_per_process() {
-        static STATEMENT: Sql = Sql::new("SELECT {now} FROM t{for_update}; x{skip_locked}");
-        let text = STATEMENT.text::<Spaced>();
-        assert_eq!(text, "SELECT clock() FROM t LOCK; x LOCK SKIP");
-        assert!(std::ptr::eq(text, STATEMENT.text::<Spaced>()));
+    fn each_dialect_spells_the_words_in_braces_once_per_process() {
+        static STATEMENT: Sql = Sql::new("SELECT {now} FROM t WHERE a{for_update}; b{skip_locked}");
+        let postgres = STATEMENT.text::<Postgres>();
+        assert_eq!(
+            postgres,
+            "SELECT now() FROM t WHERE a FOR UPDATE; b FOR UPDATE SKIP LOCKED"
+        );
+        assert_eq!(
+            STATEMENT.text::<Sqlite>(),
+            "SELECT CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER) FROM t WHERE a; b"
+        );
+        assert!(std::ptr::eq(postgres, STATEMENT.text::<Postgres>()));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use sqlx::{Executor, Pool};
 
+use super::store::{ConnectError, StoreOptions};
 use crate::domain::{MasterKey, QueueConfig};
 use crate::ports::{StoreError, Stores};
 
@@ -17,6 +18,7 @@ pub(crate) mod columns;
 mod credentials;
 pub(crate) mod db;
 pub(crate) mod dialect;
+pub(crate) mod events;
 pub(crate) mod projects;
 pub(crate) mod signals;
 mod tokens;
@@ -24,7 +26,9 @@ pub(crate) mod webhooks;
 mod write;
 
 pub(crate) use db::Db;
+use events::fetch_events;
 pub(crate) use signals::Signals;
+use webhooks::seal_secrets;
 pub(crate) use write::Write;
 
 /// Every store over one database. Cheap to clone.
@@ -49,29 +53,38 @@ pub(crate) struct Inner<D: Db> {
 }
 
 impl<D: Db> SqlStore<D> {
-    pub(crate) fn from_parts(
+    /// The store over `pool`, already migrated. First seals the plaintext webhook secrets
+    /// migration 0050 left (idempotent: SQL cannot encrypt with the operator's key); `state`
+    /// makes this database's part of the store from the pool and the store's wake-ups.
+    pub(crate) async fn open(
         pool: Pool<D>,
-        config: QueueConfig,
-        signals: Arc<Signals>,
-        key: MasterKey,
-        state: D::State,
-    ) -> Self {
-        Self {
+        options: StoreOptions,
+        state: impl FnOnce(&Pool<D>, &Arc<Signals>) -> D::State,
+    ) -> Result<Self, ConnectError> {
+        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
+        let context = "sealing webhook secrets";
+        let mut tx = pool.begin().await.map_err(|e| sealing(db(context)(e)))?;
+        seal_secrets::<D>(&mut tx, None, &options.master_key)
+            .await
+            .map_err(sealing)?;
+        tx.commit().await.map_err(|e| sealing(db(context)(e)))?;
+        let signals = Signals::new(fetch_events(pool.clone()));
+        let state = state(&pool, &signals);
+        Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                config,
+                config: options.queue,
                 signals,
-                key: ArcSwap::from_pointee(key),
+                key: ArcSwap::from_pointee(options.master_key),
                 state,
             }),
-        }
+        })
     }
 
     /// The same store behind each port.
     pub fn stores(&self) -> Stores
     where
         Self: crate::ports::CommandQueue
-            + crate::ports::EventLog
             + crate::ports::ProjectSetupStore
             + crate::ports::WebhookStore,
     {

@@ -3,7 +3,6 @@
 //! statements make claims atomic, and wake-ups are in-process signals.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,16 +11,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 use sqlx::types::Json;
-use sqlx::{Executor, Row, Sqlite, SqliteConnection};
+use sqlx::{Row, Sqlite, SqliteConnection};
 use tokio::sync::{Mutex, broadcast, watch};
 
-use super::event_fanout::{FetchEvents, SUBSCRIPTION_PAGE, follow};
 use super::sql::audit::append_audit;
-use super::sql::db::Notice;
-use super::sql::dialect::Dialect;
+use super::sql::db::{Notice, executors};
+use super::sql::events::event_from_row;
 use super::sql::projects::insert_project;
-use super::sql::webhooks::seal_secrets;
-use super::sql::{Db, Signals, SqlStore, db, is_foreign_key_violation};
+use super::sql::{Db, SqlStore, db, is_foreign_key_violation};
 use super::store::{
     ConnectError, StoreOptions, fenced, from_millis, lost, millis, rescue_decision,
 };
@@ -30,11 +27,9 @@ use crate::domain::{
     CommandStatus, Heartbeat, Lease, NewCommand, NewProject, Outcome, ProjectId, ProviderName,
     QueueConfig, Rescued, StreamEvent,
 };
-use crate::ports::{
-    CommandQueue, Enqueued, EventLog, EventSubscription, StoreError, StoredEvent, UnknownProject,
-};
+use crate::ports::{CommandQueue, Enqueued, StoreError, StoredEvent, UnknownProject};
 
-mod columns;
+mod dialect;
 mod setup;
 mod webhooks;
 
@@ -51,23 +46,63 @@ macro_rules! command_columns {
     };
 }
 
-impl Dialect for Sqlite {
-    const INDEX: usize = 1;
-    const NOW: &'static str = "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
-    const FOR_UPDATE: &'static str = "";
-    const SKIP_LOCKED: &'static str = "";
-    const NOTIFIES: bool = false;
-}
-
 impl Db for Sqlite {
     type State = SqliteState;
+    const APPEND_IN_ONE_STATEMENT: bool = false;
 
-    fn exec(conn: &mut SqliteConnection) -> impl Executor<'_, Database = Self> {
-        conn
-    }
+    executors!(SqliteConnection);
 
-    fn on_pool(pool: &SqlitePool) -> impl Executor<'_, Database = Self> {
-        pool
+    /// The event stored earlier under `key`, else the next number from `commands.event_seq`
+    /// and the insert (three statements: SQLite has no data-modifying `WITH`).
+    async fn insert_event(
+        conn: &mut SqliteConnection,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: Option<&str>,
+    ) -> Result<StoredEvent, StoreError> {
+        if let Some(key) = key {
+            // A retried append whose first attempt did commit: that event, not a second copy.
+            let prior = sqlx::query(
+                "SELECT seq, at, event FROM events WHERE stream = $1 AND append_key = $2",
+            )
+            .bind(stream.as_str())
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("appending an event"))?;
+            if let Some(row) = prior {
+                return event_from_row::<Sqlite>(stream, &row);
+            }
+        }
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE commands SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("appending an event"))?;
+        let seq = seq.ok_or_else(|| StoreError::NotFound {
+            kind: "command",
+            id: stream.to_string(),
+        })?;
+        let at = millis(Utc::now());
+        sqlx::query(
+            "INSERT INTO events (stream, seq, at, event, append_key) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(stream.as_str())
+        .bind(seq)
+        .bind(at)
+        .bind(Json(event))
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("appending an event"))?;
+        Ok(StoredEvent {
+            stream: stream.clone(),
+            seq,
+            at: from_millis("events", at)?,
+            event: event.clone(),
+        })
     }
 
     fn write_lock(state: &SqliteState) -> Option<&Mutex<()>> {
@@ -137,29 +172,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
-        // Plaintext webhook secrets from before migration 0050 are sealed here (idempotent).
-        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
-        let mut tx = pool
-            .begin()
-            .await
-            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
-        seal_secrets::<Sqlite>(&mut tx, None, &options.master_key)
-            .await
-            .map_err(sealing)?;
-        tx.commit()
-            .await
-            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
-        let signals = Signals::new(fetch_events(pool.clone()));
-        let state = SqliteState {
+        Self::open(pool, options, |_, _| SqliteState {
             write: Mutex::new(()),
-        };
-        Ok(Self::from_parts(
-            pool,
-            options.queue,
-            signals,
-            options.master_key,
-            state,
-        ))
+        })
+        .await
     }
 
     fn pool_ref(&self) -> &SqlitePool {
@@ -283,7 +299,7 @@ async fn write_records(
     records: CommandRecords,
 ) -> Result<Option<StoredEvent>, StoreError> {
     let event = match &records.event {
-        Some(event) => Some(insert_event(&mut *conn, stream, event, None).await?),
+        Some(event) => Some(<Sqlite as Db>::insert_event(&mut *conn, stream, event, None).await?),
         None => None,
     };
     append_audit::<Sqlite>(conn, records.audit, None).await?;
@@ -634,160 +650,5 @@ impl CommandQueue for SqliteStore {
 
     fn cancel_signal(&self) -> broadcast::Receiver<CommandId> {
         self.inner.signals.cancels.subscribe()
-    }
-}
-
-fn event_from_row(stream: &CommandId, row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let bad = corrupt("events");
-    let Json(event): Json<StreamEvent> = row.try_get("event").map_err(|e| bad(e.to_string()))?;
-    let at: i64 = row.try_get("at").map_err(|e| bad(e.to_string()))?;
-    Ok(StoredEvent {
-        stream: stream.clone(),
-        seq: row.try_get("seq").map_err(|e| bad(e.to_string()))?,
-        at: from_millis("events", at)?,
-        event,
-    })
-}
-
-/// Up to `limit` events of `stream` after `after`; shared by `EventLog::read` and the
-/// fan-out's fetch.
-async fn read_events(
-    pool: &SqlitePool,
-    stream: &CommandId,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT seq, at, event FROM events WHERE stream = ?1 AND seq > ?2 \
-         ORDER BY seq LIMIT ?3",
-    )
-    .bind(stream.as_str())
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db("reading events"))?;
-    rows.iter().map(|row| event_from_row(stream, row)).collect()
-}
-
-/// The fan-out's fetch over the pool (not the store, which owns the fan-out).
-fn fetch_events(pool: SqlitePool) -> FetchEvents {
-    Arc::new(move |stream, after| {
-        let pool = pool.clone();
-        Box::pin(async move { read_events(&pool, &stream, after, SUBSCRIPTION_PAGE).await })
-    })
-}
-
-/// Appends `event` with the stream's next sequence number on `conn`, inside the caller's
-/// transaction under the write lock. The caller publishes the result on the fan-out after
-/// its commit (`EventHub::begin_append` before the write).
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    stream: &CommandId,
-    event: &StreamEvent,
-    key: Option<&str>,
-) -> Result<StoredEvent, StoreError> {
-    if let Some(key) = key {
-        // A retried append whose first attempt did commit: that event, not a second copy.
-        let prior =
-            sqlx::query("SELECT seq, at, event FROM events WHERE stream = ?1 AND append_key = ?2")
-                .bind(stream.as_str())
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db("appending an event"))?;
-        if let Some(row) = prior {
-            return event_from_row(stream, &row);
-        }
-    }
-    let seq: Option<i64> = sqlx::query_scalar(
-        "UPDATE commands SET event_seq = event_seq + 1 WHERE id = ?1 RETURNING event_seq",
-    )
-    .bind(stream.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db("appending an event"))?;
-    let seq = seq.ok_or_else(|| StoreError::NotFound {
-        kind: "command",
-        id: stream.to_string(),
-    })?;
-    let at = millis(Utc::now());
-    sqlx::query(
-        "INSERT INTO events (stream, seq, at, event, append_key) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .bind(stream.as_str())
-    .bind(seq)
-    .bind(at)
-    .bind(Json(event))
-    .bind(key)
-    .execute(&mut *conn)
-    .await
-    .map_err(db("appending an event"))?;
-    Ok(StoredEvent {
-        stream: stream.clone(),
-        seq,
-        at: from_millis("events", at)?,
-        event: event.clone(),
-    })
-}
-
-impl SqliteStore {
-    async fn append_keyed(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-        key: Option<&str>,
-    ) -> Result<StoredEvent, StoreError> {
-        let publish = self.inner.signals.events.begin_append(stream);
-        let write = self.inner.state.write.lock().await;
-        let mut tx = self
-            .pool_ref()
-            .begin()
-            .await
-            .map_err(db("appending an event"))?;
-        let stored = insert_event(&mut tx, stream, event, key).await?;
-        tx.commit().await.map_err(db("appending an event"))?;
-        drop(write);
-        publish.publish(&stored);
-        Ok(stored)
-    }
-}
-
-#[async_trait]
-impl EventLog for SqliteStore {
-    async fn append(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-    ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, None).await
-    }
-
-    async fn append_once(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-        key: &str,
-    ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, Some(key)).await
-    }
-
-    async fn read(
-        &self,
-        stream: &CommandId,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        read_events(self.pool_ref(), stream, after, limit).await
-    }
-
-    fn subscribe(&self, stream: &CommandId, after: i64) -> EventSubscription {
-        follow(
-            self.clone(),
-            &self.inner.signals.events,
-            stream,
-            after,
-            self.inner.config.poll_fallback,
-        )
     }
 }

@@ -1,10 +1,22 @@
-//! How SQLite stores the shared column types: times as integer milliseconds since the Unix
-//! epoch (so they compare numerically), audit times as RFC 3339 text, spans as milliseconds.
+//! SQLite's words for the shared statements (`sql/dialect.rs`) and how it stores the shared
+//! column types: times as integer milliseconds since the Unix epoch (so they compare
+//! numerically), audit times as RFC 3339 text, spans as milliseconds.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::Sqlite;
 
 use crate::adapters::sql::columns::{AuditTime, Span, Timestamp, column_type};
+use crate::adapters::sql::dialect::Dialect;
+
+/// `{now}` is SQLite's clock in whole milliseconds (the same within one statement); no row
+/// locks, since every write holds the store's write lock; wake-ups stay in this process.
+impl Dialect for Sqlite {
+    const INDEX: usize = 1;
+    const NOW: &'static str = "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
+    const FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+    const NOTIFIES: bool = false;
+}
 
 column_type!(Sqlite: Timestamp as i64,
     to: |t| Ok(t.0.timestamp_millis()),
