@@ -11,3 +11,4 @@ pub mod sql;
 pub mod sqlite;
 pub mod store;
 pub mod woodpecker;
+pub mod workspace_files;
