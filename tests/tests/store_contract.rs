@@ -217,6 +217,24 @@ impl Backend {
         )
     }
 
+    /// Project `id`, created from the blank template with CI registration `ci`.
+    async fn with_setup(&self, id: &str, ci: CiRegistration) -> ProjectId {
+        let project = NewProject {
+            id: ProjectId::parse(id).unwrap(),
+            display_name: None,
+        };
+        let setup = NewProjectSetup {
+            template: "blank".into(),
+            vars: Default::default(),
+            repo: None,
+            ci_repo: Some(format!("team/{id}")),
+            ci,
+        };
+        let created = self.stores.setups.create_with_setup(project, setup).await;
+        let (created, _) = created.expect("project with its setup");
+        created.id
+    }
+
     /// Stores credential `name` with `value`.
     async fn put_credential(&self, name: &str, value: &str) {
         let name = CredentialName::parse(name).unwrap();
@@ -330,6 +348,7 @@ contract!(
     a_failed_submission_leaves_nothing_behind,
     a_cancel_writes_its_event_and_audit_entry_with_the_status,
     a_pipeline_status_change_commits_with_its_announcement_or_not_at_all,
+    unfinished_pipelines_are_those_in_no_finished_status,
     claims_follow_queue_order_and_serialize_each_project,
     without_a_project_limit_commands_run_side_by_side(unlimited()),
     illegal_transitions_are_refused,
@@ -562,32 +581,38 @@ async fn a_failed_submission_leaves_nothing_behind(b: Backend) {
     assert_eq!((report.verified, report.first_broken), (1, None));
 }
 
-async fn a_pipeline_status_change_commits_with_its_announcement_or_not_at_all(b: Backend) {
-    let p = ProjectId::parse("ci-project").unwrap();
-    let registered = CiRegistration {
+/// A CI registration whose pipeline 3 (of repository 7) was last seen in `status`.
+fn pipeline(status: Option<&str>) -> CiRegistration {
+    CiRegistration {
         state: CiState::Registered,
         repo_id: Some(7),
         pipeline: Some(3),
-        pipeline_status: Some("running".into()),
+        pipeline_status: status.map(str::to_owned),
         error: None,
-    };
-    b.stores
+    }
+}
+
+async fn unfinished_pipelines_are_those_in_no_finished_status(b: Backend) {
+    let unseen = b.with_setup("unseen", pipeline(None)).await;
+    let running = b.with_setup("running", pipeline(Some("running"))).await;
+    b.with_setup("passed", pipeline(Some("success"))).await;
+    b.with_setup("broken", pipeline(Some("failure"))).await;
+    b.with_setup("unregistered", CiRegistration::pending())
+        .await;
+    let watching = b
+        .stores
         .setups
-        .create_with_setup(
-            NewProject {
-                id: p.clone(),
-                display_name: None,
-            },
-            NewProjectSetup {
-                template: "blank".into(),
-                vars: Default::default(),
-                repo: None,
-                ci_repo: Some("team/ci-project".into()),
-                ci: registered,
-            },
-        )
+        .ci_unfinished(&["success", "failure"])
         .await
         .unwrap();
+    let ids: HashSet<ProjectId> = watching.into_iter().map(|s| s.project_id).collect();
+    assert_eq!(ids, HashSet::from([unseen, running]));
+    let none_finished = b.stores.setups.ci_unfinished(&[]).await.unwrap();
+    assert_eq!(none_finished.len(), 4, "every registered pipeline");
+}
+
+async fn a_pipeline_status_change_commits_with_its_announcement_or_not_at_all(b: Backend) {
+    let p = b.with_setup("ci-project", pipeline(Some("running"))).await;
     b.subscribe("wh-ci", &p, &["ci.pipeline.finished"]).await;
     let announcement = || {
         let audit = NewAuditEntry {
