@@ -128,13 +128,13 @@ impl Executor for LocalExecutor {
                     });
                 }
                 let prepared = sandbox
-                    .prepare(
-                        project.as_str(),
-                        &workspace.root,
-                        &cwd,
-                        &spec.program,
-                        &spec.args,
-                    )
+                    .prepare(&sandbox::Target {
+                        project: project.as_str(),
+                        workspace: &workspace.root,
+                        cwd: &cwd,
+                        program: &spec.program,
+                        args: &spec.args,
+                    })
                     .await?;
                 let group = prepared.group;
                 let reaping = Reaping {

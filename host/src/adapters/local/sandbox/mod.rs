@@ -10,6 +10,7 @@ mod bwrap;
 mod cgroup;
 mod child;
 mod egress;
+mod host;
 mod netns;
 
 use std::collections::HashMap;
@@ -23,10 +24,15 @@ use tokio::sync::broadcast;
 pub use egress::{AllowRule, RuleError};
 
 use crate::ports::ExecError;
-use bwrap::{Bind, View};
+use bwrap::Bind;
 use cgroup::{Cgroups, CommandGroup};
 use child::ChildSetup;
 use egress::Egress;
+pub use host::program_exists;
+use host::{
+    chown_tree, find_program, inside, install_root, instance_name, landlock_abi, seccomp_available,
+    split_views, write_identity,
+};
 use netns::Netns;
 
 /// The unprivileged user (and group) commands run as when rdev runs as root: an id no
@@ -127,10 +133,49 @@ pub enum SandboxError {
     Setup(String),
 }
 
+/// The mechanisms in force besides the required ones, noting optional ones that are missing.
+fn mechanisms(instance: &str, missing: &mut Vec<String>) -> (Vec<String>, Option<Cgroups>) {
+    let cgroups = Cgroups::detect(instance);
+    let mut enforced: Vec<String> = [
+        "user namespace (unprivileged uid)",
+        "pid namespace per command",
+        "mount namespace (workspace the only writable place)",
+        "network namespace per project",
+        "seccomp",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    match landlock_abi() {
+        Some(abi) => enforced.push(format!("landlock (ABI {abi})")),
+        None => missing.push("landlock (kernel without Landlock)".to_owned()),
+    }
+    let cgroups = match cgroups {
+        Ok(c) => {
+            enforced.push(format!("limits ({})", c.describe()));
+            Some(c)
+        }
+        Err(reason) => {
+            missing.push(format!("limits (no writable cgroup hierarchy: {reason})"));
+            None
+        }
+    };
+    (enforced, cgroups)
+}
+
 /// One project's network namespace and its way out.
 struct ProjectNet {
     netns: Netns,
     egress: Egress,
+}
+
+/// What one spawn runs, and where.
+pub(super) struct Target<'a> {
+    pub project: &'a str,
+    pub workspace: &'a Path,
+    pub cwd: &'a Path,
+    pub program: &'a str,
+    pub args: &'a [String],
 }
 
 /// A spawn's sandbox, ready to run: the command and what must outlive it.
@@ -217,32 +262,7 @@ impl Sandbox {
             .collect();
         let (symlinks, read_only) = split_views(bwrap::read_only_views(&extra));
 
-        let instance = instance_name(private);
-        let cgroups = Cgroups::detect(&instance);
-        let mut enforced: Vec<String> = [
-            "user namespace (unprivileged uid)",
-            "pid namespace per command",
-            "mount namespace (workspace the only writable place)",
-            "network namespace per project",
-            "seccomp",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        match landlock_abi() {
-            Some(abi) => enforced.push(format!("landlock (ABI {abi})")),
-            None => missing.push("landlock (kernel without Landlock)".to_owned()),
-        }
-        let cgroups = match cgroups {
-            Ok(c) => {
-                enforced.push(format!("limits ({})", c.describe()));
-                Some(c)
-            }
-            Err(reason) => {
-                missing.push(format!("limits (no writable cgroup hierarchy: {reason})"));
-                None
-            }
-        };
+        let (enforced, cgroups) = mechanisms(&instance_name(private), &mut missing);
         let sandbox = Self {
             config,
             bwrap,
@@ -281,7 +301,17 @@ impl Sandbox {
         self.adopt(dir.path())
             .map_err(|e| SandboxError::Setup(format!("trial workspace: {e}")))?;
         let (args, setup) = self
-            .invocation("trial", dir.path(), dir.path(), "true", &[], None, None)
+            .invocation(
+                &Target {
+                    project: "trial",
+                    workspace: dir.path(),
+                    cwd: dir.path(),
+                    program: "true",
+                    args: &[],
+                },
+                None,
+                None,
+            )
             .map_err(|e| SandboxError::Setup(e.to_string()))?;
         let mut command = std::process::Command::new(&self.bwrap);
         command.args(args).env_clear();
@@ -318,17 +348,19 @@ impl Sandbox {
     }
 
     /// The bubblewrap arguments and the child's setup for one spawn.
-    #[allow(clippy::too_many_arguments)]
     fn invocation(
         &self,
-        project: &str,
-        workspace: &Path,
-        cwd: &Path,
-        program: &str,
-        args: &[String],
+        target: &Target<'_>,
         netns: Option<&Netns>,
         group: Option<&CommandGroup>,
     ) -> Result<(Vec<std::ffi::OsString>, ChildSetup), ExecError> {
+        let Target {
+            project,
+            workspace,
+            cwd,
+            program,
+            args,
+        } = *target;
         let mut sources: Vec<(PathBuf, PathBuf, bool)> = self
             .read_only
             .iter()
@@ -389,14 +421,13 @@ impl Sandbox {
 
     /// The confined command for one spawn: in the project's network namespace, in a fresh
     /// cgroup (leftovers of earlier starts of rdev killed first), as the sandbox user.
-    pub(super) async fn prepare(
-        &self,
-        project: &str,
-        workspace: &Path,
-        cwd: &Path,
-        program: &str,
-        args: &[String],
-    ) -> Result<Prepared, ExecError> {
+    pub(super) async fn prepare(&self, target: &Target<'_>) -> Result<Prepared, ExecError> {
+        let Target {
+            project,
+            workspace,
+            program,
+            ..
+        } = *target;
         let failed = |reason: String| ExecError::SpawnFailed {
             program: program.to_owned(),
             reason,
@@ -418,15 +449,7 @@ impl Sandbox {
             }
             None => None,
         };
-        let (arguments, setup) = self.invocation(
-            project,
-            workspace,
-            cwd,
-            program,
-            args,
-            Some(&net.netns),
-            group.as_ref(),
-        )?;
+        let (arguments, setup) = self.invocation(target, Some(&net.netns), group.as_ref())?;
         let mut command = tokio::process::Command::new(&self.bwrap);
         command.args(arguments);
         // The namespace descriptor must stay open until the child has joined it.
@@ -518,142 +541,5 @@ impl Sandbox {
     ) -> std::io::Result<tokio::net::TcpStream> {
         let net = self.network(project).await?;
         net.netns.connect(port).await
-    }
-}
-
-/// Whether `program` names an executable file: a path (relative to `cwd`) or a name found
-/// on `path`.
-pub fn program_exists(program: &str, cwd: &Path, path: Option<&std::ffi::OsStr>) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        return executable(&cwd.join(program));
-    }
-    path.is_some_and(|path| std::env::split_paths(path).any(|dir| executable(&dir.join(program))))
-}
-
-fn split_views(views: Vec<View>) -> (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>) {
-    let mut symlinks = Vec::new();
-    let mut dirs = Vec::new();
-    for view in views {
-        match view {
-            View::Dir(dir) => dirs.push(dir),
-            View::Symlink { path, target } => symlinks.push((path, target)),
-        }
-    }
-    (symlinks, dirs)
-}
-
-/// npm's `node_modules/.bin` holds symlinks into `node_modules`: bind the whole
-/// `node_modules` so they resolve.
-fn install_root(dir: &Path) -> PathBuf {
-    match (dir.file_name(), dir.parent()) {
-        (Some(name), Some(parent)) if name == ".bin" && parent.ends_with("node_modules") => {
-            parent.to_owned()
-        }
-        _ => dir.to_owned(),
-    }
-}
-
-fn inside(path: &Path, dir: &Path) -> bool {
-    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
-    canon(path).starts_with(canon(dir))
-}
-
-/// A short stable name for this data dir, so two rdev instances on one host never touch
-/// each other's cgroups.
-fn instance_name(private: &Path) -> String {
-    use sha2::Digest;
-    let canonical = private
-        .canonicalize()
-        .unwrap_or_else(|_| private.to_owned());
-    let digest = sha2::Sha256::digest(canonical.as_os_str().as_bytes());
-    format!("rdev-{}", hex::encode(&digest[..6]))
-}
-
-fn find_program(program: &Path) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return program.is_file().then(|| program.to_owned());
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
-fn seccomp_available() -> bool {
-    // SAFETY: PR_GET_SECCOMP only reads this thread's mode.
-    unsafe { libc::prctl(libc::PR_GET_SECCOMP) >= 0 }
-}
-
-/// The kernel's Landlock ABI version, `None` when it has none.
-fn landlock_abi() -> Option<i64> {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: the version query takes no ruleset and writes nothing.
-    let version = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    (version > 0).then_some(version)
-}
-
-fn write_identity(passwd: &Path, group: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::fs::write(
-        passwd,
-        format!(
-            "root:x:0:0:root:/root:/usr/sbin/nologin\nrdev:x:{uid}:{gid}:rdev sandbox:/nonexistent:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-        ),
-    )?;
-    std::fs::write(
-        group,
-        format!("root:x:0:\nrdev:x:{gid}:\nnogroup:x:65534:\n"),
-    )
-}
-
-/// `chown -hR uid:gid dir`, never following symlinks.
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    if !std::fs::symlink_metadata(dir)?.is_dir() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            chown_tree(&entry.path(), uid, gid)?;
-        } else {
-            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_bin_dirs_bind_their_node_modules() {
-        assert_eq!(
-            install_root(Path::new("/c/x/node_modules/.bin")),
-            PathBuf::from("/c/x/node_modules")
-        );
-        assert_eq!(
-            install_root(Path::new("/usr/local/bin")),
-            PathBuf::from("/usr/local/bin")
-        );
-    }
-
-    #[test]
-    fn instance_names_differ_per_data_dir() {
-        assert_ne!(
-            instance_name(Path::new("/a")),
-            instance_name(Path::new("/b"))
-        );
-        assert!(instance_name(Path::new("/a")).starts_with("rdev-"));
     }
 }
