@@ -26,11 +26,11 @@ use crate::ports::{
     Ci, Executor, ProviderLookup, SecretResolver, StoreError, Stores, WorkspaceProvisioner,
     WorkspaceSeeder,
 };
-use crate::project_setup::ProjectSetupService;
-use crate::project_setup::poller::{self, PollerConfig};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::webhooks::{Dispatcher, WebhookConfig};
+use crate::services::project_setup::ProjectSetupService;
+use crate::services::project_setup::poller::{self, PollerConfig};
+use crate::services::webhooks::{Dispatcher, WebhookConfig};
 use crate::worker::{FinishObserver, Worker, WorkerConfig};
 
 /// Where commands run.

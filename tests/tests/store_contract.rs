@@ -565,7 +565,7 @@ async fn a_pipeline_status_change_commits_with_its_announcement_or_not_at_all(ki
             details: serde_json::json!({"pipeline": 3, "status": "success"}),
         };
         Announcement {
-            event: rdev::webhooks::project_event(&p, &audit),
+            event: rdev::services::webhooks::project_event(&p, &audit),
             audit,
         }
     };
@@ -1685,7 +1685,7 @@ async fn a_project_event_is_audited_and_queued_together(kind: Kind) {
         command_id: None,
         details: serde_json::json!({"template": "rust"}),
     };
-    let queued = rdev::webhooks::record_project_event(w.as_ref(), &p, entry)
+    let queued = rdev::services::webhooks::record_project_event(w.as_ref(), &p, entry)
         .await
         .unwrap();
     assert_eq!(queued, 1);

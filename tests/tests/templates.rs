@@ -11,10 +11,11 @@ use std::sync::Arc;
 use rdev::adapters::local::seed::{LocalProvisioner, LocalSeeder};
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
+use rdev::adapters::workspace_files::write_files;
 use rdev::domain::{CiState, CredentialName, MasterKey, ProjectId, QueueConfig};
 use rdev::ports::{Ci, CiError, CiSecret, SecretValue, Stores};
-use rdev::project_setup::{CreateProject, ProjectSetupService, SetupError};
-use rdev::templates::{Template, TemplateCatalog, TemplateError, TemplateOrigin};
+use rdev::services::project_setup::{CreateProject, ProjectSetupService, SetupError};
+use rdev::services::templates::{Template, TemplateCatalog, TemplateError, TemplateOrigin};
 use rdev_tests::doubles::woodpecker::{ForgeRepo, WoodpeckerDouble, step_id};
 use serde_json::{Value, json};
 
@@ -365,13 +366,12 @@ fn rendering_cannot_follow_a_symlink_out_of_the_workspace() {
     let catalog = TemplateCatalog::builtin();
     let rust = catalog.get("rust").expect("rust");
     let resolved = rust.resolve(&BTreeMap::new()).expect("defaults");
-    let error = rust
-        .render_into(&project("demo"), &resolved, workspace.path())
-        .expect_err("the symlink must not be followed");
-    assert!(
-        matches!(&error, TemplateError::Write { file, .. } if file.starts_with("src/")),
-        "{error:?}"
-    );
+    let files = rust
+        .render_files(&project("demo"), &resolved)
+        .expect("renders");
+    let (file, _reason) =
+        write_files(workspace.path(), files).expect_err("the symlink must not be followed");
+    assert!(file.starts_with("src/"), "{file}");
     assert_eq!(std::fs::read_dir(outside.path()).expect("read").count(), 0);
 }
 
@@ -382,9 +382,10 @@ fn rendering_into_a_workspace_keeps_existing_files() {
     let catalog = TemplateCatalog::builtin();
     let blank = catalog.get("blank").expect("blank");
     let resolved = blank.resolve(&BTreeMap::new()).expect("defaults");
-    let report = blank
-        .render_into(&project("demo"), &resolved, workspace.path())
+    let files = blank
+        .render_files(&project("demo"), &resolved)
         .expect("renders");
+    let report = write_files(workspace.path(), files).expect("writes");
     assert_eq!(report.skipped, ["README.md"]);
     assert_eq!(report.written, [".woodpecker.yaml"]);
     assert_eq!(
@@ -1039,7 +1040,7 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
 /// while nobody reads `GET /projects/{id}/ci`, and stops polling a finished pipeline.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_polls_a_pipeline_until_it_finishes_and_records_it_once() {
-    use rdev::project_setup::poller::{POLLER_ACTOR, PollerConfig};
+    use rdev::services::project_setup::poller::{POLLER_ACTOR, PollerConfig};
     use rdev_tests::harness::server::TestServer;
     use std::time::Duration;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::domain::{CommandFilter, CommandStatus, ProviderName};
 use crate::ports::{CommandQueue, StoreError};
-use crate::webhooks::OutcomeLabel;
+use crate::services::webhooks::OutcomeLabel;
 use crate::worker::FinishObserver;
 
 /// Label of the per-status gauge.

@@ -15,10 +15,10 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::{NewAuditEntry, NewProject, Project, ProjectId};
-use crate::project_setup::{self, CreatedProject};
+use crate::services::project_setup::{self, CreatedProject};
 
 /// Body of `POST /projects`. With `template` the project's workspace is created from that
-/// template (see [`crate::project_setup`]); without it the project gets an empty workspace
+/// template (see [`crate::services::project_setup`]); without it the project gets an empty workspace
 /// (with the Kubernetes executor, a pod from the operator's defaults).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProject {
@@ -130,7 +130,8 @@ async fn create(
     };
     // Audited and announced to the project's webhooks together, as with a template.
     if let Err(error) =
-        crate::webhooks::record_project_event(state.stores.webhooks.as_ref(), &id, entry).await
+        crate::services::webhooks::record_project_event(state.stores.webhooks.as_ref(), &id, entry)
+            .await
     {
         tracing::error!(%error, "could not record project.created");
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::metrics::Metrics;
 use crate::domain::{NewAuditEntry, Principal};
 use crate::ports::Stores;
-use crate::project_setup::ProjectSetupService;
 use crate::registry::Registry;
+use crate::services::project_setup::ProjectSetupService;
 
 /// How SSE connections behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct AppState {
     pub setup: ProjectSetupService,
     pub sse: SseConfig,
     /// How webhooks are checked and delivered (the API checks targets at creation).
-    pub webhooks: crate::webhooks::WebhookConfig,
+    pub webhooks: crate::services::webhooks::WebhookConfig,
     /// Cancelled when the server shuts down, so open SSE streams end and the graceful
     /// shutdown does not wait for clients that never disconnect.
     pub shutdown: tokio_util::sync::CancellationToken,

@@ -16,8 +16,8 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::{CiRegistration, ProjectId};
-use crate::project_setup::{CiStatus, SetupError};
-use crate::templates::TemplateInfo;
+use crate::services::project_setup::{CiStatus, SetupError};
+use crate::services::templates::TemplateInfo;
 
 /// Answer of `GET /templates`.
 #[derive(Debug, Serialize, ToSchema)]

@@ -18,7 +18,7 @@ use super::state::AppState;
 use crate::domain::webhook::{SECRET_BYTES, normalize_event_types};
 use crate::domain::{Delivery, NewWebhook, ProjectId, Webhook, WebhookSecret};
 use crate::ports::DeliveryPage;
-use crate::webhooks::check_target_url;
+use crate::services::webhooks::check_target_url;
 
 /// Longest accepted description.
 const MAX_DESCRIPTION: usize = 512;

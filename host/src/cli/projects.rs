@@ -15,7 +15,7 @@ use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use crate::cli::client::Connection;
 use crate::domain::{ProjectId, QueueConfig};
 use crate::ports::Ci;
-use crate::project_setup::{CreateProject, ProjectSetupService};
+use crate::services::project_setup::{CreateProject, ProjectSetupService};
 
 /// Arguments of `rdev projects`.
 #[derive(Debug, Args)]
@@ -136,7 +136,7 @@ pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         ProjectsCommand::Templates => {
-            let catalog = crate::templates::TemplateCatalog::load(Some(&templates_dir));
+            let catalog = crate::services::templates::TemplateCatalog::load(Some(&templates_dir));
             for problem in catalog.problems() {
                 eprintln!("warning: {problem}");
             }

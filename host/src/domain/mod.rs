@@ -6,6 +6,7 @@ pub mod command;
 pub mod credential;
 pub mod event;
 pub mod ids;
+pub mod interaction;
 pub mod project;
 pub mod provider;
 pub mod queue;
@@ -32,7 +33,9 @@ pub use project_setup::{CiRegistration, CiState, NewProjectSetup, ProjectSetup};
 pub mod token;
 pub use token::{AccessError, ApiToken, NewToken, Principal, TokenRole, token_digest};
 pub mod webhook;
+pub mod workspace;
 pub use webhook::{
     Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, RetryPolicy,
     SealedWebhookSecret, SecretOfWebhook, Webhook, WebhookError, WebhookEvent, WebhookSecret,
 };
+pub use workspace::{RenderReport, RenderedFile, WorkspaceSpec, check_relative_path};

@@ -7,9 +7,8 @@ use async_trait::async_trait;
 use super::store::StoreError;
 use crate::domain::{
     CiRegistration, NewAuditEntry, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
-    WebhookEvent,
+    RenderReport, RenderedFile, WebhookEvent, WorkspaceSpec,
 };
-use crate::templates::{RenderReport, RenderedFile, WorkspaceSpec};
 
 /// A project event to record with a state change: its audit entry and the webhook event
 /// built from it (`webhooks::project_event`).

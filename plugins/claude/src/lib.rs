@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use rdev_sdk::exec::{ExecError, ExitStatus, Process, Signal};
 use rdev_sdk::process::{self, CommandBuilder, Lines};
 use rdev_sdk::{
-    AgentRequest, AgentResult, Capability, CleanupRequest, OutputStream, Provider,
-    ProviderCapabilities, ProviderError, ResultStatus, TokenUsage, event, plain,
+    AgentRequest, AgentResult, CleanupRequest, OutputStream, Provider, ProviderCapabilities,
+    ProviderError, ResultStatus, TokenUsage, event, plain, result,
 };
 
 use options::{Invocation, Options};
@@ -31,15 +31,9 @@ struct Claude;
 
 impl Provider for Claude {
     fn capabilities() -> ProviderCapabilities {
-        ProviderCapabilities {
-            description: "Claude Code CLI (`claude -p`, stream-json) in the project's workspace"
-                .into(),
-            capabilities: Capability::STREAMING
-                | Capability::SESSION_RESUME
-                | Capability::CANCEL
-                | Capability::TOOLS
-                | Capability::COST_REPORTING,
-        }
+        rdev_sdk::agent_capabilities(
+            "Claude Code CLI (`claude -p`, stream-json) in the project's workspace",
+        )
     }
 
     fn execute(request: AgentRequest) -> Result<AgentResult, ProviderError> {
@@ -66,7 +60,7 @@ impl Provider for Claude {
             Ok(process) => process,
             Err(ExecError::Cancelled) => return Err(ProviderError::Cancelled),
             Err(ExecError::MissingSecret(name)) => {
-                return Ok(failed(
+                return Ok(result::failed(
                     request.session_id.clone(),
                     format!("credential {name} is not set; add it to the credential store"),
                 ));
@@ -252,7 +246,7 @@ impl Run {
                     error.push_str(": ");
                     error.push_str(tail.join("\n").trim());
                 }
-                failed(session_id, error)
+                result::failed(session_id, error)
             }
         };
         result.exit_code = status.code;
@@ -271,20 +265,6 @@ impl Run {
             _ => {}
         }
         Ok(result)
-    }
-}
-
-fn failed(session_id: Option<String>, error: String) -> AgentResult {
-    AgentResult {
-        status: ResultStatus::Failed,
-        exit_code: None,
-        session_id,
-        final_text: None,
-        error: Some(error),
-        cost_usd: None,
-        usage: None,
-        num_turns: None,
-        details_json: None,
     }
 }
 

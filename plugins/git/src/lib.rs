@@ -41,17 +41,13 @@ impl Provider for Git {
 
     fn execute(request: AgentRequest) -> Result<AgentResult, ProviderError> {
         let args = arguments(&request.prompt)?;
-        let process = CommandBuilder::new("git")
+        let command = CommandBuilder::new("git")
             .args(args)
             // Never wait for a password nobody can type, never page.
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_PAGER", "cat")
-            .working_dir(request.working_dir.clone())
-            .spawn()
-            .map_err(|e| run::spawn_error(&e))?;
-        process.close_stdin();
-        let outcome = run::stream_to_completion(&process, STOP_STEP_MS)?;
-        Ok(run::command_result(&outcome))
+            .working_dir(request.working_dir.clone());
+        run::run_to_completion(&command, STOP_STEP_MS)
     }
 
     fn cancel(_request: CleanupRequest) -> Result<(), ProviderError> {

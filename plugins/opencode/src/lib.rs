@@ -19,8 +19,8 @@ use rdev_sdk::exec::{ExecError, Process};
 use rdev_sdk::process::{self, CommandBuilder, Lines};
 use rdev_sdk::project_http::{self, Auth, EventStream, EventsRead, HttpError, Request, Response};
 use rdev_sdk::{
-    AgentEvent, AgentRequest, AgentResult, Capability, CleanupRequest, Provider,
-    ProviderCapabilities, ProviderError, ResultStatus, SecretRef, event, execution, plain,
+    AgentEvent, AgentRequest, AgentResult, CleanupRequest, Provider, ProviderCapabilities,
+    ProviderError, ResultStatus, SecretRef, event, execution, plain, result,
 };
 use serde_json::{Value, json};
 
@@ -57,15 +57,9 @@ struct OpenCode;
 
 impl Provider for OpenCode {
     fn capabilities() -> ProviderCapabilities {
-        ProviderCapabilities {
-            description: "OpenCode (`opencode serve`, HTTP + SSE) in the project's workspace"
-                .into(),
-            capabilities: Capability::STREAMING
-                | Capability::SESSION_RESUME
-                | Capability::CANCEL
-                | Capability::TOOLS
-                | Capability::COST_REPORTING,
-        }
+        rdev_sdk::agent_capabilities(
+            "OpenCode (`opencode serve`, HTTP + SSE) in the project's workspace",
+        )
     }
 
     fn execute(request: AgentRequest) -> Result<AgentResult, ProviderError> {
@@ -268,14 +262,14 @@ impl Run {
     fn execute(&mut self) -> Result<AgentResult, ProviderError> {
         match self.ensure_server() {
             Ok(()) => {}
-            Err(Fail::Cancelled) => return Ok(self.cancelled_result(None)),
-            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(None, e)),
+            Err(Fail::Cancelled) => return Ok(result::cancelled(None)),
+            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(result::failed(None, e)),
         }
         // Moment 1: a cancel before the session exists ends here with nothing to abort.
         let session = match self.session() {
             Ok(session) => session,
-            Err(Fail::Cancelled) => return Ok(self.cancelled_result(None)),
-            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(None, e)),
+            Err(Fail::Cancelled) => return Ok(result::cancelled(None)),
+            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(result::failed(None, e)),
         };
         let init = AgentEvent::Init(InitInfo {
             session_id: Some(session.clone()),
@@ -285,13 +279,13 @@ impl Run {
             version: self.version.clone(),
         });
         if event::emit(init).is_err() {
-            return Ok(self.cancelled_result(Some(session)));
+            return Ok(result::cancelled(Some(session)));
         }
         // Subscribed before the prompt is sent, so the turn's first event cannot be missed.
         let stream = match self.api.events() {
             Ok(stream) => stream,
-            Err(Fail::Cancelled) => return Ok(self.cancelled_result(Some(session))),
-            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(Some(session), e)),
+            Err(Fail::Cancelled) => return Ok(result::cancelled(Some(session))),
+            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(result::failed(Some(session), e)),
         };
         let mut mapper = Mapper::new(session.clone());
         let body = options::prompt_body(
@@ -311,7 +305,7 @@ impl Run {
                 }
                 return Ok(self.finish(&session, false, None));
             }
-            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(failed(Some(session), e)),
+            Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(result::failed(Some(session), e)),
         }
         match self.stream(&stream, &mut mapper) {
             Streamed::Idle => {
@@ -390,7 +384,7 @@ impl Run {
                 Ok(Some(status)) => {
                     break Err(Fail::Other(format!(
                         "opencode serve exited during start-up ({}){}",
-                        exit_words(status.code, status.signal),
+                        result::exit_words(&status),
                         stderr_tail(&process)
                     )));
                 }
@@ -567,9 +561,9 @@ impl Run {
             Err(Fail::Cancelled) => Value::Null,
             Err(Fail::Connect(e) | Fail::Other(e)) => {
                 return if completed {
-                    failed(Some(session.to_owned()), e)
+                    result::failed(Some(session.to_owned()), e)
                 } else {
-                    self.cancelled_result(Some(session.to_owned()))
+                    result::cancelled(Some(session.to_owned()))
                 };
             }
         };
@@ -612,36 +606,14 @@ impl Run {
         {
             error.push_str(&format!(
                 " (the server exited: {})",
-                exit_words(status.code, status.signal)
+                result::exit_words(&status)
             ));
         }
-        let mut result = failed(Some(session), error);
+        let mut result = result::failed(Some(session), error);
         if !self.final_text_seen.is_empty() {
             result.final_text = Some(self.final_text_seen.clone());
         }
         result
-    }
-
-    fn cancelled_result(&self, session: Option<String>) -> AgentResult {
-        AgentResult {
-            status: ResultStatus::Cancelled,
-            exit_code: None,
-            session_id: session,
-            final_text: None,
-            error: Some("cancelled".into()),
-            cost_usd: None,
-            usage: None,
-            num_turns: None,
-            details_json: None,
-        }
-    }
-}
-
-fn exit_words(code: Option<i32>, signal: Option<i32>) -> String {
-    match (code, signal) {
-        (Some(code), _) => format!("status {code}"),
-        (None, Some(signal)) => format!("signal {signal}"),
-        (None, None) => "no status".into(),
     }
 }
 
@@ -657,20 +629,6 @@ fn stderr_tail(process: &Process) -> String {
         String::new()
     } else {
         format!(": {}", text.trim())
-    }
-}
-
-fn failed(session_id: Option<String>, error: String) -> AgentResult {
-    AgentResult {
-        status: ResultStatus::Failed,
-        exit_code: None,
-        session_id,
-        final_text: None,
-        error: Some(error),
-        cost_usd: None,
-        usage: None,
-        num_turns: None,
-        details_json: None,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod bindings {
 pub mod event;
 pub mod plain;
 pub mod process;
+pub mod result;
 
 pub use bindings::exports::rdev::provider::agent::Guest as Provider;
 pub use bindings::rdev::provider::types::{
@@ -37,6 +38,19 @@ macro_rules! export_provider {
     ($provider:ident) => {
         $crate::bindings::export_provider_bindings!($provider);
     };
+}
+
+/// The capabilities of a provider driving a coding agent: streamed events, resumable
+/// sessions, cancel, tools and cost reports.
+pub fn agent_capabilities(description: impl Into<String>) -> ProviderCapabilities {
+    ProviderCapabilities {
+        description: description.into(),
+        capabilities: Capability::STREAMING
+            | Capability::SESSION_RESUME
+            | Capability::CANCEL
+            | Capability::TOOLS
+            | Capability::COST_REPORTING,
+    }
 }
 
 /// Parses the request's provider options; a provider with typed options deserializes them

@@ -3,7 +3,20 @@
 
 use crate::bindings::rdev::provider::exec::{ChunksRead, ExecError, ExitStatus, Process};
 use crate::bindings::rdev::provider::types::{AgentResult, ProviderError, ResultStatus};
-use crate::{event, process};
+use crate::process::CommandBuilder;
+use crate::{event, process, result};
+
+/// Spawns `command` with stdin closed, streams its output with [`stream_to_completion`] and
+/// returns [`command_result`]: a whole provider for a program whose exit code is its verdict.
+pub fn run_to_completion(
+    command: &CommandBuilder,
+    stop_step_ms: u32,
+) -> Result<AgentResult, ProviderError> {
+    let process = command.spawn().map_err(|e| spawn_error(&e))?;
+    process.close_stdin();
+    let outcome = stream_to_completion(&process, stop_step_ms)?;
+    Ok(command_result(&outcome))
+}
 
 /// How a streamed command ended.
 #[derive(Debug, Clone, Copy)]
@@ -49,36 +62,23 @@ pub fn stream_to_completion(
 /// The result of a finished command: completed on exit 0, failed (saying why) otherwise,
 /// cancelled when the host cancelled it. The exit code is always reported.
 pub fn command_result(outcome: &Outcome) -> AgentResult {
-    let (status, error) = if outcome.cancelled {
-        (ResultStatus::Cancelled, Some("cancelled".to_owned()))
+    let status = &outcome.status;
+    let mut result = if outcome.cancelled {
+        result::cancelled(None)
     } else {
-        match (outcome.status.code, outcome.status.signal) {
-            (Some(0), _) => (ResultStatus::Completed, None),
-            (Some(code), _) => (
-                ResultStatus::Failed,
-                Some(format!("exited with status {code}")),
-            ),
-            (None, Some(signal)) => (
-                ResultStatus::Failed,
-                Some(format!("killed by signal {signal}")),
-            ),
-            (None, None) => (
-                ResultStatus::Failed,
-                Some("exited without a status".to_owned()),
-            ),
+        match (status.code, status.signal) {
+            (Some(0), _) => result::with_status(ResultStatus::Completed),
+            (Some(_), _) => {
+                result::failed(None, format!("exited with {}", result::exit_words(status)))
+            }
+            (None, Some(_)) => {
+                result::failed(None, format!("killed by {}", result::exit_words(status)))
+            }
+            (None, None) => result::failed(None, "exited without a status"),
         }
     };
-    AgentResult {
-        status,
-        exit_code: outcome.status.code,
-        session_id: None,
-        final_text: None,
-        error,
-        cost_usd: None,
-        usage: None,
-        num_turns: None,
-        details_json: None,
-    }
+    result.exit_code = status.code;
+    result
 }
 
 /// The provider error for a spawn that did not happen: cancellation stays cancellation, a

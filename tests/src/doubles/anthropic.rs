@@ -9,20 +9,18 @@
 //! port, runs on its own thread (so sync and async tests can use it alike) and stops when the
 //! [`FakeAnthropic`] is dropped.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use super::thread_server::ThreadServer;
+pub use super::scripted::Recorded;
+use super::scripted::{ScriptedServer, Shared, sse_response};
 
 /// One content block of a scripted assistant message.
 #[derive(Debug, Clone)]
@@ -109,117 +107,32 @@ impl Reply {
     }
 }
 
-/// A request the fake received.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// Path and query, e.g. `/v1/messages?beta=true`.
-    pub uri: String,
-    pub headers: HeaderMap,
-    /// The JSON body (`Value::Null` when it was not JSON).
-    pub body: Value,
-}
+/// The running fake: a [`ScriptedServer`] answering with [`Reply`]s (`push`,
+/// `set_fallback`, `requests`). Dropping it stops the server.
+pub type FakeAnthropic = ScriptedServer<Reply>;
 
-impl Recorded {
-    /// True for the CLI's main conversation requests (streamed).
-    pub fn is_stream(&self) -> bool {
-        self.body.get("stream").and_then(Value::as_bool) == Some(true)
-    }
-
-    /// Every text fragment of the request's messages, in order, for assertions about what
-    /// history the CLI sent.
-    pub fn message_texts(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for message in self.body["messages"].as_array().into_iter().flatten() {
-            collect_texts(&message["content"], &mut out);
-        }
-        out
-    }
-}
-
-fn collect_texts(content: &Value, out: &mut Vec<String>) {
-    match content {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => {
-            for item in items {
-                match item["type"].as_str() {
-                    Some("text") => out.extend(item["text"].as_str().map(str::to_owned)),
-                    Some("tool_result") => collect_texts(&item["content"], out),
-                    Some("tool_use") => out.push(item["input"].to_string()),
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-#[derive(Default)]
-struct Script {
-    queue: VecDeque<Reply>,
-    /// Answer once the queue is empty.
-    fallback: Option<Reply>,
-    requests: Vec<Recorded>,
-    message_counter: u64,
-}
-
-type Shared = Arc<Mutex<Script>>;
-
-fn lock(shared: &Shared) -> MutexGuard<'_, Script> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The running fake. Dropping it stops the server.
-pub struct FakeAnthropic {
-    server: ThreadServer,
-    shared: Shared,
-}
-
-impl FakeAnthropic {
+impl ScriptedServer<Reply> {
     /// Starts the server on 127.0.0.1 with an ephemeral port.
     pub fn start() -> std::io::Result<Self> {
-        let shared: Shared = Arc::default();
-        let app = Router::new()
-            .route("/v1/messages", post(messages))
-            .route("/v1/messages/count_tokens", post(count_tokens))
-            .fallback(not_found)
-            .with_state(shared.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let server = ThreadServer::start("fake-anthropic", app, runtime)?;
-        Ok(Self { server, shared })
+        ScriptedServer::serve("fake-anthropic", |shared| {
+            Router::new()
+                .route("/v1/messages", post(messages))
+                .route("/v1/messages/count_tokens", post(count_tokens))
+                .fallback(not_found)
+                .with_state(shared)
+        })
     }
 
     /// The base URL to hand the CLI as `ANTHROPIC_BASE_URL`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.server.addr())
-    }
-
-    /// Queues a reply for the next unanswered request.
-    pub fn push(&self, reply: Reply) -> &Self {
-        lock(&self.shared).queue.push_back(reply);
-        self
-    }
-
-    /// Sets what every request gets once the queue is empty (default: a text reply saying
-    /// nothing was scripted, so a test that under-scripts sees it in the transcript).
-    pub fn set_fallback(&self, reply: Reply) -> &Self {
-        lock(&self.shared).fallback = Some(reply);
-        self
-    }
-
-    /// Every request received so far, in arrival order.
-    pub fn requests(&self) -> Vec<Recorded> {
-        lock(&self.shared).requests.clone()
+        format!("http://{}", self.addr())
     }
 
     /// The streamed (conversation) requests received so far.
     pub fn stream_requests(&self) -> Vec<Recorded> {
         self.requests()
             .into_iter()
-            .filter(Recorded::is_stream)
+            .filter(Recorded::wants_stream)
             .collect()
     }
 }
@@ -233,44 +146,25 @@ async fn not_found(OriginalUri(uri): OriginalUri) -> Response {
 }
 
 async fn count_tokens(
-    State(shared): State<Shared>,
+    State(shared): State<Shared<Reply>>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    lock(&shared).requests.push(Recorded {
-        uri: uri.to_string(),
-        headers,
-        body,
-    });
+    shared.answer(uri.to_string(), headers, &body, |_| false);
     axum::Json(json!({"input_tokens": 42})).into_response()
 }
 
 async fn messages(
-    State(shared): State<Shared>,
+    State(shared): State<Shared<Reply>>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
-    let model = body["model"].as_str().unwrap_or("claude-fake").to_owned();
-    let (reply, id) = {
-        let mut script = lock(&shared);
-        script.requests.push(Recorded {
-            uri: uri.to_string(),
-            headers,
-            body,
-        });
-        script.message_counter += 1;
-        let reply = script
-            .queue
-            .pop_front()
-            .or_else(|| script.fallback.clone())
-            .unwrap_or_else(|| Reply::text("fake anthropic: no scripted reply left"));
-        (reply, format!("msg_fake_{:04}", script.message_counter))
-    };
+    let (request, reply, n) = shared.answer(uri.to_string(), headers, &body, |_| true);
+    let reply = reply.unwrap_or_else(|| Reply::text("fake anthropic: no scripted reply left"));
+    let model = request.body["model"].as_str().unwrap_or("claude-fake");
+    let id = format!("msg_fake_{n:04}");
     match reply {
         Reply::Error {
             status,
@@ -282,10 +176,14 @@ async fn messages(
             stop_reason,
             event_delay,
         } => {
-            if stream {
-                sse_response(sse_events(&id, &model, &blocks, &stop_reason), event_delay)
+            if request.wants_stream() {
+                let frames = sse_events(&id, model, &blocks, &stop_reason)
+                    .into_iter()
+                    .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+                    .collect();
+                sse_response(frames, event_delay, &[("request-id", "req_fake_stream")])
             } else {
-                axum::Json(full_message(&id, &model, &blocks, &stop_reason)).into_response()
+                axum::Json(full_message(&id, model, &blocks, &stop_reason)).into_response()
             }
         }
     }
@@ -451,22 +349,4 @@ fn sse_events(
     ));
     events.push(("message_stop", json!({"type": "message_stop"})));
     events
-}
-
-fn sse_response(events: Vec<(&'static str, Value)>, delay: Duration) -> Response {
-    let stream = futures::stream::unfold(events.into_iter(), move |mut events| async move {
-        let (name, data) = events.next()?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let frame = format!("event: {name}\ndata: {data}\n\n");
-        Some((Ok::<_, Infallible>(Bytes::from(frame)), events))
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("request-id", "req_fake_stream")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

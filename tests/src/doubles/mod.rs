@@ -3,5 +3,6 @@
 pub mod anthropic;
 pub mod kube_api;
 pub mod openai;
+pub mod scripted;
 pub mod thread_server;
 pub mod woodpecker;

@@ -10,20 +10,18 @@
 //! request is recorded. The server binds 127.0.0.1 on an ephemeral port, runs on its own
 //! thread and stops when the [`FakeOpenAi`] is dropped.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::thread_server::ThreadServer;
+pub use super::scripted::Recorded;
+use super::scripted::{ScriptedServer, Shared, sse_response};
 
 /// What the fake answers to one chat-completions request.
 #[derive(Debug, Clone)]
@@ -94,113 +92,42 @@ impl Reply {
     }
 }
 
-/// A request the fake received.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// Path and query, e.g. `/v1/chat/completions`.
-    pub uri: String,
-    pub headers: HeaderMap,
-    /// The JSON body (`Value::Null` when it was not JSON).
-    pub body: Value,
-}
-
-impl Recorded {
-    /// True for streamed conversation requests (not title generation).
-    pub fn is_stream(&self) -> bool {
-        self.body.get("stream").and_then(Value::as_bool) == Some(true)
-            && !is_title_request(&self.body)
-    }
-
-    /// Every text of the request's messages (contents and tool results), in order, for
-    /// assertions about what history the agent sent.
-    pub fn message_texts(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for message in self.body["messages"].as_array().into_iter().flatten() {
-            match &message["content"] {
-                Value::String(s) => out.push(s.clone()),
-                Value::Array(parts) => out.extend(
-                    parts
-                        .iter()
-                        .filter_map(|p| p["text"].as_str().map(str::to_owned)),
-                ),
-                _ => {}
-            }
-        }
-        out
-    }
-}
-
-#[derive(Default)]
-struct Script {
-    queue: VecDeque<Reply>,
-    /// Answer once the queue is empty.
-    fallback: Option<Reply>,
-    requests: Vec<Recorded>,
-    counter: u64,
-}
-
-type Shared = Arc<Mutex<Script>>;
-
-fn lock(shared: &Shared) -> MutexGuard<'_, Script> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// The model id the fake reports in `/v1/models` and its chunks.
 pub const MODEL: &str = "fake-model";
 
-/// The running fake. Dropping it stops the server.
-pub struct FakeOpenAi {
-    server: ThreadServer,
-    shared: Shared,
-}
+/// The running fake: a [`ScriptedServer`] answering with [`Reply`]s (`push`,
+/// `set_fallback`, `requests`). Dropping it stops the server.
+pub type FakeOpenAi = ScriptedServer<Reply>;
 
-impl FakeOpenAi {
+impl ScriptedServer<Reply> {
     /// Starts the server on 127.0.0.1 with an ephemeral port.
     pub fn start() -> std::io::Result<Self> {
-        let shared: Shared = Arc::default();
-        let app = Router::new()
-            .route("/v1/chat/completions", post(completions))
-            .route("/v1/models", get(models))
-            .fallback(not_found)
-            .with_state(shared.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let server = ThreadServer::start("fake-openai", app, runtime)?;
-        Ok(Self { server, shared })
+        ScriptedServer::serve("fake-openai", |shared| {
+            Router::new()
+                .route("/v1/chat/completions", post(completions))
+                .route("/v1/models", get(models))
+                .fallback(not_found)
+                .with_state(shared)
+        })
     }
 
     /// The base URL to configure as the provider's `baseURL` (ends in `/v1`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.server.addr())
+        format!("http://{}/v1", self.addr())
     }
 
-    /// Queues a reply for the next unanswered streamed request.
-    pub fn push(&self, reply: Reply) -> &Self {
-        lock(&self.shared).queue.push_back(reply);
-        self
-    }
-
-    /// Sets what every streamed request gets once the queue is empty.
-    pub fn set_fallback(&self, reply: Reply) -> &Self {
-        lock(&self.shared).fallback = Some(reply);
-        self
-    }
-
-    /// Every request received so far, in arrival order.
-    pub fn requests(&self) -> Vec<Recorded> {
-        lock(&self.shared).requests.clone()
-    }
-
-    /// The streamed (conversation) requests received so far.
+    /// The streamed conversation requests received so far (not title generation).
     pub fn stream_requests(&self) -> Vec<Recorded> {
         self.requests()
             .into_iter()
-            .filter(Recorded::is_stream)
+            .filter(is_conversation)
             .collect()
     }
+}
+
+/// A streamed request that is not one of opencode's side jobs.
+fn is_conversation(request: &Recorded) -> bool {
+    request.wants_stream() && !is_title_request(&request.body)
 }
 
 async fn not_found(OriginalUri(uri): OriginalUri) -> Response {
@@ -219,37 +146,21 @@ async fn models() -> Response {
 }
 
 async fn completions(
-    State(shared): State<Shared>,
+    State(shared): State<Shared<Reply>>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
-    let model = body["model"].as_str().unwrap_or(MODEL).to_owned();
-    let side_job = is_title_request(&body);
-    let (reply, id) = {
-        let mut script = lock(&shared);
-        script.requests.push(Recorded {
-            uri: uri.to_string(),
-            headers,
-            body,
-        });
-        script.counter += 1;
-        let id = format!("chatcmpl-fake{:04}", script.counter);
-        // Side jobs (opencode's title generation, streamed or not) never consume the
-        // conversation script.
-        let reply = if stream && !side_job {
-            script
-                .queue
-                .pop_front()
-                .or_else(|| script.fallback.clone())
-                .unwrap_or_else(|| Reply::text("fake openai: no scripted reply left"))
-        } else {
-            Reply::text("Fake title")
-        };
-        (reply, id)
+    // Side jobs (opencode's title generation, streamed or not) never consume the
+    // conversation script.
+    let (request, reply, n) = shared.answer(uri.to_string(), headers, &body, is_conversation);
+    let reply = match reply {
+        Some(reply) => reply,
+        None if is_conversation(&request) => Reply::text("fake openai: no scripted reply left"),
+        None => Reply::text("Fake title"),
     };
+    let model = request.body["model"].as_str().unwrap_or(MODEL);
+    let id = format!("chatcmpl-fake{n:04}");
     match reply {
         Reply::Error {
             status,
@@ -261,10 +172,14 @@ async fn completions(
             tool_calls,
             chunk_delay,
         } => {
-            if stream {
-                sse_response(chunks(&id, &model, &pieces, &tool_calls), chunk_delay)
+            if request.wants_stream() {
+                let frames = chunks(&id, model, &pieces, &tool_calls)
+                    .into_iter()
+                    .map(|data| format!("data: {data}\n\n"))
+                    .collect();
+                sse_response(frames, chunk_delay, &[])
             } else {
-                axum::Json(full_completion(&id, &model, &pieces.concat())).into_response()
+                axum::Json(full_completion(&id, model, &pieces.concat())).into_response()
             }
         }
     }
@@ -359,23 +274,4 @@ fn chunks(id: &str, model: &str, pieces: &[String], calls: &[ToolCall]) -> Vec<S
     );
     out.push("[DONE]".to_owned());
     out
-}
-
-fn sse_response(chunks: Vec<String>, delay: Duration) -> Response {
-    let stream = futures::stream::unfold(chunks.into_iter(), move |mut chunks| async move {
-        let data = chunks.next()?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((
-            Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n"))),
-            chunks,
-        ))
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

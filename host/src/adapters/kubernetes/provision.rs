@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 use super::KubernetesExecutor;
 use crate::domain::ProjectId;
+use crate::domain::WorkspaceSpec;
 use crate::ports::{ExecError, ProvisionError, WorkspaceProvisioner};
-use crate::templates::WorkspaceSpec;
 
 /// What a project pod is made of (the project template's part, with operator defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,10 +12,11 @@ use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::KubernetesExecutor;
+use crate::adapters::workspace_files::write_files;
 use crate::domain::ProjectId;
+use crate::domain::{RenderReport, RenderedFile};
 use crate::ports::project_setup::{SEED_AUTHOR_EMAIL, SEED_AUTHOR_NAME, check_repo_url};
 use crate::ports::{EnvValue, Executor, SeedError, SpawnSpec, WorkspaceSeeder};
-use crate::templates::{RenderReport, RenderedFile, write_files};
 
 /// rdev's per-project state (HOME and so on) in the workspace, kept out of git; a fresh
 /// volume's `lost+found` too.

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::domain::ProjectId;
+use crate::adapters::workspace_files::write_files;
+use crate::domain::{ProjectId, RenderReport, RenderedFile, WorkspaceSpec};
 use crate::ports::project_setup::{SEED_AUTHOR_EMAIL, SEED_AUTHOR_NAME, check_repo_url};
 use crate::ports::{ProvisionError, SeedError, WorkspaceProvisioner, WorkspaceSeeder};
-use crate::templates::{RenderReport, RenderedFile, WorkspaceSpec, write_files};
 
 use super::STATE_DIR;
 

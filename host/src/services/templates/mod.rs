@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub use manifest::{
     MANIFEST_FILE, SecretSpec, TemplateManifest, Variable, VariableKind, WoodpeckerSettings,
-    WorkspaceSpec,
 };
-pub use render::{RenderReport, RenderedFile, write_files};
+
+use crate::domain::{WorkspaceSpec, check_relative_path};
 
 /// Suffix of files whose contents are rendered; others are copied byte for byte.
 pub const RENDER_SUFFIX: &str = ".jinja";
@@ -62,12 +62,6 @@ pub enum TemplateError {
     },
     #[error("template {template:?}: rendering {file:?}: {reason}")]
     Render {
-        template: String,
-        file: String,
-        reason: String,
-    },
-    #[error("template {template:?}: writing {file:?}: {reason}")]
-    Write {
         template: String,
         file: String,
         reason: String,
@@ -132,31 +126,6 @@ pub struct TemplateInfo {
     pub woodpecker: WoodpeckerSettings,
     /// Rendered paths' sources, for previews.
     pub files: Vec<String>,
-}
-
-/// Checks a template-relative path: not empty, not absolute, `/`-separated, no empty, `.`
-/// or `..` segments, no backslash or NUL, and not inside `.git`.
-pub fn check_relative_path(path: &str) -> Result<(), &'static str> {
-    if path.is_empty() {
-        return Err("the path is empty");
-    }
-    if path.starts_with('/') {
-        return Err("absolute paths are not allowed");
-    }
-    if path.contains('\\') || path.contains('\0') {
-        return Err("backslashes and NUL are not allowed in paths");
-    }
-    for segment in path.split('/') {
-        match segment {
-            "" => return Err("the path has an empty segment"),
-            "." | ".." => return Err("'.' and '..' segments are not allowed"),
-            _ => {}
-        }
-    }
-    if path == ".git" || path.starts_with(".git/") {
-        return Err("templates cannot write into .git");
-    }
-    Ok(())
 }
 
 impl Template {

@@ -20,13 +20,13 @@ use crate::domain::{
     CiRegistration, CiState, IdError, NewAuditEntry, NewProject, NewProjectSetup, Project,
     ProjectId, ProjectSetup,
 };
+use crate::domain::{RenderReport, WorkspaceSpec};
 use crate::ports::{
     Announcement, AuditLog, Ci, CiError, CiSecret, FINISHED_STATUSES, LogLine, Pipeline,
     ProjectSetupStore, ProjectStore, ProvisionError, SecretResolver, SeedError, StoreError, Stores,
     WebhookStore, WorkspaceProvisioner, WorkspaceSeeder,
 };
-use crate::templates::WorkspaceSpec;
-use crate::templates::{RenderReport, Template, TemplateCatalog, TemplateError, TemplateInfo};
+use crate::services::templates::{Template, TemplateCatalog, TemplateError, TemplateInfo};
 
 pub mod poller;
 
@@ -122,11 +122,7 @@ impl SetupError {
         match self {
             Self::InvalidId(_) => 400,
             Self::Template(TemplateError::NotFound { .. }) => 404,
-            Self::Template(
-                TemplateError::Manifest { .. }
-                | TemplateError::Read { .. }
-                | TemplateError::Write { .. },
-            ) => 500,
+            Self::Template(TemplateError::Manifest { .. } | TemplateError::Read { .. }) => 500,
             Self::Template(_) => 400,
             Self::Seed(SeedError::Exists(_)) => 409,
             Self::Seed(SeedError::RepoRefused { .. }) => 400,
@@ -536,7 +532,7 @@ impl ProjectSetupService {
             let announce = (pipeline.is_finished() && !was_finished).then(|| {
                 let audit = pipeline_finished_entry(actor, id, repo_id, &pipeline);
                 Announcement {
-                    event: crate::webhooks::project_event(id, &audit),
+                    event: crate::services::webhooks::project_event(id, &audit),
                     audit,
                 }
             });
@@ -584,7 +580,7 @@ impl ProjectSetupService {
 
     /// A project event: audited and queued for the project's webhooks in one transaction.
     async fn announce(&self, id: &ProjectId, entry: NewAuditEntry) -> Result<(), SetupError> {
-        crate::webhooks::record_project_event(self.webhooks.as_ref(), id, entry).await?;
+        crate::services::webhooks::record_project_event(self.webhooks.as_ref(), id, entry).await?;
         Ok(())
     }
 }

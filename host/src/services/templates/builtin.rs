@@ -7,7 +7,13 @@ macro_rules! file {
     ($template:literal, $path:literal) => {
         (
             $path,
-            include_bytes!(concat!("../../templates/", $template, "/", $path)) as &[u8],
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/templates/",
+                $template,
+                "/",
+                $path
+            )) as &[u8],
         )
     };
 }

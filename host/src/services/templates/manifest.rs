@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::CredentialName;
+use crate::domain::{CredentialName, WorkspaceSpec};
 
 /// File name of the manifest at a template's root.
 pub const MANIFEST_FILE: &str = "template.toml";
@@ -63,17 +63,6 @@ pub enum VariableKind {
         #[serde(default)]
         default: Option<String>,
     },
-}
-
-/// Image and resources of the project's pod when the Kubernetes executor is configured.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WorkspaceSpec {
-    pub image: Option<String>,
-    /// Kubernetes quantities, e.g. `"2"`, `"4Gi"`.
-    pub cpu: Option<String>,
-    pub memory: Option<String>,
-    pub storage: Option<String>,
 }
 
 /// Woodpecker registration settings.

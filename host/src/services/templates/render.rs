@@ -1,31 +1,10 @@
-//! Rendering a template's paths and files with minijinja and writing them with cap-std.
+//! Rendering a template's paths and files with minijinja, in memory; the seeders write them.
 
-use std::collections::BTreeSet;
-use std::path::Path;
-
-use cap_std::ambient_authority;
-use cap_std::fs::Dir;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use std::collections::BTreeSet;
 
-use super::{RENDER_SUFFIX, ResolvedVars, Template, TemplateError, check_relative_path};
-use crate::domain::ProjectId;
-
-/// One output file, in memory: what the Kubernetes executor copies into a pod and what the
-/// local one writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedFile {
-    /// Workspace-relative, checked path.
-    pub path: String,
-    pub contents: Vec<u8>,
-}
-
-/// What rendering into a workspace did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct RenderReport {
-    pub written: Vec<String>,
-    /// Files left alone because the workspace already had them (e.g. from a cloned repo).
-    pub skipped: Vec<String>,
-}
+use super::{RENDER_SUFFIX, ResolvedVars, Template, TemplateError};
+use crate::domain::{ProjectId, RenderedFile, check_relative_path};
 
 /// Strict (an undefined variable is an error, so a typo cannot render as empty), no HTML
 /// escaping, trailing newlines kept.
@@ -141,21 +120,6 @@ impl Template {
         Ok(out)
     }
 
-    /// Renders into `workspace` (which must exist); see [`write_files`].
-    pub fn render_into(
-        &self,
-        project: &ProjectId,
-        vars: &ResolvedVars,
-        workspace: &Path,
-    ) -> Result<RenderReport, TemplateError> {
-        let files = self.render_files(project, vars)?;
-        write_files(workspace, files).map_err(|(file, reason)| TemplateError::Write {
-            template: self.name().to_owned(),
-            file,
-            reason,
-        })
-    }
-
     /// The Woodpecker pipeline variables with the template's variables substituted.
     pub fn pipeline_variables(
         &self,
@@ -179,40 +143,4 @@ impl Template {
             })
             .collect()
     }
-}
-
-/// Writes rendered files into `workspace` (which must exist). Existing files are kept and
-/// reported as skipped, so a template can fill in what a cloned repository lacks. Every write
-/// goes through a cap-std directory handle: no path, and no symlink already in the workspace,
-/// can make a write land outside it. Errors are `(file, reason)`.
-pub fn write_files(
-    workspace: &Path,
-    files: Vec<RenderedFile>,
-) -> Result<RenderReport, (String, String)> {
-    let dir = Dir::open_ambient_dir(workspace, ambient_authority()).map_err(|e| {
-        (
-            ".".to_owned(),
-            format!("opening {}: {e}", workspace.display()),
-        )
-    })?;
-    let mut report = RenderReport::default();
-    for file in files {
-        check_relative_path(&file.path).map_err(|r| (file.path.clone(), r.to_owned()))?;
-        match dir.symlink_metadata(&file.path) {
-            Ok(_) => {
-                report.skipped.push(file.path);
-                continue;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err((file.path, e.to_string())),
-        }
-        if let Some((parent, _)) = file.path.rsplit_once('/') {
-            dir.create_dir_all(parent)
-                .map_err(|e| (file.path.clone(), format!("creating {parent}: {e}")))?;
-        }
-        dir.write(&file.path, &file.contents)
-            .map_err(|e| (file.path.clone(), e.to_string()))?;
-        report.written.push(file.path);
-    }
-    Ok(report)
 }

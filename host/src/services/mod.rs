@@ -1,0 +1,13 @@
+//! The application services: rdev's features, each written once against the ports and used
+//! by the API, the CLI and background tasks alike. The layers around them (`api`, `worker`,
+//! `cli`, `adapters`) are the ways in and out; here is what rdev does besides running
+//! commands.
+//!
+//! - [`templates`]: project templates, loaded, checked and rendered in memory.
+//! - [`project_setup`]: creating a project from a template (workspace, first commit, CI
+//!   registration) and following its CI pipelines.
+//! - [`webhooks`]: recording project events for webhooks and delivering the outbox.
+
+pub mod project_setup;
+pub mod templates;
+pub mod webhooks;

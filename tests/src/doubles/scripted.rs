@@ -1,0 +1,205 @@
+//! What the fake model APIs share: a queue of scripted replies (with a fallback once it is
+//! empty), a record of every request, and start-up on a thread of their own. Each API's
+//! double keeps only its wire format: routes, reply types and how it encodes them.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::thread_server::ThreadServer;
+
+/// A request a fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Path and query, e.g. `/v1/messages?beta=true`.
+    pub uri: String,
+    pub headers: HeaderMap,
+    /// The JSON body (`Value::Null` when it was not JSON).
+    pub body: Value,
+}
+
+impl Recorded {
+    /// True when the request asked for a streamed answer.
+    pub fn wants_stream(&self) -> bool {
+        self.body.get("stream").and_then(Value::as_bool) == Some(true)
+    }
+
+    /// Every text of the request's messages, in order: plain contents, text parts, tool
+    /// results (Anthropic's `tool_result` blocks and OpenAI's `tool` messages) and tool
+    /// inputs, for assertions about what history an agent sent.
+    pub fn message_texts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for message in self.body["messages"].as_array().into_iter().flatten() {
+            collect_texts(&message["content"], &mut out);
+        }
+        out
+    }
+
+    /// Anthropic `tool_result` blocks of the request's messages as (tool use id, text,
+    /// is_error): how a test sees that a denied tool call reached the model as a denial.
+    pub fn tool_results(&self) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        for message in self.body["messages"].as_array().into_iter().flatten() {
+            for block in message["content"].as_array().into_iter().flatten() {
+                if block["type"] != "tool_result" {
+                    continue;
+                }
+                let mut texts = Vec::new();
+                collect_texts(&block["content"], &mut texts);
+                out.push((
+                    block["tool_use_id"].as_str().unwrap_or_default().to_owned(),
+                    texts.join("\n"),
+                    block["is_error"].as_bool().unwrap_or(false),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn collect_texts(content: &Value, out: &mut Vec<String>) {
+    match content {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => {
+            for item in items {
+                match item["type"].as_str() {
+                    Some("text") => out.extend(item["text"].as_str().map(str::to_owned)),
+                    Some("tool_result") => collect_texts(&item["content"], out),
+                    Some("tool_use") => out.push(item["input"].to_string()),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+struct Script<R> {
+    queue: VecDeque<R>,
+    /// Answer once the queue is empty.
+    fallback: Option<R>,
+    requests: Vec<Recorded>,
+    counter: u64,
+}
+
+/// The script and record of one fake, shared with its handlers.
+pub struct Shared<R>(Arc<Mutex<Script<R>>>);
+
+impl<R> Clone for Shared<R> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<R: Clone> Shared<R> {
+    fn lock(&self) -> MutexGuard<'_, Script<R>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a request and numbers it (from 1). When `scripted` is true the reply is the
+    /// next queued one, else the fallback, else `None`; side requests the script does not
+    /// cover pass false and get `None`.
+    pub fn answer(
+        &self,
+        uri: String,
+        headers: HeaderMap,
+        body: &Bytes,
+        scripted: impl FnOnce(&Recorded) -> bool,
+    ) -> (Recorded, Option<R>, u64) {
+        let recorded = Recorded {
+            uri,
+            headers,
+            body: serde_json::from_slice(body).unwrap_or(Value::Null),
+        };
+        let mut script = self.lock();
+        script.requests.push(recorded.clone());
+        script.counter += 1;
+        let reply = if scripted(&recorded) {
+            script.queue.pop_front().or_else(|| script.fallback.clone())
+        } else {
+            None
+        };
+        (recorded, reply, script.counter)
+    }
+}
+
+/// A fake model API: its router served on 127.0.0.1 (an ephemeral port, a thread and a
+/// runtime of its own) plus its script. Dropping it stops the server.
+pub struct ScriptedServer<R> {
+    server: ThreadServer,
+    shared: Shared<R>,
+}
+
+impl<R: Clone + Send + 'static> ScriptedServer<R> {
+    /// Builds the router with `routes` (handed the shared script) and serves it.
+    pub fn serve(name: &str, routes: impl FnOnce(Shared<R>) -> Router) -> std::io::Result<Self> {
+        let shared = Shared(Arc::new(Mutex::new(Script {
+            queue: VecDeque::new(),
+            fallback: None,
+            requests: Vec::new(),
+            counter: 0,
+        })));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let server = ThreadServer::start(name, routes(shared.clone()), runtime)?;
+        Ok(Self { server, shared })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Queues a reply for the next scripted request.
+    pub fn push(&self, reply: R) -> &Self {
+        self.shared.lock().queue.push_back(reply);
+        self
+    }
+
+    /// Sets what every scripted request gets once the queue is empty.
+    pub fn set_fallback(&self, reply: R) -> &Self {
+        self.shared.lock().fallback = Some(reply);
+        self
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().requests.clone()
+    }
+}
+
+/// A `text/event-stream` response sending `frames` (each a complete SSE frame, blank line
+/// included) with `delay` before each, plus `headers`.
+pub fn sse_response(
+    frames: Vec<String>,
+    delay: Duration,
+    headers: &[(&'static str, &'static str)],
+) -> Response {
+    let stream = futures::stream::unfold(frames.into_iter(), move |mut frames| async move {
+        let frame = frames.next()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok::<_, Infallible>(Bytes::from(frame)), frames))
+    });
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
