@@ -7,6 +7,7 @@ pub mod kubernetes;
 pub mod npm;
 pub mod plugins;
 pub mod postgres;
+pub mod queue;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
