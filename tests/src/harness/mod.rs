@@ -9,6 +9,7 @@ pub mod plugins;
 pub mod postgres;
 pub mod queue;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 
 /// True when running under CI, where a missing prerequisite must fail the run instead of
