@@ -56,3 +56,38 @@ async fn an_out_of_tree_plugin_dropped_into_a_running_host_serves() {
         })
     );
 }
+
+/// `rdev exec --provider X` compiles X alone: a plugins directory full of others (one that
+/// loads for seconds, one the host refuses) costs it nothing.
+#[test]
+fn exec_loads_only_the_provider_it_runs() {
+    use rdev_tests::harness::plugins::test_plugins_dir;
+    use rdev_tests::harness::runtime::install;
+
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cache = work.path().join("cache");
+    let source = test_plugins_dir();
+    install(&source, "versioned-v1", plugins.path(), "versioned", None);
+    install(&source, "slow-start", plugins.path(), "slow-start", None);
+    install(&source, "needs-http", plugins.path(), "needs-http", None);
+    let output = std::process::Command::new(rdev_tests::harness::bin::rdev())
+        .args(["exec", "--provider", "versioned", "--plugins-dir"])
+        .arg(plugins.path())
+        .arg("--dir")
+        .arg(work.path().join("ws"))
+        .args(["--", "quick"])
+        .env("RDEV_CACHE_DIR", &cache)
+        .output()
+        .expect("rdev runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("1.0.0"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("needs-http"), "{stderr}");
+    // One compiled artifact: the provider that ran.
+    let compiled = std::fs::read_dir(&cache).expect("cache dir").count();
+    assert_eq!(compiled, 1);
+}

@@ -101,7 +101,14 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
     let redactor = Redactor::new(secrets.values());
     let executor = Arc::new(LocalExecutor::fixed_dir(&args.dir, secrets.clone()));
     let grace = Duration::from_secs(args.grace);
-    let registry = start_registry(plugins_dir, executor, secrets, Some(grace)).await?;
+    let registry = start_registry(
+        plugins_dir,
+        executor,
+        secrets,
+        Some(grace),
+        provider.clone(),
+    )
+    .await?;
     let agent = match registry.lookup(provider.as_ref()) {
         Ok(agent) => agent,
         Err(e) => {

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::domain::ProviderName;
 use crate::ports::{Executor, SecretResolver};
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryOptions};
 use crate::runtime::{Runtime, RuntimeConfig};
 
 /// Where the installed plugins (`<name>.wasm` + `<name>.toml`) are.
@@ -68,12 +69,14 @@ fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/rdev"))
 }
 
-/// A runtime over `executor` and a registry of the plugins in `plugins_dir`.
+/// A runtime over `executor` and a registry of the plugins in `plugins_dir`; with `only`,
+/// of that one plugin alone (the others are neither compiled nor listed).
 pub async fn start_registry(
     plugins_dir: PathBuf,
     executor: Arc<dyn Executor>,
     secrets: Arc<dyn SecretResolver>,
     cancel_grace: Option<Duration>,
+    only: Option<ProviderName>,
 ) -> Result<Registry> {
     let mut config = RuntimeConfig::new(executor, secrets);
     config.cache_dir = cache_dir();
@@ -81,7 +84,11 @@ pub async fn start_registry(
         config.cancel_grace = grace;
     }
     let runtime = Runtime::new(config).context("starting the plugin runtime")?;
-    Registry::start(runtime, plugins_dir.clone(), Vec::new())
+    let options = RegistryOptions {
+        only: only.map(|name| vec![name]),
+        ..RegistryOptions::default()
+    };
+    Registry::start_with(runtime, plugins_dir.clone(), options)
         .await
         .with_context(|| format!("loading plugins from {}", plugins_dir.display()))
 }

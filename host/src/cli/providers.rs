@@ -28,7 +28,7 @@ pub async fn run(args: ProvidersArgs) -> Result<i32> {
         std::env::temp_dir().join("rdev-providers"),
         secrets.clone(),
     ));
-    let registry = start_registry(dir, executor, secrets, None).await?;
+    let registry = start_registry(dir, executor, secrets, None, None).await?;
     let statuses = registry.statuses();
     if args.json {
         for status in &statuses {

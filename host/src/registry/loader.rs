@@ -13,8 +13,7 @@ use chrono::Utc;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{LoadFailure, Loading, ReloadReport, Slot, Snapshot};
-use crate::domain::ProviderName;
+use super::{LoadFailure, Loading, RegistryOptions, ReloadReport, Slot, Snapshot};
 use crate::runtime::{LoadError, Runtime, WasmAgent, fingerprint};
 
 /// Quiet time after the last file event before a reload: installing a plugin writes two
@@ -49,7 +48,7 @@ struct Pass {
 pub(super) struct Loader {
     runtime: Runtime,
     dir: PathBuf,
-    order: Vec<ProviderName>,
+    options: RegistryOptions,
     snapshot: Arc<ArcSwap<Snapshot>>,
     /// Weak, so the loader and its load tasks stop when the last `Registry` is dropped.
     commands: mpsc::WeakUnboundedSender<Command>,
@@ -62,19 +61,18 @@ impl Loader {
     pub fn new(
         runtime: Runtime,
         dir: PathBuf,
-        order: Vec<ProviderName>,
+        options: RegistryOptions,
         snapshot: Arc<ArcSwap<Snapshot>>,
         commands: mpsc::WeakUnboundedSender<Command>,
-        parallelism: usize,
         watched: broadcast::Sender<ReloadReport>,
     ) -> Self {
         Self {
             runtime,
             dir,
-            order,
+            permits: Arc::new(Semaphore::new(options.parallelism.max(1))),
+            options,
             snapshot,
             commands,
-            permits: Arc::new(Semaphore::new(parallelism.max(1))),
             watched,
             passes: Vec::new(),
         }
@@ -106,7 +104,8 @@ impl Loader {
         }
     }
 
-    /// Names of the plugins on disk, in registration order.
+    /// Names of the plugins on disk (those in `options.only`, when set), in registration
+    /// order.
     fn names_on_disk(&self) -> Vec<String> {
         let mut found = BTreeSet::new();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -114,12 +113,18 @@ impl Loader {
                 let path = entry.path();
                 if path.extension().and_then(|e| e.to_str()) == Some("toml")
                     && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                    && self
+                        .options
+                        .only
+                        .as_ref()
+                        .is_none_or(|only| only.iter().any(|n| n.as_str() == stem))
                 {
                     found.insert(stem.to_owned());
                 }
             }
         }
         let mut names: Vec<String> = self
+            .options
             .order
             .iter()
             .map(|n| n.as_str().to_owned())

@@ -30,6 +30,29 @@ use loader::{Command, Loader};
 /// the others serve every other plugin's reload.
 pub const DEFAULT_LOAD_PARALLELISM: usize = 2;
 
+/// How a registry is set up beyond its directory; `Default` registers every plugin.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Providers to register first, in that order (the first serving one is the default);
+    /// the rest follow by name.
+    pub order: Vec<ProviderName>,
+    /// Loads that may run (compile) at once.
+    pub parallelism: usize,
+    /// When set, only these plugins are loaded and the rest of the directory is ignored:
+    /// `rdev exec` compiles just the provider it runs.
+    pub only: Option<Vec<ProviderName>>,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            order: Vec::new(),
+            parallelism: DEFAULT_LOAD_PARALLELISM,
+            only: None,
+        }
+    }
+}
+
 /// Whether a provider is usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -152,15 +175,18 @@ impl Registry {
         plugins_dir: PathBuf,
         order: Vec<ProviderName>,
     ) -> Result<Self, RegistryError> {
-        Self::start_with(runtime, plugins_dir, order, DEFAULT_LOAD_PARALLELISM).await
+        let options = RegistryOptions {
+            order,
+            ..RegistryOptions::default()
+        };
+        Self::start_with(runtime, plugins_dir, options).await
     }
 
-    /// [`Registry::start`] with at most `parallelism` loads compiling at once.
+    /// [`Registry::start`] with every option (parallelism, a subset of plugins).
     pub async fn start_with(
         runtime: Runtime,
         plugins_dir: PathBuf,
-        order: Vec<ProviderName>,
-        parallelism: usize,
+        options: RegistryOptions,
     ) -> Result<Self, RegistryError> {
         if !plugins_dir.is_dir() {
             return Err(RegistryError::Directory {
@@ -198,10 +224,9 @@ impl Registry {
         let loader = Loader::new(
             runtime,
             plugins_dir,
-            order,
+            options,
             snapshot.clone(),
             tx.downgrade(),
-            parallelism,
             watched.clone(),
         );
         tokio::spawn(loader.run(rx));
