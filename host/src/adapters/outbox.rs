@@ -2,7 +2,7 @@
 //! with its webhook's URL and sealed secret), the one place it becomes a `DueDelivery`, and
 //! the rule that (re-)seals a stored signing secret.
 
-use super::store::nonce;
+use super::master_key::nonce;
 use crate::domain::{DueDelivery, MasterKey, ProjectId, SealedWebhookSecret};
 use crate::ports::StoreError;
 

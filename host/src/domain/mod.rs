@@ -6,6 +6,7 @@ pub mod command;
 pub mod credential;
 pub mod event;
 pub mod ids;
+pub mod interaction;
 pub mod project;
 pub mod provider;
 pub mod queue;

@@ -3,6 +3,7 @@
 
 pub mod code_agent;
 pub mod executor;
+pub mod interaction;
 pub mod providers;
 pub mod secrets;
 
@@ -11,6 +12,7 @@ pub use executor::{
     EnvValue, ExecError, Executor, ExitStatus, ProcessControl, ProjectConnection, Signal,
     SpawnSpec, SpawnedProcess,
 };
+pub use interaction::{Interaction, InteractionContext, InteractionError, NobodyToAsk};
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
 pub mod store;

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::domain::AgentProvider;
-use crate::ports::{Executor, SecretResolver};
+use crate::ports::{Executor, Interaction, NobodyToAsk, SecretResolver};
 
 pub use agent::WasmAgent;
 pub use engine::CompileSource;
@@ -53,6 +53,10 @@ pub struct RuntimeConfig {
     pub executor: Arc<dyn Executor>,
     /// Resolves credentials for project-http auth headers.
     pub secrets: Arc<dyn SecretResolver>,
+    /// Decides providers' permission requests and delivers follow-up input (ABI 0.2's
+    /// `interaction`); [`NobodyToAsk`] (deny everything, no input) until the host's approval
+    /// service is plugged in.
+    pub interaction: Arc<dyn Interaction>,
     /// Compiled components are cached here; `None` compiles on every load.
     pub cache_dir: Option<PathBuf>,
     /// Time a cancelled (or timed-out) execution gets to clean up before it is killed.
@@ -66,11 +70,13 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    /// Defaults: 10 s grace, 64 instances, 1 GiB memory ceiling, 10 ms ticks, no cache.
+    /// Defaults: 10 s grace, 64 instances, 1 GiB memory ceiling, 10 ms ticks, no cache,
+    /// nobody to ask (every permission request denied).
     pub fn new(executor: Arc<dyn Executor>, secrets: Arc<dyn SecretResolver>) -> Self {
         Self {
             executor,
             secrets,
+            interaction: Arc::new(NobodyToAsk),
             cache_dir: None,
             cancel_grace: Duration::from_secs(10),
             max_instances: 64,

@@ -6,34 +6,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
-use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, Row};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::event_fanout::{FetchEvents, SUBSCRIPTION_PAGE, follow};
-use super::store::{
-    ConnectError, Signals, StoreOptions, fenced, lost, nonce, rescue_decision, verify_chain,
-};
+use super::sql::audit::append_audit;
+use super::sql::db::{Notice, executors};
+use super::sql::events::event_from_row;
+use super::sql::projects::insert_project;
+use super::sql::{Db, Signals, SqlStore, db, is_foreign_key_violation};
+use super::store::{ConnectError, StoreOptions, fenced, lost, rescue_decision};
 use crate::domain::{
-    AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
-    CommandRecords, CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry,
-    NewCommand, NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor,
-    Rescued, StreamEvent, audit::GENESIS_HASH,
+    AgentRequest, AgentResult, Claim, CommandFilter, CommandId, CommandRecord, CommandRecords,
+    CommandStatus, Heartbeat, Lease, NewCommand, NewProject, Outcome, ProjectId, ProviderName,
+    QueueConfig, Rescued, StreamEvent,
 };
-use crate::ports::{
-    AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
-    EventSubscription, ProjectStore, SecretError, SecretResolver, SecretValue, StoreError,
-    StoredEvent, Stores, UnknownProject,
-};
+use crate::ports::{CommandQueue, Enqueued, StoreError, StoredEvent, UnknownProject};
 
+mod dialect;
 mod setup;
-mod tokens;
 mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -65,8 +60,71 @@ macro_rules! command_columns {
     };
 }
 
-fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |error| StoreError::backend(context, error)
+impl Db for Postgres {
+    type State = PgState;
+    const APPEND_IN_ONE_STATEMENT: bool = true;
+
+    executors!(PgConnection);
+
+    /// One statement: the event stored earlier under `key` (a retried append) or a new one
+    /// numbered by `commands.event_seq`.
+    async fn insert_event(
+        conn: &mut PgConnection,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: Option<&str>,
+    ) -> Result<StoredEvent, StoreError> {
+        let row = sqlx::query(
+            "WITH prior AS (SELECT seq, at, event FROM events \
+               WHERE stream = $1 AND append_key = $3), \
+             next AS (UPDATE commands SET event_seq = event_seq + 1 \
+               WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM prior) RETURNING event_seq), \
+             inserted AS (INSERT INTO events (stream, seq, event, append_key) \
+               SELECT $1, event_seq, $2, $3 FROM next RETURNING seq, at, event) \
+             SELECT seq, at, event FROM inserted UNION ALL SELECT seq, at, event FROM prior",
+        )
+        .bind(stream.as_str())
+        .bind(Json(event))
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("appending an event"))?;
+        let row = row.ok_or_else(|| StoreError::NotFound {
+            kind: "command",
+            id: stream.to_string(),
+        })?;
+        event_from_row::<Postgres>(stream, &row)
+    }
+
+    fn write_lock(_: &PgState) -> Option<&tokio::sync::Mutex<()>> {
+        None
+    }
+
+    async fn lock_audit(conn: &mut PgConnection) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
+            .execute(conn)
+            .await
+            .map_err(db("locking the audit log"))?;
+        Ok(())
+    }
+
+    /// Sent at commit to every replica's listener. `Work` needs no statement: the commands
+    /// trigger sends it with the status change.
+    async fn notify(conn: &mut PgConnection, notice: &Notice) -> Result<(), StoreError> {
+        let (channel, payload) = match notice {
+            Notice::Work => return Ok(()),
+            Notice::Deliveries => ("rdev_webhooks", ""),
+            Notice::Cancel(id) => ("rdev_cancel", id.as_str()),
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(conn)
+            .await
+            .map_err(db("notifying other replicas"))?;
+        Ok(())
+    }
 }
 
 fn corrupt(table: &'static str) -> impl Fn(String) -> StoreError {
@@ -89,16 +147,10 @@ pub async fn migrate(url: &str) -> Result<(), ConnectError> {
 }
 
 /// Every store over one PostgreSQL database. Cheap to clone.
-#[derive(Clone)]
-pub struct PgStore {
-    inner: Arc<Inner>,
-}
+pub type PgStore = SqlStore<Postgres>;
 
-struct Inner {
-    pool: PgPool,
-    config: QueueConfig,
-    signals: Arc<Signals>,
-    key: ArcSwap<MasterKey>,
+/// What the PostgreSQL store keeps beside the pool.
+pub struct PgState {
     /// Feeds the task that writes finishes in batches; it ends when this is dropped.
     finishes: mpsc::UnboundedSender<FinishJob>,
     /// Stops the listener task when the last clone of the store is dropped.
@@ -125,57 +177,18 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
-        // Plaintext webhook secrets from before migration 0050 are sealed here (idempotent).
-        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
-        let mut tx = pool
-            .begin()
-            .await
-            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
-        webhooks::seal_secrets(&mut tx, None, &options.master_key)
-            .await
-            .map_err(sealing)?;
-        tx.commit()
-            .await
-            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
-        let signals = Signals::new(fetch_events(pool.clone()));
-        let stop = CancellationToken::new();
-        tokio::spawn(listen(
-            pool.clone(),
-            signals.clone(),
-            stop.clone(),
-            options.queue.poll_fallback,
-        ));
-        let (finishes, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(write_finishes(pool.clone(), jobs));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                pool,
-                config: options.queue,
-                signals,
-                key: ArcSwap::from_pointee(options.master_key),
+        let retry = options.queue.poll_fallback;
+        Self::open(pool, options, |pool, signals| {
+            let stop = CancellationToken::new();
+            tokio::spawn(listen(pool.clone(), signals.clone(), stop.clone(), retry));
+            let (finishes, jobs) = mpsc::unbounded_channel();
+            tokio::spawn(write_finishes(pool.clone(), jobs));
+            PgState {
                 finishes,
                 _listener: stop.drop_guard(),
-            }),
+            }
         })
-    }
-
-    /// The same store behind each port.
-    pub fn stores(&self) -> Stores {
-        Stores {
-            projects: Arc::new(self.clone()),
-            queue: Arc::new(self.clone()),
-            events: Arc::new(self.clone()),
-            audit: Arc::new(self.clone()),
-            credentials: Arc::new(self.clone()),
-            setups: Arc::new(self.clone()),
-            tokens: Arc::new(self.clone()),
-            webhooks: Arc::new(self.clone()),
-        }
-    }
-
-    /// The connection pool, for tests and benchmarks that inspect rows directly.
-    pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
+        .await
     }
 
     fn pool_ref(&self) -> &PgPool {
@@ -295,42 +308,6 @@ fn lease_from_row(row: &PgRow, command: &CommandRecord) -> Result<Lease, StoreEr
     })
 }
 
-fn project_from_row(row: &PgRow) -> Result<Project, StoreError> {
-    let bad = corrupt("projects");
-    let id: String = row.try_get("id").map_err(|e| bad(e.to_string()))?;
-    Ok(Project {
-        id: ProjectId::parse(id).map_err(|e| bad(e.to_string()))?,
-        display_name: row
-            .try_get("display_name")
-            .map_err(|e| bad(e.to_string()))?,
-        created_at: row.try_get("created_at").map_err(|e| bad(e.to_string()))?,
-    })
-}
-
-fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
-}
-
-/// Registers `project` on `conn` unless its id is taken (then `None`), so a submission can
-/// register its project in its own transaction.
-pub(super) async fn insert_project(
-    conn: &mut PgConnection,
-    project: &NewProject,
-) -> Result<Option<Project>, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO projects (id, display_name) VALUES ($1, $2) \
-         ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
-    )
-    .bind(project.id.as_str())
-    .bind(&project.display_name)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db("creating a project"))?;
-    row.as_ref().map(project_from_row).transpose()
-}
-
 /// Inserts a pending command on `conn`; `None` when its idempotency key is taken in its
 /// project, `NotFound` for an unknown project.
 async fn insert_command(
@@ -395,60 +372,11 @@ async fn write_records(
     records: CommandRecords,
 ) -> Result<Option<StoredEvent>, StoreError> {
     let event = match &records.event {
-        Some(event) => Some(insert_event(&mut *conn, stream, event, None).await?),
+        Some(event) => Some(<Postgres as Db>::insert_event(&mut *conn, stream, event, None).await?),
         None => None,
     };
-    append_audit(conn, records.audit, None).await?;
+    append_audit::<Postgres>(conn, records.audit, None).await?;
     Ok(event)
-}
-
-#[async_trait]
-impl ProjectStore for PgStore {
-    async fn create(&self, project: NewProject) -> Result<Project, StoreError> {
-        let mut conn = self
-            .pool_ref()
-            .acquire()
-            .await
-            .map_err(db("creating a project"))?;
-        insert_project(&mut conn, &project)
-            .await?
-            .ok_or_else(|| StoreError::Conflict(format!("project {} already exists", project.id)))
-    }
-
-    async fn ensure(&self, project: NewProject) -> Result<Project, StoreError> {
-        match ProjectStore::create(self, project.clone()).await {
-            Err(StoreError::Conflict(_)) => ProjectStore::get(self, &project.id).await,
-            other => other,
-        }
-    }
-
-    async fn get(&self, id: &ProjectId) -> Result<Project, StoreError> {
-        let row = sqlx::query("SELECT id, display_name, created_at FROM projects WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(self.pool_ref())
-            .await
-            .map_err(db("reading a project"))?;
-        row.map_or_else(
-            || {
-                Err(StoreError::NotFound {
-                    kind: "project",
-                    id: id.to_string(),
-                })
-            },
-            |row| project_from_row(&row),
-        )
-    }
-
-    async fn list(&self) -> Result<Vec<Project>, StoreError> {
-        let rows = sqlx::query("SELECT id, display_name, created_at FROM projects ORDER BY id")
-            .fetch_all(self.pool_ref())
-            .await
-            .map_err(db("listing projects"))?;
-        rows.iter().map(project_from_row).collect()
-    }
-    async fn delete(&self, id: &ProjectId) -> Result<(), StoreError> {
-        self.delete_project(id).await
-    }
 }
 
 #[async_trait]
@@ -492,7 +420,7 @@ impl CommandQueue for PgStore {
                 id: command.project_id.clone(),
                 display_name: None,
             };
-            insert_project(&mut tx, &new).await?;
+            insert_project::<Postgres>(&mut tx, &new).await?;
         }
         let Some(record) = insert_command(&mut tx, &id, &command).await? else {
             // An idempotency-key replay: the project existed, nothing was written.
@@ -654,7 +582,7 @@ impl CommandQueue for PgStore {
             reply,
         };
         let stopped = || StoreError::backend("finishing a command", "the batch writer stopped");
-        self.inner.finishes.send(job).map_err(|_| stopped())?;
+        self.inner.state.finishes.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -881,375 +809,4 @@ async fn finish_batch(
     }
     tx.commit().await.map_err(db("finishing commands"))?;
     Ok(records)
-}
-
-fn event_from_row(stream: &CommandId, row: &PgRow) -> Result<StoredEvent, StoreError> {
-    let bad = corrupt("events");
-    let Json(event): Json<StreamEvent> = row.try_get("event").map_err(|e| bad(e.to_string()))?;
-    Ok(StoredEvent {
-        stream: stream.clone(),
-        seq: row.try_get("seq").map_err(|e| bad(e.to_string()))?,
-        at: row.try_get("at").map_err(|e| bad(e.to_string()))?,
-        event,
-    })
-}
-
-/// Up to `limit` events of `stream` after `after`; shared by `EventLog::read` and the
-/// fan-out's fetch of what other replicas appended.
-async fn read_events(
-    pool: &PgPool,
-    stream: &CommandId,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT seq, at, event FROM events WHERE stream = $1 AND seq > $2 \
-         ORDER BY seq LIMIT $3",
-    )
-    .bind(stream.as_str())
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db("reading events"))?;
-    rows.iter().map(|row| event_from_row(stream, row)).collect()
-}
-
-/// The fan-out's fetch over the pool (not the store, which owns the fan-out).
-fn fetch_events(pool: PgPool) -> FetchEvents {
-    Arc::new(move |stream, after| {
-        let pool = pool.clone();
-        Box::pin(async move { read_events(&pool, &stream, after, SUBSCRIPTION_PAGE).await })
-    })
-}
-
-/// Appends `event` with the stream's next sequence number on `conn` (one statement), alone
-/// or inside the caller's transaction. The caller publishes the result on the fan-out after
-/// its commit (`EventHub::begin_append` before the write).
-async fn insert_event(
-    conn: &mut PgConnection,
-    stream: &CommandId,
-    event: &StreamEvent,
-    key: Option<&str>,
-) -> Result<StoredEvent, StoreError> {
-    // One statement: the event stored earlier under `key` (a retried append) or a new one.
-    let row = sqlx::query(
-        "WITH prior AS (SELECT seq, at, event FROM events \
-           WHERE stream = $1 AND append_key = $3), \
-         next AS (UPDATE commands SET event_seq = event_seq + 1 \
-           WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM prior) RETURNING event_seq), \
-         inserted AS (INSERT INTO events (stream, seq, event, append_key) \
-           SELECT $1, event_seq, $2, $3 FROM next RETURNING seq, at, event) \
-         SELECT seq, at, event FROM inserted UNION ALL SELECT seq, at, event FROM prior",
-    )
-    .bind(stream.as_str())
-    .bind(Json(event))
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db("appending an event"))?;
-    let row = row.ok_or_else(|| StoreError::NotFound {
-        kind: "command",
-        id: stream.to_string(),
-    })?;
-    event_from_row(stream, &row)
-}
-
-impl PgStore {
-    async fn append_keyed(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-        key: Option<&str>,
-    ) -> Result<StoredEvent, StoreError> {
-        let publish = self.inner.signals.events.begin_append(stream);
-        let mut conn = self
-            .pool_ref()
-            .acquire()
-            .await
-            .map_err(db("appending an event"))?;
-        let stored = insert_event(&mut conn, stream, event, key).await?;
-        publish.publish(&stored);
-        Ok(stored)
-    }
-}
-
-#[async_trait]
-impl EventLog for PgStore {
-    async fn append(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-    ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, None).await
-    }
-
-    async fn append_once(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-        key: &str,
-    ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, Some(key)).await
-    }
-
-    async fn read(
-        &self,
-        stream: &CommandId,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        read_events(self.pool_ref(), stream, after, limit).await
-    }
-
-    fn subscribe(&self, stream: &CommandId, after: i64) -> EventSubscription {
-        follow(
-            self.clone(),
-            &self.inner.signals.events,
-            stream,
-            after,
-            self.inner.config.poll_fallback,
-        )
-    }
-}
-
-fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
-    let bad = corrupt("audit_log");
-    let get = |e: sqlx::Error| bad(e.to_string());
-    let details: String = row.try_get("details").map_err(get)?;
-    Ok(AuditEntry {
-        seq: row.try_get("seq").map_err(get)?,
-        at: row.try_get("at").map_err(get)?,
-        actor: row.try_get("actor").map_err(get)?,
-        action: row.try_get("action").map_err(get)?,
-        project_id: row.try_get("project_id").map_err(get)?,
-        command_id: row.try_get("command_id").map_err(get)?,
-        details: serde_json::from_str(&details).map_err(|e| bad(e.to_string()))?,
-        prev_hash: row.try_get("prev_hash").map_err(get)?,
-        hash: row.try_get("hash").map_err(get)?,
-    })
-}
-
-/// Appends an audit entry on `conn` inside the caller's transaction (the advisory lock is
-/// held until it commits), so that the webhook outbox can be written in the same
-/// transaction as the audit entry. With a `key` already stored, returns that entry instead.
-pub(super) async fn append_audit(
-    conn: &mut sqlx::PgConnection,
-    entry: NewAuditEntry,
-    key: Option<&str>,
-) -> Result<AuditEntry, StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(AUDIT_LOCK)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("locking the audit log"))?;
-    if let Some(key) = key {
-        let stored = sqlx::query(select_audit!("WHERE append_key = $1"))
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db("reading the audit log"))?;
-        if let Some(row) = stored {
-            return audit_from_row(&row);
-        }
-    }
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db("reading the audit log head"))?;
-    let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
-    let sealed = AuditEntry::seal(&prev, seq, Utc::now(), entry);
-    let details =
-        serde_json::to_string(&sealed.details).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, project_id, command_id, details, \
-         prev_hash, hash, append_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(sealed.seq)
-    .bind(sealed.at)
-    .bind(&sealed.actor)
-    .bind(&sealed.action)
-    .bind(&sealed.project_id)
-    .bind(&sealed.command_id)
-    .bind(details)
-    .bind(&sealed.prev_hash)
-    .bind(&sealed.hash)
-    .bind(key)
-    .execute(&mut *conn)
-    .await
-    .map_err(db("appending to the audit log"))?;
-    Ok(sealed)
-}
-
-impl PgStore {
-    async fn append_audit_entry(
-        &self,
-        entry: NewAuditEntry,
-        key: Option<&str>,
-    ) -> Result<AuditEntry, StoreError> {
-        let mut tx = self
-            .pool_ref()
-            .begin()
-            .await
-            .map_err(db("appending to the audit log"))?;
-        let sealed = append_audit(&mut tx, entry, key).await?;
-        tx.commit()
-            .await
-            .map_err(db("appending to the audit log"))?;
-        Ok(sealed)
-    }
-}
-
-#[async_trait]
-impl AuditLog for PgStore {
-    async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
-        self.append_audit_entry(entry, None).await
-    }
-
-    async fn append_once(&self, entry: NewAuditEntry, key: &str) -> Result<AuditEntry, StoreError> {
-        self.append_audit_entry(entry, Some(key)).await
-    }
-
-    async fn list(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(select_audit!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(self.pool_ref())
-            .await
-            .map_err(db("reading the audit log"))?;
-        rows.iter().map(audit_from_row).collect()
-    }
-
-    async fn verify(&self) -> Result<AuditVerification, StoreError> {
-        verify_chain(self).await
-    }
-}
-
-#[async_trait]
-impl SecretResolver for PgStore {
-    async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
-        let Ok(name) = CredentialName::parse(name) else {
-            return Ok(None);
-        };
-        let sealed: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT sealed FROM credentials WHERE name = $1")
-                .bind(name.as_str())
-                .fetch_optional(self.pool_ref())
-                .await
-                .map_err(|e| SecretError::Unavailable(e.to_string()))?;
-        let Some(sealed) = sealed else {
-            return Ok(None);
-        };
-        let value = self
-            .inner
-            .key
-            .load()
-            .open(&name, &sealed)
-            .map_err(|e| SecretError::Unavailable(e.to_string()))?;
-        Ok(Some(SecretValue::new(value)))
-    }
-}
-
-fn credential_from_row(row: &PgRow) -> Result<CredentialInfo, StoreError> {
-    let bad = corrupt("credentials");
-    let name: String = row.try_get("name").map_err(|e| bad(e.to_string()))?;
-    Ok(CredentialInfo {
-        name: CredentialName::parse(name)?,
-        created_at: row.try_get("created_at").map_err(|e| bad(e.to_string()))?,
-        updated_at: row.try_get("updated_at").map_err(|e| bad(e.to_string()))?,
-    })
-}
-
-#[async_trait]
-impl CredentialStore for PgStore {
-    async fn put(
-        &self,
-        name: &CredentialName,
-        value: &SecretValue,
-    ) -> Result<CredentialInfo, StoreError> {
-        let key = self.inner.key.load();
-        let sealed = key.seal(name, value.expose(), nonce());
-        let row = sqlx::query(
-            "INSERT INTO credentials (name, sealed, key_fingerprint) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed, \
-             key_fingerprint = EXCLUDED.key_fingerprint, updated_at = now() \
-             RETURNING name, created_at, updated_at",
-        )
-        .bind(name.as_str())
-        .bind(sealed)
-        .bind(key.fingerprint())
-        .fetch_one(self.pool_ref())
-        .await
-        .map_err(db("storing a credential"))?;
-        credential_from_row(&row)
-    }
-
-    async fn list(&self) -> Result<Vec<CredentialInfo>, StoreError> {
-        let rows =
-            sqlx::query("SELECT name, created_at, updated_at FROM credentials ORDER BY name")
-                .fetch_all(self.pool_ref())
-                .await
-                .map_err(db("listing credentials"))?;
-        rows.iter().map(credential_from_row).collect()
-    }
-
-    async fn delete(&self, name: &CredentialName) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
-            .bind(name.as_str())
-            .execute(self.pool_ref())
-            .await
-            .map_err(db("deleting a credential"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "credential",
-                id: name.to_string(),
-            });
-        }
-        Ok(())
-    }
-
-    async fn rotate_key(&self, new_key: MasterKey) -> Result<u64, StoreError> {
-        let old_key = self.inner.key.load_full();
-        let mut tx = self
-            .pool_ref()
-            .begin()
-            .await
-            .map_err(db("rotating the master key"))?;
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, sealed FROM credentials ORDER BY name FOR UPDATE")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("rotating the master key"))?;
-        for (name, sealed) in &rows {
-            let name = CredentialName::parse(name.clone())?;
-            let value = old_key.open(&name, sealed)?;
-            let resealed = new_key.seal(&name, &value, nonce());
-            sqlx::query("UPDATE credentials SET sealed = $2, key_fingerprint = $3 WHERE name = $1")
-                .bind(name.as_str())
-                .bind(resealed)
-                .bind(new_key.fingerprint())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("rotating the master key"))?;
-        }
-        let secrets = webhooks::seal_secrets(&mut tx, Some(&old_key), &new_key).await?;
-        tx.commit().await.map_err(db("rotating the master key"))?;
-        self.inner.key.store(Arc::new(new_key));
-        Ok(rows.len() as u64 + secrets)
-    }
-
-    async fn redactor(&self) -> Result<Redactor, StoreError> {
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT name, sealed FROM credentials")
-            .fetch_all(self.pool_ref())
-            .await
-            .map_err(db("loading credentials for redaction"))?;
-        let key = self.inner.key.load();
-        let mut values = Vec::with_capacity(rows.len());
-        for (name, sealed) in rows {
-            let name = CredentialName::parse(name)?;
-            values.push(key.open(&name, &sealed)?);
-        }
-        Ok(Redactor::new(values))
-    }
 }

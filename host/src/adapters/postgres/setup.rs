@@ -8,7 +8,9 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
 use super::webhooks::emit_in;
-use super::{PgStore, append_audit, corrupt, db, insert_project};
+use super::{PgStore, corrupt, db};
+use crate::adapters::sql::audit::append_audit;
+use crate::adapters::sql::projects::insert_project;
 use crate::domain::{
     CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
 };
@@ -58,7 +60,7 @@ impl ProjectSetupStore for PgStore {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        let Some(created) = insert_project(&mut tx, &project).await? else {
+        let Some(created) = insert_project::<sqlx::Postgres>(&mut tx, &project).await? else {
             return Err(StoreError::Conflict(format!(
                 "project {} already exists",
                 project.id
@@ -172,7 +174,7 @@ impl ProjectSetupStore for PgStore {
         .map_err(db(context))?;
         let changed = result.rows_affected() == 1;
         if changed && let Some(announce) = announce {
-            append_audit(&mut tx, announce.audit, None).await?;
+            append_audit::<sqlx::Postgres>(&mut tx, announce.audit, None).await?;
             emit_in(&mut tx, &announce.event).await?;
         }
         tx.commit().await.map_err(db(context))?;

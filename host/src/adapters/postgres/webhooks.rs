@@ -16,13 +16,14 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use tokio::sync::watch;
 
-use super::{PgStore, append_audit, corrupt, db};
-use crate::adapters::outbox::{ClaimedRow, reseal_secret};
-use crate::adapters::store::nonce;
+use super::{PgStore, corrupt, db};
+use crate::adapters::master_key::nonce;
+use crate::adapters::outbox::ClaimedRow;
+use crate::adapters::sql::audit::append_audit;
 use crate::domain::{
-    CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, MasterKey,
-    NewAuditEntry, NewWebhook, NextStep, ProjectId, SealedWebhookSecret, Webhook, WebhookEvent,
-    WebhookSecret, webhook::GONE_REASON,
+    CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewAuditEntry,
+    NewWebhook, NextStep, ProjectId, SealedWebhookSecret, Webhook, WebhookEvent, WebhookSecret,
+    webhook::GONE_REASON,
 };
 use crate::ports::{DeliveryPage, MAX_DELIVERY_PAGE, StoreError, WebhookStore};
 
@@ -90,44 +91,6 @@ pub(super) async fn emit_for_command(
         emit_in(conn, &event).await?;
     }
     Ok(())
-}
-
-/// Seals webhook signing secrets with `new` on `conn`: every plaintext one migration 0050
-/// left in `legacy_secret` (at start-up: SQL cannot encrypt with the operator's key; finding
-/// none the second time), and, given `old` (in `rotate_key`'s transaction), every sealed one
-/// again. The rule per row is `outbox::reseal_secret`. Returns how many rows changed.
-pub(super) async fn seal_secrets(
-    conn: &mut PgConnection,
-    old: Option<&MasterKey>,
-    new: &MasterKey,
-) -> Result<u64, StoreError> {
-    let context = "sealing webhook secrets";
-    let rows: Vec<(String, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT id, legacy_secret, sealed_secret FROM webhooks \
-         WHERE legacy_secret IS NOT NULL OR $1 ORDER BY id FOR UPDATE",
-    )
-    .bind(old.is_some())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db(context))?;
-    let mut changed = 0;
-    for (id, legacy, sealed) in rows {
-        let Some(resealed) = reseal_secret(&id, legacy, sealed, old, new)? else {
-            continue;
-        };
-        sqlx::query(
-            "UPDATE webhooks SET sealed_secret = $2, key_fingerprint = $3, legacy_secret = NULL \
-             WHERE id = $1",
-        )
-        .bind(&id)
-        .bind(resealed)
-        .bind(new.fingerprint())
-        .execute(&mut *conn)
-        .await
-        .map_err(db(context))?;
-        changed += 1;
-    }
-    Ok(changed)
 }
 
 fn not_found(id: &str) -> StoreError {
@@ -258,7 +221,7 @@ impl WebhookStore for PgStore {
             .await
             .map_err(db("writing webhook events"))?;
         if let Some(entry) = audit {
-            append_audit(&mut tx, entry, None).await?;
+            append_audit::<sqlx::Postgres>(&mut tx, entry, None).await?;
         }
         let queued = emit_in(&mut tx, event).await?;
         tx.commit().await.map_err(db("writing webhook events"))?;

@@ -3,38 +3,34 @@
 //! statements make claims atomic, and wake-ups are in-process signals.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 use sqlx::types::Json;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Row, Sqlite, SqliteConnection};
 use tokio::sync::{Mutex, broadcast, watch};
 
-use super::event_fanout::{FetchEvents, SUBSCRIPTION_PAGE, follow};
+use super::sql::audit::append_audit;
+use super::sql::db::{Notice, executors};
+use super::sql::events::event_from_row;
+use super::sql::projects::insert_project;
+use super::sql::{Db, SqlStore, db, is_foreign_key_violation};
 use super::store::{
-    ConnectError, Signals, StoreOptions, fenced, from_millis, lost, millis, nonce, rescue_decision,
-    verify_chain,
+    ConnectError, StoreOptions, fenced, from_millis, lost, millis, rescue_decision,
 };
 use crate::domain::{
-    AgentRequest, AgentResult, AuditEntry, Claim, CommandFilter, CommandId, CommandRecord,
-    CommandRecords, CommandStatus, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry,
-    NewCommand, NewProject, Outcome, Project, ProjectId, ProviderName, QueueConfig, Redactor,
-    Rescued, StreamEvent, audit::GENESIS_HASH,
+    AgentRequest, AgentResult, Claim, CommandFilter, CommandId, CommandRecord, CommandRecords,
+    CommandStatus, Heartbeat, Lease, NewCommand, NewProject, Outcome, ProjectId, ProviderName,
+    QueueConfig, Rescued, StreamEvent,
 };
-use crate::ports::{
-    AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, Enqueued, EventLog,
-    EventSubscription, ProjectStore, SecretError, SecretResolver, SecretValue, StoreError,
-    StoredEvent, Stores, UnknownProject,
-};
+use crate::ports::{CommandQueue, Enqueued, StoreError, StoredEvent, UnknownProject};
 
+mod dialect;
 mod setup;
-mod tokens;
 mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -50,8 +46,78 @@ macro_rules! command_columns {
     };
 }
 
-fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |error| StoreError::backend(context, error)
+impl Db for Sqlite {
+    type State = SqliteState;
+    const APPEND_IN_ONE_STATEMENT: bool = false;
+
+    executors!(SqliteConnection);
+
+    /// The event stored earlier under `key`, else the next number from `commands.event_seq`
+    /// and the insert (three statements: SQLite has no data-modifying `WITH`).
+    async fn insert_event(
+        conn: &mut SqliteConnection,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: Option<&str>,
+    ) -> Result<StoredEvent, StoreError> {
+        if let Some(key) = key {
+            // A retried append whose first attempt did commit: that event, not a second copy.
+            let prior = sqlx::query(
+                "SELECT seq, at, event FROM events WHERE stream = $1 AND append_key = $2",
+            )
+            .bind(stream.as_str())
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("appending an event"))?;
+            if let Some(row) = prior {
+                return event_from_row::<Sqlite>(stream, &row);
+            }
+        }
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE commands SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("appending an event"))?;
+        let seq = seq.ok_or_else(|| StoreError::NotFound {
+            kind: "command",
+            id: stream.to_string(),
+        })?;
+        let at = millis(Utc::now());
+        sqlx::query(
+            "INSERT INTO events (stream, seq, at, event, append_key) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(stream.as_str())
+        .bind(seq)
+        .bind(at)
+        .bind(Json(event))
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("appending an event"))?;
+        Ok(StoredEvent {
+            stream: stream.clone(),
+            seq,
+            at: from_millis("events", at)?,
+            event: event.clone(),
+        })
+    }
+
+    fn write_lock(state: &SqliteState) -> Option<&Mutex<()>> {
+        Some(&state.write)
+    }
+
+    /// The caller holds the write lock.
+    async fn lock_audit(_: &mut SqliteConnection) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Never called: SQLite serves one process, which `Write::commit` wakes directly.
+    async fn notify(_: &mut SqliteConnection, _: &Notice) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn corrupt(table: &'static str) -> impl Fn(String) -> StoreError {
@@ -90,16 +156,11 @@ pub async fn migrate(url: &str) -> Result<(), ConnectError> {
 }
 
 /// Every store over one SQLite file. Cheap to clone.
-#[derive(Clone)]
-pub struct SqliteStore {
-    inner: Arc<Inner>,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
-struct Inner {
-    pool: SqlitePool,
-    config: QueueConfig,
-    signals: Arc<Signals>,
-    key: ArcSwap<MasterKey>,
+/// What the SQLite store keeps beside the pool.
+pub struct SqliteState {
+    /// Serializes writes: SQLite has one writer anyway, and waiting here avoids busy errors.
     write: Mutex<()>,
 }
 
@@ -111,47 +172,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| ConnectError::Migrate(e.to_string()))?;
-        // Plaintext webhook secrets from before migration 0050 are sealed here (idempotent).
-        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
-        let mut tx = pool
-            .begin()
-            .await
-            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
-        webhooks::seal_secrets(&mut tx, None, &options.master_key)
-            .await
-            .map_err(sealing)?;
-        tx.commit()
-            .await
-            .map_err(|e| sealing(StoreError::backend("sealing webhook secrets", e)))?;
-        let signals = Signals::new(fetch_events(pool.clone()));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                pool,
-                config: options.queue,
-                signals,
-                key: ArcSwap::from_pointee(options.master_key),
-                write: Mutex::new(()),
-            }),
+        Self::open(pool, options, |_, _| SqliteState {
+            write: Mutex::new(()),
         })
-    }
-
-    /// The same store behind each port.
-    pub fn stores(&self) -> Stores {
-        Stores {
-            projects: Arc::new(self.clone()),
-            queue: Arc::new(self.clone()),
-            events: Arc::new(self.clone()),
-            audit: Arc::new(self.clone()),
-            credentials: Arc::new(self.clone()),
-            setups: Arc::new(self.clone()),
-            tokens: Arc::new(self.clone()),
-            webhooks: Arc::new(self.clone()),
-        }
-    }
-
-    /// The connection pool, for tests that inspect rows directly.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.inner.pool
+        .await
     }
 
     fn pool_ref(&self) -> &SqlitePool {
@@ -209,44 +233,6 @@ fn lease_from_row(row: &SqliteRow, command: &CommandRecord) -> Result<Lease, Sto
         token: row.try_get("lease_token").map_err(|e| bad(e.to_string()))?,
         expires_at: from_millis("commands", expires.unwrap_or_default())?,
     })
-}
-
-fn project_from_row(row: &SqliteRow) -> Result<Project, StoreError> {
-    let bad = corrupt("projects");
-    let id: String = row.try_get("id").map_err(|e| bad(e.to_string()))?;
-    let created: i64 = row.try_get("created_at").map_err(|e| bad(e.to_string()))?;
-    Ok(Project {
-        id: ProjectId::parse(id).map_err(|e| bad(e.to_string()))?,
-        display_name: row
-            .try_get("display_name")
-            .map_err(|e| bad(e.to_string()))?,
-        created_at: from_millis("projects", created)?,
-    })
-}
-
-fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
-}
-
-/// Registers `project` on `conn` unless its id is taken (then `None`), so a submission can
-/// register its project in its own transaction. The caller holds the write lock.
-pub(super) async fn insert_project(
-    conn: &mut SqliteConnection,
-    project: &NewProject,
-) -> Result<Option<Project>, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO projects (id, display_name, created_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (id) DO NOTHING RETURNING id, display_name, created_at",
-    )
-    .bind(project.id.as_str())
-    .bind(&project.display_name)
-    .bind(millis(Utc::now()))
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db("creating a project"))?;
-    row.as_ref().map(project_from_row).transpose()
 }
 
 /// Inserts a pending command on `conn`; `None` when its idempotency key is taken in its
@@ -313,61 +299,11 @@ async fn write_records(
     records: CommandRecords,
 ) -> Result<Option<StoredEvent>, StoreError> {
     let event = match &records.event {
-        Some(event) => Some(insert_event(&mut *conn, stream, event, None).await?),
+        Some(event) => Some(<Sqlite as Db>::insert_event(&mut *conn, stream, event, None).await?),
         None => None,
     };
-    append_audit(conn, records.audit, None).await?;
+    append_audit::<Sqlite>(conn, records.audit, None).await?;
     Ok(event)
-}
-
-#[async_trait]
-impl ProjectStore for SqliteStore {
-    async fn create(&self, project: NewProject) -> Result<Project, StoreError> {
-        let _write = self.inner.write.lock().await;
-        let mut conn = self
-            .pool_ref()
-            .acquire()
-            .await
-            .map_err(db("creating a project"))?;
-        insert_project(&mut conn, &project)
-            .await?
-            .ok_or_else(|| StoreError::Conflict(format!("project {} already exists", project.id)))
-    }
-
-    async fn ensure(&self, project: NewProject) -> Result<Project, StoreError> {
-        match ProjectStore::create(self, project.clone()).await {
-            Err(StoreError::Conflict(_)) => ProjectStore::get(self, &project.id).await,
-            other => other,
-        }
-    }
-
-    async fn get(&self, id: &ProjectId) -> Result<Project, StoreError> {
-        let row = sqlx::query("SELECT id, display_name, created_at FROM projects WHERE id = ?1")
-            .bind(id.as_str())
-            .fetch_optional(self.pool_ref())
-            .await
-            .map_err(db("reading a project"))?;
-        row.map_or_else(
-            || {
-                Err(StoreError::NotFound {
-                    kind: "project",
-                    id: id.to_string(),
-                })
-            },
-            |row| project_from_row(&row),
-        )
-    }
-
-    async fn list(&self) -> Result<Vec<Project>, StoreError> {
-        let rows = sqlx::query("SELECT id, display_name, created_at FROM projects ORDER BY id")
-            .fetch_all(self.pool_ref())
-            .await
-            .map_err(db("listing projects"))?;
-        rows.iter().map(project_from_row).collect()
-    }
-    async fn delete(&self, id: &ProjectId) -> Result<(), StoreError> {
-        self.delete_project(id).await
-    }
 }
 
 #[async_trait]
@@ -378,7 +314,7 @@ impl CommandQueue for SqliteStore {
 
     async fn enqueue(&self, command: NewCommand) -> Result<Enqueued, StoreError> {
         let id = CommandId::from_uuid(uuid::Uuid::now_v7());
-        let write = self.inner.write.lock().await;
+        let write = self.inner.state.write.lock().await;
         let mut conn = self
             .pool_ref()
             .acquire()
@@ -408,7 +344,7 @@ impl CommandQueue for SqliteStore {
     ) -> Result<Enqueued, StoreError> {
         let id = CommandId::from_uuid(uuid::Uuid::now_v7());
         let publish = self.inner.signals.events.begin_append(&id);
-        let write = self.inner.write.lock().await;
+        let write = self.inner.state.write.lock().await;
         let mut tx = self
             .pool_ref()
             .begin()
@@ -419,7 +355,7 @@ impl CommandQueue for SqliteStore {
                 id: command.project_id.clone(),
                 display_name: None,
             };
-            insert_project(&mut tx, &new).await?;
+            insert_project::<Sqlite>(&mut tx, &new).await?;
         }
         let Some(record) = insert_command(&mut tx, &id, &command).await? else {
             // An idempotency-key replay: the project existed, nothing was written.
@@ -480,7 +416,7 @@ impl CommandQueue for SqliteStore {
 
     async fn claim(&self, owner: &str) -> Result<Option<Claim>, StoreError> {
         let limit = self.inner.config.max_running_per_project.map(i64::from);
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         // Read the clock under the lock: a claim that waited for a finish's write must not
         // record a start earlier than that finish.
         let now = millis(Utc::now());
@@ -514,7 +450,7 @@ impl CommandQueue for SqliteStore {
     }
 
     async fn mark_started(&self, lease: &Lease, idempotent: bool) -> Result<(), StoreError> {
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let done = sqlx::query(
             "UPDATE commands SET process_started = 1, idempotent = ?3 \
              WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
@@ -529,7 +465,7 @@ impl CommandQueue for SqliteStore {
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<Heartbeat, StoreError> {
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let expires = millis(Utc::now()) + self.lease_ms();
         let row = sqlx::query(
             "UPDATE commands SET lease_expires_at = ?3 \
@@ -553,7 +489,7 @@ impl CommandQueue for SqliteStore {
 
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<CommandRecord, StoreError> {
         CommandStatus::Running.check_transition(outcome.status)?;
-        let write = self.inner.write.lock().await;
+        let write = self.inner.state.write.lock().await;
         let mut tx = self
             .pool_ref()
             .begin()
@@ -586,7 +522,7 @@ impl CommandQueue for SqliteStore {
     }
 
     async fn cancel(&self, id: &CommandId, actor: &str) -> Result<CommandRecord, StoreError> {
-        let write = self.inner.write.lock().await;
+        let write = self.inner.state.write.lock().await;
         let mut tx = self
             .pool_ref()
             .begin()
@@ -647,7 +583,7 @@ impl CommandQueue for SqliteStore {
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
-        let write = self.inner.write.lock().await;
+        let write = self.inner.state.write.lock().await;
         let now = millis(Utc::now());
         let mut tx = self
             .pool_ref()
@@ -714,411 +650,5 @@ impl CommandQueue for SqliteStore {
 
     fn cancel_signal(&self) -> broadcast::Receiver<CommandId> {
         self.inner.signals.cancels.subscribe()
-    }
-}
-
-fn event_from_row(stream: &CommandId, row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let bad = corrupt("events");
-    let Json(event): Json<StreamEvent> = row.try_get("event").map_err(|e| bad(e.to_string()))?;
-    let at: i64 = row.try_get("at").map_err(|e| bad(e.to_string()))?;
-    Ok(StoredEvent {
-        stream: stream.clone(),
-        seq: row.try_get("seq").map_err(|e| bad(e.to_string()))?,
-        at: from_millis("events", at)?,
-        event,
-    })
-}
-
-/// Up to `limit` events of `stream` after `after`; shared by `EventLog::read` and the
-/// fan-out's fetch.
-async fn read_events(
-    pool: &SqlitePool,
-    stream: &CommandId,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT seq, at, event FROM events WHERE stream = ?1 AND seq > ?2 \
-         ORDER BY seq LIMIT ?3",
-    )
-    .bind(stream.as_str())
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db("reading events"))?;
-    rows.iter().map(|row| event_from_row(stream, row)).collect()
-}
-
-/// The fan-out's fetch over the pool (not the store, which owns the fan-out).
-fn fetch_events(pool: SqlitePool) -> FetchEvents {
-    Arc::new(move |stream, after| {
-        let pool = pool.clone();
-        Box::pin(async move { read_events(&pool, &stream, after, SUBSCRIPTION_PAGE).await })
-    })
-}
-
-/// Appends `event` with the stream's next sequence number on `conn`, inside the caller's
-/// transaction under the write lock. The caller publishes the result on the fan-out after
-/// its commit (`EventHub::begin_append` before the write).
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    stream: &CommandId,
-    event: &StreamEvent,
-    key: Option<&str>,
-) -> Result<StoredEvent, StoreError> {
-    if let Some(key) = key {
-        // A retried append whose first attempt did commit: that event, not a second copy.
-        let prior =
-            sqlx::query("SELECT seq, at, event FROM events WHERE stream = ?1 AND append_key = ?2")
-                .bind(stream.as_str())
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db("appending an event"))?;
-        if let Some(row) = prior {
-            return event_from_row(stream, &row);
-        }
-    }
-    let seq: Option<i64> = sqlx::query_scalar(
-        "UPDATE commands SET event_seq = event_seq + 1 WHERE id = ?1 RETURNING event_seq",
-    )
-    .bind(stream.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db("appending an event"))?;
-    let seq = seq.ok_or_else(|| StoreError::NotFound {
-        kind: "command",
-        id: stream.to_string(),
-    })?;
-    let at = millis(Utc::now());
-    sqlx::query(
-        "INSERT INTO events (stream, seq, at, event, append_key) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .bind(stream.as_str())
-    .bind(seq)
-    .bind(at)
-    .bind(Json(event))
-    .bind(key)
-    .execute(&mut *conn)
-    .await
-    .map_err(db("appending an event"))?;
-    Ok(StoredEvent {
-        stream: stream.clone(),
-        seq,
-        at: from_millis("events", at)?,
-        event: event.clone(),
-    })
-}
-
-impl SqliteStore {
-    async fn append_keyed(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-        key: Option<&str>,
-    ) -> Result<StoredEvent, StoreError> {
-        let publish = self.inner.signals.events.begin_append(stream);
-        let write = self.inner.write.lock().await;
-        let mut tx = self
-            .pool_ref()
-            .begin()
-            .await
-            .map_err(db("appending an event"))?;
-        let stored = insert_event(&mut tx, stream, event, key).await?;
-        tx.commit().await.map_err(db("appending an event"))?;
-        drop(write);
-        publish.publish(&stored);
-        Ok(stored)
-    }
-}
-
-#[async_trait]
-impl EventLog for SqliteStore {
-    async fn append(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-    ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, None).await
-    }
-
-    async fn append_once(
-        &self,
-        stream: &CommandId,
-        event: &StreamEvent,
-        key: &str,
-    ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, Some(key)).await
-    }
-
-    async fn read(
-        &self,
-        stream: &CommandId,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        read_events(self.pool_ref(), stream, after, limit).await
-    }
-
-    fn subscribe(&self, stream: &CommandId, after: i64) -> EventSubscription {
-        follow(
-            self.clone(),
-            &self.inner.signals.events,
-            stream,
-            after,
-            self.inner.config.poll_fallback,
-        )
-    }
-}
-
-fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
-    let bad = corrupt("audit_log");
-    let get = |e: sqlx::Error| bad(e.to_string());
-    let details: String = row.try_get("details").map_err(get)?;
-    let at: String = row.try_get("at").map_err(get)?;
-    Ok(AuditEntry {
-        seq: row.try_get("seq").map_err(get)?,
-        at: DateTime::parse_from_rfc3339(&at)
-            .map_err(|e| bad(e.to_string()))?
-            .with_timezone(&Utc),
-        actor: row.try_get("actor").map_err(get)?,
-        action: row.try_get("action").map_err(get)?,
-        project_id: row.try_get("project_id").map_err(get)?,
-        command_id: row.try_get("command_id").map_err(get)?,
-        details: serde_json::from_str(&details).map_err(|e| bad(e.to_string()))?,
-        prev_hash: row.try_get("prev_hash").map_err(get)?,
-        hash: row.try_get("hash").map_err(get)?,
-    })
-}
-
-/// Appends an audit entry on `conn` (inside the caller's transaction, under the write lock),
-/// so that the webhook outbox can be written in the same transaction as the audit entry.
-/// With a `key` already stored, returns that entry instead.
-pub(super) async fn append_audit(
-    conn: &mut sqlx::SqliteConnection,
-    entry: NewAuditEntry,
-    key: Option<&str>,
-) -> Result<AuditEntry, StoreError> {
-    if let Some(key) = key {
-        let stored = sqlx::query(select_audit!("WHERE append_key = ?1"))
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db("reading the audit log"))?;
-        if let Some(row) = stored {
-            return audit_from_row(&row);
-        }
-    }
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db("reading the audit log head"))?;
-    let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
-    let sealed = AuditEntry::seal(&prev, seq, Utc::now(), entry);
-    let details =
-        serde_json::to_string(&sealed.details).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, project_id, command_id, details, \
-         prev_hash, hash, append_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .bind(sealed.seq)
-    .bind(
-        sealed
-            .at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    )
-    .bind(&sealed.actor)
-    .bind(&sealed.action)
-    .bind(&sealed.project_id)
-    .bind(&sealed.command_id)
-    .bind(details)
-    .bind(&sealed.prev_hash)
-    .bind(&sealed.hash)
-    .bind(key)
-    .execute(&mut *conn)
-    .await
-    .map_err(db("appending to the audit log"))?;
-    Ok(sealed)
-}
-
-impl SqliteStore {
-    async fn append_audit_entry(
-        &self,
-        entry: NewAuditEntry,
-        key: Option<&str>,
-    ) -> Result<AuditEntry, StoreError> {
-        let _write = self.inner.write.lock().await;
-        let mut tx = self
-            .pool_ref()
-            .begin()
-            .await
-            .map_err(db("appending to the audit log"))?;
-        let sealed = append_audit(&mut tx, entry, key).await?;
-        tx.commit()
-            .await
-            .map_err(db("appending to the audit log"))?;
-        Ok(sealed)
-    }
-}
-
-#[async_trait]
-impl AuditLog for SqliteStore {
-    async fn append(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
-        self.append_audit_entry(entry, None).await
-    }
-
-    async fn append_once(&self, entry: NewAuditEntry, key: &str) -> Result<AuditEntry, StoreError> {
-        self.append_audit_entry(entry, Some(key)).await
-    }
-
-    async fn list(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(select_audit!("WHERE seq > ?1 ORDER BY seq LIMIT ?2"))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(self.pool_ref())
-            .await
-            .map_err(db("reading the audit log"))?;
-        rows.iter().map(audit_from_row).collect()
-    }
-
-    async fn verify(&self) -> Result<AuditVerification, StoreError> {
-        verify_chain(self).await
-    }
-}
-
-#[async_trait]
-impl SecretResolver for SqliteStore {
-    async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
-        let Ok(name) = CredentialName::parse(name) else {
-            return Ok(None);
-        };
-        let sealed: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT sealed FROM credentials WHERE name = ?1")
-                .bind(name.as_str())
-                .fetch_optional(self.pool_ref())
-                .await
-                .map_err(|e| SecretError::Unavailable(e.to_string()))?;
-        let Some(sealed) = sealed else {
-            return Ok(None);
-        };
-        let value = self
-            .inner
-            .key
-            .load()
-            .open(&name, &sealed)
-            .map_err(|e| SecretError::Unavailable(e.to_string()))?;
-        Ok(Some(SecretValue::new(value)))
-    }
-}
-
-fn credential_from_row(row: &SqliteRow) -> Result<CredentialInfo, StoreError> {
-    let bad = corrupt("credentials");
-    let name: String = row.try_get("name").map_err(|e| bad(e.to_string()))?;
-    let created: i64 = row.try_get("created_at").map_err(|e| bad(e.to_string()))?;
-    let updated: i64 = row.try_get("updated_at").map_err(|e| bad(e.to_string()))?;
-    Ok(CredentialInfo {
-        name: CredentialName::parse(name)?,
-        created_at: from_millis("credentials", created)?,
-        updated_at: from_millis("credentials", updated)?,
-    })
-}
-
-#[async_trait]
-impl CredentialStore for SqliteStore {
-    async fn put(
-        &self,
-        name: &CredentialName,
-        value: &SecretValue,
-    ) -> Result<CredentialInfo, StoreError> {
-        let key = self.inner.key.load();
-        let sealed = key.seal(name, value.expose(), nonce());
-        let _write = self.inner.write.lock().await;
-        let row = sqlx::query(
-            "INSERT INTO credentials (name, sealed, key_fingerprint, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4) \
-             ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, \
-             key_fingerprint = excluded.key_fingerprint, updated_at = excluded.updated_at \
-             RETURNING name, created_at, updated_at",
-        )
-        .bind(name.as_str())
-        .bind(sealed)
-        .bind(key.fingerprint())
-        .bind(millis(Utc::now()))
-        .fetch_one(self.pool_ref())
-        .await
-        .map_err(db("storing a credential"))?;
-        credential_from_row(&row)
-    }
-
-    async fn list(&self) -> Result<Vec<CredentialInfo>, StoreError> {
-        let rows =
-            sqlx::query("SELECT name, created_at, updated_at FROM credentials ORDER BY name")
-                .fetch_all(self.pool_ref())
-                .await
-                .map_err(db("listing credentials"))?;
-        rows.iter().map(credential_from_row).collect()
-    }
-
-    async fn delete(&self, name: &CredentialName) -> Result<(), StoreError> {
-        let _write = self.inner.write.lock().await;
-        let done = sqlx::query("DELETE FROM credentials WHERE name = ?1")
-            .bind(name.as_str())
-            .execute(self.pool_ref())
-            .await
-            .map_err(db("deleting a credential"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "credential",
-                id: name.to_string(),
-            });
-        }
-        Ok(())
-    }
-
-    async fn rotate_key(&self, new_key: MasterKey) -> Result<u64, StoreError> {
-        let old_key = self.inner.key.load_full();
-        let _write = self.inner.write.lock().await;
-        let mut tx = self
-            .pool_ref()
-            .begin()
-            .await
-            .map_err(db("rotating the master key"))?;
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, sealed FROM credentials ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("rotating the master key"))?;
-        for (name, sealed) in &rows {
-            let name = CredentialName::parse(name.clone())?;
-            let value = old_key.open(&name, sealed)?;
-            let resealed = new_key.seal(&name, &value, nonce());
-            sqlx::query("UPDATE credentials SET sealed = ?2, key_fingerprint = ?3 WHERE name = ?1")
-                .bind(name.as_str())
-                .bind(resealed)
-                .bind(new_key.fingerprint())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("rotating the master key"))?;
-        }
-        let secrets = webhooks::seal_secrets(&mut tx, Some(&old_key), &new_key).await?;
-        tx.commit().await.map_err(db("rotating the master key"))?;
-        self.inner.key.store(Arc::new(new_key));
-        Ok(rows.len() as u64 + secrets)
-    }
-
-    async fn redactor(&self) -> Result<Redactor, StoreError> {
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT name, sealed FROM credentials")
-            .fetch_all(self.pool_ref())
-            .await
-            .map_err(db("loading credentials for redaction"))?;
-        let key = self.inner.key.load();
-        let mut values = Vec::with_capacity(rows.len());
-        for (name, sealed) in rows {
-            let name = CredentialName::parse(name)?;
-            values.push(key.open(&name, &sealed)?);
-        }
-        Ok(Redactor::new(values))
     }
 }

@@ -9,7 +9,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
 
 use super::webhooks::emit_in;
-use super::{SqliteStore, append_audit, corrupt, db, insert_project};
+use super::{SqliteStore, corrupt, db};
+use crate::adapters::sql::audit::append_audit;
+use crate::adapters::sql::projects::insert_project;
 use crate::adapters::store::{from_millis, millis};
 use crate::domain::{
     CiRegistration, NewProject, NewProjectSetup, Project, ProjectId, ProjectSetup,
@@ -54,7 +56,7 @@ impl ProjectSetupStore for SqliteStore {
         project: NewProject,
         setup: NewProjectSetup,
     ) -> Result<(Project, ProjectSetup), StoreError> {
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let now = millis(Utc::now());
         let mut tx = self
             .inner
@@ -62,7 +64,7 @@ impl ProjectSetupStore for SqliteStore {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        let Some(created) = insert_project(&mut tx, &project).await? else {
+        let Some(created) = insert_project::<sqlx::Sqlite>(&mut tx, &project).await? else {
             return Err(StoreError::Conflict(format!(
                 "project {} already exists",
                 project.id
@@ -115,7 +117,7 @@ impl ProjectSetupStore for SqliteStore {
     }
 
     async fn update_ci(&self, id: &ProjectId, ci: &CiRegistration) -> Result<(), StoreError> {
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let result = sqlx::query(
             "UPDATE project_setups SET ci_state = ?2, ci_repo_id = ?3, ci_pipeline = ?4, \
              ci_pipeline_status = ?5, ci_error = ?6, updated_at = ?7 WHERE project_id = ?1",
@@ -166,7 +168,7 @@ impl ProjectSetupStore for SqliteStore {
         announce: Option<Announcement>,
     ) -> Result<bool, StoreError> {
         let context = "recording a pipeline status";
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let mut tx = self.inner.pool.begin().await.map_err(db(context))?;
         let result = sqlx::query(
             "UPDATE project_setups SET ci_pipeline_status = ?4, updated_at = ?5 \
@@ -183,7 +185,7 @@ impl ProjectSetupStore for SqliteStore {
         let changed = result.rows_affected() == 1;
         let mut queued = 0;
         if changed && let Some(announce) = announce {
-            append_audit(&mut tx, announce.audit, None).await?;
+            append_audit::<sqlx::Sqlite>(&mut tx, announce.audit, None).await?;
             queued = emit_in(&mut tx, &announce.event).await?;
         }
         tx.commit().await.map_err(db(context))?;

@@ -15,13 +15,15 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
 use tokio::sync::watch;
 
-use super::{SqliteStore, append_audit, corrupt, db};
-use crate::adapters::outbox::{ClaimedRow, reseal_secret};
-use crate::adapters::store::{from_millis, millis, nonce};
+use super::{SqliteStore, corrupt, db};
+use crate::adapters::master_key::nonce;
+use crate::adapters::outbox::ClaimedRow;
+use crate::adapters::sql::audit::append_audit;
+use crate::adapters::store::{from_millis, millis};
 use crate::domain::{
-    CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, MasterKey,
-    NewAuditEntry, NewWebhook, NextStep, ProjectId, SealedWebhookSecret, Webhook, WebhookEvent,
-    WebhookSecret, webhook::GONE_REASON,
+    CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, NewAuditEntry,
+    NewWebhook, NextStep, ProjectId, SealedWebhookSecret, Webhook, WebhookEvent, WebhookSecret,
+    webhook::GONE_REASON,
 };
 use crate::ports::{DeliveryPage, MAX_DELIVERY_PAGE, StoreError, WebhookStore};
 
@@ -86,44 +88,6 @@ pub(super) async fn emit_for_command(
     }
 }
 
-/// Seals webhook signing secrets with `new` on `conn`: every plaintext one migration 0050
-/// left in `legacy_secret` (at start-up: SQL cannot encrypt with the operator's key; finding
-/// none the second time), and, given `old` (in `rotate_key`'s transaction), every sealed one
-/// again. The rule per row is `outbox::reseal_secret`. Returns how many rows changed.
-pub(super) async fn seal_secrets(
-    conn: &mut SqliteConnection,
-    old: Option<&MasterKey>,
-    new: &MasterKey,
-) -> Result<u64, StoreError> {
-    let context = "sealing webhook secrets";
-    let rows: Vec<(String, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT id, legacy_secret, sealed_secret FROM webhooks \
-         WHERE legacy_secret IS NOT NULL OR ?1 ORDER BY id",
-    )
-    .bind(old.is_some())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db(context))?;
-    let mut changed = 0;
-    for (id, legacy, sealed) in rows {
-        let Some(resealed) = reseal_secret(&id, legacy, sealed, old, new)? else {
-            continue;
-        };
-        sqlx::query(
-            "UPDATE webhooks SET sealed_secret = ?2, key_fingerprint = ?3, legacy_secret = NULL \
-             WHERE id = ?1",
-        )
-        .bind(&id)
-        .bind(resealed)
-        .bind(new.fingerprint())
-        .execute(&mut *conn)
-        .await
-        .map_err(db(context))?;
-        changed += 1;
-    }
-    Ok(changed)
-}
-
 fn not_found(id: &str) -> StoreError {
     StoreError::NotFound {
         kind: "webhook",
@@ -182,7 +146,7 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery, StoreError> {
 impl WebhookStore for SqliteStore {
     async fn create_webhook(&self, webhook: NewWebhook) -> Result<Webhook, StoreError> {
         // The key is read under the write lock, so a rotation cannot slip in between.
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let key = self.inner.key.load();
         let sealed = SealedWebhookSecret::seal(&key, &webhook.id, webhook.secret.expose(), nonce());
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -236,7 +200,7 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn delete_webhook(&self, project: &ProjectId, id: &str) -> Result<(), StoreError> {
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let done = sqlx::query("DELETE FROM webhooks WHERE project_id = ?1 AND id = ?2")
             .bind(project.as_str())
             .bind(id)
@@ -254,14 +218,14 @@ impl WebhookStore for SqliteStore {
         event: &WebhookEvent,
         audit: Option<NewAuditEntry>,
     ) -> Result<u64, StoreError> {
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let mut tx = self
             .pool_ref()
             .begin()
             .await
             .map_err(db("writing webhook events"))?;
         if let Some(entry) = audit {
-            append_audit(&mut tx, entry, None).await?;
+            append_audit::<sqlx::Sqlite>(&mut tx, entry, None).await?;
         }
         let queued = emit_in(&mut tx, event).await?;
         tx.commit().await.map_err(db("writing webhook events"))?;
@@ -279,7 +243,7 @@ impl WebhookStore for SqliteStore {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let now = millis(Utc::now());
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let mut tx = self
             .pool_ref()
             .begin()
@@ -342,7 +306,7 @@ impl WebhookStore for SqliteStore {
             NextStep::RetryAt(at) => (DeliveryStatus::Pending, Some(millis(at))),
             NextStep::GiveUp | NextStep::Disable => (DeliveryStatus::Failed, None),
         };
-        let _write = self.inner.write.lock().await;
+        let _write = self.inner.state.write.lock().await;
         let mut tx = self
             .pool_ref()
             .begin()

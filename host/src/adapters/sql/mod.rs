@@ -1,0 +1,152 @@
+//! The SQL layer both databases share: one store type, [`SqlStore`], generic over the
+//! database ([`Db`]), with one module per port it implements. Statements and row mapping
+//! are written once; what truly differs (claims, notifications, the finish writer, locks)
+//! is each database's `Db` implementation in `adapters/postgres/` and `adapters/sqlite/`.
+//! docs/storage.md ("Adding a table") shows how a new table joins.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sqlx::{Executor, Pool};
+
+use super::store::{ConnectError, StoreOptions};
+use crate::domain::{MasterKey, QueueConfig};
+use crate::ports::{StoreError, Stores};
+
+pub(crate) mod audit;
+pub(crate) mod columns;
+mod credentials;
+pub(crate) mod db;
+pub(crate) mod dialect;
+pub(crate) mod events;
+pub(crate) mod projects;
+pub(crate) mod signals;
+mod tokens;
+pub(crate) mod webhooks;
+mod write;
+
+pub(crate) use db::Db;
+use events::fetch_events;
+pub(crate) use signals::Signals;
+use webhooks::seal_secrets;
+pub(crate) use write::Write;
+
+/// Every store over one database. Cheap to clone.
+pub struct SqlStore<D: Db> {
+    pub(crate) inner: Arc<Inner<D>>,
+}
+
+impl<D: Db> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+pub(crate) struct Inner<D: Db> {
+    pub pool: Pool<D>,
+    pub config: QueueConfig,
+    pub signals: Arc<Signals>,
+    pub key: ArcSwap<MasterKey>,
+    pub state: D::State,
+}
+
+impl<D: Db> SqlStore<D> {
+    /// The store over `pool`, already migrated. First seals the plaintext webhook secrets
+    /// migration 0050 left (idempotent: SQL cannot encrypt with the operator's key); `state`
+    /// makes this database's part of the store from the pool and the store's wake-ups.
+    pub(crate) async fn open(
+        pool: Pool<D>,
+        options: StoreOptions,
+        state: impl FnOnce(&Pool<D>, &Arc<Signals>) -> D::State,
+    ) -> Result<Self, ConnectError> {
+        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
+        let context = "sealing webhook secrets";
+        let mut tx = pool.begin().await.map_err(|e| sealing(db(context)(e)))?;
+        seal_secrets::<D>(&mut tx, None, &options.master_key)
+            .await
+            .map_err(sealing)?;
+        tx.commit().await.map_err(|e| sealing(db(context)(e)))?;
+        let signals = Signals::new(fetch_events(pool.clone()));
+        let state = state(&pool, &signals);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                config: options.queue,
+                signals,
+                key: ArcSwap::from_pointee(options.master_key),
+                state,
+            }),
+        })
+    }
+
+    /// The same store behind each port.
+    pub fn stores(&self) -> Stores
+    where
+        Self: crate::ports::CommandQueue
+            + crate::ports::ProjectSetupStore
+            + crate::ports::WebhookStore,
+    {
+        Stores {
+            projects: Arc::new(self.clone()),
+            queue: Arc::new(self.clone()),
+            events: Arc::new(self.clone()),
+            audit: Arc::new(self.clone()),
+            credentials: Arc::new(self.clone()),
+            setups: Arc::new(self.clone()),
+            tokens: Arc::new(self.clone()),
+            webhooks: Arc::new(self.clone()),
+        }
+    }
+
+    /// The connection pool, for tests and benchmarks that inspect rows directly.
+    pub fn pool(&self) -> &Pool<D> {
+        &self.inner.pool
+    }
+
+    /// The pool as an executor: one statement on whichever connection is free.
+    pub(crate) fn exec(&self) -> impl Executor<'_, Database = D> {
+        D::on_pool(&self.inner.pool)
+    }
+
+    /// A write of one or more statements on one connection, not in a transaction.
+    pub(crate) async fn write(&self, context: &'static str) -> Result<Write<'_, D>, StoreError> {
+        self.begin_write(false, context).await
+    }
+
+    /// A write in a transaction.
+    pub(crate) async fn transaction(
+        &self,
+        context: &'static str,
+    ) -> Result<Write<'_, D>, StoreError> {
+        self.begin_write(true, context).await
+    }
+
+    async fn begin_write(
+        &self,
+        transaction: bool,
+        context: &'static str,
+    ) -> Result<Write<'_, D>, StoreError> {
+        let inner = &*self.inner;
+        let lock = D::write_lock(&inner.state);
+        Write::begin(&inner.pool, &inner.signals, lock, transaction, context).await
+    }
+}
+
+/// Wraps a database error with the operation that failed.
+pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| StoreError::backend(context, error)
+}
+
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}

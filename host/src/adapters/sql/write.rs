@@ -1,0 +1,96 @@
+//! One write: SQLite's single-writer lock where the database has one, a connection or a
+//! transaction, and what the write announces at its commit (`NOTIFY` sent inside the
+//! transaction on PostgreSQL; the store's in-process wake-ups after the commit on SQLite).
+
+use std::sync::Arc;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Executor, Pool, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::db::{Db, Notice};
+use super::signals::Signals;
+use crate::ports::StoreError;
+
+enum Conn<D: Db> {
+    Single(PoolConnection<D>),
+    Transaction(Transaction<'static, D>),
+}
+
+/// A write in progress. Dropped without [`Write::commit`], its transaction rolls back and
+/// nothing is announced.
+pub struct Write<'s, D: Db> {
+    // Field order is drop order: the transaction ends before the lock is released.
+    conn: Conn<D>,
+    announced: Vec<Notice>,
+    signals: &'s Arc<Signals>,
+    context: &'static str,
+    _lock: Option<MutexGuard<'s, ()>>,
+}
+
+impl<'s, D: Db> Write<'s, D> {
+    /// Takes `lock` (if any), then a connection; in a transaction when `transaction`.
+    /// `context` names the operation in errors.
+    pub async fn begin(
+        pool: &Pool<D>,
+        signals: &'s Arc<Signals>,
+        lock: Option<&'s Mutex<()>>,
+        transaction: bool,
+        context: &'static str,
+    ) -> Result<Self, StoreError> {
+        let lock = match lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let error = |e| StoreError::backend(context, e);
+        let conn = if transaction {
+            Conn::Transaction(pool.begin().await.map_err(error)?)
+        } else {
+            Conn::Single(pool.acquire().await.map_err(error)?)
+        };
+        Ok(Self {
+            conn,
+            announced: Vec::new(),
+            signals,
+            context,
+            _lock: lock,
+        })
+    }
+
+    /// The connection (inside the transaction, if any).
+    pub fn conn(&mut self) -> &mut D::Connection {
+        match &mut self.conn {
+            Conn::Single(conn) => conn,
+            Conn::Transaction(tx) => tx,
+        }
+    }
+
+    /// The connection as an executor.
+    pub fn exec(&mut self) -> impl Executor<'_, Database = D> {
+        D::exec(self.conn())
+    }
+
+    /// Commits (when a transaction), releases the lock and wakes this process's waiters
+    /// for what was announced.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        let Self {
+            conn,
+            announced,
+            signals,
+            context,
+            _lock,
+        } = self;
+        match conn {
+            Conn::Transaction(tx) => tx
+                .commit()
+                .await
+                .map_err(|e| StoreError::backend(context, e))?,
+            Conn::Single(conn) => drop(conn),
+        }
+        drop(_lock);
+        for notice in announced {
+            signals.wake(notice);
+        }
+        Ok(())
+    }
+}
