@@ -1,8 +1,8 @@
 //! What the two storage adapters share: choosing one by URL, the master key, in-process
 //! wake-ups (the event fan-out itself is `event_fanout`).
 
-use crate::domain::{CommandStatus, HOST_LOST, Lease, MasterKey, QueueConfig};
-use crate::ports::{StoreError, Stores};
+use crate::domain::{MasterKey, QueueConfig};
+use crate::ports::Stores;
 
 pub use super::event_fanout::{EVENT_FANOUT_CAPACITY, SUBSCRIPTION_PAGE};
 pub use super::master_key::{MASTER_KEY_ENV, load_master_key};
@@ -28,6 +28,16 @@ pub enum ConnectError {
     KeyFile { path: String, reason: String },
     #[error("{MASTER_KEY_ENV} is not a base64-encoded 32-byte key")]
     KeyEnv,
+}
+
+impl ConnectError {
+    pub(crate) fn connect(error: impl std::fmt::Display) -> Self {
+        Self::Connect(error.to_string())
+    }
+
+    pub(crate) fn migrate(error: impl std::fmt::Display) -> Self {
+        Self::Migrate(error.to_string())
+    }
 }
 
 fn scheme(url: &str) -> &str {
@@ -62,52 +72,5 @@ pub async fn migrate(url: &str) -> Result<&'static str, ConnectError> {
             Ok("sqlite")
         }
         other => Err(ConnectError::UnknownScheme(other.to_owned())),
-    }
-}
-
-/// Milliseconds since the epoch, for the columns SQLite stores as integers.
-pub(crate) fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-/// Reverses [`millis`].
-pub(crate) fn from_millis(
-    table: &'static str,
-    value: i64,
-) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
-    chrono::DateTime::from_timestamp_millis(value).ok_or(StoreError::Corrupt {
-        table,
-        reason: format!("timestamp {value} out of range"),
-    })
-}
-
-/// The rescue rule, checked against the state machine: a cancel wins; a command whose
-/// process never started (or whose provider is idempotent) is queued again; otherwise it
-/// failed because its host was lost.
-pub(crate) fn rescue_decision(
-    cancel_requested: bool,
-    started: bool,
-    idempotent: bool,
-) -> Result<(CommandStatus, &'static str), StoreError> {
-    let decision = if cancel_requested {
-        (CommandStatus::Cancelled, "cancelled; its host was lost")
-    } else if !started || idempotent {
-        CommandStatus::Running.check_requeue()?;
-        return Ok((CommandStatus::Pending, "lease expired; queued again"));
-    } else {
-        (CommandStatus::Failed, HOST_LOST)
-    };
-    CommandStatus::Running.check_transition(decision.0)?;
-    Ok(decision)
-}
-
-pub(crate) fn fenced(rows: u64, lease: &Lease) -> Result<(), StoreError> {
-    if rows == 1 { Ok(()) } else { Err(lost(lease)) }
-}
-
-pub(crate) fn lost(lease: &Lease) -> StoreError {
-    StoreError::LeaseLost {
-        command: lease.command_id.to_string(),
-        token: lease.token,
     }
 }

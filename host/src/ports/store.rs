@@ -124,16 +124,7 @@ pub trait CommandQueue: Send + Sync {
     /// several free slots fills them in one round trip where the adapter can (PostgreSQL);
     /// the default claims one at a time. Claims made before an error are still returned.
     async fn claim_batch(&self, owner: &str, max: usize) -> Result<Vec<Claim>, StoreError> {
-        let mut claims = Vec::new();
-        while claims.len() < max {
-            match self.claim(owner).await {
-                Ok(Some(claim)) => claims.push(claim),
-                Ok(None) => break,
-                Err(error) if claims.is_empty() => return Err(error),
-                Err(_) => break,
-            }
-        }
-        Ok(claims)
+        claim_one_by_one(max, || self.claim(owner)).await
     }
 
     /// Records that the provider is about to run. Before this, an expired lease puts the
@@ -168,6 +159,26 @@ pub trait CommandQueue: Send + Sync {
     /// any replica). Mark the value seen before claiming, wait for a change after finding
     /// nothing, and still re-check every `poll_fallback` in case a notification was lost.
     fn work_signal(&self) -> watch::Receiver<u64>;
+}
+
+/// `CommandQueue::claim_batch`'s default, for an adapter that claims one at a time on some
+/// databases only: calls `claim` until `max` claims or none is left. Claims made before an
+/// error are still returned.
+pub async fn claim_one_by_one<F, C>(max: usize, mut claim: C) -> Result<Vec<Claim>, StoreError>
+where
+    C: FnMut() -> F,
+    F: std::future::Future<Output = Result<Option<Claim>, StoreError>>,
+{
+    let mut claims = Vec::new();
+    while claims.len() < max {
+        match claim().await {
+            Ok(Some(claim)) => claims.push(claim),
+            Ok(None) => break,
+            Err(error) if claims.is_empty() => return Err(error),
+            Err(_) => break,
+        }
+    }
+    Ok(claims)
 }
 
 /// One persisted event of a command's stream.

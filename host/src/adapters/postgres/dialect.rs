@@ -12,9 +12,17 @@ use crate::adapters::sql::dialect::Dialect;
 /// several replicas write; wake-ups are `NOTIFY`s.
 impl Dialect for Postgres {
     const INDEX: usize = 0;
-    const NOW: &'static str = "now()";
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const WORDS: &'static [(&'static str, &'static str)] = &[
+        ("{now}", "now()"),
+        ("{for_update}", " FOR UPDATE"),
+        ("{skip_locked}", " FOR UPDATE SKIP LOCKED"),
+        ("{elements($1)}", "SELECT jsonb_array_elements_text($1)"),
+        (
+            "{event_type_matches}",
+            "(jsonb_array_length(w.event_types) = 0 \
+             OR jsonb_exists_any(w.event_types, ARRAY[$3::text, '*']))",
+        ),
+    ];
     const NOTIFIES: bool = true;
 }
 

@@ -82,6 +82,13 @@ impl<'r, D: Db> Cols<'r, D> {
         let Json(raw) = self.get::<JsonDoc>(column)?;
         serde_json::from_str(raw.get()).map_err(|e| self.corrupt(e))
     }
+
+    /// A nullable JSON column as `T`.
+    pub fn json_opt<T: DeserializeOwned>(&self, column: &str) -> Result<Option<T>, StoreError> {
+        self.get::<Option<JsonDoc>>(column)?
+            .map(|Json(raw)| serde_json::from_str(raw.get()).map_err(|e| self.corrupt(e)))
+            .transpose()
+    }
 }
 
 /// `column_type!(Sqlite: Timestamp as i64, to: |t| …, from: |v| …)`: stores the column

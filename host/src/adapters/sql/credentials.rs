@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::columns::Cols;
-use super::db::{Arg, RowsAffected};
+use super::db::Arg;
 use super::dialect::sql;
 use super::webhooks::seal_secrets;
 use super::{Db, SqlStore, db};
@@ -112,20 +112,13 @@ impl<D: Db> CredentialStore for SqlStore<D> {
     }
 
     async fn delete(&self, name: &CredentialName) -> Result<(), StoreError> {
-        let mut w = self.write("deleting a credential").await?;
-        let done = sqlx::query("DELETE FROM credentials WHERE name = $1")
-            .arg(name.as_str())
-            .execute(w.exec())
-            .await
-            .map_err(db("deleting a credential"))?;
-        w.commit().await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "credential",
-                id: name.to_string(),
-            });
-        }
-        Ok(())
+        let query = sqlx::query("DELETE FROM credentials WHERE name = $1").arg(name.as_str());
+        self.change_one(
+            query,
+            "deleting a credential",
+            ("credential", name.as_str()),
+        )
+        .await
     }
 
     async fn rotate_key(&self, new_key: MasterKey) -> Result<u64, StoreError> {

@@ -9,6 +9,7 @@
 //! operations that really differ between the databases are [`Db`]'s methods.
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 use sqlx::query::Query;
@@ -16,9 +17,10 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 use tokio::sync::Mutex;
 
+use super::SqlStore;
 use super::columns::{AuditTime, Span, Timestamp};
 use super::dialect::Dialect;
-use crate::domain::{CommandId, StreamEvent};
+use crate::domain::{Claim, CommandId, CommandRecord, DueDelivery, Lease, Outcome, StreamEvent};
 use crate::ports::{StoreError, StoredEvent};
 
 /// `T` can be bound as a parameter of this database's statements (`'t`: how long the
@@ -102,6 +104,7 @@ pub trait Db:
     + Dialect
     + for<'a> Binds<'a, &'a str>
     + for<'a> Binds<'a, Option<&'a str>>
+    + for<'a> Binds<'a, String>
     + for<'a> Binds<'a, &'a String>
     + for<'a> Binds<'a, &'a Option<String>>
     + for<'a> Binds<'a, &'a [u8]>
@@ -165,6 +168,29 @@ pub trait Db:
         event: &StreamEvent,
         key: Option<&str>,
     ) -> impl Future<Output = Result<StoredEvent, StoreError>> + Send;
+
+    /// Takes up to `max` runnable commands under `CommandQueue::claim`'s rules.
+    fn claim(
+        store: &SqlStore<Self>,
+        owner: &str,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Claim>, StoreError>> + Send;
+
+    /// Writes a command's terminal status (already checked against the state machine),
+    /// fenced by its lease, with its webhook events.
+    fn finish(
+        store: &SqlStore<Self>,
+        lease: &Lease,
+        outcome: Outcome,
+    ) -> impl Future<Output = Result<CommandRecord, StoreError>> + Send;
+
+    /// Leases up to `limit` due webhook deliveries to `owner` for `lease`.
+    fn claim_deliveries(
+        store: &SqlStore<Self>,
+        owner: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<DueDelivery>, StoreError>> + Send;
 
     /// Tells the other processes on the database, inside the caller's transaction, what
     /// its commit announces. Only called where [`Dialect::NOTIFIES`]; elsewhere the store

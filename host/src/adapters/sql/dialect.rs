@@ -1,14 +1,17 @@
 //! The SQL text that differs between the databases. Statements are written once, in the
 //! subset both accept (`$1` placeholders, `RETURNING`, `ON CONFLICT`, `TRUE`/`FALSE`,
-//! `IS NOT DISTINCT FROM`), with a few words in braces that each dialect spells its own way:
+//! `IS NOT DISTINCT FROM`), with a few words in braces that each dialect spells its own way
+//! ([`Dialect::WORDS`]):
 //!
 //! - `{now}`: the current time in the type the database stores times in (`now()`, the
 //!   transaction's start, on PostgreSQL; integer milliseconds on SQLite).
 //! - `{for_update}`: locks the selected rows until the commit (PostgreSQL); nothing on
 //!   SQLite, whose write lock the caller holds.
 //! - `{skip_locked}`: the same, passing over rows another replica has locked.
-//!
-//! The few statements that differ beyond these words are the dialect's own constants.
+//! - `{elements($1)}`: a one-column query of the text elements of the JSON array bound as
+//!   `$1` (for `NOT IN (…)`).
+//! - `{event_type_matches}`: the webhook `w`'s `event_types` (a JSON array) is empty or
+//!   holds the event type bound as `$3`, or `*`.
 
 use std::sync::OnceLock;
 
@@ -16,21 +19,19 @@ use std::sync::OnceLock;
 pub trait Dialect {
     /// Where [`Sql`] keeps this dialect's text of a statement.
     const INDEX: usize;
-    /// Replaces `{now}`.
-    const NOW: &'static str;
-    /// Replaces `{for_update}`.
-    const FOR_UPDATE: &'static str;
-    /// Replaces `{skip_locked}`.
-    const SKIP_LOCKED: &'static str;
+    /// Each word in braces and what it becomes.
+    const WORDS: &'static [(&'static str, &'static str)];
     /// Other processes share the database and learn of writes by notifications sent in the
     /// writing transaction (`Db::notify`); otherwise the store wakes its own waiters.
     const NOTIFIES: bool;
 
     /// `text` with the words in braces replaced.
     fn expand(text: &str) -> String {
-        text.replace("{now}", Self::NOW)
-            .replace("{for_update}", Self::FOR_UPDATE)
-            .replace("{skip_locked}", Self::SKIP_LOCKED)
+        Self::WORDS
+            .iter()
+            .fold(text.to_owned(), |text, (word, spelled)| {
+                text.replace(word, spelled)
+            })
     }
 }
 
@@ -88,5 +89,17 @@ mod tests {
             "SELECT CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER) FROM t WHERE a; b"
         );
         assert!(std::ptr::eq(postgres, STATEMENT.text::<Postgres>()));
+    }
+
+    #[test]
+    fn every_word_is_spelled_by_both_dialects() {
+        fn words(words: &'static [(&'static str, &'static str)]) -> Vec<&'static str> {
+            words.iter().map(|(word, _)| *word).collect()
+        }
+        assert_eq!(words(Postgres::WORDS), words(Sqlite::WORDS));
+        for (word, _) in Postgres::WORDS {
+            assert!(!Postgres::expand(word).contains('{'), "{word}");
+            assert!(!Sqlite::expand(word).contains('{'), "{word}");
+        }
     }
 }

@@ -7,7 +7,10 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use sqlx::query::Query;
 use sqlx::{Executor, Pool};
+
+use db::RowsAffected;
 
 use super::store::{ConnectError, StoreOptions};
 use crate::domain::{MasterKey, QueueConfig};
@@ -15,11 +18,14 @@ use crate::ports::{StoreError, Stores};
 
 pub(crate) mod audit;
 pub(crate) mod columns;
+pub(crate) mod commands;
 mod credentials;
 pub(crate) mod db;
 pub(crate) mod dialect;
 pub(crate) mod events;
 pub(crate) mod projects;
+mod queue;
+mod setup;
 pub(crate) mod signals;
 mod tokens;
 pub(crate) mod webhooks;
@@ -61,7 +67,7 @@ impl<D: Db> SqlStore<D> {
         options: StoreOptions,
         state: impl FnOnce(&Pool<D>, &Arc<Signals>) -> D::State,
     ) -> Result<Self, ConnectError> {
-        let sealing = |e: StoreError| ConnectError::Migrate(e.to_string());
+        let sealing = ConnectError::migrate;
         let context = "sealing webhook secrets";
         let mut tx = pool.begin().await.map_err(|e| sealing(db(context)(e)))?;
         seal_secrets::<D>(&mut tx, None, &options.master_key)
@@ -82,12 +88,7 @@ impl<D: Db> SqlStore<D> {
     }
 
     /// The same store behind each port.
-    pub fn stores(&self) -> Stores
-    where
-        Self: crate::ports::CommandQueue
-            + crate::ports::ProjectSetupStore
-            + crate::ports::WebhookStore,
-    {
+    pub fn stores(&self) -> Stores {
         Stores {
             projects: Arc::new(self.clone()),
             queue: Arc::new(self.clone()),
@@ -123,6 +124,42 @@ impl<D: Db> SqlStore<D> {
         self.begin_write(true, context).await
     }
 
+    /// The row `query` finds on the pool, read by `from_row`, or `NotFound` for the `kind`
+    /// of row named `id`. `context` names the operation in errors.
+    pub(crate) async fn find<T>(
+        &self,
+        query: Query<'_, D, D::Arguments>,
+        from_row: fn(&D::Row) -> Result<T, StoreError>,
+        context: &'static str,
+        (kind, id): (&'static str, &str),
+    ) -> Result<T, StoreError> {
+        let row = query
+            .fetch_optional(self.exec())
+            .await
+            .map_err(db(context))?;
+        row.as_ref()
+            .map(from_row)
+            .transpose()?
+            .ok_or_else(|| not_found(kind, id))
+    }
+
+    /// Runs `query`, which changes one row, as a write of its own; `NotFound` for the `kind`
+    /// of row named `id` when it changed none.
+    pub(crate) async fn change_one(
+        &self,
+        query: Query<'_, D, D::Arguments>,
+        context: &'static str,
+        (kind, id): (&'static str, &str),
+    ) -> Result<(), StoreError> {
+        let mut w = self.write(context).await?;
+        let done = query.execute(w.exec()).await.map_err(db(context))?;
+        w.commit().await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(kind, id));
+        }
+        Ok(())
+    }
+
     async fn begin_write(
         &self,
         transaction: bool,
@@ -137,6 +174,14 @@ impl<D: Db> SqlStore<D> {
 /// Wraps a database error with the operation that failed.
 pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |error| StoreError::backend(context, error)
+}
+
+/// `NotFound` for the `kind` (a project, a command …) named `id`.
+pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        id: id.to_string(),
+    }
 }
 
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::columns::Cols;
 use super::db::Arg;
 use super::dialect::sql;
-use super::{Db, SqlStore, db};
+use super::{Db, SqlStore, db, not_found};
 use crate::domain::{NewProject, Project, ProjectId};
 use crate::ports::{ProjectStore, StoreError};
 
@@ -55,18 +55,11 @@ impl<D: Db> ProjectStore for SqlStore<D> {
     }
 
     async fn get(&self, id: &ProjectId) -> Result<Project, StoreError> {
-        let row = sqlx::query("SELECT id, display_name, created_at FROM projects WHERE id = $1")
-            .arg(id.as_str())
-            .fetch_optional(self.exec())
+        let query = sqlx::query("SELECT id, display_name, created_at FROM projects WHERE id = $1")
+            .arg(id.as_str());
+        let found = ("project", id.as_str());
+        self.find(query, project_from_row::<D>, "reading a project", found)
             .await
-            .map_err(db("reading a project"))?;
-        match row {
-            Some(row) => project_from_row::<D>(&row),
-            None => Err(StoreError::NotFound {
-                kind: "project",
-                id: id.to_string(),
-            }),
-        }
     }
 
     async fn list(&self) -> Result<Vec<Project>, StoreError> {
@@ -88,10 +81,7 @@ impl<D: Db> ProjectStore for SqlStore<D> {
             .await
             .map_err(db(context))?;
         if exists.is_none() {
-            return Err(StoreError::NotFound {
-                kind: "project",
-                id: id.to_string(),
-            });
+            return Err(not_found("project", id));
         }
         let active = sqlx::query(
             "SELECT count(*) AS active FROM commands WHERE project_id = $1 \

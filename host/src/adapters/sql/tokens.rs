@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::columns::{Cols, json};
 use super::db::Arg;
 use super::dialect::sql;
-use super::{Db, SqlStore, db, is_unique_violation};
+use super::{Db, SqlStore, db, is_unique_violation, not_found};
 use crate::domain::{ApiToken, NewToken};
 use crate::ports::{StoreError, TokenStore};
 
@@ -100,10 +100,7 @@ impl<D: Db> TokenStore for SqlStore<D> {
         w.commit().await?;
         match row {
             Some(row) => token_from_row::<D>(&row),
-            None => Err(StoreError::NotFound {
-                kind: "token",
-                id: id.to_owned(),
-            }),
+            None => Err(not_found("token", id)),
         }
     }
 }

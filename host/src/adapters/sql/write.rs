@@ -70,6 +70,18 @@ impl<'s, D: Db> Write<'s, D> {
         D::exec(self.conn())
     }
 
+    /// Announces `notice` when this write commits: a notification inside the transaction
+    /// where other processes share the database, else this process's wake-up after the
+    /// commit.
+    pub async fn announce(&mut self, notice: Notice) -> Result<(), StoreError> {
+        if D::NOTIFIES {
+            D::notify(self.conn(), &notice).await
+        } else {
+            self.announced.push(notice);
+            Ok(())
+        }
+    }
+
     /// Commits (when a transaction), releases the lock and wakes this process's waiters
     /// for what was announced.
     pub async fn commit(self) -> Result<(), StoreError> {

@@ -12,9 +12,20 @@ use crate::adapters::sql::dialect::Dialect;
 /// locks, since every write holds the store's write lock; wake-ups stay in this process.
 impl Dialect for Sqlite {
     const INDEX: usize = 1;
-    const NOW: &'static str = "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
-    const FOR_UPDATE: &'static str = "";
-    const SKIP_LOCKED: &'static str = "";
+    const WORDS: &'static [(&'static str, &'static str)] = &[
+        (
+            "{now}",
+            "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)",
+        ),
+        ("{for_update}", ""),
+        ("{skip_locked}", ""),
+        ("{elements($1)}", "SELECT value FROM json_each($1)"),
+        (
+            "{event_type_matches}",
+            "(json_array_length(w.event_types) = 0 OR EXISTS ( \
+             SELECT 1 FROM json_each(w.event_types) t WHERE t.value IN ($3, '*')))",
+        ),
+    ];
     const NOTIFIES: bool = false;
 }
 
