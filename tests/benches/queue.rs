@@ -15,13 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use rdev::adapters::store::{StoreOptions, connect};
-use rdev::domain::{
-    AgentRequest, CommandStatus, MasterKey, NewCommand, NewProject, Outcome, ProjectId,
-    ProviderName, QueueConfig,
-};
+use rdev::domain::{MasterKey, NewCommand, NewProject, ProjectId, ProviderName, QueueConfig};
 use rdev::ports::Stores;
 use rdev_tests::harness::npm;
 use rdev_tests::harness::postgres::TestDatabase;
+use rdev_tests::harness::queue::{completed as done, new_command};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -61,20 +59,11 @@ fn concurrency() -> usize {
 }
 
 fn command(n: usize) -> NewCommand {
+    let project = ProjectId::parse(format!("p{}", n % PROJECTS)).unwrap();
     NewCommand {
-        project_id: ProjectId::parse(format!("p{}", n % PROJECTS)).unwrap(),
         provider: ProviderName::parse("noop").unwrap(),
-        request: AgentRequest::new("noop"),
-        idempotency_key: None,
         submitted_by: "bench".into(),
-    }
-}
-
-fn done() -> Outcome {
-    Outcome {
-        status: CommandStatus::Completed,
-        result: None,
-        error: None,
+        ..new_command(&project, "noop")
     }
 }
 

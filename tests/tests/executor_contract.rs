@@ -20,6 +20,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 #[derive(Clone, Copy)]
 enum Kind {
     Local,
+    /// The local executor inside its sandbox.
+    Confined,
     Kubernetes,
 }
 
@@ -29,6 +31,8 @@ struct Subject {
     project: ProjectId,
     workspace: PathBuf,
     home: PathBuf,
+    /// Pids a process reports are those of its own PID namespace.
+    own_pids: bool,
     _tmp: Option<tempfile::TempDir>,
     _api: Option<FakeKubeApi>,
 }
@@ -56,6 +60,23 @@ async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
                 project,
                 workspace: root.join("p"),
                 home: root.join("p/.rdev/home"),
+                own_pids: false,
+                _tmp: Some(tmp),
+                _api: None,
+            }
+        }
+        Kind::Confined => {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let root = tmp.path().canonicalize().expect("canon");
+            let executor = rdev_tests::harness::sandbox::executor(&root, secrets, &[])
+                .expect("this host can confine commands");
+            std::fs::create_dir_all(root.join("projects/p")).expect("workspace");
+            Subject {
+                executor: Arc::new(executor),
+                project,
+                workspace: root.join("projects/p"),
+                home: root.join("projects/p/.rdev/home"),
+                own_pids: true,
                 _tmp: Some(tmp),
                 _api: None,
             }
@@ -67,6 +88,7 @@ async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
                 project,
                 home: pod.workspace.join(".rdev/home"),
                 workspace: pod.workspace,
+                own_pids: false,
                 _tmp: None,
                 _api: Some(pod.api),
             }
@@ -290,9 +312,14 @@ async fn wait_is_shared_and_repeatable(kind: Kind) {
 
 /// A group with two background sleepers; returns the process and their pids.
 async fn sleepers(s: &Subject, script: &str) -> (SpawnedProcess, Vec<i32>) {
+    // Distinct durations, so a confined sleeper's host pid can be found by its command line.
+    let tag = std::process::id() % 1000;
+    let script = script
+        .replacen("sleep 30", &format!("sleep 30.{tag}1"), 1)
+        .replacen("sleep 30 ", &format!("sleep 30.{tag}2 "), 1);
     let mut process = s
         .executor
-        .spawn(&s.project, sh(script))
+        .spawn(&s.project, sh(&script))
         .await
         .expect("spawn");
     let mut pids = Vec::new();
@@ -302,6 +329,15 @@ async fn sleepers(s: &Subject, script: &str) -> (SpawnedProcess, Vec<i32>) {
             let line = lines.next_line().await.expect("read").expect("a pid line");
             pids.push(line.trim().parse::<i32>().expect("pid"));
         }
+    }
+    if s.own_pids && script.ends_with("wait") {
+        pids = (1..=2)
+            .map(|n| {
+                let cmdline = format!("sleep 30.{tag}{n}");
+                rdev_tests::harness::sandbox::wait_for_host_pid(&cmdline)
+                    .expect("the sleeper's host pid")
+            })
+            .collect();
     }
     for pid in &pids {
         assert!(
@@ -332,6 +368,16 @@ async fn leftovers_die_with_their_leader(kind: Kind) {
     let s = subject(kind, secrets(&[])).await;
     let (process, pids) = sleepers(&s, "sleep 30 & echo $!; sleep 30 & echo $!").await;
     assert!(process.control.wait().await.expect("wait").success());
+    if s.own_pids {
+        // Reported pids are the namespace's: look for the sleepers on the host by name.
+        let tag = std::process::id() % 1000;
+        for n in 1..=2 {
+            let cmdline = format!("sleep 30.{tag}{n}");
+            let left = rdev_tests::harness::sandbox::host_pid(&cmdline);
+            assert!(left.is_none_or(gone), "{cmdline} outlived its leader");
+        }
+        return;
+    }
     for pid in pids {
         assert!(gone(pid), "orphan {pid} outlived its leader");
     }
@@ -352,6 +398,12 @@ macro_rules! contract {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name(super::Kind::Local).await
+            })*
+        }
+        mod confined {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Kind::Confined).await
             })*
         }
         mod kubernetes {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::domain::{
-    AgentEvent, AgentRequest, BrokenLink, CommandFilter, CommandId, CommandStatus, CredentialName,
-    HOST_LOST, HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId,
-    ProviderName, QueueConfig, StreamEvent,
+    AgentEvent, BrokenLink, CommandFilter, CommandId, CommandStatus, CredentialName, HOST_LOST,
+    HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId, QueueConfig,
+    StreamEvent,
 };
 use rdev::domain::{CiRegistration, CiState, NewProjectSetup};
 use rdev::domain::{
@@ -19,6 +19,7 @@ use rdev::domain::{
 };
 use rdev::ports::{Announcement, DeliveryPage, SecretValue, StoreError, Stores, UnknownProject};
 use rdev_tests::harness::postgres::TestDatabase;
+use rdev_tests::harness::queue;
 use sqlx::AssertSqlSafe;
 
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +63,29 @@ async fn empty_database(kind: Kind) -> Option<(String, Guard)> {
             (db.url.clone(), Guard::Postgres(db))
         }
     })
+}
+
+/// Runs `$body` with `$pool`, a pool of its own on the database at `$url` (created if
+/// missing), and closes the pool; evaluates to `$body`'s value. A macro because the two
+/// databases' pools are different types.
+macro_rules! with_pool {
+    ($kind:expr, $url:expr, |$pool:ident| $body:expr) => {
+        match $kind {
+            Kind::Sqlite => {
+                let options = $url.parse::<sqlx::sqlite::SqliteConnectOptions>()?;
+                let $pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true)).await?;
+                let value = $body;
+                $pool.close().await;
+                value
+            }
+            Kind::Postgres => {
+                let $pool = sqlx::PgPool::connect($url).await?;
+                let value = $body;
+                $pool.close().await;
+                value
+            }
+        }
+    };
 }
 
 impl Backend {
@@ -116,48 +140,22 @@ impl Backend {
 
     /// Runs raw SQL, bypassing the ports (to tamper with rows).
     async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
-        match self.kind {
-            Kind::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await?;
-                let done = sqlx::query(AssertSqlSafe(sql.to_owned()))
-                    .execute(&pool)
-                    .await;
-                pool.close().await;
-                Ok(done?.rows_affected())
-            }
-            Kind::Postgres => {
-                let pool = sqlx::PgPool::connect(&self.url).await?;
-                let done = sqlx::query(AssertSqlSafe(sql.to_owned()))
-                    .execute(&pool)
-                    .await;
-                pool.close().await;
-                Ok(done?.rows_affected())
-            }
-        }
+        let sql = AssertSqlSafe(sql.to_owned());
+        with_pool!(self.kind, &self.url, |pool| sqlx::query(sql)
+            .execute(&pool)
+            .await
+            .map(|done| done.rows_affected()))
     }
 
     /// Counts the rows `sql` (a `SELECT count(*) …`) finds, bypassing the ports.
     async fn count(&self, sql: &str) -> i64 {
-        match self.kind {
-            Kind::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
-                let n = sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count");
-                pool.close().await;
-                n
-            }
-            Kind::Postgres => {
-                let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
-                let n = sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count");
-                pool.close().await;
-                n
-            }
-        }
+        let sql = AssertSqlSafe(sql.to_owned());
+        let count = async {
+            with_pool!(self.kind, &self.url, |pool| sqlx::query_scalar(sql)
+                .fetch_one(&pool)
+                .await)
+        };
+        count.await.expect("count")
     }
 
     /// Makes every audit append fail inside its transaction (after whatever the transaction
@@ -210,6 +208,46 @@ impl Backend {
         id
     }
 
+    /// Project `p` with two commands queued, `first` then `second`: their ids.
+    async fn two_queued(&self, first: &str, second: &str) -> (CommandId, CommandId) {
+        let p = self.project("p").await;
+        (
+            self.enqueue(&p, first, None).await,
+            self.enqueue(&p, second, None).await,
+        )
+    }
+
+    /// Project `id`, created from the blank template with CI registration `ci`.
+    async fn with_setup(&self, id: &str, ci: CiRegistration) -> ProjectId {
+        let project = NewProject {
+            id: ProjectId::parse(id).unwrap(),
+            display_name: None,
+        };
+        let setup = NewProjectSetup {
+            template: "blank".into(),
+            vars: Default::default(),
+            repo: None,
+            ci_repo: Some(format!("team/{id}")),
+            ci,
+        };
+        let created = self.stores.setups.create_with_setup(project, setup).await;
+        let (created, _) = created.expect("project with its setup");
+        created.id
+    }
+
+    /// Stores credential `name` with `value`.
+    async fn put_credential(&self, name: &str, value: &str) {
+        let name = CredentialName::parse(name).unwrap();
+        let value = SecretValue::new(value);
+        self.stores.credentials.put(&name, &value).await.unwrap();
+    }
+
+    /// Subscribes webhook `id` of `project` to `types` (every event when empty).
+    async fn subscribe(&self, id: &str, project: &ProjectId, types: &[&str]) {
+        let webhook = new_webhook(id, project, types);
+        self.stores.webhooks.create_webhook(webhook).await.unwrap();
+    }
+
     async fn enqueue(&self, project: &ProjectId, prompt: &str, key: Option<&str>) -> CommandId {
         self.stores
             .queue
@@ -223,19 +261,8 @@ impl Backend {
 
 fn new_command(project: &ProjectId, prompt: &str, key: Option<&str>) -> NewCommand {
     NewCommand {
-        project_id: project.clone(),
-        provider: ProviderName::parse("shell").expect("provider"),
-        request: AgentRequest::new(prompt),
         idempotency_key: key.map(str::to_owned),
-        submitted_by: "tester".into(),
-    }
-}
-
-fn done_outcome() -> Outcome {
-    Outcome {
-        status: CommandStatus::Completed,
-        result: None,
-        error: None,
+        ..queue::new_command(project, prompt)
     }
 }
 
@@ -246,24 +273,70 @@ fn quick_lease() -> QueueConfig {
     }
 }
 
+fn unlimited() -> QueueConfig {
+    QueueConfig {
+        max_running_per_project: None,
+        ..QueueConfig::default()
+    }
+}
+
+fn unlimited_quick_lease() -> QueueConfig {
+    QueueConfig {
+        max_running_per_project: None,
+        ..quick_lease()
+    }
+}
+
+fn two_per_project() -> QueueConfig {
+    QueueConfig {
+        max_running_per_project: Some(2),
+        ..QueueConfig::default()
+    }
+}
+
+/// No poll fallback: what a replica delivers comes from its own appends, sequence gaps and
+/// the other replica's notices.
+fn sleepy() -> QueueConfig {
+    QueueConfig {
+        poll_fallback: Duration::from_secs(3600),
+        ..QueueConfig::default()
+    }
+}
+
+/// Runs every contract test against SQLite and against a fresh PostgreSQL database:
+/// `test` gets a `Backend` with the default queue configuration, `test(config)` one with
+/// `config`; after the `;`, each test gets only the kind of database (it sets one up
+/// itself). Without PostgreSQL (and without `CI=true`) its half says why and passes.
 macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
+    ($($test:ident $(($config:expr))?),* ; $($raw:ident),* $(,)?) => {
+        contract!(@on sqlite Sqlite; $($test $(($config))?),* ; $($raw),*);
+        contract!(@on postgres Postgres; $($test $(($config))?),* ; $($raw),*);
+    };
+    (@on $module:ident $kind:ident; $($test:ident $(($config:expr))?),* ; $($raw:ident),*) => {
+        mod $module {
+            use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Sqlite).await;
+                async fn $test() {
+                    let config = contract!(@config $($config)?);
+                    if let Some(backend) = Backend::new(Kind::$kind, config).await {
+                        super::$test(backend).await;
+                    }
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $raw() {
+                    super::$raw(Kind::$kind).await;
                 }
             )*
         }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Postgres).await;
-                }
-            )*
-        }
+    };
+    (@config) => {
+        QueueConfig::default()
+    };
+    (@config $config:expr) => {
+        $config
     };
 }
 
@@ -275,23 +348,24 @@ contract!(
     a_failed_submission_leaves_nothing_behind,
     a_cancel_writes_its_event_and_audit_entry_with_the_status,
     a_pipeline_status_change_commits_with_its_announcement_or_not_at_all,
+    unfinished_pipelines_are_those_in_no_finished_status,
     claims_follow_queue_order_and_serialize_each_project,
-    without_a_project_limit_commands_run_side_by_side,
+    without_a_project_limit_commands_run_side_by_side(unlimited()),
     illegal_transitions_are_refused,
-    an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again,
-    a_started_command_whose_host_was_lost_fails,
-    rescue_requeues_idempotent_work_and_honours_cancel,
+    an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again(quick_lease()),
+    a_started_command_whose_host_was_lost_fails(quick_lease()),
+    rescue_requeues_idempotent_work_and_honours_cancel(unlimited_quick_lease()),
     cancel_is_immediate_when_pending_and_a_flag_when_running,
     concurrent_claimers_never_share_a_command_and_keep_project_order,
     another_replica_is_woken_by_an_enqueue,
     a_cancel_is_announced_to_the_replica_running_the_command,
-    a_batch_claim_keeps_each_project_in_order_and_under_its_limit,
+    a_batch_claim_keeps_each_project_in_order_and_under_its_limit(two_per_project()),
     events_are_numbered_per_stream_and_readable_from_any_point,
     a_subscriber_replays_then_follows_until_done,
     an_append_retried_with_its_key_is_stored_once,
     a_subscriber_on_another_replica_sees_new_events,
     a_slow_subscriber_neither_stalls_the_writer_nor_misses_events,
-    subscribers_on_two_replicas_get_every_event_once_while_both_append,
+    subscribers_on_two_replicas_get_every_event_once_while_both_append(sleepy()),
     the_audit_chain_verifies_and_reports_the_first_tampered_entry,
     concurrent_audit_appends_keep_one_chain,
     an_audit_append_retried_with_its_key_is_chained_once,
@@ -299,20 +373,17 @@ contract!(
     key_rotation_reencrypts_every_value,
     the_redactor_removes_stored_values,
     webhooks_belong_to_one_project,
-    terminal_statuses_queue_events_for_matching_webhooks,
+    terminal_statuses_queue_events_for_matching_webhooks(quick_lease()),
     a_project_event_is_audited_and_queued_together,
     deliveries_are_leased_fenced_and_keep_their_attempts,
     gone_disables_a_webhook_and_cancels_its_backlog,
     concurrent_dispatchers_never_share_a_delivery,
     webhook_secrets_are_sealed_bound_to_their_row_and_survive_rotation,
+    outbox_writes_wake_the_dispatchers;
     plaintext_secrets_from_before_sealing_are_sealed_at_start_up,
-    outbox_writes_wake_the_dispatchers,
 );
 
-async fn projects_are_created_once(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn projects_are_created_once(b: Backend) {
     let new = NewProject {
         id: ProjectId::parse("alpha").unwrap(),
         display_name: Some("Alpha".into()),
@@ -337,10 +408,7 @@ async fn projects_are_created_once(kind: Kind) {
     ));
 }
 
-async fn enqueue_with_the_same_key_returns_the_same_command(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn enqueue_with_the_same_key_returns_the_same_command(b: Backend) {
     let p = b.project("p").await;
     let q = b.project("q").await;
     let queue = &b.stores.queue;
@@ -377,10 +445,7 @@ async fn enqueue_with_the_same_key_returns_the_same_command(kind: Kind) {
     assert_eq!(listed.len(), 3);
 }
 
-async fn enqueue_for_an_unknown_project_is_refused(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn enqueue_for_an_unknown_project_is_refused(b: Backend) {
     let ghost = ProjectId::parse("ghost").unwrap();
     assert!(matches!(
         b.stores.queue.enqueue(new_command(&ghost, "x", None)).await,
@@ -397,10 +462,7 @@ fn pending_event() -> StreamEvent {
     })
 }
 
-async fn a_submission_writes_its_command_first_event_and_audit_entry_together(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn a_submission_writes_its_command_first_event_and_audit_entry_together(b: Backend) {
     let q = &b.stores.queue;
     let p = ProjectId::parse("fresh").unwrap();
     let first = q
@@ -469,10 +531,7 @@ async fn a_submission_writes_its_command_first_event_and_audit_entry_together(ki
     assert_eq!(next.seq, 2);
 }
 
-async fn a_failed_submission_leaves_nothing_behind(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn a_failed_submission_leaves_nothing_behind(b: Backend) {
     let q = &b.stores.queue;
     let ghost = ProjectId::parse("ghost").unwrap();
     assert!(matches!(
@@ -522,40 +581,39 @@ async fn a_failed_submission_leaves_nothing_behind(kind: Kind) {
     assert_eq!((report.verified, report.first_broken), (1, None));
 }
 
-async fn a_pipeline_status_change_commits_with_its_announcement_or_not_at_all(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
-    let p = ProjectId::parse("ci-project").unwrap();
-    let registered = CiRegistration {
+/// A CI registration whose pipeline 3 (of repository 7) was last seen in `status`.
+fn pipeline(status: Option<&str>) -> CiRegistration {
+    CiRegistration {
         state: CiState::Registered,
         repo_id: Some(7),
         pipeline: Some(3),
-        pipeline_status: Some("running".into()),
+        pipeline_status: status.map(str::to_owned),
         error: None,
-    };
-    b.stores
+    }
+}
+
+async fn unfinished_pipelines_are_those_in_no_finished_status(b: Backend) {
+    let unseen = b.with_setup("unseen", pipeline(None)).await;
+    let running = b.with_setup("running", pipeline(Some("running"))).await;
+    b.with_setup("passed", pipeline(Some("success"))).await;
+    b.with_setup("broken", pipeline(Some("failure"))).await;
+    b.with_setup("unregistered", CiRegistration::pending())
+        .await;
+    let watching = b
+        .stores
         .setups
-        .create_with_setup(
-            NewProject {
-                id: p.clone(),
-                display_name: None,
-            },
-            NewProjectSetup {
-                template: "blank".into(),
-                vars: Default::default(),
-                repo: None,
-                ci_repo: Some("team/ci-project".into()),
-                ci: registered,
-            },
-        )
+        .ci_unfinished(&["success", "failure"])
         .await
         .unwrap();
-    b.stores
-        .webhooks
-        .create_webhook(new_webhook("wh-ci", &p, &["ci.pipeline.finished"]))
-        .await
-        .unwrap();
+    let ids: HashSet<ProjectId> = watching.into_iter().map(|s| s.project_id).collect();
+    assert_eq!(ids, HashSet::from([unseen, running]));
+    let none_finished = b.stores.setups.ci_unfinished(&[]).await.unwrap();
+    assert_eq!(none_finished.len(), 4, "every registered pipeline");
+}
+
+async fn a_pipeline_status_change_commits_with_its_announcement_or_not_at_all(b: Backend) {
+    let p = b.with_setup("ci-project", pipeline(Some("running"))).await;
+    b.subscribe("wh-ci", &p, &["ci.pipeline.finished"]).await;
     let announcement = || {
         let audit = NewAuditEntry {
             actor: "poller".into(),
@@ -610,10 +668,7 @@ async fn a_pipeline_status_change_commits_with_its_announcement_or_not_at_all(ki
     assert_eq!(report.first_broken, None);
 }
 
-async fn a_cancel_writes_its_event_and_audit_entry_with_the_status(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn a_cancel_writes_its_event_and_audit_entry_with_the_status(b: Backend) {
     let q = &b.stores.queue;
     let p = ProjectId::parse("p").unwrap();
     let submit = |prompt: &'static str| {
@@ -681,12 +736,8 @@ async fn a_cancel_writes_its_event_and_audit_entry_with_the_status(kind: Kind) {
     assert_eq!(b.stores.audit.verify().await.unwrap().first_broken, None);
 }
 
-async fn claims_follow_queue_order_and_serialize_each_project(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
-    let p1 = b.project("p1").await;
-    let p2 = b.project("p2").await;
+async fn claims_follow_queue_order_and_serialize_each_project(b: Backend) {
+    let (p1, p2) = (b.project("p1").await, b.project("p2").await);
     let a = b.enqueue(&p1, "a", None).await;
     let bb = b.enqueue(&p1, "b", None).await;
     let c = b.enqueue(&p2, "c", None).await;
@@ -699,32 +750,20 @@ async fn claims_follow_queue_order_and_serialize_each_project(kind: Kind) {
     let second = q.claim("w1").await.unwrap().expect("c is runnable");
     assert_eq!(second.command.id, c, "b waits behind a");
     assert!(q.claim("w1").await.unwrap().is_none());
-    q.finish(&first.lease, done_outcome()).await.unwrap();
+    q.finish(&first.lease, queue::completed()).await.unwrap();
     let third = q.claim("w2").await.unwrap().expect("b is runnable now");
     assert_eq!(third.command.id, bb);
     assert_eq!(third.lease.owner, "w2");
 }
 
-async fn without_a_project_limit_commands_run_side_by_side(kind: Kind) {
-    let config = QueueConfig {
-        max_running_per_project: None,
-        ..QueueConfig::default()
-    };
-    let Some(b) = Backend::new(kind, config).await else {
-        return;
-    };
-    let p = b.project("p").await;
-    let a = b.enqueue(&p, "a", None).await;
-    let c = b.enqueue(&p, "c", None).await;
+async fn without_a_project_limit_commands_run_side_by_side(b: Backend) {
+    let (a, c) = b.two_queued("a", "c").await;
     let q = &b.stores.queue;
     assert_eq!(q.claim("w").await.unwrap().unwrap().command.id, a);
     assert_eq!(q.claim("w").await.unwrap().unwrap().command.id, c);
 }
 
-async fn illegal_transitions_are_refused(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn illegal_transitions_are_refused(b: Backend) {
     let p = b.project("p").await;
     let id = b.enqueue(&p, "a", None).await;
     let q = &b.stores.queue;
@@ -738,11 +777,11 @@ async fn illegal_transitions_are_refused(kind: Kind) {
         q.finish(&claim.lease, back_to_pending).await,
         Err(StoreError::IllegalTransition(_))
     ));
-    let done = q.finish(&claim.lease, done_outcome()).await.unwrap();
+    let done = q.finish(&claim.lease, queue::completed()).await.unwrap();
     assert_eq!(done.status, CommandStatus::Completed);
     assert!(done.finished_at.is_some());
     assert!(matches!(
-        q.finish(&claim.lease, done_outcome()).await,
+        q.finish(&claim.lease, queue::completed()).await,
         Err(StoreError::LeaseLost { .. })
     ));
     assert!(matches!(
@@ -752,10 +791,7 @@ async fn illegal_transitions_are_refused(kind: Kind) {
     assert_eq!(q.get(&id).await.unwrap().status, CommandStatus::Completed);
 }
 
-async fn an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again(kind: Kind) {
-    let Some(b) = Backend::new(kind, quick_lease()).await else {
-        return;
-    };
+async fn an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again(b: Backend) {
     let p = b.project("p").await;
     let id = b.enqueue(&p, "a", None).await;
     let q = &b.stores.queue;
@@ -771,7 +807,7 @@ async fn an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again(ki
     assert_eq!(new.command.attempts, 2);
     assert!(new.lease.token > old.lease.token);
     for lost in [
-        q.finish(&old.lease, done_outcome()).await.err(),
+        q.finish(&old.lease, queue::completed()).await.err(),
         q.heartbeat(&old.lease).await.err(),
         q.mark_started(&old.lease, false).await.err(),
     ] {
@@ -780,19 +816,14 @@ async fn an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again(ki
             "{lost:?}"
         );
     }
-    q.finish(&new.lease, done_outcome())
+    q.finish(&new.lease, queue::completed())
         .await
         .expect("new owner writes");
     assert!(q.rescue_expired().await.unwrap().is_empty());
 }
 
-async fn a_started_command_whose_host_was_lost_fails(kind: Kind) {
-    let Some(b) = Backend::new(kind, quick_lease()).await else {
-        return;
-    };
-    let p = b.project("p").await;
-    let id = b.enqueue(&p, "a", None).await;
-    let next = b.enqueue(&p, "b", None).await;
+async fn a_started_command_whose_host_was_lost_fails(b: Backend) {
+    let (id, next) = b.two_queued("a", "b").await;
     let q = &b.stores.queue;
     let claim = q.claim("w1").await.unwrap().unwrap();
     q.mark_started(&claim.lease, false).await.unwrap();
@@ -807,17 +838,8 @@ async fn a_started_command_whose_host_was_lost_fails(kind: Kind) {
     assert_eq!(q.claim("w2").await.unwrap().unwrap().command.id, next);
 }
 
-async fn rescue_requeues_idempotent_work_and_honours_cancel(kind: Kind) {
-    let config = QueueConfig {
-        max_running_per_project: None,
-        ..quick_lease()
-    };
-    let Some(b) = Backend::new(kind, config).await else {
-        return;
-    };
-    let p = b.project("p").await;
-    let idem = b.enqueue(&p, "idempotent", None).await;
-    let cancelled = b.enqueue(&p, "to cancel", None).await;
+async fn rescue_requeues_idempotent_work_and_honours_cancel(b: Backend) {
+    let (idem, cancelled) = b.two_queued("idempotent", "to cancel").await;
     let q = &b.stores.queue;
     let first = q.claim("w").await.unwrap().unwrap();
     q.mark_started(&first.lease, true).await.unwrap();
@@ -836,13 +858,8 @@ async fn rescue_requeues_idempotent_work_and_honours_cancel(kind: Kind) {
     assert_eq!(rescued.get(&cancelled), Some(&CommandStatus::Cancelled));
 }
 
-async fn cancel_is_immediate_when_pending_and_a_flag_when_running(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
-    let p = b.project("p").await;
-    let running = b.enqueue(&p, "a", None).await;
-    let pending = b.enqueue(&p, "b", None).await;
+async fn cancel_is_immediate_when_pending_and_a_flag_when_running(b: Backend) {
+    let (running, pending) = b.two_queued("a", "b").await;
     let q = &b.stores.queue;
     let claim = q.claim("w").await.unwrap().unwrap();
     assert!(!q.heartbeat(&claim.lease).await.unwrap().cancel_requested);
@@ -874,10 +891,7 @@ async fn cancel_is_immediate_when_pending_and_a_flag_when_running(kind: Kind) {
     ));
 }
 
-async fn concurrent_claimers_never_share_a_command_and_keep_project_order(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn concurrent_claimers_never_share_a_command_and_keep_project_order(b: Backend) {
     let projects = 8;
     let per_project = 15;
     let mut order: HashMap<ProjectId, Vec<CommandId>> = HashMap::new();
@@ -897,11 +911,7 @@ async fn concurrent_claimers_never_share_a_command_and_keep_project_order(kind: 
     let claimed: Arc<Mutex<Vec<(ProjectId, CommandId)>>> = Arc::default();
     let mut tasks = Vec::new();
     for worker in 0..6 {
-        let queue = if worker % 2 == 0 {
-            b.stores.queue.clone()
-        } else {
-            replica.queue.clone()
-        };
+        let queue = [&b.stores, &replica][worker % 2].queue.clone();
         let running = running.clone();
         let claimed = claimed.clone();
         tasks.push(tokio::spawn(async move {
@@ -924,7 +934,10 @@ async fn concurrent_claimers_never_share_a_command_and_keep_project_order(kind: 
                     .unwrap()
                     .push((project.clone(), claim.command.id.clone()));
                 running.lock().unwrap().remove(&project);
-                queue.finish(&claim.lease, done_outcome()).await.unwrap();
+                queue
+                    .finish(&claim.lease, queue::completed())
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -942,16 +955,9 @@ async fn concurrent_claimers_never_share_a_command_and_keep_project_order(kind: 
     assert_eq!(seen, order, "per-project order");
 }
 
-async fn another_replica_is_woken_by_an_enqueue(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn another_replica_is_woken_by_an_enqueue(b: Backend) {
     let p = b.project("p").await;
-    let sleepy = QueueConfig {
-        poll_fallback: Duration::from_secs(3600),
-        ..QueueConfig::default()
-    };
-    let replica = b.other_replica(sleepy).await;
+    let replica = b.other_replica(sleepy()).await;
     let mut work = replica.queue.work_signal();
     work.borrow_and_update();
     b.enqueue(&p, "a", None).await;
@@ -962,13 +968,8 @@ async fn another_replica_is_woken_by_an_enqueue(kind: Kind) {
     assert!(replica.queue.claim("w").await.unwrap().is_some());
 }
 
-async fn a_cancel_is_announced_to_the_replica_running_the_command(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
-    let p = b.project("p").await;
-    let running = b.enqueue(&p, "a", None).await;
-    let pending = b.enqueue(&p, "b", None).await;
+async fn a_cancel_is_announced_to_the_replica_running_the_command(b: Backend) {
+    let (running, pending) = b.two_queued("a", "b").await;
     let replica = b.other_replica(QueueConfig::default()).await;
     let mut cancels = replica.queue.cancel_signal();
     let claim = replica.queue.claim("w").await.unwrap().unwrap();
@@ -985,16 +986,8 @@ async fn a_cancel_is_announced_to_the_replica_running_the_command(kind: Kind) {
     );
 }
 
-async fn a_batch_claim_keeps_each_project_in_order_and_under_its_limit(kind: Kind) {
-    let two = QueueConfig {
-        max_running_per_project: Some(2),
-        ..QueueConfig::default()
-    };
-    let Some(b) = Backend::new(kind, two).await else {
-        return;
-    };
-    let p = b.project("p").await;
-    let r = b.project("r").await;
+async fn a_batch_claim_keeps_each_project_in_order_and_under_its_limit(b: Backend) {
+    let (p, r) = (b.project("p").await, b.project("r").await);
     let p1 = b.enqueue(&p, "p1", None).await;
     let r1 = b.enqueue(&r, "r1", None).await;
     let p2 = b.enqueue(&p, "p2", None).await;
@@ -1012,15 +1005,15 @@ async fn a_batch_claim_keeps_each_project_in_order_and_under_its_limit(kind: Kin
     assert_eq!(ids, vec![r2.clone()], "p3 waits: two of p are running");
     assert!(q.claim_batch("w", 10).await.unwrap().is_empty());
     let p1_claim = first.iter().find(|c| c.command.id == p1).unwrap();
-    q.finish(&p1_claim.lease, done_outcome()).await.unwrap();
+    q.finish(&p1_claim.lease, queue::completed()).await.unwrap();
     let third = q.claim_batch("w", 10).await.unwrap();
     assert_eq!(third.len(), 1);
     assert_eq!(third[0].command.id, p3);
     assert_eq!(third[0].lease.owner, "w");
     // Finishes written together are still fenced one by one.
     let (stale, fresh) = tokio::join!(
-        q.finish(&p1_claim.lease, done_outcome()),
-        q.finish(&third[0].lease, done_outcome())
+        q.finish(&p1_claim.lease, queue::completed()),
+        q.finish(&third[0].lease, queue::completed())
     );
     assert!(
         matches!(stale, Err(StoreError::LeaseLost { .. })),
@@ -1044,13 +1037,8 @@ fn done_event() -> StreamEvent {
     })
 }
 
-async fn events_are_numbered_per_stream_and_readable_from_any_point(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
-    let p = b.project("p").await;
-    let one = b.enqueue(&p, "a", None).await;
-    let two = b.enqueue(&p, "b", None).await;
+async fn events_are_numbered_per_stream_and_readable_from_any_point(b: Backend) {
+    let (one, two) = b.two_queued("a", "b").await;
     let log = &b.stores.events;
     for text in ["x", "y", "z"] {
         log.append(&one, &message(text)).await.unwrap();
@@ -1067,10 +1055,7 @@ async fn events_are_numbered_per_stream_and_readable_from_any_point(kind: Kind) 
     ));
 }
 
-async fn an_append_retried_with_its_key_is_stored_once(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn an_append_retried_with_its_key_is_stored_once(b: Backend) {
     let p = b.project("p").await;
     let id = b.enqueue(&p, "a", None).await;
     let log = b.stores.events.clone();
@@ -1107,10 +1092,7 @@ async fn an_append_retried_with_its_key_is_stored_once(kind: Kind) {
     ));
 }
 
-async fn a_subscriber_replays_then_follows_until_done(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn a_subscriber_replays_then_follows_until_done(b: Backend) {
     let p = b.project("p").await;
     let id = b.enqueue(&p, "a", None).await;
     let log = b.stores.events.clone();
@@ -1141,17 +1123,10 @@ async fn a_subscriber_replays_then_follows_until_done(kind: Kind) {
     );
 }
 
-async fn a_subscriber_on_another_replica_sees_new_events(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn a_subscriber_on_another_replica_sees_new_events(b: Backend) {
     let p = b.project("p").await;
     let id = b.enqueue(&p, "a", None).await;
-    let sleepy = QueueConfig {
-        poll_fallback: Duration::from_secs(3600),
-        ..QueueConfig::default()
-    };
-    let replica = b.other_replica(sleepy).await;
+    let replica = b.other_replica(sleepy()).await;
     let mut sub = replica.events.subscribe(&id, 0);
     let reader = tokio::spawn(async move { sub.next().await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1169,10 +1144,7 @@ async fn a_subscriber_on_another_replica_sees_new_events(kind: Kind) {
     assert_eq!(got.event, message("hello"));
 }
 
-async fn a_slow_subscriber_neither_stalls_the_writer_nor_misses_events(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn a_slow_subscriber_neither_stalls_the_writer_nor_misses_events(b: Backend) {
     let p = b.project("p").await;
     let id = b.enqueue(&p, "a", None).await;
     let log = b.stores.events.clone();
@@ -1190,19 +1162,10 @@ async fn a_slow_subscriber_neither_stalls_the_writer_nor_misses_events(kind: Kin
     }
 }
 
-async fn subscribers_on_two_replicas_get_every_event_once_while_both_append(kind: Kind) {
-    // No poll fallback: what a replica delivers comes from its own appends, sequence gaps
-    // and the other replica's notices.
-    let sleepy = QueueConfig {
-        poll_fallback: Duration::from_secs(3600),
-        ..QueueConfig::default()
-    };
-    let Some(b) = Backend::new(kind, sleepy.clone()).await else {
-        return;
-    };
+async fn subscribers_on_two_replicas_get_every_event_once_while_both_append(b: Backend) {
     let p = b.project("p").await;
     let id = b.enqueue(&p, "a", None).await;
-    let replica = b.other_replica(sleepy).await;
+    let replica = b.other_replica(sleepy()).await;
     let logs = [b.stores.events.clone(), replica.events.clone()];
     for n in 0..5 {
         logs[0]
@@ -1260,10 +1223,7 @@ fn audit(action: &str, n: usize) -> NewAuditEntry {
     }
 }
 
-async fn the_audit_chain_verifies_and_reports_the_first_tampered_entry(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn the_audit_chain_verifies_and_reports_the_first_tampered_entry(b: Backend) {
     let log = &b.stores.audit;
     for n in 0..5 {
         log.append(audit("credential.put", n)).await.unwrap();
@@ -1277,7 +1237,7 @@ async fn the_audit_chain_verifies_and_reports_the_first_tampered_entry(kind: Kin
     let tamper = "UPDATE audit_log SET details = '{\"n\":99}' WHERE seq = 3";
     assert!(b.exec(tamper).await.is_err(), "updates are rejected");
     assert!(b.exec("DELETE FROM audit_log WHERE seq = 3").await.is_err());
-    let disable = match kind {
+    let disable = match b.kind {
         Kind::Sqlite => "DROP TRIGGER audit_log_no_update",
         Kind::Postgres => "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update",
     };
@@ -1288,18 +1248,11 @@ async fn the_audit_chain_verifies_and_reports_the_first_tampered_entry(kind: Kin
     assert_eq!(report.first_broken, Some(BrokenLink::Altered { seq: 3 }));
 }
 
-async fn concurrent_audit_appends_keep_one_chain(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn concurrent_audit_appends_keep_one_chain(b: Backend) {
     let replica = b.other_replica(QueueConfig::default()).await;
     let mut tasks = Vec::new();
     for t in 0..4 {
-        let log = if t % 2 == 0 {
-            b.stores.audit.clone()
-        } else {
-            replica.audit.clone()
-        };
+        let log = [&b.stores, &replica][t % 2].audit.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..10 {
                 log.append(audit("command.finished", n)).await.unwrap();
@@ -1313,10 +1266,7 @@ async fn concurrent_audit_appends_keep_one_chain(kind: Kind) {
     assert_eq!((report.verified, report.first_broken), (40, None));
 }
 
-async fn an_audit_append_retried_with_its_key_is_chained_once(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn an_audit_append_retried_with_its_key_is_chained_once(b: Backend) {
     let log = b.stores.audit.clone();
     let first = log
         .append_once(audit("command.finished", 1), "k-1")
@@ -1359,10 +1309,7 @@ async fn an_audit_append_retried_with_its_key_is_chained_once(kind: Kind) {
     assert_eq!((report.verified, report.first_broken), (4, None));
 }
 
-async fn credentials_are_encrypted_listed_by_name_and_overwritten(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn credentials_are_encrypted_listed_by_name_and_overwritten(b: Backend) {
     let creds = &b.stores.credentials;
     let name = CredentialName::parse("ANTHROPIC_API_KEY").unwrap();
     let info = creds
@@ -1387,7 +1334,7 @@ async fn credentials_are_encrypted_listed_by_name_and_overwritten(kind: Kind) {
     let listed = creds.list().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(!format!("{listed:?}").contains("sk-second"));
-    let in_plain_text = match kind {
+    let in_plain_text = match b.kind {
         Kind::Sqlite => "UPDATE credentials SET name = name WHERE instr(sealed, 'sk-second') > 0",
         Kind::Postgres => {
             "UPDATE credentials SET name = name WHERE position('sk-second'::bytea in sealed) > 0"
@@ -1407,19 +1354,10 @@ async fn credentials_are_encrypted_listed_by_name_and_overwritten(kind: Kind) {
     ));
 }
 
-async fn key_rotation_reencrypts_every_value(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn key_rotation_reencrypts_every_value(b: Backend) {
     let creds = &b.stores.credentials;
     for (name, value) in [("ONE", "value-one"), ("TWO", "value-two")] {
-        creds
-            .put(
-                &CredentialName::parse(name).unwrap(),
-                &SecretValue::new(value),
-            )
-            .await
-            .unwrap();
+        b.put_credential(name, value).await;
     }
     assert_eq!(creds.rotate_key(key(2)).await.unwrap(), 2);
     assert_eq!(
@@ -1437,18 +1375,9 @@ async fn key_rotation_reencrypts_every_value(kind: Kind) {
     assert!(!format!("{refused:?}").contains("value-one"));
 }
 
-async fn the_redactor_removes_stored_values(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn the_redactor_removes_stored_values(b: Backend) {
     let creds = &b.stores.credentials;
-    creds
-        .put(
-            &CredentialName::parse("TOKEN").unwrap(),
-            &SecretValue::new("ghp_abcdef123"),
-        )
-        .await
-        .unwrap();
+    b.put_credential("TOKEN", "ghp_abcdef123").await;
     let redactor = creds.redactor().await.unwrap();
     let mut event = AgentEvent::Output {
         stream: rdev::domain::OutputStream::Stdout,
@@ -1502,10 +1431,7 @@ fn event(project: &ProjectId, event_type: &str) -> WebhookEvent {
     )
 }
 
-async fn webhooks_belong_to_one_project(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn webhooks_belong_to_one_project(b: Backend) {
     let w = &b.stores.webhooks;
     // The project need not exist yet: project.created can be subscribed to in advance.
     let p = ProjectId::parse("future").unwrap();
@@ -1520,9 +1446,7 @@ async fn webhooks_belong_to_one_project(kind: Kind) {
         w.create_webhook(new_webhook("wh-1", &p, &[])).await,
         Err(StoreError::Conflict(_))
     ));
-    w.create_webhook(new_webhook("wh-2", &other, &[]))
-        .await
-        .unwrap();
+    b.subscribe("wh-2", &other, &[]).await;
     let listed = w.list_webhooks(&p).await.unwrap();
     assert_eq!(
         listed.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
@@ -1562,34 +1486,20 @@ async fn webhooks_belong_to_one_project(kind: Kind) {
     assert!(w.list_webhooks(&other).await.unwrap().is_empty());
 }
 
-async fn terminal_statuses_queue_events_for_matching_webhooks(kind: Kind) {
-    let Some(b) = Backend::new(kind, quick_lease()).await else {
-        return;
-    };
-    let w = &b.stores.webhooks;
+async fn terminal_statuses_queue_events_for_matching_webhooks(b: Backend) {
     let p = b.project("p").await;
     let other = b.project("other").await;
-    w.create_webhook(new_webhook("wh-all", &p, &[]))
-        .await
-        .unwrap();
-    w.create_webhook(new_webhook("wh-star", &p, &["*"]))
-        .await
-        .unwrap();
-    w.create_webhook(new_webhook("wh-failed", &p, &["command.failed"]))
-        .await
-        .unwrap();
-    w.create_webhook(new_webhook("wh-created", &p, &["project.created"]))
-        .await
-        .unwrap();
-    w.create_webhook(new_webhook("wh-other", &other, &[]))
-        .await
-        .unwrap();
+    b.subscribe("wh-all", &p, &[]).await;
+    b.subscribe("wh-star", &p, &["*"]).await;
+    b.subscribe("wh-failed", &p, &["command.failed"]).await;
+    b.subscribe("wh-created", &p, &["project.created"]).await;
+    b.subscribe("wh-other", &other, &[]).await;
     let q = &b.stores.queue;
 
     let completed = b.enqueue(&p, "ok", None).await;
     let claim = q.claim("w").await.unwrap().unwrap();
     q.mark_started(&claim.lease, false).await.unwrap();
-    let finished = q.finish(&claim.lease, done_outcome()).await.unwrap();
+    let finished = q.finish(&claim.lease, queue::completed()).await.unwrap();
     let cancelled = b.enqueue(&p, "never", None).await;
     q.cancel(&cancelled, "tester").await.unwrap();
     let lost = b.enqueue(&p, "lost", None).await;
@@ -1666,18 +1576,11 @@ async fn terminal_statuses_queue_events_for_matching_webhooks(kind: Kind) {
     assert_eq!(ids.len(), 1);
 }
 
-async fn a_project_event_is_audited_and_queued_together(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn a_project_event_is_audited_and_queued_together(b: Backend) {
     let w = &b.stores.webhooks;
     let p = ProjectId::parse("new").unwrap();
-    w.create_webhook(new_webhook("wh-1", &p, &["project.created"]))
-        .await
-        .unwrap();
-    w.create_webhook(new_webhook("wh-2", &p, &["ci.pipeline.started"]))
-        .await
-        .unwrap();
+    b.subscribe("wh-1", &p, &["project.created"]).await;
+    b.subscribe("wh-2", &p, &["ci.pipeline.started"]).await;
     let entry = NewAuditEntry {
         actor: "tester".into(),
         action: "project.created".into(),
@@ -1711,15 +1614,10 @@ async fn a_project_event_is_audited_and_queued_together(kind: Kind) {
     );
 }
 
-async fn deliveries_are_leased_fenced_and_keep_their_attempts(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn deliveries_are_leased_fenced_and_keep_their_attempts(b: Backend) {
     let w = &b.stores.webhooks;
     let p = ProjectId::parse("p").unwrap();
-    w.create_webhook(new_webhook("wh-1", &p, &[]))
-        .await
-        .unwrap();
+    b.subscribe("wh-1", &p, &[]).await;
     for _ in 0..3 {
         w.emit(&event(&p, "ci.pipeline.finished"), None)
             .await
@@ -1812,18 +1710,11 @@ async fn deliveries_are_leased_fenced_and_keep_their_attempts(kind: Kind) {
     assert_eq!(waiting.payload["type"], "ci.pipeline.finished");
 }
 
-async fn gone_disables_a_webhook_and_cancels_its_backlog(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn gone_disables_a_webhook_and_cancels_its_backlog(b: Backend) {
     let w = &b.stores.webhooks;
     let p = ProjectId::parse("p").unwrap();
-    w.create_webhook(new_webhook("wh-gone", &p, &[]))
-        .await
-        .unwrap();
-    w.create_webhook(new_webhook("wh-ok", &p, &[]))
-        .await
-        .unwrap();
+    b.subscribe("wh-gone", &p, &[]).await;
+    b.subscribe("wh-ok", &p, &[]).await;
     w.emit(&event(&p, "project.created"), None).await.unwrap();
     let due = claim_all(&b.stores, "d").await;
     assert_eq!(due.len(), 2);
@@ -1870,17 +1761,10 @@ async fn gone_disables_a_webhook_and_cancels_its_backlog(kind: Kind) {
     assert!(next.iter().all(|d| d.webhook_id == "wh-ok"));
 }
 
-async fn concurrent_dispatchers_never_share_a_delivery(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn concurrent_dispatchers_never_share_a_delivery(b: Backend) {
     let replica = b.replica(QueueConfig::default(), key(1)).await;
     let p = ProjectId::parse("p").unwrap();
-    b.stores
-        .webhooks
-        .create_webhook(new_webhook("wh-1", &p, &[]))
-        .await
-        .unwrap();
+    b.subscribe("wh-1", &p, &[]).await;
     for _ in 0..60 {
         b.stores
             .webhooks
@@ -1955,10 +1839,7 @@ async fn claim_one_of(stores: &Stores, project: &ProjectId, webhook: &str) -> Du
         .expect("a delivery for the webhook")
 }
 
-async fn webhook_secrets_are_sealed_bound_to_their_row_and_survive_rotation(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn webhook_secrets_are_sealed_bound_to_their_row_and_survive_rotation(b: Backend) {
     let w = &b.stores.webhooks;
     let p = ProjectId::parse("p").unwrap();
     let (one, secret_one) = webhook_with_secret("wh-1", &p, 11);
@@ -1967,7 +1848,7 @@ async fn webhook_secrets_are_sealed_bound_to_their_row_and_survive_rotation(kind
     w.create_webhook(two).await.unwrap();
     for secret in [&secret_one, &secret_two] {
         assert_eq!(
-            b.count(&rows_holding(kind, secret.expose())).await,
+            b.count(&rows_holding(b.kind, secret.expose())).await,
             0,
             "secret stored in plain text"
         );
@@ -1986,17 +1867,10 @@ async fn webhook_secrets_are_sealed_bound_to_their_row_and_survive_rotation(kind
         .unwrap();
 
     // Rotation re-seals the webhook secrets with the credentials, in one transaction.
-    b.stores
-        .credentials
-        .put(
-            &CredentialName::parse("ONE").unwrap(),
-            &SecretValue::new("value-one"),
-        )
-        .await
-        .unwrap();
+    b.put_credential("ONE", "value-one").await;
     assert_eq!(b.stores.credentials.rotate_key(key(2)).await.unwrap(), 3);
     assert_eq!(
-        b.count(&rows_holding(kind, secret_two.expose())).await,
+        b.count(&rows_holding(b.kind, secret_two.expose())).await,
         0,
         "plain text after rotation"
     );
@@ -2082,30 +1956,16 @@ async fn plaintext_secrets_from_before_sealing_are_sealed_at_start_up(kind: Kind
             Kind::Postgres => "now()",
         },
     );
-    match kind {
-        Kind::Sqlite => {
-            let options: sqlx::sqlite::SqliteConnectOptions = url
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .unwrap()
-                .create_if_missing(true);
-            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let before_sealing = async {
+        with_pool!(kind, &url, |pool| {
             old.run(&pool).await.expect("old migrations");
             sqlx::query(AssertSqlSafe(insert))
                 .execute(&pool)
                 .await
-                .unwrap();
-            pool.close().await;
-        }
-        Kind::Postgres => {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            old.run(&pool).await.expect("old migrations");
-            sqlx::query(AssertSqlSafe(insert))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-    }
+                .map(drop)
+        })
+    };
+    before_sealing.await.expect("a plaintext secret");
     // Upgrading migrates and seals; opening again finds nothing left to seal.
     let options = || StoreOptions {
         queue: QueueConfig::default(),
@@ -2120,7 +1980,7 @@ async fn plaintext_secrets_from_before_sealing_are_sealed_at_start_up(kind: Kind
         stores,
         _guard: guard,
     };
-    assert_eq!(b.count(&rows_holding(kind, secret.expose())).await, 0);
+    assert_eq!(b.count(&rows_holding(b.kind, secret.expose())).await, 0);
     assert_eq!(
         b.count("SELECT count(*) FROM webhooks WHERE sealed_secret IS NOT NULL")
             .await,
@@ -2132,17 +1992,10 @@ async fn plaintext_secrets_from_before_sealing_are_sealed_at_start_up(kind: Kind
     assert_eq!(again.webhooks.open_secret(&due).unwrap(), secret);
 }
 
-async fn outbox_writes_wake_the_dispatchers(kind: Kind) {
-    let Some(b) = Backend::new(kind, QueueConfig::default()).await else {
-        return;
-    };
+async fn outbox_writes_wake_the_dispatchers(b: Backend) {
     let replica = b.replica(QueueConfig::default(), key(1)).await;
     let p = b.project("p").await;
-    b.stores
-        .webhooks
-        .create_webhook(new_webhook("wh-1", &p, &["command.completed"]))
-        .await
-        .unwrap();
+    b.subscribe("wh-1", &p, &["command.completed"]).await;
     let mut here = b.stores.webhooks.delivery_signal();
     let mut there = replica.webhooks.delivery_signal();
     here.borrow_and_update();
@@ -2163,12 +2016,12 @@ async fn outbox_writes_wake_the_dispatchers(kind: Kind) {
     assert_eq!(claim.command.id, id);
     b.stores
         .queue
-        .finish(&claim.lease, done_outcome())
+        .finish(&claim.lease, queue::completed())
         .await
         .unwrap();
     // SQLite serves one process: another store on the file is not woken.
     let mut woken = vec![&mut here];
-    if matches!(kind, Kind::Postgres) {
+    if matches!(b.kind, Kind::Postgres) {
         woken.push(&mut there);
     }
     for signal in woken {

@@ -20,16 +20,27 @@ pub fn build_rdev(root: &Path) -> Result<PathBuf> {
     let built = cargo_build_rdev(root)?;
     let dir = root.join("target/bin");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The sandbox helper lives beside rdev, where the local executor looks for it.
+    let helper = built.with_file_name(SANDBOX_HELPER);
+    copy_fresh(&helper, &dir.join(SANDBOX_HELPER))?;
     let copy = dir.join("rdev");
-    if is_fresh_copy(&built, &copy) {
-        return Ok(copy);
-    }
-    let partial = dir.join(format!(".rdev.{}", std::process::id()));
-    std::fs::copy(&built, &partial)
-        .with_context(|| format!("copying {} to {}", built.display(), partial.display()))?;
-    std::fs::rename(&partial, &copy)
-        .with_context(|| format!("renaming {} to {}", partial.display(), copy.display()))?;
+    copy_fresh(&built, &copy)?;
     Ok(copy)
+}
+
+/// The small binary that confines itself inside a sandbox and execs the command.
+pub const SANDBOX_HELPER: &str = "rdev-sandbox-exec";
+
+/// Copies `built` to `copy` (atomically) unless the copy is already fresh.
+fn copy_fresh(built: &Path, copy: &Path) -> Result<()> {
+    if is_fresh_copy(built, copy) {
+        return Ok(());
+    }
+    let partial = copy.with_file_name(format!(".copy.{}", std::process::id()));
+    std::fs::copy(built, &partial)
+        .with_context(|| format!("copying {} to {}", built.display(), partial.display()))?;
+    std::fs::rename(&partial, copy)
+        .with_context(|| format!("renaming {} to {}", partial.display(), copy.display()))
 }
 
 /// Whether `copy` was made from `built` as it is now (same size, not older).
@@ -53,8 +64,9 @@ fn cargo_build_rdev(root: &Path) -> Result<PathBuf> {
             "--quiet",
             "--package",
             "rdev",
-            "--bin",
-            "rdev",
+            "--package",
+            "rdev-sandbox-exec",
+            "--bins",
             "--message-format=json",
         ])
         .output()

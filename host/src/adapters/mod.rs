@@ -5,7 +5,6 @@ pub mod event_fanout;
 pub mod kubernetes;
 pub mod local;
 pub mod master_key;
-mod outbox;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;

@@ -1,5 +1,7 @@
-//! What the two storage adapters share: choosing one by URL, the master key, in-process
-//! wake-ups (the event fan-out itself is `event_fanout`).
+//! Choosing the database by URL: `connect` opens the stores of the one a URL names
+//! (`postgres://…` or `sqlite://…`), `migrate` only applies its migrations. The stores
+//! themselves are the SQL layer (`adapters/sql/`). The master key and fan-out constants are
+//! re-exported here, where callers have always found them.
 
 use crate::domain::{MasterKey, QueueConfig};
 use crate::ports::Stores;

@@ -81,6 +81,9 @@ pub struct SpawnedProcess {
     pub stdout: BoxedReader,
     pub stderr: BoxedReader,
     pub control: Arc<dyn ProcessControl>,
+    /// Warnings about the process the executor learns while it runs (a confined command's
+    /// refused egress), for the command's event stream; `None` when it has none to give.
+    pub notices: Option<tokio::sync::broadcast::Receiver<String>>,
 }
 
 /// A byte stream to a port inside the workspace (for project HTTP).

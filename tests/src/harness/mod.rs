@@ -7,7 +7,9 @@ pub mod kubernetes;
 pub mod npm;
 pub mod plugins;
 pub mod postgres;
+pub mod queue;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 
 /// True when running under CI, where a missing prerequisite must fail the run instead of

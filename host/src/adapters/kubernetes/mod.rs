@@ -404,6 +404,7 @@ impl Executor for KubernetesExecutor {
             stdout: Box::pin(stdout),
             stderr: Box::pin(stderr),
             control,
+            notices: None,
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod env_secrets;
 mod process;
+pub mod sandbox;
 pub mod seed;
 mod workspace;
 
@@ -19,7 +20,8 @@ use crate::ports::{
 };
 
 pub use env_secrets::EnvSecrets;
-pub use process::LocalProcess;
+pub use process::{LocalProcess, Reaping};
+pub use sandbox::{Sandbox, SandboxConfig, SandboxStatus};
 pub use workspace::{STATE_DIR, Workspace, WorkspaceLayout};
 
 /// Runs processes as children of the rdev host, one process group per spawn.
@@ -28,6 +30,8 @@ pub struct LocalExecutor {
     secrets: Arc<dyn SecretResolver>,
     /// The host's PATH when the executor was built; the only host variable a child sees.
     path: Option<OsString>,
+    /// Confinement of every spawn; `None` runs commands as rdev's own user, unconfined.
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 impl LocalExecutor {
@@ -50,7 +54,19 @@ impl LocalExecutor {
             layout,
             secrets,
             path: std::env::var_os("PATH"),
+            sandbox: None,
         }
+    }
+
+    /// Confines every spawn (and `connect`) with `sandbox`.
+    pub fn confined(mut self, sandbox: Arc<Sandbox>) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// The sandbox in use, if any.
+    pub fn sandbox(&self) -> Option<&Arc<Sandbox>> {
+        self.sandbox.as_ref()
     }
 
     /// How project ids map to directories.
@@ -97,10 +113,43 @@ impl Executor for LocalExecutor {
         let cwd = workspace.working_dir(&spec.program, spec.working_dir.as_deref())?;
         let env = self.resolve_env(spec.env).await?;
 
-        let mut command = tokio::process::Command::new(&spec.program);
+        let (mut command, reaping, notices) = match &self.sandbox {
+            Some(sandbox) => {
+                // Inside the sandbox a missing program only shows as exit 127: say it now.
+                let path = env
+                    .iter()
+                    .find(|(k, _)| k == "PATH")
+                    .map(|(_, v)| OsString::from(v))
+                    .or_else(|| self.path.clone());
+                if !sandbox::program_exists(&spec.program, &cwd, path.as_deref()) {
+                    return Err(ExecError::SpawnFailed {
+                        program: spec.program.clone(),
+                        reason: "no such program on PATH".to_owned(),
+                    });
+                }
+                let prepared = sandbox
+                    .prepare(&sandbox::Target {
+                        project: project.as_str(),
+                        workspace: &workspace.root,
+                        cwd: &cwd,
+                        program: &spec.program,
+                        args: &spec.args,
+                    })
+                    .await?;
+                let group = prepared.group;
+                let reaping = Reaping {
+                    signal_codes: true,
+                    cleanup: group.map(|g| Box::new(move || g.finish()) as Box<_>),
+                };
+                (prepared.command, reaping, Some(prepared.notices))
+            }
+            None => {
+                let mut command = tokio::process::Command::new(&spec.program);
+                command.args(&spec.args).current_dir(&cwd);
+                (command, Reaping::default(), None)
+            }
+        };
         command
-            .args(&spec.args)
-            .current_dir(&cwd)
             .env_clear()
             .env("HOME", &workspace.home)
             .stdin(Stdio::piped())
@@ -110,6 +159,9 @@ impl Executor for LocalExecutor {
             .process_group(0);
         if let Some(path) = &self.path {
             command.env("PATH", path);
+        }
+        if let Some(sandbox) = &self.sandbox {
+            command.envs(sandbox.proxy_env());
         }
         // Spec values come last: a provider may set its own PATH or HOME deliberately.
         command.envs(env);
@@ -123,21 +175,34 @@ impl Executor for LocalExecutor {
         let stdin = child.stdin.take().ok_or_else(io_missing)?;
         let stdout = child.stdout.take().ok_or_else(io_missing)?;
         let stderr = child.stderr.take().ok_or_else(io_missing)?;
-        let control = LocalProcess::start(child, &spec.program)?;
+        let control = LocalProcess::start_with(child, &spec.program, reaping)?;
         Ok(SpawnedProcess {
             stdin: Box::pin(stdin),
             stdout: Box::pin(stdout),
             stderr: Box::pin(stderr),
             control: Arc::new(control),
+            notices,
         })
     }
 
     async fn connect(
         &self,
-        _project: &ProjectId,
+        project: &ProjectId,
         port: u16,
     ) -> Result<Box<dyn ProjectConnection>, ExecError> {
-        // Local services of every project listen on this machine's loopback.
+        if let Some(sandbox) = &self.sandbox {
+            // The project's own loopback, which no other project can reach.
+            let stream =
+                sandbox
+                    .connect(project.as_str(), port)
+                    .await
+                    .map_err(|e| ExecError::Connect {
+                        port,
+                        reason: e.to_string(),
+                    })?;
+            return Ok(Box::new(stream));
+        }
+        // Unconfined, every project's services listen on this machine's loopback.
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|e| ExecError::Connect {

@@ -24,7 +24,16 @@ pub struct LocalProcess {
 impl LocalProcess {
     /// Takes ownership of a child started as the leader of its own process group and reaps it
     /// in the background.
-    pub fn start(mut child: tokio::process::Child, program: &str) -> Result<Self, ExecError> {
+    pub fn start(child: tokio::process::Child, program: &str) -> Result<Self, ExecError> {
+        Self::start_with(child, program, Reaping::default())
+    }
+
+    /// As [`LocalProcess::start`], with what to do when the leader has exited.
+    pub fn start_with(
+        mut child: tokio::process::Child,
+        program: &str,
+        reaping: Reaping,
+    ) -> Result<Self, ExecError> {
         let raw = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
@@ -40,9 +49,16 @@ impl LocalProcess {
                 .wait()
                 .await
                 .map(convert)
+                .map(|status| match reaping.signal_codes {
+                    true => decode_signal(status),
+                    false => status,
+                })
                 .map_err(|e| ExecError::Io(format!("waiting for {program:?}: {e}")));
             // Leftovers of the group; ESRCH (none left) is the common case.
             let _ = killpg(pgid, NixSignal::SIGKILL);
+            if let Some(cleanup) = reaping.cleanup {
+                let _ = tokio::task::spawn_blocking(cleanup).await;
+            }
             // Nobody listening is fine: every handle was dropped.
             let _ = tx.send(Some(outcome));
         });
@@ -51,6 +67,26 @@ impl LocalProcess {
 
     fn exited(&self) -> bool {
         self.status.borrow().is_some()
+    }
+}
+
+/// What happens after a leader exits, besides killing its group.
+#[derive(Default)]
+pub struct Reaping {
+    /// The leader reports a command's death by signal N as exit code 128 + N (bubblewrap
+    /// does): report it as the signal.
+    pub signal_codes: bool,
+    /// Runs (off the async threads) once the group is dead, before waiters hear of it.
+    pub cleanup: Option<Box<dyn FnOnce() + Send>>,
+}
+
+fn decode_signal(status: ExitStatus) -> ExitStatus {
+    match status.code {
+        Some(code) if (129..=128 + 64).contains(&code) => ExitStatus {
+            code: None,
+            signal: Some(code - 128),
+        },
+        _ => status,
     }
 }
 

@@ -9,10 +9,10 @@ use sqlx::{PgConnection, Postgres};
 use tokio::sync::Mutex;
 
 use super::{AUDIT_LOCK, PgState, PgStore};
-use crate::adapters::outbox::ClaimedRow;
 use crate::adapters::sql::commands::{claim_from_row, command_columns};
 use crate::adapters::sql::db::{Notice, executors};
 use crate::adapters::sql::events::event_from_row;
+use crate::adapters::sql::outbox::ClaimedRow;
 use crate::adapters::sql::{Db, db, not_found};
 use crate::domain::{Claim, CommandId, CommandRecord, DueDelivery, Lease, Outcome, StreamEvent};
 use crate::ports::{StoreError, StoredEvent};

@@ -23,6 +23,7 @@ mod credentials;
 pub(crate) mod db;
 pub(crate) mod dialect;
 pub(crate) mod events;
+pub(crate) mod outbox;
 pub(crate) mod projects;
 mod queue;
 mod setup;

@@ -15,9 +15,9 @@ use super::audit::append_audit;
 use super::columns::{Cols, Timestamp, json};
 use super::db::{Arg, Notice, RowsAffected};
 use super::dialect::sql;
+use super::outbox::reseal_secret;
 use super::{Db, SqlStore, Write, db};
 use crate::adapters::master_key::nonce;
-use crate::adapters::outbox::reseal_secret;
 use crate::domain::{
     CommandRecord, Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery, MasterKey,
     NewAuditEntry, NewWebhook, NextStep, ProjectId, SealedWebhookSecret, Webhook, WebhookEvent,

@@ -10,12 +10,12 @@ use sqlx::{Sqlite, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::{SqliteState, SqliteStore};
-use crate::adapters::outbox::ClaimedRow;
 use crate::adapters::sql::columns::{Cols, Span, json};
 use crate::adapters::sql::commands::{claim_from_row, command_columns, command_from_row, lost};
 use crate::adapters::sql::db::{Notice, executors};
 use crate::adapters::sql::dialect::sql;
 use crate::adapters::sql::events::event_from_row;
+use crate::adapters::sql::outbox::ClaimedRow;
 use crate::adapters::sql::webhooks::emit_for_command;
 use crate::adapters::sql::{Db, db, not_found};
 use crate::domain::{Claim, CommandId, CommandRecord, DueDelivery, Lease, Outcome, StreamEvent};

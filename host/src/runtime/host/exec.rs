@@ -412,9 +412,39 @@ impl Host for HostState {
             Ok(Ok(spawned)) => spawned,
         };
         exec.track(spawned.control.clone());
+        let mut spawned = spawned;
+        if let (Some(notices), Some(sink)) = (spawned.notices.take(), exec.events.clone()) {
+            forward_notices(notices, sink, spawned.control.clone());
+        }
         let handle = ProcessHandle::new(spawned);
         Ok(Ok(self.table.push(handle)?))
     }
+}
+
+/// Streams what the executor says about a running process (a confined command's refused
+/// egress) as `warning` events of the command, until the process exits.
+fn forward_notices(
+    mut notices: tokio::sync::broadcast::Receiver<String>,
+    sink: crate::ports::EventSink,
+    control: std::sync::Arc<dyn ports::ProcessControl>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = control.wait() => return,
+                notice = notices.recv() => match notice {
+                    Ok(message) => {
+                        let event = crate::domain::AgentEvent::Warning { message };
+                        if sink.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    });
 }
 
 #[cfg(test)]

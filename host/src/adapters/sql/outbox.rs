@@ -1,8 +1,8 @@
-//! What both webhook adapters share: the shape of a claimed outbox row (the delivery joined
-//! with its webhook's URL and sealed secret), the one place it becomes a `DueDelivery`, and
-//! the rule that (re-)seals a stored signing secret.
+//! What both databases' webhook claims and the shared webhook store use: the shape of a
+//! claimed outbox row (the delivery joined with its webhook's URL and sealed secret), the
+//! one place it becomes a `DueDelivery`, and the rule that (re-)seals a stored secret.
 
-use super::master_key::nonce;
+use crate::adapters::master_key::nonce;
 use crate::domain::{DueDelivery, MasterKey, ProjectId, SealedWebhookSecret};
 use crate::ports::StoreError;
 

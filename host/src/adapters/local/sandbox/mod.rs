@@ -1,0 +1,545 @@
+//! Confinement of the local executor's processes. Each spawn runs under bubblewrap in new
+//! user, PID, mount, IPC and UTS namespaces as an unprivileged user, sees only the system
+//! directories, its PATH's install directories (read-only) and its workspace (writable),
+//! then confines itself with Landlock and seccomp (`inner`). Each project has one network
+//! namespace holding only loopback, with egress through the host's allow-list (`egress`);
+//! each command has a cgroup with limits that also kills whatever it leaves (`cgroup`).
+//! The PID namespace ends every process of a command when the command's leader exits.
+
+mod bwrap;
+mod cgroup;
+mod child;
+mod egress;
+mod host;
+mod netns;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+pub use egress::{AllowRule, RuleError};
+
+use crate::ports::ExecError;
+use bwrap::Bind;
+use cgroup::{Cgroups, CommandGroup};
+use child::ChildSetup;
+use egress::Egress;
+pub use host::program_exists;
+use host::{
+    chown_tree, find_program, inside, install_root, instance_name, landlock_abi, seccomp_available,
+    split_views, write_identity,
+};
+use netns::Netns;
+
+/// The unprivileged user (and group) commands run as when rdev runs as root: an id no
+/// account on the host should own, so host file permissions apply to the sandbox.
+pub const DEFAULT_UID: u32 = 64_000;
+/// The helper binary's name; it is installed beside `rdev`.
+pub const HELPER_NAME: &str = "rdev-sandbox-exec";
+/// Where the egress proxy listens inside every project's namespace.
+pub const DEFAULT_PROXY_PORT: u16 = 3128;
+/// Where bind sources are staged in the spawning child's private mount namespace.
+const STAGE_DIR: &str = "/run/rdev-sandbox";
+
+/// Per-command limits, applied through cgroups when the host has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Processes and threads at once (a fork bomb stops here).
+    pub pids: Option<u64>,
+    /// Memory including page cache and tmpfs writes; the OOM killer acts inside the group.
+    pub memory_bytes: Option<u64>,
+    /// CPU time as a percentage of one core (200 = two cores).
+    pub cpu_percent: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            pids: Some(1024),
+            memory_bytes: Some(4 << 30),
+            cpu_percent: Some(200),
+        }
+    }
+}
+
+/// How to confine: tools, identity, limits, egress.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The bubblewrap binary (a bare name is looked up on PATH).
+    pub bwrap: PathBuf,
+    /// The `rdev-sandbox-exec` binary, which confines itself inside the sandbox.
+    pub helper: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub limits: Limits,
+    /// Destinations every project may reach unless its own policy says otherwise.
+    pub egress_allow: Vec<AllowRule>,
+    pub proxy_port: u16,
+    /// A directory outside every workspace for generated files (`passwd`, `group`).
+    pub state_dir: PathBuf,
+}
+
+impl SandboxConfig {
+    /// Defaults: `bwrap` from PATH, this binary as the helper, [`DEFAULT_UID`], default
+    /// limits, no egress, the proxy on [`DEFAULT_PROXY_PORT`].
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            bwrap: PathBuf::from("bwrap"),
+            helper: std::env::current_exe()
+                .unwrap_or_default()
+                .with_file_name(HELPER_NAME),
+            uid: DEFAULT_UID,
+            gid: DEFAULT_UID,
+            limits: Limits::default(),
+            egress_allow: Vec::new(),
+            proxy_port: DEFAULT_PROXY_PORT,
+            state_dir: state_dir.into(),
+        }
+    }
+}
+
+/// What the sandbox enforces on this host, for `/readyz`, `GET /providers` and the log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SandboxStatus {
+    /// `confined` or `unconfined`.
+    pub mode: &'static str,
+    /// Mechanisms in force.
+    pub enforced: Vec<String>,
+    /// Mechanisms this host lacks (for `confined`: only optional ones, e.g. limits).
+    pub missing: Vec<String>,
+}
+
+impl SandboxStatus {
+    /// The status of an executor the operator chose to run unconfined.
+    pub fn unconfined(missing: Vec<String>) -> Self {
+        Self {
+            mode: "unconfined",
+            enforced: Vec::new(),
+            missing,
+        }
+    }
+}
+
+/// Why confinement cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("this host cannot confine commands: {}", .0.join("; "))]
+    Missing(Vec<String>),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The mechanisms in force besides the required ones, noting optional ones that are missing.
+fn mechanisms(instance: &str, missing: &mut Vec<String>) -> (Vec<String>, Option<Cgroups>) {
+    let cgroups = Cgroups::detect(instance);
+    let mut enforced: Vec<String> = [
+        "user namespace (unprivileged uid)",
+        "pid namespace per command",
+        "mount namespace (workspace the only writable place)",
+        "network namespace per project",
+        "seccomp",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    match landlock_abi() {
+        Some(abi) => enforced.push(format!("landlock (ABI {abi})")),
+        None => missing.push("landlock (kernel without Landlock)".to_owned()),
+    }
+    let cgroups = match cgroups {
+        Ok(c) => {
+            enforced.push(format!("limits ({})", c.describe()));
+            Some(c)
+        }
+        Err(reason) => {
+            missing.push(format!("limits (no writable cgroup hierarchy: {reason})"));
+            None
+        }
+    };
+    (enforced, cgroups)
+}
+
+/// One project's network namespace and its way out.
+struct ProjectNet {
+    netns: Netns,
+    egress: Egress,
+}
+
+/// What one spawn runs, and where.
+pub(super) struct Target<'a> {
+    pub project: &'a str,
+    pub workspace: &'a Path,
+    pub cwd: &'a Path,
+    pub program: &'a str,
+    pub args: &'a [String],
+}
+
+/// A spawn's sandbox, ready to run: the command and what must outlive it.
+pub(super) struct Prepared {
+    pub command: tokio::process::Command,
+    pub group: Option<CommandGroup>,
+    pub notices: broadcast::Receiver<String>,
+}
+
+/// Confinement shared by every spawn of one executor.
+pub struct Sandbox {
+    config: SandboxConfig,
+    bwrap: PathBuf,
+    switch_user: bool,
+    uid: u32,
+    gid: u32,
+    symlinks: Vec<(PathBuf, PathBuf)>,
+    read_only: Vec<PathBuf>,
+    passwd: PathBuf,
+    group: PathBuf,
+    cgroups: Option<Cgroups>,
+    nets: tokio::sync::Mutex<HashMap<String, Arc<ProjectNet>>>,
+    policies: std::sync::Mutex<HashMap<String, Vec<AllowRule>>>,
+    status: SandboxStatus,
+}
+
+impl Sandbox {
+    /// Checks every mechanism on this host (a trial spawn included) and prepares shared
+    /// state. `path_dirs` are the host PATH's directories the agent CLIs live in; any inside
+    /// `private` (rdev's data dir) are left out.
+    pub fn probe(
+        config: SandboxConfig,
+        private: &Path,
+        path_dirs: &[PathBuf],
+    ) -> Result<Self, SandboxError> {
+        let mut missing = Vec::new();
+        let bwrap = find_program(&config.bwrap);
+        if bwrap.is_none() {
+            missing.push(format!(
+                "bubblewrap ({}) is not installed (Debian: apt-get install bubblewrap)",
+                config.bwrap.display()
+            ));
+        }
+        if !config.helper.is_file() {
+            missing.push(format!(
+                "the sandbox helper {} does not exist",
+                config.helper.display()
+            ));
+        }
+        // SAFETY: geteuid/getegid cannot fail.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let switch_user = euid == 0;
+        let (uid, gid) = if switch_user {
+            (config.uid, config.gid)
+        } else {
+            (euid, egid)
+        };
+        if let Err(e) = Netns::create() {
+            missing.push(format!(
+                "per-project network namespaces need CAP_SYS_ADMIN (run rdev as root): {e}"
+            ));
+        }
+        if !seccomp_available() {
+            missing.push("the kernel has no seccomp filter support".to_owned());
+        }
+        let Some(bwrap) = bwrap.filter(|_| missing.is_empty()) else {
+            return Err(SandboxError::Missing(missing));
+        };
+        let setup = |what: &str, e: std::io::Error| SandboxError::Setup(format!("{what}: {e}"));
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| setup(&config.state_dir.display().to_string(), e))?;
+        if switch_user {
+            std::fs::create_dir_all(STAGE_DIR).map_err(|e| setup(STAGE_DIR, e))?;
+        }
+        let passwd = config.state_dir.join("passwd");
+        let group = config.state_dir.join("group");
+        write_identity(&passwd, &group, uid, gid).map_err(|e| setup("writing passwd", e))?;
+
+        let extra: Vec<PathBuf> = path_dirs
+            .iter()
+            .filter(|d| d.is_absolute())
+            .map(|d| install_root(d))
+            .filter(|d| !inside(d, private) && !inside(private, d))
+            .collect();
+        let (symlinks, read_only) = split_views(bwrap::read_only_views(&extra));
+
+        let (enforced, cgroups) = mechanisms(&instance_name(private), &mut missing);
+        let sandbox = Self {
+            config,
+            bwrap,
+            switch_user,
+            uid,
+            gid,
+            symlinks,
+            read_only,
+            passwd,
+            group,
+            cgroups,
+            nets: tokio::sync::Mutex::new(HashMap::new()),
+            policies: std::sync::Mutex::new(HashMap::new()),
+            status: SandboxStatus {
+                mode: "confined",
+                enforced,
+                missing,
+            },
+        };
+        sandbox.trial()?;
+        Ok(sandbox)
+    }
+
+    /// What is enforced here.
+    pub fn status(&self) -> &SandboxStatus {
+        &self.status
+    }
+
+    /// Runs `true` through the whole chain once, so a host that cannot run it fails at
+    /// start with bubblewrap's own words instead of at the first command.
+    fn trial(&self) -> Result<(), SandboxError> {
+        let dir = tempfile::Builder::new()
+            .prefix("trial-")
+            .tempdir_in(&self.config.state_dir)
+            .map_err(|e| SandboxError::Setup(format!("trial workspace: {e}")))?;
+        self.adopt(dir.path())
+            .map_err(|e| SandboxError::Setup(format!("trial workspace: {e}")))?;
+        let (args, setup) = self
+            .invocation(
+                &Target {
+                    project: "trial",
+                    workspace: dir.path(),
+                    cwd: dir.path(),
+                    program: "true",
+                    args: &[],
+                },
+                None,
+                None,
+            )
+            .map_err(|e| SandboxError::Setup(e.to_string()))?;
+        let mut command = std::process::Command::new(&self.bwrap);
+        command.args(args).env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        // SAFETY: the setup only makes async-signal-safe system calls.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || setup.run());
+        }
+        let output = command
+            .output()
+            .map_err(|e| SandboxError::Setup(format!("running {}: {e}", self.bwrap.display())))?;
+        if !output.status.success() {
+            return Err(SandboxError::Missing(vec![format!(
+                "a trial sandbox failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )]));
+        }
+        Ok(())
+    }
+
+    /// Makes the workspace the sandbox user's own (the first time it is used confined).
+    pub(super) fn adopt(&self, workspace: &Path) -> std::io::Result<()> {
+        if !self.switch_user {
+            return Ok(());
+        }
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(workspace)?);
+        if owner == self.uid {
+            return Ok(());
+        }
+        chown_tree(workspace, self.uid, self.gid)
+    }
+
+    /// The bubblewrap arguments and the child's setup for one spawn.
+    fn invocation(
+        &self,
+        target: &Target<'_>,
+        netns: Option<&Netns>,
+        group: Option<&CommandGroup>,
+    ) -> Result<(Vec<std::ffi::OsString>, ChildSetup), ExecError> {
+        let Target {
+            project,
+            workspace,
+            cwd,
+            program,
+            args,
+        } = *target;
+        let mut sources: Vec<(PathBuf, PathBuf, bool)> = self
+            .read_only
+            .iter()
+            .map(|d| (d.clone(), d.clone(), false))
+            .collect();
+        sources.push((self.passwd.clone(), "/etc/passwd".into(), false));
+        sources.push((self.group.clone(), "/etc/group".into(), false));
+        sources.push((self.config.helper.clone(), bwrap::HELPER_PATH.into(), false));
+        sources.push((workspace.to_owned(), workspace.to_owned(), true));
+        let mut setup = ChildSetup {
+            netns: netns.map(Netns::raw),
+            cgroups: group.map(CommandGroup::join_fds).unwrap_or_default(),
+            switch_to: self.switch_user.then_some((self.uid, self.gid)),
+            stage: None,
+        };
+        let binds: Vec<Bind> = if self.switch_user {
+            let cstring = |p: &Path| {
+                CString::new(p.as_os_str().as_bytes()).map_err(|_| ExecError::SpawnFailed {
+                    program: program.to_owned(),
+                    reason: format!("{} contains a NUL byte", p.display()),
+                })
+            };
+            let mut staged = Vec::new();
+            let mut binds = Vec::new();
+            for (i, (source, dest, writable)) in sources.into_iter().enumerate() {
+                let target = Path::new(STAGE_DIR).join(i.to_string());
+                staged.push((cstring(&source)?, cstring(&target)?));
+                binds.push(Bind {
+                    source: target,
+                    dest,
+                    writable,
+                });
+            }
+            setup.stage = Some((cstring(Path::new(STAGE_DIR))?, staged));
+            binds
+        } else {
+            sources
+                .into_iter()
+                .map(|(source, dest, writable)| Bind {
+                    source,
+                    dest,
+                    writable,
+                })
+                .collect()
+        };
+        let arguments = bwrap::arguments(&bwrap::Invocation {
+            symlinks: &self.symlinks,
+            binds: &binds,
+            cwd,
+            uid: self.uid,
+            gid: self.gid,
+            project,
+            program,
+            args,
+        });
+        Ok((arguments, setup))
+    }
+
+    /// The confined command for one spawn: in the project's network namespace, in a fresh
+    /// cgroup (leftovers of earlier starts of rdev killed first), as the sandbox user.
+    pub(super) async fn prepare(&self, target: &Target<'_>) -> Result<Prepared, ExecError> {
+        let Target {
+            project,
+            workspace,
+            program,
+            ..
+        } = *target;
+        let failed = |reason: String| ExecError::SpawnFailed {
+            program: program.to_owned(),
+            reason,
+        };
+        self.adopt(workspace)
+            .map_err(|e| failed(format!("giving the workspace to the sandbox user: {e}")))?;
+        let net = self
+            .network(project)
+            .await
+            .map_err(|e| failed(format!("the project's network: {e}")))?;
+        let group = match &self.cgroups {
+            Some(cgroups) => {
+                cgroups.reap_leftovers(project);
+                Some(
+                    cgroups
+                        .create(project, &self.config.limits)
+                        .map_err(|e| failed(format!("the command's cgroup: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let (arguments, setup) = self.invocation(target, Some(&net.netns), group.as_ref())?;
+        let mut command = tokio::process::Command::new(&self.bwrap);
+        command.args(arguments);
+        // The namespace descriptor must stay open until the child has joined it.
+        let keep = net.clone();
+        // SAFETY: the setup only makes async-signal-safe system calls.
+        unsafe {
+            command.pre_exec(move || {
+                let _ = &keep;
+                setup.run()
+            });
+        }
+        Ok(Prepared {
+            command,
+            group,
+            notices: net.egress.subscribe(),
+        })
+    }
+
+    /// Proxy variables pointing the command's HTTP clients at the egress proxy; loopback
+    /// stays direct (the project's own servers and the forwards).
+    pub fn proxy_env(&self) -> Vec<(&'static str, String)> {
+        let proxy = format!("http://127.0.0.1:{}", self.config.proxy_port);
+        let mut env: Vec<(&'static str, String)> =
+            ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+                .into_iter()
+                .map(|key| (key, proxy.clone()))
+                .collect();
+        for key in ["NO_PROXY", "no_proxy"] {
+            env.push((key, "localhost,127.0.0.1,::1".to_owned()));
+        }
+        env
+    }
+
+    /// The project's namespace, created with its egress on first use.
+    async fn network(&self, project: &str) -> std::io::Result<Arc<ProjectNet>> {
+        let mut nets = self.nets.lock().await;
+        if let Some(net) = nets.get(project) {
+            return Ok(net.clone());
+        }
+        let netns = Netns::create()?;
+        let rules = self.policy(project);
+        let egress =
+            Egress::start(&netns, project.to_owned(), self.config.proxy_port, rules).await?;
+        let net = Arc::new(ProjectNet { netns, egress });
+        nets.insert(project.to_owned(), net.clone());
+        Ok(net)
+    }
+
+    fn policy(&self, project: &str) -> Vec<AllowRule> {
+        self.policies
+            .lock()
+            .ok()
+            .and_then(|p| p.get(project).cloned())
+            .unwrap_or_else(|| self.config.egress_allow.clone())
+    }
+
+    /// The project's egress allow-list (its own, else the default).
+    pub fn egress(&self, project: &str) -> Vec<AllowRule> {
+        self.policy(project)
+    }
+
+    /// Replaces the project's allow-list (`None`: back to the default); takes effect for new
+    /// connections at once.
+    pub async fn set_egress(
+        &self,
+        project: &str,
+        rules: Option<Vec<AllowRule>>,
+    ) -> std::io::Result<()> {
+        if let Ok(mut policies) = self.policies.lock() {
+            match &rules {
+                Some(rules) => policies.insert(project.to_owned(), rules.clone()),
+                None => policies.remove(project),
+            };
+        }
+        let net = self.nets.lock().await.get(project).cloned();
+        if let Some(net) = net {
+            net.egress
+                .set_rules(&net.netns, self.policy(project))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A connection to `port` on the project's own loopback.
+    pub async fn connect(
+        &self,
+        project: &str,
+        port: u16,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let net = self.network(project).await?;
+        net.netns.connect(port).await
+    }
+}

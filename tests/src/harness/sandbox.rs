@@ -1,0 +1,73 @@
+//! The confined local executor for tests: bubblewrap and the real `rdev` binary as the
+//! sandbox helper, the host's PATH for the agent CLIs, an allow-list of the test's choosing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rdev::adapters::local::sandbox::AllowRule;
+use rdev::adapters::local::{LocalExecutor, Sandbox, SandboxConfig};
+use rdev::ports::SecretResolver;
+
+/// The sandbox for a data dir `root` (workspaces in `root/projects`), allowing `egress`.
+/// `None` (after [`super::skip_or_fail`]) on a host that cannot confine.
+pub fn sandbox(root: &Path, egress: &[&str]) -> Option<Arc<Sandbox>> {
+    let mut config = SandboxConfig::new(root.join("sandbox"));
+    config.helper = super::bin::rdev().with_file_name(rdev::adapters::local::sandbox::HELPER_NAME);
+    config.egress_allow = egress
+        .iter()
+        .map(|rule| rule.parse::<AllowRule>().expect("valid egress rule"))
+        .collect();
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    match Sandbox::probe(config, root, &path_dirs) {
+        Ok(sandbox) => Some(Arc::new(sandbox)),
+        Err(e) => {
+            super::skip_or_fail(&format!("the sandbox: {e}"));
+            None
+        }
+    }
+}
+
+/// A confined executor with workspaces under `root/projects`.
+pub fn executor(
+    root: &Path,
+    secrets: Arc<dyn SecretResolver>,
+    egress: &[&str],
+) -> Option<LocalExecutor> {
+    let sandbox = sandbox(root, egress)?;
+    Some(LocalExecutor::per_project(root.join("projects"), secrets).confined(sandbox))
+}
+
+/// The host pid of the sandboxed process running exactly `cmdline` (words joined by
+/// spaces), found through `/proc` since a sandbox reports pids of its own namespace.
+pub fn host_pid(cmdline: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let words: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            (words.join(" ") == cmdline).then_some(pid)
+        })
+}
+
+/// [`host_pid`], polled for up to ten seconds: a process that was just forked may not have
+/// exec'd its program yet.
+pub fn wait_for_host_pid(cmdline: &str) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(pid) = host_pid(cmdline) {
+            return Some(pid);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
