@@ -23,15 +23,15 @@ use crate::api::listener::TunedListener;
 use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
 use crate::ports::{
-    Ci, Executor, ProviderLookup, SecretResolver, StoreError, Stores, WorkspaceProvisioner,
-    WorkspaceSeeder,
+    Ci, Executor, FinishObserver, ProviderLookup, SecretResolver, StoreError, Stores,
+    WorkspaceProvisioner, WorkspaceSeeder,
 };
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::services::project_setup::ProjectSetupService;
 use crate::services::project_setup::poller::{self, PollerConfig};
 use crate::services::webhooks::{Dispatcher, WebhookConfig};
-use crate::worker::{FinishObserver, Worker, WorkerConfig};
+use crate::worker::{Worker, WorkerConfig};
 
 /// Where commands run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]

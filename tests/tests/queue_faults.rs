@@ -13,7 +13,6 @@ use rdev::domain::{
     MasterKey, NewCommand, ProjectId, ProviderName, QueueConfig, StreamEvent,
 };
 use rdev::ports::{Stores, UnknownProject};
-use rdev::worker::submit_command;
 use rdev_tests::harness::bin::rdev as rdev_binary;
 use rdev_tests::harness::plugins::plugins_dir;
 use rdev_tests::harness::postgres::{PrivateCluster, TestDatabase};
@@ -115,21 +114,22 @@ async fn spawn_worker_timed(
 
 async fn submit(stores: &Stores, project: &str, prompt: &str) -> CommandId {
     let project = ProjectId::parse(project).expect("project");
-    submit_command(
-        stores,
-        NewCommand {
-            project_id: project,
-            provider: ProviderName::parse("shell").expect("name"),
-            request: AgentRequest::new(prompt),
-            idempotency_key: None,
-            submitted_by: "tester".into(),
-        },
-        UnknownProject::Register,
-    )
-    .await
-    .expect("submit")
-    .command
-    .id
+    stores
+        .queue
+        .submit(
+            NewCommand {
+                project_id: project,
+                provider: ProviderName::parse("shell").expect("name"),
+                request: AgentRequest::new(prompt),
+                idempotency_key: None,
+                submitted_by: "tester".into(),
+            },
+            UnknownProject::Register,
+        )
+        .await
+        .expect("submit")
+        .command
+        .id
 }
 
 async fn wait_done(stores: &Stores, id: &CommandId) -> Vec<StreamEvent> {
@@ -294,9 +294,7 @@ async fn a_cancel_reaches_the_worker_process_at_once_not_at_its_heartbeat() {
         spawn_worker_timed(&s.db.url, &s.dir.path().join("a"), &s.plugins, "a", slow).await;
     let id = submit(&s.stores, "p", "echo started; sleep 600").await;
     wait_for_output(&s.stores, &id, "started").await;
-    rdev::worker::cancel_command(&s.stores, &id, "tester")
-        .await
-        .expect("cancel");
+    s.stores.queue.cancel(&id, "tester").await.expect("cancel");
     let events = wait_done(&s.stores, &id).await;
     match events.last() {
         Some(StreamEvent::Host(HostEvent::Done { status, .. })) => {
@@ -324,18 +322,19 @@ async fn submit_retrying(stores: &Stores, project: &str, prompt: &str) -> Comman
     let project = ProjectId::parse(project).expect("project");
     for _ in 0..600 {
         let queued = async {
-            rdev::worker::submit_command(
-                stores,
-                NewCommand {
-                    project_id: project.clone(),
-                    provider: ProviderName::parse("shell").expect("name"),
-                    request: AgentRequest::new(prompt),
-                    idempotency_key: Some(prompt.to_owned()),
-                    submitted_by: "tester".into(),
-                },
-                UnknownProject::Register,
-            )
-            .await
+            stores
+                .queue
+                .submit(
+                    NewCommand {
+                        project_id: project.clone(),
+                        provider: ProviderName::parse("shell").expect("name"),
+                        request: AgentRequest::new(prompt),
+                        idempotency_key: Some(prompt.to_owned()),
+                        submitted_by: "tester".into(),
+                    },
+                    UnknownProject::Register,
+                )
+                .await
         };
         match queued.await {
             Ok(enqueued) => return enqueued.command.id,

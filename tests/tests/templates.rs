@@ -12,6 +12,7 @@ use rdev::adapters::local::seed::{LocalProvisioner, LocalSeeder};
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use rdev::adapters::workspace_files::write_files;
+use rdev::api::ApiError;
 use rdev::domain::{CiState, CredentialName, MasterKey, ProjectId, QueueConfig};
 use rdev::ports::{Ci, CiError, CiSecret, SecretValue, Stores};
 use rdev::services::project_setup::{CreateProject, ProjectSetupService, SetupError};
@@ -755,7 +756,8 @@ async fn creates_registers_and_retries(stores: Stores) {
         )
         .await
         .expect_err("conflict");
-    assert_eq!(again.http_status(), 409, "{again}");
+    let shown = again.to_string();
+    assert_eq!(ApiError::from(again).status.as_u16(), 409, "{shown}");
     assert!(workspace.join("Cargo.toml").is_file());
 
     // Bad inputs never create anything.
@@ -778,7 +780,8 @@ async fn creates_registers_and_retries(stores: Stores) {
             )
             .await
             .expect_err("refused");
-        assert!(matches!(error.http_status(), 400 | 404), "{error}");
+        let status = ApiError::from(error).status.as_u16();
+        assert!(matches!(status, 400 | 404), "{status}");
     }
     assert!(!root.path().join("workspaces/other").exists());
 
@@ -958,8 +961,8 @@ async fn a_cloned_repository_gets_the_template_on_top() {
         )
         .await
         .expect_err("refused");
-    assert_eq!(error.http_status(), 400, "{error}");
-    assert!(matches!(error, SetupError::Seed(_)));
+    assert!(matches!(error, SetupError::Seed(_)), "{error}");
+    assert_eq!(ApiError::from(error).status.as_u16(), 400);
     assert!(!root.path().join("workspaces/sneaky").exists());
 }
 

@@ -12,7 +12,7 @@ use rdev::domain::{
 };
 use rdev::ports::{SecretValue, StoredEvent, Stores, UnknownProject};
 use rdev::registry::Registry;
-use rdev::worker::{DrainReport, Worker, WorkerConfig, cancel_command, submit_command};
+use rdev::worker::{DrainReport, Worker, WorkerConfig};
 use rdev_tests::harness::plugins::plugins_dir;
 use rdev_tests::harness::postgres::TestDatabase;
 use rdev_tests::harness::runtime::{install, runtime};
@@ -84,21 +84,22 @@ impl Host {
         let project = ProjectId::parse(project).expect("project");
         let mut request = AgentRequest::new(prompt);
         request.timeout = timeout;
-        submit_command(
-            &self.stores,
-            NewCommand {
-                project_id: project,
-                provider: ProviderName::parse("shell").expect("name"),
-                request,
-                idempotency_key: None,
-                submitted_by: "tester".into(),
-            },
-            UnknownProject::Register,
-        )
-        .await
-        .expect("submit")
-        .command
-        .id
+        self.stores
+            .queue
+            .submit(
+                NewCommand {
+                    project_id: project,
+                    provider: ProviderName::parse("shell").expect("name"),
+                    request,
+                    idempotency_key: None,
+                    submitted_by: "tester".into(),
+                },
+                UnknownProject::Register,
+            )
+            .await
+            .expect("submit")
+            .command
+            .id
     }
 
     /// Every event of the stream, waiting for its end.
@@ -247,7 +248,7 @@ async fn a_running_command_is_cancelled_within_a_heartbeat(kind: Kind) {
             break;
         }
     }
-    let flagged = cancel_command(&host.stores, &id, "tester").await.unwrap();
+    let flagged = host.stores.queue.cancel(&id, "tester").await.unwrap();
     assert_eq!(flagged.status, CommandStatus::Running);
     let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(60), stream.collect::<Vec<_>>())
         .await

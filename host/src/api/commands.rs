@@ -14,14 +14,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Auth;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
 use super::state::AppState;
 use crate::domain::{
     AgentRequest, AgentResult, CommandFilter, CommandId, CommandRecord, CommandStatus, NewCommand,
     Principal, ProjectId, ProviderName,
 };
-use crate::ports::{ProviderLookup, StoreError, UnknownProject};
-use crate::worker::{cancel_command, submit_command};
+use crate::ports::{ProviderLookup, UnknownProject};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -240,18 +239,20 @@ async fn submit(
     let agent = state.registry.lookup(provider.as_ref())?;
     let provider = agent.provider().name.clone();
     let idempotency_key = idempotency_key(headers)?;
-    let enqueued = submit_command(
-        &state.stores,
-        NewCommand {
-            project_id: project.clone(),
-            provider: provider.clone(),
-            request,
-            idempotency_key,
-            submitted_by: principal.actor(),
-        },
-        UnknownProject::Register,
-    )
-    .await?;
+    let enqueued = state
+        .stores
+        .queue
+        .submit(
+            NewCommand {
+                project_id: project.clone(),
+                provider: provider.clone(),
+                request,
+                idempotency_key,
+                submitted_by: principal.actor(),
+            },
+            UnknownProject::Register,
+        )
+        .await?;
     let command = enqueued.command;
     if enqueued.created {
         state.metrics.commands_enqueued.inc();
@@ -394,15 +395,11 @@ async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
     let command = accessible_command(&state, &principal, &id).await?;
-    let cancelled = cancel_command(&state.stores, &command.id, &principal.actor())
+    let cancelled = state
+        .stores
+        .queue
+        .cancel(&command.id, &principal.actor())
         .await
-        .map_err(|e| match e {
-            StoreError::IllegalTransition(t) => ApiError::new(
-                StatusCode::CONFLICT,
-                "command_not_cancellable",
-                format!("command {} is already {}", command.id, t.from),
-            ),
-            other => other.into(),
-        })?;
+        .map_err(|e| ApiError::from_store(e, StoreContext::CancellingCommand(&command.id)))?;
     Ok((StatusCode::ACCEPTED, Json(cancelled.into())))
 }

@@ -1,6 +1,10 @@
 //! The one error type of the HTTP API. Every failure leaves as RFC 9457 problem+json that also
 //! carries `{"error": {"code", "message"}}`, so clients match on a stable `code` whatever the
 //! route, and internal details (database messages) are logged, never returned.
+//!
+//! This is the one place where domain, port and service errors become HTTP statuses and
+//! codes: handlers convert with `?` (or [`ApiError::from_store`] where the route gives a
+//! store refusal its meaning) and never pick a status for one of those errors themselves.
 
 use std::borrow::Cow;
 
@@ -11,8 +15,10 @@ use axum::response::{IntoResponse, Response};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AccessError, IdError, RequestError, SealError, WebhookError};
-use crate::ports::{LookupError, StoreError};
+use crate::domain::{AccessError, CommandId, IdError, RequestError, SealError, WebhookError};
+use crate::ports::{LookupError, ProvisionError, SeedError, StoreError};
+use crate::services::project_setup::SetupError;
+use crate::services::templates::TemplateError;
 
 /// An HTTP error: a status, a stable machine-readable code and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +143,74 @@ impl From<StoreError> for ApiError {
             ),
             other => Self::internal("accessing the store", other),
         }
+    }
+}
+
+/// What the route was doing when the store refused, for the refusals whose meaning depends
+/// on it: a conflict on delete is a busy project, an illegal transition on cancel is a
+/// command that already ended, a missing command on the event stream is a missing stream.
+#[derive(Debug, Clone, Copy)]
+pub enum StoreContext<'a> {
+    DeletingProject,
+    CancellingCommand(&'a CommandId),
+    ReadingStream(&'a str),
+}
+
+impl ApiError {
+    /// A store error as `context` names it; anything the context does not refine maps as
+    /// every other store error does.
+    pub fn from_store(error: StoreError, context: StoreContext<'_>) -> Self {
+        match (context, error) {
+            (StoreContext::DeletingProject, StoreError::Conflict(message)) => {
+                Self::new(StatusCode::CONFLICT, "project_busy", message)
+            }
+            (StoreContext::CancellingCommand(id), StoreError::IllegalTransition(t)) => Self::new(
+                StatusCode::CONFLICT,
+                "command_not_cancellable",
+                format!("command {id} is already {}", t.from),
+            ),
+            (StoreContext::ReadingStream(id), StoreError::NotFound { .. }) => {
+                Self::not_found("stream", id)
+            }
+            (_, other) => other.into(),
+        }
+    }
+}
+
+impl From<SetupError> for ApiError {
+    fn from(error: SetupError) -> Self {
+        use StatusCode as S;
+        let (status, code) = match &error {
+            SetupError::InvalidId(_) => (S::BAD_REQUEST, "invalid_id"),
+            SetupError::Template(TemplateError::NotFound { .. }) => {
+                (S::NOT_FOUND, "invalid_template")
+            }
+            SetupError::Template(TemplateError::Manifest { .. } | TemplateError::Read { .. }) => {
+                (S::INTERNAL_SERVER_ERROR, "invalid_template")
+            }
+            SetupError::Template(_) => (S::BAD_REQUEST, "invalid_template"),
+            SetupError::Seed(SeedError::Exists(_)) => (S::CONFLICT, "workspace"),
+            SetupError::Seed(SeedError::RepoRefused { .. }) => (S::BAD_REQUEST, "workspace"),
+            SetupError::Seed(SeedError::Failed { .. }) => (S::INTERNAL_SERVER_ERROR, "workspace"),
+            SetupError::Provision(ProvisionError::Exists(_)) => {
+                (S::CONFLICT, "workspace_unavailable")
+            }
+            SetupError::Provision(_) => (S::SERVICE_UNAVAILABLE, "workspace_unavailable"),
+            SetupError::Store(StoreError::NotFound { .. }) => (S::NOT_FOUND, "store"),
+            SetupError::Store(StoreError::Conflict(_)) => (S::CONFLICT, "store"),
+            SetupError::Store(StoreError::Invalid(_)) => (S::BAD_REQUEST, "store"),
+            SetupError::Store(_) => (S::INTERNAL_SERVER_ERROR, "store"),
+            SetupError::CiNotConfigured => (S::CONFLICT, "ci_not_configured"),
+            SetupError::NoCiRepo(_) => (S::CONFLICT, "no_ci_repo"),
+            SetupError::MissingCredential(_) => (S::CONFLICT, "missing_credential"),
+            SetupError::Ci { .. } => (S::BAD_GATEWAY, "ci_failed"),
+            SetupError::ProjectExists(_) => (S::CONFLICT, "project_exists"),
+        };
+        // A CI or cluster outage is the caller's to see; any other 5xx is ours, logged.
+        if status.is_server_error() && !matches!(status, S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE) {
+            return Self::internal("setting up the project", error);
+        }
+        Self::new(status, code, error.to_string())
     }
 }
 

@@ -33,7 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::StreamAuth;
-use super::error::{ApiError, ApiPath, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery, StoreContext};
 use super::state::AppState;
 use crate::domain::{CommandId, ProjectId};
 use crate::ports::{EventSubscription, StoredEvent};
@@ -175,10 +175,12 @@ async fn stream(
     state.stores.projects.get(&project).await?;
     let not_found = || ApiError::not_found("stream", &stream_id);
     let id = CommandId::parse(&stream_id).map_err(|_| not_found())?;
-    let command = state.stores.queue.get(&id).await.map_err(|e| match e {
-        crate::ports::StoreError::NotFound { .. } => not_found(),
-        other => other.into(),
-    })?;
+    let command = state
+        .stores
+        .queue
+        .get(&id)
+        .await
+        .map_err(|e| ApiError::from_store(e, StoreContext::ReadingStream(&stream_id)))?;
     if command.project_id != project {
         return Err(not_found());
     }

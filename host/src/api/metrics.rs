@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{CommandFilter, CommandStatus, ProviderName};
+use crate::ports::FinishObserver;
 use crate::ports::{CommandQueue, StoreError};
 use crate::services::webhooks::OutcomeLabel;
-use crate::worker::FinishObserver;
 
 /// Label of the per-status gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

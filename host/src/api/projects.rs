@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Auth;
-use super::error::{ApiError, ApiJson, ApiPath};
+use super::error::{ApiError, ApiJson, ApiPath, StoreContext};
 use super::state::AppState;
 use crate::domain::{NewAuditEntry, NewProject, Project, ProjectId};
 use crate::services::project_setup::{self, CreatedProject};
@@ -114,13 +114,7 @@ async fn create(
             id: id.clone(),
             display_name: body.display_name,
         })
-        .await
-        .map_err(|e| match e {
-            project_setup::SetupError::Store(crate::ports::StoreError::Conflict(message)) => {
-                ApiError::new(StatusCode::CONFLICT, "project_exists", message)
-            }
-            other => other.into(),
-        })?;
+        .await?;
     let entry = NewAuditEntry {
         actor: principal.actor(),
         action: "project.created".to_owned(),
@@ -198,12 +192,7 @@ async fn remove(
         // removed finishes the job.
         state.setup.remove_workspace(&id).await?;
     }
-    deleted.map_err(|e| match e {
-        crate::ports::StoreError::Conflict(message) => {
-            ApiError::new(StatusCode::CONFLICT, "project_busy", message)
-        }
-        other => other.into(),
-    })?;
+    deleted.map_err(|e| ApiError::from_store(e, StoreContext::DeletingProject))?;
     state
         .audit(
             &principal,

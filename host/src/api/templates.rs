@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -16,7 +15,7 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::{CiRegistration, ProjectId};
-use crate::services::project_setup::{CiStatus, SetupError};
+use crate::services::project_setup::CiStatus;
 use crate::services::templates::TemplateInfo;
 
 /// Answer of `GET /templates`.
@@ -29,32 +28,6 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(ci_status, register_ci))
-}
-
-impl From<SetupError> for ApiError {
-    fn from(error: SetupError) -> Self {
-        let status =
-            StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let passes_through = matches!(
-            status,
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
-        );
-        if status.is_server_error() && !passes_through {
-            return Self::internal("setting up the project", error);
-        }
-        let code = match &error {
-            SetupError::InvalidId(_) => "invalid_id",
-            SetupError::Template(_) => "invalid_template",
-            SetupError::Seed(_) => "workspace",
-            SetupError::Provision(_) => "workspace_unavailable",
-            SetupError::Store(_) => "store",
-            SetupError::CiNotConfigured => "ci_not_configured",
-            SetupError::NoCiRepo(_) => "no_ci_repo",
-            SetupError::Ci { .. } => "ci_failed",
-            SetupError::MissingCredential(_) => "missing_credential",
-        };
-        Self::new(status, code, error.to_string())
-    }
 }
 
 /// Lists the project templates (built-in and the operator's).

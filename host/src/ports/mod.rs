@@ -32,3 +32,5 @@ pub mod tokens;
 pub use tokens::TokenStore;
 pub mod webhooks;
 pub use webhooks::{DeliveryPage, MAX_DELIVERY_PAGE, WebhookStore};
+pub mod observer;
+pub use observer::FinishObserver;

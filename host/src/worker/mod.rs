@@ -3,7 +3,6 @@
 //! writes the result under the lease's fencing token and audits every step. Shutdown is a
 //! drain: stop claiming, let running commands finish up to a deadline, then cancel them.
 
-mod commands;
 mod run;
 
 use std::sync::Arc;
@@ -13,10 +12,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use commands::{cancel_command, request_digest, submit_command};
-
-use crate::domain::{CommandStatus, HostEvent, NewAuditEntry, ProviderName, StreamEvent};
-use crate::ports::{AuditLog, CommandQueue, CredentialStore, EventLog, ProviderLookup, Stores};
+use crate::domain::{CommandStatus, HostEvent, NewAuditEntry, StreamEvent};
+use crate::ports::{
+    AuditLog, CommandQueue, CredentialStore, EventLog, FinishObserver, ProviderLookup, Stores,
+};
 
 /// Capacity of each execution's event sink: a provider that emits faster than the event
 /// log stores is slowed down rather than buffered without limit.
@@ -47,13 +46,6 @@ impl WorkerConfig {
             timeout_grace: Duration::from_secs(10),
         }
     }
-}
-
-/// Told about every command this worker ran to a final status, so the server can keep
-/// metrics without the worker knowing about them.
-pub trait FinishObserver: Send + Sync {
-    /// `duration` is the wall time from claim to the stored result.
-    fn finished(&self, provider: &ProviderName, status: CommandStatus, duration: Duration);
 }
 
 /// Everything a running command needs, shared by the worker's tasks.

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::commands::request_digest;
 use super::{Context, EVENT_SINK_CAPACITY};
+use crate::domain::request_digest;
 use crate::domain::{
     AgentResult, Claim, CommandId, CommandRecord, CommandStatus, HostEvent, Lease, NewAuditEntry,
     Outcome, Redactor, ResultStatus, StreamEvent,

@@ -89,7 +89,7 @@ pub struct PollReport {
     pub errors: Vec<(String, String)>,
 }
 
-/// Why a setup operation failed; [`SetupError::http_status`] maps it for the API.
+/// Why a setup operation failed; the API maps it to HTTP in `api::error`.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(transparent)]
@@ -114,30 +114,9 @@ pub enum SetupError {
     },
     #[error("credential {0:?} for a CI secret does not exist")]
     MissingCredential(String),
-}
-
-impl SetupError {
-    /// The HTTP status the API should answer with.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Self::InvalidId(_) => 400,
-            Self::Template(TemplateError::NotFound { .. }) => 404,
-            Self::Template(TemplateError::Manifest { .. } | TemplateError::Read { .. }) => 500,
-            Self::Template(_) => 400,
-            Self::Seed(SeedError::Exists(_)) => 409,
-            Self::Seed(SeedError::RepoRefused { .. }) => 400,
-            Self::Seed(SeedError::Failed { .. }) => 500,
-            Self::Provision(ProvisionError::Exists(_)) => 409,
-            Self::Provision(_) => 503,
-            Self::Store(StoreError::NotFound { .. }) => 404,
-            Self::Store(StoreError::Conflict(_)) => 409,
-            Self::Store(StoreError::Invalid(_)) => 400,
-            Self::Store(_) => 500,
-            Self::CiNotConfigured | Self::NoCiRepo(_) => 409,
-            Self::MissingCredential(_) => 409,
-            Self::Ci { .. } => 502,
-        }
-    }
+    /// [`ProjectSetupService::register`] found the id taken.
+    #[error("{0}")]
+    ProjectExists(String),
 }
 
 /// `owner/name` from a clone URL (`https://forge/owner/name.git`, `git@forge:owner/name`).
@@ -319,7 +298,15 @@ impl ProjectSetupService {
     /// `POST /projects` without a template: provisions an empty workspace from the
     /// operator's defaults, then records the project. A failure leaves no record and no
     /// workspace behind.
+    /// An id already taken is [`SetupError::ProjectExists`].
     pub async fn register(&self, project: NewProject) -> Result<Project, SetupError> {
+        self.record_new(project).await.map_err(|error| match error {
+            SetupError::Store(StoreError::Conflict(message)) => SetupError::ProjectExists(message),
+            other => other,
+        })
+    }
+
+    async fn record_new(&self, project: NewProject) -> Result<Project, SetupError> {
         let id = project.id.clone();
         self.refuse_existing(&id).await?;
         self.provisioner
