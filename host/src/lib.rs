@@ -10,4 +10,5 @@ pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod wiring;
 pub mod worker;

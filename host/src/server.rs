@@ -1,173 +1,28 @@
-//! The composition root of `rdev serve`: picks the adapters, starts the store, the runtime,
-//! the registry and the HTTP server, and stops them in order. Tests start the same
+//! `rdev serve`'s server: the HTTP API, the worker, the webhook dispatcher and the CI poller
+//! over the parts [`crate::wiring`] builds, stopped in order. Tests start the same
 //! [`Server`] in-process on an ephemeral port.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::kubernetes::{
-    Credentials, KubernetesConfig, KubernetesExecutor, KubernetesProvisioner, KubernetesSeeder,
-    PodTemplate,
-};
-use crate::adapters::local::LocalExecutor;
-use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
-use crate::adapters::store::{StoreOptions, connect, load_master_key};
-use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
+use crate::adapters::woodpecker::WoodpeckerClient;
 use crate::api::listener::TunedListener;
-use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
-use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
-use crate::ports::{
-    Ci, Executor, FinishObserver, ProviderLookup, SecretResolver, StoreError, Stores,
-    WorkspaceProvisioner, WorkspaceSeeder,
-};
-use crate::registry::Registry;
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::api::{AppState, metrics::Metrics, tokens::issue};
+use crate::domain::{NewToken, TokenRole, token_digest};
+use crate::ports::{Ci, StoreError};
 use crate::services::project_setup::ProjectSetupService;
-use crate::services::project_setup::poller::{self, PollerConfig};
-use crate::services::webhooks::{Dispatcher, WebhookConfig};
-use crate::worker::{Worker, WorkerConfig};
+use crate::services::project_setup::poller;
+use crate::services::webhooks::Dispatcher;
+use crate::wiring::{Runner, redact_url, spawn_worker};
 
-/// Where commands run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecutorKind {
-    /// Processes on this machine, one directory per project under the data dir.
-    #[default]
-    Local,
-    /// Processes in one pod per project, reached through the Kubernetes API server; project
-    /// creation provisions the pod and its volume.
-    Kubernetes,
-}
-
-/// How `rdev serve` reaches the cluster and what it creates there, for the Kubernetes
-/// executor.
-#[derive(Debug, Clone)]
-pub struct KubernetesServeConfig {
-    /// `None`: in-cluster when running in a pod (`KUBERNETES_SERVICE_HOST` is set), else the
-    /// default kubeconfig and its current context.
-    pub credentials: Option<Credentials>,
-    /// Namespace, labels and paths inside project pods.
-    pub executor: KubernetesConfig,
-    /// The operator's pod defaults; a template's `[workspace]` overrides image and resources.
-    pub pod: PodTemplate,
-    /// How long project creation waits for a new pod to become Ready.
-    pub ready_timeout: Duration,
-    /// How often readiness is checked meanwhile.
-    pub ready_poll: Duration,
-}
-
-/// The image project pods get when neither the operator nor the template names one: Debian
-/// with git, tar and util-linux, which seeding and the exec wrapper need.
-pub const DEFAULT_WORKSPACE_IMAGE: &str = "buildpack-deps:bookworm-scm";
-
-impl Default for KubernetesServeConfig {
-    fn default() -> Self {
-        Self {
-            credentials: None,
-            executor: KubernetesConfig::new("rdev"),
-            pod: PodTemplate::new(DEFAULT_WORKSPACE_IMAGE),
-            ready_timeout: Duration::from_secs(300),
-            ready_poll: Duration::from_secs(1),
-        }
-    }
-}
-
-impl KubernetesServeConfig {
-    /// The credentials in effect (see [`Self::credentials`]).
-    pub fn credentials(&self) -> Credentials {
-        self.credentials.clone().unwrap_or_else(|| {
-            if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-                Credentials::InCluster
-            } else {
-                Credentials::Kubeconfig {
-                    path: None,
-                    context: None,
-                }
-            }
-        })
-    }
-}
-
-/// Everything `rdev serve` needs; [`ServeConfig::new`] gives the embedded defaults.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    /// `host:port`; port 0 picks a free port (see [`Server::local_addr`]).
-    pub listen: String,
-    /// Database (SQLite default), master key, compile cache and project workspaces.
-    pub data_dir: PathBuf,
-    /// `None`: `target/plugins` when it exists (a source checkout), else `<data_dir>/plugins`.
-    pub plugins_dir: Option<PathBuf>,
-    /// `None`: SQLite at `<data_dir>/rdev.db`.
-    pub database_url: Option<String>,
-    pub executor: ExecutorKind,
-    /// Used when `executor` is `Kubernetes`.
-    pub kubernetes: KubernetesServeConfig,
-    /// An admin token to accept (stored hashed). `None`: one is generated on first start.
-    pub admin_token: Option<String>,
-    pub queue: QueueConfig,
-    pub sse: SseConfig,
-    /// The worker; an empty id is replaced by `<pid>-<port>`.
-    pub worker: WorkerConfig,
-    /// Webhook delivery: SSRF policy, timeout, retries.
-    pub webhooks: WebhookConfig,
-    /// Woodpecker CI for projects created from templates; `None`: no CI.
-    pub woodpecker: Option<WoodpeckerConfig>,
-    /// How the background task watches triggered pipelines (only with CI configured).
-    pub ci_poll: PollerConfig,
-}
-
-impl ServeConfig {
-    /// The embedded defaults: `127.0.0.1:8080`, `./rdev-data`, SQLite, local executor.
-    pub fn new() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            data_dir: PathBuf::from("rdev-data"),
-            plugins_dir: None,
-            database_url: None,
-            executor: ExecutorKind::Local,
-            kubernetes: KubernetesServeConfig::default(),
-            admin_token: None,
-            queue: QueueConfig::default(),
-            sse: SseConfig::default(),
-            worker: WorkerConfig::new(""),
-            webhooks: WebhookConfig::default(),
-            woodpecker: None,
-            ci_poll: PollerConfig::default(),
-        }
-    }
-
-    /// The database URL in effect.
-    pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("rdev.db").display()))
-    }
-
-    /// The plugins directory in effect.
-    pub fn plugins_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.plugins_dir {
-            return dir.clone();
-        }
-        let bundled = PathBuf::from("target/plugins");
-        if bundled.is_dir() {
-            bundled
-        } else {
-            self.data_dir.join("plugins")
-        }
-    }
-}
-
-impl Default for ServeConfig {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use crate::wiring::{
+    Config as ServeConfig, DEFAULT_WORKSPACE_IMAGE, ExecutorKind, KubernetesServeConfig,
+};
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
@@ -190,64 +45,8 @@ impl Server {
     /// Opens the store, loads the plugins, makes sure an admin token exists and starts
     /// serving. Returns once the listener is bound.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let master_key = load_master_key(&config.data_dir.join("master.key"))?;
-        let url = config.database_url();
-        let stores = connect(
-            &url,
-            StoreOptions {
-                queue: config.queue.clone(),
-                master_key,
-            },
-        )
-        .await
-        .context("opening the database")?;
-
-        let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-        let workspaces = build_executor(&config, secrets.clone()).await?;
-        let executor = workspaces.executor;
-        let mut runtime_config = RuntimeConfig::new(executor, secrets.clone());
-        runtime_config.cache_dir = Some(config.data_dir.join("cache"));
-        let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
-        let plugins_dir = config.plugins_dir();
-        std::fs::create_dir_all(&plugins_dir)
-            .with_context(|| format!("creating plugins dir {}", plugins_dir.display()))?;
-        let registry = Registry::start(runtime, plugins_dir.clone(), Vec::new())
-            .await
-            .context("loading plugins")?;
-        tracing::info!(
-            plugins_dir = %plugins_dir.display(),
-            providers = registry.statuses().len(),
-            "plugins loaded"
-        );
-
-        let ci = config
-            .woodpecker
-            .clone()
-            .map(|config| WoodpeckerClient::new(config, secrets.clone()))
-            .transpose()
-            .context("creating the Woodpecker client")?
-            .map(|client| Arc::new(client) as Arc<dyn Ci>);
-        let has_ci = ci.is_some();
-        let setup = ProjectSetupService::new(
-            &stores,
-            workspaces.seeder,
-            workspaces.provisioner,
-            ci,
-            Some(config.data_dir.join("templates")),
-        );
-
         let shutdown = CancellationToken::new();
-        let state = Arc::new(AppState {
-            stores: stores.clone(),
-            registry: registry.clone(),
-            metrics: Metrics::default(),
-            setup,
-            sse: config.sse,
-            webhooks: config.webhooks.clone(),
-            shutdown: shutdown.clone(),
-        });
+        let state = build_state(&config, shutdown.clone()).await?;
         let generated_admin_token = bootstrap_admin(&state, config.admin_token.as_deref()).await?;
 
         let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -266,36 +65,9 @@ impl Server {
                 tracing::error!(%error, "HTTP server failed");
             }
         }));
-        let mut worker = config.worker.clone();
-        if worker.id.is_empty() {
-            worker.id = format!("{}-{}", std::process::id(), addr.port());
-        }
-        let dispatcher = Dispatcher::new(
-            stores.webhooks.clone(),
-            config.webhooks.clone(),
-            format!("webhooks-{}", worker.id),
-            state.metrics.webhook_deliveries.clone(),
-        )
-        .context("creating the webhook HTTP client")?;
-        tasks.push(tokio::spawn(Arc::new(dispatcher).run(shutdown.clone())));
-        tasks.push(tokio::spawn(crate::api::providers::audit_watched_reloads(
-            state.clone(),
-        )));
-        tasks.extend(start_workers(
-            &stores,
-            &registry,
-            &shutdown,
-            worker,
-            state.metrics.finish_observer(),
-        ));
-        if has_ci {
-            tasks.push(tokio::spawn(poller::run(
-                state.setup.clone(),
-                config.ci_poll,
-                shutdown.clone(),
-            )));
-        }
-        tracing::info!(%addr, database = %redact_url(&url), "rdev listening");
+        tasks.extend(background_tasks(&config, &state, addr)?);
+        let database = redact_url(&config.database_url());
+        tracing::info!(%addr, %database, "rdev listening");
         Ok(Self {
             addr,
             generated_admin_token,
@@ -340,108 +112,83 @@ impl Server {
     }
 }
 
-/// The executor and the matching ways to create and seed workspaces.
-struct Workspaces {
-    executor: Arc<dyn Executor>,
-    seeder: Arc<dyn WorkspaceSeeder>,
-    provisioner: Arc<dyn WorkspaceProvisioner>,
-}
-
-/// Picks the executor; with Kubernetes, refuses to start unless the API server answers and
-/// the credentials may list pods in the namespace.
-async fn build_executor(
+/// The API's state over the parts the composition root builds: stores, registry, project
+/// setup with the configured executor's workspaces and, when configured, Woodpecker CI.
+async fn build_state(
     config: &ServeConfig,
-    secrets: Arc<dyn SecretResolver>,
-) -> anyhow::Result<Workspaces> {
-    match config.executor {
-        ExecutorKind::Local => {
-            let root = config.data_dir.join("projects");
-            Ok(Workspaces {
-                executor: Arc::new(LocalExecutor::per_project(root.clone(), secrets)),
-                seeder: Arc::new(LocalSeeder::new(root)),
-                provisioner: Arc::new(LocalProvisioner),
-            })
-        }
-        ExecutorKind::Kubernetes => {
-            let settings = &config.kubernetes;
-            let credentials = settings.credentials();
-            let kube = KubernetesExecutor::connect(
-                credentials.clone(),
-                settings.executor.clone(),
-                secrets,
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "the kubernetes executor cannot reach a cluster with {} (choose one with \
-                     --kubernetes-api-url, --kubernetes-in-cluster or --kubeconfig, or in the \
-                     config file's [kubernetes] table)",
-                    describe(&credentials)
-                )
-            })?;
-            kube.check_access().await.with_context(|| {
-                format!(
-                    "the kubernetes executor cannot use namespace {} with {}",
-                    settings.executor.namespace,
-                    describe(&credentials)
-                )
-            })?;
-            tracing::info!(
-                namespace = %settings.executor.namespace,
-                cluster = %describe(&credentials),
-                "kubernetes executor ready"
-            );
-            let kube = Arc::new(kube);
-            let provisioner = KubernetesProvisioner::new(
-                kube.clone(),
-                settings.pod.clone(),
-                settings.ready_timeout,
-            )
-            .poll_every(settings.ready_poll);
-            Ok(Workspaces {
-                executor: kube.clone(),
-                seeder: Arc::new(KubernetesSeeder::new(kube)),
-                provisioner: Arc::new(provisioner),
-            })
-        }
-    }
+    shutdown: CancellationToken,
+) -> anyhow::Result<Arc<AppState>> {
+    let Runner {
+        stores,
+        registry,
+        workspaces,
+    } = crate::wiring::runner::start(config).await?;
+    let ci = config
+        .woodpecker
+        .clone()
+        .map(|woodpecker| WoodpeckerClient::new(woodpecker, stores.credentials.clone()))
+        .transpose()
+        .context("creating the Woodpecker client")?
+        .map(|client| Arc::new(client) as Arc<dyn Ci>);
+    let setup = ProjectSetupService::new(
+        &stores,
+        workspaces.seeder,
+        workspaces.provisioner,
+        ci,
+        Some(config.data_dir.join("templates")),
+    );
+    Ok(Arc::new(AppState {
+        stores,
+        registry,
+        metrics: Metrics::default(),
+        setup,
+        sse: config.sse,
+        webhooks: config.webhooks.clone(),
+        shutdown,
+    }))
 }
 
-/// Where the credentials point, for start-up errors and logs (never a token).
-fn describe(credentials: &Credentials) -> String {
-    match credentials {
-        Credentials::InCluster => "in-cluster credentials".to_owned(),
-        Credentials::Kubeconfig { path, context } => format!(
-            "kubeconfig {} (context {})",
-            path.as_deref().map_or_else(
-                || "from $KUBECONFIG or ~/.kube/config".to_owned(),
-                |p| p.display().to_string()
-            ),
-            context.as_deref().unwrap_or("current")
-        ),
-        Credentials::Url(url) => format!("API server {}", redact_url(url)),
+/// The worker, the webhook dispatcher, the audit of watched reloads and (with CI) the
+/// pipeline poller; each stops on the state's shutdown token.
+fn background_tasks(
+    config: &ServeConfig,
+    state: &Arc<AppState>,
+    addr: SocketAddr,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let shutdown = &state.shutdown;
+    let mut worker = config.worker.clone();
+    if worker.id.is_empty() {
+        worker.id = format!("{}-{}", std::process::id(), addr.port());
     }
-}
-
-/// The worker that claims and runs queued commands; it drains on shutdown.
-fn start_workers(
-    stores: &Stores,
-    registry: &Registry,
-    shutdown: &CancellationToken,
-    config: WorkerConfig,
-    observer: Arc<dyn FinishObserver>,
-) -> Vec<JoinHandle<()>> {
-    let providers: Arc<dyn ProviderLookup> = Arc::new(registry.clone());
-    let worker = Worker::new(stores, providers, config).with_observer(observer);
-    let shutdown = shutdown.clone();
-    vec![tokio::spawn(async move {
-        let report = worker.run(shutdown).await;
-        tracing::info!(
-            finished = report.finished,
-            cancelled = report.cancelled,
-            "worker drained"
-        );
-    })]
+    let dispatcher = Dispatcher::new(
+        state.stores.webhooks.clone(),
+        config.webhooks.clone(),
+        format!("webhooks-{}", worker.id),
+        state.metrics.webhook_deliveries.clone(),
+    )
+    .context("creating the webhook HTTP client")?;
+    let drained = spawn_worker(
+        &state.stores,
+        &state.registry,
+        worker,
+        Some(state.metrics.finish_observer()),
+        shutdown.clone(),
+    );
+    let mut tasks = vec![
+        tokio::spawn(Arc::new(dispatcher).run(shutdown.clone())),
+        tokio::spawn(crate::api::providers::audit_watched_reloads(state.clone())),
+        tokio::spawn(async move {
+            let _ = drained.await;
+        }),
+    ];
+    if config.woodpecker.is_some() {
+        tasks.push(tokio::spawn(poller::run(
+            state.setup.clone(),
+            config.ci_poll,
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
 }
 
 /// Accepts the configured admin token, or creates one when no admin token exists yet and
@@ -492,45 +239,9 @@ async fn bootstrap_admin(
     Ok(Some(created.token))
 }
 
-/// The URL without its password, for logs.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Writes `contents` to `path` atomically (write + rename), for the ready file.
 pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents)?;
     std::fs::rename(tmp, path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_passwords_stay_out_of_logs() {
-        assert_eq!(
-            redact_url("postgres://me:s3cret@db:5432/rdev"),
-            "postgres://me:***@db:5432/rdev"
-        );
-        assert_eq!(
-            redact_url("sqlite://rdev-data/rdev.db"),
-            "sqlite://rdev-data/rdev.db"
-        );
-    }
-
-    #[test]
-    fn defaults_put_everything_under_the_data_dir() {
-        let config = ServeConfig::new();
-        assert_eq!(config.database_url(), "sqlite://rdev-data/rdev.db");
-        assert_eq!(config.listen, "127.0.0.1:8080");
-    }
 }

@@ -3,15 +3,27 @@
 //! commands (the shell provider and the real `claude` CLI against the fake Messages API) run
 //! in the pod and stream over SSE, deletion removes the pod; a pod that never becomes Ready
 //! leaves nothing behind, and a cluster that cannot be reached stops the server at start-up.
+//! `rdev worker --executor kubernetes`, built by the same composition root, runs a queued
+//! command in the project's pod.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::process::Stdio;
+
+use futures::StreamExt;
 use rdev::adapters::kubernetes::{Credentials, KubernetesConfig};
+use rdev::adapters::store::{MASTER_KEY_ENV, StoreOptions, connect};
+use rdev::domain::{
+    AgentEvent, CommandStatus, HostEvent, MasterKey, ProjectId, QueueConfig, StreamEvent,
+};
+use rdev::ports::UnknownProject;
 use rdev::server::{ExecutorKind, ServeConfig, Server};
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
 use rdev_tests::doubles::kube_api::FakeKubeApi;
-use rdev_tests::harness::kubernetes::NAMESPACE;
+use rdev_tests::harness::kubernetes::{NAMESPACE, project_pod};
+use rdev_tests::harness::postgres::TestDatabase;
+use rdev_tests::harness::queue::new_command;
 use rdev_tests::harness::server::{SseEvent, SseReader, TestServer};
 use rdev_tests::harness::{self, claude};
 use reqwest::{Method, StatusCode};
@@ -335,4 +347,130 @@ async fn a_missing_kubeconfig_stops_the_server_and_says_where_it_looked() {
         "{message}"
     );
     assert!(message.contains("context prod"), "{message}");
+}
+
+/// `rdev worker` reads the cluster from its flag and the pod layout from the file's
+/// `[kubernetes]` table (the double's pods are host directories), and its concurrency from
+/// the file; it runs a command queued in PostgreSQL in the project's pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rdev_worker_runs_a_queued_command_in_the_project_pod() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let key = MasterKey::from_bytes([7; 32]);
+    let options = StoreOptions {
+        queue: QueueConfig::default(),
+        master_key: key.clone(),
+    };
+    let stores = connect(&db.url, options).await.expect("connect");
+    let project = "kube-worker";
+    let pod = project_pod(project, stores.credentials.clone()).await;
+    let pod_dir = pod.workspace.parent().expect("pod dir").to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    harness::runtime::install(
+        &harness::plugins::plugins_dir(),
+        "shell",
+        &plugins,
+        "shell",
+        None,
+    );
+    let config = dir.path().join("rdev.toml");
+    let toml = format!(
+        "concurrency = 3\n[kubernetes]\nnamespace = {NAMESPACE:?}\nworkspace_dir = {:?}\n\
+         home_dir = {:?}\nstate_dir = {:?}\n",
+        pod.workspace.display().to_string(),
+        pod.workspace.join(".rdev/home").display().to_string(),
+        pod_dir.join("tmp").display().to_string(),
+    );
+    std::fs::write(&config, toml).expect("config file");
+
+    let mut worker = tokio::process::Command::new(harness::bin::rdev())
+        .args(["worker", "--executor", "kubernetes", "--poll-ms", "200"])
+        .args([
+            "--kubernetes-api-url",
+            &pod.api.url(),
+            "--database-url",
+            &db.url,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--plugins-dir")
+        .arg(&plugins)
+        .env(MASTER_KEY_ENV, key.to_base64())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn rdev worker");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        worker.stdout.take().expect("stdout"),
+    ));
+    let ready = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("the worker starts")
+        .expect("stdout")
+        .expect("a ready line");
+    assert!(
+        ready.contains("ready (3 at once, Kubernetes executor)"),
+        "{ready}"
+    );
+
+    let id = ProjectId::parse(project).expect("project id");
+    let submitted = stores
+        .queue
+        .submit(
+            new_command(&id, "echo hello from $HOSTNAME; pwd -P"),
+            UnknownProject::Register,
+        )
+        .await
+        .expect("submit");
+    let events: Vec<StreamEvent> = tokio::time::timeout(
+        Duration::from_secs(120),
+        stores
+            .events
+            .subscribe(&submitted.command.id, 0)
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the command ends")
+    .into_iter()
+    .map(|e| e.expect("event").event.clone())
+    .collect();
+    let output: String = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Agent(AgentEvent::Output { text, .. }) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let workspace = pod.workspace.canonicalize().expect("workspace");
+    assert_eq!(
+        output,
+        format!("hello from ws-{project}\n{}\n", workspace.display())
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(StreamEvent::Host(HostEvent::Done {
+                status: CommandStatus::Completed,
+                ..
+            }))
+        ),
+        "{events:?}"
+    );
+    assert!(
+        pod.api
+            .execs()
+            .iter()
+            .any(|e| e.pod == format!("ws-{project}")),
+        "the command went through exec"
+    );
+    let pid = worker.id().expect("running") as i32;
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = worker.wait().await.expect("worker exits");
+    assert!(status.success(), "{status}");
 }

@@ -1,29 +1,15 @@
 //! `rdev audit verify`: walks the audit trail's hash chain and reports the first broken link,
 //! so an operator can check that nobody edited or removed entries.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 
-use crate::adapters::store::{StoreOptions, connect, load_master_key};
-use crate::domain::QueueConfig;
-
-use super::migrate::DEFAULT_DATABASE_URL;
+use crate::wiring::{CommonArgs, Config, open_stores};
 
 /// Arguments of `rdev audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// `postgres://…` or `sqlite://…`.
-    #[arg(long, env = "RDEV_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
-    pub database_url: String,
-    /// Data directory (holds the embedded master key file).
-    #[arg(
-        long,
-        env = "RDEV_DATA_DIR",
-        default_value = "rdev-data",
-        global = true
-    )]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[command(subcommand)]
     pub command: AuditCommand,
 }
@@ -39,15 +25,8 @@ pub enum AuditCommand {
 pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
     match args.command {
         AuditCommand::Verify => {
-            let master_key = load_master_key(&args.data_dir.join("master.key"))?;
-            let stores = connect(
-                &args.database_url,
-                StoreOptions {
-                    queue: QueueConfig::default(),
-                    master_key,
-                },
-            )
-            .await?;
+            let config = Config::resolve_store(&args.common)?;
+            let stores = open_stores(&config).await?;
             let report = stores.audit.verify().await?;
             match report.first_broken {
                 None => {

@@ -3,20 +3,19 @@
 
 use clap::Args;
 
-/// The database URL the rest of rdev also reads; SQLite under `./rdev-data` by default.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://rdev-data/rdev.db";
+use crate::wiring::{CommonArgs, Config};
 
 /// Arguments of `rdev migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// `postgres://…` or `sqlite://…`.
-    #[arg(long, env = "RDEV_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// Applies pending migrations and reports which adapter ran them.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<i32> {
-    let adapter = crate::adapters::store::migrate(&args.database_url).await?;
+    let config = Config::resolve_store(&args.common)?;
+    let adapter = crate::wiring::migrate(&config).await?;
     println!("migrations applied ({adapter})");
     Ok(0)
 }

@@ -6,32 +6,22 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
-use crate::adapters::store::{StoreOptions, connect, load_master_key};
-use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
+use crate::adapters::woodpecker::WoodpeckerClient;
 use crate::cli::client::Connection;
-use crate::domain::{ProjectId, QueueConfig};
-use crate::ports::Ci;
+use crate::domain::ProjectId;
+use crate::ports::{Ci, SecretResolver};
 use crate::services::project_setup::{CreateProject, ProjectSetupService};
+use crate::wiring::{CommonArgs, Config, ExecutorArgs, RunnerArgs, build_executor, open_stores};
 
 /// Arguments of `rdev projects`.
 #[derive(Debug, Args)]
 pub struct ProjectsArgs {
     /// Database, master key, workspaces (`<data-dir>/projects`) and operator templates
     /// (`<data-dir>/templates`).
-    #[arg(
-        long,
-        env = "RDEV_DATA_DIR",
-        default_value = "rdev-data",
-        global = true
-    )]
-    pub data_dir: PathBuf,
-    /// `postgres://…` or `sqlite://…` [default: SQLite at <data-dir>/rdev.db].
-    #[arg(long, env = "RDEV_DATABASE_URL", global = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Operator templates [default: <data-dir>/templates].
     #[arg(long, env = "RDEV_TEMPLATES_DIR", global = true)]
     pub templates_dir: Option<PathBuf>,
@@ -58,6 +48,9 @@ pub enum ProjectsCommand {
         /// `owner/name` of the forge repository CI builds.
         #[arg(long)]
         ci_repo: Option<String>,
+        /// Where the workspace is made: a directory, or a pod with `--executor kubernetes`.
+        #[command(flatten)]
+        executor: ExecutorArgs,
     },
     /// List the templates with their variables, as JSON.
     Templates,
@@ -97,10 +90,6 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
 
 /// Runs `rdev projects …`.
 pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
-    let templates_dir = args
-        .templates_dir
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("templates"));
     match args.command {
         ProjectsCommand::List { connection, json } => {
             let listed = connection
@@ -136,6 +125,12 @@ pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         ProjectsCommand::Templates => {
+            let (config, _) = Config::resolve(
+                &args.common,
+                ExecutorArgs::default(),
+                &RunnerArgs::default(),
+            )?;
+            let templates_dir = templates_dir(args.templates_dir, &config);
             let catalog = crate::services::templates::TemplateCatalog::load(Some(&templates_dir));
             for problem in catalog.problems() {
                 eprintln!("warning: {problem}");
@@ -150,35 +145,11 @@ pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
             vars,
             repo,
             ci_repo,
+            executor,
         } => {
-            let url = args
-                .database_url
-                .clone()
-                .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("rdev.db").display()));
-            let master_key = load_master_key(&args.data_dir.join("master.key"))?;
-            let stores = connect(
-                &url,
-                StoreOptions {
-                    queue: QueueConfig::default(),
-                    master_key,
-                },
-            )
-            .await
-            .context("opening the database")?;
-            let ci = match WoodpeckerConfig::from_env()? {
-                Some(config) => Some(Arc::new(WoodpeckerClient::new(
-                    config,
-                    stores.credentials.clone(),
-                )?) as Arc<dyn Ci>),
-                None => None,
-            };
-            let service = ProjectSetupService::new(
-                &stores,
-                Arc::new(LocalSeeder::new(args.data_dir.join("projects"))),
-                Arc::new(LocalProvisioner),
-                ci,
-                Some(templates_dir),
-            );
+            let (config, _) = Config::resolve(&args.common, executor, &RunnerArgs::default())?;
+            let config = config.with_woodpecker_from_env()?;
+            let service = setup_service(&config, args.templates_dir).await?;
             let vars: BTreeMap<String, serde_json::Value> = vars
                 .into_iter()
                 .map(|(k, v)| (k, serde_json::Value::String(v)))
@@ -200,4 +171,31 @@ pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn templates_dir(flag: Option<PathBuf>, config: &Config) -> PathBuf {
+    flag.unwrap_or_else(|| config.data_dir.join("templates"))
+}
+
+/// Project setup over the configured database, executor and CI, as `rdev serve` has it.
+async fn setup_service(
+    config: &Config,
+    templates: Option<PathBuf>,
+) -> anyhow::Result<ProjectSetupService> {
+    let stores = open_stores(config).await?;
+    let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
+    let workspaces = build_executor(config, secrets.clone()).await?;
+    let ci = match config.woodpecker.clone() {
+        Some(woodpecker) => {
+            Some(Arc::new(WoodpeckerClient::new(woodpecker, secrets)?) as Arc<dyn Ci>)
+        }
+        None => None,
+    };
+    Ok(ProjectSetupService::new(
+        &stores,
+        workspaces.seeder,
+        workspaces.provisioner,
+        ci,
+        Some(templates_dir(templates, config)),
+    ))
 }

@@ -2,24 +2,22 @@
 //! nothing configured it runs on one machine: SQLite and workspaces under `./rdev-data`,
 //! the local executor, the bundled plugins and a generated admin token printed once.
 //!
-//! Precedence: flags, then `RDEV_*` environment variables, then the TOML file named by
-//! `--config`, then the defaults. SIGHUP reloads the plugins (as `POST /providers/reload`).
+//! Configuration comes from the one resolution in [`crate::wiring`] (flags, then `RDEV_*`,
+//! then the TOML file, then the defaults). SIGHUP reloads the plugins (as
+//! `POST /providers/reload`).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::adapters::kubernetes::Credentials;
-use crate::adapters::woodpecker::WoodpeckerConfig;
 use crate::api::AppState;
 use crate::api::providers::reload_and_audit;
-use crate::server::{ExecutorKind, KubernetesServeConfig, ServeConfig, Server, write_atomically};
+use crate::server::{ServeConfig, Server, write_atomically};
+use crate::wiring::{CommonArgs, ExecutorArgs, RunnerArgs};
 
 /// Arguments of `rdev serve`.
 #[derive(Debug, Args)]
@@ -27,30 +25,16 @@ pub struct ServeArgs {
     /// Address to listen on (`host:port`; port 0 picks a free one) [default: 127.0.0.1:8080].
     #[arg(long, env = "RDEV_LISTEN")]
     pub listen: Option<String>,
-    /// Database, master key, caches and project workspaces [default: ./rdev-data].
-    #[arg(long, env = "RDEV_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Directory of `<name>.toml` + `<name>.wasm` plugins, watched for changes
-    /// [default: target/plugins if present, else <data-dir>/plugins].
-    #[arg(long, env = "RDEV_PLUGINS_DIR")]
-    pub plugins_dir: Option<PathBuf>,
-    /// `postgres://…` or `sqlite://…` [default: SQLite at <data-dir>/rdev.db].
-    #[arg(long, env = "RDEV_DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// Where commands run [default: local].
-    #[arg(long, env = "RDEV_EXECUTOR", value_enum)]
-    pub executor: Option<ExecutorKind>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
     /// An admin bearer token to accept (stored hashed). Without one, a token is generated
     /// on first start and printed once.
     #[arg(long, env = "RDEV_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// TOML file with any of: listen, data_dir, plugins_dir, database_url, executor,
-    /// admin_token, max_running_per_project, ci_poll_interval_secs, a [kubernetes] table
-    /// (see docs/kubernetes.md) and a [webhooks] table (see docs/webhooks.md).
-    #[arg(long, env = "RDEV_CONFIG")]
-    pub config: Option<PathBuf>,
-    #[command(flatten)]
-    pub kubernetes: KubernetesArgs,
     /// Written with the bound address (`host:port`) once the server accepts requests.
     #[arg(long, env = "RDEV_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -60,215 +44,19 @@ pub struct ServeArgs {
     pub ci_poll_interval_secs: Option<u64>,
 }
 
-/// Where the Kubernetes executor finds the cluster; only read with `--executor kubernetes`.
-/// One source is used: the API URL, else in-cluster, else a kubeconfig (path and/or
-/// context), else in-cluster when running in a pod and the default kubeconfig otherwise.
-#[derive(Debug, Default, Args)]
-pub struct KubernetesArgs {
-    /// Namespace of the project pods [default: rdev].
-    #[arg(long = "kubernetes-namespace", env = "RDEV_KUBERNETES_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Use the pod's service account.
-    #[arg(long = "kubernetes-in-cluster", env = "RDEV_KUBERNETES_IN_CLUSTER")]
-    pub in_cluster: bool,
-    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config].
-    #[arg(long = "kubeconfig", env = "RDEV_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context [default: the current one].
-    #[arg(long = "kubernetes-context", env = "RDEV_KUBERNETES_CONTEXT")]
-    pub context: Option<String>,
-    /// An API server URL used without credentials, as behind `kubectl proxy`.
-    #[arg(long = "kubernetes-api-url", env = "RDEV_KUBERNETES_API_URL")]
-    pub api_url: Option<String>,
-    /// Image of project pods whose template names none [default: buildpack-deps:bookworm-scm].
-    #[arg(long = "kubernetes-image", env = "RDEV_KUBERNETES_IMAGE")]
-    pub image: Option<String>,
-}
-
-/// The `[kubernetes]` table of the configuration file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesFile {
-    pub namespace: Option<String>,
-    pub in_cluster: Option<bool>,
-    pub kubeconfig: Option<PathBuf>,
-    pub context: Option<String>,
-    pub api_url: Option<String>,
-    /// Label marking project pods (value `true`).
-    pub project_label: Option<String>,
-    /// Label carrying the project id.
-    pub project_id_label: Option<String>,
-    /// Container to exec into, for pods with sidecars.
-    pub container: Option<String>,
-    pub workspace_dir: Option<String>,
-    pub home_dir: Option<String>,
-    pub state_dir: Option<String>,
-    /// How long project creation waits for a pod to become Ready [default: 300].
-    pub ready_timeout_secs: Option<u64>,
-    #[serde(default)]
-    pub pod: PodFile,
-}
-
-/// `[kubernetes.pod]`: the operator's defaults for project pods.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PodFile {
-    pub image: Option<String>,
-    pub command: Option<Vec<String>>,
-    pub storage: Option<String>,
-    pub storage_class: Option<String>,
-    pub cpu: Option<String>,
-    pub memory: Option<String>,
-    pub service_account: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-impl KubernetesArgs {
-    /// Flags/environment over the file's table over the defaults.
-    fn resolve(self, file: KubernetesFile) -> KubernetesServeConfig {
-        let mut config = KubernetesServeConfig::default();
-        let url = self.api_url.or(file.api_url);
-        let in_cluster = self.in_cluster || file.in_cluster.unwrap_or(false);
-        let kubeconfig = self.kubeconfig.or(file.kubeconfig);
-        let context = self.context.or(file.context);
-        config.credentials = if let Some(url) = url {
-            Some(Credentials::Url(url))
-        } else if in_cluster {
-            Some(Credentials::InCluster)
-        } else if kubeconfig.is_some() || context.is_some() {
-            Some(Credentials::Kubeconfig {
-                path: kubeconfig,
-                context,
-            })
-        } else {
-            None
-        };
-        let executor = &mut config.executor;
-        if let Some(namespace) = self.namespace.or(file.namespace) {
-            executor.namespace = namespace;
-        }
-        let set = |target: &mut String, value: Option<String>| {
-            if let Some(value) = value {
-                *target = value;
-            }
-        };
-        set(&mut executor.project_label, file.project_label);
-        set(&mut executor.project_id_label, file.project_id_label);
-        set(&mut executor.workspace_dir, file.workspace_dir);
-        set(&mut executor.home_dir, file.home_dir);
-        set(&mut executor.state_dir, file.state_dir);
-        if file.container.is_some() {
-            executor.container = file.container;
-        }
-        if let Some(secs) = file.ready_timeout_secs {
-            config.ready_timeout = Duration::from_secs(secs);
-        }
-        let pod = &mut config.pod;
-        set(&mut pod.image, self.image.or(file.pod.image));
-        set(&mut pod.storage, file.pod.storage);
-        if let Some(command) = file.pod.command {
-            pod.command = command;
-        }
-        pod.storage_class = file.pod.storage_class;
-        pod.cpu = file.pod.cpu;
-        pod.memory = file.pod.memory;
-        pod.service_account = file.pod.service_account;
-        pod.labels = file.pod.labels;
-        config
-    }
-}
-
-/// The optional TOML configuration file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub plugins_dir: Option<PathBuf>,
-    pub database_url: Option<String>,
-    pub executor: Option<ExecutorKind>,
-    pub admin_token: Option<String>,
-    /// Running commands per project; 0 removes the limit [default: 1].
-    pub max_running_per_project: Option<u32>,
-    /// Seconds between polls of unfinished CI pipelines [default: 15].
-    pub ci_poll_interval_secs: Option<u64>,
-    #[serde(default)]
-    pub kubernetes: KubernetesFile,
-    /// Webhook delivery settings.
-    #[serde(default)]
-    pub webhooks: WebhookFileConfig,
-}
-
-/// `[webhooks]` in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookFileConfig {
-    /// Allow private, loopback, link-local and unique-local targets [default: false];
-    /// `RDEV_WEBHOOK_ALLOW_PRIVATE` overrides it.
-    pub allow_private: Option<bool>,
-    /// Per-attempt timeout in seconds [default: 10].
-    pub timeout_secs: Option<u64>,
-    /// Attempts per delivery [default: 8].
-    pub max_attempts: Option<u32>,
-    /// Delay before the first retry in seconds; doubles each time [default: 5].
-    pub backoff_base_secs: Option<u64>,
-    /// Longest delay between attempts in seconds [default: 3600].
-    pub backoff_max_secs: Option<u64>,
-}
-
 impl ServeArgs {
     /// Merges flags/environment over the file over the defaults.
     pub fn resolve(self) -> anyhow::Result<ServeConfig> {
-        let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
-        let mut config = ServeConfig::new();
+        let (config, file) = ServeConfig::resolve(&self.common, self.executor, &self.runner)?;
+        let mut config = config.with_woodpecker_from_env()?;
         if let Some(listen) = self.listen.or(file.listen) {
             config.listen = listen;
         }
-        if let Some(dir) = self.data_dir.or(file.data_dir) {
-            config.data_dir = dir;
-        }
-        config.plugins_dir = self.plugins_dir.or(file.plugins_dir);
-        config.database_url = self.database_url.or(file.database_url);
-        config.executor = self.executor.or(file.executor).unwrap_or_default();
-        config.kubernetes = self.kubernetes.resolve(file.kubernetes);
         config.admin_token = self.admin_token.or(file.admin_token);
-        let hooks = &file.webhooks;
-        let webhooks = &mut config.webhooks;
-        if let Some(allow) = hooks.allow_private {
-            webhooks.allow_private = allow;
-        }
-        if let Some(secs) = hooks.timeout_secs {
-            webhooks.timeout = Duration::from_secs(secs.max(1));
-            webhooks.lease = webhooks.lease.max(webhooks.timeout * 2);
-        }
-        if let Some(attempts) = hooks.max_attempts {
-            webhooks.retry.max_attempts = attempts.max(1);
-        }
-        if let Some(secs) = hooks.backoff_base_secs {
-            webhooks.retry.base = Duration::from_secs(secs);
-        }
-        if let Some(secs) = hooks.backoff_max_secs {
-            webhooks.retry.max_delay = Duration::from_secs(secs);
-        }
-        config.webhooks = config.webhooks.clone().with_env();
-        if let Some(limit) = file.max_running_per_project {
-            config.queue.max_running_per_project = (limit > 0).then_some(limit);
-        }
         if let Some(secs) = self.ci_poll_interval_secs.or(file.ci_poll_interval_secs) {
             anyhow::ensure!(secs > 0, "the CI poll interval must be at least 1 second");
             config.ci_poll.interval = Duration::from_secs(secs);
         }
-        config.woodpecker =
-            WoodpeckerConfig::from_env().context("reading the Woodpecker configuration")?;
         Ok(config)
     }
 }
@@ -358,16 +146,16 @@ async fn reload_on_sighup(state: Arc<AppState>) {
 mod tests {
     use super::*;
 
+    use crate::adapters::kubernetes::Credentials;
+    use crate::server::ExecutorKind;
+
     fn empty() -> ServeArgs {
         ServeArgs {
             listen: None,
-            data_dir: None,
-            plugins_dir: None,
-            database_url: None,
-            executor: None,
+            common: CommonArgs::default(),
+            runner: RunnerArgs::default(),
+            executor: ExecutorArgs::default(),
             admin_token: None,
-            config: None,
-            kubernetes: KubernetesArgs::default(),
             ready_file: None,
             ci_poll_interval_secs: None,
         }
@@ -387,8 +175,8 @@ mod tests {
         )
         .expect("write");
         let mut args = empty();
-        args.config = Some(path);
-        args.kubernetes.namespace = Some("from-flag".into());
+        args.common.config = Some(path);
+        args.executor.kubernetes.namespace = Some("from-flag".into());
         let config = args.resolve().expect("valid");
         assert_eq!(config.executor, ExecutorKind::Kubernetes);
         let kube = &config.kubernetes;
@@ -442,8 +230,8 @@ mod tests {
     #[test]
     fn an_api_url_wins_over_other_cluster_sources() {
         let mut args = empty();
-        args.kubernetes.api_url = Some("http://127.0.0.1:8001".into());
-        args.kubernetes.in_cluster = true;
+        args.executor.kubernetes.api_url = Some("http://127.0.0.1:8001".into());
+        args.executor.kubernetes.in_cluster = true;
         let config = args.resolve().expect("valid");
         assert_eq!(
             config.kubernetes.credentials,
@@ -461,22 +249,12 @@ mod tests {
         )
         .expect("write");
         let mut args = empty();
-        args.config = Some(path);
+        args.common.config = Some(path);
         args.listen = Some("127.0.0.1:0".into());
         let config = args.resolve().expect("valid");
         assert_eq!(config.listen, "127.0.0.1:0");
         assert_eq!(config.data_dir, PathBuf::from("/srv/rdev"));
         assert_eq!(config.queue.max_running_per_project, None);
         assert_eq!(config.database_url(), "sqlite:///srv/rdev/rdev.db");
-    }
-
-    #[test]
-    fn unknown_keys_in_the_file_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("rdev.toml");
-        std::fs::write(&path, "listn = \"x\"\n").expect("write");
-        let mut args = empty();
-        args.config = Some(path);
-        assert!(args.resolve().is_err());
     }
 }

@@ -1,0 +1,224 @@
+//! The resolved configuration and the one function that layers its sources:
+//! flags > `RDEV_*` variables > the TOML file > the embedded defaults. clap gives a flag
+//! precedence over its variable; [`Config::resolve`] puts both over the file and the file over
+//! [`Config::new`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::args::{CommonArgs, ExecutorArgs, RunnerArgs};
+use super::executor::ExecutorKind;
+use super::file::{FileConfig, WebhookFileConfig};
+use super::kubernetes::KubernetesServeConfig;
+use crate::adapters::woodpecker::WoodpeckerConfig;
+use crate::api::SseConfig;
+use crate::domain::QueueConfig;
+use crate::services::project_setup::poller::PollerConfig;
+use crate::services::webhooks::WebhookConfig;
+use crate::worker::WorkerConfig;
+
+/// Everything a subcommand may need; [`Config::new`] gives the embedded defaults. Each
+/// subcommand reads the parts it uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `host:port`; port 0 picks a free port.
+    pub listen: String,
+    /// Database (SQLite default), master key, compile cache and project workspaces.
+    pub data_dir: PathBuf,
+    /// `None`: `target/plugins` when it exists (a source checkout), else `<data_dir>/plugins`.
+    pub plugins_dir: Option<PathBuf>,
+    /// `None`: SQLite at `<data_dir>/rdev.db`.
+    pub database_url: Option<String>,
+    /// Where commands run.
+    pub executor: ExecutorKind,
+    /// Used when `executor` is `Kubernetes`.
+    pub kubernetes: KubernetesServeConfig,
+    /// An admin token to accept (stored hashed). `None`: one is generated on first start.
+    pub admin_token: Option<String>,
+    /// Leases, heartbeats and the per-project limit.
+    pub queue: QueueConfig,
+    /// Event streams to API clients.
+    pub sse: SseConfig,
+    /// The worker; an empty id is replaced by `<pid>-<port>` in `rdev serve`.
+    pub worker: WorkerConfig,
+    /// Webhook delivery: SSRF policy, timeout, retries.
+    pub webhooks: WebhookConfig,
+    /// Woodpecker CI for projects created from templates; `None`: no CI.
+    pub woodpecker: Option<WoodpeckerConfig>,
+    /// How the background task watches triggered pipelines (only with CI configured).
+    pub ci_poll: PollerConfig,
+}
+
+impl Config {
+    /// The embedded defaults: `127.0.0.1:8080`, `./rdev-data`, SQLite, local executor.
+    pub fn new() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("rdev-data"),
+            plugins_dir: None,
+            database_url: None,
+            executor: ExecutorKind::Local,
+            kubernetes: KubernetesServeConfig::default(),
+            admin_token: None,
+            queue: QueueConfig::default(),
+            sse: SseConfig::default(),
+            worker: WorkerConfig::new(""),
+            webhooks: WebhookConfig::default(),
+            woodpecker: None,
+            ci_poll: PollerConfig::default(),
+        }
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("rdev.db").display()))
+    }
+
+    /// The plugins directory in effect.
+    pub fn plugins_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.plugins_dir {
+            return dir.clone();
+        }
+        let bundled = PathBuf::from("target/plugins");
+        if bundled.is_dir() {
+            bundled
+        } else {
+            self.data_dir.join("plugins")
+        }
+    }
+
+    /// Layers flags/`RDEV_*` (already merged by clap) over the file named by `--config` over
+    /// the defaults, for everything the subcommands share. Returns the file too, for the
+    /// settings only one subcommand has (`rdev serve`'s listen address, say).
+    pub fn resolve(
+        common: &CommonArgs,
+        executor: ExecutorArgs,
+        runner: &RunnerArgs,
+    ) -> anyhow::Result<(Self, FileConfig)> {
+        let mut file = FileConfig::load(common.config.as_deref())?;
+        let mut config = Self::new();
+        if let Some(dir) = common.data_dir.clone().or(file.data_dir.take()) {
+            config.data_dir = dir;
+        }
+        config.database_url = common.database_url.clone().or(file.database_url.take());
+        config.plugins_dir = runner.plugins_dir.clone().or(file.plugins_dir.take());
+        config.executor = executor.executor.or(file.executor).unwrap_or_default();
+        config.kubernetes = executor
+            .kubernetes
+            .resolve(std::mem::take(&mut file.kubernetes));
+        if let Some(concurrency) = runner.concurrency.or(file.concurrency) {
+            anyhow::ensure!(concurrency > 0, "the concurrency must be at least 1");
+            config.worker.concurrency = concurrency;
+        }
+        if let Some(limit) = runner
+            .max_running_per_project
+            .or(file.max_running_per_project)
+        {
+            config.queue.max_running_per_project = (limit > 0).then_some(limit);
+        }
+        config.webhooks = webhooks(config.webhooks, &file.webhooks).with_env();
+        Ok((config, file))
+    }
+
+    /// [`Self::resolve`] for a subcommand that only opens the database (`audit`, `migrate`).
+    pub fn resolve_store(common: &CommonArgs) -> anyhow::Result<Self> {
+        Self::resolve(common, ExecutorArgs::default(), &RunnerArgs::default()).map(|(c, _)| c)
+    }
+
+    /// Reads Woodpecker CI from `RDEV_WOODPECKER_*`, for the subcommands that create
+    /// projects (only the environment configures it).
+    pub fn with_woodpecker_from_env(mut self) -> anyhow::Result<Self> {
+        self.woodpecker =
+            WoodpeckerConfig::from_env().context("reading the Woodpecker configuration")?;
+        Ok(self)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The file's `[webhooks]` table over `config`.
+fn webhooks(mut config: WebhookConfig, file: &WebhookFileConfig) -> WebhookConfig {
+    if let Some(allow) = file.allow_private {
+        config.allow_private = allow;
+    }
+    if let Some(secs) = file.timeout_secs {
+        config.timeout = Duration::from_secs(secs.max(1));
+        config.lease = config.lease.max(config.timeout * 2);
+    }
+    if let Some(attempts) = file.max_attempts {
+        config.retry.max_attempts = attempts.max(1);
+    }
+    if let Some(secs) = file.backoff_base_secs {
+        config.retry.base = Duration::from_secs(secs);
+    }
+    if let Some(secs) = file.backoff_max_secs {
+        config.retry.max_delay = Duration::from_secs(secs);
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> (tempfile::TempDir, CommonArgs) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rdev.toml");
+        std::fs::write(&path, text).expect("write");
+        let common = CommonArgs {
+            config: Some(path),
+            ..CommonArgs::default()
+        };
+        (dir, common)
+    }
+
+    #[test]
+    fn defaults_put_everything_under_the_data_dir() {
+        let config = Config::new();
+        assert_eq!(config.database_url(), "sqlite://rdev-data/rdev.db");
+        assert_eq!(config.listen, "127.0.0.1:8080");
+        assert_eq!(config.worker.concurrency, 4);
+    }
+
+    #[test]
+    fn the_file_sets_concurrency_and_a_flag_wins_over_it() {
+        let (_dir, common) = file("concurrency = 9\nexecutor = \"kubernetes\"\n");
+        let (config, _) = Config::resolve(&common, ExecutorArgs::default(), &RunnerArgs::default())
+            .expect("valid");
+        assert_eq!(config.worker.concurrency, 9);
+        assert_eq!(config.executor, ExecutorKind::Kubernetes);
+        let runner = RunnerArgs {
+            concurrency: Some(2),
+            ..RunnerArgs::default()
+        };
+        let executor = ExecutorArgs {
+            executor: Some(ExecutorKind::Local),
+            ..ExecutorArgs::default()
+        };
+        let (config, _) = Config::resolve(&common, executor, &runner).expect("valid");
+        assert_eq!(config.worker.concurrency, 2);
+        assert_eq!(config.executor, ExecutorKind::Local);
+    }
+
+    #[test]
+    fn a_concurrency_of_zero_is_refused() {
+        let (_dir, common) = file("concurrency = 0\n");
+        let error = Config::resolve(&common, ExecutorArgs::default(), &RunnerArgs::default())
+            .expect_err("zero slots run nothing");
+        assert!(format!("{error:#}").contains("concurrency"), "{error:#}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let (_dir, common) = file("listn = \"x\"\n");
+        assert!(Config::resolve(&common, ExecutorArgs::default(), &RunnerArgs::default()).is_err());
+    }
+}

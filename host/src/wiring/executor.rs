@@ -1,0 +1,95 @@
+//! The one place an executor is chosen and built: [`build_executor`]. `serve`, `worker`,
+//! `projects` and `exec` all call it, so a new kind of executor (or a new default, such as
+//! the confined local executor) is plugged in here once and every subcommand gets it.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::config::Config;
+use super::kubernetes::describe;
+use crate::adapters::kubernetes::{KubernetesExecutor, KubernetesProvisioner, KubernetesSeeder};
+use crate::adapters::local::LocalExecutor;
+use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
+use crate::ports::{Executor, SecretResolver, WorkspaceProvisioner, WorkspaceSeeder};
+
+/// Where commands run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// Processes on this machine, one directory per project under the data dir.
+    #[default]
+    Local,
+    /// Processes in one pod per project, reached through the Kubernetes API server; project
+    /// creation provisions the pod and its volume.
+    Kubernetes,
+}
+
+/// The executor and the matching ways to create and seed workspaces.
+pub struct Workspaces {
+    /// Runs the providers' processes.
+    pub executor: Arc<dyn Executor>,
+    /// Writes a template's files into a new workspace.
+    pub seeder: Arc<dyn WorkspaceSeeder>,
+    /// Creates (and removes) a project's workspace: a directory or a pod.
+    pub provisioner: Arc<dyn WorkspaceProvisioner>,
+}
+
+/// Builds the configured executor; with Kubernetes, refuses to start unless the API server
+/// answers and the credentials may list pods in the namespace.
+pub async fn build_executor(
+    config: &Config,
+    secrets: Arc<dyn SecretResolver>,
+) -> anyhow::Result<Workspaces> {
+    match config.executor {
+        ExecutorKind::Local => {
+            let root = config.data_dir.join("projects");
+            Ok(Workspaces {
+                executor: Arc::new(LocalExecutor::per_project(root.clone(), secrets)),
+                seeder: Arc::new(LocalSeeder::new(root)),
+                provisioner: Arc::new(LocalProvisioner),
+            })
+        }
+        ExecutorKind::Kubernetes => kubernetes(config, secrets).await,
+    }
+}
+
+/// The Kubernetes executor, checked against the cluster before anything runs.
+async fn kubernetes(
+    config: &Config,
+    secrets: Arc<dyn SecretResolver>,
+) -> anyhow::Result<Workspaces> {
+    let settings = &config.kubernetes;
+    let credentials = settings.credentials();
+    let kube = KubernetesExecutor::connect(credentials.clone(), settings.executor.clone(), secrets)
+        .await
+        .with_context(|| {
+            format!(
+                "the kubernetes executor cannot reach a cluster with {} (choose one with \
+                 --kubernetes-api-url, --kubernetes-in-cluster or --kubeconfig, or in the \
+                 config file's [kubernetes] table)",
+                describe(&credentials)
+            )
+        })?;
+    kube.check_access().await.with_context(|| {
+        format!(
+            "the kubernetes executor cannot use namespace {} with {}",
+            settings.executor.namespace,
+            describe(&credentials)
+        )
+    })?;
+    tracing::info!(
+        namespace = %settings.executor.namespace,
+        cluster = %describe(&credentials),
+        "kubernetes executor ready"
+    );
+    let kube = Arc::new(kube);
+    let provisioner =
+        KubernetesProvisioner::new(kube.clone(), settings.pod.clone(), settings.ready_timeout)
+            .poll_every(settings.ready_poll);
+    Ok(Workspaces {
+        executor: kube.clone(),
+        seeder: Arc::new(KubernetesSeeder::new(kube)),
+        provisioner: Arc::new(provisioner),
+    })
+}

@@ -1,0 +1,126 @@
+//! The TOML configuration file every subcommand reads (`--config` or `RDEV_CONFIG`). It sits
+//! below flags and `RDEV_*` variables and above the embedded defaults; unknown keys are
+//! refused so a typo is an error rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use super::executor::ExecutorKind;
+
+/// The optional TOML configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `host:port` of `rdev serve`.
+    pub listen: Option<String>,
+    /// Database, master key, caches and project workspaces.
+    pub data_dir: Option<PathBuf>,
+    /// Plugin components and manifests.
+    pub plugins_dir: Option<PathBuf>,
+    /// `postgres://…` or `sqlite://…`.
+    pub database_url: Option<String>,
+    /// Where commands run.
+    pub executor: Option<ExecutorKind>,
+    /// An admin bearer token `rdev serve` accepts (stored hashed).
+    pub admin_token: Option<String>,
+    /// Commands one `rdev serve` or `rdev worker` process runs at once [default: 4].
+    pub concurrency: Option<usize>,
+    /// Running commands per project; 0 removes the limit [default: 1].
+    pub max_running_per_project: Option<u32>,
+    /// Seconds between polls of unfinished CI pipelines [default: 15].
+    pub ci_poll_interval_secs: Option<u64>,
+    /// Where the Kubernetes executor finds the cluster and what it creates there.
+    #[serde(default)]
+    pub kubernetes: KubernetesFile,
+    /// Webhook delivery settings.
+    #[serde(default)]
+    pub webhooks: WebhookFileConfig,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`; no path gives the empty file (every value from elsewhere).
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+}
+
+/// The `[kubernetes]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesFile {
+    /// Namespace of the project pods.
+    pub namespace: Option<String>,
+    /// Use the pod's service account.
+    pub in_cluster: Option<bool>,
+    /// A kubeconfig file.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context.
+    pub context: Option<String>,
+    /// An API server URL used without credentials, as behind `kubectl proxy`.
+    pub api_url: Option<String>,
+    /// Label marking project pods (value `true`).
+    pub project_label: Option<String>,
+    /// Label carrying the project id.
+    pub project_id_label: Option<String>,
+    /// Container to exec into, for pods with sidecars.
+    pub container: Option<String>,
+    /// The workspace path inside project pods.
+    pub workspace_dir: Option<String>,
+    /// `HOME` of processes in project pods.
+    pub home_dir: Option<String>,
+    /// Where the exec wrapper keeps its state inside project pods.
+    pub state_dir: Option<String>,
+    /// How long project creation waits for a pod to become Ready [default: 300].
+    pub ready_timeout_secs: Option<u64>,
+    /// The operator's defaults for project pods.
+    #[serde(default)]
+    pub pod: PodFile,
+}
+
+/// `[kubernetes.pod]`: the operator's defaults for project pods.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodFile {
+    /// Image of pods whose template names none.
+    pub image: Option<String>,
+    /// The pod's command (it must keep the pod running).
+    pub command: Option<Vec<String>>,
+    /// Size of the workspace volume.
+    pub storage: Option<String>,
+    /// Storage class of the workspace volume.
+    pub storage_class: Option<String>,
+    /// CPU request and limit.
+    pub cpu: Option<String>,
+    /// Memory request and limit.
+    pub memory: Option<String>,
+    /// Service account of project pods.
+    pub service_account: Option<String>,
+    /// Extra labels on project pods.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `[webhooks]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFileConfig {
+    /// Allow private, loopback, link-local and unique-local targets [default: false];
+    /// `RDEV_WEBHOOK_ALLOW_PRIVATE` overrides it.
+    pub allow_private: Option<bool>,
+    /// Per-attempt timeout in seconds [default: 10].
+    pub timeout_secs: Option<u64>,
+    /// Attempts per delivery [default: 8].
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry in seconds; doubles each time [default: 5].
+    pub backoff_base_secs: Option<u64>,
+    /// Longest delay between attempts in seconds [default: 3600].
+    pub backoff_max_secs: Option<u64>,
+}
