@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::process::Stdio;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use rdev::adapters::kubernetes::{Credentials, KubernetesConfig};
+use rdev::adapters::local::EnvSecrets;
 use rdev::adapters::store::{MASTER_KEY_ENV, StoreOptions, connect};
 use rdev::domain::{
     AgentEvent, CommandStatus, HostEvent, MasterKey, ProjectId, QueueConfig, StreamEvent,
@@ -21,7 +23,7 @@ use rdev::ports::UnknownProject;
 use rdev::server::{ExecutorKind, ServeConfig, Server};
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
 use rdev_tests::doubles::kube_api::FakeKubeApi;
-use rdev_tests::harness::kubernetes::{NAMESPACE, project_pod};
+use rdev_tests::harness::kubernetes::{KubeProject, NAMESPACE, project_pod};
 use rdev_tests::harness::postgres::TestDatabase;
 use rdev_tests::harness::queue::new_command;
 use rdev_tests::harness::server::{SseEvent, SseReader, TestServer};
@@ -349,6 +351,55 @@ async fn a_missing_kubeconfig_stops_the_server_and_says_where_it_looked() {
     assert!(message.contains("context prod"), "{message}");
 }
 
+/// A configuration file with `top` and a `[kubernetes]` table that lays project pods out as
+/// the double keeps them: host directories.
+fn pod_layout_file(dir: &Path, pod: &KubeProject, top: &str) -> PathBuf {
+    let pod_dir = pod.workspace.parent().expect("pod dir");
+    let path = dir.join("rdev.toml");
+    let toml = format!(
+        "{top}[kubernetes]\nnamespace = {NAMESPACE:?}\nworkspace_dir = {:?}\n\
+         home_dir = {:?}\nstate_dir = {:?}\n",
+        pod.workspace.display().to_string(),
+        pod.workspace.join(".rdev/home").display().to_string(),
+        pod_dir.join("tmp").display().to_string(),
+    );
+    std::fs::write(&path, toml).expect("config file");
+    path
+}
+
+/// `rdev exec --executor kubernetes --project P` runs the request in P's pod, configured by
+/// the same flags and file as `rdev serve` and `rdev worker`.
+#[tokio::test]
+async fn rdev_exec_runs_in_the_project_pod() {
+    let project = "kube-exec";
+    let pod = project_pod(project, Arc::new(EnvSecrets::new(Vec::<String>::new()))).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = pod_layout_file(dir.path(), &pod, "executor = \"kubernetes\"\n");
+    let output = tokio::process::Command::new(harness::bin::rdev())
+        .args(["exec", "--provider", "shell", "--project", project])
+        .args(["--kubernetes-api-url", &pod.api.url()])
+        .arg("--config")
+        .arg(&config)
+        .env("RDEV_PLUGINS_DIR", harness::plugins::plugins_dir())
+        .args(["--", "echo exec in $HOSTNAME"])
+        .output()
+        .await
+        .expect("rdev runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains(&format!("exec in ws-{project}")),
+        "{stdout}"
+    );
+    assert!(
+        pod.api
+            .execs()
+            .iter()
+            .any(|e| e.pod == format!("ws-{project}")),
+        "the request went through exec"
+    );
+}
+
 /// `rdev worker` reads the cluster from its flag and the pod layout from the file's
 /// `[kubernetes]` table (the double's pods are host directories), and its concurrency from
 /// the file; it runs a command queued in PostgreSQL in the project's pod.
@@ -365,7 +416,6 @@ async fn rdev_worker_runs_a_queued_command_in_the_project_pod() {
     let stores = connect(&db.url, options).await.expect("connect");
     let project = "kube-worker";
     let pod = project_pod(project, stores.credentials.clone()).await;
-    let pod_dir = pod.workspace.parent().expect("pod dir").to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugins dir");
@@ -376,15 +426,7 @@ async fn rdev_worker_runs_a_queued_command_in_the_project_pod() {
         "shell",
         None,
     );
-    let config = dir.path().join("rdev.toml");
-    let toml = format!(
-        "concurrency = 3\n[kubernetes]\nnamespace = {NAMESPACE:?}\nworkspace_dir = {:?}\n\
-         home_dir = {:?}\nstate_dir = {:?}\n",
-        pod.workspace.display().to_string(),
-        pod.workspace.join(".rdev/home").display().to_string(),
-        pod_dir.join("tmp").display().to_string(),
-    );
-    std::fs::write(&config, toml).expect("config file");
+    let config = pod_layout_file(dir.path(), &pod, "concurrency = 3\n");
 
     let mut worker = tokio::process::Command::new(harness::bin::rdev())
         .args(["worker", "--executor", "kubernetes", "--poll-ms", "200"])

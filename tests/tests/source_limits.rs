@@ -19,7 +19,6 @@ const KNOWN_LONG: &[(&str, &str, usize)] = &[
     ("adapters/kubernetes/mod.rs", "spawn", 91),
     ("services/project_setup/mod.rs", "create", 103),
     ("worker/run.rs", "execute", 89),
-    ("cli/exec.rs", "run", 92),
     ("cli/webhooks.rs", "run", 87),
 ];
 

@@ -11,12 +11,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::plugins::{PluginsArgs, start_registry};
-use crate::adapters::local::{EnvSecrets, LocalExecutor};
+use crate::adapters::local::EnvSecrets;
 use crate::domain::{
     AgentEvent, AgentRequest, AgentResult, CommandId, CommandStatus, HostEvent, OutputStream,
     ProjectId, ProviderName, Redactor, ResultStatus, StreamEvent,
 };
-use crate::ports::{Execution, ProviderLookup};
+use crate::ports::{AgentError, Execution, ProviderLookup};
+use crate::registry::Registry;
+use crate::wiring::{CommonArgs, Config, ExecutorArgs, ExecutorKind, RunnerArgs, build_executor};
 
 /// Exit code of a completed request.
 pub const EXIT_COMPLETED: i32 = 0;
@@ -43,9 +45,20 @@ pub struct ExecArgs {
     /// Provider to run; the default provider when omitted.
     #[arg(long, short)]
     pub provider: Option<String>,
-    /// Workspace: the directory the provider's processes run in (created when missing).
+    /// Workspace: the directory the provider's processes run in (created when missing);
+    /// required with the local executor.
     #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
+    /// The project whose workspace the request runs in; with `--executor kubernetes`, the
+    /// project's pod.
+    #[arg(long, default_value = "cli")]
+    pub project: String,
+    /// TOML configuration file (its `executor` and `[kubernetes]` table apply; see
+    /// docs/configuration.md).
+    #[arg(long, env = "RDEV_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
     /// Seconds before the request is cancelled.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
@@ -74,41 +87,17 @@ pub struct ExecArgs {
 
 /// Builds the request, runs it, and returns the exit code.
 pub async fn run(args: ExecArgs) -> Result<i32> {
-    let mut request = match build_request(&args) {
-        Ok(request) => request,
+    let (mut request, provider, project) = match parse(&args) {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(EXIT_USAGE);
         }
     };
-    let provider = match args
-        .provider
-        .as_deref()
-        .map(ProviderName::parse)
-        .transpose()
-    {
-        Ok(provider) => provider,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(EXIT_USAGE);
-        }
-    };
-    let plugins_dir = args.plugins.resolve()?;
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating the workspace {}", args.dir.display()))?;
-
     let secrets = Arc::new(EnvSecrets::new(args.credential_env.iter().cloned()));
     let redactor = Redactor::new(secrets.values());
-    let executor = Arc::new(LocalExecutor::fixed_dir(&args.dir, secrets.clone()));
     let grace = Duration::from_secs(args.grace);
-    let registry = start_registry(
-        plugins_dir,
-        executor,
-        secrets,
-        Some(grace),
-        provider.clone(),
-    )
-    .await?;
+    let registry = start(&args, secrets, grace, provider.clone()).await?;
     let agent = match registry.lookup(provider.as_ref()) {
         Ok(agent) => agent,
         Err(e) => {
@@ -116,7 +105,6 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
-
     if args.timeout.is_none() {
         // Unasked, the default timeout yields to a provider with a shorter ceiling; an
         // explicit --timeout above the ceiling is refused by the runtime instead.
@@ -129,8 +117,7 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
     let (events, mut received) = mpsc::channel(EVENT_BUFFER);
     let execution = Execution {
         command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
-        // The fixed-directory executor maps every project to DIR.
-        project_id: ProjectId::parse("cli").context("the CLI's project id")?,
+        project_id: project,
         request,
         events,
         cancel: cancel.clone(),
@@ -143,7 +130,61 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
         printer.event(event)?;
     }
     let outcome = running.await.context("the execution task stopped")?;
-    let code = match outcome {
+    exit_code(&mut printer, outcome, cancel.is_cancelled())
+}
+
+/// The request, the provider and the project, or what is wrong with the command line.
+fn parse(args: &ExecArgs) -> Result<(AgentRequest, Option<ProviderName>, ProjectId)> {
+    let request = build_request(args)?;
+    let provider = args
+        .provider
+        .as_deref()
+        .map(ProviderName::parse)
+        .transpose()?;
+    let project = ProjectId::parse(&args.project)?;
+    Ok((request, provider, project))
+}
+
+/// The executor the configuration names (the local one in DIR, or the project's pod) and a
+/// registry of the one provider over it.
+async fn start(
+    args: &ExecArgs,
+    secrets: Arc<EnvSecrets>,
+    grace: Duration,
+    provider: Option<ProviderName>,
+) -> Result<Registry> {
+    let common = CommonArgs {
+        config: args.config.clone(),
+        ..CommonArgs::default()
+    };
+    let (mut config, _) = Config::resolve(&common, args.executor.clone(), &RunnerArgs::default())?;
+    if config.executor == ExecutorKind::Local {
+        let Some(dir) = &args.dir else {
+            bail!("--dir is required with the local executor");
+        };
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the workspace {}", dir.display()))?;
+        config.local_workspace = Some(dir.clone());
+    }
+    let plugins_dir = args.plugins.resolve()?;
+    let workspaces = build_executor(&config, secrets.clone()).await?;
+    start_registry(
+        plugins_dir,
+        workspaces.executor,
+        secrets,
+        Some(grace),
+        provider,
+    )
+    .await
+}
+
+/// Prints how the request ended and returns the exit code that says so.
+fn exit_code(
+    printer: &mut Printer,
+    outcome: Result<AgentResult, AgentError>,
+    cancelled: bool,
+) -> Result<i32> {
+    match outcome {
         Ok(result) => {
             let code = match result.status {
                 ResultStatus::Completed => EXIT_COMPLETED,
@@ -151,19 +192,17 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
                 ResultStatus::Cancelled => EXIT_CANCELLED,
             };
             printer.result(result)?;
-            code
+            Ok(code)
         }
         Err(error) => {
-            let cancelled = cancel.is_cancelled();
             printer.error(cancelled, &error.to_string())?;
-            if cancelled {
+            Ok(if cancelled {
                 EXIT_CANCELLED
             } else {
                 EXIT_FAILED
-            }
+            })
         }
-    };
-    Ok(code)
+    }
 }
 
 fn build_request(args: &ExecArgs) -> Result<AgentRequest> {

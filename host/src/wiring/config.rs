@@ -33,6 +33,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Where commands run.
     pub executor: ExecutorKind,
+    /// `rdev exec --dir`: the local executor runs every project in this one directory instead
+    /// of `<data_dir>/projects/<id>`.
+    pub local_workspace: Option<PathBuf>,
     /// Used when `executor` is `Kubernetes`.
     pub kubernetes: KubernetesServeConfig,
     /// An admin token to accept (stored hashed). `None`: one is generated on first start.
@@ -60,6 +63,7 @@ impl Config {
             plugins_dir: None,
             database_url: None,
             executor: ExecutorKind::Local,
+            local_workspace: None,
             kubernetes: KubernetesServeConfig::default(),
             admin_token: None,
             queue: QueueConfig::default(),

@@ -44,8 +44,12 @@ pub async fn build_executor(
     match config.executor {
         ExecutorKind::Local => {
             let root = config.data_dir.join("projects");
+            let executor = match &config.local_workspace {
+                Some(dir) => LocalExecutor::fixed_dir(dir.clone(), secrets),
+                None => LocalExecutor::per_project(root.clone(), secrets),
+            };
             Ok(Workspaces {
-                executor: Arc::new(LocalExecutor::per_project(root.clone(), secrets)),
+                executor: Arc::new(executor),
                 seeder: Arc::new(LocalSeeder::new(root)),
                 provisioner: Arc::new(LocalProvisioner),
             })
