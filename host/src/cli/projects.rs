@@ -91,25 +91,7 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
 /// Runs `rdev projects …`.
 pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
     match args.command {
-        ProjectsCommand::List { connection, json } => {
-            let listed = connection
-                .call(reqwest::Method::GET, "/projects", None)
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&listed)?);
-                return Ok(0);
-            }
-            println!("{:<40} {:<30} CREATED", "ID", "NAME");
-            for project in listed["projects"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<40} {:<30} {}",
-                    project["id"].as_str().unwrap_or_default(),
-                    project["display_name"].as_str().unwrap_or("-"),
-                    project["created_at"].as_str().unwrap_or_default(),
-                );
-            }
-            Ok(0)
-        }
+        ProjectsCommand::List { connection, json } => list(connection, json).await,
         ProjectsCommand::Get { connection, id } => {
             let project = connection
                 .call(reqwest::Method::GET, &project_path(&id)?, None)
@@ -173,6 +155,28 @@ pub async fn run(args: ProjectsArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// Prints the server's projects as a table, or its JSON.
+async fn list(connection: Connection, json: bool) -> anyhow::Result<i32> {
+    let listed = connection
+        .call(reqwest::Method::GET, "/projects", None)
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+        return Ok(0);
+    }
+    println!("{:<40} {:<30} CREATED", "ID", "NAME");
+    for project in listed["projects"].as_array().into_iter().flatten() {
+        println!(
+            "{:<40} {:<30} {}",
+            project["id"].as_str().unwrap_or_default(),
+            project["display_name"].as_str().unwrap_or("-"),
+            project["created_at"].as_str().unwrap_or_default(),
+        );
+    }
+    Ok(0)
+}
+
+/// The operator templates: the flag's directory, else `<data-dir>/templates`.
 fn templates_dir(flag: Option<PathBuf>, config: &Config) -> PathBuf {
     flag.unwrap_or_else(|| config.data_dir.join("templates"))
 }
