@@ -4,6 +4,7 @@
 pub mod code_agent;
 pub mod executor;
 pub mod interaction;
+pub mod network;
 pub mod providers;
 pub mod secrets;
 
@@ -12,6 +13,7 @@ pub use executor::{
     EnvValue, ExecError, Executor, ExitStatus, ProcessControl, ProjectConnection, Signal,
     SpawnSpec, SpawnedProcess,
 };
+pub use network::Confinement;
 pub use interaction::{Interaction, InteractionContext, InteractionError, NobodyToAsk};
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};

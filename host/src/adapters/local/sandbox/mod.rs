@@ -103,26 +103,7 @@ impl SandboxConfig {
 }
 
 /// What the sandbox enforces on this host, for `/readyz`, `GET /providers` and the log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SandboxStatus {
-    /// `confined` or `unconfined`.
-    pub mode: &'static str,
-    /// Mechanisms in force.
-    pub enforced: Vec<String>,
-    /// Mechanisms this host lacks (for `confined`: only optional ones, e.g. limits).
-    pub missing: Vec<String>,
-}
-
-impl SandboxStatus {
-    /// The status of an executor the operator chose to run unconfined.
-    pub fn unconfined(missing: Vec<String>) -> Self {
-        Self {
-            mode: "unconfined",
-            enforced: Vec::new(),
-            missing,
-        }
-    }
-}
+pub use crate::ports::Confinement as SandboxStatus;
 
 /// Why confinement cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -277,7 +258,7 @@ impl Sandbox {
             nets: tokio::sync::Mutex::new(HashMap::new()),
             policies: std::sync::Mutex::new(HashMap::new()),
             status: SandboxStatus {
-                mode: "confined",
+                mode: "confined".to_owned(),
                 enforced,
                 missing,
             },
