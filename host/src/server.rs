@@ -15,8 +15,8 @@ use crate::adapters::kubernetes::{
     Credentials, KubernetesConfig, KubernetesExecutor, KubernetesProvisioner, KubernetesSeeder,
     PodTemplate,
 };
-use crate::adapters::local::{ConfinementConfig, WorkspaceLayout, build_local_executor};
 use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
+use crate::adapters::local::{ConfinementConfig, WorkspaceLayout, build_local_executor};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use crate::api::listener::TunedListener;

@@ -85,8 +85,10 @@ impl ConfinementArgs {
         unconfined: Option<bool>,
         allow_hosts: Option<Vec<String>>,
     ) -> ConfinementConfig {
-        let mut config = ConfinementConfig::default();
-        config.unconfined = self.unconfined || unconfined.unwrap_or(false);
+        let mut config = ConfinementConfig {
+            unconfined: self.unconfined || unconfined.unwrap_or(false),
+            ..ConfinementConfig::default()
+        };
         if let Some(hosts) = allow_hosts {
             config.allow_hosts = hosts;
         }
@@ -405,12 +407,39 @@ mod tests {
             plugins_dir: None,
             database_url: None,
             executor: None,
+            confinement: ConfinementArgs::default(),
             admin_token: None,
             config: None,
             kubernetes: KubernetesArgs::default(),
             ready_file: None,
             ci_poll_interval_secs: None,
         }
+    }
+
+    #[test]
+    fn the_file_replaces_the_default_allow_list_and_flags_add_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rdev.toml");
+        std::fs::write(&path, "allow_hosts = [\"llm.internal:8443\"]\n").expect("write");
+        let mut args = empty();
+        args.config = Some(path);
+        args.confinement.allow_hosts = vec!["127.0.0.1:9999".into()];
+        let config = args.resolve().expect("valid");
+        assert_eq!(
+            config.confinement.allow_hosts,
+            ["llm.internal:8443", "127.0.0.1:9999"]
+        );
+        assert!(!config.confinement.unconfined, "confined unless asked");
+
+        std::fs::write(dir.path().join("u.toml"), "unconfined = true\n").expect("write");
+        let mut args = empty();
+        args.config = Some(dir.path().join("u.toml"));
+        let config = args.resolve().expect("valid");
+        assert!(config.confinement.unconfined);
+        assert_eq!(
+            config.confinement.allow_hosts,
+            ConfinementConfig::default().allow_hosts
+        );
     }
 
     #[test]

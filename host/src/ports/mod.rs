@@ -13,8 +13,8 @@ pub use executor::{
     EnvValue, ExecError, Executor, ExitStatus, ProcessControl, ProjectConnection, Signal,
     SpawnSpec, SpawnedProcess,
 };
-pub use network::Confinement;
 pub use interaction::{Interaction, InteractionContext, InteractionError, NobodyToAsk};
+pub use network::Confinement;
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
 pub mod store;

@@ -32,7 +32,9 @@ pub fn sandbox(root: &Path, egress: &[&str]) -> Option<Arc<Sandbox>> {
 /// The allow-list entry (`host:port`) for a fake API's base URL (`http://host:port/...`),
 /// so the confined commands of a test's server can reach it.
 pub fn allow_rule(base_url: &str) -> String {
-    let rest = base_url.split_once("://").map_or(base_url, |(_, rest)| rest);
+    let rest = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, rest)| rest);
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
 

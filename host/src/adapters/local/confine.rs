@@ -35,7 +35,10 @@ impl Default for ConfinementConfig {
     fn default() -> Self {
         Self {
             unconfined: false,
-            allow_hosts: DEFAULT_ALLOW_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
+            allow_hosts: DEFAULT_ALLOW_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
             helper: None,
         }
     }
@@ -76,7 +79,8 @@ pub fn build_local_executor(
     let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
-    let sandbox = Sandbox::probe(sandbox_config, private, &path_dirs).map_err(ConfineError::Refused)?;
+    let sandbox =
+        Sandbox::probe(sandbox_config, private, &path_dirs).map_err(ConfineError::Refused)?;
     let status = sandbox.status().clone();
     tracing::info!(
         enforced = %status.enforced.join(", "),

@@ -20,7 +20,7 @@ use crate::ports::{
     SpawnedProcess,
 };
 
-pub use confine::{ConfinementConfig, ConfineError, build_local_executor};
+pub use confine::{ConfineError, ConfinementConfig, build_local_executor};
 pub use env_secrets::EnvSecrets;
 pub use process::{LocalProcess, Reaping};
 pub use sandbox::{Sandbox, SandboxConfig, SandboxStatus};
