@@ -208,7 +208,7 @@ impl Server {
         .context("opening the database")?;
 
         let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-        let workspaces = build_executor(&config, secrets.clone()).await?;
+        let workspaces = build_executor(&config, secrets.clone(), &stores).await?;
         let executor = workspaces.executor;
         let mut runtime_config = RuntimeConfig::new(executor, secrets.clone());
         runtime_config.cache_dir = Some(config.data_dir.join("cache"));
@@ -357,13 +357,20 @@ struct Workspaces {
 async fn build_executor(
     config: &ServeConfig,
     secrets: Arc<dyn SecretResolver>,
+    stores: &Stores,
 ) -> anyhow::Result<Workspaces> {
     match config.executor {
         ExecutorKind::Local => {
             let root = config.data_dir.join("projects");
             let layout = WorkspaceLayout::PerProject { root: root.clone() };
-            let (executor, confinement) =
-                build_local_executor(layout, &config.data_dir, secrets, &config.confinement)?;
+            let policies = Some(stores.network.clone());
+            let (executor, confinement) = build_local_executor(
+                layout,
+                &config.data_dir,
+                secrets,
+                &config.confinement,
+                policies,
+            )?;
             Ok(Workspaces {
                 executor: Arc::new(executor),
                 seeder: Arc::new(LocalSeeder::new(root)),
@@ -415,6 +422,7 @@ async fn build_executor(
                     mode: "kubernetes".to_owned(),
                     enforced: vec!["one pod per project".to_owned()],
                     missing: Vec::new(),
+                    default_allow: Vec::new(),
                 },
             })
         }

@@ -71,8 +71,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         root: args.data_dir.join("projects"),
     };
     let confinement = args.confinement.resolve(None, None);
-    let (executor, _) =
-        build_local_executor(layout, &args.data_dir, secrets.clone(), &confinement)?;
+    let policies = Some(stores.network.clone());
+    let (executor, _) = build_local_executor(
+        layout,
+        &args.data_dir,
+        secrets.clone(),
+        &confinement,
+        policies,
+    )?;
     let executor = Arc::new(executor);
     let mut runtime_config = RuntimeConfig::new(executor, secrets);
     runtime_config.cache_dir = Some(args.data_dir.join("cache"));

@@ -14,7 +14,7 @@ pub use executor::{
     SpawnSpec, SpawnedProcess,
 };
 pub use interaction::{Interaction, InteractionContext, InteractionError, NobodyToAsk};
-pub use network::Confinement;
+pub use network::{Confinement, NetworkPolicyStore};
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
 pub mod store;

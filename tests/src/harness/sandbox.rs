@@ -38,6 +38,13 @@ pub fn allow_rule(base_url: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
+/// Whether this host can confine commands (a trial sandbox in a scratch directory); `false`
+/// after [`super::skip_or_fail`] otherwise.
+pub fn can_confine() -> bool {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    sandbox(scratch.path(), &[]).is_some()
+}
+
 /// A confined executor with workspaces under `root/projects`.
 pub fn executor(
     root: &Path,

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::sandbox::{AllowRule, HELPER_NAME, RuleError, SandboxError};
+use super::sandbox::{HELPER_NAME, Limits, SandboxError};
 use super::{LocalExecutor, Sandbox, SandboxConfig, WorkspaceLayout};
-use crate::ports::{Confinement, SecretResolver};
+use crate::domain::network::{RuleError, parse_allow_list};
+use crate::ports::{Confinement, NetworkPolicyStore, SecretResolver};
 
 /// The hosts the bundled providers' agent CLIs talk to: Anthropic's API (claude) and the
 /// model APIs OpenCode is usually configured with.
@@ -26,6 +27,8 @@ pub struct ConfinementConfig {
     /// Destinations every project may reach unless its own network policy says otherwise
     /// (`host`, `host:port`, `*.domain[:port]`).
     pub allow_hosts: Vec<String>,
+    /// Per-command process, memory and CPU limits.
+    pub limits: Limits,
     /// The `rdev-sandbox-exec` helper; `None`: beside this binary (or one directory up, as
     /// for test binaries in `deps/`), else on PATH.
     pub helper: Option<PathBuf>,
@@ -39,6 +42,7 @@ impl Default for ConfinementConfig {
                 .iter()
                 .map(|h| (*h).to_owned())
                 .collect(),
+            limits: Limits::default(),
             helper: None,
         }
     }
@@ -58,12 +62,14 @@ pub enum ConfineError {
 
 /// The local executor with `layout`, and what confines it. `private` is rdev's data
 /// directory: never visible to commands; the sandbox keeps its own files in
-/// `<private>/sandbox`.
+/// `<private>/sandbox`. `policies` holds projects' own allow-lists (none: the default for
+/// every project).
 pub fn build_local_executor(
     layout: WorkspaceLayout,
     private: &Path,
     secrets: Arc<dyn SecretResolver>,
     config: &ConfinementConfig,
+    policies: Option<Arc<dyn NetworkPolicyStore>>,
 ) -> Result<(LocalExecutor, Confinement), ConfineError> {
     let executor = LocalExecutor::new(layout, secrets);
     if config.unconfined {
@@ -75,12 +81,16 @@ pub fn build_local_executor(
     }
     let mut sandbox_config = SandboxConfig::new(private.join("sandbox"));
     sandbox_config.helper = config.helper.clone().unwrap_or_else(locate_helper);
-    sandbox_config.egress_allow = parse_rules(&config.allow_hosts)?;
+    sandbox_config.egress_allow = parse_allow_list(&config.allow_hosts)?;
+    sandbox_config.limits = config.limits.clone();
     let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
-    let sandbox =
+    let mut sandbox =
         Sandbox::probe(sandbox_config, private, &path_dirs).map_err(ConfineError::Refused)?;
+    if let Some(store) = policies {
+        sandbox = sandbox.with_policy_store(store);
+    }
     let status = sandbox.status().clone();
     tracing::info!(
         enforced = %status.enforced.join(", "),
@@ -89,11 +99,6 @@ pub fn build_local_executor(
         "commands run confined"
     );
     Ok((executor.confined(Arc::new(sandbox)), status))
-}
-
-/// Parses allow-list entries, refusing the first invalid one.
-pub fn parse_rules(rules: &[String]) -> Result<Vec<AllowRule>, RuleError> {
-    rules.iter().map(|r| r.parse()).collect()
 }
 
 /// The helper beside the running binary, one directory up (test binaries live in `deps/`
@@ -126,13 +131,7 @@ mod tests {
     #[test]
     fn the_default_allow_list_parses() {
         let config = ConfinementConfig::default();
-        assert_eq!(parse_rules(&config.allow_hosts).unwrap().len(), 3);
+        assert_eq!(parse_allow_list(&config.allow_hosts).unwrap().len(), 3);
         assert!(!config.unconfined);
-    }
-
-    #[test]
-    fn an_invalid_allow_rule_is_refused_by_name() {
-        let error = parse_rules(&["good.example:443".into(), "bad host".into()]).unwrap_err();
-        assert_eq!(error.rule, "bad host");
     }
 }

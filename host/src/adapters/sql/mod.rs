@@ -23,6 +23,7 @@ mod credentials;
 pub(crate) mod db;
 pub(crate) mod dialect;
 pub(crate) mod events;
+mod network;
 pub(crate) mod outbox;
 pub(crate) mod projects;
 mod queue;
@@ -99,6 +100,7 @@ impl<D: Db> SqlStore<D> {
             setups: Arc::new(self.clone()),
             tokens: Arc::new(self.clone()),
             webhooks: Arc::new(self.clone()),
+            network: Arc::new(self.clone()),
         }
     }
 
