@@ -99,7 +99,10 @@ async fn git_refuses_options_that_run_programs_and_still_runs_plain_commands() {
         assert_eq!(command["status"], "failed", "{name}: {command}");
         let error = command["error"].as_str().unwrap_or_default();
         assert!(error.contains("refused"), "{name}: {command}");
-        assert!(!marker(name).exists(), "{name}: git ran the prompt's program");
+        assert!(
+            !marker(name).exists(),
+            "{name}: git ran the prompt's program"
+        );
     }
     // `config alias.st …` was refused, so `st` is no command either.
     let st = run_git(&server, "repo", "st").await;

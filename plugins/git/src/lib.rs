@@ -55,8 +55,14 @@ fn git_env() -> Vec<(String, String)> {
         ("GIT_PAGER".to_owned(), "cat".to_owned()),
         ("GIT_EDITOR".to_owned(), ":".to_owned()),
         ("GIT_SEQUENCE_EDITOR".to_owned(), ":".to_owned()),
-        ("GIT_ALLOW_PROTOCOL".to_owned(), "https:http:ssh:git".to_owned()),
-        ("GIT_CONFIG_COUNT".to_owned(), FORCED_CONFIG.len().to_string()),
+        (
+            "GIT_ALLOW_PROTOCOL".to_owned(),
+            "https:http:ssh:git".to_owned(),
+        ),
+        (
+            "GIT_CONFIG_COUNT".to_owned(),
+            FORCED_CONFIG.len().to_string(),
+        ),
     ];
     for (i, (key, value)) in FORCED_CONFIG.iter().enumerate() {
         env.push((format!("GIT_CONFIG_KEY_{i}"), (*key).to_owned()));
@@ -77,7 +83,9 @@ impl Provider for Git {
         let args = arguments(&request.prompt)?;
         let command = git_env()
             .into_iter()
-            .fold(CommandBuilder::new("git").args(args), |c, (k, v)| c.env(k, v))
+            .fold(CommandBuilder::new("git").args(args), |c, (k, v)| {
+                c.env(k, v)
+            })
             .working_dir(request.working_dir.clone());
         run::run_to_completion(&command, STOP_STEP_MS)
     }

@@ -193,11 +193,8 @@ const REFUSED_LONG: &[&str] = &[
 ];
 
 /// Short options refused per subcommand (also inside a cluster such as `-qx`).
-const REFUSED_SHORT: &[(&str, &[char])] = &[
-    ("clone", &['u', 'c']),
-    ("rebase", &['x']),
-    ("grep", &['O']),
-];
+const REFUSED_SHORT: &[(&str, &[char])] =
+    &[("clone", &['u', 'c']), ("rebase", &['x']), ("grep", &['O'])];
 
 /// Sub-actions (the first word after the subcommand) that run a command.
 const REFUSED_ACTIONS: &[(&str, &str)] = &[("bisect", "run"), ("submodule", "foreach")];
@@ -447,10 +444,7 @@ mod tests {
         for name in ["difftool", "mergetool", "filter-branch", "help", "pwn"] {
             assert_eq!(refused(name), Refusal::Subcommand(name.into()));
         }
-        assert!(matches!(
-            refused("bisect run id"),
-            Refusal::Action { .. }
-        ));
+        assert!(matches!(refused("bisect run id"), Refusal::Action { .. }));
         assert!(matches!(
             refused("submodule --quiet foreach id"),
             Refusal::Action { .. }
