@@ -1,0 +1,79 @@
+//! Provider ABI versions side by side. A component built against ABI 0.1.0 before 0.2.0
+//! existed (`tests/fixtures/abi-v0.1.0`, checked in and never rebuilt) must keep loading and
+//! running on every later host, through the adapter from 0.1.0 into the newest ABI.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdev::domain::{AgentEvent, OutputStream, ResultStatus};
+use rdev::ports::CodeAgent;
+use rdev::runtime::AbiVersion;
+use rdev_tests::harness::runtime::{run, runtime};
+
+const GRACE: Duration = Duration::from_secs(2);
+const LONG: Duration = Duration::from_secs(600);
+
+fn frozen_0_1_0() -> PathBuf {
+    xtask::workspace_root().join("tests/fixtures/abi-v0.1.0/shell.toml")
+}
+
+#[tokio::test]
+async fn a_frozen_0_1_0_component_loads_runs_and_reaches_its_workspace() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime(work.path(), GRACE);
+    let agent = runtime
+        .load(&frozen_0_1_0())
+        .await
+        .expect("the 0.1.0 component loads");
+    assert_eq!(agent.manifest().abi, AbiVersion::new(0, 1, 0));
+
+    let mut r = run(
+        "printf 'out\\n'; printf 'err\\n' >&2; echo made > by-0.1.0; exit 3",
+        LONG,
+        64,
+    );
+    let result = agent.execute(r.execution).await.expect("execution runs");
+    assert_eq!(result.status, ResultStatus::Failed);
+    assert_eq!(result.exit_code, Some(3));
+
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    while let Ok(event) = r.events.try_recv() {
+        if let AgentEvent::Output { stream, text } = event {
+            match stream {
+                OutputStream::Stdout => stdout.push_str(&text),
+                OutputStream::Stderr => stderr.push_str(&text),
+            }
+        }
+    }
+    assert_eq!(stdout, "out\n");
+    assert_eq!(stderr, "err\n");
+    let made = std::fs::read_to_string(work.path().join("projects/test/by-0.1.0"))
+        .expect("the process ran in the project's workspace");
+    assert_eq!(made, "made\n");
+}
+
+#[tokio::test]
+async fn a_frozen_0_1_0_component_honours_a_cancel() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime(work.path(), GRACE);
+    let agent = runtime
+        .load(&frozen_0_1_0())
+        .await
+        .expect("the 0.1.0 component loads");
+    let r = run("echo started; sleep 600", LONG, 64);
+    let cancel = r.cancel.clone();
+    let mut events = r.events;
+    let execution = tokio::spawn(async move { agent.execute(r.execution).await });
+    // Cancel once the process is known to run, so the cancel reaches a blocking read.
+    while let Some(event) = events.recv().await {
+        if matches!(&event, AgentEvent::Output { text, .. } if text.contains("started")) {
+            break;
+        }
+    }
+    cancel.cancel();
+    let result = execution
+        .await
+        .expect("task joins")
+        .expect("a cancelled execution still returns a result");
+    assert_eq!(result.status, ResultStatus::Cancelled);
+}
