@@ -41,7 +41,7 @@ pub struct SetNetwork {
 }
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::new().routes(routes!(read, replace, reset))
+    OpenApiRouter::new().routes(routes!(read_network, replace_network, reset_network))
 }
 
 fn view(state: &AppState, project_id: ProjectId, own: Option<NetworkPolicy>) -> ProjectNetwork {
@@ -72,7 +72,7 @@ fn view(state: &AppState, project_id: ProjectId, own: Option<NetworkPolicy>) -> 
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such project"),
 ))]
-async fn read(
+async fn read_network(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiPath(id): ApiPath<ProjectId>,
@@ -92,7 +92,7 @@ async fn read(
     (status = 403, description = "Not an admin"),
     (status = 404, description = "No such project"),
 ))]
-async fn replace(
+async fn replace_network(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiPath(id): ApiPath<ProjectId>,
@@ -123,7 +123,7 @@ async fn replace(
     (status = 403, description = "Not an admin"),
     (status = 404, description = "No such project"),
 ))]
-async fn reset(
+async fn reset_network(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     ApiPath(id): ApiPath<ProjectId>,
