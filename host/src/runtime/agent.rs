@@ -266,7 +266,10 @@ struct Stop {
 impl Stop {
     /// The one place where the way an execution ended becomes its result status or error,
     /// whatever the ABI version of the provider.
-    fn outcome(&self, ending: Ending<wasmtime::Result<GuestOutcome>>) -> Result<AgentResult, AgentError> {
+    fn outcome(
+        &self,
+        ending: Ending<wasmtime::Result<GuestOutcome>>,
+    ) -> Result<AgentResult, AgentError> {
         let timed_out_text = || format!("timed out after {} s", self.timeout.as_secs());
         match ending {
             Ending::Killed => Err(self.stopped()),

@@ -125,11 +125,12 @@ impl Linkers {
                 supported.join(", ")
             ));
         };
-        let pre = linker.instantiate_pre(component).map_err(|e| {
-            format!("the component does not match the provider world {abi}: {e:#}")
-        })?;
-        let missing_export =
-            |e: wasmtime::Error| format!("the component does not export the provider world {abi}: {e:#}");
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("the component does not match the provider world {abi}: {e:#}"))?;
+        let missing_export = |e: wasmtime::Error| {
+            format!("the component does not export the provider world {abi}: {e:#}")
+        };
         if abi.minor == 1 {
             let pre = since_v0_1_0::ProviderPre::new(pre).map_err(missing_export)?;
             return Ok(ProviderPre::V0_1(pre));
@@ -148,9 +149,9 @@ fn imports_next_input(engine: &wasmtime::Engine, component: &Component) -> bool 
         .component_type()
         .imports(engine)
         .any(|(name, item)| match item.ty {
-            ComponentItem::ComponentInstance(instance) if name.starts_with(INTERACTION) => {
-                instance.exports(engine).any(|(export, _)| export == "next-input")
-            }
+            ComponentItem::ComponentInstance(instance) if name.starts_with(INTERACTION) => instance
+                .exports(engine)
+                .any(|(export, _)| export == "next-input"),
             _ => false,
         })
 }

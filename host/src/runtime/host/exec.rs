@@ -270,11 +270,13 @@ impl HostProcess for HostState {
         let HostState { table, input, .. } = self;
         let process = table.get_mut(&rep)?;
         let read = process.read_lines(max_lines, to_millis(idle_timeout_ms));
-        Ok(match exec.cancellable(or_input(input.as_mut(), read)).await {
-            Ok(Some(read)) => Ok(read),
-            Ok(None) => Ok(LinesRead::Idle),
-            Err(_) => Err(ExecError::Cancelled),
-        })
+        Ok(
+            match exec.cancellable(or_input(input.as_mut(), read)).await {
+                Ok(Some(read)) => Ok(read),
+                Ok(None) => Ok(LinesRead::Idle),
+                Err(_) => Err(ExecError::Cancelled),
+            },
+        )
     }
 
     async fn read_chunks(
@@ -287,11 +289,13 @@ impl HostProcess for HostState {
         let HostState { table, input, .. } = self;
         let process = table.get_mut(&rep)?;
         let read = process.read_chunks(max_bytes, to_millis(idle_timeout_ms));
-        Ok(match exec.cancellable(or_input(input.as_mut(), read)).await {
-            Ok(Some(read)) => Ok(read),
-            Ok(None) => Ok(ChunksRead::Idle),
-            Err(_) => Err(ExecError::Cancelled),
-        })
+        Ok(
+            match exec.cancellable(or_input(input.as_mut(), read)).await {
+                Ok(Some(read)) => Ok(read),
+                Ok(None) => Ok(ChunksRead::Idle),
+                Err(_) => Err(ExecError::Cancelled),
+            },
+        )
     }
 
     async fn write_stdin(

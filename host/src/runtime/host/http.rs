@@ -255,7 +255,10 @@ impl HostEventStream for HostState {
         let max = usize::try_from(max_events.max(1)).unwrap_or(usize::MAX);
         let idle = idle_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
         Ok(
-            match exec.cancellable(or_input(input.as_mut(), stream.next(max, idle))).await {
+            match exec
+                .cancellable(or_input(input.as_mut(), stream.next(max, idle)))
+                .await
+            {
                 Ok(Some(read)) => read,
                 Ok(None) => Ok(EventsRead::Idle),
                 Err(_) => Err(HttpError::Cancelled),
