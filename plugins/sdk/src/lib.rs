@@ -10,6 +10,10 @@
 //! [`v0_2::interaction`] import (permission requests and follow-up input). A provider picks
 //! one by its imports and names it in its manifest's `abi`.
 
+// The helper modules are compiled once per ABI module (the root for 0.1.0, `v0_2`), each
+// against that version's bindings: the same source, different types.
+#![allow(clippy::duplicate_mod)]
+
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/since_v0.1.0",
