@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rdev_tests::doubles::kube_api::FakeKubeApi;
@@ -63,6 +64,7 @@ fn every_document_is_a_known_kind_in_the_rdev_namespace() {
         BTreeSet::from([
             "Deployment",
             "Namespace",
+            "NetworkPolicy",
             "Role",
             "RoleBinding",
             "Service",
@@ -95,6 +97,7 @@ fn the_role_grants_only_what_the_executor_needs_and_is_bound_to_rdev() {
         resources,
         BTreeSet::from(
             [
+                "networkpolicies",
                 "persistentvolumeclaims",
                 "pods",
                 "pods/exec",
@@ -104,10 +107,16 @@ fn the_role_grants_only_what_the_executor_needs_and_is_bound_to_rdev() {
         )
     );
     for rule in &rules {
+        let resources = rule.resources.clone().unwrap_or_default();
+        let group = if resources == ["networkpolicies"] {
+            "networking.k8s.io"
+        } else {
+            ""
+        };
         assert_eq!(
             rule.api_groups.as_deref(),
-            Some(&[String::new()][..]),
-            "core group only"
+            Some(&[group.to_owned()][..]),
+            "{resources:?}: core group, NetworkPolicies in their own"
         );
         assert!(
             !rule.verbs.iter().any(|verb| verb == "*"),
@@ -204,6 +213,94 @@ fn the_deployment_runs_two_ready_checked_replicas_with_secret_references() {
             other => panic!("target port by name expected, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn rdev_runs_hardened_and_every_pod_is_fenced_by_a_network_policy() {
+    let documents = documents();
+    let deployment: Deployment = one(&documents, "Deployment");
+    let template = deployment.spec.expect("spec").template;
+    let labels = template
+        .metadata
+        .and_then(|m| m.labels)
+        .expect("template labels");
+    let pod = template.spec.expect("pod spec");
+    let pod_security = pod.security_context.expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert!(pod_security.run_as_user.is_some_and(|uid| uid > 0));
+    assert_eq!(
+        pod_security.seccomp_profile.map(|p| p.type_).as_deref(),
+        Some("RuntimeDefault")
+    );
+    let container = &pod.containers[0];
+    let security = container
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_owned()])
+    );
+    let limits = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .expect("limits");
+    assert!(limits.contains_key("cpu") && limits.contains_key("memory"));
+
+    let policies: Vec<NetworkPolicy> = documents
+        .iter()
+        .filter(|(_, doc)| doc["kind"] == "NetworkPolicy")
+        .map(|(file, doc)| {
+            serde_json::from_value(doc.clone())
+                .unwrap_or_else(|e| panic!("{file}: NetworkPolicy does not match the API: {e}"))
+        })
+        .collect();
+    let selecting = |wanted: &BTreeMap<String, String>| {
+        policies
+            .iter()
+            .filter_map(|p| p.spec.as_ref())
+            .find(|spec| {
+                spec.pod_selector
+                    .as_ref()
+                    .and_then(|selector| selector.match_labels.as_ref())
+                    .is_some_and(|m| m.iter().all(|(k, v)| wanted.get(k) == Some(v)))
+            })
+            .cloned()
+            .expect("a policy selects these pods")
+    };
+    let project_pod = BTreeMap::from([
+        ("rdev.orchard9.ai/project".to_owned(), "true".to_owned()),
+        ("rdev.orchard9.ai/project-id".to_owned(), "any".to_owned()),
+    ]);
+    let floor = selecting(&project_pod);
+    assert_eq!(
+        floor.policy_types,
+        Some(vec!["Ingress".to_owned(), "Egress".to_owned()])
+    );
+    assert!(
+        floor.ingress.is_none() && floor.egress.is_none(),
+        "deny all"
+    );
+
+    let own = selecting(&labels);
+    let ingress_ports: Vec<IntOrString> = own
+        .ingress
+        .iter()
+        .flatten()
+        .flat_map(|rule| rule.ports.clone().unwrap_or_default())
+        .filter_map(|port| port.port)
+        .collect();
+    let container_ports: Vec<IntOrString> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|port| IntOrString::Int(port.container_port))
+        .collect();
+    assert_eq!(ingress_ports, container_ports, "only the HTTP port is open");
+    assert!(own.egress.is_some_and(|rules| !rules.is_empty()));
 }
 
 /// `kubectl apply --dry-run=client --validate=false -f <dir>` against the loopback API-server

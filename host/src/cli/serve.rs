@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::adapters::kubernetes::Credentials;
+use crate::adapters::kubernetes::{Credentials, EgressRule};
 use crate::adapters::woodpecker::WoodpeckerConfig;
 use crate::api::AppState;
 use crate::api::providers::reload_and_audit;
@@ -119,9 +119,14 @@ pub struct PodFile {
     pub storage_class: Option<String>,
     pub cpu: Option<String>,
     pub memory: Option<String>,
+    pub tmp_size: Option<String>,
     pub service_account: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    pub run_as_user: Option<i64>,
+    pub read_only_root: Option<bool>,
+    pub egress: Option<Vec<EgressRule>>,
+    pub ingress_from: Option<BTreeMap<String, String>>,
 }
 
 impl KubernetesArgs {
@@ -171,10 +176,17 @@ impl KubernetesArgs {
             pod.command = command;
         }
         pod.storage_class = file.pod.storage_class;
-        pod.cpu = file.pod.cpu;
-        pod.memory = file.pod.memory;
+        set(&mut pod.cpu, file.pod.cpu);
+        set(&mut pod.memory, file.pod.memory);
+        set(&mut pod.tmp_size, file.pod.tmp_size);
         pod.service_account = file.pod.service_account;
         pod.labels = file.pod.labels;
+        pod.run_as_user = file.pod.run_as_user.unwrap_or(pod.run_as_user);
+        pod.read_only_root = file.pod.read_only_root.unwrap_or(pod.read_only_root);
+        pod.egress = file.pod.egress.unwrap_or_default();
+        if let Some(from) = file.pod.ingress_from {
+            pod.ingress_from = from;
+        }
         config
     }
 }
@@ -383,11 +395,11 @@ mod tests {
              [kubernetes]\nkubeconfig = \"/etc/rdev/kubeconfig\"\ncontext = \"prod\"\n\
              namespace = \"projects\"\nready_timeout_secs = 60\n\
              [kubernetes.pod]\nimage = \"ghcr.io/acme/ws:1\"\ncpu = \"2\"\n\
-             labels = { team = \"dev\" }\n",
+             egress = [\"10.0.0.0/8:443\"]\nlabels = { team = \"dev\" }\n",
         )
         .expect("write");
         let mut args = empty();
-        args.config = Some(path);
+        args.config = Some(path.clone());
         args.kubernetes.namespace = Some("from-flag".into());
         let config = args.resolve().expect("valid");
         assert_eq!(config.executor, ExecutorKind::Kubernetes);
@@ -402,8 +414,22 @@ mod tests {
         );
         assert_eq!(kube.ready_timeout, Duration::from_secs(60));
         assert_eq!(kube.pod.image, "ghcr.io/acme/ws:1");
-        assert_eq!(kube.pod.cpu.as_deref(), Some("2"));
+        assert_eq!(kube.pod.cpu, "2");
+        assert_eq!(kube.pod.memory, crate::adapters::kubernetes::DEFAULT_MEMORY);
+        assert_eq!(kube.pod.egress.len(), 1);
+        assert_eq!(kube.pod.egress[0].to_string(), "10.0.0.0/8:443");
         assert_eq!(kube.pod.labels["team"], "dev");
+
+        // NetworkPolicy cannot express a host name: loading says so instead of ignoring it.
+        std::fs::write(
+            &path,
+            "[kubernetes.pod]\negress = [\"api.anthropic.com:443\"]\n",
+        )
+        .expect("write");
+        let mut args = empty();
+        args.config = Some(path);
+        let error = format!("{:#}", args.resolve().expect_err("host names refused"));
+        assert!(error.contains("egress proxy"), "{error}");
     }
 
     #[test]
