@@ -325,6 +325,7 @@ pub struct Stores {
     pub setups: Arc<dyn super::project_setup::ProjectSetupStore>,
     pub tokens: Arc<dyn super::tokens::TokenStore>,
     pub webhooks: Arc<dyn super::webhooks::WebhookStore>,
+    pub approvals: Arc<dyn super::approvals::ApprovalStore>,
 }
 
 impl std::fmt::Debug for Stores {

@@ -16,6 +16,7 @@ use super::store::{ConnectError, StoreOptions};
 use crate::domain::{MasterKey, QueueConfig};
 use crate::ports::{StoreError, Stores};
 
+pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod columns;
 pub(crate) mod commands;
@@ -99,6 +100,7 @@ impl<D: Db> SqlStore<D> {
             setups: Arc::new(self.clone()),
             tokens: Arc::new(self.clone()),
             webhooks: Arc::new(self.clone()),
+            approvals: Arc::new(self.clone()),
         }
     }
 
