@@ -220,6 +220,9 @@ struct Printer {
     redactor: Redactor,
     /// Whether the last text written to stdout ended a line, so the summary starts on one.
     at_line_start: bool,
+    /// Whether any event wrote text to stdout: a provider that streamed nothing answers
+    /// only through its final text, which must then be printed.
+    streamed: bool,
 }
 
 const DIM: &str = "\x1b[2m";
@@ -236,6 +239,7 @@ impl Printer {
             colour: !json && std::io::stdout().is_terminal(),
             redactor,
             at_line_start: true,
+            streamed: false,
         }
     }
 
@@ -261,6 +265,7 @@ impl Printer {
         out.flush()?;
         if !text.is_empty() {
             self.at_line_start = text.ends_with('\n');
+            self.streamed = true;
         }
         Ok(())
     }
@@ -367,8 +372,12 @@ impl Printer {
                 error,
             }));
         }
-        if !self.at_line_start {
-            self.stdout("\n")?;
+        match result.final_text.as_deref() {
+            Some(text) if !self.streamed && !text.is_empty() => {
+                self.line(text.trim_end_matches('\n'))?
+            }
+            _ if !self.at_line_start => self.stdout("\n")?,
+            _ => {}
         }
         let mut summary = match result.status {
             ResultStatus::Completed => self.paint(GREEN, "completed"),
