@@ -145,6 +145,7 @@ async fn build_state(
         sse: config.sse,
         webhooks: config.webhooks.clone(),
         shutdown,
+        confinement: workspaces.confinement,
     }))
 }
 

@@ -3,16 +3,19 @@
 //! exactly what the Kubernetes executor needs, the binding names it, the Deployment runs two
 //! replicas as that service account with readiness on `/readyz` and the secrets by reference,
 //! and the Service selects the Deployment's pods. `kubectl apply --dry-run=client` accepts them
-//! (against the API-server double, which answers discovery).
+//! (against the API-server double, which answers discovery), and PyPI's `kubernetes-validate`
+//! passes every document against the Kubernetes JSON schemas in strict mode.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rdev_tests::doubles::kube_api::FakeKubeApi;
+use rdev_tests::harness::kubernetes::{kubernetes_validate, validated_documents};
 use serde_json::Value;
 
 /// Every document of every manifest, as `(file, document)`.
@@ -63,6 +66,7 @@ fn every_document_is_a_known_kind_in_the_rdev_namespace() {
         BTreeSet::from([
             "Deployment",
             "Namespace",
+            "NetworkPolicy",
             "Role",
             "RoleBinding",
             "Service",
@@ -95,6 +99,7 @@ fn the_role_grants_only_what_the_executor_needs_and_is_bound_to_rdev() {
         resources,
         BTreeSet::from(
             [
+                "networkpolicies",
                 "persistentvolumeclaims",
                 "pods",
                 "pods/exec",
@@ -104,10 +109,16 @@ fn the_role_grants_only_what_the_executor_needs_and_is_bound_to_rdev() {
         )
     );
     for rule in &rules {
+        let resources = rule.resources.clone().unwrap_or_default();
+        let group = if resources == ["networkpolicies"] {
+            "networking.k8s.io"
+        } else {
+            ""
+        };
         assert_eq!(
             rule.api_groups.as_deref(),
-            Some(&[String::new()][..]),
-            "core group only"
+            Some(&[group.to_owned()][..]),
+            "{resources:?}: core group, NetworkPolicies in their own"
         );
         assert!(
             !rule.verbs.iter().any(|verb| verb == "*"),
@@ -204,6 +215,137 @@ fn the_deployment_runs_two_ready_checked_replicas_with_secret_references() {
             other => panic!("target port by name expected, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn rdev_runs_hardened_and_every_pod_is_fenced_by_a_network_policy() {
+    let documents = documents();
+    let deployment: Deployment = one(&documents, "Deployment");
+    let template = deployment.spec.expect("spec").template;
+    let labels = template
+        .metadata
+        .and_then(|m| m.labels)
+        .expect("template labels");
+    let pod = template.spec.expect("pod spec");
+    let pod_security = pod.security_context.expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert!(pod_security.run_as_user.is_some_and(|uid| uid > 0));
+    assert_eq!(
+        pod_security.seccomp_profile.map(|p| p.type_).as_deref(),
+        Some("RuntimeDefault")
+    );
+    let container = &pod.containers[0];
+    let security = container
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_owned()])
+    );
+    let limits = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .expect("limits");
+    assert!(limits.contains_key("cpu") && limits.contains_key("memory"));
+
+    let policies: Vec<NetworkPolicy> = documents
+        .iter()
+        .filter(|(_, doc)| doc["kind"] == "NetworkPolicy")
+        .map(|(file, doc)| {
+            serde_json::from_value(doc.clone())
+                .unwrap_or_else(|e| panic!("{file}: NetworkPolicy does not match the API: {e}"))
+        })
+        .collect();
+    let selecting = |wanted: &BTreeMap<String, String>| {
+        policies
+            .iter()
+            .filter_map(|p| p.spec.as_ref())
+            .find(|spec| {
+                spec.pod_selector
+                    .as_ref()
+                    .and_then(|selector| selector.match_labels.as_ref())
+                    .is_some_and(|m| m.iter().all(|(k, v)| wanted.get(k) == Some(v)))
+            })
+            .cloned()
+            .expect("a policy selects these pods")
+    };
+    let project_pod = BTreeMap::from([
+        ("rdev.orchard9.ai/project".to_owned(), "true".to_owned()),
+        ("rdev.orchard9.ai/project-id".to_owned(), "any".to_owned()),
+    ]);
+    let floor = selecting(&project_pod);
+    assert_eq!(
+        floor.policy_types,
+        Some(vec!["Ingress".to_owned(), "Egress".to_owned()])
+    );
+    assert!(
+        floor.ingress.is_none() && floor.egress.is_none(),
+        "deny all"
+    );
+
+    let own = selecting(&labels);
+    let ingress_ports: Vec<IntOrString> = own
+        .ingress
+        .iter()
+        .flatten()
+        .flat_map(|rule| rule.ports.clone().unwrap_or_default())
+        .filter_map(|port| port.port)
+        .collect();
+    let container_ports: Vec<IntOrString> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|port| IntOrString::Int(port.container_port))
+        .collect();
+    assert_eq!(ingress_ports, container_ports, "only the HTTP port is open");
+    assert!(own.egress.is_some_and(|rules| !rules.is_empty()));
+}
+
+/// Every manifest against the Kubernetes JSON schemas in strict mode, offline; the same
+/// check refuses a misspelt field, which the k8s-openapi parse above would silently drop.
+#[test]
+fn every_manifest_passes_strict_schema_validation_and_a_typo_does_not() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/deploy exists")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    let output = match kubernetes_validate(&files) {
+        Ok(output) => output,
+        Err(reason) => return rdev_tests::harness::skip_or_fail(&reason),
+    };
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "strict validation failed: {report}"
+    );
+    assert_eq!(
+        validated_documents(&output),
+        documents().len(),
+        "every document validated: {report}"
+    );
+
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let typo = scratch.path().join("typo.yaml");
+    let deployment = std::fs::read_to_string(dir.join("deployment.yaml")).expect("read");
+    let misspelt = deployment.replace("readOnlyRootFilesystem", "readOnlyRootFileSystem");
+    assert_ne!(misspelt, deployment, "the field to misspell is there");
+    std::fs::write(&typo, misspelt).expect("write");
+    let output = kubernetes_validate(&[typo]).expect("ran before");
+    assert!(
+        !output.status.success(),
+        "a misspelt field passed strict validation"
+    );
 }
 
 /// `kubectl apply --dry-run=client --validate=false -f <dir>` against the loopback API-server

@@ -288,7 +288,7 @@ async fn provisioning_creates_a_labelled_pod_and_volume_waits_for_ready_and_dele
     pod.api.set_start_pending(true);
     let project = id("fresh");
     let mut template = PodTemplate::new("ghcr.io/orchard9/workspace:1");
-    template.memory = Some("2Gi".to_owned());
+    template.memory = "2Gi".to_owned();
     let api = &pod.api;
     let provision = pod.executor.provision(
         &project,
@@ -339,6 +339,7 @@ async fn provisioning_creates_a_labelled_pod_and_volume_waits_for_ready_and_dele
     pod.executor.deprovision(&project).await.expect("deleted");
     assert!(api.created_pod("rdev-fresh").is_none());
     assert!(api.pvc("rdev-fresh-workspace").is_none());
+    assert!(api.network_policy("rdev-fresh").is_none());
     pod.executor
         .deprovision(&project)
         .await

@@ -183,6 +183,15 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
         pvc["metadata"]["labels"]["rdev.orchard9.ai/project"],
         "true"
     );
+    // Hardened, and fenced in by its NetworkPolicy (kubernetes_hardening.rs checks the rest).
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    let policy = api
+        .network_policy("rdev-kube-e2e")
+        .expect("NetworkPolicy created");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["rdev.orchard9.ai/project-id"],
+        project
+    );
 
     // The template's files and the first commit are in the pod's workspace, put there
     // through exec.
@@ -253,6 +262,10 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
     assert!(
         api.pvc("rdev-kube-e2e-workspace").is_none(),
         "volume deleted"
+    );
+    assert!(
+        api.network_policy("rdev-kube-e2e").is_none(),
+        "NetworkPolicy deleted"
     );
     server.stop().await;
 }

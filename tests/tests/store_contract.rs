@@ -12,6 +12,9 @@ use rdev::domain::{
     HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId, QueueConfig,
     StreamEvent,
 };
+use rdev::domain::{
+    ApprovalStatus, NewApproval, Policy, PolicyMode, PolicyRule, Resolution, RuleAction,
+};
 use rdev::domain::{CiRegistration, CiState, NewProjectSetup};
 use rdev::domain::{
     DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, SealError, WebhookEvent,
@@ -379,7 +382,12 @@ contract!(
     gone_disables_a_webhook_and_cancels_its_backlog,
     concurrent_dispatchers_never_share_a_delivery,
     webhook_secrets_are_sealed_bound_to_their_row_and_survive_rotation,
-    outbox_writes_wake_the_dispatchers;
+    outbox_writes_wake_the_dispatchers,
+    an_approval_is_requested_and_decided_once_with_its_records,
+    a_policy_decision_is_stored_already_decided,
+    a_decision_is_announced_to_every_replica,
+    policies_default_are_replaced_and_extended_once,
+    approvals_of_a_lost_or_ended_command_expire(quick_lease());
     plaintext_secrets_from_before_sealing_are_sealed_at_start_up,
 );
 
@@ -2031,4 +2039,243 @@ async fn outbox_writes_wake_the_dispatchers(b: Backend) {
             .expect("signal open");
     }
     assert_eq!(claim_all(&b.stores, "d").await.len(), 1);
+}
+
+fn permission(command: &str) -> rdev::domain::interaction::PermissionRequest {
+    rdev::domain::interaction::PermissionRequest {
+        tool_call_id: Some("toolu_1".into()),
+        tool: "Bash".into(),
+        input: serde_json::json!({ "command": command }),
+        summary: format!("run {command}"),
+        options: Vec::new(),
+    }
+}
+
+fn new_approval(project: &ProjectId, command: &CommandId, what: &str) -> NewApproval {
+    NewApproval {
+        id: NewApproval::new_id(),
+        command_id: command.clone(),
+        project_id: project.clone(),
+        request: permission(what),
+        expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+    }
+}
+
+fn resolution(status: ApprovalStatus, by: &str) -> Resolution {
+    Resolution {
+        status,
+        decided_by: by.into(),
+        actor: format!("alice ({by})"),
+        message: Some("looks fine".into()),
+        remember: false,
+    }
+}
+
+/// Project `p` with one running command: its id.
+async fn running_command(b: &Backend) -> (ProjectId, CommandId) {
+    let (p, claim) = claimed_command(b).await;
+    (p, claim.command.id)
+}
+
+/// Project `p` with one command claimed by `w`.
+async fn claimed_command(b: &Backend) -> (ProjectId, rdev::domain::Claim) {
+    let p = b.project("p").await;
+    let id = b.enqueue(&p, "work", None).await;
+    let claim = b.stores.queue.claim("w").await.unwrap().expect("claimed");
+    assert_eq!(claim.command.id, id);
+    (p, claim)
+}
+
+async fn an_approval_is_requested_and_decided_once_with_its_records(b: Backend) {
+    let (p, id) = running_command(&b).await;
+    b.subscribe("wh-1", &p, &["approval.requested"]).await;
+    let a = &b.stores.approvals;
+    let requested = a.request(new_approval(&p, &id, "ls")).await.unwrap();
+    assert_eq!(requested.status, ApprovalStatus::Pending);
+    assert_eq!(requested.input["command"], "ls");
+    assert_eq!(a.get(&requested.id).await.unwrap(), requested);
+    let pending = a.list(&p, Some(ApprovalStatus::Pending), 10).await.unwrap();
+    assert_eq!(pending, vec![requested.clone()]);
+    let other = ProjectId::parse("other").unwrap();
+    assert!(a.list(&other, None, 10).await.unwrap().is_empty());
+
+    let decided = a
+        .resolve(&requested.id, resolution(ApprovalStatus::Allowed, "tok-1"))
+        .await
+        .unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Allowed);
+    assert_eq!(decided.decided_by.as_deref(), Some("tok-1"));
+    assert!(decided.decided_at.is_some());
+    let again = a
+        .resolve(&requested.id, resolution(ApprovalStatus::Denied, "tok-2"))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(a.get(&requested.id).await.unwrap(), decided);
+    let unknown = a
+        .resolve("apr-nope", resolution(ApprovalStatus::Denied, "t"))
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound { .. })),
+        "{unknown:?}"
+    );
+    assert!(
+        a.list(&p, Some(ApprovalStatus::Pending), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let events = b.stores.events.read(&id, 0, 100).await.unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.event.kind())
+        .filter(|k| k.starts_with("approval"))
+        .collect();
+    assert_eq!(kinds, ["approval_requested", "approval_resolved"]);
+    let audit = b.stores.audit.list(0, 100).await.unwrap();
+    let decided_entry = audit
+        .iter()
+        .find(|e| e.action == "approval.decided")
+        .unwrap();
+    assert_eq!(decided_entry.actor, "alice (tok-1)");
+    assert_eq!(decided_entry.details["status"], "allowed");
+    assert!(audit.iter().any(|e| e.action == "approval.requested"));
+    assert_eq!(b.stores.audit.verify().await.unwrap().first_broken, None);
+    let due = claim_all(&b.stores, "d").await;
+    assert_eq!(due.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&due[0].payload).unwrap();
+    assert_eq!(body["type"], "approval.requested");
+    assert_eq!(body["data"]["approval_id"], requested.id.as_str());
+
+    let missing = a.request(new_approval(&p, &unknown_command(), "ls")).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+}
+
+async fn a_policy_decision_is_stored_already_decided(b: Backend) {
+    let (p, id) = running_command(&b).await;
+    let a = &b.stores.approvals;
+    let by_policy = Resolution {
+        status: ApprovalStatus::Denied,
+        decided_by: "policy".into(),
+        actor: "policy".into(),
+        message: Some("denied by rule 1".into()),
+        remember: false,
+    };
+    let stored = a
+        .record_decided(new_approval(&p, &id, "rm -rf /"), by_policy)
+        .await
+        .unwrap();
+    assert_eq!(stored.status, ApprovalStatus::Denied);
+    assert_eq!(stored.decided_by.as_deref(), Some("policy"));
+    assert_eq!(stored.message.as_deref(), Some("denied by rule 1"));
+    let again = a
+        .resolve(&stored.id, resolution(ApprovalStatus::Allowed, "tok-1"))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    let kinds: Vec<&'static str> = b
+        .stores
+        .events
+        .read(&id, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.kind())
+        .collect();
+    assert!(kinds.contains(&"approval_resolved") && !kinds.contains(&"approval_requested"));
+}
+
+async fn a_decision_is_announced_to_every_replica(b: Backend) {
+    let (p, id) = running_command(&b).await;
+    let replica = b.other_replica(QueueConfig::default()).await;
+    let mut decisions = replica.approvals.decision_signal();
+    let requested = b
+        .stores
+        .approvals
+        .request(new_approval(&p, &id, "ls"))
+        .await
+        .unwrap();
+    b.stores
+        .approvals
+        .resolve(&requested.id, resolution(ApprovalStatus::Denied, "tok-1"))
+        .await
+        .unwrap();
+    let announced = tokio::time::timeout(Duration::from_secs(20), decisions.recv())
+        .await
+        .expect("announced")
+        .expect("signal open");
+    assert_eq!(announced, requested.id);
+    let seen = replica.approvals.get(&announced).await.unwrap();
+    assert_eq!(seen.status, ApprovalStatus::Denied);
+}
+
+async fn policies_default_are_replaced_and_extended_once(b: Backend) {
+    let p = b.project("p").await;
+    let a = &b.stores.approvals;
+    assert_eq!(a.policy(&p).await.unwrap(), None);
+    let rule = PolicyRule {
+        tool: "Bash".into(),
+        pattern: "git status*".into(),
+        action: RuleAction::Allow,
+    };
+    let extended = a.add_rule(&p, rule.clone()).await.unwrap();
+    assert_eq!(extended.mode, PolicyMode::Ask);
+    assert_eq!(extended.rules, vec![rule.clone()]);
+    assert_eq!(a.add_rule(&p, rule.clone()).await.unwrap().rules.len(), 1);
+    let policy = Policy {
+        mode: PolicyMode::Deny,
+        rules: Vec::new(),
+        timeout_secs: 7,
+    };
+    a.put_policy(&p, &policy).await.unwrap();
+    assert_eq!(a.policy(&p).await.unwrap(), Some(policy));
+    let both = futures::future::join_all((0..4).map(|n| {
+        a.add_rule(
+            &p,
+            PolicyRule {
+                pattern: format!("cmd {n}"),
+                ..rule.clone()
+            },
+        )
+    }))
+    .await;
+    assert!(both.iter().all(Result::is_ok));
+    let stored = a.policy(&p).await.unwrap().unwrap();
+    assert_eq!((stored.mode, stored.rules.len()), (PolicyMode::Deny, 4));
+}
+
+async fn approvals_of_a_lost_or_ended_command_expire(b: Backend) {
+    let (p, claim) = claimed_command(&b).await;
+    let id = claim.command.id.clone();
+    let a = &b.stores.approvals;
+    let q = &b.stores.queue;
+    q.mark_started(&claim.lease, false).await.unwrap();
+    let lost = a.request(new_approval(&p, &id, "ls")).await.unwrap();
+    assert_eq!(
+        a.expire_orphans().await.unwrap(),
+        0,
+        "its command still runs"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rescued = q.rescue_expired().await.unwrap();
+    assert_eq!(rescued.len(), 1);
+    let expired = a.get(&lost.id).await.unwrap();
+    assert_eq!(expired.status, ApprovalStatus::Expired);
+    assert_eq!(expired.decided_by.as_deref(), Some("host"));
+
+    let next = b.enqueue(&p, "more", None).await;
+    q.claim("w2").await.unwrap().expect("claimed");
+    let orphan = a.request(new_approval(&p, &next, "pwd")).await.unwrap();
+    b.exec(&format!(
+        "UPDATE commands SET status = 'failed' WHERE id = '{next}'"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(a.expire_orphans().await.unwrap(), 1);
+    assert_eq!(
+        a.get(&orphan.id).await.unwrap().status,
+        ApprovalStatus::Expired
+    );
 }

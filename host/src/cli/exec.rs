@@ -18,7 +18,9 @@ use crate::domain::{
 };
 use crate::ports::{AgentError, Execution, ProviderLookup};
 use crate::registry::Registry;
-use crate::wiring::{CommonArgs, Config, ExecutorArgs, ExecutorKind, RunnerArgs, build_executor};
+use crate::wiring::{
+    CommonArgs, Config, ExecutorArgs, ExecutorKind, LocalUse, RunnerArgs, build_executor,
+};
 
 /// Exit code of a completed request.
 pub const EXIT_COMPLETED: i32 = 0;
@@ -167,7 +169,7 @@ async fn start(
         config.local_workspace = Some(dir.clone());
     }
     let plugins_dir = args.plugins.resolve()?;
-    let workspaces = build_executor(&config, secrets.clone()).await?;
+    let workspaces = build_executor(&config, secrets.clone(), LocalUse::Plain).await?;
     start_registry(
         plugins_dir,
         workspaces.executor,
@@ -259,6 +261,9 @@ struct Printer {
     redactor: Redactor,
     /// Whether the last text written to stdout ended a line, so the summary starts on one.
     at_line_start: bool,
+    /// Whether any event wrote text to stdout: a provider that streamed nothing answers
+    /// only through its final text, which must then be printed.
+    streamed: bool,
 }
 
 const DIM: &str = "\x1b[2m";
@@ -275,6 +280,7 @@ impl Printer {
             colour: !json && std::io::stdout().is_terminal(),
             redactor,
             at_line_start: true,
+            streamed: false,
         }
     }
 
@@ -300,6 +306,7 @@ impl Printer {
         out.flush()?;
         if !text.is_empty() {
             self.at_line_start = text.ends_with('\n');
+            self.streamed = true;
         }
         Ok(())
     }
@@ -406,8 +413,12 @@ impl Printer {
                 error,
             }));
         }
-        if !self.at_line_start {
-            self.stdout("\n")?;
+        match result.final_text.as_deref() {
+            Some(text) if !self.streamed && !text.is_empty() => {
+                self.line(text.trim_end_matches('\n'))?
+            }
+            _ if !self.at_line_start => self.stdout("\n")?,
+            _ => {}
         }
         let mut summary = match result.status {
             ResultStatus::Completed => self.paint(GREEN, "completed"),

@@ -13,7 +13,9 @@ use crate::cli::client::Connection;
 use crate::domain::ProjectId;
 use crate::ports::{Ci, SecretResolver};
 use crate::services::project_setup::{CreateProject, ProjectSetupService};
-use crate::wiring::{CommonArgs, Config, ExecutorArgs, RunnerArgs, build_executor, open_stores};
+use crate::wiring::{
+    CommonArgs, Config, ExecutorArgs, LocalUse, RunnerArgs, build_executor, open_stores,
+};
 
 /// Arguments of `rdev projects`.
 #[derive(Debug, Args)]
@@ -188,7 +190,7 @@ async fn setup_service(
 ) -> anyhow::Result<ProjectSetupService> {
     let stores = open_stores(config).await?;
     let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-    let workspaces = build_executor(config, secrets.clone()).await?;
+    let workspaces = build_executor(config, secrets.clone(), LocalUse::Plain).await?;
     let ci = match config.woodpecker.clone() {
         Some(woodpecker) => {
             Some(Arc::new(WoodpeckerClient::new(woodpecker, secrets)?) as Arc<dyn Ci>)

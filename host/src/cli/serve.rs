@@ -147,6 +147,7 @@ mod tests {
     use super::*;
 
     use crate::adapters::kubernetes::Credentials;
+    use crate::adapters::local::ConfinementConfig;
     use crate::server::ExecutorKind;
 
     fn empty() -> ServeArgs {
@@ -162,6 +163,32 @@ mod tests {
     }
 
     #[test]
+    fn the_file_replaces_the_default_allow_list_and_flags_add_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rdev.toml");
+        std::fs::write(&path, "allow_hosts = [\"llm.internal:8443\"]\n").expect("write");
+        let mut args = empty();
+        args.common.config = Some(path);
+        args.runner.confinement.allow_hosts = vec!["127.0.0.1:9999".into()];
+        let config = args.resolve().expect("valid");
+        assert_eq!(
+            config.confinement.allow_hosts,
+            ["llm.internal:8443", "127.0.0.1:9999"]
+        );
+        assert!(!config.confinement.unconfined, "confined unless asked");
+
+        std::fs::write(dir.path().join("u.toml"), "unconfined = true\n").expect("write");
+        let mut args = empty();
+        args.common.config = Some(dir.path().join("u.toml"));
+        let config = args.resolve().expect("valid");
+        assert!(config.confinement.unconfined);
+        assert_eq!(
+            config.confinement.allow_hosts,
+            ConfinementConfig::default().allow_hosts
+        );
+    }
+
+    #[test]
     fn the_kubernetes_table_configures_cluster_namespace_and_pod_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rdev.toml");
@@ -171,11 +198,11 @@ mod tests {
              [kubernetes]\nkubeconfig = \"/etc/rdev/kubeconfig\"\ncontext = \"prod\"\n\
              namespace = \"projects\"\nready_timeout_secs = 60\n\
              [kubernetes.pod]\nimage = \"ghcr.io/acme/ws:1\"\ncpu = \"2\"\n\
-             labels = { team = \"dev\" }\n",
+             egress = [\"10.0.0.0/8:443\"]\nlabels = { team = \"dev\" }\n",
         )
         .expect("write");
         let mut args = empty();
-        args.common.config = Some(path);
+        args.common.config = Some(path.clone());
         args.executor.kubernetes.namespace = Some("from-flag".into());
         let config = args.resolve().expect("valid");
         assert_eq!(config.executor, ExecutorKind::Kubernetes);
@@ -190,8 +217,22 @@ mod tests {
         );
         assert_eq!(kube.ready_timeout, Duration::from_secs(60));
         assert_eq!(kube.pod.image, "ghcr.io/acme/ws:1");
-        assert_eq!(kube.pod.cpu.as_deref(), Some("2"));
+        assert_eq!(kube.pod.cpu, "2");
+        assert_eq!(kube.pod.memory, crate::adapters::kubernetes::DEFAULT_MEMORY);
+        assert_eq!(kube.pod.egress.len(), 1);
+        assert_eq!(kube.pod.egress[0].to_string(), "10.0.0.0/8:443");
         assert_eq!(kube.pod.labels["team"], "dev");
+
+        // NetworkPolicy cannot express a host name: loading says so instead of ignoring it.
+        std::fs::write(
+            &path,
+            "[kubernetes.pod]\negress = [\"api.anthropic.com:443\"]\n",
+        )
+        .expect("write");
+        let mut args = empty();
+        args.common.config = Some(path);
+        let error = format!("{:#}", args.resolve().expect_err("host names refused"));
+        assert!(error.contains("egress proxy"), "{error}");
     }
 
     #[test]

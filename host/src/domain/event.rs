@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::approval::Approval;
 use super::command::CommandStatus;
 use super::result::AgentResult;
 
@@ -168,6 +169,10 @@ pub enum HostEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A tool call waits for a person's decision (see `domain::approval`).
+    ApprovalRequested { approval: Box<Approval> },
+    /// A pending approval was decided, expired or cancelled.
+    ApprovalResolved { approval: Box<Approval> },
 }
 
 impl StreamEvent {
@@ -176,6 +181,8 @@ impl StreamEvent {
             Self::Agent(event) => event.kind(),
             Self::Host(HostEvent::Status { .. }) => "status",
             Self::Host(HostEvent::Done { .. }) => "done",
+            Self::Host(HostEvent::ApprovalRequested { .. }) => "approval_requested",
+            Self::Host(HostEvent::ApprovalResolved { .. }) => "approval_resolved",
         }
     }
 

@@ -1,12 +1,14 @@
 //! Pure types and rules of rdev. Nothing in here performs I/O or depends on a runtime, so
 //! every rule can be unit-tested and shared by the API, the worker and the storage adapters.
 
+pub mod approval;
 pub mod audit;
 pub mod command;
 pub mod credential;
 pub mod event;
 pub mod ids;
 pub mod interaction;
+pub mod network;
 pub mod project;
 pub mod provider;
 pub mod queue;
@@ -14,6 +16,10 @@ pub mod redact;
 pub mod request;
 pub mod result;
 
+pub use approval::{
+    Approval, ApprovalStatus, NewApproval, Policy, PolicyMode, PolicyRule, Resolution, RuleAction,
+    Verdict,
+};
 pub use audit::{AuditEntry, BrokenLink, ChainVerifier, NewAuditEntry};
 pub use command::{CommandStatus, TransitionError};
 pub use credential::{CredentialName, MasterKey, SealError, SealOwner};

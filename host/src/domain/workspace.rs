@@ -14,6 +14,14 @@ pub struct WorkspaceSpec {
     pub cpu: Option<String>,
     pub memory: Option<String>,
     pub storage: Option<String>,
+    /// `false` for images that must write outside the workspace and `/tmp` (the image's
+    /// filesystem is read-only by default).
+    #[serde(default)]
+    pub read_only_root: Option<bool>,
+    /// Where the pod may connect besides DNS: CIDRs with an optional port
+    /// (`10.0.0.0/8:443`); replaces the operator's list.
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
 }
 
 /// One output file, in memory: what the Kubernetes executor copies into a pod and what the

@@ -1,18 +1,22 @@
 //! Traits the core needs from the outside world. Adapters implement them; the API, the
 //! worker and the runtime depend only on these.
 
+pub mod approvals;
 pub mod code_agent;
 pub mod executor;
 pub mod interaction;
+pub mod network;
 pub mod providers;
 pub mod secrets;
 
+pub use approvals::ApprovalStore;
 pub use code_agent::{AgentError, CodeAgent, EventSink, Execution};
 pub use executor::{
     EnvValue, ExecError, Executor, ExitStatus, ProcessControl, ProjectConnection, Signal,
     SpawnSpec, SpawnedProcess,
 };
 pub use interaction::{Interaction, InteractionContext, InteractionError, NobodyToAsk};
+pub use network::{Confinement, NetworkPolicyStore};
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
 pub mod store;

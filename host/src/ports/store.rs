@@ -325,6 +325,9 @@ pub struct Stores {
     pub setups: Arc<dyn super::project_setup::ProjectSetupStore>,
     pub tokens: Arc<dyn super::tokens::TokenStore>,
     pub webhooks: Arc<dyn super::webhooks::WebhookStore>,
+    pub approvals: Arc<dyn super::approvals::ApprovalStore>,
+    /// Per-project egress allow-lists (migration 0110).
+    pub network: Arc<dyn super::network::NetworkPolicyStore>,
 }
 
 impl std::fmt::Debug for Stores {

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::executor::ExecutorKind;
 use super::kubernetes::KubernetesArgs;
+use crate::adapters::local::ConfinementConfig;
 
 /// Where rdev keeps its state; every subcommand that opens the database takes these.
 #[derive(Debug, Default, Clone, Args)]
@@ -47,4 +48,40 @@ pub struct RunnerArgs {
     /// Running commands per project; 0 removes the limit [default: 1].
     #[arg(long, env = "RDEV_MAX_RUNNING_PER_PROJECT")]
     pub max_running_per_project: Option<u32>,
+    #[command(flatten)]
+    pub confinement: ConfinementArgs,
+}
+
+/// How the local executor confines commands (docs/sandbox.md).
+#[derive(Debug, Default, Clone, Args)]
+pub struct ConfinementArgs {
+    /// Run commands without the local sandbox, as rdev's own user. Only for hosts that lack
+    /// a mechanism the sandbox needs (rdev refuses to start otherwise); logged loudly and
+    /// shown on /readyz and GET /providers.
+    #[arg(long, env = "RDEV_UNCONFINED")]
+    pub unconfined: bool,
+    /// A destination commands may also reach (`host`, `host:port`, `*.domain[:port]`),
+    /// added to the default allow-list; repeatable, comma-separated in the variable.
+    #[arg(long = "allow-host", env = "RDEV_ALLOW_HOSTS", value_delimiter = ',')]
+    pub allow_hosts: Vec<String>,
+}
+
+impl ConfinementArgs {
+    /// Flags/environment over the file's `unconfined` and `allow_hosts` (which replaces
+    /// the built-in allow-list) over the defaults.
+    pub fn resolve(
+        self,
+        unconfined: Option<bool>,
+        allow_hosts: Option<Vec<String>>,
+    ) -> ConfinementConfig {
+        let mut config = ConfinementConfig {
+            unconfined: self.unconfined || unconfined.unwrap_or(false),
+            ..ConfinementConfig::default()
+        };
+        if let Some(hosts) = allow_hosts {
+            config.allow_hosts = hosts;
+        }
+        config.allow_hosts.extend(self.allow_hosts);
+        config
+    }
 }

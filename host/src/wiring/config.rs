@@ -12,6 +12,7 @@ use super::args::{CommonArgs, ExecutorArgs, RunnerArgs};
 use super::executor::ExecutorKind;
 use super::file::{FileConfig, WebhookFileConfig};
 use super::kubernetes::KubernetesServeConfig;
+use crate::adapters::local::ConfinementConfig;
 use crate::adapters::woodpecker::WoodpeckerConfig;
 use crate::api::SseConfig;
 use crate::domain::QueueConfig;
@@ -36,6 +37,8 @@ pub struct Config {
     /// `rdev exec --dir`: the local executor runs every project in this one directory instead
     /// of `<data_dir>/projects/<id>`.
     pub local_workspace: Option<PathBuf>,
+    /// How the local executor confines commands (see docs/sandbox.md).
+    pub confinement: ConfinementConfig,
     /// Used when `executor` is `Kubernetes`.
     pub kubernetes: KubernetesServeConfig,
     /// An admin token to accept (stored hashed). `None`: one is generated on first start.
@@ -64,6 +67,7 @@ impl Config {
             database_url: None,
             executor: ExecutorKind::Local,
             local_workspace: None,
+            confinement: ConfinementConfig::default(),
             kubernetes: KubernetesServeConfig::default(),
             admin_token: None,
             queue: QueueConfig::default(),
@@ -111,6 +115,10 @@ impl Config {
         config.database_url = common.database_url.clone().or(file.database_url.take());
         config.plugins_dir = runner.plugins_dir.clone().or(file.plugins_dir.take());
         config.executor = executor.executor.or(file.executor).unwrap_or_default();
+        config.confinement = runner
+            .confinement
+            .clone()
+            .resolve(file.unconfined, file.allow_hosts.take());
         config.kubernetes = executor
             .kubernetes
             .resolve(std::mem::take(&mut file.kubernetes));

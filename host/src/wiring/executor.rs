@@ -9,9 +9,12 @@ use anyhow::Context as _;
 use super::config::Config;
 use super::kubernetes::describe;
 use crate::adapters::kubernetes::{KubernetesExecutor, KubernetesProvisioner, KubernetesSeeder};
-use crate::adapters::local::LocalExecutor;
 use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
-use crate::ports::{Executor, SecretResolver, WorkspaceProvisioner, WorkspaceSeeder};
+use crate::adapters::local::{LocalExecutor, WorkspaceLayout, build_local_executor};
+use crate::ports::{
+    Confinement, Executor, NetworkPolicyStore, SecretResolver, WorkspaceProvisioner,
+    WorkspaceSeeder,
+};
 
 /// Where commands run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -33,6 +36,18 @@ pub struct Workspaces {
     pub seeder: Arc<dyn WorkspaceSeeder>,
     /// Creates (and removes) a project's workspace: a directory or a pod.
     pub provisioner: Arc<dyn WorkspaceProvisioner>,
+    /// How commands are confined, for /readyz and GET /providers.
+    pub confinement: Confinement,
+}
+
+/// What the local executor is built for.
+pub enum LocalUse {
+    /// Running queued commands (`rdev serve`, `rdev worker`): confined as
+    /// `config.confinement` says, under the projects' network policies.
+    Confined(Arc<dyn NetworkPolicyStore>),
+    /// `rdev exec` (one directory, the caller's own process, unconfined as before the
+    /// sandbox) and `rdev projects` (which only provisions): a plain executor.
+    Plain,
 }
 
 /// Builds the configured executor; with Kubernetes, refuses to start unless the API server
@@ -40,18 +55,33 @@ pub struct Workspaces {
 pub async fn build_executor(
     config: &Config,
     secrets: Arc<dyn SecretResolver>,
+    local: LocalUse,
 ) -> anyhow::Result<Workspaces> {
     match config.executor {
         ExecutorKind::Local => {
             let root = config.data_dir.join("projects");
-            let executor = match &config.local_workspace {
-                Some(dir) => LocalExecutor::fixed_dir(dir.clone(), secrets),
-                None => LocalExecutor::per_project(root.clone(), secrets),
+            let layout = match &config.local_workspace {
+                Some(dir) => WorkspaceLayout::Fixed { dir: dir.clone() },
+                None => WorkspaceLayout::PerProject { root: root.clone() },
+            };
+            let (executor, confinement) = match local {
+                LocalUse::Confined(policies) => build_local_executor(
+                    layout,
+                    &config.data_dir,
+                    secrets,
+                    &config.confinement,
+                    Some(policies),
+                )?,
+                LocalUse::Plain => (
+                    LocalExecutor::new(layout, secrets),
+                    Confinement::unconfined(Vec::new()),
+                ),
             };
             Ok(Workspaces {
                 executor: Arc::new(executor),
                 seeder: Arc::new(LocalSeeder::new(root)),
                 provisioner: Arc::new(LocalProvisioner),
+                confinement,
             })
         }
         ExecutorKind::Kubernetes => kubernetes(config, secrets).await,
@@ -95,5 +125,11 @@ async fn kubernetes(
         executor: kube.clone(),
         seeder: Arc::new(KubernetesSeeder::new(kube)),
         provisioner: Arc::new(provisioner),
+        confinement: Confinement {
+            mode: "kubernetes".to_owned(),
+            enforced: vec!["one pod per project".to_owned()],
+            missing: Vec::new(),
+            default_allow: Vec::new(),
+        },
     })
 }

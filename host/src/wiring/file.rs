@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use super::executor::ExecutorKind;
+use crate::adapters::kubernetes::EgressRule;
 
 /// The optional TOML configuration file.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +27,10 @@ pub struct FileConfig {
     pub executor: Option<ExecutorKind>,
     /// An admin bearer token `rdev serve` accepts (stored hashed).
     pub admin_token: Option<String>,
+    /// Run commands without the local sandbox [default: false].
+    pub unconfined: Option<bool>,
+    /// The default egress allow-list, replacing the built-in one.
+    pub allow_hosts: Option<Vec<String>>,
     /// Commands one `rdev serve` or `rdev worker` process runs at once [default: 4].
     pub concurrency: Option<usize>,
     /// Running commands per project; 0 removes the limit [default: 1].
@@ -101,11 +106,21 @@ pub struct PodFile {
     pub cpu: Option<String>,
     /// Memory request and limit.
     pub memory: Option<String>,
+    /// Size of the pod's `/tmp` volume.
+    pub tmp_size: Option<String>,
     /// Service account of project pods.
     pub service_account: Option<String>,
     /// Extra labels on project pods.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The user id processes in project pods run as.
+    pub run_as_user: Option<i64>,
+    /// Whether the container's root filesystem is read-only.
+    pub read_only_root: Option<bool>,
+    /// Where project pods may connect (CIDR[:port]; host names are refused).
+    pub egress: Option<Vec<EgressRule>>,
+    /// Pod labels allowed to connect to project pods.
+    pub ingress_from: Option<BTreeMap<String, String>>,
 }
 
 /// `[webhooks]` in the TOML file.

@@ -132,10 +132,17 @@ impl KubernetesArgs {
             pod.command = command;
         }
         pod.storage_class = file.pod.storage_class;
-        pod.cpu = file.pod.cpu;
-        pod.memory = file.pod.memory;
+        set(&mut pod.cpu, file.pod.cpu);
+        set(&mut pod.memory, file.pod.memory);
+        set(&mut pod.tmp_size, file.pod.tmp_size);
         pod.service_account = file.pod.service_account;
         pod.labels = file.pod.labels;
+        pod.run_as_user = file.pod.run_as_user.unwrap_or(pod.run_as_user);
+        pod.read_only_root = file.pod.read_only_root.unwrap_or(pod.read_only_root);
+        pod.egress = file.pod.egress.unwrap_or_default();
+        if let Some(from) = file.pod.ingress_from {
+            pod.ingress_from = from;
+        }
         config
     }
 }

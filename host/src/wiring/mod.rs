@@ -18,9 +18,9 @@ pub mod kubernetes;
 pub mod runner;
 pub mod stores;
 
-pub use args::{CommonArgs, ExecutorArgs, RunnerArgs};
+pub use args::{CommonArgs, ConfinementArgs, ExecutorArgs, RunnerArgs};
 pub use config::Config;
-pub use executor::{ExecutorKind, Workspaces, build_executor};
+pub use executor::{ExecutorKind, LocalUse, Workspaces, build_executor};
 pub use file::FileConfig;
 pub use kubernetes::{DEFAULT_WORKSPACE_IMAGE, KubernetesArgs, KubernetesServeConfig};
 pub use runner::{Runner, spawn_worker, start_registry};

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::config::Config;
-use super::executor::{Workspaces, build_executor};
+use super::executor::{LocalUse, Workspaces, build_executor};
 use super::stores::open_stores;
 use crate::ports::{FinishObserver, ProviderLookup, SecretResolver, Stores};
 use crate::registry::Registry;
@@ -30,7 +30,8 @@ pub struct Runner {
 pub async fn start(config: &Config) -> anyhow::Result<Runner> {
     let stores = open_stores(config).await?;
     let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-    let workspaces = build_executor(config, secrets.clone()).await?;
+    let policies = LocalUse::Confined(stores.network.clone());
+    let workspaces = build_executor(config, secrets.clone(), policies).await?;
     let registry = start_registry(config, workspaces.executor.clone(), secrets).await?;
     Ok(Runner {
         stores,

@@ -2,7 +2,8 @@
 //! client.
 //!
 //! It speaks the wire protocol for what the executor uses: pods (get, list filtered by a
-//! `labelSelector`, create, delete) and PersistentVolumeClaims (create, get, delete), the exec WebSocket upgrade
+//! `labelSelector`, create, delete), PersistentVolumeClaims and NetworkPolicies (create, get,
+//! delete), the exec WebSocket upgrade
 //! (`/api/v1/namespaces/{ns}/pods/{pod}/exec?command=…&stdin=…`) negotiating
 //! `v5.channel.k8s.io` with a `v4.channel.k8s.io` fallback — channel byte 0 stdin, 1 stdout,
 //! 2 stderr, 3 the `metav1.Status` JSON on exit, 4 resize (ignored), 255 close (v5) — and
@@ -76,6 +77,7 @@ struct Inner {
     /// Created objects as posted (pods by name, PVCs by name), for assertions.
     created_pods: BTreeMap<String, Value>,
     pvcs: BTreeMap<String, Value>,
+    network_policies: BTreeMap<String, Value>,
     /// Whether created pods start Running and Ready (otherwise Pending).
     start_pending: bool,
     root: PathBuf,
@@ -126,6 +128,14 @@ impl FakeKubeApi {
             .route(
                 "/api/v1/namespaces/{ns}/persistentvolumeclaims/{pvc}",
                 get(get_pvc).delete(delete_pvc),
+            )
+            .route(
+                "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+                axum::routing::post(create_network_policy),
+            )
+            .route(
+                "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}",
+                get(get_network_policy).delete(delete_network_policy),
             )
             .route("/api/v1/namespaces/{ns}/pods/{pod}/exec", get(exec))
             .route(
@@ -224,6 +234,20 @@ impl FakeKubeApi {
         self.shared.lock().pvcs.get(name).cloned()
     }
 
+    /// The NetworkPolicy as created, if it still exists.
+    pub fn network_policy(&self, name: &str) -> Option<Value> {
+        self.shared.lock().network_policies.get(name).cloned()
+    }
+
+    /// Stores a NetworkPolicy as if someone else had created it (conflict tests).
+    pub fn add_network_policy(&self, name: &str) {
+        self.shared.lock().network_policies.insert(
+            name.to_owned(),
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                   "metadata": {"name": name}, "spec": {"podSelector": {}}}),
+        );
+    }
+
     /// Names of the pods that exist now.
     pub fn pod_names(&self) -> Vec<String> {
         self.shared
@@ -264,6 +288,10 @@ const DISCOVERY: &[(&str, &[Resource])] = &[
         ],
     ),
     ("apps/v1", &[("deployments", "Deployment", true)]),
+    (
+        "networking.k8s.io/v1",
+        &[("networkpolicies", "NetworkPolicy", true)],
+    ),
     (
         "rbac.authorization.k8s.io/v1",
         &[
@@ -611,6 +639,57 @@ async fn delete_pvc(
             "NotFound",
             format!("persistentvolumeclaims \"{name}\" not found"),
         ),
+    }
+}
+
+async fn create_network_policy(
+    State(shared): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    axum::Json(mut body): axum::Json<Value>,
+) -> Response {
+    let Some(name) = body["metadata"]["name"].as_str().map(str::to_owned) else {
+        return status_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name: Required value".into(),
+        );
+    };
+    let mut inner = shared.lock();
+    if inner.network_policies.contains_key(&name) {
+        return already_exists("networkpolicies.networking.k8s.io", &name);
+    }
+    body["metadata"]["namespace"] = json!(ns);
+    body["metadata"]["uid"] = json!(format!("uid-netpol-{ns}-{name}"));
+    body["metadata"]["resourceVersion"] = json!("1");
+    inner.network_policies.insert(name, body.clone());
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+fn network_policy_not_found(name: &str) -> Response {
+    status_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("networkpolicies.networking.k8s.io \"{name}\" not found"),
+    )
+}
+
+async fn get_network_policy(
+    State(shared): State<Shared>,
+    UrlPath((_ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    match shared.lock().network_policies.get(&name) {
+        Some(policy) => axum::Json(policy.clone()).into_response(),
+        None => network_policy_not_found(&name),
+    }
+}
+
+async fn delete_network_policy(
+    State(shared): State<Shared>,
+    UrlPath((_ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    match shared.lock().network_policies.remove(&name) {
+        Some(policy) => axum::Json(policy).into_response(),
+        None => network_policy_not_found(&name),
     }
 }
 

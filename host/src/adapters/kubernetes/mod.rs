@@ -12,9 +12,11 @@
 //! exactly as with the local executor.
 
 mod forward;
+mod policy;
 mod process;
 mod provision;
 mod seed;
+mod template;
 mod wrapper;
 
 use std::path::PathBuf;
@@ -33,9 +35,11 @@ use crate::ports::{
 };
 
 use forward::ForwardedStream;
+pub use policy::{EgressRule, EgressRuleError};
 use process::{KubeProcess, Target};
-pub use provision::{KubernetesProvisioner, PodTemplate};
+pub use provision::KubernetesProvisioner;
 pub use seed::KubernetesSeeder;
+pub use template::{DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_POD_UID, DEFAULT_TMP_SIZE, PodTemplate};
 use wrapper::Handshake;
 
 /// How to reach the API server.

@@ -5,68 +5,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
 use async_trait::async_trait;
 
-use super::KubernetesExecutor;
+use super::template::PodTemplate;
+use super::{KubernetesExecutor, policy};
 use crate::domain::ProjectId;
 use crate::domain::WorkspaceSpec;
 use crate::ports::{ExecError, ProvisionError, WorkspaceProvisioner};
 
-/// What a project pod is made of (the project template's part, with operator defaults).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodTemplate {
-    pub image: String,
-    /// The container's command; the image must keep running for exec to reach it.
-    pub command: Vec<String>,
-    /// Size of the workspace volume (which also holds HOME), e.g. `10Gi`.
-    pub storage: String,
-    pub storage_class: Option<String>,
-    pub cpu: Option<String>,
-    pub memory: Option<String>,
-    /// A service account without API access; its token is never mounted.
-    pub service_account: Option<String>,
-    /// Extra labels on the pod and its volume (cost allocation, policies); the project
-    /// labels the executor selects by always win.
-    pub labels: BTreeMap<String, String>,
-}
-
-impl PodTemplate {
-    /// An image that sleeps forever, with a 10 GiB workspace.
-    pub fn new(image: impl Into<String>) -> Self {
-        Self {
-            image: image.into(),
-            command: vec!["sleep".to_owned(), "infinity".to_owned()],
-            storage: "10Gi".to_owned(),
-            storage_class: None,
-            cpu: None,
-            memory: None,
-            service_account: None,
-            labels: BTreeMap::new(),
-        }
-    }
-
-    /// The template's workspace wishes over these operator defaults.
-    pub fn merged(&self, spec: &WorkspaceSpec) -> Self {
-        let mut merged = self.clone();
-        if let Some(image) = &spec.image {
-            merged.image = image.clone();
-        }
-        if let Some(storage) = &spec.storage {
-            merged.storage = storage.clone();
-        }
-        if spec.cpu.is_some() {
-            merged.cpu = spec.cpu.clone();
-        }
-        if spec.memory.is_some() {
-            merged.memory = spec.memory.clone();
-        }
-        merged
-    }
-}
+/// The pod's writable scratch directory (an emptyDir), also `TMPDIR`; the exec wrapper's
+/// default state directory.
+const TMP_DIR: &str = "/tmp";
 
 impl KubernetesExecutor {
     /// The pod and volume names of a project.
@@ -76,10 +30,12 @@ impl KubernetesExecutor {
         (pod, pvc)
     }
 
-    /// Creates the project's workspace volume and pod and waits until the pod is Running and
-    /// Ready, polling every `poll` up to `timeout`. Returns the pod's name. `Exists` when the
-    /// volume or pod is already there, leaving those alone; on any failure what this call
-    /// created is deleted again.
+    /// Creates the project's workspace volume, NetworkPolicy and pod (in that order, so the
+    /// pod never runs unconfined) and waits until the pod is Running and Ready, polling every
+    /// `poll` up to `timeout`. Returns the pod's name. Every object is built before the first
+    /// is created, so a template the API types refuse creates nothing. `Exists` when one of
+    /// them is already there, leaving it alone; on any failure what this call created is
+    /// deleted again.
     pub async fn provision(
         &self,
         project: &ProjectId,
@@ -88,36 +44,53 @@ impl KubernetesExecutor {
         timeout: Duration,
     ) -> Result<String, ProvisionError> {
         let (pod_name, pvc_name) = Self::project_pod_name(project);
+        let selector = self.project_labels(project);
         let mut labels = template.labels.clone();
-        labels.insert(self.config.project_label.clone(), "true".to_owned());
-        labels.insert(
-            self.config.project_id_label.clone(),
-            project.as_str().to_owned(),
-        );
-        let pvcs = self.volumes();
-        let volume = volume_object(&pvc_name, &labels, template)
-            .map_err(|e| provision_failed(project, format!("volume spec: {e}")))?;
-        pvcs.create(&PostParams::default(), &volume)
-            .await
-            .map_err(|e| creation_failed(project, "the workspace volume", e))?;
-
+        labels.extend(selector.clone());
+        if template.run_as_user <= 0 {
+            return Err(provision_failed(
+                project,
+                format!(
+                    "run_as_user must be a non-root uid, not {}",
+                    template.run_as_user
+                ),
+            ));
+        }
+        let spec_error = |what: &str, e: serde_json::Error| {
+            provision_failed(project, format!("{what} spec: {e}"))
+        };
+        let volume =
+            volume_object(&pvc_name, &labels, template).map_err(|e| spec_error("volume", e))?;
+        let network_policy: NetworkPolicy = serde_json::from_value(policy::network_policy(
+            &pod_name,
+            &labels,
+            &selector,
+            &template.ingress_from,
+            &template.egress,
+        ))
+        .map_err(|e| spec_error("NetworkPolicy", e))?;
         let pod = self
             .pod_object(&pod_name, &pvc_name, &labels, template)
-            .map_err(|e| provision_failed(project, format!("pod spec: {e}")));
-        let created = match pod {
-            Ok(pod) => self
+            .map_err(|e| spec_error("pod", e))?;
+
+        let post = PostParams::default();
+        self.volumes()
+            .create(&post, &volume)
+            .await
+            .map_err(|e| creation_failed(project, "the workspace volume", e))?;
+        let created = match self.network_policies().create(&post, &network_policy).await {
+            Ok(_) => self
                 .pods
-                .create(&PostParams::default(), &pod)
+                .create(&post, &pod)
                 .await
                 .map(drop)
-                .map_err(|e| creation_failed(project, "the pod", e)),
-            Err(e) => Err(e),
+                .map_err(|e| (true, creation_failed(project, "the pod", e))),
+            Err(e) => Err((false, creation_failed(project, "the NetworkPolicy", e))),
         };
-        if let Err(error) = created {
-            // Only the volume is ours; a conflicting pod belongs to someone else.
-            if let Err(cleanup) = pvcs.delete(&pvc_name, &DeleteParams::default()).await {
-                tracing::warn!(%project, %cleanup, "could not remove the workspace volume");
-            }
+        if let Err((policy_is_ours, error)) = created {
+            // A conflicting object belongs to someone else: only delete what this call made.
+            self.undo(project, &pod_name, &pvc_name, policy_is_ours)
+                .await;
             return Err(error);
         }
 
@@ -130,10 +103,42 @@ impl KubernetesExecutor {
         ready
     }
 
+    /// The labels every object of the project carries and its pod is found by.
+    fn project_labels(&self, project: &ProjectId) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (self.config.project_label.clone(), "true".to_owned()),
+            (
+                self.config.project_id_label.clone(),
+                project.as_str().to_owned(),
+            ),
+        ])
+    }
+
+    /// Deletes the volume (and the NetworkPolicy when `policy` says this call created it)
+    /// after the pod could not be created.
+    async fn undo(&self, project: &ProjectId, policy_name: &str, pvc_name: &str, policy: bool) {
+        let delete = DeleteParams::default();
+        if policy && let Err(cleanup) = self.network_policies().delete(policy_name, &delete).await {
+            tracing::warn!(%project, %cleanup, "could not remove the NetworkPolicy");
+        }
+        if let Err(cleanup) = self.volumes().delete(pvc_name, &delete).await {
+            tracing::warn!(%project, %cleanup, "could not remove the workspace volume");
+        }
+    }
+
     fn volumes(&self) -> Api<PersistentVolumeClaim> {
         Api::namespaced(self.pods.clone().into_client(), &self.config.namespace)
     }
 
+    fn network_policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.pods.clone().into_client(), &self.config.namespace)
+    }
+
+    /// The pod: non-root with a fixed uid, no capabilities, no privilege escalation, the
+    /// runtime's default seccomp profile, no service-account token or service links, the
+    /// image's filesystem read-only (unless the template needs it writable) with the
+    /// workspace volume and an emptyDir `/tmp` as the writable places, and equal requests and
+    /// limits.
     fn pod_object(
         &self,
         pod_name: &str,
@@ -141,25 +146,47 @@ impl KubernetesExecutor {
         labels: &BTreeMap<String, String>,
         template: &PodTemplate,
     ) -> Result<Pod, serde_json::Error> {
-        let mut resources = serde_json::Map::new();
-        if let Some(cpu) = &template.cpu {
-            resources.insert("cpu".into(), json!(cpu));
-        }
-        if let Some(memory) = &template.memory {
-            resources.insert("memory".into(), json!(memory));
-        }
+        let resources = json!({"cpu": template.cpu, "memory": template.memory});
+        let seccomp = json!({"type": "RuntimeDefault"});
+        let uid = template.run_as_user;
         let mut spec = json!({
             "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": uid,
+                "runAsGroup": uid,
+                "fsGroup": uid,
+                "fsGroupChangePolicy": "OnRootMismatch",
+                "seccompProfile": seccomp,
+            },
             "containers": [{
                 "name": self.config.container.clone().unwrap_or_else(|| "workspace".to_owned()),
                 "image": template.image,
                 "command": template.command,
                 "workingDir": self.config.workspace_dir,
-                "env": [{"name": "HOME", "value": self.config.home_dir}],
-                "resources": {"requests": resources.clone(), "limits": resources},
-                "volumeMounts": [{"name": "workspace", "mountPath": self.config.workspace_dir}],
+                "env": [
+                    {"name": "HOME", "value": self.config.home_dir},
+                    {"name": "TMPDIR", "value": TMP_DIR},
+                ],
+                "resources": {"requests": resources, "limits": resources},
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "allowPrivilegeEscalation": false,
+                    "privileged": false,
+                    "readOnlyRootFilesystem": template.read_only_root,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": seccomp,
+                },
+                "volumeMounts": [
+                    {"name": "workspace", "mountPath": self.config.workspace_dir},
+                    {"name": "tmp", "mountPath": TMP_DIR},
+                ],
             }],
-            "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": pvc_name}}],
+            "volumes": [
+                {"name": "workspace", "persistentVolumeClaim": {"claimName": pvc_name}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": template.tmp_size}},
+            ],
         });
         if let Some(account) = &template.service_account {
             spec["serviceAccountName"] = json!(account);
@@ -198,7 +225,8 @@ impl KubernetesExecutor {
         }
     }
 
-    /// Deletes the project's pod and its workspace volume; missing ones are not an error.
+    /// Deletes the project's pod, its workspace volume and its NetworkPolicy (last, so the
+    /// pod never runs without it); missing ones are not an error.
     pub async fn deprovision(&self, project: &ProjectId) -> Result<(), ProvisionError> {
         let (pod_name, pvc_name) = Self::project_pod_name(project);
         let ignore_missing = |what: &str, result: Result<(), kube::Error>| match result {
@@ -221,6 +249,13 @@ impl KubernetesExecutor {
             "the workspace volume",
             self.volumes()
                 .delete(&pvc_name, &DeleteParams::default())
+                .await
+                .map(drop),
+        )?;
+        ignore_missing(
+            "the NetworkPolicy",
+            self.network_policies()
+                .delete(&pod_name, &DeleteParams::default())
                 .await
                 .map(drop),
         )
@@ -303,7 +338,10 @@ impl WorkspaceProvisioner for KubernetesProvisioner {
         project: &ProjectId,
         spec: &WorkspaceSpec,
     ) -> Result<(), ProvisionError> {
-        let template = self.defaults.merged(spec);
+        let template = self
+            .defaults
+            .merged(spec)
+            .map_err(|e| provision_failed(project, e.to_string()))?;
         self.executor
             .provision(project, &template, self.poll, self.timeout)
             .await
@@ -312,36 +350,5 @@ impl WorkspaceProvisioner for KubernetesProvisioner {
 
     async fn deprovision(&self, project: &ProjectId) -> Result<(), ProvisionError> {
         self.executor.deprovision(project).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_templates_workspace_overrides_only_what_it_names() {
-        let mut defaults = PodTemplate::new("buildpack-deps:bookworm-scm");
-        defaults.memory = Some("1Gi".into());
-        defaults.storage_class = Some("fast".into());
-        defaults.labels.insert("team".into(), "dev".into());
-        let spec = WorkspaceSpec {
-            image: Some("rust:1.95".into()),
-            cpu: Some("2".into()),
-            memory: None,
-            storage: Some("20Gi".into()),
-        };
-        let merged = defaults.merged(&spec);
-        assert_eq!(merged.image, "rust:1.95");
-        assert_eq!(merged.cpu.as_deref(), Some("2"));
-        assert_eq!(
-            merged.memory.as_deref(),
-            Some("1Gi"),
-            "kept from the defaults"
-        );
-        assert_eq!(merged.storage, "20Gi");
-        assert_eq!(merged.storage_class.as_deref(), Some("fast"));
-        assert_eq!(merged.labels["team"], "dev");
-        assert_eq!(defaults.merged(&WorkspaceSpec::default()), defaults);
     }
 }

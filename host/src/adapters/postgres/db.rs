@@ -159,6 +159,7 @@ impl Db for Postgres {
             Notice::Work => return Ok(()),
             Notice::Deliveries => ("rdev_webhooks", ""),
             Notice::Cancel(id) => ("rdev_cancel", id.as_str()),
+            Notice::Decided(id) => ("rdev_approvals", id.as_str()),
         };
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(channel)

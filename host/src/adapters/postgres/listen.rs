@@ -1,6 +1,6 @@
 //! The one listener connection per process: turns every replica's `NOTIFY`s on
-//! `rdev_work`, `rdev_events` (stream and sequence number only), `rdev_cancel` and
-//! `rdev_webhooks` into this process's wake-ups.
+//! `rdev_work`, `rdev_events` (stream and sequence number only), `rdev_cancel`,
+//! `rdev_webhooks` and `rdev_approvals` (an approval id) into this process's wake-ups.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,13 @@ pub(super) async fn listen(
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener
-                .listen_all(["rdev_work", "rdev_events", "rdev_cancel", "rdev_webhooks"])
+                .listen_all([
+                    "rdev_work",
+                    "rdev_events",
+                    "rdev_cancel",
+                    "rdev_webhooks",
+                    "rdev_approvals",
+                ])
                 .await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -60,6 +66,9 @@ pub(super) async fn listen(
             match notification {
                 Ok(n) if n.channel() == "rdev_work" => signals.wake_workers(),
                 Ok(n) if n.channel() == "rdev_webhooks" => signals.wake_dispatchers(),
+                Ok(n) if n.channel() == "rdev_approvals" => {
+                    signals.announce_decision(n.payload().to_owned());
+                }
                 Ok(n) if n.channel() == "rdev_cancel" => {
                     if let Ok(id) = CommandId::parse(n.payload()) {
                         signals.announce_cancel(id);

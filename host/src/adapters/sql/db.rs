@@ -217,10 +217,13 @@ macro_rules! executors {
 pub(crate) use executors;
 
 /// What a write announces at its commit: work for the workers, deliveries for the webhook
-/// dispatchers, a cancel for the worker running the command.
+/// dispatchers, a cancel for the worker running the command, a decision for the broker
+/// waiting for that approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     Work,
     Deliveries,
     Cancel(CommandId),
+    /// The id of an approval just decided.
+    Decided(String),
 }

@@ -16,6 +16,7 @@ use super::store::{ConnectError, StoreOptions};
 use crate::domain::{MasterKey, QueueConfig};
 use crate::ports::{StoreError, Stores};
 
+pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod columns;
 pub(crate) mod commands;
@@ -23,6 +24,7 @@ mod credentials;
 pub(crate) mod db;
 pub(crate) mod dialect;
 pub(crate) mod events;
+mod network;
 pub(crate) mod outbox;
 pub(crate) mod projects;
 mod queue;
@@ -99,6 +101,8 @@ impl<D: Db> SqlStore<D> {
             setups: Arc::new(self.clone()),
             tokens: Arc::new(self.clone()),
             webhooks: Arc::new(self.clone()),
+            approvals: Arc::new(self.clone()),
+            network: Arc::new(self.clone()),
         }
     }
 

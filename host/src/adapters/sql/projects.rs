@@ -99,7 +99,9 @@ impl<D: Db> ProjectStore for SqlStore<D> {
         }
         for statement in [
             "DELETE FROM events WHERE stream IN (SELECT id FROM commands WHERE project_id = $1)",
+            "DELETE FROM approvals WHERE project_id = $1",
             "DELETE FROM commands WHERE project_id = $1",
+            "DELETE FROM approval_policies WHERE project_id = $1",
             "DELETE FROM projects WHERE id = $1",
             "DELETE FROM webhooks WHERE project_id = $1",
         ] {

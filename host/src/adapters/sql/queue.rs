@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use tokio::sync::{broadcast, watch};
 
+use super::approvals::expire_pending_of;
 use super::columns::{Cols, Span};
 use super::commands::{
     command_columns, command_from_row, fenced, insert_command, lost, rescue_decision, write_records,
@@ -276,6 +277,7 @@ impl<D: Db> CommandQueue for SqlStore<D> {
             .await
             .map_err(db(context))?;
             emit_for_command(&mut w, &command_from_row::<D>(&row)?).await?;
+            expire_pending_of::<D>(w.conn(), &id).await?;
             rescued.push(Rescued {
                 command_id: id,
                 project_id: cols.parse("project_id", ProjectId::parse)?,

@@ -1,5 +1,6 @@
 //! In-process wake-ups: workers waiting for work, subscribers waiting for events, running
-//! commands whose cancel was requested and webhook dispatchers waiting for deliveries.
+//! commands whose cancel was requested, webhook dispatchers waiting for deliveries and
+//! approval brokers waiting for decisions.
 //! PostgreSQL's listener feeds them from every replica's notifications; SQLite's writes
 //! feed them directly (`Write::commit`).
 
@@ -20,6 +21,8 @@ pub struct Signals {
     pub deliveries: watch::Sender<u64>,
     pub events: Arc<EventHub>,
     pub cancels: broadcast::Sender<CommandId>,
+    /// Ids of approvals decided on any replica.
+    pub decisions: broadcast::Sender<String>,
 }
 
 impl Signals {
@@ -30,6 +33,7 @@ impl Signals {
             deliveries: watch::channel(0).0,
             events: EventHub::new(fetch),
             cancels: broadcast::channel(CANCEL_FANOUT_CAPACITY).0,
+            decisions: broadcast::channel(CANCEL_FANOUT_CAPACITY).0,
         })
     }
 
@@ -39,12 +43,18 @@ impl Signals {
             Notice::Work => self.wake_workers(),
             Notice::Deliveries => self.wake_dispatchers(),
             Notice::Cancel(id) => self.announce_cancel(id),
+            Notice::Decided(id) => self.announce_decision(id),
         }
     }
 
     /// Never blocks: with no running worker listening the notice is dropped.
     pub fn announce_cancel(&self, id: CommandId) {
         let _ = self.cancels.send(id);
+    }
+
+    /// Never blocks: with no broker waiting the notice is dropped.
+    pub fn announce_decision(&self, id: String) {
+        let _ = self.decisions.send(id);
     }
 
     pub fn wake_workers(&self) {

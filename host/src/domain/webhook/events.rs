@@ -20,14 +20,18 @@ pub const CI_PIPELINE_STARTED: &str = "ci.pipeline.started";
 /// A CI pipeline of the project reached a final status.
 pub const CI_PIPELINE_FINISHED: &str = "ci.pipeline.finished";
 
+/// A running command's tool call waits for a person's decision (`POST /approvals/{id}`).
+pub const APPROVAL_REQUESTED: &str = "approval.requested";
+
 /// Every event type a subscription may name; `*` (or an empty filter) means all of them.
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 7] = [
     COMMAND_COMPLETED,
     COMMAND_FAILED,
     COMMAND_CANCELLED,
     PROJECT_CREATED,
     CI_PIPELINE_STARTED,
     CI_PIPELINE_FINISHED,
+    APPROVAL_REQUESTED,
 ];
 
 /// The filter entry that matches every event type.
