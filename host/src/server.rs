@@ -15,15 +15,15 @@ use crate::adapters::kubernetes::{
     Credentials, KubernetesConfig, KubernetesExecutor, KubernetesProvisioner, KubernetesSeeder,
     PodTemplate,
 };
-use crate::adapters::local::LocalExecutor;
 use crate::adapters::local::seed::{LocalProvisioner, LocalSeeder};
+use crate::adapters::local::{ConfinementConfig, WorkspaceLayout, build_local_executor};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use crate::api::listener::TunedListener;
 use crate::api::{AppState, SseConfig, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, QueueConfig, TokenRole, token_digest};
 use crate::ports::{
-    Ci, Executor, FinishObserver, ProviderLookup, SecretResolver, StoreError, Stores,
+    Ci, Confinement, Executor, FinishObserver, ProviderLookup, SecretResolver, StoreError, Stores,
     WorkspaceProvisioner, WorkspaceSeeder,
 };
 use crate::registry::Registry;
@@ -106,6 +106,8 @@ pub struct ServeConfig {
     /// `None`: SQLite at `<data_dir>/rdev.db`.
     pub database_url: Option<String>,
     pub executor: ExecutorKind,
+    /// How the local executor confines commands (see docs/sandbox.md).
+    pub confinement: ConfinementConfig,
     /// Used when `executor` is `Kubernetes`.
     pub kubernetes: KubernetesServeConfig,
     /// An admin token to accept (stored hashed). `None`: one is generated on first start.
@@ -131,6 +133,7 @@ impl ServeConfig {
             plugins_dir: None,
             database_url: None,
             executor: ExecutorKind::Local,
+            confinement: ConfinementConfig::default(),
             kubernetes: KubernetesServeConfig::default(),
             admin_token: None,
             queue: QueueConfig::default(),
@@ -205,7 +208,7 @@ impl Server {
         .context("opening the database")?;
 
         let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-        let workspaces = build_executor(&config, secrets.clone()).await?;
+        let workspaces = build_executor(&config, secrets.clone(), &stores).await?;
         let executor = workspaces.executor;
         let mut runtime_config = RuntimeConfig::new(executor, secrets.clone());
         runtime_config.cache_dir = Some(config.data_dir.join("cache"));
@@ -247,6 +250,7 @@ impl Server {
             sse: config.sse,
             webhooks: config.webhooks.clone(),
             shutdown: shutdown.clone(),
+            confinement: workspaces.confinement,
         });
         let generated_admin_token = bootstrap_admin(&state, config.admin_token.as_deref()).await?;
 
@@ -345,6 +349,7 @@ struct Workspaces {
     executor: Arc<dyn Executor>,
     seeder: Arc<dyn WorkspaceSeeder>,
     provisioner: Arc<dyn WorkspaceProvisioner>,
+    confinement: Confinement,
 }
 
 /// Picks the executor; with Kubernetes, refuses to start unless the API server answers and
@@ -352,14 +357,25 @@ struct Workspaces {
 async fn build_executor(
     config: &ServeConfig,
     secrets: Arc<dyn SecretResolver>,
+    stores: &Stores,
 ) -> anyhow::Result<Workspaces> {
     match config.executor {
         ExecutorKind::Local => {
             let root = config.data_dir.join("projects");
+            let layout = WorkspaceLayout::PerProject { root: root.clone() };
+            let policies = Some(stores.network.clone());
+            let (executor, confinement) = build_local_executor(
+                layout,
+                &config.data_dir,
+                secrets,
+                &config.confinement,
+                policies,
+            )?;
             Ok(Workspaces {
-                executor: Arc::new(LocalExecutor::per_project(root.clone(), secrets)),
+                executor: Arc::new(executor),
                 seeder: Arc::new(LocalSeeder::new(root)),
                 provisioner: Arc::new(LocalProvisioner),
+                confinement,
             })
         }
         ExecutorKind::Kubernetes => {
@@ -402,6 +418,12 @@ async fn build_executor(
                 executor: kube.clone(),
                 seeder: Arc::new(KubernetesSeeder::new(kube)),
                 provisioner: Arc::new(provisioner),
+                confinement: Confinement {
+                    mode: "kubernetes".to_owned(),
+                    enforced: vec!["one pod per project".to_owned()],
+                    missing: Vec::new(),
+                    default_allow: Vec::new(),
+                },
             })
         }
     }

@@ -5,7 +5,7 @@
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
 use rdev_tests::harness::server::{ServeProcess, SseEvent, SseReader};
-use rdev_tests::harness::{self, claude, plugins};
+use rdev_tests::harness::{self, claude, plugins, sandbox};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -71,7 +71,10 @@ async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
     };
     harness::put_on_path(&cli);
     let fake = FakeAnthropic::start().expect("fake API");
-    let server = ServeProcess::start(&plugins::plugins_dir(), &[]).await;
+    // Confined, the CLI reaches the fake API only because it is on the allow-list.
+    let allow = sandbox::allow_rule(&fake.base_url());
+    let server =
+        ServeProcess::start(&plugins::plugins_dir(), &[("RDEV_ALLOW_HOSTS", &allow)]).await;
     put_credential(&server, "ANTHROPIC_API_KEY", SECRET).await;
     put_credential(&server, "ANTHROPIC_BASE_URL", &fake.base_url()).await;
 

@@ -3,7 +3,8 @@
 //! exactly what the Kubernetes executor needs, the binding names it, the Deployment runs two
 //! replicas as that service account with readiness on `/readyz` and the secrets by reference,
 //! and the Service selects the Deployment's pods. `kubectl apply --dry-run=client` accepts them
-//! (against the API-server double, which answers discovery).
+//! (against the API-server double, which answers discovery), and PyPI's `kubernetes-validate`
+//! passes every document against the Kubernetes JSON schemas in strict mode.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rdev_tests::doubles::kube_api::FakeKubeApi;
+use rdev_tests::harness::kubernetes::{kubernetes_validate, validated_documents};
 use serde_json::Value;
 
 /// Every document of every manifest, as `(file, document)`.
@@ -301,6 +303,49 @@ fn rdev_runs_hardened_and_every_pod_is_fenced_by_a_network_policy() {
         .collect();
     assert_eq!(ingress_ports, container_ports, "only the HTTP port is open");
     assert!(own.egress.is_some_and(|rules| !rules.is_empty()));
+}
+
+/// Every manifest against the Kubernetes JSON schemas in strict mode, offline; the same
+/// check refuses a misspelt field, which the k8s-openapi parse above would silently drop.
+#[test]
+fn every_manifest_passes_strict_schema_validation_and_a_typo_does_not() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/deploy exists")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    let output = match kubernetes_validate(&files) {
+        Ok(output) => output,
+        Err(reason) => return rdev_tests::harness::skip_or_fail(&reason),
+    };
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "strict validation failed: {report}"
+    );
+    assert_eq!(
+        validated_documents(&output),
+        documents().len(),
+        "every document validated: {report}"
+    );
+
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let typo = scratch.path().join("typo.yaml");
+    let deployment = std::fs::read_to_string(dir.join("deployment.yaml")).expect("read");
+    let misspelt = deployment.replace("readOnlyRootFilesystem", "readOnlyRootFileSystem");
+    assert_ne!(misspelt, deployment, "the field to misspell is there");
+    std::fs::write(&typo, misspelt).expect("write");
+    let output = kubernetes_validate(&[typo]).expect("ran before");
+    assert!(
+        !output.status.success(),
+        "a misspelt field passed strict validation"
+    );
 }
 
 /// `kubectl apply --dry-run=client --validate=false -f <dir>` against the loopback API-server

@@ -15,7 +15,9 @@ use rdev::adapters::kubernetes::{
 };
 use rdev::domain::{ProjectId, WorkspaceSpec};
 use rdev::ports::{ProvisionError, WorkspaceProvisioner};
-use rdev_tests::harness::kubernetes::{KubeProject, project_labels, project_pod};
+use rdev_tests::harness::kubernetes::{
+    KubeProject, kubernetes_validate, project_labels, project_pod, validated_documents,
+};
 use rdev_tests::harness::runtime::MapSecrets;
 use serde_json::{Value, json};
 
@@ -161,6 +163,29 @@ async fn the_pod_is_hardened_and_fenced_by_its_network_policy_until_deletion() {
         egress[1],
         json!({"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 443}]})
     );
+
+    // Both objects as sent pass the Kubernetes schemas in strict mode (no unknown field).
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let files: Vec<std::path::PathBuf> = [("pod", &created), ("policy", &policy)]
+        .into_iter()
+        .map(|(name, object)| {
+            let path = scratch.path().join(format!("{name}.json"));
+            std::fs::write(&path, object.to_string()).expect("write");
+            path
+        })
+        .collect();
+    match kubernetes_validate(&files) {
+        Ok(output) => {
+            assert!(
+                output.status.success(),
+                "strict validation: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_eq!(validated_documents(&output), 2);
+        }
+        Err(reason) => rdev_tests::harness::skip_or_fail(&reason),
+    }
 
     provisioner.deprovision(&project).await.expect("deleted");
     assert!(api.created_pod("rdev-locked").is_none());

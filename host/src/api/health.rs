@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::state::AppState;
+use crate::ports::Confinement;
 use crate::registry::ProviderState;
 
 /// Content type of `/metrics`.
@@ -35,6 +36,8 @@ pub struct Readiness {
     pub database: String,
     /// Providers with a serving version.
     pub providers_serving: usize,
+    /// How commands are confined; `unconfined` only when the operator chose it.
+    pub confinement: Confinement,
 }
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -74,6 +77,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             Err(e) => e.to_string(),
         },
         providers_serving: serving,
+        confinement: state.confinement.clone(),
     };
     let status = if ready {
         StatusCode::OK

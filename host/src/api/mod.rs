@@ -10,6 +10,7 @@ pub mod events;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod network;
 pub mod openapi;
 pub mod projects;
 pub mod providers;

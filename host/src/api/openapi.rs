@@ -86,6 +86,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .merge(super::templates::routes())
         .merge(super::tokens::routes())
         .merge(super::webhooks::routes())
+        .merge(super::network::routes())
         .routes(routes!(openapi_json))
 }
 

@@ -12,12 +12,15 @@ use utoipa_axum::routes;
 use super::auth::Auth;
 use super::error::ApiError;
 use super::state::AppState;
+use crate::ports::Confinement;
 use crate::registry::{ProviderStatus, RegistryError, ReloadReport};
 
 /// Answer of `GET /providers`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderList {
     pub providers: Vec<ProviderStatus>,
+    /// How the commands these providers start are confined.
+    pub confinement: Confinement,
 }
 
 /// A plugin whose files did not load.
@@ -54,7 +57,10 @@ async fn list(State(state): State<Arc<AppState>>, Auth(principal): Auth) -> Json
             .map(ProviderStatus::without_paths)
             .collect();
     }
-    Json(ProviderList { providers })
+    Json(ProviderList {
+        providers,
+        confinement: state.confinement.clone(),
+    })
 }
 
 /// Reloads the plugins directory now (admin); failed plugins keep their old version.

@@ -41,6 +41,8 @@ pub struct AppState {
     /// Cancelled when the server shuts down, so open SSE streams end and the graceful
     /// shutdown does not wait for clients that never disconnect.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// How commands are confined, for `/readyz` and `GET /providers`.
+    pub confinement: crate::ports::Confinement,
 }
 
 impl std::fmt::Debug for AppState {

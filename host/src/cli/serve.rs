@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::adapters::kubernetes::{Credentials, EgressRule};
+use crate::adapters::local::ConfinementConfig;
 use crate::adapters::woodpecker::WoodpeckerConfig;
 use crate::api::AppState;
 use crate::api::providers::reload_and_audit;
@@ -40,6 +41,8 @@ pub struct ServeArgs {
     /// Where commands run [default: local].
     #[arg(long, env = "RDEV_EXECUTOR", value_enum)]
     pub executor: Option<ExecutorKind>,
+    #[command(flatten)]
+    pub confinement: ConfinementArgs,
     /// An admin bearer token to accept (stored hashed). Without one, a token is generated
     /// on first start and printed once.
     #[arg(long, env = "RDEV_ADMIN_TOKEN", hide_env_values = true)]
@@ -58,6 +61,40 @@ pub struct ServeArgs {
     /// `RDEV_WOODPECKER_URL`) [default: 15].
     #[arg(long, env = "RDEV_CI_POLL_INTERVAL_SECS")]
     pub ci_poll_interval_secs: Option<u64>,
+}
+
+/// How the local executor confines commands (docs/sandbox.md).
+#[derive(Debug, Default, Args)]
+pub struct ConfinementArgs {
+    /// Run commands without the local sandbox, as rdev's own user. Only for hosts that lack
+    /// a mechanism the sandbox needs (rdev refuses to start otherwise); logged loudly and
+    /// shown on /readyz and GET /providers.
+    #[arg(long, env = "RDEV_UNCONFINED")]
+    pub unconfined: bool,
+    /// A destination commands may also reach (`host`, `host:port`, `*.domain[:port]`),
+    /// added to the default allow-list; repeatable, comma-separated in the variable.
+    #[arg(long = "allow-host", env = "RDEV_ALLOW_HOSTS", value_delimiter = ',')]
+    pub allow_hosts: Vec<String>,
+}
+
+impl ConfinementArgs {
+    /// Flags/environment over the file's `unconfined` and `allow_hosts` (which replaces
+    /// the built-in allow-list) over the defaults.
+    pub fn resolve(
+        self,
+        unconfined: Option<bool>,
+        allow_hosts: Option<Vec<String>>,
+    ) -> ConfinementConfig {
+        let mut config = ConfinementConfig {
+            unconfined: self.unconfined || unconfined.unwrap_or(false),
+            ..ConfinementConfig::default()
+        };
+        if let Some(hosts) = allow_hosts {
+            config.allow_hosts = hosts;
+        }
+        config.allow_hosts.extend(self.allow_hosts);
+        config
+    }
 }
 
 /// Where the Kubernetes executor finds the cluster; only read with `--executor kubernetes`.
@@ -201,6 +238,10 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub executor: Option<ExecutorKind>,
     pub admin_token: Option<String>,
+    /// Run commands without the local sandbox [default: false].
+    pub unconfined: Option<bool>,
+    /// The default egress allow-list, replacing the built-in one.
+    pub allow_hosts: Option<Vec<String>>,
     /// Running commands per project; 0 removes the limit [default: 1].
     pub max_running_per_project: Option<u32>,
     /// Seconds between polls of unfinished CI pipelines [default: 15].
@@ -251,6 +292,7 @@ impl ServeArgs {
         config.plugins_dir = self.plugins_dir.or(file.plugins_dir);
         config.database_url = self.database_url.or(file.database_url);
         config.executor = self.executor.or(file.executor).unwrap_or_default();
+        config.confinement = self.confinement.resolve(file.unconfined, file.allow_hosts);
         config.kubernetes = self.kubernetes.resolve(file.kubernetes);
         config.admin_token = self.admin_token.or(file.admin_token);
         let hooks = &file.webhooks;
@@ -377,12 +419,39 @@ mod tests {
             plugins_dir: None,
             database_url: None,
             executor: None,
+            confinement: ConfinementArgs::default(),
             admin_token: None,
             config: None,
             kubernetes: KubernetesArgs::default(),
             ready_file: None,
             ci_poll_interval_secs: None,
         }
+    }
+
+    #[test]
+    fn the_file_replaces_the_default_allow_list_and_flags_add_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rdev.toml");
+        std::fs::write(&path, "allow_hosts = [\"llm.internal:8443\"]\n").expect("write");
+        let mut args = empty();
+        args.config = Some(path);
+        args.confinement.allow_hosts = vec!["127.0.0.1:9999".into()];
+        let config = args.resolve().expect("valid");
+        assert_eq!(
+            config.confinement.allow_hosts,
+            ["llm.internal:8443", "127.0.0.1:9999"]
+        );
+        assert!(!config.confinement.unconfined, "confined unless asked");
+
+        std::fs::write(dir.path().join("u.toml"), "unconfined = true\n").expect("write");
+        let mut args = empty();
+        args.config = Some(dir.path().join("u.toml"));
+        let config = args.resolve().expect("valid");
+        assert!(config.confinement.unconfined);
+        assert_eq!(
+            config.confinement.allow_hosts,
+            ConfinementConfig::default().allow_hosts
+        );
     }
 
     #[test]

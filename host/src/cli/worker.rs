@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::local::LocalExecutor;
+use crate::adapters::local::{WorkspaceLayout, build_local_executor};
 use crate::adapters::store::{StoreOptions, connect, load_master_key};
 use crate::domain::QueueConfig;
 use crate::ports::SecretResolver;
@@ -51,6 +51,8 @@ pub struct WorkerArgs {
     /// On SIGTERM, seconds running commands get to finish before they are cancelled.
     #[arg(long, default_value_t = 30)]
     pub drain_secs: u64,
+    #[command(flatten)]
+    pub confinement: super::serve::ConfinementArgs,
 }
 
 /// Runs a worker until SIGTERM or SIGINT, then drains it.
@@ -65,10 +67,19 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     let master_key = load_master_key(&args.data_dir.join("master.key"))?;
     let stores = connect(&args.database_url, StoreOptions { queue, master_key }).await?;
     let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-    let executor = Arc::new(LocalExecutor::per_project(
-        args.data_dir.join("projects"),
+    let layout = WorkspaceLayout::PerProject {
+        root: args.data_dir.join("projects"),
+    };
+    let confinement = args.confinement.resolve(None, None);
+    let policies = Some(stores.network.clone());
+    let (executor, _) = build_local_executor(
+        layout,
+        &args.data_dir,
         secrets.clone(),
-    ));
+        &confinement,
+        policies,
+    )?;
+    let executor = Arc::new(executor);
     let mut runtime_config = RuntimeConfig::new(executor, secrets);
     runtime_config.cache_dir = Some(args.data_dir.join("cache"));
     let runtime = Runtime::new(runtime_config)?;

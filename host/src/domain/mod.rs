@@ -8,6 +8,7 @@ pub mod credential;
 pub mod event;
 pub mod ids;
 pub mod interaction;
+pub mod network;
 pub mod project;
 pub mod provider;
 pub mod queue;

@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod code_agent;
 pub mod executor;
 pub mod interaction;
+pub mod network;
 pub mod providers;
 pub mod secrets;
 
@@ -15,6 +16,7 @@ pub use executor::{
     SpawnSpec, SpawnedProcess,
 };
 pub use interaction::{Interaction, InteractionContext, InteractionError, NobodyToAsk};
+pub use network::{Confinement, NetworkPolicyStore};
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
 pub mod store;

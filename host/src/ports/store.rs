@@ -326,6 +326,8 @@ pub struct Stores {
     pub tokens: Arc<dyn super::tokens::TokenStore>,
     pub webhooks: Arc<dyn super::webhooks::WebhookStore>,
     pub approvals: Arc<dyn super::approvals::ApprovalStore>,
+    /// Per-project egress allow-lists (migration 0110).
+    pub network: Arc<dyn super::network::NetworkPolicyStore>,
 }
 
 impl std::fmt::Debug for Stores {

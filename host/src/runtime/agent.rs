@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::domain::{AgentProvider, AgentResult, ProjectId, ResultStatus};
-use crate::ports::{AgentError, CodeAgent, Execution};
+use crate::ports::{AgentError, CodeAgent, Execution, InteractionContext};
 
-use super::abi::{GuestError, GuestRequest, ProviderPre};
+use super::abi::{GuestError, GuestOutcome, GuestRequest, ProviderPre};
+use super::host::interaction::{Asker, Inbox};
 use super::manifest::Manifest;
 use super::state::{DEADLINE_TRAP, ExecCtx, new_store};
 use super::{LoadInfo, RuntimeInner};
@@ -147,15 +148,76 @@ impl CodeAgent for WasmAgent {
             )));
         }
         let grace = self.runtime.config.cancel_grace;
-        let exec = self.exec_ctx(Some(execution.project_id.clone()), Some(&execution));
+        let exec = self.execution_ctx(&execution);
         let soft_deadline = started + timeout;
         set_deadline(&exec, soft_deadline + grace);
         let mut store = new_store(&self.runtime.engine, exec.clone());
+        if self.pre.takes_input()
+            && let Some(asker) = &exec.asker
+        {
+            store.data_mut().input = asker.port.open_input(&asker.ctx).await.map(Inbox::new);
+        }
+        let (ending, timed_out) = self
+            .drive(&mut store, &exec, &execution, soft_deadline)
+            .await;
+        // The instance (and its store, with the input's receiver) goes before anything
+        // else: a trapped or abandoned store is never reused.
+        drop(store);
+        exec.kill_processes().await;
+        let stop = Stop {
+            timed_out,
+            cancelled: execution.cancel.is_cancelled(),
+            timeout,
+            grace,
+        };
+        let mut outcome = stop.outcome(ending);
+        if let Err(AgentError::Crashed(message)) = &outcome {
+            tracing::warn!(plugin = %self.provider.name, error = %message, "provider crashed");
+        }
+        if let Ok(result) = &mut outcome {
+            result.duration = started.elapsed();
+        }
+        outcome
+    }
+}
 
+impl WasmAgent {
+    /// The execution's context, with the runtime's interaction port asked on its behalf.
+    fn execution_ctx(&self, execution: &Execution) -> Arc<ExecCtx> {
+        let mut exec = ExecCtx::new(
+            self.manifest.clone(),
+            Some(execution.project_id.clone()),
+            self.runtime.config.executor.clone(),
+            self.runtime.config.secrets.clone(),
+            Some(execution.events.clone()),
+        );
+        exec.asker = Some(Asker {
+            port: self.runtime.config.interaction.clone(),
+            ctx: InteractionContext {
+                command_id: execution.command_id.clone(),
+                project_id: execution.project_id.clone(),
+                provider: self.provider.name.clone(),
+                cancel: exec.cancel.clone(),
+            },
+        });
+        Arc::new(exec)
+    }
+
+    /// Runs the guest's `execute` until it returns or is killed: a cancel or the timeout
+    /// fires the execution's token and arms the kill after the grace period. Returns how it
+    /// ended and whether the timeout passed.
+    async fn drive(
+        &self,
+        store: &mut wasmtime::Store<super::state::HostState>,
+        exec: &ExecCtx,
+        execution: &Execution,
+        soft_deadline: Instant,
+    ) -> (Ending<wasmtime::Result<GuestOutcome>>, bool) {
+        let grace = self.runtime.config.cancel_grace;
         let command_id = execution.command_id.to_string();
         let project_id = execution.project_id.to_string();
         let mut call = Box::pin(self.pre.execute(
-            &mut store,
+            store,
             GuestRequest {
                 command_id: &command_id,
                 project_id: &project_id,
@@ -176,7 +238,7 @@ impl CodeAgent for WasmAgent {
                 () = execution.cancel.cancelled(), if kill_at.is_none() => {
                     exec.cancel.cancel();
                     let at = Instant::now() + grace;
-                    set_deadline(&exec, at);
+                    set_deadline(exec, at);
                     kill_at = Some(at);
                 }
                 () = tokio::time::sleep_until(soft_deadline.into()), if !timed_out => {
@@ -187,57 +249,68 @@ impl CodeAgent for WasmAgent {
                 () = kill => break Ending::Killed,
             }
         };
-        // The instance (and its store) goes before anything else: a trapped or abandoned
-        // store is never reused.
-        drop(call);
-        drop(store);
-        exec.kill_processes().await;
+        (ending, timed_out)
+    }
+}
 
-        let stopped = |timed_out: bool| {
-            if timed_out && !execution.cancel.is_cancelled() {
-                AgentError::TimedOut {
-                    timeout_secs: timeout.as_secs(),
-                }
-            } else {
-                AgentError::CancelIgnored {
-                    grace_secs: grace.as_secs(),
-                }
-            }
-        };
+/// How an execution was stopped from outside, if it was.
+struct Stop {
+    /// The request's timeout passed.
+    timed_out: bool,
+    /// The command was cancelled.
+    cancelled: bool,
+    timeout: Duration,
+    grace: Duration,
+}
+
+impl Stop {
+    /// The one place where the way an execution ended becomes its result status or error,
+    /// whatever the ABI version of the provider.
+    fn outcome(
+        &self,
+        ending: Ending<wasmtime::Result<GuestOutcome>>,
+    ) -> Result<AgentResult, AgentError> {
+        let timed_out_text = || format!("timed out after {} s", self.timeout.as_secs());
         match ending {
-            Ending::Killed => Err(stopped(timed_out)),
+            Ending::Killed => Err(self.stopped()),
             Ending::Returned(Err(trap)) => {
                 let message = format!("{trap:#}");
                 if message.contains(DEADLINE_TRAP) {
-                    Err(stopped(timed_out))
+                    Err(self.stopped())
                 } else {
-                    tracing::warn!(plugin = %self.provider.name, error = %message, "provider crashed");
                     Err(AgentError::Crashed(message))
                 }
             }
             Ending::Returned(Ok(Err(GuestError::Cancelled))) => {
                 let mut result = AgentResult::new(ResultStatus::Cancelled);
-                result.error = Some(if timed_out {
-                    format!("timed out after {} s", timeout.as_secs())
+                result.error = Some(if self.timed_out {
+                    timed_out_text()
                 } else {
                     "cancelled".into()
                 });
-                result.duration = started.elapsed();
                 Ok(result)
             }
-            Ending::Returned(Ok(Err(GuestError::Failed(m)))) => {
-                let mut result = AgentResult::failed(m);
-                result.duration = started.elapsed();
-                Ok(result)
-            }
+            Ending::Returned(Ok(Err(GuestError::Failed(m)))) => Ok(AgentResult::failed(m)),
             Ending::Returned(Ok(Err(other))) => Err(guest_error(other)),
             Ending::Returned(Ok(Ok(mut result))) => {
-                if timed_out && result.status != ResultStatus::Completed {
+                if self.timed_out && result.status != ResultStatus::Completed {
                     result.status = ResultStatus::Failed;
-                    result.error = Some(format!("timed out after {} s", timeout.as_secs()));
+                    result.error = Some(timed_out_text());
                 }
-                result.duration = started.elapsed();
                 Ok(result)
+            }
+        }
+    }
+
+    /// The error of an execution that had to be killed (or hit its hard deadline).
+    fn stopped(&self) -> AgentError {
+        if self.timed_out && !self.cancelled {
+            AgentError::TimedOut {
+                timeout_secs: self.timeout.as_secs(),
+            }
+        } else {
+            AgentError::CancelIgnored {
+                grace_secs: self.grace.as_secs(),
             }
         }
     }

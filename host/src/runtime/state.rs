@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::domain::ProjectId;
 use crate::ports::{EventSink, Executor, ProcessControl, SecretResolver, Signal};
 
+use super::host::interaction::{Asker, Inbox};
 use super::limiter::Limiter;
 use super::manifest::Manifest;
 
@@ -32,6 +33,9 @@ pub(crate) struct ExecCtx {
     pub executor: Arc<dyn Executor>,
     pub secrets: Arc<dyn SecretResolver>,
     pub events: Option<EventSink>,
+    /// Who decides the provider's permission requests; `None` for calls that belong to no
+    /// command (the `capabilities()` probe, a clean-up).
+    pub asker: Option<Asker>,
     /// Fires on an external cancel or at the request's timeout.
     pub cancel: CancellationToken,
     cancel_delivered: AtomicBool,
@@ -55,6 +59,7 @@ impl ExecCtx {
             executor,
             secrets,
             events,
+            asker: None,
             cancel: CancellationToken::new(),
             cancel_delivered: AtomicBool::new(false),
             hard_deadline: Mutex::new(None),
@@ -85,6 +90,12 @@ impl ExecCtx {
         } else {
             Err(Cancelled)
         }
+    }
+
+    /// Records that a host call returned `cancelled` on its own terms (the interaction
+    /// port's answer), so the cancel is not delivered a second time.
+    pub fn note_cancel_delivered(&self) {
+        self.cancel_delivered.store(true, Ordering::SeqCst);
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -131,6 +142,8 @@ pub(crate) struct HostState {
     pub table: ResourceTable,
     limits: Limiter,
     pub exec: Arc<ExecCtx>,
+    /// Follow-up input of an execution whose provider takes it.
+    pub input: Option<Inbox>,
 }
 
 impl HostState {
@@ -176,6 +189,7 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, exec: Arc<ExecCtx>) -> Store<
         table: ResourceTable::new(),
         limits,
         exec,
+        input: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -1,7 +1,7 @@
 //! Building and emitting events with one call each.
 
-use crate::bindings::rdev::provider::events::{self, EmitError};
-use crate::bindings::rdev::provider::types::{
+use super::bindings::rdev::provider::events::{self, EmitError};
+use super::bindings::rdev::provider::types::{
     AgentEvent, OutputChunk, OutputStream, RawInfo, TextInfo, ToolResultInfo, ToolUseInfo,
 };
 

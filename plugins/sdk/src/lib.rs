@@ -5,6 +5,14 @@
 //! [`exec`] (processes in the project's workspace), [`project_http`] (HTTP to a service in
 //! the workspace), [`events`] (the command's event stream), [`execution`] (cancel state)
 //! and [`log`]. The host grants each of these per plugin in its manifest.
+//!
+//! The crate root speaks ABI 0.1.0; [`v0_2`] is the same SDK for ABI 0.2.0, which adds the
+//! [`v0_2::interaction`] import (permission requests and follow-up input). A provider picks
+//! one by its imports and names it in its manifest's `abi`.
+
+// The helper modules are compiled once per ABI module (the root for 0.1.0, `v0_2`), each
+// against that version's bindings: the same source, different types.
+#![allow(clippy::duplicate_mod)]
 
 pub mod bindings {
     wit_bindgen::generate!({
@@ -20,7 +28,10 @@ pub mod bindings {
 pub mod event;
 pub mod plain;
 pub mod process;
+mod provider;
 pub mod result;
+pub mod run;
+pub mod v0_2;
 
 pub use bindings::exports::rdev::provider::agent::Guest as Provider;
 pub use bindings::rdev::provider::types::{
@@ -28,6 +39,7 @@ pub use bindings::rdev::provider::types::{
     ProviderCapabilities, ProviderError, ResultStatus, SecretRef, TokenUsage,
 };
 pub use bindings::rdev::provider::{events, exec, execution, log, project_http};
+pub use provider::{agent_capabilities, options};
 
 /// The ABI version this SDK speaks; the manifest's `abi` must name it.
 pub const ABI_VERSION: &str = "0.1.0";
@@ -39,26 +51,3 @@ macro_rules! export_provider {
         $crate::bindings::export_provider_bindings!($provider);
     };
 }
-
-/// The capabilities of a provider driving a coding agent: streamed events, resumable
-/// sessions, cancel, tools and cost reports.
-pub fn agent_capabilities(description: impl Into<String>) -> ProviderCapabilities {
-    ProviderCapabilities {
-        description: description.into(),
-        capabilities: Capability::STREAMING
-            | Capability::SESSION_RESUME
-            | Capability::CANCEL
-            | Capability::TOOLS
-            | Capability::COST_REPORTING,
-    }
-}
-
-/// Parses the request's provider options; a provider with typed options deserializes them
-/// from the returned map.
-pub fn options(
-    request: &AgentRequest,
-) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
-    serde_json::from_str(&request.options_json)
-        .map_err(|e| ProviderError::InvalidRequest(format!("options are not a JSON object: {e}")))
-}
-pub mod run;

@@ -2,7 +2,7 @@
 //! generated binding types, so it stays ordinary data that unit tests build and compare;
 //! [`to_abi`] turns a batch into the ABI's `agent-event`s right before emitting.
 
-use crate::bindings::rdev::provider::types::{
+use super::bindings::rdev::provider::types::{
     AgentEvent, InitInfo, RawInfo, TextInfo, TokenUsage, ToolResultInfo, ToolUseInfo, UsageInfo,
 };
 
@@ -124,7 +124,7 @@ impl From<Event> for AgentEvent {
     }
 }
 
-/// Converts a batch for [`crate::event::emit_all`].
+/// Converts a batch for [`super::event::emit_all`].
 pub fn to_abi(events: Vec<Event>) -> Vec<AgentEvent> {
     events.into_iter().map(AgentEvent::from).collect()
 }

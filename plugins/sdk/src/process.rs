@@ -1,10 +1,10 @@
 //! Running a program in the workspace and reading its output.
 
-use crate::bindings::rdev::provider::exec::{
+use super::bindings::rdev::provider::exec::{
     self, ChunksRead, Command, EnvValue, ExecError, ExitStatus, LinesRead, OutputLine, Process,
     Signal,
 };
-use crate::bindings::rdev::provider::types::SecretRef;
+use super::bindings::rdev::provider::types::SecretRef;
 
 /// Lines fetched per host call: one call per line costs about 0.5 µs of overhead, so
 /// batching keeps a chatty process cheap without holding much in guest memory.

@@ -1,8 +1,8 @@
 //! Building results: the shapes every provider returns (failed, cancelled) and the words
 //! for how a process ended, written once.
 
-use crate::bindings::rdev::provider::exec::ExitStatus;
-use crate::bindings::rdev::provider::types::{AgentResult, ResultStatus};
+use super::bindings::rdev::provider::exec::ExitStatus;
+use super::bindings::rdev::provider::types::{AgentResult, ResultStatus};
 
 /// A result with only a status; the provider fills in what it knows.
 pub fn with_status(status: ResultStatus) -> AgentResult {

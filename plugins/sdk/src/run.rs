@@ -1,10 +1,10 @@
 //! Running one program to completion with its output streamed as events: the whole body of
 //! a provider that wraps a command-line tool (`git`, `echo`, a linter).
 
-use crate::bindings::rdev::provider::exec::{ChunksRead, ExecError, ExitStatus, Process};
-use crate::bindings::rdev::provider::types::{AgentResult, ProviderError, ResultStatus};
-use crate::process::CommandBuilder;
-use crate::{event, process, result};
+use super::bindings::rdev::provider::exec::{ChunksRead, ExecError, ExitStatus, Process};
+use super::bindings::rdev::provider::types::{AgentResult, ProviderError, ResultStatus};
+use super::process::CommandBuilder;
+use super::{event, process, result};
 
 /// Spawns `command` with stdin closed, streams its output with [`stream_to_completion`] and
 /// returns [`command_result`]: a whole provider for a program whose exit code is its verdict.

@@ -57,3 +57,36 @@ pub async fn project_pod(project: &str, secrets: Arc<dyn SecretResolver>) -> Kub
         workspace,
     }
 }
+
+/// The Kubernetes version whose schemas manifests and provisioned objects are checked
+/// against: the one the host's `k8s-openapi` types are built for.
+pub const SCHEMA_VERSION: &str = "1.33.0";
+
+/// Runs PyPI's `kubernetes-validate --strict` (offline schemas; an unknown field is an error)
+/// on `files`, from PATH or pip's user directory. `Err` says why it could not run.
+pub fn kubernetes_validate(files: &[PathBuf]) -> Result<std::process::Output, String> {
+    let user_bin = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".local/bin/kubernetes-validate"));
+    let candidates = std::iter::once(PathBuf::from("kubernetes-validate")).chain(user_bin);
+    for program in candidates {
+        let output = std::process::Command::new(&program)
+            .args(["--strict", "-k", SCHEMA_VERSION])
+            .args(files)
+            .output();
+        match output {
+            Ok(output) => return Ok(output),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("running {}: {e}", program.display())),
+        }
+    }
+    Err("kubernetes-validate is not installed (pip install --user kubernetes-validate)".into())
+}
+
+/// How many documents `kubernetes-validate` reported as passing, from its combined output.
+pub fn validated_documents(output: &std::process::Output) -> usize {
+    let text = [output.stdout.as_slice(), output.stderr.as_slice()].concat();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|line| line.contains(" passed for resource "))
+        .count()
+}

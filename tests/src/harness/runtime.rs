@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdev::adapters::local::LocalExecutor;
 use rdev::domain::{AgentEvent, AgentRequest, CommandId, ProjectId};
-use rdev::ports::{Execution, SecretError, SecretResolver, SecretValue};
+use rdev::ports::{Execution, Interaction, SecretError, SecretResolver, SecretValue};
 use rdev::runtime::{Runtime, RuntimeConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,22 @@ pub fn runtime(workspaces: &Path, grace: Duration) -> Runtime {
 
 /// [`runtime`] with the given credentials available to the executor and project-http.
 pub fn runtime_with_secrets(workspaces: &Path, grace: Duration, secrets: MapSecrets) -> Runtime {
+    Runtime::new(config(workspaces, grace, secrets)).expect("runtime starts")
+}
+
+/// [`runtime`] whose providers' permission requests and follow-up input go to
+/// `interaction` (instead of the default that denies everything).
+pub fn runtime_with_interaction(
+    workspaces: &Path,
+    grace: Duration,
+    interaction: Arc<dyn Interaction>,
+) -> Runtime {
+    let mut config = config(workspaces, grace, MapSecrets::default());
+    config.interaction = interaction;
+    Runtime::new(config).expect("runtime starts")
+}
+
+fn config(workspaces: &Path, grace: Duration, secrets: MapSecrets) -> RuntimeConfig {
     let secrets: Arc<dyn SecretResolver> = Arc::new(secrets);
     let executor = Arc::new(LocalExecutor::per_project(
         workspaces.join("projects"),
@@ -42,7 +58,7 @@ pub fn runtime_with_secrets(workspaces: &Path, grace: Duration, secrets: MapSecr
     config.cancel_grace = grace;
     config.max_instances = 16;
     config.cache_dir = Some(workspaces.join("cache"));
-    Runtime::new(config).expect("runtime starts")
+    config
 }
 
 /// One execution's inputs, and the receiving end of its event sink.

@@ -29,6 +29,22 @@ pub fn sandbox(root: &Path, egress: &[&str]) -> Option<Arc<Sandbox>> {
     }
 }
 
+/// The allow-list entry (`host:port`) for a fake API's base URL (`http://host:port/...`),
+/// so the confined commands of a test's server can reach it.
+pub fn allow_rule(base_url: &str) -> String {
+    let rest = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+/// Whether this host can confine commands (a trial sandbox in a scratch directory); `false`
+/// after [`super::skip_or_fail`] otherwise.
+pub fn can_confine() -> bool {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    sandbox(scratch.path(), &[]).is_some()
+}
+
 /// A confined executor with workspaces under `root/projects`.
 pub fn executor(
     root: &Path,

@@ -54,6 +54,9 @@ impl TestServer {
         config.queue.heartbeat = Duration::from_millis(200);
         config.queue.poll_fallback = Duration::from_millis(500);
         config.worker.drain_deadline = Duration::from_secs(5);
+        // Confined like `rdev serve`: the helper is the one `cargo xtask plugins` installs.
+        config.confinement.helper =
+            Some(super::bin::rdev().with_file_name(rdev::adapters::local::sandbox::HELPER_NAME));
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let admin = server

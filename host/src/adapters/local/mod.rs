@@ -1,6 +1,7 @@
 //! The `local` executor: processes on this machine, each in its project's directory with a
 //! per-project HOME, the host's PATH and nothing else of the host's environment.
 
+pub mod confine;
 mod env_secrets;
 mod process;
 pub mod sandbox;
@@ -19,6 +20,7 @@ use crate::ports::{
     SpawnedProcess,
 };
 
+pub use confine::{ConfineError, ConfinementConfig, build_local_executor};
 pub use env_secrets::EnvSecrets;
 pub use process::{LocalProcess, Reaping};
 pub use sandbox::{Sandbox, SandboxConfig, SandboxStatus};

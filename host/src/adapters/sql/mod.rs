@@ -24,6 +24,7 @@ mod credentials;
 pub(crate) mod db;
 pub(crate) mod dialect;
 pub(crate) mod events;
+mod network;
 pub(crate) mod outbox;
 pub(crate) mod projects;
 mod queue;
@@ -101,6 +102,7 @@ impl<D: Db> SqlStore<D> {
             tokens: Arc::new(self.clone()),
             webhooks: Arc::new(self.clone()),
             approvals: Arc::new(self.clone()),
+            network: Arc::new(self.clone()),
         }
     }
 

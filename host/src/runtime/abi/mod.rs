@@ -1,9 +1,14 @@
-//! One module per frozen provider ABI version, each holding its own `bindgen!` output, and a
-//! thin enum that dispatches on the version a plugin's manifest declares. Only the newest
-//! version carries real host logic; older ones convert into it, so a 0.1 plugin keeps
-//! loading when 0.2 exists.
+//! One module per provider ABI version, each holding its own `bindgen!` output, and a thin
+//! enum that dispatches on the version a plugin's manifest declares. Only the newest version
+//! ([`latest`]) carries host logic (`runtime::host` implements its imports); each older one
+//! converts into it, so a 0.1 plugin keeps loading and running beside 0.2 ones. Zed's
+//! extension host is the model: `latest` is an alias that moves when a version is added.
 
 pub mod since_v0_1_0;
+pub mod since_v0_2_0;
+
+/// The newest ABI, the one host imports are written against.
+pub use since_v0_2_0 as latest;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
@@ -14,7 +19,10 @@ use super::manifest::AbiVersion;
 use super::state::HostState;
 
 /// ABI versions this host can load, newest first (for error messages).
-pub const SUPPORTED: &[AbiVersion] = &[since_v0_1_0::MIN_VERSION];
+pub const SUPPORTED: &[AbiVersion] = &[since_v0_2_0::MIN_VERSION, since_v0_1_0::MIN_VERSION];
+
+/// The interface through which a provider asks for decisions and takes input (ABI 0.2 on).
+const INTERACTION: &str = "rdev:provider/interaction@";
 
 /// The interface every provider world exports, without its version: a component of ABI
 /// `X` must export `rdev:provider/agent@X` (checked before compiling, see `runtime::check`).
@@ -24,11 +32,17 @@ pub const PROVIDER_EXPORT: &str = "rdev:provider/agent";
 #[derive(Clone)]
 pub(crate) enum ProviderPre {
     V0_1(since_v0_1_0::ProviderPre<HostState>),
+    V0_2 {
+        pre: since_v0_2_0::ProviderPre<HostState>,
+        /// The component imports `interaction.next-input`: it takes follow-up input.
+        takes_input: bool,
+    },
 }
 
 /// Linkers for every supported ABI version, built once per runtime.
 pub(crate) struct Linkers {
     v0_1: Linker<HostState>,
+    v0_2: Linker<HostState>,
 }
 
 /// The provider's view of its own capabilities, as returned by `capabilities()`.
@@ -60,6 +74,7 @@ impl Linkers {
     pub fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
         Ok(Self {
             v0_1: since_v0_1_0::linker(engine)?,
+            v0_2: since_v0_2_0::linker(engine)?,
         })
     }
 
@@ -93,30 +108,64 @@ impl Linkers {
 
     /// The linker of the ABI module serving `abi`, if any.
     fn for_abi(&self, abi: AbiVersion) -> Option<&Linker<HostState>> {
-        (abi.major == 0 && abi.minor == 1).then_some(&self.v0_1)
+        match (abi.major, abi.minor) {
+            (0, 1) => Some(&self.v0_1),
+            (0, 2) => Some(&self.v0_2),
+            _ => None,
+        }
     }
 
     /// Picks the ABI module for `abi`. A plugin built against an unknown major, or a minor
     /// newer than the host knows, is refused: it may call imports this host lacks.
     pub fn link(&self, abi: AbiVersion, component: &Component) -> Result<ProviderPre, String> {
-        if abi.major == 0 && abi.minor == 1 {
-            let pre = self.v0_1.instantiate_pre(component).map_err(|e| {
-                format!("the component does not match the provider world {abi}: {e:#}")
-            })?;
-            let pre = since_v0_1_0::ProviderPre::new(pre).map_err(|e| {
-                format!("the component does not export the provider world {abi}: {e:#}")
-            })?;
+        let Some(linker) = self.for_abi(abi) else {
+            let supported: Vec<String> = SUPPORTED.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "ABI version {abi} is not supported by this host (supported: {})",
+                supported.join(", ")
+            ));
+        };
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("the component does not match the provider world {abi}: {e:#}"))?;
+        let missing_export = |e: wasmtime::Error| {
+            format!("the component does not export the provider world {abi}: {e:#}")
+        };
+        if abi.minor == 1 {
+            let pre = since_v0_1_0::ProviderPre::new(pre).map_err(missing_export)?;
             return Ok(ProviderPre::V0_1(pre));
         }
-        let supported: Vec<String> = SUPPORTED.iter().map(ToString::to_string).collect();
-        Err(format!(
-            "ABI version {abi} is not supported by this host (supported: {})",
-            supported.join(", ")
-        ))
+        Ok(ProviderPre::V0_2 {
+            pre: since_v0_2_0::ProviderPre::new(pre).map_err(missing_export)?,
+            takes_input: imports_next_input(linker.engine(), component),
+        })
     }
 }
 
+/// Whether the component imports `next-input` of the `interaction` interface.
+fn imports_next_input(engine: &wasmtime::Engine, component: &Component) -> bool {
+    use wasmtime::component::types::ComponentItem;
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, item)| match item.ty {
+            ComponentItem::ComponentInstance(instance) if name.starts_with(INTERACTION) => instance
+                .exports(engine)
+                .any(|(export, _)| export == "next-input"),
+            _ => false,
+        })
+}
+
 impl ProviderPre {
+    /// Whether an execution of this provider can take follow-up input (ABI 0.2 on, when the
+    /// component imports `interaction.next-input`).
+    pub fn takes_input(&self) -> bool {
+        match self {
+            Self::V0_1(_) => false,
+            Self::V0_2 { takes_input, .. } => *takes_input,
+        }
+    }
+
     pub async fn capabilities(
         &self,
         store: &mut Store<HostState>,
@@ -128,7 +177,15 @@ impl ProviderPre {
                     .rdev_provider_agent()
                     .call_capabilities(&mut *store)
                     .await?;
-                Ok(since_v0_1_0::capabilities_from_guest(caps))
+                Ok(latest::capabilities_from_guest(caps))
+            }
+            Self::V0_2 { pre, .. } => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let caps = instance
+                    .rdev_provider_agent()
+                    .call_capabilities(&mut *store)
+                    .await?;
+                Ok(latest::capabilities_from_guest(caps))
             }
         }
     }
@@ -138,17 +195,24 @@ impl ProviderPre {
         store: &mut Store<HostState>,
         request: GuestRequest<'_>,
     ) -> wasmtime::Result<GuestOutcome> {
-        match self {
+        let request = latest::request_to_guest(&request);
+        let outcome = match self {
             Self::V0_1(pre) => {
                 let instance = pre.instantiate_async(&mut *store).await?;
-                let request = since_v0_1_0::request_to_guest(&request);
-                let outcome = instance
+                instance
                     .rdev_provider_agent()
                     .call_execute(&mut *store, &request)
-                    .await?;
-                Ok(since_v0_1_0::outcome_from_guest(outcome))
+                    .await?
             }
-        }
+            Self::V0_2 { pre, .. } => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .rdev_provider_agent()
+                    .call_execute(&mut *store, &request)
+                    .await?
+            }
+        };
+        Ok(latest::outcome_from_guest(outcome))
     }
 
     pub async fn cleanup(
@@ -158,16 +222,23 @@ impl ProviderPre {
         project_id: &str,
         session_id: Option<&str>,
     ) -> wasmtime::Result<Result<(), GuestError>> {
-        match self {
+        let request = latest::cleanup_to_guest(command_id, project_id, session_id);
+        let outcome = match self {
             Self::V0_1(pre) => {
                 let instance = pre.instantiate_async(&mut *store).await?;
-                let request = since_v0_1_0::cleanup_to_guest(command_id, project_id, session_id);
-                let outcome = instance
+                instance
                     .rdev_provider_agent()
                     .call_cancel(&mut *store, &request)
-                    .await?;
-                Ok(outcome.map_err(since_v0_1_0::error_from_guest))
+                    .await?
             }
-        }
+            Self::V0_2 { pre, .. } => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .rdev_provider_agent()
+                    .call_cancel(&mut *store, &request)
+                    .await?
+            }
+        };
+        Ok(outcome.map_err(latest::error_from_guest))
     }
 }

@@ -1,8 +1,8 @@
 //! `events`: guest events into the execution's bounded sink. A full sink blocks the guest
 //! (back-pressure), so a flooding provider runs at the pace of its consumer.
 
-use crate::runtime::abi::since_v0_1_0::rdev::provider::events::{EmitError, Host};
-use crate::runtime::abi::since_v0_1_0::{event_from_guest, wit};
+use crate::runtime::abi::latest::rdev::provider::events::{EmitError, Host};
+use crate::runtime::abi::latest::{event_from_guest, wit};
 use crate::runtime::state::HostState;
 
 impl Host for HostState {

@@ -17,12 +17,14 @@ use wasmtime::component::Resource;
 
 use crate::ports::executor::{BoxedReader, BoxedWriter};
 use crate::ports::{self, ProcessControl, SpawnSpec};
-use crate::runtime::abi::since_v0_1_0::rdev::provider::exec::{
+use crate::runtime::abi::latest::rdev::provider::exec::{
     ChunksRead, Command, EnvValue, ExecError, ExitStatus, Host, HostProcess, LinesRead,
     OutputBytes, OutputLine, Signal,
 };
-use crate::runtime::abi::since_v0_1_0::wit::OutputStream;
+use crate::runtime::abi::latest::wit::OutputStream;
 use crate::runtime::state::HostState;
+
+use super::interaction::or_input;
 
 /// A line longer than this is handed over in pieces marked `partial`.
 pub const LINE_CAP: usize = 1024 * 1024;
@@ -265,11 +267,16 @@ impl HostProcess for HostState {
         idle_timeout_ms: Option<u32>,
     ) -> wasmtime::Result<Result<LinesRead, ExecError>> {
         let exec = self.exec.clone();
-        let process = self.process(&rep)?;
-        Ok(exec
-            .cancellable(process.read_lines(max_lines, to_millis(idle_timeout_ms)))
-            .await
-            .map_err(|_| ExecError::Cancelled))
+        let HostState { table, input, .. } = self;
+        let process = table.get_mut(&rep)?;
+        let read = process.read_lines(max_lines, to_millis(idle_timeout_ms));
+        Ok(
+            match exec.cancellable(or_input(input.as_mut(), read)).await {
+                Ok(Some(read)) => Ok(read),
+                Ok(None) => Ok(LinesRead::Idle),
+                Err(_) => Err(ExecError::Cancelled),
+            },
+        )
     }
 
     async fn read_chunks(
@@ -279,11 +286,16 @@ impl HostProcess for HostState {
         idle_timeout_ms: Option<u32>,
     ) -> wasmtime::Result<Result<ChunksRead, ExecError>> {
         let exec = self.exec.clone();
-        let process = self.process(&rep)?;
-        Ok(exec
-            .cancellable(process.read_chunks(max_bytes, to_millis(idle_timeout_ms)))
-            .await
-            .map_err(|_| ExecError::Cancelled))
+        let HostState { table, input, .. } = self;
+        let process = table.get_mut(&rep)?;
+        let read = process.read_chunks(max_bytes, to_millis(idle_timeout_ms));
+        Ok(
+            match exec.cancellable(or_input(input.as_mut(), read)).await {
+                Ok(Some(read)) => Ok(read),
+                Ok(None) => Ok(ChunksRead::Idle),
+                Err(_) => Err(ExecError::Cancelled),
+            },
+        )
     }
 
     async fn write_stdin(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::runtime::abi::since_v0_1_0::rdev::provider::execution::Host;
+use crate::runtime::abi::latest::rdev::provider::execution::Host;
 use crate::runtime::state::HostState;
 
 impl Host for HostState {

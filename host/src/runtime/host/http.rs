@@ -15,11 +15,12 @@ use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 use wasmtime::component::Resource;
 
+use super::interaction::or_input;
 use super::sse::SseParser;
-use crate::runtime::abi::since_v0_1_0::rdev::provider::project_http::{
+use crate::runtime::abi::latest::rdev::provider::project_http::{
     Auth, EventsRead, Host, HostEventStream, HttpError, Request, Response, SseEvent,
 };
-use crate::runtime::abi::since_v0_1_0::wit::SecretRef;
+use crate::runtime::abi::latest::wit::SecretRef;
 use crate::runtime::state::{ExecCtx, HostState};
 
 /// Largest response body handed to a guest; bigger ones are a protocol error.
@@ -249,13 +250,20 @@ impl HostEventStream for HostState {
         idle_timeout_ms: Option<u32>,
     ) -> wasmtime::Result<Result<EventsRead, HttpError>> {
         let exec = self.exec.clone();
-        let stream = self.table.get_mut(&rep)?;
+        let HostState { table, input, .. } = self;
+        let stream = table.get_mut(&rep)?;
         let max = usize::try_from(max_events.max(1)).unwrap_or(usize::MAX);
         let idle = idle_timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
-        Ok(exec
-            .cancellable(stream.next(max, idle))
-            .await
-            .unwrap_or(Err(HttpError::Cancelled)))
+        Ok(
+            match exec
+                .cancellable(or_input(input.as_mut(), stream.next(max, idle)))
+                .await
+            {
+                Ok(Some(read)) => read,
+                Ok(None) => Ok(EventsRead::Idle),
+                Err(_) => Err(HttpError::Cancelled),
+            },
+        )
     }
 
     async fn drop(&mut self, rep: Resource<EventStreamHandle>) -> wasmtime::Result<()> {

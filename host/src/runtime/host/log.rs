@@ -1,6 +1,6 @@
 //! `log`: guest log lines become host `tracing` events tagged with the plugin's name.
 
-use crate::runtime::abi::since_v0_1_0::rdev::provider::log::{Host, Level};
+use crate::runtime::abi::latest::rdev::provider::log::{Host, Level};
 use crate::runtime::state::HostState;
 
 /// Longer messages are cut so a chatty guest cannot flood the host's log with one call.

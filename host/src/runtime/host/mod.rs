@@ -5,10 +5,11 @@ pub mod events;
 pub mod exec;
 pub mod execution;
 pub mod http;
+pub mod interaction;
 pub mod log;
 pub mod sse;
 
-use crate::runtime::abi::since_v0_1_0::rdev::provider::types;
+use crate::runtime::abi::latest::rdev::provider::types;
 use crate::runtime::state::HostState;
 
 /// `types` only defines data; it has no functions to implement.

@@ -23,7 +23,9 @@ use tokio::sync::broadcast;
 
 pub use egress::{AllowRule, RuleError};
 
-use crate::ports::ExecError;
+use crate::domain::ProjectId;
+use crate::domain::network::parse_allow_list;
+use crate::ports::{ExecError, NetworkPolicyStore};
 use bwrap::Bind;
 use cgroup::{Cgroups, CommandGroup};
 use child::ChildSetup;
@@ -103,26 +105,7 @@ impl SandboxConfig {
 }
 
 /// What the sandbox enforces on this host, for `/readyz`, `GET /providers` and the log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SandboxStatus {
-    /// `confined` or `unconfined`.
-    pub mode: &'static str,
-    /// Mechanisms in force.
-    pub enforced: Vec<String>,
-    /// Mechanisms this host lacks (for `confined`: only optional ones, e.g. limits).
-    pub missing: Vec<String>,
-}
-
-impl SandboxStatus {
-    /// The status of an executor the operator chose to run unconfined.
-    pub fn unconfined(missing: Vec<String>) -> Self {
-        Self {
-            mode: "unconfined",
-            enforced: Vec::new(),
-            missing,
-        }
-    }
-}
+pub use crate::ports::Confinement as SandboxStatus;
 
 /// Why confinement cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +182,8 @@ pub struct Sandbox {
     cgroups: Option<Cgroups>,
     nets: tokio::sync::Mutex<HashMap<String, Arc<ProjectNet>>>,
     policies: std::sync::Mutex<HashMap<String, Vec<AllowRule>>>,
+    /// Where projects' own allow-lists are kept; read before each spawn.
+    policy_store: Option<Arc<dyn NetworkPolicyStore>>,
     status: SandboxStatus,
 }
 
@@ -263,6 +248,11 @@ impl Sandbox {
         let (symlinks, read_only) = split_views(bwrap::read_only_views(&extra));
 
         let (enforced, cgroups) = mechanisms(&instance_name(private), &mut missing);
+        let default_allow = config
+            .egress_allow
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let sandbox = Self {
             config,
             bwrap,
@@ -276,14 +266,50 @@ impl Sandbox {
             cgroups,
             nets: tokio::sync::Mutex::new(HashMap::new()),
             policies: std::sync::Mutex::new(HashMap::new()),
+            policy_store: None,
             status: SandboxStatus {
-                mode: "confined",
+                mode: "confined".to_owned(),
                 enforced,
                 missing,
+                default_allow,
             },
         };
         sandbox.trial()?;
         Ok(sandbox)
+    }
+
+    /// Reads each project's allow-list from `store` before each of its spawns, so a policy
+    /// changed through the API (on any replica) applies from the project's next command.
+    pub fn with_policy_store(mut self, store: Arc<dyn NetworkPolicyStore>) -> Self {
+        self.policy_store = Some(store);
+        self
+    }
+
+    /// Applies the project's stored allow-list if it differs from the one in force.
+    async fn refresh_policy(&self, project: &str) -> Result<(), String> {
+        let Some(store) = &self.policy_store else {
+            return Ok(());
+        };
+        let id = ProjectId::parse(project).map_err(|e| e.to_string())?;
+        let stored = store
+            .network_policy(&id)
+            .await
+            .map_err(|e| format!("reading its network policy: {e}"))?;
+        let rules = stored
+            .map(|policy| parse_allow_list(&policy.allow))
+            .transpose()
+            .map_err(|e| format!("its stored network policy: {e}"))?;
+        let current = self
+            .policies
+            .lock()
+            .ok()
+            .and_then(|p| p.get(project).cloned());
+        if current != rules {
+            self.set_egress(project, rules)
+                .await
+                .map_err(|e| format!("applying its network policy: {e}"))?;
+        }
+        Ok(())
     }
 
     /// What is enforced here.
@@ -434,6 +460,7 @@ impl Sandbox {
         };
         self.adopt(workspace)
             .map_err(|e| failed(format!("giving the workspace to the sandbox user: {e}")))?;
+        self.refresh_policy(project).await.map_err(failed)?;
         let net = self
             .network(project)
             .await

@@ -1,0 +1,78 @@
+//! Per-project egress allow-lists (`network_policies`, migration 0110), read by every
+//! process that spawns a project's commands before each spawn.
+
+use async_trait::async_trait;
+
+use super::columns::{Cols, json};
+use super::db::{Arg, RowsAffected};
+use super::dialect::sql;
+use super::{Db, SqlStore, db, is_foreign_key_violation, not_found};
+use crate::domain::ProjectId;
+use crate::domain::network::NetworkPolicy;
+use crate::ports::{NetworkPolicyStore, StoreError};
+
+fn policy_from_row<D: Db>(row: &D::Row) -> Result<NetworkPolicy, StoreError> {
+    let cols = Cols::<D>::new(row, "network_policies");
+    Ok(NetworkPolicy {
+        project_id: cols.parse("project_id", ProjectId::parse)?,
+        allow: cols.json("allow")?,
+        updated_at: cols.time("updated_at")?,
+    })
+}
+
+#[async_trait]
+impl<D: Db> NetworkPolicyStore for SqlStore<D> {
+    async fn network_policy(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Option<NetworkPolicy>, StoreError> {
+        let context = "reading a network policy";
+        let row = sqlx::query(
+            "SELECT project_id, allow, updated_at FROM network_policies WHERE project_id = $1",
+        )
+        .arg(project.as_str())
+        .fetch_optional(self.exec())
+        .await
+        .map_err(db(context))?;
+        row.as_ref().map(policy_from_row::<D>).transpose()
+    }
+
+    async fn set_network_policy(
+        &self,
+        project: &ProjectId,
+        allow: &[String],
+    ) -> Result<NetworkPolicy, StoreError> {
+        let context = "storing a network policy";
+        let mut w = self.write(context).await?;
+        let row = sqlx::query(sql!(
+            D,
+            "INSERT INTO network_policies (project_id, allow, updated_at) VALUES ($1, $2, {now}) \
+             ON CONFLICT (project_id) DO UPDATE SET allow = excluded.allow, \
+             updated_at = excluded.updated_at RETURNING project_id, allow, updated_at"
+        ))
+        .arg(project.as_str())
+        .arg(json(&allow)?)
+        .fetch_one(w.exec())
+        .await;
+        let row = match row {
+            Err(error) if is_foreign_key_violation(&error) => {
+                return Err(not_found("project", project));
+            }
+            other => other.map_err(db(context))?,
+        };
+        w.commit().await?;
+        policy_from_row::<D>(&row)
+    }
+
+    async fn clear_network_policy(&self, project: &ProjectId) -> Result<bool, StoreError> {
+        let context = "removing a network policy";
+        let mut w = self.write(context).await?;
+        let done = sqlx::query("DELETE FROM network_policies WHERE project_id = $1")
+            .arg(project.as_str())
+            .execute(w.exec())
+            .await
+            .map_err(db(context))?;
+        w.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

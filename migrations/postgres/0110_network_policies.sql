@@ -1,0 +1,9 @@
+-- A project's own egress allow-list (PUT /projects/{id}/network): the rules its commands'
+-- egress proxy admits instead of the server's default. No row: the default applies.
+-- Removing a project removes its policy (ON DELETE CASCADE).
+
+CREATE TABLE network_policies (
+    project_id TEXT PRIMARY KEY REFERENCES projects (id) ON DELETE CASCADE,
+    allow      JSONB NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
