@@ -537,3 +537,45 @@ async fn unconfined_is_the_operators_explicit_choice_and_shown() {
     let euid = unsafe { libc::geteuid() };
     assert_eq!(ran.output, format!("{euid}\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policies_are_stored_in_postgres_too() {
+    if !sandbox::can_confine() {
+        return;
+    }
+    let Some(server) = TestServer::postgres().await else {
+        return;
+    };
+    let ran = run(&server, "a", "echo confined").await;
+    assert_eq!(ran.output, "confined\n", "{}", ran.status);
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            "/projects/a/network",
+            Some(&server.admin),
+            Some(json!({ "allow": ["Example.COM:443", "*.pkg.example"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let network = get(&server, "/projects/a/network").await;
+    assert_eq!(network["source"], "project", "{network}");
+    assert_eq!(
+        network["allow"],
+        json!(["example.com:443", "*.pkg.example"]),
+        "{network}"
+    );
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            "/projects/a/network",
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        get(&server, "/projects/a/network").await["source"],
+        "default"
+    );
+    server.stop().await;
+}

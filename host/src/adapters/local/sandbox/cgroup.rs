@@ -32,6 +32,8 @@ pub struct Cgroups {
     /// A random id per executor start: groups of other starts are leftovers.
     boot: String,
     next: AtomicU64,
+    /// Projects whose leftovers this start already reaped: later groups are all its own.
+    reaped: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// One command's group in every hierarchy in use; joined by the child before it execs.
@@ -65,6 +67,7 @@ impl Cgroups {
             layout,
             boot: format!("{:08x}", rand::random::<u32>()),
             next: AtomicU64::new(0),
+            reaped: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -90,6 +93,14 @@ impl Cgroups {
     /// Kills what earlier starts of rdev left in the project's groups (a command whose host
     /// died) and removes those groups, before the project's next command runs.
     pub fn reap_leftovers(&self, project: &str) {
+        let first = self
+            .reaped
+            .lock()
+            .map(|mut reaped| reaped.insert(project.to_owned()))
+            .unwrap_or(true);
+        if !first {
+            return;
+        }
         for dir in self.project_dirs(project) {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;

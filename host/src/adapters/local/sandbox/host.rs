@@ -99,6 +99,18 @@ pub fn write_identity(passwd: &Path, group: &Path, uid: u32, gid: u32) -> std::i
     )
 }
 
+/// Whether a user that neither owns nor shares a group with the directories above `path` can
+/// look it up: every ancestor searchable by others. Such a path (`/usr`, `/etc`) is handed to
+/// bubblewrap as it is; only the others are staged, which saves a bind mount each per spawn.
+pub fn reachable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.is_absolute()
+        && path
+            .ancestors()
+            .skip(1)
+            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
 /// `chown -hR uid:gid dir`, never following symlinks.
 pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
@@ -130,6 +142,29 @@ mod tests {
             install_root(Path::new("/usr/local/bin")),
             PathBuf::from("/usr/local/bin")
         );
+    }
+
+    #[test]
+    fn only_paths_others_can_traverse_count_as_reachable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).expect("mkdir");
+        std::fs::create_dir(private.join("inner")).expect("mkdir");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        mode(dir.path(), 0o755);
+        mode(&private, 0o700);
+        assert!(!reachable_by_others(&private.join("inner")));
+        mode(&private, 0o711);
+        assert_eq!(
+            reachable_by_others(&private.join("inner")),
+            reachable_by_others(dir.path()),
+            "only the ancestors above the tempdir decide now"
+        );
+        assert!(reachable_by_others(Path::new("/usr")));
+        assert!(!reachable_by_others(Path::new("relative")));
     }
 
     #[test]

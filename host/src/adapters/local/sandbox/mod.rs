@@ -32,8 +32,8 @@ use child::ChildSetup;
 use egress::Egress;
 pub use host::program_exists;
 use host::{
-    chown_tree, find_program, inside, install_root, instance_name, landlock_abi, seccomp_available,
-    split_views, write_identity,
+    chown_tree, find_program, inside, install_root, instance_name, landlock_abi,
+    reachable_by_others, seccomp_available, split_views, write_identity,
 };
 use netns::Netns;
 
@@ -412,6 +412,14 @@ impl Sandbox {
             let mut staged = Vec::new();
             let mut binds = Vec::new();
             for (i, (source, dest, writable)) in sources.into_iter().enumerate() {
+                if !writable && reachable_by_others(&source) {
+                    binds.push(Bind {
+                        source,
+                        dest,
+                        writable,
+                    });
+                    continue;
+                }
                 let target = Path::new(STAGE_DIR).join(i.to_string());
                 staged.push((cstring(&source)?, cstring(&target)?));
                 binds.push(Bind {

@@ -1,0 +1,100 @@
+//! Spawn overhead of the confined local executor: `true` spawned through `LocalExecutor`
+//! confined (bubblewrap, the helper's Landlock and seccomp, the project's network namespace,
+//! a cgroup per command) and unconfined, alternating spawn by spawn so machine load hits both
+//! alike. Each sample runs from `spawn` until the process exited and its output was read.
+//! Prints p50/p99 of both, the p50 of the paired differences (each confined spawn minus the
+//! unconfined one next to it) and the ratio of the p50s.
+//!
+//! Run (as root, with bubblewrap installed): `cargo xtask plugins && flock
+//! /tmp/rdev-bench.lock cargo bench -p rdev-tests --bench spawn` (spawns per mode from
+//! `RDEV_BENCH_ITERATIONS`, default 200, after 10 unmeasured warm-ups each).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdev::adapters::local::LocalExecutor;
+use rdev::domain::ProjectId;
+use rdev::ports::{Executor, SpawnSpec};
+use rdev_tests::harness::runtime::MapSecrets;
+use rdev_tests::harness::sandbox;
+use tokio::io::AsyncReadExt;
+
+async fn spawn_true(executor: &LocalExecutor, project: &ProjectId) -> Duration {
+    let started = Instant::now();
+    let spec = SpawnSpec {
+        program: "true".to_owned(),
+        args: Vec::new(),
+        env: Vec::new(),
+        working_dir: None,
+    };
+    let mut process = executor.spawn(project, spec).await.expect("spawn true");
+    let mut sink = Vec::new();
+    let _ = process.stdout.read_to_end(&mut sink).await;
+    let _ = process.stderr.read_to_end(&mut sink).await;
+    let status = process.control.wait().await.expect("wait");
+    assert!(status.success(), "true failed: {status:?}");
+    started.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report(name: &str, samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    let p50 = percentile(samples, 0.5);
+    println!(
+        "{name:>11} true: p50 {:7.2} ms  p99 {:7.2} ms  min {:7.2} ms  ({} spawns)",
+        ms(p50),
+        ms(percentile(samples, 0.99)),
+        ms(samples[0]),
+        samples.len()
+    );
+    p50
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let iterations: usize = std::env::var("RDEV_BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().canonicalize().expect("canonical tempdir");
+    let secrets = Arc::new(MapSecrets(HashMap::new()));
+    let Some(confined) = sandbox::executor(&root.join("confined"), secrets.clone(), &[]) else {
+        eprintln!("this host cannot confine commands; nothing to measure");
+        return;
+    };
+    let unconfined = LocalExecutor::per_project(root.join("unconfined/projects"), secrets);
+    let project = ProjectId::parse("bench").expect("id");
+    for _ in 0..10 {
+        spawn_true(&confined, &project).await;
+        spawn_true(&unconfined, &project).await;
+    }
+    let mut plain = Vec::with_capacity(iterations);
+    let mut boxed = Vec::with_capacity(iterations);
+    let mut added = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let u = spawn_true(&unconfined, &project).await;
+        let c = spawn_true(&confined, &project).await;
+        plain.push(u);
+        boxed.push(c);
+        added.push(c.saturating_sub(u));
+    }
+    let u50 = report("unconfined", &mut plain);
+    let c50 = report("confined", &mut boxed);
+    added.sort();
+    println!(
+        "      added: p50 {:7.2} ms  p99 {:7.2} ms per spawn (paired); ratio of p50s {:.1}x",
+        ms(percentile(&added, 0.5)),
+        ms(percentile(&added, 0.99)),
+        c50.as_secs_f64() / u50.as_secs_f64()
+    );
+}
