@@ -36,7 +36,8 @@ pub struct SubmitBody {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9._][A-Za-z0-9._-]{0,255}$")]
     pub session_id: Option<String>,
-    /// Seconds the provider may run (default 1800).
+    /// Seconds the provider may run; more than the provider's `limits.max_timeout_secs` is
+    /// refused (422 `invalid_timeout`). Default: the smaller of 1800 and that ceiling.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86400)]
     pub timeout_secs: Option<u64>,
@@ -72,6 +73,8 @@ pub struct CommandView {
     pub provider: ProviderName,
     pub status: CommandStatus,
     pub prompt: String,
+    /// Seconds the command may run: what was asked, or the default fitted to the provider.
+    pub timeout_secs: u64,
     pub stream_url: String,
     pub exit_code: Option<i32>,
     pub session_id: Option<String>,
@@ -109,6 +112,7 @@ impl From<CommandRecord> for CommandView {
             project_id: record.project_id,
             provider: record.provider,
             status: record.status,
+            timeout_secs: record.request.timeout.as_secs(),
             prompt: record.request.prompt,
             result: record.result,
             error: record.error,
@@ -164,6 +168,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     (status = 400, description = "Invalid request"),
+    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such provider"),
     (status = 409, description = "The Idempotency-Key was used for another request"),
@@ -188,6 +193,7 @@ async fn submit_to_provider(
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     (status = 400, description = "Invalid request"),
+    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such provider"),
     (status = 409, description = "The Idempotency-Key was used for another request"),
@@ -215,7 +221,8 @@ async fn submit(
     body: SubmitBody,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
     principal.require_project(&project)?;
-    let request = AgentRequest {
+    let asked_timeout = body.timeout_secs.is_some();
+    let mut request = AgentRequest {
         prompt: body.prompt,
         session_id: body.session_id,
         timeout: body
@@ -238,6 +245,13 @@ async fn submit(
     };
     let agent = state.registry.lookup(provider.as_ref())?;
     let provider = agent.provider().name.clone();
+    if let Some(loaded) = state.registry.agent(provider.as_str()) {
+        request.fit_timeout(
+            asked_timeout,
+            provider.as_str(),
+            loaded.manifest().limits.max_timeout,
+        )?;
+    }
     let idempotency_key = idempotency_key(headers)?;
     let enqueued = state
         .stores

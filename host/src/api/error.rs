@@ -216,7 +216,12 @@ impl From<SetupError> for ApiError {
 
 impl From<RequestError> for ApiError {
     fn from(error: RequestError) -> Self {
-        Self::bad_request(error.code(), error.to_string())
+        // Well-formed, but more than the chosen provider accepts.
+        let status = match error {
+            RequestError::TimeoutOverCeiling { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, error.code(), error.to_string())
     }
 }
 

@@ -107,12 +107,19 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
             return Ok(EXIT_USAGE);
         }
     };
-    if args.timeout.is_none() {
-        // Unasked, the default timeout yields to a provider with a shorter ceiling; an
-        // explicit --timeout above the ceiling is refused by the runtime instead.
-        if let Some(loaded) = registry.agent(agent.provider().name.as_str()) {
-            request.timeout = request.timeout.min(loaded.manifest().limits.max_timeout);
-        }
+
+    // Unasked, the default timeout yields to a provider with a shorter ceiling; an explicit
+    // --timeout above the ceiling is a usage error, as the API refuses it at submit.
+    let name = agent.provider().name.clone();
+    if let Some(loaded) = registry.agent(name.as_str())
+        && let Err(e) = request.fit_timeout(
+            args.timeout.is_some(),
+            name.as_str(),
+            loaded.manifest().limits.max_timeout,
+        )
+    {
+        eprintln!("error: {e}");
+        return Ok(EXIT_USAGE);
     }
 
     let cancel = CancellationToken::new();

@@ -33,6 +33,15 @@ pub enum RequestError {
     PromptTooLong { len: usize, max: usize },
     #[error("timeout must be between 1 and {max_secs} seconds, got {secs}")]
     InvalidTimeout { secs: u64, max_secs: u64 },
+    #[error(
+        "timeout of {secs} s exceeds the ceiling of provider {provider} ({ceiling_secs} s, its \
+         manifest's limits.max_timeout_secs); ask for at most {ceiling_secs} s"
+    )]
+    TimeoutOverCeiling {
+        secs: u64,
+        provider: String,
+        ceiling_secs: u64,
+    },
     #[error("session id {0:?} is not a valid session id")]
     InvalidSessionId(String),
     #[error("model {0:?} is not a valid model name")]
@@ -49,7 +58,7 @@ impl RequestError {
         match self {
             Self::PromptRequired => "prompt_required",
             Self::PromptTooLong { .. } => "prompt_too_long",
-            Self::InvalidTimeout { .. } => "invalid_timeout",
+            Self::InvalidTimeout { .. } | Self::TimeoutOverCeiling { .. } => "invalid_timeout",
             Self::InvalidSessionId(_) => "invalid_session_id",
             Self::InvalidModel(_) => "invalid_model",
             Self::InvalidWorkingDir { .. } => "invalid_working_dir",
@@ -125,6 +134,30 @@ impl AgentRequest {
         }
         Ok(())
     }
+
+    /// Fits the timeout to a provider that accepts at most `ceiling`, before anything is
+    /// queued: an unasked timeout (`asked` false, the default was applied) shrinks to the
+    /// ceiling; an asked one above it is refused, since a request accepted now would only
+    /// fail when the provider starts.
+    pub fn fit_timeout(
+        &mut self,
+        asked: bool,
+        provider: &str,
+        ceiling: Duration,
+    ) -> Result<(), RequestError> {
+        if self.timeout <= ceiling {
+            return Ok(());
+        }
+        if asked {
+            return Err(RequestError::TimeoutOverCeiling {
+                secs: self.timeout.as_secs(),
+                provider: provider.to_owned(),
+                ceiling_secs: ceiling.as_secs(),
+            });
+        }
+        self.timeout = ceiling;
+        Ok(())
+    }
 }
 
 /// Session ids and model names end up as process arguments and URL segments: a short run
@@ -177,6 +210,36 @@ mod duration_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_timeout_yields_to_the_ceiling_and_an_asked_one_over_it_is_refused() {
+        let ceiling = Duration::from_secs(600);
+        let mut unasked = AgentRequest::new("x");
+        unasked.fit_timeout(false, "echo", ceiling).unwrap();
+        assert_eq!(unasked.timeout, ceiling);
+
+        let mut within = AgentRequest::new("x");
+        within.timeout = Duration::from_secs(600);
+        within.fit_timeout(true, "echo", ceiling).unwrap();
+        assert_eq!(within.timeout, ceiling);
+
+        let mut over = AgentRequest::new("x");
+        over.timeout = Duration::from_secs(601);
+        let refused = over.fit_timeout(true, "echo", ceiling).unwrap_err();
+        assert_eq!(refused.code(), "invalid_timeout");
+        assert!(refused.to_string().contains("600 s"), "{refused}");
+        assert_eq!(
+            over.timeout,
+            Duration::from_secs(601),
+            "refusal changes nothing"
+        );
+
+        let mut short = AgentRequest::new("x");
+        short
+            .fit_timeout(false, "echo", AgentRequest::MAX_TIMEOUT)
+            .unwrap();
+        assert_eq!(short.timeout, AgentRequest::DEFAULT_TIMEOUT);
+    }
 
     fn valid() -> AgentRequest {
         AgentRequest::new("write a hello world")
