@@ -71,15 +71,17 @@ const QUICK: Timing = Timing {
 
 /// Starts `rdev worker` with [`QUICK`] timing; returns once it is ready.
 async fn spawn_worker(url: &str, data: &Path, plugins: &Path, id: &str) -> Child {
-    spawn_worker_timed(url, data, plugins, id, QUICK).await
+    spawn_worker_timed(url, data, plugins, id, QUICK, &[]).await
 }
 
+/// Starts `rdev worker` with `timing` and any `extra` flags; returns once it is ready.
 async fn spawn_worker_timed(
     url: &str,
     data: &Path,
     plugins: &Path,
     id: &str,
     timing: Timing,
+    extra: &[&str],
 ) -> Child {
     let mut child = Command::new(rdev_binary())
         .args(["worker", "--database-url", url, "--worker-id", id])
@@ -91,6 +93,7 @@ async fn spawn_worker_timed(
         .args(["--heartbeat-ms", &timing.heartbeat_ms.to_string()])
         .args(["--poll-ms", &timing.poll_ms.to_string()])
         .args(["--concurrency", "4"])
+        .args(extra)
         .env(MASTER_KEY_ENV, master_key().to_base64())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -290,8 +293,15 @@ async fn a_cancel_reaches_the_worker_process_at_once_not_at_its_heartbeat() {
         heartbeat_ms: 600_000,
         poll_ms: 1000,
     };
-    let mut worker =
-        spawn_worker_timed(&s.db.url, &s.dir.path().join("a"), &s.plugins, "a", slow).await;
+    let mut worker = spawn_worker_timed(
+        &s.db.url,
+        &s.dir.path().join("a"),
+        &s.plugins,
+        "a",
+        slow,
+        &[],
+    )
+    .await;
     let id = submit(&s.stores, "p", "echo started; sleep 600").await;
     wait_for_output(&s.stores, &id, "started").await;
     s.stores.queue.cancel(&id, "tester").await.expect("cancel");
@@ -369,10 +379,13 @@ async fn workers_survive_a_postgres_restart_under_load_and_run_each_command_once
         heartbeat_ms: 500,
         poll_ms: 2_000,
     };
-    let mut a =
-        spawn_worker_timed(&cluster.url, &dir.path().join("a"), &plugins, "a", timing).await;
-    let mut b =
-        spawn_worker_timed(&cluster.url, &dir.path().join("b"), &plugins, "b", timing).await;
+    // Every command appends to one log outside any workspace, which the confined executor
+    // (the default) forbids: this test is about the queue, so its workers run unconfined.
+    let unconfined = ["--unconfined"];
+    let a_dir = dir.path().join("a");
+    let mut a = spawn_worker_timed(&cluster.url, &a_dir, &plugins, "a", timing, &unconfined).await;
+    let b_dir = dir.path().join("b");
+    let mut b = spawn_worker_timed(&cluster.url, &b_dir, &plugins, "b", timing, &unconfined).await;
     let projects = 6;
     let prompt = |n: usize| format!("sleep 0.2; echo {n} >> {}", ran.display());
     let mut ids = Vec::new();
