@@ -2,22 +2,14 @@
 //! prompt cannot make git run a program of its choosing (#21 part 3).
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use rdev_tests::harness::server::{SseReader, TestServer};
 
 /// Submits `prompt` to the git provider of `project`, follows the stream to `done` and
 /// returns the command as `GET /commands/{id}` reports it.
 async fn run_git(server: &TestServer, project: &str, prompt: &str) -> Value {
-    let (status, submitted) = server
-        .call(
-            Method::POST,
-            &format!("/projects/{project}/git"),
-            Some(&server.admin),
-            Some(json!({ "prompt": prompt })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
+    let submitted = server.submit(project, "git", prompt).await;
     let stream_url = submitted["stream_url"].as_str().expect("stream_url");
     let response = server
         .request(Method::GET, stream_url, Some(&server.admin))

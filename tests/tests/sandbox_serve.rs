@@ -72,16 +72,7 @@ struct Run {
 }
 
 async fn submit(server: &TestServer, project: &str, script: &str) -> Value {
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/projects/{project}/shell"),
-            Some(&server.admin),
-            Some(json!({ "prompt": script })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    body
+    server.submit(project, "shell", script).await
 }
 
 async fn follow(server: &TestServer, submitted: &Value) -> Run {

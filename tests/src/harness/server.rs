@@ -118,6 +118,21 @@ impl TestServer {
         json_of(request.send().await.expect("request sent")).await
     }
 
+    /// Submits `prompt` to `provider` of `project` as the admin, expecting 202; the answer
+    /// (with `id` and `stream_url`).
+    pub async fn submit(&self, project: &str, provider: &str, prompt: &str) -> serde_json::Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/projects/{project}/{provider}"),
+                Some(&self.admin),
+                Some(serde_json::json!({ "prompt": prompt })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+        body
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
