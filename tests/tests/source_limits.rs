@@ -24,7 +24,7 @@ const KNOWN_LONG: &[(&str, &str, usize)] = &[
 ];
 
 /// Files over the limit when the check was written, with their length then.
-const KNOWN_LARGE: &[(&str, usize)] = &[("services/project_setup/mod.rs", 645)];
+const KNOWN_LARGE: &[(&str, usize)] = &[];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read dir") {
