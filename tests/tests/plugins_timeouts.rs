@@ -2,8 +2,6 @@
 //! through a real `rdev serve`: unasked, the server default shrinks to the ceiling and the
 //! command runs; asked above it, the submission is refused with 422 and nothing is queued.
 
-use std::time::{Duration, Instant};
-
 use rdev_tests::harness::plugins::test_plugins_dir;
 use rdev_tests::harness::runtime::write_atomically;
 use rdev_tests::harness::server::{ServeProcess, json_of};
@@ -49,30 +47,6 @@ async fn submit(server: &ServeProcess, body: Value) -> (StatusCode, Value) {
     json_of(response).await
 }
 
-/// The command once it has ended.
-async fn finished(server: &ServeProcess, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, command) = json_of(
-            server
-                .admin(Method::GET, &format!("/commands/{id}"))
-                .send()
-                .await
-                .expect("GET"),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{command}");
-        if matches!(
-            command["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return command;
-        }
-        assert!(Instant::now() < deadline, "never finished: {command}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn timeouts_fit_the_providers_ceiling_at_submit() {
     let plugins = capped_plugins();
@@ -82,7 +56,7 @@ async fn timeouts_fit_the_providers_ceiling_at_submit() {
     let (status, submitted) = submit(&server, json!({"prompt": "quick"})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
     let id = submitted["command_id"].as_str().expect("command id");
-    let command = finished(&server, id).await;
+    let command = server.finished(id).await;
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(command["timeout_secs"], CEILING, "{command}");
     assert_eq!(command["result"]["final_text"], "1.0.0", "{command}");
@@ -92,7 +66,7 @@ async fn timeouts_fit_the_providers_ceiling_at_submit() {
         submit(&server, json!({"prompt": "quick", "timeout_secs": CEILING})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
     let id = submitted["command_id"].as_str().expect("command id");
-    assert_eq!(finished(&server, id).await["timeout_secs"], CEILING);
+    assert_eq!(server.finished(id).await["timeout_secs"], CEILING);
 
     // Above it: refused at submit, naming the ceiling, and nothing is queued.
     let (status, refused) = submit(

@@ -287,24 +287,6 @@ async fn lookups_and_executions_stay_consistent_under_concurrent_reloads() {
     }
 }
 
-/// The serving version of `provider` in `GET /providers`.
-async fn served_version(server: &ServeProcess, provider: &str) -> Option<String> {
-    let listing: serde_json::Value = server
-        .admin(reqwest::Method::GET, "/providers")
-        .send()
-        .await
-        .expect("GET /providers")
-        .json()
-        .await
-        .expect("JSON");
-    listing["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .find(|p| p["name"] == provider)
-        .and_then(|p| p["version"].as_str().map(str::to_owned))
-}
-
 /// Operators deploy plugins by switching a symlink to a new directory, which the watcher
 /// (watching the old directory) cannot see; SIGHUP makes `rdev serve` pick it up, audited
 /// like `POST /providers/reload`.
@@ -323,7 +305,7 @@ async fn sighup_reloads_a_plugins_dir_the_watcher_cannot_see_change() {
     std::os::unix::fs::symlink(&v1, &current).expect("symlink");
     let server = ServeProcess::start(&current, &[]).await;
     assert_eq!(
-        served_version(&server, "versioned").await.as_deref(),
+        server.served_version("versioned").await.as_deref(),
         Some("1.0.0")
     );
 
@@ -332,14 +314,14 @@ async fn sighup_reloads_a_plugins_dir_the_watcher_cannot_see_change() {
     std::fs::rename(&next, &current).expect("switch the symlink");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        served_version(&server, "versioned").await.as_deref(),
+        server.served_version("versioned").await.as_deref(),
         Some("1.0.0"),
         "the watcher saw the switch, so this test proves nothing about SIGHUP"
     );
 
     server.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while served_version(&server, "versioned").await.as_deref() != Some("2.0.0") {
+    while server.served_version("versioned").await.as_deref() != Some("2.0.0") {
         assert!(
             std::time::Instant::now() < deadline,
             "SIGHUP did not reload:\n{}",

@@ -817,7 +817,9 @@ async fn an_expired_lease_is_fenced_and_a_command_not_started_is_queued_again(b:
     for lost in [
         q.finish(&old.lease, queue::completed()).await.err(),
         q.heartbeat(&old.lease).await.err(),
-        q.mark_started(&old.lease, false).await.err(),
+        q.mark_started(&old.lease, false, &queue::provenance())
+            .await
+            .err(),
     ] {
         assert!(
             matches!(lost, Some(StoreError::LeaseLost { .. })),
@@ -834,7 +836,14 @@ async fn a_started_command_whose_host_was_lost_fails(b: Backend) {
     let (id, next) = b.two_queued("a", "b").await;
     let q = &b.stores.queue;
     let claim = q.claim("w1").await.unwrap().unwrap();
-    q.mark_started(&claim.lease, false).await.unwrap();
+    assert_eq!(claim.command.provenance, None, "nothing ran yet");
+    q.mark_started(&claim.lease, false, &queue::provenance())
+        .await
+        .unwrap();
+    assert_eq!(
+        q.get(&id).await.unwrap().provenance,
+        Some(queue::provenance())
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let rescued = q.rescue_expired().await.unwrap();
     assert_eq!(rescued.len(), 1);
@@ -850,9 +859,13 @@ async fn rescue_requeues_idempotent_work_and_honours_cancel(b: Backend) {
     let (idem, cancelled) = b.two_queued("idempotent", "to cancel").await;
     let q = &b.stores.queue;
     let first = q.claim("w").await.unwrap().unwrap();
-    q.mark_started(&first.lease, true).await.unwrap();
+    q.mark_started(&first.lease, true, &queue::provenance())
+        .await
+        .unwrap();
     let second = q.claim("w").await.unwrap().unwrap();
-    q.mark_started(&second.lease, false).await.unwrap();
+    q.mark_started(&second.lease, false, &queue::provenance())
+        .await
+        .unwrap();
     q.cancel(&cancelled, "tester").await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let rescued: HashMap<CommandId, CommandStatus> = q
@@ -1506,13 +1519,17 @@ async fn terminal_statuses_queue_events_for_matching_webhooks(b: Backend) {
 
     let completed = b.enqueue(&p, "ok", None).await;
     let claim = q.claim("w").await.unwrap().unwrap();
-    q.mark_started(&claim.lease, false).await.unwrap();
+    q.mark_started(&claim.lease, false, &queue::provenance())
+        .await
+        .unwrap();
     let finished = q.finish(&claim.lease, queue::completed()).await.unwrap();
     let cancelled = b.enqueue(&p, "never", None).await;
     q.cancel(&cancelled, "tester").await.unwrap();
     let lost = b.enqueue(&p, "lost", None).await;
     let claim = q.claim("w").await.unwrap().unwrap();
-    q.mark_started(&claim.lease, false).await.unwrap();
+    q.mark_started(&claim.lease, false, &queue::provenance())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(q.rescue_expired().await.unwrap().len(), 1);
 
@@ -2251,7 +2268,9 @@ async fn approvals_of_a_lost_or_ended_command_expire(b: Backend) {
     let id = claim.command.id.clone();
     let a = &b.stores.approvals;
     let q = &b.stores.queue;
-    q.mark_started(&claim.lease, false).await.unwrap();
+    q.mark_started(&claim.lease, false, &queue::provenance())
+        .await
+        .unwrap();
     let lost = a.request(new_approval(&p, &id, "ls")).await.unwrap();
     assert_eq!(
         a.expire_orphans().await.unwrap(),

@@ -5,6 +5,7 @@ pub mod event_fanout;
 pub mod kubernetes;
 pub mod local;
 pub mod master_key;
+pub mod oci;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;

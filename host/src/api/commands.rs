@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
 use super::state::AppState;
 use crate::domain::{
     AgentRequest, AgentResult, CommandFilter, CommandId, CommandRecord, CommandStatus, NewCommand,
-    Principal, ProjectId, ProviderName,
+    Principal, ProjectId, Provenance, ProviderName,
 };
 use crate::ports::{ProviderLookup, UnknownProject};
 
@@ -87,6 +87,8 @@ pub struct CommandView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// The provider build that ran it (name, version, ABI, component sha256), once started.
+    pub provenance: Option<Provenance>,
 }
 
 /// Where a command's events stream.
@@ -123,6 +125,7 @@ impl From<CommandRecord> for CommandView {
             started_at: record.started_at,
             finished_at: record.finished_at,
             duration_ms,
+            provenance: record.provenance,
         }
     }
 }

@@ -364,7 +364,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(exit_code(&status))
 }
 
-/// Prints a command's events (all of them; the stream ends at its terminal event).
+/// `provider <name> <version> (abi <abi>, sha256 <hash>)`: which build ran the command, when
+/// the server recorded it (not before the command started).
+fn provenance_line(provenance: &Value) -> Option<String> {
+    let field = |name: &str| provenance[name].as_str();
+    Some(format!(
+        "[provider {} {} (abi {}, sha256 {})]",
+        field("provider")?,
+        field("version")?,
+        field("abi")?,
+        field("component_sha256")?
+    ))
+}
+
+/// Prints a command's events (all of them; the stream ends at its terminal event), after
+/// the provider build that ran it.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
     let command = args
         .connection
@@ -375,6 +389,9 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
         )
         .await?;
     let status = command["status"].as_str().unwrap_or_default();
+    if let Some(line) = provenance_line(&command["provenance"]) {
+        eprintln!("{line}");
+    }
     let finished = matches!(status, "completed" | "failed" | "cancelled");
     if !finished && !args.follow {
         eprintln!("[{status}; pass --follow to wait for the end]");
@@ -455,6 +472,18 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provenance_prints_only_when_recorded() {
+        let recorded = json!({
+            "provider": "echo", "version": "1.0.0", "abi": "0.2.0", "component_sha256": "ab12"
+        });
+        assert_eq!(
+            provenance_line(&recorded).as_deref(),
+            Some("[provider echo 1.0.0 (abi 0.2.0, sha256 ab12)]")
+        );
+        assert_eq!(provenance_line(&Value::Null), None);
+    }
 
     #[test]
     fn exit_codes_mirror_the_final_status() {

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod client;
 pub mod exec;
 pub mod migrate;
+pub mod plugin_commands;
 pub mod plugins;
 pub mod projects;
 pub mod providers;
@@ -33,6 +34,8 @@ pub enum Command {
     Providers(providers::ProvidersArgs),
     /// Run one request through a provider against a directory and print its events.
     Exec(exec::ExecArgs),
+    /// Publish plugins to an OCI registry, install them from one, list and remove them.
+    Plugins(plugin_commands::PluginsCommandArgs),
     /// Inspect the audit trail.
     Audit(audit::AuditArgs),
     /// Run a queue worker (no HTTP API); SIGTERM drains it.
@@ -59,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Providers(args) => providers::run(args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Plugins(args) => plugin_commands::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Projects(args) => projects::run(args).await,

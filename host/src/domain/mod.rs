@@ -26,7 +26,7 @@ pub use credential::{CredentialName, MasterKey, SealError, SealOwner};
 pub use event::{AgentEvent, HostEvent, OutputStream, StreamEvent, Usage};
 pub use ids::{CommandId, IdError, ProjectId, ProviderName};
 pub use project::{NewProject, Project};
-pub use provider::{AgentProvider, Capabilities};
+pub use provider::{AgentProvider, Capabilities, Provenance};
 pub use queue::{
     Claim, CommandFilter, CommandRecord, CommandRecords, HOST_LOST, Heartbeat, Lease, NewCommand,
     Outcome, QueueConfig, Rescued, request_digest,
@@ -45,3 +45,5 @@ pub use webhook::{
     SealedWebhookSecret, SecretOfWebhook, Webhook, WebhookError, WebhookEvent, WebhookSecret,
 };
 pub use workspace::{RenderReport, RenderedFile, WorkspaceSpec, check_relative_path};
+pub mod oci;
+pub use oci::{ContentDigest, OciReference, ReferenceError};

@@ -27,4 +27,33 @@ pub struct AgentProvider {
     pub abi_version: String,
     pub description: String,
     pub capabilities: Capabilities,
+    /// Lowercase hex sha256 of the component's bytes as loaded: which build this is, even
+    /// when an author forgot to bump `version`.
+    pub component_sha256: String,
+}
+
+impl AgentProvider {
+    /// What a command records about the build that runs it.
+    pub fn provenance(&self) -> Provenance {
+        Provenance {
+            provider: self.name.to_string(),
+            version: self.version.clone(),
+            abi: self.abi_version.clone(),
+            component_sha256: self.component_sha256.clone(),
+        }
+    }
+}
+
+/// Which build of a provider ran a command, stored on the command when it starts and copied
+/// into its `command.started`/`command.finished` audit entries, so a result can be traced to
+/// the exact component even after the plugin was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Provenance {
+    pub provider: String,
+    /// The plugin's `version` from its manifest.
+    pub version: String,
+    /// The provider ABI the component was built against.
+    pub abi: String,
+    /// Lowercase hex sha256 of the component (`<name>.wasm`).
+    pub component_sha256: String,
 }

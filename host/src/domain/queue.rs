@@ -11,6 +11,7 @@ use super::audit::NewAuditEntry;
 use super::command::CommandStatus;
 use super::event::{HostEvent, StreamEvent};
 use super::ids::{CommandId, ProjectId, ProviderName};
+use super::provider::Provenance;
 use super::request::AgentRequest;
 use super::result::AgentResult;
 
@@ -53,6 +54,8 @@ pub struct CommandRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The build that ran it, recorded when its process started; absent before.
+    pub provenance: Option<Provenance>,
 }
 
 /// sha256 of the serialized request: identifies what was asked in the audit trail without

@@ -38,3 +38,5 @@ pub mod webhooks;
 pub use webhooks::{DeliveryPage, MAX_DELIVERY_PAGE, WebhookStore};
 pub mod observer;
 pub use observer::FinishObserver;
+pub mod artifacts;
+pub use artifacts::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled};

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, watch};
 use crate::domain::{
     AuditEntry, BrokenLink, Claim, CommandFilter, CommandId, CommandRecord, CredentialName,
     Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, Project,
-    ProjectId, QueueConfig, Redactor, Rescued, SealError, StreamEvent, TransitionError,
+    ProjectId, Provenance, QueueConfig, Redactor, Rescued, SealError, StreamEvent, TransitionError,
 };
 
 use super::secrets::{SecretResolver, SecretValue};
@@ -129,8 +129,14 @@ pub trait CommandQueue: Send + Sync {
 
     /// Records that the provider is about to run. Before this, an expired lease puts the
     /// command back in the queue; after it, the command fails with "host lost" unless
-    /// `idempotent` (the provider declared re-running safe).
-    async fn mark_started(&self, lease: &Lease, idempotent: bool) -> Result<(), StoreError>;
+    /// `idempotent` (the provider declared re-running safe). `provenance` records the build
+    /// that runs it.
+    async fn mark_started(
+        &self,
+        lease: &Lease,
+        idempotent: bool,
+        provenance: &Provenance,
+    ) -> Result<(), StoreError>;
 
     /// Extends the lease by the configured duration and reports whether a cancel was
     /// requested. `LeaseLost` when the token is stale.

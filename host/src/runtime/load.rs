@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use crate::domain::AgentProvider;
 
 use super::abi::ProviderPre;
@@ -38,6 +40,7 @@ pub(super) async fn load(
         .verify(&inner.engine, &inner.linkers, files.manifest.abi, &shape)
         .map_err(|reason| LoadError::invalid(&files.wasm_path, reason))?;
     let print = fingerprint(&files.manifest_text, &files.component);
+    let component_sha256 = hex::encode(Sha256::digest(&files.component));
     let wasm_path = files.wasm_path.clone();
     let (component, compile) = compile(inner, files.wasm_path.clone(), files.component).await?;
     let pre = inner
@@ -59,6 +62,7 @@ pub(super) async fn load(
         abi_version: manifest.abi.to_string(),
         description,
         capabilities: caps.capabilities,
+        component_sha256,
     };
     Ok(Arc::new(WasmAgent::new(
         inner.clone(),

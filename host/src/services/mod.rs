@@ -7,7 +7,9 @@
 //! - [`project_setup`]: creating a project from a template (workspace, first commit, CI
 //!   registration) and following its CI pipelines.
 //! - [`webhooks`]: recording project events for webhooks and delivering the outbox.
+//! - [`plugins`]: publishing plugins to an OCI registry and installing them from one.
 
+pub mod plugins;
 pub mod project_setup;
 pub mod templates;
 pub mod webhooks;

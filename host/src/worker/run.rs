@@ -1,5 +1,6 @@
 //! One claimed command from start to its final status.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
@@ -11,7 +12,7 @@ use crate::domain::{
     AgentResult, Claim, CommandId, CommandRecord, CommandStatus, HostEvent, Lease, NewAuditEntry,
     Outcome, Redactor, ResultStatus, StreamEvent,
 };
-use crate::ports::{AgentError, Execution, StoreError};
+use crate::ports::{AgentError, CodeAgent, Execution, StoreError};
 
 /// Why the worker stopped an execution itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,9 @@ enum Stop {
 pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: CancellationToken) {
     let Claim { command, lease } = claim;
     let started = Instant::now();
+    // The version serving now is the one that runs: its provenance goes into the trail.
+    let agent = ctx.providers.lookup(Some(&command.provider));
+    let provenance = agent.as_ref().ok().map(|a| a.provider().provenance());
     audit(
         &ctx,
         &command,
@@ -38,6 +42,7 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
             "attempt": command.attempts,
             "worker": ctx.config.id,
             "request_digest": request_digest(&command.request),
+            "provenance": provenance,
         }),
     )
     .await;
@@ -50,7 +55,11 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
     )
     .await;
 
-    let outcome = match execute(&ctx, &command, &lease, hard_stop).await {
+    let executed = match agent {
+        Ok(agent) => execute(&ctx, &command, &lease, agent, hard_stop).await,
+        Err(error) => Err(Stopped::Before(error.to_string())),
+    };
+    let outcome = match executed {
         Ok(outcome) => outcome,
         Err(Stopped::LeaseLost) => {
             tracing::warn!(command = %command.id, token = lease.token, "lease lost; leaving the command to its new owner");
@@ -97,6 +106,7 @@ async fn record_outcome(
                     "exit_code": record.result.as_ref().and_then(|r| r.exit_code),
                     "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "worker": ctx.config.id,
+                    "provenance": record.provenance,
                 }),
             )
             .await;
@@ -182,12 +192,9 @@ async fn execute(
     ctx: &Context,
     command: &CommandRecord,
     lease: &Lease,
+    agent: Arc<dyn CodeAgent>,
     hard_stop: CancellationToken,
 ) -> Result<Outcome, Stopped> {
-    let agent = ctx
-        .providers
-        .lookup(Some(&command.provider))
-        .map_err(|e| Stopped::Before(e.to_string()))?;
     // Fail closed: output that cannot be redacted is not streamed at all. A database that is
     // briefly away (a restart) is waited for: nothing has run yet.
     let redactor = retry_transient(ctx, &lease.command_id, || ctx.credentials.redactor());
@@ -197,8 +204,9 @@ async fn execute(
         ))
     })?;
     let idempotent = agent.provider().capabilities.idempotent;
+    let provenance = agent.provider().provenance();
     match retry_transient(ctx, &lease.command_id, || {
-        ctx.queue.mark_started(lease, idempotent)
+        ctx.queue.mark_started(lease, idempotent, &provenance)
     })
     .await
     {

@@ -5,6 +5,7 @@ pub mod claude;
 pub mod examples;
 pub mod kubernetes;
 pub mod npm;
+pub mod oci_registry;
 pub mod plugins;
 pub mod postgres;
 pub mod queue;

@@ -324,6 +324,72 @@ impl ServeProcess {
             .bearer_auth(&self.admin)
     }
 
+    /// Submits `prompt` to `provider` of `project` as the admin (expecting 202) and returns
+    /// the command once it has ended, as `GET /commands/{id}` shows it.
+    pub async fn run_to_end(
+        &self,
+        project: &str,
+        provider: &str,
+        prompt: &str,
+    ) -> serde_json::Value {
+        let response = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/projects/{project}/{provider}"),
+            )
+            .json(&serde_json::json!({ "prompt": prompt }))
+            .send()
+            .await
+            .expect("POST a command");
+        let (status, submitted) = json_of(response).await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{submitted}");
+        let id = submitted["command_id"].as_str().expect("command id");
+        self.finished(id).await
+    }
+
+    /// Command `id` once it has ended (completed, failed or cancelled), polled within 60 s.
+    pub async fn finished(&self, id: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let response = self
+                .admin(reqwest::Method::GET, &format!("/commands/{id}"))
+                .send()
+                .await
+                .expect("GET /commands/{id}");
+            let (status, command) = json_of(response).await;
+            assert_eq!(status, reqwest::StatusCode::OK, "{command}");
+            if matches!(
+                command["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                return command;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never finished: {command}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The serving version of `provider` in `GET /providers`, if it serves.
+    pub async fn served_version(&self, provider: &str) -> Option<String> {
+        let listing: serde_json::Value = self
+            .admin(reqwest::Method::GET, "/providers")
+            .send()
+            .await
+            .expect("GET /providers")
+            .json()
+            .await
+            .expect("JSON");
+        listing["providers"]
+            .as_array()
+            .expect("providers")
+            .iter()
+            .find(|p| p["name"] == provider)
+            .and_then(|p| p["version"].as_str().map(str::to_owned))
+    }
+
     /// Everything the server wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
         read_logs(self.dir.path())

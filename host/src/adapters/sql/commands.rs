@@ -1,4 +1,4 @@
-//! The `commands` table (migration 0001): its row mapping and the statements the queue and
+//! The `commands` table (migrations 0001, 0090 `provenance`): its row mapping and the statements the queue and
 //! each database's claims share.
 
 use super::audit::append_audit;
@@ -17,7 +17,7 @@ macro_rules! command_columns {
     () => {
         "id, project_id, provider, request, status, idempotency_key, submitted_by, \
          cancel_requested, attempts, result, error, created_at, started_at, finished_at, \
-         lease_owner, lease_token, lease_expires_at"
+         lease_owner, lease_token, lease_expires_at, provenance"
     };
 }
 pub(crate) use command_columns;
@@ -40,6 +40,7 @@ pub(crate) fn command_from_row<D: Db>(row: &D::Row) -> Result<CommandRecord, Sto
         created_at: cols.time("created_at")?,
         started_at: cols.time_opt("started_at")?,
         finished_at: cols.time_opt("finished_at")?,
+        provenance: cols.json_opt("provenance")?,
     })
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, watch};
 
 use super::approvals::expire_pending_of;
-use super::columns::{Cols, Span};
+use super::columns::{Cols, Span, json};
 use super::commands::{
     command_columns, command_from_row, fenced, insert_command, lost, rescue_decision, write_records,
 };
@@ -17,7 +17,7 @@ use super::webhooks::emit_for_command;
 use super::{Db, SqlStore, db, not_found};
 use crate::domain::{
     Claim, CommandFilter, CommandId, CommandRecord, CommandStatus, Heartbeat, Lease, NewCommand,
-    NewProject, Outcome, ProjectId, QueueConfig, Rescued,
+    NewProject, Outcome, ProjectId, Provenance, QueueConfig, Rescued,
 };
 use crate::ports::{CommandQueue, Enqueued, StoreError, UnknownProject};
 
@@ -150,17 +150,23 @@ impl<D: Db> CommandQueue for SqlStore<D> {
         D::claim(self, owner, max).await
     }
 
-    async fn mark_started(&self, lease: &Lease, idempotent: bool) -> Result<(), StoreError> {
+    async fn mark_started(
+        &self,
+        lease: &Lease,
+        idempotent: bool,
+        provenance: &Provenance,
+    ) -> Result<(), StoreError> {
         let context = "marking a command started";
         let mut w = self.write(context).await?;
         let done = sqlx::query(
-            "UPDATE commands SET process_started = TRUE, idempotent = $3 \
+            "UPDATE commands SET process_started = TRUE, idempotent = $3, provenance = $5 \
              WHERE id = $1 AND lease_token = $2 AND lease_owner = $4 AND status = 'running'",
         )
         .arg(lease.command_id.as_str())
         .arg(lease.token)
         .arg(idempotent)
         .arg(lease.owner.as_str())
+        .arg(json(provenance)?)
         .execute(w.exec())
         .await
         .map_err(db(context))?;

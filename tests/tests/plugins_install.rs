@@ -1,0 +1,195 @@
+//! `rdev plugins publish|install|list|remove` against a real OCI registry (Debian's
+//! `docker-registry`) and a real `rdev serve` watching the plugins directory: the grants are
+//! shown and confirmation required, a wrong pinned digest and a corrupted blob are refused
+//! with nothing installed, an install is hot-reloaded and recorded in the lock file, and a
+//! removal takes the provider away.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use rdev::domain::ContentDigest;
+use rdev_tests::harness::bin::rdev;
+use rdev_tests::harness::oci_registry::OciRegistry;
+use rdev_tests::harness::plugins::test_plugins_dir;
+use rdev_tests::harness::runtime::install;
+use rdev_tests::harness::server::ServeProcess;
+use serde_json::json;
+
+/// `rdev <args>` with no terminal on stdin.
+fn cli(args: &[&str]) -> Output {
+    std::process::Command::new(rdev())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rdev")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn sha256_of(path: &Path) -> String {
+    ContentDigest::of(&std::fs::read(path).expect("file exists"))
+        .hex()
+        .to_owned()
+}
+
+/// Installs `reference` into `dir`, confirming with `--yes` when `yes`.
+fn install_from(reference: &str, dir: &Path, yes: bool) -> Output {
+    let dir = dir.to_str().expect("utf-8 path");
+    let mut args = vec!["plugins", "install", reference, "--plugins-dir", dir];
+    if yes {
+        args.push("--yes");
+    }
+    cli(&args)
+}
+
+/// Waits until `GET /providers` shows `provider` at `version` (or absent for `None`).
+async fn wait_served(server: &ServeProcess, provider: &str, version: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.served_version(provider).await.as_deref() != version {
+        assert!(
+            Instant::now() < deadline,
+            "{provider} never became {version:?}:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
+    let Some(registry) = OciRegistry::start().await else {
+        return;
+    };
+    let local = tempfile::tempdir().expect("tempdir");
+    install(
+        &test_plugins_dir(),
+        "versioned-v1",
+        local.path(),
+        "ver",
+        Some("1.0.0"),
+    );
+    let component_sha = sha256_of(&local.path().join("ver.wasm"));
+    let reference = format!("{}/rdev/ver:1.0.0", registry.host);
+    let wasm = local.path().join("ver.wasm");
+    let published = cli(&[
+        "plugins",
+        "publish",
+        wasm.to_str().expect("utf-8"),
+        &reference,
+    ]);
+    assert!(published.status.success(), "{}", text(&published));
+    let stdout = String::from_utf8_lossy(&published.stdout);
+    let pinned = stdout
+        .split_whitespace()
+        .find(|word| word.contains("@sha256:"))
+        .unwrap_or_else(|| panic!("publish prints the pinned reference: {stdout}"))
+        .to_owned();
+    let digest = pinned.rsplit_once('@').expect("pinned").1.to_owned();
+
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let server = ServeProcess::start(plugins.path(), &[]).await;
+    let empty = |dir: &Path| std::fs::read_dir(dir).expect("readable").next().is_none();
+
+    // No terminal and no --yes: the grants are shown, nothing is installed.
+    let refused = install_from(&reference, plugins.path(), false);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    let shown = text(&refused);
+    assert!(
+        shown.contains("it asks to:") && shown.contains("run programs:"),
+        "{shown}"
+    );
+    assert!(shown.contains("--yes"), "{shown}");
+    assert!(
+        empty(plugins.path()),
+        "nothing written without confirmation"
+    );
+
+    // A pinned digest the registry does not hold: refused, naming it, nothing written (a
+    // registry serving other content under it is the corrupted-blob case below).
+    let wrong = format!("{reference}@sha256:{}", "0".repeat(64));
+    let unknown = install_from(&wrong, plugins.path(), true);
+    assert!(!unknown.status.success(), "{}", text(&unknown));
+    let said = text(&unknown);
+    assert!(
+        said.contains(&wrong) && said.contains("not found"),
+        "{said}"
+    );
+    assert!(empty(plugins.path()));
+
+    // Confirmed, pinned to the published digest: installed, locked and hot-reloaded.
+    let installed = install_from(&pinned, plugins.path(), true);
+    assert!(installed.status.success(), "{}", text(&installed));
+    let lock = std::fs::read_to_string(plugins.path().join("rdev-plugins.lock")).expect("lock");
+    assert!(lock.contains(&pinned) && lock.contains(&digest), "{lock}");
+    assert!(lock.contains(&component_sha), "{lock}");
+    wait_served(&server, "ver", Some("1.0.0")).await;
+    let done = server.run_to_end("installed", "ver", "quick").await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["provenance"]["component_sha256"], json!(component_sha));
+
+    let listed = cli(&[
+        "plugins",
+        "list",
+        "--plugins-dir",
+        plugins.path().to_str().expect("utf-8"),
+    ]);
+    let listing = text(&listed);
+    assert!(
+        listed.status.success() && listing.contains("ver") && listing.contains(&digest),
+        "{listing}"
+    );
+
+    // A blob corrupted in the registry's storage: the download does not match its digest.
+    let blob = registry.blob_path(&format!("sha256:{component_sha}"));
+    let mut bytes = std::fs::read(&blob).expect("blob stored");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).expect("corrupt the blob");
+    let corrupted = install_from(&reference, plugins.path(), true);
+    assert!(!corrupted.status.success(), "{}", text(&corrupted));
+    assert!(
+        text(&corrupted).contains("digest mismatch"),
+        "{}",
+        text(&corrupted)
+    );
+    assert_eq!(sha256_of(&plugins.path().join("ver.wasm")), component_sha);
+
+    let dir = plugins.path().to_str().expect("utf-8");
+    let removed = cli(&["plugins", "remove", "ver", "--plugins-dir", dir]);
+    assert!(removed.status.success(), "{}", text(&removed));
+    assert!(!plugins.path().join("ver.wasm").exists());
+    let lock = std::fs::read_to_string(plugins.path().join("rdev-plugins.lock")).expect("lock");
+    assert!(!lock.contains("ver"), "{lock}");
+    wait_served(&server, "ver", None).await;
+    let again = cli(&["plugins", "remove", "ver", "--plugins-dir", dir]);
+    assert!(!again.status.success(), "{}", text(&again));
+}
+
+/// A reference without a registry and a malformed digest are refused before any network
+/// access, naming what is wrong.
+#[test]
+fn malformed_references_are_refused_with_the_expected_form() {
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let no_registry = install_from("acme/echo:1.0.0", plugins.path(), true);
+    assert!(!no_registry.status.success());
+    assert!(
+        text(&no_registry).contains("names no registry"),
+        "{}",
+        text(&no_registry)
+    );
+    let short_digest = install_from("127.0.0.1:1/acme/echo@sha256:abc", plugins.path(), true);
+    assert!(!short_digest.status.success());
+    assert!(
+        text(&short_digest).contains("is not a digest"),
+        "{}",
+        text(&short_digest)
+    );
+}
