@@ -98,27 +98,7 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<i32> {
                 .call(reqwest::Method::GET, &webhooks_path(project, None)?, None)
                 .await?;
             for hook in listed["webhooks"].as_array().into_iter().flatten() {
-                let events: Vec<&str> = hook["event_types"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                println!(
-                    "{}  {:<8} {:<40} {}",
-                    text(&hook["id"]),
-                    if hook["enabled"].as_bool() == Some(true) {
-                        "enabled"
-                    } else {
-                        "disabled"
-                    },
-                    if events.is_empty() {
-                        "*".to_owned()
-                    } else {
-                        events.join(",")
-                    },
-                    text(&hook["url"]),
-                );
+                print_webhook(hook);
             }
         }
         WebhooksAction::Delete { id } => {
@@ -138,24 +118,54 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<i32> {
             );
             let page = connection.call(reqwest::Method::GET, &path, None).await?;
             for delivery in page["deliveries"].as_array().into_iter().flatten() {
-                println!(
-                    "{}  {:<10} {:<24} {}",
-                    text(&delivery["event_id"]),
-                    text(&delivery["status"]),
-                    text(&delivery["event_type"]),
-                    text(&delivery["created_at"]),
-                );
-                for attempt in delivery["attempts"].as_array().into_iter().flatten() {
-                    println!(
-                        "    attempt {}: {} {}ms {}",
-                        attempt["attempt"],
-                        attempt["status_code"],
-                        attempt["duration_ms"],
-                        text(&attempt["error"]),
-                    );
-                }
+                print_delivery(delivery);
             }
         }
     }
     Ok(0)
+}
+
+/// One subscription per line: id, state, event filter (`*` for all) and URL.
+fn print_webhook(hook: &Value) {
+    let events: Vec<&str> = hook["event_types"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!(
+        "{}  {:<8} {:<40} {}",
+        text(&hook["id"]),
+        if hook["enabled"].as_bool() == Some(true) {
+            "enabled"
+        } else {
+            "disabled"
+        },
+        if events.is_empty() {
+            "*".to_owned()
+        } else {
+            events.join(",")
+        },
+        text(&hook["url"]),
+    );
+}
+
+/// A delivery's summary line, then one indented line per attempt.
+fn print_delivery(delivery: &Value) {
+    println!(
+        "{}  {:<10} {:<24} {}",
+        text(&delivery["event_id"]),
+        text(&delivery["status"]),
+        text(&delivery["event_type"]),
+        text(&delivery["created_at"]),
+    );
+    for attempt in delivery["attempts"].as_array().into_iter().flatten() {
+        println!(
+            "    attempt {}: {} {}ms {}",
+            attempt["attempt"],
+            attempt["status_code"],
+            attempt["duration_ms"],
+            text(&attempt["error"]),
+        );
+    }
 }

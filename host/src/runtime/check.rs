@@ -12,8 +12,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use wasmparser::{
-    Chunk, ComponentAlias, ComponentExternalKind, ComponentOuterAliasKind, ComponentType,
-    ComponentTypeRef, Encoding, InstanceTypeDeclaration, Parser, Payload, TypeBounds,
+    Chunk, ComponentAlias, ComponentAliasSectionReader, ComponentExportSectionReader,
+    ComponentExternalKind, ComponentImportSectionReader, ComponentOuterAliasKind, ComponentType,
+    ComponentTypeRef, ComponentTypeSectionReader, Encoding, InstanceTypeDeclaration, Parser,
+    Payload, TypeBounds,
 };
 
 use super::abi::{self, Linkers};
@@ -81,10 +83,7 @@ pub(crate) fn read_shape(bytes: &[u8]) -> Result<Shape, String> {
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
         return Err("not a WebAssembly component (bad magic number)".into());
     }
-    let mut shape = Shape::default();
-    // The component type index space, as far as the probe needs it: an instance type's
-    // probe member, `None` for every other type.
-    let mut types: Vec<Option<Member>> = Vec::new();
+    let mut reader = ShapeReader::default();
     let mut parser = Parser::new(0);
     let mut rest = bytes;
     loop {
@@ -113,71 +112,93 @@ pub(crate) fn read_shape(bytes: &[u8]) -> Result<Shape, String> {
                 }
                 rest = &rest[len..];
             }
-            Payload::ComponentTypeSection(section) => {
-                for ty in section {
-                    let ty = ty.map_err(|e| format!("unreadable type: {}", e.message()))?;
-                    types.push(match ty {
-                        ComponentType::Instance(decls) => probe_member(&decls),
-                        _ => None,
-                    });
-                }
-            }
-            Payload::ComponentAliasSection(section) => {
-                for alias in section {
-                    let alias = alias.map_err(|e| format!("unreadable alias: {}", e.message()))?;
-                    let is_type = matches!(
-                        alias,
-                        ComponentAlias::InstanceExport {
-                            kind: ComponentExternalKind::Type,
-                            ..
-                        } | ComponentAlias::Outer {
-                            kind: ComponentOuterAliasKind::Type,
-                            ..
-                        }
-                    );
-                    if is_type {
-                        types.push(None);
-                    }
-                }
-            }
-            Payload::ComponentImportSection(section) => {
-                for import in section {
-                    let import =
-                        import.map_err(|e| format!("unreadable import: {}", e.message()))?;
-                    let member = match import.ty {
-                        ComponentTypeRef::Instance(index) => {
-                            types.get(index as usize).cloned().flatten()
-                        }
-                        ComponentTypeRef::Type(_) => {
-                            types.push(None);
-                            None
-                        }
-                        _ => None,
-                    };
-                    shape.imports.push(Extern {
-                        name: import.name.name.to_owned(),
-                        instance: matches!(import.ty, ComponentTypeRef::Instance(_)),
-                        member,
-                    });
-                }
-            }
-            Payload::ComponentExportSection(section) => {
-                for export in section {
-                    let export =
-                        export.map_err(|e| format!("unreadable export: {}", e.message()))?;
-                    if export.kind == ComponentExternalKind::Type {
-                        types.push(None);
-                    }
-                    shape.exports.push(Extern {
-                        name: export.name.name.to_owned(),
-                        instance: export.kind == ComponentExternalKind::Instance,
-                        member: None,
-                    });
-                }
-            }
-            Payload::End(_) => return Ok(shape),
+            Payload::ComponentTypeSection(section) => reader.types(section)?,
+            Payload::ComponentAliasSection(section) => reader.aliases(section)?,
+            Payload::ComponentImportSection(section) => reader.imports(section)?,
+            Payload::ComponentExportSection(section) => reader.exports(section)?,
+            Payload::End(_) => return Ok(reader.shape),
             _ => {}
         }
+    }
+}
+
+/// What [`read_shape`] has learned so far from the outer component's sections.
+#[derive(Default)]
+struct ShapeReader {
+    shape: Shape,
+    /// The component type index space, as far as the probe needs it: an instance type's
+    /// probe member, `None` for every other type.
+    types: Vec<Option<Member>>,
+}
+
+impl ShapeReader {
+    fn types(&mut self, section: ComponentTypeSectionReader<'_>) -> Result<(), String> {
+        for ty in section {
+            let ty = ty.map_err(|e| format!("unreadable type: {}", e.message()))?;
+            self.types.push(match ty {
+                ComponentType::Instance(decls) => probe_member(&decls),
+                _ => None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Type aliases take a slot in the type index space; other aliases do not.
+    fn aliases(&mut self, section: ComponentAliasSectionReader<'_>) -> Result<(), String> {
+        for alias in section {
+            let alias = alias.map_err(|e| format!("unreadable alias: {}", e.message()))?;
+            let is_type = matches!(
+                alias,
+                ComponentAlias::InstanceExport {
+                    kind: ComponentExternalKind::Type,
+                    ..
+                } | ComponentAlias::Outer {
+                    kind: ComponentOuterAliasKind::Type,
+                    ..
+                }
+            );
+            if is_type {
+                self.types.push(None);
+            }
+        }
+        Ok(())
+    }
+
+    fn imports(&mut self, section: ComponentImportSectionReader<'_>) -> Result<(), String> {
+        for import in section {
+            let import = import.map_err(|e| format!("unreadable import: {}", e.message()))?;
+            let member = match import.ty {
+                ComponentTypeRef::Instance(index) => {
+                    self.types.get(index as usize).cloned().flatten()
+                }
+                ComponentTypeRef::Type(_) => {
+                    self.types.push(None);
+                    None
+                }
+                _ => None,
+            };
+            self.shape.imports.push(Extern {
+                name: import.name.name.to_owned(),
+                instance: matches!(import.ty, ComponentTypeRef::Instance(_)),
+                member,
+            });
+        }
+        Ok(())
+    }
+
+    fn exports(&mut self, section: ComponentExportSectionReader<'_>) -> Result<(), String> {
+        for export in section {
+            let export = export.map_err(|e| format!("unreadable export: {}", e.message()))?;
+            if export.kind == ComponentExternalKind::Type {
+                self.types.push(None);
+            }
+            self.shape.exports.push(Extern {
+                name: export.name.name.to_owned(),
+                instance: export.kind == ComponentExternalKind::Instance,
+                member: None,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -267,49 +267,10 @@ impl Manifest {
         if raw.description.len() > 1024 {
             return Err(invalid("description", "longer than 1024 bytes".to_owned()));
         }
-        for program in &raw.grants.exec {
-            if program.is_empty() || program.contains('\0') {
-                return Err(invalid(
-                    "grants.exec",
-                    format!("{program:?} is not a program name"),
-                ));
-            }
-        }
-        if raw.grants.project_http_ports.contains(&0) {
-            return Err(invalid("grants.project_http_ports", "port 0".to_owned()));
-        }
-        for credential in &raw.grants.credentials {
-            let ok = !credential.is_empty()
-                && credential
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !ok {
-                return Err(invalid(
-                    "grants.credentials",
-                    format!("{credential:?} is not a credential name"),
-                ));
-            }
-        }
-        if raw.limits.memory_mib == 0 || raw.limits.memory_mib > Limits::MAX_MEMORY_MIB {
-            return Err(invalid(
-                "limits.memory_mib",
-                format!(
-                    "{} is not between 1 and {}",
-                    raw.limits.memory_mib,
-                    Limits::MAX_MEMORY_MIB
-                ),
-            ));
-        }
-        let max_secs = AgentRequest::MAX_TIMEOUT.as_secs();
-        if raw.limits.max_timeout_secs == 0 || raw.limits.max_timeout_secs > max_secs {
-            return Err(invalid(
-                "limits.max_timeout_secs",
-                format!(
-                    "{} is not between 1 and {max_secs}",
-                    raw.limits.max_timeout_secs
-                ),
-            ));
-        }
+        raw.grants
+            .check()
+            .and_then(|()| raw.limits.check())
+            .map_err(|(field, reason)| invalid(field, reason))?;
         Ok(Self {
             name,
             version: raw.version,
@@ -325,6 +286,58 @@ impl Manifest {
                 max_timeout: Duration::from_secs(raw.limits.max_timeout_secs),
             },
         })
+    }
+}
+
+/// A field that failed validation and why, turned into [`ManifestError::Invalid`] by the caller.
+type FieldProblem = (&'static str, String);
+
+impl RawGrants {
+    fn check(&self) -> Result<(), FieldProblem> {
+        for program in &self.exec {
+            if program.is_empty() || program.contains('\0') {
+                return Err(("grants.exec", format!("{program:?} is not a program name")));
+            }
+        }
+        if self.project_http_ports.contains(&0) {
+            return Err(("grants.project_http_ports", "port 0".to_owned()));
+        }
+        for credential in &self.credentials {
+            let ok = !credential.is_empty()
+                && credential
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err((
+                    "grants.credentials",
+                    format!("{credential:?} is not a credential name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RawLimits {
+    fn check(&self) -> Result<(), FieldProblem> {
+        if self.memory_mib == 0 || self.memory_mib > Limits::MAX_MEMORY_MIB {
+            return Err((
+                "limits.memory_mib",
+                format!(
+                    "{} is not between 1 and {}",
+                    self.memory_mib,
+                    Limits::MAX_MEMORY_MIB
+                ),
+            ));
+        }
+        let max_secs = AgentRequest::MAX_TIMEOUT.as_secs();
+        if self.max_timeout_secs == 0 || self.max_timeout_secs > max_secs {
+            return Err((
+                "limits.max_timeout_secs",
+                format!("{} is not between 1 and {max_secs}", self.max_timeout_secs),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -314,6 +314,38 @@ impl KubernetesExecutor {
     }
 }
 
+/// Reads the wrapper's one-byte answer: `Ok(Ok(()))` once the program runs, `Ok(Err(reason))`
+/// when the wrapper refused to start it, `Err` when the stream itself broke.
+async fn handshake(
+    stdout: &mut (impl tokio::io::AsyncRead + Unpin),
+    control: &dyn ProcessControl,
+    pod: &str,
+    dir: &str,
+) -> Result<Result<(), String>, ExecError> {
+    let mut answer = [0u8; 1];
+    let read = stdout
+        .read(&mut answer)
+        .await
+        .map_err(|e| ExecError::Io(format!("reading from pod {pod}: {e}")))?;
+    Ok(match (read, Handshake::from_byte(answer[0])) {
+        (1, Some(Handshake::Started)) => Ok(()),
+        (1, Some(Handshake::NotFound)) => Err(format!("not found in pod {pod}")),
+        (1, Some(Handshake::NoDirectory)) => Err(format!(
+            "working directory {dir} does not exist in pod {pod}"
+        )),
+        _ => {
+            let status = match control.wait().await {
+                Ok(status) => format!("exit code {:?}", status.code),
+                Err(e) => e.to_string(),
+            };
+            Err(format!(
+                "the wrapper in pod {pod} ended before starting the program ({status}); \
+                 the image needs sh and util-linux setsid"
+            ))
+        }
+    })
+}
+
 #[async_trait]
 impl Executor for KubernetesExecutor {
     fn kind(&self) -> &'static str {
@@ -377,32 +409,9 @@ impl Executor for KubernetesExecutor {
             .await
             .map_err(|e| ExecError::Io(format!("writing the environment to pod {pod}: {e}")))?;
         drop(env);
-        let mut answer = [0u8; 1];
-        let read = stdout
-            .read(&mut answer)
-            .await
-            .map_err(|e| ExecError::Io(format!("reading from pod {pod}: {e}")))?;
-        match (read, Handshake::from_byte(answer[0])) {
-            (1, Some(Handshake::Started)) => {}
-            (1, Some(Handshake::NotFound)) => {
-                return Err(spawn_failed(format!("not found in pod {pod}")));
-            }
-            (1, Some(Handshake::NoDirectory)) => {
-                return Err(spawn_failed(format!(
-                    "working directory {dir} does not exist in pod {pod}"
-                )));
-            }
-            _ => {
-                let status = match control.wait().await {
-                    Ok(status) => format!("exit code {:?}", status.code),
-                    Err(e) => e.to_string(),
-                };
-                return Err(spawn_failed(format!(
-                    "the wrapper in pod {pod} ended before starting the program ({status}); \
-                     the image needs sh and util-linux setsid"
-                )));
-            }
-        }
+        handshake(&mut stdout, control.as_ref(), &pod, &dir)
+            .await?
+            .map_err(spawn_failed)?;
         Ok(SpawnedProcess {
             stdin: Box::pin(stdin),
             stdout: Box::pin(stdout),

@@ -20,18 +20,44 @@ use crate::domain::{
     CiRegistration, CiState, IdError, NewAuditEntry, NewProject, NewProjectSetup, Project,
     ProjectId, ProjectSetup,
 };
-use crate::domain::{RenderReport, WorkspaceSpec};
+use crate::domain::{RenderReport, RenderedFile, WorkspaceSpec};
 use crate::ports::{
     AuditLog, Ci, CiError, ProjectSetupStore, ProjectStore, ProvisionError, SecretResolver,
     SeedError, StoreError, Stores, WebhookStore, WorkspaceProvisioner, WorkspaceSeeder,
 };
-use crate::services::templates::{Template, TemplateCatalog, TemplateError, TemplateInfo};
+use crate::services::templates::{
+    ResolvedVars, Template, TemplateCatalog, TemplateError, TemplateInfo,
+};
 
 mod ci;
 pub mod poller;
 
 use ci::check_full_name;
 pub use ci::{CiStatus, ObservedPipeline, PollReport, forge_full_name};
+
+/// The `project.created` audit entry: what the project was made from and what was written.
+fn created_entry(
+    actor: &str,
+    id: &ProjectId,
+    setup: &ProjectSetup,
+    commit: &Option<String>,
+    files: &RenderReport,
+) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: actor.to_owned(),
+        action: "project.created".to_owned(),
+        project_id: Some(id.to_string()),
+        command_id: None,
+        details: serde_json::json!({
+            "template": setup.template,
+            "vars": setup.vars,
+            "repo": setup.repo,
+            "ci_repo": setup.ci_repo,
+            "commit": commit,
+            "files": files.written.len(),
+        }),
+    }
+}
 
 /// `POST /projects` with a template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,36 +212,9 @@ impl ProjectSetupService {
             }
             return Err(error.into());
         }
-        let seeded = async {
-            let report = self.seeder.write(&id, files).await?;
-            let message = format!("Create project {id} from template {}", template.name());
-            let commit = self.seeder.commit(&id, &message).await?;
-            let ci_state = if settings.enabled && self.ci.is_some() && ci_repo.is_some() {
-                CiState::Pending
-            } else {
-                CiState::Disabled
-            };
-            let setup = NewProjectSetup {
-                template: template.name().to_owned(),
-                vars: vars
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
-                    .collect(),
-                repo: request.repo.clone(),
-                ci_repo: ci_repo.clone(),
-                ci: CiRegistration {
-                    state: ci_state,
-                    ..CiRegistration::pending()
-                },
-            };
-            let project = NewProject {
-                id: id.clone(),
-                display_name: request.display_name.clone(),
-            };
-            let (project, setup) = self.setups.create_with_setup(project, setup).await?;
-            Ok::<_, SetupError>((report, commit, project, setup))
-        }
-        .await;
+        let seeded = self
+            .seed_and_record(&id, template, &vars, files, &request, ci_repo)
+            .await;
         let (files, commit, project, mut setup) = match seeded {
             Ok(done) => done,
             Err(error) => {
@@ -226,24 +225,8 @@ impl ProjectSetupService {
                 return Err(error);
             }
         };
-        self.announce(
-            &id,
-            NewAuditEntry {
-                actor: actor.to_owned(),
-                action: "project.created".to_owned(),
-                project_id: Some(id.to_string()),
-                command_id: None,
-                details: serde_json::json!({
-                    "template": setup.template,
-                    "vars": setup.vars,
-                    "repo": setup.repo,
-                    "ci_repo": setup.ci_repo,
-                    "commit": commit,
-                    "files": files.written.len(),
-                }),
-            },
-        )
-        .await?;
+        self.announce(&id, created_entry(actor, &id, &setup, &commit, &files))
+            .await?;
         if setup.ci.state == CiState::Pending {
             // The outcome is stored either way; the caller sees it in `setup.ci`.
             let _ = self.register_ci(actor, &id).await;
@@ -255,6 +238,47 @@ impl ProjectSetupService {
             files,
             commit,
         })
+    }
+
+    /// Writes and commits the template's files into the provisioned workspace, then records
+    /// the project with its setup; the caller cleans up when this fails.
+    async fn seed_and_record(
+        &self,
+        id: &ProjectId,
+        template: &Template,
+        vars: &ResolvedVars,
+        files: Vec<RenderedFile>,
+        request: &CreateProject,
+        ci_repo: Option<String>,
+    ) -> Result<(RenderReport, Option<String>, Project, ProjectSetup), SetupError> {
+        let report = self.seeder.write(id, files).await?;
+        let message = format!("Create project {id} from template {}", template.name());
+        let commit = self.seeder.commit(id, &message).await?;
+        let settings = &template.manifest.woodpecker;
+        let ci_state = if settings.enabled && self.ci.is_some() && ci_repo.is_some() {
+            CiState::Pending
+        } else {
+            CiState::Disabled
+        };
+        let setup = NewProjectSetup {
+            template: template.name().to_owned(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+                .collect(),
+            repo: request.repo.clone(),
+            ci_repo,
+            ci: CiRegistration {
+                state: ci_state,
+                ..CiRegistration::pending()
+            },
+        };
+        let project = NewProject {
+            id: id.clone(),
+            display_name: request.display_name.clone(),
+        };
+        let (project, setup) = self.setups.create_with_setup(project, setup).await?;
+        Ok((report, commit, project, setup))
     }
 
     /// `POST /projects` without a template: provisions an empty workspace from the

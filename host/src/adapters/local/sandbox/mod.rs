@@ -187,6 +187,26 @@ pub struct Sandbox {
     status: SandboxStatus,
 }
 
+/// What, besides bubblewrap, this host lacks for confinement, each in words with the fix.
+fn missing_kernel_mechanisms(config: &SandboxConfig) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !config.helper.is_file() {
+        missing.push(format!(
+            "the sandbox helper {} does not exist",
+            config.helper.display()
+        ));
+    }
+    if let Err(e) = Netns::create() {
+        missing.push(format!(
+            "per-project network namespaces need CAP_SYS_ADMIN (run rdev as root): {e}"
+        ));
+    }
+    if !seccomp_available() {
+        missing.push("the kernel has no seccomp filter support".to_owned());
+    }
+    missing
+}
+
 impl Sandbox {
     /// Checks every mechanism on this host (a trial spawn included) and prepares shared
     /// state. `path_dirs` are the host PATH's directories the agent CLIs live in; any inside
@@ -204,12 +224,7 @@ impl Sandbox {
                 config.bwrap.display()
             ));
         }
-        if !config.helper.is_file() {
-            missing.push(format!(
-                "the sandbox helper {} does not exist",
-                config.helper.display()
-            ));
-        }
+        missing.extend(missing_kernel_mechanisms(&config));
         // SAFETY: geteuid/getegid cannot fail.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let switch_user = euid == 0;
@@ -218,14 +233,6 @@ impl Sandbox {
         } else {
             (euid, egid)
         };
-        if let Err(e) = Netns::create() {
-            missing.push(format!(
-                "per-project network namespaces need CAP_SYS_ADMIN (run rdev as root): {e}"
-            ));
-        }
-        if !seccomp_available() {
-            missing.push("the kernel has no seccomp filter support".to_owned());
-        }
         let Some(bwrap) = bwrap.filter(|_| missing.is_empty()) else {
             return Err(SandboxError::Missing(missing));
         };
