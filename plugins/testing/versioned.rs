@@ -8,7 +8,7 @@
 
 use rdev_sdk::{
     AgentRequest, AgentResult, Capability, CleanupRequest, Provider, ProviderCapabilities,
-    ProviderError, ResultStatus, event,
+    ProviderError, event, result,
 };
 
 struct Versioned;
@@ -27,17 +27,7 @@ impl Provider for Versioned {
                 event::emit(event::message(step)).map_err(|_| ProviderError::Cancelled)?;
             }
         }
-        Ok(AgentResult {
-            status: ResultStatus::Completed,
-            exit_code: None,
-            session_id: None,
-            final_text: Some(VERSION.to_owned()),
-            error: None,
-            cost_usd: None,
-            usage: None,
-            num_turns: None,
-            details_json: None,
-        })
+        Ok(result::completed(VERSION))
     }
 
     fn cancel(_request: CleanupRequest) -> Result<(), ProviderError> {

@@ -5,7 +5,7 @@
 use rdev_sdk::process::CommandBuilder;
 use rdev_sdk::{
     AgentRequest, AgentResult, Capability, CleanupRequest, Provider, ProviderCapabilities,
-    ProviderError, ResultStatus, event, run,
+    ProviderError, event, result, run,
 };
 
 struct Echo;
@@ -32,17 +32,7 @@ impl Provider for Echo {
         }
         event::emit(event::message(request.prompt.as_str()))
             .map_err(|_| ProviderError::Cancelled)?;
-        Ok(AgentResult {
-            status: ResultStatus::Completed,
-            exit_code: None,
-            session_id: None,
-            final_text: Some(request.prompt),
-            error: None,
-            cost_usd: None,
-            usage: None,
-            num_turns: None,
-            details_json: None,
-        })
+        Ok(result::completed(request.prompt))
     }
 
     fn cancel(_request: CleanupRequest) -> Result<(), ProviderError> {

@@ -19,6 +19,14 @@ pub fn with_status(status: ResultStatus) -> AgentResult {
     }
 }
 
+/// A completed result whose final text is `text`, for providers with nothing else to report.
+pub fn completed(text: impl Into<String>) -> AgentResult {
+    AgentResult {
+        final_text: Some(text.into()),
+        ..with_status(ResultStatus::Completed)
+    }
+}
+
 /// A failed result saying why, keeping the session so that it can still be continued.
 pub fn failed(session_id: Option<String>, error: impl Into<String>) -> AgentResult {
     AgentResult {

@@ -4,7 +4,7 @@
 
 use rdev_sdk::{
     AgentRequest, AgentResult, Capability, CleanupRequest, Provider, ProviderCapabilities,
-    ProviderError, ResultStatus,
+    ProviderError, result,
 };
 
 struct NeedsHttp;
@@ -24,17 +24,7 @@ impl Provider for NeedsHttp {
             Ok(_) => format!("sent {}", request.prompt),
             Err(e) => format!("{e:?}"),
         };
-        Ok(AgentResult {
-            status: ResultStatus::Completed,
-            exit_code: None,
-            session_id: None,
-            final_text: Some(status),
-            error: None,
-            cost_usd: None,
-            usage: None,
-            num_turns: None,
-            details_json: None,
-        })
+        Ok(result::completed(status))
     }
 
     fn cancel(_request: CleanupRequest) -> Result<(), ProviderError> {

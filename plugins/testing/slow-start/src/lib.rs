@@ -3,7 +3,7 @@
 
 use rdev_sdk::{
     AgentRequest, AgentResult, Capability, CleanupRequest, Provider, ProviderCapabilities,
-    ProviderError, ResultStatus, execution,
+    ProviderError, execution, result,
 };
 
 /// How long loading this plugin takes.
@@ -21,17 +21,7 @@ impl Provider for SlowStart {
     }
 
     fn execute(_request: AgentRequest) -> Result<AgentResult, ProviderError> {
-        Ok(AgentResult {
-            status: ResultStatus::Completed,
-            exit_code: None,
-            session_id: None,
-            final_text: Some("slow-start".into()),
-            error: None,
-            cost_usd: None,
-            usage: None,
-            num_turns: None,
-            details_json: None,
-        })
+        Ok(result::completed("slow-start"))
     }
 
     fn cancel(_request: CleanupRequest) -> Result<(), ProviderError> {
