@@ -1367,10 +1367,13 @@ async fn client_commands_run_follow_cancel_and_manage_tokens() {
         project: "cli".into(),
         provider: Some("shell".into()),
         timeout: Some(60),
+        session: None,
+        model: None,
+        options: Vec::new(),
         prompt: prompt.into(),
     };
     assert_eq!(client::run(run("echo from-cli")).await.expect("run"), 0);
-    assert_eq!(client::run(run("exit 3")).await.expect("run"), 1);
+    assert_eq!(client::run(run("exit 3")).await.expect("run"), 3);
 
     let (_, listed) = server
         .call(

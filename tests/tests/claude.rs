@@ -236,6 +236,53 @@ async fn api_500s_warn_then_fail_with_the_api_message() {
         .count();
     assert_eq!(warnings, 1, "{:?}", out.events);
     assert_eq!(s.fake.stream_requests().len(), 2);
+    // The retry in words, and one error event for the one error.
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Warning { message }
+            if message.contains("retry 1 of 1 in ") && message.ends_with(" s"))),
+        "{:?}",
+        out.events
+    );
+    let errors: Vec<_> = out
+        .events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::Error { .. }))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permission_denial_is_a_warning_and_in_the_error_text() {
+    let Some(s) = setup(true).await else { return };
+    s.fake.push(Reply::tool_use(
+        "toolu_denied",
+        "Bash",
+        json!({"command": "touch denied-marker", "description": "marker"}),
+    ));
+    s.fake.push(Reply::text("I was not allowed to."));
+    let out = run(&s.agent, request("make a file", None, json!({}))).await;
+    let result = out.result();
+    let warning = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            AgentEvent::Warning { message } if message.starts_with("permission denied") => {
+                Some(message.as_str())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no denial warning: {:?}", out.events));
+    assert!(
+        warning.contains("Bash") && warning.contains("touch denied-marker"),
+        "{warning}"
+    );
+    let error = result.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("permission denied") && error.contains("Bash"),
+        "{result:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -312,6 +359,8 @@ async fn cancel_mid_stream_then_resume() {
     };
     let result = fake_requests.result();
     assert_eq!(result.status, ResultStatus::Cancelled, "{result:?}");
+    let shown = serde_json::to_string(&fake_requests.events).unwrap();
+    assert!(!shown.contains("ede_diagnostic"), "{shown}");
     let session = result
         .session_id
         .clone()

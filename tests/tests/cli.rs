@@ -157,7 +157,7 @@ fn shell_exit_codes_stdout_and_stderr() {
         &[],
         "echo out; echo err >&2; exit 3",
     );
-    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(failed.status.code(), Some(3), "the provider's exit code");
     assert_eq!(text(&failed.stdout), "out\n");
     let stderr = text(&failed.stderr);
     assert!(stderr.starts_with("err\n"), "{stderr}");

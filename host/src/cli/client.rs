@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::follow::follow;
+use super::output::{EXIT_CANCELLED, parse_option};
 use super::spinner::Spinner;
 
 /// Used when neither a flag, the environment nor the config file names a server.
@@ -93,7 +94,7 @@ fn warn_if_readable_by_others(path: &Path) {
 
 impl Connection {
     /// Fills what flags and environment left open from the config file, once per command.
-    fn resolved(&self) -> anyhow::Result<Connection> {
+    pub(super) fn resolved(&self) -> anyhow::Result<Connection> {
         if self.server.is_some() && self.token.is_some() {
             return Ok(self.clone());
         }
@@ -113,11 +114,11 @@ impl Connection {
         })
     }
 
-    fn server(&self) -> &str {
+    pub(super) fn server(&self) -> &str {
         self.server.as_deref().unwrap_or(DEFAULT_SERVER)
     }
 
-    fn client(&self) -> anyhow::Result<reqwest::Client> {
+    pub(super) fn client(&self) -> anyhow::Result<reqwest::Client> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -125,7 +126,7 @@ impl Connection {
             .context("building the HTTP client")
     }
 
-    fn request(
+    pub(super) fn request(
         &self,
         http: &reqwest::Client,
         method: reqwest::Method,
@@ -180,6 +181,15 @@ pub struct RunArgs {
     /// Seconds the provider may run.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Continue this provider session (the id `rdev run` prints at the end).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Model, for providers that choose one.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Provider option KEY=VALUE (repeatable); VALUE is JSON when it parses, else a string.
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
     pub prompt: String,
 }
 
@@ -231,121 +241,33 @@ pub enum TokensAction {
     Revoke { id: String },
 }
 
-/// Exit code for a command's final status: 0 completed, 1 failed, 130 cancelled.
-fn exit_code(status: &str) -> i32 {
-    match status {
-        "completed" => 0,
-        "cancelled" => 130,
-        _ => 1,
-    }
-}
-
-/// Prints one stream event readably; returns the final status at `done`.
-fn render(event: &str, data: &Value) -> Option<String> {
-    match event {
-        "output" => {
-            let text = data["text"].as_str().unwrap_or_default();
-            if data["stream"] == "stderr" {
-                eprint!("{text}");
-            } else {
-                print!("{text}");
-            }
-        }
-        "message" | "thinking" => println!("{}", data["text"].as_str().unwrap_or_default()),
-        "tool_use" => println!(
-            "→ {} {}",
-            data["name"].as_str().unwrap_or("tool"),
-            data["input"]
-        ),
-        "error" | "warning" => {
-            eprintln!("{event}: {}", data["message"].as_str().unwrap_or_default())
-        }
-        "status" => eprintln!("[{}]", data["status"].as_str().unwrap_or_default()),
-        "done" => {
-            let status = data["status"].as_str().unwrap_or("failed").to_owned();
-            match data["error"].as_str() {
-                Some(error) => eprintln!("[{status}: {error}]"),
-                None => eprintln!("[{status}]"),
-            }
-            return Some(status);
-        }
-        _ => {}
-    }
-    None
-}
-
-/// Follows a stream to its `done` event, reconnecting with `Last-Event-ID` when the
-/// connection drops. Returns the final status. `spinner` spins while nothing arrives.
-async fn follow(
-    connection: &Connection,
-    stream_url: &str,
-    spinner: &Spinner,
-) -> anyhow::Result<String> {
-    let connection = &connection.resolved()?;
-    let http = connection.client()?;
-    let mut last_id: Option<String> = None;
-    let mut failures = 0u32;
-    loop {
-        spinner.resume();
-        let mut request = connection.request(&http, reqwest::Method::GET, stream_url)?;
-        if let Some(id) = &last_id {
-            request = request.header("last-event-id", id);
-        }
-        let response = match request.send().await {
-            Ok(response) if response.status().is_success() => response,
-            Ok(response) => bail!("stream refused: {}", response.status()),
-            Err(error) => {
-                failures += 1;
-                if failures > 10 {
-                    return Err(error).context("the stream kept failing");
-                }
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(failures))).await;
-                continue;
-            }
-        };
-        let mut body = response.bytes_stream();
-        let mut buffer = String::new();
-        while let Some(chunk) = body.next().await {
-            spinner.clear();
-            let Ok(chunk) = chunk else { break };
-            failures = 0;
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let frame: String = buffer.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (None, None, String::new());
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-                if id.is_some() {
-                    last_id = id;
-                }
-                if let Some(event) = event {
-                    let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                    if let Some(status) = render(&event, &value) {
-                        return Ok(status);
-                    }
-                }
-            }
-            spinner.resume();
-        }
-        // The connection dropped before `done`: resume where it stopped.
-        failures += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Submits a command, follows its stream and exits with its status.
-pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+/// The submit body `rdev run`'s flags describe.
+fn submit_body(args: &RunArgs) -> anyhow::Result<Value> {
     let mut body = json!({"prompt": args.prompt});
     if let Some(timeout) = args.timeout {
         body["timeout_secs"] = json!(timeout);
     }
+    if let Some(session) = &args.session {
+        body["session_id"] = json!(session);
+    }
+    if let Some(model) = &args.model {
+        body["model"] = json!(model);
+    }
+    if !args.options.is_empty() {
+        let mut options = serde_json::Map::new();
+        for option in &args.options {
+            let (key, value) = parse_option(option)?;
+            options.insert(key, value);
+        }
+        body["options"] = Value::Object(options);
+    }
+    Ok(body)
+}
+
+/// Submits a command, follows its stream and exits with its status; Ctrl-C cancels it on
+/// the server (a second Ctrl-C stops waiting).
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let body = submit_body(&args)?;
     let path = match &args.provider {
         Some(provider) => format!("/projects/{}/{provider}", args.project),
         None => format!("/projects/{}/commands", args.project),
@@ -354,14 +276,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .connection
         .call(reqwest::Method::POST, &path, Some(body))
         .await?;
-    let id = submitted["command_id"].as_str().unwrap_or_default();
+    let id = submitted["command_id"]
+        .as_str()
+        .context("the server returned no command_id")?
+        .to_owned();
     eprintln!("command {id} queued");
     let stream_url = submitted["stream_url"]
         .as_str()
         .context("the server returned no stream_url")?;
+    let signals = tokio::spawn(cancel_on_interrupt(args.connection.clone(), id));
     let spinner = Spinner::stderr("waiting for events");
-    let status = follow(&args.connection, stream_url, &spinner).await?;
-    Ok(exit_code(&status))
+    let ended = follow(&args.connection, stream_url, &spinner).await;
+    signals.abort();
+    Ok(ended?.exit_code())
+}
+
+/// The first Ctrl-C (or SIGTERM) asks the server to cancel the command, whose stream then
+/// ends `cancelled`; the next one exits at once with 130.
+async fn cancel_on_interrupt(connection: Connection, id: String) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("warning: cannot listen for Ctrl-C; it will end rdev without cancelling");
+        return;
+    };
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if asked {
+            eprintln!("rdev: stopped waiting; command {id} may still be cancelling");
+            std::process::exit(EXIT_CANCELLED);
+        }
+        asked = true;
+        eprintln!("rdev: cancelling {id}… (Ctrl-C again to stop waiting)");
+        let path = format!("/commands/{id}/cancel");
+        if let Err(error) = connection.call(reqwest::Method::POST, &path, None).await {
+            eprintln!("rdev: cancelling {id} failed: {error:#}");
+        }
+    }
 }
 
 /// `provider <name> <version> (abi <abi>, sha256 <hash>)`: which build ran the command, when
@@ -398,8 +355,8 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let stream_url = command["stream_url"].as_str().context("no stream_url")?;
-    let status = follow(&args.connection, stream_url, &Spinner::disabled()).await?;
-    Ok(exit_code(&status))
+    let ended = follow(&args.connection, stream_url, &Spinner::disabled()).await?;
+    Ok(ended.exit_code())
 }
 
 /// Cancels a command.
@@ -483,20 +440,5 @@ mod tests {
             Some("[provider echo 1.0.0 (abi 0.2.0, sha256 ab12)]")
         );
         assert_eq!(provenance_line(&Value::Null), None);
-    }
-
-    #[test]
-    fn exit_codes_mirror_the_final_status() {
-        assert_eq!(exit_code("completed"), 0);
-        assert_eq!(exit_code("failed"), 1);
-        assert_eq!(exit_code("cancelled"), 130);
-        assert_eq!(
-            render("done", &json!({"status": "failed"})).as_deref(),
-            Some("failed")
-        );
-        assert_eq!(
-            render("output", &json!({"stream": "stdout", "text": ""})),
-            None
-        );
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::output::{StreamedText, exit_code_for, parse_option};
 use super::plugins::{PluginsArgs, start_registry};
 use crate::adapters::local::EnvSecrets;
 use crate::domain::{
@@ -22,14 +23,9 @@ use crate::wiring::{
     CommonArgs, Config, ExecutorArgs, ExecutorKind, LocalUse, RunnerArgs, build_executor,
 };
 
-/// Exit code of a completed request.
-pub const EXIT_COMPLETED: i32 = 0;
-/// Exit code of a failed request, or of one the provider could not run.
-pub const EXIT_FAILED: i32 = 1;
+pub use super::output::{EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED};
 /// Exit code of a request that could not be built (bad option, unknown provider).
 pub const EXIT_USAGE: i32 = 2;
-/// Exit code of a cancelled request (128 + SIGINT, as shells report Ctrl-C).
-pub const EXIT_CANCELLED: i32 = 130;
 
 /// Events buffered between the provider and the terminal.
 const EVENT_BUFFER: usize = 256;
@@ -195,11 +191,7 @@ fn exit_code(
 ) -> Result<i32> {
     match outcome {
         Ok(result) => {
-            let code = match result.status {
-                ResultStatus::Completed => EXIT_COMPLETED,
-                ResultStatus::Failed => EXIT_FAILED,
-                ResultStatus::Cancelled => EXIT_CANCELLED,
-            };
+            let code = exit_code_for(result.status, result.exit_code);
             printer.result(result)?;
             Ok(code)
         }
@@ -222,12 +214,8 @@ fn build_request(args: &ExecArgs) -> Result<AgentRequest> {
     request.model = args.model.clone();
     request.session_id = args.session.clone();
     for option in &args.options {
-        let Some((key, value)) = option.split_once('=') else {
-            bail!("--option {option:?} is not KEY=VALUE");
-        };
-        let value = serde_json::from_str(value)
-            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
-        request.options.insert(key.to_owned(), value);
+        let (key, value) = parse_option(option)?;
+        request.options.insert(key, value);
     }
     request.validate().context("invalid request")?;
     Ok(request)
@@ -271,6 +259,10 @@ struct Printer {
     /// Whether any event wrote text to stdout: a provider that streamed nothing answers
     /// only through its final text, which must then be printed.
     streamed: bool,
+    /// Assistant text, streamed deltas and whole messages printed once.
+    messages: StreamedText,
+    /// Thinking, likewise.
+    thinking: StreamedText,
 }
 
 const DIM: &str = "\x1b[2m";
@@ -288,6 +280,8 @@ impl Printer {
             redactor,
             at_line_start: true,
             streamed: false,
+            messages: StreamedText::default(),
+            thinking: StreamedText::new("thinking: "),
         }
     }
 
@@ -342,16 +336,16 @@ impl Printer {
                 err.flush()?;
                 Ok(())
             }
-            AgentEvent::Message {
-                text,
-                partial: true,
-            } => self.stdout(&text),
-            AgentEvent::Message {
-                text,
-                partial: false,
-            } => self.line(&text),
-            AgentEvent::Thinking { text, .. } => {
-                self.line(&self.paint(DIM, &format!("thinking: {text}")))
+            AgentEvent::Message { text, partial } => {
+                let text = self.messages.message(&text, partial);
+                self.stdout(&text)
+            }
+            AgentEvent::Thinking { text, partial } => {
+                let text = self.thinking.message(&text, partial);
+                let (body, end) = text
+                    .strip_suffix('\n')
+                    .map_or((text.as_str(), ""), |body| (body, "\n"));
+                self.stdout(&format!("{}{end}", self.paint(DIM, body)))
             }
             AgentEvent::Init {
                 session_id, model, ..

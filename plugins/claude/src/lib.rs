@@ -279,6 +279,13 @@ fn from_outcome(outcome: &Outcome, session_id: Option<String>) -> AgentResult {
     if !outcome.errors.is_empty() {
         details.insert("errors".into(), outcome.errors.clone().into());
     }
+    // A refused tool use may not fail the run, but the user must learn of it from the
+    // result, not only from its details.
+    let error = match (failed.then(|| outcome.error_message()), outcome.denials.is_empty()) {
+        (error, true) => error,
+        (None, false) => Some(outcome.denials.join("; ")),
+        (Some(error), false) => Some(format!("{error}; {}", outcome.denials.join("; "))),
+    };
     AgentResult {
         status: if failed {
             ResultStatus::Failed
@@ -288,7 +295,7 @@ fn from_outcome(outcome: &Outcome, session_id: Option<String>) -> AgentResult {
         exit_code: None,
         session_id: outcome.session_id.clone().or(session_id),
         final_text: outcome.result.clone(),
-        error: failed.then(|| outcome.error_message()),
+        error,
         cost_usd: outcome.cost_usd,
         usage: outcome.usage.map(TokenUsage::from),
         num_turns: outcome.num_turns,

@@ -30,8 +30,11 @@ pub struct Outcome {
     pub duration_ms: Option<u64>,
     pub cost_usd: Option<f64>,
     pub usage: Option<Usage>,
-    /// The CLI's `errors` list (e.g. "No conversation found with session ID: …").
+    /// The CLI's `errors` list (e.g. "No conversation found with session ID: …"), without
+    /// its internal diagnostics (those stay in `details` as `diagnostics`).
     pub errors: Vec<String>,
+    /// The tool uses the CLI refused for want of a permission, in words.
+    pub denials: Vec<String>,
     /// Every other field of the result line (permission denials, terminal reason, model
     /// usage …), passed through as the result's details.
     pub details: Map<String, Value>,
@@ -64,6 +67,9 @@ const EXCERPT_CHARS: usize = 200;
 pub struct Parser {
     session_id: Option<String>,
     outcome: Option<Outcome>,
+    /// The `error` events emitted so far: the result repeats the synthetic API-error
+    /// message, and one error must give one event.
+    errors_emitted: Vec<String>,
 }
 
 impl Parser {
@@ -105,6 +111,16 @@ impl Parser {
         if let Some(session) = obj.get("session_id").and_then(Value::as_str) {
             self.session_id = Some(session.to_owned());
         }
+        let start = out.len();
+        self.dispatch(obj, out);
+        for event in &out[start..] {
+            if let Event::Error(text) = event {
+                self.errors_emitted.push(text.clone());
+            }
+        }
+    }
+
+    fn dispatch(&mut self, obj: Map<String, Value>, out: &mut Vec<Event>) {
         let kind = obj.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
             "system" => system(&obj, out),
@@ -121,21 +137,25 @@ impl Parser {
     }
 
     fn result(&mut self, mut obj: Map<String, Value>, out: &mut Vec<Event>) {
-        let mut take = |key: &str| obj.remove(key).unwrap_or(Value::Null);
-        let usage = Some(take("usage"))
-            .filter(Value::is_object)
-            .map(|u| usage_from_json(&u));
-        let cost_usd = take("total_cost_usd").as_f64();
-        let errors = match take("errors") {
+        let (diagnostics, errors): (Vec<String>, Vec<String>) = match obj.remove("errors").unwrap_or(Value::Null) {
             Value::Array(items) => items
                 .into_iter()
                 .map(|e| match e {
                     Value::String(s) => s,
                     other => other.to_string(),
                 })
-                .collect(),
-            _ => Vec::new(),
+                .partition(|e| is_internal_diagnostic(e)),
+            _ => Default::default(),
         };
+        if !diagnostics.is_empty() {
+            obj.insert("diagnostics".into(), diagnostics.into());
+        }
+        let denials = denials(obj.get("permission_denials"));
+        let mut take = |key: &str| obj.remove(key).unwrap_or(Value::Null);
+        let usage = Some(take("usage"))
+            .filter(Value::is_object)
+            .map(|u| usage_from_json(&u));
+        let cost_usd = take("total_cost_usd").as_f64();
         let outcome = Outcome {
             subtype: take("subtype").as_str().unwrap_or("unknown").to_owned(),
             is_error: take("is_error").as_bool().unwrap_or(false),
@@ -148,6 +168,7 @@ impl Parser {
             cost_usd,
             usage,
             errors,
+            denials,
             details: {
                 obj.remove("type");
                 obj.remove("uuid");
@@ -157,14 +178,58 @@ impl Parser {
         if let Some(usage) = outcome.usage {
             out.push(Event::Usage { usage, cost_usd });
         }
-        if outcome.is_error {
-            out.push(Event::Error(outcome.error_message()));
+        for denial in &outcome.denials {
+            out.push(Event::Warning(denial.clone()));
+        }
+        let aborted = outcome
+            .details
+            .get("terminal_reason")
+            .and_then(Value::as_str)
+            .is_some_and(|reason| reason.starts_with("aborted"));
+        let message = outcome.error_message();
+        // An abort is rdev's own interrupt (a cancel or timeout): the host reports it.
+        if outcome.is_error && !aborted && !self.errors_emitted.contains(&message) {
+            out.push(Event::Error(message));
         }
         if let Some(session) = &outcome.session_id {
             self.session_id = Some(session.clone());
         }
         self.outcome = Some(outcome);
     }
+}
+
+/// The CLI's notes for its own developers (`[ede_diagnostic] result_type=…`): kept in the
+/// result's details, never shown as the error.
+fn is_internal_diagnostic(error: &str) -> bool {
+    error
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .is_some_and(|(tag, _)| {
+            !tag.is_empty() && tag.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+}
+
+/// The result's `permission_denials` (`{tool_name, tool_use_id, tool_input}`) in words.
+fn denials(list: Option<&Value>) -> Vec<String> {
+    let Some(Value::Array(items)) = list else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|denial| {
+            let tool = denial["tool_name"].as_str().unwrap_or("a tool");
+            let input = &denial["tool_input"];
+            let what = ["command", "file_path", "path", "url", "pattern"]
+                .iter()
+                .find_map(|key| input[*key].as_str())
+                .map(|v| format!(" ({})", excerpt(v)))
+                .unwrap_or_default();
+            format!(
+                "permission denied: claude may not use {tool}{what}; allow it with the \
+                 allowed_tools option (e.g. [\"{tool}\"]) or a permission_mode"
+            )
+        })
+        .collect()
 }
 
 fn excerpt(line: &str) -> String {
@@ -221,8 +286,8 @@ fn system(obj: &Map<String, Value>, out: &mut Vec<Event>) {
             if let (Some(attempt), Some(max)) = (field("attempt"), field("max_retries")) {
                 text.push_str(&format!("; retry {attempt} of {max}"));
             }
-            if let Some(delay) = field("retry_delay_ms") {
-                text.push_str(&format!(" in {delay} ms"));
+            if let Some(ms) = field("retry_delay_ms").and_then(Value::as_f64) {
+                text.push_str(&format!(" in {:.2} s", ms / 1000.0));
             }
             out.push(Event::Warning(text));
         }

@@ -143,7 +143,11 @@ fn api_500_gives_retry_warnings_a_synthetic_error_and_a_failed_outcome() {
         })
         .collect();
     assert_eq!(warnings.len(), 2, "{events:?}");
-    assert!(warnings[0].contains("HTTP 500") && warnings[0].contains("retry 1 of 2"));
+    assert_eq!(
+        warnings[0].as_str(),
+        "API request failed (HTTP 500, server_error); retry 1 of 2 in 0.54 s"
+    );
+    assert!(warnings[1].ends_with("retry 2 of 2 in 1.06 s"), "{warnings:?}");
     assert!(
         !events.iter().any(|e| matches!(e, Event::Message { .. })),
         "the synthetic API error is not the model's message"
@@ -151,9 +155,14 @@ fn api_500_gives_retry_warnings_a_synthetic_error_and_a_failed_outcome() {
     let outcome = parser.outcome().unwrap();
     assert!(outcome.is_error);
     assert!(outcome.error_message().contains("fake internal failure"));
-    assert!(events.iter().any(
-        |e| matches!(e, Event::Error(text) if text.contains("API Error: 500 fake internal failure"))
-    ));
+    let errors: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Error(_)))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error event per error: {errors:?}");
+    assert!(
+        matches!(errors[0], Event::Error(text) if text.contains("API Error: 500 fake internal failure"))
+    );
 }
 
 #[test]
@@ -173,6 +182,15 @@ fn interrupted_run_ends_aborted_with_the_session() {
     assert!(outcome.is_error);
     assert_eq!(outcome.details["terminal_reason"], "aborted_streaming");
     assert!(parser.session_id().is_some());
+    // The CLI's internal note stays in the details, out of the events and the error.
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(outcome.details["diagnostics"][0]
+        .as_str()
+        .is_some_and(|d| d.starts_with("[ede_diagnostic]")));
+    assert!(!outcome.error_message().contains("ede_diagnostic"));
+    let shown = format!("{events:?}");
+    assert!(!shown.contains("ede_diagnostic"), "{shown}");
+    assert!(!events.iter().any(|e| matches!(e, Event::Error(_))));
     // "[Request interrupted by user]" is the CLI's own note, passed through raw.
     assert!(
         events
@@ -306,4 +324,35 @@ fn a_line_over_the_limit_is_dropped_and_reported() {
     assert_eq!(joiner.push("ok".into(), false), Joined::Line("ok".into()));
     assert_eq!(joiner.push("tail".into(), true), Joined::Pending);
     assert_eq!(joiner.finish(), Some("tail".into()));
+}
+
+#[test]
+fn a_permission_denial_is_a_warning_and_stays_in_the_outcome() {
+    let line = r#"{"type":"result","subtype":"success","is_error":false,"result":"I could not run it.",
+        "session_id":"s-1","permission_denials":[{"tool_name":"Bash","tool_use_id":"toolu_1",
+        "tool_input":{"command":"rm -rf build","description":"clean"}}]}"#
+        .replace('\n', " ");
+    let (parser, events) = transcript(&line);
+    let warning = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Warning(w) => Some(w.as_str()),
+            _ => None,
+        })
+        .expect("a warning");
+    assert!(
+        warning.contains("Bash") && warning.contains("rm -rf build") && warning.contains("allowed_tools"),
+        "{warning}"
+    );
+    let outcome = parser.outcome().unwrap();
+    assert_eq!(outcome.denials, [warning.to_owned()]);
+    assert!(!events.iter().any(|e| matches!(e, Event::Error(_))));
+}
+
+#[test]
+fn internal_diagnostics_are_told_apart_from_errors() {
+    assert!(is_internal_diagnostic("[ede_diagnostic] result_type=user"));
+    assert!(!is_internal_diagnostic("No conversation found"));
+    assert!(!is_internal_diagnostic("[Request interrupted by user]"));
+    assert!(!is_internal_diagnostic("[] x"));
 }
