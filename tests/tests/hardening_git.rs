@@ -1,37 +1,20 @@
 //! The git provider through a real `rdev serve` (SQLite, the real git plugin, real git): a
 //! prompt cannot make git run a program of its choosing (#21 part 3).
 
-use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use rdev_tests::harness::server::{SseReader, TestServer};
+use rdev_tests::harness::server::TestServer;
 
 /// Submits `prompt` to the git provider of `project`, follows the stream to `done` and
 /// returns the command as `GET /commands/{id}` reports it.
 async fn run_git(server: &TestServer, project: &str, prompt: &str) -> Value {
     let submitted = server.submit(project, "git", prompt).await;
-    let stream_url = submitted["stream_url"].as_str().expect("stream_url");
-    let response = server
-        .request(Method::GET, stream_url, Some(&server.admin))
-        .send()
-        .await
-        .expect("stream");
-    let events = SseReader::new(response).collect().await;
+    let (events, command) = server.follow(&submitted).await;
     assert_eq!(
         events.last().and_then(|e| e.event.as_deref()),
         Some("done"),
         "{events:?}"
     );
-    let id = submitted["command_id"].as_str().expect("command_id");
-    let (status, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{command}");
     command
 }
 

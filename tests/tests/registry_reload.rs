@@ -137,9 +137,12 @@ async fn a_broken_replacement_leaves_the_old_version_serving_with_its_error_list
     assert!(error.contains("versioned.wasm"), "{error}");
     assert_eq!(final_text(&registry, "versioned").await, "1.0.0");
 
-    // An unchanged broken file is not retried; a malformed manifest is reported the same way.
+    // An unchanged broken file is not retried but still reported as failed (#21 part 9); a
+    // malformed manifest is reported the same way.
     let report = registry.reload().await.expect("reload");
-    assert_eq!(report.unchanged, vec!["versioned".to_owned()]);
+    assert!(report.unchanged.is_empty(), "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0, "versioned");
     write_atomically(&plugins.path().join("versioned.toml"), b"name = [");
     registry.reload().await.expect("reload");
     let error = registry.statuses()[0]

@@ -79,16 +79,20 @@ fn header_secret(parts: &Parts) -> Result<Option<&str>, ApiError> {
 }
 
 /// `uri` as the request log shows it: path and query, with the value of every
-/// `access_token` parameter replaced, so a token never reaches a log line.
+/// `access_token` parameter replaced, so a token never reaches a log line. Names are
+/// compared decoded, as [`StreamAuth`] reads them (`access%5Ftoken` is `access_token`).
 pub fn redacted_uri(uri: &axum::http::Uri) -> String {
     let Some(query) = uri.query() else {
         return uri.path().to_owned();
     };
     let pairs: Vec<String> = query
         .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name == "access_token" => format!("{name}=[redacted]"),
-            _ => pair.to_owned(),
+        .map(|pair| {
+            let decoded = url::form_urlencoded::parse(pair.as_bytes()).next();
+            match decoded {
+                Some((name, _)) if name == "access_token" => "access_token=[redacted]".to_owned(),
+                _ => pair.to_owned(),
+            }
         })
         .collect();
     format!("{}?{}", uri.path(), pairs.join("&"))
@@ -146,5 +150,10 @@ mod tests {
             .parse()
             .expect("valid URI");
         assert!(!redacted_uri(&repeated).contains("=a") && !redacted_uri(&repeated).contains("=b"));
+        let encoded: axum::http::Uri = "/e?access%5Ftoken=rdev_secret&%61ccess_token=rdev_other"
+            .parse()
+            .expect("valid URI");
+        let shown = redacted_uri(&encoded);
+        assert!(!shown.contains("rdev_"), "{shown}");
     }
 }

@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
 use super::state::AppState;
 use crate::domain::{
     AgentRequest, AgentResult, CommandFilter, CommandId, CommandRecord, CommandStatus, NewCommand,
-    Principal, ProjectId, Provenance, ProviderName,
+    Principal, ProjectId, Provenance, ProviderName, request_digest,
 };
 use crate::ports::{ProviderLookup, UnknownProject};
 
@@ -27,6 +27,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Body of a submission. Only `prompt` is required.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     /// What the agent should do (for `shell`: the command line); at most 1 MiB.
     #[serde(default)]
@@ -171,7 +172,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     (status = 400, description = "Invalid request"),
-    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`)"),
+    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such provider"),
     (status = 409, description = "The Idempotency-Key was used for another request"),
@@ -196,7 +197,7 @@ async fn submit_to_provider(
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     (status = 400, description = "Invalid request"),
-    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`)"),
+    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such provider"),
     (status = 409, description = "The Idempotency-Key was used for another request"),
@@ -249,13 +250,12 @@ async fn submit(
     let agent = state.registry.lookup(provider.as_ref())?;
     let provider = agent.provider().name.clone();
     if let Some(loaded) = state.registry.agent(provider.as_str()) {
-        request.fit_timeout(
-            asked_timeout,
-            provider.as_str(),
-            loaded.manifest().limits.max_timeout,
-        )?;
+        let limits = loaded.manifest().limits;
+        request.check_prompt_limit(provider.as_str(), limits.max_prompt_bytes)?;
+        request.fit_timeout(asked_timeout, provider.as_str(), limits.max_timeout)?;
     }
     let idempotency_key = idempotency_key(headers)?;
+    let digest = request_digest(&request);
     let enqueued = state
         .stores
         .queue
@@ -273,6 +273,15 @@ async fn submit(
     let command = enqueued.command;
     if enqueued.created {
         state.metrics.commands_enqueued.inc();
+    } else if command.provider != provider || request_digest(&command.request) != digest {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!(
+                "Idempotency-Key was used for command {} with a different request",
+                command.id
+            ),
+        ));
     }
     Ok((
         StatusCode::ACCEPTED,

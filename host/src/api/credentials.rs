@@ -20,6 +20,7 @@ use crate::ports::{CredentialInfo, SecretValue};
 
 /// Body of `PUT /credentials/{name}`. Its `Debug` hides the value.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PutCredential {
     /// The secret; never shown again.
     #[schema(min_length = 1)]

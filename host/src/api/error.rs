@@ -218,7 +218,8 @@ impl From<RequestError> for ApiError {
     fn from(error: RequestError) -> Self {
         // Well-formed, but more than the chosen provider accepts.
         let status = match error {
-            RequestError::TimeoutOverCeiling { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            RequestError::TimeoutOverCeiling { .. }
+            | RequestError::PromptOverProviderLimit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, error.code(), error.to_string())
@@ -270,7 +271,12 @@ impl From<IdError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = rejection.status();
+        let message = rejection.body_text();
         let code = match rejection {
+            // Refused like unknown manifest keys: a misspelt field would otherwise be ignored.
+            JsonRejection::JsonDataError(_) if message.contains("unknown field `") => {
+                "unknown_field"
+            }
             JsonRejection::JsonDataError(_) => "invalid_body",
             JsonRejection::JsonSyntaxError(_) => "invalid_json",
             JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
@@ -282,7 +288,7 @@ impl From<JsonRejection> for ApiError {
         Self {
             status,
             code: Cow::Borrowed(code),
-            message: rejection.body_text(),
+            message,
         }
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -147,9 +147,22 @@ impl Stream for SseBody {
     }
 }
 
+/// True when a client resuming after `after` has already seen the stream's end: nothing is
+/// stored after it, and the event at `after` is the terminal one or does not exist (an id
+/// past the end). A finished command whose `done` is not stored yet is followed as usual.
+async fn ended_before(state: &AppState, id: &CommandId, after: i64) -> Result<bool, ApiError> {
+    if after == 0 || !state.stores.events.read(id, after, 1).await?.is_empty() {
+        return Ok(false);
+    }
+    let at = state.stores.events.read(id, after - 1, 1).await?;
+    Ok(at
+        .first()
+        .is_none_or(|event| event.seq != after || event.event.is_terminal()))
+}
+
 /// Streams a command's events as server-sent events: `id:` is the sequence number, `event:`
 /// the event type and `data:` a JSON `StreamEvent`. Stored events are replayed first; the
-/// stream ends after the `done` event.
+/// stream ends after the `done` event; resuming at or past it answers 204 at once.
 #[utoipa::path(get, path = "/projects/{id}/events/{stream_id}", tag = "commands",
     security(("bearer" = []), ("access_token" = [])),
     params(
@@ -159,6 +172,7 @@ impl Stream for SseBody {
         StreamQuery,
     ), responses(
     (status = 200, description = "Server-sent events; each `data:` is a StreamEvent", body = String, content_type = "text/event-stream"),
+    (status = 204, description = "Last-Event-ID is at or past the end of a finished stream"),
     (status = 400, description = "Invalid Last-Event-ID or project id"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such project or command"),
@@ -183,6 +197,10 @@ async fn stream(
         .map_err(|e| ApiError::from_store(e, StoreContext::ReadingStream(&stream_id)))?;
     if command.project_id != project {
         return Err(not_found());
+    }
+    if command.status.is_terminal() && ended_before(&state, &id, after).await? {
+        // 204 also tells a browser's `EventSource` not to reconnect.
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
 
     let subscription = state.stores.events.subscribe(&id, after);

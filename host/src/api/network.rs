@@ -35,6 +35,7 @@ pub struct ProjectNetwork {
 
 /// Body of `PUT /projects/{id}/network`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SetNetwork {
     /// At most 64 rules; an empty list refuses every outbound connection.
     pub allow: Vec<String>,

@@ -21,6 +21,7 @@ use crate::services::project_setup::{self, CreatedProject};
 /// template (see [`crate::services::project_setup`]); without it the project gets an empty workspace
 /// (with the Kubernetes executor, a pod from the operator's defaults).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateProject {
     /// Lowercase letters, digits and `-`, at most 63 characters.
     #[schema(value_type = ProjectId)]

@@ -18,6 +18,7 @@ use crate::domain::{ApiToken, NewToken, ProjectId, TokenRole, token_digest};
 
 /// Body of `POST /tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// 1 to 128 characters, for the audit log.
     #[schema(min_length = 1, max_length = 128)]

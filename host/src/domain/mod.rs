@@ -31,7 +31,7 @@ pub use queue::{
     Claim, CommandFilter, CommandRecord, CommandRecords, HOST_LOST, Heartbeat, Lease, NewCommand,
     Outcome, QueueConfig, Rescued, request_digest,
 };
-pub use redact::Redactor;
+pub use redact::{Redactor, StreamRedactor};
 pub use request::{AgentRequest, RequestError};
 pub use result::{AgentResult, ResultStatus};
 pub mod project_setup;

@@ -31,6 +31,17 @@ pub enum RequestError {
     PromptRequired,
     #[error("the prompt is {len} bytes; the limit is {max}")]
     PromptTooLong { len: usize, max: usize },
+    #[error("the prompt contains a NUL byte, which no program argument can carry")]
+    PromptHasNul,
+    #[error(
+        "the prompt is {len} bytes; provider {provider} takes at most {max} (its manifest's \
+         limits.max_prompt_bytes)"
+    )]
+    PromptOverProviderLimit {
+        len: usize,
+        provider: String,
+        max: usize,
+    },
     #[error("timeout must be between 1 and {max_secs} seconds, got {secs}")]
     InvalidTimeout { secs: u64, max_secs: u64 },
     #[error(
@@ -57,7 +68,8 @@ impl RequestError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::PromptRequired => "prompt_required",
-            Self::PromptTooLong { .. } => "prompt_too_long",
+            Self::PromptTooLong { .. } | Self::PromptOverProviderLimit { .. } => "prompt_too_long",
+            Self::PromptHasNul => "invalid_prompt",
             Self::InvalidTimeout { .. } | Self::TimeoutOverCeiling { .. } => "invalid_timeout",
             Self::InvalidSessionId(_) => "invalid_session_id",
             Self::InvalidModel(_) => "invalid_model",
@@ -102,6 +114,9 @@ impl AgentRequest {
                 max: Self::MAX_PROMPT_BYTES,
             });
         }
+        if self.prompt.contains('\0') {
+            return Err(RequestError::PromptHasNul);
+        }
         if self.timeout.is_zero() || self.timeout > Self::MAX_TIMEOUT {
             return Err(RequestError::InvalidTimeout {
                 secs: self.timeout.as_secs(),
@@ -130,6 +145,19 @@ impl AgentRequest {
             return Err(RequestError::OptionsTooLarge {
                 len: options_len,
                 max: Self::MAX_OPTIONS_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a prompt longer than the chosen provider takes (`max`, its manifest's
+    /// `limits.max_prompt_bytes`) before anything is queued.
+    pub fn check_prompt_limit(&self, provider: &str, max: usize) -> Result<(), RequestError> {
+        if self.prompt.len() > max {
+            return Err(RequestError::PromptOverProviderLimit {
+                len: self.prompt.len(),
+                provider: provider.to_owned(),
+                max,
             });
         }
         Ok(())

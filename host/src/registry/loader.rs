@@ -142,6 +142,7 @@ impl Loader {
         let current = self.snapshot.load_full();
         let names = self.names_on_disk();
         let mut report = ReloadReport::default();
+        let explicit = matches!(waiter, Waiter::Caller(_));
         let mut waiting = BTreeSet::new();
         let mut slots = Vec::with_capacity(names.len());
         for name in &names {
@@ -164,7 +165,12 @@ impl Loader {
                 });
             let key = print.clone().unwrap_or_default();
             if print.is_some() && slot.attempted == print && slot.loading.is_none() {
-                report.unchanged.push(name.clone());
+                // Files that failed and were not fixed still fail: an explicit reload says
+                // so; the watcher does not repeat it on every change to other files.
+                match slot.last_error.as_ref().filter(|_| explicit) {
+                    Some(failure) => report.failed.push((name.clone(), failure.message.clone())),
+                    None => report.unchanged.push(name.clone()),
+                }
             } else if slot.loading.as_ref().is_some_and(|l| l.print == key) {
                 waiting.insert(name.clone());
             } else {

@@ -281,13 +281,13 @@ impl Stop {
                     Err(AgentError::Crashed(message))
                 }
             }
+            // A guest that honoured the timeout's cancel still failed: it did not finish.
+            Ending::Returned(Ok(Err(GuestError::Cancelled))) if self.timed_out => {
+                Ok(AgentResult::failed(timed_out_text()))
+            }
             Ending::Returned(Ok(Err(GuestError::Cancelled))) => {
                 let mut result = AgentResult::new(ResultStatus::Cancelled);
-                result.error = Some(if self.timed_out {
-                    timed_out_text()
-                } else {
-                    "cancelled".into()
-                });
+                result.error = Some("cancelled".into());
                 Ok(result)
             }
             Ending::Returned(Ok(Err(GuestError::Failed(m)))) => Ok(AgentResult::failed(m)),

@@ -181,6 +181,10 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Requests asking for longer are refused rather than silently shortened.
     pub max_timeout: Duration,
+    /// Longest prompt the provider can take, e.g. the kernel's 128 KiB limit on one
+    /// argument for a provider that passes the prompt as one; longer ones are refused at
+    /// submit instead of failing when the program cannot start.
+    pub max_prompt_bytes: usize,
 }
 
 impl Limits {
@@ -217,6 +221,7 @@ struct RawGrants {
 struct RawLimits {
     memory_mib: u64,
     max_timeout_secs: u64,
+    max_prompt_bytes: Option<usize>,
 }
 
 impl Manifest {
@@ -271,6 +276,7 @@ impl Manifest {
             .check()
             .and_then(|()| raw.limits.check())
             .map_err(|(field, reason)| invalid(field, reason))?;
+        let max_prompt_bytes = raw.limits.max_prompt_bytes();
         Ok(Self {
             name,
             version: raw.version,
@@ -284,6 +290,7 @@ impl Manifest {
             limits: Limits {
                 memory_bytes: raw.limits.memory_mib * 1024 * 1024,
                 max_timeout: Duration::from_secs(raw.limits.max_timeout_secs),
+                max_prompt_bytes,
             },
         })
     }
@@ -337,7 +344,21 @@ impl RawLimits {
                 format!("{} is not between 1 and {max_secs}", self.max_timeout_secs),
             ));
         }
+        let max_prompt = AgentRequest::MAX_PROMPT_BYTES;
+        let max_prompt_bytes = self.max_prompt_bytes();
+        if max_prompt_bytes == 0 || max_prompt_bytes > max_prompt {
+            return Err((
+                "limits.max_prompt_bytes",
+                format!("{max_prompt_bytes} is not between 1 and {max_prompt}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The manifest's prompt limit, or the API's own when it names none.
+    fn max_prompt_bytes(&self) -> usize {
+        self.max_prompt_bytes
+            .unwrap_or(AgentRequest::MAX_PROMPT_BYTES)
     }
 }
 

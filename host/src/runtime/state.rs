@@ -16,6 +16,7 @@ use crate::domain::ProjectId;
 use crate::ports::{EventSink, Executor, ProcessControl, SecretResolver, Signal};
 
 use super::host::interaction::{Asker, Inbox};
+use super::host::log::LogGate;
 use super::limiter::Limiter;
 use super::manifest::Manifest;
 
@@ -144,6 +145,8 @@ pub(crate) struct HostState {
     pub exec: Arc<ExecCtx>,
     /// Follow-up input of an execution whose provider takes it.
     pub input: Option<Inbox>,
+    /// The limits on this execution's guest log lines.
+    pub log: LogGate,
 }
 
 impl HostState {
@@ -188,6 +191,7 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, exec: Arc<ExecCtx>) -> Store<
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limits,
+        log: LogGate::new(exec.plugin.clone()),
         exec,
         input: None,
     };

@@ -10,7 +10,7 @@ use super::{Context, EVENT_SINK_CAPACITY};
 use crate::domain::request_digest;
 use crate::domain::{
     AgentResult, Claim, CommandId, CommandRecord, CommandStatus, HostEvent, Lease, NewAuditEntry,
-    Outcome, Redactor, ResultStatus, StreamEvent,
+    Outcome, Redactor, ResultStatus, StreamEvent, StreamRedactor,
 };
 use crate::ports::{AgentError, CodeAgent, Execution, StoreError};
 
@@ -216,7 +216,12 @@ async fn execute(
     }
 
     let (sink, events) = mpsc::channel(EVENT_SINK_CAPACITY);
-    let forwarder = tokio::spawn(forward(ctx.clone(), command.clone(), events, redactor));
+    let forwarder = tokio::spawn(forward(
+        ctx.clone(),
+        command.clone(),
+        events,
+        redactor.clone(),
+    ));
     let cancel = hard_stop.child_token();
     let execution = Execution {
         command_id: command.id.clone(),
@@ -273,14 +278,16 @@ async fn execute(
     if stop == Some(Stop::LeaseLost) {
         return Err(Stopped::LeaseLost);
     }
-    Ok(outcome(result, stop, timeout))
+    Ok(outcome(result, stop, timeout, &redactor))
 }
 
-/// Maps the provider's result and the worker's own stop reason to the final status.
+/// Maps the provider's result and the worker's own stop reason to the final status, redacted:
+/// what the provider returned is stored, audited and sent on like its events.
 fn outcome(
     result: Result<AgentResult, AgentError>,
     stop: Option<Stop>,
     timeout: Duration,
+    redactor: &Redactor,
 ) -> Outcome {
     let (status, error) = match (stop, &result) {
         (Some(Stop::Cancel), _) => (
@@ -310,14 +317,23 @@ fn outcome(
         ),
         (_, Err(error)) => (CommandStatus::Failed, Some(error.to_string())),
     };
+    let mut result = result.ok();
+    let mut error = error;
+    if let Some(result) = &mut result {
+        redactor.redact_result(result);
+    }
+    if let Some(error) = &mut error {
+        redactor.redact_str(error);
+    }
     Outcome {
         status,
-        result: result.ok(),
+        result,
         error,
     }
 }
 
-/// Redacts and stores a provider's events in order. While the database is unreachable the
+/// Redacts and stores a provider's events in order (a credential split across two pieces of
+/// output is caught too: see [`StreamRedactor`]). While the database is unreachable the
 /// append is retried (the provider is held back by the bounded sink meanwhile); any other
 /// storage failure is logged and the event dropped.
 async fn forward(
@@ -326,8 +342,13 @@ async fn forward(
     mut events: mpsc::Receiver<crate::domain::AgentEvent>,
     redactor: Redactor,
 ) {
-    while let Some(mut event) = events.recv().await {
-        redactor.redact(&mut event);
+    let mut stream = StreamRedactor::new(redactor);
+    while let Some(event) = events.recv().await {
+        if let Some(event) = stream.push(event) {
+            append(&ctx, &command, StreamEvent::Agent(event)).await;
+        }
+    }
+    for event in stream.finish() {
         append(&ctx, &command, StreamEvent::Agent(event)).await;
     }
 }

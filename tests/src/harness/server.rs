@@ -133,6 +133,32 @@ impl TestServer {
         body
     }
 
+    /// Follows a submitted command's stream (the answer of a submit) until the server closes
+    /// it; the events received and the command as `GET /commands/{id}` then reports it.
+    pub async fn follow(
+        &self,
+        submitted: &serde_json::Value,
+    ) -> (Vec<SseEvent>, serde_json::Value) {
+        let stream_url = submitted["stream_url"].as_str().expect("stream_url");
+        let response = self
+            .request(reqwest::Method::GET, stream_url, Some(&self.admin))
+            .send()
+            .await
+            .expect("stream");
+        let events = SseReader::new(response).collect().await;
+        let id = submitted["command_id"].as_str().expect("command_id");
+        let (status, command) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/commands/{id}"),
+                Some(&self.admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{command}");
+        (events, command)
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {

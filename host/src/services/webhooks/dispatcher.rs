@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::WebhookConfig;
 use super::guard::GuardedResolver;
 use crate::domain::webhook::{UrlHost, check_target, check_url, parse_retry_after};
-use crate::domain::{DeliveryAttempt, DueDelivery, NextStep};
+use crate::domain::{DeliveryAttempt, DueDelivery, NextStep, WebhookError};
 use crate::ports::{StoreError, WebhookStore};
 
 /// How one attempt ended, as the metrics count it.
@@ -103,6 +103,45 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// How one attempt went.
+struct Sent {
+    status: Option<u16>,
+    error: Option<String>,
+    retry_after: Option<Duration>,
+    /// The SSRF guard or the URL's syntax refused the target: no retry can succeed.
+    refused: bool,
+}
+
+impl Sent {
+    fn failed(error: String) -> Self {
+        Self {
+            status: None,
+            error: Some(error),
+            retry_after: None,
+            refused: false,
+        }
+    }
+
+    fn refused(error: String) -> Self {
+        Self {
+            refused: true,
+            ..Self::failed(error)
+        }
+    }
+}
+
+/// True when the connection failed because the guarded resolver refused the target.
+fn refused_by_guard(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<WebhookError>().is_some() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl Dispatcher {
@@ -248,12 +287,18 @@ impl Dispatcher {
     async fn deliver(self: Arc<Self>, delivery: DueDelivery) {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let (status, error, retry_after) = if delivery.attempt > self.config.retry.max_attempts {
+        let sent = if delivery.attempt > self.config.retry.max_attempts {
             // Earlier attempts were claimed and never recorded (a dispatcher stopped).
-            (None, Some("no attempts left".to_owned()), None)
+            Sent::refused("no attempts left".to_owned())
         } else {
             self.send(&delivery).await
         };
+        let Sent {
+            status,
+            error,
+            retry_after,
+            refused,
+        } = sent;
         let attempt = DeliveryAttempt {
             attempt: delivery.attempt,
             started_at,
@@ -264,11 +309,7 @@ impl Dispatcher {
         let policy = &self.config.retry;
         let delay = policy.delay(delivery.attempt, unit_random(), retry_after);
         let next = policy.next(delivery.attempt, status, Utc::now(), delay);
-        let next = if delivery.attempt > policy.max_attempts {
-            NextStep::GiveUp
-        } else {
-            next
-        };
+        let next = if refused { NextStep::GiveUp } else { next };
         match self.store.record_attempt(&delivery, &attempt, next).await {
             Ok(()) => {
                 if let NextStep::RetryAt(at) = next {
@@ -302,26 +343,23 @@ impl Dispatcher {
         }
     }
 
-    /// One signed POST. Returns the status (if an answer came), why it is not a success
-    /// and the endpoint's `Retry-After`.
-    async fn send(
-        &self,
-        delivery: &DueDelivery,
-    ) -> (Option<u16>, Option<String>, Option<std::time::Duration>) {
+    /// One signed POST: the status (if an answer came), why it is not a success and the
+    /// endpoint's `Retry-After`, or a refusal that no retry can change.
+    async fn send(&self, delivery: &DueDelivery) -> Sent {
         // An IP literal never reaches the resolver, so it is checked here.
         match check_url(&delivery.url) {
             Ok(UrlHost::Ip(ip)) => {
                 if let Err(refused) = check_target(ip, self.config.allow_private) {
-                    return (None, Some(refused.to_string()), None);
+                    return Sent::refused(refused.to_string());
                 }
             }
             Ok(UrlHost::Name(_)) => {}
-            Err(invalid) => return (None, Some(invalid.to_string()), None),
+            Err(invalid) => return Sent::refused(invalid.to_string()),
         }
         // Opened only here, for this one signature.
         let secret = match self.store.open_secret(delivery) {
             Ok(secret) => secret,
-            Err(error) => return (None, Some(error.to_string()), None),
+            Err(error) => return Sent::failed(error.to_string()),
         };
         let timestamp = Utc::now().timestamp();
         let signature = secret.sign(&delivery.event_id, timestamp, delivery.payload.as_bytes());
@@ -345,9 +383,16 @@ impl Dispatcher {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, Utc::now()));
                 let error = (!response.status().is_success()).then(|| format!("HTTP {status}"));
-                (Some(status), error, retry_after)
+                Sent {
+                    status: Some(status),
+                    error,
+                    retry_after,
+                    refused: false,
+                }
             }
-            Err(error) => (None, Some(describe(&error.without_url())), None),
+            // The guarded resolver refused every address of the name.
+            Err(error) if refused_by_guard(&error) => Sent::refused(describe(&error.without_url())),
+            Err(error) => Sent::failed(describe(&error.without_url())),
         }
     }
 }
