@@ -56,6 +56,10 @@ pub struct SubmitBody {
     /// Generic route only: the provider; the default provider when omitted.
     #[serde(default)]
     pub provider: Option<String>,
+    /// Narrows the project's approval policy for this command: `deny` never asks, `ask`
+    /// asks even where the project allows; never wider than the project's mode.
+    #[serde(default)]
+    pub permissions: Option<crate::domain::PolicyMode>,
 }
 
 /// Answer to a submission.
@@ -235,6 +239,7 @@ async fn submit(
         model: body.model,
         working_dir: body.working_dir,
         options: body.options.unwrap_or_default(),
+        permissions: body.permissions,
     };
     request.validate()?;
     let provider = match provider {

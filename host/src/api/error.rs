@@ -15,8 +15,10 @@ use axum::response::{IntoResponse, Response};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::approval::InvalidPolicy;
 use crate::domain::{AccessError, CommandId, IdError, RequestError, SealError, WebhookError};
 use crate::ports::{LookupError, ProvisionError, SeedError, StoreError};
+use crate::services::approvals::input::InputError;
 use crate::services::project_setup::SetupError;
 use crate::services::templates::TemplateError;
 
@@ -154,6 +156,8 @@ pub enum StoreContext<'a> {
     DeletingProject,
     CancellingCommand(&'a CommandId),
     ReadingStream(&'a str),
+    /// Deciding an approval: a conflict is an approval that is no longer pending.
+    DecidingApproval,
 }
 
 impl ApiError {
@@ -171,6 +175,9 @@ impl ApiError {
             ),
             (StoreContext::ReadingStream(id), StoreError::NotFound { .. }) => {
                 Self::not_found("stream", id)
+            }
+            (StoreContext::DecidingApproval, StoreError::Conflict(message)) => {
+                Self::new(StatusCode::CONFLICT, "approval_decided", message)
             }
             (_, other) => other.into(),
         }
@@ -223,6 +230,26 @@ impl From<RequestError> for ApiError {
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<InvalidPolicy> for ApiError {
+    fn from(error: InvalidPolicy) -> Self {
+        Self::bad_request("invalid_policy", error.to_string())
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(error: InputError) -> Self {
+        let code = match error {
+            InputError::Store(store) => return store.into(),
+            InputError::NotRunning(..) => "command_not_running",
+            InputError::NotAccepted(_) => "input_not_accepted",
+            InputError::Empty | InputError::TooLong => {
+                return Self::bad_request("invalid_input_text", error.to_string());
+            }
+        };
+        Self::new(StatusCode::CONFLICT, code, error.to_string())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP API: one router module per resource, shared state behind an `Arc`, bearer-token
 //! auth as an extractor ([`auth::Auth`]) and one error type ([`error::ApiError`]).
 
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod commands;
@@ -12,6 +13,7 @@ pub mod listener;
 pub mod metrics;
 pub mod network;
 pub mod openapi;
+pub mod policy;
 pub mod projects;
 pub mod providers;
 pub mod state;

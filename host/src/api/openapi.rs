@@ -40,6 +40,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         (name = "tokens", description = "API tokens"),
         (name = "templates", description = "Project templates and CI"),
         (name = "webhooks", description = "Signed event deliveries to subscribed URLs"),
+        (name = "approvals", description = "Tool-permission approvals and the policies that decide them"),
         (name = "meta", description = "This document"),
     ),
 )]
@@ -87,6 +88,8 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .merge(super::tokens::routes())
         .merge(super::webhooks::routes())
         .merge(super::network::routes())
+        .merge(super::approvals::routes())
+        .merge(super::policy::routes())
         .routes(routes!(openapi_json))
 }
 

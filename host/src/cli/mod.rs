@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod approvals;
 pub mod audit;
 pub mod client;
 pub mod exec;
@@ -56,6 +57,14 @@ pub enum Command {
     Tokens(client::TokensArgs),
     /// Create, list and delete a project's webhooks on a server; show their deliveries.
     Webhooks(webhooks::WebhooksArgs),
+    /// List approvals waiting for a decision (every state with `--all`).
+    Approvals(approvals::ApprovalsArgs),
+    /// Allow a pending approval: the waiting agent's tool call runs.
+    Approve(approvals::ApproveArgs),
+    /// Deny a pending approval, with a reason the agent is told.
+    Deny(approvals::DenyArgs),
+    /// Send a follow-up message into a running command.
+    Input(approvals::InputArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -74,6 +83,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cancel(args) => client::cancel(args).await,
         Command::Tokens(args) => client::tokens(args).await,
         Command::Webhooks(args) => webhooks::run(args).await,
+        Command::Approvals(args) => approvals::list(args).await,
+        Command::Approve(args) => approvals::approve(args).await,
+        Command::Deny(args) => approvals::deny(args).await,
+        Command::Input(args) => approvals::input(args).await,
         Command::Version => {
             println!("rdev {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

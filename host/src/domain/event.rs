@@ -173,6 +173,9 @@ pub enum HostEvent {
     ApprovalRequested { approval: Box<Approval> },
     /// A pending approval was decided, expired or cancelled.
     ApprovalResolved { approval: Box<Approval> },
+    /// A person sent follow-up text into the running command (`POST /commands/{id}/input`);
+    /// the replica running the command hands it to the provider.
+    Input { input: super::interaction::FollowUp },
 }
 
 impl StreamEvent {
@@ -183,6 +186,7 @@ impl StreamEvent {
             Self::Host(HostEvent::Done { .. }) => "done",
             Self::Host(HostEvent::ApprovalRequested { .. }) => "approval_requested",
             Self::Host(HostEvent::ApprovalResolved { .. }) => "approval_resolved",
+            Self::Host(HostEvent::Input { .. }) => "input",
         }
     }
 

@@ -22,6 +22,9 @@ pub struct AgentRequest {
     /// Provider-specific options, handed to the provider untouched.
     #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// Narrows the project's approval policy for this command (never widens it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<super::approval::PolicyMode>,
 }
 
 /// Why a request was refused. Each variant maps to a stable API error code.
@@ -100,6 +103,7 @@ impl AgentRequest {
             model: None,
             working_dir: None,
             options: serde_json::Map::new(),
+            permissions: None,
         }
     }
 

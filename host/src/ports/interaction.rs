@@ -52,7 +52,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::interaction::{Decision, FollowUp, PermissionRequest};
-use crate::domain::{CommandId, ProjectId, ProviderName};
+use crate::domain::{CommandId, PolicyMode, ProjectId, ProviderName};
 
 /// How long the runtime still waits for [`Interaction::request_permission`] to return after
 /// the execution's cancel token fired, before it drops the call.
@@ -69,6 +69,8 @@ pub struct InteractionContext {
     pub provider: ProviderName,
     /// Fires when the command is cancelled or reaches its timeout.
     pub cancel: CancellationToken,
+    /// The command's own `permissions`, which narrow its project's policy.
+    pub permissions: Option<PolicyMode>,
 }
 
 /// Why no decision was returned.
@@ -134,6 +136,7 @@ mod tests {
             project_id: ProjectId::parse("p").unwrap(),
             provider: ProviderName::parse("claude").unwrap(),
             cancel: CancellationToken::new(),
+            permissions: None,
         };
         let request = PermissionRequest {
             tool_call_id: None,

@@ -60,6 +60,12 @@ impl WasmAgent {
         &self.fingerprint
     }
 
+    /// Whether the provider takes follow-up input (its component imports
+    /// `interaction.next-input`), so `POST /commands/{id}/input` can reach it.
+    pub fn takes_input(&self) -> bool {
+        self.pre.takes_input()
+    }
+
     /// Whether the compiled code came from the cache, and how long the load took.
     pub fn load_info(&self) -> LoadInfo {
         self.load
@@ -198,6 +204,7 @@ impl WasmAgent {
                 project_id: execution.project_id.clone(),
                 provider: self.provider.name.clone(),
                 cancel: exec.cancel.clone(),
+                permissions: execution.request.permissions,
             },
         });
         Arc::new(exec)

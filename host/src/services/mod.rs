@@ -3,12 +3,15 @@
 //! `cli`, `adapters`) are the ways in and out; here is what rdev does besides running
 //! commands.
 //!
+//! - [`approvals`]: deciding agents' permission requests (policy, people, timeouts) and
+//!   delivering follow-up input.
 //! - [`templates`]: project templates, loaded, checked and rendered in memory.
 //! - [`project_setup`]: creating a project from a template (workspace, first commit, CI
 //!   registration) and following its CI pipelines.
 //! - [`webhooks`]: recording project events for webhooks and delivering the outbox.
 //! - [`plugins`]: publishing plugins to an OCI registry and installing them from one.
 
+pub mod approvals;
 pub mod plugins;
 pub mod project_setup;
 pub mod templates;

@@ -1,6 +1,7 @@
 //! What a process that runs queued commands starts, shared by `rdev serve` and
 //! `rdev worker`: the plugin runtime over the configured executor, the registry of the
-//! plugins directory, and the worker that claims commands.
+//! plugins directory, the approval broker its providers ask, and the worker that claims
+//! commands.
 
 use std::sync::Arc;
 
@@ -11,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::config::Config;
 use super::executor::{LocalUse, Workspaces, build_executor};
 use super::stores::open_stores;
-use crate::ports::{FinishObserver, ProviderLookup, SecretResolver, Stores};
+use crate::ports::{FinishObserver, Interaction, ProviderLookup, SecretResolver, Stores};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::services::approvals::ApprovalBroker;
 use crate::worker::{DrainReport, Worker, WorkerConfig};
 
 /// The parts a command-running process is made of.
@@ -32,7 +34,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Runner> {
     let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
     let policies = LocalUse::Confined(stores.network.clone());
     let workspaces = build_executor(config, secrets.clone(), policies).await?;
-    let registry = start_registry(config, workspaces.executor.clone(), secrets).await?;
+    let broker = ApprovalBroker::new(stores.approvals.clone(), stores.events.clone());
+    let registry = start_registry(
+        config,
+        workspaces.executor.clone(),
+        secrets,
+        Arc::new(broker),
+    )
+    .await?;
     Ok(Runner {
         stores,
         registry,
@@ -40,14 +49,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Runner> {
     })
 }
 
-/// A runtime over `executor` (compile cache under `<data-dir>/cache`) and the registry of the
-/// plugins directory, created when missing.
+/// A runtime over `executor` (compile cache under `<data-dir>/cache`) whose providers ask
+/// `interaction` for permissions and input, and the registry of the plugins directory,
+/// created when missing.
 pub async fn start_registry(
     config: &Config,
     executor: Arc<dyn crate::ports::Executor>,
     secrets: Arc<dyn SecretResolver>,
+    interaction: Arc<dyn Interaction>,
 ) -> anyhow::Result<Registry> {
     let mut runtime_config = RuntimeConfig::new(executor, secrets);
+    runtime_config.interaction = interaction;
     runtime_config.cache_dir = Some(config.data_dir.join("cache"));
     let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
     let plugins_dir = config.plugins_dir();

@@ -1,0 +1,93 @@
+//! `/projects/{id}/policy`: how a project's permission requests are decided without asking
+//! (rules, then the mode) and how long a person has to decide the rest. A project without
+//! its own policy has the shipped default, which asks and never allows by default.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Auth;
+use super::error::{ApiError, ApiJson, ApiPath};
+use super::state::AppState;
+use crate::domain::{Policy, ProjectId};
+
+/// Answer of the policy routes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProjectPolicy {
+    pub project_id: ProjectId,
+    /// `project` (its own) or `default` (the shipped one).
+    pub source: String,
+    pub policy: Policy,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(read_policy, replace_policy))
+}
+
+/// The project's approval policy: its own, else the shipped default.
+#[utoipa::path(get, path = "/projects/{id}/policy", tag = "approvals", security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    (status = 200, description = "The policy in force", body = ProjectPolicy),
+    (status = 400, description = "Malformed id"),
+    (status = 403, description = "The token may not access this project"),
+    (status = 404, description = "No such project"),
+))]
+async fn read_policy(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    ApiPath(id): ApiPath<ProjectId>,
+) -> Result<Json<ProjectPolicy>, ApiError> {
+    principal.require_project(&id)?;
+    state.stores.projects.get(&id).await?;
+    let own = state.stores.approvals.policy(&id).await?;
+    let source = if own.is_some() { "project" } else { "default" };
+    Ok(Json(ProjectPolicy {
+        project_id: id,
+        source: source.into(),
+        policy: own.unwrap_or_default(),
+    }))
+}
+
+/// Replaces the project's approval policy (admin); applies to the next request.
+#[utoipa::path(put, path = "/projects/{id}/policy", tag = "approvals", security(("bearer" = [])),
+    params(("id" = ProjectId, Path, description = "Project id")), request_body = Policy,
+    responses(
+    (status = 200, description = "The policy now in force", body = ProjectPolicy),
+    (status = 400, description = "Malformed id or policy (`invalid_policy`)"),
+    (status = 403, description = "Not an admin"),
+    (status = 404, description = "No such project"),
+))]
+async fn replace_policy(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    ApiPath(id): ApiPath<ProjectId>,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<Json<ProjectPolicy>, ApiError> {
+    principal.require_admin()?;
+    policy.validate()?;
+    state.stores.projects.get(&id).await?;
+    let policy = state.stores.approvals.put_policy(&id, &policy).await?;
+    state
+        .audit(
+            &principal,
+            "project.policy_updated",
+            Some(id.to_string()),
+            None,
+            serde_json::json!({
+                "mode": policy.mode,
+                "rules": policy.rules.len(),
+                "timeout_secs": policy.timeout_secs,
+            }),
+        )
+        .await;
+    Ok(Json(ProjectPolicy {
+        project_id: id,
+        source: "project".into(),
+        policy,
+    }))
+}

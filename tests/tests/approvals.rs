@@ -1,0 +1,629 @@
+//! Approvals and follow-up input end to end: a real `rdev serve` (SQLite and PostgreSQL)
+//! runs the `interact` test guest (ABI 0.2.0, plugins/testing/interact), whose `run <cmd>`
+//! prompt asks whether `Bash` may run `<cmd>` and whose `input` prompt takes follow-up
+//! input. Everything a person does goes through the HTTP API; what the agent was told is
+//! read back from the command's result and event stream.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use rdev::server::ServeConfig;
+use rdev_tests::harness::plugins::{plugins_dir, test_plugins_dir};
+use rdev_tests::harness::runtime::install;
+use rdev_tests::harness::server::{SseReader, TestServer};
+
+/// Generous: a command runs a real plugin and the machine may be loaded.
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A server whose plugins directory holds `interact` and the real `shell`.
+struct Host {
+    server: TestServer,
+    _plugins: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Host {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+async fn host(db: Db) -> Option<Host> {
+    let plugins = tempfile::tempdir().expect("plugins dir");
+    install(
+        &test_plugins_dir(),
+        "interact",
+        plugins.path(),
+        "interact",
+        None,
+    );
+    install(&plugins_dir(), "shell", plugins.path(), "shell", None);
+    let dir = plugins.path().to_owned();
+    let adjust = move |config: &mut ServeConfig| config.plugins_dir = Some(dir);
+    let server = match db {
+        Db::Sqlite => TestServer::sqlite_with(adjust).await,
+        Db::Postgres => TestServer::postgres_with(adjust).await?,
+    };
+    Some(Host {
+        server,
+        _plugins: plugins,
+    })
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// A submitted command and its open event stream.
+struct Running {
+    id: String,
+    events: SseReader,
+}
+
+impl Host {
+    async fn admin_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(method, path, Some(&self.admin), body).await
+    }
+
+    /// Submits `body` to `interact` of `project` as the admin and follows its stream.
+    async fn start(&self, project: &str, body: Value) -> Running {
+        let (status, answer) = self
+            .admin_call(
+                Method::POST,
+                &format!("/projects/{project}/interact"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let id = answer["command_id"]
+            .as_str()
+            .expect("command id")
+            .to_owned();
+        let stream = answer["stream_url"].as_str().expect("stream url");
+        let response = self
+            .request(Method::GET, stream, Some(&self.admin))
+            .send()
+            .await
+            .expect("stream opens");
+        assert_eq!(response.status(), StatusCode::OK);
+        Running {
+            id,
+            events: SseReader::new(response),
+        }
+    }
+
+    /// Creates `project` (as a first command would) and sets its policy.
+    async fn put_policy(&self, project: &str, policy: Value) {
+        let (status, body) = self
+            .admin_call(Method::POST, "/projects", Some(json!({"id": project})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = self
+            .admin_call(
+                Method::PUT,
+                &format!("/projects/{project}/policy"),
+                Some(policy),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    async fn decide(&self, token: &str, approval: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            &format!("/approvals/{approval}"),
+            Some(token),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Waits until the command ends; its view.
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (_, command) = self
+                .admin_call(Method::GET, &format!("/commands/{id}"), None)
+                .await;
+            if matches!(
+                command["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                return command;
+            }
+            assert!(std::time::Instant::now() < deadline, "{command}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn approvals(&self, project: &str, query: &str) -> Vec<Value> {
+        let (status, body) = self
+            .admin_call(
+                Method::GET,
+                &format!("/projects/{project}/approvals{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["approvals"].as_array().cloned().expect("approvals")
+    }
+
+    /// A member token for `projects`, created through the API.
+    async fn member(&self, projects: &[&str]) -> String {
+        let (status, body) = self
+            .admin_call(
+                Method::POST,
+                "/tokens",
+                Some(json!({"name": "member", "role": "member", "projects": projects})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().expect("secret").to_owned()
+    }
+}
+
+impl Running {
+    /// The next event of `kind` (its data), skipping others.
+    async fn next(&mut self, kind: &str) -> Value {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(event) = self.events.next().await {
+                if event.event.as_deref() == Some(kind) {
+                    return Some(event.json());
+                }
+            }
+            None
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} event within {WAIT:?}"));
+        found.unwrap_or_else(|| panic!("the stream ended without a {kind} event"))
+    }
+
+    /// Waits for the `running` status event.
+    async fn running(&mut self) {
+        while self.next("status").await["status"] != "running" {}
+    }
+
+    /// The kinds of every remaining event.
+    async fn rest(self) -> Vec<(String, Value)> {
+        tokio::time::timeout(WAIT, self.events.collect())
+            .await
+            .expect("the stream ends")
+            .into_iter()
+            .map(|e| (e.event.clone().unwrap_or_default(), e.json()))
+            .collect()
+    }
+}
+
+fn final_text(command: &Value) -> &str {
+    command["result"]["final_text"].as_str().unwrap_or("<none>")
+}
+
+fn printed(events: &[(String, Value)], text: &str) -> bool {
+    events
+        .iter()
+        .any(|(kind, data)| kind == "output" && data.to_string().contains(text))
+}
+
+async fn an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider(db: Db) {
+    let Some(host) = host(db).await else { return };
+    let token = host.member(&["p"]).await;
+    let mut run = host
+        .start("p", json!({"prompt": "run echo ran-$((40+2))"}))
+        .await;
+    let requested = run.next("approval_requested").await;
+    let approval = requested["approval"].clone();
+    assert_eq!(approval["tool"], "Bash");
+    assert_eq!(approval["input"], json!({"command": "echo ran-$((40+2))"}));
+    assert_eq!(approval["status"], "pending");
+    let id = approval["id"].as_str().expect("approval id").to_owned();
+
+    let pending = host.approvals("p", "?status=pending").await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["id"], id.as_str());
+    assert_eq!(pending[0]["command_id"], run.id.as_str());
+
+    let (status, decided) = host.decide(&token, &id, json!({"decision": "allow"})).await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["status"], "allowed");
+    let resolved = run.next("approval_resolved").await;
+    assert_eq!(resolved["approval"]["status"], "allowed");
+    let command_id = run.id.clone();
+    let rest = run.rest().await;
+    assert!(printed(&rest, "ran-42"), "the tool ran: {rest:?}");
+    let command = host.finished(&command_id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+
+    let (status, again) = host
+        .decide(&host.admin, &id, json!({"decision": "deny"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert_eq!(code(&again), "approval_decided");
+    assert!(host.approvals("p", "?status=pending").await.is_empty());
+
+    let (_, audit) = host
+        .admin_call(Method::GET, "/audit?action=approval.decided", None)
+        .await;
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{audit}");
+    let actor = entries[0]["actor"].as_str().expect("actor");
+    assert!(actor.starts_with("member ("), "{actor}");
+    assert_eq!(entries[0]["details"]["approval_id"], id.as_str());
+}
+
+async fn a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run(db: Db) {
+    let Some(host) = host(db).await else { return };
+    let mut run = host
+        .start("p", json!({"prompt": "run echo never-$((1+1))"}))
+        .await;
+    let id = run.next("approval_requested").await["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, decided) = host
+        .decide(
+            &host.admin,
+            &id,
+            json!({"decision": "deny", "message": "not on main"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["status"], "denied");
+    assert_eq!(decided["message"], "not on main");
+    let command_id = run.id.clone();
+    let rest = run.rest().await;
+    assert!(!printed(&rest, "never-2"), "{rest:?}");
+    let command = host.finished(&command_id).await;
+    assert_eq!(final_text(&command), "denied: not on main", "{command}");
+}
+
+async fn a_request_nobody_decides_expires_as_a_denial(db: Db) {
+    let Some(host) = host(db).await else { return };
+    host.put_policy("p", json!({"mode": "ask", "timeout_secs": 1}))
+        .await;
+    let mut run = host.start("p", json!({"prompt": "run echo late"})).await;
+    let id = run.next("approval_requested").await["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let resolved = run.next("approval_resolved").await;
+    assert_eq!(resolved["approval"]["status"], "expired");
+    assert_eq!(resolved["approval"]["decided_by"], "host");
+    let command = host.finished(&run.id).await;
+    assert!(
+        final_text(&command).starts_with("denied: expired"),
+        "{command}"
+    );
+    let (status, late) = host
+        .decide(&host.admin, &id, json!({"decision": "allow"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+}
+
+async fn cancel_while_waiting_cancels_command_and_approval(db: Db) {
+    let Some(host) = host(db).await else { return };
+    let mut run = host.start("p", json!({"prompt": "run echo wait"})).await;
+    let id = run.next("approval_requested").await["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, body) = host
+        .admin_call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "cancelled", "{command}");
+    let (_, approval) = host
+        .admin_call(Method::GET, &format!("/approvals/{id}"), None)
+        .await;
+    assert_eq!(approval["status"], "cancelled", "{approval}");
+    assert_eq!(approval["decided_by"], "host");
+}
+
+async fn follow_up_input_reaches_the_running_agent(db: Db) {
+    let Some(host) = host(db).await else { return };
+    let mut run = host.start("p", json!({"prompt": "input"})).await;
+    run.running().await;
+    let path = format!("/commands/{}/input", run.id);
+    for text in ["hello there", "done"] {
+        let (status, body) = host
+            .admin_call(Method::POST, &path, Some(json!({"text": text})))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert!(body["id"].as_str().is_some_and(|id| id.starts_with("in-")));
+    }
+    let command = host.finished(&run.id).await;
+    assert_eq!(final_text(&command), "hello there,done", "{command}");
+    let (status, late) = host
+        .admin_call(Method::POST, &path, Some(json!({"text": "more"})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+    assert_eq!(code(&late), "command_not_running");
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider,
+    a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run,
+    a_request_nobody_decides_expires_as_a_denial,
+    cancel_while_waiting_cancels_command_and_approval,
+    follow_up_input_reaches_the_running_agent,
+);
+
+#[tokio::test]
+async fn deny_mode_and_a_denying_command_never_ask() {
+    let host = host(Db::Sqlite).await.expect("sqlite");
+    host.put_policy("strict", json!({"mode": "deny"})).await;
+    let run = host.start("strict", json!({"prompt": "run echo x"})).await;
+    let id = run.id.clone();
+    let rest = run.rest().await;
+    assert!(
+        rest.iter().all(|(kind, _)| kind != "approval_requested"),
+        "{rest:?}"
+    );
+    let command = host.finished(&id).await;
+    assert!(
+        final_text(&command).starts_with("denied: denied: the policy"),
+        "{command}"
+    );
+    let recorded = host.approvals("strict", "").await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["status"], "denied");
+    assert_eq!(recorded[0]["decided_by"], "policy");
+
+    // The project asks, but the command narrows itself to deny.
+    let run = host
+        .start(
+            "open",
+            json!({"prompt": "run echo y", "permissions": "deny"}),
+        )
+        .await;
+    let command = host.finished(&run.id).await;
+    assert!(final_text(&command).starts_with("denied:"), "{command}");
+    assert!(host.approvals("open", "?status=pending").await.is_empty());
+}
+
+#[tokio::test]
+async fn rules_decide_without_asking_and_remember_adds_one() {
+    let host = host(Db::Sqlite).await.expect("sqlite");
+    host.put_policy(
+        "p",
+        json!({"rules": [{"tool": "Bash", "pattern": "echo ok*", "action": "allow"}]}),
+    )
+    .await;
+    let run = host.start("p", json!({"prompt": "run echo ok-rule"})).await;
+    let id = run.id.clone();
+    let rest = run.rest().await;
+    assert!(printed(&rest, "ok-rule"), "{rest:?}");
+    assert!(rest.iter().all(|(kind, _)| kind != "approval_requested"));
+    assert_eq!(host.finished(&id).await["status"], "completed");
+
+    // Asked once, allowed with remember: the next identical call is not asked.
+    let mut run = host.start("p", json!({"prompt": "run echo again"})).await;
+    let approval = run.next("approval_requested").await["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, body) = host
+        .decide(
+            &host.admin,
+            &approval,
+            json!({"decision": "allow", "remember": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    host.finished(&run.id).await;
+    let (_, policy) = host
+        .admin_call(Method::GET, "/projects/p/policy", None)
+        .await;
+    assert_eq!(policy["source"], "project");
+    let rules = policy["policy"]["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 2, "{policy}");
+    assert_eq!(
+        rules[1],
+        json!({"tool": "Bash", "pattern": "echo again", "action": "allow"})
+    );
+    let run = host.start("p", json!({"prompt": "run echo again"})).await;
+    let id = run.id.clone();
+    let rest = run.rest().await;
+    assert!(
+        rest.iter().all(|(kind, _)| kind != "approval_requested"),
+        "{rest:?}"
+    );
+    assert!(printed(&rest, "again"));
+    assert_eq!(host.finished(&id).await["status"], "completed");
+}
+
+#[tokio::test]
+async fn another_projects_member_can_neither_list_nor_see_nor_decide() {
+    let host = host(Db::Sqlite).await.expect("sqlite");
+    let b = host.member(&["b"]).await;
+    let mut run = host.start("a", json!({"prompt": "run echo secret"})).await;
+    let id = run.next("approval_requested").await["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, body) = host
+        .call(Method::GET, "/projects/a/approvals", Some(&b), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = host
+        .call(Method::GET, &format!("/approvals/{id}"), Some(&b), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = host.decide(&b, &id, json!({"decision": "allow"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = host
+        .call(
+            Method::PUT,
+            "/projects/b/policy",
+            Some(&b),
+            Some(json!({"mode": "allow"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (_, still) = host
+        .admin_call(Method::GET, &format!("/approvals/{id}"), None)
+        .await;
+    assert_eq!(still["status"], "pending");
+
+    let (status, body) = host
+        .decide(&host.admin, &id, json!({"decision": "maybe"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = host
+        .decide(&host.admin, "apr-nope", json!({"decision": "allow"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = host
+        .admin_call(
+            Method::PUT,
+            "/projects/a/policy",
+            Some(json!({"timeout_secs": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_policy"),
+        "{body}"
+    );
+    let (status, _) = host
+        .decide(&host.admin, &id, json!({"decision": "deny"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    host.finished(&run.id).await;
+}
+
+#[tokio::test]
+async fn input_is_refused_for_a_provider_that_takes_none() {
+    let host = host(Db::Sqlite).await.expect("sqlite");
+    let (status, body) = host
+        .admin_call(
+            Method::POST,
+            "/projects/p/shell",
+            Some(json!({"prompt": "sleep 30"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["command_id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, command) = host
+            .admin_call(Method::GET, &format!("/commands/{id}"), None)
+            .await;
+        if command["status"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{command}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = format!("/commands/{id}/input");
+    let (status, body) = host
+        .admin_call(Method::POST, &path, Some(json!({"text": "hi"})))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "input_not_accepted"),
+        "{body}"
+    );
+    let (status, body) = host
+        .admin_call(Method::POST, &path, Some(json!({"text": " "})))
+        .await;
+    assert!(status.is_client_error(), "{body}");
+    host.admin_call(Method::POST, &format!("/commands/{id}/cancel"), None)
+        .await;
+    host.finished(&id).await;
+}
+
+/// `rdev <args>` against the host with `RDEV_URL` and `RDEV_TOKEN` as users set them.
+async fn rdev_cli(host: &Host, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(rdev_tests::harness::bin::rdev())
+        .args(args)
+        .env("RDEV_URL", &host.base)
+        .env("RDEV_TOKEN", &host.admin)
+        .env_remove("RDEV_DATA_DIR")
+        .output()
+        .await
+        .expect("rdev runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (
+        output.status.code(),
+        stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_approves_denies_and_sends_input() {
+    let host = host(Db::Sqlite).await.expect("sqlite");
+    let mut run = host
+        .start("p", json!({"prompt": "run echo cli-$((2*3))"}))
+        .await;
+    let id = run.next("approval_requested").await["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (code_, listed, err) = rdev_cli(&host, &["approvals", "--project", "p"]).await;
+    assert_eq!(code_, Some(0), "{err}");
+    let line = listed.lines().find(|l| l.starts_with(&id)).expect("listed");
+    assert!(
+        line.contains("pending") && line.contains("Bash") && line.contains("echo cli-"),
+        "{line}"
+    );
+    let (code_, everywhere, err) = rdev_cli(&host, &["approvals"]).await;
+    assert_eq!(code_, Some(0), "{err}");
+    assert!(everywhere.contains(&id), "{everywhere}");
+
+    let (code_, approved, err) = rdev_cli(&host, &["approve", &id]).await;
+    assert_eq!(code_, Some(0), "{err}");
+    assert!(approved.contains("allowed"), "{approved}");
+    let command_id = run.id.clone();
+    assert!(printed(&run.rest().await, "cli-6"));
+    assert_eq!(host.finished(&command_id).await["status"], "completed");
+    let (code_, _, err) = rdev_cli(&host, &["deny", &id, "--message", "late"]).await;
+    assert_ne!(code_, Some(0));
+    assert!(err.contains("approval_decided"), "{err}");
+
+    let mut run = host.start("p", json!({"prompt": "input"})).await;
+    run.running().await;
+    for text in ["from the terminal", "done"] {
+        let (code_, out, err) = rdev_cli(&host, &["input", &run.id, text]).await;
+        assert_eq!(code_, Some(0), "{err}");
+        assert!(out.starts_with("in-"), "{out}");
+    }
+    let command = host.finished(&run.id).await;
+    assert_eq!(final_text(&command), "from the terminal,done", "{command}");
+}
