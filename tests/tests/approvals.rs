@@ -10,8 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use rdev::server::ServeConfig;
-use rdev_tests::harness::plugins::{plugins_dir, test_plugins_dir};
-use rdev_tests::harness::runtime::install;
+use rdev_tests::harness::plugins::with_interact;
 use rdev_tests::harness::server::{SseReader, TestServer};
 
 /// Generous: a command runs a real plugin and the machine may be loaded.
@@ -38,15 +37,7 @@ impl std::ops::Deref for Host {
 }
 
 async fn host(db: Db) -> Option<Host> {
-    let plugins = tempfile::tempdir().expect("plugins dir");
-    install(
-        &test_plugins_dir(),
-        "interact",
-        plugins.path(),
-        "interact",
-        None,
-    );
-    install(&plugins_dir(), "shell", plugins.path(), "shell", None);
+    let plugins = with_interact();
     let dir = plugins.path().to_owned();
     let adjust = move |config: &mut ServeConfig| config.plugins_dir = Some(dir);
     let server = match db {
