@@ -15,12 +15,12 @@
 //! `cargo xtask plugins`; `RDEV_TEST_POSTGRES` for the PostgreSQL row).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdev::domain::interaction::{Decision, PermissionRequest};
 use rdev::domain::{CommandId, ProjectId, ProviderName};
-use rdev::ports::InteractionContext;
 use rdev::ports::Interaction;
+use rdev::ports::InteractionContext;
 use rdev::server::ServeConfig;
 use rdev::services::approvals::ApprovalBroker;
 use rdev_tests::harness::plugins::with_interact;
@@ -60,15 +60,16 @@ async fn measure(server: &TestServer) -> (f64, f64) {
     assert!(status.is_success(), "{body}");
     let command = body["command_id"].as_str().expect("id").to_owned();
     let response = server
-        .request(Method::GET, body["stream_url"].as_str().expect("url"), Some(&server.admin))
+        .request(
+            Method::GET,
+            body["stream_url"].as_str().expect("url"),
+            Some(&server.admin),
+        )
         .send()
         .await
         .expect("stream");
     let mut events = SseReader::new(response);
-    while events.next().await.expect("events")
-        .json()["status"]
-        != "running"
-    {}
+    while events.next().await.expect("events").json()["status"] != "running" {}
     let stores = &server.server().state().stores;
     let broker = Arc::new(ApprovalBroker::new(
         stores.approvals.clone(),
@@ -113,7 +114,12 @@ async fn measure(server: &TestServer) -> (f64, f64) {
         to_agent.push((returned - posted).as_secs_f64() * 1000.0);
     }
     server
-        .call(Method::POST, &format!("/commands/{command}/cancel"), Some(&server.admin), None)
+        .call(
+            Method::POST,
+            &format!("/commands/{command}/cancel"),
+            Some(&server.admin),
+            None,
+        )
         .await;
     (p50(to_sse), p50(to_agent))
 }

@@ -49,7 +49,13 @@ pub fn test_plugins_dir() -> PathBuf {
 /// permission, takes follow-up input) beside the real `shell`.
 pub fn with_interact() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("plugins dir");
-    super::runtime::install(&test_plugins_dir(), "interact", dir.path(), "interact", None);
+    super::runtime::install(
+        &test_plugins_dir(),
+        "interact",
+        dir.path(),
+        "interact",
+        None,
+    );
     super::runtime::install(&plugins_dir(), "shell", dir.path(), "shell", None);
     dir
 }
