@@ -10,11 +10,13 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::oci::OciClient;
 use crate::adapters::woodpecker::WoodpeckerClient;
 use crate::api::listener::TunedListener;
 use crate::api::{AppState, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, TokenRole, token_digest};
 use crate::ports::{Ci, StoreError};
+use crate::services::plugins::PluginInstaller;
 use crate::services::project_setup::ProjectSetupService;
 use crate::services::project_setup::poller;
 use crate::services::webhooks::Dispatcher;
@@ -137,7 +139,10 @@ async fn build_state(
         ci,
         Some(config.data_dir.join("templates")),
     );
+    let artifacts = OciClient::new(false).context("creating the OCI registry client")?;
+    let plugins = PluginInstaller::new(Arc::new(artifacts), config.plugins_dir());
     Ok(Arc::new(AppState {
+        plugins,
         stores,
         registry,
         metrics: Metrics::default(),

@@ -13,7 +13,8 @@ use rdev_tests::harness::bin::rdev;
 use rdev_tests::harness::oci_registry::OciRegistry;
 use rdev_tests::harness::plugins::test_plugins_dir;
 use rdev_tests::harness::runtime::install;
-use rdev_tests::harness::server::ServeProcess;
+use rdev_tests::harness::server::{ServeProcess, json_of};
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 /// `rdev <args>` with no terminal on stdin.
@@ -63,11 +64,17 @@ async fn wait_served(server: &ServeProcess, provider: &str, version: Option<&str
     }
 }
 
-#[tokio::test]
-async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
-    let Some(registry) = OciRegistry::start().await else {
-        return;
-    };
+/// What `rdev plugins publish` pushed: `versioned-v1` as `ver`.
+struct Published {
+    /// `<registry>/rdev/ver:1.0.0`.
+    reference: String,
+    /// The same, pinned to the manifest digest publish printed.
+    pinned: String,
+    component_sha: String,
+}
+
+/// Publishes `versioned-v1` as `ver` to `registry` with the CLI.
+fn publish(registry: &OciRegistry) -> Published {
     let local = tempfile::tempdir().expect("tempdir");
     install(
         &test_plugins_dir(),
@@ -92,6 +99,23 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
         .find(|word| word.contains("@sha256:"))
         .unwrap_or_else(|| panic!("publish prints the pinned reference: {stdout}"))
         .to_owned();
+    Published {
+        reference,
+        pinned,
+        component_sha,
+    }
+}
+
+#[tokio::test]
+async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
+    let Some(registry) = OciRegistry::start().await else {
+        return;
+    };
+    let Published {
+        reference,
+        pinned,
+        component_sha,
+    } = publish(&registry);
     let digest = pinned.rsplit_once('@').expect("pinned").1.to_owned();
 
     let plugins = tempfile::tempdir().expect("tempdir");
@@ -192,4 +216,94 @@ fn malformed_references_are_refused_with_the_expected_form() {
         "{}",
         text(&short_digest)
     );
+}
+
+/// `POST /providers/install`: members are refused, a malformed reference is 422, admins see
+/// the grants first, installing needs `accept_grants`, reloads at once and is audited; a
+/// corrupted layer is 422 `digest_mismatch` and an unknown artifact 404.
+#[tokio::test]
+async fn the_api_installs_after_the_grants_are_accepted() {
+    let Some(registry) = OciRegistry::start().await else {
+        return;
+    };
+    let Published {
+        reference,
+        pinned,
+        component_sha,
+    } = publish(&registry);
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let server = ServeProcess::start(plugins.path(), &[]).await;
+    let post = |body: serde_json::Value| {
+        let request = server.admin(Method::POST, "/providers/install").json(&body);
+        async move { json_of(request.send().await.expect("POST")).await }
+    };
+
+    let (status, member) = json_of(
+        server
+            .admin(Method::POST, "/tokens")
+            .json(&json!({"name": "member", "role": "member", "projects": ["p"]}))
+            .send()
+            .await
+            .expect("POST /tokens"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{member}");
+    let member = member["token"].as_str().expect("member token");
+    let (status, refused) = json_of(
+        server
+            .http
+            .post(server.url("/providers/install"))
+            .bearer_auth(member)
+            .json(&json!({"reference": reference, "accept_grants": true}))
+            .send()
+            .await
+            .expect("POST as member"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(!plugins.path().join("ver.wasm").exists());
+
+    let (status, invalid) = post(json!({"reference": "no-registry-here"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{invalid}");
+    assert_eq!(invalid["error"]["code"], "invalid_reference", "{invalid}");
+
+    let (status, preview) = post(json!({"reference": reference})).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["installed"], false);
+    assert_eq!(preview["component_sha256"], json!(component_sha));
+    assert!(
+        preview["grants"].to_string().contains("run programs"),
+        "{preview}"
+    );
+    assert!(!plugins.path().join("ver.wasm").exists());
+
+    let (status, installed) = post(json!({"reference": pinned, "accept_grants": true})).await;
+    assert_eq!(status, StatusCode::CREATED, "{installed}");
+    assert!(installed["reload"].is_object(), "{installed}");
+    wait_served(&server, "ver", Some("1.0.0")).await;
+    let (_, audit) = json_of(
+        server
+            .admin(Method::GET, "/audit?action=providers.installed")
+            .send()
+            .await
+            .expect("GET /audit"),
+    )
+    .await;
+    assert_eq!(
+        audit["entries"][0]["details"]["reference"],
+        json!(pinned),
+        "{audit}"
+    );
+
+    let missing = format!("{}/rdev/nothing:1", registry.host);
+    let (status, absent) = post(json!({"reference": missing, "accept_grants": true})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{absent}");
+
+    let blob = registry.blob_path(&format!("sha256:{component_sha}"));
+    let mut bytes = std::fs::read(&blob).expect("blob stored");
+    bytes[0] ^= 0xff;
+    std::fs::write(&blob, bytes).expect("corrupt the blob");
+    let (status, refused) = post(json!({"reference": reference, "accept_grants": true})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["error"]["code"], "digest_mismatch", "{refused}");
 }

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod metrics;
 pub mod network;
 pub mod openapi;
+pub mod plugin_install;
 pub mod policy;
 pub mod projects;
 pub mod providers;

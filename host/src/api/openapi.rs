@@ -82,6 +82,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .merge(super::commands::routes())
         .merge(super::events::routes())
         .merge(super::providers::routes())
+        .merge(super::plugin_install::routes())
         .merge(super::credentials::routes())
         .merge(super::audit::routes())
         .merge(super::templates::routes())

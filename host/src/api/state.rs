@@ -43,6 +43,9 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// How commands are confined, for `/readyz` and `GET /providers`.
     pub confinement: crate::ports::Confinement,
+    /// Installs plugins from OCI registries into the plugins directory
+    /// (`POST /providers/install`).
+    pub plugins: crate::services::plugins::PluginInstaller,
 }
 
 impl std::fmt::Debug for AppState {

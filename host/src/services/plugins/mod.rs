@@ -34,6 +34,9 @@ pub enum PluginsError {
     Source { path: PathBuf, reason: String },
     #[error("{0}: the artifact's component is not a WebAssembly binary")]
     NotWasm(String),
+    /// The task writing the files panicked or was cancelled; nothing is known to be written.
+    #[error("the install task stopped: {0}")]
+    Interrupted(String),
 }
 
 pub(crate) fn io_error(context: &'static str, path: &Path, source: std::io::Error) -> PluginsError {
@@ -180,6 +183,42 @@ pub struct Listed {
     pub locked: Option<LockEntry>,
     /// The component on disk is no longer the one the lock file recorded.
     pub modified: bool,
+}
+
+/// Installing from a registry into the server's plugins directory: what
+/// `POST /providers/install` uses, over the registry port so tests can point it anywhere.
+#[derive(Clone)]
+pub struct PluginInstaller {
+    registry: std::sync::Arc<dyn ArtifactRegistry>,
+    dir: PathBuf,
+    /// Installs are read-modify-write of the lock file: one at a time.
+    writing: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl PluginInstaller {
+    /// An installer pulling through `registry` into `dir`.
+    pub fn new(registry: std::sync::Arc<dyn ArtifactRegistry>, dir: PathBuf) -> Self {
+        Self {
+            registry,
+            dir,
+            writing: std::sync::Arc::default(),
+        }
+    }
+
+    /// Pulls and checks `reference` without installing it.
+    pub async fn fetch(&self, reference: &OciReference) -> Result<Fetched, PluginsError> {
+        fetch(self.registry.as_ref(), reference).await
+    }
+
+    /// Installs what [`PluginInstaller::fetch`] returned, as `rdev plugins install` does,
+    /// off the async workers (components can be tens of MB) and one install at a time.
+    pub async fn install(&self, fetched: Fetched) -> Result<LockEntry, PluginsError> {
+        let _writing = self.writing.lock().await;
+        let dir = PluginsDir::new(self.dir.clone());
+        tokio::task::spawn_blocking(move || dir.install(&fetched))
+            .await
+            .map_err(|e| PluginsError::Interrupted(e.to_string()))?
+    }
 }
 
 /// A plugins directory that `rdev plugins install/remove/list` manages.
