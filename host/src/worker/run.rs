@@ -170,6 +170,16 @@ struct Stopper {
 }
 
 impl Stopper {
+    /// Not stopping yet: `give_up` is set when [`Stopper::stop`] is first called.
+    fn new(cancel: CancellationToken, grace: Duration) -> Self {
+        Self {
+            stop: None,
+            give_up: tokio::time::Instant::now() + Duration::from_secs(u64::from(u32::MAX)),
+            cancel,
+            grace,
+        }
+    }
+
     /// Cancels the execution and starts the grace period after which the worker stops
     /// waiting for it.
     fn stop(&mut self, reason: Stop) {
@@ -179,6 +189,15 @@ impl Stopper {
             self.cancel.cancel();
         }
     }
+}
+
+/// The lease heartbeat, its immediate first tick already taken; missed ticks are delayed,
+/// not bunched.
+async fn heartbeat_interval(period: Duration) -> tokio::time::Interval {
+    let mut heartbeat = tokio::time::interval(period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    heartbeat
 }
 
 enum Stopped {
@@ -238,15 +257,8 @@ async fn execute(
     tokio::pin!(deadline);
     let mut cancels = ctx.queue.cancel_signal();
     let mut cancels_open = true;
-    let mut heartbeat = tokio::time::interval(ctx.queue.config().heartbeat);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
-    let mut stopper = Stopper {
-        stop: None,
-        give_up: tokio::time::Instant::now() + Duration::from_secs(u64::from(u32::MAX)),
-        cancel: cancel.clone(),
-        grace,
-    };
+    let mut heartbeat = heartbeat_interval(ctx.queue.config().heartbeat).await;
+    let mut stopper = Stopper::new(cancel.clone(), grace);
     let result = loop {
         tokio::select! {
             result = &mut running => break result,
