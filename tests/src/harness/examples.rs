@@ -59,3 +59,53 @@ fn try_build(dir: &str, crate_name: &str) -> Result<BuiltExample, String> {
         manifest: crate_dir.join("manifest.toml"),
     })
 }
+
+/// Builds `examples/<dir>` with its documented command, `npm ci && npm run build` (file-locked
+/// against parallel test processes; `npm ci` only when `node_modules` is missing or older
+/// than `package-lock.json`), and returns `<dir>/<component>` with the example's
+/// `manifest.toml`. `Err` carries why npm failed, for [`super::skip_or_fail`].
+pub fn build_js(dir: &str, component: &str) -> Result<BuiltExample, String> {
+    let example = xtask::workspace_root().join("examples").join(dir);
+    let lock_path = example.join(".build.lock");
+    let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+    let npm = |args: &[&str]| -> Result<(), String> {
+        let output = Command::new("npm")
+            .args(args)
+            .current_dir(&example)
+            .output()
+            .map_err(|e| format!("running npm {args:?}: {e}"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        Err(format!(
+            "npm {args:?} failed ({}): {}",
+            output.status,
+            tail.join("\n")
+        ))
+    };
+    if !installed_from_lock(&example) {
+        npm(&["ci", "--no-audit", "--no-fund"])?;
+    }
+    npm(&["run", "build"])?;
+    Ok(BuiltExample {
+        component: example.join(component),
+        manifest: example.join("manifest.toml"),
+    })
+}
+
+/// Whether `npm ci` already installed `dir`'s current lock file: npm records what it installed
+/// in `node_modules/.package-lock.json`, written after `package-lock.json` was.
+fn installed_from_lock(dir: &std::path::Path) -> bool {
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (
+        modified(dir.join("node_modules/.package-lock.json")),
+        modified(dir.join("package-lock.json")),
+    ) {
+        (Some(installed), Some(locked)) => installed >= locked,
+        _ => false,
+    }
+}
