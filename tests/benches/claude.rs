@@ -1,6 +1,7 @@
 //! Claude provider overhead: the plain case (one prompt, one text reply from the fake
-//! Messages API) run by spawning `claude -p … --output-format stream-json --verbose`
-//! directly, and through rdev — the real `claude` component in the real runtime over the
+//! Messages API) run by spawning the CLI directly in the mode the plugin uses (`claude -p
+//! --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool
+//! stdio`, the prompt written to stdin as a `user` message, stdin then closed), and through rdev — the real `claude` component in the real runtime over the
 //! LocalExecutor, as the worker runs every command (`CodeAgent::execute` on a `WasmAgent`,
 //! which instantiates the component, spawns the CLI with the resolved secrets, parses its
 //! output in the guest and emits normalized events). Both modes use the same CLI, fake API,
@@ -13,14 +14,13 @@
 //!
 //! The CLI itself takes ~400 ms and varies by more than rdev's share on a loaded machine, so a
 //! second pair of modes replaces it with a stand-in `claude` that prints the recorded plain
-//! transcript (`plugins/claude/tests/fixtures/plain.jsonl`) and exits: what is left is rdev's
+//! transcript (`plugins/claude/tests/fixtures/plain.jsonl`) once it read the prompt line, and
+//! exits: what is left is rdev's
 //! own cost per command. Besides the p50 of each mode, the p50 of the paired differences
 //! (each rdev run minus the direct run next to it) is printed.
 //!
 //! Run: `cargo xtask plugins && cargo bench -p rdev-tests --bench claude` (iterations per
-//! mode from `RDEV_BENCH_ITERATIONS`, default 20, after 2 unmeasured warm-ups each; with
-//! `RDEV_BENCH_DIRECT_STDIN_PIPE` set, the direct runs get a closed pipe as stdin, as the
-//! plugin's CLI does, instead of /dev/null).
+//! mode from `RDEV_BENCH_ITERATIONS`, default 20, after 2 unmeasured warm-ups each).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,7 +35,7 @@ use rdev::runtime::WasmAgent;
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
 use rdev_tests::harness::runtime::{MapSecrets, runtime_with_secrets};
 use rdev_tests::harness::{claude, plugins, put_on_path};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 const PROMPT: &str = "say hello";
@@ -67,30 +67,33 @@ async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str, reply
     let mut child = tokio::process::Command::new(cli)
         .args([
             "-p",
+            "--input-format",
+            "stream-json",
             "--output-format",
             "stream-json",
             "--verbose",
-            "--",
-            PROMPT,
+            "--permission-prompt-tool",
+            "stdio",
         ])
         .current_dir(workspace)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .envs(plugin_env(base_url))
-        .stdin(
-            if std::env::var_os("RDEV_BENCH_DIRECT_STDIN_PIPE").is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            },
-        )
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn claude");
-    // As the plugin does (`close_stdin`), when asked to: an empty pipe instead of /dev/null.
-    drop(child.stdin.take());
+    // The prompt as the plugin writes it; closing stdin then ends the CLI after this turn,
+    // as the plugin does when no follow-up input waits.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let message = serde_json::json!({"type": "user", "message": {"role": "user", "content": PROMPT}});
+    stdin
+        .write_all(format!("{message}\n").as_bytes())
+        .await
+        .expect("write the prompt");
+    drop(stdin);
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let drain_stderr = tokio::spawn(async move {
@@ -148,7 +151,7 @@ fn stand_in_cli(dir: &Path) -> std::path::PathBuf {
     let cli = dir.join("claude");
     std::fs::write(
         &cli,
-        format!("#!/bin/sh\nexec cat '{}'\n", fixture.display()),
+        format!("#!/bin/sh\nread -r _\nexec cat '{}'\n", fixture.display()),
     )
     .expect("write the stand-in");
     let mut permissions = std::fs::metadata(&cli).expect("stat").permissions();

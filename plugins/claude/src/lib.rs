@@ -1,22 +1,27 @@
-//! The Claude Code provider: runs `claude -p <prompt> --output-format stream-json --verbose`
-//! in the project's workspace (whose per-project HOME keeps `~/.claude` session files),
-//! streams every output line as events and takes the status from the CLI's final `result`
+//! The Claude Code provider: runs `claude -p` in its bidirectional stream-json mode in the
+//! project's workspace (whose per-project HOME keeps `~/.claude` session files). The prompt
+//! and every follow-up input go to the CLI's stdin as `user` messages; every output line is
+//! streamed as events; each permission prompt (`can_use_tool`) is put to the host's
+//! `request-permission` and answered on stdin. The status comes from the CLI's last `result`
 //! line, never from its exit code. The API key (and an optional gateway URL) reach the CLI as
 //! secret references the host resolves, so their values never enter this guest.
 
+mod ask;
+mod control;
 mod options;
 mod parse;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rdev_sdk::exec::{ExecError, ExitStatus, Process, Signal};
-use rdev_sdk::process::{self, CommandBuilder, Lines};
-use rdev_sdk::{
+use rdev_sdk::v0_2::exec::{ExecError, ExitStatus, Process, Signal};
+use rdev_sdk::v0_2::process::{self, CommandBuilder, Lines};
+use rdev_sdk::v0_2::{
     AgentRequest, AgentResult, CleanupRequest, OutputStream, Provider, ProviderCapabilities,
     ProviderError, ResultStatus, TokenUsage, event, plain, result,
 };
 
+use control::Control;
 use options::{Invocation, Options};
 use parse::{Event, Joined, LineJoiner, Outcome, Parser};
 
@@ -31,8 +36,8 @@ struct Claude;
 
 impl Provider for Claude {
     fn capabilities() -> ProviderCapabilities {
-        rdev_sdk::agent_capabilities(
-            "Claude Code CLI (`claude -p`, stream-json) in the project's workspace",
+        rdev_sdk::v0_2::agent_capabilities(
+            "Claude Code CLI (`claude -p`, bidirectional stream-json) in the project's workspace",
         )
     }
 
@@ -40,7 +45,6 @@ impl Provider for Claude {
         let options =
             Options::parse(&request.options_json).map_err(ProviderError::InvalidRequest)?;
         let args = options::args(Invocation {
-            prompt: &request.prompt,
             session_id: request.session_id.as_deref(),
             model: request.model.as_deref(),
             options: &options,
@@ -67,8 +71,8 @@ impl Provider for Claude {
             }
             Err(e) => return Err(ProviderError::Unavailable(process::describe(&e))),
         };
-        process.close_stdin();
         let mut run = Run::new(&request, &options);
+        run.write(&process, &control::user_message(&request.prompt));
         let end = run.read(&process)?;
         run.finish(&process, end)
     }
@@ -98,6 +102,13 @@ struct Run {
     requested_session: Option<String>,
     grace_ms: u32,
     idle_secs: u32,
+    /// False once stdin is closed: after a turn ended with no input waiting, or when the
+    /// CLI stopped reading it.
+    stdin_open: bool,
+    /// Turns whose end was already handled (the parser counts `result` lines).
+    turns_ended: u32,
+    /// When the CLI last printed something (or a decision came back), for the watchdog.
+    last_activity: Instant,
 }
 
 impl Run {
@@ -113,25 +124,89 @@ impl Run {
             idle_secs: options
                 .idle_timeout_secs
                 .unwrap_or(options::DEFAULT_IDLE_TIMEOUT_SECS),
+            stdin_open: true,
+            turns_ended: 0,
+            last_activity: Instant::now(),
         }
     }
 
-    /// Reads and emits output until the process closes it, the host cancels, or the idle
-    /// watchdog fires.
+    /// Writes a line to the CLI's stdin; a CLI that stopped reading is reported once and
+    /// its output still read to the end.
+    fn write(&mut self, process: &Process, line: &str) {
+        if !self.stdin_open {
+            return;
+        }
+        if let Err(e) = process.write_stdin(line.as_bytes()) {
+            self.stdin_open = false;
+            let _ = event::emit(event::warning(format!(
+                "claude stopped reading its input: {}",
+                process::describe(&e)
+            )));
+        }
+    }
+
+    /// Answers every control request the CLI wrote; `Err` when the command was cancelled
+    /// while a decision was pending.
+    fn answer_controls(&mut self, process: &Process) -> Result<(), ask::Cancelled> {
+        for control in self.parser.take_controls() {
+            let line = match control {
+                Control::CanUseTool(ask) => ask::decide(&ask)?,
+                Control::Unsupported {
+                    request_id,
+                    subtype,
+                } => control::unsupported(&request_id, &subtype),
+            };
+            self.write(process, &line);
+            self.last_activity = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Hands waiting follow-up input to the CLI (it queues input behind the turn under way).
+    /// Returns whether there was any.
+    fn deliver_input(&mut self, process: &Process) -> Result<bool, ask::Cancelled> {
+        if !self.stdin_open {
+            return Ok(false);
+        }
+        let lines = ask::pending_input()?;
+        for line in &lines {
+            self.write(process, line);
+        }
+        Ok(!lines.is_empty())
+    }
+
+    /// After a turn ended: input waiting starts another; none closes stdin, so the CLI ends
+    /// once the turns already queued are done.
+    fn after_turn(&mut self, process: &Process) -> Result<(), ask::Cancelled> {
+        if self.parser.results() == self.turns_ended {
+            return Ok(());
+        }
+        self.turns_ended = self.parser.results();
+        if self.stdin_open && !self.deliver_input(process)? {
+            process.close_stdin();
+            self.stdin_open = false;
+        }
+        Ok(())
+    }
+
+    /// What is left of the idle watchdog's time, at least 1 ms.
+    fn idle_left_ms(&self) -> Option<u32> {
+        let limit = Duration::from_secs(u64::from(self.idle_secs));
+        let left = limit.checked_sub(self.last_activity.elapsed())?;
+        Some(u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1))
+    }
+
+    /// Reads and emits output, answering permission prompts and handing over follow-up
+    /// input, until the process closes it, the host cancels, or the idle watchdog fires.
+    /// A read that returns idle early means input arrived (or the watchdog is due).
     fn read(&mut self, process: &Process) -> Result<End, ProviderError> {
-        let idle_ms = self.idle_secs.saturating_mul(1_000);
         loop {
-            match process::read_lines(process, Some(idle_ms)) {
-                Ok(Lines::Lines(lines)) => {
-                    let mut events = Vec::new();
-                    for line in lines {
-                        self.take_line(line.stream, line.text, line.partial, &mut events);
-                    }
-                    if event::emit_all(&plain::to_abi(events)).is_err() {
-                        return Ok(End::Cancelled);
-                    }
-                }
-                Ok(Lines::Idle) => return Ok(End::Idle(self.idle_secs)),
+            let Some(left_ms) = self.idle_left_ms() else {
+                return Ok(End::Idle(self.idle_secs));
+            };
+            let step = match process::read_lines(process, Some(left_ms)) {
+                Ok(Lines::Lines(lines)) => self.take_lines(process, lines),
+                Ok(Lines::Idle) => self.deliver_input(process).map(|_| ()),
                 Ok(Lines::Closed) => {
                     let mut events = Vec::new();
                     if let Some(rest) = self.joiner.finish() {
@@ -144,8 +219,29 @@ impl Run {
                 }
                 Err(ExecError::Cancelled) => return Ok(End::Cancelled),
                 Err(e) => return Err(ProviderError::Failed(process::describe(&e))),
+            };
+            if step.is_err() {
+                return Ok(End::Cancelled);
             }
         }
+    }
+
+    /// Emits a batch of lines, then answers what they asked and ends or continues the turn.
+    fn take_lines(
+        &mut self,
+        process: &Process,
+        lines: Vec<rdev_sdk::v0_2::exec::OutputLine>,
+    ) -> Result<(), ask::Cancelled> {
+        self.last_activity = Instant::now();
+        let mut events = Vec::new();
+        for line in lines {
+            self.take_line(line.stream, line.text, line.partial, &mut events);
+        }
+        if event::emit_all(&plain::to_abi(events)).is_err() {
+            return Err(ask::Cancelled);
+        }
+        self.answer_controls(process)?;
+        self.after_turn(process)
     }
 
     fn take_line(
@@ -281,7 +377,10 @@ fn from_outcome(outcome: &Outcome, session_id: Option<String>) -> AgentResult {
     }
     // A refused tool use may not fail the run, but the user must learn of it from the
     // result, not only from its details.
-    let error = match (failed.then(|| outcome.error_message()), outcome.denials.is_empty()) {
+    let error = match (
+        failed.then(|| outcome.error_message()),
+        outcome.denials.is_empty(),
+    ) {
         (error, true) => error,
         (None, false) => Some(outcome.denials.join("; ")),
         (Some(error), false) => Some(format!("{error}; {}", outcome.denials.join("; "))),
@@ -303,4 +402,4 @@ fn from_outcome(outcome: &Outcome, session_id: Option<String>) -> AgentResult {
     }
 }
 
-rdev_sdk::export_provider!(Claude);
+rdev_sdk::v0_2::export_provider!(Claude);

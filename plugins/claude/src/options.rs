@@ -55,21 +55,31 @@ impl Options {
     }
 }
 
-/// What the command line is built from.
+/// What the command line is built from (the prompt is not: it goes to stdin).
 #[derive(Debug, Clone, Copy)]
 pub struct Invocation<'a> {
-    pub prompt: &'a str,
     pub session_id: Option<&'a str>,
     pub model: Option<&'a str>,
     pub options: &'a Options,
 }
 
-/// The arguments after `claude`. The prompt comes last, after `--`, so a prompt starting
-/// with `-` is not read as a flag and `--allowedTools` (variadic) cannot swallow it.
+/// The bidirectional mode: messages in and out as stream-json lines, and every permission
+/// prompt sent to rdev as a `can_use_tool` control request on stdout.
+const BASE_ARGS: [&str; 8] = [
+    "-p",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--permission-prompt-tool",
+    "stdio",
+];
+
+/// The arguments after `claude`. No prompt among them: it is written to stdin as a `user`
+/// message, so a prompt starting with `-` can never be read as a flag.
 pub fn args(inv: Invocation<'_>) -> Result<Vec<String>, String> {
-    let mut args: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"]
-        .map(str::to_owned)
-        .into();
+    let mut args: Vec<String> = BASE_ARGS.map(str::to_owned).into();
     let o = inv.options;
     if let Some(session) = inv.session_id {
         if session.is_empty() || session.starts_with('-') {
@@ -101,7 +111,6 @@ pub fn args(inv: Invocation<'_>) -> Result<Vec<String>, String> {
     if let Some(prompt) = &o.append_system_prompt {
         args.extend(["--append-system-prompt".to_owned(), prompt.clone()]);
     }
-    args.extend(["--".to_owned(), inv.prompt.to_owned()]);
     Ok(args)
 }
 
@@ -112,7 +121,6 @@ mod tests {
     fn build(options: &str, session: Option<&str>, model: Option<&str>) -> Vec<String> {
         let options = Options::parse(options).unwrap();
         args(Invocation {
-            prompt: "-do it",
             session_id: session,
             model,
             options: &options,
@@ -121,18 +129,8 @@ mod tests {
     }
 
     #[test]
-    fn plain_prompt_goes_last_after_double_dash() {
-        assert_eq!(
-            build("{}", None, None),
-            [
-                "-p",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--",
-                "-do it"
-            ]
-        );
+    fn no_options_give_the_bidirectional_mode_alone() {
+        assert_eq!(build("{}", None, None), BASE_ARGS);
     }
 
     #[test]
@@ -157,7 +155,7 @@ mod tests {
         ] {
             assert!(joined.contains(part), "{part} missing from {joined}");
         }
-        assert_eq!(args[args.len() - 2..], ["--", "-do it"]);
+        assert_eq!(args[..BASE_ARGS.len()], BASE_ARGS);
     }
 
     #[test]
@@ -168,7 +166,6 @@ mod tests {
         assert_eq!(Options::parse("").unwrap(), Options::default());
         let options = Options::default();
         let inv = |session| Invocation {
-            prompt: "p",
             session_id: session,
             model: None,
             options: &options,

@@ -6,7 +6,9 @@
 
 use serde_json::{Map, Value};
 
-pub use rdev_sdk::plain::{Event, Usage};
+pub use rdev_sdk::v0_2::plain::{Event, Usage};
+
+use crate::control::Control;
 
 /// Token counts as the Messages API reports them.
 fn usage_from_json(usage: &Value) -> Usage {
@@ -70,6 +72,10 @@ pub struct Parser {
     /// The `error` events emitted so far: the result repeats the synthetic API-error
     /// message, and one error must give one event.
     errors_emitted: Vec<String>,
+    /// `control_request`s not yet taken by [`Parser::take_controls`].
+    controls: Vec<Control>,
+    /// `result` lines seen: one per finished turn (the first prompt, then follow-ups).
+    results: u32,
 }
 
 impl Parser {
@@ -85,6 +91,16 @@ impl Parser {
     /// The `result` line, once seen.
     pub fn outcome(&self) -> Option<&Outcome> {
         self.outcome.as_ref()
+    }
+
+    /// The control requests seen since the last call, in order; each needs an answer.
+    pub fn take_controls(&mut self) -> Vec<Control> {
+        std::mem::take(&mut self.controls)
+    }
+
+    /// How many turns ended (`result` lines seen).
+    pub fn results(&self) -> u32 {
+        self.results
     }
 
     /// Parses one complete line, appending its events to `out`.
@@ -128,6 +144,13 @@ impl Parser {
             "user" => user(&obj, out),
             "stream_event" => stream_event(&obj, out),
             "result" => self.result(obj, out),
+            "control_request" => match Control::from_json(&obj) {
+                Some(control) => self.controls.push(control),
+                None => out.push(raw("control_request", &Value::Object(obj))),
+            },
+            // The CLI's answers to requests of ours (rdev sends none) and its withdrawals of
+            // a request already answered or being answered.
+            "control_response" | "control_cancel_request" => {}
             "" => out.push(raw("unknown", &Value::Object(obj))),
             other => {
                 let kind = other.to_owned();
@@ -137,16 +160,17 @@ impl Parser {
     }
 
     fn result(&mut self, mut obj: Map<String, Value>, out: &mut Vec<Event>) {
-        let (diagnostics, errors): (Vec<String>, Vec<String>) = match obj.remove("errors").unwrap_or(Value::Null) {
-            Value::Array(items) => items
-                .into_iter()
-                .map(|e| match e {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                })
-                .partition(|e| is_internal_diagnostic(e)),
-            _ => Default::default(),
-        };
+        let (diagnostics, errors): (Vec<String>, Vec<String>) =
+            match obj.remove("errors").unwrap_or(Value::Null) {
+                Value::Array(items) => items
+                    .into_iter()
+                    .map(|e| match e {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    })
+                    .partition(|e| is_internal_diagnostic(e)),
+                _ => Default::default(),
+            };
         if !diagnostics.is_empty() {
             obj.insert("diagnostics".into(), diagnostics.into());
         }
@@ -195,6 +219,7 @@ impl Parser {
             self.session_id = Some(session.clone());
         }
         self.outcome = Some(outcome);
+        self.results += 1;
     }
 }
 

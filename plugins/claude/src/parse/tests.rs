@@ -147,7 +147,10 @@ fn api_500_gives_retry_warnings_a_synthetic_error_and_a_failed_outcome() {
         warnings[0].as_str(),
         "API request failed (HTTP 500, server_error); retry 1 of 2 in 0.54 s"
     );
-    assert!(warnings[1].ends_with("retry 2 of 2 in 1.06 s"), "{warnings:?}");
+    assert!(
+        warnings[1].ends_with("retry 2 of 2 in 1.06 s"),
+        "{warnings:?}"
+    );
     assert!(
         !events.iter().any(|e| matches!(e, Event::Message { .. })),
         "the synthetic API error is not the model's message"
@@ -184,9 +187,11 @@ fn interrupted_run_ends_aborted_with_the_session() {
     assert!(parser.session_id().is_some());
     // The CLI's internal note stays in the details, out of the events and the error.
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-    assert!(outcome.details["diagnostics"][0]
-        .as_str()
-        .is_some_and(|d| d.starts_with("[ede_diagnostic]")));
+    assert!(
+        outcome.details["diagnostics"][0]
+            .as_str()
+            .is_some_and(|d| d.starts_with("[ede_diagnostic]"))
+    );
     assert!(!outcome.error_message().contains("ede_diagnostic"));
     let shown = format!("{events:?}");
     assert!(!shown.contains("ede_diagnostic"), "{shown}");
@@ -328,10 +333,11 @@ fn a_line_over_the_limit_is_dropped_and_reported() {
 
 #[test]
 fn a_permission_denial_is_a_warning_and_stays_in_the_outcome() {
-    let line = r#"{"type":"result","subtype":"success","is_error":false,"result":"I could not run it.",
+    let line =
+        r#"{"type":"result","subtype":"success","is_error":false,"result":"I could not run it.",
         "session_id":"s-1","permission_denials":[{"tool_name":"Bash","tool_use_id":"toolu_1",
         "tool_input":{"command":"rm -rf build","description":"clean"}}]}"#
-        .replace('\n', " ");
+            .replace('\n', " ");
     let (parser, events) = transcript(&line);
     let warning = events
         .iter()
@@ -341,7 +347,9 @@ fn a_permission_denial_is_a_warning_and_stays_in_the_outcome() {
         })
         .expect("a warning");
     assert!(
-        warning.contains("Bash") && warning.contains("rm -rf build") && warning.contains("allowed_tools"),
+        warning.contains("Bash")
+            && warning.contains("rm -rf build")
+            && warning.contains("allowed_tools"),
         "{warning}"
     );
     let outcome = parser.outcome().unwrap();
@@ -355,4 +363,62 @@ fn internal_diagnostics_are_told_apart_from_errors() {
     assert!(!is_internal_diagnostic("No conversation found"));
     assert!(!is_internal_diagnostic("[Request interrupted by user]"));
     assert!(!is_internal_diagnostic("[] x"));
+}
+
+/// The CLI's stdout (`<` lines) of a bidirectional transcript.
+fn stdout_of(transcript: &str) -> String {
+    transcript
+        .lines()
+        .filter_map(|l| l.strip_prefix("< "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_permission_ask_becomes_one_control_and_no_event() {
+    let (mut parser, events) = transcript(&stdout_of(include_str!(
+        "../../tests/fixtures/permission_allow.transcript"
+    )));
+    no_warnings(&events);
+    let controls = parser.take_controls();
+    assert_eq!(controls.len(), 1, "{controls:?}");
+    assert!(parser.take_controls().is_empty());
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Raw { kind, .. } if kind.starts_with("control")))
+    );
+    assert!(events.contains(&Event::ToolResult {
+        id: "toolu_1".into(),
+        content: "(Bash completed with no output)".into(),
+        is_error: false
+    }));
+    // The prompt's turn and the follow-up's turn each end with a result.
+    assert_eq!(parser.results(), 2);
+    assert_eq!(parser.outcome().unwrap().result.as_deref(), Some("reply 3"));
+}
+
+#[test]
+fn a_denial_through_the_prompt_tool_reaches_the_model_and_the_outcome() {
+    let (parser, events) = transcript(&stdout_of(include_str!(
+        "../../tests/fixtures/permission_deny.transcript"
+    )));
+    assert!(events.contains(&Event::ToolResult {
+        id: "toolu_1".into(),
+        content: "no markers please".into(),
+        is_error: true
+    }));
+    let outcome = parser.outcome().unwrap();
+    assert!(!outcome.is_error);
+    assert_eq!(outcome.denials.len(), 1, "{:?}", outcome.denials);
+}
+
+#[test]
+fn follow_ups_queued_mid_turn_are_answered_in_one_more_turn() {
+    let (parser, events) = transcript(&stdout_of(include_str!(
+        "../../tests/fixtures/follow_up.transcript"
+    )));
+    no_warnings(&events);
+    assert_eq!(parser.results(), 2);
+    assert_eq!(parser.outcome().unwrap().result.as_deref(), Some("reply 2"));
 }
