@@ -16,7 +16,7 @@ pub struct TestServer {
     /// The generated admin token.
     pub admin: String,
     pub http: reqwest::Client,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     _database: Option<TestDatabase>,
 }
 
@@ -74,7 +74,7 @@ impl TestServer {
             server: Some(server),
             admin,
             http,
-            _data: data,
+            data,
             _database: database,
         }
     }
@@ -86,6 +86,12 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The project's workspace directory (local executor, per-project layout), where a
+    /// test looks for the effects of the commands it ran.
+    pub fn workspace(&self, project: &str) -> std::path::PathBuf {
+        self.data.path().join("projects").join(project)
     }
 
     /// A request with the given bearer token.

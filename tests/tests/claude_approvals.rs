@@ -1,0 +1,359 @@
+//! The claude provider on ABI 0.2.0 with a person in the loop: a real `rdev serve`
+//! (SQLite and PostgreSQL, confined like production), the real `claude` CLI in its
+//! bidirectional stream-json mode against the fake Messages API. The fake model asks for a
+//! Bash call that creates a file; the CLI's permission prompt becomes an approval that is
+//! decided over HTTP, and the effect (or its absence) is looked for in the workspace. What
+//! the model was told is read from the requests the fake received.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::harness::server::{SseReader, TestServer};
+use rdev_tests::harness::{self, claude, sandbox};
+
+/// Generous: every command starts the real CLI and the machine may be loaded.
+const WAIT: Duration = Duration::from_secs(90);
+
+#[derive(Clone, Copy, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A server whose credential store points the CLI at the fake API.
+struct Host {
+    server: TestServer,
+    fake: FakeAnthropic,
+}
+
+async fn host(db: Db) -> Option<Host> {
+    let cli = match claude::install() {
+        Ok(cli) => cli,
+        Err(reason) => {
+            harness::skip_or_fail(&reason);
+            return None;
+        }
+    };
+    harness::put_on_path(&cli);
+    let fake = FakeAnthropic::start().expect("fake API");
+    let allow = sandbox::allow_rule(&fake.base_url());
+    let adjust = move |config: &mut rdev::server::ServeConfig| {
+        config.confinement.allow_hosts.push(allow);
+    };
+    let server = match db {
+        Db::Sqlite => TestServer::sqlite_with(adjust).await,
+        Db::Postgres => TestServer::postgres_with(adjust).await?,
+    };
+    let host = Host { server, fake };
+    host.credential("ANTHROPIC_API_KEY", "sk-ant-approvals-test")
+        .await;
+    host.credential("ANTHROPIC_BASE_URL", &host.fake.base_url())
+        .await;
+    Some(host)
+}
+
+/// A submitted command and its open event stream.
+struct Running {
+    id: String,
+    events: SseReader,
+}
+
+impl Host {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.server
+            .call(method, path, Some(&self.server.admin), body)
+            .await
+    }
+
+    async fn credential(&self, name: &str, value: &str) {
+        let path = format!("/credentials/{name}");
+        let (status, body) = self
+            .call(Method::PUT, &path, Some(json!({"value": value})))
+            .await;
+        assert!(status.is_success(), "PUT {path}: {status} {body}");
+    }
+
+    /// Scripts the model: one Bash call that creates `file`, then a closing text.
+    fn script_bash_touch(&self, file: &str) {
+        self.fake.push(Reply::tool_use(
+            "toolu_touch",
+            "Bash",
+            json!({"command": format!("touch {file}"), "description": "create the marker"}),
+        ));
+        self.fake.push(Reply::text("finished"));
+    }
+
+    /// Submits `body` to claude of `project` and follows its stream.
+    async fn start(&self, project: &str, body: Value) -> Running {
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                &format!("/projects/{project}/claude"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let id = answer["command_id"].as_str().expect("id").to_owned();
+        let stream = answer["stream_url"].as_str().expect("stream url");
+        let response = self
+            .server
+            .request(Method::GET, stream, Some(&self.server.admin))
+            .send()
+            .await
+            .expect("stream opens");
+        Running {
+            id,
+            events: SseReader::new(response),
+        }
+    }
+
+    async fn decide(&self, approval: &str, body: Value) {
+        let path = format!("/approvals/{approval}");
+        let (status, decided) = self.call(Method::POST, &path, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{decided}");
+    }
+
+    /// Waits until the command ends; its view.
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (_, command) = self
+                .call(Method::GET, &format!("/commands/{id}"), None)
+                .await;
+            if matches!(
+                command["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                return command;
+            }
+            assert!(std::time::Instant::now() < deadline, "{command}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every text of every conversation request the fake model received.
+    fn model_saw(&self) -> String {
+        self.fake
+            .stream_requests()
+            .iter()
+            .flat_map(|r| r.message_texts())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The tool results the model received in its last request.
+    fn last_tool_results(&self) -> Vec<(String, String, bool)> {
+        self.fake
+            .stream_requests()
+            .last()
+            .map(|r| r.tool_results())
+            .unwrap_or_default()
+    }
+}
+
+impl Running {
+    /// The next event of `kind` (its data), skipping others.
+    async fn next(&mut self, kind: &str) -> Value {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(event) = self.events.next().await {
+                if event.event.as_deref() == Some(kind) {
+                    return Some(event.json());
+                }
+            }
+            None
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} event within {WAIT:?}"));
+        found.unwrap_or_else(|| panic!("the stream ended without a {kind} event"))
+    }
+
+    /// The kinds of the remaining events.
+    async fn rest(self) -> Vec<String> {
+        tokio::time::timeout(WAIT, self.events.collect())
+            .await
+            .expect("the stream ends")
+            .into_iter()
+            .map(|e| e.event.unwrap_or_default())
+            .collect()
+    }
+}
+
+async fn asked_then_allowed_the_tool_runs(db: Db) {
+    let Some(host) = host(db).await else { return };
+    host.script_bash_touch("approved-marker");
+    let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
+    let approval = run.next("approval_requested").await["approval"].clone();
+    assert_eq!(approval["tool"], "Bash", "{approval}");
+    assert_eq!(approval["input"]["command"], "touch approved-marker");
+    assert_eq!(approval["summary"], "Bash: touch approved-marker");
+    assert_eq!(approval["status"], "pending");
+    assert!(
+        !host.server.workspace("p").join("approved-marker").exists(),
+        "nothing runs before the decision"
+    );
+    let id = approval["id"].as_str().expect("id");
+    host.decide(id, json!({"decision": "allow"})).await;
+    assert_eq!(
+        run.next("approval_resolved").await["approval"]["status"],
+        "allowed"
+    );
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert_eq!(command["result"]["final_text"], "finished", "{command}");
+    assert!(host.server.workspace("p").join("approved-marker").exists());
+    let results = host.last_tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(!results[0].2, "the tool ran without error: {results:?}");
+}
+
+async fn denied_with_a_message_the_model_is_told(db: Db) {
+    let Some(host) = host(db).await else { return };
+    host.script_bash_touch("denied-marker");
+    let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
+    let approval = run.next("approval_requested").await["approval"].clone();
+    let id = approval["id"].as_str().expect("id");
+    let message = "not in this repository, use /tmp";
+    host.decide(id, json!({"decision": "deny", "message": message}))
+        .await;
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert!(!host.server.workspace("p").join("denied-marker").exists());
+    let results = host.last_tool_results();
+    assert_eq!(
+        results,
+        [("toolu_touch".to_owned(), message.to_owned(), true)],
+        "the denial reached the model as the tool's error"
+    );
+}
+
+async fn follow_up_input_reaches_the_model(db: Db) {
+    let Some(host) = host(db).await else { return };
+    let words: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    host.fake
+        .push(Reply::slow_text(&words, Duration::from_millis(50)));
+    host.fake.push(Reply::text("answered the follow-up"));
+    let mut run = host.start("p", json!({"prompt": "tell a story"})).await;
+    while run.next("status").await["status"] != "running" {}
+    let deadline = std::time::Instant::now() + WAIT;
+    while host.fake.stream_requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the model was never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = host
+        .call(
+            Method::POST,
+            &format!("/commands/{}/input", run.id),
+            Some(json!({"text": "and end it with a dragon"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert_eq!(
+        command["result"]["final_text"], "answered the follow-up",
+        "{command}"
+    );
+    let requests = host.fake.stream_requests();
+    assert_eq!(requests.len(), 2, "one more turn for the follow-up");
+    let last = requests[1].message_texts().join("\n");
+    assert!(
+        last.contains("tell a story") && last.contains("and end it with a dragon"),
+        "{last}"
+    );
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    asked_then_allowed_the_tool_runs,
+    denied_with_a_message_the_model_is_told,
+    follow_up_input_reaches_the_model,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_mode_never_asks_and_the_model_learns_why() {
+    let Some(host) = host(Db::Sqlite).await else {
+        return;
+    };
+    host.script_bash_touch("never-marker");
+    let run = host
+        .start(
+            "p",
+            json!({"prompt": "make the marker", "permissions": "deny"}),
+        )
+        .await;
+    let id = run.id.clone();
+    let kinds = run.rest().await;
+    assert!(
+        !kinds.iter().any(|k| k == "approval_requested"),
+        "{kinds:?}"
+    );
+    let command = host.finished(&id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert!(!host.server.workspace("p").join("never-marker").exists());
+    let results = host.last_tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(
+        results[0].2 && results[0].1.contains("denied"),
+        "{results:?}"
+    );
+    let (_, approvals) = host.call(Method::GET, "/projects/p/approvals", None).await;
+    assert_eq!(
+        approvals["approvals"][0]["decided_by"], "policy",
+        "{approvals}"
+    );
+    assert!(!host.model_saw().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_allows_without_asking() {
+    let Some(host) = host(Db::Sqlite).await else {
+        return;
+    };
+    let (status, body) = host
+        .call(Method::POST, "/projects", Some(json!({"id": "p"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let rule = json!({"rules": [{"tool": "Bash", "pattern": "touch ruled-*", "action": "allow"}]});
+    let (status, body) = host
+        .call(Method::PUT, "/projects/p/policy", Some(rule))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    host.script_bash_touch("ruled-marker");
+    let run = host.start("p", json!({"prompt": "make the marker"})).await;
+    let id = run.id.clone();
+    let kinds = run.rest().await;
+    assert!(
+        !kinds.iter().any(|k| k == "approval_requested"),
+        "{kinds:?}"
+    );
+    let command = host.finished(&id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert!(host.server.workspace("p").join("ruled-marker").exists());
+}
