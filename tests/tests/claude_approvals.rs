@@ -357,3 +357,25 @@ async fn a_rule_allows_without_asking() {
     assert_eq!(command["status"], "completed", "{command}");
     assert!(host.server.workspace("p").join("ruled-marker").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_asking_cancels_the_command_and_the_approval() {
+    let Some(host) = host(Db::Sqlite).await else {
+        return;
+    };
+    host.script_bash_touch("cancelled-marker");
+    let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
+    let approval = run.next("approval_requested").await["approval"].clone();
+    let id = approval["id"].as_str().expect("id");
+    let (status, body) = host
+        .call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "cancelled", "{command}");
+    let (_, approval) = host
+        .call(Method::GET, &format!("/approvals/{id}"), None)
+        .await;
+    assert_eq!(approval["status"], "cancelled", "{approval}");
+    assert!(!host.server.workspace("p").join("cancelled-marker").exists());
+}
