@@ -104,15 +104,7 @@ async fn the_seed_request_returns_a_command_and_a_stream_url() {
     );
     assert!(body["status"].is_string());
 
-    let (status, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{command}");
+    let command = server.command(&id).await;
     assert_eq!(command["provider"], "claude");
     assert_eq!(command["project_id"], "my-project");
     assert_eq!(command["prompt"], "write a hello world");
@@ -1055,15 +1047,7 @@ async fn seed_flow(server: &TestServer) {
     let seqs: Vec<i64> = events.iter().map(|e| e.seq()).collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     let id = submitted["command_id"].as_str().expect("id");
-    let (status, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let command = server.command(&id).await;
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(command["exit_code"], 0, "{command}");
     assert!(
@@ -1391,8 +1375,8 @@ async fn client_commands_run_follow_cancel_and_manage_tokens() {
     };
     assert_eq!(
         client::logs(logs).await.expect("logs"),
-        1,
-        "the failed command's status"
+        3,
+        "the failed command's own exit code"
     );
     let cancel = CancelArgs {
         connection: connection(&server, &server.admin),

@@ -16,11 +16,7 @@ use rdev_tests::harness::server::{SseReader, TestServer};
 /// Generous: a command runs a real plugin and the machine may be loaded.
 const WAIT: Duration = Duration::from_secs(60);
 
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
+use rdev_tests::harness::Database as Db;
 
 /// A server whose plugins directory holds `interact` and the real `shell`.
 struct Host {
@@ -345,28 +341,7 @@ async fn follow_up_input_reaches_the_running_agent(db: Db) {
     assert_eq!(code(&late), "command_not_running");
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+rdev_tests::on_both_databases!(
     an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider,
     a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run,
     a_request_nobody_decides_expires_as_a_denial,

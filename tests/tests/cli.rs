@@ -180,7 +180,7 @@ fn json_output_is_one_stream_event_per_line_ending_with_done() {
         &["--json"],
         "echo one; echo two >&2; exit 4",
     );
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(4), "the provider's exit code");
     let events = json_lines(&output);
     assert_eq!(stdout_text(&events), "one\n");
     assert!(events.iter().any(|e| matches!(

@@ -86,15 +86,7 @@ async fn ctrl_c_cancels_the_command_on_the_server_and_exits_130() {
     assert!(!text(&output.stdout).contains("never"));
 
     let id = queued_id(&stderr);
-    let (status, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let command = server.command(&id).await;
     assert_eq!(command["status"], "cancelled", "{command}");
     server.stop().await;
 }

@@ -12,10 +12,7 @@ const MAX_FN_LINES: usize = 80;
 
 /// Functions over the limit when the check was written: (file under `host/src`, function,
 /// its length then). Each is a debt of the file's owner.
-const KNOWN_LONG: &[(&str, &str, usize)] = &[
-    ("runtime/agent.rs", "execute", 105),
-    ("worker/run.rs", "execute", 89),
-];
+const KNOWN_LONG: &[(&str, &str, usize)] = &[("runtime/agent.rs", "execute", 105)];
 
 /// Files over the limit when the check was written, with their length then.
 const KNOWN_LARGE: &[(&str, usize)] = &[];

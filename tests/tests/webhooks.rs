@@ -25,11 +25,7 @@ fn fast(config: &mut ServeConfig) {
     config.webhooks.timeout = Duration::from_secs(5);
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
+use rdev_tests::harness::Database as Db;
 
 async fn server(db: Db, adjust: fn(&mut ServeConfig)) -> Option<TestServer> {
     match db {
@@ -125,28 +121,7 @@ async fn settled(server: &TestServer, project: &str, webhook: &str) -> Vec<Value
     }
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+rdev_tests::on_both_databases!(
     a_finished_command_is_delivered_signed,
     failures_are_retried_honouring_retry_after_until_attempts_run_out,
     gone_disables_the_webhook,

@@ -19,11 +19,7 @@ use rdev_tests::harness::runtime::{install, runtime};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
+use rdev_tests::harness::Database as Kind;
 
 struct Host {
     stores: Stores,
@@ -140,28 +136,7 @@ fn done(events: &[StoredEvent]) -> (CommandStatus, Option<String>) {
     }
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+rdev_tests::on_both_databases!(
     a_command_runs_streams_its_output_and_is_audited,
     a_failing_command_ends_failed,
     a_running_command_is_cancelled_within_a_heartbeat,

@@ -207,15 +207,11 @@ enum Stopped {
     Before(String),
 }
 
-async fn execute(
-    ctx: &Context,
-    command: &CommandRecord,
-    lease: &Lease,
-    agent: Arc<dyn CodeAgent>,
-    hard_stop: CancellationToken,
-) -> Result<Outcome, Stopped> {
-    // Fail closed: output that cannot be redacted is not streamed at all. A database that is
-    // briefly away (a restart) is waited for: nothing has run yet.
+/// Readies a command to run: the redactor its output needs and the started mark that fences
+/// it to this worker. A database that is briefly away (a restart) is waited for: nothing has
+/// run yet.
+async fn start(ctx: &Context, lease: &Lease, agent: &dyn CodeAgent) -> Result<Redactor, Stopped> {
+    // Fail closed: output that cannot be redacted is not streamed at all.
     let redactor = retry_transient(ctx, &lease.command_id, || ctx.credentials.redactor());
     let redactor = redactor.await.map_err(|e| {
         Stopped::Before(format!(
@@ -229,11 +225,20 @@ async fn execute(
     })
     .await
     {
-        Ok(()) => {}
-        Err(StoreError::LeaseLost { .. }) => return Err(Stopped::LeaseLost),
-        Err(error) => return Err(Stopped::Before(error.to_string())),
+        Ok(()) => Ok(redactor),
+        Err(StoreError::LeaseLost { .. }) => Err(Stopped::LeaseLost),
+        Err(error) => Err(Stopped::Before(error.to_string())),
     }
+}
 
+async fn execute(
+    ctx: &Context,
+    command: &CommandRecord,
+    lease: &Lease,
+    agent: Arc<dyn CodeAgent>,
+    hard_stop: CancellationToken,
+) -> Result<Outcome, Stopped> {
+    let redactor = start(ctx, lease, agent.as_ref()).await?;
     let (sink, events) = mpsc::channel(EVENT_SINK_CAPACITY);
     let forwarder = tokio::spawn(forward(
         ctx.clone(),

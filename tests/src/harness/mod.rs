@@ -54,3 +54,37 @@ pub fn put_on_path(bin: &std::path::Path) {
     unsafe { std::env::set_var("PATH", joined) };
 }
 pub mod webhook_receiver;
+
+/// The two databases rdev runs on; a test written once over [`Database`] runs on both
+/// through [`on_both_databases!`](crate::on_both_databases).
+#[derive(Clone, Copy, Debug)]
+pub enum Database {
+    /// An embedded SQLite file, as `rdev serve` uses by default.
+    Sqlite,
+    /// The PostgreSQL server named by `RDEV_TEST_POSTGRES`.
+    Postgres,
+}
+
+/// Turns `async fn name(db: Database)` tests into one `#[tokio::test]` per database, in modules
+/// `sqlite` and `postgres`, so a failure names the database it happened on.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Database::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Database::Postgres).await;
+                }
+            )*
+        }
+    };
+}

@@ -124,6 +124,20 @@ impl TestServer {
         json_of(request.send().await.expect("request sent")).await
     }
 
+    /// The command `id` as `GET /commands/{id}` reports it to the admin, expecting 200.
+    pub async fn command(&self, id: &str) -> serde_json::Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/commands/{id}"),
+                Some(&self.admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body
+    }
+
     /// Submits `prompt` to `provider` of `project` as the admin, expecting 202; the answer
     /// (with `id` and `stream_url`).
     pub async fn submit(&self, project: &str, provider: &str, prompt: &str) -> serde_json::Value {
