@@ -88,7 +88,8 @@ async fn direct(cli: &Path, workspace: &Path, home: &Path, base_url: &str, reply
     // The prompt as the plugin writes it; closing stdin then ends the CLI after this turn,
     // as the plugin does when no follow-up input waits.
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let message = serde_json::json!({"type": "user", "message": {"role": "user", "content": PROMPT}});
+    let message =
+        serde_json::json!({"type": "user", "message": {"role": "user", "content": PROMPT}});
     stdin
         .write_all(format!("{message}\n").as_bytes())
         .await

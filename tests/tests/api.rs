@@ -104,7 +104,7 @@ async fn the_seed_request_returns_a_command_and_a_stream_url() {
     );
     assert!(body["status"].is_string());
 
-    let command = server.command(&id).await;
+    let command = server.command(id).await;
     assert_eq!(command["provider"], "claude");
     assert_eq!(command["project_id"], "my-project");
     assert_eq!(command["prompt"], "write a hello world");
@@ -1047,7 +1047,7 @@ async fn seed_flow(server: &TestServer) {
     let seqs: Vec<i64> = events.iter().map(|e| e.seq()).collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     let id = submitted["command_id"].as_str().expect("id");
-    let command = server.command(&id).await;
+    let command = server.command(id).await;
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(command["exit_code"], 0, "{command}");
     assert!(

@@ -9,7 +9,7 @@ use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
 use rdev_tests::harness::bin::rdev;
 use rdev_tests::harness::server::TestServer;
 use rdev_tests::harness::{self, claude, sandbox};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
