@@ -103,7 +103,7 @@ async fn publish(source: &std::path::Path, reference: &str, insecure: bool) -> R
 }
 
 async fn install(reference: &str, yes: bool, insecure: bool, plugins: &PluginsArgs) -> Result<i32> {
-    let dir = plugins.resolve()?;
+    let dir = plugins.resolve_or_create()?;
     let reference = OciReference::parse(reference)?;
     let registry = OciClient::new(insecure)?;
     let fetched = fetch(&registry, &reference).await?;

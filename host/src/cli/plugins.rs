@@ -11,14 +11,20 @@ use crate::domain::ProviderName;
 use crate::ports::{Executor, SecretResolver};
 use crate::registry::{Registry, RegistryOptions};
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::wiring::{DEFAULT_DATA_DIR, default_plugins_dir, plugins_dir_candidates};
 
 /// Where the installed plugins (`<name>.wasm` + `<name>.toml`) are.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PluginsArgs {
-    /// Plugins directory. Default: `target/plugins` under the current directory when it
-    /// exists, else `plugins` beside the rdev binary or its parent directory.
+    /// Plugins directory [default: `target/plugins` when it exists (a source checkout), else
+    /// `plugins` beside the rdev binary or beside its directory, else `<data-dir>/plugins`; the
+    /// same rule as `rdev serve`].
     #[arg(long, env = "RDEV_PLUGINS_DIR", value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// rdev's data directory, whose `plugins` directory is the last default [default:
+    /// ./rdev-data].
+    #[arg(long, env = "RDEV_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl PluginsArgs {
@@ -30,16 +36,7 @@ impl PluginsArgs {
             }
             return Ok(dir.clone());
         }
-        let mut candidates = vec![PathBuf::from("target/plugins")];
-        if let Some(bin_dir) = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        {
-            candidates.push(bin_dir.join("plugins"));
-            if let Some(parent) = bin_dir.parent() {
-                candidates.push(parent.join("plugins"));
-            }
-        }
+        let candidates = plugins_dir_candidates(self.data_dir());
         candidates
             .iter()
             .find(|dir| dir.is_dir())
@@ -54,6 +51,24 @@ impl PluginsArgs {
                         .join(", ")
                 )
             })
+    }
+
+    /// The directory `rdev plugins install` writes into: the one in effect, or
+    /// `<data-dir>/plugins` when there is none yet (created), where `rdev serve` looks last.
+    pub fn resolve_or_create(&self) -> Result<PathBuf> {
+        let dir = match &self.plugins_dir {
+            Some(dir) => dir.clone(),
+            None => default_plugins_dir(self.data_dir()),
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the plugins directory {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.data_dir
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DATA_DIR))
     }
 }
 

@@ -39,7 +39,8 @@ pub struct ExecutorArgs {
 #[derive(Debug, Default, Clone, Args)]
 pub struct RunnerArgs {
     /// Directory of `<name>.toml` + `<name>.wasm` plugins
-    /// [default: target/plugins if present, else <data-dir>/plugins].
+    /// [default: target/plugins if present, else plugins beside the rdev binary or beside its
+    /// directory, else <data-dir>/plugins; the same rule for every subcommand].
     #[arg(long, env = "RDEV_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
     /// Commands this process runs at once [default: 4].

@@ -3,7 +3,7 @@
 //! precedence over its variable; [`Config::resolve`] puts both over the file and the file over
 //! [`Config::new`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -57,12 +57,42 @@ pub struct Config {
     pub ci_poll: PollerConfig,
 }
 
+/// The data directory when none is named: `./rdev-data`.
+pub const DEFAULT_DATA_DIR: &str = "rdev-data";
+
+/// Where plugins are looked for when no directory is named, in order: a source checkout's
+/// `target/plugins`, `plugins` beside the rdev binary or beside its directory (an unpacked
+/// release), then `<data_dir>/plugins`. Every subcommand asks here, so what `rdev plugins
+/// install` writes is what `rdev serve` and `rdev exec` load.
+pub fn plugins_dir_candidates(data_dir: &Path) -> Vec<PathBuf> {
+    let mut candidates = vec![PathBuf::from("target/plugins")];
+    if let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        candidates.push(bin_dir.join("plugins"));
+        if let Some(parent) = bin_dir.parent() {
+            candidates.push(parent.join("plugins"));
+        }
+    }
+    candidates.push(data_dir.join("plugins"));
+    candidates
+}
+
+/// The first of [`plugins_dir_candidates`] that exists, else `<data_dir>/plugins`.
+pub fn default_plugins_dir(data_dir: &Path) -> PathBuf {
+    plugins_dir_candidates(data_dir)
+        .into_iter()
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| data_dir.join("plugins"))
+}
+
 impl Config {
     /// The embedded defaults: `127.0.0.1:8080`, `./rdev-data`, SQLite, local executor.
     pub fn new() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            data_dir: PathBuf::from("rdev-data"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             plugins_dir: None,
             database_url: None,
             executor: ExecutorKind::Local,
@@ -88,14 +118,9 @@ impl Config {
 
     /// The plugins directory in effect.
     pub fn plugins_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.plugins_dir {
-            return dir.clone();
-        }
-        let bundled = PathBuf::from("target/plugins");
-        if bundled.is_dir() {
-            bundled
-        } else {
-            self.data_dir.join("plugins")
+        match &self.plugins_dir {
+            Some(dir) => dir.clone(),
+            None => default_plugins_dir(&self.data_dir),
         }
     }
 
@@ -190,6 +215,27 @@ mod tests {
             ..CommonArgs::default()
         };
         (dir, common)
+    }
+
+    #[test]
+    fn the_data_dir_plugins_are_the_last_default_and_the_fallback() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let own = data.path().join("plugins");
+        let candidates = plugins_dir_candidates(data.path());
+        assert_eq!(candidates.first(), Some(&PathBuf::from("target/plugins")));
+        assert_eq!(candidates.last(), Some(&own));
+        // Neither a checkout's nor a release's directory exists beside a unit test's binary.
+        assert_eq!(default_plugins_dir(data.path()), own);
+        std::fs::create_dir(&own).expect("create");
+        let config = Config {
+            data_dir: data.path().to_path_buf(),
+            ..Config::new()
+        };
+        assert_eq!(
+            config.plugins_dir(),
+            own,
+            "serve and worker follow the same rule"
+        );
     }
 
     #[test]

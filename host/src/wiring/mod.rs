@@ -19,7 +19,7 @@ pub mod runner;
 pub mod stores;
 
 pub use args::{CommonArgs, ConfinementArgs, ExecutorArgs, RunnerArgs};
-pub use config::Config;
+pub use config::{Config, DEFAULT_DATA_DIR, default_plugins_dir, plugins_dir_candidates};
 pub use executor::{ExecutorKind, LocalUse, Workspaces, build_executor};
 pub use file::FileConfig;
 pub use kubernetes::{DEFAULT_WORKSPACE_IMAGE, KubernetesArgs, KubernetesServeConfig};
