@@ -121,20 +121,7 @@ impl Host {
 
     /// Waits until the command ends; its view.
     async fn finished(&self, id: &str) -> Value {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let (_, command) = self
-                .admin_call(Method::GET, &format!("/commands/{id}"), None)
-                .await;
-            if matches!(
-                command["status"].as_str(),
-                Some("completed" | "failed" | "cancelled")
-            ) {
-                return command;
-            }
-            assert!(std::time::Instant::now() < deadline, "{command}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.server.finished_within(id, WAIT).await
     }
 
     async fn approvals(&self, project: &str, query: &str) -> Vec<Value> {

@@ -64,35 +64,9 @@ async fn subscribe(
 
 /// Runs `script` through the shell provider and waits for its final status.
 async fn run_shell(server: &TestServer, project: &str, script: &str) -> Value {
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/projects/{project}/shell"),
-            Some(&server.admin),
-            Some(json!({"prompt": script})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let id = body["command_id"].as_str().expect("command id").to_owned();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (_, command) = server
-            .call(
-                Method::GET,
-                &format!("/commands/{id}"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
-        if matches!(
-            command["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return command;
-        }
-        assert!(std::time::Instant::now() < deadline, "{command}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = server.submit(project, "shell", script).await;
+    let id = body["command_id"].as_str().expect("command id");
+    server.finished_within(id, WAIT).await
 }
 
 async fn deliveries(server: &TestServer, project: &str, webhook: &str) -> Vec<Value> {

@@ -138,6 +138,23 @@ impl TestServer {
         body
     }
 
+    /// Polls the command `id` until it ends (completed, failed or cancelled), at most `wait`;
+    /// its view then.
+    pub async fn finished_within(&self, id: &str, wait: std::time::Duration) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let command = self.command(id).await;
+            if matches!(
+                command["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                return command;
+            }
+            assert!(std::time::Instant::now() < deadline, "{command}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Submits `prompt` to `provider` of `project` as the admin, expecting 202; the answer
     /// (with `id` and `stream_url`).
     pub async fn submit(&self, project: &str, provider: &str, prompt: &str) -> serde_json::Value {
@@ -167,16 +184,7 @@ impl TestServer {
             .expect("stream");
         let events = SseReader::new(response).collect().await;
         let id = submitted["command_id"].as_str().expect("command_id");
-        let (status, command) = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/commands/{id}"),
-                Some(&self.admin),
-                None,
-            )
-            .await;
-        assert_eq!(status, reqwest::StatusCode::OK, "{command}");
-        (events, command)
+        (events, self.command(id).await)
     }
 
     /// Stops the server and waits for it.
