@@ -16,11 +16,12 @@ use crate::api::listener::TunedListener;
 use crate::api::{AppState, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, TokenRole, token_digest};
 use crate::ports::{Ci, StoreError};
+use crate::services::master_key::KeyRotation;
 use crate::services::plugins::PluginInstaller;
 use crate::services::project_setup::ProjectSetupService;
 use crate::services::project_setup::poller;
 use crate::services::webhooks::Dispatcher;
-use crate::wiring::{Runner, redact_url, spawn_worker};
+use crate::wiring::{Runner, key_keeper, redact_url, spawn_worker};
 
 pub use crate::wiring::{
     Config as ServeConfig, DEFAULT_WORKSPACE_IMAGE, ExecutorKind, KubernetesServeConfig,
@@ -141,7 +142,9 @@ async fn build_state(
     );
     let artifacts = OciClient::new(false).context("creating the OCI registry client")?;
     let plugins = PluginInstaller::new(Arc::new(artifacts), config.plugins_dir());
+    let master_key = KeyRotation::new(stores.credentials.clone(), key_keeper(config));
     Ok(Arc::new(AppState {
+        master_key,
         plugins,
         stores,
         registry,

@@ -7,7 +7,7 @@ use crate::domain::{MasterKey, QueueConfig};
 use crate::ports::Stores;
 
 pub use super::event_fanout::{EVENT_FANOUT_CAPACITY, SUBSCRIPTION_PAGE};
-pub use super::master_key::{MASTER_KEY_ENV, load_master_key};
+pub use super::master_key::{KeyFile, MASTER_KEY_ENV, load_master_key, staged_key};
 pub use super::sql::signals::CANCEL_FANOUT_CAPACITY;
 
 /// Which database and how the queue behaves.

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
-use crate::domain::CredentialName;
+use crate::domain::{CredentialName, MasterKey};
 use crate::ports::{CredentialInfo, SecretValue};
 
 /// Body of `PUT /credentials/{name}`. Its `Debug` hides the value.
@@ -51,10 +51,75 @@ pub struct CredentialList {
     pub credentials: Vec<CredentialView>,
 }
 
+/// Body of `POST /credentials/rotate-key`. Its `Debug` hides the key.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// The new master key, 32 bytes in standard base64. Required when the key comes from
+    /// `RDEV_MASTER_KEY`; without it the server generates one and writes its key file.
+    pub new_key: Option<String>,
+}
+
+/// Answer of `POST /credentials/rotate-key`: never the key, only its fingerprint.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyRotated {
+    /// First 16 hex digits of sha256(new key), as `/readyz` reasons name keys.
+    pub fingerprint: String,
+    /// Credentials and webhook signing secrets re-encrypted.
+    pub reencrypted: u64,
+    /// True when `<data-dir>/master.key` now holds the new key; false with
+    /// `RDEV_MASTER_KEY`, which the operator must now set to the new key.
+    pub key_file_updated: bool,
+}
+
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(store, remove))
+        .routes(routes!(rotate_key))
+}
+
+/// Re-encrypts every credential and webhook signing secret under a new master key in one
+/// transaction (admin). With a key file the new key is staged beside it first and
+/// installed after the commit, so a crash loses nothing (docs/storage.md).
+#[utoipa::path(post, path = "/credentials/rotate-key", tag = "credentials",
+    security(("bearer" = [])), request_body = RotateKey, responses(
+    (status = 200, description = "Rotated", body = KeyRotated),
+    (status = 400, description = "The new key is not 32 bytes of base64"),
+    (status = 403, description = "Not an admin"),
+    (status = 409, description = "The key comes from RDEV_MASTER_KEY and no new key was sent, or the key in use does not open the stored secrets"),
+    (status = 500, description = "Re-encrypted, but the key file could not be replaced (the next start installs it), or the store failed"),
+))]
+async fn rotate_key(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    ApiJson(body): ApiJson<RotateKey>,
+) -> Result<Json<KeyRotated>, ApiError> {
+    principal.require_admin()?;
+    let new_key = body
+        .new_key
+        .as_deref()
+        .map(MasterKey::from_base64)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_master_key", e.to_string()))?;
+    let rotated = state.master_key.rotate(new_key).await?;
+    state
+        .audit(
+            &principal,
+            "credential.key_rotated",
+            None,
+            None,
+            serde_json::json!({
+                "fingerprint": rotated.fingerprint,
+                "reencrypted": rotated.reencrypted,
+            }),
+        )
+        .await;
+    Ok(Json(KeyRotated {
+        fingerprint: rotated.fingerprint,
+        reencrypted: rotated.reencrypted,
+        key_file_updated: rotated.key_file_updated,
+    }))
 }
 
 fn parse_name(name: &str) -> Result<CredentialName, ApiError> {

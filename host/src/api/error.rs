@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::approval::InvalidPolicy;
 use crate::domain::{AccessError, CommandId, IdError, RequestError, SealError, WebhookError};
-use crate::ports::{LookupError, ProvisionError, SeedError, StoreError};
+use crate::ports::{KeyKeeperError, LookupError, ProvisionError, SeedError, StoreError};
 use crate::services::approvals::input::InputError;
+use crate::services::master_key::RotationError;
 use crate::services::project_setup::SetupError;
 use crate::services::templates::TemplateError;
 
@@ -230,6 +231,34 @@ impl From<RequestError> for ApiError {
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<RotationError> for ApiError {
+    fn from(error: RotationError) -> Self {
+        match error {
+            RotationError::Keeper(KeyKeeperError::FromEnvironment) => Self::new(
+                StatusCode::CONFLICT,
+                "new_key_required",
+                KeyKeeperError::FromEnvironment.to_string(),
+            ),
+            RotationError::KeyMismatch(reason) => {
+                Self::new(StatusCode::CONFLICT, "master_key_mismatch", reason)
+            }
+            RotationError::Store(store) => store.into(),
+            // The operator must know the rotation committed and what the next start does.
+            error @ RotationError::Install { .. } => {
+                tracing::error!(%error, "master key rotation");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "key_file_not_installed",
+                    error.to_string(),
+                )
+            }
+            error @ RotationError::Keeper(KeyKeeperError::Io { .. }) => {
+                Self::internal("staging the new master key", error)
+            }
+        }
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Readiness {
     pub providers_serving: usize,
     /// How commands are confined; `unconfined` only when the operator chose it.
     pub confinement: Confinement,
+    /// `ok`, or why the master key cannot open the stored credentials (key fingerprints and
+    /// names only, never a value).
+    pub master_key: String,
 }
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -56,7 +59,8 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the database answers and at least one provider serves.
+/// Readiness: the database answers, at least one provider serves and the master key opens
+/// the stored credentials (two small reads: fingerprints compared, one value decrypted).
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "Ready to take commands", body = Readiness),
     (status = 503, description = "Not ready; the body says why", body = Readiness),
@@ -69,7 +73,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .filter(|s| s.state != ProviderState::Failed)
         .count();
-    let ready = database.is_ok() && serving > 0;
+    let key = state.stores.credentials.check_key().await;
+    let master_key = match &key {
+        Ok(check) => check.problem(),
+        Err(e) => Some(format!("not checked: {e}")),
+    };
+    let ready = database.is_ok() && serving > 0 && master_key.is_none();
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" }.to_owned(),
         database: match &database {
@@ -78,6 +87,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         },
         providers_serving: serving,
         confinement: state.confinement.clone(),
+        master_key: master_key.unwrap_or_else(|| "ok".to_owned()),
     };
     let status = if ready {
         StatusCode::OK

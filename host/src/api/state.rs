@@ -46,6 +46,8 @@ pub struct AppState {
     /// Installs plugins from OCI registries into the plugins directory
     /// (`POST /providers/install`).
     pub plugins: crate::services::plugins::PluginInstaller,
+    /// Rotates the master key (`POST /credentials/rotate-key`).
+    pub master_key: crate::services::master_key::KeyRotation,
 }
 
 impl std::fmt::Debug for AppState {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod approvals;
 pub mod audit;
 pub mod client;
+pub mod credentials;
 pub mod exec;
 pub mod follow;
 pub mod migrate;
@@ -55,6 +56,8 @@ pub enum Command {
     Cancel(client::CancelArgs),
     /// Issue, list and revoke API tokens on a server (admin).
     Tokens(client::TokensArgs),
+    /// List credentials and rotate the master key on a server (admin).
+    Credentials(credentials::CredentialsArgs),
     /// Create, list and delete a project's webhooks on a server; show their deliveries.
     Webhooks(webhooks::WebhooksArgs),
     /// List approvals waiting for a decision (every state with `--all`).
@@ -82,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(args) => client::logs(args).await,
         Command::Cancel(args) => client::cancel(args).await,
         Command::Tokens(args) => client::tokens(args).await,
+        Command::Credentials(args) => credentials::run(args).await,
         Command::Webhooks(args) => webhooks::run(args).await,
         Command::Approvals(args) => approvals::list(args).await,
         Command::Approve(args) => approvals::approve(args).await,

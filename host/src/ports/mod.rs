@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod code_agent;
 pub mod executor;
 pub mod interaction;
+pub mod master_key;
 pub mod network;
 pub mod providers;
 pub mod secrets;
@@ -16,6 +17,7 @@ pub use executor::{
     SpawnSpec, SpawnedProcess,
 };
 pub use interaction::{Interaction, InteractionContext, InteractionError, NobodyToAsk};
+pub use master_key::{KeyCheck, KeyKeeper, KeyKeeperError};
 pub use network::{Confinement, NetworkPolicyStore};
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};

@@ -318,6 +318,10 @@ pub trait CredentialStore: SecretResolver {
     async fn rotate_key(&self, new_key: MasterKey) -> Result<u64, StoreError>;
     /// A redactor holding every current value, for scrubbing a command's output.
     async fn redactor(&self) -> Result<Redactor, StoreError>;
+    /// Whether the key in use opens what is stored: the fingerprints of every credential
+    /// and webhook secret, and one credential decrypted. Two small reads, so `/readyz` can
+    /// ask on every probe.
+    async fn check_key(&self) -> Result<super::master_key::KeyCheck, StoreError>;
 }
 
 /// Every store of one database, as `adapters::store::connect` returns them.

@@ -10,8 +10,10 @@
 //!   registration) and following its CI pipelines.
 //! - [`webhooks`]: recording project events for webhooks and delivering the outbox.
 //! - [`plugins`]: publishing plugins to an OCI registry and installing them from one.
+//! - [`master_key`]: rotating the master key without losing a secret to a crash.
 
 pub mod approvals;
+pub mod master_key;
 pub mod plugins;
 pub mod project_setup;
 pub mod templates;

@@ -24,4 +24,4 @@ pub use executor::{ExecutorKind, LocalUse, Workspaces, build_executor};
 pub use file::FileConfig;
 pub use kubernetes::{DEFAULT_WORKSPACE_IMAGE, KubernetesArgs, KubernetesServeConfig};
 pub use runner::{Runner, spawn_worker, start_registry};
-pub use stores::{migrate, open_stores, redact_url};
+pub use stores::{key_keeper, migrate, open_stores, redact_url};

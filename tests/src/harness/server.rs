@@ -45,6 +45,29 @@ impl TestServer {
 
     async fn start(database: Option<TestDatabase>, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
         let data = tempfile::tempdir().expect("temporary data dir");
+        Self::boot(data, database, adjust, None).await
+    }
+
+    /// Stops the server and starts another on the same data dir and database, as an
+    /// operator restarts one, with `adjust` applied; the admin token stays valid.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        Self::boot(self.data, self._database, adjust, Some(self.admin)).await
+    }
+
+    /// The data directory (database, `master.key`, workspaces).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
+    async fn boot(
+        data: tempfile::TempDir,
+        database: Option<TestDatabase>,
+        adjust: impl FnOnce(&mut ServeConfig),
+        admin: Option<String>,
+    ) -> Self {
         let mut config = ServeConfig::new();
         config.listen = "127.0.0.1:0".into();
         config.data_dir = data.path().to_owned();
@@ -59,10 +82,12 @@ impl TestServer {
             Some(super::bin::rdev().with_file_name(rdev::adapters::local::sandbox::HELPER_NAME));
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
-        let admin = server
-            .generated_admin_token()
-            .expect("a fresh data dir generates an admin token")
-            .to_owned();
+        let admin = admin.unwrap_or_else(|| {
+            server
+                .generated_admin_token()
+                .expect("a fresh data dir generates an admin token")
+                .to_owned()
+        });
         // reqwest is built without a default TLS crypto provider; install ring's once.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()

@@ -13,7 +13,7 @@ use super::{Db, SqlStore, db};
 use crate::adapters::master_key::nonce;
 use crate::domain::{CredentialName, MasterKey, Redactor};
 use crate::ports::{
-    CredentialInfo, CredentialStore, SecretError, SecretResolver, SecretValue, StoreError,
+    CredentialInfo, CredentialStore, KeyCheck, SecretError, SecretResolver, SecretValue, StoreError,
 };
 
 fn credential_from_row<D: Db>(row: &D::Row) -> Result<CredentialInfo, StoreError> {
@@ -162,5 +162,43 @@ impl<D: Db> CredentialStore for SqlStore<D> {
             .map(|(name, sealed)| key.open(name, sealed))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Redactor::new(values))
+    }
+
+    async fn check_key(&self) -> Result<KeyCheck, StoreError> {
+        let context = "checking the master key against stored secrets";
+        let key = self.inner.key.load_full();
+        let current = key.fingerprint();
+        let other = sqlx::query(
+            "SELECT key_fingerprint FROM credentials WHERE key_fingerprint <> $1 \
+             UNION ALL SELECT key_fingerprint FROM webhooks \
+             WHERE sealed_secret IS NOT NULL AND key_fingerprint <> $1 LIMIT 1",
+        )
+        .arg(current.as_str())
+        .fetch_optional(self.exec())
+        .await
+        .map_err(db(context))?;
+        if let Some(row) = other {
+            let fingerprint: String = Cols::<D>::new(&row, "credentials").get("key_fingerprint")?;
+            return Ok(KeyCheck::SealedWithOther {
+                current,
+                fingerprint,
+            });
+        }
+        let sample = sqlx::query("SELECT name, sealed FROM credentials LIMIT 1")
+            .fetch_optional(self.exec())
+            .await
+            .map_err(db(context))?;
+        let Some(row) = sample else {
+            return Ok(KeyCheck::Ok);
+        };
+        let cols = Cols::<D>::new(&row, "credentials");
+        let name = CredentialName::parse(cols.get::<String>("name")?)?;
+        let sealed: Vec<u8> = cols.get("sealed")?;
+        Ok(match key.open(&name, &sealed) {
+            Ok(_) => KeyCheck::Ok,
+            Err(_) => KeyCheck::Undecryptable {
+                name: name.to_string(),
+            },
+        })
     }
 }
