@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use rdev::server::ServeConfig;
 use rdev_tests::harness::plugins::with_interact;
-use rdev_tests::harness::server::{SseReader, TestServer};
+use rdev_tests::harness::server::{Running, TestServer};
 
 /// Generous: a command runs a real plugin and the machine may be loaded.
 const WAIT: Duration = Duration::from_secs(60);
@@ -50,12 +50,6 @@ fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
 
-/// A submitted command and its open event stream.
-struct Running {
-    id: String,
-    events: SseReader,
-}
-
 impl Host {
     async fn admin_call(
         &self,
@@ -68,29 +62,7 @@ impl Host {
 
     /// Submits `body` to `interact` of `project` as the admin and follows its stream.
     async fn start(&self, project: &str, body: Value) -> Running {
-        let (status, answer) = self
-            .admin_call(
-                Method::POST,
-                &format!("/projects/{project}/interact"),
-                Some(body),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-        let id = answer["command_id"]
-            .as_str()
-            .expect("command id")
-            .to_owned();
-        let stream = answer["stream_url"].as_str().expect("stream url");
-        let response = self
-            .request(Method::GET, stream, Some(&self.admin))
-            .send()
-            .await
-            .expect("stream opens");
-        assert_eq!(response.status(), StatusCode::OK);
-        Running {
-            id,
-            events: SseReader::new(response),
-        }
+        self.server.run(project, "interact", body).await
     }
 
     /// Creates `project` (as a first command would) and sets its policy.
@@ -150,38 +122,6 @@ impl Host {
     }
 }
 
-impl Running {
-    /// The next event of `kind` (its data), skipping others.
-    async fn next(&mut self, kind: &str) -> Value {
-        let found = tokio::time::timeout(WAIT, async {
-            while let Some(event) = self.events.next().await {
-                if event.event.as_deref() == Some(kind) {
-                    return Some(event.json());
-                }
-            }
-            None
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {kind} event within {WAIT:?}"));
-        found.unwrap_or_else(|| panic!("the stream ended without a {kind} event"))
-    }
-
-    /// Waits for the `running` status event.
-    async fn running(&mut self) {
-        while self.next("status").await["status"] != "running" {}
-    }
-
-    /// The kinds of every remaining event.
-    async fn rest(self) -> Vec<(String, Value)> {
-        tokio::time::timeout(WAIT, self.events.collect())
-            .await
-            .expect("the stream ends")
-            .into_iter()
-            .map(|e| (e.event.clone().unwrap_or_default(), e.json()))
-            .collect()
-    }
-}
-
 fn final_text(command: &Value) -> &str {
     command["result"]["final_text"].as_str().unwrap_or("<none>")
 }
@@ -198,7 +138,7 @@ async fn an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider
     let mut run = host
         .start("p", json!({"prompt": "run echo ran-$((40+2))"}))
         .await;
-    let requested = run.next("approval_requested").await;
+    let requested = run.next("approval_requested", WAIT).await;
     let approval = requested["approval"].clone();
     assert_eq!(approval["tool"], "Bash");
     assert_eq!(approval["input"], json!({"command": "echo ran-$((40+2))"}));
@@ -213,10 +153,10 @@ async fn an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider
     let (status, decided) = host.decide(&token, &id, json!({"decision": "allow"})).await;
     assert_eq!(status, StatusCode::OK, "{decided}");
     assert_eq!(decided["status"], "allowed");
-    let resolved = run.next("approval_resolved").await;
+    let resolved = run.next("approval_resolved", WAIT).await;
     assert_eq!(resolved["approval"]["status"], "allowed");
     let command_id = run.id.clone();
-    let rest = run.rest().await;
+    let rest = run.rest(WAIT).await;
     assert!(printed(&rest, "ran-42"), "the tool ran: {rest:?}");
     let command = host.finished(&command_id).await;
     assert_eq!(command["status"], "completed", "{command}");
@@ -243,7 +183,7 @@ async fn a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run(db:
     let mut run = host
         .start("p", json!({"prompt": "run echo never-$((1+1))"}))
         .await;
-    let id = run.next("approval_requested").await["approval"]["id"]
+    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -258,7 +198,7 @@ async fn a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run(db:
     assert_eq!(decided["status"], "denied");
     assert_eq!(decided["message"], "not on main");
     let command_id = run.id.clone();
-    let rest = run.rest().await;
+    let rest = run.rest(WAIT).await;
     assert!(!printed(&rest, "never-2"), "{rest:?}");
     let command = host.finished(&command_id).await;
     assert_eq!(final_text(&command), "denied: not on main", "{command}");
@@ -269,11 +209,11 @@ async fn a_request_nobody_decides_expires_as_a_denial(db: Db) {
     host.put_policy("p", json!({"mode": "ask", "timeout_secs": 1}))
         .await;
     let mut run = host.start("p", json!({"prompt": "run echo late"})).await;
-    let id = run.next("approval_requested").await["approval"]["id"]
+    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    let resolved = run.next("approval_resolved").await;
+    let resolved = run.next("approval_resolved", WAIT).await;
     assert_eq!(resolved["approval"]["status"], "expired");
     assert_eq!(resolved["approval"]["decided_by"], "host");
     let command = host.finished(&run.id).await;
@@ -290,7 +230,7 @@ async fn a_request_nobody_decides_expires_as_a_denial(db: Db) {
 async fn cancel_while_waiting_cancels_command_and_approval(db: Db) {
     let Some(host) = host(db).await else { return };
     let mut run = host.start("p", json!({"prompt": "run echo wait"})).await;
-    let id = run.next("approval_requested").await["approval"]["id"]
+    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -310,7 +250,7 @@ async fn cancel_while_waiting_cancels_command_and_approval(db: Db) {
 async fn follow_up_input_reaches_the_running_agent(db: Db) {
     let Some(host) = host(db).await else { return };
     let mut run = host.start("p", json!({"prompt": "input"})).await;
-    run.running().await;
+    run.running(WAIT).await;
     let path = format!("/commands/{}/input", run.id);
     for text in ["hello there", "done"] {
         let (status, body) = host
@@ -342,7 +282,7 @@ async fn deny_mode_and_a_denying_command_never_ask() {
     host.put_policy("strict", json!({"mode": "deny"})).await;
     let run = host.start("strict", json!({"prompt": "run echo x"})).await;
     let id = run.id.clone();
-    let rest = run.rest().await;
+    let rest = run.rest(WAIT).await;
     assert!(
         rest.iter().all(|(kind, _)| kind != "approval_requested"),
         "{rest:?}"
@@ -379,14 +319,14 @@ async fn rules_decide_without_asking_and_remember_adds_one() {
     .await;
     let run = host.start("p", json!({"prompt": "run echo ok-rule"})).await;
     let id = run.id.clone();
-    let rest = run.rest().await;
+    let rest = run.rest(WAIT).await;
     assert!(printed(&rest, "ok-rule"), "{rest:?}");
     assert!(rest.iter().all(|(kind, _)| kind != "approval_requested"));
     assert_eq!(host.finished(&id).await["status"], "completed");
 
     // Asked once, allowed with remember: the next identical call is not asked.
     let mut run = host.start("p", json!({"prompt": "run echo again"})).await;
-    let approval = run.next("approval_requested").await["approval"]["id"]
+    let approval = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -411,7 +351,7 @@ async fn rules_decide_without_asking_and_remember_adds_one() {
     );
     let run = host.start("p", json!({"prompt": "run echo again"})).await;
     let id = run.id.clone();
-    let rest = run.rest().await;
+    let rest = run.rest(WAIT).await;
     assert!(
         rest.iter().all(|(kind, _)| kind != "approval_requested"),
         "{rest:?}"
@@ -425,7 +365,7 @@ async fn another_projects_member_can_neither_list_nor_see_nor_decide() {
     let host = host(Db::Sqlite).await.expect("sqlite");
     let b = host.member(&["b"]).await;
     let mut run = host.start("a", json!({"prompt": "run echo secret"})).await;
-    let id = run.next("approval_requested").await["approval"]["id"]
+    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -545,7 +485,7 @@ async fn the_cli_lists_approves_denies_and_sends_input() {
     let mut run = host
         .start("p", json!({"prompt": "run echo cli-$((2*3))"}))
         .await;
-    let id = run.next("approval_requested").await["approval"]["id"]
+    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -564,14 +504,14 @@ async fn the_cli_lists_approves_denies_and_sends_input() {
     assert_eq!(code_, Some(0), "{err}");
     assert!(approved.contains("allowed"), "{approved}");
     let command_id = run.id.clone();
-    assert!(printed(&run.rest().await, "cli-6"));
+    assert!(printed(&run.rest(WAIT).await, "cli-6"));
     assert_eq!(host.finished(&command_id).await["status"], "completed");
     let (code_, _, err) = rdev_cli(&host, &["deny", &id, "--message", "late"]).await;
     assert_ne!(code_, Some(0));
     assert!(err.contains("approval_decided"), "{err}");
 
     let mut run = host.start("p", json!({"prompt": "input"})).await;
-    run.running().await;
+    run.running(WAIT).await;
     for text in ["from the terminal", "done"] {
         let (code_, out, err) = rdev_cli(&host, &["input", &run.id, text]).await;
         assert_eq!(code_, Some(0), "{err}");

@@ -11,17 +11,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
-use rdev_tests::harness::server::{SseReader, TestServer};
+use rdev_tests::harness::Database as Db;
+use rdev_tests::harness::server::{Running, TestServer};
 use rdev_tests::harness::{self, claude, sandbox};
 
 /// Generous: every command starts the real CLI and the machine may be loaded.
 const WAIT: Duration = Duration::from_secs(90);
-
-#[derive(Clone, Copy, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
 
 /// A server whose credential store points the CLI at the fake API.
 struct Host {
@@ -55,12 +50,6 @@ async fn host(db: Db) -> Option<Host> {
     Some(host)
 }
 
-/// A submitted command and its open event stream.
-struct Running {
-    id: String,
-    events: SseReader,
-}
-
 impl Host {
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.server
@@ -88,26 +77,7 @@ impl Host {
 
     /// Submits `body` to claude of `project` and follows its stream.
     async fn start(&self, project: &str, body: Value) -> Running {
-        let (status, answer) = self
-            .call(
-                Method::POST,
-                &format!("/projects/{project}/claude"),
-                Some(body),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-        let id = answer["command_id"].as_str().expect("id").to_owned();
-        let stream = answer["stream_url"].as_str().expect("stream url");
-        let response = self
-            .server
-            .request(Method::GET, stream, Some(&self.server.admin))
-            .send()
-            .await
-            .expect("stream opens");
-        Running {
-            id,
-            events: SseReader::new(response),
-        }
+        self.server.run(project, "claude", body).await
     }
 
     async fn decide(&self, approval: &str, body: Value) {
@@ -141,38 +111,11 @@ impl Host {
     }
 }
 
-impl Running {
-    /// The next event of `kind` (its data), skipping others.
-    async fn next(&mut self, kind: &str) -> Value {
-        let found = tokio::time::timeout(WAIT, async {
-            while let Some(event) = self.events.next().await {
-                if event.event.as_deref() == Some(kind) {
-                    return Some(event.json());
-                }
-            }
-            None
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {kind} event within {WAIT:?}"));
-        found.unwrap_or_else(|| panic!("the stream ended without a {kind} event"))
-    }
-
-    /// The kinds of the remaining events.
-    async fn rest(self) -> Vec<String> {
-        tokio::time::timeout(WAIT, self.events.collect())
-            .await
-            .expect("the stream ends")
-            .into_iter()
-            .map(|e| e.event.unwrap_or_default())
-            .collect()
-    }
-}
-
 async fn asked_then_allowed_the_tool_runs(db: Db) {
     let Some(host) = host(db).await else { return };
     host.script_bash_touch("approved-marker");
     let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
-    let approval = run.next("approval_requested").await["approval"].clone();
+    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
     assert_eq!(approval["tool"], "Bash", "{approval}");
     assert_eq!(approval["input"]["command"], "touch approved-marker");
     assert_eq!(approval["summary"], "Bash: touch approved-marker");
@@ -184,7 +127,7 @@ async fn asked_then_allowed_the_tool_runs(db: Db) {
     let id = approval["id"].as_str().expect("id");
     host.decide(id, json!({"decision": "allow"})).await;
     assert_eq!(
-        run.next("approval_resolved").await["approval"]["status"],
+        run.next("approval_resolved", WAIT).await["approval"]["status"],
         "allowed"
     );
     let command = host.finished(&run.id).await;
@@ -200,7 +143,7 @@ async fn denied_with_a_message_the_model_is_told(db: Db) {
     let Some(host) = host(db).await else { return };
     host.script_bash_touch("denied-marker");
     let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
-    let approval = run.next("approval_requested").await["approval"].clone();
+    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
     let id = approval["id"].as_str().expect("id");
     let message = "not in this repository, use /tmp";
     host.decide(id, json!({"decision": "deny", "message": message}))
@@ -224,7 +167,7 @@ async fn follow_up_input_reaches_the_model(db: Db) {
         .push(Reply::slow_text(&words, Duration::from_millis(50)));
     host.fake.push(Reply::text("answered the follow-up"));
     let mut run = host.start("p", json!({"prompt": "tell a story"})).await;
-    while run.next("status").await["status"] != "running" {}
+    run.running(WAIT).await;
     let deadline = std::time::Instant::now() + WAIT;
     while host.fake.stream_requests().is_empty() {
         assert!(
@@ -256,28 +199,7 @@ async fn follow_up_input_reaches_the_model(db: Db) {
     );
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+rdev_tests::on_both_databases!(
     asked_then_allowed_the_tool_runs,
     denied_with_a_message_the_model_is_told,
     follow_up_input_reaches_the_model,
@@ -296,9 +218,9 @@ async fn deny_mode_never_asks_and_the_model_learns_why() {
         )
         .await;
     let id = run.id.clone();
-    let kinds = run.rest().await;
+    let kinds = run.rest(WAIT).await;
     assert!(
-        !kinds.iter().any(|k| k == "approval_requested"),
+        !kinds.iter().any(|(k, _)| k == "approval_requested"),
         "{kinds:?}"
     );
     let command = host.finished(&id).await;
@@ -335,9 +257,9 @@ async fn a_rule_allows_without_asking() {
     host.script_bash_touch("ruled-marker");
     let run = host.start("p", json!({"prompt": "make the marker"})).await;
     let id = run.id.clone();
-    let kinds = run.rest().await;
+    let kinds = run.rest(WAIT).await;
     assert!(
-        !kinds.iter().any(|k| k == "approval_requested"),
+        !kinds.iter().any(|(k, _)| k == "approval_requested"),
         "{kinds:?}"
     );
     let command = host.finished(&id).await;
@@ -352,7 +274,7 @@ async fn cancel_while_asking_cancels_the_command_and_the_approval() {
     };
     host.script_bash_touch("cancelled-marker");
     let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
-    let approval = run.next("approval_requested").await["approval"].clone();
+    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
     let id = approval["id"].as_str().expect("id");
     let (status, body) = host
         .call(Method::POST, &format!("/commands/{}/cancel", run.id), None)

@@ -8,13 +8,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdev::adapters::local::LocalExecutor;
+use rdev::domain::interaction::{Decision, PermissionRequest};
 use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId, ResultStatus};
-use rdev::ports::{AgentError, CodeAgent, Execution, SecretError, SecretResolver, SecretValue};
+use rdev::ports::interaction::InputReceiver;
+use rdev::ports::{
+    AgentError, CodeAgent, Execution, Interaction, InteractionContext, InteractionError,
+    SecretError, SecretResolver, SecretValue,
+};
 use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
 use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
 use rdev_tests::harness::{self, opencode, plugins};
@@ -31,12 +36,36 @@ impl SecretResolver for MapSecrets {
     }
 }
 
+/// The interaction port of these tests: allows every tool call and keeps what it was asked
+/// (the approvals themselves are tested through `rdev serve` in opencode_approvals.rs).
+#[derive(Default)]
+struct Approver {
+    asked: Mutex<Vec<PermissionRequest>>,
+}
+
+#[async_trait]
+impl Interaction for Approver {
+    async fn request_permission(
+        &self,
+        _ctx: &InteractionContext,
+        request: PermissionRequest,
+    ) -> Result<Decision, InteractionError> {
+        self.asked.lock().unwrap().push(request);
+        Ok(Decision::allow())
+    }
+
+    async fn open_input(&self, _ctx: &InteractionContext) -> Option<InputReceiver> {
+        None
+    }
+}
+
 /// A password no event may ever contain.
 const PASSWORD: &str = "oc-pw-5d1e9a77-never-in-events";
 const PROJECT: &str = "opencode-e2e";
 
 struct Setup {
     fake: FakeOpenAi,
+    approver: Arc<Approver>,
     agent: Arc<WasmAgent>,
     port: u16,
     _root: tempfile::TempDir,
@@ -82,12 +111,15 @@ async fn setup() -> Option<Setup> {
     let executor = Arc::new(LocalExecutor::per_project(root.path(), secrets.clone()));
     let mut config = RuntimeConfig::new(executor, secrets);
     config.cancel_grace = Duration::from_secs(15);
+    let approver = Arc::new(Approver::default());
+    config.interaction = approver.clone();
     let runtime = Runtime::new(config).unwrap();
     let port = opencode::free_port().unwrap();
     let (plugins_tmp, manifest) = plugin_for_port(port);
     let agent = runtime.load(&manifest).await.unwrap();
     Some(Setup {
         fake,
+        approver,
         agent,
         port,
         _root: root,
@@ -256,6 +288,13 @@ async fn bash_tool_call_and_its_result() {
             if id == "call_e2e" && content.contains("from-bash-42"))));
     assert_eq!(out.result().final_text.as_deref(), Some("done"));
     assert_eq!(out.result().num_turns, Some(2));
+    // The server asked before running it, and the host was asked with the call's input.
+    let asked = s.approver.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].tool, "bash");
+    assert_eq!(asked[0].tool_call_id.as_deref(), Some("call_e2e"));
+    assert_eq!(asked[0].input["command"], "echo from-bash-$((6*7))");
+    assert_eq!(asked[0].summary, "bash: echo from-bash-$((6*7))");
     // The tool's output went back to the model.
     let last = s.fake.stream_requests().last().unwrap().body.to_string();
     assert!(last.contains("from-bash-42"), "{last}");

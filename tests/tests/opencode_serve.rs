@@ -125,6 +125,18 @@ async fn start() -> Option<Server> {
 
 /// Sends `prompt` to `session` and returns every `/event` payload until the session is idle.
 async fn turn(s: &Server, name: &str, session: &str, prompt: &str) -> Vec<Value> {
+    turn_answering(s, name, session, prompt, |_| None).await
+}
+
+/// [`turn`], POSTing `(path, body)` whenever `answer` returns one for an event (how a
+/// client replies to a permission request while the turn waits for it).
+async fn turn_answering(
+    s: &Server,
+    name: &str,
+    session: &str,
+    prompt: &str,
+    mut answer: impl FnMut(&Value) -> Option<(String, Value)>,
+) -> Vec<Value> {
     let response = s
         .client
         .get(s.url("/event"))
@@ -162,6 +174,10 @@ async fn turn(s: &Server, name: &str, session: &str, prompt: &str) -> Vec<Value>
                     raw.push('\n');
                     let idle = value["type"] == "session.idle"
                         && value["properties"]["sessionID"] == session;
+                    if let Some((path, body)) = answer(&value) {
+                        let replied = s.post(&path, body).await;
+                        assert!(replied.status().is_success(), "{path}: {replied:?}");
+                    }
                     events.push(value);
                     if idle {
                         break 'outer;
@@ -258,4 +274,97 @@ async fn abort_while_streaming_ends_with_idle() {
     let events = turn(&s, "aborted", &session, "count slowly").await;
     aborter.await.unwrap();
     assert!(types(&events).contains(&"session.idle"));
+}
+
+/// The permission protocol the opencode provider (ABI 0.2.0) relies on: a session created
+/// with an `ask` rule for `bash` makes the server ask even though the project's config allows
+/// it (the session's rules come last and win), the request arrives as `permission.asked` with
+/// the tool call's id and the command in its metadata, and `POST /permission/{id}/reply`
+/// `once` runs the tool while `reject` with a message hands the message to the model instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_with_ask_rules_asks_and_the_reply_decides() {
+    let Some(s) = start().await else { return };
+    let created: Value = s
+        .post(
+            "/session",
+            json!({"permission": [{"permission": "bash", "pattern": "*", "action": "ask"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let session = created["id"].as_str().unwrap().to_owned();
+    let reply = |body: Value| {
+        move |event: &Value| {
+            (event["type"] == "permission.asked").then(|| {
+                let id = event["properties"]["id"].as_str().unwrap();
+                (format!("/permission/{id}/reply"), body.clone())
+            })
+        }
+    };
+
+    s.fake.push(Reply::tool_call(
+        "call_allowed",
+        "bash",
+        json!({"command": "echo allowed-$((6*7))", "description": "marker"}),
+    ));
+    s.fake.push(Reply::text("ran it"));
+    let allowed = turn_answering(
+        &s,
+        "permission_once",
+        &session,
+        "run it",
+        reply(json!({"reply": "once"})),
+    )
+    .await;
+    let asked: Vec<&Value> = allowed
+        .iter()
+        .filter(|e| e["type"] == "permission.asked")
+        .collect();
+    assert_eq!(asked.len(), 1, "{:?}", types(&allowed));
+    let ask = &asked[0]["properties"];
+    assert_eq!(ask["permission"], "bash", "{ask}");
+    assert_eq!(ask["sessionID"], session.as_str());
+    assert_eq!(ask["tool"]["callID"], "call_allowed", "{ask}");
+    assert!(
+        ask["patterns"].to_string().contains("echo allowed"),
+        "{ask}"
+    );
+    assert!(
+        serde_json::to_string(&allowed)
+            .unwrap()
+            .contains("allowed-42"),
+        "the tool ran after `once`"
+    );
+
+    s.fake.push(Reply::tool_call(
+        "call_rejected",
+        "bash",
+        json!({"command": "echo rejected-$((6*7))", "description": "marker"}),
+    ));
+    s.fake.push(Reply::text("understood"));
+    let rejected = turn_answering(
+        &s,
+        "permission_reject",
+        &session,
+        "run another",
+        reply(json!({"reply": "reject", "message": "not on main"})),
+    )
+    .await;
+    assert!(
+        !serde_json::to_string(&rejected)
+            .unwrap()
+            .contains("rejected-42"),
+        "the tool did not run after `reject`"
+    );
+    let told = s
+        .fake
+        .stream_requests()
+        .last()
+        .map(|r| r.message_texts().join("\n"))
+        .unwrap_or_default();
+    assert!(
+        told.contains("not on main"),
+        "the model was told the message: {told}"
+    );
 }

@@ -11,7 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-pub use rdev_sdk::plain::{Event, Usage};
+pub use rdev_sdk::v0_2::plain::{Event, Usage};
+
+use crate::permission::Ask;
 
 /// Token counts as OpenCode reports them (`tokens` of a message or a step).
 fn usage_from_json(tokens: &Value) -> Usage {
@@ -48,6 +50,14 @@ pub struct Mapper {
     tools_finished: HashSet<String>,
     /// Text and reasoning parts whose complete text was emitted.
     parts_finished: HashSet<String>,
+    /// Complete inputs of the tool calls seen, by call id: what a permission request of
+    /// the call shows the host.
+    tool_inputs: HashMap<String, Value>,
+    /// Sessions the agent started under this one (`task`): their permission requests hold
+    /// this turn too, so they are answered like its own.
+    children: HashSet<String>,
+    /// Permission requests waiting for [`Mapper::take_asks`].
+    asks: Vec<Ask>,
     idle: bool,
     busy_seen: bool,
     error: Option<String>,
@@ -78,6 +88,9 @@ impl Mapper {
             tools_announced: HashSet::new(),
             tools_finished: HashSet::new(),
             parts_finished: HashSet::new(),
+            tool_inputs: HashMap::new(),
+            children: HashSet::new(),
+            asks: Vec::new(),
             idle: false,
             busy_seen: false,
             error: None,
@@ -88,6 +101,23 @@ impl Mapper {
     /// on the server (its messages still have to be fetched).
     pub fn is_idle(&self) -> bool {
         self.idle
+    }
+
+    /// A follow-up prompt was sent after `session.idle`: wait for that turn's end too.
+    pub fn expect_turn(&mut self) {
+        self.idle = false;
+        self.busy_seen = false;
+    }
+
+    /// The permission requests seen since the last call, in order. Each one holds its tool
+    /// call on the server until it is answered.
+    pub fn take_asks(&mut self) -> Vec<Ask> {
+        std::mem::take(&mut self.asks)
+    }
+
+    /// The complete input of tool call `call`, when the stream showed it.
+    pub fn tool_input(&self, call: &str) -> Option<&Value> {
+        self.tool_inputs.get(call)
     }
 
     /// The session's or the model's error, if one was reported.
@@ -110,10 +140,19 @@ impl Mapper {
         };
         let kind = value["type"].as_str().unwrap_or("");
         let props = &value["properties"];
+        if matches!(kind, "session.created" | "session.updated") {
+            self.adopt_child(&props["info"]);
+        }
         let session = props["sessionID"]
             .as_str()
             .or_else(|| props["info"]["sessionID"].as_str())
             .or_else(|| props["part"]["sessionID"].as_str());
+        if matches!(kind, "permission.asked" | "permission.updated")
+            && session.is_some_and(|s| self.children.contains(s))
+        {
+            self.ask(props, out);
+            return;
+        }
         if session != Some(self.session_id.as_str()) {
             return;
         }
@@ -134,20 +173,27 @@ impl Mapper {
                 out.push(Event::Error(text.clone()));
                 self.error.get_or_insert(text);
             }
-            "permission.asked" | "permission.updated" => {
-                let what = props["permission"]
-                    .as_str()
-                    .or_else(|| props["type"].as_str())
-                    .or_else(|| props["title"].as_str())
-                    .unwrap_or("a tool");
-                out.push(Event::Warning(format!(
-                    "opencode asks for permission: {what} (the server's permission config \
-                     decides; rdev does not answer prompts)"
-                )));
-                out.push(raw(kind, props));
-            }
+            "permission.asked" | "permission.updated" => self.ask(props, out),
             // session.diff, session.updated, todo.updated, file.edited … pass through.
             _ => out.push(raw(kind, props)),
+        }
+    }
+
+    /// Remembers a session whose parent is this one or one of its children.
+    fn adopt_child(&mut self, info: &Value) {
+        if let (Some(id), Some(parent)) = (info["id"].as_str(), info["parentID"].as_str())
+            && (parent == self.session_id || self.children.contains(parent))
+        {
+            self.children.insert(id.to_owned());
+        }
+    }
+
+    fn ask(&mut self, props: &Value, out: &mut Vec<Event>) {
+        match Ask::parse(props) {
+            Ok(ask) => self.asks.push(ask),
+            Err(why) => out.push(Event::Warning(format!(
+                "an opencode permission request rdev cannot answer: {why}"
+            ))),
         }
     }
 
@@ -232,6 +278,8 @@ impl Mapper {
         // `pending` carries a partial input; from `running` on the input is complete.
         if status != "pending" && !self.tools_announced.contains(&call) {
             self.tools_announced.insert(call.clone());
+            self.tool_inputs
+                .insert(call.clone(), state["input"].clone());
             out.push(Event::ToolUse {
                 id: call.clone(),
                 name: name.to_owned(),
@@ -314,19 +362,34 @@ pub struct Turn {
     pub error_name: Option<String>,
 }
 
-/// Reads the turn that answered the last user message out of the session's messages.
-/// `None` when the answer has no user message (nothing was sent).
-pub fn turn_outcome(messages: &Value) -> Option<Turn> {
+/// Reads what answered the last `prompts` user messages (the execution's prompt and the
+/// follow-ups it sent) out of the session's messages: usage, cost and steps summed over all
+/// of them, the final text and error of the last. `None` when the answer has no user message
+/// (nothing was sent).
+pub fn turn_outcome(messages: &Value, prompts: usize) -> Option<Turn> {
     let list = messages.as_array()?;
-    let last_user = list.iter().rposition(|m| m["info"]["role"] == "user")?;
-    let user_id = list[last_user]["info"]["id"].as_str().unwrap_or("");
+    let users: Vec<usize> = list
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m["info"]["role"] == "user")
+        .map(|(i, _)| i)
+        .collect();
+    let first = *users.get(users.len().checked_sub(prompts.max(1))?)?;
+    let user_ids: HashSet<&str> = users
+        .iter()
+        .filter(|&&i| i >= first)
+        .filter_map(|&i| list[i]["info"]["id"].as_str())
+        .collect();
     let mut turn = Turn::default();
-    for message in &list[last_user + 1..] {
+    for message in &list[first + 1..] {
         let info = &message["info"];
         if info["role"] != "assistant" {
             continue;
         }
-        if info["parentID"].as_str().is_some_and(|p| p != user_id) {
+        if info["parentID"]
+            .as_str()
+            .is_some_and(|p| !user_ids.contains(p))
+        {
             continue;
         }
         turn.steps += 1;

@@ -8,17 +8,27 @@
 //! session's messages for the final text, tokens, cost and error. A server this plugin starts
 //! lives as long as the execution (the host kills an execution's processes when it ends);
 //! sessions persist on disk in the workspace's HOME, so the next execution resumes them.
+//!
+//! ABI 0.2.0: the session is given rules that make the server ask before every effectful
+//! tool call ([`permission`]); each `permission.asked` is put to the host's
+//! `request-permission` and answered with what the host decided. Follow-up input that
+//! arrives while the agent works is sent into the same session when its turn ends, and the
+//! execution goes on until that turn ends too.
 
 mod events;
 mod options;
+mod permission;
 
 use std::time::{Duration, Instant};
 
-use rdev_sdk::bindings::rdev::provider::types::InitInfo;
-use rdev_sdk::exec::{ExecError, Process};
-use rdev_sdk::process::{self, CommandBuilder, Lines};
-use rdev_sdk::project_http::{self, Auth, EventStream, EventsRead, HttpError, Request, Response};
-use rdev_sdk::{
+use rdev_sdk::v0_2::bindings::rdev::provider::types::InitInfo;
+use rdev_sdk::v0_2::exec::{ExecError, Process};
+use rdev_sdk::v0_2::interaction::{self, Decision, InputRead, InteractionError, PermissionRequest};
+use rdev_sdk::v0_2::process::{self, CommandBuilder, Lines};
+use rdev_sdk::v0_2::project_http::{
+    self, Auth, EventStream, EventsRead, HttpError, Request, Response,
+};
+use rdev_sdk::v0_2::{
     AgentEvent, AgentRequest, AgentResult, CleanupRequest, Provider, ProviderCapabilities,
     ProviderError, ResultStatus, SecretRef, event, execution, plain, result,
 };
@@ -26,6 +36,7 @@ use serde_json::{Value, json};
 
 use events::{Event, Mapper};
 use options::{Model, Options};
+use permission::{Ask, Reply};
 
 /// The credential holding the server's password; the user name is OpenCode's default.
 const PASSWORD_CREDENTIAL: &str = "OPENCODE_SERVER_PASSWORD";
@@ -52,13 +63,16 @@ const UNSTEADY_HEALTH_CHECKS: u32 = 10;
 const BODY_EXCERPT_CHARS: usize = 300;
 /// Stderr lines of a started server kept for the error when it does not come up.
 const STDERR_TAIL_LINES: usize = 20;
+/// What the model is told when a denial carries no message of its own.
+const DENIED: &str = "The user denied this tool call.";
 
 struct OpenCode;
 
 impl Provider for OpenCode {
     fn capabilities() -> ProviderCapabilities {
-        rdev_sdk::agent_capabilities(
-            "OpenCode (`opencode serve`, HTTP + SSE) in the project's workspace",
+        rdev_sdk::v0_2::agent_capabilities(
+            "OpenCode (`opencode serve`, HTTP + SSE) in the project's workspace: asks before \
+             tool calls, takes follow-up input",
         )
     }
 
@@ -85,6 +99,8 @@ impl Provider for OpenCode {
             version: None,
             cancelled: false,
             final_text_seen: String::new(),
+            prompts: 0,
+            follow_ups: Vec::new(),
         };
         run.execute()
     }
@@ -256,6 +272,10 @@ struct Run {
     cancelled: bool,
     /// Complete texts seen on the stream, kept for a turn whose messages cannot be fetched.
     final_text_seen: String,
+    /// Prompts this execution sent into the session: the first one and its follow-ups.
+    prompts: usize,
+    /// Follow-up input taken from the host, sent when the current turn ends.
+    follow_ups: Vec<String>,
 }
 
 impl Run {
@@ -295,7 +315,7 @@ impl Run {
         );
         let path = format!("/session/{session}/prompt_async");
         match self.api.call("POST", &path, Some(&body)) {
-            Ok(_) => {}
+            Ok(_) => self.prompts += 1,
             Err(Fail::Cancelled) => {
                 // Moment 2: the prompt may or may not have reached the server. It is aborted
                 // only if the session is working on it.
@@ -307,7 +327,7 @@ impl Run {
             }
             Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(result::failed(Some(session), e)),
         }
-        match self.stream(&stream, &mut mapper) {
+        match self.stream(&session, &stream, &mut mapper) {
             Streamed::Idle => {
                 let error = mapper.error().map(str::to_owned);
                 Ok(self.finish(&session, true, error))
@@ -367,8 +387,8 @@ impl Run {
                 )));
             }
         };
-        rdev_sdk::log::log(
-            rdev_sdk::log::Level::Info,
+        rdev_sdk::v0_2::log::log(
+            rdev_sdk::v0_2::log::Level::Info,
             &format!("started opencode serve on port {port}"),
         );
         let timeout = self
@@ -427,13 +447,16 @@ impl Run {
         }
     }
 
-    /// The session to send to: the request's (which must exist) or a new one.
+    /// The session to send to: the request's (which must exist) or a new one, either way
+    /// with the rules that make the server ask before effectful tool calls.
     fn session(&self) -> Result<String, Fail> {
+        let rules = json!({"permission": permission::session_rules()});
         if let Some(id) = &self.request.session_id {
-            self.api.json("GET", &format!("/session/{id}"), None)?;
+            self.api
+                .json("PATCH", &format!("/session/{id}"), Some(&rules))?;
             return Ok(id.clone());
         }
-        let created = self.api.json("POST", "/session", Some(&json!({})))?;
+        let created = self.api.json("POST", "/session", Some(&rules))?;
         created["id"]
             .as_str()
             .map(str::to_owned)
@@ -451,12 +474,19 @@ impl Run {
         }
     }
 
-    /// Maps the stream's events until the session is idle, the host cancels, or it breaks.
-    fn stream(&mut self, stream: &EventStream, mapper: &mut Mapper) -> Streamed {
+    /// Maps the stream's events, answers permission requests and sends follow-up input,
+    /// until the session is idle with no input waiting, the host cancels, or it breaks.
+    fn stream(&mut self, session: &str, stream: &EventStream, mapper: &mut Mapper) -> Streamed {
         loop {
             let batch = match stream.next(SSE_BATCH, Some(SSE_POLL_MS)) {
                 Ok(EventsRead::Events(batch)) => batch,
-                Ok(EventsRead::Idle) => continue,
+                // Also how the host says input arrived (an early idle read).
+                Ok(EventsRead::Idle) => {
+                    if self.take_input().is_err() {
+                        return Streamed::Cancelled;
+                    }
+                    continue;
+                }
                 Ok(EventsRead::Closed) => {
                     return Streamed::Broken("the server closed its event stream".into());
                 }
@@ -482,10 +512,105 @@ impl Run {
                     Streamed::Cancelled
                 };
             }
+            for ask in mapper.take_asks() {
+                if self.answer(&ask, mapper).is_err() {
+                    return Streamed::Cancelled;
+                }
+            }
             if mapper.is_idle() {
-                return Streamed::Idle;
+                if self.take_input().is_err() {
+                    return Streamed::Cancelled;
+                }
+                if self.follow_ups.is_empty() {
+                    return Streamed::Idle;
+                }
+                match self.send_follow_ups(session) {
+                    Ok(()) => mapper.expect_turn(),
+                    Err(Fail::Cancelled) => return Streamed::Idle,
+                    Err(Fail::Connect(e) | Fail::Other(e)) => {
+                        let _ = event::emit(event::warning(format!(
+                            "follow-up input was not delivered: {e}"
+                        )));
+                        return Streamed::Idle;
+                    }
+                }
             }
         }
+    }
+
+    /// Puts `ask` to the host and replies its decision to the server. `Err` when the
+    /// command was cancelled while the host was asked.
+    fn answer(&mut self, ask: &Ask, mapper: &Mapper) -> Result<(), Cancelled> {
+        let input = ask.input(ask.call_id.as_deref().and_then(|c| mapper.tool_input(c)));
+        let request = PermissionRequest {
+            tool_call_id: ask.call_id.clone(),
+            tool: ask.permission.clone(),
+            input_json: input.to_string(),
+            summary: ask.summary(&input),
+            // OpenCode's own choices are once / always / reject; "always" is a project rule
+            // on the host, so allow and deny are all the host needs to offer.
+            options: Vec::new(),
+        };
+        let reply = match interaction::request_permission(&request) {
+            Ok(Decision::Allow(allow)) => match allow.updated_input_json {
+                None => Reply::Once,
+                Some(edited) => Reply::Reject(Some(permission::edited_input_message(&edited))),
+            },
+            Ok(Decision::Deny(deny)) if deny.interrupt => Reply::Reject(None),
+            Ok(Decision::Deny(deny)) => Reply::Reject(Some(
+                deny.message
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| DENIED.to_owned()),
+            )),
+            Err(InteractionError::Cancelled) => return Err(Cancelled),
+            Err(InteractionError::InvalidRequest(why) | InteractionError::Unavailable(why)) => {
+                Reply::Reject(Some(format!("rdev could not ask for permission: {why}")))
+            }
+        };
+        let path = format!("/permission/{}/reply", ask.id);
+        match self.api.call("POST", &path, Some(&reply.body())) {
+            Ok(_) => Ok(()),
+            Err(Fail::Cancelled) => Err(Cancelled),
+            Err(Fail::Connect(e) | Fail::Other(e)) => {
+                let _ = event::emit(event::warning(format!(
+                    "answering opencode's permission request for {} failed: {e}",
+                    request.summary
+                )));
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves the follow-up input waiting on the host into [`Run::follow_ups`].
+    fn take_input(&mut self) -> Result<(), Cancelled> {
+        loop {
+            match interaction::next_input(Some(0)) {
+                Ok(InputRead::Input(input)) => self.follow_ups.push(input.text),
+                Ok(InputRead::Idle | InputRead::Closed) => return Ok(()),
+                Err(InteractionError::Cancelled) => return Err(Cancelled),
+                Err(InteractionError::InvalidRequest(_) | InteractionError::Unavailable(_)) => {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Sends the waiting follow-ups into `session` as one prompt (one text part each).
+    fn send_follow_ups(&mut self, session: &str) -> Result<(), Fail> {
+        let texts = std::mem::take(&mut self.follow_ups);
+        let mut body = options::prompt_body(
+            &texts.join("\n\n"),
+            self.model.as_ref(),
+            self.options.agent.as_deref(),
+        );
+        body["parts"] = texts
+            .iter()
+            .map(|text| json!({"type": "text", "text": text}))
+            .collect();
+        let path = format!("/session/{session}/prompt_async");
+        self.api.call("POST", &path, Some(&body))?;
+        self.prompts += 1;
+        Ok(())
     }
 
     fn remember(&mut self, out: &[Event]) {
@@ -567,7 +692,7 @@ impl Run {
                 };
             }
         };
-        let turn = events::turn_outcome(&messages).unwrap_or_default();
+        let turn = events::turn_outcome(&messages, self.prompts).unwrap_or_default();
         let mut result = AgentResult {
             status: ResultStatus::Completed,
             exit_code: None,
@@ -632,4 +757,7 @@ fn stderr_tail(process: &Process) -> String {
     }
 }
 
-rdev_sdk::export_provider!(OpenCode);
+/// The command was cancelled while the host was asked something.
+struct Cancelled;
+
+rdev_sdk::v0_2::export_provider!(OpenCode);

@@ -195,6 +195,38 @@ impl TestServer {
         body
     }
 
+    /// Submits `body` to `provider` of `project` as the admin, expecting 202, and opens the
+    /// command's event stream.
+    pub async fn run(&self, project: &str, provider: &str, body: serde_json::Value) -> Running {
+        let (status, answer) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/projects/{project}/{provider}"),
+                Some(&self.admin),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{answer}");
+        let id = answer["command_id"]
+            .as_str()
+            .expect("command id")
+            .to_owned();
+        let stream = answer["stream_url"].as_str().expect("stream url");
+        let response = self
+            .request(reqwest::Method::GET, stream, Some(&self.admin))
+            // A stream may rightly stay open longer than the client's default deadline for
+            // a whole response; waits for its events have their own deadlines.
+            .timeout(STREAM_DEADLINE)
+            .send()
+            .await
+            .expect("stream opens");
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        Running {
+            id,
+            events: SseReader::new(response),
+        }
+    }
+
     /// Follows a submitted command's stream (the answer of a submit) until the server closes
     /// it; the events received and the command as `GET /commands/{id}` then reports it.
     pub async fn follow(
@@ -217,6 +249,49 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+    }
+}
+
+/// How long a test may keep one event stream open.
+const STREAM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A submitted command and its open event stream.
+pub struct Running {
+    pub id: String,
+    pub events: SseReader,
+}
+
+impl Running {
+    /// The data of the next event of `kind`, skipping others; panics after `wait` or when
+    /// the stream ends first.
+    pub async fn next(&mut self, kind: &str, wait: std::time::Duration) -> serde_json::Value {
+        let found = tokio::time::timeout(wait, async {
+            while let Some(event) = self.events.next().await {
+                if event.event.as_deref() == Some(kind) {
+                    return Some(event.json());
+                }
+            }
+            None
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} event within {wait:?}"));
+        found.unwrap_or_else(|| panic!("the stream ended without a {kind} event"))
+    }
+
+    /// Waits for the `running` status event.
+    pub async fn running(&mut self, wait: std::time::Duration) {
+        while self.next("status", wait).await["status"] != "running" {}
+    }
+
+    /// Every remaining event (kind and data) until the server closes the stream, at most
+    /// `wait`.
+    pub async fn rest(self, wait: std::time::Duration) -> Vec<(String, serde_json::Value)> {
+        tokio::time::timeout(wait, self.events.collect())
+            .await
+            .expect("the stream ends")
+            .into_iter()
+            .map(|e| (e.event.clone().unwrap_or_default(), e.json()))
+            .collect()
     }
 }
 

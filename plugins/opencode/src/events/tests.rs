@@ -140,7 +140,7 @@ fn events_of_other_sessions_and_garbage() {
 }
 
 #[test]
-fn status_retry_warns_and_permission_asks_are_reported() {
+fn status_retry_warns_and_permission_asks_are_queued() {
     let mut mapper = Mapper::new("s");
     let mut out = Vec::new();
     mapper.feed(
@@ -158,13 +158,13 @@ fn status_retry_warns_and_permission_asks_are_reported() {
         .to_string(),
         &mut out,
     );
+    let asks = mapper.take_asks();
+    assert_eq!(asks.len(), 1);
+    assert_eq!(asks[0].id, "per_1");
+    assert_eq!(asks[0].permission, "bash");
     assert!(
-        out.iter()
-            .any(|e| matches!(e, Event::Warning(w) if w.contains("bash")))
-    );
-    assert!(
-        out.iter()
-            .any(|e| matches!(e, Event::Raw { kind, .. } if kind == "permission.asked"))
+        mapper.take_asks().is_empty(),
+        "each request is handed out once"
     );
     mapper.feed(
         &json!({"type":"session.error","properties":{"sessionID":"s",
@@ -217,7 +217,7 @@ fn turn_outcome_sums_the_turn_after_the_last_user_message() {
                   "tokens": {"input": 20, "output": 2, "cache": {"read": 0, "write": 7}}},
          "parts": [{"type": "text", "text": "all "}, {"type": "text", "text": "done"}]}
     ]);
-    let turn = turn_outcome(&messages).unwrap();
+    let turn = turn_outcome(&messages, 1).unwrap();
     assert_eq!(turn.steps, 2);
     assert_eq!(turn.final_text.as_deref(), Some("all done"));
     assert_eq!(turn.cost_usd, 0.75);
@@ -238,13 +238,20 @@ fn turn_outcome_sums_the_turn_after_the_last_user_message() {
                   "error": {"name": "APIError", "data": {"message": "Incorrect API key", "statusCode": 401}}},
          "parts": []}
     ]);
-    let turn = turn_outcome(&failed).unwrap();
+    let turn = turn_outcome(&failed, 1).unwrap();
     assert_eq!(
         turn.error.as_deref(),
         Some("APIError (HTTP 401): Incorrect API key")
     );
     assert_eq!(turn.error_name.as_deref(), Some("APIError"));
-    assert_eq!(turn_outcome(&json!([])), None);
+    assert_eq!(turn_outcome(&json!([]), 1), None);
+
+    // The prompt and one follow-up: both turns are summed, the text is the follow-up's.
+    let both = turn_outcome(&messages, 2).unwrap();
+    assert_eq!(both.steps, 3);
+    assert_eq!(both.cost_usd, 5.75);
+    assert_eq!(both.final_text.as_deref(), Some("all done"));
+    assert_eq!(turn_outcome(&messages, 3), None);
 }
 
 #[test]
@@ -253,4 +260,114 @@ fn aborted_turn_ends_idle_with_the_abort_error() {
     assert!(mapper.is_idle());
     let error = mapper.error().expect("the abort is reported");
     assert!(error.contains("MessageAbortedError"), "{error}");
+}
+
+#[test]
+fn asks_of_sub_agent_sessions_are_queued_and_other_sessions_ignored() {
+    let mut mapper = Mapper::new("s");
+    let mut out = Vec::new();
+    let feed = |mapper: &mut Mapper, out: &mut Vec<Event>, value: serde_json::Value| {
+        mapper.feed(&value.to_string(), out);
+    };
+    feed(
+        &mut mapper,
+        &mut out,
+        json!({"type":"session.created",
+        "properties":{"info":{"id":"child","parentID":"s"}}}),
+    );
+    feed(
+        &mut mapper,
+        &mut out,
+        json!({"type":"session.created",
+        "properties":{"info":{"id":"grandchild","parentID":"child"}}}),
+    );
+    feed(
+        &mut mapper,
+        &mut out,
+        json!({"type":"session.created",
+        "properties":{"info":{"id":"stranger","parentID":"other"}}}),
+    );
+    for (session, id) in [
+        ("grandchild", "per_a"),
+        ("stranger", "per_b"),
+        ("s", "per_c"),
+    ] {
+        feed(
+            &mut mapper,
+            &mut out,
+            json!({"type":"permission.asked","properties":{
+            "sessionID": session, "id": id, "permission": "edit", "patterns": ["a.rs"]}}),
+        );
+    }
+    let ids: Vec<String> = mapper.take_asks().into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, ["per_a", "per_c"]);
+    feed(
+        &mut mapper,
+        &mut out,
+        json!({"type":"permission.asked","properties":{
+        "sessionID":"s","id":"../x","permission":"bash"}}),
+    );
+    assert!(matches!(out.last(), Some(Event::Warning(w)) if w.contains("cannot answer")));
+}
+
+#[test]
+fn a_tool_call_input_is_kept_for_its_permission_request() {
+    let mut mapper = Mapper::new("s");
+    let mut out = Vec::new();
+    mapper.feed(
+        &json!({"type":"message.part.updated","properties":{"part":{"id":"p1","sessionID":"s",
+            "messageID":"m1","type":"tool","callID":"c1","tool":"bash",
+            "state":{"status":"running","input":{"command":"echo hi"}}}}})
+        .to_string(),
+        &mut out,
+    );
+    assert_eq!(
+        mapper.tool_input("c1"),
+        Some(&json!({"command": "echo hi"}))
+    );
+    assert_eq!(mapper.tool_input("c2"), None);
+}
+
+#[test]
+fn expect_turn_waits_for_the_next_busy_and_idle() {
+    let mut mapper = Mapper::new("s");
+    let mut out = Vec::new();
+    let status = |t: &str| {
+        json!({"type":"session.status","properties":{"sessionID":"s","status":{"type":t}}})
+            .to_string()
+    };
+    let idle = json!({"type":"session.idle","properties":{"sessionID":"s"}}).to_string();
+    mapper.feed(&status("busy"), &mut out);
+    mapper.feed(&idle, &mut out);
+    assert!(mapper.is_idle());
+    mapper.expect_turn();
+    assert!(!mapper.is_idle());
+    mapper.feed(&idle, &mut out);
+    assert!(
+        !mapper.is_idle(),
+        "an idle before the follow-up's busy ends nothing"
+    );
+    mapper.feed(&status("busy"), &mut out);
+    mapper.feed(&idle, &mut out);
+    assert!(mapper.is_idle());
+}
+
+#[test]
+fn a_recorded_permission_request_is_queued_with_its_call() {
+    let (events, mut mapper) = replay(include_str!("../../tests/fixtures/permission_once.jsonl"));
+    let asks = mapper.take_asks();
+    assert_eq!(asks.len(), 1, "{asks:?}");
+    let ask = &asks[0];
+    assert_eq!(ask.permission, "bash");
+    assert_eq!(ask.call_id.as_deref(), Some("call_allowed"));
+    assert!(ask.id.starts_with("per_"), "{ask:?}");
+    let input = ask.input(mapper.tool_input("call_allowed"));
+    assert_eq!(input["command"], "echo allowed-$((6*7))");
+    assert_eq!(ask.summary(&input), "bash: echo allowed-$((6*7))");
+    assert!(
+        events.iter().any(|e| matches!(e,
+            Event::ToolResult { id, content, is_error: false }
+                if id == "call_allowed" && content.contains("allowed-42"))),
+        "the allowed call ran"
+    );
 }

@@ -1,0 +1,251 @@
+//! The opencode provider on ABI 0.2.0 with a person in the loop: a real `rdev serve`
+//! (SQLite and PostgreSQL, confined like production) whose opencode plugin starts the real
+//! `opencode serve` inside the project's sandbox, against the fake chat-completions API. The
+//! fake model asks for a `bash` call that creates a file; the server's permission request
+//! becomes an approval decided over HTTP, and the effect (or its absence) is looked for in
+//! the workspace. What the model was told is read from the requests the fake received.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::harness::Database as Db;
+use rdev_tests::harness::server::{Running, TestServer};
+use rdev_tests::harness::{self, opencode, sandbox};
+
+/// Generous: every command starts the real server and the machine may be loaded.
+const WAIT: Duration = Duration::from_secs(120);
+const PROJECT: &str = "p";
+
+/// A server whose project `p` is configured to use the fake model API.
+struct Host {
+    server: TestServer,
+    fake: FakeOpenAi,
+}
+
+async fn host(db: Db) -> Option<Host> {
+    let bin = match opencode::install() {
+        Ok(bin) => bin,
+        Err(reason) => {
+            harness::skip_or_fail(&reason);
+            return None;
+        }
+    };
+    harness::put_on_path(&bin);
+    let fake = FakeOpenAi::start().expect("fake API");
+    let allow = sandbox::allow_rule(&fake.base_url());
+    let adjust = move |config: &mut rdev::server::ServeConfig| {
+        config.confinement.allow_hosts.push(allow);
+    };
+    let server = match db {
+        Db::Sqlite => TestServer::sqlite_with(adjust).await,
+        Db::Postgres => TestServer::postgres_with(adjust).await?,
+    };
+    let host = Host { server, fake };
+    let (status, body) = host
+        .call(
+            Method::PUT,
+            "/credentials/OPENCODE_SERVER_PASSWORD",
+            Some(json!({"value": "oc-approvals-password"})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let (status, body) = host
+        .call(Method::POST, "/projects", Some(json!({"id": PROJECT})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    opencode::write_config(&host.workspace(), &host.fake.base_url()).expect("opencode.json");
+    Some(host)
+}
+
+impl Host {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.server
+            .call(method, path, Some(&self.server.admin), body)
+            .await
+    }
+
+    fn workspace(&self) -> std::path::PathBuf {
+        self.server.workspace(PROJECT)
+    }
+
+    /// Scripts the model: one `bash` call that creates `file`, then a closing text.
+    fn script_bash_touch(&self, file: &str) {
+        self.fake.push(Reply::tool_call(
+            "call_touch",
+            "bash",
+            json!({"command": format!("touch {file}"), "description": "create the marker"}),
+        ));
+        self.fake.push(Reply::text("finished"));
+    }
+
+    /// Submits `prompt` to opencode in the project and follows its stream.
+    async fn start(&self, prompt: &str) -> Running {
+        let body = json!({
+            "prompt": prompt,
+            "model": format!("{}/{}", opencode::PROVIDER, opencode::MODEL),
+            "options": {"disable_models_fetch": true},
+        });
+        self.server.run(PROJECT, "opencode", body).await
+    }
+
+    async fn decide(&self, approval: &Value, body: Value) {
+        let id = approval["id"].as_str().expect("approval id");
+        let (status, decided) = self
+            .call(Method::POST, &format!("/approvals/{id}"), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{decided}");
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        self.server.finished_within(id, WAIT).await
+    }
+
+    /// Every text of the last conversation request the fake model received.
+    fn model_was_last_told(&self) -> String {
+        self.fake
+            .stream_requests()
+            .last()
+            .map(|r| r.message_texts().join("\n"))
+            .unwrap_or_default()
+    }
+}
+
+async fn asked_then_allowed_the_tool_runs(db: Db) {
+    let Some(host) = host(db).await else { return };
+    host.script_bash_touch("approved-marker");
+    let mut run = host.start("make the marker").await;
+    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    assert_eq!(approval["tool"], "bash", "{approval}");
+    assert_eq!(approval["input"]["command"], "touch approved-marker");
+    assert_eq!(approval["summary"], "bash: touch approved-marker");
+    assert_eq!(approval["tool_call_id"], "call_touch", "{approval}");
+    assert_eq!(approval["status"], "pending");
+    assert!(
+        !host.workspace().join("approved-marker").exists(),
+        "nothing runs before the decision"
+    );
+    host.decide(&approval, json!({"decision": "allow"})).await;
+    assert_eq!(
+        run.next("approval_resolved", WAIT).await["approval"]["status"],
+        "allowed"
+    );
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert_eq!(command["result"]["final_text"], "finished", "{command}");
+    assert!(host.workspace().join("approved-marker").exists());
+}
+
+async fn denied_with_a_message_the_model_is_told(db: Db) {
+    let Some(host) = host(db).await else { return };
+    host.script_bash_touch("denied-marker");
+    let mut run = host.start("make the marker").await;
+    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    let message = "not in this repository, use /tmp";
+    host.decide(&approval, json!({"decision": "deny", "message": message}))
+        .await;
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert!(!host.workspace().join("denied-marker").exists());
+    let told = host.model_was_last_told();
+    assert!(told.contains(message), "the model was told why: {told}");
+}
+
+rdev_tests::on_both_databases!(
+    asked_then_allowed_the_tool_runs,
+    denied_with_a_message_the_model_is_told,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nobody_decides_expires_as_a_denial() {
+    let Some(host) = host(Db::Sqlite).await else {
+        return;
+    };
+    let (status, body) = host
+        .call(
+            Method::PUT,
+            "/projects/p/policy",
+            Some(json!({"mode": "ask", "timeout_secs": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    host.script_bash_touch("late-marker");
+    let mut run = host.start("make the marker").await;
+    let resolved = run.next("approval_resolved", WAIT).await;
+    assert_eq!(resolved["approval"]["status"], "expired", "{resolved}");
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert!(!host.workspace().join("late-marker").exists());
+    let told = host.model_was_last_told();
+    assert!(told.contains("expired"), "the model was told why: {told}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_allows_without_asking() {
+    let Some(host) = host(Db::Sqlite).await else {
+        return;
+    };
+    let rule = json!({"rules": [{"tool": "bash", "pattern": "touch ruled-*", "action": "allow"}]});
+    let (status, body) = host
+        .call(Method::PUT, "/projects/p/policy", Some(rule))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    host.script_bash_touch("ruled-marker");
+    let run = host.start("make the marker").await;
+    let id = run.id.clone();
+    let events = run.rest(WAIT).await;
+    assert!(
+        !events.iter().any(|(kind, _)| kind == "approval_requested"),
+        "nobody was asked"
+    );
+    let resolved: Vec<&Value> = events
+        .iter()
+        .filter(|(kind, _)| kind == "approval_resolved")
+        .map(|(_, data)| data)
+        .collect();
+    assert_eq!(resolved.len(), 1, "the policy's decision is on the trail");
+    assert_eq!(resolved[0]["approval"]["decided_by"], "policy");
+    let command = host.finished(&id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert!(host.workspace().join("ruled-marker").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_up_input_continues_the_same_session() {
+    let Some(host) = host(Db::Sqlite).await else {
+        return;
+    };
+    let words: Vec<String> = (0..30).map(|i| format!("w{i} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    host.fake
+        .push(Reply::slow_text(&words, Duration::from_millis(100)));
+    host.fake.push(Reply::text("answered the follow-up"));
+    let mut run = host.start("tell a story").await;
+    run.next("message", WAIT).await;
+    let (status, body) = host
+        .call(
+            Method::POST,
+            &format!("/commands/{}/input", run.id),
+            Some(json!({"text": "and end it with a dragon"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert_eq!(
+        command["result"]["final_text"], "answered the follow-up",
+        "{command}"
+    );
+    assert_eq!(command["result"]["num_turns"], 2, "{command}");
+    let requests = host.fake.stream_requests();
+    assert_eq!(requests.len(), 2, "one more turn for the follow-up");
+    let last = requests[1].message_texts().join("\n");
+    assert!(
+        last.contains("tell a story") && last.contains("and end it with a dragon"),
+        "{last}"
+    );
+    let session = command["result"]["session_id"].as_str().expect("session");
+    assert!(session.starts_with("ses"), "{command}");
+}
