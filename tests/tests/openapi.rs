@@ -177,6 +177,12 @@ async fn every_documented_operation_is_served_and_nothing_else_is() {
     assert_eq!(schemes["access_token"]["in"], "query");
     let sse = &paths["/projects/{id}/events/{stream_id}"]["get"];
     assert!(sse["responses"]["200"]["content"]["text/event-stream"].is_object());
+    // Lists carry previews (#21 part 5); the schema says how to tell.
+    let command = &doc["components"]["schemas"]["CommandView"]["properties"];
+    assert!(
+        command["truncated"].is_object(),
+        "CommandView documents truncated"
+    );
     let problem = &doc["components"]["schemas"]["Problem"]["properties"];
     for field in ["type", "title", "status", "detail", "code", "error"] {
         assert!(problem[field].is_object(), "Problem documents {field}");

@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
 use super::state::AppState;
 use crate::domain::{
     AgentRequest, AgentResult, CommandFilter, CommandId, CommandRecord, CommandStatus, NewCommand,
-    Principal, ProjectId, Provenance, ProviderName, request_digest,
+    Principal, ProjectId, Provenance, ProviderName, json_size, request_digest,
 };
 use crate::ports::{ProviderLookup, UnknownProject};
 
@@ -94,6 +94,57 @@ pub struct CommandView {
     pub duration_ms: Option<i64>,
     /// The provider build that ran it (name, version, ABI, component sha256), once started.
     pub provenance: Option<Provenance>,
+    /// True in a list answer when a text (prompt, session id, error, final text) was
+    /// shortened to a preview of at most 1 KiB or the result's details were left out;
+    /// `GET /commands/{id}` has them whole.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// Longest text of a command in a list answer, in bytes: a page of 500 commands stays a few
+/// MiB however large their prompts and results are.
+pub const LIST_PREVIEW_BYTES: usize = 1024;
+
+/// Cuts `text` to at most `max` bytes at a character boundary; true when it was cut.
+fn shorten(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    text.truncate(text.floor_char_boundary(max));
+    true
+}
+
+impl CommandView {
+    /// The view a list shows: texts cut to [`LIST_PREVIEW_BYTES`], details left out when
+    /// larger, [`CommandView::truncated`] set when anything was.
+    pub fn preview(mut self) -> Self {
+        let max = LIST_PREVIEW_BYTES;
+        let mut cut = shorten(&mut self.prompt, max);
+        for text in [&mut self.session_id, &mut self.error]
+            .into_iter()
+            .flatten()
+        {
+            cut |= shorten(text, max);
+        }
+        if let Some(result) = &mut self.result {
+            for text in [
+                &mut result.session_id,
+                &mut result.error,
+                &mut result.final_text,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                cut |= shorten(text, max);
+            }
+            if result.details.as_ref().is_some_and(|d| json_size(d) > max) {
+                result.details = None;
+                cut = true;
+            }
+        }
+        self.truncated = cut;
+        self
+    }
 }
 
 /// Where a command's events stream.
@@ -131,6 +182,7 @@ impl From<CommandRecord> for CommandView {
             finished_at: record.finished_at,
             duration_ms,
             provenance: record.provenance,
+            truncated: false,
         }
     }
 }
@@ -150,7 +202,8 @@ pub struct ListQuery {
     pub offset: Option<u32>,
 }
 
-/// Answer of `GET /projects/{id}/commands`: newest first.
+/// Answer of `GET /projects/{id}/commands`: newest first, each command as a preview (see
+/// [`CommandView::truncated`]).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CommandPage {
     pub commands: Vec<CommandView>,
@@ -351,11 +404,12 @@ async fn read(
     ))
 }
 
-/// Lists a project's commands, newest first.
+/// Lists a project's commands, newest first, as previews: long texts cut to 1 KiB and large
+/// details left out (`truncated` says so); `GET /commands/{id}` has each whole.
 #[utoipa::path(get, path = "/projects/{id}/commands", tag = "commands",
     security(("bearer" = [])),
     params(("id" = ProjectId, Path, description = "Project id"), ListQuery), responses(
-    (status = 200, description = "A page of commands", body = CommandPage),
+    (status = 200, description = "A page of commands, long texts cut to previews", body = CommandPage),
     (status = 400, description = "Invalid id, status, limit or offset"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such project"),
@@ -403,7 +457,7 @@ async fn list_for_project(
         .into_iter()
         .skip(offset as usize)
         .take(limit as usize)
-        .map(CommandView::from)
+        .map(|record| CommandView::from(record).preview())
         .collect();
     Ok(Json(CommandPage {
         commands,

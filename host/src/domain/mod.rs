@@ -9,6 +9,7 @@ pub mod event;
 pub mod ids;
 pub mod interaction;
 pub mod network;
+pub mod output;
 pub mod project;
 pub mod provider;
 pub mod queue;
@@ -25,6 +26,7 @@ pub use command::{CommandStatus, TransitionError};
 pub use credential::{CredentialName, MasterKey, SealError, SealOwner};
 pub use event::{AgentEvent, HostEvent, OutputStream, StreamEvent, Usage};
 pub use ids::{CommandId, IdError, ProjectId, ProviderName};
+pub use output::{Admitted, OnOutputLimit, OutputGuard, OutputLimitError, OutputLimits, json_size};
 pub use project::{NewProject, Project};
 pub use provider::{AgentProvider, Capabilities, Provenance};
 pub use queue::{

@@ -8,6 +8,7 @@ use clap::Args;
 use super::executor::ExecutorKind;
 use super::kubernetes::KubernetesArgs;
 use crate::adapters::local::ConfinementConfig;
+use crate::domain::OnOutputLimit;
 
 /// Where rdev keeps its state; every subcommand that opens the database takes these.
 #[derive(Debug, Default, Clone, Args)]
@@ -51,6 +52,28 @@ pub struct RunnerArgs {
     pub max_running_per_project: Option<u32>,
     #[command(flatten)]
     pub confinement: ConfinementArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Bounds on what one command may store (docs/configuration.md), so one command's output
+/// cannot fill the database or the server's memory.
+#[derive(Debug, Default, Clone, Args)]
+pub struct OutputArgs {
+    /// Largest stored event, in bytes of its JSON; larger ones are cut [default: 1048576].
+    #[arg(long, env = "RDEV_MAX_EVENT_BYTES")]
+    pub max_event_bytes: Option<usize>,
+    /// Largest total of one command's stored events; later output is dropped
+    /// [default: 67108864].
+    #[arg(long, env = "RDEV_MAX_OUTPUT_BYTES")]
+    pub max_output_bytes: Option<u64>,
+    /// Largest result (session id, error, final text and details together) [default: 1048576].
+    #[arg(long, env = "RDEV_MAX_RESULT_BYTES")]
+    pub max_result_bytes: Option<usize>,
+    /// Over a limit: `truncate` (cut, warn, go on) or `fail` (cut, warn, stop the command)
+    /// [default: truncate].
+    #[arg(long, env = "RDEV_ON_OUTPUT_LIMIT")]
+    pub on_output_limit: Option<OnOutputLimit>,
 }
 
 /// How the local executor confines commands (docs/sandbox.md).

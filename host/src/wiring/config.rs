@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::args::{CommonArgs, ExecutorArgs, RunnerArgs};
+use super::args::{CommonArgs, ExecutorArgs, OutputArgs, RunnerArgs};
 use super::executor::ExecutorKind;
 use super::file::{FileConfig, WebhookFileConfig};
 use super::kubernetes::KubernetesServeConfig;
 use crate::adapters::local::ConfinementConfig;
 use crate::adapters::woodpecker::WoodpeckerConfig;
 use crate::api::SseConfig;
-use crate::domain::QueueConfig;
+use crate::domain::{OutputLimits, QueueConfig};
 use crate::services::project_setup::poller::PollerConfig;
 use crate::services::webhooks::WebhookConfig;
 use crate::worker::WorkerConfig;
@@ -157,6 +157,7 @@ impl Config {
         {
             config.queue.max_running_per_project = (limit > 0).then_some(limit);
         }
+        config.worker.output = output_limits(&runner.output, &file)?;
         config.webhooks = webhooks(config.webhooks, &file.webhooks).with_env();
         Ok((config, file))
     }
@@ -179,6 +180,31 @@ impl Default for Config {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The output limits: flags/`RDEV_*` over the file over the defaults, checked.
+fn output_limits(args: &OutputArgs, file: &FileConfig) -> anyhow::Result<OutputLimits> {
+    let defaults = OutputLimits::default();
+    let limits = OutputLimits {
+        max_event_bytes: args
+            .max_event_bytes
+            .or(file.max_event_bytes)
+            .unwrap_or(defaults.max_event_bytes),
+        max_output_bytes: args
+            .max_output_bytes
+            .or(file.max_output_bytes)
+            .unwrap_or(defaults.max_output_bytes),
+        max_result_bytes: args
+            .max_result_bytes
+            .or(file.max_result_bytes)
+            .unwrap_or(defaults.max_result_bytes),
+        on_limit: args
+            .on_output_limit
+            .or(file.on_output_limit)
+            .unwrap_or(defaults.on_limit),
+    };
+    limits.check()?;
+    Ok(limits)
 }
 
 /// The file's `[webhooks]` table over `config`.
@@ -205,6 +231,7 @@ fn webhooks(mut config: WebhookConfig, file: &WebhookFileConfig) -> WebhookConfi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::OnOutputLimit;
 
     fn file(text: &str) -> (tempfile::TempDir, CommonArgs) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -272,6 +299,35 @@ mod tests {
         let error = Config::resolve(&common, ExecutorArgs::default(), &RunnerArgs::default())
             .expect_err("zero slots run nothing");
         assert!(format!("{error:#}").contains("concurrency"), "{error:#}");
+    }
+
+    #[test]
+    fn output_limits_come_from_the_file_and_flags_win() {
+        let (_dir, common) = file("max_output_bytes = 4096\non_output_limit = \"fail\"\n");
+        let runner = RunnerArgs {
+            output: OutputArgs {
+                max_event_bytes: Some(2048),
+                ..OutputArgs::default()
+            },
+            ..RunnerArgs::default()
+        };
+        let (config, _) =
+            Config::resolve(&common, ExecutorArgs::default(), &runner).expect("valid");
+        let output = config.worker.output;
+        assert_eq!(output.max_event_bytes, 2048);
+        assert_eq!(output.max_output_bytes, 4096);
+        assert_eq!(
+            output.max_result_bytes,
+            OutputLimits::default().max_result_bytes
+        );
+        assert_eq!(output.on_limit, OnOutputLimit::Fail);
+        let (_dir, common) = file("max_result_bytes = 3\n");
+        let error = Config::resolve(&common, ExecutorArgs::default(), &RunnerArgs::default())
+            .expect_err("too small");
+        assert!(
+            format!("{error:#}").contains("max_result_bytes"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::executor::ExecutorKind;
 use crate::adapters::kubernetes::EgressRule;
+use crate::domain::OnOutputLimit;
 
 /// The optional TOML configuration file.
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +36,14 @@ pub struct FileConfig {
     pub concurrency: Option<usize>,
     /// Running commands per project; 0 removes the limit [default: 1].
     pub max_running_per_project: Option<u32>,
+    /// Largest stored event in bytes [default: 1048576].
+    pub max_event_bytes: Option<usize>,
+    /// Largest total of one command's stored events in bytes [default: 67108864].
+    pub max_output_bytes: Option<u64>,
+    /// Largest result in bytes [default: 1048576].
+    pub max_result_bytes: Option<usize>,
+    /// `truncate` or `fail` [default: truncate].
+    pub on_output_limit: Option<OnOutputLimit>,
     /// Seconds between polls of unfinished CI pipelines [default: 15].
     pub ci_poll_interval_secs: Option<u64>,
     /// Where the Kubernetes executor finds the cluster and what it creates there.

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{CommandStatus, HostEvent, NewAuditEntry, StreamEvent};
+use crate::domain::{CommandStatus, HostEvent, NewAuditEntry, OutputLimits, StreamEvent};
 use crate::ports::{
     AuditLog, CommandQueue, CredentialStore, EventLog, FinishObserver, ProviderLookup, Stores,
 };
@@ -34,16 +34,20 @@ pub struct WorkerConfig {
     /// Extra time past the request's timeout before the worker itself cancels (the runtime
     /// enforces the timeout first), and again before it stops waiting for a cancelled run.
     pub timeout_grace: Duration,
+    /// Bounds on each command's stored events and result, applied before anything is stored
+    /// or sent on (see `domain::output`).
+    pub output: OutputLimits,
 }
 
 impl WorkerConfig {
-    /// Defaults: 4 at once, 30 s drain, 10 s grace.
+    /// Defaults: 4 at once, 30 s drain, 10 s grace, the default output limits.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
             concurrency: 4,
             drain_deadline: Duration::from_secs(30),
             timeout_grace: Duration::from_secs(10),
+            output: OutputLimits::default(),
         }
     }
 }

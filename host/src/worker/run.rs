@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, EVENT_SINK_CAPACITY};
 use crate::domain::request_digest;
 use crate::domain::{
-    AgentResult, Claim, CommandId, CommandRecord, CommandStatus, HostEvent, Lease, NewAuditEntry,
-    Outcome, Redactor, ResultStatus, StreamEvent, StreamRedactor,
+    AgentEvent, AgentResult, Claim, CommandId, CommandRecord, CommandStatus, HostEvent, Lease,
+    NewAuditEntry, Outcome, OutputGuard, Redactor, ResultStatus, StreamEvent, StreamRedactor,
 };
 use crate::ports::{AgentError, CodeAgent, Execution, StoreError};
 
@@ -25,6 +25,8 @@ enum Stop {
     Shutdown,
     /// The lease was lost: another worker owns the command now.
     LeaseLost,
+    /// The output went over a limit under `on_output_limit = fail`.
+    OutputLimit,
 }
 
 pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: CancellationToken) {
@@ -240,12 +242,15 @@ async fn execute(
 ) -> Result<Outcome, Stopped> {
     let redactor = start(ctx, lease, agent.as_ref()).await?;
     let (sink, events) = mpsc::channel(EVENT_SINK_CAPACITY);
+    let (over_limit, mut limit_reached) = watch::channel(None);
     let forwarder = tokio::spawn(forward(
         ctx.clone(),
         command.clone(),
         events,
         redactor.clone(),
+        over_limit,
     ));
+    let mut limit_open = true;
     let cancel = hard_stop.child_token();
     let execution = Execution {
         command_id: command.id.clone(),
@@ -280,6 +285,11 @@ async fn execute(
                 Err(broadcast::error::RecvError::Closed) => cancels_open = false,
             },
             () = &mut deadline, if stopper.stop.is_none() => stopper.stop(Stop::Timeout),
+            changed = limit_reached.changed(), if stopper.stop.is_none() && limit_open => match changed {
+                Ok(()) => stopper.stop(Stop::OutputLimit),
+                // The forwarder ended: the provider's events are all in.
+                Err(_) => limit_open = false,
+            },
             () = hard_stop.cancelled(), if stopper.stop.is_none() => stopper.stop(Stop::Shutdown),
             () = tokio::time::sleep_until(stopper.give_up), if stopper.stop.is_some() => {
                 break Err(AgentError::CancelIgnored { grace_secs: grace.as_secs() });
@@ -295,7 +305,15 @@ async fn execute(
     if stop == Some(Stop::LeaseLost) {
         return Err(Stopped::LeaseLost);
     }
-    Ok(outcome(result, stop, timeout, &redactor))
+    let limit_reason = limit_reached.borrow().clone();
+    // Over the limit under `fail` even when the provider ended before the worker stopped it.
+    let stop = stop.or(limit_reason.is_some().then_some(Stop::OutputLimit));
+    let mut outcome = outcome(result, stop, timeout, &redactor, limit_reason);
+    // The result is bounded like the events, and what was cut said before `done`.
+    if let Some(warning) = ctx.config.output.limit_outcome(&mut outcome) {
+        append(ctx, command, StreamEvent::Agent(warning)).await;
+    }
+    Ok(outcome)
 }
 
 /// Maps the provider's result and the worker's own stop reason to the final status, redacted:
@@ -305,8 +323,13 @@ fn outcome(
     stop: Option<Stop>,
     timeout: Duration,
     redactor: &Redactor,
+    limit_reason: Option<String>,
 ) -> Outcome {
     let (status, error) = match (stop, &result) {
+        (Some(Stop::OutputLimit), _) => (
+            CommandStatus::Failed,
+            Some(limit_reason.unwrap_or_else(|| "output limit reached".to_owned())),
+        ),
         (Some(Stop::Cancel), _) => (
             CommandStatus::Cancelled,
             Some("cancelled on request".to_owned()),
@@ -349,24 +372,50 @@ fn outcome(
     }
 }
 
-/// Redacts and stores a provider's events in order (a credential split across two pieces of
-/// output is caught too: see [`StreamRedactor`]). While the database is unreachable the
+/// Redacts, bounds and stores a provider's events in order (a credential split across two
+/// pieces of output is caught too: see [`StreamRedactor`]; the limits cut what is already
+/// redacted, so a cut never leaves half a credential for the redactor to miss). A limit that
+/// asks the command to stop is sent on `over_limit`. While the database is unreachable the
 /// append is retried (the provider is held back by the bounded sink meanwhile); any other
 /// storage failure is logged and the event dropped.
 async fn forward(
     ctx: Context,
     command: CommandRecord,
-    mut events: mpsc::Receiver<crate::domain::AgentEvent>,
+    mut events: mpsc::Receiver<AgentEvent>,
     redactor: Redactor,
+    over_limit: watch::Sender<Option<String>>,
 ) {
     let mut stream = StreamRedactor::new(redactor);
+    let mut guard = OutputGuard::new(ctx.config.output);
     while let Some(event) = events.recv().await {
         if let Some(event) = stream.push(event) {
-            append(&ctx, &command, StreamEvent::Agent(event)).await;
+            store_bounded(&ctx, &command, &mut guard, &over_limit, event).await;
         }
     }
     for event in stream.finish() {
-        append(&ctx, &command, StreamEvent::Agent(event)).await;
+        store_bounded(&ctx, &command, &mut guard, &over_limit, event).await;
+    }
+    if let Some(summary) = guard.summary() {
+        append(&ctx, &command, StreamEvent::Agent(summary)).await;
+    }
+}
+
+/// Stores what the output limits keep of `event`, and the warning when the command's output
+/// just reached its limit.
+async fn store_bounded(
+    ctx: &Context,
+    command: &CommandRecord,
+    guard: &mut OutputGuard,
+    over_limit: &watch::Sender<Option<String>>,
+    event: AgentEvent,
+) {
+    let admitted = guard.admit(event);
+    for event in [admitted.event, admitted.warning].into_iter().flatten() {
+        append(ctx, command, StreamEvent::Agent(event)).await;
+    }
+    if let Some(reason) = admitted.stop {
+        tracing::warn!(command = %command.id, %reason, "stopping a command over its output limit");
+        over_limit.send_replace(Some(reason));
     }
 }
 

@@ -48,14 +48,14 @@ pub fn test_plugins_dir() -> PathBuf {
 /// A temporary plugins directory with the `interact` test guest (ABI 0.2.0: asks for
 /// permission, takes follow-up input) beside the real `shell`.
 pub fn with_interact() -> tempfile::TempDir {
+    with_test_guest("interact")
+}
+
+/// A temporary plugins directory with the test-only guest `name` (from `plugins/testing/`)
+/// beside the real `shell`, for a server that runs both.
+pub fn with_test_guest(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("plugins dir");
-    super::runtime::install(
-        &test_plugins_dir(),
-        "interact",
-        dir.path(),
-        "interact",
-        None,
-    );
+    super::runtime::install(&test_plugins_dir(), name, dir.path(), name, None);
     super::runtime::install(&plugins_dir(), "shell", dir.path(), "shell", None);
     dir
 }

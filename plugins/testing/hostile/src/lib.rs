@@ -24,6 +24,8 @@
 //! - `leak`: reads the credential `TOKEN` with `printenv` (the test grants both) and hands
 //!   it back every way a provider can: split across two output events, hex-encoded in a
 //!   message, in a log line, and in the result's text, error, session id and details.
+//! - `big-event <n>`: emits one message event of `n` bytes.
+//! - `big-result <n>`: returns a final text of `n` bytes and details holding as many.
 //! - anything else: returns the prompt as the final text.
 
 use rdev_sdk::exec::ExecError;
@@ -225,6 +227,20 @@ impl Provider for Hostile {
                 Ok(result(ResultStatus::Completed, format!("{lines} {typed}")))
             }
             "leak" => leak(),
+            "big-event" => {
+                let n: usize = arg.parse().unwrap_or(1 << 20);
+                if event::emit(event::message("e".repeat(n))).is_err() {
+                    return Err(ProviderError::Cancelled);
+                }
+                Ok(result(ResultStatus::Completed, format!("sent {n} bytes")))
+            }
+            "big-result" => {
+                let n: usize = arg.parse().unwrap_or(1 << 20);
+                Ok(AgentResult {
+                    details_json: Some(serde_json::json!({ "blob": "d".repeat(n) }).to_string()),
+                    ..result(ResultStatus::Completed, "r".repeat(n))
+                })
+            }
             "log-flood" => {
                 let n: u32 = arg.parse().unwrap_or(10_000);
                 for i in 0..n {
