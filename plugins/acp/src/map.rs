@@ -3,7 +3,7 @@
 //! permission request. Pure Rust with no bindings, so its tests run natively over lines
 //! recorded from the real `opencode acp` (`tests/fixtures`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
@@ -14,6 +14,9 @@ pub use rdev_sdk::v0_2::plain::{Event, Usage};
 pub struct Mapper {
     /// Tool calls whose `tool-use` event was emitted.
     announced: HashSet<String>,
+    /// The first title of each pending call: OpenCode titles a pending call with the tool's
+    /// name and later with what it does.
+    names: HashMap<String, String>,
     /// Tool calls whose `tool-result` event was emitted.
     finished: HashSet<String>,
     /// The text of the agent's messages in the current turn: the result's final text.
@@ -81,15 +84,21 @@ impl Mapper {
             ));
             return;
         };
-        if !self.announced.contains(id) {
-            self.announced.insert(id.to_owned());
+        let status = update["status"].as_str().unwrap_or("");
+        let name = self
+            .names
+            .entry(id.to_owned())
+            .or_insert_with(|| tool_name(update))
+            .clone();
+        // A pending call's input may be incomplete (OpenCode sends only its `cwd`): the
+        // `tool-use` waits for the first update that is under way or done.
+        if status != "pending" && self.announced.insert(id.to_owned()) {
             out.push(Event::ToolUse {
                 id: id.to_owned(),
-                name: tool_name(update),
+                name,
                 input_json: input_of(update).to_string(),
             });
         }
-        let status = update["status"].as_str().unwrap_or("");
         if matches!(status, "completed" | "failed") && self.finished.insert(id.to_owned()) {
             out.push(Event::ToolResult {
                 id: id.to_owned(),
@@ -386,7 +395,7 @@ mod tests {
             ),
             update(
                 json!({"sessionUpdate": "tool_call_update", "toolCallId": "c1",
-                "status": "in_progress"}),
+                "title": "ls the workspace", "status": "in_progress", "rawInput": {"command": "ls"}}),
             ),
             update(
                 json!({"sessionUpdate": "tool_call_update", "toolCallId": "c1",
@@ -502,6 +511,52 @@ mod tests {
                 ..Usage::default()
             })
         );
+    }
+
+    #[test]
+    fn the_real_agent_s_rejected_call_is_asked_and_fails() {
+        let fixture = include_str!("../tests/fixtures/opencode_permission_reject.jsonl");
+        let mut mapper = Mapper::new();
+        let mut out = Vec::new();
+        let mut asked = None;
+        for line in fixture.lines() {
+            match crate::rpc::parse(line) {
+                Some(Ok(crate::rpc::Incoming::Notification { params, .. })) => {
+                    mapper.update(&params, &mut out)
+                }
+                Some(Ok(crate::rpc::Incoming::Request { method, params, .. })) => {
+                    assert_eq!(method, "session/request_permission");
+                    asked = Some(ask(&params));
+                }
+                Some(Ok(crate::rpc::Incoming::Response { .. })) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let asked = asked.expect("a permission request");
+        assert_eq!(asked.tool_call_id.as_deref(), Some("call_touch"));
+        assert_eq!(asked.input_json, r#"{"command":"touch marker"}"#);
+        let decided = Decided {
+            allow: false,
+            remember: false,
+            option_id: None,
+        };
+        assert_eq!(answer(&asked, &decided)["outcome"]["optionId"], "reject");
+        let [
+            Event::ToolUse {
+                id,
+                name,
+                input_json,
+            },
+            Event::ToolResult {
+                content, is_error, ..
+            },
+        ] = &out[..]
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!((id.as_str(), name.as_str()), ("call_touch", "bash"));
+        assert!(input_json.contains("touch marker"), "{input_json}");
+        assert!(*is_error && content.contains("rejected"), "{content}");
     }
 
     #[test]
