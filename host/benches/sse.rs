@@ -526,6 +526,8 @@ async fn start_server(
     config.data_dir = data.to_owned();
     config.plugins_dir = Some(plugins.to_owned());
     config.worker.drain_deadline = Duration::from_secs(2);
+    // Every subscriber here is one loopback peer: only the total cap applies.
+    config.connections.max_connections_per_peer = config.connections.max_connections;
     adjust(&mut config);
     let server = Server::start(config).await?;
     let base = format!("http://{}", server.local_addr());

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::oci::OciClient;
 use crate::adapters::woodpecker::WoodpeckerClient;
-use crate::api::listener::TunedListener;
+use crate::api::listener::serve as serve_http;
 use crate::api::{AppState, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, TokenRole, token_digest};
 use crate::ports::{Ci, StoreError};
@@ -58,16 +58,13 @@ impl Server {
         let addr = listener.local_addr().context("reading the bound address")?;
         let app = crate::api::router(state.clone());
         let mut tasks = Vec::new();
-        let http_shutdown = shutdown.clone();
-        let write_timeout = config.sse.write_timeout;
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(TunedListener::new(listener, write_timeout), app)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(serve_http(
+            listener,
+            app,
+            config.connections,
+            config.sse.write_timeout,
+            shutdown.clone(),
+        )));
         tasks.extend(background_tasks(&config, &state, addr)?);
         let database = redact_url(&config.database_url());
         tracing::info!(%addr, %database, "rdev listening");

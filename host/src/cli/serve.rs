@@ -53,6 +53,7 @@ impl ServeArgs {
             config.listen = listen;
         }
         config.admin_token = self.admin_token.or(file.admin_token);
+        config.connections = file.connections.apply(config.connections)?;
         if let Some(secs) = self.ci_poll_interval_secs.or(file.ci_poll_interval_secs) {
             anyhow::ensure!(secs > 0, "the CI poll interval must be at least 1 second");
             config.ci_poll.interval = Duration::from_secs(secs);
@@ -278,6 +279,32 @@ mod tests {
             config.kubernetes.credentials,
             Some(Credentials::Url("http://127.0.0.1:8001".into()))
         );
+    }
+
+    #[test]
+    fn the_connections_table_sets_the_listener_limits_and_refuses_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rdev.toml");
+        std::fs::write(
+            &path,
+            "[connections]\nheader_read_timeout_secs = 5\nidle_timeout_secs = 30\n\
+             max_connections = 100\nmax_connections_per_peer = 10\n",
+        )
+        .expect("write");
+        let mut args = empty();
+        args.common.config = Some(path.clone());
+        let limits = args.resolve().expect("valid").connections;
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(30));
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_peer),
+            (100, 10)
+        );
+        std::fs::write(&path, "[connections]\nmax_connections = 0\n").expect("write");
+        let mut args = empty();
+        args.common.config = Some(path);
+        let error = format!("{:#}", args.resolve().expect_err("zero refused"));
+        assert!(error.contains("max_connections"), "{error}");
     }
 
     #[test]

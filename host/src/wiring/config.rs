@@ -15,6 +15,7 @@ use super::kubernetes::KubernetesServeConfig;
 use crate::adapters::local::ConfinementConfig;
 use crate::adapters::woodpecker::WoodpeckerConfig;
 use crate::api::SseConfig;
+use crate::api::listener::ConnectionLimits;
 use crate::domain::{OutputLimits, QueueConfig};
 use crate::services::project_setup::poller::PollerConfig;
 use crate::services::webhooks::WebhookConfig;
@@ -47,6 +48,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Event streams to API clients.
     pub sse: SseConfig,
+    /// The HTTP listener's timeouts and connection caps (`[connections]`).
+    pub connections: ConnectionLimits,
     /// The worker; an empty id is replaced by `<pid>-<port>` in `rdev serve`.
     pub worker: WorkerConfig,
     /// Webhook delivery: SSRF policy, timeout, retries.
@@ -102,6 +105,7 @@ impl Config {
             admin_token: None,
             queue: QueueConfig::default(),
             sse: SseConfig::default(),
+            connections: ConnectionLimits::default(),
             worker: WorkerConfig::new(""),
             webhooks: WebhookConfig::default(),
             woodpecker: None,

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
 use super::executor::ExecutorKind;
 use crate::adapters::kubernetes::EgressRule;
+use crate::api::listener::ConnectionLimits;
 use crate::domain::OnOutputLimit;
 
 /// The optional TOML configuration file.
@@ -52,6 +54,60 @@ pub struct FileConfig {
     /// Webhook delivery settings.
     #[serde(default)]
     pub webhooks: WebhookFileConfig,
+    /// The HTTP listener's timeouts and connection caps (`rdev serve`).
+    #[serde(default)]
+    pub connections: ConnectionsFile,
+}
+
+/// The `[connections]` table: what one client may hold of `rdev serve`'s listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsFile {
+    /// Seconds a client may take to send a request's headers [default: 10].
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may send nothing while the server waits on it [default: 60].
+    pub idle_timeout_secs: Option<u64>,
+    /// Connections held at once [default: half the open-file limit, 32 to 16384].
+    pub max_connections: Option<usize>,
+    /// Connections held at once from one address [default: a quarter of the total].
+    pub max_connections_per_peer: Option<usize>,
+}
+
+impl ConnectionsFile {
+    /// The table over `limits`; zero is refused (it would refuse or cut every client).
+    pub fn apply(&self, mut limits: ConnectionLimits) -> anyhow::Result<ConnectionLimits> {
+        let secs = |value: Option<u64>, name: &str| -> anyhow::Result<Option<Duration>> {
+            match value {
+                Some(0) => anyhow::bail!("[connections] {name} must be at least 1"),
+                other => Ok(other.map(Duration::from_secs)),
+            }
+        };
+        if let Some(t) = secs(self.header_read_timeout_secs, "header_read_timeout_secs")? {
+            limits.header_read_timeout = t;
+        }
+        if let Some(t) = secs(self.idle_timeout_secs, "idle_timeout_secs")? {
+            limits.idle_timeout = t;
+        }
+        for (value, name, field) in [
+            (
+                self.max_connections,
+                "max_connections",
+                &mut limits.max_connections,
+            ),
+            (
+                self.max_connections_per_peer,
+                "max_connections_per_peer",
+                &mut limits.max_connections_per_peer,
+            ),
+        ] {
+            match value {
+                Some(0) => anyhow::bail!("[connections] {name} must be at least 1"),
+                Some(n) => *field = n,
+                None => {}
+            }
+        }
+        Ok(limits)
+    }
 }
 
 impl FileConfig {
