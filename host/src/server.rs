@@ -16,6 +16,7 @@ use crate::api::listener::serve as serve_http;
 use crate::api::{AppState, metrics::Metrics, tokens::issue};
 use crate::domain::{NewToken, TokenRole, token_digest};
 use crate::ports::{Ci, StoreError};
+use crate::services::audit_checkpoints::CheckpointExporter;
 use crate::services::master_key::KeyRotation;
 use crate::services::plugins::PluginInstaller;
 use crate::services::project_setup::ProjectSetupService;
@@ -186,6 +187,14 @@ fn background_tasks(
         tokio::spawn(async move {
             let _ = drained.await;
         }),
+        tokio::spawn(
+            CheckpointExporter {
+                audit: state.stores.audit.clone(),
+                projects: state.stores.projects.clone(),
+                webhooks: state.stores.webhooks.clone(),
+            }
+            .run(config.audit_checkpoint_interval, shutdown.clone()),
+        ),
     ];
     if config.woodpecker.is_some() {
         tasks.push(tokio::spawn(poller::run(

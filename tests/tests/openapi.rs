@@ -110,6 +110,7 @@ async fn every_documented_operation_is_served_and_nothing_else_is() {
         "/credentials/{name}",
         "/audit",
         "/audit/verify",
+        "/audit/checkpoint",
         "/tokens",
         "/tokens/{id}",
         "/templates",

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::auth::Auth;
 use super::error::{ApiError, ApiQuery};
 use super::state::AppState;
-use crate::domain::AuditEntry;
+use crate::domain::{AuditCheckpoint, AuditEntry};
 
 /// Query of `GET /audit`. Filters apply to the page read after `after`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -53,6 +53,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(verify))
+        .routes(routes!(checkpoint))
 }
 
 /// Reads the audit trail in sequence order (admin).
@@ -114,4 +115,27 @@ async fn verify(
         verified: result.verified,
         first_broken: result.first_broken.map(|b| b.to_string()),
     }))
+}
+
+/// Signs the chain's current head with the master key (admin). Keep the answer off the box:
+/// `rdev audit verify --against` then detects newest entries deleted later.
+#[utoipa::path(get, path = "/audit/checkpoint", tag = "audit", security(("bearer" = [])),
+    responses(
+    (status = 200, description = "The signed head", body = AuditCheckpoint),
+    (status = 403, description = "Not an admin"),
+    (status = 404, description = "The trail is empty"),
+))]
+async fn checkpoint(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+) -> Result<Json<AuditCheckpoint>, ApiError> {
+    principal.require_admin()?;
+    match state.stores.audit.checkpoint().await? {
+        Some(checkpoint) => Ok(Json(checkpoint)),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "audit_empty",
+            "the audit trail is empty: there is no head to checkpoint",
+        )),
+    }
 }

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// `RDEV_WOODPECKER_URL`) [default: 15].
     #[arg(long, env = "RDEV_CI_POLL_INTERVAL_SECS")]
     pub ci_poll_interval_secs: Option<u64>,
+    /// Seconds between signed audit checkpoints exported to the log and the
+    /// `audit.checkpoint` webhook, when the chain's head moved [default: 600].
+    #[arg(long, env = "RDEV_AUDIT_CHECKPOINT_SECS")]
+    pub audit_checkpoint_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -57,6 +61,16 @@ impl ServeArgs {
         if let Some(secs) = self.ci_poll_interval_secs.or(file.ci_poll_interval_secs) {
             anyhow::ensure!(secs > 0, "the CI poll interval must be at least 1 second");
             config.ci_poll.interval = Duration::from_secs(secs);
+        }
+        let checkpoint_secs = self
+            .audit_checkpoint_secs
+            .or(file.audit_checkpoint_interval_secs);
+        if let Some(secs) = checkpoint_secs {
+            anyhow::ensure!(
+                secs > 0,
+                "the audit checkpoint interval must be at least 1 second"
+            );
+            config.audit_checkpoint_interval = Duration::from_secs(secs);
         }
         Ok(config)
     }
@@ -160,6 +174,7 @@ mod tests {
             admin_token: None,
             ready_file: None,
             ci_poll_interval_secs: None,
+            audit_checkpoint_secs: None,
         }
     }
 

@@ -156,6 +156,131 @@ impl ChainVerifier {
     }
 }
 
+/// Domain separation of the checkpoint MAC's key (`MasterKey::mac`).
+const CHECKPOINT_PURPOSE: &str = "rdev audit checkpoint v1";
+
+/// The chain's head at one moment, signed under the master key. Exported off the box (the
+/// server log, the `audit.checkpoint` webhook, `GET /audit/checkpoint`), it lets
+/// `rdev audit verify --against` detect newest entries deleted later: a database writer can
+/// recompute a shortened chain but cannot produce a checkpoint without the master key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCheckpoint {
+    /// Sequence number of the newest entry (the chain's length).
+    pub seq: i64,
+    /// That entry's hash.
+    pub head_hash: String,
+    /// When the checkpoint was taken.
+    pub at: DateTime<Utc>,
+    /// Fingerprint of the master key that signed it (never the key).
+    pub key_fingerprint: String,
+    /// Hex HMAC-SHA256 over `seq|head_hash|at|key_fingerprint` under a key derived from the
+    /// master key.
+    pub mac: String,
+}
+
+/// Why a checkpoint cannot be trusted or no longer matches the chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(
+        "the checkpoint was signed by the master key with fingerprint {theirs}, not by the key \
+         in use ({ours})"
+    )]
+    ForeignKey { theirs: String, ours: String },
+    #[error("the checkpoint's MAC does not verify: it was altered or forged")]
+    BadMac,
+}
+
+fn checkpoint_message(seq: i64, head_hash: &str, at: DateTime<Utc>, fingerprint: &str) -> String {
+    format!(
+        "{seq}|{head_hash}|{}|{fingerprint}",
+        audit_time(at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
+}
+
+impl AuditCheckpoint {
+    /// Signs the head `(seq, head_hash)` as of `at`.
+    pub fn sign(key: &super::MasterKey, seq: i64, head_hash: &str, at: DateTime<Utc>) -> Self {
+        let at = audit_time(at);
+        let key_fingerprint = key.fingerprint();
+        let message = checkpoint_message(seq, head_hash, at, &key_fingerprint);
+        Self {
+            seq,
+            head_hash: head_hash.to_owned(),
+            at,
+            key_fingerprint,
+            mac: hex::encode(key.mac(CHECKPOINT_PURPOSE, message.as_bytes())),
+        }
+    }
+
+    /// Checks that `key` made this checkpoint, comparing MACs in constant time.
+    pub fn authenticate(&self, key: &super::MasterKey) -> Result<(), CheckpointError> {
+        let ours = key.fingerprint();
+        if self.key_fingerprint != ours {
+            return Err(CheckpointError::ForeignKey {
+                theirs: self.key_fingerprint.clone(),
+                ours,
+            });
+        }
+        let message = checkpoint_message(self.seq, &self.head_hash, self.at, &self.key_fingerprint);
+        let expected = key.mac(CHECKPOINT_PURPOSE, message.as_bytes());
+        let given = hex::decode(&self.mac).unwrap_or_default();
+        let same = given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(CheckpointError::BadMac)
+        }
+    }
+}
+
+/// How the chain compares with a trusted checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnchorFailure {
+    #[error("the checkpoint is not trusted: {0}")]
+    Untrusted(#[from] CheckpointError),
+    #[error(
+        "audit trail TRUNCATED: checkpoint at seq {seq} from {at}, chain ends at {ends_at} \
+         (the newest entries were deleted)"
+    )]
+    Truncated {
+        seq: i64,
+        at: DateTime<Utc>,
+        ends_at: i64,
+    },
+    #[error(
+        "audit trail REWRITTEN: entry {seq} no longer has the hash the checkpoint from {at} \
+         recorded"
+    )]
+    Diverged { seq: i64, at: DateTime<Utc> },
+}
+
+/// Compares an authenticated checkpoint with the stored entry at its `seq` (`None` when
+/// there is none) and the chain's last `seq` (0 when empty).
+pub fn check_anchor(
+    checkpoint: &AuditCheckpoint,
+    at_seq: Option<&AuditEntry>,
+    ends_at: i64,
+) -> Result<(), AnchorFailure> {
+    match at_seq {
+        None => Err(AnchorFailure::Truncated {
+            seq: checkpoint.seq,
+            at: checkpoint.at,
+            ends_at,
+        }),
+        Some(entry) if entry.hash != checkpoint.head_hash => Err(AnchorFailure::Diverged {
+            seq: checkpoint.seq,
+            at: checkpoint.at,
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +331,26 @@ mod tests {
         let mut verifier = ChainVerifier::default();
         let first = entries.iter().find_map(|e| verifier.check(e).err());
         assert_eq!(first, Some(BrokenLink::Unlinked { seq: 3 }));
+    }
+
+    #[test]
+    fn checkpoints_verify_only_untouched_and_under_their_own_key() {
+        use crate::domain::MasterKey;
+        let key = MasterKey::from_bytes([3; 32]);
+        let other = MasterKey::from_bytes([4; 32]);
+        let checkpoint = AuditCheckpoint::sign(&key, 7, "ab", Utc::now());
+        assert_eq!(checkpoint.authenticate(&key), Ok(()));
+        let mut rewound = checkpoint.clone();
+        rewound.seq = 5;
+        assert_eq!(rewound.authenticate(&key), Err(CheckpointError::BadMac));
+        assert!(matches!(
+            checkpoint.authenticate(&other),
+            Err(CheckpointError::ForeignKey { .. })
+        ));
+        let forged = AuditCheckpoint {
+            key_fingerprint: key.fingerprint(),
+            ..AuditCheckpoint::sign(&other, 7, "ab", checkpoint.at)
+        };
+        assert_eq!(forged.authenticate(&key), Err(CheckpointError::BadMac));
     }
 }

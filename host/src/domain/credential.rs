@@ -147,6 +147,28 @@ impl MasterKey {
         hex::encode(&Sha256::digest(self.0)[..8])
     }
 
+    /// HMAC-SHA256 of `message` under a key derived for `purpose` (HMAC(master, purpose)),
+    /// so a MAC made for one use (audit checkpoints) can never stand in for another and the
+    /// master key itself never signs anything directly.
+    pub fn mac(&self, purpose: &str, message: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let derived = match Hmac::<Sha256>::new_from_slice(&self.0) {
+            Ok(mut mac) => {
+                mac.update(purpose.as_bytes());
+                mac.finalize().into_bytes()
+            }
+            // HMAC accepts keys of any length; this branch cannot be taken.
+            Err(_) => return [0; 32],
+        };
+        match Hmac::<Sha256>::new_from_slice(&derived) {
+            Ok(mut mac) => {
+                mac.update(message);
+                mac.finalize().into_bytes().into()
+            }
+            Err(_) => [0; 32],
+        }
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(&self.0.into())
     }

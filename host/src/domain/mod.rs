@@ -21,7 +21,10 @@ pub use approval::{
     Approval, ApprovalStatus, NewApproval, Policy, PolicyMode, PolicyRule, Resolution, RuleAction,
     Verdict,
 };
-pub use audit::{AuditEntry, BrokenLink, ChainVerifier, NewAuditEntry};
+pub use audit::{
+    AnchorFailure, AuditCheckpoint, AuditEntry, BrokenLink, ChainVerifier, CheckpointError,
+    NewAuditEntry,
+};
 pub use command::{CommandStatus, TransitionError};
 pub use credential::{CredentialName, MasterKey, SealError, SealOwner};
 pub use event::{AgentEvent, HostEvent, OutputStream, StreamEvent, Usage};

@@ -23,9 +23,9 @@ pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};
 pub mod store;
 pub use store::{
-    AuditLog, AuditVerification, CommandQueue, CredentialInfo, CredentialStore, DeliveredEvent,
-    Enqueued, EventLog, EventSubscription, ProjectStore, StoreError, StoredEvent, Stores,
-    UnknownProject,
+    AnchoredVerification, AuditLog, AuditVerification, CommandQueue, CredentialInfo,
+    CredentialStore, DeliveredEvent, Enqueued, EventLog, EventSubscription, ProjectStore,
+    StoreError, StoredEvent, Stores, UnknownProject,
 };
 pub mod ci;
 pub use ci::{Ci, CiError, CiRepo, CiSecret, FINISHED_STATUSES, LogLine, Pipeline, PipelineStep};

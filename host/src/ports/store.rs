@@ -11,9 +11,10 @@ use futures::stream::BoxStream;
 use tokio::sync::{broadcast, watch};
 
 use crate::domain::{
-    AuditEntry, BrokenLink, Claim, CommandFilter, CommandId, CommandRecord, CredentialName,
-    Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, Project,
-    ProjectId, Provenance, QueueConfig, Redactor, Rescued, SealError, StreamEvent, TransitionError,
+    AnchorFailure, AuditCheckpoint, AuditEntry, BrokenLink, Claim, CommandFilter, CommandId,
+    CommandRecord, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand,
+    NewProject, Outcome, Project, ProjectId, Provenance, QueueConfig, Redactor, Rescued, SealError,
+    StreamEvent, TransitionError,
 };
 
 use super::secrets::{SecretResolver, SecretValue};
@@ -291,6 +292,24 @@ pub trait AuditLog: Send + Sync {
     async fn list(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
     /// Walks the whole chain and reports the first broken link.
     async fn verify(&self) -> Result<AuditVerification, StoreError>;
+    /// The chain's head (last entry) signed with the master key in use; `None` while the
+    /// trail is empty. One indexed read.
+    async fn checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError>;
+    /// Authenticates `checkpoint` with the master key in use, walks the chain and checks
+    /// that it still holds the checkpoint's head, so deleted newest entries show.
+    async fn verify_against(
+        &self,
+        checkpoint: &AuditCheckpoint,
+    ) -> Result<AnchoredVerification, StoreError>;
+}
+
+/// Result of [`AuditLog::verify_against`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchoredVerification {
+    /// The chain walk (not done when the checkpoint is untrusted: `verified` 0).
+    pub chain: AuditVerification,
+    /// Whether the chain still reaches the checkpoint's head.
+    pub anchor: Result<(), AnchorFailure>,
 }
 
 /// A credential as listings show it: never its value.

@@ -11,8 +11,10 @@
 //! - [`webhooks`]: recording project events for webhooks and delivering the outbox.
 //! - [`plugins`]: publishing plugins to an OCI registry and installing them from one.
 //! - [`master_key`]: rotating the master key without losing a secret to a crash.
+//! - [`audit_checkpoints`]: exporting signed audit chain heads off the box.
 
 pub mod approvals;
+pub mod audit_checkpoints;
 pub mod master_key;
 pub mod plugins;
 pub mod project_setup;

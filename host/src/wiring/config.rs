@@ -58,6 +58,8 @@ pub struct Config {
     pub woodpecker: Option<WoodpeckerConfig>,
     /// How the background task watches triggered pipelines (only with CI configured).
     pub ci_poll: PollerConfig,
+    /// How often `rdev serve` exports a signed audit checkpoint (when the head moved).
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// The data directory when none is named: `./rdev-data`.
@@ -110,6 +112,7 @@ impl Config {
             webhooks: WebhookConfig::default(),
             woodpecker: None,
             ci_poll: PollerConfig::default(),
+            audit_checkpoint_interval: crate::services::audit_checkpoints::DEFAULT_INTERVAL,
         }
     }
 

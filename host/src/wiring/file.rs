@@ -48,6 +48,8 @@ pub struct FileConfig {
     pub on_output_limit: Option<OnOutputLimit>,
     /// Seconds between polls of unfinished CI pipelines [default: 15].
     pub ci_poll_interval_secs: Option<u64>,
+    /// Seconds between exported audit checkpoints [default: 600].
+    pub audit_checkpoint_interval_secs: Option<u64>,
     /// Where the Kubernetes executor finds the cluster and what it creates there.
     #[serde(default)]
     pub kubernetes: KubernetesFile,

@@ -62,6 +62,15 @@ impl TestServer {
         self.data.path()
     }
 
+    /// The database URL the server uses, for tests that reach rows directly (as a database
+    /// writer could) or point the CLI at the same database.
+    pub fn database_url(&self) -> String {
+        match &self._database {
+            Some(database) => database.url.clone(),
+            None => format!("sqlite://{}", self.data.path().join("rdev.db").display()),
+        }
+    }
+
     async fn boot(
         data: tempfile::TempDir,
         database: Option<TestDatabase>,

@@ -8,9 +8,9 @@ use chrono::Utc;
 use super::columns::{AuditTime, Cols};
 use super::db::Arg;
 use super::{Db, SqlStore, db};
-use crate::domain::audit::GENESIS_HASH;
-use crate::domain::{AuditEntry, ChainVerifier, NewAuditEntry};
-use crate::ports::{AuditLog, AuditVerification, StoreError};
+use crate::domain::audit::{GENESIS_HASH, check_anchor};
+use crate::domain::{AuditCheckpoint, AuditEntry, ChainVerifier, NewAuditEntry};
+use crate::ports::{AnchoredVerification, AuditLog, AuditVerification, StoreError};
 
 /// Rows fetched per page while verifying the audit chain.
 const VERIFY_PAGE: u32 = 1000;
@@ -149,5 +149,69 @@ impl<D: Db> AuditLog for SqlStore<D> {
             verified: verifier.checked(),
             first_broken: None,
         })
+    }
+
+    async fn checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        let Some(head) = self.head().await? else {
+            return Ok(None);
+        };
+        let key = self.inner.key.load();
+        Ok(Some(AuditCheckpoint::sign(
+            &key,
+            head.seq,
+            &head.hash,
+            Utc::now(),
+        )))
+    }
+
+    async fn verify_against(
+        &self,
+        checkpoint: &AuditCheckpoint,
+    ) -> Result<AnchoredVerification, StoreError> {
+        if let Err(untrusted) = checkpoint.authenticate(&self.inner.key.load()) {
+            return Ok(AnchoredVerification {
+                chain: AuditVerification {
+                    verified: 0,
+                    first_broken: None,
+                },
+                anchor: Err(untrusted.into()),
+            });
+        }
+        let chain = self.verify().await?;
+        let ends_at = self.head().await?.map_or(0, |head| head.seq);
+        let row = sqlx::query(select_audit!("WHERE seq = $1"))
+            .arg(checkpoint.seq)
+            .fetch_optional(self.exec())
+            .await
+            .map_err(db("reading the audit log"))?;
+        let at_seq = row.as_ref().map(audit_from_row::<D>).transpose()?;
+        Ok(AnchoredVerification {
+            chain,
+            anchor: check_anchor(checkpoint, at_seq.as_ref(), ends_at),
+        })
+    }
+}
+
+/// The last entry's place in the chain.
+struct Head {
+    seq: i64,
+    hash: String,
+}
+
+impl<D: Db> SqlStore<D> {
+    /// The newest entry's `seq` and `hash` (the primary key's last row).
+    async fn head(&self) -> Result<Option<Head>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(self.exec())
+            .await
+            .map_err(db("reading the audit log head"))?;
+        row.map(|row| {
+            let cols = Cols::<D>::new(&row, "audit_log");
+            Ok(Head {
+                seq: cols.get("seq")?,
+                hash: cols.get("hash")?,
+            })
+        })
+        .transpose()
     }
 }

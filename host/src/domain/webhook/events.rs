@@ -23,8 +23,12 @@ pub const CI_PIPELINE_FINISHED: &str = "ci.pipeline.finished";
 /// A running command's tool call waits for a person's decision (`POST /approvals/{id}`).
 pub const APPROVAL_REQUESTED: &str = "approval.requested";
 
+/// A signed audit checkpoint (`AuditCheckpoint`), sent to every project's subscribers so
+/// the chain's head is kept off the box; emitted periodically, only when the head moved.
+pub const AUDIT_CHECKPOINT: &str = "audit.checkpoint";
+
 /// Every event type a subscription may name; `*` (or an empty filter) means all of them.
-pub const EVENT_TYPES: [&str; 7] = [
+pub const EVENT_TYPES: [&str; 8] = [
     COMMAND_COMPLETED,
     COMMAND_FAILED,
     COMMAND_CANCELLED,
@@ -32,6 +36,7 @@ pub const EVENT_TYPES: [&str; 7] = [
     CI_PIPELINE_STARTED,
     CI_PIPELINE_FINISHED,
     APPROVAL_REQUESTED,
+    AUDIT_CHECKPOINT,
 ];
 
 /// The filter entry that matches every event type.
