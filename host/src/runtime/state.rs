@@ -45,6 +45,29 @@ pub(crate) struct ExecCtx {
     processes: Mutex<Vec<Arc<dyn ProcessControl>>>,
 }
 
+/// An execution dropped before it ended (its worker gave up on it, or the host shuts down)
+/// still leaves no process behind: whatever it started and did not reap is killed.
+impl Drop for ExecCtx {
+    fn drop(&mut self) {
+        let left = self.take_processes();
+        if left.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(plugin = %self.plugin, "an execution's processes outlive it: no runtime to kill them");
+            return;
+        };
+        let plugin = self.plugin.clone();
+        runtime.spawn(async move {
+            for process in left {
+                if let Err(e) = process.signal(Signal::Kill).await {
+                    tracing::warn!(%plugin, error = %e, "killing an abandoned execution's process failed");
+                }
+            }
+        });
+    }
+}
+
 impl ExecCtx {
     pub fn new(
         manifest: Arc<Manifest>,
@@ -111,14 +134,18 @@ impl ExecCtx {
 
     /// Kills every process this execution started (already exited ones are unaffected).
     pub async fn kill_processes(&self) {
-        let list = match self.processes.lock() {
-            Ok(mut list) => std::mem::take(&mut *list),
-            Err(_) => return,
-        };
-        for process in list {
+        for process in self.take_processes() {
             if let Err(e) = process.signal(Signal::Kill).await {
                 tracing::warn!(plugin = %self.plugin, error = %e, "killing a provider's process failed");
             }
+        }
+    }
+
+    /// Takes the tracked processes out of the list, for killing them.
+    fn take_processes(&self) -> Vec<Arc<dyn ProcessControl>> {
+        match self.processes.lock() {
+            Ok(mut list) => std::mem::take(&mut *list),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
 

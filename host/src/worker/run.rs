@@ -186,6 +186,7 @@ impl Stopper {
     /// waiting for it.
     fn stop(&mut self, reason: Stop) {
         if self.stop.is_none() {
+            tracing::debug!(?reason, "stopping the execution");
             self.stop = Some(reason);
             self.give_up = tokio::time::Instant::now() + self.grace;
             self.cancel.cancel();
@@ -243,12 +244,14 @@ async fn execute(
     let redactor = start(ctx, lease, agent.as_ref()).await?;
     let (sink, events) = mpsc::channel(EVENT_SINK_CAPACITY);
     let (over_limit, mut limit_reached) = watch::channel(None);
+    let execution_over = CancellationToken::new();
     let forwarder = tokio::spawn(forward(
         ctx.clone(),
         command.clone(),
         events,
         redactor.clone(),
         over_limit,
+        execution_over.clone(),
     ));
     let mut limit_open = true;
     let cancel = hard_stop.child_token();
@@ -298,6 +301,8 @@ async fn execute(
     };
     // The sink was moved into the execution; once that is dropped the forwarder drains and ends.
     drop(running);
+    tracing::debug!(command = %command.id, "execution over; storing its last events");
+    execution_over.cancel();
     if let Err(error) = forwarder.await {
         tracing::error!(%error, "event forwarder panicked");
     }
@@ -377,17 +382,30 @@ fn outcome(
 /// redacted, so a cut never leaves half a credential for the redactor to miss). A limit that
 /// asks the command to stop is sent on `over_limit`. While the database is unreachable the
 /// append is retried (the provider is held back by the bounded sink meanwhile); any other
-/// storage failure is logged and the event dropped.
+/// storage failure is logged and the event dropped. Ends when every sender is gone or, once
+/// `execution_over` fires, when what was sent until then is stored.
 async fn forward(
     ctx: Context,
     command: CommandRecord,
     mut events: mpsc::Receiver<AgentEvent>,
     redactor: Redactor,
     over_limit: watch::Sender<Option<String>>,
+    execution_over: CancellationToken,
 ) {
     let mut stream = StreamRedactor::new(redactor);
     let mut guard = OutputGuard::new(ctx.config.output);
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            // What was sent is still received after the close; a sender some task kept past
+            // the execution's end can no longer hold the command open.
+            () = execution_over.cancelled(), if !events.is_closed() => {
+                events.close();
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
         if let Some(event) = stream.push(event) {
             store_bounded(&ctx, &command, &mut guard, &over_limit, event).await;
         }

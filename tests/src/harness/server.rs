@@ -44,6 +44,7 @@ impl TestServer {
     }
 
     async fn start(database: Option<TestDatabase>, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
+        show_server_log();
         let data = tempfile::tempdir().expect("temporary data dir");
         Self::boot(data, database, adjust, None).await
     }
@@ -258,6 +259,18 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+    }
+}
+
+/// With `RDEV_TEST_LOG` set to a filter (`rdev=debug`), the log of the servers a test
+/// starts in its own process goes to the test's output, which the runner shows when the
+/// test fails: how a hang that happens only under load is diagnosed.
+fn show_server_log() {
+    if let Ok(filter) = std::env::var("RDEV_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
 }
 

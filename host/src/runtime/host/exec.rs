@@ -434,18 +434,22 @@ impl Host for HostState {
 }
 
 /// Streams what the executor says about a running process (a confined command's refused
-/// egress) as `warning` events of the command, until the process exits.
+/// egress) as `warning` events of the command, until the process exits or the command's
+/// event channel closes. It holds the channel weakly: a process that outlives its
+/// execution must not keep the worker waiting for the command's events to end.
 fn forward_notices(
     mut notices: tokio::sync::broadcast::Receiver<String>,
     sink: crate::ports::EventSink,
     control: std::sync::Arc<dyn ports::ProcessControl>,
 ) {
+    let sink = sink.downgrade();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = control.wait() => return,
                 notice = notices.recv() => match notice {
                     Ok(message) => {
+                        let Some(sink) = sink.upgrade() else { return };
                         let event = crate::domain::AgentEvent::Warning { message };
                         if sink.send(event).await.is_err() {
                             return;

@@ -12,6 +12,8 @@
 //! - `cancel-once`: emits until an emit returns `cancelled`, then emits `cleanup` (which
 //!   must work) and returns `cancelled`.
 //! - `ignore-cancel`: keeps running after a cancel, calling the host.
+//! - `hold-process <seconds>`: spawns `sleep <seconds>` (the grant must allow `sleep`),
+//!   emits `spawned` (or why not), then keeps running after a cancel with the process held.
 //! - `http <port> <path>`: GETs the path with project-http (bearer auth from the
 //!   credential `TOKEN` when the path contains `auth`); the text is `<status> <body>`.
 //! - `sse <port> <path>`: opens an event stream and returns every event's data, joined
@@ -155,6 +157,17 @@ impl Provider for Hostile {
             "ignore-cancel" => loop {
                 execution::sleep(10);
             },
+            "hold-process" => {
+                let held = CommandBuilder::new("sleep").arg(arg).spawn();
+                let said = match &held {
+                    Ok(_) => "spawned".to_owned(),
+                    Err(e) => format!("spawn failed: {e:?}"),
+                };
+                let _ = event::emit(event::message(said));
+                loop {
+                    execution::sleep(10);
+                }
+            }
             "http" | "sse" => {
                 let (port, path) = arg.split_once(' ').unwrap_or((arg, "/"));
                 let request = Request {
