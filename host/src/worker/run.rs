@@ -306,15 +306,28 @@ async fn execute(
     if let Err(error) = forwarder.await {
         tracing::error!(%error, "event forwarder panicked");
     }
-    let stop = stopper.stop;
+    let limit_reason = limit_reached.borrow().clone();
+    bounded_outcome(ctx, command, result, stopper.stop, &redactor, limit_reason).await
+}
+
+/// The command's outcome once its execution is over and its events are stored: the stop
+/// reason and the output limit decide the status, and the result is bounded like the events
+/// (what was cut is said before `done`).
+async fn bounded_outcome(
+    ctx: &Context,
+    command: &CommandRecord,
+    result: Result<AgentResult, AgentError>,
+    stop: Option<Stop>,
+    redactor: &Redactor,
+    limit_reason: Option<String>,
+) -> Result<Outcome, Stopped> {
     if stop == Some(Stop::LeaseLost) {
         return Err(Stopped::LeaseLost);
     }
-    let limit_reason = limit_reached.borrow().clone();
     // Over the limit under `fail` even when the provider ended before the worker stopped it.
     let stop = stop.or(limit_reason.is_some().then_some(Stop::OutputLimit));
-    let mut outcome = outcome(result, stop, timeout, &redactor, limit_reason);
-    // The result is bounded like the events, and what was cut said before `done`.
+    let timeout = command.request.timeout;
+    let mut outcome = outcome(result, stop, timeout, redactor, limit_reason);
     if let Some(warning) = ctx.config.output.limit_outcome(&mut outcome) {
         append(ctx, command, StreamEvent::Agent(warning)).await;
     }
