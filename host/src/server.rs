@@ -184,8 +184,13 @@ fn background_tasks(
     let mut tasks = vec![
         tokio::spawn(Arc::new(dispatcher).run(shutdown.clone())),
         tokio::spawn(crate::api::providers::audit_watched_reloads(state.clone())),
-        tokio::spawn(async move {
-            let _ = drained.await;
+        tokio::spawn({
+            let services = state.registry.services().clone();
+            async move {
+                let _ = drained.await;
+                // No command runs any more: the services kept warm for them go too.
+                services.stop_all().await;
+            }
         }),
         tokio::spawn(
             CheckpointExporter {

@@ -1,10 +1,11 @@
 //! The opencode provider end to end: the real component in the real runtime, the real
-//! `opencode serve` (started by the plugin through the LocalExecutor) talking to the fake
-//! OpenAI-compatible chat-completions API.
+//! `opencode serve` (the manifest's service, run by the host per project over the
+//! unconfined LocalExecutor) talking to the fake OpenAI-compatible chat-completions API.
 //!
-//! Each test gets its own port: the installed manifest grants the default port 4096, so the
-//! test copies the component into a temporary plugins directory with a manifest granting the
-//! test's port instead (what an operator does to run the server on another port).
+//! No credential is set: the host mints the server's password. Every test gets its own
+//! runtime, so its servers are its own; they pick their ports. The benchmark against curl
+//! runs the server itself on a port it grants in a copy of the manifest (what an operator
+//! running the server elsewhere does), with a password it sets.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use rdev::ports::{
     AgentError, CodeAgent, Execution, Interaction, InteractionContext, InteractionError,
     SecretError, SecretResolver, SecretValue,
 };
+use rdev::runtime::service::ServiceInfo;
 use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
 use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
 use rdev_tests::harness::{self, opencode, plugins};
@@ -59,21 +61,25 @@ impl Interaction for Approver {
     }
 }
 
-/// A password no event may ever contain.
+/// The password of the operator-run server of the benchmark; no event may ever contain it.
 const PASSWORD: &str = "oc-pw-5d1e9a77-never-in-events";
 const PROJECT: &str = "opencode-e2e";
+/// A second project, for the tests of two projects at once.
+const OTHER: &str = "opencode-other";
 
 struct Setup {
     fake: FakeOpenAi,
     approver: Arc<Approver>,
     agent: Arc<WasmAgent>,
-    port: u16,
+    runtime: Runtime,
+    /// The port of an operator-run server (the `port` option); `None` uses the host's.
+    port: Option<u16>,
     _root: tempfile::TempDir,
     _plugins: tempfile::TempDir,
 }
 
-/// Copies the built component with a manifest granting `port` instead of the default.
-fn plugin_for_port(port: u16) -> (tempfile::TempDir, PathBuf) {
+/// Copies the built component with its manifest changed by `edit`.
+fn plugin_with(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, PathBuf) {
     let built = plugins::plugins_dir();
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -82,17 +88,27 @@ fn plugin_for_port(port: u16) -> (tempfile::TempDir, PathBuf) {
     )
     .unwrap();
     let manifest = std::fs::read_to_string(built.join("opencode.toml")).unwrap();
-    assert!(manifest.contains("project_http_ports = [4096]"));
-    let manifest = manifest.replace(
-        "project_http_ports = [4096]",
-        &format!("project_http_ports = [{port}]"),
-    );
     let path = dir.path().join("opencode.toml");
-    std::fs::write(&path, manifest).unwrap();
+    std::fs::write(&path, edit(manifest)).unwrap();
     (dir, path)
 }
 
+/// The installed manifest's line `from`, which a test replaces.
+fn replacing(from: &'static str, to: String) -> impl FnOnce(String) -> String {
+    move |manifest: String| {
+        assert!(manifest.contains(from), "{from:?} not in the manifest");
+        manifest.replace(from, &to)
+    }
+}
+
+/// A runtime with the installed opencode plugin, nothing in the credential store.
 async fn setup() -> Option<Setup> {
+    setup_with(None, |m| m).await
+}
+
+/// [`setup`] with the manifest changed by `edit`, and with `port`, an operator-run server
+/// on that port whose password is in the credential store.
+async fn setup_with(port: Option<u16>, edit: impl FnOnce(String) -> String) -> Option<Setup> {
     let bin = match opencode::install() {
         Ok(bin) => bin,
         Err(reason) => {
@@ -103,24 +119,27 @@ async fn setup() -> Option<Setup> {
     harness::put_on_path(&bin);
     let fake = FakeOpenAi::start().unwrap();
     let root = tempfile::tempdir().unwrap();
-    opencode::write_config(&root.path().join(PROJECT), &fake.base_url()).unwrap();
-    let secrets: Arc<dyn SecretResolver> = Arc::new(MapSecrets(HashMap::from([(
-        "OPENCODE_SERVER_PASSWORD".to_owned(),
-        PASSWORD.to_owned(),
-    )])));
+    for project in [PROJECT, OTHER] {
+        opencode::write_config(&root.path().join(project), &fake.base_url()).unwrap();
+    }
+    let mut credentials = HashMap::new();
+    if port.is_some() {
+        credentials.insert("OPENCODE_SERVER_PASSWORD".to_owned(), PASSWORD.to_owned());
+    }
+    let secrets: Arc<dyn SecretResolver> = Arc::new(MapSecrets(credentials));
     let executor = Arc::new(LocalExecutor::per_project(root.path(), secrets.clone()));
     let mut config = RuntimeConfig::new(executor, secrets);
     config.cancel_grace = Duration::from_secs(15);
     let approver = Arc::new(Approver::default());
     config.interaction = approver.clone();
     let runtime = Runtime::new(config).unwrap();
-    let port = opencode::free_port().unwrap();
-    let (plugins_tmp, manifest) = plugin_for_port(port);
+    let (plugins_tmp, manifest) = plugin_with(edit);
     let agent = runtime.load(&manifest).await.unwrap();
     Some(Setup {
         fake,
         approver,
         agent,
+        runtime,
         port,
         _root: root,
         _plugins: plugins_tmp,
@@ -132,11 +151,30 @@ fn request(s: &Setup, prompt: &str, session: Option<&str>) -> AgentRequest {
     request.session_id = session.map(str::to_owned);
     request.model = Some(format!("{}/{}", opencode::PROVIDER, opencode::MODEL));
     request.timeout = Duration::from_secs(180);
-    request.options = json!({"port": s.port, "disable_models_fetch": true})
-        .as_object()
-        .unwrap()
-        .clone();
+    if let Some(port) = s.port {
+        request.options = json!({"port": port}).as_object().unwrap().clone();
+    }
     request
+}
+
+impl Setup {
+    /// The host-run server of `project`, if one runs.
+    fn service(&self, project: &str) -> Option<ServiceInfo> {
+        self.runtime
+            .services()
+            .running()
+            .into_iter()
+            .find(|i| i.project.as_str() == project)
+    }
+}
+
+/// What a running process's environment says `name` is.
+fn environ(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let entry = String::from_utf8_lossy(entry);
+        entry.strip_prefix(&format!("{name}=")).map(str::to_owned)
+    })
 }
 
 struct Outcome {
@@ -170,6 +208,18 @@ async fn execute(
     cancel: CancellationToken,
     on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
 ) -> Outcome {
+    execute_in(s, PROJECT, request, cancel, on_event).await
+}
+
+/// [`execute`] in `project`. Neither the operator's password nor the one the host minted
+/// for the project's server may appear in an event or the result.
+async fn execute_in(
+    s: &Setup,
+    project: &str,
+    request: AgentRequest,
+    cancel: CancellationToken,
+    on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
+) -> Outcome {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let token = cancel.clone();
     let collector = tokio::spawn(async move {
@@ -184,7 +234,7 @@ async fn execute(
         Duration::from_secs(240),
         s.agent.execute(Execution {
             command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
-            project_id: ProjectId::parse(PROJECT).unwrap(),
+            project_id: ProjectId::parse(project).unwrap(),
             request,
             events: tx,
             cancel,
@@ -194,8 +244,14 @@ async fn execute(
     .expect("the execution hung");
     let events = collector.await.unwrap();
     let serialized = serde_json::to_string(&events).unwrap();
-    assert!(!serialized.contains(PASSWORD), "the password leaked");
-    assert!(!format!("{result:?}").contains(PASSWORD));
+    let minted = s
+        .service(project)
+        .and_then(|i| i.pid)
+        .and_then(|pid| environ(pid, "OPENCODE_SERVER_PASSWORD"));
+    for secret in std::iter::once(PASSWORD.to_owned()).chain(minted) {
+        assert!(!serialized.contains(&secret), "a password leaked");
+        assert!(!format!("{result:?}").contains(&secret));
+    }
     Outcome { events, result }
 }
 
@@ -217,8 +273,12 @@ async fn plain_reply_starts_the_server_and_a_continued_session_keeps_history() {
         "{usage:?}"
     );
     assert!(result.cost_usd.is_some());
-    // Nothing listened on the port: the plugin started the server.
-    assert_eq!(result.details.as_ref().unwrap()["server_started"], true);
+    // The host started the project's server, with a password it minted (nobody set one).
+    assert_eq!(result.details.as_ref().unwrap()["host_run_server"], true);
+    let service = s.service(PROJECT).expect("the project's server runs");
+    let pid = service.pid.unwrap();
+    let minted = environ(pid, "OPENCODE_SERVER_PASSWORD").expect("a minted password");
+    assert_eq!(minted.len(), 64, "256 bits, hex");
     let session = result.session_id.clone().unwrap();
     let AgentEvent::Init {
         session_id,
@@ -411,22 +471,6 @@ async fn cancel_after_completion_keeps_the_completed_turn() {
     );
 }
 
-/// The pid of the `opencode serve` listening on `port`, from /proc.
-fn server_pid(port: u16) -> Option<u32> {
-    let needle = format!("--port\0{port}");
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("serve") && cmdline.contains(&needle) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 fn kill(pid: u32) {
     let _ = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -440,14 +484,14 @@ async fn server_dying_mid_turn_fails_clearly() {
         &["one ", "two ", "three ", "four ", "five ", "six"],
         Duration::from_millis(600),
     ));
-    let port = s.port;
+    let services = s.runtime.services().clone();
     let out = execute(
         &s,
         request(&s, "count slowly", None),
         CancellationToken::new(),
         move |e, _| {
             if matches!(e, AgentEvent::Message { partial: true, .. })
-                && let Some(pid) = server_pid(port)
+                && let Some(pid) = services.running().first().and_then(|i| i.pid)
             {
                 kill(pid);
             }
@@ -562,7 +606,14 @@ fn median(mut values: Vec<Duration>) -> Duration {
 /// asserts only that every turn completed (speed is measured, not judged, here).
 #[tokio::test(flavor = "multi_thread")]
 async fn benchmark_through_rdev_versus_curl() {
-    let Some(s) = setup().await else { return };
+    let port = opencode::free_port().unwrap();
+    let grant = replacing(
+        "project_http_ports = []",
+        format!("project_http_ports = [{port}]"),
+    );
+    let Some(s) = setup_with(Some(port), grant).await else {
+        return;
+    };
     s.fake.set_fallback(Reply::slow_text(
         &["bench ", "reply ", "in ", "four ", "pieces"],
         Duration::from_millis(20),
@@ -576,7 +627,7 @@ async fn benchmark_through_rdev_versus_curl() {
             "--hostname",
             "127.0.0.1",
             "--port",
-            &s.port.to_string(),
+            &port.to_string(),
         ])
         .current_dir(&workspace)
         .env_clear()
@@ -588,7 +639,7 @@ async fn benchmark_through_rdev_versus_curl() {
         .spawn()
         .unwrap();
     let client = harness::http_client();
-    let health = format!("http://127.0.0.1:{}/global/health", s.port);
+    let health = format!("http://127.0.0.1:{port}/global/health");
     let mut healthy = false;
     for _ in 0..300 {
         let answer = client
@@ -610,7 +661,6 @@ async fn benchmark_through_rdev_versus_curl() {
     let mut direct = Vec::new();
     // Round 0 warms both paths up (provider SDK load, component compile) and is not counted.
     for round in 0..=ROUNDS {
-        let port = s.port;
         let timing = tokio::task::spawn_blocking(move || direct_turn(port, "bench"))
             .await
             .unwrap();
@@ -634,7 +684,7 @@ async fn benchmark_through_rdev_versus_curl() {
         let total = started.elapsed();
         assert_eq!(out.result().status, ResultStatus::Completed);
         assert_eq!(
-            out.result().details.as_ref().unwrap()["server_started"],
+            out.result().details.as_ref().unwrap()["host_run_server"],
             false
         );
         if round > 0 {
@@ -655,5 +705,157 @@ async fn benchmark_through_rdev_versus_curl() {
          {d_first:?} = {:.2}x; whole turn rdev {r_total:?} / curl {d_total:?} = {:.2}x",
         r_first.as_secs_f64() / d_first.as_secs_f64(),
         r_total.as_secs_f64() / d_total.as_secs_f64(),
+    );
+}
+
+/// Whether process `pid` still exists (a reaped one has no /proc entry).
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs `prompt` in `project` and returns the outcome with its time to the first text delta
+/// and to the result.
+async fn timed(s: &Setup, project: &str, prompt: &str) -> (Outcome, Timing) {
+    let first = Arc::new(Mutex::new(None));
+    let seen = first.clone();
+    let started = std::time::Instant::now();
+    let out = execute_in(
+        s,
+        project,
+        request(s, prompt, None),
+        CancellationToken::new(),
+        move |e, _| {
+            if matches!(e, AgentEvent::Message { partial: true, .. }) {
+                seen.lock().unwrap().get_or_insert(started.elapsed());
+            }
+        },
+    )
+    .await;
+    let total = started.elapsed();
+    assert_eq!(
+        out.result().status,
+        ResultStatus::Completed,
+        "{:?}",
+        out.result()
+    );
+    let first = first.lock().unwrap().expect("a text delta");
+    (out, Timing { first, total })
+}
+
+/// Issue #19 part 1: the second command of a project is served by the server the first one
+/// started (same process, same port, no start-up wait), and a server unused for the idle
+/// timeout is stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_second_command_reuses_the_warm_server_until_it_idles_out() {
+    let idle = replacing(
+        "idle_timeout_secs = 900",
+        "idle_timeout_secs = 3".to_owned(),
+    );
+    let Some(s) = setup_with(None, idle).await else {
+        return;
+    };
+    s.fake.set_fallback(Reply::text("warm or cold"));
+    let (_, cold) = timed(&s, PROJECT, "first").await;
+    let started = s
+        .service(PROJECT)
+        .expect("the server runs after the command");
+    let (second, warm) = timed(&s, PROJECT, "second").await;
+    assert_eq!(second.result().final_text.as_deref(), Some("warm or cold"));
+    let reused = s.service(PROJECT).expect("still running");
+    assert_eq!((reused.pid, reused.port), (started.pid, started.port));
+    assert!(reused.uses > started.uses, "{reused:?} after {started:?}");
+    println!("opencode first text: cold {cold:?}, warm {warm:?}");
+    assert!(
+        warm.first < cold.first,
+        "the warm command waited for a start: {warm:?} vs {cold:?}"
+    );
+    // Unused for 3 s, the server is stopped and forgotten.
+    let pid = started.pid.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (s.service(PROJECT).is_some() || alive(pid)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        s.service(PROJECT).is_none(),
+        "the idle server is still listed"
+    );
+    assert!(!alive(pid), "the idle server's process {pid} still runs");
+    // The next command starts a new one.
+    timed(&s, PROJECT, "third").await;
+    assert_ne!(s.service(PROJECT).unwrap().pid, Some(pid));
+}
+
+/// Issue #19 part 1: two projects running OpenCode at the same time each get their own
+/// server, on its own port, in its own workspace (before, both used port 4096 and whichever
+/// server came first served both projects, in its own workspace).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_projects_at_once_each_have_their_own_server_in_their_own_workspace() {
+    let Some(s) = setup().await else { return };
+    s.fake.set_fallback(Reply::slow_text(
+        &["side ", "by ", "side"],
+        Duration::from_millis(100),
+    ));
+    let (a, b) = tokio::join!(timed(&s, PROJECT, "one"), timed(&s, OTHER, "two"));
+    for (out, _) in [&a, &b] {
+        assert_eq!(out.result().final_text.as_deref(), Some("side by side"));
+    }
+    let one = s.service(PROJECT).expect("the first project's server");
+    let two = s.service(OTHER).expect("the second project's server");
+    assert_ne!(one.port, two.port);
+    assert_ne!(one.pid, two.pid);
+    for (info, project) in [(&one, PROJECT), (&two, OTHER)] {
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", info.pid.unwrap())).unwrap();
+        let workspace = s._root.path().join(project).canonicalize().unwrap();
+        assert_eq!(cwd, workspace, "{project}'s server runs elsewhere");
+    }
+    // The sessions live in each project's own server.
+    let sessions: Vec<_> = [&a, &b]
+        .iter()
+        .map(|(o, _)| o.result().session_id.clone().unwrap())
+        .collect();
+    assert_ne!(sessions[0], sessions[1]);
+    s.runtime
+        .services()
+        .stop_project(&ProjectId::parse(PROJECT).unwrap())
+        .await;
+    assert!(s.service(PROJECT).is_none());
+    assert!(!alive(one.pid.unwrap()), "the stopped server still runs");
+    assert!(
+        alive(two.pid.unwrap()),
+        "the other project's server was stopped too"
+    );
+}
+
+/// The benchmark of issue #19: time to the first text delta and to the result of a plain
+/// prompt, first command of a project (cold: the host starts `opencode serve`) versus the
+/// next ones (warm), through the runtime. Prints the medians and the warm/cold ratio; it
+/// asserts only that every turn completed.
+#[tokio::test(flavor = "multi_thread")]
+async fn benchmark_cold_versus_warm_server() {
+    const ROUNDS: usize = 3;
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for _ in 0..ROUNDS {
+        let Some(s) = setup().await else { return };
+        s.fake.set_fallback(Reply::slow_text(
+            &["bench ", "reply ", "in ", "four ", "pieces"],
+            Duration::from_millis(20),
+        ));
+        cold.push(timed(&s, PROJECT, "bench").await.1);
+        for _ in 0..ROUNDS {
+            warm.push(timed(&s, PROJECT, "bench").await.1);
+        }
+        s.runtime.services().stop_all().await;
+    }
+    let median_of = |t: &[Timing], f: fn(&Timing) -> Duration| median(t.iter().map(f).collect());
+    let (c_first, c_total) = (median_of(&cold, |t| t.first), median_of(&cold, |t| t.total));
+    let (w_first, w_total) = (median_of(&warm, |t| t.first), median_of(&warm, |t| t.total));
+    println!(
+        "opencode cold vs warm (median; {} cold, {} warm): first text cold {c_first:?} / warm \
+         {w_first:?} (warm/cold {:.3}); total cold {c_total:?} / warm {w_total:?} (warm/cold {:.3})",
+        cold.len(),
+        warm.len(),
+        w_first.as_secs_f64() / c_first.as_secs_f64(),
+        w_total.as_secs_f64() / c_total.as_secs_f64(),
     );
 }

@@ -1,7 +1,7 @@
 //! The opencode provider on ABI 0.2.0 with a person in the loop: a real `rdev serve`
-//! (SQLite and PostgreSQL, confined like production) whose opencode plugin starts the real
-//! `opencode serve` inside the project's sandbox, against the fake chat-completions API. The
-//! fake model asks for a `bash` call that creates a file; the server's permission request
+//! (SQLite and PostgreSQL, confined like production) that runs the real `opencode serve` as
+//! the plugin's service inside the project's sandbox, against the fake chat-completions
+//! API, with no credential set. The fake model asks for a `bash` call that creates a file; the server's permission request
 //! becomes an approval decided over HTTP, and the effect (or its absence) is looked for in
 //! the workspace. What the model was told is read from the requests the fake received.
 
@@ -43,15 +43,8 @@ async fn host(db: Db) -> Option<Host> {
         Db::Sqlite => TestServer::sqlite_with(adjust).await,
         Db::Postgres => TestServer::postgres_with(adjust).await?,
     };
+    // No credential is set: the host mints the server's password.
     let host = Host { server, fake };
-    let (status, body) = host
-        .call(
-            Method::PUT,
-            "/credentials/OPENCODE_SERVER_PASSWORD",
-            Some(json!({"value": "oc-approvals-password"})),
-        )
-        .await;
-    assert!(status.is_success(), "{status} {body}");
     let (status, body) = host
         .call(Method::POST, "/projects", Some(json!({"id": PROJECT})))
         .await;
@@ -86,7 +79,6 @@ impl Host {
         let body = json!({
             "prompt": prompt,
             "model": format!("{}/{}", opencode::PROVIDER, opencode::MODEL),
-            "options": {"disable_models_fetch": true},
         });
         self.server.run(PROJECT, "opencode", body).await
     }

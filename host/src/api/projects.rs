@@ -190,7 +190,8 @@ async fn remove(
         Ok(()) | Err(crate::ports::StoreError::NotFound { .. })
     ) {
         // Also for an unknown id, so a DELETE retried after the workspace could not be
-        // removed finishes the job.
+        // removed finishes the job. The project's services go first: they run in it.
+        state.registry.services().stop_project(&id).await;
         state.setup.remove_workspace(&id).await?;
     }
     deleted.map_err(|e| ApiError::from_store(e, StoreContext::DeletingProject))?;

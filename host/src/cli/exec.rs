@@ -135,6 +135,8 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
         printer.event(event)?;
     }
     let outcome = running.await.context("the execution task stopped")?;
+    // A one-shot run keeps nothing warm: a service its provider started ends with it.
+    registry.services().stop_all().await;
     exit_code(&mut printer, outcome, cancel.is_cancelled())
 }
 

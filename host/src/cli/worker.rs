@@ -73,6 +73,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     wait_for_signal().await?;
     shutdown.cancel();
     let report = worker.await?;
+    registry.services().stop_all().await;
     println!(
         "rdev worker {id} drained: {} finished, {} cancelled",
         report.finished, report.cancelled

@@ -73,6 +73,11 @@ pub trait ProcessControl: Send + Sync {
     async fn wait(&self) -> Result<ExitStatus, ExecError>;
     /// Signals the process group. Signalling a process that already exited is not an error.
     async fn signal(&self, signal: Signal) -> Result<(), ExecError>;
+    /// The process (group) id on this machine, for operators; `None` where there is none
+    /// (a process in a pod).
+    fn id(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A started process with its standard streams.

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::domain::{AgentProvider, Capabilities, ProviderName};
 use crate::ports::{CodeAgent, LookupError, ProviderLookup};
+use crate::runtime::service::Services;
 use crate::runtime::{Runtime, WasmAgent};
 
 use loader::{Command, Loader};
@@ -157,6 +158,7 @@ struct Handle {
     commands: mpsc::UnboundedSender<Command>,
     watched: broadcast::Sender<ReloadReport>,
     _watcher: notify::RecommendedWatcher,
+    services: Arc<Services>,
 }
 
 /// Thread-safe and cheap to clone. Dropping the last clone stops the watcher and the
@@ -221,6 +223,7 @@ impl Registry {
                 reason: e.to_string(),
             })?;
         let (watched, _) = broadcast::channel(16);
+        let services = runtime.services().clone();
         let loader = Loader::new(
             runtime,
             plugins_dir,
@@ -236,6 +239,7 @@ impl Registry {
                 commands: tx,
                 watched,
                 _watcher: watcher,
+                services,
             }),
         };
         registry.reload().await?;
@@ -257,6 +261,12 @@ impl Registry {
             .send(Command::Reload(reply))
             .map_err(|_| RegistryError::Stopped)?;
         answer.await.map_err(|_| RegistryError::Stopped)
+    }
+
+    /// The per-project services the plugins' runtime keeps running (stopped for a deleted
+    /// project and at shutdown).
+    pub fn services(&self) -> &Arc<Services> {
+        &self.handle.services
     }
 
     /// Every registered provider, serving or not, in registration order.

@@ -72,13 +72,15 @@ impl WasmAgent {
     }
 
     fn exec_ctx(&self, project: Option<ProjectId>, execution: Option<&Execution>) -> Arc<ExecCtx> {
-        Arc::new(ExecCtx::new(
+        let mut exec = ExecCtx::new(
             self.manifest.clone(),
             project,
             self.runtime.config.executor.clone(),
             self.runtime.config.secrets.clone(),
             execution.map(|e| e.events.clone()),
-        ))
+        );
+        exec.services = Some(self.runtime.services.clone());
+        Arc::new(exec)
     }
 
     /// Instantiates the plugin and calls `capabilities()`: the cheapest full round trip,
@@ -197,6 +199,7 @@ impl WasmAgent {
             self.runtime.config.secrets.clone(),
             Some(execution.events.clone()),
         );
+        exec.services = Some(self.runtime.services.clone());
         exec.asker = Some(Asker {
             port: self.runtime.config.interaction.clone(),
             ctx: InteractionContext {

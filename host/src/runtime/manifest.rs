@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::service::spec::RawService;
 use crate::domain::{AgentRequest, ProviderName};
+
+pub use super::service::spec::{SecretAuth, ServiceSecret, ServiceSpec};
 
 /// A parsed and validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub struct Manifest {
     pub description: String,
     pub grants: Grants,
     pub limits: Limits,
+    /// The per-project service the host keeps running for this plugin, if it declares one.
+    pub service: Option<ServiceSpec>,
 }
 
 /// Why a manifest was refused; every variant names the file.
@@ -203,6 +208,7 @@ struct RawManifest {
     #[serde(default)]
     grants: RawGrants,
     limits: RawLimits,
+    service: Option<RawService>,
 }
 
 #[derive(Deserialize, Default)]
@@ -277,21 +283,26 @@ impl Manifest {
             .and_then(|()| raw.limits.check())
             .map_err(|(field, reason)| invalid(field, reason))?;
         let max_prompt_bytes = raw.limits.max_prompt_bytes();
+        let service = raw
+            .service
+            .map(RawService::check)
+            .transpose()
+            .map_err(|(field, reason)| invalid(field, reason))?;
+        let mut ports = raw.grants.project_http_ports;
+        // The port the guest addresses its service on is granted with the service.
+        ports.extend(service.as_ref().map(|s| s.port));
         Ok(Self {
             name,
             version: raw.version,
             abi,
             description: raw.description,
-            grants: Grants::new(
-                raw.grants.exec,
-                raw.grants.project_http_ports,
-                raw.grants.credentials,
-            ),
+            grants: Grants::new(raw.grants.exec, ports, raw.grants.credentials),
             limits: Limits {
                 memory_bytes: raw.limits.memory_mib * 1024 * 1024,
                 max_timeout: Duration::from_secs(raw.limits.max_timeout_secs),
                 max_prompt_bytes,
             },
+            service,
         })
     }
 }

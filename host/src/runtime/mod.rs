@@ -31,6 +31,7 @@ pub mod host;
 mod limiter;
 mod load;
 pub mod manifest;
+pub mod service;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -154,6 +155,8 @@ pub(crate) struct RuntimeInner {
     checker: check::Checker,
     cache: Option<CompileCache>,
     config: RuntimeConfig,
+    /// The per-project services plugins declare; shared by every execution.
+    services: Arc<service::Services>,
 }
 
 /// The sandbox host. Cheap to clone; every clone shares one engine.
@@ -177,6 +180,7 @@ impl Runtime {
                 engine,
                 linkers,
                 checker: check::Checker::default(),
+                services: Arc::new(service::Services::new(config.executor.clone())),
                 config,
             }),
         })
@@ -185,6 +189,11 @@ impl Runtime {
     /// The runtime's settings.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// The services the runtime keeps running for its plugins' projects.
+    pub fn services(&self) -> &Arc<service::Services> {
+        &self.inner.services
     }
 
     /// Loads the plugin described by `manifest_path` (`<dir>/<name>.toml`) and its

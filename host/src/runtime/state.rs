@@ -19,6 +19,7 @@ use super::host::interaction::{Asker, Inbox};
 use super::host::log::LogGate;
 use super::limiter::Limiter;
 use super::manifest::Manifest;
+use super::service::Services;
 
 /// The host call was interrupted by the execution's cancel (delivered once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub(crate) struct ExecCtx {
     /// Who decides the provider's permission requests; `None` for calls that belong to no
     /// command (the `capabilities()` probe, a clean-up).
     pub asker: Option<Asker>,
+    /// The runtime's per-project services; `None` for calls that start none (the probe).
+    pub services: Option<Arc<Services>>,
     /// Fires on an external cancel or at the request's timeout.
     pub cancel: CancellationToken,
     cancel_delivered: AtomicBool,
@@ -84,6 +87,7 @@ impl ExecCtx {
             secrets,
             events,
             asker: None,
+            services: None,
             cancel: CancellationToken::new(),
             cancel_delivered: AtomicBool::new(false),
             hard_deadline: Mutex::new(None),

@@ -1,13 +1,17 @@
 //! The OpenCode provider: talks to `opencode serve` in the project's workspace over the
-//! project-http capability (HTTP Basic with `OPENCODE_SERVER_PASSWORD`, which the host reads
-//! from the credential store, so the value never enters this guest).
+//! project-http capability.
 //!
-//! One execution is one turn: make sure the server answers (start it through exec when it
-//! does not), create or reuse the session, subscribe to `/event` *before* sending so nothing
-//! is missed, `prompt_async`, map the session's events until `session.idle`, then fetch the
-//! session's messages for the final text, tokens, cost and error. A server this plugin starts
-//! lives as long as the execution (the host kills an execution's processes when it ends);
-//! sessions persist on disk in the workspace's HOME, so the next execution resumes them.
+//! The server is the host's: the manifest declares it as the plugin's `[service]`, so the
+//! host starts one per project on the first request to [`options::DEFAULT_PORT`], on a port
+//! of its own choosing and with a password it mints (neither enters this guest), and keeps
+//! it warm between commands until it has been idle for a while. A server the operator runs
+//! elsewhere is addressed with the `port` option and authenticated with the
+//! `OPENCODE_SERVER_PASSWORD` credential instead.
+//!
+//! One execution is one turn: wait until the server answers, create or reuse the session,
+//! subscribe to `/event` *before* sending so nothing is missed, `prompt_async`, map the
+//! session's events until `session.idle`, then fetch the session's messages for the final
+//! text, tokens, cost and error. Sessions persist on disk in the workspace's HOME.
 //!
 //! ABI 0.2.0: the session is given rules that make the server ask before every effectful
 //! tool call ([`permission`]); each `permission.asked` is put to the host's
@@ -22,9 +26,7 @@ mod permission;
 use std::time::{Duration, Instant};
 
 use rdev_sdk::v0_2::bindings::rdev::provider::types::InitInfo;
-use rdev_sdk::v0_2::exec::{ExecError, Process};
 use rdev_sdk::v0_2::interaction::{self, Decision, InputRead, InteractionError, PermissionRequest};
-use rdev_sdk::v0_2::process::{self, CommandBuilder, Lines};
 use rdev_sdk::v0_2::project_http::{
     self, Auth, EventStream, EventsRead, HttpError, Request, Response,
 };
@@ -38,7 +40,8 @@ use events::{Event, Mapper};
 use options::{Model, Options};
 use permission::{Ask, Reply};
 
-/// The credential holding the server's password; the user name is OpenCode's default.
+/// The credential holding the password of a server the operator runs (the `port` option);
+/// the user name is OpenCode's default.
 const PASSWORD_CREDENTIAL: &str = "OPENCODE_SERVER_PASSWORD";
 const USERNAME: &str = "opencode";
 /// Deadline of an ordinary API call. The server answers these from memory or its local
@@ -61,8 +64,6 @@ const SSE_POLL_MS: u32 = 1_000;
 const UNSTEADY_HEALTH_CHECKS: u32 = 10;
 /// Longest excerpt of a response body quoted in an error.
 const BODY_EXCERPT_CHARS: usize = 300;
-/// Stderr lines of a started server kept for the error when it does not come up.
-const STDERR_TAIL_LINES: usize = 20;
 /// What the model is told when a denial carries no message of its own.
 const DENIED: &str = "The user denied this tool call.";
 
@@ -91,11 +92,11 @@ impl Provider for OpenCode {
         let mut run = Run {
             api: Api {
                 port: options.port(),
+                host_run: options.port.is_none(),
             },
             options,
             model,
             request,
-            server: None,
             version: None,
             cancelled: false,
             final_text_seen: String::new(),
@@ -106,13 +107,15 @@ impl Provider for OpenCode {
     }
 
     fn cancel(request: CleanupRequest) -> Result<(), ProviderError> {
-        // The instance is gone; its options are not known here, so the default port is used.
+        // The instance is gone; its options are not known here, so the project's
+        // host-run server is the one asked.
         let Some(session) = request.session_id else {
             return Ok(());
         };
         options::check_session_id(&session).map_err(ProviderError::InvalidRequest)?;
         let api = Api {
             port: options::DEFAULT_PORT,
+            host_run: true,
         };
         match api.call(
             "POST",
@@ -140,16 +143,23 @@ enum Fail {
 /// The server's HTTP API on one port of the workspace.
 struct Api {
     port: u16,
+    /// The port is the manifest's service: the host runs the server and authenticates.
+    host_run: bool,
 }
 
-fn auth() -> Option<Auth> {
-    Some(Auth::Basic((
-        USERNAME.to_owned(),
-        SecretRef {
-            name: PASSWORD_CREDENTIAL.to_owned(),
-            required: true,
-        },
-    )))
+impl Api {
+    /// The auth of a server the operator runs; the host adds its own to its service.
+    fn auth(&self) -> Option<Auth> {
+        (!self.host_run).then(|| {
+            Auth::Basic((
+                USERNAME.to_owned(),
+                SecretRef {
+                    name: PASSWORD_CREDENTIAL.to_owned(),
+                    required: true,
+                },
+            ))
+        })
+    }
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -198,7 +208,7 @@ impl Api {
             path: path.to_owned(),
             headers,
             body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
-            auth: auth(),
+            auth: self.auth(),
             timeout_ms: Some(timeout),
         }
     }
@@ -243,8 +253,8 @@ impl Api {
 /// What a health check found.
 enum Health {
     Up,
-    /// Nothing listens on the port.
-    Down,
+    /// Nothing listens on the port, or the host's service did not start; says why.
+    Down(String),
     /// Something accepted the connection but broke it or did not answer in time.
     Unsteady(String),
     Failed(Fail),
@@ -265,8 +275,6 @@ struct Run {
     options: Options,
     model: Option<Model>,
     request: AgentRequest,
-    /// The server this execution started, if it started one.
-    server: Option<Process>,
     version: Option<String>,
     /// The host's cancel arrived (each blocking call reports it once).
     cancelled: bool,
@@ -342,17 +350,18 @@ impl Run {
         }
     }
 
-    /// Checks `GET /global/health`; when nothing listens, starts `opencode serve` on the
-    /// port and waits until it answers.
+    /// Waits until `GET /global/health` answers. The host starts its service on the first
+    /// request (so this call may take the server's start-up time); a server the operator
+    /// runs must already listen.
     fn ensure_server(&mut self) -> Result<(), Fail> {
         let mut unsteady = 0;
         loop {
             match self.health() {
                 Health::Up => return Ok(()),
-                Health::Down => break,
+                Health::Down(why) => return Err(Fail::Other(why)),
                 Health::Failed(fail) => return Err(fail),
-                // A server that is going down (killed with its last execution) or still
-                // coming up accepts and then drops connections; wait for it to settle.
+                // A server that is going down or still coming up accepts and then drops
+                // connections; wait for it to settle.
                 Health::Unsteady(why) => {
                     unsteady += 1;
                     if unsteady > UNSTEADY_HEALTH_CHECKS {
@@ -367,65 +376,6 @@ impl Run {
                 }
             }
         }
-        let port = self.api.port.to_string();
-        let mut command = CommandBuilder::new("opencode")
-            .args(["serve", "--hostname", "127.0.0.1", "--port", port.as_str()])
-            .working_dir(self.request.working_dir.clone())
-            .secret_env(PASSWORD_CREDENTIAL, PASSWORD_CREDENTIAL, true)
-            // The server must not replace itself while it serves a command.
-            .env("OPENCODE_DISABLE_AUTOUPDATE", "1");
-        if self.options.disable_models_fetch {
-            command = command.env("OPENCODE_DISABLE_MODELS_FETCH", "1");
-        }
-        let process = match command.spawn() {
-            Ok(process) => process,
-            Err(ExecError::Cancelled) => return Err(Fail::Cancelled),
-            Err(e) => {
-                return Err(Fail::Other(format!(
-                    "starting opencode serve: {}",
-                    process::describe(&e)
-                )));
-            }
-        };
-        rdev_sdk::v0_2::log::log(
-            rdev_sdk::v0_2::log::Level::Info,
-            &format!("started opencode serve on port {port}"),
-        );
-        let timeout = self
-            .options
-            .start_timeout_ms
-            .unwrap_or(options::DEFAULT_START_TIMEOUT_MS);
-        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout));
-        let outcome = loop {
-            if !execution::sleep(options::HEALTH_POLL_MS) {
-                break Err(Fail::Cancelled);
-            }
-            match process.wait(Some(0)) {
-                Ok(Some(status)) => {
-                    break Err(Fail::Other(format!(
-                        "opencode serve exited during start-up ({}){}",
-                        result::exit_words(&status),
-                        stderr_tail(&process)
-                    )));
-                }
-                Ok(None) => {}
-                Err(ExecError::Cancelled) => break Err(Fail::Cancelled),
-                Err(e) => break Err(Fail::Other(process::describe(&e))),
-            }
-            match self.health() {
-                Health::Up => break Ok(()),
-                Health::Down | Health::Unsteady(_) => {}
-                Health::Failed(fail) => break Err(fail),
-            }
-            if Instant::now() >= deadline {
-                break Err(Fail::Other(format!(
-                    "opencode serve did not answer on port {port} within {timeout} ms{}",
-                    stderr_tail(&process)
-                )));
-            }
-        };
-        self.server = Some(process);
-        outcome
     }
 
     fn health(&mut self) -> Health {
@@ -440,7 +390,10 @@ impl Run {
             // A wrong password (401) or a different service on the port: starting another
             // server would not help.
             Ok(response) => Health::Failed(Fail::Other(status_error("GET", PATH, &response))),
-            Err(HttpError::Connect(_)) => Health::Down,
+            Err(HttpError::Connect(why)) => Health::Down(format!(
+                "opencode server on port {} is not reachable: {why}",
+                self.api.port
+            )),
             Err(HttpError::Timeout) => Health::Unsteady("timed out".into()),
             Err(HttpError::Protocol(why)) => Health::Unsteady(why),
             Err(e) => Health::Failed(describe("GET", PATH, e)),
@@ -707,7 +660,7 @@ impl Run {
             details_json: Some(
                 json!({
                     "opencode_version": self.version,
-                    "server_started": self.server.is_some(),
+                    "host_run_server": self.api.host_run,
                     "error_name": turn.error_name,
                 })
                 .to_string(),
@@ -725,35 +678,12 @@ impl Run {
 
     /// The result of a turn whose server went away.
     fn broken(&mut self, session: String, why: String) -> AgentResult {
-        let mut error = format!("opencode server stopped mid-turn: {why}");
-        if let Some(server) = &self.server
-            && let Ok(Some(status)) = server.wait(Some(2_000))
-        {
-            error.push_str(&format!(
-                " (the server exited: {})",
-                result::exit_words(&status)
-            ));
-        }
+        let error = format!("opencode server stopped mid-turn: {why}");
         let mut result = result::failed(Some(session), error);
         if !self.final_text_seen.is_empty() {
             result.final_text = Some(self.final_text_seen.clone());
         }
         result
-    }
-}
-
-/// The last stderr lines of a started server, for an error saying why it did not come up.
-fn stderr_tail(process: &Process) -> String {
-    let mut tail: Vec<String> = Vec::new();
-    while let Ok(Lines::Lines(lines)) = process::read_lines(process, Some(0)) {
-        tail.extend(lines.into_iter().map(|l| l.text));
-    }
-    let start = tail.len().saturating_sub(STDERR_TAIL_LINES);
-    let text = tail[start..].join("\n");
-    if text.trim().is_empty() {
-        String::new()
-    } else {
-        format!(": {}", text.trim())
     }
 }
 

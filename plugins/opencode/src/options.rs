@@ -4,16 +4,11 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The port `opencode serve` listens on unless the options say otherwise (OpenCode's own
-/// default); the manifest grants it.
+/// The port the plugin addresses the host-run server on: the manifest's `[service] port`.
+/// The host maps it to the project's own server, on a port the host picked.
 pub const DEFAULT_PORT: u16 = 4096;
-/// How long a server the plugin started may take to answer its health check. A first start
-/// unpacks the provider SDKs into the cache and loads every plugin, which takes seconds on a
-/// slow disk; after that a start answers in well under one. 60 s leaves room for a cold
-/// start on a loaded machine without letting a server that never comes up hold the command.
-pub const DEFAULT_START_TIMEOUT_MS: u32 = 60_000;
-/// Pause between health checks while a started server comes up: short enough that a warm
-/// start is noticed at once, long enough not to busy-wait.
+/// Pause between health checks while a server settles: short enough that a recovered
+/// server is noticed at once, long enough not to busy-wait.
 pub const HEALTH_POLL_MS: u32 = 200;
 /// Time an aborted session gets to report `session.idle` before the provider stops
 /// waiting for it and returns what it has.
@@ -24,17 +19,14 @@ pub const DEFAULT_ABORT_GRACE_MS: u32 = 5_000;
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
-    /// The port of `opencode serve` in the workspace; it must be granted in the manifest.
+    /// The port of a server the operator runs in the workspace instead of the host's (it
+    /// must be granted in the manifest; its password is the `OPENCODE_SERVER_PASSWORD`
+    /// credential).
     pub port: Option<u16>,
     /// OpenCode agent to run the prompt with (`build`, `plan` …).
     pub agent: Option<String>,
-    /// See [`DEFAULT_START_TIMEOUT_MS`].
-    pub start_timeout_ms: Option<u32>,
     /// See [`DEFAULT_ABORT_GRACE_MS`].
     pub abort_grace_ms: Option<u32>,
-    /// Start the server with `OPENCODE_DISABLE_MODELS_FETCH=1` (no models.dev download),
-    /// for workspaces without internet access.
-    pub disable_models_fetch: bool,
 }
 
 impl Options {
@@ -43,8 +35,12 @@ impl Options {
         let json = if json.trim().is_empty() { "{}" } else { json };
         let options: Self =
             serde_json::from_str(json).map_err(|e| format!("invalid opencode options: {e}"))?;
-        if options.port == Some(0) {
-            return Err("invalid opencode option port 0".into());
+        if options.port == Some(0) || options.port == Some(DEFAULT_PORT) {
+            return Err(format!(
+                "invalid opencode option port {}: 0 is no port, and {DEFAULT_PORT} is the \
+                 host-run server's (leave port out to use it)",
+                options.port.unwrap_or_default()
+            ));
         }
         if let Some(agent) = &options.agent
             && (agent.is_empty() || agent.contains(['/', '?', '#']))
@@ -115,6 +111,8 @@ mod tests {
         assert_eq!(Options::parse("").unwrap(), Options::default());
         assert_eq!(Options::parse("{}").unwrap().port(), DEFAULT_PORT);
         assert_eq!(Options::parse(r#"{"port":5000}"#).unwrap().port(), 5000);
+        assert!(Options::parse(r#"{"port":4096}"#).is_err());
+        assert!(Options::parse(r#"{"disable_models_fetch":true}"#).is_err());
         assert!(Options::parse(r#"{"prot":5000}"#).is_err());
         assert!(Options::parse(r#"{"port":0}"#).is_err());
         assert!(Options::parse(r#"{"agent":"../x"}"#).is_err());

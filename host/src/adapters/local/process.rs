@@ -130,6 +130,10 @@ impl ProcessControl for LocalProcess {
             ))),
         }
     }
+
+    fn id(&self) -> Option<u32> {
+        u32::try_from(self.pgid.as_raw()).ok()
+    }
 }
 
 impl Drop for LocalProcess {

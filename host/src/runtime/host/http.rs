@@ -21,6 +21,7 @@ use crate::runtime::abi::latest::rdev::provider::project_http::{
     Auth, EventsRead, Host, HostEventStream, HttpError, Request, Response, SseEvent,
 };
 use crate::runtime::abi::latest::wit::SecretRef;
+use crate::runtime::service::Lease;
 use crate::runtime::state::{ExecCtx, HostState};
 
 /// Largest response body handed to a guest; bigger ones are a protocol error.
@@ -33,6 +34,8 @@ pub struct EventStreamHandle {
     queue: VecDeque<SseEvent>,
     closed: bool,
     connection: JoinHandle<()>,
+    /// The service the stream comes from is in use while the stream is open.
+    _lease: Option<Lease>,
 }
 
 impl Drop for EventStreamHandle {
@@ -94,11 +97,18 @@ async fn secret(exec: &ExecCtx, secret: &SecretRef) -> Result<String, HttpError>
     }
 }
 
-/// Sends the request and returns the response head with its still-unread body.
-async fn start(
-    exec: &ExecCtx,
-    req: Request,
-) -> Result<(hyper::Response<Incoming>, JoinHandle<()>), HttpError> {
+/// Where a request goes: a port in the workspace and its `Authorization` header, with the
+/// lease of the host-run service it addresses, held as long as the request or stream.
+struct Target {
+    port: u16,
+    authorization: Option<String>,
+    lease: Option<Lease>,
+}
+
+/// Checks the request against the grants and finds its target. A request to the port of
+/// the plugin's declared service goes to the project's service (started now when none
+/// runs) with the host's own secret; the guest's auth is not used for it.
+async fn target(exec: &ExecCtx, req: &Request) -> Result<Target, HttpError> {
     exec.manifest
         .grants
         .check_port(req.port)
@@ -109,7 +119,43 @@ async fn start(
             req.path
         )));
     }
-    let authorization = match &req.auth {
+    let service = exec
+        .manifest
+        .service
+        .as_ref()
+        .filter(|s| s.port == req.port);
+    let lease = match (service, &exec.services) {
+        (Some(spec), Some(services)) => {
+            let project = exec.project().map_err(HttpError::Connect)?.clone();
+            let (services, spec, plugin) = (services.clone(), spec.clone(), exec.plugin.clone());
+            // Its own task: a cancel while the service starts leaves it starting, so the
+            // project's next command finds it warm instead of paying the start again.
+            let start = tokio::spawn(async move { services.lease(&plugin, &spec, &project).await });
+            let leased = start
+                .await
+                .map_err(|e| HttpError::Connect(format!("starting the service: {e}")))?;
+            Some(leased.map_err(|e| HttpError::Connect(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let port = lease.as_ref().map_or(req.port, Lease::port);
+    let authorization = match lease.as_ref().and_then(Lease::authorization) {
+        Some(value) => Some(value),
+        None => guest_authorization(exec, req.auth.as_ref()).await?,
+    };
+    Ok(Target {
+        port,
+        authorization,
+        lease,
+    })
+}
+
+/// The header for the auth the guest asked for, with the credential resolved here.
+async fn guest_authorization(
+    exec: &ExecCtx,
+    auth: Option<&Auth>,
+) -> Result<Option<String>, HttpError> {
+    Ok(match auth {
         None => None,
         Some(Auth::Bearer(s)) => Some(format!("Bearer {}", secret(exec, s).await?)),
         Some(Auth::Basic((user, s))) => {
@@ -118,11 +164,27 @@ async fn start(
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             Some(format!("Basic {encoded}"))
         }
-    };
+    })
+}
+
+/// Finds the target (outside the request's own deadline: a service's start may take
+/// longer than one request), cancellably.
+async fn resolve(exec: &ExecCtx, req: &Request) -> Result<Target, HttpError> {
+    exec.cancellable(target(exec, req))
+        .await
+        .unwrap_or(Err(HttpError::Cancelled))
+}
+
+/// Sends the request and returns the response head with its still-unread body.
+async fn start(
+    exec: &ExecCtx,
+    req: Request,
+    target: &Target,
+) -> Result<(hyper::Response<Incoming>, JoinHandle<()>), HttpError> {
     let project = exec.project().map_err(HttpError::Connect)?;
     let stream = exec
         .executor
-        .connect(project, req.port)
+        .connect(project, target.port)
         .await
         .map_err(|e| HttpError::Connect(e.to_string()))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -134,15 +196,15 @@ async fn start(
     let mut builder = hyper::Request::builder()
         .method(req.method.as_str())
         .uri(req.path.as_str())
-        .header(hyper::header::HOST, format!("localhost:{}", req.port));
+        .header(hyper::header::HOST, format!("localhost:{}", target.port));
     for (name, value) in &req.headers {
-        if name.eq_ignore_ascii_case("authorization") && authorization.is_some() {
+        if name.eq_ignore_ascii_case("authorization") && target.authorization.is_some() {
             continue;
         }
         builder = builder.header(name.as_str(), value.as_str());
     }
-    if let Some(value) = authorization {
-        builder = builder.header(hyper::header::AUTHORIZATION, value);
+    if let Some(value) = &target.authorization {
+        builder = builder.header(hyper::header::AUTHORIZATION, value.as_str());
     }
     let request = builder
         .body(Full::new(Bytes::from(req.body)))
@@ -204,8 +266,12 @@ impl Host for HostState {
     async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let exec = self.exec.clone();
         let timeout = req.timeout_ms;
+        let target = match resolve(&exec, &req).await {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(guarded(&exec, timeout, async {
-            let (response, connection) = start(&exec, req).await?;
+            let (response, connection) = start(&exec, req, &target).await?;
             let result = read_whole(response).await;
             connection.abort();
             result
@@ -219,8 +285,12 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<Resource<EventStreamHandle>, HttpError>> {
         let exec = self.exec.clone();
         let timeout = req.timeout_ms;
+        let target = match resolve(&exec, &req).await {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(e)),
+        };
         let opened = guarded(&exec, timeout, async {
-            let (response, connection) = start(&exec, req).await?;
+            let (response, connection) = start(&exec, req, &target).await?;
             if !response.status().is_success() {
                 let whole = read_whole(response).await;
                 connection.abort();
@@ -232,11 +302,15 @@ impl Host for HostState {
                 queue: VecDeque::new(),
                 closed: false,
                 connection,
+                _lease: None,
             })
         })
         .await;
         Ok(match opened {
-            Ok(handle) => Ok(self.table.push(handle)?),
+            Ok(mut handle) => {
+                handle._lease = target.lease;
+                Ok(self.table.push(handle)?)
+            }
             Err(e) => Err(e),
         })
     }
