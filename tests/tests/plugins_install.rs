@@ -1,8 +1,9 @@
 //! `rdev plugins publish|install|list|remove` against a real OCI registry (Debian's
 //! `docker-registry`) and a real `rdev serve` watching the plugins directory: the grants are
 //! shown and confirmation required, a wrong pinned digest and a corrupted blob are refused
-//! with nothing installed, an install is hot-reloaded and recorded in the lock file, and a
-//! removal takes the provider away.
+//! with nothing installed, an install is hot-reloaded and recorded in the lock file, a
+//! removal takes the provider away, and `install --locked` reproduces a wiped plugins
+//! directory from its lock file and refuses a tag that moved.
 
 use std::path::Path;
 use std::process::Output;
@@ -75,13 +76,19 @@ struct Published {
 
 /// Publishes `versioned-v1` as `ver` to `registry` with the CLI.
 fn publish(registry: &OciRegistry) -> Published {
+    publish_version(registry, "1.0.0")
+}
+
+/// Publishes `versioned-v1` as `ver`, its manifest saying `version`, under the tag `1.0.0`
+/// (another version is another manifest digest behind the same tag: a moved tag).
+fn publish_version(registry: &OciRegistry, version: &str) -> Published {
     let local = tempfile::tempdir().expect("tempdir");
     install(
         &test_plugins_dir(),
         "versioned-v1",
         local.path(),
         "ver",
-        Some("1.0.0"),
+        Some(version),
     );
     let component_sha = sha256_of(&local.path().join("ver.wasm"));
     let reference = format!("{}/rdev/ver:1.0.0", registry.host);
@@ -195,6 +202,85 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
     wait_served(&server, "ver", None).await;
     let again = cli(&["plugins", "remove", "ver", "--plugins-dir", dir]);
     assert!(!again.status.success(), "{}", text(&again));
+}
+
+/// `rdev plugins install --locked --lock-file <copy>` into a wiped plugins directory
+/// installs exactly the pinned files again, leaves a plugin already present alone, and
+/// refuses (exit 1, naming the plugin, nothing written) once the tag serves another digest.
+#[tokio::test]
+async fn a_lock_file_reproduces_the_plugin_set_and_refuses_a_moved_tag() {
+    let Some(registry) = OciRegistry::start().await else {
+        return;
+    };
+    let Published { reference, .. } = publish(&registry);
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let dir = plugins.path().join("plugins");
+    let installed = install_from(&reference, &dir, true);
+    assert!(installed.status.success(), "{}", text(&installed));
+    let files = |dir: &Path| {
+        ["ver.wasm", "ver.toml", "rdev-plugins.lock"]
+            .map(|name| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")))
+    };
+    let before = files(&dir);
+    // A deployment keeps its lock file beside its configuration, not in the plugins dir.
+    let kept = plugins.path().join("deploy.lock");
+    std::fs::copy(dir.join("rdev-plugins.lock"), &kept).expect("keep the lock");
+    let restore = |dir: &Path| {
+        cli(&[
+            "plugins",
+            "install",
+            "--locked",
+            "--lock-file",
+            kept.to_str().expect("utf-8"),
+            "--plugins-dir",
+            dir.to_str().expect("utf-8"),
+            "--yes",
+        ])
+    };
+
+    let unchanged = restore(&dir);
+    assert!(unchanged.status.success(), "{}", text(&unchanged));
+    assert!(
+        text(&unchanged).contains("ver: already installed"),
+        "{}",
+        text(&unchanged)
+    );
+
+    std::fs::remove_dir_all(&dir).expect("wipe the plugins directory");
+    let restored = restore(&dir);
+    assert!(restored.status.success(), "{}", text(&restored));
+    assert_eq!(files(&dir), before, "the same files, byte for byte");
+
+    // The tag now serves another manifest (version 1.0.1): refused, nothing written.
+    let moved = publish_version(&registry, "1.0.1");
+    assert_eq!(moved.reference, reference);
+    let new_digest = moved.pinned.rsplit_once('@').expect("pinned").1.to_owned();
+    std::fs::remove_dir_all(&dir).expect("wipe again");
+    let refused = restore(&dir);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let said = text(&refused);
+    assert!(
+        said.contains("ver: not installed")
+            && said.contains("now resolves to")
+            && said.contains(&new_digest),
+        "{said}"
+    );
+    assert!(said.contains("1 of 1 plugins not installed: ver"), "{said}");
+    assert!(!dir.join("ver.wasm").exists() && !dir.join("ver.toml").exists());
+
+    let no_lock = cli(&[
+        "plugins",
+        "install",
+        "--locked",
+        "--plugins-dir",
+        plugins.path().join("empty").to_str().expect("utf-8"),
+    ]);
+    assert!(!no_lock.status.success());
+    assert!(
+        text(&no_lock).contains("no lock file at"),
+        "{}",
+        text(&no_lock)
+    );
 }
 
 /// A reference without a registry and a malformed digest are refused before any network

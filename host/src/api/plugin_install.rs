@@ -1,6 +1,8 @@
 //! `POST /providers/install` (admin): a plugin from an OCI registry into the server's plugins
 //! directory, as `rdev plugins install` does. Without `accept_grants` it only shows what the
 //! plugin's manifest asks for; with it, it installs, audits `providers.installed` and reloads.
+//! A registry that wants credentials gets those of a stored credential named in the body,
+//! whose value is `username:password`: the secret never travels in the request itself.
 
 use std::sync::Arc;
 
@@ -16,8 +18,8 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiJson};
 use super::providers::{ReloadSummary, reload_and_audit};
 use super::state::AppState;
-use crate::domain::OciReference;
-use crate::ports::ArtifactError;
+use crate::domain::{CredentialName, OciReference};
+use crate::ports::{ArtifactError, RegistryCredentials};
 use crate::services::plugins::{Fetched, PluginsError};
 
 /// Body of `POST /providers/install`.
@@ -29,6 +31,11 @@ pub struct InstallBody {
     /// Install; without it the answer only shows the grants the plugin asks for.
     #[serde(default)]
     pub accept_grants: bool,
+    /// Name of a stored credential (`PUT /credentials/{name}`) whose value is
+    /// `username:password`, sent to a registry that asks for credentials (HTTP Basic or its
+    /// token service); anonymous without it.
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
 /// What the plugin is and asks for, and what installing it did.
@@ -66,7 +73,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     (status = 201, description = "Installed and reloaded", body = InstallAnswer),
     (status = 403, description = "Not an admin"),
     (status = 404, description = "No such artifact in the registry"),
-    (status = 422, description = "Invalid reference, digest mismatch or not a plugin"),
+    (status = 422, description = "Invalid reference, digest mismatch, not a plugin, or the registry refused the credentials"),
     (status = 502, description = "The registry failed"),
 ))]
 async fn install(
@@ -82,7 +89,15 @@ async fn install(
             e.to_string(),
         )
     })?;
-    let fetched = state.plugins.fetch(&reference).await.map_err(refusal)?;
+    let credentials = match &body.credential {
+        Some(name) => Some(registry_credentials(&state, name).await?),
+        None => None,
+    };
+    let fetched = state
+        .plugins
+        .fetch(&reference, credentials.as_ref())
+        .await
+        .map_err(refusal)?;
     let mut answer = describe(&fetched);
     if !body.accept_grants {
         return Ok((StatusCode::OK, Json(answer)));
@@ -90,6 +105,7 @@ async fn install(
     state.plugins.install(fetched).await.map_err(refusal)?;
     answer.installed = true;
     let details = serde_json::json!({
+        "credential": body.credential,
         "name": answer.name,
         "reference": answer.reference,
         "digest": answer.digest,
@@ -103,6 +119,36 @@ async fn install(
         .map_err(|e| ApiError::internal("reloading plugins", e))?;
     answer.reload = Some(reload);
     Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// The `username:password` of the stored credential `name`; its value never reaches an
+/// answer or the log.
+async fn registry_credentials(
+    state: &AppState,
+    name: &str,
+) -> Result<RegistryCredentials, ApiError> {
+    let unprocessable =
+        |code, message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
+    let name = CredentialName::parse(name)
+        .map_err(|e| unprocessable("invalid_credential", e.to_string()))?;
+    let value = state
+        .stores
+        .credentials
+        .resolve(name.as_str())
+        .await
+        .map_err(|e| ApiError::internal("reading the registry credential", e))?
+        .ok_or_else(|| {
+            unprocessable(
+                "unknown_credential",
+                format!("no credential named {name:?}: store it with PUT /credentials/{{name}}"),
+            )
+        })?;
+    RegistryCredentials::from_pair(value.expose()).ok_or_else(|| {
+        unprocessable(
+            "invalid_credential",
+            format!("credential {name:?} is not of the form username:password"),
+        )
+    })
 }
 
 fn describe(fetched: &Fetched) -> InstallAnswer {
@@ -134,6 +180,9 @@ fn refusal(error: PluginsError) -> ApiError {
         PluginsError::Registry(ArtifactError::Layout { .. })
         | PluginsError::NotWasm(_)
         | PluginsError::Manifest(_) => unprocessable("invalid_plugin", &error),
+        PluginsError::Registry(ArtifactError::Unauthorized { .. }) => {
+            unprocessable("registry_unauthorized", &error)
+        }
         PluginsError::Registry(ArtifactError::Registry { .. }) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "registry_unavailable",

@@ -14,6 +14,7 @@ pub mod plugin_commands;
 pub mod plugins;
 pub mod projects;
 pub mod providers;
+pub mod registry_login;
 pub mod serve;
 pub mod spinner;
 pub mod webhooks;

@@ -41,4 +41,4 @@ pub use webhooks::{DeliveryPage, MAX_DELIVERY_PAGE, WebhookStore};
 pub mod observer;
 pub use observer::FinishObserver;
 pub mod artifacts;
-pub use artifacts::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled};
+pub use artifacts::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled, RegistryCredentials};

@@ -9,6 +9,7 @@ pub mod oci_registry;
 pub mod plugins;
 pub mod postgres;
 pub mod queue;
+pub mod registry_token;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;

@@ -1,12 +1,34 @@
 //! A real OCI registry for tests: Debian's `docker-registry` (the CNCF distribution
 //! registry) on a free loopback port with filesystem storage in a temporary directory,
-//! stopped when dropped.
+//! stopped when dropped; anonymous, or requiring credentials through htpasswd (HTTP Basic,
+//! the entry made by Debian's `htpasswd`) or through the token flow
+//! ([`super::registry_token`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::registry_token::{ISSUER, SERVICE, TokenService};
+
 /// Where Debian installs the registry.
 const BINARY: &str = "/usr/bin/docker-registry";
+/// Where Debian's apache2-utils installs `htpasswd`.
+const HTPASSWD: &str = "/usr/bin/htpasswd";
+
+/// Who the registry lets in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    Anonymous,
+    /// HTTP Basic against an htpasswd file (bcrypt).
+    Htpasswd {
+        username: String,
+        password: String,
+    },
+    /// Bearer tokens from a token service that checks these credentials.
+    Token {
+        username: String,
+        password: String,
+    },
+}
 
 /// A running registry.
 pub struct OciRegistry {
@@ -14,12 +36,26 @@ pub struct OciRegistry {
     /// `127.0.0.1:<port>`, the registry part of a reference.
     pub host: String,
     storage: tempfile::TempDir,
+    /// The token service, with [`RegistryAuth::Token`].
+    pub tokens: Option<TokenService>,
 }
 
 impl OciRegistry {
     /// Starts the registry and waits until `/v2/` answers; `None` (after
     /// [`super::skip_or_fail`]) when `docker-registry` is not installed.
     pub async fn start() -> Option<Self> {
+        Self::start_with(RegistryAuth::Anonymous).await
+    }
+
+    /// [`OciRegistry::start`] letting in only whom `auth` says; `None` (after
+    /// [`super::skip_or_fail`]) when a tool it needs is not installed.
+    pub async fn start_with(auth: RegistryAuth) -> Option<Self> {
+        if matches!(auth, RegistryAuth::Htpasswd { .. }) && !Path::new(HTPASSWD).is_file() {
+            super::skip_or_fail(&format!(
+                "{HTPASSWD} not installed (apt-get install apache2-utils)"
+            ));
+            return None;
+        }
         if !Path::new(BINARY).is_file() {
             super::skip_or_fail(&format!(
                 "{BINARY} not installed (apt-get install docker-registry)"
@@ -34,10 +70,11 @@ impl OciRegistry {
         let host = format!("127.0.0.1:{port}");
         let config = storage.path().join("config.yml");
         let root = storage.path().join("data");
+        let (auth_config, tokens) = auth_config(&auth, storage.path());
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth_config}",
                 root.display()
             ),
         )
@@ -55,6 +92,7 @@ impl OciRegistry {
             child,
             host,
             storage,
+            tokens,
         };
         registry.wait_ready().await;
         Some(registry)
@@ -65,7 +103,11 @@ impl OciRegistry {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let answered = http.get(format!("http://{}/v2/", self.host)).send().await;
-            if answered.is_ok_and(|r| r.status().is_success()) {
+            // With auth, an anonymous `/v2/` is 401 once the registry is up.
+            let up = |status: reqwest::StatusCode| {
+                status.is_success() || status == reqwest::StatusCode::UNAUTHORIZED
+            };
+            if answered.is_ok_and(|r| up(r.status())) {
                 return;
             }
             assert!(
@@ -91,6 +133,36 @@ impl OciRegistry {
             .join(&hex[..2])
             .join(hex)
             .join("data")
+    }
+}
+
+/// The registry's `auth:` section for `auth`, and the token service it names.
+fn auth_config(auth: &RegistryAuth, dir: &Path) -> (String, Option<TokenService>) {
+    match auth {
+        RegistryAuth::Anonymous => (String::new(), None),
+        RegistryAuth::Htpasswd { username, password } => {
+            let entry = std::process::Command::new(HTPASSWD)
+                .args(["-nbB", username, password])
+                .output()
+                .expect("run htpasswd");
+            assert!(entry.status.success(), "htpasswd failed");
+            let file = dir.join("htpasswd");
+            std::fs::write(&file, entry.stdout).expect("htpasswd file");
+            let config = format!(
+                "auth:\n  htpasswd:\n    realm: rdev-test\n    path: {}\n",
+                file.display()
+            );
+            (config, None)
+        }
+        RegistryAuth::Token { username, password } => {
+            let tokens = TokenService::start(dir, username, password).expect("token service");
+            let config = format!(
+                "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                tokens.realm(),
+                tokens.cert.display()
+            );
+            (config, Some(tokens))
+        }
     }
 }
 

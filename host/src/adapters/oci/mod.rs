@@ -2,16 +2,21 @@
 //! over reqwest: GET manifests and blobs, HEAD blobs, monolithic blob upload (POST + PUT)
 //! and PUT manifests. (The `oci-client` crate would bring a second reqwest major version.)
 //! Registries on this machine are reached over plain HTTP; every other one over HTTPS unless
-//! the operator passes `--insecure`. Anonymous access only: no credentials are sent.
+//! the operator passes `--insecure`. A registry that answers `401` gets credentials (HTTP
+//! Basic) or a token from its token service ([`auth`]); anonymous otherwise.
 
+mod auth;
+pub mod docker_config;
 mod layout;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use reqwest::{Method, StatusCode, header};
 
 use crate::domain::{ContentDigest, OciReference};
-use crate::ports::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled};
+use crate::ports::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled, RegistryCredentials};
 
+use auth::Session;
 pub use layout::{
     CONFIG_MEDIA_TYPE, Descriptor, MANIFEST_MEDIA_TYPE, PLUGIN_MANIFEST_MEDIA_TYPE, WASM_MEDIA_TYPE,
 };
@@ -31,6 +36,8 @@ pub struct OciClient {
 }
 
 impl OciClient {
+    /// A client; `insecure` allows plain HTTP to registries (and token services) that are
+    /// not on this machine.
     pub fn new(insecure: bool) -> Result<Self, ArtifactError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -58,40 +65,30 @@ impl OciClient {
         )
     }
 
-    async fn send(
-        &self,
-        reference: &OciReference,
-        request: reqwest::RequestBuilder,
-        doing: &str,
-    ) -> Result<reqwest::Response, ArtifactError> {
-        request
-            .send()
-            .await
-            .map_err(|e| registry_error(reference, format!("{doing}: {e}")))
+    fn session<'a>(
+        &'a self,
+        reference: &'a OciReference,
+        credentials: Option<&'a RegistryCredentials>,
+    ) -> Session<'a> {
+        Session::new(&self.http, reference, credentials, self.insecure)
     }
 
     /// Reads at most `limit` bytes of a successful response.
     async fn body(
-        reference: &OciReference,
+        session: &Session<'_>,
         response: reqwest::Response,
         limit: u64,
         doing: &str,
     ) -> Result<Vec<u8>, ArtifactError> {
         if response.content_length().is_some_and(|len| len > limit) {
-            return Err(registry_error(
-                reference,
-                format!("{doing}: larger than {limit} bytes"),
-            ));
+            return Err(session.error(format!("{doing}: larger than {limit} bytes")));
         }
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| registry_error(reference, format!("{doing}: {e}")))?;
+            .map_err(|e| session.error(format!("{doing}: {e}")))?;
         if bytes.len() as u64 > limit {
-            return Err(registry_error(
-                reference,
-                format!("{doing}: larger than {limit} bytes"),
-            ));
+            return Err(session.error(format!("{doing}: larger than {limit} bytes")));
         }
         Ok(bytes.to_vec())
     }
@@ -100,27 +97,28 @@ impl OciClient {
     /// registry's `Docker-Content-Digest`.
     async fn manifest(
         &self,
-        reference: &OciReference,
+        session: &Session<'_>,
     ) -> Result<(Vec<u8>, ContentDigest), ArtifactError> {
+        let reference = session.reference;
         let url = format!(
             "{}/manifests/{}",
             self.base(reference),
             reference.manifest_reference()
         );
-        let request = self
-            .http
-            .get(url)
-            .header(header::ACCEPT, MANIFEST_MEDIA_TYPE);
-        let response = self
-            .send(reference, request, "fetching the manifest")
-            .await?;
-        let response = success(reference, response, "fetching the manifest")?;
+        let doing = "fetching the manifest";
+        let build = || {
+            self.http
+                .get(&url)
+                .header(header::ACCEPT, MANIFEST_MEDIA_TYPE)
+        };
+        let response = session.send(build, doing).await?;
+        let response = success(session, response, doing)?;
         let announced = response
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| ContentDigest::parse(v).ok());
-        let bytes = Self::body(reference, response, MAX_MANIFEST_BYTES, "the manifest").await?;
+        let bytes = Self::body(session, response, MAX_MANIFEST_BYTES, "the manifest").await?;
         let actual = ContentDigest::of(&bytes);
         for expected in [reference.digest.as_ref(), announced.as_ref()]
             .into_iter()
@@ -134,24 +132,24 @@ impl OciClient {
     /// One blob, verified against its descriptor's digest and size.
     async fn blob(
         &self,
-        reference: &OciReference,
+        session: &Session<'_>,
         layer: &Descriptor,
     ) -> Result<Vec<u8>, ArtifactError> {
+        let reference = session.reference;
         let expected = ContentDigest::parse(&layer.digest).map_err(|e| ArtifactError::Layout {
             reference: reference.to_string(),
             reason: e.to_string(),
         })?;
         if layer.size > MAX_BLOB_BYTES {
-            return Err(registry_error(
-                reference,
-                format!("layer {expected} is larger than {MAX_BLOB_BYTES} bytes"),
-            ));
+            return Err(session.error(format!(
+                "layer {expected} is larger than {MAX_BLOB_BYTES} bytes"
+            )));
         }
         let url = format!("{}/blobs/{expected}", self.base(reference));
         let doing = format!("fetching layer {expected}");
-        let response = self.send(reference, self.http.get(url), &doing).await?;
-        let response = success(reference, response, &doing)?;
-        let bytes = Self::body(reference, response, layer.size, &doing).await?;
+        let response = session.send(|| self.http.get(&url), &doing).await?;
+        let response = success(session, response, &doing)?;
+        let bytes = Self::body(session, response, layer.size, &doing).await?;
         let what = format!("layer {} ({})", layer.media_type, reference);
         check_digest(&what, &expected, &ContentDigest::of(&bytes))?;
         Ok(bytes)
@@ -160,52 +158,57 @@ impl OciClient {
     /// Uploads one blob unless the registry has it already (monolithic upload).
     async fn upload(
         &self,
-        reference: &OciReference,
+        session: &Session<'_>,
         descriptor: &Descriptor,
-        bytes: Vec<u8>,
+        bytes: Bytes,
     ) -> Result<(), ArtifactError> {
-        let base = self.base(reference);
+        let base = self.base(session.reference);
         let digest = &descriptor.digest;
-        let head = self.http.head(format!("{base}/blobs/{digest}"));
-        if self
-            .send(reference, head, "checking a blob")
-            .await?
-            .status()
-            == StatusCode::OK
-        {
+        let head = format!("{base}/blobs/{digest}");
+        let present = session
+            .send(|| self.http.head(&head), "checking a blob")
+            .await?;
+        if present.status() == StatusCode::OK {
             return Ok(());
         }
-        let start = self.http.post(format!("{base}/blobs/uploads/"));
-        let started = self.send(reference, start, "starting an upload").await?;
-        let started = success(reference, started, "starting an upload")?;
+        let start = format!("{base}/blobs/uploads/");
+        let doing = "starting an upload";
+        let started = session.send(|| self.http.post(&start), doing).await?;
+        let started = success(session, started, doing)?;
         let location = started
             .headers()
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| registry_error(reference, "an upload without a Location".into()))?;
+            .ok_or_else(|| session.error("an upload without a Location".into()))?;
         let mut url = started
             .url()
             .join(location)
-            .map_err(|e| registry_error(reference, format!("upload location: {e}")))?;
+            .map_err(|e| session.error(format!("upload location: {e}")))?;
         url.query_pairs_mut().append_pair("digest", digest);
-        let put = self
-            .http
-            .request(Method::PUT, url)
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .body(bytes);
+        let put = || {
+            self.http
+                .request(Method::PUT, url.clone())
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes.clone())
+        };
         let doing = format!("uploading blob {digest}");
-        let done = self.send(reference, put, &doing).await?;
-        success(reference, done, &doing).map(|_| ())
+        let done = session.send(put, &doing).await?;
+        success(session, done, &doing).map(|_| ())
     }
 }
 
 #[async_trait]
 impl ArtifactRegistry for OciClient {
-    async fn pull(&self, reference: &OciReference) -> Result<Pulled, ArtifactError> {
-        let (manifest, digest) = self.manifest(reference).await?;
+    async fn pull(
+        &self,
+        reference: &OciReference,
+        credentials: Option<&RegistryCredentials>,
+    ) -> Result<Pulled, ArtifactError> {
+        let session = self.session(reference, credentials);
+        let (manifest, digest) = self.manifest(&session).await?;
         let (wasm, toml) = plugin_layers(&manifest, &reference.to_string())?;
-        let component = self.blob(reference, &wasm).await?;
-        let manifest = self.blob(reference, &toml).await?;
+        let component = self.blob(&session, &wasm).await?;
+        let manifest = self.blob(&session, &toml).await?;
         Ok(Pulled {
             artifact: PluginArtifact {
                 component,
@@ -219,7 +222,9 @@ impl ArtifactRegistry for OciClient {
         &self,
         reference: &OciReference,
         artifact: &PluginArtifact,
+        credentials: Option<&RegistryCredentials>,
     ) -> Result<ContentDigest, ArtifactError> {
+        let session = self.session(reference, credentials);
         let encoded = encode(artifact).map_err(|e| ArtifactError::Layout {
             reference: reference.to_string(),
             reason: e.to_string(),
@@ -229,49 +234,43 @@ impl ArtifactRegistry for OciClient {
             check_digest(&format!("the manifest of {reference}"), pinned, &digest)?;
         }
         for (descriptor, bytes) in encoded.blobs {
-            self.upload(reference, &descriptor, bytes).await?;
+            self.upload(&session, &descriptor, Bytes::from(bytes))
+                .await?;
         }
         let url = format!(
             "{}/manifests/{}",
             self.base(reference),
             reference.tag.as_deref().unwrap_or(digest.as_str())
         );
-        let put = self
-            .http
-            .put(url)
-            .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
-            .body(encoded.manifest);
-        let done = self.send(reference, put, "uploading the manifest").await?;
-        success(reference, done, "uploading the manifest")?;
+        let manifest = Bytes::from(encoded.manifest);
+        let put = || {
+            self.http
+                .put(&url)
+                .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
+                .body(manifest.clone())
+        };
+        let doing = "uploading the manifest";
+        let done = session.send(put, doing).await?;
+        success(&session, done, doing)?;
         Ok(digest)
-    }
-}
-
-fn registry_error(reference: &OciReference, message: String) -> ArtifactError {
-    ArtifactError::Registry {
-        registry: reference.registry.clone(),
-        message,
     }
 }
 
 /// The response when its status is a success; 404 is `NotFound`, anything else an error
 /// naming the status and what was being done.
 fn success(
-    reference: &OciReference,
+    session: &Session<'_>,
     response: reqwest::Response,
     doing: &str,
 ) -> Result<reqwest::Response, ArtifactError> {
     match response.status() {
         status if status.is_success() => Ok(response),
-        StatusCode::NOT_FOUND => Err(ArtifactError::NotFound(reference.to_string())),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(registry_error(
-            reference,
-            format!(
-                "{doing}: {} (authenticated registries are not supported yet)",
-                response.status()
-            ),
-        )),
-        status => Err(registry_error(reference, format!("{doing}: {status}"))),
+        StatusCode::NOT_FOUND => Err(ArtifactError::NotFound(session.reference.to_string())),
+        StatusCode::FORBIDDEN => Err(ArtifactError::Unauthorized {
+            registry: session.reference.registry.clone(),
+            message: format!("{doing}: 403 Forbidden: the credentials do not allow it"),
+        }),
+        status => Err(session.error(format!("{doing}: {status}"))),
     }
 }
 

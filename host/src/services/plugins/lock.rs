@@ -20,6 +20,10 @@ pub struct LockEntry {
     pub digest: String,
     /// sha256 of the component, as commands record it in their provenance.
     pub component_sha256: String,
+    /// sha256 of the plugin's manifest (`<name>.toml`); absent in locks written before it
+    /// was recorded, where only the component is compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
 /// The whole file, sorted by name.
@@ -37,7 +41,13 @@ impl LockFile {
 
     /// The lock file of `dir`; empty when there is none yet.
     pub fn read(dir: &Path) -> Result<Self, PluginsError> {
-        let path = Self::path(dir);
+        Self::read_file(&Self::path(dir))
+    }
+
+    /// A lock file anywhere (a deployment keeps a copy beside its configuration); empty
+    /// when there is none.
+    pub fn read_file(path: &Path) -> Result<Self, PluginsError> {
+        let path = path.to_owned();
         match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str(&text).map_err(|e| PluginsError::Lock {
                 path,
@@ -87,6 +97,7 @@ mod tests {
             reference: format!("localhost/{name}:1"),
             digest: digest.into(),
             component_sha256: "ab".into(),
+            manifest_sha256: None,
         }
     }
 

@@ -4,11 +4,12 @@
 //! Every install and removal updates the lock file ([`lock`]).
 
 pub mod lock;
+pub mod restore;
 
 use std::path::{Path, PathBuf};
 
 use crate::domain::{ContentDigest, OciReference};
-use crate::ports::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled};
+use crate::ports::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled, RegistryCredentials};
 use crate::runtime::{Manifest, ManifestError};
 
 use lock::{LockEntry, LockFile};
@@ -28,6 +29,16 @@ pub enum PluginsError {
     },
     #[error("lock file {}: {reason}", path.display())]
     Lock { path: PathBuf, reason: String },
+    /// The registry serves other content than the lock file pins: refused, nothing written.
+    #[error(
+        "{name}: {reference} now resolves to {served}, the lock file pins {pinned}; install the reference explicitly to accept the new content"
+    )]
+    Moved {
+        name: String,
+        reference: String,
+        pinned: String,
+        served: String,
+    },
     #[error("no plugin named {name:?} is installed in {}", dir.display())]
     NotInstalled { name: String, dir: PathBuf },
     #[error("{}: {reason}", path.display())]
@@ -113,12 +124,14 @@ impl Fetched {
     }
 }
 
-/// Pulls `reference` (digests verified by the registry adapter) and validates its manifest.
+/// Pulls `reference` (digests verified by the registry adapter) and validates its manifest;
+/// `credentials` are offered when the registry asks for them.
 pub async fn fetch(
     registry: &dyn ArtifactRegistry,
     reference: &OciReference,
+    credentials: Option<&RegistryCredentials>,
 ) -> Result<Fetched, PluginsError> {
-    let pulled = registry.pull(reference).await?;
+    let pulled = registry.pull(reference, credentials).await?;
     let text = String::from_utf8_lossy(&pulled.artifact.manifest).into_owned();
     let manifest = Manifest::parse(Path::new(&reference.to_string()), &text)?;
     if !pulled.artifact.component.starts_with(b"\0asm") {
@@ -206,8 +219,12 @@ impl PluginInstaller {
     }
 
     /// Pulls and checks `reference` without installing it.
-    pub async fn fetch(&self, reference: &OciReference) -> Result<Fetched, PluginsError> {
-        fetch(self.registry.as_ref(), reference).await
+    pub async fn fetch(
+        &self,
+        reference: &OciReference,
+        credentials: Option<&RegistryCredentials>,
+    ) -> Result<Fetched, PluginsError> {
+        fetch(self.registry.as_ref(), reference, credentials).await
     }
 
     /// Installs what [`PluginInstaller::fetch`] returned, as `rdev plugins install` does,
@@ -243,11 +260,31 @@ impl PluginsDir {
             reference: fetched.reference.to_string(),
             digest: fetched.pulled.digest.to_string(),
             component_sha256: fetched.component_sha256(),
+            manifest_sha256: Some(ContentDigest::of(&artifact.manifest).hex().to_owned()),
         };
         let mut lock = LockFile::read(&self.dir)?;
         lock.upsert(entry.clone());
         lock.write(&self.dir)?;
         Ok(entry)
+    }
+
+    /// Whether `entry`'s plugin is in the directory exactly as the lock records it: the
+    /// component (and, when recorded, the manifest) hash to the lock's sha256.
+    pub fn holds(&self, entry: &LockEntry) -> bool {
+        if crate::domain::ProviderName::parse(&entry.name).is_err() {
+            return false;
+        }
+        let sha = |extension: &str| {
+            std::fs::read(self.dir.join(format!("{}.{extension}", entry.name)))
+                .ok()
+                .map(|bytes| ContentDigest::of(&bytes).hex().to_owned())
+        };
+        let component = sha("wasm").is_some_and(|sha| sha == entry.component_sha256);
+        let manifest = match &entry.manifest_sha256 {
+            Some(expected) => sha("toml").as_ref() == Some(expected),
+            None => sha("toml").is_some(),
+        };
+        component && manifest
     }
 
     /// Removes the manifest first (the registry then drops the plugin), the component, and

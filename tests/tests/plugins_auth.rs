@@ -1,0 +1,314 @@
+//! `rdev plugins publish/install` and `POST /providers/install` against a real
+//! `docker-registry` that requires credentials: HTTP Basic through htpasswd (the entry made by
+//! Debian's `htpasswd`), and the OCI token flow (`WWW-Authenticate: Bearer realm=…`) with a
+//! token service the registry verifies for real. Credentials come from `--username` with
+//! `--password-stdin`, `RDEV_REGISTRY_USERNAME`/`RDEV_REGISTRY_PASSWORD`, docker's
+//! `config.json`, or (over the API) a stored credential; missing or wrong ones are refused
+//! with a clear error that never contains the password.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use base64::Engine as _;
+use rdev::domain::ContentDigest;
+use rdev_tests::harness::bin::rdev;
+use rdev_tests::harness::oci_registry::{OciRegistry, RegistryAuth};
+use rdev_tests::harness::plugins::test_plugins_dir;
+use rdev_tests::harness::runtime::install;
+use rdev_tests::harness::server::{ServeProcess, json_of};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+const USER: &str = "alice";
+const PASSWORD: &str = "pw-7f3a9c1e-never-shown";
+const WRONG: &str = "wrong-5d2b8e44-never-shown";
+
+/// `rdev <args>` with `env`, `stdin` as its input, and a docker config directory of its own
+/// (`docker_config`, empty unless the test wrote a login there).
+fn cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>, docker_config: &Path) -> Output {
+    let mut child = std::process::Command::new(rdev())
+        .args(args)
+        .env_remove("RDEV_REGISTRY_USERNAME")
+        .env_remove("RDEV_REGISTRY_PASSWORD")
+        .env("DOCKER_CONFIG", docker_config)
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rdev");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("rdev ends")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Asserts `output` failed with `expected` in it and neither password anywhere.
+fn refused_with(output: &Output, expected: &str) {
+    let said = text(output);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains(expected), "expected {expected:?}: {said}");
+    assert!(
+        !said.contains(PASSWORD) && !said.contains(WRONG),
+        "a password leaked: {said}"
+    );
+}
+
+/// `ver` 1.0.0 (the `versioned-v1` test guest) in a directory of its own; its component sha.
+fn local_plugin() -> (tempfile::TempDir, String) {
+    let local = tempfile::tempdir().expect("tempdir");
+    install(
+        &test_plugins_dir(),
+        "versioned-v1",
+        local.path(),
+        "ver",
+        Some("1.0.0"),
+    );
+    let sha = ContentDigest::of(&std::fs::read(local.path().join("ver.wasm")).expect("wasm"))
+        .hex()
+        .to_owned();
+    (local, sha)
+}
+
+/// Publish and install through `registry` as the CLI would be used against it: refused
+/// without credentials and with a wrong password, accepted with `--password-stdin`, the
+/// environment and docker's config.json.
+async fn publish_and_install(registry: &OciRegistry) {
+    let (local, component_sha) = local_plugin();
+    let wasm = local.path().join("ver.wasm");
+    let wasm = wasm.to_str().expect("utf-8");
+    let reference = format!("{}/rdev/ver:1.0.0", registry.host);
+    let docker = tempfile::tempdir().expect("tempdir");
+    let no_login = docker.path().join("none");
+
+    let anonymous = cli(
+        &["plugins", "publish", wasm, &reference],
+        &[],
+        None,
+        &no_login,
+    );
+    refused_with(&anonymous, "asks for credentials and none were given");
+
+    let wrong = cli(
+        &[
+            "plugins",
+            "publish",
+            wasm,
+            &reference,
+            "--username",
+            USER,
+            "--password-stdin",
+        ],
+        &[],
+        Some(&format!("{WRONG}\n")),
+        &no_login,
+    );
+    refused_with(&wrong, "refused the credentials of user \"alice\"");
+
+    let published = cli(
+        &[
+            "plugins",
+            "publish",
+            wasm,
+            &reference,
+            "--username",
+            USER,
+            "--password-stdin",
+        ],
+        &[],
+        Some(&format!("{PASSWORD}\n")),
+        &no_login,
+    );
+    assert!(published.status.success(), "{}", text(&published));
+    assert!(!text(&published).contains(PASSWORD));
+
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let dir = plugins.path().to_str().expect("utf-8");
+    let install_args = [
+        "plugins",
+        "install",
+        &reference,
+        "--plugins-dir",
+        dir,
+        "--yes",
+    ];
+    let anonymous = cli(&install_args, &[], None, &no_login);
+    refused_with(&anonymous, "asks for credentials and none were given");
+    let wrong_env = [
+        ("RDEV_REGISTRY_USERNAME", USER),
+        ("RDEV_REGISTRY_PASSWORD", WRONG),
+    ];
+    refused_with(
+        &cli(&install_args, &wrong_env, None, &no_login),
+        "refused the credentials of user \"alice\"",
+    );
+    assert!(!plugins.path().join("ver.wasm").exists());
+
+    let env = [
+        ("RDEV_REGISTRY_USERNAME", USER),
+        ("RDEV_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let installed = cli(&install_args, &env, None, &no_login);
+    assert!(installed.status.success(), "{}", text(&installed));
+    let sha = |path: &Path| {
+        ContentDigest::of(&std::fs::read(path).expect("file"))
+            .hex()
+            .to_owned()
+    };
+    assert_eq!(sha(&plugins.path().join("ver.wasm")), component_sha);
+
+    // `docker login`'s config.json, keyed by the registry as docker writes it.
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let config = json!({"auths": {format!("http://{}", registry.host): {"auth": auth}}});
+    std::fs::write(docker.path().join("config.json"), config.to_string()).expect("config");
+    std::fs::remove_dir_all(plugins.path()).expect("wipe");
+    let from_config = cli(&install_args, &[], None, docker.path());
+    assert!(from_config.status.success(), "{}", text(&from_config));
+    assert_eq!(sha(&plugins.path().join("ver.wasm")), component_sha);
+}
+
+#[tokio::test]
+async fn htpasswd_basic_auth_for_publish_and_install() {
+    let auth = RegistryAuth::Htpasswd {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    let Some(registry) = OciRegistry::start_with(auth).await else {
+        return;
+    };
+    publish_and_install(&registry).await;
+}
+
+#[tokio::test]
+async fn the_oci_token_flow_for_publish_and_install() {
+    let auth = RegistryAuth::Token {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    let Some(registry) = OciRegistry::start_with(auth).await else {
+        return;
+    };
+    publish_and_install(&registry).await;
+    let tokens = registry.tokens.as_ref().expect("a token service");
+    assert!(tokens.issued() > 0, "the token flow was used");
+    assert!(
+        tokens.refused() > 0,
+        "the wrong password reached the token service"
+    );
+}
+
+/// `POST /providers/install` with `"credential"`: the stored `username:password` is used; an
+/// unknown, malformed or wrong credential is a 422 naming it, never showing the value.
+#[tokio::test]
+async fn the_api_installs_with_a_stored_credential() {
+    let auth = RegistryAuth::Token {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    let Some(registry) = OciRegistry::start_with(auth).await else {
+        return;
+    };
+    let (local, _) = local_plugin();
+    let reference = format!("{}/rdev/ver:1.0.0", registry.host);
+    let published = cli(
+        &[
+            "plugins",
+            "publish",
+            local.path().to_str().expect("utf-8"),
+            &reference,
+        ],
+        &[
+            ("RDEV_REGISTRY_USERNAME", USER),
+            ("RDEV_REGISTRY_PASSWORD", PASSWORD),
+        ],
+        None,
+        &local.path().join("no-docker"),
+    );
+    assert!(published.status.success(), "{}", text(&published));
+
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let server = ServeProcess::start(plugins.path(), &[]).await;
+    for (name, value) in [
+        ("REGISTRY_LOGIN", format!("{USER}:{PASSWORD}")),
+        ("REGISTRY_WRONG", format!("{USER}:{WRONG}")),
+        ("REGISTRY_BARE", PASSWORD.to_owned()),
+    ] {
+        let stored = server
+            .admin(Method::PUT, &format!("/credentials/{name}"))
+            .json(&json!({"value": value}))
+            .send()
+            .await
+            .expect("PUT /credentials");
+        assert!(stored.status().is_success(), "{}", stored.status());
+    }
+    let post = |body: serde_json::Value| {
+        let request = server.admin(Method::POST, "/providers/install").json(&body);
+        async move { json_of(request.send().await.expect("POST")).await }
+    };
+    let no_secret = |answer: &serde_json::Value| {
+        let shown = answer.to_string();
+        assert!(
+            !shown.contains(PASSWORD) && !shown.contains(WRONG),
+            "{shown}"
+        );
+    };
+    for (credential, code) in [
+        (None, "registry_unauthorized"),
+        (Some("REGISTRY_WRONG"), "registry_unauthorized"),
+        (Some("REGISTRY_BARE"), "invalid_credential"),
+        (Some("ABSENT"), "unknown_credential"),
+    ] {
+        let (status, refused) = post(json!({
+            "reference": reference, "accept_grants": true, "credential": credential,
+        }))
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{credential:?}: {refused}"
+        );
+        assert_eq!(refused["error"]["code"], code, "{refused}");
+        no_secret(&refused);
+    }
+    assert!(!plugins.path().join("ver.wasm").exists());
+
+    let (status, installed) = post(json!({
+        "reference": reference, "accept_grants": true, "credential": "REGISTRY_LOGIN",
+    }))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{installed}");
+    no_secret(&installed);
+    assert!(plugins.path().join("ver.wasm").exists());
+    let (_, audit) = json_of(
+        server
+            .admin(Method::GET, "/audit?action=providers.installed")
+            .send()
+            .await
+            .expect("GET /audit"),
+    )
+    .await;
+    assert_eq!(
+        audit["entries"][0]["details"]["credential"], "REGISTRY_LOGIN",
+        "{audit}"
+    );
+    no_secret(&audit);
+    assert!(
+        !server.logs().contains(PASSWORD),
+        "the server log shows the password"
+    );
+}
