@@ -259,7 +259,15 @@ async fn follow_up_input_reaches_the_running_agent(db: Db) {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert!(body["id"].as_str().is_some_and(|id| id.starts_with("in-")));
     }
-    let command = host.finished(&run.id).await;
+    let id = run.id.clone();
+    let events = run.rest(WAIT).await;
+    let delivered = events.iter().filter(|(kind, _)| kind == "input_delivered");
+    assert_eq!(delivered.count(), 2, "{events:?}");
+    assert!(
+        !events.iter().any(|(kind, _)| kind == "warning"),
+        "{events:?}"
+    );
+    let command = host.finished(&id).await;
     assert_eq!(final_text(&command), "hello there,done", "{command}");
     let (status, late) = host
         .admin_call(Method::POST, &path, Some(json!({"text": "more"})))
@@ -268,7 +276,56 @@ async fn follow_up_input_reaches_the_running_agent(db: Db) {
     assert_eq!(code(&late), "command_not_running");
 }
 
+/// `run <cmd>` never takes input: what is sent meanwhile is accepted (the command runs) and
+/// named in a warning before `done`; after the end, input is refused.
+async fn input_the_agent_never_took_is_reported_before_done(db: Db) {
+    let Some(host) = host(db).await else { return };
+    let mut run = host.start("p", json!({"prompt": "run echo busy"})).await;
+    let approval = run.next("approval_requested", WAIT).await["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/commands/{}/input", run.id);
+    let (status, body) = host
+        .admin_call(
+            Method::POST,
+            &path,
+            Some(json!({"text": "are you still there?"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let input = body["id"].as_str().expect("input id").to_owned();
+    let (status, body) = host
+        .decide(&host.admin, &approval, json!({"decision": "allow"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = run.id.clone();
+    let events = run.rest(WAIT).await;
+    let warning = events
+        .iter()
+        .position(|(kind, data)| {
+            kind == "warning" && data["message"].as_str().is_some_and(|m| m.contains(&input))
+        })
+        .unwrap_or_else(|| panic!("no warning names {input}: {events:?}"));
+    assert!(
+        events[warning].1["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("are you still there?") && m.contains("not delivered")),
+        "{events:?}"
+    );
+    let done = events.iter().position(|(kind, _)| kind == "done");
+    assert!(done.is_some_and(|done| warning < done), "{events:?}");
+    assert!(!events.iter().any(|(kind, _)| kind == "input_delivered"));
+    assert_eq!(host.finished(&id).await["status"], "completed");
+    let (status, late) = host
+        .admin_call(Method::POST, &path, Some(json!({"text": "too late"})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+    assert_eq!(code(&late), "command_not_running");
+}
+
 rdev_tests::on_both_databases!(
+    input_the_agent_never_took_is_reported_before_done,
     an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider,
     a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run,
     a_request_nobody_decides_expires_as_a_denial,

@@ -288,3 +288,45 @@ async fn cancel_while_asking_cancels_the_command_and_the_approval() {
     assert_eq!(approval["status"], "cancelled", "{approval}");
     assert!(!host.server.workspace("p").join("cancelled-marker").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nobody_decides_expires_as_a_denial_the_model_is_told() {
+    let Some(host) = host(Db::Sqlite).await else {
+        return;
+    };
+    let (status, body) = host
+        .call(Method::POST, "/projects", Some(json!({"id": "p"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let policy = json!({"mode": "ask", "timeout_secs": 1});
+    let (status, body) = host
+        .call(Method::PUT, "/projects/p/policy", Some(policy))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    host.script_bash_touch("expired-marker");
+    let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
+    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let resolved = run.next("approval_resolved", WAIT).await;
+    assert_eq!(resolved["approval"]["status"], "expired", "{resolved}");
+    assert_eq!(resolved["approval"]["decided_by"], "host", "{resolved}");
+    let command = host.finished(&run.id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert!(!host.server.workspace("p").join("expired-marker").exists());
+    let results = host.last_tool_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(
+        results[0].2 && results[0].1.starts_with("expired: nobody decided"),
+        "the expiry reached the model as the tool's error: {results:?}"
+    );
+    let (status, late) = host
+        .call(
+            Method::POST,
+            &format!("/approvals/{id}"),
+            Some(json!({"decision": "allow"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rdev::adapters::store::{StoreOptions, connect};
+use rdev::domain::interaction::FollowUp;
 use rdev::domain::{
     AgentEvent, BrokenLink, CommandFilter, CommandId, CommandStatus, CredentialName, HOST_LOST,
     HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId, QueueConfig,
@@ -366,6 +367,7 @@ contract!(
     events_are_numbered_per_stream_and_readable_from_any_point,
     a_subscriber_replays_then_follows_until_done,
     an_append_retried_with_its_key_is_stored_once,
+    input_is_stored_only_while_its_command_runs,
     a_subscriber_on_another_replica_sees_new_events,
     a_slow_subscriber_neither_stalls_the_writer_nor_misses_events,
     subscribers_on_two_replicas_get_every_event_once_while_both_append(sleepy()),
@@ -1111,6 +1113,94 @@ async fn an_append_retried_with_its_key_is_stored_once(b: Backend) {
             ..
         })
     ));
+}
+
+fn input(id: &str) -> StreamEvent {
+    StreamEvent::Host(HostEvent::Input {
+        input: FollowUp {
+            id: id.into(),
+            text: "more".into(),
+        },
+    })
+}
+
+/// `append_while_running` refuses a command that is not running, and racing a finish, every
+/// input it accepted is stored before the final status: what is stored once the finish
+/// returned never grows (the worker's report of undelivered input relies on it).
+async fn input_is_stored_only_while_its_command_runs(b: Backend) {
+    let (running, pending) = b.two_queued("a", "b").await;
+    let log = b.stores.events.clone();
+    let refused = log
+        .append_while_running(&pending, &input("in-0"), "input:in-0")
+        .await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))));
+    let claim = b.stores.queue.claim("w").await.unwrap().unwrap();
+    assert_eq!(claim.command.id, running);
+    let first = log
+        .append_while_running(&running, &input("in-1"), "input:in-1")
+        .await
+        .unwrap();
+    let again = log
+        .append_while_running(&running, &input("in-1"), "input:in-1")
+        .await
+        .unwrap();
+    assert_eq!(first.seq, again.seq, "a retried input is stored once");
+    log.append(&running, &message("not keyed")).await.unwrap();
+    let keyed = log.read_keyed(&running, "input:").await.unwrap();
+    assert_eq!(
+        keyed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![first.seq]
+    );
+    assert!(log.read_keyed(&running, "deli").await.unwrap().is_empty());
+    assert!(matches!(
+        log.read_keyed(&running, "in_").await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (log, id) = (log.clone(), running.clone());
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for n in 0.. {
+                    let key = format!("input:w{w}-{n}");
+                    match log.append_while_running(&id, &input(&key), &key).await {
+                        Ok(stored) => accepted.push(stored.seq),
+                        Err(StoreError::Conflict(_)) => return accepted,
+                        Err(other) => panic!("{other:?}"),
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let outcome = Outcome {
+        status: CommandStatus::Completed,
+        result: None,
+        error: None,
+    };
+    b.stores.queue.finish(&claim.lease, outcome).await.unwrap();
+    let at_finish = log.read_keyed(&running, "input:").await.unwrap();
+    let mut accepted = vec![first.seq];
+    for writer in writers {
+        accepted.extend(writer.await.unwrap());
+    }
+    accepted.sort_unstable();
+    let stored: Vec<i64> = log
+        .read_keyed(&running, "input:")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert!(accepted.len() > 1, "the writers raced the finish");
+    assert_eq!(stored, accepted, "every accepted input is stored");
+    assert_eq!(
+        at_finish.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        stored,
+        "nothing was stored after the finish"
+    );
 }
 
 async fn a_subscriber_replays_then_follows_until_done(b: Backend) {

@@ -272,7 +272,7 @@ impl From<InputError> for ApiError {
     fn from(error: InputError) -> Self {
         let code = match error {
             InputError::Store(store) => return store.into(),
-            InputError::NotRunning(..) => "command_not_running",
+            InputError::NotRunning(..) | InputError::Ended(_) => "command_not_running",
             InputError::NotAccepted(_) => "input_not_accepted",
             InputError::Empty | InputError::TooLong => {
                 return Self::bad_request("invalid_input_text", error.to_string());

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::follow::follow;
 use super::output::{EXIT_CANCELLED, parse_option};
 use super::spinner::Spinner;
+use super::terminal::Prompter;
 
 /// Used when neither a flag, the environment nor the config file names a server.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -265,7 +266,8 @@ fn submit_body(args: &RunArgs) -> anyhow::Result<Value> {
 }
 
 /// Submits a command, follows its stream and exits with its status; Ctrl-C cancels it on
-/// the server (a second Ctrl-C stops waiting).
+/// the server (a second Ctrl-C stops waiting). On a terminal it asks the command's
+/// approvals inline and sends typed lines as follow-up input (`cli::terminal`).
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let body = submit_body(&args)?;
     let path = match &args.provider {
@@ -284,9 +286,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let stream_url = submitted["stream_url"]
         .as_str()
         .context("the server returned no stream_url")?;
-    let signals = tokio::spawn(cancel_on_interrupt(args.connection.clone(), id));
-    let spinner = Spinner::stderr("waiting for events");
-    let ended = follow(&args.connection, stream_url, &spinner).await;
+    let signals = tokio::spawn(cancel_on_interrupt(args.connection.clone(), id.clone()));
+    // On a terminal the person may be typing: a spinner would erase what they type.
+    let prompter = Prompter::on_terminal(args.connection.clone(), id);
+    let spinner = match prompter {
+        Some(_) => Spinner::disabled(),
+        None => Spinner::stderr("waiting for events"),
+    };
+    let ended = follow(&args.connection, stream_url, &spinner, prompter.as_ref()).await;
     signals.abort();
     Ok(ended?.exit_code())
 }
@@ -355,7 +362,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let stream_url = command["stream_url"].as_str().context("no stream_url")?;
-    let ended = follow(&args.connection, stream_url, &Spinner::disabled()).await?;
+    let ended = follow(&args.connection, stream_url, &Spinner::disabled(), None).await?;
     Ok(ended.exit_code())
 }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::client::Connection;
 use super::output::{StreamedText, exit_code_for};
 use super::spinner::Spinner;
+use super::terminal::{Prompter, printable};
 use crate::domain::ResultStatus;
 
 /// How a followed command ended, as its `done` event says.
@@ -29,17 +30,20 @@ impl Ended {
     }
 }
 
-/// Prints stream events readably; streamed text is printed once.
-struct Renderer {
+/// Prints stream events readably; streamed text is printed once. Approvals go to the
+/// terminal's prompter when there is one, else their id is printed for `rdev approve`.
+struct Renderer<'a> {
     messages: StreamedText,
     thinking: StreamedText,
+    prompter: Option<&'a Prompter>,
 }
 
-impl Renderer {
-    fn new() -> Self {
+impl<'a> Renderer<'a> {
+    fn new(prompter: Option<&'a Prompter>) -> Self {
         Self {
             messages: StreamedText::default(),
             thinking: StreamedText::new("thinking: "),
+            prompter,
         }
     }
 
@@ -61,11 +65,36 @@ impl Renderer {
                 eprintln!("{event}: {}", data["message"].as_str().unwrap_or_default())
             }
             "status" => eprintln!("[{}]", data["status"].as_str().unwrap_or_default()),
+            "approval_requested" => match self.prompter {
+                Some(prompter) => prompter.requested(data),
+                None => waiting_line(&data["approval"]),
+            },
+            "approval_resolved" => {
+                if let Some(prompter) = self.prompter {
+                    prompter.resolved(data);
+                }
+            }
             "done" => return Some(done(data)),
             _ => {}
         }
         None
     }
+}
+
+/// Off a terminal: which approval waits, so a person or script can decide it with
+/// `rdev approve` / `rdev deny`.
+fn waiting_line(approval: &Value) {
+    if approval["status"] != "pending" {
+        return;
+    }
+    let field = |name: &str| printable(approval[name].as_str().unwrap_or_default());
+    eprintln!(
+        "[approval {} waiting: {} {} — rdev approve/deny {}]",
+        field("id"),
+        field("tool"),
+        field("summary"),
+        field("id")
+    );
 }
 
 /// Writes streamed text now, not at the next newline.
@@ -101,17 +130,19 @@ fn done(data: &Value) -> Ended {
 }
 
 /// Follows a stream to its `done` event, reconnecting with `Last-Event-ID` when the
-/// connection drops. Returns the final status. `spinner` spins while nothing arrives.
+/// connection drops. Returns the final status. `spinner` spins while nothing arrives;
+/// `prompter` (a terminal's) asks the approvals the command waits for.
 pub async fn follow(
     connection: &Connection,
     stream_url: &str,
     spinner: &Spinner,
+    prompter: Option<&Prompter>,
 ) -> anyhow::Result<Ended> {
     let connection = &connection.resolved()?;
     let http = connection.client()?;
     let mut last_id: Option<String> = None;
     let mut failures = 0u32;
-    let mut renderer = Renderer::new();
+    let mut renderer = Renderer::new(prompter);
     loop {
         spinner.resume();
         let mut request = connection.request(&http, reqwest::Method::GET, stream_url)?;
@@ -175,7 +206,7 @@ mod tests {
 
     #[test]
     fn done_gives_the_status_exit_code_and_session() {
-        let mut renderer = Renderer::new();
+        let mut renderer = Renderer::new(None);
         assert_eq!(
             renderer.event("output", &json!({"stream": "stdout", "text": ""})),
             None

@@ -17,6 +17,7 @@ pub mod providers;
 pub mod registry_login;
 pub mod serve;
 pub mod spinner;
+pub mod terminal;
 pub mod webhooks;
 pub mod worker;
 

@@ -176,6 +176,9 @@ pub enum HostEvent {
     /// A person sent follow-up text into the running command (`POST /commands/{id}/input`);
     /// the replica running the command hands it to the provider.
     Input { input: super::interaction::FollowUp },
+    /// The provider took that input (`interaction.next-input` returned it); an input that
+    /// has none when the command ends was never delivered, and a `warning` says so.
+    InputDelivered { input_id: String },
 }
 
 impl StreamEvent {
@@ -187,6 +190,7 @@ impl StreamEvent {
             Self::Host(HostEvent::ApprovalRequested { .. }) => "approval_requested",
             Self::Host(HostEvent::ApprovalResolved { .. }) => "approval_resolved",
             Self::Host(HostEvent::Input { .. }) => "input",
+            Self::Host(HostEvent::InputDelivered { .. }) => "input_delivered",
         }
     }
 

@@ -44,6 +44,8 @@
 //!   (queued behind the turn under way when the agent cannot take it mid-turn).
 //! - Return `None` when no input can be delivered for this command; the provider then sees
 //!   its input closed and finishes as soon as its work is done.
+//! - [`Interaction::input_taken`] is awaited each time the provider takes an input, before
+//!   it sees it: record the delivery there (the host reports undelivered input at the end).
 
 use std::time::Duration;
 
@@ -99,6 +101,10 @@ pub trait Interaction: Send + Sync {
     /// Opens the follow-up input channel of a starting execution, or `None` when input
     /// cannot reach it.
     async fn open_input(&self, ctx: &InteractionContext) -> Option<InputReceiver>;
+
+    /// The provider took input `input_id` (called before the provider sees it), so the host
+    /// can tell the inputs it delivered from those it never did. Nothing by default.
+    async fn input_taken(&self, _ctx: &InteractionContext, _input_id: &str) {}
 }
 
 /// What a host without an approval service answers: every request is denied, with a message

@@ -257,12 +257,32 @@ pub trait EventLog: Send + Sync {
         key: &str,
     ) -> Result<StoredEvent, StoreError>;
 
+    /// Appends like [`EventLog::append_once`], but only while the command is `running`,
+    /// atomically with its status: once its final status is written nothing more is
+    /// appended this way (`Conflict`). Follow-up input goes through here, so every input
+    /// is either stored before the command ended or refused.
+    async fn append_while_running(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: &str,
+    ) -> Result<StoredEvent, StoreError>;
+
     /// Up to `limit` events with `seq > after`, in order.
     async fn read(
         &self,
         stream: &CommandId,
         after: i64,
         limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The stream's events whose append key starts with `prefix`, in order: the few a
+    /// stream's writer marked to find again (follow-up inputs and their deliveries)
+    /// without reading the whole stream.
+    async fn read_keyed(
+        &self,
+        stream: &CommandId,
+        prefix: &str,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Replays from `after` and then follows the stream. A slow subscriber only falls

@@ -13,6 +13,7 @@ use crate::domain::{
     NewAuditEntry, Outcome, OutputGuard, Redactor, ResultStatus, StreamEvent, StreamRedactor,
 };
 use crate::ports::{AgentError, CodeAgent, Execution, StoreError};
+use crate::services::approvals::input::{undelivered, undelivered_warning};
 
 /// Why the worker stopped an execution itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,7 @@ async fn record_outcome(
             if let Some(observer) = &ctx.observer {
                 observer.finished(&record.provider, record.status, started.elapsed());
             }
+            report_undelivered(&ctx, &record).await;
             // Audit first: whoever sees `done` finds the trail complete.
             audit(
                 &ctx,
@@ -128,6 +130,22 @@ async fn record_outcome(
         }
         Err(error) => {
             tracing::error!(command = %command.id, %error, "writing the result failed; the lease will expire and be rescued");
+        }
+    }
+}
+
+/// Says before `done` which follow-up inputs never reached the provider. Run after the
+/// final status is written, when no more input can be stored, so the list is complete.
+async fn report_undelivered(ctx: &Context, record: &CommandRecord) {
+    match undelivered(&*ctx.events, &record.id).await {
+        Ok(inputs) => {
+            for input in &inputs {
+                let warning = StreamEvent::Agent(undelivered_warning(input));
+                append(ctx, record, warning).await;
+            }
+        }
+        Err(error) => {
+            tracing::warn!(command = %record.id, %error, "checking for undelivered input");
         }
     }
 }

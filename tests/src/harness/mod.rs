@@ -8,6 +8,7 @@ pub mod npm;
 pub mod oci_registry;
 pub mod plugins;
 pub mod postgres;
+pub mod pty;
 pub mod queue;
 pub mod registry_token;
 pub mod runtime;

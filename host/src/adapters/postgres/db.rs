@@ -13,7 +13,7 @@ use crate::adapters::sql::commands::{claim_from_row, command_columns};
 use crate::adapters::sql::db::{Notice, executors};
 use crate::adapters::sql::events::event_from_row;
 use crate::adapters::sql::outbox::ClaimedRow;
-use crate::adapters::sql::{Db, db, not_found};
+use crate::adapters::sql::{Db, db, missing_or_not_running};
 use crate::domain::{Claim, CommandId, CommandRecord, DueDelivery, Lease, Outcome, StreamEvent};
 use crate::ports::{StoreError, StoredEvent};
 
@@ -37,18 +37,21 @@ impl Db for Postgres {
     }
 
     /// One statement: the event stored earlier under `key` (a retried append) or a new one
-    /// numbered by `commands.event_seq`.
+    /// numbered by `commands.event_seq`. The `running_only` check is on the row the
+    /// `UPDATE` locks, so it is re-read after a concurrent finish commits.
     async fn insert_event(
         conn: &mut PgConnection,
         stream: &CommandId,
         event: &StreamEvent,
         key: Option<&str>,
+        running_only: bool,
     ) -> Result<StoredEvent, StoreError> {
         let row = sqlx::query(
             "WITH prior AS (SELECT seq, at, event FROM events \
                WHERE stream = $1 AND append_key = $3), \
              next AS (UPDATE commands SET event_seq = event_seq + 1 \
-               WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM prior) RETURNING event_seq), \
+               WHERE id = $1 AND (NOT $4 OR status = 'running') \
+               AND NOT EXISTS (SELECT 1 FROM prior) RETURNING event_seq), \
              inserted AS (INSERT INTO events (stream, seq, event, append_key) \
                SELECT $1, event_seq, $2, $3 FROM next RETURNING seq, at, event) \
              SELECT seq, at, event FROM inserted UNION ALL SELECT seq, at, event FROM prior",
@@ -56,10 +59,11 @@ impl Db for Postgres {
         .bind(stream.as_str())
         .bind(Json(event))
         .bind(key)
+        .bind(running_only)
         .fetch_optional(&mut *conn)
         .await
         .map_err(db("appending an event"))?;
-        let row = row.ok_or_else(|| not_found("command", stream))?;
+        let row = row.ok_or_else(|| missing_or_not_running(stream, running_only))?;
         event_from_row::<Postgres>(stream, &row)
     }
 

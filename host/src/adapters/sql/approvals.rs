@@ -133,7 +133,8 @@ impl<D: Db> SqlStore<D> {
     ) -> Result<(), StoreError> {
         let stream = &approval.command_id;
         let publish = self.inner.signals.events.begin_append(stream);
-        let stored = D::insert_event(w.conn(), stream, &StreamEvent::Host(event), None).await?;
+        let stored =
+            D::insert_event(w.conn(), stream, &StreamEvent::Host(event), None, false).await?;
         append_audit::<D>(w.conn(), audit, None).await?;
         w.commit().await?;
         publish.publish(&stored);

@@ -103,7 +103,7 @@ pub(crate) async fn write_records<D: Db>(
     records: CommandRecords,
 ) -> Result<Option<StoredEvent>, StoreError> {
     let event = match &records.event {
-        Some(event) => Some(D::insert_event(&mut *conn, stream, event, None).await?),
+        Some(event) => Some(D::insert_event(&mut *conn, stream, event, None, false).await?),
         None => None,
     };
     append_audit::<D>(conn, records.audit, None).await?;

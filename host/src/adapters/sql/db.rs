@@ -161,12 +161,15 @@ pub trait Db:
     /// Appends `event` to `stream` with the stream's next sequence number on `conn` (alone
     /// when [`Db::APPEND_IN_ONE_STATEMENT`], else inside the caller's transaction); with a
     /// `key` already stored for the stream, returns that event and writes nothing. The
-    /// caller publishes the result to subscribers after its commit.
+    /// caller publishes the result to subscribers after its commit. With `running_only`,
+    /// nothing is written unless the command is `running` (checked on its locked row, so a
+    /// concurrent finish either comes first and wins or waits): `Conflict` then.
     fn insert_event(
         conn: &mut Self::Connection,
         stream: &CommandId,
         event: &StreamEvent,
         key: Option<&str>,
+        running_only: bool,
     ) -> impl Future<Output = Result<StoredEvent, StoreError>> + Send;
 
     /// Takes up to `max` runnable commands under `CommandQueue::claim`'s rules.

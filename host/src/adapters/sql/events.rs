@@ -60,13 +60,14 @@ pub(crate) fn fetch_events<D: Db>(pool: Pool<D>) -> FetchEvents {
 }
 
 impl<D: Db> SqlStore<D> {
-    /// Appends under `key` (if any) and publishes the stored event to this process's
-    /// subscribers after the commit.
+    /// Appends under `key` (if any; with `running_only` only to a running command) and
+    /// publishes the stored event to this process's subscribers after the commit.
     async fn append_keyed(
         &self,
         stream: &CommandId,
         event: &StreamEvent,
         key: Option<&str>,
+        running_only: bool,
     ) -> Result<StoredEvent, StoreError> {
         let context = "appending an event";
         let publish = self.inner.signals.events.begin_append(stream);
@@ -75,7 +76,7 @@ impl<D: Db> SqlStore<D> {
         } else {
             self.transaction(context).await?
         };
-        let stored = D::insert_event(w.conn(), stream, event, key).await?;
+        let stored = D::insert_event(w.conn(), stream, event, key, running_only).await?;
         w.commit().await?;
         publish.publish(&stored);
         Ok(stored)
@@ -89,7 +90,7 @@ impl<D: Db> EventLog for SqlStore<D> {
         stream: &CommandId,
         event: &StreamEvent,
     ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, None).await
+        self.append_keyed(stream, event, None, false).await
     }
 
     async fn append_once(
@@ -98,7 +99,41 @@ impl<D: Db> EventLog for SqlStore<D> {
         event: &StreamEvent,
         key: &str,
     ) -> Result<StoredEvent, StoreError> {
-        self.append_keyed(stream, event, Some(key)).await
+        self.append_keyed(stream, event, Some(key), false).await
+    }
+
+    async fn append_while_running(
+        &self,
+        stream: &CommandId,
+        event: &StreamEvent,
+        key: &str,
+    ) -> Result<StoredEvent, StoreError> {
+        self.append_keyed(stream, event, Some(key), true).await
+    }
+
+    async fn read_keyed(
+        &self,
+        stream: &CommandId,
+        prefix: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        // `_` and `%` are LIKE's wildcards; the prefixes used are plain words and `-`/`:`.
+        if prefix.contains(['_', '%', '\\']) {
+            return Err(StoreError::Invalid(format!(
+                "append key prefix {prefix:?} has a LIKE wildcard"
+            )));
+        }
+        let rows = sqlx::query(
+            "SELECT seq, at, event FROM events WHERE stream = $1 AND append_key LIKE $2 \
+             ORDER BY seq",
+        )
+        .arg(stream.as_str())
+        .arg(format!("{prefix}%"))
+        .fetch_all(D::on_pool(&self.inner.pool))
+        .await
+        .map_err(db("reading keyed events"))?;
+        rows.iter()
+            .map(|row| event_from_row::<D>(stream, row))
+            .collect()
     }
 
     async fn read(

@@ -13,7 +13,7 @@ use sqlx::{Executor, Pool};
 use db::RowsAffected;
 
 use super::store::{ConnectError, StoreOptions};
-use crate::domain::{MasterKey, QueueConfig};
+use crate::domain::{CommandId, MasterKey, QueueConfig};
 use crate::ports::{StoreError, Stores};
 
 pub(crate) mod approvals;
@@ -186,6 +186,16 @@ pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
     StoreError::NotFound {
         kind,
         id: id.to_string(),
+    }
+}
+
+/// Why a conditional append wrote nothing: the command is missing, or with `running_only`
+/// it is not (or no longer) running.
+pub(crate) fn missing_or_not_running(stream: &CommandId, running_only: bool) -> StoreError {
+    if running_only {
+        StoreError::Conflict(format!("command {stream} is not running"))
+    } else {
+        not_found("command", stream)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::adapters::sql::dialect::sql;
 use crate::adapters::sql::events::event_from_row;
 use crate::adapters::sql::outbox::ClaimedRow;
 use crate::adapters::sql::webhooks::emit_for_command;
-use crate::adapters::sql::{Db, db, not_found};
+use crate::adapters::sql::{Db, db, missing_or_not_running};
 use crate::domain::{Claim, CommandId, CommandRecord, DueDelivery, Lease, Outcome, StreamEvent};
 use crate::ports::store::claim_one_by_one;
 use crate::ports::{StoreError, StoredEvent};
@@ -81,6 +81,7 @@ impl Db for Sqlite {
         stream: &CommandId,
         event: &StreamEvent,
         key: Option<&str>,
+        running_only: bool,
     ) -> Result<StoredEvent, StoreError> {
         let context = "appending an event";
         if let Some(key) = key {
@@ -98,13 +99,15 @@ impl Db for Sqlite {
             }
         }
         let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE commands SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+            "UPDATE commands SET event_seq = event_seq + 1 \
+             WHERE id = $1 AND (NOT $2 OR status = 'running') RETURNING event_seq",
         )
         .bind(stream.as_str())
+        .bind(running_only)
         .fetch_optional(&mut *conn)
         .await
         .map_err(db(context))?;
-        let seq = seq.ok_or_else(|| not_found("command", stream))?;
+        let seq = seq.ok_or_else(|| missing_or_not_running(stream, running_only))?;
         let row = sqlx::query(sql!(
             Sqlite,
             "INSERT INTO events (stream, seq, at, event, append_key) \

@@ -222,9 +222,14 @@ impl wit::Host for HostState {
             return Ok(Ok(wit::InputRead::Closed));
         };
         let timeout = timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
-        Ok(exec
+        let read = exec
             .cancellable(inbox.next(timeout))
             .await
-            .map_err(|_| wit::InteractionError::Cancelled))
+            .map_err(|_| wit::InteractionError::Cancelled);
+        // Recorded before the guest sees it: whatever it was not handed was not delivered.
+        if let (Ok(wit::InputRead::Input(input)), Some(asker)) = (&read, exec.asker.as_ref()) {
+            asker.port.input_taken(&asker.ctx, &input.id).await;
+        }
+        Ok(read)
     }
 }

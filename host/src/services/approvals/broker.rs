@@ -180,6 +180,10 @@ impl Interaction for ApprovalBroker {
     async fn open_input(&self, ctx: &InteractionContext) -> Option<InputReceiver> {
         Some(super::input::open(self.events.clone(), ctx))
     }
+
+    async fn input_taken(&self, ctx: &InteractionContext, input_id: &str) {
+        super::input::delivered(&*self.events, &ctx.command_id, input_id).await;
+    }
 }
 
 fn unavailable(error: StoreError) -> InteractionError {
