@@ -424,6 +424,64 @@ pub struct ServeProcess {
     pub admin: String,
     pub http: reqwest::Client,
     dir: tempfile::TempDir,
+    plugins_dir: std::path::PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// Starts `rdev serve` with its data, logs and ready file in `dir` and waits until it
+/// accepts requests; the child and its base URL.
+async fn spawn_serve(
+    dir: &std::path::Path,
+    plugins_dir: &std::path::Path,
+    env: &[(String, String)],
+) -> (std::process::Child, String) {
+    let data = dir.join("data");
+    let ready = dir.join("ready");
+    let log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .expect("log file")
+    };
+    let mut child = std::process::Command::new(super::bin::rdev())
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--plugins-dir")
+        .arg(plugins_dir)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("RDEV_LOG", "info,rdev=debug")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(log("stdout.log"))
+        .stderr(log("stderr.log"))
+        .spawn()
+        .expect("spawn rdev serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let addr = loop {
+        if let Ok(addr) = std::fs::read_to_string(&ready) {
+            break addr;
+        }
+        if let Some(status) = child.try_wait().expect("poll rdev serve") {
+            panic!(
+                "rdev serve exited ({status}) before it was ready:\n{}",
+                read_logs(dir)
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rdev serve not ready after 120 s:\n{}",
+            read_logs(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    (child, format!("http://{}", addr.trim()))
 }
 
 impl ServeProcess {
@@ -431,47 +489,11 @@ impl ServeProcess {
     /// `env`, and waits until it accepts requests.
     pub async fn start(plugins_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temporary dir");
-        let data = dir.path().join("data");
-        let ready = dir.path().join("ready");
-        let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout log");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let mut child = std::process::Command::new(super::bin::rdev())
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--plugins-dir")
-            .arg(plugins_dir)
-            .arg("--ready-file")
-            .arg(&ready)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env("RDEV_LOG", "info,rdev=debug")
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn rdev serve");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let addr = loop {
-            if let Ok(addr) = std::fs::read_to_string(&ready) {
-                break addr;
-            }
-            if let Some(status) = child.try_wait().expect("poll rdev serve") {
-                panic!(
-                    "rdev serve exited ({status}) before it was ready:\n{}",
-                    read_logs(dir.path())
-                );
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "rdev serve not ready after 120 s:\n{}",
-                read_logs(dir.path())
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (child, base) = spawn_serve(dir.path(), plugins_dir, &env).await;
         let printed = std::fs::read_to_string(dir.path().join("stdout.log")).expect("stdout");
         let admin = printed
             .lines()
@@ -482,11 +504,24 @@ impl ServeProcess {
             .to_owned();
         Self {
             child,
-            base: format!("http://{}", addr.trim()),
+            base,
             admin,
             http: super::http_client(),
             dir,
+            plugins_dir: plugins_dir.to_owned(),
+            env,
         }
+    }
+
+    /// Kills the server with SIGKILL (a crash: nothing of it runs any more) and starts it
+    /// again on the same data directory, plugins and environment; the admin token stays.
+    pub async fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.path().join("ready"));
+        let (child, base) = spawn_serve(self.dir.path(), &self.plugins_dir, &self.env).await;
+        self.child = child;
+        self.base = base;
     }
 
     pub fn url(&self, path: &str) -> String {

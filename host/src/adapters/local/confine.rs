@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::sandbox::{HELPER_NAME, Limits, SandboxError};
-use super::{LocalExecutor, Sandbox, SandboxConfig, WorkspaceLayout};
+use super::sandbox::{HELPER_NAME, Limits, SandboxError, instance_name};
+use super::{LocalExecutor, ProcessTracker, Sandbox, SandboxConfig, WorkspaceLayout};
 use crate::domain::network::{RuleError, parse_allow_list};
 use crate::ports::{Confinement, NetworkPolicyStore, SecretResolver};
 
@@ -77,7 +77,20 @@ pub fn build_local_executor(
             "!!! commands run UNCONFINED (--unconfined): every command runs as rdev's own user \
              and can read rdev's database, master key and every project's workspace !!!"
         );
-        return Ok((executor, Confinement::unconfined(Vec::new())));
+        // No PID namespace ends a command's processes: track each command's whole tree.
+        let tracker = ProcessTracker::detect(&instance_name(private));
+        let reaped = tracker.reap_all();
+        tracing::info!(
+            tracking = tracker.mechanism(),
+            reaped,
+            "every unconfined command's processes are tracked and killed with it"
+        );
+        let mut confinement = Confinement::unconfined(Vec::new());
+        confinement.enforced = vec![format!(
+            "process tree killed with its command ({})",
+            tracker.mechanism()
+        )];
+        return Ok((executor.tracked(Arc::new(tracker)), confinement));
     }
     let mut sandbox_config = SandboxConfig::new(private.join("sandbox"));
     sandbox_config.helper = config.helper.clone().unwrap_or_else(locate_helper);

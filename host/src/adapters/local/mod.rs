@@ -6,6 +6,7 @@ mod env_secrets;
 mod process;
 pub mod sandbox;
 pub mod seed;
+pub mod tracking;
 mod workspace;
 
 use std::ffi::OsString;
@@ -24,7 +25,11 @@ pub use confine::{ConfineError, ConfinementConfig, build_local_executor};
 pub use env_secrets::EnvSecrets;
 pub use process::{LocalProcess, Reaping};
 pub use sandbox::{Sandbox, SandboxConfig, SandboxStatus};
+pub use tracking::ProcessTracker;
 pub use workspace::{STATE_DIR, Workspace, WorkspaceLayout};
+
+/// Refused-egress notices of a confined command's project.
+type Notices = tokio::sync::broadcast::Receiver<String>;
 
 /// Runs processes as children of the rdev host, one process group per spawn.
 pub struct LocalExecutor {
@@ -34,6 +39,9 @@ pub struct LocalExecutor {
     path: Option<OsString>,
     /// Confinement of every spawn; `None` runs commands as rdev's own user, unconfined.
     sandbox: Option<Arc<Sandbox>>,
+    /// Tracks every process of an unconfined spawn (the sandbox's PID namespace and cgroup
+    /// do it when confined); `None` leaves only the process-group kill.
+    tracker: Option<Arc<ProcessTracker>>,
 }
 
 impl LocalExecutor {
@@ -57,7 +65,16 @@ impl LocalExecutor {
             secrets,
             path: std::env::var_os("PATH"),
             sandbox: None,
+            tracker: None,
         }
+    }
+
+    /// Tracks the whole process tree of every unconfined spawn with `tracker`, so escapes
+    /// from the process group die with their command and a dead host's leftovers die
+    /// before the project's next spawn.
+    pub fn tracked(mut self, tracker: Arc<ProcessTracker>) -> Self {
+        self.tracker = Some(tracker);
+        self
     }
 
     /// Confines every spawn (and `connect`) with `sandbox`.
@@ -74,6 +91,66 @@ impl LocalExecutor {
     /// How project ids map to directories.
     pub fn layout(&self) -> &WorkspaceLayout {
         &self.layout
+    }
+
+    /// The sandboxed command for `target`, what to do once its leader exits, and the
+    /// project's egress notices.
+    async fn confined_command(
+        &self,
+        sandbox: &Sandbox,
+        target: &sandbox::Target<'_>,
+        env: &[(String, String)],
+    ) -> Result<(tokio::process::Command, Reaping, Notices), ExecError> {
+        // Inside the sandbox a missing program only shows as exit 127: say it now.
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| OsString::from(v))
+            .or_else(|| self.path.clone());
+        if !sandbox::program_exists(target.program, target.cwd, path.as_deref()) {
+            return Err(ExecError::SpawnFailed {
+                program: target.program.to_owned(),
+                reason: "no such program on PATH".to_owned(),
+            });
+        }
+        let prepared = sandbox.prepare(target).await?;
+        let group = prepared.group;
+        let reaping = Reaping {
+            signal_codes: true,
+            cleanup: group.map(|g| Box::new(move || g.finish()) as Box<_>),
+        };
+        Ok((prepared.command, reaping, prepared.notices))
+    }
+
+    /// Sets up tracking of the spawn's process tree (after killing the project's leftovers
+    /// of dead hosts): the child joins its cgroup before exec; returns what kills the tree
+    /// once the program exits, and the tag its environment must carry.
+    async fn track(
+        &self,
+        project: &ProjectId,
+        command: &mut tokio::process::Command,
+    ) -> Result<(Reaping, Option<String>), ExecError> {
+        let Some(tracker) = self.tracker.clone() else {
+            return Ok((Reaping::default(), None));
+        };
+        let project = project.as_str().to_owned();
+        let tracked = tokio::task::spawn_blocking(move || tracker.track(&project))
+            .await
+            .map_err(|e| ExecError::Io(format!("tracking the command's processes: {e}")))?
+            .map_err(|e| ExecError::Io(format!("the command's cgroup: {e}")))?;
+        let fds = tracked.join_fds();
+        if !fds.is_empty() {
+            // SAFETY: joining writes to descriptors opened before the fork, nothing else.
+            unsafe {
+                command.pre_exec(move || tracking::join(&fds));
+            }
+        }
+        let tag = tracked.env().1.to_owned();
+        let reaping = Reaping {
+            signal_codes: false,
+            cleanup: Some(Box::new(move || tracked.finish())),
+        };
+        Ok((reaping, Some(tag)))
     }
 
     /// Resolves secret references now, at spawn time, so values never sit anywhere longer
@@ -115,40 +192,26 @@ impl Executor for LocalExecutor {
         let cwd = workspace.working_dir(&spec.program, spec.working_dir.as_deref())?;
         let env = self.resolve_env(spec.env).await?;
 
+        let mut tag = None;
         let (mut command, reaping, notices) = match &self.sandbox {
             Some(sandbox) => {
-                // Inside the sandbox a missing program only shows as exit 127: say it now.
-                let path = env
-                    .iter()
-                    .find(|(k, _)| k == "PATH")
-                    .map(|(_, v)| OsString::from(v))
-                    .or_else(|| self.path.clone());
-                if !sandbox::program_exists(&spec.program, &cwd, path.as_deref()) {
-                    return Err(ExecError::SpawnFailed {
-                        program: spec.program.clone(),
-                        reason: "no such program on PATH".to_owned(),
-                    });
-                }
-                let prepared = sandbox
-                    .prepare(&sandbox::Target {
-                        project: project.as_str(),
-                        workspace: &workspace.root,
-                        cwd: &cwd,
-                        program: &spec.program,
-                        args: &spec.args,
-                    })
-                    .await?;
-                let group = prepared.group;
-                let reaping = Reaping {
-                    signal_codes: true,
-                    cleanup: group.map(|g| Box::new(move || g.finish()) as Box<_>),
+                let target = sandbox::Target {
+                    project: project.as_str(),
+                    workspace: &workspace.root,
+                    cwd: &cwd,
+                    program: &spec.program,
+                    args: &spec.args,
                 };
-                (prepared.command, reaping, Some(prepared.notices))
+                let (command, reaping, notices) =
+                    self.confined_command(sandbox, &target, &env).await?;
+                (command, reaping, Some(notices))
             }
             None => {
                 let mut command = tokio::process::Command::new(&spec.program);
                 command.args(&spec.args).current_dir(&cwd);
-                (command, Reaping::default(), None)
+                let reaping;
+                (reaping, tag) = self.track(project, &mut command).await?;
+                (command, reaping, None)
             }
         };
         command
@@ -167,6 +230,10 @@ impl Executor for LocalExecutor {
         }
         // Spec values come last: a provider may set its own PATH or HOME deliberately.
         command.envs(env);
+        if let Some(tag) = tag {
+            // After the spec's: a provider cannot choose its processes' tag.
+            command.env(tracking::TAG_VAR, tag);
+        }
 
         let mut child = command.spawn().map_err(|e| ExecError::SpawnFailed {
             program: spec.program.clone(),

@@ -1,7 +1,9 @@
 //! A cgroup per command, under one per project: limits (process count, memory, CPU) and a way
 //! to kill every process a command left, including ones that escaped its session and group.
 //! cgroup v2 when the unified hierarchy has the controllers, else the v1 `pids`, `memory` and
-//! `cpu` hierarchies (this machine's layout).
+//! `cpu` hierarchies (this machine's layout). A group's name carries its owner (the rdev
+//! process and executor that made it), so the groups of a host that died are found again and
+//! emptied, and a live peer's are left alone.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Limits;
+use crate::adapters::local::tracking::Owner;
 
 /// The hierarchy layout found on this machine.
 #[derive(Debug, Clone)]
@@ -25,15 +28,13 @@ enum Layout {
     },
 }
 
-/// This executor's cgroups: `<hierarchy>/<rdev-instance>/<project>/<boot>-<n>`.
+/// This executor's cgroups: `<hierarchy>/<rdev-instance>/<project>/<owner>-<n>`.
 #[derive(Debug)]
 pub struct Cgroups {
     layout: Layout,
-    /// A random id per executor start: groups of other starts are leftovers.
-    boot: String,
+    /// Who makes this executor's groups: groups of dead owners are leftovers.
+    owner: Owner,
     next: AtomicU64,
-    /// Projects whose leftovers this start already reaped: later groups are all its own.
-    reaped: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// One command's group in every hierarchy in use; joined by the child before it execs.
@@ -65,9 +66,8 @@ impl Cgroups {
         }
         Ok(Self {
             layout,
-            boot: format!("{:08x}", rand::random::<u32>()),
+            owner: Owner::current(),
             next: AtomicU64::new(0),
-            reaped: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -90,37 +90,51 @@ impl Cgroups {
         }
     }
 
-    /// Kills what earlier starts of rdev left in the project's groups (a command whose host
-    /// died) and removes those groups, before the project's next command runs.
-    pub fn reap_leftovers(&self, project: &str) {
-        let first = self
-            .reaped
-            .lock()
-            .map(|mut reaped| reaped.insert(project.to_owned()))
-            .unwrap_or(true);
-        if !first {
-            return;
-        }
+    /// Kills what dead owners left in the project's groups (a command whose host died, or
+    /// an earlier executor of this process) and removes those groups, before the project's
+    /// next command runs. Returns how many groups were removed.
+    pub fn reap_leftovers(&self, project: &str) -> usize {
+        let mut reaped = 0;
         for dir in self.project_dirs(project) {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                let ours = name.to_string_lossy().starts_with(&self.boot);
-                if entry.path().is_dir() && !ours {
+                let name = name.to_string_lossy();
+                let owner = name.rsplit_once('-').map_or(name.as_ref(), |(o, _)| o);
+                if entry.path().is_dir() && self.owner.is_dead(owner) {
                     kill_all(&entry.path(), matches!(self.layout, Layout::V2 { .. }));
-                    let _ = std::fs::remove_dir(entry.path());
+                    reaped += usize::from(std::fs::remove_dir(entry.path()).is_ok());
                 }
             }
         }
+        reaped
+    }
+
+    /// Reaps the leftovers of every project (at start, so a dead host's processes stop
+    /// before any command of theirs would have run). Returns how many groups were removed.
+    pub fn reap_all(&self) -> usize {
+        let base = match &self.layout {
+            Layout::V2 { root } => root,
+            Layout::V1 { pids, .. } => pids,
+        };
+        let Ok(entries) = std::fs::read_dir(base) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .map(|project| self.reap_leftovers(&project))
+            .sum()
     }
 
     /// Creates the command's group with `limits` applied.
     pub fn create(&self, project: &str, limits: &Limits) -> std::io::Result<CommandGroup> {
         let name = format!(
             "{}-{}",
-            self.boot,
+            self.owner.id(),
             self.next.fetch_add(1, Ordering::Relaxed)
         );
         let mut group = CommandGroup {

@@ -7,7 +7,7 @@
 //! The PID namespace ends every process of a command when the command's leader exits.
 
 mod bwrap;
-mod cgroup;
+pub(in crate::adapters::local) mod cgroup;
 mod child;
 mod egress;
 mod host;
@@ -30,11 +30,11 @@ use bwrap::Bind;
 use cgroup::{Cgroups, CommandGroup};
 use child::ChildSetup;
 use egress::Egress;
-pub use host::program_exists;
 use host::{
-    chown_tree, find_program, inside, install_root, instance_name, landlock_abi,
-    reachable_by_others, seccomp_available, split_views, write_identity,
+    chown_tree, find_program, inside, install_root, landlock_abi, reachable_by_others,
+    seccomp_available, split_views, write_identity,
 };
+pub use host::{instance_name, program_exists};
 use netns::Netns;
 
 /// The unprivileged user (and group) commands run as when rdev runs as root: an id no
@@ -136,6 +136,10 @@ fn mechanisms(instance: &str, missing: &mut Vec<String>) -> (Vec<String>, Option
     let cgroups = match cgroups {
         Ok(c) => {
             enforced.push(format!("limits ({})", c.describe()));
+            let reaped = c.reap_all();
+            if reaped > 0 {
+                tracing::warn!(reaped, "killed the leftovers of a dead host's commands");
+            }
             Some(c)
         }
         Err(reason) => {
