@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdev::adapters::local::LocalExecutor;
+use rdev::adapters::kubernetes::{Credentials, KubernetesConfig, KubernetesExecutor};
+use rdev::adapters::local::sandbox::instance_name;
+use rdev::adapters::local::{LocalExecutor, ProcessTracker};
 use rdev::domain::ProjectId;
 use rdev::ports::{
     EnvValue, ExecError, Executor, ExitStatus, SecretResolver, Signal, SpawnSpec, SpawnedProcess,
@@ -19,7 +21,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Clone, Copy)]
 enum Kind {
+    /// Unconfined, as `rdev serve --unconfined` builds it: a cgroup per spawn where the host
+    /// allows (it does here) and the environment tag.
     Local,
+    /// Unconfined with the environment tag alone, as on a host without a writable cgroup
+    /// hierarchy.
+    LocalEnviron,
     /// The local executor inside its sandbox.
     Confined,
     Kubernetes,
@@ -27,7 +34,12 @@ enum Kind {
 
 /// An executor under test and where its project's workspace is on this machine.
 struct Subject {
+    kind: Kind,
     executor: Arc<dyn Executor>,
+    /// Where the executor keeps its workspaces (and the sandbox its state).
+    root: PathBuf,
+    /// The Kubernetes executor's settings, to start another one as a restarted host would.
+    kube: Option<KubernetesConfig>,
     project: ProjectId,
     workspace: PathBuf,
     home: PathBuf,
@@ -46,17 +58,52 @@ fn secrets(pairs: &[(&str, &str)]) -> Arc<dyn SecretResolver> {
     ))
 }
 
+/// The executor of `kind` over `root` (Kubernetes: the pod's API server at `api`).
+async fn executor(
+    kind: Kind,
+    root: &std::path::Path,
+    secrets: Arc<dyn SecretResolver>,
+    kube: Option<(&FakeKubeApi, &KubernetesConfig)>,
+) -> Arc<dyn Executor> {
+    let tracker = |environ: bool| {
+        let instance = instance_name(root);
+        Arc::new(match environ {
+            true => ProcessTracker::environ_only(&instance),
+            false => ProcessTracker::detect(&instance),
+        })
+    };
+    match (kind, kube) {
+        (Kind::Local | Kind::LocalEnviron, _) => Arc::new(
+            LocalExecutor::per_project(root, secrets)
+                .tracked(tracker(matches!(kind, Kind::LocalEnviron))),
+        ),
+        (Kind::Confined, _) => Arc::new(
+            rdev_tests::harness::sandbox::executor(root, secrets, &[])
+                .expect("this host can confine commands"),
+        ),
+        (Kind::Kubernetes, Some((api, config))) => Arc::new(
+            KubernetesExecutor::connect(Credentials::Url(api.url()), config.clone(), secrets)
+                .await
+                .expect("client builds"),
+        ),
+        (Kind::Kubernetes, None) => panic!("a Kubernetes executor needs its API server"),
+    }
+}
+
 async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
     let project = ProjectId::parse("p").expect("id");
     match kind {
-        Kind::Local => {
+        Kind::Local | Kind::LocalEnviron => {
             let tmp = tempfile::tempdir().expect("tempdir");
             let root = tmp.path().canonicalize().expect("canon");
-            let executor = LocalExecutor::per_project(&root, secrets);
+            let executor = executor(kind, &root, secrets, None).await;
             // The local executor creates the workspace on first use.
             std::fs::create_dir_all(root.join("p")).expect("workspace");
             Subject {
-                executor: Arc::new(executor),
+                kind,
+                executor,
+                root: root.clone(),
+                kube: None,
                 project,
                 workspace: root.join("p"),
                 home: root.join("p/.rdev/home"),
@@ -68,11 +115,13 @@ async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
         Kind::Confined => {
             let tmp = tempfile::tempdir().expect("tempdir");
             let root = tmp.path().canonicalize().expect("canon");
-            let executor = rdev_tests::harness::sandbox::executor(&root, secrets, &[])
-                .expect("this host can confine commands");
+            let executor = executor(kind, &root, secrets, None).await;
             std::fs::create_dir_all(root.join("projects/p")).expect("workspace");
             Subject {
-                executor: Arc::new(executor),
+                kind,
+                executor,
+                root: root.clone(),
+                kube: None,
                 project,
                 workspace: root.join("projects/p"),
                 home: root.join("projects/p/.rdev/home"),
@@ -84,7 +133,10 @@ async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
         Kind::Kubernetes => {
             let pod = project_pod("p", secrets).await;
             Subject {
+                kind,
+                kube: Some(pod.executor.config().clone()),
                 executor: Arc::new(pod.executor),
+                root: pod.workspace.clone(),
                 project,
                 home: pod.workspace.join(".rdev/home"),
                 workspace: pod.workspace,
@@ -93,6 +145,14 @@ async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
                 _api: Some(pod.api),
             }
         }
+    }
+}
+
+impl Subject {
+    /// Another executor over the same workspaces (and pod), as a restarted host builds.
+    async fn restarted(&self) -> Arc<dyn Executor> {
+        let kube = self._api.as_ref().zip(self.kube.as_ref());
+        executor(self.kind, &self.root, secrets(&[]), kube).await
     }
 }
 
@@ -392,12 +452,91 @@ async fn dropping_the_handles_kills_the_group(kind: Kind) {
     }
 }
 
+/// Whether `pid` has ended (gone, or a zombie) right now, without waiting.
+fn dead_now(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit(')').next().map(|r| r.trim_start().to_owned()))
+        .is_none_or(|rest| rest.starts_with('Z'))
+}
+
+/// Starts a command whose two sleepers escape its process group (`setsid` in the background,
+/// and `setsid` after a double fork) while it waits for a line on stdin; returns the process
+/// and the escapees' pids on this machine.
+async fn escapees(s: &Subject, executor: &Arc<dyn Executor>, n: u32) -> (SpawnedProcess, Vec<i32>) {
+    let tag = std::process::id() % 1000;
+    let sleeps = [format!("sleep 41.{tag}{n}1"), format!("sleep 41.{tag}{n}2")];
+    let script = format!(
+        "setsid sh -c 'exec {}' </dev/null >/dev/null 2>&1 & \
+         ( (setsid sh -c 'exec {}' </dev/null >/dev/null 2>&1 &) & ); read line",
+        sleeps[0], sleeps[1]
+    );
+    let process = executor
+        .spawn(&s.project, sh(&script))
+        .await
+        .expect("spawn");
+    let pids = sleeps
+        .iter()
+        .map(|cmdline| {
+            rdev_tests::harness::sandbox::wait_for_host_pid(cmdline)
+                .unwrap_or_else(|| panic!("{cmdline} runs"))
+        })
+        .collect();
+    (process, pids)
+}
+
+async fn setsid_escapees_die_with_their_leader(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let (mut process, pids) = escapees(&s, &s.executor, 1).await;
+    process.stdin.write_all(b"go\n").await.expect("write");
+    assert!(process.control.wait().await.expect("wait").success());
+    for pid in pids {
+        assert!(gone(pid), "escapee {pid} outlived its command");
+    }
+}
+
+async fn a_kill_reaches_setsid_escapees(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let (process, pids) = escapees(&s, &s.executor, 2).await;
+    process.control.signal(Signal::Kill).await.expect("kill");
+    assert_eq!(process.control.wait().await.expect("wait").signal, Some(9));
+    for pid in pids {
+        assert!(gone(pid), "escapee {pid} survived the kill of its command");
+    }
+}
+
+async fn a_dead_hosts_leftovers_die_before_the_next_spawn_returns(kind: Kind) {
+    let s = subject(kind, secrets(&[])).await;
+    let (process, mut pids) = escapees(&s, &s.executor, 3).await;
+    // The host dies: nothing of the old executor ever kills, waits for or drops its process.
+    std::mem::forget(process);
+    assert!(pids.iter().all(|pid| !dead_now(*pid)), "the leftovers run");
+    // A restart may kill them at once (the sandbox does); the next spawn must find them dead.
+    let restarted = s.restarted().await;
+    let next = restarted
+        .spawn(&s.project, sh("true"))
+        .await
+        .expect("spawn");
+    pids.retain(|pid| !dead_now(*pid));
+    assert!(
+        pids.is_empty(),
+        "leftovers {pids:?} outlived the restart into the next spawn"
+    );
+    assert!(next.control.wait().await.expect("wait").success());
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod local {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name(super::Kind::Local).await
+            })*
+        }
+        mod local_environ {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Kind::LocalEnviron).await
             })*
         }
         mod confined {
@@ -427,4 +566,7 @@ contract!(
     kill_and_terminate_reach_the_whole_group,
     leftovers_die_with_their_leader,
     dropping_the_handles_kills_the_group,
+    setsid_escapees_die_with_their_leader,
+    a_kill_reaches_setsid_escapees,
+    a_dead_hosts_leftovers_die_before_the_next_spawn_returns,
 );

@@ -84,18 +84,33 @@ pub async fn build_executor(
                 confinement,
             })
         }
-        ExecutorKind::Kubernetes => kubernetes(config, secrets).await,
+        ExecutorKind::Kubernetes => {
+            let queued = matches!(local, LocalUse::Confined(_));
+            kubernetes(config, secrets, queued).await
+        }
     }
 }
 
-/// The Kubernetes executor, checked against the cluster before anything runs.
+/// The Kubernetes executor, checked against the cluster before anything runs. `queued`: it
+/// runs the queue's commands (serve, worker), so a project's earlier commands have ended
+/// before its next one starts, and what they left in the pod may be killed.
 async fn kubernetes(
     config: &Config,
     secrets: Arc<dyn SecretResolver>,
+    queued: bool,
 ) -> anyhow::Result<Workspaces> {
     let settings = &config.kubernetes;
     let credentials = settings.credentials();
-    let kube = KubernetesExecutor::connect(credentials.clone(), settings.executor.clone(), secrets)
+    let mut executor = settings.executor.clone();
+    executor.reap_leftovers = queued && config.queue.max_running_per_project == Some(1);
+    if queued && !executor.reap_leftovers {
+        tracing::warn!(
+            "max_running_per_project is not 1: processes a dead rdev left in project pods \
+             are not killed before the project's next command (another replica may be \
+             running one of its commands)"
+        );
+    }
+    let kube = KubernetesExecutor::connect(credentials.clone(), executor, secrets)
         .await
         .with_context(|| {
             format!(
@@ -127,7 +142,10 @@ async fn kubernetes(
         provisioner: Arc::new(provisioner),
         confinement: Confinement {
             mode: "kubernetes".to_owned(),
-            enforced: vec!["one pod per project".to_owned()],
+            enforced: vec![
+                "one pod per project".to_owned(),
+                "process tree killed with its command (environment tag)".to_owned(),
+            ],
             missing: Vec::new(),
             default_allow: Vec::new(),
         },

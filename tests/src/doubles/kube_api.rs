@@ -58,6 +58,9 @@ pub struct FakePod {
     pub ready: bool,
     /// The pod's "filesystem": exec runs here.
     pub dir: PathBuf,
+    /// Unique per pod, as a real API server's are: every test's pods share this machine's
+    /// processes, and the executor scopes its process tags by pod uid.
+    pub uid: String,
 }
 
 /// One exec the double received, for assertions about what went over the wire.
@@ -193,6 +196,7 @@ impl FakeKubeApi {
             phase: phase.to_owned(),
             ready,
             dir: dir.clone(),
+            uid: uuid::Uuid::now_v7().to_string(),
         });
         Ok(dir)
     }
@@ -382,7 +386,7 @@ fn pod_json(pod: &FakePod) -> Value {
         "metadata": {
             "name": pod.name,
             "namespace": pod.namespace,
-            "uid": format!("uid-{}-{}", pod.namespace, pod.name),
+            "uid": pod.uid,
             "resourceVersion": "1",
             "labels": pod.labels,
         },
@@ -565,9 +569,10 @@ async fn create_pod(
         phase: if pending { "Pending" } else { "Running" }.to_owned(),
         ready: !pending,
         dir,
+        uid: uuid::Uuid::now_v7().to_string(),
     };
     body["metadata"]["namespace"] = json!(ns);
-    body["metadata"]["uid"] = json!(format!("uid-{ns}-{name}"));
+    body["metadata"]["uid"] = json!(pod.uid);
     body["metadata"]["resourceVersion"] = json!("1");
     let mut inner = shared.lock();
     inner.created_pods.insert(name.clone(), body.clone());

@@ -74,6 +74,11 @@ pub struct KubernetesConfig {
     pub home_dir: String,
     /// Where the wrapper keeps process-group files inside the pod.
     pub state_dir: String,
+    /// Before each command, kill what other executors' commands (of an rdev that died) left
+    /// in the pod. Safe only while at most one command per project runs at a time across
+    /// every replica (`max_running_per_project = 1`, the default); else another replica's
+    /// live command would be killed.
+    pub reap_leftovers: bool,
 }
 
 impl KubernetesConfig {
@@ -88,6 +93,7 @@ impl KubernetesConfig {
             workspace_dir: "/workspace".to_owned(),
             home_dir: "/workspace/.rdev/home".to_owned(),
             state_dir: "/tmp".to_owned(),
+            reap_leftovers: true,
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct KubernetesExecutor {
     pods: Api<Pod>,
     config: KubernetesConfig,
     secrets: Arc<dyn SecretResolver>,
+    /// This executor's id in its processes' tags: other ids in a pod are leftovers.
+    boot: String,
 }
 
 impl KubernetesExecutor {
@@ -124,6 +132,7 @@ impl KubernetesExecutor {
             pods: Api::namespaced(client, &config.namespace),
             config,
             secrets,
+            boot: format!("{:016x}", rand::random::<u64>()),
         }
     }
 
@@ -195,8 +204,8 @@ impl KubernetesExecutor {
         }
     }
 
-    /// The project's one pod, which must be Running and Ready.
-    async fn find_pod(&self, project: &ProjectId) -> Result<String, ExecError> {
+    /// The project's one pod, which must be Running and Ready: its name and uid.
+    async fn find_pod(&self, project: &ProjectId) -> Result<(String, String), ExecError> {
         let selector = format!(
             "{}=true,{}={}",
             self.config.project_label,
@@ -248,6 +257,7 @@ impl KubernetesExecutor {
             }
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_else(|| name.clone());
         let status = pod.status.as_ref();
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
         if phase != "Running" {
@@ -269,7 +279,7 @@ impl KubernetesExecutor {
                 format!("pod {name} is Running but not Ready"),
             ));
         }
-        Ok(name)
+        Ok((name, uid))
     }
 
     /// HOME first, then the spec's values with secrets resolved now; errors name the
@@ -370,12 +380,20 @@ impl Executor for KubernetesExecutor {
                 ExecError::SpawnFailed { reason, .. } => spawn_failed(reason),
                 other => other,
             })?;
-        let pod = self.find_pod(project).await?;
+        let (pod, uid) = self.find_pod(project).await?;
+        let spawn = uuid::Uuid::now_v7().simple();
         let pidfile = format!(
-            "{}/rdev-{}.pgid",
+            "{}/rdev-{spawn}.pgid",
             self.config.state_dir.trim_end_matches('/'),
-            uuid::Uuid::now_v7().simple()
         );
+        // Fixed-length parts, so no tag is a prefix of another.
+        let scope = format!("k8s:{uid}:");
+        let tag = format!("{scope}{}:{spawn}", self.boot);
+        let reap = if self.config.reap_leftovers {
+            scope
+        } else {
+            String::new()
+        };
         let mut command = vec![
             "sh".to_owned(),
             "-c".to_owned(),
@@ -383,6 +401,8 @@ impl Executor for KubernetesExecutor {
             "rdev-exec".to_owned(),
             pidfile.clone(),
             dir.clone(),
+            tag.clone(),
+            reap,
             spec.program.clone(),
         ];
         command.extend(spec.args.iter().cloned());
@@ -401,6 +421,7 @@ impl Executor for KubernetesExecutor {
             pod: pod.clone(),
             container: self.config.container.clone(),
             pidfile,
+            tag,
         };
         let control = KubeProcess::start(target, attached);
 
@@ -426,7 +447,7 @@ impl Executor for KubernetesExecutor {
         project: &ProjectId,
         port: u16,
     ) -> Result<Box<dyn ProjectConnection>, ExecError> {
-        let pod = self.find_pod(project).await?;
+        let (pod, _) = self.find_pod(project).await?;
         let connect_failed = |reason: String| ExecError::Connect { port, reason };
         let mut forwarder = self
             .pods

@@ -23,6 +23,8 @@ pub(super) struct Target {
     pub(super) pod: String,
     pub(super) container: Option<String>,
     pub(super) pidfile: String,
+    /// The tag every process of the spawn carries in its environment.
+    pub(super) tag: String,
 }
 
 impl Target {
@@ -44,6 +46,7 @@ impl Target {
             "rdev-signal",
             self.pidfile.as_str(),
             name,
+            self.tag.as_str(),
         ];
         let mut attached = self
             .pods

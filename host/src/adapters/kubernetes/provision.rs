@@ -209,7 +209,7 @@ impl KubernetesExecutor {
         let deadline = Instant::now() + timeout;
         loop {
             match self.find_pod(project).await {
-                Ok(name) => return Ok(name),
+                Ok((name, _)) => return Ok(name),
                 Err(ExecError::WorkspaceUnavailable { reason, .. })
                     if Instant::now() >= deadline =>
                 {

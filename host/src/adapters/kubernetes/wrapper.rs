@@ -4,6 +4,14 @@
 //! call, so the wrapper starts the program as the leader of a new process group (`setsid`),
 //! records that group's id in a file, and later a second exec kills the group through it.
 //!
+//! A process can leave that group (`setsid`, daemonizing), so the program also starts with a
+//! tag in its environment, `RDEV_PROCESS_TAG=k8s:<pod-uid>:<executor>:<spawn>`, which every
+//! descendant inherits; `sweep` kills every process of the pod whose `/proc/<pid>/environ`
+//! carries a tag (a process that scrubs its environment, or runs as another user, escapes).
+//! When the program ends the wrapper kills its group and its tag; a kill by signal exec does
+//! the same; and before starting a program the wrapper kills what other executors (an rdev
+//! that died) left in the pod, when the executor says that is safe.
+//!
 //! The environment travels on stdin ahead of the program's own input, never on the command
 //! line: the exec command line is part of the request URL, which API servers write to audit
 //! logs, and it would show in the pod's process list. `read` in `sh` consumes stdin one byte
@@ -14,9 +22,34 @@
 //! does not exist, `E` when the program is not found. The executor consumes that byte, so
 //! spawn fails like a local spawn does and a signal sent right after spawn finds the group.
 
-/// `$0` is a label; `$1` the pid file, `$2` the working directory, then program and args.
-/// Needs `sh` and util-linux `setsid` (with `-w`) in the image.
-pub(super) const SCRIPT: &str = r#"pidfile=$1; dir=$2; shift 2
+/// `sweep KILL SPARE` SIGKILLs every process whose environment holds `RDEV_PROCESS_TAG=KILL…`
+/// but not `RDEV_PROCESS_TAG=SPARE…` (empty: spare none), until none is left. The wrapper
+/// never exports a tag itself, so neither it nor its `grep` match.
+macro_rules! sweep_function {
+    () => {
+        r#"sweep() {
+  r=0
+  while [ "$r" -lt 100 ]; do
+    found=
+    for f in $(grep -l -F -e "RDEV_PROCESS_TAG=$1" /proc/[0-9]*/environ 2>/dev/null); do
+      [ -n "$2" ] && grep -q -F -e "RDEV_PROCESS_TAG=$2" "$f" 2>/dev/null && continue
+      p=${f#/proc/}; p=${p%/environ}
+      kill -KILL "$p" 2>/dev/null && found=1
+    done
+    [ -n "$found" ] || return 0
+    r=$((r+1))
+  done
+}
+"#
+    };
+}
+
+/// `$0` is a label; `$1` the pid file, `$2` the working directory, `$3` the spawn's tag, `$4`
+/// the pod's tag prefix whose other executors' processes are leftovers to kill first (empty:
+/// none), then program and args. Needs `sh`, `grep` and util-linux `setsid` (with `-w`).
+pub(super) const SCRIPT: &str = concat!(
+    sweep_function!(),
+    r#"pidfile=$1; dir=$2; tag=$3; scope=$4; shift 4
 IFS= read -r n || exit 125
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -35,19 +68,27 @@ done
 [ -n "$HOME" ] && mkdir -p -- "$HOME" 2>/dev/null
 cd -- "$dir" 2>/dev/null || { printf D; exit 126; }
 command -v "$1" >/dev/null 2>&1 || { printf E; exit 127; }
-setsid -w sh -c 'echo "$$" > "$0" && printf R && exec "$@"' "$pidfile" "$@"
+[ -n "$scope" ] && sweep "$scope" "${tag%:*}:"
+RDEV_PROCESS_TAG=$tag setsid -w sh -c 'echo "$$" > "$0" && printf R && exec "$@"' "$pidfile" "$@"
 st=$?
 pg=$(cat -- "$pidfile" 2>/dev/null) && [ -n "$pg" ] && kill -KILL -"$pg" 2>/dev/null
+sweep "$tag" ""
 rm -f -- "$pidfile"
 exit "$st"
-"#;
+"#
+);
 
-/// `$1` the pid file, `$2` the signal name. Signalling a group that is gone is not an error.
-pub(super) const SIGNAL_SCRIPT: &str = r#"pg=$(cat -- "$1" 2>/dev/null) || exit 0
+/// `$1` the pid file, `$2` the signal name, `$3` the spawn's tag: the group gets the signal;
+/// a kill also reaches every process carrying the tag. A group that is gone is no error.
+pub(super) const SIGNAL_SCRIPT: &str = concat!(
+    sweep_function!(),
+    r#"[ "$2" = KILL ] && sweep "$3" ""
+pg=$(cat -- "$1" 2>/dev/null) || exit 0
 [ -n "$pg" ] || exit 0
 kill -"$2" -"$pg" 2>/dev/null
 exit 0
-"#;
+"#
+);
 
 /// The answer byte that precedes the program's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +180,7 @@ mod tests {
             .arg("rdev-exec")
             .arg(pidfile.path())
             .arg(dir)
+            .args(["k8s:test-pod:0000:1", ""])
             .args(program)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
