@@ -311,6 +311,7 @@ async fn submit(
         let limits = loaded.manifest().limits;
         request.check_prompt_limit(provider.as_str(), limits.max_prompt_bytes)?;
         request.fit_timeout(asked_timeout, provider.as_str(), limits.max_timeout)?;
+        loaded.manifest().apply_options(&request.options)?;
     }
     let idempotency_key = idempotency_key(headers)?;
     let digest = request_digest(&request);

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::approval::InvalidPolicy;
 use crate::domain::{AccessError, CommandId, IdError, RequestError, SealError, WebhookError};
 use crate::ports::{KeyKeeperError, LookupError, ProvisionError, SeedError, StoreError};
+use crate::runtime::manifest::FixedOption;
 use crate::services::approvals::input::InputError;
 use crate::services::master_key::RotationError;
 use crate::services::project_setup::SetupError;
@@ -259,6 +260,16 @@ impl From<RotationError> for ApiError {
                 Self::internal("staging the new master key", error)
             }
         }
+    }
+}
+
+impl From<FixedOption> for ApiError {
+    fn from(error: FixedOption) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "option_fixed",
+            error.to_string(),
+        )
     }
 }
 

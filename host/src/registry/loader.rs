@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{LoadFailure, Loading, RegistryOptions, ReloadReport, Slot, Snapshot};
-use crate::runtime::{LoadError, Runtime, WasmAgent, fingerprint};
+use crate::runtime::{LoadError, Manifest, Runtime, WasmAgent, fingerprint};
 
 /// Quiet time after the last file event before a reload: installing a plugin writes two
 /// files, and editors write in several steps.
@@ -147,10 +147,11 @@ impl Loader {
         let mut slots = Vec::with_capacity(names.len());
         for name in &names {
             let manifest_path = self.dir.join(format!("{name}.toml"));
-            let print = std::fs::read(&manifest_path)
-                .ok()
-                .zip(std::fs::read(manifest_path.with_extension("wasm")).ok())
-                .map(|(m, w)| fingerprint(&m, &w));
+            let print = std::fs::read(&manifest_path).ok().and_then(|m| {
+                let text = String::from_utf8_lossy(&m);
+                let wasm = Manifest::component_path_of(&manifest_path, &text);
+                std::fs::read(wasm).ok().map(|w| fingerprint(&m, &w))
+            });
             let mut slot = current
                 .slots
                 .iter()

@@ -145,8 +145,12 @@ impl CodeAgent for WasmAgent {
         &self.provider
     }
 
-    async fn execute(&self, execution: Execution) -> Result<AgentResult, AgentError> {
+    async fn execute(&self, mut execution: Execution) -> Result<AgentResult, AgentError> {
         let started = Instant::now();
+        execution.request.options = self
+            .manifest
+            .apply_options(&execution.request.options)
+            .map_err(|e| AgentError::InvalidRequest(e.to_string()))?;
         let timeout = execution.request.timeout;
         if timeout > self.manifest.limits.max_timeout {
             return Err(AgentError::InvalidRequest(format!(

@@ -107,7 +107,7 @@ fn read_files(inner: &RuntimeInner, manifest_path: &Path) -> Result<PluginFiles,
             format!("limits.memory_mib exceeds this host's ceiling of {ceiling} MiB"),
         ));
     }
-    let wasm_path = manifest_path.with_extension("wasm");
+    let wasm_path = manifest.component_path(manifest_path);
     let component = std::fs::read(&wasm_path).map_err(|source| LoadError::ReadComponent {
         path: wasm_path.clone(),
         source,

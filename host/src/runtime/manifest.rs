@@ -28,6 +28,13 @@ pub struct Manifest {
     pub limits: Limits,
     /// The per-project service the host keeps running for this plugin, if it declares one.
     pub service: Option<ServiceSpec>,
+    /// File name of the component beside the manifest. Several manifests may name one
+    /// component, so a generic provider (the ACP client) serves several agents, each with
+    /// its own name, grants and fixed options.
+    pub component: String,
+    /// Options every request of this provider is run with, set by the operator: a request
+    /// may repeat them but not change them (refused at submit).
+    pub options: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a manifest was refused; every variant names the file.
@@ -209,6 +216,17 @@ struct RawManifest {
     grants: RawGrants,
     limits: RawLimits,
     service: Option<RawService>,
+    component: Option<String>,
+    #[serde(default)]
+    options: toml::Table,
+}
+
+/// Just the component file name of a manifest, for readers that fingerprint a plugin's files
+/// before (or without) validating the whole manifest.
+#[derive(Deserialize)]
+struct RawComponent {
+    name: Option<String>,
+    component: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -291,6 +309,11 @@ impl Manifest {
         let mut ports = raw.grants.project_http_ports;
         // The port the guest addresses its service on is granted with the service.
         ports.extend(service.as_ref().map(|s| s.port));
+        let component = match raw.component {
+            Some(file) => check_component(&file).map_err(|reason| invalid("component", reason))?,
+            None => format!("{}.wasm", name.as_str()),
+        };
+        let options = fixed_options(raw.options).map_err(|reason| invalid("options", reason))?;
         Ok(Self {
             name,
             version: raw.version,
@@ -303,7 +326,87 @@ impl Manifest {
                 max_prompt_bytes,
             },
             service,
+            component,
+            options,
         })
+    }
+
+    /// The component file this manifest runs: `component`, or `<name>.wasm`, beside the
+    /// manifest.
+    pub fn component_path(&self, manifest_path: &Path) -> PathBuf {
+        manifest_path.with_file_name(&self.component)
+    }
+
+    /// The component file named by manifest text that may not be valid yet (a plugin being
+    /// written): `component` when it is a plain file name, else `<stem>.wasm`.
+    pub fn component_path_of(manifest_path: &Path, text: &str) -> PathBuf {
+        let named = toml::from_str::<RawComponent>(text)
+            .ok()
+            .and_then(|raw| raw.component.or(raw.name.map(|n| format!("{n}.wasm"))))
+            .filter(|file| check_component(file).is_ok());
+        match named {
+            Some(file) => manifest_path.with_file_name(file),
+            None => manifest_path.with_extension("wasm"),
+        }
+    }
+
+    /// The request's options with this manifest's fixed options added; a request that sets
+    /// any of them to another value is refused, naming every such key.
+    pub fn apply_options(
+        &self,
+        requested: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, FixedOption> {
+        let changed: Vec<String> = self
+            .options
+            .iter()
+            .filter(|(key, fixed)| requested.get(*key).is_some_and(|value| value != *fixed))
+            .map(|(key, _)| format!("`{key}`"))
+            .collect();
+        if !changed.is_empty() {
+            return Err(FixedOption {
+                provider: self.name.as_str().to_owned(),
+                keys: changed.join(", "),
+            });
+        }
+        let mut merged = requested.clone();
+        merged.extend(self.options.clone());
+        Ok(merged)
+    }
+}
+
+/// Request options that the provider's manifest fixes to other values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("options fixed by the manifest of provider {provider:?} cannot be changed: {keys}")]
+pub struct FixedOption {
+    pub provider: String,
+    /// The changed keys, quoted and comma-separated.
+    pub keys: String,
+}
+
+/// A component must be a `.wasm` file beside the manifest: no directories, no way out.
+fn check_component(file: &str) -> Result<String, String> {
+    let plain = !file.is_empty()
+        && file.ends_with(".wasm")
+        && file.len() > ".wasm".len()
+        && !file.starts_with('.')
+        && file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if plain {
+        Ok(file.to_owned())
+    } else {
+        Err(format!(
+            "{file:?} is not a file name like `acp.wasm` in the manifest's directory"
+        ))
+    }
+}
+
+/// Manifest options as JSON, the form requests carry them in.
+fn fixed_options(table: toml::Table) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::to_value(table) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("not a table".to_owned()),
+        Err(e) => Err(format!("not representable as JSON: {e}")),
     }
 }
 
@@ -481,6 +584,75 @@ max_timeout_secs = 600
         assert!(none.check_exec("sh").is_err());
         assert!(none.check_port(80).is_err());
         assert!(none.check_credential("KEY").is_err());
+    }
+
+    #[test]
+    fn a_manifest_may_name_a_shared_component_and_fix_options() {
+        let plain = parse(GOOD).expect("valid");
+        assert_eq!(plain.component, "shell.wasm");
+        assert!(plain.options.is_empty());
+        let agent = GOOD.replace(
+            "[grants]",
+            "component = \"acp.wasm\"\n\n[options]\ncommand = \"gemini\"\nargs = [\"--acp\"]\n\n[grants]",
+        );
+        let m = parse(&agent).expect("valid");
+        assert_eq!(
+            m.component_path(Path::new("/plugins/shell.toml")),
+            Path::new("/plugins/acp.wasm")
+        );
+        assert_eq!(
+            Manifest::component_path_of(Path::new("/plugins/shell.toml"), &agent),
+            Path::new("/plugins/acp.wasm")
+        );
+        assert_eq!(m.options["args"], serde_json::json!(["--acp"]));
+        for bad in [
+            "../acp.wasm",
+            "sub/acp.wasm",
+            ".wasm",
+            "acp.so",
+            "/abs.wasm",
+        ] {
+            let text = GOOD.replace("[grants]", &format!("component = {bad:?}\n[grants]"));
+            assert!(
+                matches!(
+                    parse(&text),
+                    Err(ManifestError::Invalid {
+                        field: "component",
+                        ..
+                    })
+                ),
+                "{bad} accepted"
+            );
+            assert_eq!(
+                Manifest::component_path_of(Path::new("/plugins/shell.toml"), &text),
+                Path::new("/plugins/shell.wasm")
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_options_are_added_and_cannot_be_changed() {
+        let agent = GOOD.replace("[grants]", "[options]\ncommand = \"gemini\"\n\n[grants]");
+        let m = parse(&agent).expect("valid");
+        let mut requested = serde_json::Map::new();
+        requested.insert("cancel_grace_ms".into(), serde_json::json!(100));
+        let merged = m.apply_options(&requested).expect("no conflict");
+        assert_eq!(merged["command"], "gemini");
+        assert_eq!(merged["cancel_grace_ms"], 100);
+        requested.insert("command".into(), serde_json::json!("gemini"));
+        assert!(
+            m.apply_options(&requested).is_ok(),
+            "repeating a fixed value"
+        );
+        requested.insert("command".into(), serde_json::json!("sh"));
+        let err = m
+            .apply_options(&requested)
+            .expect_err("changed a fixed option");
+        assert_eq!(err.keys, "`command`");
+        assert!(
+            err.to_string().ends_with("cannot be changed: `command`"),
+            "{err}"
+        );
     }
 
     #[test]

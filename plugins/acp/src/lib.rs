@@ -51,10 +51,16 @@ impl Provider for Acp {
         let options =
             Options::parse(&request.options_json).map_err(ProviderError::InvalidRequest)?;
         let cwd = workspace_path(&request)?;
-        let spawned = CommandBuilder::new(options.command())
+        let mut command = CommandBuilder::new(options.command())
             .args(options.args())
-            .working_dir(request.working_dir.clone())
-            .spawn();
+            .working_dir(request.working_dir.clone());
+        for (key, value) in &options.env {
+            command = command.env(key, value);
+        }
+        for name in &options.credentials {
+            command = command.secret_env(name, name, false);
+        }
+        let spawned = command.spawn();
         let process = match spawned {
             Ok(process) => process,
             Err(ExecError::Cancelled) => return Err(ProviderError::Cancelled),

@@ -1,5 +1,9 @@
-//! The provider's options: which agent program to run and how long a cancelled turn may
-//! take to end. Pure, so it is unit tested natively.
+//! The provider's options: which agent program to run, with which environment, and how
+//! long a cancelled turn may take to end. An operator adds an ACP agent by writing a
+//! manifest whose fixed `[options]` name the program (docs/providers.md). Pure, so it is
+//! unit tested natively.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -23,6 +27,12 @@ pub struct Options {
     pub args: Option<Vec<String>>,
     /// See [`DEFAULT_CANCEL_GRACE_MS`].
     pub cancel_grace_ms: Option<u32>,
+    /// Plain environment variables for the agent (e.g. turning off its telemetry).
+    pub env: BTreeMap<String, String>,
+    /// Credentials exported to the agent as environment variables of the same name, when
+    /// stored; the host resolves them at spawn (the manifest must grant each), so their
+    /// values never enter this guest.
+    pub credentials: Vec<String>,
 }
 
 impl Options {
@@ -32,6 +42,12 @@ impl Options {
             serde_json::from_str(json).map_err(|e| format!("invalid acp options: {e}"))?;
         if options.command.as_deref().is_some_and(str::is_empty) {
             return Err("invalid acp options: `command` is empty".into());
+        }
+        let names = options.env.keys().chain(&options.credentials);
+        if let Some(bad) = names.into_iter().find(|name| !is_env_name(name)) {
+            return Err(format!(
+                "invalid acp options: {bad:?} is not an environment variable name"
+            ));
         }
         Ok(options)
     }
@@ -55,6 +71,13 @@ impl Options {
     }
 }
 
+/// Letters, digits and `_`, not starting with a digit: what every shell accepts.
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +98,22 @@ mod tests {
         assert!(Options::parse(r#"{"comand":"x"}"#).is_err());
         assert!(Options::parse(r#"{"command":""}"#).is_err());
         assert!(Options::parse("1").is_err());
+    }
+
+    #[test]
+    fn environment_and_credentials_are_named_like_variables() {
+        let options = Options::parse(
+            r#"{"env":{"DISABLE_TELEMETRY":"1"},"credentials":["ANTHROPIC_API_KEY"]}"#,
+        )
+        .expect("ok");
+        assert_eq!(options.env["DISABLE_TELEMETRY"], "1");
+        assert_eq!(options.credentials, ["ANTHROPIC_API_KEY"]);
+        for bad in [
+            r#"{"env":{"A=B":"1"}}"#,
+            r#"{"credentials":["1KEY"]}"#,
+            r#"{"credentials":[""]}"#,
+        ] {
+            assert!(Options::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -1,0 +1,175 @@
+//! ACP agents added with nothing but a manifest: the shipped `plugins/acp/agents/acp-claude.toml`
+//! beside the one `acp.wasm`, run by a real, confined `rdev serve` with the real Claude ACP
+//! adapter from npm (`@zed-industries/claude-agent-acp`, which drives the Claude Code CLI it
+//! bundles) against the fake Messages API. The adapter's credentials come from the store
+//! through the manifest's fixed options; a request cannot change what the manifest fixes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::harness::server::{Running, TestServer};
+use rdev_tests::harness::{self, npm, plugins, sandbox};
+
+/// The adapter version the test pins; its package was renamed before (`claude-code-acp`).
+const ADAPTER: (&str, &str, &str) = (
+    "@zed-industries/claude-agent-acp",
+    "0.23.1",
+    "claude-agent-acp",
+);
+/// Generous: every command starts node twice (adapter, CLI) and the machine may be loaded.
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Host {
+    server: TestServer,
+    fake: FakeAnthropic,
+    _plugins: tempfile::TempDir,
+}
+
+/// The agent manifest as shipped, for an operator to copy.
+fn shipped_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/acp/agents/acp-claude.toml")
+}
+
+async fn host() -> Option<Host> {
+    let (package, version, bin) = ADAPTER;
+    let adapter = match npm::install(package, version, bin) {
+        Ok(adapter) => adapter,
+        Err(reason) => {
+            harness::skip_or_fail(&reason);
+            return None;
+        }
+    };
+    harness::put_on_path(&adapter);
+    // The operator's whole job: the shared component and one manifest per agent.
+    let dir = tempfile::tempdir().expect("plugins dir");
+    std::fs::copy(
+        plugins::plugins_dir().join("acp.wasm"),
+        dir.path().join("acp.wasm"),
+    )
+    .expect("the shared component");
+    std::fs::copy(shipped_manifest(), dir.path().join("acp-claude.toml")).expect("manifest");
+    let fake = FakeAnthropic::start().expect("fake API");
+    let allow = sandbox::allow_rule(&fake.base_url());
+    let plugins_dir = dir.path().to_owned();
+    let server = TestServer::sqlite_with(move |config| {
+        config.plugins_dir = Some(plugins_dir);
+        config.confinement.allow_hosts.push(allow);
+    })
+    .await;
+    let host = Host {
+        server,
+        fake,
+        _plugins: dir,
+    };
+    host.credential("ANTHROPIC_API_KEY", "sk-ant-acp-agents-test")
+        .await;
+    host.credential("ANTHROPIC_BASE_URL", &host.fake.base_url())
+        .await;
+    Some(host)
+}
+
+impl Host {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.server
+            .call(method, path, Some(&self.server.admin), body)
+            .await
+    }
+
+    async fn credential(&self, name: &str, value: &str) {
+        let path = format!("/credentials/{name}");
+        let (status, body) = self
+            .call(Method::PUT, &path, Some(json!({"value": value})))
+            .await;
+        assert!(status.is_success(), "PUT {path}: {status} {body}");
+    }
+
+    async fn start(&self, body: Value) -> Running {
+        self.server.run("p", "acp-claude", body).await
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_alone_adds_an_agent_that_answers_through_the_shared_component() {
+    let Some(host) = host().await else { return };
+    let (status, listed) = host.call(Method::GET, "/providers", None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let names: Vec<&str> = listed["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["acp-claude"],
+        "the manifest is the provider: {listed}"
+    );
+
+    host.fake.push(Reply::text("hello from the fake model"));
+    let run = host.start(json!({"prompt": "say hello"})).await;
+    let id = run.id.clone();
+    let events = run.rest(WAIT).await;
+    let command = host.server.finished_within(&id, WAIT).await;
+    assert_eq!(command["status"], "completed", "{command} {events:?}");
+    assert_eq!(command["provider"], "acp-claude", "{command}");
+    let text: String = events
+        .iter()
+        .filter(|(kind, _)| kind == "message")
+        .filter_map(|(_, data)| data["text"].as_str())
+        .collect();
+    assert!(text.contains("hello from the fake model"), "{events:?}");
+    assert!(
+        command["result"]["session_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "the adapter's session is kept for continuation: {command}"
+    );
+    let asked: Vec<String> = host
+        .fake
+        .stream_requests()
+        .iter()
+        .flat_map(|r| r.message_texts())
+        .collect();
+    assert!(
+        asked.iter().any(|t| t.contains("say hello")),
+        "the prompt reached the model through the adapter: {asked:?}"
+    );
+    host.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_cannot_change_what_the_manifest_fixes() {
+    let Some(host) = host().await else { return };
+    let (status, body) = host
+        .call(
+            Method::POST,
+            "/projects/p/acp-claude",
+            Some(json!({"prompt": "hi", "options": {"command": "sh", "args": ["-c", "id"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "option_fixed", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("cannot be changed: `args`, `command`")),
+        "both changed options are named: {body}"
+    );
+    let (status, listed) = host.call(Method::GET, "/projects/p/commands", None).await;
+    assert!(
+        status == StatusCode::NOT_FOUND || listed["commands"].as_array().is_some_and(Vec::is_empty),
+        "nothing was queued: {status} {listed}"
+    );
+    // Repeating a fixed value is not a change.
+    host.fake.push(Reply::text("same program"));
+    let run = host
+        .start(json!({"prompt": "hi", "options": {"command": "claude-agent-acp"}}))
+        .await;
+    let command = host.server.finished_within(&run.id, WAIT).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    host.server.stop().await;
+}
