@@ -19,6 +19,7 @@
 //! arrives while the agent works is sent into the same session when its turn ends, and the
 //! execution goes on until that turn ends too.
 
+mod api;
 mod events;
 mod options;
 mod permission;
@@ -27,26 +28,18 @@ use std::time::{Duration, Instant};
 
 use rdev_sdk::v0_2::bindings::rdev::provider::types::InitInfo;
 use rdev_sdk::v0_2::interaction::{self, Decision, InputRead, InteractionError, PermissionRequest};
-use rdev_sdk::v0_2::project_http::{
-    self, Auth, EventStream, EventsRead, HttpError, Request, Response,
-};
+use rdev_sdk::v0_2::project_http::{self, EventStream, EventsRead, HttpError};
 use rdev_sdk::v0_2::{
     AgentEvent, AgentRequest, AgentResult, CleanupRequest, Provider, ProviderCapabilities,
-    ProviderError, ResultStatus, SecretRef, event, execution, plain, result,
+    ProviderError, ResultStatus, event, execution, plain, result,
 };
 use serde_json::{Value, json};
 
+use api::{Api, Fail, describe, status_error};
 use events::{Event, Mapper};
 use options::{Model, Options};
 use permission::{Ask, Reply};
 
-/// The credential holding the password of a server the operator runs (the `port` option);
-/// the user name is OpenCode's default.
-const PASSWORD_CREDENTIAL: &str = "OPENCODE_SERVER_PASSWORD";
-const USERNAME: &str = "opencode";
-/// Deadline of an ordinary API call. The server answers these from memory or its local
-/// store; a call taking longer means it is wedged.
-const REQUEST_TIMEOUT_MS: u32 = 30_000;
 /// Deadline of a health check: a running server answers at once, and a port nobody listens
 /// on is refused at once, so a slow answer is treated as "not up yet".
 const HEALTH_TIMEOUT_MS: u32 = 2_000;
@@ -62,8 +55,6 @@ const SSE_POLL_MS: u32 = 1_000;
 /// provider gives up: with [`options::HEALTH_POLL_MS`] between them, 2 s, which is ample for
 /// a killed server's socket to close.
 const UNSTEADY_HEALTH_CHECKS: u32 = 10;
-/// Longest excerpt of a response body quoted in an error.
-const BODY_EXCERPT_CHARS: usize = 300;
 /// What the model is told when a denial carries no message of its own.
 const DENIED: &str = "The user denied this tool call.";
 
@@ -126,127 +117,6 @@ impl Provider for OpenCode {
             Err(Fail::Connect(_)) => Ok(()),
             Err(Fail::Other(e)) => Err(ProviderError::Failed(e)),
         }
-    }
-}
-
-/// Why an HTTP call did not produce a 2xx answer.
-#[derive(Debug)]
-enum Fail {
-    /// The host cancelled the execution during the call.
-    Cancelled,
-    /// Nothing listens on the port.
-    Connect(String),
-    /// Any other failure, described with method, path, status and a body excerpt.
-    Other(String),
-}
-
-/// The server's HTTP API on one port of the workspace.
-struct Api {
-    port: u16,
-    /// The port is the manifest's service: the host runs the server and authenticates.
-    host_run: bool,
-}
-
-impl Api {
-    /// The auth of a server the operator runs; the host adds its own to its service.
-    fn auth(&self) -> Option<Auth> {
-        (!self.host_run).then(|| {
-            Auth::Basic((
-                USERNAME.to_owned(),
-                SecretRef {
-                    name: PASSWORD_CREDENTIAL.to_owned(),
-                    required: true,
-                },
-            ))
-        })
-    }
-}
-
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text.trim().chars().take(BODY_EXCERPT_CHARS).collect();
-    if text.trim().chars().count() > BODY_EXCERPT_CHARS {
-        out.push('…');
-    }
-    out
-}
-
-fn describe(method: &str, path: &str, error: HttpError) -> Fail {
-    let what = format!("opencode {method} {path}");
-    match error {
-        HttpError::Cancelled => Fail::Cancelled,
-        HttpError::Connect(why) => Fail::Connect(format!("{what}: connection failed: {why}")),
-        HttpError::Denied(why) => {
-            Fail::Other(format!("{what}: not permitted by the grants: {why}"))
-        }
-        HttpError::MissingSecret(name) => {
-            Fail::Other(format!("{what}: credential {name:?} is not set"))
-        }
-        HttpError::Timeout => Fail::Other(format!("{what}: timed out")),
-        HttpError::Protocol(why) => Fail::Other(format!("{what}: {why}")),
-        HttpError::Status(response) => Fail::Other(status_error(method, path, &response)),
-    }
-}
-
-fn status_error(method: &str, path: &str, response: &Response) -> String {
-    format!(
-        "opencode {method} {path} answered {}: {}",
-        response.status,
-        excerpt(&response.body)
-    )
-}
-
-impl Api {
-    fn request(&self, method: &str, path: &str, body: Option<&Value>, timeout: u32) -> Request {
-        let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
-        if body.is_some() {
-            headers.push(("content-type".to_owned(), "application/json".to_owned()));
-        }
-        Request {
-            method: method.to_owned(),
-            port: self.port,
-            path: path.to_owned(),
-            headers,
-            body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
-            auth: self.auth(),
-            timeout_ms: Some(timeout),
-        }
-    }
-
-    /// Sends a request; a non-2xx answer is an error naming method, path and status.
-    fn call_with(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        timeout: u32,
-    ) -> Result<Vec<u8>, Fail> {
-        let response = project_http::send(&self.request(method, path, body, timeout))
-            .map_err(|e| describe(method, path, e))?;
-        if !(200..300).contains(&response.status) {
-            return Err(Fail::Other(status_error(method, path, &response)));
-        }
-        Ok(response.body)
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Vec<u8>, Fail> {
-        self.call_with(method, path, body, REQUEST_TIMEOUT_MS)
-    }
-
-    /// A call answering JSON.
-    fn json(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Fail> {
-        let bytes = self.call(method, path, body)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Fail::Other(format!(
-                "opencode {method} {path} answered something not JSON ({e}): {}",
-                excerpt(&bytes)
-            ))
-        })
-    }
-
-    fn events(&self) -> Result<EventStream, Fail> {
-        project_http::open_events(&self.request("GET", "/event", None, REQUEST_TIMEOUT_MS))
-            .map_err(|e| describe("GET", "/event", e))
     }
 }
 
