@@ -3,22 +3,17 @@
 //! permission request. Pure Rust with no bindings, so its tests run natively over lines
 //! recorded from the real `opencode acp` (`tests/fixtures`).
 
-use std::collections::{HashMap, HashSet};
-
 use serde_json::{Value, json};
 
 pub use rdev_sdk::v0_2::plain::{Event, Usage};
 
+mod tool;
+
 /// Turns the `session/update` notifications of one session into events.
 #[derive(Debug, Default)]
 pub struct Mapper {
-    /// Tool calls whose `tool-use` event was emitted.
-    announced: HashSet<String>,
-    /// The first title of each pending call: OpenCode titles a pending call with the tool's
-    /// name and later with what it does.
-    names: HashMap<String, String>,
-    /// Tool calls whose `tool-result` event was emitted.
-    finished: HashSet<String>,
+    /// The session's tool calls, for one `tool-use` and one `tool-result` each.
+    tools: tool::Tools,
     /// The text of the agent's messages in the current turn: the result's final text.
     text: String,
 }
@@ -62,7 +57,7 @@ impl Mapper {
                 }),
                 None => out.push(raw(kind, update)),
             },
-            "tool_call" | "tool_call_update" => self.tool(update, out),
+            "tool_call" | "tool_call_update" => self.tools.update(update, out),
             "usage_update" => {
                 out.push(raw(kind, update));
                 if let Some(cost) = usd(&update["cost"]) {
@@ -74,88 +69,6 @@ impl Mapper {
             }
             _ => out.push(raw(kind, update)),
         }
-    }
-
-    fn tool(&mut self, update: &Value, out: &mut Vec<Event>) {
-        let Some(id) = update["toolCallId"].as_str() else {
-            out.push(raw(
-                update["sessionUpdate"].as_str().unwrap_or("tool"),
-                update,
-            ));
-            return;
-        };
-        let status = update["status"].as_str().unwrap_or("");
-        let name = self
-            .names
-            .entry(id.to_owned())
-            .or_insert_with(|| tool_name(update))
-            .clone();
-        // A pending call's input may be incomplete (OpenCode sends only its `cwd`): the
-        // `tool-use` waits for the first update that is under way or done.
-        if status != "pending" && self.announced.insert(id.to_owned()) {
-            out.push(Event::ToolUse {
-                id: id.to_owned(),
-                name,
-                input_json: input_of(update).to_string(),
-            });
-        }
-        if matches!(status, "completed" | "failed") && self.finished.insert(id.to_owned()) {
-            out.push(Event::ToolResult {
-                id: id.to_owned(),
-                content: tool_output(update),
-                is_error: status == "failed",
-            });
-        }
-    }
-}
-
-/// A tool call's name for people: its `kind` (`edit`, `execute` …) and `title`.
-fn tool_name(update: &Value) -> String {
-    let title = update["title"].as_str().filter(|t| !t.is_empty());
-    let kind = update["kind"].as_str().filter(|k| !k.is_empty());
-    match (kind, title) {
-        (_, Some(title)) => title.to_owned(),
-        (Some(kind), None) => kind.to_owned(),
-        (None, None) => "tool".to_owned(),
-    }
-}
-
-/// A tool call's input: `rawInput` when the agent sends it, else `{}`.
-fn input_of(update: &Value) -> Value {
-    match &update["rawInput"] {
-        Value::Null => json!({}),
-        input => input.clone(),
-    }
-}
-
-/// A finished tool call's output: the text of its content blocks, else its `rawOutput`.
-fn tool_output(update: &Value) -> String {
-    let mut parts = Vec::new();
-    for item in update["content"].as_array().into_iter().flatten() {
-        match item["type"].as_str() {
-            Some("content") => parts.extend(content_text(&item["content"])),
-            Some("diff") => parts.push(format!(
-                "diff of {}",
-                item["path"].as_str().unwrap_or("a file")
-            )),
-            Some("terminal") => parts.push(format!(
-                "terminal {}",
-                item["terminalId"].as_str().unwrap_or("")
-            )),
-            _ => {}
-        }
-    }
-    if !parts.is_empty() {
-        return parts.join("\n");
-    }
-    match &update["rawOutput"] {
-        Value::Null => String::new(),
-        Value::String(text) => text.clone(),
-        Value::Object(map) => match map.get("output").and_then(Value::as_str) {
-            Some(text) => text.to_owned(),
-            None => Value::Object(map.clone()).to_string(),
-        },
-        other => other.to_string(),
     }
 }
 
@@ -281,7 +194,7 @@ pub fn ask(params: &Value) -> Ask {
     Ask {
         tool_call_id: call["toolCallId"].as_str().map(str::to_owned),
         tool,
-        input_json: input_of(call).to_string(),
+        input_json: tool::input_of(call).to_string(),
         summary,
         options,
     }
@@ -384,58 +297,6 @@ mod tests {
         assert_eq!(mapper.text(), "Hello");
         mapper.start_turn();
         assert_eq!(mapper.text(), "");
-    }
-
-    #[test]
-    fn tool_calls_become_one_use_and_one_result() {
-        let out = updates(&[
-            update(
-                json!({"sessionUpdate": "tool_call", "toolCallId": "c1", "title": "bash",
-                "kind": "execute", "status": "pending", "rawInput": {"command": "ls"}}),
-            ),
-            update(
-                json!({"sessionUpdate": "tool_call_update", "toolCallId": "c1",
-                "title": "ls the workspace", "status": "in_progress", "rawInput": {"command": "ls"}}),
-            ),
-            update(
-                json!({"sessionUpdate": "tool_call_update", "toolCallId": "c1",
-                "status": "completed", "content": [{"type": "content",
-                "content": {"type": "text", "text": "a.txt"}}]}),
-            ),
-            update(
-                json!({"sessionUpdate": "tool_call_update", "toolCallId": "c1",
-                "status": "completed"}),
-            ),
-            update(
-                json!({"sessionUpdate": "tool_call_update", "toolCallId": "c2",
-                "title": "edit", "status": "failed", "rawOutput": {"error": "denied"}}),
-            ),
-        ]);
-        assert_eq!(
-            out,
-            vec![
-                Event::ToolUse {
-                    id: "c1".into(),
-                    name: "bash".into(),
-                    input_json: r#"{"command":"ls"}"#.into()
-                },
-                Event::ToolResult {
-                    id: "c1".into(),
-                    content: "a.txt".into(),
-                    is_error: false
-                },
-                Event::ToolUse {
-                    id: "c2".into(),
-                    name: "edit".into(),
-                    input_json: "{}".into()
-                },
-                Event::ToolResult {
-                    id: "c2".into(),
-                    content: r#"{"error":"denied"}"#.into(),
-                    is_error: true
-                },
-            ]
-        );
     }
 
     #[test]
