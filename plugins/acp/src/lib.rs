@@ -3,12 +3,14 @@
 //! client: `initialize`, `session/new` (or `session/load` to continue a session), one
 //! `session/prompt` per turn (the prompt, then each follow-up input), `session/cancel` on
 //! the host's cancel. `session/update` notifications stream as events; the agent's
-//! `session/request_permission` calls go to the host's `request-permission`. The client
-//! advertises no file system and no terminal, so the agent uses its own tools.
+//! `session/request_permission` calls go to the host's `request-permission`; its
+//! `fs/read_text_file` and `fs/write_text_file` calls are served inside the workspace
+//! ([`fs`]). No terminal is advertised, so the agent runs commands with its own tools.
 //!
-//! The protocol ([`rpc`]), the mapping ([`map`]) and the options are pure modules tested
-//! natively; this file holds the I/O.
+//! The protocol ([`rpc`]), the mapping ([`map`]), the options and the file checks are pure
+//! modules tested natively; this file holds the I/O.
 
+mod fs;
 mod map;
 mod options;
 mod rpc;
@@ -66,7 +68,10 @@ impl Provider for Acp {
             Err(ExecError::Cancelled) => return Err(ProviderError::Cancelled),
             Err(e) => return Err(ProviderError::Unavailable(process::describe(&e))),
         };
-        let mut client = Client::new(process, options.command());
+        let files = fs::Files {
+            working_dir: request.working_dir.clone(),
+        };
+        let mut client = Client::new(process, options.command(), files);
         let outcome = client.run(&request, &cwd);
         let mut result = client.finish(outcome, &options);
         result.session_id = result.session_id.or(request.session_id);
@@ -146,11 +151,14 @@ struct Client {
     /// While `session/load` replays the history, its updates are not this command's output.
     replaying: bool,
     session_id: Option<String>,
+    /// Serves the agent's `fs/*` calls.
+    files: fs::Files,
 }
 
 impl Client {
-    fn new(process: Process, program: &str) -> Self {
+    fn new(process: Process, program: &str, files: fs::Files) -> Self {
         Self {
+            files,
             process,
             program: program.to_owned(),
             next_id: 0,
@@ -358,10 +366,29 @@ impl Client {
 
     /// Answers a method the agent calls on the client.
     fn serve(&mut self, id: &Value, method: &str, params: &Value) -> Result<(), Halt> {
-        if method != "session/request_permission" {
-            let message = format!("rdev's ACP client does not offer {method}");
-            return self.write(&rpc::error_response(id, rpc::METHOD_NOT_FOUND, &message));
+        let served = match method {
+            "session/request_permission" => return self.permission(id, params),
+            "fs/read_text_file" => self.files.read(params),
+            "fs/write_text_file" => self.files.write(params),
+            _ => {
+                let message = format!("rdev's ACP client does not offer {method}");
+                return self.write(&rpc::error_response(id, rpc::METHOD_NOT_FOUND, &message));
+            }
+        };
+        match served {
+            Ok(result) => self.write(&rpc::response(id, result)),
+            Err(fs::Failure::Refused(refused)) => {
+                self.write(&rpc::error_response(id, refused.code, &refused.message))
+            }
+            Err(fs::Failure::Cancelled) => {
+                let _ = self.write(&rpc::error_response(id, fs::FILE_ERROR, "cancelled"));
+                Err(Halt::Cancelled)
+            }
         }
+    }
+
+    /// Answers `session/request_permission` with the host's decision.
+    fn permission(&mut self, id: &Value, params: &Value) -> Result<(), Halt> {
         let asked = map::ask(params);
         match decide(&asked) {
             Ok(decided) => self.write(&rpc::response(id, map::answer(&asked, &decided))),

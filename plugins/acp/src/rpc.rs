@@ -132,13 +132,14 @@ fn line(value: Value) -> String {
     text
 }
 
-/// `initialize`'s params: only what this client really implements is advertised (no file
-/// system, no terminal), so the agent uses its own tools, which ask permission first.
+/// `initialize`'s params: only what this client really implements is advertised: text files
+/// inside the workspace, no terminal (the agent runs commands with its own tools, which ask
+/// permission first).
 pub fn initialize_params() -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "clientCapabilities": {
-            "fs": {"readTextFile": false, "writeTextFile": false},
+            "fs": {"readTextFile": true, "writeTextFile": true},
             "terminal": false
         },
         "clientInfo": {"name": "rdev", "version": env!("CARGO_PKG_VERSION")}
@@ -282,8 +283,8 @@ mod tests {
         let caps = initialize_params();
         assert_eq!(caps["clientCapabilities"]["terminal"], json!(false));
         assert_eq!(
-            caps["clientCapabilities"]["fs"]["writeTextFile"],
-            json!(false)
+            caps["clientCapabilities"]["fs"],
+            json!({"readTextFile": true, "writeTextFile": true})
         );
     }
 }
