@@ -13,7 +13,7 @@ use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::domain::ProjectId;
-use crate::ports::{EventSink, Executor, ProcessControl, SecretResolver, Signal};
+use crate::ports::{EnvValue, EventSink, Executor, ProcessControl, SecretResolver, Signal};
 
 use super::host::interaction::{Asker, Inbox};
 use super::host::log::LogGate;
@@ -40,6 +40,10 @@ pub(crate) struct ExecCtx {
     pub asker: Option<Asker>,
     /// The runtime's per-project services; `None` for calls that start none (the probe).
     pub services: Option<Arc<Services>>,
+    /// The environment the guest asked its service to run with (`configure-service`),
+    /// checked against the manifest; `None` until it asks: such an execution (a clean-up)
+    /// takes the running service as it is.
+    pub service_env: Mutex<Option<Vec<(String, EnvValue)>>>,
     /// Fires on an external cancel or at the request's timeout.
     pub cancel: CancellationToken,
     cancel_delivered: AtomicBool,
@@ -88,6 +92,7 @@ impl ExecCtx {
             events,
             asker: None,
             services: None,
+            service_env: Mutex::new(None),
             cancel: CancellationToken::new(),
             cancel_delivered: AtomicBool::new(false),
             hard_deadline: Mutex::new(None),

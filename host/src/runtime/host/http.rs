@@ -17,8 +17,9 @@ use wasmtime::component::Resource;
 
 use super::interaction::or_input;
 use super::sse::SseParser;
+use crate::ports::EnvValue;
 use crate::runtime::abi::latest::rdev::provider::project_http::{
-    Auth, EventsRead, Host, HostEventStream, HttpError, Request, Response, SseEvent,
+    Auth, EventsRead, Host, HostEventStream, HttpError, Request, Response, ServiceConfig, SseEvent,
 };
 use crate::runtime::abi::latest::wit::SecretRef;
 use crate::runtime::service::Lease;
@@ -128,9 +129,14 @@ async fn target(exec: &ExecCtx, req: &Request) -> Result<Target, HttpError> {
         (Some(spec), Some(services)) => {
             let project = exec.project().map_err(HttpError::Connect)?.clone();
             let (services, spec, plugin) = (services.clone(), spec.clone(), exec.plugin.clone());
+            let env = exec.service_env.lock().ok().and_then(|env| env.clone());
             // Its own task: a cancel while the service starts leaves it starting, so the
             // project's next command finds it warm instead of paying the start again.
-            let start = tokio::spawn(async move { services.lease(&plugin, &spec, &project).await });
+            let start = tokio::spawn(async move {
+                services
+                    .lease(&plugin, &spec, &project, env.as_deref())
+                    .await
+            });
             let leased = start
                 .await
                 .map_err(|e| HttpError::Connect(format!("starting the service: {e}")))?;
@@ -262,7 +268,66 @@ async fn guarded<T>(
         .unwrap_or(Err(HttpError::Cancelled))
 }
 
+/// The environment a `configure-service` call asks for, checked against the manifest: the
+/// port is its service's, every variable the guest's to set, every credential granted.
+fn service_env(
+    exec: &ExecCtx,
+    port: u16,
+    config: ServiceConfig,
+) -> Result<Vec<(String, EnvValue)>, HttpError> {
+    let spec = exec
+        .manifest
+        .service
+        .as_ref()
+        .filter(|s| s.port == port)
+        .ok_or_else(|| {
+            HttpError::Denied(format!(
+                "port {port} is no service of this plugin's manifest"
+            ))
+        })?;
+    let names = config
+        .env
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(config.credentials.iter().map(|(k, _)| k.as_str()));
+    spec.check_guest_env(names).map_err(HttpError::Denied)?;
+    let mut env: Vec<(String, EnvValue)> = config
+        .env
+        .into_iter()
+        .map(|(k, v)| (k, EnvValue::Plain(v)))
+        .collect();
+    for (key, secret) in config.credentials {
+        exec.manifest
+            .grants
+            .check_credential(&secret.name)
+            .map_err(|d| HttpError::Denied(d.0))?;
+        env.push((
+            key,
+            EnvValue::Secret {
+                name: secret.name,
+                required: secret.required,
+            },
+        ));
+    }
+    Ok(env)
+}
+
 impl Host for HostState {
+    async fn configure_service(
+        &mut self,
+        port: u16,
+        config: ServiceConfig,
+    ) -> wasmtime::Result<Result<(), HttpError>> {
+        let env = match service_env(&self.exec, port, config) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Ok(mut current) = self.exec.service_env.lock() {
+            *current = Some(env);
+        }
+        Ok(Ok(()))
+    }
+
     async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let exec = self.exec.clone();
         let timeout = req.timeout_ms;

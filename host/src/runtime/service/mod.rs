@@ -4,7 +4,10 @@
 //! secret the host mints, and later requests of the same project reuse it. The process
 //! belongs to the host, not to an execution: it outlives commands, and it is stopped when
 //! it was unused for the idle timeout, when its project is deleted, and when the host shuts
-//! down. One that dies is forgotten, and the next request starts a new one.
+//! down. One that dies is forgotten, and the next request starts a new one. An execution
+//! may add environment (its backend's configuration, credentials by name); a request whose
+//! environment differs from the running service's restarts it, so a project's service always
+//! runs with its latest command's configuration.
 
 mod probe;
 pub mod spec;
@@ -88,6 +91,8 @@ pub struct Services {
 struct Instance {
     key: Key,
     spec: ServiceSpec,
+    /// The environment the execution that started it added (secrets by name).
+    env: Vec<(String, EnvValue)>,
     port: u16,
     secret: SecretValue,
     control: Arc<dyn ProcessControl>,
@@ -198,30 +203,36 @@ impl Services {
         }
     }
 
-    /// The plugin's service of `project`, started (and waited for) when none runs.
+    /// The plugin's service of `project` with the execution's extra `env` (checked by
+    /// [`ServiceSpec::check_guest_env`]), started (and waited for) when none runs. `None`
+    /// takes the running service whatever it was started with (or starts one with none).
     pub async fn lease(
         self: &Arc<Self>,
         plugin: &str,
         spec: &ServiceSpec,
         project: &ProjectId,
+        env: Option<&[(String, EnvValue)]>,
     ) -> Result<Lease, ServiceError> {
         let key = Key {
             plugin: plugin.to_owned(),
             project: project.clone(),
         };
-        if let Some(lease) = self.reuse(&key, spec) {
+        if let Some(lease) = self.reuse(&key, spec, env) {
             return Ok(lease);
         }
         let gate = self.gate(&key);
         let _starting = gate.lock().await;
-        if let Some(lease) = self.reuse(&key, spec) {
+        if let Some(lease) = self.reuse(&key, spec, env) {
             return Ok(lease);
         }
-        // A running service of an older manifest gives way to the new declaration.
+        // A running service of an older manifest or another configuration gives way.
         if let Some(old) = self.take(&key) {
+            tracing::info!(%plugin, %project, "restarting a service for a changed manifest or configuration");
             old.stop().await;
         }
-        let instance = self.start(key.clone(), spec.clone()).await?;
+        let instance = self
+            .start(key.clone(), spec.clone(), env.unwrap_or_default().to_vec())
+            .await?;
         let lease = instance.lease();
         self.lock_running().insert(key, instance.clone());
         tokio::spawn(self.clone().watch(instance));
@@ -271,10 +282,16 @@ impl Services {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn reuse(&self, key: &Key, spec: &ServiceSpec) -> Option<Lease> {
+    fn reuse(
+        &self,
+        key: &Key,
+        spec: &ServiceSpec,
+        env: Option<&[(String, EnvValue)]>,
+    ) -> Option<Lease> {
         let running = self.lock_running();
         let instance = running.get(key)?;
-        (!instance.gone.is_cancelled() && &instance.spec == spec).then(|| instance.lease())
+        let same = &instance.spec == spec && env.is_none_or(|env| instance.env == env);
+        (!instance.gone.is_cancelled() && same).then(|| instance.lease())
     }
 
     fn take(&self, key: &Key) -> Option<Arc<Instance>> {
@@ -287,7 +304,12 @@ impl Services {
     }
 
     /// Spawns the program on a fresh port and waits until it answers its ready path.
-    async fn start(&self, key: Key, spec: ServiceSpec) -> Result<Arc<Instance>, ServiceError> {
+    async fn start(
+        &self,
+        key: Key,
+        spec: ServiceSpec,
+        extra: Vec<(String, EnvValue)>,
+    ) -> Result<Arc<Instance>, ServiceError> {
         let program = spec.program.clone();
         let port = free_port().map_err(|source| ServiceError::Port {
             program: program.clone(),
@@ -298,6 +320,7 @@ impl Services {
             .env
             .iter()
             .map(|(k, v)| (k.clone(), EnvValue::Plain(v.clone())))
+            .chain(extra.iter().cloned())
             .collect();
         if let Some(s) = &spec.secret {
             env.push((s.env.clone(), EnvValue::Plain(secret.expose().to_owned())));
@@ -322,6 +345,7 @@ impl Services {
         let instance = Arc::new(Instance {
             key,
             spec,
+            env: extra,
             port,
             secret,
             control: spawned.control,

@@ -170,7 +170,38 @@ fn is_env_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Variables a guest may not set in its service's environment: the loader and the search
+/// path decide what runs, so they stay the executor's.
+const RESERVED_ENV: &[&str] = &["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "HOME"];
+
 impl ServiceSpec {
+    /// Checks the environment a guest asks its service to run with: variable names valid,
+    /// none of the manifest's own (`[service.env]`, the secret's variable) or the executor's
+    /// overridden, each named once.
+    pub fn check_guest_env<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for name in names {
+            if !is_env_name(name) {
+                return Err(format!("{name:?} is not a variable name"));
+            }
+            let taken = self.env.iter().any(|(k, _)| k == name)
+                || self.secret.as_ref().is_some_and(|s| s.env == name)
+                || RESERVED_ENV.contains(&name);
+            if taken {
+                return Err(format!(
+                    "{name} is set by the manifest or the host, not by the provider"
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(format!("{name} is given twice"));
+            }
+        }
+        Ok(())
+    }
+
     /// The arguments with the project's port put in.
     pub fn args_for(&self, port: u16) -> Vec<String> {
         let port = port.to_string();
@@ -236,5 +267,24 @@ secret = { env = "OPENCODE_SERVER_PASSWORD", auth = "basic", user = "opencode" }
             assert_eq!(parse(&text).expect_err(field).0, field);
         }
         assert!(parse(&GOOD.replace("port = 4096", "port = 4096\nportz = 1")).is_err());
+    }
+
+    #[test]
+    fn a_guest_env_may_not_override_the_manifest_or_the_host() {
+        let spec = parse(GOOD).expect("valid");
+        assert!(
+            spec.check_guest_env(["OPENCODE_CONFIG_CONTENT", "KEY"])
+                .is_ok()
+        );
+        for bad in [
+            "OPENCODE_DISABLE_AUTOUPDATE",
+            "OPENCODE_SERVER_PASSWORD",
+            "PATH",
+            "1X",
+            "",
+        ] {
+            assert!(spec.check_guest_env([bad]).is_err(), "{bad}");
+        }
+        assert!(spec.check_guest_env(["A", "A"]).is_err());
     }
 }
