@@ -229,7 +229,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     (status = 400, description = "Invalid request"),
-    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
+    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, an option the provider does not declare (`unknown_option`, with `valid`), a model its configured backend does not offer (`unknown_model`, with `valid`), or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such provider"),
     (status = 409, description = "The Idempotency-Key was used for another request"),
@@ -254,7 +254,7 @@ async fn submit_to_provider(
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     (status = 400, description = "Invalid request"),
-    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
+    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, an option the provider does not declare (`unknown_option`, with `valid`), a model its configured backend does not offer (`unknown_model`, with `valid`), or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such provider"),
     (status = 409, description = "The Idempotency-Key was used for another request"),
@@ -311,7 +311,13 @@ async fn submit(
         let limits = loaded.manifest().limits;
         request.check_prompt_limit(provider.as_str(), limits.max_prompt_bytes)?;
         request.fit_timeout(asked_timeout, provider.as_str(), limits.max_timeout)?;
-        loaded.manifest().apply_options(&request.options)?;
+        let manifest = loaded.manifest();
+        let options = manifest.apply_options(&request.options)?;
+        manifest.request_options.check_request(
+            provider.as_str(),
+            &options,
+            request.model.as_deref(),
+        )?;
     }
     let idempotency_key = idempotency_key(headers)?;
     let digest = request_digest(&request);

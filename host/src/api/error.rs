@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::approval::InvalidPolicy;
 use crate::domain::{AccessError, CommandId, IdError, RequestError, SealError, WebhookError};
 use crate::ports::{KeyKeeperError, LookupError, ProvisionError, SeedError, StoreError};
-use crate::runtime::manifest::FixedOption;
+use crate::runtime::manifest::{FixedOption, RequestRefused};
 use crate::services::approvals::input::InputError;
 use crate::services::master_key::RotationError;
 use crate::services::project_setup::SetupError;
@@ -30,6 +30,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: Cow<'static, str>,
     pub message: String,
+    /// The accepted values, when the error is a choice outside them (an unknown option or
+    /// model), so a client can offer them.
+    pub valid: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -38,6 +41,7 @@ impl ApiError {
             status,
             code: Cow::Borrowed(code),
             message: message.into(),
+            valid: None,
         }
     }
 
@@ -57,6 +61,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: Cow::Owned(format!("{}_not_found", kind.replace(' ', "_"))),
             message: format!("{kind} {id} does not exist"),
+            valid: None,
         }
     }
 
@@ -86,6 +91,9 @@ pub struct Problem {
     /// Stable machine-readable code, e.g. `project_not_found`.
     pub code: String,
     pub error: ProblemError,
+    /// The accepted values, for an error about a choice outside them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<Vec<String>>,
 }
 
 /// `code` and `detail` again, in the shape the first clients used.
@@ -111,6 +119,7 @@ impl From<&ApiError> for Problem {
                 code: error.code.to_string(),
                 message: error.message.clone(),
             },
+            valid: error.valid.clone(),
         }
     }
 }
@@ -273,6 +282,19 @@ impl From<FixedOption> for ApiError {
     }
 }
 
+impl From<RequestRefused> for ApiError {
+    fn from(error: RequestRefused) -> Self {
+        let code = match error {
+            RequestRefused::UnknownOption { .. } => "unknown_option",
+            RequestRefused::InvalidModels { .. } => "invalid_option",
+            RequestRefused::UnknownModel { .. } => "unknown_model",
+        };
+        let mut api = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string());
+        api.valid = error.valid().map(<[String]>::to_vec);
+        api
+    }
+}
+
 impl From<InvalidPolicy> for ApiError {
     fn from(error: InvalidPolicy) -> Self {
         Self::bad_request("invalid_policy", error.to_string())
@@ -356,6 +378,7 @@ impl From<JsonRejection> for ApiError {
             status,
             code: Cow::Borrowed(code),
             message,
+            valid: None,
         }
     }
 }

@@ -12,8 +12,12 @@ use serde::Deserialize;
 
 use super::service::spec::RawService;
 use crate::domain::{AgentRequest, ProviderName};
+use request_options::RawRequestOptions;
 
 pub use super::service::spec::{SecretAuth, ServiceSecret, ServiceSpec};
+pub use request_options::{RequestOptions, RequestRefused};
+
+mod request_options;
 
 /// A parsed and validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,9 @@ pub struct Manifest {
     /// Options every request of this provider is run with, set by the operator: a request
     /// may repeat them but not change them (refused at submit).
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// The options a request may set and the option listing the backend's models, checked
+    /// at submit.
+    pub request_options: RequestOptions,
 }
 
 /// Why a manifest was refused; every variant names the file.
@@ -219,6 +226,8 @@ struct RawManifest {
     component: Option<String>,
     #[serde(default)]
     options: toml::Table,
+    request_options: Option<RawRequestOptions>,
+    models_option: Option<String>,
 }
 
 /// Just the component file name of a manifest, for readers that fingerprint a plugin's files
@@ -314,6 +323,9 @@ impl Manifest {
             None => format!("{}.wasm", name.as_str()),
         };
         let options = fixed_options(raw.options).map_err(|reason| invalid("options", reason))?;
+        let request_options =
+            RequestOptions::check(raw.request_options, raw.models_option, &options)
+                .map_err(|(field, reason)| invalid(field, reason))?;
         Ok(Self {
             name,
             version: raw.version,
@@ -328,6 +340,7 @@ impl Manifest {
             service,
             component,
             options,
+            request_options,
         })
     }
 
