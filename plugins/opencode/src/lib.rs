@@ -20,6 +20,7 @@
 //! execution goes on until that turn ends too.
 
 mod api;
+mod backend;
 mod events;
 mod options;
 mod permission;
@@ -80,6 +81,9 @@ impl Provider for OpenCode {
         if let Some(session) = &request.session_id {
             options::check_session_id(session).map_err(ProviderError::InvalidRequest)?;
         }
+        let backend = backend::backend(&options, model).map_err(ProviderError::InvalidRequest)?;
+        configure(&options, &backend)?;
+        let model = backend.model;
         let mut run = Run {
             api: Api {
                 port: options.port(),
@@ -118,6 +122,44 @@ impl Provider for OpenCode {
             Err(Fail::Other(e)) => Err(ProviderError::Failed(e)),
         }
     }
+}
+
+/// Hands the backend to the host for its server: the configuration and the API key's
+/// credential go into the server's environment, and a server running with another one is
+/// restarted before this execution's first request. A server the operator runs (the `port`
+/// option) has its own configuration.
+fn configure(options: &Options, backend: &backend::Backend) -> Result<(), ProviderError> {
+    if options.port.is_some() {
+        if backend.env.is_empty() {
+            return Ok(());
+        }
+        return Err(ProviderError::InvalidRequest(
+            "base_url and api_key_credential configure the host-run server; a server on the \
+             port option is configured by whoever runs it"
+                .to_owned(),
+        ));
+    }
+    let credentials = backend
+        .api_key_credential
+        .iter()
+        .map(|name| {
+            let secret = rdev_sdk::v0_2::SecretRef {
+                name: name.clone(),
+                required: true,
+            };
+            (backend::API_KEY_ENV.to_owned(), secret)
+        })
+        .collect();
+    let config = project_http::ServiceConfig {
+        env: backend.env.clone(),
+        credentials,
+    };
+    project_http::configure_service(options::DEFAULT_PORT, &config).map_err(|e| {
+        ProviderError::InvalidRequest(match describe("configure", "service", e) {
+            Fail::Connect(why) | Fail::Other(why) => why,
+            Fail::Cancelled => "cancelled".to_owned(),
+        })
+    })
 }
 
 /// What a health check found.

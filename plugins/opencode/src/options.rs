@@ -27,6 +27,15 @@ pub struct Options {
     pub agent: Option<String>,
     /// See [`DEFAULT_ABORT_GRACE_MS`].
     pub abort_grace_ms: Option<u32>,
+    /// Base URL of an OpenAI-compatible chat-completions API: the models' provider is
+    /// configured as an `@ai-sdk/openai-compatible` provider at this URL.
+    pub base_url: Option<String>,
+    /// Name of the credential in rdev's store holding the backend's API key; the host hands
+    /// it to the server's environment, never to this guest.
+    pub api_key_credential: Option<String>,
+    /// The models the backend offers, in `provider/model` form; the first is the default and
+    /// a request's model must be one of them (the host checks at submit).
+    pub models: Option<Vec<String>>,
 }
 
 impl Options {
