@@ -149,6 +149,7 @@ async fn build_state(
         metrics: Metrics::default(),
         setup,
         sse: config.sse,
+        ui: config.ui,
         webhooks: config.webhooks.clone(),
         shutdown,
         confinement: workspaces.confinement,

@@ -1,6 +1,11 @@
 //! Bearer-token authentication as an extractor: a handler that takes [`Auth`] only runs for
 //! a caller with a valid, unrevoked token, and gets the [`Principal`] to check access with.
 //! [`StreamAuth`] also takes the token from `?access_token=`, for the SSE route only.
+//!
+//! Without an `Authorization` header both also accept the dashboard's session cookie
+//! ([`super::session`]): the session stands for the token that signed in, so the same
+//! [`Principal`] and the same access rules apply, and a state-changing request made with
+//! the cookie must pass the CSRF check.
 
 use std::sync::Arc;
 
@@ -10,6 +15,7 @@ use axum::http::request::Parts;
 use base64::Engine;
 
 use super::error::ApiError;
+use super::session;
 use super::state::AppState;
 use crate::domain::token::TOKEN_PREFIX;
 use crate::domain::{Principal, token_digest};
@@ -25,10 +31,28 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let secret = header_secret(parts)?
-            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
-        Ok(Self(authenticate(state, secret).await?))
+        if let Some(secret) = header_secret(parts)? {
+            return Ok(Self(authenticate(state, secret).await?));
+        }
+        match cookie_principal(parts, state).await? {
+            Some(principal) => Ok(Self(principal)),
+            None => Err(ApiError::unauthorized(
+                "an Authorization: Bearer token is required",
+            )),
+        }
     }
+}
+
+/// The principal of the request's dashboard session cookie, if it carries one; for an
+/// unsafe method only after the CSRF check.
+async fn cookie_principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
+    let Some(secret) = session::cookie_secret(&parts.headers) else {
+        return Ok(None);
+    };
+    if !parts.method.is_safe() {
+        session::check_csrf(&parts.headers, &secret, None)?;
+    }
+    session::session_principal(state, &secret).await.map(Some)
 }
 
 /// Like [`Auth`], but without an `Authorization` header the token may come as
@@ -46,6 +70,9 @@ impl FromRequestParts<Arc<AppState>> for StreamAuth {
     ) -> Result<Self, Self::Rejection> {
         if let Some(secret) = header_secret(parts)? {
             return Ok(Self(authenticate(state, secret).await?));
+        }
+        if let Some(principal) = cookie_principal(parts, state).await? {
+            return Ok(Self(principal));
         }
         let secret = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri)
             .ok()

@@ -427,6 +427,19 @@ async fn list_for_project(
     ApiPath(project): ApiPath<ProjectId>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CommandPage>, ApiError> {
+    command_page(&state, &principal, project, query)
+        .await
+        .map(Json)
+}
+
+/// A page of a project's commands as `GET /projects/{id}/commands` answers it, for the
+/// dashboard too: the same access check, limits and previews.
+pub async fn command_page(
+    state: &AppState,
+    principal: &Principal,
+    project: ProjectId,
+    query: ListQuery,
+) -> Result<CommandPage, ApiError> {
     principal.require_project(&project)?;
     state.stores.projects.get(&project).await?;
     let status = query
@@ -466,10 +479,10 @@ async fn list_for_project(
         .take(limit as usize)
         .map(|record| CommandView::from(record).preview())
         .collect();
-    Ok(Json(CommandPage {
+    Ok(CommandPage {
         commands,
         next_offset: more.then_some(offset + limit),
-    }))
+    })
 }
 
 /// Requests a cancel; a running command stops at its next heartbeat.

@@ -17,9 +17,11 @@ pub mod plugin_install;
 pub mod policy;
 pub mod projects;
 pub mod providers;
+pub mod session;
 pub mod state;
 pub mod templates;
 pub mod tokens;
+pub mod ui;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -39,6 +41,7 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     let (routes, _document) = openapi::api().split_for_parts();
     routes
+        .merge(ui::routes())
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

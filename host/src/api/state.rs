@@ -36,6 +36,8 @@ pub struct AppState {
     /// Creates projects from templates and registers them with CI.
     pub setup: ProjectSetupService,
     pub sse: SseConfig,
+    /// Dashboard sessions: cookie flags and lifetime.
+    pub ui: super::session::UiConfig,
     /// How webhooks are checked and delivered (the API checks targets at creation).
     pub webhooks: crate::services::webhooks::WebhookConfig,
     /// Cancelled when the server shuts down, so open SSE streams end and the graceful

@@ -41,6 +41,8 @@ pub use request::{AgentRequest, RequestError};
 pub use result::{AgentResult, ResultStatus};
 pub mod project_setup;
 pub use project_setup::{CiRegistration, CiState, NewProjectSetup, ProjectSetup};
+pub mod session;
+pub use session::{NewUiSession, UiSession};
 pub mod token;
 pub use token::{AccessError, ApiToken, NewToken, Principal, TokenRole, token_digest};
 pub mod webhook;

@@ -34,6 +34,8 @@ pub use project_setup::{
     Announcement, ProjectSetupStore, ProvisionError, SeedError, WorkspaceProvisioner,
     WorkspaceSeeder,
 };
+pub mod sessions;
+pub use sessions::SessionStore;
 pub mod tokens;
 pub use tokens::TokenStore;
 pub mod webhooks;

@@ -377,6 +377,8 @@ pub struct Stores {
     pub approvals: Arc<dyn super::approvals::ApprovalStore>,
     /// Per-project egress allow-lists (migration 0110).
     pub network: Arc<dyn super::network::NetworkPolicyStore>,
+    /// Dashboard sign-in sessions (migration 0130).
+    pub sessions: Arc<dyn super::sessions::SessionStore>,
 }
 
 impl std::fmt::Debug for Stores {

@@ -48,6 +48,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Event streams to API clients.
     pub sse: SseConfig,
+    /// Dashboard sessions (`RDEV_UI_*`).
+    pub ui: crate::api::session::UiConfig,
     /// The HTTP listener's timeouts and connection caps (`[connections]`).
     pub connections: ConnectionLimits,
     /// The worker; an empty id is replaced by `<pid>-<port>` in `rdev serve`.
@@ -107,6 +109,7 @@ impl Config {
             admin_token: None,
             queue: QueueConfig::default(),
             sse: SseConfig::default(),
+            ui: crate::api::session::UiConfig::default(),
             connections: ConnectionLimits::default(),
             worker: WorkerConfig::new(""),
             webhooks: WebhookConfig::default(),
@@ -166,6 +169,7 @@ impl Config {
         }
         config.worker.output = output_limits(&runner.output, &file)?;
         config.webhooks = webhooks(config.webhooks, &file.webhooks).with_env();
+        config.ui = config.ui.with_env()?;
         Ok((config, file))
     }
 

@@ -28,6 +28,7 @@ mod network;
 pub(crate) mod outbox;
 pub(crate) mod projects;
 mod queue;
+mod sessions;
 mod setup;
 pub(crate) mod signals;
 mod tokens;
@@ -103,6 +104,7 @@ impl<D: Db> SqlStore<D> {
             webhooks: Arc::new(self.clone()),
             approvals: Arc::new(self.clone()),
             network: Arc::new(self.clone()),
+            sessions: Arc::new(self.clone()),
         }
     }
 

@@ -1,0 +1,76 @@
+//! Dashboard sessions (`ui_sessions`, migration 0130): only the digest of each cookie's
+//! secret and of the token it stands for are stored.
+
+use async_trait::async_trait;
+
+use super::columns::{Cols, Timestamp};
+use super::db::{Arg, RowsAffected};
+use super::dialect::sql;
+use super::{Db, SqlStore, db, is_unique_violation};
+use crate::domain::{NewUiSession, UiSession};
+use crate::ports::{SessionStore, StoreError};
+
+fn session_from_row<D: Db>(row: &D::Row) -> Result<UiSession, StoreError> {
+    let cols = Cols::<D>::new(row, "ui_sessions");
+    Ok(UiSession {
+        token_digest: cols.get("token_digest")?,
+        created_at: cols.time("created_at")?,
+        expires_at: cols.time("expires_at")?,
+    })
+}
+
+#[async_trait]
+impl<D: Db> SessionStore for SqlStore<D> {
+    async fn create_session(&self, session: NewUiSession) -> Result<UiSession, StoreError> {
+        let context = "creating a dashboard session";
+        let mut w = self.write(context).await?;
+        sqlx::query(sql!(D, "DELETE FROM ui_sessions WHERE expires_at <= {now}"))
+            .execute(w.exec())
+            .await
+            .map_err(db(context))?;
+        let row = sqlx::query(sql!(
+            D,
+            "INSERT INTO ui_sessions (digest, token_digest, created_at, expires_at) \
+             VALUES ($1, $2, {now}, $3) RETURNING token_digest, created_at, expires_at"
+        ))
+        .arg(&session.digest)
+        .arg(&session.token_digest)
+        .arg(Timestamp(session.expires_at))
+        .fetch_one(w.exec())
+        .await;
+        let created = match row {
+            Ok(row) => session_from_row::<D>(&row)?,
+            Err(error) if is_unique_violation(&error) => {
+                return Err(StoreError::Conflict("the session already exists".into()));
+            }
+            Err(error) => return Err(StoreError::backend(context, error)),
+        };
+        w.commit().await?;
+        Ok(created)
+    }
+
+    async fn find_session(&self, digest: &str) -> Result<Option<UiSession>, StoreError> {
+        let row = sqlx::query(sql!(
+            D,
+            "SELECT token_digest, created_at, expires_at FROM ui_sessions \
+             WHERE digest = $1 AND expires_at > {now}"
+        ))
+        .arg(digest)
+        .fetch_optional(self.exec())
+        .await
+        .map_err(db("looking up a dashboard session"))?;
+        row.as_ref().map(session_from_row::<D>).transpose()
+    }
+
+    async fn revoke_session(&self, digest: &str) -> Result<bool, StoreError> {
+        let context = "ending a dashboard session";
+        let mut w = self.write(context).await?;
+        let done = sqlx::query("DELETE FROM ui_sessions WHERE digest = $1")
+            .arg(digest)
+            .execute(w.exec())
+            .await
+            .map_err(db(context))?;
+        w.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
