@@ -14,6 +14,7 @@ pub mod registry_token;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
+pub mod webdriver;
 
 /// True when running under CI, where a missing prerequisite must fail the run instead of
 /// skipping a test.

@@ -1,0 +1,520 @@
+//! The web dashboard (`/ui/`) through a real `rdev serve` (in-process, confined, the real
+//! shell provider): sessions, CSRF and project scoping over plain HTTP on both databases,
+//! then in a real headless Chromium through chromedriver (harness/webdriver.rs): sign in,
+//! create a project, watch a shell command's output arrive live, cancel a slow one, read a
+//! broken plugin's load error, sign out; a member's browser cannot open another project's
+//! pages or streams, and a state-changing request without the CSRF token is refused.
+//!
+//! `RDEV_UPDATE_SCREENSHOTS=1` writes the main pages' screenshots to docs/screenshots/.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdev_tests::harness::server::{SseReader, TestServer, json_of};
+use rdev_tests::harness::webdriver::Browser;
+use rdev_tests::harness::{Database, plugins, runtime};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A server on `db` whose plugins are the real shell and, with `broken`, a plugin whose
+/// component is not one (its load error shows on the providers page).
+async fn server(db: Database, broken: bool) -> Option<(TestServer, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("plugins dir");
+    runtime::install(&plugins::plugins_dir(), "shell", dir.path(), "shell", None);
+    if broken {
+        runtime::install(&plugins::plugins_dir(), "shell", dir.path(), "broken", None);
+        std::fs::write(dir.path().join("broken.wasm"), b"not a component").expect("write");
+    }
+    let plugins_dir = dir.path().to_owned();
+    let adjust = move |config: &mut rdev::server::ServeConfig| {
+        config.plugins_dir = Some(plugins_dir);
+    };
+    let server = match db {
+        Database::Sqlite => TestServer::sqlite_with(adjust).await,
+        Database::Postgres => TestServer::postgres_with(adjust).await?,
+    };
+    Some((server, dir))
+}
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// Signs in with `token`; the cookie header to send afterwards.
+async fn sign_in(server: &TestServer, token: &str) -> String {
+    let response = client()
+        .post(server.url("/ui/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/ui/projects");
+    let cookie = response.headers()[SET_COOKIE].to_str().expect("ascii");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains(token), "the token is not the cookie");
+    cookie.split(';').next().expect("name=value").to_owned()
+}
+
+/// A page fetched with `cookie`: its status and HTML.
+async fn page(server: &TestServer, cookie: &str, path: &str) -> (StatusCode, String) {
+    let response = client()
+        .get(server.url(path))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .expect("page");
+    let status = response.status();
+    (status, response.text().await.expect("body"))
+}
+
+/// The session's CSRF token, as a page's forms carry it.
+fn csrf_of(html: &str) -> String {
+    let start = html.find("name=\"_csrf\" value=\"").expect("a CSRF field") + 20;
+    html[start..start + 64].to_owned()
+}
+
+/// A JSON API request made with the session cookie (and `csrf` as `X-CSRF-Token`).
+async fn with_cookie(
+    server: &TestServer,
+    cookie: &str,
+    csrf: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = client()
+        .request(method, server.url(path))
+        .header(COOKIE, cookie);
+    if let Some(csrf) = csrf {
+        request = request.header("X-CSRF-Token", csrf);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    json_of(request.send().await.expect("request")).await
+}
+
+async fn sessions_guard_every_change_and_scope_members(db: Database) {
+    let Some((server, _plugins)) = server(db, false).await else {
+        return;
+    };
+    let http = client();
+    let root = http.get(server.url("/")).send().await.expect("root");
+    assert_eq!(root.headers()[LOCATION], "/ui/");
+    let anonymous = http
+        .get(server.url("/ui/projects"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers()[LOCATION], "/ui/login");
+    let wrong = http
+        .post(server.url("/ui/login"))
+        .form(&[("token", "rdev_not-a-token")])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    let admin = sign_in(&server, &server.admin).await;
+    let (status, html) = page(&server, &admin, "/ui/projects").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let csrf = csrf_of(&html);
+    let create = json!({"id": "alpha"});
+    let (status, body) = with_cookie(
+        &server,
+        &admin,
+        None,
+        Method::POST,
+        "/projects",
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["type"], "urn:rdev:error:csrf_rejected");
+    let (status, _) = with_cookie(
+        &server,
+        &admin,
+        Some("0".repeat(64).as_str()),
+        Method::POST,
+        "/projects",
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a wrong CSRF token is refused"
+    );
+    let foreign = client()
+        .post(server.url("/projects"))
+        .header(COOKIE, &admin)
+        .header("X-CSRF-Token", &csrf)
+        .header("Origin", "http://evil.example")
+        .json(&create)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        foreign.status(),
+        StatusCode::FORBIDDEN,
+        "another origin is refused"
+    );
+    for id in ["alpha", "beta"] {
+        let (status, body) = with_cookie(
+            &server,
+            &admin,
+            Some(&csrf),
+            Method::POST,
+            "/projects",
+            Some(json!({"id": id})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    // A command through the cookie; its stream authenticates with the cookie alone.
+    let submit = json!({"provider": "shell", "prompt": "echo dashboard-$((40+2))"});
+    let (status, submitted) = with_cookie(
+        &server,
+        &admin,
+        Some(&csrf),
+        Method::POST,
+        "/projects/beta/commands",
+        Some(submit),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
+    let command = submitted["command_id"].as_str().expect("id").to_owned();
+    let stream = client()
+        .get(server.url(&format!("/projects/beta/events/{command}")))
+        .header(COOKIE, &admin)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let events = SseReader::new(stream).collect().await;
+    assert!(
+        events.iter().any(|e| e.data.contains("dashboard-42")),
+        "{events:?}"
+    );
+    let (status, html) = page(&server, &admin, "/ui/projects/beta").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(&command) && html.contains("completed"),
+        "{html}"
+    );
+    let (status, html) = page(&server, &admin, &format!("/ui/commands/{command}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(&format!("/projects/beta/events/{command}")),
+        "{html}"
+    );
+
+    // A member of alpha sees alpha only: not beta's page, command, stream or API.
+    let (status, member) = server
+        .call(
+            Method::POST,
+            "/tokens",
+            Some(&server.admin),
+            Some(json!({"name": "alice", "role": "member", "projects": ["alpha"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{member}");
+    let member_cookie = sign_in(&server, member["token"].as_str().expect("secret")).await;
+    let (_, html) = page(&server, &member_cookie, "/ui/projects").await;
+    assert!(
+        html.contains("/ui/projects/alpha") && !html.contains("/ui/projects/beta"),
+        "{html}"
+    );
+    for path in [
+        "/ui/projects/beta".to_owned(),
+        format!("/ui/commands/{command}"),
+    ] {
+        let (status, html) = page(&server, &member_cookie, &path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {html}");
+    }
+    let (status, _) = with_cookie(
+        &server,
+        &member_cookie,
+        None,
+        Method::GET,
+        &format!("/projects/beta/events/{command}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let member_csrf = csrf_of(&page(&server, &member_cookie, "/ui/projects").await.1);
+    let (status, _) = with_cookie(
+        &server,
+        &member_cookie,
+        Some(&member_csrf),
+        Method::DELETE,
+        "/projects/alpha",
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "members do not delete projects"
+    );
+
+    // Revoking the token ends its sessions.
+    let member_id = member["id"].as_str().expect("id");
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/tokens/{member_id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert!(status.is_success());
+    let (status, _) = page(&server, &member_cookie, "/ui/projects").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // Sign-out needs the CSRF token, then the session is gone on the server.
+    let refused = client()
+        .post(server.url("/ui/logout"))
+        .header(COOKIE, &admin)
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let out = client()
+        .post(server.url("/ui/logout"))
+        .header(COOKIE, &admin)
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(
+        out.headers()[SET_COOKIE]
+            .to_str()
+            .expect("ascii")
+            .contains("Max-Age=0")
+    );
+    let (status, _) = page(&server, &admin, "/ui/projects").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, body) = with_cookie(&server, &admin, None, Method::GET, "/projects", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // Bearer auth is unchanged.
+    let (status, _) = server.call(Method::GET, "/projects", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = server
+        .call(Method::GET, "/projects", Some(&server.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+rdev_tests::on_both_databases!(sessions_guard_every_change_and_scope_members);
+
+/// Writes the browser's viewport to docs/screenshots/`name`.png when
+/// `RDEV_UPDATE_SCREENSHOTS=1`; otherwise checks only that a PNG came back.
+async fn screenshot(browser: &Browser, name: &str) {
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    if std::env::var("RDEV_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshots dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+}
+
+/// Runs `fetch(path, init)` in the page (with its cookie) and returns the status.
+async fn fetch_status(browser: &Browser, path: &str, init: Value) -> u64 {
+    let status = browser
+        .script_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(arguments[0], arguments[1]).then(r => done(r.status), e => done(String(e)));",
+            json!([path, init]),
+        )
+        .await;
+    status
+        .as_u64()
+        .unwrap_or_else(|| panic!("fetch failed: {status}"))
+}
+
+async fn sign_in_browser(browser: &Browser, server: &TestServer, token: &str) {
+    browser.goto(&server.url("/")).await;
+    browser.wait_for("#token").await;
+    assert!(browser.url().await.ends_with("/ui/login"));
+    browser.type_into("#token", token).await;
+    browser.click("#sign-in").await;
+    browser.wait_for("#projects").await;
+}
+
+/// Submits `prompt` from the project's page and waits for the command's page.
+async fn run_from_page(browser: &Browser, server: &TestServer, project: &str, prompt: &str) {
+    browser
+        .goto(&server.url(&format!("/ui/projects/{project}")))
+        .await;
+    browser
+        .type_into("#prompt textarea[name=prompt]", prompt)
+        .await;
+    browser.click("#prompt button[type=submit]").await;
+    browser.wait_for("#events").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_runs_cancels_and_signs_out() {
+    let Some((server, _plugins)) = server(Database::Sqlite, true).await else {
+        return;
+    };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    sign_in_browser(&browser, &server, &server.admin).await;
+    let cookies = browser.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "rdev_session")
+        .expect("a session cookie");
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["sameSite"], "Strict");
+    let visible = browser
+        .script(
+            "return document.cookie + JSON.stringify(localStorage) + location.href;",
+            json!([]),
+        )
+        .await;
+    let visible = visible.as_str().unwrap_or_default();
+    assert!(
+        !visible.contains("rdev_session") && !visible.contains(&server.admin),
+        "{visible}"
+    );
+
+    browser
+        .type_into("#create-project input[name=id]", "web")
+        .await;
+    browser.click("#create-project button[type=submit]").await;
+    browser.wait_for("#prompt").await;
+    assert!(browser.url().await.ends_with("/ui/projects/web"));
+
+    // The output arrives while the command still runs: it waits for a file the test writes.
+    let release = server.workspace("web").join("release");
+    let prompt = "echo first-line; printf '\\033[32mgreen\\033[0m\\n'; \
+                  while [ ! -f release ]; do sleep 0.1; done; echo second-line";
+    run_from_page(&browser, &server, "web", prompt).await;
+    browser.wait_for_text("#events .output", "first-line").await;
+    assert_eq!(browser.text("#events .output span.fg-32").await, "green");
+    assert_eq!(browser.text("#status").await, "running");
+    // A dropped stream resumes after the last event shown, without repeating a line.
+    browser
+        .script(
+            "rdevStream.source.close(); rdevStream.connect(true);",
+            json!([]),
+        )
+        .await;
+    std::fs::write(&release, b"").expect("release the command");
+    browser.wait_for_text("#status", "completed").await;
+    let events = browser.text("#events").await;
+    assert_eq!(events.matches("first-line").count(), 1, "{events}");
+    assert_eq!(events.matches("second-line").count(), 1, "{events}");
+    assert!(events.contains("Finished: completed"), "{events}");
+    screenshot(&browser, "command").await;
+
+    run_from_page(&browser, &server, "web", "sleep 300").await;
+    browser.wait_for_text("#status", "running").await;
+    browser.click("#controls button").await;
+    browser.wait_for_text("#status", "cancelled").await;
+
+    browser.goto(&server.url("/ui/projects/web")).await;
+    let list = browser.wait_for_text("#commands", "cancelled").await;
+    assert!(
+        list.contains("completed") && list.contains("shell"),
+        "{list}"
+    );
+    screenshot(&browser, "project").await;
+    browser.goto(&server.url("/ui/projects")).await;
+    browser.wait_for_text("#projects", "web").await;
+    screenshot(&browser, "projects").await;
+
+    browser.goto(&server.url("/ui/providers")).await;
+    let broken = browser
+        .wait_for_text("tr[data-provider=broken] .load-error", "broken.wasm")
+        .await;
+    assert!(!broken.is_empty());
+    assert!(
+        browser
+            .text("tr[data-provider=shell]")
+            .await
+            .contains("serving")
+    );
+    screenshot(&browser, "providers").await;
+
+    // The page's own script sends the CSRF token; a request without it is refused.
+    let create = json!({"method": "POST", "headers": {"Content-Type": "application/json"},
+                        "body": "{\"id\": \"sneaky\"}"});
+    assert_eq!(fetch_status(&browser, "/projects", create).await, 403);
+
+    browser.click("#sign-out").await;
+    browser.wait_for("#token").await;
+    browser.goto(&server.url("/ui/projects")).await;
+    browser.wait_for("#token").await;
+    assert!(browser.url().await.ends_with("/ui/login"));
+    assert_eq!(fetch_status(&browser, "/projects", json!({})).await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_browser_cannot_open_another_projects_pages_or_streams() {
+    let Some((server, _plugins)) = server(Database::Sqlite, false).await else {
+        return;
+    };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    for id in ["mine", "theirs"] {
+        let (status, _) = server
+            .call(
+                Method::POST,
+                "/projects",
+                Some(&server.admin),
+                Some(json!({"id": id})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let theirs = server.submit("theirs", "shell", "echo secret-output").await;
+    let theirs = theirs["command_id"].as_str().expect("id").to_owned();
+    let (_, member) = server
+        .call(
+            Method::POST,
+            "/tokens",
+            Some(&server.admin),
+            Some(json!({"name": "m", "role": "member", "projects": ["mine"]})),
+        )
+        .await;
+    sign_in_browser(&browser, &server, member["token"].as_str().expect("secret")).await;
+    let projects = browser.text("#projects").await;
+    assert!(
+        projects.contains("mine") && !projects.contains("theirs"),
+        "{projects}"
+    );
+    for path in [
+        "/ui/projects/theirs".to_owned(),
+        format!("/ui/commands/{theirs}"),
+    ] {
+        browser.goto(&server.url(&path)).await;
+        let body = browser.wait_for_text("main", "403").await;
+        assert!(!body.contains("secret-output"), "{body}");
+    }
+    let stream = format!("/projects/theirs/events/{theirs}");
+    assert_eq!(fetch_status(&browser, &stream, json!({})).await, 403);
+    assert_eq!(
+        fetch_status(&browser, "/projects/mine/commands", json!({})).await,
+        200
+    );
+}
