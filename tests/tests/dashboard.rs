@@ -13,7 +13,7 @@ use std::time::Duration;
 use rdev_tests::harness::server::{SseReader, TestServer, json_of};
 use rdev_tests::harness::webdriver::Browser;
 use rdev_tests::harness::{Database, plugins, runtime};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -37,6 +37,20 @@ async fn server(db: Database, broken: bool) -> Option<(TestServer, tempfile::Tem
     Some((server, dir))
 }
 
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// `name=value` as a form body, the value percent-encoded.
+fn form_field(name: &str, value: &str) -> String {
+    let encoded: String = value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("{name}={encoded}")
+}
+
 /// A client that shows redirects instead of following them.
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -51,7 +65,8 @@ fn client() -> reqwest::Client {
 async fn sign_in(server: &TestServer, token: &str) -> String {
     let response = client()
         .post(server.url("/ui/login"))
-        .form(&[("token", token)])
+        .header(CONTENT_TYPE, FORM)
+        .body(form_field("token", token))
         .send()
         .await
         .expect("sign in");
@@ -120,7 +135,8 @@ async fn sessions_guard_every_change_and_scope_members(db: Database) {
     assert_eq!(anonymous.headers()[LOCATION], "/ui/login");
     let wrong = http
         .post(server.url("/ui/login"))
-        .form(&[("token", "rdev_not-a-token")])
+        .header(CONTENT_TYPE, FORM)
+        .body(form_field("token", "rdev_not-a-token"))
         .send()
         .await
         .expect("sign in");
@@ -295,7 +311,8 @@ async fn sessions_guard_every_change_and_scope_members(db: Database) {
     let out = client()
         .post(server.url("/ui/logout"))
         .header(COOKIE, &admin)
-        .form(&[("_csrf", csrf.as_str())])
+        .header(CONTENT_TYPE, FORM)
+        .body(form_field("_csrf", &csrf))
         .send()
         .await
         .expect("sign out");
