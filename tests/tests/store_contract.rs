@@ -17,6 +17,7 @@ use rdev::domain::{
     ApprovalStatus, NewApproval, Policy, PolicyMode, PolicyRule, Resolution, RuleAction,
 };
 use rdev::domain::{CiRegistration, CiState, NewProjectSetup};
+use rdev::domain::{CommandUsage, DayRange, Usage};
 use rdev::domain::{
     DeliveryAttempt, DeliveryStatus, DueDelivery, NewWebhook, NextStep, SealError, WebhookEvent,
     WebhookSecret,
@@ -389,7 +390,9 @@ contract!(
     a_policy_decision_is_stored_already_decided,
     a_decision_is_announced_to_every_replica,
     policies_default_are_replaced_and_extended_once,
-    approvals_of_a_lost_or_ended_command_expire(quick_lease());
+    approvals_of_a_lost_or_ended_command_expire(quick_lease()),
+    usage_is_stored_with_the_finish_once_and_summed_per_day(unlimited()),
+    a_budget_is_set_cleared_and_announced_once_a_month;
     plaintext_secrets_from_before_sealing_are_sealed_at_start_up,
 );
 
@@ -782,6 +785,7 @@ async fn illegal_transitions_are_refused(b: Backend) {
         status: CommandStatus::Pending,
         result: None,
         error: None,
+        usage: Default::default(),
     };
     assert!(matches!(
         q.finish(&claim.lease, back_to_pending).await,
@@ -899,6 +903,7 @@ async fn cancel_is_immediate_when_pending_and_a_flag_when_running(b: Backend) {
                 status: CommandStatus::Cancelled,
                 result: None,
                 error: Some("cancelled".into()),
+                usage: Default::default(),
             },
         )
         .await
@@ -1179,6 +1184,7 @@ async fn input_is_stored_only_while_its_command_runs(b: Backend) {
         status: CommandStatus::Completed,
         result: None,
         error: None,
+        usage: Default::default(),
     };
     b.stores.queue.finish(&claim.lease, outcome).await.unwrap();
     let at_finish = log.read_keyed(&running, "input:").await.unwrap();
@@ -2387,4 +2393,92 @@ async fn approvals_of_a_lost_or_ended_command_expire(b: Backend) {
         a.get(&orphan.id).await.unwrap().status,
         ApprovalStatus::Expired
     );
+}
+
+/// An outcome that consumed `cost` dollars and `input` input tokens.
+fn spent(cost: f64, input: u64) -> Outcome {
+    Outcome {
+        usage: CommandUsage {
+            tokens: Usage {
+                input_tokens: input,
+                output_tokens: 1,
+                ..Usage::default()
+            },
+            cost_usd: cost,
+        },
+        ..queue::completed()
+    }
+}
+
+async fn usage_is_stored_with_the_finish_once_and_summed_per_day(b: Backend) {
+    let p = b.project("p").await;
+    let other = b.project("other").await;
+    let q = &b.stores.queue;
+    for (project, cost) in [(&p, 0.5), (&p, 0.25), (&other, 4.0)] {
+        b.enqueue(project, "spend", None).await;
+        let claim = q.claim("w").await.unwrap().unwrap();
+        q.mark_started(&claim.lease, false, &queue::provenance())
+            .await
+            .unwrap();
+        q.finish(&claim.lease, spent(cost, 100)).await.unwrap();
+        // A finish retried after it committed writes nothing more.
+        let again = q.finish(&claim.lease, spent(cost, 100)).await;
+        assert!(
+            matches!(again, Err(StoreError::LeaseLost { .. })),
+            "{again:?}"
+        );
+    }
+    let today = chrono::Utc::now().date_naive();
+    let range = DayRange::parse(None, None, today).unwrap();
+    let usage = b.stores.usage.usage(&p, range).await.unwrap();
+    assert_eq!(usage.len(), 1, "{usage:?}");
+    let day = &usage[0];
+    assert_eq!((day.day, day.provider.as_str()), (today, "shell"));
+    assert_eq!(
+        (day.commands, day.input_tokens, day.output_tokens),
+        (2, 200, 2)
+    );
+    assert!((day.cost_usd - 0.75).abs() < 1e-9, "{day:?}");
+    let cost = b.stores.usage.cost(&p, range).await.unwrap();
+    assert!((cost - 0.75).abs() < 1e-9, "{cost}");
+    let earlier = DayRange::parse(Some("2020-01-01"), Some("2020-01-31"), today).unwrap();
+    assert!(b.stores.usage.usage(&p, earlier).await.unwrap().is_empty());
+    assert_eq!(b.stores.usage.cost(&p, earlier).await.unwrap(), 0.0);
+    assert_eq!(b.count("SELECT count(*) FROM command_usage").await, 3);
+}
+
+async fn a_budget_is_set_cleared_and_announced_once_a_month(b: Backend) {
+    let usage = &b.stores.usage;
+    let missing = ProjectId::parse("missing").unwrap();
+    let refused = usage.set_budget(&missing, 1.0).await;
+    assert!(
+        matches!(refused, Err(StoreError::NotFound { .. })),
+        "{refused:?}"
+    );
+    let p = b.project("p").await;
+    b.subscribe("wh-budget", &p, &["budget.exceeded"]).await;
+    assert_eq!(usage.budget(&p).await.unwrap(), None);
+    let set = usage.set_budget(&p, 2.5).await.unwrap();
+    assert_eq!(usage.budget(&p).await.unwrap(), Some(set.clone()));
+    assert_eq!(set.monthly_limit_usd, 2.5);
+    let exceeded = event(&p, "budget.exceeded");
+    let note = |month: &'static str| {
+        let entry = audit("project.budget_exceeded", 0);
+        usage.note_exceeded(&p, month, &exceeded, entry)
+    };
+    assert!(note("2026-01").await.unwrap());
+    assert!(!note("2026-01").await.unwrap(), "announced once a month");
+    assert!(note("2026-02").await.unwrap());
+    let outbox = "SELECT count(*) FROM webhook_deliveries WHERE event_type = 'budget.exceeded'";
+    assert_eq!(b.count(outbox).await, 2);
+    let trail = "SELECT count(*) FROM audit_log WHERE action = 'project.budget_exceeded'";
+    assert_eq!(b.count(trail).await, 2);
+    // A new limit may be exceeded again in the same month.
+    usage.set_budget(&p, 5.0).await.unwrap();
+    assert!(note("2026-02").await.unwrap());
+    assert!(usage.clear_budget(&p).await.unwrap());
+    assert!(!usage.clear_budget(&p).await.unwrap());
+    assert_eq!(usage.budget(&p).await.unwrap(), None);
+    // Without a budget there is nothing to exceed.
+    assert!(!note("2026-03").await.unwrap());
 }

@@ -21,6 +21,7 @@ use crate::domain::{
     Principal, ProjectId, Provenance, ProviderName, json_size, request_digest,
 };
 use crate::ports::{ProviderLookup, UnknownProject};
+use crate::services::budgets;
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -229,6 +230,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     (status = 400, description = "Invalid request"),
+    (status = 402, description = "The project's monthly budget is used up (`budget_exceeded`); nothing was queued"),
     (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, an option the provider does not declare (`unknown_option`, with `valid`), a model its configured backend does not offer (`unknown_model`, with `valid`), or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such provider"),
@@ -254,6 +256,7 @@ async fn submit_to_provider(
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     (status = 400, description = "Invalid request"),
+    (status = 402, description = "The project's monthly budget is used up (`budget_exceeded`); nothing was queued"),
     (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, an option the provider does not declare (`unknown_option`, with `valid`), a model its configured backend does not offer (`unknown_model`, with `valid`), or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such provider"),
@@ -320,6 +323,7 @@ async fn submit(
         )?;
     }
     let idempotency_key = idempotency_key(headers)?;
+    refuse_over_budget(state, principal, &project).await?;
     let digest = request_digest(&request);
     let enqueued = state
         .stores
@@ -356,6 +360,23 @@ async fn submit(
             status: command.status,
         }),
     ))
+}
+
+/// 402 `budget_exceeded` when the project's month-to-date cost has reached its budget
+/// (announced as `budget.exceeded` once a month); nothing is queued then.
+async fn refuse_over_budget(
+    state: &AppState,
+    principal: &Principal,
+    project: &ProjectId,
+) -> Result<(), ApiError> {
+    let usage = &*state.stores.usage;
+    let Some(exceeded) = budgets::check(usage, project, 0.0, Utc::now()).await? else {
+        return Ok(());
+    };
+    if let Err(error) = budgets::announce(usage, &exceeded, &principal.actor(), None).await {
+        tracing::warn!(%project, %error, "announcing the exceeded budget failed");
+    }
+    Err(ApiError::from(&exceeded))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

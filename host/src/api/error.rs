@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::approval::InvalidPolicy;
-use crate::domain::{AccessError, CommandId, IdError, RequestError, SealError, WebhookError};
+use crate::domain::{
+    AccessError, CommandId, IdError, RequestError, SealError, UsageError, WebhookError,
+};
 use crate::ports::{KeyKeeperError, LookupError, ProvisionError, SeedError, StoreError};
 use crate::runtime::manifest::{FixedOption, RequestRefused};
 use crate::services::approvals::input::InputError;
@@ -229,6 +231,29 @@ impl From<SetupError> for ApiError {
             return Self::internal("setting up the project", error);
         }
         Self::new(status, code, error.to_string())
+    }
+}
+
+impl From<UsageError> for ApiError {
+    /// A usage range or budget limit the request got wrong: well-formed JSON or query,
+    /// but not a value rdev accepts.
+    fn from(error: UsageError) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error.code(),
+            error.to_string(),
+        )
+    }
+}
+
+impl From<&crate::services::budgets::Exceeded> for ApiError {
+    /// 402 `budget_exceeded`: the project's month-to-date cost has reached its budget.
+    fn from(exceeded: &crate::services::budgets::Exceeded) -> Self {
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "budget_exceeded",
+            exceeded.reason(),
+        )
     }
 }
 

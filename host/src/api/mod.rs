@@ -22,6 +22,7 @@ pub mod state;
 pub mod templates;
 pub mod tokens;
 pub mod ui;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ pub mod queue;
 pub mod redact;
 pub mod request;
 pub mod result;
+pub mod usage;
 
 pub use approval::{
     Approval, ApprovalStatus, NewApproval, Policy, PolicyMode, PolicyRule, Resolution, RuleAction,
@@ -39,6 +40,7 @@ pub use queue::{
 pub use redact::{Redactor, StreamRedactor};
 pub use request::{AgentRequest, RequestError};
 pub use result::{AgentResult, ResultStatus};
+pub use usage::{Budget, CommandUsage, DayRange, UsageBucket, UsageError};
 pub mod project_setup;
 pub use project_setup::{CiRegistration, CiState, NewProjectSetup, ProjectSetup};
 pub mod session;

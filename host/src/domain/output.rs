@@ -501,6 +501,7 @@ mod tests {
             status: CommandStatus::Completed,
             result: Some(result),
             error: None,
+            usage: Default::default(),
         };
         let mut truncated = outcome.clone();
         let warning = limits(4096, 1 << 20, OnOutputLimit::Truncate).limit_outcome(&mut truncated);

@@ -194,4 +194,7 @@ pub struct Outcome {
     pub status: CommandStatus,
     pub result: Option<AgentResult>,
     pub error: Option<String>,
+    /// What the command consumed, stored with the status (one row per command, so a
+    /// retried finish counts nothing twice).
+    pub usage: super::usage::CommandUsage,
 }

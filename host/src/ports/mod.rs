@@ -44,3 +44,5 @@ pub mod observer;
 pub use observer::FinishObserver;
 pub mod artifacts;
 pub use artifacts::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled, RegistryCredentials};
+pub mod usage;
+pub use usage::UsageStore;

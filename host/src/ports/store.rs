@@ -379,6 +379,8 @@ pub struct Stores {
     pub network: Arc<dyn super::network::NetworkPolicyStore>,
     /// Dashboard sign-in sessions (migration 0130).
     pub sessions: Arc<dyn super::sessions::SessionStore>,
+    /// Usage totals and budgets (migration 0120).
+    pub usage: Arc<dyn super::usage::UsageStore>,
 }
 
 impl std::fmt::Debug for Stores {

@@ -12,9 +12,11 @@
 //! - [`plugins`]: publishing plugins to an OCI registry and installing them from one.
 //! - [`master_key`]: rotating the master key without losing a secret to a crash.
 //! - [`audit_checkpoints`]: exporting signed audit chain heads off the box.
+//! - [`budgets`]: refusing and stopping commands once a project's monthly budget is spent.
 
 pub mod approvals;
 pub mod audit_checkpoints;
+pub mod budgets;
 pub mod master_key;
 pub mod plugins;
 pub mod project_setup;

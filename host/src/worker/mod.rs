@@ -3,6 +3,7 @@
 //! writes the result under the lease's fencing token and audits every step. Shutdown is a
 //! drain: stop claiming, let running commands finish up to a deadline, then cancel them.
 
+mod budget;
 mod run;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::domain::{CommandStatus, HostEvent, NewAuditEntry, OutputLimits, StreamEvent};
 use crate::ports::{
     AuditLog, CommandQueue, CredentialStore, EventLog, FinishObserver, ProviderLookup, Stores,
+    UsageStore,
 };
 
 /// Capacity of each execution's event sink: a provider that emits faster than the event
@@ -59,6 +61,8 @@ pub(crate) struct Context {
     pub events: Arc<dyn EventLog>,
     pub audit: Arc<dyn AuditLog>,
     pub credentials: Arc<dyn CredentialStore>,
+    /// Budgets and the month's cost, checked as running commands report usage.
+    pub usage: Arc<dyn UsageStore>,
     pub providers: Arc<dyn ProviderLookup>,
     pub config: Arc<WorkerConfig>,
     /// Outcome writes of commands whose provider has returned; a drain waits for them.
@@ -88,6 +92,7 @@ impl Worker {
                 events: stores.events.clone(),
                 audit: stores.audit.clone(),
                 credentials: stores.credentials.clone(),
+                usage: stores.usage.clone(),
                 providers,
                 config: Arc::new(config),
                 outcomes: TaskTracker::new(),

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{self, BudgetWatch};
 use super::{Context, EVENT_SINK_CAPACITY};
 use crate::domain::request_digest;
 use crate::domain::{
-    AgentEvent, AgentResult, Claim, CommandId, CommandRecord, CommandStatus, HostEvent, Lease,
-    NewAuditEntry, Outcome, OutputGuard, Redactor, ResultStatus, StreamEvent, StreamRedactor,
+    AgentEvent, AgentResult, Claim, CommandId, CommandRecord, CommandStatus, CommandUsage,
+    HostEvent, Lease, NewAuditEntry, Outcome, OutputGuard, Redactor, ResultStatus, StreamEvent,
+    StreamRedactor,
 };
 use crate::ports::{AgentError, CodeAgent, Execution, StoreError};
 use crate::services::approvals::input::{undelivered, undelivered_warning};
@@ -28,7 +30,12 @@ enum Stop {
     LeaseLost,
     /// The output went over a limit under `on_output_limit = fail`.
     OutputLimit,
+    /// The project's month-to-date cost reached its budget.
+    Budget,
 }
+
+/// A stop the event forwarder asks for, with its reason in words.
+type StopRequest = Option<(Stop, String)>;
 
 pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: CancellationToken) {
     let Claim { command, lease } = claim;
@@ -72,6 +79,7 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
             status: CommandStatus::Failed,
             result: None,
             error: Some(error),
+            usage: CommandUsage::default(),
         },
     };
     // The provider is done: its slot frees now and the outcome is written in the background
@@ -95,6 +103,7 @@ async fn record_outcome(
     .await
     {
         Ok(record) => {
+            budget::after_finish(&ctx, &record, outcome.usage.cost_usd).await;
             if let Some(observer) = &ctx.observer {
                 observer.finished(&record.provider, record.status, started.elapsed());
             }
@@ -261,7 +270,7 @@ async fn execute(
 ) -> Result<Outcome, Stopped> {
     let redactor = start(ctx, lease, agent.as_ref()).await?;
     let (sink, events) = mpsc::channel(EVENT_SINK_CAPACITY);
-    let (over_limit, mut limit_reached) = watch::channel(None);
+    let (over_limit, mut limit_reached) = watch::channel::<StopRequest>(None);
     let execution_over = CancellationToken::new();
     let forwarder = tokio::spawn(forward(
         ctx.clone(),
@@ -307,7 +316,7 @@ async fn execute(
             },
             () = &mut deadline, if stopper.stop.is_none() => stopper.stop(Stop::Timeout),
             changed = limit_reached.changed(), if stopper.stop.is_none() && limit_open => match changed {
-                Ok(()) => stopper.stop(Stop::OutputLimit),
+                Ok(()) => stopper.stop(limit_reached.borrow().as_ref().map_or(Stop::OutputLimit, |r| r.0)),
                 // The forwarder ended: the provider's events are all in.
                 Err(_) => limit_open = false,
             },
@@ -321,11 +330,15 @@ async fn execute(
     drop(running);
     tracing::debug!(command = %command.id, "execution over; storing its last events");
     execution_over.cancel();
-    if let Err(error) = forwarder.await {
+    let usage = forwarder.await.unwrap_or_else(|error| {
         tracing::error!(%error, "event forwarder panicked");
-    }
-    let limit_reason = limit_reached.borrow().clone();
-    bounded_outcome(ctx, command, result, stopper.stop, &redactor, limit_reason).await
+        CommandUsage::default()
+    });
+    let requested = limit_reached.borrow().clone();
+    let bounded = bounded_outcome(ctx, command, result, stopper.stop, &redactor, requested);
+    let mut outcome = bounded.await?;
+    outcome.usage = usage.settle(outcome.result.as_ref());
+    Ok(outcome)
 }
 
 /// The command's outcome once its execution is over and its events are stored: the stop
@@ -337,13 +350,15 @@ async fn bounded_outcome(
     result: Result<AgentResult, AgentError>,
     stop: Option<Stop>,
     redactor: &Redactor,
-    limit_reason: Option<String>,
+    requested: StopRequest,
 ) -> Result<Outcome, Stopped> {
     if stop == Some(Stop::LeaseLost) {
         return Err(Stopped::LeaseLost);
     }
-    // Over the limit under `fail` even when the provider ended before the worker stopped it.
-    let stop = stop.or(limit_reason.is_some().then_some(Stop::OutputLimit));
+    // Over the limit under `fail` even when the provider ended before the worker stopped
+    // it; a budget stop counts only if it stopped the provider.
+    let (requested_stop, limit_reason) = requested.unzip();
+    let stop = stop.or(requested_stop.filter(|s| *s == Stop::OutputLimit));
     let timeout = command.request.timeout;
     let mut outcome = outcome(result, stop, timeout, redactor, limit_reason);
     if let Some(warning) = ctx.config.output.limit_outcome(&mut outcome) {
@@ -365,6 +380,10 @@ fn outcome(
         (Some(Stop::OutputLimit), _) => (
             CommandStatus::Failed,
             Some(limit_reason.unwrap_or_else(|| "output limit reached".to_owned())),
+        ),
+        (Some(Stop::Budget), _) => (
+            CommandStatus::Cancelled,
+            Some(limit_reason.unwrap_or_else(|| "budget_exceeded".to_owned())),
         ),
         (Some(Stop::Cancel), _) => (
             CommandStatus::Cancelled,
@@ -405,6 +424,7 @@ fn outcome(
         status,
         result,
         error,
+        usage: CommandUsage::default(),
     }
 }
 
@@ -420,10 +440,11 @@ async fn forward(
     command: CommandRecord,
     mut events: mpsc::Receiver<AgentEvent>,
     redactor: Redactor,
-    over_limit: watch::Sender<Option<String>>,
+    over_limit: watch::Sender<StopRequest>,
     execution_over: CancellationToken,
-) {
+) -> CommandUsage {
     let mut stream = StreamRedactor::new(redactor);
+    let mut budget = BudgetWatch::default();
     let mut guard = OutputGuard::new(ctx.config.output);
     loop {
         let event = tokio::select! {
@@ -437,6 +458,9 @@ async fn forward(
             }
         };
         let Some(event) = event else { break };
+        if let Some(reason) = budget.observe(&ctx, &command, &event).await {
+            over_limit.send_replace(Some((Stop::Budget, reason)));
+        }
         if let Some(event) = stream.push(event) {
             store_bounded(&ctx, &command, &mut guard, &over_limit, event).await;
         }
@@ -447,6 +471,7 @@ async fn forward(
     if let Some(summary) = guard.summary() {
         append(&ctx, &command, StreamEvent::Agent(summary)).await;
     }
+    budget.usage
 }
 
 /// Stores what the output limits keep of `event`, and the warning when the command's output
@@ -455,7 +480,7 @@ async fn store_bounded(
     ctx: &Context,
     command: &CommandRecord,
     guard: &mut OutputGuard,
-    over_limit: &watch::Sender<Option<String>>,
+    over_limit: &watch::Sender<StopRequest>,
     event: AgentEvent,
 ) {
     let admitted = guard.admit(event);
@@ -464,7 +489,7 @@ async fn store_bounded(
     }
     if let Some(reason) = admitted.stop {
         tracing::warn!(command = %command.id, %reason, "stopping a command over its output limit");
-        over_limit.send_replace(Some(reason));
+        over_limit.send_replace(Some((Stop::OutputLimit, reason)));
     }
 }
 

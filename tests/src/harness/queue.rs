@@ -22,6 +22,7 @@ pub fn completed() -> Outcome {
         status: CommandStatus::Completed,
         result: None,
         error: None,
+        usage: Default::default(),
     }
 }
 

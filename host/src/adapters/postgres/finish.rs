@@ -1,7 +1,7 @@
 //! Finishes written in batches. Each commit costs a WAL flush (and, with the work NOTIFY,
 //! holds PostgreSQL's global notify lock), so finishes that arrive while one batch is being
 //! written go together in the next: alone when the queue is quiet, hundreds per statement
-//! when it is busy.
+//! when it is busy. Each command's usage row is written in the same transaction.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::PgStore;
 use crate::adapters::sql::commands::{command_columns, command_from_row, lost};
+use crate::adapters::sql::usage::record_usage;
 use crate::adapters::sql::webhooks::emit_for_command;
 use crate::adapters::sql::{Signals, Write, db};
 use crate::domain::{CommandRecord, Lease, Outcome};
@@ -150,6 +151,9 @@ async fn finish_batch(
         .collect::<Result<Vec<_>, _>>()?;
     for record in &records {
         emit_for_command(&mut w, record).await?;
+        if let Some(job) = batch.iter().find(|j| j.lease.command_id == record.id) {
+            record_usage::<Postgres>(w.conn(), record, &job.outcome.usage).await?;
+        }
     }
     w.commit().await?;
     Ok(records)

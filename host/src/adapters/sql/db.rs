@@ -114,6 +114,7 @@ pub trait Db:
     + for<'a> Binds<'a, i32>
     + for<'a> Binds<'a, Option<i32>>
     + for<'a> Binds<'a, bool>
+    + for<'a> Binds<'a, f64>
     + for<'a> Binds<'a, Timestamp>
     + for<'a> Binds<'a, Option<Timestamp>>
     + for<'a> Binds<'a, AuditTime>
@@ -129,6 +130,7 @@ pub trait Db:
     + Reads<i32>
     + Reads<Option<i32>>
     + Reads<bool>
+    + Reads<f64>
     + Reads<Timestamp>
     + Reads<Option<Timestamp>>
     + Reads<AuditTime>

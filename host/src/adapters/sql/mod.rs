@@ -32,6 +32,7 @@ mod sessions;
 mod setup;
 pub(crate) mod signals;
 mod tokens;
+pub(crate) mod usage;
 pub(crate) mod webhooks;
 mod write;
 
@@ -105,6 +106,7 @@ impl<D: Db> SqlStore<D> {
             approvals: Arc::new(self.clone()),
             network: Arc::new(self.clone()),
             sessions: Arc::new(self.clone()),
+            usage: Arc::new(self.clone()),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::adapters::sql::db::{Notice, executors};
 use crate::adapters::sql::dialect::sql;
 use crate::adapters::sql::events::event_from_row;
 use crate::adapters::sql::outbox::ClaimedRow;
+use crate::adapters::sql::usage::record_usage;
 use crate::adapters::sql::webhooks::emit_for_command;
 use crate::adapters::sql::{Db, db, missing_or_not_running};
 use crate::domain::{Claim, CommandId, CommandRecord, DueDelivery, Lease, Outcome, StreamEvent};
@@ -133,8 +134,8 @@ impl Db for Sqlite {
         claim_one_by_one(max, || claim_one(store, owner)).await
     }
 
-    /// The terminal status, fenced by the lease token, and its webhook events in one
-    /// transaction; then the workers are woken for the freed slot.
+    /// The terminal status, fenced by the lease token, its webhook events and its usage row
+    /// in one transaction; then the workers are woken for the freed slot.
     async fn finish(
         store: &SqliteStore,
         lease: &Lease,
@@ -161,6 +162,7 @@ impl Db for Sqlite {
         .map_err(db(context))?;
         let record = command_from_row::<Sqlite>(&row.ok_or_else(|| lost(lease))?)?;
         emit_for_command(&mut w, &record).await?;
+        record_usage::<Sqlite>(w.conn(), &record, &outcome.usage).await?;
         w.announce(Notice::Work).await?;
         w.commit().await?;
         Ok(record)

@@ -27,8 +27,12 @@ pub const APPROVAL_REQUESTED: &str = "approval.requested";
 /// the chain's head is kept off the box; emitted periodically, only when the head moved.
 pub const AUDIT_CHECKPOINT: &str = "audit.checkpoint";
 
+/// A project's month-to-date cost reached its monthly budget: sent once per project and
+/// month (again after the budget is changed).
+pub const BUDGET_EXCEEDED: &str = "budget.exceeded";
+
 /// Every event type a subscription may name; `*` (or an empty filter) means all of them.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 9] = [
     COMMAND_COMPLETED,
     COMMAND_FAILED,
     COMMAND_CANCELLED,
@@ -37,6 +41,7 @@ pub const EVENT_TYPES: [&str; 8] = [
     CI_PIPELINE_FINISHED,
     APPROVAL_REQUESTED,
     AUDIT_CHECKPOINT,
+    BUDGET_EXCEEDED,
 ];
 
 /// The filter entry that matches every event type.

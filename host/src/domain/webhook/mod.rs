@@ -16,9 +16,9 @@ mod target;
 pub use delivery::{Delivery, DeliveryAttempt, DeliveryStatus, DueDelivery};
 pub use error::WebhookError;
 pub use events::{
-    ALL_EVENTS, APPROVAL_REQUESTED, AUDIT_CHECKPOINT, CI_PIPELINE_FINISHED, CI_PIPELINE_STARTED,
-    COMMAND_CANCELLED, COMMAND_COMPLETED, COMMAND_FAILED, EVENT_TYPES, PROJECT_CREATED,
-    WebhookEvent, filter_matches, normalize_event_types,
+    ALL_EVENTS, APPROVAL_REQUESTED, AUDIT_CHECKPOINT, BUDGET_EXCEEDED, CI_PIPELINE_FINISHED,
+    CI_PIPELINE_STARTED, COMMAND_CANCELLED, COMMAND_COMPLETED, COMMAND_FAILED, EVENT_TYPES,
+    PROJECT_CREATED, WebhookEvent, filter_matches, normalize_event_types,
 };
 pub use retry::{NextStep, RetryPolicy, parse_retry_after};
 pub use secret::{

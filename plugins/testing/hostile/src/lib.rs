@@ -28,14 +28,18 @@
 //!   message, in a log line, and in the result's text, error, session id and details.
 //! - `big-event <n>`: emits one message event of `n` bytes.
 //! - `big-result <n>`: returns a final text of `n` bytes and details holding as many.
+//! - `spend <usd> <steps> <ms>`: emits `steps` usage events of 100 input and 10 output
+//!   tokens costing `usd` each, `ms` apart, and reports their sum in its result; stops with
+//!   `cancelled` when the host cancels it (a budget's test double).
 //! - anything else: returns the prompt as the final text.
 
 use rdev_sdk::exec::ExecError;
 use rdev_sdk::process::CommandBuilder;
 use rdev_sdk::project_http::{self, Auth, EventsRead, HttpError, Request};
+use rdev_sdk::bindings::rdev::provider::types::UsageInfo;
 use rdev_sdk::{
-    AgentRequest, AgentResult, Capability, CleanupRequest, OutputStream, Provider,
-    ProviderCapabilities, ProviderError, ResultStatus, event, execution, log,
+    AgentEvent, AgentRequest, AgentResult, Capability, CleanupRequest, OutputStream, Provider,
+    ProviderCapabilities, ProviderError, ResultStatus, TokenUsage, event, execution, log,
 };
 
 struct Hostile;
@@ -240,6 +244,7 @@ impl Provider for Hostile {
                 Ok(result(ResultStatus::Completed, format!("{lines} {typed}")))
             }
             "leak" => leak(),
+            "spend" => spend(arg),
             "big-event" => {
                 let n: usize = arg.parse().unwrap_or(1 << 20);
                 if event::emit(event::message("e".repeat(n))).is_err() {
@@ -275,6 +280,38 @@ impl Provider for Hostile {
 }
 
 /// The `leak` mode: a provider that got a credential's value and tries to publish it.
+fn spend(arg: &str) -> Result<AgentResult, ProviderError> {
+    let mut args = arg.split_whitespace();
+    let usd: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.01);
+    let steps: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let pause: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+    let step = TokenUsage {
+        input_tokens: 100,
+        output_tokens: 10,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+    };
+    for n in 0..steps {
+        if n > 0 && pause > 0 && !execution::sleep(pause) {
+            return Err(ProviderError::Cancelled);
+        }
+        let usage = AgentEvent::Usage(UsageInfo {
+            usage: step,
+            cost_usd: Some(usd),
+        });
+        event::emit(usage).map_err(|_| ProviderError::Cancelled)?;
+    }
+    Ok(AgentResult {
+        cost_usd: Some(usd * steps as f64),
+        usage: Some(TokenUsage {
+            input_tokens: 100 * steps,
+            output_tokens: 10 * steps,
+            ..step
+        }),
+        ..result(ResultStatus::Completed, format!("spent {steps} x {usd}"))
+    })
+}
+
 fn leak() -> Result<AgentResult, ProviderError> {
     let process = CommandBuilder::new("printenv")
         .arg("TOKEN")
