@@ -2461,10 +2461,11 @@ async fn a_budget_is_set_cleared_and_announced_once_a_month(b: Backend) {
     let set = usage.set_budget(&p, 2.5).await.unwrap();
     assert_eq!(usage.budget(&p).await.unwrap(), Some(set.clone()));
     assert_eq!(set.monthly_limit_usd, 2.5);
-    let exceeded = event(&p, "budget.exceeded");
-    let note = |month: &'static str| {
+    // Each announcement is a fresh event, as `services::budgets::announce` makes it.
+    let note = async |month: &str| {
+        let exceeded = event(&p, "budget.exceeded");
         let entry = audit("project.budget_exceeded", 0);
-        usage.note_exceeded(&p, month, &exceeded, entry)
+        usage.note_exceeded(&p, month, &exceeded, entry).await
     };
     assert!(note("2026-01").await.unwrap());
     assert!(!note("2026-01").await.unwrap(), "announced once a month");
