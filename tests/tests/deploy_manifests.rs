@@ -4,7 +4,8 @@
 //! replicas as that service account with readiness on `/readyz` and the secrets by reference,
 //! and the Service selects the Deployment's pods. `kubectl apply --dry-run=client` accepts them
 //! (against the API-server double, which answers discovery), and PyPI's `kubernetes-validate`
-//! passes every document against the Kubernetes JSON schemas in strict mode.
+//! passes every document against the Kubernetes JSON schemas in strict mode. The Deployment
+//! runs the image `cargo xtask image` builds (tests/tests/image.rs checks the image itself).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rdev_tests::doubles::kube_api::FakeKubeApi;
 use rdev_tests::harness::kubernetes::{kubernetes_validate, validated_documents};
 use serde_json::Value;
+use xtask::image;
 
 /// Every document of every manifest, as `(file, document)`.
 fn documents() -> Vec<(String, Value)> {
@@ -215,6 +217,42 @@ fn the_deployment_runs_two_ready_checked_replicas_with_secret_references() {
             other => panic!("target port by name expected, got {other:?}"),
         }
     }
+}
+
+/// The Deployment runs what `cargo xtask image` builds, the way the image expects: its tag,
+/// its command, its uid, its port, and a writable volume at its data directory.
+#[test]
+fn the_deployment_runs_the_image_cargo_xtask_image_builds() {
+    let documents = documents();
+    let deployment: Deployment = one(&documents, "Deployment");
+    let pod = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(image::default_tag().as_str())
+    );
+    assert_eq!(container.command, None, "the image's entrypoint runs");
+    assert_eq!(container.args.as_deref(), Some(&["serve".to_owned()][..]));
+    let security = pod.security_context.expect("pod securityContext");
+    assert_eq!(security.run_as_user, Some(i64::from(image::IMAGE_UID)));
+    assert_eq!(security.run_as_group, Some(i64::from(image::IMAGE_UID)));
+    let ports: Vec<i32> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|port| port.container_port)
+        .collect();
+    assert_eq!(ports, vec![i32::from(image::IMAGE_PORT)]);
+    let mounts = container.volume_mounts.clone().unwrap_or_default();
+    assert!(
+        mounts.iter().any(|m| m.mount_path == image::IMAGE_DATA_DIR),
+        "a volume at the image's data directory: {mounts:?}"
+    );
 }
 
 #[test]

@@ -78,10 +78,16 @@ fn cargo_build_rdev(root: &Path) -> Result<PathBuf> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    String::from_utf8_lossy(&output.stdout)
+    executable_of(&output.stdout, "rdev")
+}
+
+/// The executable of binary target `name` in the JSON messages (`--message-format=json`)
+/// `cargo build` printed.
+pub fn executable_of(messages: &[u8], name: &str) -> Result<PathBuf> {
+    String::from_utf8_lossy(messages)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "rdev")
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == name)
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .context("cargo build reported no rdev executable")
+        .with_context(|| format!("cargo build reported no {name} executable"))
 }

@@ -2,6 +2,7 @@
 //! plugins exactly the way users do.
 
 pub mod binary;
+pub mod image;
 pub mod plugins;
 
 use std::path::{Path, PathBuf};

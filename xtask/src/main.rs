@@ -4,6 +4,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use xtask::image;
 use xtask::plugins::{self, Layout};
 
 #[derive(Parser)]
@@ -23,6 +24,25 @@ enum Task {
         /// Arguments passed to `rdev`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build rdev's container image (the `Containerfile`) with buildah: a static release
+    /// binary and the bundled plugins on `scratch`, written as an OCI layout under
+    /// target/image/oci and optionally pushed to a registry.
+    Image {
+        /// The image name [default: ghcr.io/orchard9/rdev:<workspace version>].
+        #[arg(long)]
+        tag: Option<String>,
+        /// Put this prebuilt rdev in the image instead of building the static release one
+        /// (a dynamically linked binary brings the libraries `ldd` lists).
+        #[arg(long, value_name = "PATH")]
+        rdev: Option<std::path::PathBuf>,
+        /// Also push the image here, a buildah destination such as
+        /// `docker://ghcr.io/orchard9/rdev:0.1.0` (log in first with `buildah login`).
+        #[arg(long, value_name = "DESTINATION")]
+        push: Option<String>,
+        /// Push over plain HTTP or to a registry with an unverified certificate.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Run every test: the guests' native unit tests, then the host workspace with nextest
     /// (plain `cargo test` when nextest is not installed).
@@ -58,6 +78,27 @@ fn main() -> Result<ExitCode> {
                 .args(&args)
                 .env("RDEV_PLUGINS_DIR", layout.plugins_dir());
             run(cmd, "rdev")
+        }
+        Task::Image {
+            tag,
+            rdev,
+            push,
+            insecure,
+        } => {
+            let mut options = image::ImageOptions::new(&layout);
+            if let Some(tag) = tag {
+                options.tag = tag;
+            }
+            options.rdev = rdev;
+            options.push = push;
+            options.tls_verify = !insecure;
+            let built = image::build(&layout, &options)?;
+            println!(
+                "built {} (OCI layout: {})",
+                built.tag,
+                built.oci_layout.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Task::Test { args } => {
             plugins::build(&layout)?;
