@@ -33,9 +33,17 @@ impl std::ops::Deref for Host {
 }
 
 async fn host(db: Db) -> Option<Host> {
+    host_with(db, |_| {}).await
+}
+
+/// [`host`] with its configuration adjusted by `more`.
+async fn host_with(db: Db, more: impl FnOnce(&mut ServeConfig)) -> Option<Host> {
     let plugins = with_interact();
     let dir = plugins.path().to_owned();
-    let adjust = move |config: &mut ServeConfig| config.plugins_dir = Some(dir);
+    let adjust = move |config: &mut ServeConfig| {
+        config.plugins_dir = Some(dir);
+        more(config);
+    };
     let server = match db {
         Db::Sqlite => TestServer::sqlite_with(adjust).await,
         Db::Postgres => TestServer::postgres_with(adjust).await?,
@@ -324,7 +332,26 @@ async fn input_the_agent_never_took_is_reported_before_done(db: Db) {
     assert_eq!(code(&late), "command_not_running");
 }
 
+/// An agent that asks again and again while the lease heartbeat beats every few
+/// milliseconds: each policy decision is a database write made from inside the execution,
+/// each beat one made beside it. Neither may wait for the other: a beat that waited for a
+/// write the (then unpolled) execution was making hung the command forever.
+async fn heartbeats_never_wait_for_an_agent_busy_asking(db: Db) {
+    let beat_often = |config: &mut ServeConfig| config.queue.heartbeat = Duration::from_millis(5);
+    let Some(host) = host_with(db, beat_often).await else {
+        return;
+    };
+    host.put_policy("busy", json!({"mode": "allow"})).await;
+    let run = host.start("busy", json!({"prompt": "ask 200"})).await;
+    let id = run.id.clone();
+    run.rest(WAIT).await;
+    let command = host.finished(&id).await;
+    assert_eq!(command["status"], "completed", "{command}");
+    assert_eq!(final_text(&command), "allowed 200 of 200", "{command}");
+}
+
 rdev_tests::on_both_databases!(
+    heartbeats_never_wait_for_an_agent_busy_asking,
     input_the_agent_never_took_is_reported_before_done,
     an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider,
     a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run,

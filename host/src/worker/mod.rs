@@ -4,6 +4,7 @@
 //! drain: stop claiming, let running commands finish up to a deadline, then cancel them.
 
 mod budget;
+mod heartbeat;
 mod run;
 
 use std::sync::Arc;

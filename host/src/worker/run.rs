@@ -7,6 +7,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{self, BudgetWatch};
+use super::heartbeat::Heartbeats;
 use super::{Context, EVENT_SINK_CAPACITY};
 use crate::domain::request_digest;
 use crate::domain::{
@@ -221,15 +222,6 @@ impl Stopper {
     }
 }
 
-/// The lease heartbeat, its immediate first tick already taken; missed ticks are delayed,
-/// not bunched.
-async fn heartbeat_interval(period: Duration) -> tokio::time::Interval {
-    let mut heartbeat = tokio::time::interval(period);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
-    heartbeat
-}
-
 enum Stopped {
     /// Another worker owns the command; write nothing.
     LeaseLost,
@@ -297,12 +289,13 @@ async fn execute(
     tokio::pin!(deadline);
     let mut cancels = ctx.queue.cancel_signal();
     let mut cancels_open = true;
-    let mut heartbeat = heartbeat_interval(ctx.queue.config().heartbeat).await;
+    let period = ctx.queue.config().heartbeat;
+    let mut heartbeats = Heartbeats::start(ctx.queue.clone(), lease.clone(), period);
     let mut stopper = Stopper::new(cancel.clone(), grace);
     let result = loop {
         tokio::select! {
             result = &mut running => break result,
-            _ = heartbeat.tick() => match ctx.queue.heartbeat(lease).await {
+            beat = heartbeats.next() => match beat {
                 Ok(beat) if beat.cancel_requested => stopper.stop(Stop::Cancel),
                 Ok(_) => {}
                 Err(StoreError::LeaseLost { .. }) => stopper.stop(Stop::LeaseLost),

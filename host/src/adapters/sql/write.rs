@@ -3,6 +3,7 @@
 //! transaction on PostgreSQL; the store's in-process wake-ups after the commit on SQLite).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, Pool, Transaction};
@@ -25,8 +26,14 @@ pub struct Write<'s, D: Db> {
     announced: Vec<Notice>,
     signals: &'s Arc<Signals>,
     context: &'static str,
+    /// When the write got its lock and connection, to report writes that hold them long.
+    started: Instant,
     _lock: Option<MutexGuard<'s, ()>>,
 }
+
+/// A write waiting or holding longer than this is logged: on SQLite every other write of
+/// the process waits behind it.
+const SLOW_WRITE: Duration = Duration::from_secs(1);
 
 impl<'s, D: Db> Write<'s, D> {
     /// Takes `lock` (if any), then a connection; in a transaction when `transaction`.
@@ -38,21 +45,34 @@ impl<'s, D: Db> Write<'s, D> {
         transaction: bool,
         context: &'static str,
     ) -> Result<Self, StoreError> {
+        let asked = Instant::now();
         let lock = match lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
+        let locked = asked.elapsed();
         let error = |e| StoreError::backend(context, e);
         let conn = if transaction {
             Conn::Transaction(pool.begin().await.map_err(error)?)
         } else {
             Conn::Single(pool.acquire().await.map_err(error)?)
         };
+        let waited = asked.elapsed();
+        if waited >= SLOW_WRITE {
+            tracing::warn!(
+                context,
+                lock_wait_ms = locked.as_millis() as u64,
+                connection_wait_ms = (waited - locked).as_millis() as u64,
+                idle_connections = pool.num_idle(),
+                "a database write waited long to begin"
+            );
+        }
         Ok(Self {
             conn,
             announced: Vec::new(),
             signals,
             context,
+            started: Instant::now(),
             _lock: lock,
         })
     }
@@ -90,6 +110,7 @@ impl<'s, D: Db> Write<'s, D> {
             announced,
             signals,
             context,
+            started,
             _lock,
         } = self;
         match conn {
@@ -100,6 +121,14 @@ impl<'s, D: Db> Write<'s, D> {
             Conn::Single(conn) => drop(conn),
         }
         drop(_lock);
+        let held = started.elapsed();
+        if held >= SLOW_WRITE {
+            tracing::warn!(
+                context,
+                held_ms = held.as_millis() as u64,
+                "a database write held its connection long"
+            );
+        }
         for notice in announced {
             signals.wake(notice);
         }

@@ -8,6 +8,8 @@
 //!   host's refusal.
 //! - `input`: takes follow-up input until one says `done` or the input closes, emitting each
 //!   as a message; the final text is the inputs joined with `,` (and `,closed` if closed).
+//! - `ask <n>`: asks `n` times in a row whether `Bash` may run `true`, as an agent busy with
+//!   tool calls does; the final text is `allowed <k> of <n>`.
 //! - `input-while-reading`: starts `sleep 600`, blocks reading its output, and when the read
 //!   returns early takes the input that interrupted it; the final text is that input.
 
@@ -76,6 +78,28 @@ fn run_with_permission(command: &str) -> Result<AgentResult, ProviderError> {
     run::run_to_completion(&CommandBuilder::new("sh").arg("-c").arg(command), 1_000)
 }
 
+fn ask_repeatedly(times: &str) -> Result<AgentResult, ProviderError> {
+    let times: u32 = times
+        .parse()
+        .map_err(|_| ProviderError::InvalidRequest(format!("not a count: {times:?}")))?;
+    let mut allowed = 0;
+    for call in 0..times {
+        let request = PermissionRequest {
+            tool_call_id: Some(format!("toolu_interact_ask_{call}")),
+            tool: "Bash".into(),
+            input_json: serde_json::json!({ "command": "true" }).to_string(),
+            summary: "true".into(),
+            options: Vec::new(),
+        };
+        match interaction::request_permission(&request) {
+            Ok(Decision::Allow(_)) => allowed += 1,
+            Ok(Decision::Deny(_)) => {}
+            Err(e) => return refused(e),
+        }
+    }
+    Ok(done(format!("allowed {allowed} of {times}")))
+}
+
 fn take_input() -> Result<AgentResult, ProviderError> {
     let mut taken = Vec::new();
     loop {
@@ -137,6 +161,9 @@ impl Provider for Interact {
         let prompt = request.prompt.as_str();
         if let Some(command) = prompt.strip_prefix("run ") {
             return run_with_permission(command);
+        }
+        if let Some(times) = prompt.strip_prefix("ask ") {
+            return ask_repeatedly(times);
         }
         match prompt {
             "oversized" => {
