@@ -190,6 +190,12 @@ pub fn stage(context: &Path, binary: &Path, plugins_dir: &Path) -> Result<()> {
     let tmp = rootfs.join("tmp");
     mkdirs(&tmp)?;
     set_mode(&tmp, 0o1777)?;
+    // The data directory's parents come root-owned with the rootfs: the `--chown` copy of
+    // `data/` would otherwise create them owned by the image's user.
+    let data_parent = Path::new(IMAGE_DATA_DIR)
+        .parent()
+        .context("the data dir's parent")?;
+    mkdirs(&rootfs.join(data_parent.strip_prefix("/").unwrap_or(data_parent)))?;
     mkdirs(&context.join("data"))
 }
 
