@@ -298,30 +298,7 @@ async fn submit(
         permissions: body.permissions,
     };
     request.validate()?;
-    let provider = match provider {
-        Some(name) => Some(ProviderName::parse(&name).map_err(|_| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_provider",
-                format!("no provider named {name:?} is registered"),
-            )
-        })?),
-        None => None,
-    };
-    let agent = state.registry.lookup(provider.as_ref())?;
-    let provider = agent.provider().name.clone();
-    if let Some(loaded) = state.registry.agent(provider.as_str()) {
-        let limits = loaded.manifest().limits;
-        request.check_prompt_limit(provider.as_str(), limits.max_prompt_bytes)?;
-        request.fit_timeout(asked_timeout, provider.as_str(), limits.max_timeout)?;
-        let manifest = loaded.manifest();
-        let options = manifest.apply_options(&request.options)?;
-        manifest.request_options.check_request(
-            provider.as_str(),
-            &options,
-            request.model.as_deref(),
-        )?;
-    }
+    let provider = checked_provider(state, provider, &mut request, asked_timeout)?;
     let idempotency_key = idempotency_key(headers)?;
     refuse_over_budget(state, principal, &project).await?;
     let digest = request_digest(&request);
@@ -360,6 +337,42 @@ async fn submit(
             status: command.status,
         }),
     ))
+}
+
+/// The provider a submission runs on (the named one, else the default), with the request
+/// checked and fitted against its manifest: prompt size, timeout, fixed and declared options,
+/// the model.
+fn checked_provider(
+    state: &AppState,
+    provider: Option<String>,
+    request: &mut AgentRequest,
+    asked_timeout: bool,
+) -> Result<ProviderName, ApiError> {
+    let provider = match provider {
+        Some(name) => Some(ProviderName::parse(&name).map_err(|_| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_provider",
+                format!("no provider named {name:?} is registered"),
+            )
+        })?),
+        None => None,
+    };
+    let agent = state.registry.lookup(provider.as_ref())?;
+    let provider = agent.provider().name.clone();
+    if let Some(loaded) = state.registry.agent(provider.as_str()) {
+        let limits = loaded.manifest().limits;
+        request.check_prompt_limit(provider.as_str(), limits.max_prompt_bytes)?;
+        request.fit_timeout(asked_timeout, provider.as_str(), limits.max_timeout)?;
+        let manifest = loaded.manifest();
+        let options = manifest.apply_options(&request.options)?;
+        manifest.request_options.check_request(
+            provider.as_str(),
+            &options,
+            request.model.as_deref(),
+        )?;
+    }
+    Ok(provider)
 }
 
 /// 402 `budget_exceeded` when the project's month-to-date cost has reached its budget
