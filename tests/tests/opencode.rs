@@ -375,6 +375,43 @@ async fn upstream_401_fails_with_the_api_message() {
     ));
 }
 
+/// A backend that keeps failing: OpenCode would retry it with growing pauses for minutes;
+/// the `max_retries` bound ends the command after that many retries, each announced in
+/// words, with the backend's message in the error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_backend_fails_after_the_bounded_retries() {
+    let Some(s) = setup().await else { return };
+    s.fake
+        .set_fallback(Reply::error(500, "server_error", "upstream overloaded"));
+    let mut request = request(&s, "hello?", None);
+    request.options.insert("max_retries".into(), json!(1));
+    let out = run(&s, request).await;
+    let result = out.result();
+    assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
+    let error = result.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("the model call failed after 1 retry:"),
+        "{error}"
+    );
+    let retries: Vec<&str> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Warning { message } if message.contains("retry 1 of 1") => {
+                Some(message.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries.len(), 1, "{:?}", out.events);
+    assert!(!retries[0].contains("epoch"), "{}", retries[0]);
+    assert_eq!(
+        s.fake.stream_requests().len(),
+        2,
+        "the first call and one retry"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_before_the_session_exists() {
     let Some(s) = setup().await else { return };

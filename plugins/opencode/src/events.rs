@@ -41,6 +41,10 @@ enum PartKind {
 #[derive(Debug)]
 pub struct Mapper {
     session_id: String,
+    /// Retries of a failed model call that OpenCode may make before the turn is given up.
+    max_retries: u32,
+    /// Why the turn was given up: OpenCode retried more often than `max_retries`.
+    gave_up: Option<String>,
     /// Messages the user sent: their text parts echo the prompt and are not output.
     user_messages: HashSet<String>,
     part_kinds: HashMap<String, PartKind>,
@@ -83,6 +87,8 @@ impl Mapper {
     pub fn new(session_id: impl Into<String>) -> Self {
         Self {
             session_id: session_id.into(),
+            max_retries: crate::options::DEFAULT_MAX_RETRIES,
+            gave_up: None,
             user_messages: HashSet::new(),
             part_kinds: HashMap::new(),
             tools_announced: HashSet::new(),
@@ -101,6 +107,17 @@ impl Mapper {
     /// on the server (its messages still have to be fetched).
     pub fn is_idle(&self) -> bool {
         self.idle
+    }
+
+    /// Bounds OpenCode's retries of a failing model call (its own go on for minutes).
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Why the turn should be given up: OpenCode is retrying beyond the bound.
+    pub fn gave_up(&self) -> Option<&str> {
+        self.gave_up.as_deref()
     }
 
     /// A follow-up prompt was sent after `session.idle`: wait for that turn's end too.
@@ -325,19 +342,40 @@ impl Mapper {
             "retry" => {
                 self.busy_seen = true;
                 let attempt = status["attempt"].as_u64().unwrap_or(0);
-                let message = status["message"].as_str().unwrap_or("");
-                let next = status["next"]
-                    .as_u64()
-                    .map(|n| format!(", next attempt at {n} (epoch ms)"))
-                    .unwrap_or_default();
-                out.push(Event::Warning(format!(
-                    "opencode retries the model call (attempt {attempt}): {message}{next}"
-                )));
+                let message = status["message"].as_str().unwrap_or("the model call failed");
+                if attempt > u64::from(self.max_retries) {
+                    self.gave_up = Some(format!(
+                        "the model call failed after {} {}: {message}",
+                        self.max_retries,
+                        if self.max_retries == 1 { "retry" } else { "retries" }
+                    ));
+                } else {
+                    let wait = status["next"]
+                        .as_u64()
+                        .and_then(seconds_until)
+                        .map(|s| format!(" in {s:.2} s"))
+                        .unwrap_or_default();
+                    out.push(Event::Warning(format!(
+                        "the model call failed; retry {attempt} of {}{wait}: {message}",
+                        self.max_retries
+                    )));
+                }
             }
             _ => {}
         }
         out.push(raw("session.status", props));
     }
+}
+
+/// Seconds from now until `epoch_ms` (OpenCode's `next` is a wall-clock time); `None` when
+/// the clock is unavailable.
+fn seconds_until(epoch_ms: u64) -> Option<f64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    let left = u128::from(epoch_ms).saturating_sub(now);
+    Some(left as f64 / 1000.0)
 }
 
 fn raw(kind: &str, value: &Value) -> Event {

@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use api::{Api, Fail, describe, status_error};
 use events::{Event, Mapper};
-use options::{Model, Options};
+use options::{DEFAULT_MAX_RETRIES, Model, Options};
 use permission::{Ask, Reply};
 
 /// Deadline of a health check: a running server answers at once, and a port nobody listens
@@ -180,6 +180,8 @@ enum Streamed {
     Cancelled,
     /// The stream broke; the text says how.
     Broken(String),
+    /// OpenCode kept retrying a failing model call beyond the bound; the text says why.
+    GaveUp(String),
 }
 
 struct Run {
@@ -227,7 +229,8 @@ impl Run {
             Err(Fail::Cancelled) => return Ok(result::cancelled(Some(session))),
             Err(Fail::Connect(e) | Fail::Other(e)) => return Ok(result::failed(Some(session), e)),
         };
-        let mut mapper = Mapper::new(session.clone());
+        let max_retries = self.options.max_retries.unwrap_or(DEFAULT_MAX_RETRIES);
+        let mut mapper = Mapper::new(session.clone()).with_max_retries(max_retries);
         let body = options::prompt_body(
             &self.request.prompt,
             self.model.as_ref(),
@@ -259,6 +262,14 @@ impl Run {
                 Ok(self.finish(&session, false, None))
             }
             Streamed::Broken(why) => Ok(self.broken(session, why)),
+            Streamed::GaveUp(why) => {
+                let _ = event::emit(event::error(why.clone()));
+                self.abort_and_drain(&session, &stream, &mut mapper);
+                let mut result = self.finish(&session, true, None);
+                result.status = ResultStatus::Failed;
+                result.error = Some(why);
+                Ok(result)
+            }
         }
     }
 
@@ -376,6 +387,9 @@ impl Run {
                 } else {
                     Streamed::Cancelled
                 };
+            }
+            if let Some(why) = mapper.gave_up() {
+                return Streamed::GaveUp(why.to_owned());
             }
             for ask in mapper.take_asks() {
                 if self.answer(&ask, mapper).is_err() {

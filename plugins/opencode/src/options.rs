@@ -13,6 +13,9 @@ pub const HEALTH_POLL_MS: u32 = 200;
 /// Time an aborted session gets to report `session.idle` before the provider stops
 /// waiting for it and returns what it has.
 pub const DEFAULT_ABORT_GRACE_MS: u32 = 5_000;
+/// Retries of a failing model call before the turn fails: OpenCode's own retries back off
+/// for minutes, so a broken backend would hold a command that long.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
 /// Options a request may set (`options_json`); unknown keys are refused so that a typo does
 /// not silently run with defaults.
@@ -27,6 +30,8 @@ pub struct Options {
     pub agent: Option<String>,
     /// See [`DEFAULT_ABORT_GRACE_MS`].
     pub abort_grace_ms: Option<u32>,
+    /// See [`DEFAULT_MAX_RETRIES`].
+    pub max_retries: Option<u32>,
     /// Base URL of an OpenAI-compatible chat-completions API: the models' provider is
     /// configured as an `@ai-sdk/openai-compatible` provider at this URL.
     pub base_url: Option<String>,

@@ -150,8 +150,10 @@ fn status_retry_warns_and_permission_asks_are_queued() {
         &mut out,
     );
     assert!(
-        matches!(&out[0], Event::Warning(w) if w.contains("attempt 2") && w.contains("overloaded"))
+        matches!(&out[0], Event::Warning(w) if w.contains("retry 2 of 3") && w.contains("overloaded")),
+        "{out:?}"
     );
+    assert!(mapper.gave_up().is_none());
     mapper.feed(
         &json!({"type":"permission.asked","properties":{"sessionID":"s","id":"per_1",
             "permission":"bash","patterns":["rm -rf /"]}})
@@ -369,5 +371,27 @@ fn a_recorded_permission_request_is_queued_with_its_call() {
             Event::ToolResult { id, content, is_error: false }
                 if id == "call_allowed" && content.contains("allowed-42"))),
         "the allowed call ran"
+    );
+}
+
+#[test]
+fn a_retry_beyond_the_bound_gives_the_turn_up_in_words() {
+    let mut mapper = Mapper::new("s").with_max_retries(1);
+    let mut out = Vec::new();
+    let retry = |attempt: u32| {
+        json!({"type":"session.status","properties":{"sessionID":"s",
+            "status":{"type":"retry","attempt":attempt,"message":"upstream overloaded","next":0}}})
+        .to_string()
+    };
+    mapper.feed(&retry(1), &mut out);
+    assert!(
+        matches!(&out[0], Event::Warning(w) if w.starts_with("the model call failed; retry 1 of 1 in 0.00 s")),
+        "{out:?}"
+    );
+    assert!(mapper.gave_up().is_none());
+    mapper.feed(&retry(2), &mut out);
+    assert_eq!(
+        mapper.gave_up(),
+        Some("the model call failed after 1 retry: upstream overloaded")
     );
 }
