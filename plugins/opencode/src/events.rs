@@ -342,12 +342,18 @@ impl Mapper {
             "retry" => {
                 self.busy_seen = true;
                 let attempt = status["attempt"].as_u64().unwrap_or(0);
-                let message = status["message"].as_str().unwrap_or("the model call failed");
+                let message = status["message"]
+                    .as_str()
+                    .unwrap_or("the model call failed");
                 if attempt > u64::from(self.max_retries) {
                     self.gave_up = Some(format!(
                         "the model call failed after {} {}: {message}",
                         self.max_retries,
-                        if self.max_retries == 1 { "retry" } else { "retries" }
+                        if self.max_retries == 1 {
+                            "retry"
+                        } else {
+                            "retries"
+                        }
                     ));
                 } else {
                     let wait = status["next"]
