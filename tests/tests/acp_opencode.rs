@@ -40,14 +40,7 @@ async fn host(ask: bool) -> Option<Host> {
 
 /// [`host`], with the OpenCode HTTP provider (`opencode`) installed too when `http`.
 async fn host_with(ask: bool, http: bool) -> Option<Host> {
-    let bin = match opencode::install() {
-        Ok(bin) => bin,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return None;
-        }
-    };
-    harness::put_on_path(&bin);
+    harness::on_path(opencode::install())?;
     let dir = tempfile::tempdir().expect("plugins dir");
     std::fs::copy(
         plugins::plugins_dir().join("acp.wasm"),

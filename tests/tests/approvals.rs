@@ -21,7 +21,6 @@ use rdev_tests::harness::Database as Db;
 /// A server whose plugins directory holds `interact` and the real `shell`.
 struct Host {
     server: TestServer,
-    _plugins: tempfile::TempDir,
 }
 
 impl std::ops::Deref for Host {
@@ -38,20 +37,8 @@ async fn host(db: Db) -> Option<Host> {
 
 /// [`host`] with its configuration adjusted by `more`.
 async fn host_with(db: Db, more: impl FnOnce(&mut ServeConfig)) -> Option<Host> {
-    let plugins = with_interact();
-    let dir = plugins.path().to_owned();
-    let adjust = move |config: &mut ServeConfig| {
-        config.plugins_dir = Some(dir);
-        more(config);
-    };
-    let server = match db {
-        Db::Sqlite => TestServer::sqlite_with(adjust).await,
-        Db::Postgres => TestServer::postgres_with(adjust).await?,
-    };
-    Some(Host {
-        server,
-        _plugins: plugins,
-    })
+    let server = TestServer::with_plugins(db, with_interact(), more).await?;
+    Some(Host { server })
 }
 
 fn code(body: &Value) -> &str {
@@ -59,15 +46,6 @@ fn code(body: &Value) -> &str {
 }
 
 impl Host {
-    async fn admin_call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.call(method, path, Some(&self.admin), body).await
-    }
-
     /// Submits `body` to `interact` of `project` as the admin and follows its stream.
     async fn start(&self, project: &str, body: Value) -> Running {
         self.server.run(project, "interact", body).await

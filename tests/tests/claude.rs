@@ -5,25 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use rdev::adapters::local::LocalExecutor;
-use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId, ResultStatus};
-use rdev::ports::{AgentError, CodeAgent, Execution, SecretError, SecretResolver, SecretValue};
-use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
+use rdev::domain::{AgentEvent, AgentRequest, AgentResult, ResultStatus};
+use rdev::ports::AgentError;
+use rdev::runtime::WasmAgent;
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::harness::runtime::{self, Collected, MapSecrets, runtime_with_secrets};
 use rdev_tests::harness::{self, claude, plugins};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// The credential store's port over a map.
-struct MapSecrets(HashMap<String, String>);
-
-#[async_trait]
-impl SecretResolver for MapSecrets {
-    async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
-        Ok(self.0.get(name).map(SecretValue::new))
-    }
-}
+/// Longer than any request's own timeout: an execution still running then hangs.
+const WAIT: Duration = Duration::from_secs(240);
 
 /// A key no event may ever contain.
 const API_KEY: &str = "sk-ant-test-3f9c2d71-never-in-events";
@@ -43,26 +35,15 @@ async fn setup(with_key: bool) -> Option<Setup> {
 
 /// [`setup`] with ANTHROPIC_BASE_URL set to `base_url` instead of the fake's URL.
 async fn setup_at(with_key: bool, base_url: Option<String>) -> Option<Setup> {
-    let cli = match claude::install() {
-        Ok(cli) => cli,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return None;
-        }
-    };
-    harness::put_on_path(&cli);
+    harness::on_path(claude::install())?;
     let fake = FakeAnthropic::start().unwrap();
     let base_url = base_url.unwrap_or_else(|| fake.base_url());
     let mut secrets = HashMap::from([("ANTHROPIC_BASE_URL".to_owned(), base_url)]);
     if with_key {
         secrets.insert("ANTHROPIC_API_KEY".to_owned(), API_KEY.to_owned());
     }
-    let secrets: Arc<dyn SecretResolver> = Arc::new(MapSecrets(secrets));
     let root = tempfile::tempdir().unwrap();
-    let executor = Arc::new(LocalExecutor::per_project(root.path(), secrets.clone()));
-    let mut config = RuntimeConfig::new(executor, secrets);
-    config.cancel_grace = Duration::from_secs(15);
-    let runtime = Runtime::new(config).unwrap();
+    let runtime = runtime_with_secrets(root.path(), Duration::from_secs(15), MapSecrets(secrets));
     let agent = runtime
         .load(&plugins::plugins_dir().join("claude.toml"))
         .await
@@ -94,24 +75,8 @@ impl Outcome {
 }
 
 async fn execute(agent: &WasmAgent, request: AgentRequest, cancel: CancellationToken) -> Outcome {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let collector = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(event) = rx.recv().await {
-            events.push(event);
-        }
-        events
-    });
-    let result = agent
-        .execute(Execution {
-            command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
-            project_id: ProjectId::parse("claude-e2e").unwrap(),
-            request,
-            events: tx,
-            cancel,
-        })
-        .await;
-    let events = collector.await.unwrap();
+    let Collected { events, result } =
+        runtime::execute(agent, "claude-e2e", request, cancel, WAIT, |_, _| {}).await;
     let serialized = serde_json::to_string(&events).unwrap();
     assert!(
         !serialized.contains(API_KEY),

@@ -65,11 +65,9 @@ fn texts(events: &[SseEvent]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
-    let cli = match claude::install() {
-        Ok(cli) => cli,
-        Err(reason) => return harness::skip_or_fail(&reason),
-    };
-    harness::put_on_path(&cli);
+    if harness::on_path(claude::install()).is_none() {
+        return;
+    }
     let fake = FakeAnthropic::start().expect("fake API");
     // Confined, the CLI reaches the fake API only because it is on the allow-list.
     let allow = sandbox::allow_rule(&fake.base_url());

@@ -25,46 +25,24 @@ struct Host {
 }
 
 async fn host(db: Db) -> Option<Host> {
-    let cli = match claude::install() {
-        Ok(cli) => cli,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return None;
-        }
-    };
-    harness::put_on_path(&cli);
+    harness::on_path(claude::install())?;
     let fake = FakeAnthropic::start().expect("fake API");
     let allow = sandbox::allow_rule(&fake.base_url());
     let adjust = move |config: &mut rdev::server::ServeConfig| {
         config.confinement.allow_hosts.push(allow);
     };
-    let server = match db {
-        Db::Sqlite => TestServer::sqlite_with(adjust).await,
-        Db::Postgres => TestServer::postgres_with(adjust).await?,
-    };
+    let server = TestServer::on(db, adjust).await?;
     let host = Host { server, fake };
-    host.credential("ANTHROPIC_API_KEY", "sk-ant-approvals-test")
+    host.server
+        .put_credential("ANTHROPIC_API_KEY", "sk-ant-approvals-test")
         .await;
-    host.credential("ANTHROPIC_BASE_URL", &host.fake.base_url())
+    host.server
+        .put_credential("ANTHROPIC_BASE_URL", &host.fake.base_url())
         .await;
     Some(host)
 }
 
 impl Host {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.server
-            .call(method, path, Some(&self.server.admin), body)
-            .await
-    }
-
-    async fn credential(&self, name: &str, value: &str) {
-        let path = format!("/credentials/{name}");
-        let (status, body) = self
-            .call(Method::PUT, &path, Some(json!({"value": value})))
-            .await;
-        assert!(status.is_success(), "PUT {path}: {status} {body}");
-    }
-
     /// Scripts the model: one Bash call that creates `file`, then a closing text.
     fn script_bash_touch(&self, file: &str) {
         self.fake.push(Reply::tool_use(
@@ -82,7 +60,10 @@ impl Host {
 
     async fn decide(&self, approval: &str, body: Value) {
         let path = format!("/approvals/{approval}");
-        let (status, decided) = self.call(Method::POST, &path, Some(body)).await;
+        let (status, decided) = self
+            .server
+            .admin_call(Method::POST, &path, Some(body))
+            .await;
         assert_eq!(status, StatusCode::OK, "{decided}");
     }
 
@@ -177,7 +158,8 @@ async fn follow_up_input_reaches_the_model(db: Db) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (status, body) = host
-        .call(
+        .server
+        .admin_call(
             Method::POST,
             &format!("/commands/{}/input", run.id),
             Some(json!({"text": "and end it with a dragon"})),
@@ -232,7 +214,10 @@ async fn deny_mode_never_asks_and_the_model_learns_why() {
         results[0].2 && results[0].1.contains("denied"),
         "{results:?}"
     );
-    let (_, approvals) = host.call(Method::GET, "/projects/p/approvals", None).await;
+    let (_, approvals) = host
+        .server
+        .admin_call(Method::GET, "/projects/p/approvals", None)
+        .await;
     assert_eq!(
         approvals["approvals"][0]["decided_by"], "policy",
         "{approvals}"
@@ -246,12 +231,14 @@ async fn a_rule_allows_without_asking() {
         return;
     };
     let (status, body) = host
-        .call(Method::POST, "/projects", Some(json!({"id": "p"})))
+        .server
+        .admin_call(Method::POST, "/projects", Some(json!({"id": "p"})))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let rule = json!({"rules": [{"tool": "Bash", "pattern": "touch ruled-*", "action": "allow"}]});
     let (status, body) = host
-        .call(Method::PUT, "/projects/p/policy", Some(rule))
+        .server
+        .admin_call(Method::PUT, "/projects/p/policy", Some(rule))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     host.script_bash_touch("ruled-marker");
@@ -277,13 +264,15 @@ async fn cancel_while_asking_cancels_the_command_and_the_approval() {
     let approval = run.next("approval_requested", WAIT).await["approval"].clone();
     let id = approval["id"].as_str().expect("id");
     let (status, body) = host
-        .call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
+        .server
+        .admin_call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
         .await;
     assert!(status.is_success(), "{status} {body}");
     let command = host.finished(&run.id).await;
     assert_eq!(command["status"], "cancelled", "{command}");
     let (_, approval) = host
-        .call(Method::GET, &format!("/approvals/{id}"), None)
+        .server
+        .admin_call(Method::GET, &format!("/approvals/{id}"), None)
         .await;
     assert_eq!(approval["status"], "cancelled", "{approval}");
     assert!(!host.server.workspace("p").join("cancelled-marker").exists());
@@ -295,12 +284,14 @@ async fn a_request_nobody_decides_expires_as_a_denial_the_model_is_told() {
         return;
     };
     let (status, body) = host
-        .call(Method::POST, "/projects", Some(json!({"id": "p"})))
+        .server
+        .admin_call(Method::POST, "/projects", Some(json!({"id": "p"})))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let policy = json!({"mode": "ask", "timeout_secs": 1});
     let (status, body) = host
-        .call(Method::PUT, "/projects/p/policy", Some(policy))
+        .server
+        .admin_call(Method::PUT, "/projects/p/policy", Some(policy))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     host.script_bash_touch("expired-marker");
@@ -322,7 +313,8 @@ async fn a_request_nobody_decides_expires_as_a_denial_the_model_is_told() {
         "the expiry reached the model as the tool's error: {results:?}"
     );
     let (status, late) = host
-        .call(
+        .server
+        .admin_call(
             Method::POST,
             &format!("/approvals/{id}"),
             Some(json!({"decision": "allow"})),

@@ -41,13 +41,7 @@ struct Setup {
 }
 
 fn setup() -> Option<Setup> {
-    let cli = match claude::install() {
-        Ok(cli) => cli,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return None;
-        }
-    };
+    let cli = harness::installed(claude::install())?;
     Some(Setup {
         cli,
         fake: FakeAnthropic::start().unwrap(),

@@ -118,11 +118,9 @@ async fn the_provider_exit_code_is_the_exit_code() {
 /// against the fake Messages API, its key and URL in the server's credential store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_reply_is_printed_once_and_its_session_continues() {
-    let cli = match claude::install() {
-        Ok(cli) => cli,
-        Err(reason) => return harness::skip_or_fail(&reason),
-    };
-    harness::put_on_path(&cli);
+    if harness::on_path(claude::install()).is_none() {
+        return;
+    }
     let fake = FakeAnthropic::start().expect("fake API");
     let allow = sandbox::allow_rule(&fake.base_url());
     let server = TestServer::sqlite_with(|c| c.confinement.allow_hosts.push(allow)).await;

@@ -24,7 +24,6 @@ const KIB: usize = 1024;
 /// A server with `hostile` and `shell`, and these output limits.
 struct Host {
     server: TestServer,
-    _plugins: tempfile::TempDir,
 }
 
 impl std::ops::Deref for Host {
@@ -45,30 +44,17 @@ fn limits(on_limit: OnOutputLimit) -> OutputLimits {
 }
 
 async fn host(db: Db, output: OutputLimits) -> Option<Host> {
-    let plugins = with_test_guest("hostile");
-    let dir = plugins.path().to_owned();
     let adjust = move |config: &mut ServeConfig| {
-        config.plugins_dir = Some(dir);
         config.worker.output = output;
     };
-    let server = match db {
-        Db::Sqlite => TestServer::sqlite_with(adjust).await,
-        Db::Postgres => TestServer::postgres_with(adjust).await?,
-    };
-    Some(Host {
-        server,
-        _plugins: plugins,
-    })
+    let server = TestServer::with_plugins(db, with_test_guest("hostile"), adjust).await?;
+    Some(Host { server })
 }
 
 impl Host {
-    /// Submits `prompt` and follows the stream to its end (at most [`WAIT`]); the events and
-    /// the command as `GET /commands/{id}` then shows it.
+    /// Submits and follows the command to its end, at most [`WAIT`].
     async fn run(&self, project: &str, provider: &str, prompt: &str) -> (Vec<SseEvent>, Value) {
-        let submitted = self.submit(project, provider, prompt).await;
-        tokio::time::timeout(WAIT, self.follow(&submitted))
-            .await
-            .unwrap_or_else(|_| panic!("{prompt:?} did not end within {WAIT:?}"))
+        self.run_within(project, provider, prompt, WAIT).await
     }
 
     /// The raw body of a list of `project`'s commands.

@@ -130,12 +130,10 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
-    let cli = match claude::install() {
-        Ok(cli) => cli,
-        Err(reason) => return harness::skip_or_fail(&reason),
-    };
     // The double hands exec'd processes this process's PATH.
-    harness::put_on_path(&cli);
+    if harness::on_path(claude::install()).is_none() {
+        return;
+    }
     let anthropic = FakeAnthropic::start().expect("fake Messages API");
     anthropic.push(Reply::text("Hello from the pod"));
     let api = FakeKubeApi::start().expect("API double");

@@ -26,27 +26,18 @@ struct Host {
 }
 
 async fn host(db: Db) -> Option<Host> {
-    let bin = match opencode::install() {
-        Ok(bin) => bin,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return None;
-        }
-    };
-    harness::put_on_path(&bin);
+    harness::on_path(opencode::install())?;
     let fake = FakeOpenAi::start().expect("fake API");
     let allow = sandbox::allow_rule(&fake.base_url());
     let adjust = move |config: &mut rdev::server::ServeConfig| {
         config.confinement.allow_hosts.push(allow);
     };
-    let server = match db {
-        Db::Sqlite => TestServer::sqlite_with(adjust).await,
-        Db::Postgres => TestServer::postgres_with(adjust).await?,
-    };
+    let server = TestServer::on(db, adjust).await?;
     // No credential is set: the host mints the server's password.
     let host = Host { server, fake };
     let (status, body) = host
-        .call(Method::POST, "/projects", Some(json!({"id": PROJECT})))
+        .server
+        .admin_call(Method::POST, "/projects", Some(json!({"id": PROJECT})))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     opencode::write_config(&host.workspace(), &host.fake.base_url()).expect("opencode.json");
@@ -54,12 +45,6 @@ async fn host(db: Db) -> Option<Host> {
 }
 
 impl Host {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.server
-            .call(method, path, Some(&self.server.admin), body)
-            .await
-    }
-
     fn workspace(&self) -> std::path::PathBuf {
         self.server.workspace(PROJECT)
     }
@@ -86,7 +71,8 @@ impl Host {
     async fn decide(&self, approval: &Value, body: Value) {
         let id = approval["id"].as_str().expect("approval id");
         let (status, decided) = self
-            .call(Method::POST, &format!("/approvals/{id}"), Some(body))
+            .server
+            .admin_call(Method::POST, &format!("/approvals/{id}"), Some(body))
             .await;
         assert_eq!(status, StatusCode::OK, "{decided}");
     }
@@ -156,7 +142,8 @@ async fn a_request_nobody_decides_expires_as_a_denial() {
         return;
     };
     let (status, body) = host
-        .call(
+        .server
+        .admin_call(
             Method::PUT,
             "/projects/p/policy",
             Some(json!({"mode": "ask", "timeout_secs": 1})),
@@ -181,7 +168,8 @@ async fn a_rule_allows_without_asking() {
     };
     let rule = json!({"rules": [{"tool": "bash", "pattern": "touch ruled-*", "action": "allow"}]});
     let (status, body) = host
-        .call(Method::PUT, "/projects/p/policy", Some(rule))
+        .server
+        .admin_call(Method::PUT, "/projects/p/policy", Some(rule))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     host.script_bash_touch("ruled-marker");
@@ -217,7 +205,8 @@ async fn follow_up_input_continues_the_same_session() {
     let mut run = host.start("tell a story").await;
     run.next("message", WAIT).await;
     let (status, body) = host
-        .call(
+        .server
+        .admin_call(
             Method::POST,
             &format!("/commands/{}/input", run.id),
             Some(json!({"text": "and end it with a dragon"})),

@@ -17,14 +17,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdev::adapters::local::LocalExecutor;
 use rdev::domain::interaction::{Decision, PermissionRequest};
-use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId, ResultStatus};
+use rdev::domain::{AgentEvent, AgentRequest, AgentResult, ResultStatus};
 use rdev::ports::interaction::InputReceiver;
-use rdev::ports::{
-    CodeAgent, Execution, Interaction, InteractionContext, InteractionError, SecretError,
-    SecretResolver, SecretValue,
-};
+use rdev::ports::{Interaction, InteractionContext, InteractionError, SecretResolver};
 use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
 use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::harness::runtime::{self, Collected, MapSecrets};
 use rdev_tests::harness::{self, opencode, plugins, server::TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -35,15 +33,6 @@ const PROJECT: &str = "backend-e2e";
 const KEY: &str = "sk-test-4f1c2a90-never-in-events";
 /// The key of the second backend, as `OPENROUTER_API_KEY`.
 const OTHER_KEY: &str = "sk-or-test-77d3e5b1-never-in-events";
-
-struct MapSecrets(HashMap<String, String>);
-
-#[async_trait]
-impl SecretResolver for MapSecrets {
-    async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
-        Ok(self.0.get(name).map(SecretValue::new))
-    }
-}
 
 /// Allows every tool call (approvals are tested elsewhere).
 struct Allow;
@@ -72,14 +61,7 @@ struct Setup {
 /// A runtime with the installed opencode plugin over workspaces in a temporary root, the two
 /// keys in its credential store.
 async fn setup() -> Option<Setup> {
-    let bin = match opencode::install() {
-        Ok(bin) => bin,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return None;
-        }
-    };
-    harness::put_on_path(&bin);
+    harness::on_path(opencode::install())?;
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join(PROJECT)).unwrap();
     let credentials = HashMap::from([
@@ -114,28 +96,18 @@ impl Setup {
 
     /// Runs `request` in the project; the events and the result, neither carrying a key.
     async fn run(&self, request: AgentRequest) -> (Vec<AgentEvent>, AgentResult) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let collector = tokio::spawn(async move {
-            let mut events = Vec::new();
-            while let Some(event) = rx.recv().await {
-                events.push(event);
-            }
-            events
-        });
-        let result = tokio::time::timeout(
-            Duration::from_secs(240),
-            self.agent.execute(Execution {
-                command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
-                project_id: ProjectId::parse(PROJECT).unwrap(),
-                request,
-                events: tx,
-                cancel: CancellationToken::new(),
-            }),
+        let wait = Duration::from_secs(240);
+        let cancel = CancellationToken::new();
+        let Collected { events, result } = runtime::execute(
+            self.agent.as_ref(),
+            PROJECT,
+            request,
+            cancel,
+            wait,
+            |_, _| {},
         )
-        .await
-        .expect("the execution hung")
-        .expect("the execution ran");
-        let events = collector.await.unwrap();
+        .await;
+        let result = result.expect("the execution ran");
         let seen = format!("{} {result:?}", serde_json::to_string(&events).unwrap());
         for key in [KEY, OTHER_KEY] {
             assert!(

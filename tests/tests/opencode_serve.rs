@@ -62,13 +62,7 @@ impl Server {
 }
 
 async fn start() -> Option<Server> {
-    let bin = match opencode::install() {
-        Ok(bin) => bin,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return None;
-        }
-    };
+    let bin = harness::installed(opencode::install())?;
     let fake = FakeOpenAi::start().unwrap();
     let home = tempfile::tempdir().unwrap();
     let workspace = tempfile::tempdir().unwrap();

@@ -74,14 +74,9 @@ async fn gone(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_project_warm_servers_through_a_confined_rdev_serve() {
-    let bin = match opencode::install() {
-        Ok(bin) => bin,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return;
-        }
-    };
-    harness::put_on_path(&bin);
+    if harness::on_path(opencode::install()).is_none() {
+        return;
+    }
     let fake = FakeOpenAi::start().expect("fake API");
     fake.set_fallback(Reply::slow_text(
         &["each ", "its ", "own"],

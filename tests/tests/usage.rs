@@ -23,7 +23,6 @@ const WAIT: Duration = Duration::from_secs(90);
 /// A server with `hostile` and `shell`, loopback webhooks allowed.
 struct Host {
     server: TestServer,
-    _plugins: tempfile::TempDir,
 }
 
 impl std::ops::Deref for Host {
@@ -35,21 +34,12 @@ impl std::ops::Deref for Host {
 }
 
 async fn host(db: Db) -> Option<Host> {
-    let plugins = with_test_guest("hostile");
-    let dir = plugins.path().to_owned();
     let adjust = move |config: &mut ServeConfig| {
-        config.plugins_dir = Some(dir);
         config.webhooks.allow_private = true;
         config.webhooks.poll_interval = Duration::from_millis(50);
     };
-    let server = match db {
-        Db::Sqlite => TestServer::sqlite_with(adjust).await,
-        Db::Postgres => TestServer::postgres_with(adjust).await?,
-    };
-    Some(Host {
-        server,
-        _plugins: plugins,
-    })
+    let server = TestServer::with_plugins(db, with_test_guest("hostile"), adjust).await?;
+    Some(Host { server })
 }
 
 fn code(body: &Value) -> &str {
@@ -57,40 +47,33 @@ fn code(body: &Value) -> &str {
 }
 
 impl Host {
-    /// Submits and follows the command to its end; its events and its view then.
+    /// Submits and follows the command to its end, at most [`WAIT`].
     async fn run(&self, project: &str, provider: &str, prompt: &str) -> (Vec<SseEvent>, Value) {
-        let submitted = self.submit(project, provider, prompt).await;
-        tokio::time::timeout(WAIT, self.follow(&submitted))
-            .await
-            .unwrap_or_else(|_| panic!("{prompt:?} did not end within {WAIT:?}"))
-    }
-
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call(method, path, Some(&self.admin), body).await
+        self.run_within(project, provider, prompt, WAIT).await
     }
 
     async fn usage(&self, project: &str, query: &str) -> (StatusCode, Value) {
         let path = format!("/projects/{project}/usage{query}");
-        self.admin(Method::GET, &path, None).await
+        self.admin_call(Method::GET, &path, None).await
     }
 
     async fn set_budget(&self, project: &str, limit: Value) -> (StatusCode, Value) {
         let path = format!("/projects/{project}/budget");
         let body = json!({ "monthly_limit_usd": limit });
-        self.admin(Method::PUT, &path, Some(body)).await
+        self.admin_call(Method::PUT, &path, Some(body)).await
     }
 
     /// A member token for `projects`.
     async fn member(&self, projects: &[&str]) -> String {
         let body = json!({"name": "member", "role": "member", "projects": projects});
-        let (status, body) = self.admin(Method::POST, "/tokens", Some(body)).await;
+        let (status, body) = self.admin_call(Method::POST, "/tokens", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["token"].as_str().expect("token").to_owned()
     }
 
     async fn audit_actions(&self, project: &str) -> Vec<String> {
         let path = format!("/audit?project_id={project}&limit=1000");
-        let (status, body) = self.admin(Method::GET, &path, None).await;
+        let (status, body) = self.admin_call(Method::GET, &path, None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let entries = body["entries"].as_array().cloned().unwrap_or_default();
         entries
@@ -191,7 +174,7 @@ async fn usage_sums_equal_the_costs_the_providers_reported(db: Db) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // The document lists the route.
-    let (_, doc) = host.admin(Method::GET, "/openapi.json", None).await;
+    let (_, doc) = host.admin_call(Method::GET, "/openapi.json", None).await;
     assert!(doc["paths"]["/projects/{id}/usage"]["get"].is_object());
     assert!(doc["paths"]["/projects/{id}/budget"]["put"].is_object());
 }
@@ -235,7 +218,7 @@ async fn a_project_over_its_budget_is_refused_and_nothing_is_queued(db: Db) {
     let body: Value = response.json().await.expect("problem");
     assert_eq!(code(&body), "budget_exceeded", "{body}");
     let (_, list) = host
-        .admin(Method::GET, "/projects/capped/commands", None)
+        .admin_call(Method::GET, "/projects/capped/commands", None)
         .await;
     assert_eq!(list["commands"].as_array().map(Vec::len), Some(1), "{list}");
     // Removing the budget lets commands in again.
@@ -260,7 +243,7 @@ async fn a_running_command_crossing_the_budget_is_cancelled_and_announced_once(d
     host.run("spender", "shell", "echo hello").await;
     let receiver = WebhookReceiver::start().expect("receiver");
     let (status, hook) = host
-        .admin(
+        .admin_call(
             Method::POST,
             "/projects/spender/webhooks",
             Some(json!({"url": receiver.url("/hook"), "event_types": ["budget.exceeded"]})),
@@ -281,7 +264,7 @@ async fn a_running_command_crossing_the_budget_is_cancelled_and_announced_once(d
     assert!(close(spent, streamed), "{spent} vs {streamed}: {usage}");
     // Over budget now: refused, and the month's announcement is not repeated.
     let (status, body) = host
-        .admin(
+        .admin_call(
             Method::POST,
             "/projects/spender/shell",
             Some(json!({"prompt": "echo no"})),
@@ -298,7 +281,7 @@ async fn a_running_command_crossing_the_budget_is_cancelled_and_announced_once(d
         "/projects/spender/webhooks/{}/deliveries",
         hook["id"].as_str().unwrap()
     );
-    let (_, deliveries) = host.admin(Method::GET, &path, None).await;
+    let (_, deliveries) = host.admin_call(Method::GET, &path, None).await;
     let count = deliveries["deliveries"].as_array().map(Vec::len);
     assert_eq!(count, Some(1), "{deliveries}");
     let actions = host.audit_actions("spender").await;

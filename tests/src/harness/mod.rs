@@ -32,6 +32,19 @@ pub fn skip_or_fail(reason: &str) {
 }
 pub mod opencode;
 
+/// The path an install step produced, or `None` after [`skip_or_fail`] when it could not
+/// install; the caller then returns from the test.
+pub fn installed(install: Result<std::path::PathBuf, String>) -> Option<std::path::PathBuf> {
+    install.inspect_err(|reason| skip_or_fail(reason)).ok()
+}
+
+/// [`installed`], with the program's directory put first on PATH ([`put_on_path`]).
+pub fn on_path(install: Result<std::path::PathBuf, String>) -> Option<std::path::PathBuf> {
+    let bin = installed(install)?;
+    put_on_path(&bin);
+    Some(bin)
+}
+
 /// A reqwest client for talking to local test servers. The workspace builds reqwest without
 /// a rustls crypto provider (see DESIGN §10), so the ring provider is installed first.
 pub fn http_client() -> reqwest::Client {

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdev::adapters::local::LocalExecutor;
-use rdev::domain::{AgentEvent, AgentRequest, CommandId, ProjectId};
-use rdev::ports::{Execution, Interaction, SecretError, SecretResolver, SecretValue};
+use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId};
+use rdev::ports::{
+    AgentError, CodeAgent, Execution, Interaction, SecretError, SecretResolver, SecretValue,
+};
 use rdev::runtime::{Runtime, RuntimeConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +87,47 @@ pub fn run(prompt: &str, timeout: Duration, capacity: usize) -> Run {
         events: rx,
         cancel,
     }
+}
+
+/// What one execution produced: every event in order and the provider's answer.
+pub struct Collected {
+    pub events: Vec<AgentEvent>,
+    pub result: Result<AgentResult, AgentError>,
+}
+
+/// Runs `request` in `project` on `agent`, collecting its events; `on_event` sees each one
+/// as it arrives and may cancel the token. Fails the test when the execution takes longer
+/// than `wait` (a hang).
+pub async fn execute(
+    agent: &dyn CodeAgent,
+    project: &str,
+    request: AgentRequest,
+    cancel: CancellationToken,
+    wait: Duration,
+    on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
+) -> Collected {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let token = cancel.clone();
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            on_event(&event, &token);
+            events.push(event);
+        }
+        events
+    });
+    let execution = Execution {
+        command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
+        project_id: ProjectId::parse(project).expect("valid project id"),
+        request,
+        events: tx,
+        cancel,
+    };
+    let result = tokio::time::timeout(wait, agent.execute(execution))
+        .await
+        .unwrap_or_else(|_| panic!("the execution did not end within {wait:?}"));
+    let events = collector.await.expect("the event collector");
+    Collected { events, result }
 }
 
 /// Installs `<from>/<plugin>.wasm` as `<to>/<name>.wasm` with its manifest renamed (and

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use rdev::server::{ServeConfig, Server};
 
+use super::Database;
 use super::postgres::TestDatabase;
 
 /// A running server and what a test needs to talk to it.
@@ -18,6 +19,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     data: tempfile::TempDir,
     _database: Option<TestDatabase>,
+    /// A plugins directory made for this server, removed with it.
+    plugins: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -43,6 +46,31 @@ impl TestServer {
         Self::start(None, adjust).await
     }
 
+    /// On `database` with the configuration adjusted by `adjust`, for tests that run once
+    /// per database; `None` (after `skip_or_fail`) without a PostgreSQL server.
+    pub async fn on(database: Database, adjust: impl FnOnce(&mut ServeConfig)) -> Option<Self> {
+        match database {
+            Database::Sqlite => Some(Self::sqlite_with(adjust).await),
+            Database::Postgres => Self::postgres_with(adjust).await,
+        }
+    }
+
+    /// [`on`](Self::on) with `plugins` as the plugins directory, kept as long as the server.
+    pub async fn with_plugins(
+        database: Database,
+        plugins: tempfile::TempDir,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> Option<Self> {
+        let dir = plugins.path().to_owned();
+        let mut server = Self::on(database, move |config| {
+            config.plugins_dir = Some(dir);
+            adjust(config);
+        })
+        .await?;
+        server.plugins = Some(plugins);
+        Some(server)
+    }
+
     async fn start(database: Option<TestDatabase>, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
         show_server_log();
         let data = tempfile::tempdir().expect("temporary data dir");
@@ -55,7 +83,17 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        Self::boot(self.data, self._database, adjust, Some(self.admin)).await
+        let plugins = self.plugins.take();
+        let dir = plugins.as_ref().map(|p| p.path().to_owned());
+        let adjust = move |config: &mut ServeConfig| {
+            if dir.is_some() {
+                config.plugins_dir = dir;
+            }
+            adjust(config);
+        };
+        let mut restarted = Self::boot(self.data, self._database, adjust, Some(self.admin)).await;
+        restarted.plugins = plugins;
+        restarted
     }
 
     /// The data directory (database, `master.key`, workspaces).
@@ -111,6 +149,7 @@ impl TestServer {
             http,
             data,
             _database: database,
+            plugins: None,
         }
     }
 
@@ -157,6 +196,26 @@ impl TestServer {
             request = request.json(&body);
         }
         json_of(request.send().await.expect("request sent")).await
+    }
+
+    /// [`call`](Self::call) with the admin token.
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call(method, path, Some(&self.admin), body).await
+    }
+
+    /// Stores credential `name` as the admin, expecting success.
+    pub async fn put_credential(&self, name: &str, value: &str) {
+        let path = format!("/credentials/{name}");
+        let body = serde_json::json!({ "value": value });
+        let (status, answer) = self
+            .admin_call(reqwest::Method::PUT, &path, Some(body))
+            .await;
+        assert!(status.is_success(), "PUT {path}: {status} {answer}");
     }
 
     /// The command `id` as `GET /commands/{id}` reports it to the admin, expecting 200.
@@ -252,6 +311,21 @@ impl TestServer {
         let events = SseReader::new(response).collect().await;
         let id = submitted["command_id"].as_str().expect("command_id");
         (events, self.command(id).await)
+    }
+
+    /// Submits `prompt` and follows the stream to its end, at most `wait`; the events and the
+    /// command as `GET /commands/{id}` then shows it.
+    pub async fn run_within(
+        &self,
+        project: &str,
+        provider: &str,
+        prompt: &str,
+        wait: Duration,
+    ) -> (Vec<SseEvent>, serde_json::Value) {
+        let submitted = self.submit(project, provider, prompt).await;
+        tokio::time::timeout(wait, self.follow(&submitted))
+            .await
+            .unwrap_or_else(|_| panic!("{prompt:?} did not end within {wait:?}"))
     }
 
     /// Stops the server and waits for it.
