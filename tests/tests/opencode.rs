@@ -15,28 +15,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdev::adapters::local::LocalExecutor;
 use rdev::domain::interaction::{Decision, PermissionRequest};
-use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId, ResultStatus};
+use rdev::domain::{AgentEvent, AgentRequest, AgentResult, ProjectId, ResultStatus};
 use rdev::ports::interaction::InputReceiver;
-use rdev::ports::{
-    AgentError, CodeAgent, Execution, Interaction, InteractionContext, InteractionError,
-    SecretError, SecretResolver, SecretValue,
-};
+use rdev::ports::{AgentError, Interaction, InteractionContext, InteractionError, SecretResolver};
 use rdev::runtime::service::ServiceInfo;
 use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
 use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::harness::runtime::{self, Collected, MapSecrets};
 use rdev_tests::harness::{self, opencode, plugins};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-/// The credential store's port over a map.
-struct MapSecrets(HashMap<String, String>);
-
-#[async_trait]
-impl SecretResolver for MapSecrets {
-    async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError> {
-        Ok(self.0.get(name).map(SecretValue::new))
-    }
-}
 
 /// The interaction port of these tests: allows every tool call and keeps what it was asked
 /// (the approvals themselves are tested through `rdev serve` in opencode_approvals.rs).
@@ -109,14 +97,7 @@ async fn setup() -> Option<Setup> {
 /// [`setup`] with the manifest changed by `edit`, and with `port`, an operator-run server
 /// on that port whose password is in the credential store.
 async fn setup_with(port: Option<u16>, edit: impl FnOnce(String) -> String) -> Option<Setup> {
-    let bin = match opencode::install() {
-        Ok(bin) => bin,
-        Err(reason) => {
-            harness::skip_or_fail(&reason);
-            return None;
-        }
-    };
-    harness::put_on_path(&bin);
+    harness::on_path(opencode::install())?;
     let fake = FakeOpenAi::start().unwrap();
     let root = tempfile::tempdir().unwrap();
     for project in [PROJECT, OTHER] {
@@ -220,29 +201,15 @@ async fn execute_in(
     cancel: CancellationToken,
     on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
 ) -> Outcome {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let token = cancel.clone();
-    let collector = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(event) = rx.recv().await {
-            on_event(&event, &token);
-            events.push(event);
-        }
-        events
-    });
-    let result = tokio::time::timeout(
+    let Collected { events, result } = runtime::execute(
+        s.agent.as_ref(),
+        project,
+        request,
+        cancel,
         Duration::from_secs(240),
-        s.agent.execute(Execution {
-            command_id: CommandId::from_uuid(uuid::Uuid::now_v7()),
-            project_id: ProjectId::parse(project).unwrap(),
-            request,
-            events: tx,
-            cancel,
-        }),
+        on_event,
     )
-    .await
-    .expect("the execution hung");
-    let events = collector.await.unwrap();
+    .await;
     let serialized = serde_json::to_string(&events).unwrap();
     let minted = s
         .service(project)
@@ -860,39 +827,5 @@ async fn two_projects_at_once_each_have_their_own_server_in_their_own_workspace(
     assert!(
         alive(two.pid.unwrap()),
         "the other project's server was stopped too"
-    );
-}
-
-/// The benchmark of issue #19: time to the first text delta and to the result of a plain
-/// prompt, first command of a project (cold: the host starts `opencode serve`) versus the
-/// next ones (warm), through the runtime. Prints the medians and the warm/cold ratio; it
-/// asserts only that every turn completed.
-#[tokio::test(flavor = "multi_thread")]
-async fn benchmark_cold_versus_warm_server() {
-    const ROUNDS: usize = 3;
-    let mut cold = Vec::new();
-    let mut warm = Vec::new();
-    for _ in 0..ROUNDS {
-        let Some(s) = setup().await else { return };
-        s.fake.set_fallback(Reply::slow_text(
-            &["bench ", "reply ", "in ", "four ", "pieces"],
-            Duration::from_millis(20),
-        ));
-        cold.push(timed(&s, PROJECT, "bench").await.1);
-        for _ in 0..ROUNDS {
-            warm.push(timed(&s, PROJECT, "bench").await.1);
-        }
-        s.runtime.services().stop_all().await;
-    }
-    let median_of = |t: &[Timing], f: fn(&Timing) -> Duration| median(t.iter().map(f).collect());
-    let (c_first, c_total) = (median_of(&cold, |t| t.first), median_of(&cold, |t| t.total));
-    let (w_first, w_total) = (median_of(&warm, |t| t.first), median_of(&warm, |t| t.total));
-    println!(
-        "opencode cold vs warm (median; {} cold, {} warm): first text cold {c_first:?} / warm \
-         {w_first:?} (warm/cold {:.3}); total cold {c_total:?} / warm {w_total:?} (warm/cold {:.3})",
-        cold.len(),
-        warm.len(),
-        w_first.as_secs_f64() / c_first.as_secs_f64(),
-        w_total.as_secs_f64() / c_total.as_secs_f64(),
     );
 }
