@@ -80,6 +80,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .merge(super::health::routes())
         .merge(super::projects::routes())
         .merge(super::commands::routes())
+        .merge(super::changes::routes())
         .merge(super::events::routes())
         .merge(super::providers::routes())
         .merge(super::plugin_install::routes())

@@ -3,6 +3,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod changes;
 pub mod command;
 pub mod credential;
 pub mod event;
@@ -26,6 +27,7 @@ pub use audit::{
     AnchorFailure, AuditCheckpoint, AuditEntry, BrokenLink, ChainVerifier, CheckpointError,
     NewAuditEntry,
 };
+pub use changes::{ChangeKind, ChangeLimits, ChangeSet, DiffParseError, FileChange};
 pub use command::{CommandStatus, TransitionError};
 pub use credential::{CredentialName, MasterKey, SealError, SealOwner};
 pub use event::{AgentEvent, HostEvent, OutputStream, StreamEvent, Usage};

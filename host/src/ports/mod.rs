@@ -46,3 +46,5 @@ pub mod artifacts;
 pub use artifacts::{ArtifactError, ArtifactRegistry, PluginArtifact, Pulled, RegistryCredentials};
 pub mod usage;
 pub use usage::UsageStore;
+pub mod changes;
+pub use changes::{ChangesOutcome, ChangesStore, StoredChanges};

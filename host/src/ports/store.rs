@@ -381,6 +381,8 @@ pub struct Stores {
     pub sessions: Arc<dyn super::sessions::SessionStore>,
     /// Usage totals and budgets (migration 0120).
     pub usage: Arc<dyn super::usage::UsageStore>,
+    /// Each command's workspace changes (migration 0150).
+    pub changes: Arc<dyn super::changes::ChangesStore>,
 }
 
 impl std::fmt::Debug for Stores {

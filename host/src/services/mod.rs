@@ -13,10 +13,12 @@
 //! - [`master_key`]: rotating the master key without losing a secret to a crash.
 //! - [`audit_checkpoints`]: exporting signed audit chain heads off the box.
 //! - [`budgets`]: refusing and stopping commands once a project's monthly budget is spent.
+//! - [`changes`]: recording what each command changed in its project's workspace.
 
 pub mod approvals;
 pub mod audit_checkpoints;
 pub mod budgets;
+pub mod changes;
 pub mod master_key;
 pub mod plugins;
 pub mod project_setup;

@@ -16,6 +16,7 @@ use crate::ports::{FinishObserver, Interaction, ProviderLookup, SecretResolver, 
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::services::approvals::ApprovalBroker;
+use crate::services::changes::ChangeTracker;
 use crate::worker::{DrainReport, Worker, WorkerConfig};
 
 /// The parts a command-running process is made of.
@@ -76,7 +77,8 @@ pub async fn start_registry(
     Ok(registry)
 }
 
-/// Starts the worker that claims and runs queued commands until `shutdown`, then drains.
+/// Starts the worker that claims and runs queued commands until `shutdown`, then drains,
+/// recording each command's workspace changes through the registry's executor.
 pub fn spawn_worker(
     stores: &Stores,
     registry: &Registry,
@@ -85,7 +87,11 @@ pub fn spawn_worker(
     shutdown: CancellationToken,
 ) -> JoinHandle<DrainReport> {
     let providers: Arc<dyn ProviderLookup> = Arc::new(registry.clone());
-    let mut worker = Worker::new(stores, providers, config);
+    let tracker = ChangeTracker::new(
+        registry.services().executor().clone(),
+        stores.changes.clone(),
+    );
+    let mut worker = Worker::new(stores, providers, config).with_changes(Arc::new(tracker));
     if let Some(observer) = observer {
         worker = worker.with_observer(observer);
     }

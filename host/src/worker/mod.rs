@@ -4,6 +4,7 @@
 //! drain: stop claiming, let running commands finish up to a deadline, then cancel them.
 
 mod budget;
+mod changes;
 mod heartbeat;
 mod run;
 
@@ -19,6 +20,7 @@ use crate::ports::{
     AuditLog, CommandQueue, CredentialStore, EventLog, FinishObserver, ProviderLookup, Stores,
     UsageStore,
 };
+use crate::services::changes::ChangeTracker;
 
 /// Capacity of each execution's event sink: a provider that emits faster than the event
 /// log stores is slowed down rather than buffered without limit.
@@ -69,6 +71,8 @@ pub(crate) struct Context {
     /// Outcome writes of commands whose provider has returned; a drain waits for them.
     pub outcomes: TaskTracker,
     pub observer: Option<Arc<dyn FinishObserver>>,
+    /// Records what each command changed in its workspace; `None` records nothing.
+    pub changes: Option<Arc<ChangeTracker>>,
 }
 
 /// A queue consumer; see the module documentation.
@@ -98,6 +102,7 @@ impl Worker {
                 config: Arc::new(config),
                 outcomes: TaskTracker::new(),
                 observer: None,
+                changes: None,
             },
         }
     }
@@ -105,6 +110,12 @@ impl Worker {
     /// Reports every finished command to `observer` (e.g. the run-duration histogram).
     pub fn with_observer(mut self, observer: Arc<dyn FinishObserver>) -> Self {
         self.context.observer = Some(observer);
+        self
+    }
+
+    /// Records each command's workspace changes with `tracker` (`GET /commands/{id}/changes`).
+    pub fn with_changes(mut self, tracker: Arc<ChangeTracker>) -> Self {
+        self.context.changes = Some(tracker);
         self
     }
 

@@ -7,6 +7,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{self, BudgetWatch};
+use super::changes;
 use super::heartbeat::Heartbeats;
 use super::{Context, EVENT_SINK_CAPACITY};
 use crate::domain::request_digest;
@@ -17,6 +18,7 @@ use crate::domain::{
 };
 use crate::ports::{AgentError, CodeAgent, Execution, StoreError};
 use crate::services::approvals::input::{undelivered, undelivered_warning};
+use crate::services::changes::Snapshot;
 
 /// Why the worker stopped an execution itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,7 +234,13 @@ enum Stopped {
 /// Readies a command to run: the redactor its output needs and the started mark that fences
 /// it to this worker. A database that is briefly away (a restart) is waited for: nothing has
 /// run yet.
-async fn start(ctx: &Context, lease: &Lease, agent: &dyn CodeAgent) -> Result<Redactor, Stopped> {
+/// Then the workspace is snapshotted, to record the command's changes after its run.
+async fn start(
+    ctx: &Context,
+    command: &CommandRecord,
+    lease: &Lease,
+    agent: &dyn CodeAgent,
+) -> Result<(Redactor, Option<Result<Snapshot, String>>), Stopped> {
     // Fail closed: output that cannot be redacted is not streamed at all.
     let redactor = retry_transient(ctx, &lease.command_id, || ctx.credentials.redactor());
     let redactor = redactor.await.map_err(|e| {
@@ -247,7 +255,7 @@ async fn start(ctx: &Context, lease: &Lease, agent: &dyn CodeAgent) -> Result<Re
     })
     .await
     {
-        Ok(()) => Ok(redactor),
+        Ok(()) => Ok((redactor, changes::before(ctx, command).await)),
         Err(StoreError::LeaseLost { .. }) => Err(Stopped::LeaseLost),
         Err(error) => Err(Stopped::Before(error.to_string())),
     }
@@ -260,7 +268,7 @@ async fn execute(
     agent: Arc<dyn CodeAgent>,
     hard_stop: CancellationToken,
 ) -> Result<Outcome, Stopped> {
-    let redactor = start(ctx, lease, agent.as_ref()).await?;
+    let (redactor, before) = start(ctx, command, lease, agent.as_ref()).await?;
     let (sink, events) = mpsc::channel(EVENT_SINK_CAPACITY);
     let (over_limit, mut limit_reached) = watch::channel::<StopRequest>(None);
     let execution_over = CancellationToken::new();
@@ -282,10 +290,9 @@ async fn execute(
         cancel: cancel.clone(),
     };
     let grace = ctx.config.timeout_grace;
-    let timeout = command.request.timeout;
     // A boxed future (async_trait), so dropping it below really drops the execution.
     let mut running = agent.execute(execution);
-    let deadline = tokio::time::sleep(timeout + grace);
+    let deadline = tokio::time::sleep(command.request.timeout + grace);
     tokio::pin!(deadline);
     let mut cancels = ctx.queue.cancel_signal();
     let mut cancels_open = true;
@@ -327,6 +334,7 @@ async fn execute(
         tracing::error!(%error, "event forwarder panicked");
         CommandUsage::default()
     });
+    changes::record(ctx, command, before).await;
     let requested = limit_reached.borrow().clone();
     let bounded = bounded_outcome(ctx, command, result, stopper.stop, &redactor, requested);
     let mut outcome = bounded.await?;

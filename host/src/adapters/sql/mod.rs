@@ -18,6 +18,7 @@ use crate::ports::{StoreError, Stores};
 
 pub(crate) mod approvals;
 pub(crate) mod audit;
+mod changes;
 pub(crate) mod columns;
 pub(crate) mod commands;
 mod credentials;
@@ -107,6 +108,7 @@ impl<D: Db> SqlStore<D> {
             network: Arc::new(self.clone()),
             sessions: Arc::new(self.clone()),
             usage: Arc::new(self.clone()),
+            changes: Arc::new(self.clone()),
         }
     }
 

@@ -203,6 +203,12 @@ impl Services {
         }
     }
 
+    /// The executor the services (and every plugin process) run on, for the host's own
+    /// work in workspaces: the worker's change snapshots.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.executor
+    }
+
     /// The plugin's service of `project` with the execution's extra `env` (checked by
     /// [`ServiceSpec::check_guest_env`]), started (and waited for) when none runs. `None`
     /// takes the running service whatever it was started with (or starts one with none).

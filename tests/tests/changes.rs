@@ -1,0 +1,240 @@
+//! #16 part 3: `GET /commands/{id}/changes` through a real `rdev serve` (SQLite and
+//! PostgreSQL) with the real `shell` provider and the local executor: a command that adds,
+//! edits and deletes files shows exactly those changes with their diffs, whether the
+//! workspace is a plain directory or a git checkout (whose own index stays untouched); later
+//! edits leave a recorded diff alone; no changes, a binary file and a file whose diff is
+//! over the per-file limit; a broken snapshot repository gives a reason instead of changes;
+//! member scoping, 404s and the OpenAPI document.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use rdev_tests::harness::Database as Db;
+use rdev_tests::harness::server::TestServer;
+use rdev_tests::on_both_databases;
+
+/// Generous: each command runs a real plugin and git twice, and the machine may be loaded.
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn server(db: Db) -> Option<TestServer> {
+    match db {
+        Db::Sqlite => Some(TestServer::sqlite().await),
+        Db::Postgres => TestServer::postgres().await,
+    }
+}
+
+/// Runs `script` with the shell provider to its end, expecting it to complete; its id.
+async fn run(server: &TestServer, project: &str, script: &str) -> String {
+    let submitted = server.submit(project, "shell", script).await;
+    let id = submitted["command_id"]
+        .as_str()
+        .expect("command_id")
+        .to_owned();
+    let command = server.finished_within(&id, WAIT).await;
+    assert_eq!(command["status"], "completed", "{script}: {command}");
+    id
+}
+
+async fn changes(server: &TestServer, id: &str) -> Value {
+    let path = format!("/commands/{id}/changes");
+    let (status, body) = server
+        .call(Method::GET, &path, Some(&server.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["command_id"], id, "{body}");
+    body
+}
+
+/// `(path, change, additions, deletions, patch)` of every file, for exact comparisons.
+fn summary(changes: &Value) -> Vec<(String, String, Value, Value, Value)> {
+    let files = changes["files"].as_array().expect("files");
+    files
+        .iter()
+        .map(|f| {
+            let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+            let (adds, dels) = (f["additions"].clone(), f["deletions"].clone());
+            (text("path"), text("change"), adds, dels, f["patch"].clone())
+        })
+        .collect()
+}
+
+fn entry(
+    path: &str,
+    change: &str,
+    adds: u64,
+    dels: u64,
+    patch: &str,
+) -> (String, String, Value, Value, Value) {
+    (
+        path.into(),
+        change.into(),
+        json!(adds),
+        json!(dels),
+        json!(patch),
+    )
+}
+
+on_both_databases!(
+    a_command_shows_exactly_the_files_it_added_edited_and_deleted,
+    a_git_checkout_shows_the_changes_and_keeps_its_own_index,
+    no_changes_a_binary_file_and_a_huge_diff,
+);
+
+async fn a_command_shows_exactly_the_files_it_added_edited_and_deleted(db: Db) {
+    let Some(server) = server(db).await else {
+        return;
+    };
+    // The workspace is a plain directory, not a git checkout.
+    let setup = "printf 'one\\ntwo\\nthree\\n' > keep.txt; echo bye > gone.txt; \
+                 mkdir -p sub; echo same > sub/same.txt";
+    let first = run(&server, "plain", setup).await;
+    let created = changes(&server, &first).await;
+    assert_eq!(created["available"], true, "{created}");
+    assert_eq!(
+        summary(&created),
+        [
+            entry("gone.txt", "added", 1, 0, "@@ -0,0 +1 @@\n+bye\n"),
+            entry(
+                "keep.txt",
+                "added",
+                3,
+                0,
+                "@@ -0,0 +1,3 @@\n+one\n+two\n+three\n"
+            ),
+            entry("sub/same.txt", "added", 1, 0, "@@ -0,0 +1 @@\n+same\n"),
+        ],
+        "{created}"
+    );
+    let edit = "sed -i 's/two/TWO/' keep.txt && rm gone.txt && echo fresh > 'sub/new file.txt'";
+    let second = run(&server, "plain", edit).await;
+    let edited = changes(&server, &second).await;
+    let expected = [
+        entry("gone.txt", "deleted", 0, 1, "@@ -1 +0,0 @@\n-bye\n"),
+        entry(
+            "keep.txt",
+            "modified",
+            1,
+            1,
+            "@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n",
+        ),
+        entry("sub/new file.txt", "added", 1, 0, "@@ -0,0 +1 @@\n+fresh\n"),
+    ];
+    assert_eq!(summary(&edited), expected, "{edited}");
+    assert_eq!(edited["truncated"], false, "{edited}");
+    assert_eq!(edited["project_id"], "plain", "{edited}");
+    // The diff was stored: later edits of the workspace leave it as it was.
+    run(&server, "plain", "rm -f keep.txt sub/*").await;
+    assert_eq!(summary(&changes(&server, &second).await), expected);
+
+    // Member scoping, unknown ids, and the document.
+    let body = json!({"name": "m", "role": "member", "projects": ["elsewhere"]});
+    let (status, member) = server
+        .call(Method::POST, "/tokens", Some(&server.admin), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{member}");
+    let member = member["token"].as_str().expect("token");
+    let path = format!("/commands/{second}/changes");
+    let (status, body) = server.call(Method::GET, &path, Some(member), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = server.call(Method::GET, &path, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let unknown = "/commands/cmd-0190c3a8-0000-7000-8000-000000000000/changes";
+    let (status, body) = server
+        .call(Method::GET, unknown, Some(&server.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (_, doc) = server.call(Method::GET, "/openapi.json", None, None).await;
+    let route = &doc["paths"]["/commands/{id}/changes"]["get"];
+    assert!(route["responses"]["200"].is_object(), "{route}");
+    assert!(doc["components"]["schemas"]["CommandChanges"].is_object());
+}
+
+async fn a_git_checkout_shows_the_changes_and_keeps_its_own_index(db: Db) {
+    let Some(server) = server(db).await else {
+        return;
+    };
+    let init = "git init -q . && echo a > a.txt && git add a.txt && \
+                git -c user.name=t -c user.email=t@example.com commit -qm init";
+    let first = run(&server, "repo", init).await;
+    // The checkout's `.git` is never part of the changes.
+    assert_eq!(
+        summary(&changes(&server, &first).await),
+        [entry("a.txt", "added", 1, 0, "@@ -0,0 +1 @@\n+a\n")]
+    );
+    let second = run(&server, "repo", "echo b >> a.txt; echo new > n.txt").await;
+    assert_eq!(
+        summary(&changes(&server, &second).await),
+        [
+            entry("a.txt", "modified", 1, 0, "@@ -1 +1,2 @@\n a\n+b\n"),
+            entry("n.txt", "added", 1, 0, "@@ -0,0 +1 @@\n+new\n"),
+        ]
+    );
+    // The checkout's index and history are its own: nothing was staged or committed.
+    // (Asked inside the workspace, as the commands' own user.)
+    let same = "[ \"$(git status --porcelain | tr '\\n' ,)\" = ' M a.txt,?? n.txt,' ]";
+    let checked = run(&server, "repo", same).await;
+    assert_eq!(changes(&server, &checked).await["files"], json!([]));
+    // A snapshot repository broken under rdev's feet: the command still completes, and its
+    // changes say why they are missing.
+    let broken = run(
+        &server,
+        "repo",
+        "rm -rf .rdev/changes.git && echo x > .rdev/changes.git",
+    )
+    .await;
+    let missing = changes(&server, &broken).await;
+    assert_eq!(missing["available"], false, "{missing}");
+    assert_eq!(missing["files"], json!([]), "{missing}");
+    let reason = missing["reason"].as_str().expect("a reason");
+    assert!(reason.contains("git"), "{reason}");
+}
+
+async fn no_changes_a_binary_file_and_a_huge_diff(db: Db) {
+    let Some(server) = server(db).await else {
+        return;
+    };
+    let quiet = run(&server, "edge", "echo nothing changes").await;
+    let none = changes(&server, &quiet).await;
+    assert_eq!(
+        (&none["available"], &none["files"]),
+        (&json!(true), &json!([])),
+        "{none}"
+    );
+    assert_eq!(none["truncated"], false, "{none}");
+
+    let binary = run(&server, "edge", "printf 'a\\000b\\001' > blob.bin").await;
+    let blob = changes(&server, &binary).await;
+    let file = &blob["files"][0];
+    assert_eq!(blob["files"].as_array().map(Vec::len), Some(1), "{blob}");
+    assert_eq!(
+        (&file["path"], &file["change"]),
+        (&json!("blob.bin"), &json!("added"))
+    );
+    assert_eq!(file["binary"], true, "{blob}");
+    assert_eq!(
+        (&file["patch"], &file["additions"]),
+        (&Value::Null, &Value::Null),
+        "{blob}"
+    );
+
+    // 100,000 lines (589 KB) make a diff over the 256 KiB a file may have.
+    let huge = run(&server, "edge", "seq 1 100000 > big.txt").await;
+    let big = changes(&server, &huge).await;
+    assert_eq!(big["truncated"], true, "{big}");
+    let file = &big["files"][0];
+    assert_eq!(
+        (&file["path"], &file["additions"]),
+        (&json!("big.txt"), &json!(100_000))
+    );
+    assert_eq!(file["truncated"], true);
+    let patch = file["patch"].as_str().expect("a patch");
+    assert!(
+        patch.len() <= 256 * 1024 && patch.len() > 200 * 1024,
+        "{}",
+        patch.len()
+    );
+    assert!(patch.starts_with("@@ -0,0 +1,100000 @@\n+1\n+2\n"));
+    assert!(patch.ends_with('\n'), "cut at a line end");
+}
