@@ -232,6 +232,28 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
     let done = events.last().expect("done").json();
     assert_eq!(done["status"], "completed", "{done}");
 
+    // A command's workspace changes are recorded by git in the pod, through exec.
+    run_command(&server, project, "shell", "echo made-in-pod > pod.txt").await;
+    let listed = format!("/projects/{project}/commands");
+    let (_, page) = call(&server, Method::GET, &listed, None).await;
+    let id = page["commands"][0]["id"].as_str().expect("newest command");
+    let (status, changes) = call(
+        &server,
+        Method::GET,
+        &format!("/commands/{id}/changes"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changes}");
+    let expected = json!([{"path": "pod.txt", "change": "added", "binary": false, "additions": 1,
+        "deletions": 0, "patch": "@@ -0,0 +1 @@\n+made-in-pod\n", "truncated": false}]);
+    assert_eq!(changes["files"], expected, "{changes}");
+    let diffed_in_pod = api
+        .execs()
+        .iter()
+        .any(|e| e.pod == "rdev-kube-e2e" && e.command.iter().any(|a| a == "diff-tree"));
+    assert!(diffed_in_pod, "git diffed in the pod");
+
     // The real claude CLI runs in the pod against the fake Messages API.
     let events = run_command(&server, project, "claude", "Say hello").await;
     let done = events.last().expect("done").json();
