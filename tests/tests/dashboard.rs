@@ -535,3 +535,117 @@ async fn a_members_browser_cannot_open_another_projects_pages_or_streams() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sees_a_commands_changes_and_sets_the_projects_budget() {
+    let Some((server, _plugins)) = server(Database::Sqlite, false).await else {
+        return;
+    };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let create = Some(json!({"id": "diffs"}));
+    let (status, _) = server
+        .call(Method::POST, "/projects", Some(&server.admin), create)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let setup = server
+        .submit(
+            "diffs",
+            "shell",
+            "printf 'one\\ntwo\\n' > notes.txt; echo x > old.txt",
+        )
+        .await;
+    let setup = setup["command_id"].as_str().expect("id").to_owned();
+    server
+        .finished_within(&setup, Duration::from_secs(90))
+        .await;
+
+    sign_in_browser(&browser, &server, &server.admin).await;
+    let edit = "sed -i 's/two/TWO/' notes.txt; rm old.txt; printf 'fresh\\n' > added.txt";
+    run_from_page(&browser, &server, "diffs", edit).await;
+    browser.wait_for_text("#status", "completed").await;
+    browser.click("#changes-link").await;
+    let summary = browser.wait_for_text("#summary", "3 file(s) changed").await;
+    assert!(
+        summary.contains("+2") && summary.contains("−2"),
+        "{summary}"
+    );
+    let notes = "section.file[data-path='notes.txt']";
+    assert!(browser.text(notes).await.contains("modified"));
+    assert_eq!(
+        browser.text(&format!("{notes} pre.diff .del")).await,
+        "-two"
+    );
+    assert_eq!(
+        browser.text(&format!("{notes} pre.diff .add")).await,
+        "+TWO"
+    );
+    let added = "section.file.added[data-path='added.txt'] pre.diff .add";
+    assert_eq!(browser.text(added).await, "+fresh");
+    let removed = "section.file.deleted[data-path='old.txt'] pre.diff .del";
+    assert_eq!(browser.text(removed).await, "-x");
+    // Added lines are green and removed ones red, as rendered.
+    let colours = browser
+        .script(
+            "const bg = s => getComputedStyle(document.querySelector(s)).backgroundColor;\
+             return [bg('pre.diff .add'), bg('pre.diff .del')];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(colours, json!(["rgb(230, 255, 236)", "rgb(255, 235, 233)"]));
+    screenshot(&browser, "changes").await;
+    browser.click("#back").await;
+    browser.wait_for("#events").await;
+
+    // The project's usage page: both commands counted; the budget set and removed.
+    browser.goto(&server.url("/ui/projects/diffs")).await;
+    browser.click("#usage-link").await;
+    browser.wait_for_text("#usage-total", "Total").await;
+    let cells = "return [...document.querySelectorAll('#usage-total th')].map(c => c.textContent);";
+    let total = browser.script(cells, json!([])).await;
+    assert_eq!(total, json!(["Total", "", "2", "0", "0", "$0.0000"]));
+    assert!(browser.text("#usage").await.contains("shell"));
+    assert_eq!(browser.text("#budget-limit").await, "none");
+    browser
+        .type_into("#set-budget input[name=monthly_limit_usd]", "7.5")
+        .await;
+    browser.click("#set-budget button[type=submit]").await;
+    browser
+        .wait_for_text("#budget-limit", "$7.50 a month")
+        .await;
+    assert!(
+        browser
+            .text("#budget-state")
+            .await
+            .contains("within budget")
+    );
+    let (_, budget) = server
+        .call(
+            Method::GET,
+            "/projects/diffs/budget",
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(budget["monthly_limit_usd"], 7.5, "{budget}");
+    screenshot(&browser, "usage").await;
+    // Without the page's CSRF token the same change is refused.
+    let put = json!({"method": "PUT", "headers": {"Content-Type": "application/json"},
+                     "body": "{\"monthly_limit_usd\": 0}"});
+    assert_eq!(
+        fetch_status(&browser, "/projects/diffs/budget", put).await,
+        403
+    );
+    browser.click("#clear-budget button[type=submit]").await;
+    browser.wait_for_text("#budget-limit", "none").await;
+    let (_, budget) = server
+        .call(
+            Method::GET,
+            "/projects/diffs/budget",
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(budget["monthly_limit_usd"], Value::Null, "{budget}");
+}

@@ -16,7 +16,7 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::usage::check_limit;
-use crate::domain::{Budget, DayRange, ProjectId, UsageBucket, UsageError};
+use crate::domain::{Budget, DayRange, Principal, ProjectId, UsageBucket, UsageError};
 
 /// Query of `GET /projects/{id}/usage`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -109,18 +109,35 @@ async fn read_usage(
     ApiPath(id): ApiPath<ProjectId>,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<ProjectUsage>, ApiError> {
+    Ok(Json(project_usage(&state, &principal, id, &query).await?))
+}
+
+/// The project's usage over the query's range, for a principal that may access it (the
+/// route's answer, and the dashboard's usage page).
+pub(crate) async fn project_usage(
+    state: &AppState,
+    principal: &Principal,
+    id: ProjectId,
+    query: &UsageQuery,
+) -> Result<ProjectUsage, ApiError> {
     principal.require_project(&id)?;
     let today = Utc::now().date_naive();
     let range = DayRange::parse(query.from.as_deref(), query.to.as_deref(), today)?;
     state.stores.projects.get(&id).await?;
     let days = state.stores.usage.usage(&id, range).await?;
-    Ok(Json(ProjectUsage {
+    Ok(ProjectUsage {
         total: total(&days),
         project_id: id,
         from: range.from,
         to: range.to,
         days,
-    }))
+    })
+}
+
+/// The project's budget and this month's spending (the project's existence already checked).
+pub(crate) async fn budget_view(state: &AppState, id: ProjectId) -> Result<BudgetView, ApiError> {
+    let budget = state.stores.usage.budget(&id).await?;
+    view(state, id, budget).await
 }
 
 async fn view(
@@ -156,8 +173,7 @@ async fn read_budget(
 ) -> Result<Json<BudgetView>, ApiError> {
     principal.require_project(&id)?;
     state.stores.projects.get(&id).await?;
-    let budget = state.stores.usage.budget(&id).await?;
-    Ok(Json(view(&state, id, budget).await?))
+    Ok(Json(budget_view(&state, id).await?))
 }
 
 /// Sets the project's monthly budget, or removes it with `null` (admin). A new limit can

@@ -7,10 +7,12 @@
 //! by the JSON API too (see [`super::session`]), so the pages' actions are the API's routes
 //! and no rule is written twice.
 
+mod changes;
 mod html;
 mod login;
 mod pages;
 mod providers;
+mod usage;
 
 use std::sync::Arc;
 
@@ -37,7 +39,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ui/logout", post(login::sign_out))
         .route("/ui/projects", get(pages::projects))
         .route("/ui/projects/{id}", get(pages::project))
+        .route("/ui/projects/{id}/usage", get(usage::usage_page))
         .route("/ui/commands/{id}", get(pages::command))
+        .route("/ui/commands/{id}/changes", get(changes::page_of_changes))
         .route("/ui/providers", get(providers::page))
         .route("/ui/assets/app.js", get(script))
         .route("/ui/assets/app.css", get(stylesheet))

@@ -137,7 +137,8 @@ pub async fn project(
         .filter_map(|c| c.session_id.as_deref())
         .collect();
     let body = format!(
-        "<h1>Project {id}</h1>{prompt}<h2>Commands</h2>\
+        "<h1>Project {id}</h1><p><a id=\"usage-link\" href=\"/ui/projects/{id}/usage\">Usage and budget</a></p>\
+         {prompt}<h2>Commands</h2>\
          <table id=\"commands\"><thead><tr><th>Command</th><th>Status</th><th>Provider</th>\
          <th>Prompt</th><th>Duration</th><th>Cost</th></tr></thead><tbody>{rows}</tbody></table>\
          <p class=\"pager\">{pager}</p>",
@@ -236,7 +237,8 @@ pub async fn command(
          <h1>Command <code>{id}</code></h1>\
          <dl class=\"facts\"><dt>Status</dt><dd><span id=\"status\" class=\"status {status}\">{status}</span></dd>\
          <dt>Provider</dt><dd>{provider}</dd><dt>Submitted by</dt><dd>{by}</dd>\
-         <dt>Session</dt><dd id=\"session\">{session}</dd></dl>\
+         <dt>Session</dt><dd id=\"session\">{session}</dd>\
+         <dt>Workspace</dt><dd><a id=\"changes-link\" href=\"/ui/commands/{id}/changes\">changes</a></dd></dl>\
          <div id=\"controls\" class=\"controls\">{cancel}</div>\
          <pre class=\"prompt\">{prompt}</pre>\
          <section id=\"events\" data-stream=\"{stream}\" data-csrf=\"{csrf_attr}\"></section>\
