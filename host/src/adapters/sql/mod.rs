@@ -13,7 +13,7 @@ use sqlx::{Executor, Pool};
 use db::RowsAffected;
 
 use super::store::{ConnectError, StoreOptions};
-use crate::domain::{CommandId, MasterKey, QueueConfig};
+use crate::domain::{CommandId, MasterKey, ProjectId, QueueConfig};
 use crate::ports::{StoreError, Stores};
 
 pub(crate) mod approvals;
@@ -152,6 +152,39 @@ impl<D: Db> SqlStore<D> {
             .map(from_row)
             .transpose()?
             .ok_or_else(|| not_found(kind, id))
+    }
+
+    /// Runs `query`, which removes at most one row, as a write of its own; whether it removed
+    /// one.
+    pub(crate) async fn remove(
+        &self,
+        query: Query<'_, D, D::Arguments>,
+        context: &'static str,
+    ) -> Result<bool, StoreError> {
+        let mut w = self.write(context).await?;
+        let done = query.execute(w.exec()).await.map_err(db(context))?;
+        w.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Runs `query`, which stores one setting of `project` and returns its row, as a write of
+    /// its own; `NotFound` when the project does not exist (the row's foreign key).
+    pub(crate) async fn put_for_project<T>(
+        &self,
+        query: Query<'_, D, D::Arguments>,
+        from_row: fn(&D::Row) -> Result<T, StoreError>,
+        context: &'static str,
+        project: &ProjectId,
+    ) -> Result<T, StoreError> {
+        let mut w = self.write(context).await?;
+        let row = match query.fetch_one(w.exec()).await {
+            Err(error) if is_foreign_key_violation(&error) => {
+                return Err(not_found("project", project));
+            }
+            other => other.map_err(db(context))?,
+        };
+        w.commit().await?;
+        from_row(&row)
     }
 
     /// Runs `query`, which changes one row, as a write of its own; `NotFound` for the `kind`

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 
 use super::columns::{Cols, json};
-use super::db::{Arg, RowsAffected};
+use super::db::Arg;
 use super::dialect::sql;
-use super::{Db, SqlStore, db, is_foreign_key_violation, not_found};
+use super::{Db, SqlStore, db};
 use crate::domain::ProjectId;
 use crate::domain::network::NetworkPolicy;
 use crate::ports::{NetworkPolicyStore, StoreError};
@@ -42,37 +42,26 @@ impl<D: Db> NetworkPolicyStore for SqlStore<D> {
         project: &ProjectId,
         allow: &[String],
     ) -> Result<NetworkPolicy, StoreError> {
-        let context = "storing a network policy";
-        let mut w = self.write(context).await?;
-        let row = sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             D,
             "INSERT INTO network_policies (project_id, allow, updated_at) VALUES ($1, $2, {now}) \
              ON CONFLICT (project_id) DO UPDATE SET allow = excluded.allow, \
              updated_at = excluded.updated_at RETURNING project_id, allow, updated_at"
         ))
         .arg(project.as_str())
-        .arg(json(&allow)?)
-        .fetch_one(w.exec())
-        .await;
-        let row = match row {
-            Err(error) if is_foreign_key_violation(&error) => {
-                return Err(not_found("project", project));
-            }
-            other => other.map_err(db(context))?,
-        };
-        w.commit().await?;
-        policy_from_row::<D>(&row)
+        .arg(json(&allow)?);
+        self.put_for_project(
+            query,
+            policy_from_row::<D>,
+            "storing a network policy",
+            project,
+        )
+        .await
     }
 
     async fn clear_network_policy(&self, project: &ProjectId) -> Result<bool, StoreError> {
-        let context = "removing a network policy";
-        let mut w = self.write(context).await?;
-        let done = sqlx::query("DELETE FROM network_policies WHERE project_id = $1")
-            .arg(project.as_str())
-            .execute(w.exec())
-            .await
-            .map_err(db(context))?;
-        w.commit().await?;
-        Ok(done.rows_affected() > 0)
+        let query =
+            sqlx::query("DELETE FROM network_policies WHERE project_id = $1").arg(project.as_str());
+        self.remove(query, "removing a network policy").await
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::columns::{Cols, Timestamp};
-use super::db::{Arg, RowsAffected};
+use super::db::Arg;
 use super::dialect::sql;
 use super::{Db, SqlStore, db, is_unique_violation};
 use crate::domain::{NewUiSession, UiSession};
@@ -63,14 +63,7 @@ impl<D: Db> SessionStore for SqlStore<D> {
     }
 
     async fn revoke_session(&self, digest: &str) -> Result<bool, StoreError> {
-        let context = "ending a dashboard session";
-        let mut w = self.write(context).await?;
-        let done = sqlx::query("DELETE FROM ui_sessions WHERE digest = $1")
-            .arg(digest)
-            .execute(w.exec())
-            .await
-            .map_err(db(context))?;
-        w.commit().await?;
-        Ok(done.rows_affected() > 0)
+        let query = sqlx::query("DELETE FROM ui_sessions WHERE digest = $1").arg(digest);
+        self.remove(query, "ending a dashboard session").await
     }
 }

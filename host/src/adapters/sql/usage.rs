@@ -9,7 +9,7 @@ use super::columns::Cols;
 use super::db::{Arg, RowsAffected};
 use super::dialect::sql;
 use super::webhooks::emit_in;
-use super::{Db, SqlStore, Write, db, is_foreign_key_violation, not_found};
+use super::{Db, SqlStore, Write, db};
 use crate::domain::usage::{day_key, parse_day_key};
 use crate::domain::{
     Budget, CommandRecord, CommandUsage, DayRange, NewAuditEntry, ProjectId, UsageBucket,
@@ -132,9 +132,7 @@ impl<D: Db> UsageStore for SqlStore<D> {
     }
 
     async fn set_budget(&self, project: &ProjectId, limit_usd: f64) -> Result<Budget, StoreError> {
-        let context = "storing a budget";
-        let mut w = self.write(context).await?;
-        let row = sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             D,
             "INSERT INTO budgets (project_id, monthly_limit_usd, exceeded_month, updated_at) \
              VALUES ($1, $2, NULL, {now}) ON CONFLICT (project_id) DO UPDATE SET \
@@ -143,29 +141,14 @@ impl<D: Db> UsageStore for SqlStore<D> {
              RETURNING project_id, monthly_limit_usd, updated_at"
         ))
         .arg(project.as_str())
-        .arg(limit_usd)
-        .fetch_one(w.exec())
-        .await;
-        let row = match row {
-            Err(error) if is_foreign_key_violation(&error) => {
-                return Err(not_found("project", project));
-            }
-            other => other.map_err(db(context))?,
-        };
-        w.commit().await?;
-        budget_from_row::<D>(&row)
+        .arg(limit_usd);
+        self.put_for_project(query, budget_from_row::<D>, "storing a budget", project)
+            .await
     }
 
     async fn clear_budget(&self, project: &ProjectId) -> Result<bool, StoreError> {
-        let context = "removing a budget";
-        let mut w = self.write(context).await?;
-        let done = sqlx::query("DELETE FROM budgets WHERE project_id = $1")
-            .arg(project.as_str())
-            .execute(w.exec())
-            .await
-            .map_err(db(context))?;
-        w.commit().await?;
-        Ok(done.rows_affected() > 0)
+        let query = sqlx::query("DELETE FROM budgets WHERE project_id = $1").arg(project.as_str());
+        self.remove(query, "removing a budget").await
     }
 
     async fn note_exceeded(
