@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod listener;
+pub mod mcp;
 pub mod metrics;
 pub mod network;
 pub mod openapi;

@@ -90,6 +90,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .merge(super::tokens::routes())
         .merge(super::webhooks::routes())
         .merge(super::network::routes())
+        .merge(super::mcp::routes())
         .merge(super::usage::routes())
         .merge(super::approvals::routes())
         .merge(super::policy::routes())

@@ -9,6 +9,7 @@ pub mod credential;
 pub mod event;
 pub mod ids;
 pub mod interaction;
+pub mod mcp;
 pub mod network;
 pub mod output;
 pub mod project;

@@ -6,6 +6,7 @@ pub mod code_agent;
 pub mod executor;
 pub mod interaction;
 pub mod master_key;
+pub mod mcp;
 pub mod network;
 pub mod providers;
 pub mod secrets;
@@ -18,6 +19,7 @@ pub use executor::{
 };
 pub use interaction::{Interaction, InteractionContext, InteractionError, NobodyToAsk};
 pub use master_key::{KeyCheck, KeyKeeper, KeyKeeperError};
+pub use mcp::McpServerStore;
 pub use network::{Confinement, NetworkPolicyStore};
 pub use providers::{LookupError, ProviderLookup};
 pub use secrets::{SecretError, SecretResolver, SecretValue};

@@ -377,6 +377,8 @@ pub struct Stores {
     pub approvals: Arc<dyn super::approvals::ApprovalStore>,
     /// Per-project egress allow-lists (migration 0110).
     pub network: Arc<dyn super::network::NetworkPolicyStore>,
+    /// Per-project MCP servers (migration 0140).
+    pub mcp: Arc<dyn super::mcp::McpServerStore>,
     /// Dashboard sign-in sessions (migration 0130).
     pub sessions: Arc<dyn super::sessions::SessionStore>,
     /// Usage totals and budgets (migration 0120).

@@ -25,6 +25,7 @@ mod credentials;
 pub(crate) mod db;
 pub(crate) mod dialect;
 pub(crate) mod events;
+mod mcp;
 mod network;
 pub(crate) mod outbox;
 pub(crate) mod projects;
@@ -106,6 +107,7 @@ impl<D: Db> SqlStore<D> {
             webhooks: Arc::new(self.clone()),
             approvals: Arc::new(self.clone()),
             network: Arc::new(self.clone()),
+            mcp: Arc::new(self.clone()),
             sessions: Arc::new(self.clone()),
             usage: Arc::new(self.clone()),
             changes: Arc::new(self.clone()),
