@@ -87,6 +87,7 @@ fn execution(
         request: AgentRequest::new(prompt),
         events: tx,
         cancel: CancellationToken::new(),
+        mcp_servers: Vec::new(),
     };
     (execution, rx)
 }

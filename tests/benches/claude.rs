@@ -128,6 +128,7 @@ async fn through_rdev(agent: &WasmAgent, reply: &str) -> Sample {
         request,
         events: tx,
         cancel: CancellationToken::new(),
+        mcp_servers: Vec::new(),
     };
     let started = Instant::now();
     let collector = tokio::spawn(async move {

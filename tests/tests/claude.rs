@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdev::domain::mcp::{McpServer, McpVar};
 use rdev::domain::{AgentEvent, AgentRequest, AgentResult, ResultStatus};
 use rdev::ports::AgentError;
 use rdev::runtime::WasmAgent;
@@ -19,11 +20,13 @@ const WAIT: Duration = Duration::from_secs(240);
 
 /// A key no event may ever contain.
 const API_KEY: &str = "sk-ant-test-3f9c2d71-never-in-events";
+/// The stored credential an MCP server's environment references.
+const MCP_TOKEN: &str = "mcp-token-5b0e-never-in-events";
 
 struct Setup {
     fake: FakeAnthropic,
     agent: Arc<WasmAgent>,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 /// The CLI on PATH (the executor passes the host's PATH to children), the fake API, and the
@@ -38,7 +41,10 @@ async fn setup_at(with_key: bool, base_url: Option<String>) -> Option<Setup> {
     harness::on_path(claude::install())?;
     let fake = FakeAnthropic::start().unwrap();
     let base_url = base_url.unwrap_or_else(|| fake.base_url());
-    let mut secrets = HashMap::from([("ANTHROPIC_BASE_URL".to_owned(), base_url)]);
+    let mut secrets = HashMap::from([
+        ("ANTHROPIC_BASE_URL".to_owned(), base_url),
+        ("MCP_TOKEN".to_owned(), MCP_TOKEN.to_owned()),
+    ]);
     if with_key {
         secrets.insert("ANTHROPIC_API_KEY".to_owned(), API_KEY.to_owned());
     }
@@ -48,11 +54,7 @@ async fn setup_at(with_key: bool, base_url: Option<String>) -> Option<Setup> {
         .load(&plugins::plugins_dir().join("claude.toml"))
         .await
         .unwrap();
-    Some(Setup {
-        fake,
-        agent,
-        _root: root,
-    })
+    Some(Setup { fake, agent, root })
 }
 
 fn request(prompt: &str, session: Option<&str>, options: serde_json::Value) -> AgentRequest {
@@ -75,12 +77,30 @@ impl Outcome {
 }
 
 async fn execute(agent: &WasmAgent, request: AgentRequest, cancel: CancellationToken) -> Outcome {
-    let Collected { events, result } =
-        runtime::execute(agent, "claude-e2e", request, cancel, WAIT, |_, _| {}).await;
+    execute_with(agent, request, cancel, Vec::new()).await
+}
+
+/// [`execute`] for a project with `mcp_servers`.
+async fn execute_with(
+    agent: &WasmAgent,
+    request: AgentRequest,
+    cancel: CancellationToken,
+    mcp_servers: Vec<McpServer>,
+) -> Outcome {
+    let Collected { events, result } = runtime::execute_with_mcp(
+        agent,
+        "claude-e2e",
+        request,
+        mcp_servers,
+        cancel,
+        WAIT,
+        |_, _| {},
+    )
+    .await;
     let serialized = serde_json::to_string(&events).unwrap();
     assert!(
-        !serialized.contains(API_KEY),
-        "the API key leaked into events"
+        !serialized.contains(API_KEY) && !serialized.contains(MCP_TOKEN),
+        "a secret leaked into events"
     );
     assert!(
         !format!("{result:?}").contains(API_KEY),
@@ -91,6 +111,47 @@ async fn execute(agent: &WasmAgent, request: AgentRequest, cancel: CancellationT
 
 async fn run(agent: &WasmAgent, request: AgentRequest) -> Outcome {
     execute(agent, request, CancellationToken::new()).await
+}
+
+/// A stdio MCP server of the project: the real CLI gets it as `--mcp-config`, starts it with
+/// the credential the host put in its environment, and lists its tool at start-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_mcp_server_is_started_by_the_cli_with_its_credential() {
+    let double =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("acp-double/mcp-server-double");
+    harness::put_on_path(&double);
+    let Some(s) = setup(true).await else { return };
+    s.fake.push(Reply::text("tools seen"));
+    let var = |name: &str, value: Option<&str>, credential: Option<&str>| McpVar {
+        name: name.to_owned(),
+        value: value.map(str::to_owned),
+        credential: credential.map(str::to_owned),
+    };
+    let servers = vec![McpServer::Stdio {
+        name: "files".to_owned(),
+        command: "mcp-server-double".to_owned(),
+        args: vec!["MODE".to_owned(), "TOKEN".to_owned()],
+        env: vec![
+            var("MODE", Some("ro"), None),
+            var("TOKEN", None, Some("MCP_TOKEN")),
+        ],
+    }];
+    let request = request("list tools", None, json!({}));
+    let outcome = execute_with(&s.agent, request, CancellationToken::new(), servers).await;
+    let result = outcome.result();
+    assert_eq!(result.status, ResultStatus::Completed, "{result:?}");
+    let AgentEvent::Init { tools, .. } = &outcome.events[0] else {
+        panic!("first event {:?}", outcome.events[0]);
+    };
+    assert!(tools.iter().any(|t| t == "mcp__files__echo"), "{tools:?}");
+    let seen = std::fs::read_to_string(
+        s.root
+            .path()
+            .join("projects/claude-e2e/mcp-server-env.json"),
+    )
+    .expect("the CLI started the server in the workspace");
+    let seen: serde_json::Value = serde_json::from_str(&seen).expect("json");
+    assert_eq!(seen, json!({"MODE": "ro", "TOKEN": MCP_TOKEN}));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -126,6 +126,7 @@ pub async fn run(args: ExecArgs) -> Result<i32> {
         request,
         events,
         cancel: cancel.clone(),
+        mcp_servers: Vec::new(),
     };
     let running = tokio::spawn(async move { agent.execute(execution).await });
     tokio::spawn(cancel_on_signals(cancel.clone(), grace));

@@ -20,6 +20,9 @@ pub struct Execution {
     /// Cancelling this token is how an execution is cancelled: the provider is asked to stop
     /// cooperatively and is stopped by force after the implementation's grace period.
     pub cancel: CancellationToken,
+    /// The project's MCP servers (credential references, never values); a provider sees
+    /// them only when its manifest grants `mcp_servers`.
+    pub mcp_servers: Vec<crate::domain::mcp::McpServer>,
 }
 
 /// A failure of the machinery around a provider, as opposed to a provider reporting a

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::domain::mcp::{MCP_SERVERS_OPTION, referenced_credentials};
 use crate::domain::{AgentProvider, AgentResult, ProjectId, ResultStatus};
 use crate::ports::{AgentError, CodeAgent, Execution, InteractionContext};
 
@@ -151,6 +152,15 @@ impl CodeAgent for WasmAgent {
             .manifest
             .apply_options(&execution.request.options)
             .map_err(|e| AgentError::InvalidRequest(e.to_string()))?;
+        if self.manifest.grants.mcp_servers() {
+            // Always the stored list, so a request can never bring servers of its own.
+            let servers = serde_json::to_value(&execution.mcp_servers)
+                .map_err(|e| AgentError::Failed(format!("encoding MCP servers: {e}")))?;
+            execution
+                .request
+                .options
+                .insert(MCP_SERVERS_OPTION.to_owned(), servers);
+        }
         let timeout = execution.request.timeout;
         if timeout > self.manifest.limits.max_timeout {
             return Err(AgentError::InvalidRequest(format!(
@@ -204,6 +214,9 @@ impl WasmAgent {
             Some(execution.events.clone()),
         );
         exec.services = Some(self.runtime.services.clone());
+        if self.manifest.grants.mcp_servers() {
+            exec.mcp_credentials = referenced_credentials(&execution.mcp_servers);
+        }
         exec.asker = Some(Asker {
             port: self.runtime.config.interaction.clone(),
             ctx: InteractionContext {

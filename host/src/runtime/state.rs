@@ -18,7 +18,7 @@ use crate::ports::{EnvValue, EventSink, Executor, ProcessControl, SecretResolver
 use super::host::interaction::{Asker, Inbox};
 use super::host::log::LogGate;
 use super::limiter::Limiter;
-use super::manifest::Manifest;
+use super::manifest::{Denied, Manifest};
 use super::service::Services;
 
 /// The host call was interrupted by the execution's cancel (delivered once).
@@ -44,6 +44,9 @@ pub(crate) struct ExecCtx {
     /// checked against the manifest; `None` until it asks: such an execution (a clean-up)
     /// takes the running service as it is.
     pub service_env: Mutex<Option<Vec<(String, EnvValue)>>>,
+    /// Credentials the project's MCP servers reference, granted to this execution on top of
+    /// the manifest's when the manifest grants `mcp_servers`.
+    pub mcp_credentials: Vec<String>,
     /// Fires on an external cancel or at the request's timeout.
     pub cancel: CancellationToken,
     cancel_delivered: AtomicBool,
@@ -93,10 +96,20 @@ impl ExecCtx {
             asker: None,
             services: None,
             service_env: Mutex::new(None),
+            mcp_credentials: Vec::new(),
             cancel: CancellationToken::new(),
             cancel_delivered: AtomicBool::new(false),
             hard_deadline: Mutex::new(None),
             processes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether the guest may name credential `name`: granted by its manifest or referenced
+    /// by its project's MCP servers.
+    pub fn check_credential(&self, name: &str) -> Result<(), Denied> {
+        match self.manifest.grants.check_credential(name) {
+            Err(_) if self.mcp_credentials.iter().any(|c| c == name) => Ok(()),
+            other => other,
         }
     }
 

@@ -66,6 +66,8 @@ pub(crate) struct Context {
     pub credentials: Arc<dyn CredentialStore>,
     /// Budgets and the month's cost, checked as running commands report usage.
     pub usage: Arc<dyn UsageStore>,
+    /// Each project's MCP servers, handed to the providers granted them.
+    pub mcp: Arc<dyn crate::ports::McpServerStore>,
     pub providers: Arc<dyn ProviderLookup>,
     pub config: Arc<WorkerConfig>,
     /// Outcome writes of commands whose provider has returned; a drain waits for them.
@@ -98,6 +100,7 @@ impl Worker {
                 audit: stores.audit.clone(),
                 credentials: stores.credentials.clone(),
                 usage: stores.usage.clone(),
+                mcp: stores.mcp.clone(),
                 providers,
                 config: Arc::new(config),
                 outcomes: TaskTracker::new(),

@@ -10,13 +10,14 @@ use super::budget::{self, BudgetWatch};
 use super::changes;
 use super::heartbeat::Heartbeats;
 use super::{Context, EVENT_SINK_CAPACITY};
+use crate::domain::mcp::McpServer;
 use crate::domain::request_digest;
 use crate::domain::{
     AgentEvent, AgentResult, Claim, CommandId, CommandRecord, CommandStatus, CommandUsage,
     HostEvent, Lease, NewAuditEntry, Outcome, OutputGuard, Redactor, ResultStatus, StreamEvent,
     StreamRedactor,
 };
-use crate::ports::{AgentError, CodeAgent, Execution, StoreError};
+use crate::ports::{AgentError, CodeAgent, EventSink, Execution, StoreError};
 use crate::services::approvals::input::{undelivered, undelivered_warning};
 use crate::services::changes::Snapshot;
 
@@ -231,16 +232,25 @@ enum Stopped {
     Before(String),
 }
 
-/// Readies a command to run: the redactor its output needs and the started mark that fences
-/// it to this worker. A database that is briefly away (a restart) is waited for: nothing has
-/// run yet.
+/// What a command needs before its provider runs.
+struct Started {
+    redactor: Redactor,
+    /// The workspace before the run, to record the command's changes after it.
+    before: Option<Result<Snapshot, String>>,
+    /// The project's MCP servers, read once per command.
+    mcp_servers: Vec<McpServer>,
+}
+
+/// Readies a command to run: the redactor its output needs, its project's MCP servers and
+/// the started mark that fences it to this worker. A database that is briefly away (a
+/// restart) is waited for: nothing has run yet.
 /// Then the workspace is snapshotted, to record the command's changes after its run.
 async fn start(
     ctx: &Context,
     command: &CommandRecord,
     lease: &Lease,
     agent: &dyn CodeAgent,
-) -> Result<(Redactor, Option<Result<Snapshot, String>>), Stopped> {
+) -> Result<Started, Stopped> {
     // Fail closed: output that cannot be redacted is not streamed at all.
     let redactor = retry_transient(ctx, &lease.command_id, || ctx.credentials.redactor());
     let redactor = redactor.await.map_err(|e| {
@@ -248,6 +258,13 @@ async fn start(
             "credentials unavailable, output cannot be redacted: {e}"
         ))
     })?;
+    let project = &command.project_id;
+    let mcp_servers = retry_transient(ctx, &lease.command_id, || ctx.mcp.mcp_servers(project));
+    let mcp_servers = mcp_servers
+        .await
+        .map_err(|e| Stopped::Before(format!("reading the project's MCP servers: {e}")))?
+        .map(|stored| stored.servers)
+        .unwrap_or_default();
     let idempotent = agent.provider().capabilities.idempotent;
     let provenance = agent.provider().provenance();
     match retry_transient(ctx, &lease.command_id, || {
@@ -255,9 +272,31 @@ async fn start(
     })
     .await
     {
-        Ok(()) => Ok((redactor, changes::before(ctx, command).await)),
+        Ok(()) => Ok(Started {
+            redactor,
+            before: changes::before(ctx, command).await,
+            mcp_servers,
+        }),
         Err(StoreError::LeaseLost { .. }) => Err(Stopped::LeaseLost),
         Err(error) => Err(Stopped::Before(error.to_string())),
+    }
+}
+
+/// What the provider is handed: the command's request, where its events go, its cancel and
+/// its project's MCP servers.
+fn execution_of(
+    command: &CommandRecord,
+    events: EventSink,
+    cancel: CancellationToken,
+    mcp_servers: Vec<McpServer>,
+) -> Execution {
+    Execution {
+        command_id: command.id.clone(),
+        project_id: command.project_id.clone(),
+        request: command.request.clone(),
+        events,
+        cancel,
+        mcp_servers,
     }
 }
 
@@ -268,7 +307,11 @@ async fn execute(
     agent: Arc<dyn CodeAgent>,
     hard_stop: CancellationToken,
 ) -> Result<Outcome, Stopped> {
-    let (redactor, before) = start(ctx, command, lease, agent.as_ref()).await?;
+    let Started {
+        redactor,
+        before,
+        mcp_servers,
+    } = start(ctx, command, lease, agent.as_ref()).await?;
     let (sink, events) = mpsc::channel(EVENT_SINK_CAPACITY);
     let (over_limit, mut limit_reached) = watch::channel::<StopRequest>(None);
     let execution_over = CancellationToken::new();
@@ -282,13 +325,7 @@ async fn execute(
     ));
     let mut limit_open = true;
     let cancel = hard_stop.child_token();
-    let execution = Execution {
-        command_id: command.id.clone(),
-        project_id: command.project_id.clone(),
-        request: command.request.clone(),
-        events: sink,
-        cancel: cancel.clone(),
-    };
+    let execution = execution_of(command, sink, cancel.clone(), mcp_servers);
     let grace = ctx.config.timeout_grace;
     // A boxed future (async_trait), so dropping it below really drops the execution.
     let mut running = agent.execute(execution);

@@ -18,6 +18,7 @@ mod rpc;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use rdev_sdk::mcp;
 use rdev_sdk::v0_2::exec::{ExecError, ExitStatus, Process};
 use rdev_sdk::v0_2::interaction::{self, Decision, InputRead, InteractionError, PermissionRequest};
 use rdev_sdk::v0_2::process::{self, CommandBuilder, Lines};
@@ -62,6 +63,17 @@ impl Provider for Acp {
         for name in &options.credentials {
             command = command.secret_env(name, name, false);
         }
+        // The project's MCP servers: credential values reach the agent's environment from
+        // the host at spawn, never this guest.
+        let shaped = mcp::acp(&options.mcp_servers).map_err(ProviderError::InvalidRequest)?;
+        for (var, credential) in &shaped.secret_env {
+            command = command.secret_env(var, credential, true);
+        }
+        for warning in &shaped.warnings {
+            if event::emit(event::warning(warning.clone())).is_err() {
+                return Err(ProviderError::Cancelled);
+            }
+        }
         let spawned = command.spawn();
         let process = match spawned {
             Ok(process) => process,
@@ -72,6 +84,7 @@ impl Provider for Acp {
             working_dir: request.working_dir.clone(),
         };
         let mut client = Client::new(process, options.command(), files);
+        client.mcp_servers = shaped.config;
         let outcome = client.run(&request, &cwd);
         let mut result = client.finish(outcome, &options);
         result.session_id = result.session_id.or(request.session_id);
@@ -153,6 +166,8 @@ struct Client {
     session_id: Option<String>,
     /// Serves the agent's `fs/*` calls.
     files: fs::Files,
+    /// `mcpServers` of `session/new` and `session/load`, in ACP's shape.
+    mcp_servers: Value,
 }
 
 impl Client {
@@ -167,6 +182,7 @@ impl Client {
             stderr_tail: VecDeque::new(),
             replaying: false,
             session_id: None,
+            mcp_servers: Value::Array(Vec::new()),
         }
     }
 
@@ -241,12 +257,20 @@ impl Client {
                 )));
             }
             self.replaying = true;
-            let loaded = self.call("session/load", rpc::load_session_params(id, cwd), None);
+            let loaded = self.call(
+                "session/load",
+                rpc::load_session_params(id, cwd, &self.mcp_servers),
+                None,
+            );
             self.replaying = false;
             loaded?;
             return Ok(id.clone());
         }
-        let created = self.call("session/new", rpc::new_session_params(cwd), None)?;
+        let created = self.call(
+            "session/new",
+            rpc::new_session_params(cwd, &self.mcp_servers),
+            None,
+        )?;
         created["sessionId"]
             .as_str()
             .map(str::to_owned)

@@ -33,6 +33,8 @@ pub struct Options {
     /// stored; the host resolves them at spawn (the manifest must grant each), so their
     /// values never enter this guest.
     pub credentials: Vec<String>,
+    /// The project's MCP servers, set by the host (the manifest grants `mcp_servers`).
+    pub mcp_servers: Vec<rdev_sdk::mcp::McpServer>,
 }
 
 impl Options {

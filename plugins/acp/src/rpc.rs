@@ -177,13 +177,13 @@ impl AgentInfo {
 }
 
 /// `session/new`'s params: the workspace as `cwd`, no MCP servers yet.
-pub fn new_session_params(cwd: &str) -> Value {
-    json!({"cwd": cwd, "mcpServers": []})
+pub fn new_session_params(cwd: &str, mcp_servers: &Value) -> Value {
+    json!({"cwd": cwd, "mcpServers": mcp_servers})
 }
 
-/// `session/load`'s params, to continue `session_id`.
-pub fn load_session_params(session_id: &str, cwd: &str) -> Value {
-    json!({"sessionId": session_id, "cwd": cwd, "mcpServers": []})
+/// `session/load`'s params, to continue `session_id` (with the project's MCP servers again).
+pub fn load_session_params(session_id: &str, cwd: &str, mcp_servers: &Value) -> Value {
+    json!({"sessionId": session_id, "cwd": cwd, "mcpServers": mcp_servers})
 }
 
 /// `session/prompt`'s params: the prompt as one text block.
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn lines_are_single_json_rpc_lines() {
-        let line = request(1, "session/new", new_session_params("/w"));
+        let line = request(1, "session/new", new_session_params("/w", &json!([])));
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         let value: Value = serde_json::from_str(&line).expect("json");
         assert_eq!(value["params"], json!({"cwd": "/w", "mcpServers": []}));

@@ -51,7 +51,17 @@ impl Provider for Claude {
         })
         .map_err(ProviderError::InvalidRequest)?;
         let retries = options.max_retries.unwrap_or(options::DEFAULT_MAX_RETRIES);
-        let spawned = CommandBuilder::new("claude")
+        let mut command = CommandBuilder::new("claude");
+        if !options.mcp_servers.is_empty() {
+            // Inline JSON; secrets are variables of the CLI's environment, filled by the host.
+            let shaped = rdev_sdk::mcp::claude(&options.mcp_servers)
+                .map_err(ProviderError::InvalidRequest)?;
+            command = command.args(["--mcp-config".to_owned(), shaped.config.to_string()]);
+            for (var, credential) in &shaped.secret_env {
+                command = command.secret_env(var, credential, true);
+            }
+        }
+        let spawned = command
             .args(args)
             .working_dir(request.working_dir.clone())
             .secret_env("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY", true)

@@ -26,6 +26,9 @@ pub struct Options {
     pub cancel_grace_ms: Option<u32>,
     /// The idle watchdog: no output for this long cancels a hung CLI.
     pub idle_timeout_secs: Option<u32>,
+    /// The project's MCP servers, set by the host (the manifest grants `mcp_servers`):
+    /// `--mcp-config`.
+    pub mcp_servers: Vec<rdev_sdk::mcp::McpServer>,
 }
 
 /// Retries when neither the options nor the request say: the CLI's own default (10, with

@@ -20,6 +20,8 @@ pub struct Backend {
     pub env: Vec<(String, String)>,
     /// The credential to export as [`API_KEY_ENV`], by name.
     pub api_key_credential: Option<String>,
+    /// `(variable, credential)` the project's MCP servers refer to as `{env:variable}`.
+    pub mcp_credentials: Vec<(String, String)>,
     /// The request's model, else the first of `models`.
     pub model: Option<Model>,
 }
@@ -48,10 +50,22 @@ pub fn backend(options: &Options, model: Option<Model>) -> Result<Backend, Strin
     }
     let model = model.or_else(|| models.first().cloned());
     let configures = options.base_url.is_some() || options.api_key_credential.is_some();
+    let mcp = rdev_sdk::mcp::opencode(&options.mcp_servers);
+    let with_mcp = |mut config: Value| {
+        if !options.mcp_servers.is_empty() {
+            config["mcp"] = mcp.config.clone();
+        }
+        vec![(CONFIG_ENV.to_owned(), config.to_string())]
+    };
     if !configures {
         return Ok(Backend {
-            env: Vec::new(),
+            env: if options.mcp_servers.is_empty() {
+                Vec::new()
+            } else {
+                with_mcp(json!({}))
+            },
             api_key_credential: None,
+            mcp_credentials: mcp.secret_env.clone(),
             model,
         });
     }
@@ -73,8 +87,9 @@ pub fn backend(options: &Options, model: Option<Model>) -> Result<Backend, Strin
     offered.retain(|m| m.provider_id == provider);
     let config = config(options, &provider, &offered)?;
     Ok(Backend {
-        env: vec![(CONFIG_ENV.to_owned(), config.to_string())],
+        env: with_mcp(config),
         api_key_credential: options.api_key_credential.clone(),
+        mcp_credentials: mcp.secret_env.clone(),
         model,
     })
 }
@@ -188,5 +203,28 @@ mod tests {
         assert!(backend(&options(r#"{"models":["nomodel"]}"#), None).is_err());
         assert!(backend(&options(r#"{"models":["a/b"]}"#), model("a/c")).is_err());
         assert!(backend(&url("http://h"), model("a/{env:X}")).is_err());
+    }
+
+    #[test]
+    fn mcp_servers_join_the_configuration_with_their_secrets_as_variables() {
+        let b = backend(
+            &options(
+                r#"{"mcp_servers":[{"type":"stdio","name":"files","command":"node",
+                    "args":["s.js"],"env":[{"name":"T","credential":"GH"}]}]}"#,
+            ),
+            None,
+        )
+        .expect("backend");
+        let config: Value = serde_json::from_str(&b.env[0].1).expect("json");
+        assert_eq!(
+            config["mcp"]["files"],
+            json!({"type": "local", "command": ["node", "s.js"], "enabled": true,
+                   "environment": {"T": "{env:RDEV_MCP_SECRET_0}"}})
+        );
+        assert_eq!(
+            b.mcp_credentials,
+            [("RDEV_MCP_SECRET_0".to_owned(), "GH".to_owned())]
+        );
+        assert!(backend(&options("{}"), None).expect("none").env.is_empty());
     }
 }

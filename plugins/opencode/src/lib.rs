@@ -150,6 +150,13 @@ fn configure(options: &Options, backend: &backend::Backend) -> Result<(), Provid
             };
             (backend::API_KEY_ENV.to_owned(), secret)
         })
+        .chain(backend.mcp_credentials.iter().map(|(var, name)| {
+            let secret = rdev_sdk::v0_2::SecretRef {
+                name: name.clone(),
+                required: true,
+            };
+            (var.clone(), secret)
+        }))
         .collect();
     let config = project_http::ServiceConfig {
         env: backend.env.clone(),

@@ -41,6 +41,9 @@ pub struct Options {
     /// The models the backend offers, in `provider/model` form; the first is the default and
     /// a request's model must be one of them (the host checks at submit).
     pub models: Option<Vec<String>>,
+    /// The project's MCP servers, set by the host (the manifest grants `mcp_servers`): the
+    /// `mcp` section of the server's configuration.
+    pub mcp_servers: Vec<rdev_sdk::mcp::McpServer>,
 }
 
 impl Options {

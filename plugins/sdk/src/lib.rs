@@ -26,6 +26,7 @@ pub mod bindings {
 }
 
 pub mod event;
+pub mod mcp;
 pub mod plain;
 pub mod process;
 mod provider;

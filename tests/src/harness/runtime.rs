@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdev::adapters::local::LocalExecutor;
+use rdev::domain::mcp::McpServer;
 use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId};
 use rdev::ports::{
     AgentError, CodeAgent, Execution, Interaction, SecretError, SecretResolver, SecretValue,
@@ -83,6 +84,7 @@ pub fn run(prompt: &str, timeout: Duration, capacity: usize) -> Run {
             request,
             events: tx,
             cancel: cancel.clone(),
+            mcp_servers: Vec::new(),
         },
         events: rx,
         cancel,
@@ -106,6 +108,19 @@ pub async fn execute(
     wait: Duration,
     on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
 ) -> Collected {
+    execute_with_mcp(agent, project, request, Vec::new(), cancel, wait, on_event).await
+}
+
+/// [`execute`] in a project whose MCP servers are `mcp_servers`.
+pub async fn execute_with_mcp(
+    agent: &dyn CodeAgent,
+    project: &str,
+    request: AgentRequest,
+    mcp_servers: Vec<McpServer>,
+    cancel: CancellationToken,
+    wait: Duration,
+    on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
+) -> Collected {
     let (tx, mut rx) = mpsc::channel(1024);
     let token = cancel.clone();
     let collector = tokio::spawn(async move {
@@ -122,6 +137,7 @@ pub async fn execute(
         request,
         events: tx,
         cancel,
+        mcp_servers,
     };
     let result = tokio::time::timeout(wait, agent.execute(execution))
         .await

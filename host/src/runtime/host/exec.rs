@@ -392,7 +392,7 @@ impl Host for HostState {
             let value = match value {
                 EnvValue::Plain(v) => ports::EnvValue::Plain(v),
                 EnvValue::Secret(secret) => {
-                    if let Err(denied) = grants.check_credential(&secret.name) {
+                    if let Err(denied) = exec.check_credential(&secret.name) {
                         return Ok(Err(ExecError::Denied(denied.0)));
                     }
                     ports::EnvValue::Secret {

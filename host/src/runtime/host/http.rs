@@ -87,9 +87,7 @@ impl EventStreamHandle {
 }
 
 async fn secret(exec: &ExecCtx, secret: &SecretRef) -> Result<String, HttpError> {
-    exec.manifest
-        .grants
-        .check_credential(&secret.name)
+    exec.check_credential(&secret.name)
         .map_err(|d| HttpError::Denied(d.0))?;
     match exec.secrets.resolve(&secret.name).await {
         Ok(Some(value)) => Ok(value.expose().to_owned()),
@@ -297,9 +295,7 @@ fn service_env(
         .map(|(k, v)| (k, EnvValue::Plain(v)))
         .collect();
     for (key, secret) in config.credentials {
-        exec.manifest
-            .grants
-            .check_credential(&secret.name)
+        exec.check_credential(&secret.name)
             .map_err(|d| HttpError::Denied(d.0))?;
         env.push((
             key,

@@ -128,6 +128,9 @@ pub struct Grants {
     exec: BTreeSet<String>,
     ports: BTreeSet<u16>,
     credentials: BTreeSet<String>,
+    /// The project's MCP servers are handed over (as the `mcp_servers` request option) and
+    /// the credentials they reference may be named in spawns.
+    mcp_servers: bool,
 }
 
 /// A refused capability, worded for the guest (it receives this as `denied(..)`).
@@ -146,7 +149,19 @@ impl Grants {
             exec: exec.into_iter().collect(),
             ports: ports.into_iter().collect(),
             credentials: credentials.into_iter().collect(),
+            mcp_servers: false,
         }
+    }
+
+    /// Also grants the project's MCP servers (`mcp_servers = true` in `[grants]`).
+    pub fn with_mcp_servers(mut self, granted: bool) -> Self {
+        self.mcp_servers = granted;
+        self
+    }
+
+    /// Whether the plugin is given its project's MCP servers.
+    pub fn mcp_servers(&self) -> bool {
+        self.mcp_servers
     }
 
     /// argv[0] must match an allow-list entry exactly: `sh` does not grant `/bin/sh`.
@@ -247,6 +262,8 @@ struct RawGrants {
     project_http_ports: Vec<u16>,
     #[serde(default)]
     credentials: Vec<String>,
+    #[serde(default)]
+    mcp_servers: bool,
 }
 
 #[derive(Deserialize)]
@@ -331,7 +348,8 @@ impl Manifest {
             version: raw.version,
             abi,
             description: raw.description,
-            grants: Grants::new(raw.grants.exec, ports, raw.grants.credentials),
+            grants: Grants::new(raw.grants.exec, ports, raw.grants.credentials)
+                .with_mcp_servers(raw.grants.mcp_servers),
             limits: Limits {
                 memory_bytes: raw.limits.memory_mib * 1024 * 1024,
                 max_timeout: Duration::from_secs(raw.limits.max_timeout_secs),
