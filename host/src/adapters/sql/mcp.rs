@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::columns::{Cols, json};
 use super::db::Arg;
 use super::dialect::sql;
-use super::{Db, SqlStore, db, is_foreign_key_violation, not_found};
+use super::{Db, SqlStore, db};
 use crate::domain::ProjectId;
 use crate::domain::mcp::{McpServer, ProjectMcpServers};
 use crate::ports::{McpServerStore, StoreError};
@@ -41,25 +41,15 @@ impl<D: Db> McpServerStore for SqlStore<D> {
         project: &ProjectId,
         servers: &[McpServer],
     ) -> Result<ProjectMcpServers, StoreError> {
-        let context = "storing MCP servers";
-        let mut w = self.write(context).await?;
-        let row = sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             D,
             "INSERT INTO mcp_servers (project_id, servers, updated_at) VALUES ($1, $2, {now}) \
              ON CONFLICT (project_id) DO UPDATE SET servers = excluded.servers, \
              updated_at = excluded.updated_at RETURNING project_id, servers, updated_at"
         ))
         .arg(project.as_str())
-        .arg(json(&servers)?)
-        .fetch_one(w.exec())
-        .await;
-        let row = match row {
-            Err(error) if is_foreign_key_violation(&error) => {
-                return Err(not_found("project", project));
-            }
-            other => other.map_err(db(context))?,
-        };
-        w.commit().await?;
-        servers_from_row::<D>(&row)
+        .arg(json(&servers)?);
+        self.put_for_project(query, servers_from_row::<D>, "storing MCP servers", project)
+            .await
     }
 }
