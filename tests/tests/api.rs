@@ -63,14 +63,7 @@ async fn probes_and_metrics_need_no_token() {
     assert_eq!(body["database"], "ok");
     assert!(body["providers_serving"].as_u64().unwrap_or(0) >= 1);
     submit(&server, "metrics", "shell", "echo hi").await;
-    let text = server
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = server.metrics().await;
     assert!(text.contains("rdev_commands_enqueued_total 1"), "{text}");
     assert!(text.contains("rdev_sse_subscribers"), "{text}");
     let (status, body) = server.call(Method::GET, "/nope", None, None).await;
@@ -320,9 +313,7 @@ async fn projects_can_be_created_listed_read_and_deleted() {
         (StatusCode::CONFLICT, "project_busy")
     );
     let id = queued["command_id"].as_str().expect("id");
-    let (status, _) = server
-        .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
-        .await;
+    let (status, _) = server.cancel(id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     wait_terminal(&server, id).await;
     let (status, _) = server
@@ -473,26 +464,12 @@ async fn commands_are_listed_filtered_paged_and_cancelled() {
     );
 
     // Cancelling a pending command ends it at once, and its stream ends with `done`.
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/commands/{}/cancel", ids[2]),
-            admin,
-            None,
-        )
-        .await;
+    let (status, body) = server.cancel(&ids[2]).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "cancelled");
     let finished = wait_terminal(&server, &ids[2]).await;
     assert_eq!(finished["status"], "cancelled");
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/commands/{}/cancel", ids[2]),
-            admin,
-            None,
-        )
-        .await;
+    let (status, body) = server.cancel(&ids[2]).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::CONFLICT, "command_not_cancellable")
@@ -534,9 +511,7 @@ async fn commands_are_listed_filtered_paged_and_cancelled() {
         .chain([&default_id, first.as_ref().expect("id")])
         .chain([&blocker["command_id"].as_str().expect("id").to_owned()])
     {
-        server
-            .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
-            .await;
+        server.cancel(id).await;
     }
     server.stop().await;
 }
@@ -605,9 +580,7 @@ async fn sse_resumes_without_gap_or_duplicate_and_replays_to_late_subscribers() 
     let first_after = reader.next().await.expect("an event after resuming");
     seen.push(first_after);
     // Cancelling the (still pending) command writes its terminal event.
-    let (status, _) = server
-        .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
-        .await;
+    let (status, _) = server.cancel(&id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     seen.extend(reader.collect().await);
 
@@ -696,14 +669,7 @@ async fn sse_resumes_without_gap_or_duplicate_and_replays_to_late_subscribers() 
         (StatusCode::NOT_FOUND, "project_not_found")
     );
     let blocker = blocker["command_id"].as_str().expect("id");
-    server
-        .call(
-            Method::POST,
-            &format!("/commands/{blocker}/cancel"),
-            admin,
-            None,
-        )
-        .await;
+    server.cancel(blocker).await;
     server.stop().await;
 }
 
@@ -1003,14 +969,7 @@ async fn providers_are_listed_and_reloaded_by_admins() {
             .iter()
             .any(|n| n == "shell")
     );
-    let metrics = server
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(metrics.contains("rdev_plugin_reloads_total 1"), "{metrics}");
     server.stop().await;
 }
@@ -1088,14 +1047,7 @@ async fn the_seed_flow_runs_to_its_terminal_event_on_postgres() {
             break;
         }
     }
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/commands/{id}/cancel"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let (status, body) = server.cancel(id).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     events.extend(reader.collect().await);
     let last = events.last().expect("events");
@@ -1266,9 +1218,7 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
         append(&server, &id, output(&format!("{appended} after the drop"))).await;
         appended += 1;
     }
-    let (status, _) = server
-        .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
-        .await;
+    let (status, _) = server.cancel(&id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
     let stored: Vec<i64> = server
@@ -1323,14 +1273,7 @@ async fn a_slow_sse_subscriber_is_dropped_without_stalling_anyone_and_resumes_ex
     );
 
     let blocker = blocker["command_id"].as_str().expect("id");
-    server
-        .call(
-            Method::POST,
-            &format!("/commands/{blocker}/cancel"),
-            admin,
-            None,
-        )
-        .await;
+    server.cancel(blocker).await;
     server.stop().await;
 }
 
@@ -1646,14 +1589,7 @@ async fn finished_commands_are_timed_in_the_duration_histogram() {
         let submitted = submit(&server, "timed", "shell", prompt).await;
         wait_terminal(&server, submitted["command_id"].as_str().expect("id")).await;
     }
-    let text = server
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = server.metrics().await;
     assert!(
         text.contains("# TYPE rdev_command_duration_seconds histogram"),
         "{text}"
@@ -1733,9 +1669,7 @@ async fn a_quiet_stream_gets_keep_alive_comments_and_events_postpone_them() {
 
     for command in [&command, &blocker] {
         let id = command["command_id"].as_str().expect("id");
-        server
-            .call(Method::POST, &format!("/commands/{id}/cancel"), admin, None)
-            .await;
+        server.cancel(id).await;
     }
     server.stop().await;
 }

@@ -252,14 +252,7 @@ async fn writes_and_signals_outside_the_command_fail() {
         "b's process was killed"
     );
     let id = sleeper["command_id"].as_str().expect("id");
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/commands/{id}/cancel"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let (status, body) = server.cancel(id).await;
     assert!(status.is_success(), "{body}");
     let cancelled = follow(server, &sleeper).await;
     assert_eq!(cancelled.status, "cancelled");
@@ -293,14 +286,7 @@ async fn each_project_has_its_own_loopback_and_egress_policy() {
 
     // b runs one command at a time: stop its server before its next command.
     let id = listener["command_id"].as_str().expect("id");
-    server
-        .call(
-            Method::POST,
-            &format!("/commands/{id}/cancel"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    server.cancel(id).await;
     assert_eq!(follow(server, &listener).await.status, "cancelled");
 
     // The default allow-list (the server's, plus the test's loopback server) applies.

@@ -217,14 +217,7 @@ async fn a_finished_command_is_delivered_signed(db: Db) {
     assert_eq!(list[0]["attempts"][0]["status_code"], 204);
     assert!(list[0]["attempts"][0]["duration_ms"].is_u64());
 
-    let metrics = server
-        .request(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("rdev_webhook_deliveries_total{outcome=\"delivered\"} 1"),
         "{metrics}"

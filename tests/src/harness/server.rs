@@ -208,6 +208,23 @@ impl TestServer {
         self.call(method, path, Some(&self.admin), body).await
     }
 
+    /// The Prometheus text `GET /metrics` serves.
+    pub async fn metrics(&self) -> String {
+        self.request(reqwest::Method::GET, "/metrics", None)
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Asks to cancel command `id` as the admin; the status and the answer.
+    pub async fn cancel(&self, id: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let path = format!("/commands/{id}/cancel");
+        self.admin_call(reqwest::Method::POST, &path, None).await
+    }
+
     /// Stores credential `name` as the admin, expecting success.
     pub async fn put_credential(&self, name: &str, value: &str) {
         let path = format!("/credentials/{name}");
