@@ -649,3 +649,78 @@ async fn a_browser_sees_a_commands_changes_and_sets_the_projects_budget() {
         .await;
     assert_eq!(budget["monthly_limit_usd"], Value::Null, "{budget}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_reads_the_audit_trail_credentials_and_webhooks() {
+    let dir = tempfile::tempdir().expect("plugins dir");
+    runtime::install(&plugins::plugins_dir(), "shell", dir.path(), "shell", None);
+    let plugins_dir = dir.path().to_owned();
+    let server = TestServer::sqlite_with(move |config| {
+        config.plugins_dir = Some(plugins_dir);
+        config.webhooks.allow_private = true;
+    })
+    .await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let admin = Some(server.admin.as_str());
+    let (status, _) = server
+        .call(Method::POST, "/projects", admin, Some(json!({"id": "ops"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let value = Some(json!({"value": "s3cret-value"}));
+    let (status, _) = server
+        .call(Method::PUT, "/credentials/DEPLOY_KEY", admin, value)
+        .await;
+    assert!(status.is_success(), "{status}");
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "event_types": ["command.completed"],
+                      "description": "ci relay"});
+    let (status, created) = server
+        .call(Method::POST, "/projects/ops/webhooks", admin, Some(hook))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"]
+        .as_str()
+        .expect("the secret, shown once")
+        .to_owned();
+
+    sign_in_browser(&browser, &server, &server.admin).await;
+    browser.click("#audit-link").await;
+    browser.wait_for_text("#chain", "Chain intact").await;
+    let trail = browser.text("#audit").await;
+    assert!(
+        trail.contains("project.created") && trail.contains("ui.signed_in"),
+        "{trail}"
+    );
+    screenshot(&browser, "audit").await;
+
+    browser.goto(&server.url("/ui/projects")).await;
+    browser.click("#credentials-link").await;
+    let row = browser
+        .wait_for_text("tr[data-credential=DEPLOY_KEY]", "DEPLOY_KEY")
+        .await;
+    assert!(!row.is_empty());
+    let source = browser
+        .script("return document.documentElement.outerHTML;", json!([]))
+        .await;
+    assert!(!source.as_str().unwrap_or_default().contains("s3cret-value"));
+    browser.click("tr[data-credential=DEPLOY_KEY] button").await;
+    browser
+        .wait_for_text("#credentials", "No credentials.")
+        .await;
+    let (_, listed) = server.call(Method::GET, "/credentials", admin, None).await;
+    assert_eq!(listed["credentials"], json!([]), "{listed}");
+
+    browser.goto(&server.url("/ui/projects/ops")).await;
+    browser.click("#webhooks-link").await;
+    let hooks = browser.wait_for_text("#webhooks", "127.0.0.1:9/hook").await;
+    assert!(
+        hooks.contains("command.completed") && hooks.contains("enabled"),
+        "{hooks}"
+    );
+    assert!(hooks.contains("ci relay"), "{hooks}");
+    let source = browser
+        .script("return document.documentElement.outerHTML;", json!([]))
+        .await;
+    assert!(!source.as_str().unwrap_or_default().contains(&secret));
+}

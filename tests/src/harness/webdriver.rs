@@ -119,14 +119,19 @@ impl Browser {
         }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    /// The answer's `value`, which may be a WebDriver error.
+    async fn answer(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.expect("WebDriver request");
         let answer: Value = response.json().await.expect("WebDriver JSON");
-        let value = answer["value"].clone();
+        answer["value"].clone()
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let value = self.answer(method, path, body).await;
         if value.get("error").is_some() {
             panic!("WebDriver {path}: {value}");
         }
@@ -225,11 +230,15 @@ impl Browser {
         let Some(element) = self.find(css).await else {
             return String::new();
         };
-        self.get(&format!("/element/{element}/text"))
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let path = format!("/session/{}/element/{element}/text", self.session);
+        let value = self.answer(reqwest::Method::GET, &path, None).await;
+        // The page was replaced (a reload) between finding the element and reading it: no
+        // text yet, and a waiting caller looks again.
+        if value["error"] == "stale element reference" {
+            return String::new();
+        }
+        assert!(value.get("error").is_none(), "WebDriver {path}: {value}");
+        value.as_str().unwrap_or_default().to_owned()
     }
 
     /// Clicks the element `css` selects (waiting for it).

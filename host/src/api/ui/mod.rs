@@ -7,6 +7,7 @@
 //! by the JSON API too (see [`super::session`]), so the pages' actions are the API's routes
 //! and no rule is written twice.
 
+mod admin;
 mod changes;
 mod html;
 mod login;
@@ -43,6 +44,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ui/commands/{id}", get(pages::command))
         .route("/ui/commands/{id}/changes", get(changes::page_of_changes))
         .route("/ui/providers", get(providers::page))
+        .route("/ui/audit", get(admin::audit_page))
+        .route("/ui/credentials", get(admin::credentials_page))
+        .route("/ui/projects/{id}/webhooks", get(admin::webhooks_page))
         .route("/ui/assets/app.js", get(script))
         .route("/ui/assets/app.css", get(stylesheet))
 }

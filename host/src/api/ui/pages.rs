@@ -60,7 +60,9 @@ pub async fn projects(
         rows.push_str("<tr><td colspan=\"4\" class=\"empty\">No projects yet.</td></tr>");
     }
     let create = if admin {
-        create_form(&state, &viewer.csrf)
+        let links = "<p><a id=\"audit-link\" href=\"/ui/audit\">Audit trail</a> · \
+                     <a id=\"credentials-link\" href=\"/ui/credentials\">Credentials</a></p>";
+        format!("{links}{}", create_form(&state, &viewer.csrf))
     } else {
         String::new()
     };
@@ -137,7 +139,8 @@ pub async fn project(
         .filter_map(|c| c.session_id.as_deref())
         .collect();
     let body = format!(
-        "<h1>Project {id}</h1><p><a id=\"usage-link\" href=\"/ui/projects/{id}/usage\">Usage and budget</a></p>\
+        "<h1>Project {id}</h1><p><a id=\"usage-link\" href=\"/ui/projects/{id}/usage\">Usage and budget</a> · \
+         <a id=\"webhooks-link\" href=\"/ui/projects/{id}/webhooks\">Webhooks</a></p>\
          {prompt}<h2>Commands</h2>\
          <table id=\"commands\"><thead><tr><th>Command</th><th>Status</th><th>Provider</th>\
          <th>Prompt</th><th>Duration</th><th>Cost</th></tr></thead><tbody>{rows}</tbody></table>\
