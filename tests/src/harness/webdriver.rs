@@ -172,6 +172,16 @@ impl Browser {
             .await
     }
 
+    /// Runs a Chrome DevTools Protocol command through chromedriver's `goog/cdp/execute`
+    /// (e.g. `Performance.getMetrics`, which the W3C protocol has no equivalent for).
+    pub async fn cdp(&self, command: &str, params: Value) -> Value {
+        self.post(
+            "/goog/cdp/execute",
+            json!({ "cmd": command, "params": params }),
+        )
+        .await
+    }
+
     /// Runs an async `script` whose last argument is the callback to call with the result.
     pub async fn script_async(&self, script: &str, args: Value) -> Value {
         self.post("/execute/async", json!({ "script": script, "args": args }))
@@ -233,8 +243,12 @@ impl Browser {
         let path = format!("/session/{}/element/{element}/text", self.session);
         let value = self.answer(reqwest::Method::GET, &path, None).await;
         // The page was replaced (a reload) between finding the element and reading it: no
-        // text yet, and a waiting caller looks again.
-        if value["error"] == "stale element reference" {
+        // text yet, and a waiting caller looks again. Chromium reports it as a stale element
+        // or, when the reload is midway, as an inspector error about the node's document.
+        let detached = value["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not belong to the document"));
+        if value["error"] == "stale element reference" || detached {
             return String::new();
         }
         assert!(value.get("error").is_none(), "WebDriver {path}: {value}");
