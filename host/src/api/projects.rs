@@ -14,7 +14,8 @@ use utoipa_axum::routes;
 use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath, StoreContext};
 use super::state::AppState;
-use crate::domain::{NewAuditEntry, NewProject, Project, ProjectId};
+use crate::domain::{NewAuditEntry, NewProject, Principal, Project, ProjectId};
+use crate::ports::StoreError;
 use crate::services::project_setup::{self, CreatedProject};
 
 /// Body of `POST /projects`. With `template` the project's workspace is created from that
@@ -140,15 +141,20 @@ async fn list(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
 ) -> Result<Json<ProjectList>, ApiError> {
-    let projects: Vec<Project> = state
-        .stores
-        .projects
-        .list()
-        .await?
+    let projects = accessible_projects(&state, &principal).await?;
+    Ok(Json(ProjectList { projects }))
+}
+
+/// The projects `principal` may access, for the API's list and the dashboard's.
+pub(crate) async fn accessible_projects(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Vec<Project>, StoreError> {
+    let all = state.stores.projects.list().await?;
+    Ok(all
         .into_iter()
         .filter(|p| principal.can_access(&p.id))
-        .collect();
-    Ok(Json(ProjectList { projects }))
+        .collect())
 }
 
 /// Reads one project.

@@ -12,8 +12,9 @@ use axum::response::Html;
 use super::html::{action_button, csrf_field, esc, page};
 use super::{PageError, Viewer};
 use crate::api::commands::{self, CommandView, ListQuery, accessible_command};
+use crate::api::projects::accessible_projects;
 use crate::api::state::AppState;
-use crate::domain::{Project, ProjectId};
+use crate::domain::ProjectId;
 use crate::registry::ProviderState;
 
 /// Commands per page of a project's list.
@@ -24,14 +25,7 @@ pub async fn projects(
     State(state): State<Arc<AppState>>,
     viewer: Viewer,
 ) -> Result<Html<String>, PageError> {
-    let projects: Vec<Project> = state
-        .stores
-        .projects
-        .list()
-        .await?
-        .into_iter()
-        .filter(|p| viewer.principal.can_access(&p.id))
-        .collect();
+    let projects = accessible_projects(&state, &viewer.principal).await?;
     let admin = viewer.principal.is_admin();
     let mut rows = String::new();
     for project in &projects {
