@@ -958,6 +958,16 @@ async fn providers_are_listed_and_reloaded_by_admins() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert!(names.contains(&"shell"), "{names:?}");
+    let shell = body["providers"]
+        .as_array()
+        .and_then(|list| list.iter().find(|p| p["name"] == "shell"))
+        .expect("shell listed");
+    assert_eq!(
+        shell["grants"],
+        json!({"exec": ["sh"], "project_http_ports": [], "credentials": [],
+               "mcp_servers": false, "service": null}),
+        "the manifest's grants: {shell}"
+    );
     let (status, report) = server
         .call(Method::POST, "/providers/reload", admin, None)
         .await;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rdev_tests::harness::server::{SseReader, TestServer, json_of};
 use rdev_tests::harness::webdriver::Browser;
+use rdev_tests::harness::webhook_receiver::{Reply, WebhookReceiver, verify};
 use rdev_tests::harness::{Database, plugins, runtime};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
@@ -470,6 +471,10 @@ async fn a_browser_signs_in_runs_cancels_and_signs_out() {
             .await
             .contains("serving")
     );
+    let exec = browser
+        .text("tr[data-provider=shell] [data-grant=exec]")
+        .await;
+    assert_eq!(exec, "exec: sh", "the manifest's grants");
     screenshot(&browser, "providers").await;
 
     // The page's own script sends the CSRF token; a request without it is refused.
@@ -711,6 +716,37 @@ async fn a_browser_reads_the_audit_trail_credentials_and_webhooks() {
     let (_, listed) = server.call(Method::GET, "/credentials", admin, None).await;
     assert_eq!(listed["credentials"], json!([]), "{listed}");
 
+    // Set from the page: the value goes out once in the PUT body and is never shown again.
+    let value = "p4ss-from-the-page";
+    browser
+        .type_into("#set-credential input[name=name]", "WEB_TOKEN")
+        .await;
+    browser
+        .type_into("#set-credential input[name=value]", value)
+        .await;
+    browser.click("#set-credential button[type=submit]").await;
+    browser
+        .wait_for_text("tr[data-credential=WEB_TOKEN]", "WEB_TOKEN")
+        .await;
+    let source = browser
+        .script("return document.documentElement.outerHTML;", json!([]))
+        .await;
+    assert!(!source.as_str().unwrap_or_default().contains(value));
+    let field = browser
+        .script(
+            "return document.querySelector('#set-credential input[name=value]').value;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(field, "", "the reloaded page does not keep the value");
+    let (_, listed) = server.call(Method::GET, "/credentials", admin, None).await;
+    assert_eq!(listed["credentials"][0]["name"], "WEB_TOKEN", "{listed}");
+    let (_, audit) = server
+        .call(Method::GET, "/audit?action=credential.put", admin, None)
+        .await;
+    assert!(audit.to_string().contains("WEB_TOKEN"), "{audit}");
+    assert!(!audit.to_string().contains(value), "{audit}");
+
     browser.goto(&server.url("/ui/projects/ops")).await;
     browser.click("#webhooks-link").await;
     let hooks = browser.wait_for_text("#webhooks", "127.0.0.1:9/hook").await;
@@ -723,4 +759,270 @@ async fn a_browser_reads_the_audit_trail_credentials_and_webhooks() {
         .script("return document.documentElement.outerHTML;", json!([]))
         .await;
     assert!(!source.as_str().unwrap_or_default().contains(&secret));
+}
+
+/// Reloads `path` until the text of `css` contains `expected` (a server-rendered page shows
+/// what happened since only when loaded again); returns that text.
+async fn reload_until(browser: &Browser, url: &str, css: &str, expected: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        browser.goto(url).await;
+        let text = browser.text(css).await;
+        if text.contains(expected) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{css} never showed {expected:?}; it shows {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_creates_a_webhook_sees_its_deliveries_and_deletes_it() {
+    let dir = tempfile::tempdir().expect("plugins dir");
+    runtime::install(&plugins::plugins_dir(), "shell", dir.path(), "shell", None);
+    let plugins_dir = dir.path().to_owned();
+    let server = TestServer::sqlite_with(move |config| {
+        config.plugins_dir = Some(plugins_dir);
+        config.webhooks.allow_private = true;
+        config.webhooks.poll_interval = Duration::from_millis(50);
+        config.webhooks.retry.base = Duration::from_millis(50);
+        config.webhooks.retry.max_delay = Duration::from_millis(200);
+    })
+    .await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let admin = Some(server.admin.as_str());
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/projects",
+            admin,
+            Some(json!({"id": "hooks"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // A real receiver on 127.0.0.1 that fails the first attempt and accepts the retry.
+    let receiver = WebhookReceiver::start().expect("receiver");
+    receiver.script([Reply::status(500)]);
+    let hook_url = receiver.url("/hook");
+
+    sign_in_browser(&browser, &server, &server.admin).await;
+    browser.goto(&server.url("/ui/projects/hooks")).await;
+    browser.click("#webhooks-link").await;
+    browser.wait_for_text("#webhooks", "No webhooks.").await;
+    browser
+        .type_into("#create-webhook input[name=url]", &hook_url)
+        .await;
+    browser
+        .type_into(
+            "#create-webhook input[name=event_types]",
+            "command.completed, command.failed",
+        )
+        .await;
+    browser
+        .type_into("#create-webhook input[name=description]", "from the page")
+        .await;
+    // A malformed secret is refused with the API's words; the receiver's own one is taken.
+    browser
+        .type_into("#create-webhook input[name=secret]", "whsec_c2hvcnQ=")
+        .await;
+    browser.click("#create-webhook button[type=submit]").await;
+    browser
+        .wait_for_text("#create-webhook [data-error]", "400")
+        .await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    browser
+        .script(
+            "document.querySelector('#create-webhook input[name=secret]').value = arguments[0];",
+            json!([secret]),
+        )
+        .await;
+    browser.click("#create-webhook button[type=submit]").await;
+    let shown = browser.wait_for_text("#new-secret", "shown once").await;
+    assert!(shown.contains(secret), "{shown}");
+    browser.click("#secret-done").await;
+    let hooks = browser.wait_for_text("#webhooks", &hook_url).await;
+    assert!(
+        hooks.contains("command.completed, command.failed") && hooks.contains("from the page"),
+        "{hooks}"
+    );
+    let source = browser
+        .script("return document.documentElement.outerHTML;", json!([]))
+        .await;
+    assert!(!source.as_str().unwrap_or_default().contains(secret));
+    let deliveries = browser.text("table.deliveries").await;
+    assert!(deliveries.contains("No deliveries yet."), "{deliveries}");
+
+    let command = server.submit("hooks", "shell", "echo hooked").await;
+    let command = command["command_id"].as_str().expect("id").to_owned();
+    server
+        .finished_within(&command, Duration::from_secs(90))
+        .await;
+    let received = receiver.wait_for(2, Duration::from_secs(60)).await;
+    verify(secret, &received[1]).expect("signed with the secret set on the page");
+    assert_eq!(received[1].json()["type"], "command.completed");
+
+    let page_url = server.url("/ui/projects/hooks/webhooks");
+    let row = reload_until(
+        &browser,
+        &page_url,
+        "table.deliveries tbody tr",
+        "delivered",
+    )
+    .await;
+    assert!(row.contains("command.completed"), "{row}");
+    assert_eq!(
+        browser.text("table.deliveries tbody tr .answer").await,
+        "204"
+    );
+    assert_eq!(
+        browser.text("table.deliveries tbody tr .attempts").await,
+        "2",
+        "the failed attempt and the retry"
+    );
+    screenshot(&browser, "webhooks").await;
+
+    browser.click("tr[data-webhook] button").await;
+    browser.wait_for_text("#webhooks", "No webhooks.").await;
+    let (_, listed) = server
+        .call(Method::GET, "/projects/hooks/webhooks", admin, None)
+        .await;
+    assert_eq!(listed["webhooks"], json!([]), "{listed}");
+}
+
+/// Opens the page of a command submitted to `interact` with `prompt`; its id.
+async fn open_interact(browser: &Browser, server: &TestServer, prompt: &str) -> String {
+    let submitted = server.submit("p", "interact", prompt).await;
+    let id = submitted["command_id"].as_str().expect("id").to_owned();
+    browser
+        .goto(&server.url(&format!("/ui/commands/{id}")))
+        .await;
+    browser.wait_for("#events").await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_allows_denies_and_sends_follow_up_input() {
+    // The `interact` test guest: `run <cmd>` asks whether Bash may run <cmd>; `input` takes
+    // follow-up input until `done`.
+    let Some(server) =
+        TestServer::with_plugins(Database::Sqlite, plugins::with_interact(), |_| {}).await
+    else {
+        return;
+    };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/projects",
+            Some(&server.admin),
+            Some(json!({"id": "p"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    sign_in_browser(&browser, &server, &server.admin).await;
+
+    // Allow, clicked: the tool runs and the command completes.
+    let allowed = open_interact(&browser, &server, "run echo ran-$((40+2))").await;
+    let asked = browser
+        .wait_for_text(".ev.approval", "Approval needed: Bash")
+        .await;
+    assert!(asked.contains("echo ran-$((40+2))"), "{asked}");
+    screenshot(&browser, "approval").await;
+    browser.click(".ev.approval button.allow").await;
+    browser.wait_for_text("#status", "completed").await;
+    let events = browser.text("#events").await;
+    assert!(events.contains("ran-42"), "the tool ran: {events}");
+    let state = browser.text(".ev.approval .approval-state").await;
+    assert!(state.starts_with("allowed by"), "{state}");
+    let (_, command) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{allowed}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(command["status"], "completed", "{command}");
+
+    // Deny with a reason, clicked: the agent is told, the tool never runs.
+    let denied = open_interact(&browser, &server, "run echo never-$((1+1))").await;
+    browser.wait_for(".ev.approval button.deny").await;
+    browser
+        .type_into(".ev.approval .decide input", "not on main")
+        .await;
+    browser.click(".ev.approval button.deny").await;
+    browser.wait_for_text("#events .ev.done", "Finished").await;
+    let events = browser.text("#events").await;
+    assert!(events.contains("denied: not on main"), "{events}");
+    assert!(
+        !events.contains("never-2"),
+        "the tool did not run: {events}"
+    );
+    let state = browser.text(".ev.approval .approval-state").await;
+    assert!(
+        state.starts_with("denied by") && state.ends_with(": not on main"),
+        "{state}"
+    );
+    let (_, command) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{denied}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        command["result"]["final_text"], "denied: not on main",
+        "{command}"
+    );
+
+    // Follow-up input from the box reaches the running agent, in order.
+    let talked = open_interact(&browser, &server, "input").await;
+    browser.wait_for_text("#status", "running").await;
+    for text in ["hello there", "done"] {
+        browser.type_into("#follow-up input[name=text]", text).await;
+        browser.click("#follow-up button[type=submit]").await;
+        browser
+            .wait_for_text("#events", &format!("you: {text}"))
+            .await;
+        // The box is cleared once the API accepted the text; the next goes in after that.
+        let cleared = "return document.querySelector('#follow-up input[name=text]').value;";
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while browser.script(cleared, json!([])).await != "" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the box kept {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    browser.wait_for_text("#status", "completed").await;
+    let done = browser.text("#events .ev.done").await;
+    assert!(done.contains("hello there,done"), "{done}");
+    let delivered = browser
+        .script(
+            "return document.querySelectorAll('.ev.input.delivered').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(delivered, 2);
+    let (_, command) = server
+        .call(
+            Method::GET,
+            &format!("/commands/{talked}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        command["result"]["final_text"], "hello there,done",
+        "{command}"
+    );
 }

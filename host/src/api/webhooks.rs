@@ -23,8 +23,8 @@ use crate::services::webhooks::check_target_url;
 /// Longest accepted description.
 const MAX_DESCRIPTION: usize = 512;
 
-/// Body of `POST /projects/{id}/webhooks`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Body of `POST /projects/{id}/webhooks`. Its `Debug` hides the secret.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// `http` or `https`; internal addresses are refused unless the operator allows them.
@@ -36,6 +36,21 @@ pub struct CreateWebhook {
     #[serde(default)]
     #[schema(max_length = 512)]
     pub description: Option<String>,
+    /// The signing secret to use (`whsec_` + base64 of at least 24 bytes), for a receiver that
+    /// already has one; a fresh one is generated when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for CreateWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateWebhook")
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("description", &self.description)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// Answer to the create call: the only time the secret is shown.
@@ -90,7 +105,7 @@ fn project_of(principal: &crate::domain::Principal, id: String) -> Result<Projec
     params(("id" = ProjectId, Path, description = "Project id; it need not exist yet")),
     request_body = CreateWebhook, responses(
     (status = 201, description = "Created", body = CreatedWebhook),
-    (status = 400, description = "Invalid URL (`invalid_webhook_url`), event type or description"),
+    (status = 400, description = "Invalid URL (`invalid_webhook_url`), event type, description or secret (`invalid_webhook_secret`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 422, description = "The target is an internal address (`webhook_target_forbidden`)"),
 ))]
@@ -117,9 +132,14 @@ async fn create(
             format!("a description has at most {MAX_DESCRIPTION} characters"),
         ));
     }
-    let mut bytes = [0u8; SECRET_BYTES];
-    rand::fill(&mut bytes);
-    let secret = WebhookSecret::from_random(&bytes);
+    let secret = match body.secret {
+        Some(given) => WebhookSecret::parse(given)?,
+        None => {
+            let mut bytes = [0u8; SECRET_BYTES];
+            rand::fill(&mut bytes);
+            WebhookSecret::from_random(&bytes)
+        }
+    };
     let webhook = state
         .stores
         .webhooks

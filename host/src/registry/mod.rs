@@ -77,6 +77,9 @@ pub struct ProviderStatus {
     pub abi: Option<String>,
     pub description: Option<String>,
     pub capabilities: Option<Capabilities>,
+    /// What the serving version's manifest lets it do outside its sandbox, so an operator
+    /// sees a plugin's reach before running it.
+    pub grants: Option<ProviderGrants>,
     pub state: ProviderState,
     /// Why the newest files did not load. Names the server's plugin files by their full
     /// path; see [`ProviderStatus::without_paths`] for callers who must not see them.
@@ -90,6 +93,41 @@ pub struct ProviderStatus {
     #[serde(skip)]
     #[schema(ignore)]
     error_without_path: Option<String>,
+}
+
+/// A provider's `[grants]` as listed: everything it may reach outside its sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ProviderGrants {
+    /// Programs it may spawn (argv[0], matched exactly).
+    pub exec: Vec<String>,
+    /// Workspace ports it may reach with project-http (its service's port included).
+    pub project_http_ports: Vec<u16>,
+    /// Credentials it may name as secret references.
+    pub credentials: Vec<String>,
+    /// Whether it is handed the project's MCP servers.
+    pub mcp_servers: bool,
+    /// The program of the per-project service the host runs for it, if any.
+    pub service: Option<String>,
+}
+
+impl ProviderGrants {
+    fn of(agent: &WasmAgent) -> Self {
+        let manifest = agent.manifest();
+        let grants = &manifest.grants;
+        let mut ports: Vec<u16> = grants.ports().collect();
+        if let Some(service) = &manifest.service
+            && !ports.contains(&service.port)
+        {
+            ports.push(service.port);
+        }
+        Self {
+            exec: grants.exec().map(str::to_owned).collect(),
+            project_http_ports: ports,
+            credentials: grants.credentials().map(str::to_owned).collect(),
+            mcp_servers: grants.mcp_servers(),
+            service: manifest.service.as_ref().map(|s| s.program.clone()),
+        }
+    }
 }
 
 impl ProviderStatus {
@@ -285,6 +323,7 @@ impl Registry {
                     abi: provider.map(|p| p.abi_version.clone()),
                     description: provider.map(|p| p.description.clone()),
                     capabilities: provider.map(|p| p.capabilities),
+                    grants: slot.serving.as_deref().map(ProviderGrants::of),
                     state: match (&slot.serving, &slot.last_error, &slot.loading) {
                         (Some(_), None, _) => ProviderState::Serving,
                         (Some(_), Some(_), _) => ProviderState::Stale,

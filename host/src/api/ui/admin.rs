@@ -1,18 +1,17 @@
-//! Read-only pages over the JSON API's admin and project listings: the audit trail with its
+//! Admin pages over the JSON API: the audit trail with its
 //! verification (`/ui/audit`, admins), the credentials by name (`/ui/credentials`, admins;
-//! values are never shown, deleting one is the API's `DELETE /credentials/{name}`) and a
-//! project's webhooks (`/ui/projects/{id}/webhooks`, its members; secrets never shown).
+//! values are set through a password field and never shown; setting and deleting are the
+//! API's `PUT` and `DELETE /credentials/{name}`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::Html;
 
-use super::html::{action_button, esc, page};
+use super::html::{action_button, csrf_field, esc, page};
 use super::{PageError, Viewer};
 use crate::api::state::AppState;
-use crate::domain::ProjectId;
 
 /// Audit entries per page.
 const AUDIT_PAGE: u32 = 100;
@@ -104,60 +103,25 @@ pub async fn credentials_page(
         rows.push_str("<tr><td colspan=\"4\" class=\"empty\">No credentials.</td></tr>");
     }
     let body = format!(
-        "<h1>Credentials</h1><p class=\"hint\">Names only: values are write-only \
-         (<code>PUT /credentials/{{name}}</code>, <code>rdev</code> CLI).</p>\
+        "<h1>Credentials</h1><p class=\"hint\">Names only: values are write-only.</p>\
          <table id=\"credentials\"><thead><tr><th>Name</th><th>Created</th><th>Updated</th>\
-         <th></th></tr></thead><tbody>{rows}</tbody></table>"
+         <th></th></tr></thead><tbody>{rows}</tbody></table>{set}",
+        set = set_credential_form(&viewer.csrf),
     );
     Ok(Html(page("Credentials", Some(&viewer.csrf), &body)))
 }
 
-/// `GET /ui/projects/{id}/webhooks`: the project's subscriptions (never their secrets).
-pub async fn webhooks_page(
-    State(state): State<Arc<AppState>>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-) -> Result<Html<String>, PageError> {
-    let id = ProjectId::parse(id).map_err(crate::api::ApiError::from)?;
-    viewer.principal.require_project(&id)?;
-    state.stores.projects.get(&id).await?;
-    let mut rows = String::new();
-    for w in state.stores.webhooks.list_webhooks(&id).await? {
-        let events = if w.event_types.is_empty() {
-            "every event".to_owned()
-        } else {
-            w.event_types.join(", ")
-        };
-        let state = if w.enabled {
-            "<span class=\"status completed\">enabled</span>".to_owned()
-        } else {
-            format!(
-                "<span class=\"status failed\">disabled</span> {}",
-                esc(w.disabled_reason.as_deref().unwrap_or(""))
-            )
-        };
-        let _ = write!(
-            rows,
-            "<tr data-webhook=\"{wid}\"><td><code>{wid}</code></td><td>{url}</td><td>{events}</td>\
-             <td>{state}</td><td>{description}</td></tr>",
-            wid = esc(&w.id),
-            url = esc(&w.url),
-            events = esc(&events),
-            description = esc(w.description.as_deref().unwrap_or("")),
-        );
-    }
-    if rows.is_empty() {
-        rows.push_str("<tr><td colspan=\"5\" class=\"empty\">No webhooks.</td></tr>");
-    }
-    let project = esc(id.as_str());
-    let body = format!(
-        "<p><a href=\"/ui/projects/{project}\">← {project}</a></p><h1>Webhooks of {project}</h1>\
-         <table id=\"webhooks\"><thead><tr><th>Id</th><th>URL</th><th>Events</th><th>State</th>\
-         <th>Description</th></tr></thead><tbody>{rows}</tbody></table>"
-    );
-    Ok(Html(page(
-        &format!("Webhooks {project}"),
-        Some(&viewer.csrf),
-        &body,
-    )))
+/// The form that sets a credential (`PUT /credentials/{name}`, sent by the script): the value
+/// is a password field, sent once in the request body and never put back in a page.
+fn set_credential_form(csrf: &str) -> String {
+    format!(
+        "<h2>Set a credential</h2><form id=\"set-credential\" class=\"card\" \
+         data-api=\"/credentials/{{name}}\" data-method=\"PUT\" data-then=\"reload\">{csrf}\
+         <div class=\"row\"><label>Name <input name=\"name\" required data-path \
+         pattern=\"[A-Za-z_][A-Za-z0-9_]{{0,127}}\" autocomplete=\"off\"></label>\
+         <label>Value <input name=\"value\" type=\"password\" required \
+         autocomplete=\"new-password\"></label><button type=\"submit\">Set</button></div>\
+         <p class=\"error\" data-error></p></form>",
+        csrf = csrf_field(csrf),
+    )
 }

@@ -14,6 +14,7 @@ mod login;
 mod pages;
 mod providers;
 mod usage;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -46,7 +47,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ui/providers", get(providers::page))
         .route("/ui/audit", get(admin::audit_page))
         .route("/ui/credentials", get(admin::credentials_page))
-        .route("/ui/projects/{id}/webhooks", get(admin::webhooks_page))
+        .route("/ui/projects/{id}/webhooks", get(webhooks::webhooks_page))
         .route("/ui/assets/app.js", get(script))
         .route("/ui/assets/app.css", get(stylesheet))
 }

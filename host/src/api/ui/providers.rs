@@ -1,5 +1,6 @@
-//! The providers page: each provider's state, version, ABI, capabilities and last load
-//! error, with the reload button for admins.
+//! The providers page: each provider's state, version, ABI, capabilities, grants (what its
+//! manifest lets it reach outside the sandbox) and last load error, with the reload button
+//! for admins.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use axum::response::Html;
 use super::html::{action_button, esc, page as layout};
 use super::{PageError, Viewer};
 use crate::api::state::AppState;
-use crate::registry::ProviderStatus;
+use crate::registry::{ProviderGrants, ProviderStatus};
 
 /// `GET /ui/providers`. Load errors name plugin files by full path for admins only, as
 /// `GET /providers` does.
@@ -41,7 +42,7 @@ pub async fn page(
     };
     let body = format!(
         "<h1>Providers</h1>{reload}<table id=\"providers\"><thead><tr><th>Name</th><th>State</th>\
-         <th>Version</th><th>ABI</th><th>Capabilities</th><th>Last load error</th></tr></thead>\
+         <th>Version</th><th>ABI</th><th>Capabilities</th><th>Grants</th><th>Last load error</th></tr></thead>\
          <tbody>{rows}</tbody></table><p class=\"hint\">Confinement: {confinement}</p>",
         confinement = esc(&serde_json::to_string(&state.confinement).unwrap_or_default()),
     );
@@ -70,7 +71,7 @@ fn row(status: &ProviderStatus) -> String {
     }
     format!(
         "<tr data-provider=\"{name}\"><td>{name}{default}</td><td><span class=\"state {state}\">{state}</span></td>\
-         <td>{version}</td><td>{abi}</td><td>{capabilities}</td><td class=\"load-error\">{error}</td></tr>",
+         <td>{version}</td><td>{abi}</td><td>{capabilities}</td><td class=\"grants\">{grants}</td><td class=\"load-error\">{error}</td></tr>",
         name = esc(&status.name),
         default = if status.default {
             " <span class=\"tag\">default</span>"
@@ -80,6 +81,38 @@ fn row(status: &ProviderStatus) -> String {
         state = esc(&state),
         version = esc(status.version.as_deref().unwrap_or("")),
         abi = esc(status.abi.as_deref().unwrap_or("")),
+        grants = status.grants.as_ref().map(grants).unwrap_or_default(),
         error = esc(status.last_error.as_deref().unwrap_or("")),
     )
+}
+
+/// The grants as one line per kind, `none` when the plugin may reach nothing.
+fn grants(grants: &ProviderGrants) -> String {
+    let ports: Vec<String> = grants
+        .project_http_ports
+        .iter()
+        .map(u16::to_string)
+        .collect();
+    let mut lines = String::new();
+    for (kind, values) in [
+        ("exec", grants.exec.join(", ")),
+        ("ports", ports.join(", ")),
+        ("credentials", grants.credentials.join(", ")),
+        ("service", grants.service.clone().unwrap_or_default()),
+    ] {
+        if !values.is_empty() {
+            let _ = write!(
+                lines,
+                "<div data-grant=\"{kind}\">{kind}: <code>{}</code></div>",
+                esc(&values)
+            );
+        }
+    }
+    if grants.mcp_servers {
+        lines.push_str("<div data-grant=\"mcp_servers\">MCP servers</div>");
+    }
+    if lines.is_empty() {
+        lines.push_str("<span class=\"empty\">none</span>");
+    }
+    lines
 }

@@ -13,13 +13,23 @@ function el(tag, className, text) {
 
 // --- forms -> JSON API --------------------------------------------------------------
 
+// Fields marked data-path go into the route (`/credentials/{name}`), never the body.
 function formBody(form) {
   const body = {};
   for (const field of form.querySelectorAll("input[name], select[name], textarea[name]")) {
-    if (field.name === "_csrf" || field.value === "") continue;
+    if (field.name === "_csrf" || field.value === "" || field.hasAttribute("data-path")) continue;
+    if (field.hasAttribute("data-list")) {
+      body[field.name] = field.value.split(",").map((v) => v.trim()).filter(Boolean);
+      continue;
+    }
     body[field.name] = field.hasAttribute("data-json") ? JSON.parse(field.value) : field.value;
   }
   return body;
+}
+
+function formPath(form) {
+  return form.dataset.api.replace(/\{(\w+)\}/g, (_, key) =>
+    encodeURIComponent(form.querySelector("[name=" + key + "]").value));
 }
 
 async function api(method, path, csrf, body) {
@@ -44,6 +54,19 @@ function then(form, data) {
   if (target === "reload") { location.reload(); return; }
   if (target === "none") return;
   if (target === "clear") { form.reset(); return; }
+  if (target === "secret") {
+    // The create call's answer is the only time a signing secret is shown.
+    form.reset();
+    const box = form.querySelector("[data-secret]");
+    box.textContent = "Created " + data.id + ". Signing secret (shown once): ";
+    box.appendChild(el("code", null, data.secret));
+    const done = el("a", null, " Done");
+    done.href = location.pathname;
+    done.id = "secret-done";
+    box.appendChild(done);
+    box.hidden = false;
+    return;
+  }
   location.assign(target.replace(/\{(\w+)\}/g, (_, key) => encodeURIComponent(
     (data && data[key]) || (data && data.project && data.project[key]) || "")));
 }
@@ -58,7 +81,7 @@ document.addEventListener("submit", async (event) => {
   try {
     const method = form.dataset.method || "POST";
     const body = method === "DELETE" ? undefined : formBody(form);
-    const data = await api(method, form.dataset.api, csrf, body);
+    const data = await api(method, formPath(form), csrf, body);
     then(form, data);
   } catch (e) {
     if (error) error.textContent = e.message;
