@@ -3,7 +3,8 @@
 //! default) signed in through `/ui/login` like a browser.
 //!
 //! - **Project page** (`/ui/projects/{id}`): wall time of the GET on loopback (the server's
-//!   time plus a local round trip) and its transfer size, first page and last page.
+//!   time plus a local round trip) and its transfer size, first page and the page after
+//!   9,000 commands, reached by following the pager's `Older` links (keyset cursors).
 //! - **Command page** (`/ui/commands/{id}`): the same for its HTML, then its event stream as
 //!   the page's script reads it (the SSE replay of 50,000 events): time and bytes.
 //! - **In Chromium** (Debian's, through chromedriver): from navigation until the page shows
@@ -87,6 +88,31 @@ async fn page(server: &TestServer, cookie: &str, path: &str) -> (Duration, usize
     }
     times.sort();
     (times[times.len() / 2], size)
+}
+
+/// Follows the project page's `Older →` links from the newest page to the oldest. Returns
+/// the path of the page after the first 9,000 commands (or of the last page), how many
+/// commands precede it, and how many commands the pages listed in all.
+async fn walk_pages(server: &TestServer, cookie: &str, commands: usize) -> (String, usize, usize) {
+    let http = client();
+    let target = 9_000.min(commands.saturating_sub(1) / 50 * 50);
+    let mut path = "/ui/projects/history".to_owned();
+    let (mut listed, mut deep) = (0, None);
+    loop {
+        if listed == target {
+            deep = Some(path.clone());
+        }
+        let response = http.get(server.url(&path)).header(COOKIE, cookie).send();
+        let html = response.await.expect("page").text().await.expect("body");
+        listed += html.matches("<tr><td><a href=\"/ui/commands/").count();
+        let Some(start) = html.find("<a href=\"?before=") else {
+            break;
+        };
+        let cursor = &html[start + 17..];
+        let cursor = &cursor[..cursor.find('"').expect("a quoted link")];
+        path = format!("/ui/projects/history?before={cursor}");
+    }
+    (deep.unwrap_or(path), target, listed)
 }
 
 /// Queues `n` commands in `project` for a provider that does not exist and waits until the
@@ -210,11 +236,11 @@ async fn main() {
 
     let cookie = sign_in(&server).await;
     let (first, first_size) = page(&server, &cookie, "/ui/projects/history").await;
-    // The list's window ends at the newest 1,000 commands (`offset + limit` < 1000, as the
-    // JSON API's): the oldest page the pager reaches.
-    let last_offset = (commands.saturating_sub(1) / 50 * 50).min(900);
-    let last_path = format!("/ui/projects/history?offset={last_offset}");
-    let (last, last_size) = page(&server, &cookie, &last_path).await;
+    // The pager's `Older` links (keyset cursors) walked to the end: every command is
+    // reached; the page after the first 9,000 (or the last, for a smaller history) is timed.
+    let (deep_path, skipped, walked) = walk_pages(&server, &cookie, commands).await;
+    assert_eq!(walked, commands, "the pager reaches every command");
+    let (last, last_size) = page(&server, &cookie, &deep_path).await;
     let (command, command_size) = page(&server, &cookie, &format!("/ui/commands/{big}")).await;
     let (stream, stream_size) = replay(&server, &cookie, &stream_url).await;
 
@@ -227,7 +253,7 @@ async fn main() {
         kib(first_size)
     );
     println!(
-        "| project, oldest reachable page (offset {last_offset}) | {:.2} ms | {:.1} KiB |",
+        "| project, the page after {skipped} commands (cursor) | {:.2} ms | {:.1} KiB |",
         ms(last),
         kib(last_size)
     );

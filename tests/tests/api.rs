@@ -443,6 +443,46 @@ async fn commands_are_listed_filtered_paged_and_cancelled() {
         .await;
     assert_eq!(rest["commands"].as_array().expect("page").len(), total - 4);
     assert_eq!(rest["next_offset"], Value::Null);
+    assert_eq!(rest["next"], Value::Null);
+    // The keyset cursor reaches the same commands as the offset, and refuses what it did
+    // not hand out (problem+json, nothing listed).
+    let next = page["next"].as_str().expect("a cursor");
+    let (_, after) = server
+        .call(
+            Method::GET,
+            &format!("/projects/work/commands?limit=4&before={next}"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(after["commands"], rest["commands"], "{after}");
+    assert_eq!(after["next"], Value::Null);
+    for bad in [
+        "before=42".to_owned(),
+        "before=c1.%21".to_owned(),
+        format!("before={next}&offset=4"),
+    ] {
+        let response = server
+            .request(
+                Method::GET,
+                &format!("/projects/work/commands?{bad}"),
+                admin,
+            )
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{bad}"
+        );
+        let (status, body) = json_of(response).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "invalid_cursor"),
+            "{bad}: {body}"
+        );
+    }
     let (status, body) = server
         .call(
             Method::GET,

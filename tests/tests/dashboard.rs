@@ -337,7 +337,63 @@ async fn sessions_guard_every_change_and_scope_members(db: Database) {
     assert_eq!(status, StatusCode::OK);
 }
 
-rdev_tests::on_both_databases!(sessions_guard_every_change_and_scope_members);
+/// The project page's `Older →` link (a keyset cursor) reaches every command, past the
+/// API's 1,000-command offset window, each once; a forged cursor is a 400 page.
+async fn the_project_pager_reaches_every_command(db: Database) {
+    let Some((server, _plugins)) = server(db, false).await else {
+        return;
+    };
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/projects",
+            Some(&server.admin),
+            Some(json!({"id": "long"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let project = rdev::domain::ProjectId::parse("long").expect("id");
+    let queue = &server.server().state().stores.queue;
+    let total = 1_060;
+    for i in 0..total {
+        let mut command = rdev_tests::harness::queue::new_command(&project, &format!("c{i}"));
+        // A provider that does not exist: the worker fails each at once, nothing runs.
+        command.provider = rdev::domain::ProviderName::parse("absent").expect("name");
+        queue.enqueue(command).await.expect("enqueue");
+    }
+    let cookie = sign_in(&server, &server.admin).await;
+    let mut seen = std::collections::HashSet::new();
+    let mut path = "/ui/projects/long".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, html) = page(&server, &cookie, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        pages += 1;
+        for row in html.split("<tr><td><a href=\"/ui/commands/").skip(1) {
+            let id = &row[..row.find('"').expect("quoted id")];
+            assert!(seen.insert(id.to_owned()), "{id} listed twice");
+        }
+        let Some(start) = html.find("<a href=\"?before=") else {
+            break;
+        };
+        let cursor = &html[start + 17..];
+        path = format!(
+            "/ui/projects/long?before={}",
+            &cursor[..cursor.find('"').expect("link")]
+        );
+        assert!(html.contains("id=\"newest\"") || pages == 1, "{path}");
+    }
+    assert_eq!(seen.len(), total, "every command, each once");
+    assert_eq!(pages, total.div_ceil(50));
+    let (status, html) = page(&server, &cookie, "/ui/projects/long?before=c1.forged").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("not a cursor"), "{html}");
+}
+
+rdev_tests::on_both_databases!(
+    sessions_guard_every_change_and_scope_members,
+    the_project_pager_reaches_every_command
+);
 
 /// Writes the browser's viewport to docs/screenshots/`name`.png when
 /// `RDEV_UPDATE_SCREENSHOTS=1`; otherwise checks only that a PNG came back.

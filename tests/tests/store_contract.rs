@@ -348,6 +348,7 @@ macro_rules! contract {
 contract!(
     projects_are_created_once,
     enqueue_with_the_same_key_returns_the_same_command,
+    command_pages_neither_skip_nor_repeat_across_equal_timestamps,
     enqueue_for_an_unknown_project_is_refused,
     a_submission_writes_its_command_first_event_and_audit_entry_together,
     a_failed_submission_leaves_nothing_behind,
@@ -456,6 +457,68 @@ async fn enqueue_with_the_same_key_returns_the_same_command(b: Backend) {
         .await
         .unwrap();
     assert_eq!(listed.len(), 3);
+}
+
+async fn command_pages_neither_skip_nor_repeat_across_equal_timestamps(b: Backend) {
+    let p = b.project("p").await;
+    let other = b.project("other").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(b.enqueue(&p, &format!("c{i}"), None).await);
+        b.enqueue(&other, "elsewhere", None).await;
+    }
+    ids.reverse();
+    // Every command at the same instant: a page boundary falls between equal timestamps.
+    let tied = b
+        .exec("UPDATE commands SET created_at = (SELECT MIN(created_at) FROM commands)")
+        .await
+        .expect("tie the timestamps");
+    assert_eq!(tied, 14);
+    let queue = &b.stores.queue;
+    for size in [1, 2, 3, 7] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let filter = CommandFilter {
+                project_id: Some(p.clone()),
+                limit: Some(size),
+                before,
+                ..CommandFilter::default()
+            };
+            let page = queue.list_page(&filter).await.expect("a page");
+            assert!(page.len() <= size as usize);
+            seen.extend(page.iter().map(|(command, _)| command.id.clone()));
+            match page.last() {
+                Some((_, cursor)) if page.len() == size as usize => before = Some(*cursor),
+                _ => break,
+            }
+            assert!(seen.len() <= ids.len(), "pages of {size} repeat: {seen:?}");
+        }
+        assert_eq!(seen, ids, "pages of {size}: newest first, each once");
+    }
+    // The cursor combines with the status filter and another project's commands stay out.
+    let (first, cursor) = queue
+        .list_page(&CommandFilter {
+            project_id: Some(p.clone()),
+            status: Some(CommandStatus::Pending),
+            limit: Some(1),
+            ..CommandFilter::default()
+        })
+        .await
+        .expect("first page")
+        .remove(0);
+    assert_eq!(first.id, ids[0]);
+    let rest = queue
+        .list(&CommandFilter {
+            project_id: Some(p),
+            status: Some(CommandStatus::Pending),
+            before: Some(cursor),
+            ..CommandFilter::default()
+        })
+        .await
+        .expect("the rest");
+    let rest: Vec<CommandId> = rest.into_iter().map(|c| c.id).collect();
+    assert_eq!(rest, ids[1..]);
 }
 
 async fn enqueue_for_an_unknown_project_is_refused(b: Backend) {

@@ -17,8 +17,9 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
 use super::state::AppState;
 use crate::domain::{
-    AgentRequest, AgentResult, CommandFilter, CommandId, CommandRecord, CommandStatus, NewCommand,
-    Principal, ProjectId, Provenance, ProviderName, json_size, request_digest,
+    AgentRequest, AgentResult, CommandCursor, CommandFilter, CommandId, CommandRecord,
+    CommandStatus, NewCommand, Principal, ProjectId, Provenance, ProviderName, json_size,
+    request_digest,
 };
 use crate::ports::{ProviderLookup, UnknownProject};
 use crate::services::budgets;
@@ -198,9 +199,13 @@ pub struct ListQuery {
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// Commands to skip; `offset + limit` must stay below 1000.
+    /// Commands to skip; `offset + limit` must stay below 1000. Past that, page with
+    /// `before`.
     #[param(maximum = 998)]
     pub offset: Option<u32>,
+    /// Only commands older than this cursor: the `next` of the previous page (opaque).
+    /// Reaches every command however many there are; not combined with `offset`.
+    pub before: Option<String>,
 }
 
 /// Answer of `GET /projects/{id}/commands`: newest first, each command as a preview (see
@@ -208,8 +213,10 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CommandPage {
     pub commands: Vec<CommandView>,
-    /// The `offset` of the next page, when there is one.
+    /// The `offset` of the next page, when there is one within the 1000-command window.
     pub next_offset: Option<u32>,
+    /// Pass as `before` for the next (older) page; `null` on the last page.
+    pub next: Option<String>,
 }
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -451,7 +458,7 @@ async fn read(
     security(("bearer" = [])),
     params(("id" = ProjectId, Path, description = "Project id"), ListQuery), responses(
     (status = 200, description = "A page of commands, long texts cut to previews", body = CommandPage),
-    (status = 400, description = "Invalid id, status, limit or offset"),
+    (status = 400, description = "Invalid id, status, limit, offset or cursor (`invalid_cursor`)"),
     (status = 403, description = "The token may not access this project"),
     (status = 404, description = "No such project"),
 ))]
@@ -490,32 +497,53 @@ pub async fn command_page(
         ));
     }
     let offset = query.offset.unwrap_or(0);
+    let before = query
+        .before
+        .as_deref()
+        .map(CommandCursor::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
+    if before.is_some() && offset > 0 {
+        return Err(ApiError::bad_request(
+            "invalid_cursor",
+            "page with either `before` or `offset`, not both",
+        ));
+    }
     let window = offset.saturating_add(limit).saturating_add(1);
     if window > 1000 {
         return Err(ApiError::bad_request(
             "invalid_offset",
-            "offset + limit must stay below 1000",
+            "offset + limit must stay below 1000 (page further with `before`)",
         ));
     }
     let records = state
         .stores
         .queue
-        .list(&CommandFilter {
+        .list_page(&CommandFilter {
             project_id: Some(project),
             status,
             limit: Some(window),
+            before,
         })
         .await?;
     let more = records.len() > (offset + limit) as usize;
-    let commands: Vec<CommandView> = records
+    let shown: Vec<_> = records
         .into_iter()
         .skip(offset as usize)
         .take(limit as usize)
-        .map(|record| CommandView::from(record).preview())
         .collect();
+    let next = more
+        .then(|| shown.last().map(|(_, cursor)| cursor.encode()))
+        .flatten();
+    let next_offset =
+        (more && before.is_none() && offset + 2 * limit < 1000).then_some(offset + limit);
     Ok(CommandPage {
-        commands,
-        next_offset: more.then_some(offset + limit),
+        commands: shown
+            .into_iter()
+            .map(|(record, _)| CommandView::from(record).preview())
+            .collect(),
+        next_offset,
+        next,
     })
 }
 

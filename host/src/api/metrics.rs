@@ -155,6 +155,7 @@ impl Metrics {
                 project_id: None,
                 status: Some(status),
                 limit: Some(STATUS_COUNT_CAP),
+                before: None,
             };
             let count = i64::try_from(queue.list(&filter).await?.len()).unwrap_or(i64::MAX);
             self.commands

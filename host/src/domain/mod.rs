@@ -37,8 +37,8 @@ pub use output::{Admitted, OnOutputLimit, OutputGuard, OutputLimitError, OutputL
 pub use project::{NewProject, Project};
 pub use provider::{AgentProvider, Capabilities, Provenance};
 pub use queue::{
-    Claim, CommandFilter, CommandRecord, CommandRecords, HOST_LOST, Heartbeat, Lease, NewCommand,
-    Outcome, QueueConfig, Rescued, request_digest,
+    Claim, CommandCursor, CommandFilter, CommandRecord, CommandRecords, CursorError, HOST_LOST,
+    Heartbeat, Lease, NewCommand, Outcome, QueueConfig, Rescued, request_digest,
 };
 pub use redact::{Redactor, StreamRedactor};
 pub use request::{AgentRequest, RequestError};

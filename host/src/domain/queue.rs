@@ -185,6 +185,61 @@ pub struct CommandFilter {
     pub status: Option<CommandStatus>,
     /// At most this many (the adapters cap it at 1000).
     pub limit: Option<u32>,
+    /// Only commands older than this one (the cursor of the last command of a page), so a
+    /// listing pages through any number of commands without an offset.
+    pub before: Option<CommandCursor>,
+}
+
+/// A command's place in its listing: the queue's sequence number, which orders commands
+/// newest first and never ties (timestamps may), so paging after it neither skips nor
+/// repeats a command. Clients see it only as an opaque string ([`CommandCursor::encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandCursor(i64);
+
+/// A `before` cursor that no listing handed out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a cursor of this listing (use the `next` of a previous page)")]
+pub struct CursorError;
+
+/// Tells a cursor from any other string a client might send.
+const CURSOR_PREFIX: &str = "c1.";
+
+impl CommandCursor {
+    /// The cursor of the command stored with queue sequence `seq` (adapters only).
+    pub fn from_seq(seq: i64) -> Self {
+        Self(seq)
+    }
+
+    /// The sequence number to page before (adapters only).
+    pub fn seq(self) -> i64 {
+        self.0
+    }
+
+    /// The opaque text handed to clients as `next`.
+    pub fn encode(self) -> String {
+        use base64::Engine as _;
+        let bytes = self.0.to_be_bytes();
+        format!(
+            "{CURSOR_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        )
+    }
+
+    /// A cursor a client sent back; anything [`CommandCursor::encode`] did not produce is
+    /// refused.
+    pub fn parse(text: &str) -> Result<Self, CursorError> {
+        use base64::Engine as _;
+        let encoded = text.strip_prefix(CURSOR_PREFIX).ok_or(CursorError)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| CursorError)?;
+        let bytes: [u8; 8] = bytes.try_into().map_err(|_| CursorError)?;
+        let seq = i64::from_be_bytes(bytes);
+        if seq <= 0 {
+            return Err(CursorError);
+        }
+        Ok(Self(seq))
+    }
 }
 
 /// How a running command ended, as its worker writes it.
@@ -197,4 +252,18 @@ pub struct Outcome {
     /// What the command consumed, stored with the status (one row per command, so a
     /// retried finish counts nothing twice).
     pub usage: super::usage::CommandUsage,
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_and_anything_else_is_refused() {
+        let cursor = CommandCursor::from_seq(9_001);
+        assert_eq!(CommandCursor::parse(&cursor.encode()), Ok(cursor));
+        for bad in ["", "9001", "c1.", "c1.!!", "c1.AAAA", "c1.AAAAAAAAAAA"] {
+            assert_eq!(CommandCursor::parse(bad), Err(CursorError), "{bad:?}");
+        }
+    }
 }

@@ -11,10 +11,10 @@ use futures::stream::BoxStream;
 use tokio::sync::{broadcast, watch};
 
 use crate::domain::{
-    AnchorFailure, AuditCheckpoint, AuditEntry, BrokenLink, Claim, CommandFilter, CommandId,
-    CommandRecord, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry, NewCommand,
-    NewProject, Outcome, Project, ProjectId, Provenance, QueueConfig, Redactor, Rescued, SealError,
-    StreamEvent, TransitionError,
+    AnchorFailure, AuditCheckpoint, AuditEntry, BrokenLink, Claim, CommandCursor, CommandFilter,
+    CommandId, CommandRecord, CredentialName, Heartbeat, Lease, MasterKey, NewAuditEntry,
+    NewCommand, NewProject, Outcome, Project, ProjectId, Provenance, QueueConfig, Redactor,
+    Rescued, SealError, StreamEvent, TransitionError,
 };
 
 use super::secrets::{SecretResolver, SecretValue};
@@ -115,6 +115,13 @@ pub trait CommandQueue: Send + Sync {
     async fn get(&self, id: &CommandId) -> Result<CommandRecord, StoreError>;
 
     async fn list(&self, filter: &CommandFilter) -> Result<Vec<CommandRecord>, StoreError>;
+
+    /// [`CommandQueue::list`] with each command's cursor, for a caller that pages on: the
+    /// next page is the same filter with `before` the last command's cursor.
+    async fn list_page(
+        &self,
+        filter: &CommandFilter,
+    ) -> Result<Vec<(CommandRecord, CommandCursor)>, StoreError>;
 
     /// Takes the oldest runnable command: pending, first of its project, and its project
     /// below `max_running_per_project`. Moves it to `running` under a fresh lease for `owner`.

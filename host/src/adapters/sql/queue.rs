@@ -16,8 +16,8 @@ use super::projects::insert_project;
 use super::webhooks::emit_for_command;
 use super::{Db, SqlStore, db, not_found};
 use crate::domain::{
-    Claim, CommandFilter, CommandId, CommandRecord, CommandStatus, Heartbeat, Lease, NewCommand,
-    NewProject, Outcome, ProjectId, Provenance, QueueConfig, Rescued,
+    Claim, CommandCursor, CommandFilter, CommandId, CommandRecord, CommandStatus, Heartbeat, Lease,
+    NewCommand, NewProject, Outcome, ProjectId, Provenance, QueueConfig, Rescued,
 };
 use crate::ports::{CommandQueue, Enqueued, StoreError, UnknownProject};
 
@@ -126,20 +126,37 @@ impl<D: Db> CommandQueue for SqlStore<D> {
     }
 
     async fn list(&self, filter: &CommandFilter) -> Result<Vec<CommandRecord>, StoreError> {
+        let page = self.list_page(filter).await?;
+        Ok(page.into_iter().map(|(command, _)| command).collect())
+    }
+
+    /// Keyset paging on `seq` (unique, so equal timestamps never split a page wrongly),
+    /// served by the `(project_id, seq)` index on both databases.
+    async fn list_page(
+        &self,
+        filter: &CommandFilter,
+    ) -> Result<Vec<(CommandRecord, CommandCursor)>, StoreError> {
         let limit = i64::from(filter.limit.unwrap_or(100).min(1000));
         let rows = sqlx::query(concat!(
-            "SELECT ",
+            "SELECT seq, ",
             command_columns!(),
             " FROM commands WHERE ($1 IS NULL OR project_id = $1) \
-             AND ($2 IS NULL OR status = $2) ORDER BY seq DESC LIMIT $3"
+             AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR seq < $3) \
+             ORDER BY seq DESC LIMIT $4"
         ))
         .arg(filter.project_id.as_ref().map(ProjectId::as_str))
         .arg(filter.status.map(CommandStatus::as_str))
+        .arg(filter.before.map(CommandCursor::seq))
         .arg(limit)
         .fetch_all(self.exec())
         .await
         .map_err(db("listing commands"))?;
-        rows.iter().map(command_from_row::<D>).collect()
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = Cols::<D>::new(row, "commands").get("seq")?;
+                Ok((command_from_row::<D>(row)?, CommandCursor::from_seq(seq)))
+            })
+            .collect()
     }
 
     async fn claim(&self, owner: &str) -> Result<Option<Claim>, StoreError> {

@@ -89,10 +89,10 @@ fn create_form(state: &AppState, csrf: &str) -> String {
     )
 }
 
-/// Query of a project's page.
+/// Query of a project's page: the commands older than the `before` cursor (the API's).
 #[derive(Debug, serde::Deserialize)]
 pub struct PageQuery {
-    pub offset: Option<u32>,
+    pub before: Option<String>,
 }
 
 /// `GET /ui/projects/{id}`: a page of the project's commands, newest first, and the
@@ -105,11 +105,12 @@ pub async fn project(
 ) -> Result<Html<String>, PageError> {
     let id = ProjectId::parse(id).map_err(crate::api::ApiError::from)?;
     viewer.principal.require_project(&id)?;
-    let offset = query.offset.unwrap_or(0);
+    let paged = query.before.is_some();
     let listed = ListQuery {
         status: None,
         limit: Some(PAGE_SIZE),
-        offset: Some(offset),
+        offset: None,
+        before: query.before,
     };
     let page_of = commands::command_page(&state, &viewer.principal, id.clone(), listed).await?;
     let mut rows = String::new();
@@ -120,12 +121,15 @@ pub async fn project(
         rows.push_str("<tr><td colspan=\"6\" class=\"empty\">No commands yet.</td></tr>");
     }
     let mut pager = String::new();
-    if offset > 0 {
-        let previous = offset.saturating_sub(PAGE_SIZE);
-        let _ = write!(pager, "<a href=\"?offset={previous}\">← Newer</a> ");
+    if paged {
+        pager.push_str("<a href=\"?\" id=\"newest\">← Newest</a> ");
     }
-    if let Some(next) = page_of.next_offset {
-        let _ = write!(pager, "<a href=\"?offset={next}\" id=\"older\">Older →</a>");
+    if let Some(next) = &page_of.next {
+        let _ = write!(
+            pager,
+            "<a href=\"?before={}\" id=\"older\">Older →</a>",
+            esc(next)
+        );
     }
     let sessions: BTreeSet<&str> = page_of
         .commands
