@@ -18,6 +18,18 @@ use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+/// A SQLite server with the real shell whose webhooks may target loopback receivers,
+/// adjusted by `more`.
+async fn webhook_server(more: impl FnOnce(&mut rdev::server::ServeConfig)) -> Option<TestServer> {
+    let dir = tempfile::tempdir().expect("plugins dir");
+    runtime::install(&plugins::plugins_dir(), "shell", dir.path(), "shell", None);
+    TestServer::with_plugins(Database::Sqlite, dir, |config| {
+        config.webhooks.allow_private = true;
+        more(config);
+    })
+    .await
+}
+
 /// A server on `db` whose plugins are the real shell and, with `broken`, a plugin whose
 /// component is not one (its load error shows on the providers page).
 async fn server(db: Database, broken: bool) -> Option<(TestServer, tempfile::TempDir)> {
@@ -50,6 +62,15 @@ fn form_field(name: &str, value: &str) -> String {
         })
         .collect();
     format!("{name}={encoded}")
+}
+
+/// Creates project `id` as the admin.
+async fn create_project(server: &TestServer, id: &str) {
+    let body = Some(json!({ "id": id }));
+    let (status, created) = server
+        .call(Method::POST, "/projects", Some(&server.admin), body)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
 }
 
 /// A client that shows redirects instead of following them.
@@ -343,15 +364,7 @@ async fn the_project_pager_reaches_every_command(db: Database) {
     let Some((server, _plugins)) = server(db, false).await else {
         return;
     };
-    let (status, _) = server
-        .call(
-            Method::POST,
-            "/projects",
-            Some(&server.admin),
-            Some(json!({"id": "long"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    create_project(&server, "long").await;
     let project = rdev::domain::ProjectId::parse("long").expect("id");
     let queue = &server.server().state().stores.queue;
     let total = 1_060;
@@ -555,15 +568,7 @@ async fn a_members_browser_cannot_open_another_projects_pages_or_streams() {
         return;
     };
     for id in ["mine", "theirs"] {
-        let (status, _) = server
-            .call(
-                Method::POST,
-                "/projects",
-                Some(&server.admin),
-                Some(json!({"id": id})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
+        create_project(&server, id).await;
     }
     let theirs = server.submit("theirs", "shell", "echo secret-output").await;
     let theirs = theirs["command_id"].as_str().expect("id").to_owned();
@@ -605,11 +610,7 @@ async fn a_browser_sees_a_commands_changes_and_sets_the_projects_budget() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let create = Some(json!({"id": "diffs"}));
-    let (status, _) = server
-        .call(Method::POST, "/projects", Some(&server.admin), create)
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    create_project(&server, "diffs").await;
     let setup = server
         .submit(
             "diffs",
@@ -713,22 +714,14 @@ async fn a_browser_sees_a_commands_changes_and_sets_the_projects_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_reads_the_audit_trail_credentials_and_webhooks() {
-    let dir = tempfile::tempdir().expect("plugins dir");
-    runtime::install(&plugins::plugins_dir(), "shell", dir.path(), "shell", None);
-    let plugins_dir = dir.path().to_owned();
-    let server = TestServer::sqlite_with(move |config| {
-        config.plugins_dir = Some(plugins_dir);
-        config.webhooks.allow_private = true;
-    })
-    .await;
+    let Some(server) = webhook_server(|_| {}).await else {
+        return;
+    };
     let Some(browser) = Browser::start().await else {
         return;
     };
     let admin = Some(server.admin.as_str());
-    let (status, _) = server
-        .call(Method::POST, "/projects", admin, Some(json!({"id": "ops"})))
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    create_project(&server, "ops").await;
     let value = Some(json!({"value": "s3cret-value"}));
     let (status, _) = server
         .call(Method::PUT, "/credentials/DEPLOY_KEY", admin, value)
@@ -837,30 +830,20 @@ async fn reload_until(browser: &Browser, url: &str, css: &str, expected: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_creates_a_webhook_sees_its_deliveries_and_deletes_it() {
-    let dir = tempfile::tempdir().expect("plugins dir");
-    runtime::install(&plugins::plugins_dir(), "shell", dir.path(), "shell", None);
-    let plugins_dir = dir.path().to_owned();
-    let server = TestServer::sqlite_with(move |config| {
-        config.plugins_dir = Some(plugins_dir);
-        config.webhooks.allow_private = true;
+    let Some(server) = webhook_server(|config| {
         config.webhooks.poll_interval = Duration::from_millis(50);
         config.webhooks.retry.base = Duration::from_millis(50);
         config.webhooks.retry.max_delay = Duration::from_millis(200);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let Some(browser) = Browser::start().await else {
         return;
     };
     let admin = Some(server.admin.as_str());
-    let (status, _) = server
-        .call(
-            Method::POST,
-            "/projects",
-            admin,
-            Some(json!({"id": "hooks"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    create_project(&server, "hooks").await;
     // A real receiver on 127.0.0.1 that fails the first attempt and accepts the retry.
     let receiver = WebhookReceiver::start().expect("receiver");
     receiver.script([Reply::status(500)]);
@@ -973,15 +956,7 @@ async fn a_browser_allows_denies_and_sends_follow_up_input() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let (status, _) = server
-        .call(
-            Method::POST,
-            "/projects",
-            Some(&server.admin),
-            Some(json!({"id": "p"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    create_project(&server, "p").await;
     sign_in_browser(&browser, &server, &server.admin).await;
 
     // Allow, clicked: the tool runs and the command completes.
@@ -997,13 +972,8 @@ async fn a_browser_allows_denies_and_sends_follow_up_input() {
     assert!(events.contains("ran-42"), "the tool ran: {events}");
     let state = browser.text(".ev.approval .approval-state").await;
     assert!(state.starts_with("allowed by"), "{state}");
-    let (_, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{allowed}"),
-            Some(&server.admin),
-            None,
-        )
+    let command = server
+        .finished_within(&allowed, Duration::from_secs(60))
         .await;
     assert_eq!(command["status"], "completed", "{command}");
 
@@ -1026,13 +996,8 @@ async fn a_browser_allows_denies_and_sends_follow_up_input() {
         state.starts_with("denied by") && state.ends_with(": not on main"),
         "{state}"
     );
-    let (_, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{denied}"),
-            Some(&server.admin),
-            None,
-        )
+    let command = server
+        .finished_within(&denied, Duration::from_secs(60))
         .await;
     assert_eq!(
         command["result"]["final_text"], "denied: not on main",
@@ -1069,13 +1034,8 @@ async fn a_browser_allows_denies_and_sends_follow_up_input() {
         )
         .await;
     assert_eq!(delivered, 2);
-    let (_, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{talked}"),
-            Some(&server.admin),
-            None,
-        )
+    let command = server
+        .finished_within(&talked, Duration::from_secs(60))
         .await;
     assert_eq!(
         command["result"]["final_text"], "hello there,done",
