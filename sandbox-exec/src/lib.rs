@@ -1,6 +1,11 @@
 //! The last step inside rdev's sandbox, run by bubblewrap as `rdev-sandbox-exec`: the process
 //! confines itself with Landlock and seccomp, restores default signal handling, and execs
-//! the command. Runs before any async runtime or thread exists.
+//! the command; or, with [`protocol::SERVE`], stays as the project's server and forks every
+//! command the host asks for (`serve`). Runs before any async runtime or thread exists.
+
+pub mod protocol;
+mod serve;
+pub mod unix;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -20,7 +25,7 @@ pub const COMMAND: &str = "__sandbox-exec";
 
 /// Exit code when the sandbox cannot be completed or the program cannot be started (the
 /// shell's "command not found/not executable" range).
-const FAILED: i32 = 127;
+pub(crate) const FAILED: i32 = 127;
 
 /// The helper's `main`: expects [`COMMAND`] first, confines this process and execs the
 /// command; exits 127 with the reason when it cannot.
@@ -31,10 +36,19 @@ pub fn exec_helper() -> ! {
         eprintln!("rdev sandbox: this helper runs only inside rdev's sandbox");
         std::process::exit(FAILED);
     }
-    let error = match Plan::parse(args) {
+    let mut args = args.peekable();
+    let serving = args.peek().is_some_and(|a| a == protocol::SERVE);
+    if serving {
+        args.next();
+    }
+    let error = match Plan::parse(args, serving) {
+        Ok(plan) if serving => plan.serve(),
         Ok(plan) => plan.run(),
         Err(reason) => reason,
     };
+    if error.is_empty() {
+        std::process::exit(0);
+    }
     eprintln!("rdev sandbox: {error}");
     std::process::exit(FAILED);
 }
@@ -49,12 +63,18 @@ struct Plan {
 }
 
 impl Plan {
-    fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Self, String> {
+    /// `--ro`/`--rw` paths, then (unless `serving`) `--` and the command.
+    fn parse(mut args: impl Iterator<Item = OsString>, serving: bool) -> Result<Self, String> {
         let mut plan = Plan::default();
         loop {
-            let flag = args.next().ok_or("no command given")?;
+            let Some(flag) = args.next() else {
+                return match serving {
+                    true => Ok(plan),
+                    false => Err("no command given".to_owned()),
+                };
+            };
             let list = match flag.to_str() {
-                Some("--") => break,
+                Some("--") if !serving => break,
                 Some("--ro") => &mut plan.read,
                 Some("--rw") => &mut plan.write,
                 _ => return Err(format!("unknown argument {flag:?}")),
@@ -66,13 +86,25 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Landlock, then seccomp, on this process and all it forks.
+    fn confine(&self) -> Result<(), String> {
+        landlock(&self.read, &self.write).map_err(|e| format!("landlock: {e}"))?;
+        seccomp().map_err(|e| format!("seccomp: {e}"))
+    }
+
+    /// Confines this process and serves the project's commands; returns the reason it
+    /// stopped (empty when the host closed the control socket).
+    fn serve(self) -> String {
+        match self.confine() {
+            Ok(()) => serve::serve(),
+            Err(e) => e,
+        }
+    }
+
     /// Returns only on failure, with the reason.
     fn run(self) -> String {
-        if let Err(e) = landlock(&self.read, &self.write) {
-            return format!("landlock: {e}");
-        }
-        if let Err(e) = seccomp() {
-            return format!("seccomp: {e}");
+        if let Err(e) = self.confine() {
+            return e;
         }
         restore_signals();
         // Nothing of the spawner's descriptors (bind sources, namespaces) reaches the command.
@@ -103,6 +135,18 @@ fn landlock(read: &[PathBuf], write: &[PathBuf]) -> Result<(), landlock::Ruleset
         .restrict_self()?;
     // `restrict_self` also set no_new_privs, which seccomp needs without privileges.
     let _ = status;
+    Ok(())
+}
+
+/// A Landlock domain of the calling process's own, nested in the server's: from then on it
+/// (and what it starts) can signal, trace or read the `/proc` secrets of only its own
+/// descendants, and reach only abstract sockets they made.
+pub(crate) fn own_domain() -> Result<(), landlock::RulesetError> {
+    Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .scope(Scope::Signal | Scope::AbstractUnixSocket)?
+        .create()?
+        .restrict_self()?;
     Ok(())
 }
 
@@ -214,7 +258,7 @@ fn seccomp() -> Result<(), seccompiler::Error> {
 /// The spawner ignored interrupts so that bubblewrap's own processes outlive a SIGINT sent
 /// to the group; the command gets default handling back (the Rust runtime also ignores
 /// SIGPIPE, which `exec` keeps).
-fn restore_signals() {
+pub(crate) fn restore_signals() {
     for signal in [
         libc::SIGINT,
         libc::SIGTERM,
@@ -240,16 +284,22 @@ mod tests {
 
     #[test]
     fn the_plan_lists_paths_then_the_command() {
-        let plan =
-            Plan::parse(os(&["--ro", "/usr", "--rw", "/ws", "--", "sh", "-c", "--ro"]).into_iter())
-                .expect("valid");
+        let plan = Plan::parse(
+            os(&["--ro", "/usr", "--rw", "/ws", "--", "sh", "-c", "--ro"]).into_iter(),
+            false,
+        )
+        .expect("valid");
         assert_eq!(plan.read, [PathBuf::from("/usr")]);
         assert_eq!(plan.write, [PathBuf::from("/ws")]);
         assert_eq!(plan.program, "sh");
         assert_eq!(plan.args, os(&["-c", "--ro"]));
         for bad in [&["--ro"][..], &["--bogus", "x", "--", "sh"], &["--"], &[]] {
-            assert!(Plan::parse(os(bad).into_iter()).is_err(), "{bad:?}");
+            assert!(Plan::parse(os(bad).into_iter(), false).is_err(), "{bad:?}");
         }
+        let server = Plan::parse(os(&["--ro", "/usr", "--rw", "/ws"]).into_iter(), true)
+            .expect("a server has no command");
+        assert_eq!(server.write, [PathBuf::from("/ws")]);
+        assert!(Plan::parse(os(&["--ro", "/usr", "--", "sh"]).into_iter(), true).is_err());
     }
 
     #[test]

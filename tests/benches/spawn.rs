@@ -1,8 +1,9 @@
 //! Spawn overhead of the confined local executor: `true` spawned through `LocalExecutor`
-//! confined (bubblewrap, the helper's Landlock and seccomp, the project's network namespace,
-//! a cgroup per command) and unconfined, alternating spawn by spawn so machine load hits both
+//! confined (forked by the project's long-lived sandbox server, in a cgroup of its own), with
+//! a bubblewrap per spawn (the fallback without cgroups: namespaces, the helper's Landlock and
+//! seccomp, each time), and unconfined, round-robin spawn by spawn so machine load hits all
 //! alike. Each sample runs from `spawn` until the process exited and its output was read.
-//! Prints p50/p99 of both, the p50 of the paired differences (each confined spawn minus the
+//! Prints p50/p99 of each, the p50 of the paired differences (each confined spawn minus the
 //! unconfined one next to it) and the ratio of the p50s.
 //!
 //! Run (as root, with bubblewrap installed): `cargo xtask plugins && flock
@@ -72,29 +73,53 @@ async fn main() {
         eprintln!("this host cannot confine commands; nothing to measure");
         return;
     };
+    let mut config = sandbox::config(&root.join("per-spawn"), &[]);
+    config.per_spawn = true;
+    let Some(per_spawn) = sandbox::probe(config, &root.join("per-spawn")) else {
+        return;
+    };
+    let per_spawn = LocalExecutor::per_project(root.join("per-spawn/projects"), secrets.clone())
+        .confined(per_spawn);
     let unconfined = LocalExecutor::per_project(root.join("unconfined/projects"), secrets);
     let project = ProjectId::parse("bench").expect("id");
+    let modes = [
+        ("unconfined", &unconfined),
+        ("confined", &confined),
+        ("per-spawn", &per_spawn),
+    ];
     for _ in 0..10 {
-        spawn_true(&confined, &project).await;
-        spawn_true(&unconfined, &project).await;
+        for (_, executor) in modes {
+            spawn_true(executor, &project).await;
+        }
     }
-    let mut plain = Vec::with_capacity(iterations);
-    let mut boxed = Vec::with_capacity(iterations);
-    let mut added = Vec::with_capacity(iterations);
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(iterations); modes.len()];
     for _ in 0..iterations {
-        let u = spawn_true(&unconfined, &project).await;
-        let c = spawn_true(&confined, &project).await;
-        plain.push(u);
-        boxed.push(c);
-        added.push(c.saturating_sub(u));
+        for (i, (_, executor)) in modes.iter().enumerate() {
+            samples[i].push(spawn_true(executor, &project).await);
+        }
     }
-    let u50 = report("unconfined", &mut plain);
-    let c50 = report("confined", &mut boxed);
-    added.sort();
-    println!(
-        "      added: p50 {:7.2} ms  p99 {:7.2} ms per spawn (paired); ratio of p50s {:.1}x",
-        ms(percentile(&added, 0.5)),
-        ms(percentile(&added, 0.99)),
-        c50.as_secs_f64() / u50.as_secs_f64()
-    );
+    let mut added: Vec<Vec<Duration>> = samples[1..]
+        .iter()
+        .map(|mode| {
+            mode.iter()
+                .zip(&samples[0])
+                .map(|(c, u)| c.saturating_sub(*u))
+                .collect()
+        })
+        .collect();
+    let p50s: Vec<Duration> = modes
+        .iter()
+        .zip(&mut samples)
+        .map(|((name, _), samples)| report(name, samples))
+        .collect();
+    for (i, added) in added.iter_mut().enumerate() {
+        added.sort();
+        println!(
+            "{:>11} added: p50 {:7.2} ms  p99 {:7.2} ms per spawn (paired); ratio of p50s {:.1}x",
+            modes[i + 1].0,
+            ms(percentile(added, 0.5)),
+            ms(percentile(added, 0.99)),
+            p50s[i + 1].as_secs_f64() / p50s[0].as_secs_f64()
+        );
+    }
 }

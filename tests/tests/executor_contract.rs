@@ -27,8 +27,11 @@ enum Kind {
     /// Unconfined with the environment tag alone, as on a host without a writable cgroup
     /// hierarchy.
     LocalEnviron,
-    /// The local executor inside its sandbox.
+    /// The local executor inside its sandbox: each project's long-lived sandbox forks its
+    /// commands (the default where cgroups are writable, as here).
     Confined,
+    /// The local executor with a bubblewrap per command (the fallback without cgroups).
+    ConfinedPerSpawn,
     Kubernetes,
 }
 
@@ -77,10 +80,13 @@ async fn executor(
             LocalExecutor::per_project(root, secrets)
                 .tracked(tracker(matches!(kind, Kind::LocalEnviron))),
         ),
-        (Kind::Confined, _) => Arc::new(
-            rdev_tests::harness::sandbox::executor(root, secrets, &[])
-                .expect("this host can confine commands"),
-        ),
+        (Kind::Confined | Kind::ConfinedPerSpawn, _) => {
+            let mut config = rdev_tests::harness::sandbox::config(root, &[]);
+            config.per_spawn = matches!(kind, Kind::ConfinedPerSpawn);
+            let sandbox = rdev_tests::harness::sandbox::probe(config, root)
+                .expect("this host can confine commands");
+            Arc::new(LocalExecutor::per_project(root.join("projects"), secrets).confined(sandbox))
+        }
         (Kind::Kubernetes, Some((api, config))) => Arc::new(
             KubernetesExecutor::connect(Credentials::Url(api.url()), config.clone(), secrets)
                 .await
@@ -112,7 +118,7 @@ async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
                 _api: None,
             }
         }
-        Kind::Confined => {
+        Kind::Confined | Kind::ConfinedPerSpawn => {
             let tmp = tempfile::tempdir().expect("tempdir");
             let root = tmp.path().canonicalize().expect("canon");
             let executor = executor(kind, &root, secrets, None).await;
@@ -543,6 +549,12 @@ macro_rules! contract {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name(super::Kind::Confined).await
+            })*
+        }
+        mod confined_per_spawn {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Kind::ConfinedPerSpawn).await
             })*
         }
         mod kubernetes {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdev::adapters::local::LocalExecutor;
-use rdev::adapters::local::sandbox::{Limits, SandboxConfig};
+use rdev::adapters::local::sandbox::Limits;
 use rdev::domain::ProjectId;
 use rdev::ports::{Executor, ExitStatus, SpawnSpec, SpawnedProcess};
 use rdev_tests::harness::runtime::MapSecrets;
@@ -52,19 +52,10 @@ async fn host(limits: Limits) -> Option<Host> {
     std::fs::write(root.join("projects/b/secret.txt"), "B-SECRET").expect("b secret");
     let allowed = banner_server("allowed-server").await;
     let forbidden = banner_server("forbidden-server").await;
-    let mut config = SandboxConfig::new(root.join("sandbox"));
-    config.helper = rdev_tests::harness::bin::rdev()
-        .with_file_name(rdev::adapters::local::sandbox::HELPER_NAME);
+    let mut config = sandbox::config(&root, &[]);
     config.limits = limits;
     config.egress_allow = vec![format!("127.0.0.1:{allowed}").parse().expect("rule")];
-    let path_dirs: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH")?).collect();
-    let sandbox = match rdev::adapters::local::Sandbox::probe(config, &root, &path_dirs) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            rdev_tests::harness::skip_or_fail(&format!("the sandbox: {e}"));
-            return None;
-        }
-    };
+    let sandbox = sandbox::probe(config, &root)?;
     let secrets = Arc::new(MapSecrets(HashMap::new()));
     let executor = LocalExecutor::per_project(root.join("projects"), secrets).confined(sandbox);
     Some(Host {
@@ -358,4 +349,130 @@ async fn fork_bombs_and_memory_hogs_are_bounded() {
     // The host and the project go on.
     let (status, out) = run(&host, "a", "echo fine").await;
     assert!(status.success() && out == "fine\n", "{out}");
+}
+
+/// The project's sandbox server, for the tests of the long-lived sandbox (skipped when this
+/// host runs a bubblewrap per command).
+async fn server_pid(host: &Host, id: &str) -> Option<i32> {
+    let sandbox = host.executor.sandbox().expect("confined");
+    if !sandbox.shared() {
+        return None;
+    }
+    sandbox.server_pid(id).await
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit(')').next().map(|r| r.trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+async fn until_dead(pid: i32) -> bool {
+    for _ in 0..250 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_is_replaced_at_the_next_spawn() {
+    let Some(host) = host(Limits::default()).await else {
+        return;
+    };
+    let (status, _) = run(&host, "a", "true").await;
+    assert!(status.success());
+    let Some(first) = server_pid(&host, "a").await else {
+        return;
+    };
+    // SAFETY: kill(2) of the server this test's executor started.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    assert!(until_dead(first).await, "the server survived SIGKILL");
+    let (status, out) = run(&host, "a", "echo again").await;
+    assert!(status.success() && out == "again\n", "{status:?} {out}");
+    let second = server_pid(&host, "a").await.expect("a new server");
+    assert_ne!(first, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setsid_escapee_dies_with_its_command_while_a_sibling_runs() {
+    let Some(host) = host(Limits::default()).await else {
+        return;
+    };
+    let tag = std::process::id() % 1000;
+    let sibling = host
+        .executor
+        .spawn(&project("a"), sh(&format!("exec sleep 300.{tag}7")))
+        .await
+        .expect("spawn the sibling");
+    let sibling_pid =
+        sandbox::wait_for_host_pid(&format!("sleep 300.{tag}7")).expect("the sibling runs");
+    let escape = format!(
+        "setsid sh -c 'exec sleep 301.{tag}7' </dev/null >/dev/null 2>&1 & read line; echo done"
+    );
+    let mut process = host
+        .executor
+        .spawn(&project("a"), sh(&escape))
+        .await
+        .expect("spawn");
+    let escapee =
+        sandbox::wait_for_host_pid(&format!("sleep 301.{tag}7")).expect("the escapee runs");
+    process.stdin.write_all(b"go\n").await.expect("write");
+    let (status, out) = finish(process).await;
+    assert!(status.success() && out == "done\n", "{status:?} {out}");
+    assert!(!alive(escapee), "the escapee outlived its command");
+    assert!(alive(sibling_pid), "the project's other command was killed");
+    sibling
+        .control
+        .signal(rdev::ports::Signal::Kill)
+        .await
+        .expect("kill");
+    assert_eq!(finish(sibling).await.0.signal, Some(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_cannot_break_its_projects_server_or_siblings() {
+    let Some(host) = host(Limits::default()).await else {
+        return;
+    };
+    let tag = std::process::id() % 1000;
+    let sibling = host
+        .executor
+        .spawn(&project("a"), sh(&format!("exec sleep 302.{tag}7")))
+        .await
+        .expect("spawn the sibling");
+    let sibling_pid =
+        sandbox::wait_for_host_pid(&format!("sleep 302.{tag}7")).expect("the sibling runs");
+    let server = server_pid(&host, "a").await;
+    // Every process the command can see, the server and the sibling included.
+    let (_, out) = run(
+        &host,
+        "a",
+        "for p in $(ps -e -o pid=); do [ $p = $$ ] || { kill -STOP $p; kill -9 $p; }; done; \
+         ps -e -o pid=,args=",
+    )
+    .await;
+    assert!(
+        out.contains(&format!("302.{tag}7")),
+        "a sees its sibling: {out}"
+    );
+    assert!(alive(sibling_pid), "a command killed its sibling: {out}");
+    let (status, out) = run(&host, "a", "echo fine").await;
+    assert!(status.success() && out == "fine\n", "{status:?} {out}");
+    if let Some(server) = server {
+        assert_eq!(
+            server_pid(&host, "a").await,
+            Some(server),
+            "the server was replaced"
+        );
+    }
+    sibling
+        .control
+        .signal(rdev::ports::Signal::Kill)
+        .await
+        .expect("kill");
+    let _ = finish(sibling).await;
 }

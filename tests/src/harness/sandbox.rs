@@ -11,12 +11,23 @@ use rdev::ports::SecretResolver;
 /// The sandbox for a data dir `root` (workspaces in `root/projects`), allowing `egress`.
 /// `None` (after [`super::skip_or_fail`]) on a host that cannot confine.
 pub fn sandbox(root: &Path, egress: &[&str]) -> Option<Arc<Sandbox>> {
+    probe(config(root, egress), root)
+}
+
+/// The configuration [`sandbox`] uses: the built helper, state in `root/sandbox`, `egress`.
+pub fn config(root: &Path, egress: &[&str]) -> SandboxConfig {
     let mut config = SandboxConfig::new(root.join("sandbox"));
     config.helper = super::bin::rdev().with_file_name(rdev::adapters::local::sandbox::HELPER_NAME);
     config.egress_allow = egress
         .iter()
         .map(|rule| rule.parse::<AllowRule>().expect("valid egress rule"))
         .collect();
+    config
+}
+
+/// The sandbox `config` makes for data dir `root`, with the host's PATH; `None` (after
+/// [`super::skip_or_fail`]) on a host that cannot confine.
+pub fn probe(config: SandboxConfig, root: &Path) -> Option<Arc<Sandbox>> {
     let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();

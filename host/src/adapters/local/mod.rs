@@ -93,15 +93,12 @@ impl LocalExecutor {
         &self.layout
     }
 
-    /// The sandboxed command for `target`, what to do once its leader exits, and the
-    /// project's egress notices.
-    async fn confined_command(
+    /// Inside the sandbox a missing program only shows as exit 127: say it at spawn.
+    fn check_program(
         &self,
-        sandbox: &Sandbox,
         target: &sandbox::Target<'_>,
         env: &[(String, String)],
-    ) -> Result<(tokio::process::Command, Reaping, Notices), ExecError> {
-        // Inside the sandbox a missing program only shows as exit 127: say it now.
+    ) -> Result<(), ExecError> {
         let path = env
             .iter()
             .find(|(k, _)| k == "PATH")
@@ -113,6 +110,47 @@ impl LocalExecutor {
                 reason: "no such program on PATH".to_owned(),
             });
         }
+        Ok(())
+    }
+
+    /// A child's whole environment, in order (a later entry replaces an earlier one): HOME,
+    /// the host's PATH, the egress proxy when confined, the spec's own variables (a provider
+    /// may set its own PATH or HOME deliberately), and last the tracking tag (a provider
+    /// cannot choose its processes' tag).
+    fn child_env(
+        &self,
+        home: &std::path::Path,
+        env: Vec<(String, String)>,
+        tag: Option<String>,
+    ) -> Vec<(String, OsString)> {
+        let mut all: Vec<(String, OsString)> = vec![("HOME".to_owned(), home.into())];
+        if let Some(path) = &self.path {
+            all.push(("PATH".to_owned(), path.clone()));
+        }
+        if let Some(sandbox) = &self.sandbox {
+            all.extend(
+                sandbox
+                    .proxy_env()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.into())),
+            );
+        }
+        all.extend(env.into_iter().map(|(k, v)| (k, v.into())));
+        if let Some(tag) = tag {
+            all.push((tracking::TAG_VAR.to_owned(), tag.into()));
+        }
+        all
+    }
+
+    /// The sandboxed command for `target`, what to do once its leader exits, and the
+    /// project's egress notices.
+    async fn confined_command(
+        &self,
+        sandbox: &Sandbox,
+        target: &sandbox::Target<'_>,
+        env: &[(String, String)],
+    ) -> Result<(tokio::process::Command, Reaping, Notices), ExecError> {
+        self.check_program(target, env)?;
         let prepared = sandbox.prepare(target).await?;
         let group = prepared.group;
         let reaping = Reaping {
@@ -202,6 +240,11 @@ impl Executor for LocalExecutor {
                     program: &spec.program,
                     args: &spec.args,
                 };
+                if sandbox.shared() {
+                    self.check_program(&target, &env)?;
+                    let env = self.child_env(&workspace.home, env, None);
+                    return sandbox.spawn_shared(&target, env).await;
+                }
                 let (command, reaping, notices) =
                     self.confined_command(sandbox, &target, &env).await?;
                 (command, reaping, Some(notices))
@@ -216,24 +259,12 @@ impl Executor for LocalExecutor {
         };
         command
             .env_clear()
-            .env("HOME", &workspace.home)
+            .envs(self.child_env(&workspace.home, env, tag))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own group, so a signal reaches everything the program started.
             .process_group(0);
-        if let Some(path) = &self.path {
-            command.env("PATH", path);
-        }
-        if let Some(sandbox) = &self.sandbox {
-            command.envs(sandbox.proxy_env());
-        }
-        // Spec values come last: a provider may set its own PATH or HOME deliberately.
-        command.envs(env);
-        if let Some(tag) = tag {
-            // After the spec's: a provider cannot choose its processes' tag.
-            command.env(tracking::TAG_VAR, tag);
-        }
 
         let mut child = command.spawn().map_err(|e| ExecError::SpawnFailed {
             program: spec.program.clone(),

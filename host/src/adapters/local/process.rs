@@ -41,19 +41,31 @@ impl LocalProcess {
                 program: program.to_owned(),
                 reason: "the process exited before its id could be read".to_owned(),
             })?;
-        let pgid = Pid::from_raw(raw);
-        let (tx, rx) = watch::channel(None);
-        let program = program.to_owned();
-        tokio::spawn(async move {
-            let outcome = child
+        let name = program.to_owned();
+        let exit = async move {
+            child
                 .wait()
                 .await
                 .map(convert)
-                .map(|status| match reaping.signal_codes {
-                    true => decode_signal(status),
-                    false => status,
-                })
-                .map_err(|e| ExecError::Io(format!("waiting for {program:?}: {e}")));
+                .map_err(|e| ExecError::Io(format!("waiting for {name:?}: {e}")))
+        };
+        Ok(Self::watch(raw, exit, reaping))
+    }
+
+    /// Controls the group led by host pid `pgid`, whose end `exit` reports (a child of
+    /// someone else, such as a project's sandbox server).
+    pub fn watch(
+        pgid: i32,
+        exit: impl std::future::Future<Output = Result<ExitStatus, ExecError>> + Send + 'static,
+        reaping: Reaping,
+    ) -> Self {
+        let pgid = Pid::from_raw(pgid);
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let outcome = exit.await.map(|status| match reaping.signal_codes {
+                true => decode_signal(status),
+                false => status,
+            });
             // Leftovers of the group; ESRCH (none left) is the common case.
             let _ = killpg(pgid, NixSignal::SIGKILL);
             if let Some(cleanup) = reaping.cleanup {
@@ -62,7 +74,7 @@ impl LocalProcess {
             // Nobody listening is fine: every handle was dropped.
             let _ = tx.send(Some(outcome));
         });
-        Ok(Self { pgid, status: rx })
+        Self { pgid, status: rx }
     }
 
     fn exited(&self) -> bool {

@@ -80,6 +80,8 @@ pub struct Invocation<'a> {
     pub uid: u32,
     pub gid: u32,
     pub project: &'a str,
+    /// The helper serves the project's commands (`--serve`) instead of running `program`.
+    pub serve: bool,
     pub program: &'a str,
     pub args: &'a [String],
 }
@@ -154,6 +156,9 @@ pub fn arguments(inv: &Invocation<'_>) -> Vec<OsString> {
         HELPER_PATH.as_ref(),
         rdev_sandbox_exec::COMMAND.as_ref(),
     ]);
+    if inv.serve {
+        push(&[rdev_sandbox_exec::protocol::SERVE.as_ref()]);
+    }
     for bind in inv.binds {
         let flag = if bind.writable { "--rw" } else { "--ro" };
         push(&[flag.as_ref(), bind.dest.as_os_str()]);
@@ -161,8 +166,10 @@ pub fn arguments(inv: &Invocation<'_>) -> Vec<OsString> {
     for dir in ["/proc", "/dev", "/tmp", "/var/tmp"] {
         push(&["--rw".as_ref(), dir.as_ref()]);
     }
-    push(&["--".as_ref(), inv.program.as_ref()]);
-    args.extend(inv.args.iter().map(OsString::from));
+    if !inv.serve {
+        push(&["--".as_ref(), inv.program.as_ref()]);
+        args.extend(inv.args.iter().map(OsString::from));
+    }
     args
 }
 
@@ -198,6 +205,7 @@ mod tests {
             uid: 64000,
             gid: 64000,
             project: "demo",
+            serve: false,
             program: "sh",
             args: &args,
         };
@@ -212,6 +220,9 @@ mod tests {
         assert!(line.contains("--rw /data/projects/demo"));
         assert!(line.contains("--ro /etc/passwd"));
         assert!(line.ends_with("-- sh -c echo hi"), "{line}");
+        let server = render(&arguments(&Invocation { serve: true, ..inv }));
+        assert!(server.contains("__sandbox-exec --serve --ro"), "{server}");
+        assert!(server.ends_with("--rw /var/tmp"), "{server}");
     }
 
     #[test]

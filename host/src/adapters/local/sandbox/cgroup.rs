@@ -170,6 +170,20 @@ impl CommandGroup {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
+    /// Moves the process with host pid `pid` into the group (a command forked by the
+    /// project's sandbox server, before it execs).
+    pub fn place(&self, pid: i32) -> std::io::Result<()> {
+        let line = format!("{pid}\n");
+        for (fd, dir) in self.procs.iter().zip(&self.dirs) {
+            // SAFETY: writing a local buffer to a descriptor we own.
+            let written = unsafe { libc::write(fd.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+            if written < 0 {
+                return Err(context(dir, std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    }
+
     /// Kills every process left in the group and removes it.
     pub fn finish(self) {
         if let Some(first) = self.dirs.first() {

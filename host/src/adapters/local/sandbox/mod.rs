@@ -11,11 +11,12 @@ pub(in crate::adapters::local) mod cgroup;
 mod child;
 mod egress;
 mod host;
+mod invoke;
 mod netns;
+mod server;
+mod shared;
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,13 +27,11 @@ pub use egress::{AllowRule, RuleError};
 use crate::domain::ProjectId;
 use crate::domain::network::parse_allow_list;
 use crate::ports::{ExecError, NetworkPolicyStore};
-use bwrap::Bind;
 use cgroup::{Cgroups, CommandGroup};
-use child::ChildSetup;
 use egress::Egress;
 use host::{
-    chown_tree, find_program, inside, install_root, landlock_abi, reachable_by_others,
-    seccomp_available, split_views, write_identity,
+    chown_tree, find_program, inside, install_root, landlock_abi, seccomp_available, split_views,
+    write_identity,
 };
 pub use host::{instance_name, program_exists};
 use netns::Netns;
@@ -83,6 +82,10 @@ pub struct SandboxConfig {
     pub proxy_port: u16,
     /// A directory outside every workspace for generated files (`passwd`, `group`).
     pub state_dir: PathBuf,
+    /// Runs every command in a bubblewrap of its own instead of the project's long-lived
+    /// sandbox: ~20 ms more per spawn (namespaces made each time); the only mode where no
+    /// cgroup per command can be made, since the per-command PID namespace then ends leftovers.
+    pub per_spawn: bool,
 }
 
 impl SandboxConfig {
@@ -100,6 +103,7 @@ impl SandboxConfig {
             egress_allow: Vec::new(),
             proxy_port: DEFAULT_PROXY_PORT,
             state_dir: state_dir.into(),
+            per_spawn: false,
         }
     }
 }
@@ -189,6 +193,10 @@ pub struct Sandbox {
     /// Where projects' own allow-lists are kept; read before each spawn.
     policy_store: Option<Arc<dyn NetworkPolicyStore>>,
     status: SandboxStatus,
+    /// Each project's long-lived sandbox, when commands share one (`shared`).
+    servers: tokio::sync::Mutex<HashMap<String, Arc<server::Server>>>,
+    /// Starts the servers; `None` when every command gets a bubblewrap of its own.
+    spawner: Option<shared::Spawner>,
 }
 
 /// What, besides bubblewrap, this host lacks for confinement, each in words with the fix.
@@ -258,7 +266,16 @@ impl Sandbox {
             .collect();
         let (symlinks, read_only) = split_views(bwrap::read_only_views(&extra));
 
-        let (enforced, cgroups) = mechanisms(&instance_name(private), &mut missing);
+        let (mut enforced, cgroups) = mechanisms(&instance_name(private), &mut missing);
+        let spawner = match cgroups.is_some() && !config.per_spawn {
+            true => Some(shared::Spawner::new().map_err(|e| setup("the server thread", e))?),
+            false => None,
+        };
+        if spawner.is_some() {
+            enforced[1] = "pid namespace per project (one long-lived sandbox per project; each \
+                           command in its own cgroup, session and Landlock domain)"
+                .to_owned();
+        }
         let default_allow = config
             .egress_allow
             .iter()
@@ -284,6 +301,8 @@ impl Sandbox {
                 missing,
                 default_allow,
             },
+            servers: tokio::sync::Mutex::new(HashMap::new()),
+            spawner,
         };
         sandbox.trial()?;
         Ok(sandbox)
@@ -328,48 +347,9 @@ impl Sandbox {
         &self.status
     }
 
-    /// Runs `true` through the whole chain once, so a host that cannot run it fails at
-    /// start with bubblewrap's own words instead of at the first command.
-    fn trial(&self) -> Result<(), SandboxError> {
-        let dir = tempfile::Builder::new()
-            .prefix("trial-")
-            .tempdir_in(&self.config.state_dir)
-            .map_err(|e| SandboxError::Setup(format!("trial workspace: {e}")))?;
-        self.adopt(dir.path())
-            .map_err(|e| SandboxError::Setup(format!("trial workspace: {e}")))?;
-        let (args, setup) = self
-            .invocation(
-                &Target {
-                    project: "trial",
-                    workspace: dir.path(),
-                    cwd: dir.path(),
-                    program: "true",
-                    args: &[],
-                },
-                None,
-                None,
-            )
-            .map_err(|e| SandboxError::Setup(e.to_string()))?;
-        let mut command = std::process::Command::new(&self.bwrap);
-        command.args(args).env_clear();
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
-        }
-        // SAFETY: the setup only makes async-signal-safe system calls.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, move || setup.run());
-        }
-        let output = command
-            .output()
-            .map_err(|e| SandboxError::Setup(format!("running {}: {e}", self.bwrap.display())))?;
-        if !output.status.success() {
-            return Err(SandboxError::Missing(vec![format!(
-                "a trial sandbox failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )]));
-        }
-        Ok(())
+    /// Whether commands run in their project's long-lived sandbox (else one each).
+    pub fn shared(&self) -> bool {
+        self.spawner.is_some()
     }
 
     /// Makes the workspace the sandbox user's own (the first time it is used confined).
@@ -382,86 +362,6 @@ impl Sandbox {
             return Ok(());
         }
         chown_tree(workspace, self.uid, self.gid)
-    }
-
-    /// The bubblewrap arguments and the child's setup for one spawn.
-    fn invocation(
-        &self,
-        target: &Target<'_>,
-        netns: Option<&Netns>,
-        group: Option<&CommandGroup>,
-    ) -> Result<(Vec<std::ffi::OsString>, ChildSetup), ExecError> {
-        let Target {
-            project,
-            workspace,
-            cwd,
-            program,
-            args,
-        } = *target;
-        let mut sources: Vec<(PathBuf, PathBuf, bool)> = self
-            .read_only
-            .iter()
-            .map(|d| (d.clone(), d.clone(), false))
-            .collect();
-        sources.push((self.passwd.clone(), "/etc/passwd".into(), false));
-        sources.push((self.group.clone(), "/etc/group".into(), false));
-        sources.push((self.config.helper.clone(), bwrap::HELPER_PATH.into(), false));
-        sources.push((workspace.to_owned(), workspace.to_owned(), true));
-        let mut setup = ChildSetup {
-            netns: netns.map(Netns::raw),
-            cgroups: group.map(CommandGroup::join_fds).unwrap_or_default(),
-            switch_to: self.switch_user.then_some((self.uid, self.gid)),
-            stage: None,
-        };
-        let binds: Vec<Bind> = if self.switch_user {
-            let cstring = |p: &Path| {
-                CString::new(p.as_os_str().as_bytes()).map_err(|_| ExecError::SpawnFailed {
-                    program: program.to_owned(),
-                    reason: format!("{} contains a NUL byte", p.display()),
-                })
-            };
-            let mut staged = Vec::new();
-            let mut binds = Vec::new();
-            for (i, (source, dest, writable)) in sources.into_iter().enumerate() {
-                if !writable && reachable_by_others(&source) {
-                    binds.push(Bind {
-                        source,
-                        dest,
-                        writable,
-                    });
-                    continue;
-                }
-                let target = Path::new(STAGE_DIR).join(i.to_string());
-                staged.push((cstring(&source)?, cstring(&target)?));
-                binds.push(Bind {
-                    source: target,
-                    dest,
-                    writable,
-                });
-            }
-            setup.stage = Some((cstring(Path::new(STAGE_DIR))?, staged));
-            binds
-        } else {
-            sources
-                .into_iter()
-                .map(|(source, dest, writable)| Bind {
-                    source,
-                    dest,
-                    writable,
-                })
-                .collect()
-        };
-        let arguments = bwrap::arguments(&bwrap::Invocation {
-            symlinks: &self.symlinks,
-            binds: &binds,
-            cwd,
-            uid: self.uid,
-            gid: self.gid,
-            project,
-            program,
-            args,
-        });
-        Ok((arguments, setup))
     }
 
     /// The confined command for one spawn: in the project's network namespace, in a fresh
@@ -495,7 +395,8 @@ impl Sandbox {
             }
             None => None,
         };
-        let (arguments, setup) = self.invocation(target, Some(&net.netns), group.as_ref())?;
+        let (arguments, setup) =
+            self.invocation(target, Some(&net.netns), group.as_ref(), false)?;
         let mut command = tokio::process::Command::new(&self.bwrap);
         command.args(arguments);
         // The namespace descriptor must stay open until the child has joined it.
