@@ -361,21 +361,24 @@ async fn server_pid(host: &Host, id: &str) -> Option<i32> {
     sandbox.server_pid(id).await
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit(')').next().map(|r| r.trim_start().to_owned()))
-        .is_some_and(|rest| !rest.starts_with('Z'))
+/// A sleeper of project `id` that runs until killed, and its host pid.
+async fn sibling(host: &Host, id: &str, cmdline: &str) -> (SpawnedProcess, i32) {
+    let process = host
+        .executor
+        .spawn(&project(id), sh(&format!("exec {cmdline}")))
+        .await
+        .expect("spawn the sibling");
+    let pid = sandbox::wait_for_host_pid(cmdline).expect("the sibling runs");
+    (process, pid)
 }
 
-async fn until_dead(pid: i32) -> bool {
-    for _ in 0..250 {
-        if !alive(pid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+async fn kill(process: SpawnedProcess) -> ExitStatus {
+    process
+        .control
+        .signal(rdev::ports::Signal::Kill)
+        .await
+        .expect("kill");
+    finish(process).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +393,7 @@ async fn a_killed_server_is_replaced_at_the_next_spawn() {
     };
     // SAFETY: kill(2) of the server this test's executor started.
     unsafe { libc::kill(first, libc::SIGKILL) };
-    assert!(until_dead(first).await, "the server survived SIGKILL");
+    assert!(sandbox::stopped(first).await, "the server survived SIGKILL");
     let (status, out) = run(&host, "a", "echo again").await;
     assert!(status.success() && out == "again\n", "{status:?} {out}");
     let second = server_pid(&host, "a").await.expect("a new server");
@@ -403,13 +406,7 @@ async fn a_setsid_escapee_dies_with_its_command_while_a_sibling_runs() {
         return;
     };
     let tag = std::process::id() % 1000;
-    let sibling = host
-        .executor
-        .spawn(&project("a"), sh(&format!("exec sleep 300.{tag}7")))
-        .await
-        .expect("spawn the sibling");
-    let sibling_pid =
-        sandbox::wait_for_host_pid(&format!("sleep 300.{tag}7")).expect("the sibling runs");
+    let (sibling, sibling_pid) = sibling(&host, "a", &format!("sleep 300.{tag}7")).await;
     let escape = format!(
         "setsid sh -c 'exec sleep 301.{tag}7' </dev/null >/dev/null 2>&1 & read line; echo done"
     );
@@ -423,14 +420,15 @@ async fn a_setsid_escapee_dies_with_its_command_while_a_sibling_runs() {
     process.stdin.write_all(b"go\n").await.expect("write");
     let (status, out) = finish(process).await;
     assert!(status.success() && out == "done\n", "{status:?} {out}");
-    assert!(!alive(escapee), "the escapee outlived its command");
-    assert!(alive(sibling_pid), "the project's other command was killed");
-    sibling
-        .control
-        .signal(rdev::ports::Signal::Kill)
-        .await
-        .expect("kill");
-    assert_eq!(finish(sibling).await.0.signal, Some(9));
+    assert!(
+        !sandbox::running(escapee),
+        "the escapee outlived its command"
+    );
+    assert!(
+        sandbox::running(sibling_pid),
+        "the project's other command was killed"
+    );
+    assert_eq!(kill(sibling).await.signal, Some(9));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,13 +437,7 @@ async fn a_command_cannot_break_its_projects_server_or_siblings() {
         return;
     };
     let tag = std::process::id() % 1000;
-    let sibling = host
-        .executor
-        .spawn(&project("a"), sh(&format!("exec sleep 302.{tag}7")))
-        .await
-        .expect("spawn the sibling");
-    let sibling_pid =
-        sandbox::wait_for_host_pid(&format!("sleep 302.{tag}7")).expect("the sibling runs");
+    let (sibling, sibling_pid) = sibling(&host, "a", &format!("sleep 302.{tag}7")).await;
     let server = server_pid(&host, "a").await;
     // Every process the command can see, the server and the sibling included.
     let (_, out) = run(
@@ -459,7 +451,10 @@ async fn a_command_cannot_break_its_projects_server_or_siblings() {
         out.contains(&format!("302.{tag}7")),
         "a sees its sibling: {out}"
     );
-    assert!(alive(sibling_pid), "a command killed its sibling: {out}");
+    assert!(
+        sandbox::running(sibling_pid),
+        "a command killed its sibling: {out}"
+    );
     let (status, out) = run(&host, "a", "echo fine").await;
     assert!(status.success() && out == "fine\n", "{status:?} {out}");
     if let Some(server) = server {
@@ -469,10 +464,5 @@ async fn a_command_cannot_break_its_projects_server_or_siblings() {
             "the server was replaced"
         );
     }
-    sibling
-        .control
-        .signal(rdev::ports::Signal::Kill)
-        .await
-        .expect("kill");
-    let _ = finish(sibling).await;
+    kill(sibling).await;
 }

@@ -98,3 +98,22 @@ pub fn wait_for_host_pid(cmdline: &str) -> Option<i32> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Whether host pid `pid` runs: it exists and is not a zombie.
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit(')').next().map(|r| r.trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// Waits up to five seconds for `pid` to stop running; whether it did.
+pub async fn stopped(pid: i32) -> bool {
+    for _ in 0..250 {
+        if !running(pid) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -151,23 +151,29 @@ pub fn arguments(inv: &Invocation<'_>) -> Vec<OsString> {
         ]);
     }
     push(&["--chdir".as_ref(), inv.cwd.as_os_str()]);
-    push(&[
-        "--".as_ref(),
-        HELPER_PATH.as_ref(),
-        rdev_sandbox_exec::COMMAND.as_ref(),
-    ]);
+    args.extend(helper_arguments(inv));
+    args
+}
+
+/// The helper's command line: `--serve` or the program, and the paths Landlock allows.
+fn helper_arguments(inv: &Invocation<'_>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--".into(),
+        HELPER_PATH.into(),
+        rdev_sandbox_exec::COMMAND.into(),
+    ];
     if inv.serve {
-        push(&[rdev_sandbox_exec::protocol::SERVE.as_ref()]);
+        args.push(rdev_sandbox_exec::protocol::SERVE.into());
     }
     for bind in inv.binds {
         let flag = if bind.writable { "--rw" } else { "--ro" };
-        push(&[flag.as_ref(), bind.dest.as_os_str()]);
+        args.extend([flag.into(), bind.dest.clone().into_os_string()]);
     }
     for dir in ["/proc", "/dev", "/tmp", "/var/tmp"] {
-        push(&["--rw".as_ref(), dir.as_ref()]);
+        args.extend(["--rw".into(), dir.into()]);
     }
     if !inv.serve {
-        push(&["--".as_ref(), inv.program.as_ref()]);
+        args.extend(["--".into(), inv.program.into()]);
         args.extend(inv.args.iter().map(OsString::from));
     }
     args

@@ -154,6 +154,20 @@ fn mechanisms(instance: &str, missing: &mut Vec<String>) -> (Vec<String>, Option
     (enforced, cgroups)
 }
 
+/// The thread that starts projects' long-lived sandboxes, when commands share them (`shared`:
+/// a cgroup per command is possible and not disabled); says so in `enforced`.
+fn servers(shared: bool, enforced: &mut [String]) -> std::io::Result<Option<shared::Spawner>> {
+    if !shared {
+        return Ok(None);
+    }
+    if let Some(pid) = enforced.iter_mut().find(|e| e.starts_with("pid namespace")) {
+        *pid = "pid namespace per project (one long-lived sandbox per project; each command in \
+                its own cgroup, session and Landlock domain)"
+            .to_owned();
+    }
+    shared::Spawner::new().map(Some)
+}
+
 /// One project's network namespace and its way out.
 struct ProjectNet {
     netns: Netns,
@@ -267,15 +281,8 @@ impl Sandbox {
         let (symlinks, read_only) = split_views(bwrap::read_only_views(&extra));
 
         let (mut enforced, cgroups) = mechanisms(&instance_name(private), &mut missing);
-        let spawner = match cgroups.is_some() && !config.per_spawn {
-            true => Some(shared::Spawner::new().map_err(|e| setup("the server thread", e))?),
-            false => None,
-        };
-        if spawner.is_some() {
-            enforced[1] = "pid namespace per project (one long-lived sandbox per project; each \
-                           command in its own cgroup, session and Landlock domain)"
-                .to_owned();
-        }
+        let spawner = servers(cgroups.is_some() && !config.per_spawn, &mut enforced)
+            .map_err(|e| setup("the server thread", e))?;
         let default_allow = config
             .egress_allow
             .iter()
