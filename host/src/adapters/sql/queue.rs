@@ -130,8 +130,9 @@ impl<D: Db> CommandQueue for SqlStore<D> {
         Ok(page.into_iter().map(|(command, _)| command).collect())
     }
 
-    /// Keyset paging on `seq` (unique, so equal timestamps never split a page wrongly),
-    /// served by the `(project_id, seq)` index on both databases.
+    /// Keyset paging on `seq` (unique, so equal timestamps never split a page wrongly): on
+    /// PostgreSQL through its `(project_id, seq DESC)` index; SQLite, which lacks that index,
+    /// steps over a project's newer rows by rowid (see docs/benchmarks.md).
     async fn list_page(
         &self,
         filter: &CommandFilter,
