@@ -4,7 +4,8 @@
 //! workspace is a plain directory or a git checkout (whose own index stays untouched); later
 //! edits leave a recorded diff alone; no changes, a binary file and a file whose diff is
 //! over the per-file limit; a broken snapshot repository gives a reason instead of changes;
-//! member scoping, 404s and the OpenAPI document.
+//! the snapshot repository pruned to the newest commands; member scoping, 404s and the
+//! OpenAPI document.
 
 use std::time::Duration;
 
@@ -237,4 +238,89 @@ async fn no_changes_a_binary_file_and_a_huge_diff(db: Db) {
     );
     assert!(patch.starts_with("@@ -0,0 +1,100000 @@\n+1\n+2\n"));
     assert!(patch.ends_with('\n'), "cut at a line end");
+}
+
+/// `git` run on the host against the workspace's snapshot repository `repo`; its stdout, or
+/// `None` when git failed.
+fn git_in(repo: &std::path::Path, args: &[&str], input: Option<&str>) -> Option<String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("git")
+        .args(["-c", "safe.directory=*", "--git-dir"])
+        .arg(repo)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(input.unwrap_or_default().as_bytes())
+        .expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("git ends");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// With the newest 2 commands kept, the fourth command's prune drops the refs of the first
+/// two and `git gc` removes what only they kept (the first version of the file), while a
+/// later command still snapshots and diffs exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_repository_keeps_only_the_newest_commands() {
+    let server = TestServer::sqlite_with(|config| {
+        config.worker.change_retention = rdev::services::changes::ChangeRetention {
+            keep: 2,
+            prune_expiry: "now".to_owned(),
+        };
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let script = format!("printf 'version-{i}-only\\n' > notes.txt");
+        ids.push(run(&server, "kept", &script).await);
+    }
+    let repo = server.workspace("kept").join(".rdev/changes.git");
+    let refs = git_in(
+        &repo,
+        &["for-each-ref", "--format=%(refname)", "refs/rdev/"],
+        None,
+    )
+    .expect("refs listed");
+    let kept: Vec<String> = ids[2..]
+        .iter()
+        .flat_map(|id| {
+            [
+                format!("refs/rdev/{id}/after"),
+                format!("refs/rdev/{id}/before"),
+            ]
+        })
+        .collect();
+    assert_eq!(refs.lines().collect::<Vec<_>>(), kept, "{refs}");
+    let blob = |i: usize| {
+        git_in(
+            &repo,
+            &["hash-object", "--stdin"],
+            Some(&format!("version-{i}-only\n")),
+        )
+        .expect("hashed")
+    };
+    let exists = |i: usize| git_in(&repo, &["cat-file", "-e", &blob(i)], None).is_some();
+    assert!(!exists(0), "the first version was pruned");
+    assert!(exists(1) && exists(3), "the kept commands' trees are whole");
+
+    let later = run(&server, "kept", "printf 'version-4-only\\n' > notes.txt").await;
+    let after = changes(&server, &later).await;
+    assert_eq!(
+        summary(&after),
+        [entry(
+            "notes.txt",
+            "modified",
+            1,
+            1,
+            "@@ -1 +1 @@\n-version-3-only\n+version-4-only\n"
+        )],
+        "{after}"
+    );
 }

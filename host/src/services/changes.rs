@@ -11,6 +11,11 @@
 //! state directory `.rdev/` is excluded; the user's and the system's git configuration are
 //! not read, so no filter or hook of theirs runs. Commands of one project run one at a
 //! time, so one private index serves them all and keeps git's stat cache warm.
+//!
+//! Each snapshot's tree is kept under `refs/rdev/<command>/before` and `/after`; after a
+//! command's changes are stored, the refs of all but the newest commands are dropped and
+//! `git gc` prunes what nothing references any more (see [`ChangeRetention`]), so the
+//! repository does not grow with every version of every file.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +32,56 @@ use crate::ports::{
 const GIT_DIR: &str = ".rdev/changes.git";
 
 /// Initialises the private repository when missing, stages the whole workspace into its
-/// index (what cannot be read is skipped) and prints the tree's id.
+/// index (what cannot be read is skipped), keeps the tree under the ref `$1` and prints its
+/// id.
 const SNAPSHOT: &str = r#"set -e
 d=.rdev/changes.git
 if [ ! -f "$d/HEAD" ]; then mkdir -p .rdev && (unset GIT_DIR; git init -q --bare "$d"); fi
 mkdir -p "$d/info" && printf '/.rdev/\n/lost+found/\n' > "$d/info/exclude"
 export GIT_DIR="$d" GIT_WORK_TREE=. GIT_INDEX_FILE="$d/index"
 git add -A --ignore-errors -- . >/dev/null 2>&1 || true
-git write-tree
+t=$(git write-tree)
+git update-ref "$1" "$t"
+echo "$t"
 "#;
+
+/// Once the refs of `2 × $1` commands or more are there, drops those of all but the newest
+/// `$1` (command ids are UUIDv7, so their names sort by age) and lets `git gc` prune what no
+/// ref and not the index references, once older than `$2`.
+const PRUNE: &str = r#"set -e
+[ -f "$GIT_DIR/HEAD" ] || exit 0
+refs=$(git for-each-ref --format='%(refname)' refs/rdev/)
+commands=$(printf '%s\n' "$refs" | sed -n 's#^refs/rdev/\([^/]*\)/.*#\1#p' | sort -u)
+n=$(printf '%s\n' "$commands" | grep -c . || true)
+[ "$n" -ge $(( $1 * 2 )) ] || exit 0
+old=$(printf '%s\n' "$commands" | head -n $(( n - $1 )))
+printf '%s\n' "$refs" | while read -r r; do
+  c=${r#refs/rdev/}; c=${c%%/*}
+  if printf '%s\n' "$old" | grep -qxF -- "$c"; then echo "delete $r"; fi
+done | git update-ref --stdin
+git gc --quiet --prune="$2"
+"#;
+
+/// How much of the snapshot repository survives a prune: the trees of the newest `keep`
+/// commands (a prune runs once twice that many are kept, so between `keep` and `2 × keep`
+/// stay). Unreferenced objects are pruned only once older than `prune_expiry` (a git date),
+/// so objects a concurrent snapshot of the same workspace has just written are never pruned
+/// under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRetention {
+    pub keep: usize,
+    pub prune_expiry: String,
+}
+
+impl Default for ChangeRetention {
+    /// The newest 100 commands; objects unreferenced for an hour.
+    fn default() -> Self {
+        Self {
+            keep: 100,
+            prune_expiry: "1.hour.ago".to_owned(),
+        }
+    }
+}
 
 /// Files larger than this are not diffed (git treats them as binary).
 const BIG_FILE: &str = "core.bigFileThreshold=16m";
@@ -84,6 +130,7 @@ pub struct ChangeTracker {
     /// Longest any one git step may take; past it the step is killed and the changes are
     /// recorded as unavailable.
     step_timeout: Duration,
+    retention: ChangeRetention,
 }
 
 impl ChangeTracker {
@@ -94,14 +141,35 @@ impl ChangeTracker {
             store,
             limits: ChangeLimits::default(),
             step_timeout: Duration::from_secs(60),
+            retention: ChangeRetention::default(),
         }
     }
 
-    /// Snapshots `project`'s workspace before a command runs.
-    pub async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, ChangesError> {
-        let printed = self
-            .run(project, "snapshot", "sh", &["-c", SNAPSHOT], 128)
-            .await?;
+    /// The tracker keeping the snapshot repository to `retention`.
+    pub fn with_retention(mut self, retention: ChangeRetention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Snapshots `project`'s workspace before `command` runs.
+    pub async fn snapshot(
+        &self,
+        project: &ProjectId,
+        command: &CommandId,
+    ) -> Result<Snapshot, ChangesError> {
+        self.snapshot_as(project, command, "before").await
+    }
+
+    /// Snapshots the workspace, keeping the tree under `refs/rdev/<command>/<stage>`.
+    async fn snapshot_as(
+        &self,
+        project: &ProjectId,
+        command: &CommandId,
+        stage: &str,
+    ) -> Result<Snapshot, ChangesError> {
+        let reference = format!("refs/rdev/{}/{stage}", command.as_str());
+        let args = ["-c", SNAPSHOT, "sh", reference.as_str()];
+        let printed = self.run(project, "snapshot", "sh", &args, 128).await?;
         let tree = String::from_utf8_lossy(&printed.stdout).trim().to_owned();
         let hex = |s: &str| s.chars().all(|c| c.is_ascii_hexdigit());
         if !matches!(tree.len(), 40 | 64) || !hex(&tree) {
@@ -110,13 +178,14 @@ impl ChangeTracker {
         Ok(Snapshot(tree))
     }
 
-    /// What changed in `project`'s workspace since `before`.
+    /// What changed in `project`'s workspace since `before`, as `command` left it.
     pub async fn diff(
         &self,
         project: &ProjectId,
+        command: &CommandId,
         before: &Snapshot,
     ) -> Result<ChangeSet, ChangesError> {
-        let after = self.snapshot(project).await?;
+        let after = self.snapshot_as(project, command, "after").await?;
         let (from, to) = (before.0.as_str(), after.0.as_str());
         let common = ["-c", BIG_FILE, "diff-tree", "-r", "--no-renames"];
         let listing = [&common[..], &["-z", "--raw", "--numstat", from, to][..]].concat();
@@ -141,9 +210,9 @@ impl ChangeTracker {
         )?)
     }
 
-    /// Diffs the workspace against `before` (or keeps why there was no snapshot) and stores
-    /// the outcome under `command`. A failure to diff is stored as the reason; one to store
-    /// is returned.
+    /// Diffs the workspace against `before` (or keeps why there was no snapshot), stores
+    /// the outcome under `command`, then prunes the snapshot repository. A failure to diff is
+    /// stored as the reason and one to prune is logged; one to store is returned.
     pub async fn record(
         &self,
         command: &CommandId,
@@ -151,13 +220,28 @@ impl ChangeTracker {
         before: Result<Snapshot, String>,
     ) -> Result<(), StoreError> {
         let outcome = match before {
-            Ok(before) => match self.diff(project, &before).await {
+            Ok(before) => match self.diff(project, command, &before).await {
                 Ok(set) => ChangesOutcome::Recorded(set),
                 Err(error) => ChangesOutcome::Unavailable(error.to_string()),
             },
             Err(reason) => ChangesOutcome::Unavailable(reason),
         };
-        self.store.record_changes(command, project, &outcome).await
+        self.store
+            .record_changes(command, project, &outcome)
+            .await?;
+        if let Err(error) = self.prune(project).await {
+            tracing::warn!(%project, %error, "pruning the workspace's snapshot repository failed");
+        }
+        Ok(())
+    }
+
+    /// Drops the refs of all but the newest commands and prunes what they alone kept.
+    async fn prune(&self, project: &ProjectId) -> Result<(), ChangesError> {
+        let keep = self.retention.keep.max(1).to_string();
+        let expiry = self.retention.prune_expiry.as_str();
+        let args = ["-c", PRUNE, "sh", keep.as_str(), expiry];
+        self.run(project, "gc", "sh", &args, 4096).await?;
+        Ok(())
     }
 
     /// Runs git on the private repository (no work tree needed).

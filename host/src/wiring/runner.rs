@@ -90,7 +90,8 @@ pub fn spawn_worker(
     let tracker = ChangeTracker::new(
         registry.services().executor().clone(),
         stores.changes.clone(),
-    );
+    )
+    .with_retention(config.change_retention.clone());
     let mut worker = Worker::new(stores, providers, config).with_changes(Arc::new(tracker));
     if let Some(observer) = observer {
         worker = worker.with_observer(observer);

@@ -14,7 +14,7 @@ pub(super) async fn before(
     command: &CommandRecord,
 ) -> Option<Result<Snapshot, String>> {
     let tracker = ctx.changes.as_ref()?;
-    let snapshot = tracker.snapshot(&command.project_id).await;
+    let snapshot = tracker.snapshot(&command.project_id, &command.id).await;
     if let Err(error) = &snapshot {
         tracing::warn!(command = %command.id, %error, "workspace snapshot failed; its changes will not be shown");
     }

@@ -20,7 +20,7 @@ use crate::ports::{
     AuditLog, CommandQueue, CredentialStore, EventLog, FinishObserver, ProviderLookup, Stores,
     UsageStore,
 };
-use crate::services::changes::ChangeTracker;
+use crate::services::changes::{ChangeRetention, ChangeTracker};
 
 /// Capacity of each execution's event sink: a provider that emits faster than the event
 /// log stores is slowed down rather than buffered without limit.
@@ -42,10 +42,13 @@ pub struct WorkerConfig {
     /// Bounds on each command's stored events and result, applied before anything is stored
     /// or sent on (see `domain::output`).
     pub output: OutputLimits,
+    /// How many commands' workspace snapshots each project's snapshot repository keeps.
+    pub change_retention: ChangeRetention,
 }
 
 impl WorkerConfig {
-    /// Defaults: 4 at once, 30 s drain, 10 s grace, the default output limits.
+    /// Defaults: 4 at once, 30 s drain, 10 s grace, the default output limits, the snapshots
+    /// of the newest 100 commands kept.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -53,6 +56,7 @@ impl WorkerConfig {
             drain_deadline: Duration::from_secs(30),
             timeout_grace: Duration::from_secs(10),
             output: OutputLimits::default(),
+            change_retention: ChangeRetention::default(),
         }
     }
 }
