@@ -152,6 +152,28 @@ impl Backend {
             .map(|done| done.rows_affected()))
     }
 
+    /// Holds `command`'s row locked in a transaction of a connection of its own for `hold`,
+    /// telling `locked` once it holds it (on SQLite: the database's one write lock).
+    async fn hold_command_row(
+        &self,
+        command: &CommandId,
+        hold: Duration,
+        locked: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(), sqlx::Error> {
+        let update = AssertSqlSafe(format!(
+            "UPDATE commands SET event_seq = event_seq WHERE id = '{command}'"
+        ));
+        with_pool!(self.kind, &self.url, |pool| {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("BEGIN").execute(&mut *conn).await?;
+            sqlx::query(update).execute(&mut *conn).await?;
+            let _ = locked.send(());
+            tokio::time::sleep(hold).await;
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+        });
+        Ok(())
+    }
+
     /// Counts the rows `sql` (a `SELECT count(*) …`) finds, bypassing the ports.
     async fn count(&self, sql: &str) -> i64 {
         let sql = AssertSqlSafe(sql.to_owned());
@@ -370,6 +392,7 @@ contract!(
     a_subscriber_replays_then_follows_until_done,
     an_append_retried_with_its_key_is_stored_once,
     input_is_stored_only_while_its_command_runs,
+    a_write_waits_for_a_lock_another_connection_holds,
     a_subscriber_on_another_replica_sees_new_events,
     a_slow_subscriber_neither_stalls_the_writer_nor_misses_events,
     subscribers_on_two_replicas_get_every_event_once_while_both_append(sleepy()),
@@ -1190,6 +1213,38 @@ fn input(id: &str) -> StreamEvent {
             text: "more".into(),
         },
     })
+}
+
+/// A write waits for a lock another connection holds instead of failing. On SQLite a keyed
+/// append reads before it writes, and a deferred transaction that has read gets `database is
+/// locked` at once instead of waiting (seen as a flaky input test while a dropped
+/// transaction's rollback still held the lock).
+async fn a_write_waits_for_a_lock_another_connection_holds(b: Backend) {
+    let (running, _) = b.two_queued("a", "b").await;
+    let claim = b.stores.queue.claim("w").await.unwrap().unwrap();
+    assert_eq!(claim.command.id, running);
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let holder = b.hold_command_row(&running, Duration::from_millis(300), locked);
+    let append = async {
+        is_locked.await.expect("the lock is taken");
+        b.stores
+            .events
+            .append_while_running(&running, &input("in-1"), "input:in-1")
+            .await
+    };
+    let (held, stored) = tokio::join!(holder, append);
+    held.expect("the other connection held and released the lock");
+    let stored = stored.expect("the append waited for the lock");
+    let keyed = b
+        .stores
+        .events
+        .read_keyed(&running, "input:")
+        .await
+        .unwrap();
+    assert_eq!(
+        keyed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![stored.seq]
+    );
 }
 
 /// `append_while_running` refuses a command that is not running, and racing a finish, every

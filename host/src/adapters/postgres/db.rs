@@ -20,6 +20,7 @@ use crate::ports::{StoreError, StoredEvent};
 impl Db for Postgres {
     type State = PgState;
     const APPEND_IN_ONE_STATEMENT: bool = true;
+    const BEGIN: &'static str = "BEGIN";
 
     executors!(PgConnection);
 

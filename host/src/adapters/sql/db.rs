@@ -144,6 +144,12 @@ pub trait Db:
     /// [`Db::insert_event`] is one statement, atomic without a transaction.
     const APPEND_IN_ONE_STATEMENT: bool;
 
+    /// The statement that opens a write transaction. SQLite's must take the write lock at
+    /// once (`IMMEDIATE`): a deferred transaction that reads first and writes later fails at
+    /// once with `SQLITE_BUSY` instead of waiting when another connection still holds the
+    /// lock (e.g. a transaction dropped on an error whose rollback has not run yet).
+    const BEGIN: &'static str;
+
     /// A connection as an executor: sqlx implements `Executor` for `&mut` each concrete
     /// connection type, which generic code cannot name.
     fn exec(conn: &mut Self::Connection) -> impl Executor<'_, Database = Self>;

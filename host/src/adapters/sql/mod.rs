@@ -76,7 +76,10 @@ impl<D: Db> SqlStore<D> {
     ) -> Result<Self, ConnectError> {
         let sealing = ConnectError::migrate;
         let context = "sealing webhook secrets";
-        let mut tx = pool.begin().await.map_err(|e| sealing(db(context)(e)))?;
+        let mut tx = pool
+            .begin_with(D::BEGIN)
+            .await
+            .map_err(|e| sealing(db(context)(e)))?;
         seal_secrets::<D>(&mut tx, None, &options.master_key)
             .await
             .map_err(sealing)?;

@@ -53,7 +53,7 @@ impl<'s, D: Db> Write<'s, D> {
         let locked = asked.elapsed();
         let error = |e| StoreError::backend(context, e);
         let conn = if transaction {
-            Conn::Transaction(pool.begin().await.map_err(error)?)
+            Conn::Transaction(pool.begin_with(D::BEGIN).await.map_err(error)?)
         } else {
             Conn::Single(pool.acquire().await.map_err(error)?)
         };

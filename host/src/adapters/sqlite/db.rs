@@ -63,6 +63,7 @@ pub(super) async fn claim_one(
 impl Db for Sqlite {
     type State = SqliteState;
     const APPEND_IN_ONE_STATEMENT: bool = false;
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
 
     executors!(SqliteConnection);
 
