@@ -5,15 +5,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
 use super::commands::accessible_command;
+use super::doc_parts::{ProjectAccessChecked, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
 use super::state::AppState;
 use crate::domain::{Approval, ApprovalStatus, Principal, ProjectId};
@@ -88,15 +88,13 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 /// The project's approvals, newest first (`?status=pending` for those waiting).
 #[utoipa::path(get, path = "/projects/{id}/approvals", tag = "approvals",
     security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id"), ApprovalQuery), responses(
+    params(ProjectPath, ApprovalQuery), responses(
     (status = 200, description = "The approvals", body = ApprovalList),
     (status = 400, description = "Malformed id, status or limit"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such project"),
+    ProjectAccessChecked,
 ))]
 async fn list(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
     ApiQuery(query): ApiQuery<ApprovalQuery>,
 ) -> Result<Json<ApprovalList>, ApiError> {
@@ -137,8 +135,7 @@ async fn accessible(
     (status = 404, description = "No such approval the token may see"),
 ))]
 async fn read(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Approval>, ApiError> {
     Ok(Json(accessible(&state, &principal, &id).await?))
@@ -154,8 +151,7 @@ async fn read(
     (status = 409, description = "Already decided, expired or cancelled (`approval_decided`)"),
 ))]
 async fn post_decision(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<DecideBody>,
 ) -> Result<Json<Approval>, ApiError> {
@@ -189,8 +185,7 @@ async fn post_decision(
     (status = 409, description = "The command is not running (`command_not_running`) or its provider takes no input (`input_not_accepted`)"),
 ))]
 async fn send_input(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<InputBody>,
 ) -> Result<(StatusCode, Json<InputAccepted>), ApiError> {

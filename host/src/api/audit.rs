@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
 use super::error::{ApiError, ApiQuery};
 use super::state::AppState;
 use crate::domain::{AuditCheckpoint, AuditEntry};
@@ -64,8 +63,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     (status = 403, description = "Not an admin"),
 ))]
 async fn list(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     principal.require_admin()?;
@@ -104,10 +102,7 @@ async fn list(
     (status = 200, description = "The chain's state", body = AuditVerification),
     (status = 403, description = "Not an admin"),
 ))]
-async fn verify(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
-) -> Result<Json<AuditVerification>, ApiError> {
+async fn verify(Caller { state, principal }: Caller) -> Result<Json<AuditVerification>, ApiError> {
     principal.require_admin()?;
     let result = state.stores.audit.verify().await?;
     Ok(Json(AuditVerification {
@@ -126,8 +121,7 @@ async fn verify(
     (status = 404, description = "The trail is empty"),
 ))]
 async fn checkpoint(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
 ) -> Result<Json<AuditCheckpoint>, ApiError> {
     principal.require_admin()?;
     match state.stores.audit.checkpoint().await? {

@@ -55,6 +55,28 @@ async fn cookie_principal(parts: &Parts, state: &AppState) -> Result<Option<Prin
     session::session_principal(state, &secret).await.map(Some)
 }
 
+/// The authenticated caller with the server's state: what nearly every handler needs, in
+/// one extractor.
+pub struct Caller {
+    pub state: Arc<AppState>,
+    pub principal: Principal,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: Arc::clone(state),
+            principal,
+        })
+    }
+}
+
 /// Like [`Auth`], but without an `Authorization` header the token may come as
 /// `?access_token=`: browsers' `EventSource` cannot set headers. Only the SSE route takes
 /// it, since a token in a URL ends up in browser history and proxy logs.

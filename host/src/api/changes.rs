@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
 use super::commands::accessible_command;
 use super::error::{ApiError, ApiPath};
 use super::state::AppState;
@@ -71,8 +70,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     (status = 409, description = "The command has not finished yet (`changes_pending`)"),
 ))]
 async fn read_changes(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CommandChanges>, ApiError> {
     let command = accessible_command(&state, &principal, &id).await?;

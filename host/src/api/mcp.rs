@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
+use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::ProjectId;
@@ -65,15 +65,12 @@ fn invalid(message: String) -> ApiError {
 
 /// The project's MCP servers, credential references as references.
 #[utoipa::path(get, path = "/projects/{id}/mcp-servers", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 200, description = "The project's MCP servers (none: an empty list)", body = McpServersView),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such project"),
+    ProjectAccess,
 ))]
 async fn read_mcp_servers(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<Json<McpServersView>, ApiError> {
     principal.require_project(&id)?;
@@ -85,17 +82,14 @@ async fn read_mcp_servers(
 /// Replaces the project's MCP servers (admin: a server may reference any stored credential);
 /// applies from its next command.
 #[utoipa::path(put, path = "/projects/{id}/mcp-servers", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), request_body = SetMcpServers,
+    params(ProjectPath), request_body = SetMcpServers,
     responses(
     (status = 200, description = "The servers now configured", body = McpServersView),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "Not an admin"),
-    (status = 404, description = "No such project"),
+    AdminOnProject,
     (status = 422, description = "A server breaking a rule or naming a credential that does not exist (`invalid_mcp_servers`)"),
 ))]
 async fn replace_mcp_servers(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
     ApiJson(body): ApiJson<SetMcpServers>,
 ) -> Result<Json<McpServersView>, ApiError> {
@@ -117,13 +111,7 @@ async fn replace_mcp_servers(
     let names: Vec<&str> = body.servers.iter().map(McpServer::name).collect();
     let details = serde_json::json!({ "servers": names, "credentials": referenced });
     state
-        .audit(
-            &principal,
-            "project.mcp_servers_updated",
-            Some(id.to_string()),
-            None,
-            details,
-        )
+        .audit_project(&principal, "project.mcp_servers_updated", &id, details)
         .await;
     Ok(Json(view(id, Some(stored))))
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod changes;
 pub mod commands;
 pub mod credentials;
+pub mod doc_parts;
 pub mod error;
 pub mod events;
 pub mod health;

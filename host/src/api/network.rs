@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
+use super::doc_parts::{AdminOnProject, AdminOnProjectChecked, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::ProjectId;
@@ -67,15 +67,12 @@ fn view(state: &AppState, project_id: ProjectId, own: Option<NetworkPolicy>) -> 
 
 /// The project's allow-list: its own, else the server's default.
 #[utoipa::path(get, path = "/projects/{id}/network", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 200, description = "The allow-list in force", body = ProjectNetwork),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such project"),
+    ProjectAccess,
 ))]
 async fn read_network(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<Json<ProjectNetwork>, ApiError> {
     principal.require_project(&id)?;
@@ -86,16 +83,14 @@ async fn read_network(
 
 /// Replaces the project's allow-list (admin); applies from its next command.
 #[utoipa::path(put, path = "/projects/{id}/network", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), request_body = SetNetwork,
+    params(ProjectPath), request_body = SetNetwork,
     responses(
     (status = 200, description = "The allow-list now in force", body = ProjectNetwork),
     (status = 400, description = "Malformed id or rule (`invalid_network_rule`)"),
-    (status = 403, description = "Not an admin"),
-    (status = 404, description = "No such project"),
+    AdminOnProjectChecked,
 ))]
 async fn replace_network(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
     ApiJson(body): ApiJson<SetNetwork>,
 ) -> Result<Json<ProjectNetwork>, ApiError> {
@@ -105,11 +100,10 @@ async fn replace_network(
     let allow: Vec<String> = rules.iter().map(ToString::to_string).collect();
     let policy = state.stores.network.set_network_policy(&id, &allow).await?;
     state
-        .audit(
+        .audit_project(
             &principal,
             "project.network_updated",
-            Some(id.to_string()),
-            None,
+            &id,
             serde_json::json!({ "allow": allow }),
         )
         .await;
@@ -118,26 +112,22 @@ async fn replace_network(
 
 /// Drops the project's own allow-list, so the server's default applies again (admin).
 #[utoipa::path(delete, path = "/projects/{id}/network", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 200, description = "The default allow-list, now in force", body = ProjectNetwork),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "Not an admin"),
-    (status = 404, description = "No such project"),
+    AdminOnProject,
 ))]
 async fn reset_network(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<Json<ProjectNetwork>, ApiError> {
     principal.require_admin()?;
     state.stores.projects.get(&id).await?;
     if state.stores.network.clear_network_policy(&id).await? {
         state
-            .audit(
+            .audit_project(
                 &principal,
                 "project.network_reset",
-                Some(id.to_string()),
-                None,
+                &id,
                 serde_json::json!({}),
             )
             .await;

@@ -7,14 +7,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
 use super::providers::{ReloadSummary, reload_and_audit};
 use super::state::AppState;
@@ -77,8 +76,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     (status = 502, description = "The registry failed"),
 ))]
 async fn install(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiJson(body): ApiJson<InstallBody>,
 ) -> Result<(StatusCode, Json<InstallAnswer>), ApiError> {
     principal.require_admin()?;

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
+use super::doc_parts::{AdminOnProjectChecked, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::{Policy, ProjectId};
@@ -31,15 +31,12 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 /// The project's approval policy: its own, else the shipped default.
 #[utoipa::path(get, path = "/projects/{id}/policy", tag = "approvals", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 200, description = "The policy in force", body = ProjectPolicy),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such project"),
+    ProjectAccess,
 ))]
 async fn read_policy(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<Json<ProjectPolicy>, ApiError> {
     principal.require_project(&id)?;
@@ -55,16 +52,14 @@ async fn read_policy(
 
 /// Replaces the project's approval policy (admin); applies to the next request.
 #[utoipa::path(put, path = "/projects/{id}/policy", tag = "approvals", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), request_body = Policy,
+    params(ProjectPath), request_body = Policy,
     responses(
     (status = 200, description = "The policy now in force", body = ProjectPolicy),
     (status = 400, description = "Malformed id or policy (`invalid_policy`)"),
-    (status = 403, description = "Not an admin"),
-    (status = 404, description = "No such project"),
+    AdminOnProjectChecked,
 ))]
 async fn replace_policy(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Json<ProjectPolicy>, ApiError> {
@@ -73,11 +68,10 @@ async fn replace_policy(
     state.stores.projects.get(&id).await?;
     let policy = state.stores.approvals.put_policy(&id, &policy).await?;
     state
-        .audit(
+        .audit_project(
             &principal,
             "project.policy_updated",
-            Some(id.to_string()),
-            None,
+            &id,
             serde_json::json!({
                 "mode": policy.mode,
                 "rules": policy.rules.len(),

@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
+use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath, StoreContext};
 use super::state::AppState;
 use crate::domain::{NewAuditEntry, NewProject, Principal, Project, ProjectId};
@@ -76,8 +76,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     (status = 503, description = "The workspace (with the Kubernetes executor, the pod) did not become ready; nothing was recorded"),
 ))]
 async fn create(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     principal.require_admin()?;
@@ -137,10 +136,7 @@ async fn create(
 /// Lists the projects the caller may access.
 #[utoipa::path(get, path = "/projects", tag = "projects", security(("bearer" = [])),
     responses((status = 200, description = "The projects", body = ProjectList)))]
-async fn list(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
-) -> Result<Json<ProjectList>, ApiError> {
+async fn list(Caller { state, principal }: Caller) -> Result<Json<ProjectList>, ApiError> {
     let projects = accessible_projects(&state, &principal).await?;
     Ok(Json(ProjectList { projects }))
 }
@@ -159,15 +155,12 @@ pub(crate) async fn accessible_projects(
 
 /// Reads one project.
 #[utoipa::path(get, path = "/projects/{id}", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 200, description = "The project", body = Project),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such project"),
+    ProjectAccess,
 ))]
 async fn read(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<Json<Project>, ApiError> {
     principal.require_project(&id)?;
@@ -176,17 +169,14 @@ async fn read(
 
 /// Removes a project with no running command (admin).
 #[utoipa::path(delete, path = "/projects/{id}", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 204, description = "Removed"),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "Not an admin"),
-    (status = 404, description = "No such project"),
+    AdminOnProject,
     (status = 409, description = "A command of the project is running"),
     (status = 503, description = "The project's pod or volume could not be deleted; repeat the request"),
 ))]
 async fn remove(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
@@ -202,13 +192,7 @@ async fn remove(
     }
     deleted.map_err(|e| ApiError::from_store(e, StoreContext::DeletingProject))?;
     state
-        .audit(
-            &principal,
-            "project.deleted",
-            Some(id.to_string()),
-            None,
-            serde_json::json!({}),
-        )
+        .audit_project(&principal, "project.deleted", &id, serde_json::json!({}))
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

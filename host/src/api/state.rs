@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::metrics::Metrics;
-use crate::domain::{NewAuditEntry, Principal};
+use crate::domain::{NewAuditEntry, Principal, ProjectId};
 use crate::ports::Stores;
 use crate::registry::Registry;
 use crate::services::project_setup::ProjectSetupService;
@@ -73,6 +73,28 @@ impl AppState {
     ) {
         self.audit_as(principal.actor(), action, project_id, command_id, details)
             .await;
+    }
+
+    /// [`AppState::audit`] of an action on `project` as a whole.
+    pub async fn audit_project(
+        &self,
+        principal: &Principal,
+        action: &str,
+        project: &ProjectId,
+        details: serde_json::Value,
+    ) {
+        self.audit(principal, action, Some(project.to_string()), None, details)
+            .await;
+    }
+
+    /// [`AppState::audit`] of an action on the server, not on one project.
+    pub async fn audit_server(
+        &self,
+        principal: &Principal,
+        action: &str,
+        details: serde_json::Value,
+    ) {
+        self.audit(principal, action, None, None, details).await;
     }
 
     /// [`AppState::audit`] for an action no API caller made (a signal, a background task),

@@ -12,6 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Auth;
+use super::auth::Caller;
+use super::doc_parts::ProjectPath;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::{CiRegistration, ProjectId};
@@ -50,7 +52,7 @@ struct CiQuery {
 
 /// The project's CI registration and its last pipeline.
 #[utoipa::path(get, path = "/projects/{id}/ci", tag = "templates", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id"), CiQuery), responses(
+    params(ProjectPath, CiQuery), responses(
     (status = 200, description = "CI state", body = CiStatus),
     (status = 400, description = "Invalid id or query"),
     (status = 403, description = "The token may not access this project"),
@@ -59,8 +61,7 @@ struct CiQuery {
     (status = 502, description = "The CI server failed"),
 ))]
 async fn ci_status(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<CiQuery>,
 ) -> Result<Json<CiStatus>, ApiError> {
@@ -76,7 +77,7 @@ async fn ci_status(
 
 /// Retries the project's CI registration (admin).
 #[utoipa::path(post, path = "/projects/{id}/ci", tag = "templates", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 200, description = "The registration", body = CiRegistration),
     (status = 400, description = "Invalid id"),
     (status = 403, description = "Not an admin"),
@@ -85,8 +86,7 @@ async fn ci_status(
     (status = 502, description = "The CI server failed"),
 ))]
 async fn register_ci(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CiRegistration>, ApiError> {
     principal.require_admin()?;

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Auth, generate_id, generate_secret};
+use super::auth::Caller;
+use super::auth::{generate_id, generate_secret};
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::{ApiToken, NewToken, ProjectId, TokenRole, token_digest};
@@ -80,8 +80,7 @@ pub async fn issue(
     (status = 403, description = "Not an admin"),
 ))]
 async fn create(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     principal.require_admin()?;
@@ -105,11 +104,9 @@ async fn create(
     };
     let created = issue(&state, name, body.role, projects).await?;
     state
-        .audit(
+        .audit_server(
             &principal,
             "token.created",
-            None,
-            None,
             serde_json::json!({
                 "token_id": created.info.id,
                 "name": created.info.name,
@@ -126,10 +123,7 @@ async fn create(
     (status = 200, description = "The tokens", body = TokenList),
     (status = 403, description = "Not an admin"),
 ))]
-async fn list(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
-) -> Result<Json<TokenList>, ApiError> {
+async fn list(Caller { state, principal }: Caller) -> Result<Json<TokenList>, ApiError> {
     principal.require_admin()?;
     let tokens = state.stores.tokens.list().await?;
     Ok(Json(TokenList { tokens }))
@@ -143,18 +137,15 @@ async fn list(
     (status = 404, description = "No such token"),
 ))]
 async fn revoke(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ApiToken>, ApiError> {
     principal.require_admin()?;
     let token = state.stores.tokens.revoke(&id).await?;
     state
-        .audit(
+        .audit_server(
             &principal,
             "token.revoked",
-            None,
-            None,
             serde_json::json!({ "token_id": token.id, "name": token.name }),
         )
         .await;

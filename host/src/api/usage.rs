@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
+use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::usage::check_limit;
@@ -96,16 +96,13 @@ fn total(days: &[UsageBucket]) -> UsageTotal {
 
 /// The project's tokens and cost per day and provider.
 #[utoipa::path(get, path = "/projects/{id}/usage", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id"), UsageQuery), responses(
+    params(ProjectPath, UsageQuery), responses(
     (status = 200, description = "Usage per day and provider, and the range's total", body = ProjectUsage),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such project"),
+    ProjectAccess,
     (status = 422, description = "A date that is not YYYY-MM-DD, from after to, or more than 366 days (`invalid_usage_range`)"),
 ))]
 async fn read_usage(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<ProjectUsage>, ApiError> {
@@ -160,15 +157,12 @@ async fn view(
 
 /// The project's monthly budget and this month's spending.
 #[utoipa::path(get, path = "/projects/{id}/budget", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 200, description = "The budget (`monthly_limit_usd` absent: none) and the month's cost", body = BudgetView),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such project"),
+    ProjectAccess,
 ))]
 async fn read_budget(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> Result<Json<BudgetView>, ApiError> {
     principal.require_project(&id)?;
@@ -179,17 +173,14 @@ async fn read_budget(
 /// Sets the project's monthly budget, or removes it with `null` (admin). A new limit can
 /// announce `budget.exceeded` again this month.
 #[utoipa::path(put, path = "/projects/{id}/budget", tag = "projects", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), request_body = SetBudget,
+    params(ProjectPath), request_body = SetBudget,
     responses(
     (status = 200, description = "The budget now in force", body = BudgetView),
-    (status = 400, description = "Malformed id"),
-    (status = 403, description = "Not an admin"),
-    (status = 404, description = "No such project"),
+    AdminOnProject,
     (status = 422, description = "A limit that is negative or not a number (`invalid_budget`)"),
 ))]
 async fn replace_budget(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<ProjectId>,
     ApiJson(body): ApiJson<SetBudget>,
 ) -> Result<Json<BudgetView>, ApiError> {
