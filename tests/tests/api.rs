@@ -1338,15 +1338,14 @@ fn connection(server: &TestServer, token: &str) -> rdev::cli::client::Connection
 #[tokio::test]
 async fn client_commands_run_follow_cancel_and_manage_tokens() {
     use rdev::cli::client::{self, CancelArgs, LogsArgs, RunArgs, TokensAction, TokensArgs};
+    use rdev::cli::output::PromptArgs;
     let server = TestServer::sqlite().await;
     let run = |prompt: &str| RunArgs {
         connection: connection(&server, &server.admin),
         project: "cli".into(),
         provider: Some("shell".into()),
         timeout: Some(60),
-        session: None,
-        model: None,
-        options: Vec::new(),
+        asked: PromptArgs::default(),
         prompt: prompt.into(),
     };
     assert_eq!(client::run(run("echo from-cli")).await.expect("run"), 0);

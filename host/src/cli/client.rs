@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::follow::follow;
-use super::output::{EXIT_CANCELLED, parse_option};
+use super::output::{EXIT_CANCELLED, PromptArgs};
 use super::spinner::Spinner;
 use super::terminal::Prompter;
 
@@ -182,15 +182,8 @@ pub struct RunArgs {
     /// Seconds the provider may run.
     #[arg(long)]
     pub timeout: Option<u64>,
-    /// Continue this provider session (the id `rdev run` prints at the end).
-    #[arg(long)]
-    pub session: Option<String>,
-    /// Model, for providers that choose one.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Provider option KEY=VALUE (repeatable); VALUE is JSON when it parses, else a string.
-    #[arg(long = "option", value_name = "KEY=VALUE")]
-    pub options: Vec<String>,
+    #[command(flatten)]
+    pub asked: PromptArgs,
     pub prompt: String,
 }
 
@@ -248,19 +241,14 @@ fn submit_body(args: &RunArgs) -> anyhow::Result<Value> {
     if let Some(timeout) = args.timeout {
         body["timeout_secs"] = json!(timeout);
     }
-    if let Some(session) = &args.session {
+    if let Some(session) = &args.asked.session {
         body["session_id"] = json!(session);
     }
-    if let Some(model) = &args.model {
+    if let Some(model) = &args.asked.model {
         body["model"] = json!(model);
     }
-    if !args.options.is_empty() {
-        let mut options = serde_json::Map::new();
-        for option in &args.options {
-            let (key, value) = parse_option(option)?;
-            options.insert(key, value);
-        }
-        body["options"] = Value::Object(options);
+    if !args.asked.options.is_empty() {
+        body["options"] = Value::Object(args.asked.option_map()?);
     }
     Ok(body)
 }

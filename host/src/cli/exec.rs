@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::output::{StreamedText, exit_code_for, parse_option};
+use super::output::{PromptArgs, StreamedText, exit_code_for};
 use super::plugins::{PluginsArgs, start_registry};
 use crate::adapters::local::EnvSecrets;
 use crate::domain::{
@@ -63,15 +63,8 @@ pub struct ExecArgs {
     /// Seconds a cancelled provider gets to stop before it is killed.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub grace: u64,
-    /// Model, for providers that choose one.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Continue this provider session.
-    #[arg(long)]
-    pub session: Option<String>,
-    /// Provider option KEY=VALUE (repeatable); VALUE is JSON when it parses, else a string.
-    #[arg(long = "option", value_name = "KEY=VALUE")]
-    pub options: Vec<String>,
+    #[command(flatten)]
+    pub asked: PromptArgs,
     /// Host environment variable a plugin may reference as a credential (repeatable).
     #[arg(long = "credential-env", value_name = "NAME")]
     pub credential_env: Vec<String>,
@@ -214,12 +207,9 @@ fn build_request(args: &ExecArgs) -> Result<AgentRequest> {
     if let Some(secs) = args.timeout {
         request.timeout = Duration::from_secs(secs);
     }
-    request.model = args.model.clone();
-    request.session_id = args.session.clone();
-    for option in &args.options {
-        let (key, value) = parse_option(option)?;
-        request.options.insert(key, value);
-    }
+    request.model = args.asked.model.clone();
+    request.session_id = args.asked.session.clone();
+    request.options.extend(args.asked.option_map()?);
     request.validate().context("invalid request")?;
     Ok(request)
 }

@@ -24,6 +24,28 @@ pub fn exit_code_for(status: ResultStatus, provider_code: Option<i32>) -> i32 {
     }
 }
 
+/// The flags `rdev run` and `rdev exec` share about what the provider is asked: model,
+/// session and provider options.
+#[derive(Debug, Default, clap::Args)]
+pub struct PromptArgs {
+    /// Model, for providers that choose one.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Continue this provider session (the id a finished command prints).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Provider option KEY=VALUE (repeatable); VALUE is JSON when it parses, else a string.
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+}
+
+impl PromptArgs {
+    /// The `--option`s as a map; the first malformed one is the error.
+    pub fn option_map(&self) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        self.options.iter().map(|o| parse_option(o)).collect()
+    }
+}
+
 /// Parses one `--option KEY=VALUE`: VALUE is JSON when it parses, else a string.
 pub fn parse_option(option: &str) -> anyhow::Result<(String, serde_json::Value)> {
     let Some((key, value)) = option.split_once('=') else {

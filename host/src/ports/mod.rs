@@ -22,7 +22,7 @@ pub use master_key::{KeyCheck, KeyKeeper, KeyKeeperError};
 pub use mcp::McpServerStore;
 pub use network::{Confinement, NetworkPolicyStore};
 pub use providers::{LookupError, ProviderLookup};
-pub use secrets::{SecretError, SecretResolver, SecretValue};
+pub use secrets::{SecretError, SecretResolver, SecretValue, resolve_env};
 pub mod store;
 pub use store::{
     AnchoredVerification, AuditLog, AuditVerification, CommandQueue, CredentialInfo,

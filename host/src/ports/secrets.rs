@@ -5,6 +5,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+use super::executor::{EnvValue, ExecError};
+
 /// A credential value. Its `Debug` never prints the value, so it cannot leak through logs or
 /// error messages by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,6 +39,28 @@ pub enum SecretError {
 pub trait SecretResolver: Send + Sync {
     /// The current value of the named credential, `None` when it does not exist.
     async fn resolve(&self, name: &str) -> Result<Option<SecretValue>, SecretError>;
+}
+
+/// A spawn's environment with its secret references resolved by `secrets`, at spawn time, so
+/// values never sit anywhere longer than the spawn needs them. Errors name the credential,
+/// never its value. Every executor resolves through this one function.
+pub async fn resolve_env(
+    secrets: &dyn SecretResolver,
+    env: Vec<(String, EnvValue)>,
+) -> Result<Vec<(String, String)>, ExecError> {
+    let mut resolved = Vec::with_capacity(env.len());
+    for (key, value) in env {
+        match value {
+            EnvValue::Plain(value) => resolved.push((key, value)),
+            EnvValue::Secret { name, required } => match secrets.resolve(&name).await {
+                Ok(Some(secret)) => resolved.push((key, secret.expose().to_owned())),
+                Ok(None) if required => return Err(ExecError::MissingSecret(name)),
+                Ok(None) => {}
+                Err(SecretError::Unavailable(reason)) => return Err(ExecError::Secrets(reason)),
+            },
+        }
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]

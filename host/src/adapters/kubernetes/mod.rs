@@ -30,8 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::domain::ProjectId;
 use crate::ports::{
-    EnvValue, ExecError, Executor, ProcessControl, ProjectConnection, SecretError, SecretResolver,
-    SpawnSpec, SpawnedProcess,
+    EnvValue, ExecError, Executor, ProcessControl, ProjectConnection, SecretResolver, SpawnSpec,
+    SpawnedProcess, resolve_env,
 };
 
 use forward::ForwardedStream;
@@ -288,27 +288,14 @@ impl KubernetesExecutor {
         &self,
         env: Vec<(String, EnvValue)>,
     ) -> Result<Vec<(String, String)>, ExecError> {
-        let mut resolved = Vec::with_capacity(env.len() + 1);
-        resolved.push(("HOME".to_owned(), self.config.home_dir.clone()));
-        for (key, value) in env {
-            if !wrapper::valid_key(&key) {
-                return Err(ExecError::SpawnFailed {
-                    program: String::new(),
-                    reason: format!("environment variable name {key:?} is not valid"),
-                });
-            }
-            match value {
-                EnvValue::Plain(value) => resolved.push((key, value)),
-                EnvValue::Secret { name, required } => match self.secrets.resolve(&name).await {
-                    Ok(Some(secret)) => resolved.push((key, secret.expose().to_owned())),
-                    Ok(None) if required => return Err(ExecError::MissingSecret(name)),
-                    Ok(None) => {}
-                    Err(SecretError::Unavailable(reason)) => {
-                        return Err(ExecError::Secrets(reason));
-                    }
-                },
-            }
+        if let Some((key, _)) = env.iter().find(|(key, _)| !wrapper::valid_key(key)) {
+            return Err(ExecError::SpawnFailed {
+                program: String::new(),
+                reason: format!("environment variable name {key:?} is not valid"),
+            });
         }
+        let mut resolved = vec![("HOME".to_owned(), self.config.home_dir.clone())];
+        resolved.extend(resolve_env(self.secrets.as_ref(), env).await?);
         Ok(resolved)
     }
 

@@ -17,8 +17,7 @@ use async_trait::async_trait;
 
 use crate::domain::ProjectId;
 use crate::ports::{
-    EnvValue, ExecError, Executor, ProjectConnection, SecretError, SecretResolver, SpawnSpec,
-    SpawnedProcess,
+    ExecError, Executor, ProjectConnection, SecretResolver, SpawnSpec, SpawnedProcess, resolve_env,
 };
 
 pub use confine::{ConfineError, ConfinementConfig, build_local_executor};
@@ -190,29 +189,6 @@ impl LocalExecutor {
         };
         Ok((reaping, Some(tag)))
     }
-
-    /// Resolves secret references now, at spawn time, so values never sit anywhere longer
-    /// than the spawn needs them. Errors name the credential, never its value.
-    async fn resolve_env(
-        &self,
-        env: Vec<(String, EnvValue)>,
-    ) -> Result<Vec<(String, String)>, ExecError> {
-        let mut resolved = Vec::with_capacity(env.len());
-        for (key, value) in env {
-            match value {
-                EnvValue::Plain(value) => resolved.push((key, value)),
-                EnvValue::Secret { name, required } => match self.secrets.resolve(&name).await {
-                    Ok(Some(secret)) => resolved.push((key, secret.expose().to_owned())),
-                    Ok(None) if required => return Err(ExecError::MissingSecret(name)),
-                    Ok(None) => {}
-                    Err(SecretError::Unavailable(reason)) => {
-                        return Err(ExecError::Secrets(reason));
-                    }
-                },
-            }
-        }
-        Ok(resolved)
-    }
 }
 
 #[async_trait]
@@ -228,7 +204,7 @@ impl Executor for LocalExecutor {
     ) -> Result<SpawnedProcess, ExecError> {
         let workspace = self.layout.prepare(project)?;
         let cwd = workspace.working_dir(&spec.program, spec.working_dir.as_deref())?;
-        let env = self.resolve_env(spec.env).await?;
+        let env = resolve_env(self.secrets.as_ref(), spec.env).await?;
 
         let mut tag = None;
         let (mut command, reaping, notices) = match &self.sandbox {

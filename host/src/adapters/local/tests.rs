@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::*;
-use crate::ports::{ExitStatus, SecretValue, Signal};
+use crate::ports::{EnvValue, ExitStatus, SecretError, SecretValue, Signal};
 
 /// The port implemented over a map: enough for the executor, which only looks names up.
 struct MapSecrets {

@@ -156,6 +156,26 @@ fn imports_next_input(engine: &wasmtime::Engine, component: &Component) -> bool 
         })
 }
 
+/// Calls `$method` on the agent export of a fresh instance of `$pre`, whichever ABI the
+/// provider was built against: each ABI's bindings are types of their own, so one function
+/// cannot take both.
+macro_rules! call_agent {
+    ($pre:expr, $store:expr, $method:ident($($arg:expr),*)) => {
+        match $pre {
+            ProviderPre::V0_1(pre) => {
+                let instance = pre.instantiate_async(&mut *$store).await?;
+                let agent = instance.rdev_provider_agent();
+                agent.$method(&mut *$store $(, $arg)*).await?
+            }
+            ProviderPre::V0_2 { pre, .. } => {
+                let instance = pre.instantiate_async(&mut *$store).await?;
+                let agent = instance.rdev_provider_agent();
+                agent.$method(&mut *$store $(, $arg)*).await?
+            }
+        }
+    };
+}
+
 impl ProviderPre {
     /// Whether an execution of this provider can take follow-up input (ABI 0.2 on, when the
     /// component imports `interaction.next-input`).
@@ -170,24 +190,8 @@ impl ProviderPre {
         &self,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<GuestCapabilities> {
-        match self {
-            Self::V0_1(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                let caps = instance
-                    .rdev_provider_agent()
-                    .call_capabilities(&mut *store)
-                    .await?;
-                Ok(latest::capabilities_from_guest(caps))
-            }
-            Self::V0_2 { pre, .. } => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                let caps = instance
-                    .rdev_provider_agent()
-                    .call_capabilities(&mut *store)
-                    .await?;
-                Ok(latest::capabilities_from_guest(caps))
-            }
-        }
+        let caps = call_agent!(self, store, call_capabilities());
+        Ok(latest::capabilities_from_guest(caps))
     }
 
     pub async fn execute(
@@ -196,22 +200,7 @@ impl ProviderPre {
         request: GuestRequest<'_>,
     ) -> wasmtime::Result<GuestOutcome> {
         let request = latest::request_to_guest(&request);
-        let outcome = match self {
-            Self::V0_1(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .rdev_provider_agent()
-                    .call_execute(&mut *store, &request)
-                    .await?
-            }
-            Self::V0_2 { pre, .. } => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .rdev_provider_agent()
-                    .call_execute(&mut *store, &request)
-                    .await?
-            }
-        };
+        let outcome = call_agent!(self, store, call_execute(&request));
         Ok(latest::outcome_from_guest(outcome))
     }
 
@@ -223,22 +212,7 @@ impl ProviderPre {
         session_id: Option<&str>,
     ) -> wasmtime::Result<Result<(), GuestError>> {
         let request = latest::cleanup_to_guest(command_id, project_id, session_id);
-        let outcome = match self {
-            Self::V0_1(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .rdev_provider_agent()
-                    .call_cancel(&mut *store, &request)
-                    .await?
-            }
-            Self::V0_2 { pre, .. } => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .rdev_provider_agent()
-                    .call_cancel(&mut *store, &request)
-                    .await?
-            }
-        };
+        let outcome = call_agent!(self, store, call_cancel(&request));
         Ok(outcome.map_err(latest::error_from_guest))
     }
 }
