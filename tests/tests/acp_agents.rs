@@ -11,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::harness::Database as Db;
 use rdev_tests::harness::server::{Running, TestServer};
 use rdev_tests::harness::{self, npm, plugins, sandbox};
 
@@ -26,7 +27,6 @@ const WAIT: Duration = Duration::from_secs(120);
 struct Host {
     server: TestServer,
     fake: FakeAnthropic,
-    _plugins: tempfile::TempDir,
 }
 
 /// The agent manifest as shipped, for an operator to copy.
@@ -45,29 +45,17 @@ async fn host() -> Option<Host> {
     };
     harness::put_on_path(&adapter);
     // The operator's whole job: the shared component and one manifest per agent.
-    let dir = tempfile::tempdir().expect("plugins dir");
-    std::fs::copy(
-        plugins::plugins_dir().join("acp.wasm"),
-        dir.path().join("acp.wasm"),
-    )
-    .expect("the shared component");
-    std::fs::copy(shipped_manifest(), dir.path().join("acp-claude.toml")).expect("manifest");
+    let manifest = std::fs::read_to_string(shipped_manifest()).expect("manifest");
+    let dir = plugins::with_acp(&[("acp-claude.toml", &manifest)]);
     let fake = FakeAnthropic::start().expect("fake API");
-    let allow = sandbox::allow_rule(&fake.base_url());
-    let plugins_dir = dir.path().to_owned();
-    let server = TestServer::sqlite_with(move |config| {
-        config.plugins_dir = Some(plugins_dir);
-        config.confinement.allow_hosts.push(allow);
-    })
-    .await;
-    let host = Host {
-        server,
-        fake,
-        _plugins: dir,
-    };
-    host.credential("ANTHROPIC_API_KEY", "sk-ant-acp-agents-test")
+    let server =
+        TestServer::with_plugins(Db::Sqlite, dir, sandbox::allowing(&fake.base_url())).await?;
+    let host = Host { server, fake };
+    host.server
+        .put_credential("ANTHROPIC_API_KEY", "sk-ant-acp-agents-test")
         .await;
-    host.credential("ANTHROPIC_BASE_URL", &host.fake.base_url())
+    host.server
+        .put_credential("ANTHROPIC_BASE_URL", &host.fake.base_url())
         .await;
     Some(host)
 }
@@ -77,14 +65,6 @@ impl Host {
         self.server
             .call(method, path, Some(&self.server.admin), body)
             .await
-    }
-
-    async fn credential(&self, name: &str, value: &str) {
-        let path = format!("/credentials/{name}");
-        let (status, body) = self
-            .call(Method::PUT, &path, Some(json!({"value": value})))
-            .await;
-        assert!(status.is_success(), "PUT {path}: {status} {body}");
     }
 
     async fn start(&self, body: Value) -> Running {

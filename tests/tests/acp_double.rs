@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use rdev_tests::harness::Database as Db;
 use rdev_tests::harness::server::TestServer;
 use rdev_tests::harness::{self, plugins};
 
@@ -44,7 +45,6 @@ max_timeout_secs = 600
 
 struct Host {
     server: TestServer,
-    _plugins: tempfile::TempDir,
 }
 
 fn double() -> PathBuf {
@@ -53,22 +53,11 @@ fn double() -> PathBuf {
 
 async fn host() -> Host {
     harness::put_on_path(&double());
-    let dir = tempfile::tempdir().expect("plugins dir");
-    std::fs::copy(
-        plugins::plugins_dir().join("acp.wasm"),
-        dir.path().join("acp.wasm"),
-    )
-    .expect("the shared component");
-    std::fs::write(dir.path().join("acp-double.toml"), MANIFEST).expect("manifest");
-    let plugins_dir = dir.path().to_owned();
-    let server = TestServer::sqlite_with(move |config| {
-        config.plugins_dir = Some(plugins_dir);
-    })
-    .await;
-    let host = Host {
-        server,
-        _plugins: dir,
-    };
+    let dir = plugins::with_acp(&[("acp-double.toml", MANIFEST)]);
+    let server = TestServer::with_plugins(Db::Sqlite, dir, |_| {})
+        .await
+        .expect("SQLite needs no server");
+    let host = Host { server };
     let (status, body) = host
         .server
         .call(

@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::harness::Database as Db;
 use rdev_tests::harness::server::{Running, TestServer};
 use rdev_tests::harness::{self, opencode, plugins, sandbox};
 
@@ -24,7 +25,6 @@ const PROVIDER: &str = "acp-opencode";
 struct Host {
     server: TestServer,
     fake: FakeOpenAi,
-    _plugins: tempfile::TempDir,
 }
 
 /// The agent manifest as shipped, for an operator to copy.
@@ -41,13 +41,8 @@ async fn host(ask: bool) -> Option<Host> {
 /// [`host`], with the OpenCode HTTP provider (`opencode`) installed too when `http`.
 async fn host_with(ask: bool, http: bool) -> Option<Host> {
     harness::on_path(opencode::install())?;
-    let dir = tempfile::tempdir().expect("plugins dir");
-    std::fs::copy(
-        plugins::plugins_dir().join("acp.wasm"),
-        dir.path().join("acp.wasm"),
-    )
-    .expect("the shared component");
-    std::fs::copy(shipped_manifest(), dir.path().join("acp-opencode.toml")).expect("manifest");
+    let manifest = std::fs::read_to_string(shipped_manifest()).expect("manifest");
+    let dir = plugins::with_acp(&[("acp-opencode.toml", &manifest)]);
     if http {
         for file in ["opencode.wasm", "opencode.toml"] {
             std::fs::copy(plugins::plugins_dir().join(file), dir.path().join(file))
@@ -55,18 +50,9 @@ async fn host_with(ask: bool, http: bool) -> Option<Host> {
         }
     }
     let fake = FakeOpenAi::start().expect("fake API");
-    let allow = sandbox::allow_rule(&fake.base_url());
-    let plugins_dir = dir.path().to_owned();
-    let server = TestServer::sqlite_with(move |config| {
-        config.plugins_dir = Some(plugins_dir);
-        config.confinement.allow_hosts.push(allow);
-    })
-    .await;
-    let host = Host {
-        server,
-        fake,
-        _plugins: dir,
-    };
+    let server =
+        TestServer::with_plugins(Db::Sqlite, dir, sandbox::allowing(&fake.base_url())).await?;
+    let host = Host { server, fake };
     let (status, body) = host
         .call(Method::POST, "/projects", Some(json!({"id": PROJECT})))
         .await;
@@ -108,13 +94,7 @@ impl Host {
 
     async fn decide(&self, approval: &Value, decision: &str) {
         let id = approval["id"].as_str().expect("approval id");
-        let (status, decided) = self
-            .call(
-                Method::POST,
-                &format!("/approvals/{id}"),
-                Some(json!({"decision": decision})),
-            )
-            .await;
+        let (status, decided) = self.server.decide(id, json!({"decision": decision})).await;
         assert_eq!(status, StatusCode::OK, "{decided}");
     }
 

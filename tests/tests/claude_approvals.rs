@@ -27,11 +27,7 @@ struct Host {
 async fn host(db: Db) -> Option<Host> {
     harness::on_path(claude::install())?;
     let fake = FakeAnthropic::start().expect("fake API");
-    let allow = sandbox::allow_rule(&fake.base_url());
-    let adjust = move |config: &mut rdev::server::ServeConfig| {
-        config.confinement.allow_hosts.push(allow);
-    };
-    let server = TestServer::on(db, adjust).await?;
+    let server = TestServer::on(db, sandbox::allowing(&fake.base_url())).await?;
     let host = Host { server, fake };
     host.server
         .put_credential("ANTHROPIC_API_KEY", "sk-ant-approvals-test")
@@ -59,11 +55,7 @@ impl Host {
     }
 
     async fn decide(&self, approval: &str, body: Value) {
-        let path = format!("/approvals/{approval}");
-        let (status, decided) = self
-            .server
-            .admin_call(Method::POST, &path, Some(body))
-            .await;
+        let (status, decided) = self.server.decide(approval, body).await;
         assert_eq!(status, StatusCode::OK, "{decided}");
     }
 
@@ -312,13 +304,6 @@ async fn a_request_nobody_decides_expires_as_a_denial_the_model_is_told() {
         results[0].2 && results[0].1.starts_with("expired: nobody decided"),
         "the expiry reached the model as the tool's error: {results:?}"
     );
-    let (status, late) = host
-        .server
-        .admin_call(
-            Method::POST,
-            &format!("/approvals/{id}"),
-            Some(json!({"decision": "allow"})),
-        )
-        .await;
+    let (status, late) = host.server.decide(&id, json!({"decision": "allow"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{late}");
 }

@@ -46,12 +46,8 @@ fn servers() -> Value {
 on_both_databases!(mcp_servers_round_trip_validated_audited_and_scoped);
 
 async fn mcp_servers_round_trip_validated_audited_and_scoped(db: Db) {
-    let server = match db {
-        Db::Sqlite => TestServer::sqlite().await,
-        Db::Postgres => match TestServer::postgres().await {
-            Some(server) => server,
-            None => return,
-        },
+    let Some(server) = TestServer::on(db, |_| {}).await else {
+        return;
     };
     for id in ["p", "other"] {
         let (status, body) =
@@ -260,21 +256,13 @@ async fn report(server: &TestServer, provider: &str) -> (Value, Vec<(String, Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stdio_server_reaches_the_acp_agent_with_its_credential_resolved_by_the_host() {
     harness::put_on_path(&double());
-    let dir = tempfile::tempdir().expect("plugins dir");
-    std::fs::copy(
-        plugins::plugins_dir().join("acp.wasm"),
-        dir.path().join("acp.wasm"),
-    )
-    .expect("the shared component");
-    std::fs::write(dir.path().join("acp-mcp.toml"), manifest("acp-mcp", true)).expect("manifest");
-    std::fs::write(
-        dir.path().join("acp-plain.toml"),
-        manifest("acp-plain", false),
-    )
-    .expect("manifest");
-    let plugins_dir = dir.path().to_owned();
-    let server =
-        TestServer::sqlite_with(move |config| config.plugins_dir = Some(plugins_dir)).await;
+    let dir = plugins::with_acp(&[
+        ("acp-mcp.toml", &manifest("acp-mcp", true)),
+        ("acp-plain.toml", &manifest("acp-plain", false)),
+    ]);
+    let server = TestServer::with_plugins(Db::Sqlite, dir, |_| {})
+        .await
+        .expect("SQLite needs no server");
     let (status, body) = admin(&server, Method::POST, "/projects", Some(json!({"id": "p"}))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     std::fs::create_dir_all(server.workspace("p")).expect("workspace");

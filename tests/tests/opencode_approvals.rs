@@ -28,11 +28,7 @@ struct Host {
 async fn host(db: Db) -> Option<Host> {
     harness::on_path(opencode::install())?;
     let fake = FakeOpenAi::start().expect("fake API");
-    let allow = sandbox::allow_rule(&fake.base_url());
-    let adjust = move |config: &mut rdev::server::ServeConfig| {
-        config.confinement.allow_hosts.push(allow);
-    };
-    let server = TestServer::on(db, adjust).await?;
+    let server = TestServer::on(db, sandbox::allowing(&fake.base_url())).await?;
     // No credential is set: the host mints the server's password.
     let host = Host { server, fake };
     let (status, body) = host
@@ -70,10 +66,7 @@ impl Host {
 
     async fn decide(&self, approval: &Value, body: Value) {
         let id = approval["id"].as_str().expect("approval id");
-        let (status, decided) = self
-            .server
-            .admin_call(Method::POST, &format!("/approvals/{id}"), Some(body))
-            .await;
+        let (status, decided) = self.server.decide(id, body).await;
         assert_eq!(status, StatusCode::OK, "{decided}");
     }
 

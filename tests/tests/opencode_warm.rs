@@ -82,11 +82,7 @@ async fn per_project_warm_servers_through_a_confined_rdev_serve() {
         &["each ", "its ", "own"],
         Duration::from_millis(50),
     ));
-    let allow = sandbox::allow_rule(&fake.base_url());
-    let server = TestServer::sqlite_with(move |config| {
-        config.confinement.allow_hosts.push(allow);
-    })
-    .await;
+    let server = TestServer::sqlite_with(sandbox::allowing(&fake.base_url())).await;
     // Nothing in the credential store: rdev mints the servers' passwords itself.
     let (status, credentials) = call(&server, Method::GET, "/credentials", None).await;
     assert_eq!(status, StatusCode::OK, "{credentials}");

@@ -245,7 +245,13 @@ async fn two_worker_processes_run_each_command_once_in_project_order() {
                 .count();
             assert_eq!(runs, 1, "{id} ran {runs} times");
             let record = s.stores.queue.get(id).await.unwrap();
-            assert_eq!(record.status, CommandStatus::Completed, "{id}");
+            assert_eq!(
+                record.status,
+                CommandStatus::Completed,
+                "{id}: {:?} {:?}\n{events:?}",
+                record.error,
+                record.result
+            );
             assert_eq!(record.attempts, 1);
             if let Some(previous) = previous_finish {
                 assert!(record.started_at.unwrap() >= previous, "project order");

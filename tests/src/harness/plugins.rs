@@ -59,3 +59,15 @@ pub fn with_test_guest(name: &str) -> tempfile::TempDir {
     super::runtime::install(&plugins_dir(), "shell", dir.path(), "shell", None);
     dir
 }
+
+/// A temporary plugins directory holding the shared ACP component and `manifests` (file
+/// name, TOML text): all an operator installs to add ACP agents.
+pub fn with_acp(manifests: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("plugins dir");
+    let component = dir.path().join("acp.wasm");
+    std::fs::copy(plugins_dir().join("acp.wasm"), component).expect("the shared component");
+    for (name, text) in manifests {
+        std::fs::write(dir.path().join(name), text).expect("manifest");
+    }
+    dir
+}

@@ -49,6 +49,13 @@ pub fn allow_rule(base_url: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
+/// A change to a server's configuration that lets its confined commands reach `base_url` (a
+/// test double on the host's loopback) through the egress allow-list.
+pub fn allowing(base_url: &str) -> impl FnOnce(&mut rdev::server::ServeConfig) + use<> {
+    let rule = allow_rule(base_url);
+    move |config| config.confinement.allow_hosts.push(rule)
+}
+
 /// Whether this host can confine commands (a trial sandbox in a scratch directory); `false`
 /// after [`super::skip_or_fail`] otherwise.
 pub fn can_confine() -> bool {

@@ -225,6 +225,18 @@ impl TestServer {
         self.admin_call(reqwest::Method::POST, &path, None).await
     }
 
+    /// Decides approval `id` with `body` (`{"decision": …}`) as the admin; the status and
+    /// the answer.
+    pub async fn decide(
+        &self,
+        id: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let path = format!("/approvals/{id}");
+        self.admin_call(reqwest::Method::POST, &path, Some(body))
+            .await
+    }
+
     /// Stores credential `name` as the admin, expecting success.
     pub async fn put_credential(&self, name: &str, value: &str) {
         let path = format!("/credentials/{name}");
