@@ -12,7 +12,7 @@ use rdev::domain::{
     AgentEvent, AgentRequest, CommandFilter, CommandId, CommandStatus, HOST_LOST, HostEvent,
     MasterKey, NewCommand, ProjectId, ProviderName, QueueConfig, StreamEvent,
 };
-use rdev::ports::{Stores, UnknownProject};
+use rdev::ports::{ChangesOutcome, Stores, UnknownProject};
 use rdev_tests::harness::bin::rdev as rdev_binary;
 use rdev_tests::harness::plugins::plugins_dir;
 use rdev_tests::harness::postgres::{PrivateCluster, TestDatabase};
@@ -212,6 +212,40 @@ async fn a_killed_host_leaves_its_command_failed_and_the_queue_moving() {
     assert!(status.success(), "drained worker exits cleanly: {status}");
     let verified = s.stores.audit.verify().await.unwrap();
     assert_eq!(verified.first_broken, None);
+}
+
+/// The lease is kept from the claim until the final status is written, not only while the
+/// provider runs: a command whose workspace diff takes longer than the 1 s lease (git hashing
+/// and compressing the 100 MB of random bytes it wrote) completes, once, with its changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_diff_longer_than_the_lease_keeps_the_lease() {
+    let Some(s) = setup().await else { return };
+    let worker = spawn_worker(&s.db.url, &s.dir.path().join("a"), &s.plugins, "a").await;
+    let write = "head -c 100000000 /dev/urandom > big.bin && echo written";
+    let id = submit(&s.stores, "big", write).await;
+    let events = wait_done(&s.stores, &id).await;
+    let record = s.stores.queue.get(&id).await.unwrap();
+    assert_eq!(
+        record.status,
+        CommandStatus::Completed,
+        "{:?}\n{events:?}",
+        record.error
+    );
+    assert_eq!(record.attempts, 1);
+    let stored = s.stores.changes.changes(&id).await.unwrap();
+    let Some(ChangesOutcome::Recorded(changes)) = stored.map(|c| c.outcome) else {
+        panic!("the changes were recorded");
+    };
+    assert!(
+        changes
+            .files
+            .iter()
+            .any(|f| f.path == "big.bin" && f.binary),
+        "{changes:?}"
+    );
+    sigterm(&worker);
+    let mut worker = worker;
+    assert!(worker.wait().await.unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,12 @@ use crate::domain::{Heartbeat, Lease};
 use crate::ports::{CommandQueue, StoreError};
 
 /// The beats of one lease, each the store's answer; stops beating when dropped.
+///
+/// It beats whether or not anyone reads the answers: the worker holds it from the claim
+/// until the final status is written, through the workspace snapshot before the run, the
+/// diff after it and a finish that retries, and reads it only while the execution runs. An
+/// answer nobody reads yet is kept; newer ones are dropped until it is read (a lost lease
+/// and a cancel flag stay true, so the next answer read says so again).
 pub(super) struct Heartbeats {
     beats: mpsc::Receiver<Result<Heartbeat, StoreError>>,
     task: JoinHandle<()>,
@@ -34,8 +40,9 @@ impl Heartbeats {
             loop {
                 interval.tick().await;
                 let beat = queue.heartbeat(&lease).await;
-                if sender.send(beat).await.is_err() {
-                    return;
+                match sender.try_send(beat) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
         });

@@ -44,6 +44,9 @@ type StopRequest = Option<(Stop, String)>;
 pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: CancellationToken) {
     let Claim { command, lease } = claim;
     let started = Instant::now();
+    // Held until the final status is written (see `Heartbeats`).
+    let period = ctx.queue.config().heartbeat;
+    let mut heartbeats = Heartbeats::start(ctx.queue.clone(), lease.clone(), period);
     // The version serving now is the one that runs: its provenance goes into the trail.
     let agent = ctx.providers.lookup(Some(&command.provider));
     let provenance = agent.as_ref().ok().map(|a| a.provider().provenance());
@@ -70,7 +73,7 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
     .await;
 
     let executed = match agent {
-        Ok(agent) => execute(&ctx, &command, &lease, agent, hard_stop).await,
+        Ok(agent) => execute(&ctx, (&command, &lease), &mut heartbeats, agent, hard_stop).await,
         Err(error) => Err(Stopped::Before(error.to_string())),
     };
     let outcome = match executed {
@@ -89,8 +92,11 @@ pub(crate) async fn run_command(ctx: Context, claim: Claim, hard_stop: Cancellat
     // The provider is done: its slot frees now and the outcome is written in the background
     // (the project's next command still waits for it: claims see it running until then).
     let recorder = ctx.clone();
-    ctx.outcomes
-        .spawn(record_outcome(recorder, command, lease, outcome, started));
+    let finished = record_outcome(recorder, command, lease, outcome, started);
+    ctx.outcomes.spawn(async move {
+        finished.await;
+        drop(heartbeats);
+    });
 }
 
 /// Writes the final status under the lease, then audits it and closes the stream.
@@ -302,8 +308,8 @@ fn execution_of(
 
 async fn execute(
     ctx: &Context,
-    command: &CommandRecord,
-    lease: &Lease,
+    (command, lease): (&CommandRecord, &Lease),
+    heartbeats: &mut Heartbeats,
     agent: Arc<dyn CodeAgent>,
     hard_stop: CancellationToken,
 ) -> Result<Outcome, Stopped> {
@@ -333,8 +339,6 @@ async fn execute(
     tokio::pin!(deadline);
     let mut cancels = ctx.queue.cancel_signal();
     let mut cancels_open = true;
-    let period = ctx.queue.config().heartbeat;
-    let mut heartbeats = Heartbeats::start(ctx.queue.clone(), lease.clone(), period);
     let mut stopper = Stopper::new(cancel.clone(), grace);
     let result = loop {
         tokio::select! {
