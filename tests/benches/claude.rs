@@ -19,6 +19,10 @@
 //! own cost per command. Besides the p50 of each mode, the p50 of the paired differences
 //! (each rdev run minus the direct run next to it) is printed.
 //!
+//! A third pair runs the real CLI through rdev twice, over the unconfined and the confined
+//! local executor (the sandbox of docs/sandbox.md, the fake API reachable through the
+//! project's allow-list): what confinement adds to a whole command.
+//!
 //! Run: `cargo xtask plugins && cargo bench -p rdev-tests --bench claude` (iterations per
 //! mode from `RDEV_BENCH_ITERATIONS`, default 20, after 2 unmeasured warm-ups each).
 
@@ -31,10 +35,10 @@ use std::time::{Duration, Instant};
 use rdev::adapters::local::{Workspace, WorkspaceLayout};
 use rdev::domain::{AgentRequest, CommandId, ProjectId, ResultStatus};
 use rdev::ports::{CodeAgent, Execution};
-use rdev::runtime::WasmAgent;
+use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
 use rdev_tests::harness::runtime::{MapSecrets, runtime_with_secrets};
-use rdev_tests::harness::{claude, plugins, put_on_path};
+use rdev_tests::harness::{claude, plugins, put_on_path, sandbox};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -190,6 +194,43 @@ async fn compare(
     (native, rdev)
 }
 
+/// Runs `a` and `b` through rdev `iterations` times each, alternating which goes first,
+/// after two warm-ups each.
+async fn compare_agents(
+    iterations: usize,
+    a: &WasmAgent,
+    b: &WasmAgent,
+    reply: &str,
+) -> (Vec<Sample>, Vec<Sample>) {
+    for _ in 0..2 {
+        through_rdev(a, reply).await;
+        through_rdev(b, reply).await;
+    }
+    let mut first = Vec::with_capacity(iterations);
+    let mut second = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        if i % 2 == 0 {
+            first.push(through_rdev(a, reply).await);
+            second.push(through_rdev(b, reply).await);
+        } else {
+            second.push(through_rdev(b, reply).await);
+            first.push(through_rdev(a, reply).await);
+        }
+    }
+    (first, second)
+}
+
+/// A runtime over the confined local executor in `root` whose commands may reach `base_url`;
+/// `None` when this host cannot confine.
+fn confined_runtime(root: &Path, base_url: &str, secrets: MapSecrets) -> Option<Runtime> {
+    let secrets: Arc<MapSecrets> = Arc::new(secrets);
+    let rule = sandbox::allow_rule(base_url);
+    let executor = sandbox::executor(root, secrets.clone(), &[rule.as_str()])?;
+    let mut config = RuntimeConfig::new(Arc::new(executor), secrets);
+    config.cache_dir = Some(root.join("cache"));
+    Some(Runtime::new(config).expect("runtime starts"))
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -269,6 +310,30 @@ async fn main() {
     )
     .await;
 
+    let confined_root = tempfile::tempdir().expect("temp dir");
+    let confined_root = confined_root
+        .path()
+        .canonicalize()
+        .expect("canonical temp dir");
+    let confined = confined_runtime(
+        &confined_root,
+        &base_url,
+        MapSecrets(HashMap::from([
+            ("ANTHROPIC_API_KEY".to_owned(), API_KEY.to_owned()),
+            ("ANTHROPIC_BASE_URL".to_owned(), base_url.clone()),
+        ])),
+    );
+    let confined_pair = match &confined {
+        Some(runtime) => {
+            let confined_agent = runtime
+                .load(&plugins::plugins_dir().join("claude.toml"))
+                .await
+                .expect("load the claude plugin");
+            Some(compare_agents(iterations, &agent, &confined_agent, REPLY).await)
+        }
+        None => None,
+    };
+
     // The stand-in goes first on PATH for a second runtime (the executor hands children the
     // PATH it saw when it was built).
     let stand_in_dir = tempfile::tempdir().expect("temp dir");
@@ -313,4 +378,15 @@ async fn main() {
         &replay_native,
         &replay_rdev,
     );
+    match confined_pair {
+        Some((unconfined, confined)) => {
+            println!("real `claude` through rdev, unconfined then confined executor (ms; p50)");
+            println!(
+                "| CLI | measurement | unconfined | confined | confined − unconfined | paired difference | confined / unconfined |"
+            );
+            println!("|---|---|---|---|---|---|---|");
+            report("real `claude`", &unconfined, &confined);
+        }
+        None => println!("this host cannot confine commands: no confined pair"),
+    }
 }
