@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
 use super::state::AppState;
 use crate::domain::{
@@ -245,8 +244,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     (status = 503, description = "No provider is serving"),
 ))]
 async fn submit_to_provider(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath((project, provider)): ApiPath<(ProjectId, String)>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SubmitBody>,
@@ -271,8 +269,7 @@ async fn submit_to_provider(
     (status = 503, description = "No provider is serving"),
 ))]
 async fn submit_generic(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(project): ApiPath<ProjectId>,
     headers: HeaderMap,
     ApiJson(mut body): ApiJson<SubmitBody>,
@@ -443,8 +440,7 @@ pub async fn accessible_command(
     (status = 404, description = "No such command"),
 ))]
 async fn read(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CommandView>, ApiError> {
     Ok(Json(
@@ -463,8 +459,7 @@ async fn read(
     (status = 404, description = "No such project"),
 ))]
 async fn list_for_project(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(project): ApiPath<ProjectId>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CommandPage>, ApiError> {
@@ -557,8 +552,7 @@ pub async fn command_page(
     (status = 409, description = "The command already finished"),
 ))]
 async fn cancel(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
     let command = accessible_command(&state, &principal, &id).await?;

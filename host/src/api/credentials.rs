@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::{CredentialName, MasterKey};
@@ -91,8 +90,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     (status = 500, description = "Re-encrypted, but the key file could not be replaced (the next start installs it), or the store failed"),
 ))]
 async fn rotate_key(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiJson(body): ApiJson<RotateKey>,
 ) -> Result<Json<KeyRotated>, ApiError> {
     principal.require_admin()?;
@@ -136,8 +134,7 @@ fn parse_name(name: &str) -> Result<CredentialName, ApiError> {
     (status = 403, description = "Not an admin"),
 ))]
 async fn store(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<PutCredential>,
 ) -> Result<Json<CredentialView>, ApiError> {
@@ -172,10 +169,7 @@ async fn store(
     (status = 200, description = "The credentials", body = CredentialList),
     (status = 403, description = "Not an admin"),
 ))]
-async fn list(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
-) -> Result<Json<CredentialList>, ApiError> {
+async fn list(Caller { state, principal }: Caller) -> Result<Json<CredentialList>, ApiError> {
     principal.require_admin()?;
     let credentials: Vec<CredentialView> = state
         .stores
@@ -198,8 +192,7 @@ async fn list(
     (status = 404, description = "No such credential"),
 ))]
 async fn remove(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;

@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Auth;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::ports::Confinement;
@@ -69,10 +70,7 @@ async fn list(State(state): State<Arc<AppState>>, Auth(principal): Auth) -> Json
     (status = 200, description = "What the reload did", body = ReloadSummary),
     (status = 403, description = "Not an admin"),
 ))]
-async fn reload(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
-) -> Result<Json<ReloadSummary>, ApiError> {
+async fn reload(Caller { state, principal }: Caller) -> Result<Json<ReloadSummary>, ApiError> {
     principal.require_admin()?;
     let summary = reload_and_audit(&state, principal.actor())
         .await

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
+use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::webhook::{SECRET_BYTES, normalize_event_types};
@@ -110,8 +109,7 @@ fn project_of(principal: &crate::domain::Principal, id: String) -> Result<Projec
     (status = 422, description = "The target is an internal address (`webhook_target_forbidden`)"),
 ))]
 async fn create(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
@@ -182,8 +180,7 @@ async fn create(
     (status = 403, description = "The token may not access this project"),
 ))]
 async fn list(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookList>, ApiError> {
     let project = project_of(&principal, id)?;
@@ -201,8 +198,7 @@ async fn list(
     (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
 ))]
 async fn read(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath((id, webhook_id)): ApiPath<(String, String)>,
 ) -> Result<Json<Webhook>, ApiError> {
     let project = project_of(&principal, id)?;
@@ -224,8 +220,7 @@ async fn read(
     (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
 ))]
 async fn remove(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath((id, webhook_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let project = project_of(&principal, id)?;
@@ -257,8 +252,7 @@ async fn remove(
     (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
 ))]
 async fn deliveries(
-    State(state): State<Arc<AppState>>,
-    Auth(principal): Auth,
+    Caller { state, principal }: Caller,
     ApiPath((id, webhook_id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<DeliveriesPage>, ApiError> {
