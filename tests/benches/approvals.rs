@@ -15,7 +15,7 @@
 //! `cargo xtask plugins`; `RDEV_TEST_POSTGRES` for the PostgreSQL row).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdev::domain::interaction::{Decision, PermissionRequest};
 use rdev::domain::{CommandId, ProjectId, ProviderName};
@@ -24,8 +24,7 @@ use rdev::ports::InteractionContext;
 use rdev::server::ServeConfig;
 use rdev::services::approvals::ApprovalBroker;
 use rdev_tests::harness::plugins::with_interact;
-use rdev_tests::harness::server::{SseReader, TestServer};
-use reqwest::Method;
+use rdev_tests::harness::server::TestServer;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -38,47 +37,22 @@ fn percentiles(mut all: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.95))
 }
 
-/// Waits for the next `approval_requested` event; its approval id.
-async fn requested(events: &mut SseReader) -> String {
-    while let Some(event) = events.next().await {
-        if event.event.as_deref() == Some("approval_requested") {
-            let data = event.json();
-            return data["approval"]["id"].as_str().expect("id").to_owned();
-        }
-    }
-    panic!("the stream ended");
-}
+/// How long one event may take to arrive before the run is given up.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The median and p95 (ms) of both legs over [`SAMPLES`] round trips on `server`.
 async fn measure(server: &TestServer) -> ((f64, f64), (f64, f64)) {
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/projects/bench/interact",
-            Some(&server.admin),
-            Some(json!({"prompt": "input"})),
-        )
+    let mut run = server
+        .run("bench", "interact", json!({"prompt": "input"}))
         .await;
-    assert!(status.is_success(), "{body}");
-    let command = body["command_id"].as_str().expect("id").to_owned();
-    let response = server
-        .request(
-            Method::GET,
-            body["stream_url"].as_str().expect("url"),
-            Some(&server.admin),
-        )
-        .send()
-        .await
-        .expect("stream");
-    let mut events = SseReader::new(response);
-    while events.next().await.expect("events").json()["status"] != "running" {}
+    run.running(WAIT).await;
     let stores = &server.server().state().stores;
     let broker = Arc::new(ApprovalBroker::new(
         stores.approvals.clone(),
         stores.events.clone(),
     ));
     let ctx = InteractionContext {
-        command_id: CommandId::parse(&command).expect("command id"),
+        command_id: CommandId::parse(&run.id).expect("command id"),
         project_id: ProjectId::parse("bench").expect("project"),
         provider: ProviderName::parse("interact").expect("provider"),
         cancel: CancellationToken::new(),
@@ -99,30 +73,17 @@ async fn measure(server: &TestServer) -> ((f64, f64), (f64, f64)) {
             let decision = b.request_permission(&c, request).await;
             (decision, Instant::now())
         });
-        let id = requested(&mut events).await;
+        let requested = run.next("approval_requested", WAIT).await;
+        let id = requested["approval"]["id"].as_str().expect("id");
         to_sse.push(started.elapsed().as_secs_f64() * 1000.0);
         let posted = Instant::now();
-        let (status, body) = server
-            .call(
-                Method::POST,
-                &format!("/approvals/{id}"),
-                Some(&server.admin),
-                Some(json!({"decision": "allow"})),
-            )
-            .await;
+        let (status, body) = server.decide(id, json!({"decision": "allow"})).await;
         assert!(status.is_success(), "{body}");
         let (decision, returned) = waiting.await.expect("broker task");
         assert!(matches!(decision, Ok(Decision::Allow(_))), "{decision:?}");
         to_agent.push((returned - posted).as_secs_f64() * 1000.0);
     }
-    server
-        .call(
-            Method::POST,
-            &format!("/commands/{command}/cancel"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    server.cancel(&run.id).await;
     (percentiles(to_sse), percentiles(to_agent))
 }
 

@@ -13,33 +13,15 @@ fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
 
-/// A member token for `projects`, created through the API.
-async fn member_token(server: &TestServer, projects: &[&str]) -> String {
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/tokens",
-            Some(&server.admin),
-            Some(json!({"name": "member", "role": "member", "projects": projects})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["token"]
-        .as_str()
-        .expect("secret returned once")
-        .to_owned()
-}
-
 async fn submit(server: &TestServer, project: &str, provider: &str, prompt: &str) -> Value {
-    let (status, body) = server
-        .call(
-            Method::POST,
+    let body = server
+        .as_admin()
+        .post(
             &format!("/projects/{project}/{provider}"),
-            Some(&server.admin),
-            Some(json!({"prompt": prompt})),
+            json!({"prompt": prompt}),
+            StatusCode::ACCEPTED,
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     body
 }
 
@@ -58,8 +40,7 @@ async fn probes_and_metrics_need_no_token() {
         (status, body["status"].as_str()),
         (StatusCode::OK, Some("ok"))
     );
-    let (status, body) = server.call(Method::GET, "/readyz", None, None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = server.anonymous().get("/readyz", StatusCode::OK).await;
     assert_eq!(body["database"], "ok");
     assert!(body["providers_serving"].as_u64().unwrap_or(0) >= 1);
     submit(&server, "metrics", "shell", "echo hi").await;
@@ -103,12 +84,7 @@ async fn the_seed_request_returns_a_command_and_a_stream_url() {
     assert_eq!(command["prompt"], "write a hello world");
     // The project was registered by the submission.
     let (status, project) = server
-        .call(
-            Method::GET,
-            "/projects/my-project",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, "/projects/my-project", None)
         .await;
     assert_eq!(
         (status, &project["id"]),
@@ -334,33 +310,17 @@ async fn projects_can_be_created_listed_read_and_deleted() {
 /// Follows the command's stream to its end and returns the final status from the API.
 async fn wait_terminal(server: &TestServer, id: &str) -> Value {
     let (_, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{id}"),
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, &format!("/commands/{id}"), None)
         .await;
     let stream_url = command["stream_url"]
         .as_str()
         .expect("stream_url")
         .to_owned();
-    let response = server
-        .request(Method::GET, &stream_url, Some(&server.admin))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(response.status(), StatusCode::OK);
-    let events = SseReader::new(response).collect().await;
+    let events = server.open_stream(&stream_url).await.collect().await;
     let last = events.last().expect("a terminal event");
     assert_eq!(last.event.as_deref(), Some("done"), "{events:?}");
     let (_, command) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{id}"),
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, &format!("/commands/{id}"), None)
         .await;
     command
 }
@@ -717,7 +677,7 @@ async fn sse_resumes_without_gap_or_duplicate_and_replays_to_late_subscribers() 
 async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
     let server = TestServer::sqlite().await;
     let admin = server.admin.clone();
-    let a = member_token(&server, &["proj-a"]).await;
+    let a = server.member_token(&["proj-a"]).await;
     let b_cmd = submit(&server, "proj-b", "shell", "echo b").await;
     let b_id = b_cmd["command_id"].as_str().expect("id").to_owned();
     let b_stream = b_cmd["stream_url"].as_str().expect("url").to_owned();
@@ -746,20 +706,19 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
     }
 
     // Project A's token: its own project works…
-    let (status, body) = server
-        .call(
-            Method::POST,
+    let body = server
+        .as_token(&a)
+        .post(
             "/projects/proj-a/shell",
-            Some(&a),
-            Some(json!({"prompt": "echo a"})),
+            json!({"prompt": "echo a"}),
+            StatusCode::ACCEPTED,
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let a_id = body["command_id"].as_str().expect("id").to_owned();
-    let (status, _) = server
-        .call(Method::GET, &format!("/commands/{a_id}"), Some(&a), None)
+    server
+        .as_token(&a)
+        .get(&format!("/commands/{a_id}"), StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK);
     let (_, listed) = server.call(Method::GET, "/projects", Some(&a), None).await;
     let ids: Vec<&str> = listed["projects"]
         .as_array()
@@ -822,15 +781,10 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
     assert_eq!(b_list["commands"].as_array().expect("list").len(), 1);
 
     // Admin reaches everything; a revoked token stops working at once.
-    let (status, _) = server
-        .call(
-            Method::GET,
-            &format!("/commands/{a_id}"),
-            Some(&admin),
-            None,
-        )
+    server
+        .as_token(&admin)
+        .get(&format!("/commands/{a_id}"), StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK);
     let (_, tokens) = server
         .call(Method::GET, "/tokens", Some(&admin), None)
         .await;
@@ -847,18 +801,15 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
         .as_str()
         .expect("id")
         .to_owned();
-    let (status, revoked) = server
-        .call(
-            Method::DELETE,
-            &format!("/tokens/{member_id}"),
-            Some(&admin),
-            None,
-        )
+    let revoked = server
+        .as_token(&admin)
+        .delete(&format!("/tokens/{member_id}"), StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK);
     assert!(revoked["revoked_at"].is_string());
-    let (status, _) = server.call(Method::GET, "/projects", Some(&a), None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    server
+        .as_token(&a)
+        .get("/projects", StatusCode::UNAUTHORIZED)
+        .await;
     let (status, body) = server
         .call(Method::DELETE, "/tokens/tok-nope", Some(&admin), None)
         .await;
@@ -1032,13 +983,7 @@ async fn run_shell(
 ) -> (Value, Vec<rdev_tests::harness::server::SseEvent>) {
     let submitted = submit(server, project, "shell", prompt).await;
     let stream_url = submitted["stream_url"].as_str().expect("stream_url");
-    let response = server
-        .request(Method::GET, stream_url, Some(&server.admin))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(response.status(), StatusCode::OK);
-    let events = SseReader::new(response).collect().await;
+    let events = server.open_stream(stream_url).await.collect().await;
     (submitted, events)
 }
 
@@ -1352,12 +1297,7 @@ async fn client_commands_run_follow_cancel_and_manage_tokens() {
     assert_eq!(client::run(run("exit 3")).await.expect("run"), 3);
 
     let (_, listed) = server
-        .call(
-            Method::GET,
-            "/projects/cli/commands",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, "/projects/cli/commands", None)
         .await;
     let newest = listed["commands"][0]["id"].as_str().expect("id").to_owned();
     let logs = LogsArgs {
@@ -1391,9 +1331,7 @@ async fn client_commands_run_follow_cancel_and_manage_tokens() {
         },
     };
     assert_eq!(client::tokens(create).await.expect("create"), 0);
-    let (_, tokens) = server
-        .call(Method::GET, "/tokens", Some(&server.admin), None)
-        .await;
+    let (_, tokens) = server.admin_call(Method::GET, "/tokens", None).await;
     let created = tokens["tokens"]
         .as_array()
         .expect("tokens")
@@ -1510,20 +1448,19 @@ async fn projects_are_created_from_templates_and_report_their_ci() {
         (StatusCode::CONFLICT, "ci_not_configured")
     );
 
-    let other = member_token(&server, &["elsewhere"]).await;
-    let (status, _) = server
-        .call(Method::GET, "/projects/demo/ci", Some(&other), None)
+    let other = server.member_token(&["elsewhere"]).await;
+    server
+        .as_token(&other)
+        .get("/projects/demo/ci", StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = server
-        .call(
-            Method::POST,
+    server
+        .as_token(&other)
+        .post(
             "/projects",
-            Some(&other),
-            Some(json!({"id": "mine", "template": "blank"})),
+            json!({"id": "mine", "template": "blank"}),
+            StatusCode::FORBIDDEN,
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
     server.stop().await;
 }
 
@@ -1604,13 +1541,15 @@ async fn the_event_stream_alone_takes_the_token_as_a_query_parameter_and_never_l
         (StatusCode::UNAUTHORIZED, "unauthorized"),
         "other routes want the header"
     );
-    let (status, _) = server
-        .call(Method::GET, &with_token("rdev_unknown"), None, None)
+    server
+        .anonymous()
+        .get(&with_token("rdev_unknown"), StatusCode::UNAUTHORIZED)
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = server.call(Method::GET, &with_token(""), None, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let member = member_token(&server, &["someone-else"]).await;
+    server
+        .anonymous()
+        .get(&with_token(""), StatusCode::UNAUTHORIZED)
+        .await;
+    let member = server.member_token(&["someone-else"]).await;
     let (status, body) = server
         .call(Method::GET, &with_token(&member), None, None)
         .await;

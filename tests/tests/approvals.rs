@@ -19,93 +19,67 @@ const WAIT: Duration = Duration::from_secs(60);
 use rdev_tests::harness::Database as Db;
 
 /// A server whose plugins directory holds `interact` and the real `shell`.
-struct Host {
-    server: TestServer,
-}
-
-impl std::ops::Deref for Host {
-    type Target = TestServer;
-
-    fn deref(&self) -> &TestServer {
-        &self.server
-    }
-}
-
-async fn host(db: Db) -> Option<Host> {
+async fn host(db: Db) -> Option<TestServer> {
     host_with(db, |_| {}).await
 }
 
 /// [`host`] with its configuration adjusted by `more`.
-async fn host_with(db: Db, more: impl FnOnce(&mut ServeConfig)) -> Option<Host> {
-    let server = TestServer::with_plugins(db, with_interact(), more).await?;
-    Some(Host { server })
+async fn host_with(db: Db, more: impl FnOnce(&mut ServeConfig)) -> Option<TestServer> {
+    TestServer::with_plugins(db, with_interact(), more).await
 }
 
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
 
-impl Host {
-    /// Submits `body` to `interact` of `project` as the admin and follows its stream.
-    async fn start(&self, project: &str, body: Value) -> Running {
-        self.server.run(project, "interact", body).await
-    }
+/// Submits `body` to `interact` of `project` as the admin and follows its stream.
+async fn start(host: &TestServer, project: &str, body: Value) -> Running {
+    host.run(project, "interact", body).await
+}
 
-    /// Creates `project` (as a first command would) and sets its policy.
-    async fn put_policy(&self, project: &str, policy: Value) {
-        let (status, body) = self
-            .admin_call(Method::POST, "/projects", Some(json!({"id": project})))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let (status, body) = self
-            .admin_call(
-                Method::PUT,
-                &format!("/projects/{project}/policy"),
-                Some(policy),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-
-    async fn decide(&self, token: &str, approval: &str, body: Value) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            &format!("/approvals/{approval}"),
-            Some(token),
-            Some(body),
+/// Creates `project` (as a first command would) and sets its policy.
+async fn put_policy(host: &TestServer, project: &str, policy: Value) {
+    host.as_admin()
+        .post("/projects", json!({"id": project}), StatusCode::CREATED)
+        .await;
+    host.as_admin()
+        .put(
+            &format!("/projects/{project}/policy"),
+            policy,
+            StatusCode::OK,
         )
-        .await
-    }
+        .await;
+}
 
-    /// Waits until the command ends; its view.
-    async fn finished(&self, id: &str) -> Value {
-        self.server.finished_within(id, WAIT).await
-    }
+async fn decide(
+    host: &TestServer,
+    token: &str,
+    approval: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    host.call(
+        Method::POST,
+        &format!("/approvals/{approval}"),
+        Some(token),
+        Some(body),
+    )
+    .await
+}
 
-    async fn approvals(&self, project: &str, query: &str) -> Vec<Value> {
-        let (status, body) = self
-            .admin_call(
-                Method::GET,
-                &format!("/projects/{project}/approvals{query}"),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["approvals"].as_array().cloned().expect("approvals")
-    }
+/// Waits until the command ends; its view.
+async fn finished(host: &TestServer, id: &str) -> Value {
+    host.finished_within(id, WAIT).await
+}
 
-    /// A member token for `projects`, created through the API.
-    async fn member(&self, projects: &[&str]) -> String {
-        let (status, body) = self
-            .admin_call(
-                Method::POST,
-                "/tokens",
-                Some(json!({"name": "member", "role": "member", "projects": projects})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["token"].as_str().expect("secret").to_owned()
-    }
+async fn approvals(host: &TestServer, project: &str, query: &str) -> Vec<Value> {
+    let body = host
+        .as_admin()
+        .get(
+            &format!("/projects/{project}/approvals{query}"),
+            StatusCode::OK,
+        )
+        .await;
+    body["approvals"].as_array().cloned().expect("approvals")
 }
 
 fn final_text(command: &Value) -> &str {
@@ -120,10 +94,8 @@ fn printed(events: &[(String, Value)], text: &str) -> bool {
 
 async fn an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider(db: Db) {
     let Some(host) = host(db).await else { return };
-    let token = host.member(&["p"]).await;
-    let mut run = host
-        .start("p", json!({"prompt": "run echo ran-$((40+2))"}))
-        .await;
+    let token = host.member_token(&["p"]).await;
+    let mut run = start(&host, "p", json!({"prompt": "run echo ran-$((40+2))"})).await;
     let requested = run.next("approval_requested", WAIT).await;
     let approval = requested["approval"].clone();
     assert_eq!(approval["tool"], "Bash");
@@ -131,12 +103,12 @@ async fn an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider
     assert_eq!(approval["status"], "pending");
     let id = approval["id"].as_str().expect("approval id").to_owned();
 
-    let pending = host.approvals("p", "?status=pending").await;
+    let pending = approvals(&host, "p", "?status=pending").await;
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0]["id"], id.as_str());
     assert_eq!(pending[0]["command_id"], run.id.as_str());
 
-    let (status, decided) = host.decide(&token, &id, json!({"decision": "allow"})).await;
+    let (status, decided) = decide(&host, &token, &id, json!({"decision": "allow"})).await;
     assert_eq!(status, StatusCode::OK, "{decided}");
     assert_eq!(decided["status"], "allowed");
     let resolved = run.next("approval_resolved", WAIT).await;
@@ -144,15 +116,13 @@ async fn an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider
     let command_id = run.id.clone();
     let rest = run.rest(WAIT).await;
     assert!(printed(&rest, "ran-42"), "the tool ran: {rest:?}");
-    let command = host.finished(&command_id).await;
+    let command = finished(&host, &command_id).await;
     assert_eq!(command["status"], "completed", "{command}");
 
-    let (status, again) = host
-        .decide(&host.admin, &id, json!({"decision": "deny"}))
-        .await;
+    let (status, again) = decide(&host, &host.admin, &id, json!({"decision": "deny"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
     assert_eq!(code(&again), "approval_decided");
-    assert!(host.approvals("p", "?status=pending").await.is_empty());
+    assert!(approvals(&host, "p", "?status=pending").await.is_empty());
 
     let (_, audit) = host
         .admin_call(Method::GET, "/audit?action=approval.decided", None)
@@ -166,35 +136,32 @@ async fn an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider
 
 async fn a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run(db: Db) {
     let Some(host) = host(db).await else { return };
-    let mut run = host
-        .start("p", json!({"prompt": "run echo never-$((1+1))"}))
-        .await;
+    let mut run = start(&host, "p", json!({"prompt": "run echo never-$((1+1))"})).await;
     let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    let (status, decided) = host
-        .decide(
-            &host.admin,
-            &id,
-            json!({"decision": "deny", "message": "not on main"}),
-        )
-        .await;
+    let (status, decided) = decide(
+        &host,
+        &host.admin,
+        &id,
+        json!({"decision": "deny", "message": "not on main"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{decided}");
     assert_eq!(decided["status"], "denied");
     assert_eq!(decided["message"], "not on main");
     let command_id = run.id.clone();
     let rest = run.rest(WAIT).await;
     assert!(!printed(&rest, "never-2"), "{rest:?}");
-    let command = host.finished(&command_id).await;
+    let command = finished(&host, &command_id).await;
     assert_eq!(final_text(&command), "denied: not on main", "{command}");
 }
 
 async fn a_request_nobody_decides_expires_as_a_denial(db: Db) {
     let Some(host) = host(db).await else { return };
-    host.put_policy("p", json!({"mode": "ask", "timeout_secs": 1}))
-        .await;
-    let mut run = host.start("p", json!({"prompt": "run echo late"})).await;
+    put_policy(&host, "p", json!({"mode": "ask", "timeout_secs": 1})).await;
+    let mut run = start(&host, "p", json!({"prompt": "run echo late"})).await;
     let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
@@ -202,20 +169,18 @@ async fn a_request_nobody_decides_expires_as_a_denial(db: Db) {
     let resolved = run.next("approval_resolved", WAIT).await;
     assert_eq!(resolved["approval"]["status"], "expired");
     assert_eq!(resolved["approval"]["decided_by"], "host");
-    let command = host.finished(&run.id).await;
+    let command = finished(&host, &run.id).await;
     assert!(
         final_text(&command).starts_with("denied: expired"),
         "{command}"
     );
-    let (status, late) = host
-        .decide(&host.admin, &id, json!({"decision": "allow"}))
-        .await;
+    let (status, late) = decide(&host, &host.admin, &id, json!({"decision": "allow"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{late}");
 }
 
 async fn cancel_while_waiting_cancels_command_and_approval(db: Db) {
     let Some(host) = host(db).await else { return };
-    let mut run = host.start("p", json!({"prompt": "run echo wait"})).await;
+    let mut run = start(&host, "p", json!({"prompt": "run echo wait"})).await;
     let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
@@ -224,7 +189,7 @@ async fn cancel_while_waiting_cancels_command_and_approval(db: Db) {
         .admin_call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
         .await;
     assert!(status.is_success(), "{status} {body}");
-    let command = host.finished(&run.id).await;
+    let command = finished(&host, &run.id).await;
     assert_eq!(command["status"], "cancelled", "{command}");
     let (_, approval) = host
         .admin_call(Method::GET, &format!("/approvals/{id}"), None)
@@ -235,14 +200,14 @@ async fn cancel_while_waiting_cancels_command_and_approval(db: Db) {
 
 async fn follow_up_input_reaches_the_running_agent(db: Db) {
     let Some(host) = host(db).await else { return };
-    let mut run = host.start("p", json!({"prompt": "input"})).await;
+    let mut run = start(&host, "p", json!({"prompt": "input"})).await;
     run.running(WAIT).await;
     let path = format!("/commands/{}/input", run.id);
     for text in ["hello there", "done"] {
-        let (status, body) = host
-            .admin_call(Method::POST, &path, Some(json!({"text": text})))
+        let body = host
+            .as_admin()
+            .post(&path, json!({"text": text}), StatusCode::ACCEPTED)
             .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert!(body["id"].as_str().is_some_and(|id| id.starts_with("in-")));
     }
     let id = run.id.clone();
@@ -253,12 +218,12 @@ async fn follow_up_input_reaches_the_running_agent(db: Db) {
         !events.iter().any(|(kind, _)| kind == "warning"),
         "{events:?}"
     );
-    let command = host.finished(&id).await;
+    let command = finished(&host, &id).await;
     assert_eq!(final_text(&command), "hello there,done", "{command}");
-    let (status, late) = host
-        .admin_call(Method::POST, &path, Some(json!({"text": "more"})))
+    let late = host
+        .as_admin()
+        .post(&path, json!({"text": "more"}), StatusCode::CONFLICT)
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{late}");
     assert_eq!(code(&late), "command_not_running");
 }
 
@@ -266,24 +231,22 @@ async fn follow_up_input_reaches_the_running_agent(db: Db) {
 /// named in a warning before `done`; after the end, input is refused.
 async fn input_the_agent_never_took_is_reported_before_done(db: Db) {
     let Some(host) = host(db).await else { return };
-    let mut run = host.start("p", json!({"prompt": "run echo busy"})).await;
+    let mut run = start(&host, "p", json!({"prompt": "run echo busy"})).await;
     let approval = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
     let path = format!("/commands/{}/input", run.id);
-    let (status, body) = host
-        .admin_call(
-            Method::POST,
+    let body = host
+        .as_admin()
+        .post(
             &path,
-            Some(json!({"text": "are you still there?"})),
+            json!({"text": "are you still there?"}),
+            StatusCode::ACCEPTED,
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let input = body["id"].as_str().expect("input id").to_owned();
-    let (status, body) = host
-        .decide(&host.admin, &approval, json!({"decision": "allow"}))
-        .await;
+    let (status, body) = decide(&host, &host.admin, &approval, json!({"decision": "allow"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let id = run.id.clone();
     let events = run.rest(WAIT).await;
@@ -302,11 +265,11 @@ async fn input_the_agent_never_took_is_reported_before_done(db: Db) {
     let done = events.iter().position(|(kind, _)| kind == "done");
     assert!(done.is_some_and(|done| warning < done), "{events:?}");
     assert!(!events.iter().any(|(kind, _)| kind == "input_delivered"));
-    assert_eq!(host.finished(&id).await["status"], "completed");
-    let (status, late) = host
-        .admin_call(Method::POST, &path, Some(json!({"text": "too late"})))
+    assert_eq!(finished(&host, &id).await["status"], "completed");
+    let late = host
+        .as_admin()
+        .post(&path, json!({"text": "too late"}), StatusCode::CONFLICT)
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{late}");
     assert_eq!(code(&late), "command_not_running");
 }
 
@@ -319,11 +282,11 @@ async fn heartbeats_never_wait_for_an_agent_busy_asking(db: Db) {
     let Some(host) = host_with(db, beat_often).await else {
         return;
     };
-    host.put_policy("busy", json!({"mode": "allow"})).await;
-    let run = host.start("busy", json!({"prompt": "ask 200"})).await;
+    put_policy(&host, "busy", json!({"mode": "allow"})).await;
+    let run = start(&host, "busy", json!({"prompt": "ask 200"})).await;
     let id = run.id.clone();
     run.rest(WAIT).await;
-    let command = host.finished(&id).await;
+    let command = finished(&host, &id).await;
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(final_text(&command), "allowed 200 of 200", "{command}");
 }
@@ -341,66 +304,67 @@ rdev_tests::on_both_databases!(
 #[tokio::test]
 async fn deny_mode_and_a_denying_command_never_ask() {
     let host = host(Db::Sqlite).await.expect("sqlite");
-    host.put_policy("strict", json!({"mode": "deny"})).await;
-    let run = host.start("strict", json!({"prompt": "run echo x"})).await;
+    put_policy(&host, "strict", json!({"mode": "deny"})).await;
+    let run = start(&host, "strict", json!({"prompt": "run echo x"})).await;
     let id = run.id.clone();
     let rest = run.rest(WAIT).await;
     assert!(
         rest.iter().all(|(kind, _)| kind != "approval_requested"),
         "{rest:?}"
     );
-    let command = host.finished(&id).await;
+    let command = finished(&host, &id).await;
     assert!(
         final_text(&command).starts_with("denied: denied: the policy"),
         "{command}"
     );
-    let recorded = host.approvals("strict", "").await;
+    let recorded = approvals(&host, "strict", "").await;
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert_eq!(recorded[0]["status"], "denied");
     assert_eq!(recorded[0]["decided_by"], "policy");
 
     // The project asks, but the command narrows itself to deny.
-    let run = host
-        .start(
-            "open",
-            json!({"prompt": "run echo y", "permissions": "deny"}),
-        )
-        .await;
-    let command = host.finished(&run.id).await;
+    let run = start(
+        &host,
+        "open",
+        json!({"prompt": "run echo y", "permissions": "deny"}),
+    )
+    .await;
+    let command = finished(&host, &run.id).await;
     assert!(final_text(&command).starts_with("denied:"), "{command}");
-    assert!(host.approvals("open", "?status=pending").await.is_empty());
+    assert!(approvals(&host, "open", "?status=pending").await.is_empty());
 }
 
 #[tokio::test]
 async fn rules_decide_without_asking_and_remember_adds_one() {
     let host = host(Db::Sqlite).await.expect("sqlite");
-    host.put_policy(
+    put_policy(
+        &host,
         "p",
         json!({"rules": [{"tool": "Bash", "pattern": "echo ok*", "action": "allow"}]}),
     )
     .await;
-    let run = host.start("p", json!({"prompt": "run echo ok-rule"})).await;
+    let run = start(&host, "p", json!({"prompt": "run echo ok-rule"})).await;
     let id = run.id.clone();
     let rest = run.rest(WAIT).await;
     assert!(printed(&rest, "ok-rule"), "{rest:?}");
     assert!(rest.iter().all(|(kind, _)| kind != "approval_requested"));
-    assert_eq!(host.finished(&id).await["status"], "completed");
+    assert_eq!(finished(&host, &id).await["status"], "completed");
 
     // Asked once, allowed with remember: the next identical call is not asked.
-    let mut run = host.start("p", json!({"prompt": "run echo again"})).await;
+    let mut run = start(&host, "p", json!({"prompt": "run echo again"})).await;
     let approval = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    let (status, body) = host
-        .decide(
-            &host.admin,
-            &approval,
-            json!({"decision": "allow", "remember": true}),
-        )
-        .await;
+    let (status, body) = decide(
+        &host,
+        &host.admin,
+        &approval,
+        json!({"decision": "allow", "remember": true}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    host.finished(&run.id).await;
+    finished(&host, &run.id).await;
     let (_, policy) = host
         .admin_call(Method::GET, "/projects/p/policy", None)
         .await;
@@ -411,7 +375,7 @@ async fn rules_decide_without_asking_and_remember_adds_one() {
         rules[1],
         json!({"tool": "Bash", "pattern": "echo again", "action": "allow"})
     );
-    let run = host.start("p", json!({"prompt": "run echo again"})).await;
+    let run = start(&host, "p", json!({"prompt": "run echo again"})).await;
     let id = run.id.clone();
     let rest = run.rest(WAIT).await;
     assert!(
@@ -419,27 +383,25 @@ async fn rules_decide_without_asking_and_remember_adds_one() {
         "{rest:?}"
     );
     assert!(printed(&rest, "again"));
-    assert_eq!(host.finished(&id).await["status"], "completed");
+    assert_eq!(finished(&host, &id).await["status"], "completed");
 }
 
 #[tokio::test]
 async fn another_projects_member_can_neither_list_nor_see_nor_decide() {
     let host = host(Db::Sqlite).await.expect("sqlite");
-    let b = host.member(&["b"]).await;
-    let mut run = host.start("a", json!({"prompt": "run echo secret"})).await;
+    let b = host.member_token(&["b"]).await;
+    let mut run = start(&host, "a", json!({"prompt": "run echo secret"})).await;
     let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    let (status, body) = host
-        .call(Method::GET, "/projects/a/approvals", Some(&b), None)
+    host.as_token(&b)
+        .get("/projects/a/approvals", StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = host
-        .call(Method::GET, &format!("/approvals/{id}"), Some(&b), None)
+    host.as_token(&b)
+        .get(&format!("/approvals/{id}"), StatusCode::NOT_FOUND)
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = host.decide(&b, &id, json!({"decision": "allow"})).await;
+    let (status, body) = decide(&host, &b, &id, json!({"decision": "allow"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = host
         .call(
@@ -455,13 +417,9 @@ async fn another_projects_member_can_neither_list_nor_see_nor_decide() {
         .await;
     assert_eq!(still["status"], "pending");
 
-    let (status, body) = host
-        .decide(&host.admin, &id, json!({"decision": "maybe"}))
-        .await;
+    let (status, body) = decide(&host, &host.admin, &id, json!({"decision": "maybe"})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, body) = host
-        .decide(&host.admin, "apr-nope", json!({"decision": "allow"}))
-        .await;
+    let (status, body) = decide(&host, &host.admin, "apr-nope", json!({"decision": "allow"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = host
         .admin_call(
@@ -475,11 +433,9 @@ async fn another_projects_member_can_neither_list_nor_see_nor_decide() {
         (StatusCode::BAD_REQUEST, "invalid_policy"),
         "{body}"
     );
-    let (status, _) = host
-        .decide(&host.admin, &id, json!({"decision": "deny"}))
-        .await;
+    let (status, _) = decide(&host, &host.admin, &id, json!({"decision": "deny"})).await;
     assert_eq!(status, StatusCode::OK);
-    host.finished(&run.id).await;
+    finished(&host, &run.id).await;
 }
 
 #[tokio::test]
@@ -520,11 +476,11 @@ async fn input_is_refused_for_a_provider_that_takes_none() {
     assert!(status.is_client_error(), "{body}");
     host.admin_call(Method::POST, &format!("/commands/{id}/cancel"), None)
         .await;
-    host.finished(&id).await;
+    finished(&host, &id).await;
 }
 
 /// `rdev <args>` against the host with `RDEV_URL` and `RDEV_TOKEN` as users set them.
-async fn rdev_cli(host: &Host, args: &[&str]) -> (Option<i32>, String, String) {
+async fn rdev_cli(host: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
     let output = tokio::process::Command::new(rdev_tests::harness::bin::rdev())
         .args(args)
         .env("RDEV_URL", &host.base)
@@ -544,9 +500,7 @@ async fn rdev_cli(host: &Host, args: &[&str]) -> (Option<i32>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_lists_approves_denies_and_sends_input() {
     let host = host(Db::Sqlite).await.expect("sqlite");
-    let mut run = host
-        .start("p", json!({"prompt": "run echo cli-$((2*3))"}))
-        .await;
+    let mut run = start(&host, "p", json!({"prompt": "run echo cli-$((2*3))"})).await;
     let id = run.next("approval_requested", WAIT).await["approval"]["id"]
         .as_str()
         .expect("id")
@@ -567,18 +521,18 @@ async fn the_cli_lists_approves_denies_and_sends_input() {
     assert!(approved.contains("allowed"), "{approved}");
     let command_id = run.id.clone();
     assert!(printed(&run.rest(WAIT).await, "cli-6"));
-    assert_eq!(host.finished(&command_id).await["status"], "completed");
+    assert_eq!(finished(&host, &command_id).await["status"], "completed");
     let (code_, _, err) = rdev_cli(&host, &["deny", &id, "--message", "late"]).await;
     assert_ne!(code_, Some(0));
     assert!(err.contains("approval_decided"), "{err}");
 
-    let mut run = host.start("p", json!({"prompt": "input"})).await;
+    let mut run = start(&host, "p", json!({"prompt": "input"})).await;
     run.running(WAIT).await;
     for text in ["from the terminal", "done"] {
         let (code_, out, err) = rdev_cli(&host, &["input", &run.id, text]).await;
         assert_eq!(code_, Some(0), "{err}");
         assert!(out.starts_with("in-"), "{out}");
     }
-    let command = host.finished(&run.id).await;
+    let command = finished(&host, &run.id).await;
     assert_eq!(final_text(&command), "from the terminal,done", "{command}");
 }

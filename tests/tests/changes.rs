@@ -40,10 +40,7 @@ async fn run(server: &TestServer, project: &str, script: &str) -> String {
 
 async fn changes(server: &TestServer, id: &str) -> Value {
     let path = format!("/commands/{id}/changes");
-    let (status, body) = server
-        .call(Method::GET, &path, Some(&server.admin), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = server.as_admin().get(&path, StatusCode::OK).await;
     assert_eq!(body["command_id"], id, "{body}");
     body
 }
@@ -130,22 +127,18 @@ async fn a_command_shows_exactly_the_files_it_added_edited_and_deleted(db: Db) {
     assert_eq!(summary(&changes(&server, &second).await), expected);
 
     // Member scoping, unknown ids, and the document.
-    let body = json!({"name": "m", "role": "member", "projects": ["elsewhere"]});
-    let (status, member) = server
-        .call(Method::POST, "/tokens", Some(&server.admin), Some(body))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{member}");
-    let member = member["token"].as_str().expect("token");
+    let member = server.member_token(&["elsewhere"]).await;
     let path = format!("/commands/{second}/changes");
-    let (status, body) = server.call(Method::GET, &path, Some(member), None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _) = server.call(Method::GET, &path, None, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let unknown = "/commands/cmd-0190c3a8-0000-7000-8000-000000000000/changes";
-    let (status, body) = server
-        .call(Method::GET, unknown, Some(&server.admin), None)
+    server
+        .as_token(&member)
+        .get(&path, StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    server
+        .anonymous()
+        .get(&path, StatusCode::UNAUTHORIZED)
+        .await;
+    let unknown = "/commands/cmd-0190c3a8-0000-7000-8000-000000000000/changes";
+    server.as_admin().get(unknown, StatusCode::NOT_FOUND).await;
     let (_, doc) = server.call(Method::GET, "/openapi.json", None, None).await;
     let route = &doc["paths"]["/commands/{id}/changes"]["get"];
     assert!(route["responses"]["200"].is_object(), "{route}");

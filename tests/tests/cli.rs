@@ -513,18 +513,7 @@ async fn projects_are_listed_read_and_deleted_through_a_server() {
     );
 
     // A member token sees only its projects and may not delete.
-    let member = server
-        .request(reqwest::Method::POST, "/tokens", Some(&server.admin))
-        .json(&serde_json::json!({"name": "m", "role": "member", "projects": ["alpha"]}))
-        .send()
-        .await
-        .expect("token")
-        .json::<serde_json::Value>()
-        .await
-        .expect("JSON")["token"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let member = server.member_token(&["alpha"]).await;
     let listed = client(&server, &member, &["projects", "list", "--json"]).await;
     let value: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
     assert_eq!(

@@ -129,10 +129,9 @@ async fn a_streamed_reply_is_printed_once_and_its_session_continues() {
         ("ANTHROPIC_BASE_URL", fake.base_url().as_str()),
     ] {
         let (status, body) = server
-            .call(
+            .admin_call(
                 Method::PUT,
                 &format!("/credentials/{name}"),
-                Some(&server.admin),
                 Some(json!({ "value": value })),
             )
             .await;

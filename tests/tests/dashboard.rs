@@ -67,10 +67,10 @@ fn form_field(name: &str, value: &str) -> String {
 /// Creates project `id` as the admin.
 async fn create_project(server: &TestServer, id: &str) {
     let body = Some(json!({ "id": id }));
-    let (status, created) = server
-        .call(Method::POST, "/projects", Some(&server.admin), body)
+    server
+        .as_admin()
+        .post("/projects", body, StatusCode::CREATED)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
 }
 
 /// A client that shows redirects instead of following them.
@@ -260,15 +260,14 @@ async fn sessions_guard_every_change_and_scope_members(db: Database) {
     );
 
     // A member of alpha sees alpha only: not beta's page, command, stream or API.
-    let (status, member) = server
-        .call(
-            Method::POST,
+    let member = server
+        .as_admin()
+        .post(
             "/tokens",
-            Some(&server.admin),
-            Some(json!({"name": "alice", "role": "member", "projects": ["alpha"]})),
+            json!({"name": "alice", "role": "member", "projects": ["alpha"]}),
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{member}");
     let member_cookie = sign_in(&server, member["token"].as_str().expect("secret")).await;
     let (_, html) = page(&server, &member_cookie, "/ui/projects").await;
     assert!(
@@ -311,12 +310,7 @@ async fn sessions_guard_every_change_and_scope_members(db: Database) {
     // Revoking the token ends its sessions.
     let member_id = member["id"].as_str().expect("id");
     let (status, _) = server
-        .call(
-            Method::DELETE,
-            &format!("/tokens/{member_id}"),
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::DELETE, &format!("/tokens/{member_id}"), None)
         .await;
     assert!(status.is_success());
     let (status, _) = page(&server, &member_cookie, "/ui/projects").await;
@@ -350,12 +344,11 @@ async fn sessions_guard_every_change_and_scope_members(db: Database) {
     let (status, body) = with_cookie(&server, &admin, None, Method::GET, "/projects", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     // Bearer auth is unchanged.
-    let (status, _) = server.call(Method::GET, "/projects", None, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = server
-        .call(Method::GET, "/projects", Some(&server.admin), None)
+    server
+        .anonymous()
+        .get("/projects", StatusCode::UNAUTHORIZED)
         .await;
-    assert_eq!(status, StatusCode::OK);
+    server.as_admin().get("/projects", StatusCode::OK).await;
 }
 
 /// The project page's `Older →` link (a keyset cursor) reaches every command, past the
@@ -572,15 +565,8 @@ async fn a_members_browser_cannot_open_another_projects_pages_or_streams() {
     }
     let theirs = server.submit("theirs", "shell", "echo secret-output").await;
     let theirs = theirs["command_id"].as_str().expect("id").to_owned();
-    let (_, member) = server
-        .call(
-            Method::POST,
-            "/tokens",
-            Some(&server.admin),
-            Some(json!({"name": "m", "role": "member", "projects": ["mine"]})),
-        )
-        .await;
-    sign_in_browser(&browser, &server, member["token"].as_str().expect("secret")).await;
+    let member = server.member_token(&["mine"]).await;
+    sign_in_browser(&browser, &server, &member).await;
     let projects = browser.text("#projects").await;
     assert!(
         projects.contains("mine") && !projects.contains("theirs"),
@@ -683,12 +669,7 @@ async fn a_browser_sees_a_commands_changes_and_sets_the_projects_budget() {
             .contains("within budget")
     );
     let (_, budget) = server
-        .call(
-            Method::GET,
-            "/projects/diffs/budget",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, "/projects/diffs/budget", None)
         .await;
     assert_eq!(budget["monthly_limit_usd"], 7.5, "{budget}");
     screenshot(&browser, "usage").await;
@@ -702,12 +683,7 @@ async fn a_browser_sees_a_commands_changes_and_sets_the_projects_budget() {
     browser.click("#clear-budget button[type=submit]").await;
     browser.wait_for_text("#budget-limit", "none").await;
     let (_, budget) = server
-        .call(
-            Method::GET,
-            "/projects/diffs/budget",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, "/projects/diffs/budget", None)
         .await;
     assert_eq!(budget["monthly_limit_usd"], Value::Null, "{budget}");
 }

@@ -27,9 +27,7 @@ fn shell_and_hostile() -> tempfile::TempDir {
 
 /// Posts `body` to `/projects/{project}/{provider}` as the admin.
 async fn post(server: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
-    server
-        .call(Method::POST, path, Some(&server.admin), Some(body))
-        .await
+    server.admin_call(Method::POST, path, Some(body)).await
 }
 
 #[tokio::test]
@@ -88,12 +86,7 @@ async fn an_idempotency_key_reused_with_another_body_is_refused() {
         "{other}"
     );
     let (_, page) = server
-        .call(
-            Method::GET,
-            "/projects/idem/commands",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, "/projects/idem/commands", None)
         .await;
     assert_eq!(page["commands"].as_array().map(Vec::len), Some(1), "{page}");
     server.stop().await;
@@ -183,10 +176,10 @@ async fn unknown_fields_in_request_bodies_are_refused() {
         );
     }
     // Nothing was written: the project was never registered.
-    let (status, _) = server
-        .call(Method::GET, "/projects/strict", Some(&server.admin), None)
+    server
+        .as_admin()
+        .get("/projects/strict", StatusCode::NOT_FOUND)
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
 
@@ -296,9 +289,7 @@ async fn a_delivery_the_ssrf_guard_refuses_is_not_retried() {
         let path = format!("/projects/guarded/webhooks/{id}/deliveries");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let delivery = loop {
-            let (_, page) = server
-                .call(Method::GET, &path, Some(&server.admin), None)
-                .await;
+            let (_, page) = server.admin_call(Method::GET, &path, None).await;
             let first = page["deliveries"].get(0).cloned().unwrap_or(Value::Null);
             if first["status"] == "failed" || first["status"] == "delivered" {
                 break first;

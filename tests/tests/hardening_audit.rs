@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use rdev::domain::{AuditCheckpoint, MasterKey};
@@ -37,10 +37,10 @@ async fn run_shell(server: &TestServer, project: &str, script: &str) {
 }
 
 async fn checkpoint(server: &TestServer) -> Value {
-    let (status, body) = server
-        .call(Method::GET, "/audit/checkpoint", Some(&server.admin), None)
+    let body = server
+        .as_admin()
+        .get("/audit/checkpoint", StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
 
@@ -122,10 +122,7 @@ async fn deleting_the_newest_entries_is_caught_by_a_checkpoint(db: Db) {
 
     let kept = seq - 3;
     assert!(delete_after(&server, db, kept).await >= 3);
-    let (status, plain) = server
-        .call(Method::GET, "/audit/verify", Some(&server.admin), None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let plain = server.as_admin().get("/audit/verify", StatusCode::OK).await;
     assert_eq!(
         plain["intact"], true,
         "without a checkpoint the shortened chain looks intact: {plain}"
@@ -181,20 +178,11 @@ async fn altered_or_foreign_checkpoints_are_refused(db: Db) {
     assert!(out.contains("parsing the checkpoint"), "{out}");
 
     // Only admins sign checkpoints.
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/tokens",
-            Some(&server.admin),
-            Some(json!({ "name": "member", "role": "member", "projects": ["forged"] })),
-        )
+    let member = server.member_token(&["forged"]).await;
+    server
+        .as_token(&member)
+        .get("/audit/checkpoint", StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let member = body["token"].as_str().expect("token").to_owned();
-    let (status, body) = server
-        .call(Method::GET, "/audit/checkpoint", Some(&member), None)
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
 async fn the_periodic_checkpoint_reaches_webhook_subscribers(db: Db) {
@@ -209,15 +197,14 @@ async fn the_periodic_checkpoint_reaches_webhook_subscribers(db: Db) {
     };
     let receiver = WebhookReceiver::start().expect("receiver");
     run_shell(&server, "exported", "echo first").await;
-    let (status, body) = server
-        .call(
-            Method::POST,
+    let body = server
+        .as_admin()
+        .post(
             "/projects/exported/webhooks",
-            Some(&server.admin),
-            Some(json!({ "url": receiver.url("/hook"), "event_types": ["audit.checkpoint"] })),
+            json!({ "url": receiver.url("/hook"), "event_types": ["audit.checkpoint"] }),
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     let secret = body["secret"].as_str().expect("secret").to_owned();
     // The head moves after the subscription exists, so the next checkpoint is exported.
     run_shell(&server, "exported", "echo second").await;

@@ -7,12 +7,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use rdev::server::ServeConfig;
-use rdev_tests::harness::server::{SseReader, TestServer};
+use rdev_tests::harness::server::TestServer;
 
 fn addr(server: &TestServer) -> SocketAddr {
     server.server().local_addr()
@@ -175,8 +175,7 @@ async fn a_slowloris_is_cut_at_the_header_read_timeout() {
         "cut after {cut:?}"
     );
     // A prompt client on a fresh connection is unaffected.
-    let (status, _) = server.call(Method::GET, "/healthz", None, None).await;
-    assert_eq!(status, StatusCode::OK);
+    server.anonymous().get("/healthz", StatusCode::OK).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,17 +220,7 @@ async fn idle_sockets_and_stalled_bodies_are_cut_but_sse_streams_stay_open() {
     let submitted = server
         .submit("conn", "shell", "sleep 3; echo after-the-silence")
         .await;
-    let response = server
-        .request(
-            Method::GET,
-            submitted["stream_url"].as_str().expect("stream_url"),
-            Some(&server.admin),
-        )
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(response.status(), StatusCode::OK);
-    let events = SseReader::new(response).collect().await;
+    let (events, _) = server.follow(&submitted).await;
     let text: String = events.iter().map(|e| e.data.clone()).collect();
     assert!(text.contains("after-the-silence"), "{events:?}");
     let done = events.last().expect("events").json();

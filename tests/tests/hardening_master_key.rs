@@ -44,24 +44,22 @@ fn fingerprint(base64: &str) -> String {
 
 /// Stores a credential and a webhook (whose signing secret is sealed too).
 async fn store_secrets(server: &TestServer) {
-    let (status, body) = server
-        .call(
-            Method::PUT,
+    server
+        .as_admin()
+        .put(
             "/credentials/API_TOKEN",
-            Some(&server.admin),
-            Some(json!({ "value": VALUE })),
+            json!({ "value": VALUE }),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = server
-        .call(
-            Method::POST,
+    server
+        .as_admin()
+        .post(
             "/projects/keys/webhooks",
-            Some(&server.admin),
-            Some(json!({ "url": "http://127.0.0.1:9/hook", "event_types": ["*"] })),
+            json!({ "url": "http://127.0.0.1:9/hook", "event_types": ["*"] }),
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 async fn readyz(server: &TestServer) -> (StatusCode, Value) {
@@ -173,9 +171,7 @@ async fn rotate_key_reencrypts_and_retires_the_old_key(db: Db) {
     let (status, body) = readyz(&server).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(resolved(&server).await.as_deref(), Some(VALUE));
-    let (_, audit) = server
-        .call(Method::GET, "/audit", Some(&server.admin), None)
-        .await;
+    let (_, audit) = server.admin_call(Method::GET, "/audit", None).await;
     let rotated = audit["entries"]
         .as_array()
         .into_iter()
@@ -205,15 +201,10 @@ async fn a_rotation_interrupted_by_a_crash_is_finished_or_dropped_at_start(db: D
     let path = key_file(&server);
     let staged = server.data_dir().join("master.key.next");
     let old = read_key(&path);
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/credentials/rotate-key",
-            Some(&server.admin),
-            Some(json!({})),
-        )
+    let body = server
+        .as_admin()
+        .post("/credentials/rotate-key", json!({}), StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["key_file_updated"], true, "{body}");
     let new = read_key(&path);
 
@@ -253,35 +244,20 @@ async fn bad_rotation_requests_are_refused_and_change_nothing() {
     let server = server(Db::Sqlite).await.expect("sqlite");
     store_secrets(&server).await;
     let before = read_key(&key_file(&server));
-    let (status, body) = server
-        .call(
-            Method::POST,
+    let body = server
+        .as_admin()
+        .post(
             "/credentials/rotate-key",
-            Some(&server.admin),
-            Some(json!({ "new_key": "c2hvcnQ=" })),
+            json!({ "new_key": "c2hvcnQ=" }),
+            StatusCode::BAD_REQUEST,
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_master_key", "{body}");
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/tokens",
-            Some(&server.admin),
-            Some(json!({ "name": "member", "role": "member", "projects": ["keys"] })),
-        )
+    let member = server.member_token(&["keys"]).await;
+    server
+        .as_token(&member)
+        .post("/credentials/rotate-key", json!({}), StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let member = body["token"].as_str().expect("token").to_owned();
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/credentials/rotate-key",
-            Some(&member),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(read_key(&key_file(&server)), before);
     let (status, body) = readyz(&server).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -289,15 +265,14 @@ async fn bad_rotation_requests_are_refused_and_change_nothing() {
 
     // A key the caller chose is used as given.
     let chosen = MasterKey::from_bytes([42; 32]).to_base64();
-    let (status, body) = server
-        .call(
-            Method::POST,
+    let body = server
+        .as_admin()
+        .post(
             "/credentials/rotate-key",
-            Some(&server.admin),
-            Some(json!({ "new_key": chosen })),
+            json!({ "new_key": chosen }),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["fingerprint"], fingerprint(&chosen));
     assert_eq!(read_key(&key_file(&server)), chosen);
     assert_eq!(resolved(&server).await.as_deref(), Some(VALUE));

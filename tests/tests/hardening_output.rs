@@ -21,19 +21,6 @@ const WAIT: Duration = Duration::from_secs(90);
 
 const KIB: usize = 1024;
 
-/// A server with `hostile` and `shell`, and these output limits.
-struct Host {
-    server: TestServer,
-}
-
-impl std::ops::Deref for Host {
-    type Target = TestServer;
-
-    fn deref(&self) -> &TestServer {
-        &self.server
-    }
-}
-
 fn limits(on_limit: OnOutputLimit) -> OutputLimits {
     OutputLimits {
         max_event_bytes: 16 * KIB,
@@ -43,34 +30,37 @@ fn limits(on_limit: OnOutputLimit) -> OutputLimits {
     }
 }
 
-async fn host(db: Db, output: OutputLimits) -> Option<Host> {
+/// A server with `hostile` and `shell`, and these output limits.
+async fn host(db: Db, output: OutputLimits) -> Option<TestServer> {
     let adjust = move |config: &mut ServeConfig| {
         config.worker.output = output;
     };
-    let server = TestServer::with_plugins(db, with_test_guest("hostile"), adjust).await?;
-    Some(Host { server })
+    TestServer::with_plugins(db, with_test_guest("hostile"), adjust).await
 }
 
-impl Host {
-    /// Submits and follows the command to its end, at most [`WAIT`].
-    async fn run(&self, project: &str, provider: &str, prompt: &str) -> (Vec<SseEvent>, Value) {
-        self.run_within(project, provider, prompt, WAIT).await
-    }
+/// Submits and follows the command to its end, at most [`WAIT`].
+async fn run(
+    host: &TestServer,
+    project: &str,
+    provider: &str,
+    prompt: &str,
+) -> (Vec<SseEvent>, Value) {
+    host.run_within(project, provider, prompt, WAIT).await
+}
 
-    /// The raw body of a list of `project`'s commands.
-    async fn list_body(&self, project: &str) -> String {
-        let response = self
-            .request(
-                Method::GET,
-                &format!("/projects/{project}/commands?limit=500"),
-                Some(&self.admin),
-            )
-            .send()
-            .await
-            .expect("list");
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.expect("list body")
-    }
+/// The raw body of a list of `project`'s commands.
+async fn list_body(host: &TestServer, project: &str) -> String {
+    let response = host
+        .request(
+            Method::GET,
+            &format!("/projects/{project}/commands?limit=500"),
+            Some(&host.admin),
+        )
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.expect("list body")
 }
 
 /// The messages of the stream's `warning` events.
@@ -96,7 +86,7 @@ async fn a_flood_is_cut_at_the_command_limit_and_the_command_goes_on(db: Db) {
         return;
     };
     // 8 MB: 32 times the limit.
-    let (events, command) = host.run("flood", "shell", "yes | head -c 8000000").await;
+    let (events, command) = run(&host, "flood", "shell", "yes | head -c 8000000").await;
     assert_eq!(command["status"], "completed", "{command}");
     let output = stored(&events, "output");
     assert!(
@@ -126,7 +116,7 @@ async fn a_flood_under_fail_stops_the_command(db: Db) {
         return;
     };
     // Endless: only the limit ends it (before, it ran until its 30-minute timeout).
-    let (events, command) = host.run("flood", "shell", "yes").await;
+    let (events, command) = run(&host, "flood", "shell", "yes").await;
     assert_eq!(command["status"], "failed", "{command}");
     let error = command["error"].as_str().unwrap_or_default();
     assert!(error.contains("output limit"), "{command}");
@@ -144,7 +134,7 @@ async fn a_huge_event_is_cut_to_the_event_limit(db: Db) {
     let Some(host) = host(db, limits(OnOutputLimit::Truncate)).await else {
         return;
     };
-    let (events, command) = host.run("big", "hostile", "big-event 4000000").await;
+    let (events, command) = run(&host, "big", "hostile", "big-event 4000000").await;
     assert_eq!(command["status"], "completed", "{command}");
     let message = events
         .iter()
@@ -168,7 +158,7 @@ async fn a_huge_result_is_cut_and_lists_show_previews(db: Db) {
     let Some(host) = host(db, limits(OnOutputLimit::Truncate)).await else {
         return;
     };
-    let (events, command) = host.run("big", "hostile", "big-result 3000000").await;
+    let (events, command) = run(&host, "big", "hostile", "big-result 3000000").await;
     assert_eq!(command["status"], "completed", "{command}");
     let result = &command["result"];
     let whole = result.to_string().len();
@@ -197,12 +187,12 @@ async fn a_huge_result_is_cut_and_lists_show_previews(db: Db) {
     // A long prompt (just under the 1 MiB submission limit) and the cut result: the list
     // carries previews, the single-command view has everything.
     let long = format!("echo {}", "p".repeat(1000 * KIB));
-    let (_, long_command) = host.run("big", "hostile", &long).await;
+    let (_, long_command) = run(&host, "big", "hostile", &long).await;
     assert_eq!(
         long_command["prompt"].as_str().map(str::len),
         Some(long.len())
     );
-    let body = host.list_body("big").await;
+    let body = list_body(&host, "big").await;
     assert!(
         body.len() < 16 * KIB,
         "the list answer is {} bytes",

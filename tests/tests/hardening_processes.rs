@@ -54,12 +54,7 @@ async fn a_cancelled_guest_the_worker_gives_up_on_ends_and_leaves_no_process() {
     assert_eq!(said["text"], "spawned", "{said}");
     assert!(running(sleeper), "the guest's process runs");
     let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/commands/{}/cancel", run.id),
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let command = server.finished_within(&run.id, WAIT).await;
@@ -129,12 +124,7 @@ async fn unconfined_setsid_escapees_die_when_their_command_ends_is_cancelled_or_
         }
         if status == "cancelled" {
             let (code, body) = server
-                .call(
-                    Method::POST,
-                    &format!("/commands/{}/cancel", run.id),
-                    Some(&server.admin),
-                    None,
-                )
+                .admin_call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
                 .await;
             assert_eq!(code, StatusCode::ACCEPTED, "{body}");
         }

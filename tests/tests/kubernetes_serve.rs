@@ -26,7 +26,7 @@ use rdev_tests::doubles::kube_api::FakeKubeApi;
 use rdev_tests::harness::kubernetes::{KubeProject, NAMESPACE, project_pod};
 use rdev_tests::harness::postgres::TestDatabase;
 use rdev_tests::harness::queue::new_command;
-use rdev_tests::harness::server::{SseEvent, SseReader, TestServer};
+use rdev_tests::harness::server::{SseEvent, TestServer};
 use rdev_tests::harness::{self, claude};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -90,16 +90,7 @@ async fn run_command(
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let stream_url = body["stream_url"].as_str().expect("stream_url");
-    let response = server
-        .request(Method::GET, stream_url, Some(&server.admin))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(response.status(), StatusCode::OK);
-    let events = tokio::time::timeout(Duration::from_secs(180), SseReader::new(response).collect())
-        .await
-        .expect("the command finishes");
+    let events = server.events_within(&body, Duration::from_secs(180)).await;
     assert_eq!(
         events.last().and_then(|e| e.event.as_deref()),
         Some("done"),

@@ -25,15 +25,6 @@ fn code(body: &Value) -> &str {
     body["code"].as_str().unwrap_or("<none>")
 }
 
-async fn admin(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    server.call(method, path, Some(&server.admin), body).await
-}
-
 fn servers() -> Value {
     json!([
         {"type": "stdio", "name": "files", "command": "mcp-server-double", "args": ["MODE", "TOKEN"],
@@ -50,11 +41,14 @@ async fn mcp_servers_round_trip_validated_audited_and_scoped(db: Db) {
         return;
     };
     for id in ["p", "other"] {
-        let (status, body) =
-            admin(&server, Method::POST, "/projects", Some(json!({"id": id}))).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        server
+            .as_admin()
+            .post("/projects", json!({"id": id}), StatusCode::CREATED)
+            .await;
     }
-    let (status, body) = admin(&server, Method::GET, "/projects/p/mcp-servers", None).await;
+    let (status, body) = server
+        .admin_call(Method::GET, "/projects/p/mcp-servers", None)
+        .await;
     assert_eq!(
         (status, &body["servers"]),
         (StatusCode::OK, &json!([])),
@@ -63,7 +57,7 @@ async fn mcp_servers_round_trip_validated_audited_and_scoped(db: Db) {
     assert!(body["updated_at"].is_null(), "{body}");
 
     // A reference to a credential that does not exist is refused, naming it.
-    let put = |body: Value| admin(&server, Method::PUT, "/projects/p/mcp-servers", Some(body));
+    let put = |body: Value| server.admin_call(Method::PUT, "/projects/p/mcp-servers", Some(body));
     let (status, body) = put(json!({"servers": servers()})).await;
     assert_eq!(
         (status, code(&body)),
@@ -77,18 +71,20 @@ async fn mcp_servers_round_trip_validated_audited_and_scoped(db: Db) {
         "{body}"
     );
 
-    let (status, body) = admin(
-        &server,
-        Method::PUT,
-        "/credentials/MCP_TOKEN",
-        Some(json!({"value": SECRET})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    server
+        .as_admin()
+        .put(
+            "/credentials/MCP_TOKEN",
+            json!({"value": SECRET}),
+            StatusCode::OK,
+        )
+        .await;
     let (status, body) = put(json!({"servers": servers()})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["servers"], servers());
-    let (status, got) = admin(&server, Method::GET, "/projects/p/mcp-servers", None).await;
+    let (status, got) = server
+        .admin_call(Method::GET, "/projects/p/mcp-servers", None)
+        .await;
     assert_eq!(
         (status, &got["servers"]),
         (StatusCode::OK, &servers()),
@@ -141,57 +137,46 @@ async fn mcp_servers_round_trip_validated_audited_and_scoped(db: Db) {
         let (status, answer) = put(body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
     }
-    let (_, still) = admin(&server, Method::GET, "/projects/p/mcp-servers", None).await;
+    let (_, still) = server
+        .admin_call(Method::GET, "/projects/p/mcp-servers", None)
+        .await;
     assert_eq!(still["servers"], servers());
-    let (status, body) = admin(
-        &server,
-        Method::PUT,
-        "/projects/nope/mcp-servers",
-        Some(json!({"servers": []})),
-    )
-    .await;
+    let (status, body) = server
+        .admin_call(
+            Method::PUT,
+            "/projects/nope/mcp-servers",
+            Some(json!({"servers": []})),
+        )
+        .await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "project_not_found")
     );
 
     // A member sees its own project's servers only and sets none.
-    let token = json!({"name": "member", "role": "member", "projects": ["p"]});
-    let (status, body) = admin(&server, Method::POST, "/tokens", Some(token)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let member = body["token"].as_str().expect("token").to_owned();
+    let member = server.member_token(&["p"]).await;
     let (status, body) = server
         .call(Method::GET, "/projects/p/mcp-servers", Some(&member), None)
         .await;
     assert_eq!((status, &body["servers"]), (StatusCode::OK, &servers()));
-    let (status, _) = server
-        .call(
-            Method::GET,
-            "/projects/other/mcp-servers",
-            Some(&member),
-            None,
-        )
+    server
+        .as_token(&member)
+        .get("/projects/other/mcp-servers", StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = server
-        .call(
-            Method::PUT,
+    server
+        .as_token(&member)
+        .put(
             "/projects/p/mcp-servers",
-            Some(&member),
-            Some(json!({"servers": []})),
+            json!({"servers": []}),
+            StatusCode::FORBIDDEN,
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Audited with the servers' and credentials' names, never a value.
-    let (status, audit) = admin(
-        &server,
-        Method::GET,
-        "/audit?action=project.mcp_servers_updated",
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    let audit = server
+        .as_admin()
+        .get("/audit?action=project.mcp_servers_updated", StatusCode::OK)
+        .await;
     let entries = audit["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 1, "{audit}");
     assert_eq!(
@@ -263,24 +248,26 @@ async fn a_stdio_server_reaches_the_acp_agent_with_its_credential_resolved_by_th
     let server = TestServer::with_plugins(Db::Sqlite, dir, |_| {})
         .await
         .expect("SQLite needs no server");
-    let (status, body) = admin(&server, Method::POST, "/projects", Some(json!({"id": "p"}))).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server
+        .as_admin()
+        .post("/projects", json!({"id": "p"}), StatusCode::CREATED)
+        .await;
     std::fs::create_dir_all(server.workspace("p")).expect("workspace");
-    let (status, _) = admin(
-        &server,
-        Method::PUT,
-        "/credentials/MCP_TOKEN",
-        Some(json!({"value": SECRET})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, body) = admin(
-        &server,
-        Method::PUT,
-        "/projects/p/mcp-servers",
-        Some(json!({"servers": servers()})),
-    )
-    .await;
+    server
+        .as_admin()
+        .put(
+            "/credentials/MCP_TOKEN",
+            json!({"value": SECRET}),
+            StatusCode::OK,
+        )
+        .await;
+    let (status, body) = server
+        .admin_call(
+            Method::PUT,
+            "/projects/p/mcp-servers",
+            Some(json!({"servers": servers()})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let (command, events, reported) = report(&server, "acp-mcp").await;

@@ -239,12 +239,7 @@ async fn an_opencode_json_above_the_workspace_has_no_effect() {
 
 async fn submit(server: &TestServer, body: Value) -> (StatusCode, Value) {
     server
-        .call(
-            Method::POST,
-            "/projects/p/opencode",
-            Some(&server.admin),
-            Some(body),
-        )
+        .admin_call(Method::POST, "/projects/p/opencode", Some(body))
         .await
 }
 
@@ -291,12 +286,7 @@ async fn unknown_options_and_models_are_refused_at_submit_with_the_valid_ones() 
     assert_eq!(body["code"], "invalid_option", "{body}");
 
     let (status, body) = server
-        .call(
-            Method::GET,
-            "/projects/p/commands",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, "/projects/p/commands", None)
         .await;
     // A refused submit registers nothing: the project does not exist, so nothing is queued.
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");

@@ -17,28 +17,19 @@ use rdev_tests::harness::{self, opencode, sandbox};
 /// Generous: a cold start of the real server on a loaded machine takes seconds.
 const WAIT: Duration = Duration::from_secs(180);
 
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    server.call(method, path, Some(&server.admin), body).await
-}
-
 /// Submits a plain prompt to opencode in `project` and waits until it finished.
 async fn run(server: &TestServer, project: &str) -> Value {
-    let (status, answer) = call(
-        server,
-        Method::POST,
-        &format!("/projects/{project}/opencode"),
-        Some(json!({
-            "prompt": "hello",
-            "model": format!("{}/{}", opencode::PROVIDER, opencode::MODEL),
-        })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let answer = server
+        .as_admin()
+        .post(
+            &format!("/projects/{project}/opencode"),
+            json!({
+                "prompt": "hello",
+                "model": format!("{}/{}", opencode::PROVIDER, opencode::MODEL),
+            }),
+            StatusCode::ACCEPTED,
+        )
+        .await;
     let id = answer["command_id"]
         .as_str()
         .expect("command id")
@@ -84,17 +75,12 @@ async fn per_project_warm_servers_through_a_confined_rdev_serve() {
     ));
     let server = TestServer::sqlite_with(sandbox::allowing(&fake.base_url())).await;
     // Nothing in the credential store: rdev mints the servers' passwords itself.
-    let (status, credentials) = call(&server, Method::GET, "/credentials", None).await;
-    assert_eq!(status, StatusCode::OK, "{credentials}");
+    let credentials = server.as_admin().get("/credentials", StatusCode::OK).await;
     assert!(!credentials.to_string().contains("OPENCODE_SERVER_PASSWORD"));
     for project in ["p", "q"] {
-        let (status, body) = call(
-            &server,
-            Method::POST,
-            "/projects",
-            Some(json!({"id": project})),
-        )
-        .await;
+        let (status, body) = server
+            .admin_call(Method::POST, "/projects", Some(json!({"id": project})))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         opencode::write_config(&server.workspace(project), &fake.base_url())
             .expect("opencode.json");
@@ -115,8 +101,10 @@ async fn per_project_warm_servers_through_a_confined_rdev_serve() {
     let reused = service(&server, "p").expect("still running");
     assert_eq!((reused.pid, reused.port), (p_server.pid, p_server.port));
 
-    let (status, body) = call(&server, Method::DELETE, "/projects/q", None).await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    server
+        .as_admin()
+        .delete("/projects/q", StatusCode::NO_CONTENT)
+        .await;
     assert!(
         service(&server, "q").is_none(),
         "q's server outlived its project"

@@ -445,7 +445,7 @@ async fn a_slow_load_is_listed_as_loading_and_does_not_delay_another_plugins_rel
 #[tokio::test(flavor = "multi_thread")]
 async fn watcher_reloads_are_audited_and_load_errors_hide_paths_from_non_admins() {
     use rdev_tests::harness::server::TestServer;
-    use reqwest::{Method, StatusCode};
+    use reqwest::Method;
 
     let plugins = tempfile::tempdir().expect("tempdir");
     install_version(plugins.path(), "versioned", 1);
@@ -463,9 +463,7 @@ async fn watcher_reloads_are_audited_and_load_errors_hide_paths_from_non_admins(
     write_atomically(&plugins.path().join("broken.wasm"), b"not a component");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let entry = loop {
-        let (_, audit) = server
-            .call(Method::GET, "/audit", Some(&server.admin), None)
-            .await;
+        let (_, audit) = server.admin_call(Method::GET, "/audit", None).await;
         let found = audit["entries"].as_array().and_then(|entries| {
             entries
                 .iter()
@@ -488,16 +486,7 @@ async fn watcher_reloads_are_audited_and_load_errors_hide_paths_from_non_admins(
     };
     assert_eq!(entry["actor"], "plugins directory watcher", "{entry}");
 
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/tokens",
-            Some(&server.admin),
-            Some(serde_json::json!({"name": "member", "role": "member", "projects": ["p"]})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let member = body["token"].as_str().expect("token").to_owned();
+    let member = server.member_token(&["p"]).await;
     let broken_error = |listing: &serde_json::Value| {
         listing["providers"]
             .as_array()
@@ -506,9 +495,7 @@ async fn watcher_reloads_are_audited_and_load_errors_hide_paths_from_non_admins(
             .unwrap_or_default()
     };
     let dir = plugins.path().display().to_string();
-    let (_, listing) = server
-        .call(Method::GET, "/providers", Some(&server.admin), None)
-        .await;
+    let (_, listing) = server.admin_call(Method::GET, "/providers", None).await;
     let admin_view = broken_error(&listing);
     assert!(admin_view.contains(&dir), "{listing}");
     assert!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rdev::adapters::local::sandbox::Limits;
 use rdev_tests::harness::sandbox;
-use rdev_tests::harness::server::{SseEvent, SseReader, TestServer};
+use rdev_tests::harness::server::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -76,17 +76,9 @@ async fn submit(server: &TestServer, project: &str, script: &str) -> Value {
 }
 
 async fn follow(server: &TestServer, submitted: &Value) -> Run {
-    let stream_url = submitted["stream_url"].as_str().expect("stream_url");
-    let response = server
-        .request(Method::GET, stream_url, Some(&server.admin))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(response.status(), StatusCode::OK);
-    let events: Vec<SseEvent> =
-        tokio::time::timeout(Duration::from_secs(120), SseReader::new(response).collect())
-            .await
-            .expect("the command ends");
+    let events = server
+        .events_within(submitted, Duration::from_secs(120))
+        .await;
     let texts = |kind: &str| -> Vec<String> {
         events
             .iter()
@@ -130,9 +122,7 @@ fn proxy_connect(port: u16) -> String {
 }
 
 async fn get(server: &TestServer, path: &str) -> Value {
-    let (status, body) = server
-        .call(Method::GET, path, Some(&server.admin), None)
-        .await;
+    let (status, body) = server.admin_call(Method::GET, path, None).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     body
 }
@@ -329,15 +319,14 @@ async fn each_project_has_its_own_loopback_and_egress_policy() {
     );
 
     // A project policy replaces the default from a's next command; b keeps the default.
-    let (status, body) = server
-        .call(
-            Method::PUT,
+    let body = server
+        .as_admin()
+        .put(
             "/projects/a/network",
-            Some(&server.admin),
-            Some(json!({ "allow": [target] })),
+            json!({ "allow": [target] }),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["source"], "project", "{body}");
     let now_allowed = run(server, "a", &python_connect(f.forbidden)).await;
     assert!(
@@ -370,12 +359,7 @@ async fn each_project_has_its_own_loopback_and_egress_policy() {
 
     // Back to the default.
     let (status, body) = server
-        .call(
-            Method::DELETE,
-            "/projects/a/network",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::DELETE, "/projects/a/network", None)
         .await;
     assert_eq!(
         (status, body["source"].clone()),
@@ -403,52 +387,40 @@ async fn network_policies_are_validated_and_admin_only() {
     };
     let server = &f.server;
     run(server, "a", "true").await;
-    let (status, body) = server
-        .call(
-            Method::PUT,
+    let body = server
+        .as_admin()
+        .put(
             "/projects/a/network",
-            Some(&server.admin),
-            Some(json!({ "allow": ["ok.example:443", "not a host"] })),
+            json!({ "allow": ["ok.example:443", "not a host"] }),
+            StatusCode::BAD_REQUEST,
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "invalid_network_rule", "{body}");
     assert_eq!(
         get(server, "/projects/a/network").await["source"],
         "default"
     );
-    let (status, _) = server
-        .call(
-            Method::PUT,
+    server
+        .as_admin()
+        .put(
             "/projects/nobody/network",
-            Some(&server.admin),
-            Some(json!({ "allow": [] })),
+            json!({ "allow": [] }),
+            StatusCode::NOT_FOUND,
         )
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/tokens",
-            Some(&server.admin),
-            Some(json!({"name": "member", "role": "member", "projects": ["a"]})),
-        )
+    let member = server.member_token(&["a"]).await;
+    server
+        .as_token(&member)
+        .get("/projects/a/network", StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let member = body["token"].as_str().expect("token");
-    let (status, _) = server
-        .call(Method::GET, "/projects/a/network", Some(member), None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _) = server
-        .call(
-            Method::PUT,
+    server
+        .as_token(&member)
+        .put(
             "/projects/a/network",
-            Some(member),
-            Some(json!({ "allow": ["example.com"] })),
+            json!({ "allow": ["example.com"] }),
+            StatusCode::FORBIDDEN,
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
     let audit = get(server, "/audit").await.to_string();
     assert!(!audit.contains("project.network_updated"), "{audit}");
 }
@@ -525,15 +497,14 @@ async fn network_policies_are_stored_in_postgres_too() {
     };
     let ran = run(&server, "a", "echo confined").await;
     assert_eq!(ran.output, "confined\n", "{}", ran.status);
-    let (status, body) = server
-        .call(
-            Method::PUT,
+    server
+        .as_admin()
+        .put(
             "/projects/a/network",
-            Some(&server.admin),
-            Some(json!({ "allow": ["Example.COM:443", "*.pkg.example"] })),
+            json!({ "allow": ["Example.COM:443", "*.pkg.example"] }),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     let network = get(&server, "/projects/a/network").await;
     assert_eq!(network["source"], "project", "{network}");
     assert_eq!(
@@ -541,15 +512,10 @@ async fn network_policies_are_stored_in_postgres_too() {
         json!(["example.com:443", "*.pkg.example"]),
         "{network}"
     );
-    let (status, body) = server
-        .call(
-            Method::DELETE,
-            "/projects/a/network",
-            Some(&server.admin),
-            None,
-        )
+    server
+        .as_admin()
+        .delete("/projects/a/network", StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         get(&server, "/projects/a/network").await["source"],
         "default"

@@ -21,66 +21,47 @@ use rdev_tests::on_both_databases;
 const WAIT: Duration = Duration::from_secs(90);
 
 /// A server with `hostile` and `shell`, loopback webhooks allowed.
-struct Host {
-    server: TestServer,
-}
-
-impl std::ops::Deref for Host {
-    type Target = TestServer;
-
-    fn deref(&self) -> &TestServer {
-        &self.server
-    }
-}
-
-async fn host(db: Db) -> Option<Host> {
+async fn host(db: Db) -> Option<TestServer> {
     let adjust = move |config: &mut ServeConfig| {
         config.webhooks.allow_private = true;
         config.webhooks.poll_interval = Duration::from_millis(50);
     };
-    let server = TestServer::with_plugins(db, with_test_guest("hostile"), adjust).await?;
-    Some(Host { server })
+    TestServer::with_plugins(db, with_test_guest("hostile"), adjust).await
 }
 
 fn code(body: &Value) -> &str {
     body["code"].as_str().unwrap_or("<none>")
 }
 
-impl Host {
-    /// Submits and follows the command to its end, at most [`WAIT`].
-    async fn run(&self, project: &str, provider: &str, prompt: &str) -> (Vec<SseEvent>, Value) {
-        self.run_within(project, provider, prompt, WAIT).await
-    }
+/// Submits and follows the command to its end, at most [`WAIT`].
+async fn run(
+    host: &TestServer,
+    project: &str,
+    provider: &str,
+    prompt: &str,
+) -> (Vec<SseEvent>, Value) {
+    host.run_within(project, provider, prompt, WAIT).await
+}
 
-    async fn usage(&self, project: &str, query: &str) -> (StatusCode, Value) {
-        let path = format!("/projects/{project}/usage{query}");
-        self.admin_call(Method::GET, &path, None).await
-    }
+async fn usage_report(host: &TestServer, project: &str, query: &str) -> (StatusCode, Value) {
+    let path = format!("/projects/{project}/usage{query}");
+    host.admin_call(Method::GET, &path, None).await
+}
 
-    async fn set_budget(&self, project: &str, limit: Value) -> (StatusCode, Value) {
-        let path = format!("/projects/{project}/budget");
-        let body = json!({ "monthly_limit_usd": limit });
-        self.admin_call(Method::PUT, &path, Some(body)).await
-    }
+async fn set_budget(host: &TestServer, project: &str, limit: Value) -> (StatusCode, Value) {
+    let path = format!("/projects/{project}/budget");
+    let body = json!({ "monthly_limit_usd": limit });
+    host.admin_call(Method::PUT, &path, Some(body)).await
+}
 
-    /// A member token for `projects`.
-    async fn member(&self, projects: &[&str]) -> String {
-        let body = json!({"name": "member", "role": "member", "projects": projects});
-        let (status, body) = self.admin_call(Method::POST, "/tokens", Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["token"].as_str().expect("token").to_owned()
-    }
-
-    async fn audit_actions(&self, project: &str) -> Vec<String> {
-        let path = format!("/audit?project_id={project}&limit=1000");
-        let (status, body) = self.admin_call(Method::GET, &path, None).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let entries = body["entries"].as_array().cloned().unwrap_or_default();
-        entries
-            .iter()
-            .filter_map(|e| e["action"].as_str().map(str::to_owned))
-            .collect()
-    }
+async fn audit_actions(host: &TestServer, project: &str) -> Vec<String> {
+    let path = format!("/audit?project_id={project}&limit=1000");
+    let body = host.as_admin().get(&path, StatusCode::OK).await;
+    let entries = body["entries"].as_array().cloned().unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The cost the `usage` events of a command's stream reported, added up.
@@ -106,17 +87,17 @@ async fn usage_sums_equal_the_costs_the_providers_reported(db: Db) {
     let Some(host) = host(db).await else { return };
     let mut reported = 0.0;
     for prompt in ["spend 0.25 2 0", "spend 0.125 1 0"] {
-        let (events, command) = host.run("acct", "hostile", prompt).await;
+        let (events, command) = run(&host, "acct", "hostile", prompt).await;
         assert_eq!(command["status"], "completed", "{command}");
         let cost = command["result"]["cost_usd"].as_f64().expect("a cost");
         assert!(close(cost, streamed_cost(&events)), "{command}");
         reported += cost;
     }
     for script in ["echo one", "echo two"] {
-        let (_, command) = host.run("acct", "shell", script).await;
+        let (_, command) = run(&host, "acct", "shell", script).await;
         assert_eq!(command["status"], "completed", "{command}");
     }
-    let (status, usage) = host.usage("acct", "").await;
+    let (status, usage) = usage_report(&host, "acct", "").await;
     assert_eq!(status, StatusCode::OK, "{usage}");
     let days = usage["days"].as_array().expect("days");
     let by = |provider: &str| {
@@ -146,7 +127,7 @@ async fn usage_sums_equal_the_costs_the_providers_reported(db: Db) {
         usage["to"].as_str().unwrap()[..8].to_owned() + "01"
     );
     // A range before any command: nothing.
-    let (status, empty) = host.usage("acct", "?from=2020-01-01&to=2020-01-31").await;
+    let (status, empty) = usage_report(&host, "acct", "?from=2020-01-01&to=2020-01-31").await;
     assert_eq!(status, StatusCode::OK, "{empty}");
     assert_eq!(empty["days"], json!([]), "{empty}");
     assert_eq!(empty["total"]["commands"], 0, "{empty}");
@@ -156,23 +137,21 @@ async fn usage_sums_equal_the_costs_the_providers_reported(db: Db) {
         "?from=2026-02-01&to=2026-01-01",
         "?from=2020-01-01&to=2026-01-01",
     ] {
-        let (status, body) = host.usage("acct", query).await;
+        let (status, body) = usage_report(&host, "acct", query).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
         assert_eq!(code(&body), "invalid_usage_range", "{body}");
     }
-    let (status, body) = host.usage("nowhere", "").await;
+    let (status, body) = usage_report(&host, "nowhere", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     // A member token sees its own project's usage only.
-    let member = host.member(&["other"]).await;
-    let (status, body) = host
-        .call(Method::GET, "/projects/acct/usage", Some(&member), None)
+    let member = host.member_token(&["other"]).await;
+    host.as_token(&member)
+        .get("/projects/acct/usage", StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     host.submit("other", "shell", "echo mine").await;
-    let (status, body) = host
-        .call(Method::GET, "/projects/other/usage", Some(&member), None)
+    host.as_token(&member)
+        .get("/projects/other/usage", StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     // The document lists the route.
     let (_, doc) = host.admin_call(Method::GET, "/openapi.json", None).await;
     assert!(doc["paths"]["/projects/{id}/usage"]["get"].is_object());
@@ -181,25 +160,23 @@ async fn usage_sums_equal_the_costs_the_providers_reported(db: Db) {
 
 async fn a_project_over_its_budget_is_refused_and_nothing_is_queued(db: Db) {
     let Some(host) = host(db).await else { return };
-    let (status, body) = host.set_budget("capped", json!(5)).await;
+    let (status, body) = set_budget(&host, "capped", json!(5)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    host.run("capped", "shell", "echo first").await;
+    run(&host, "capped", "shell", "echo first").await;
     for bad in [json!(-1), json!("ten"), json!(true)] {
-        let (status, body) = host.set_budget("capped", bad.clone()).await;
+        let (status, body) = set_budget(&host, "capped", bad.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
         assert_eq!(code(&body), "invalid_budget", "{body}");
     }
-    let member = host.member(&["capped"]).await;
-    let (status, body) = host
-        .call(
-            Method::PUT,
+    let member = host.member_token(&["capped"]).await;
+    host.as_token(&member)
+        .put(
             "/projects/capped/budget",
-            Some(&member),
-            Some(json!({"monthly_limit_usd": 100})),
+            json!({"monthly_limit_usd": 100}),
+            StatusCode::FORBIDDEN,
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, budget) = host.set_budget("capped", json!(0)).await;
+    let (status, budget) = set_budget(&host, "capped", json!(0)).await;
     assert_eq!(status, StatusCode::OK, "{budget}");
     assert_eq!(budget["monthly_limit_usd"].as_f64(), Some(0.0), "{budget}");
     assert_eq!(budget["exceeded"], true, "{budget}");
@@ -222,17 +199,17 @@ async fn a_project_over_its_budget_is_refused_and_nothing_is_queued(db: Db) {
         .await;
     assert_eq!(list["commands"].as_array().map(Vec::len), Some(1), "{list}");
     // Removing the budget lets commands in again.
-    let (status, budget) = host.set_budget("capped", Value::Null).await;
+    let (status, budget) = set_budget(&host, "capped", Value::Null).await;
     assert_eq!(status, StatusCode::OK, "{budget}");
     assert_eq!(budget["monthly_limit_usd"], Value::Null, "{budget}");
-    let (_, command) = host.run("capped", "shell", "echo again").await;
+    let (_, command) = run(&host, "capped", "shell", "echo again").await;
     assert_eq!(command["status"], "completed", "{command}");
-    let (status, budget) = host
-        .call(Method::GET, "/projects/capped/budget", Some(&member), None)
+    let budget = host
+        .as_token(&member)
+        .get("/projects/capped/budget", StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{budget}");
     assert_eq!(budget["exceeded"], false, "{budget}");
-    let actions = host.audit_actions("capped").await;
+    let actions = audit_actions(&host, "capped").await;
     for action in ["project.budget_set", "project.budget_removed"] {
         assert!(actions.iter().any(|a| a == action), "{action}: {actions:?}");
     }
@@ -240,37 +217,36 @@ async fn a_project_over_its_budget_is_refused_and_nothing_is_queued(db: Db) {
 
 async fn a_running_command_crossing_the_budget_is_cancelled_and_announced_once(db: Db) {
     let Some(host) = host(db).await else { return };
-    host.run("spender", "shell", "echo hello").await;
+    run(&host, "spender", "shell", "echo hello").await;
     let receiver = WebhookReceiver::start().expect("receiver");
-    let (status, hook) = host
-        .admin_call(
-            Method::POST,
+    let hook = host
+        .as_admin()
+        .post(
             "/projects/spender/webhooks",
-            Some(json!({"url": receiver.url("/hook"), "event_types": ["budget.exceeded"]})),
+            json!({"url": receiver.url("/hook"), "event_types": ["budget.exceeded"]}),
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{hook}");
-    let (status, _) = host.set_budget("spender", json!(1.0)).await;
+    let (status, _) = set_budget(&host, "spender", json!(1.0)).await;
     assert_eq!(status, StatusCode::OK);
     // 0.4 every 100 ms for 20 s: the third report reaches the budget.
-    let (events, command) = host.run("spender", "hostile", "spend 0.4 200 100").await;
+    let (events, command) = run(&host, "spender", "hostile", "spend 0.4 200 100").await;
     assert_eq!(command["status"], "cancelled", "{command}");
     let error = command["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("budget_exceeded"), "{command}");
     let streamed = streamed_cost(&events);
     assert!((1.0..4.0).contains(&streamed), "{streamed}");
-    let (_, usage) = host.usage("spender", "").await;
+    let (_, usage) = usage_report(&host, "spender", "").await;
     let spent = usage["total"]["cost_usd"].as_f64().expect("cost");
     assert!(close(spent, streamed), "{spent} vs {streamed}: {usage}");
     // Over budget now: refused, and the month's announcement is not repeated.
-    let (status, body) = host
-        .admin_call(
-            Method::POST,
+    host.as_admin()
+        .post(
             "/projects/spender/shell",
-            Some(json!({"prompt": "echo no"})),
+            json!({"prompt": "echo no"}),
+            StatusCode::PAYMENT_REQUIRED,
         )
         .await;
-    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
     let received = receiver.wait_for(1, WAIT).await;
     let event = received[0].json();
     assert_eq!(event["type"], "budget.exceeded", "{event}");
@@ -284,7 +260,7 @@ async fn a_running_command_crossing_the_budget_is_cancelled_and_announced_once(d
     let (_, deliveries) = host.admin_call(Method::GET, &path, None).await;
     let count = deliveries["deliveries"].as_array().map(Vec::len);
     assert_eq!(count, Some(1), "{deliveries}");
-    let actions = host.audit_actions("spender").await;
+    let actions = audit_actions(&host, "spender").await;
     let exceeded = actions
         .iter()
         .filter(|a| *a == "project.budget_exceeded")

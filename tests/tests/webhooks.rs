@@ -46,10 +46,9 @@ async fn subscribe(
     types: &[&str],
 ) -> (String, String) {
     let (status, body) = server
-        .call(
+        .admin_call(
             Method::POST,
             &format!("/projects/{project}/webhooks"),
-            Some(&server.admin),
             Some(json!({"url": url, "event_types": types})),
         )
         .await;
@@ -70,15 +69,13 @@ async fn run_shell(server: &TestServer, project: &str, script: &str) -> Value {
 }
 
 async fn deliveries(server: &TestServer, project: &str, webhook: &str) -> Vec<Value> {
-    let (status, body) = server
-        .call(
-            Method::GET,
+    let body = server
+        .as_admin()
+        .get(
             &format!("/projects/{project}/webhooks/{webhook}/deliveries"),
-            Some(&server.admin),
-            None,
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     body["deliveries"].as_array().cloned().unwrap_or_default()
 }
 
@@ -223,18 +220,11 @@ async fn a_finished_command_is_delivered_signed(db: Db) {
         "{metrics}"
     );
     // The secret is nowhere but in the create answer and the signature.
-    let (_, audit) = server
-        .call(Method::GET, "/audit", Some(&server.admin), None)
-        .await;
+    let (_, audit) = server.admin_call(Method::GET, "/audit", None).await;
     assert!(audit.to_string().contains("webhook.created"), "{audit}");
     assert!(!audit.to_string().contains(&secret));
     let (_, listed) = server
-        .call(
-            Method::GET,
-            "/projects/signed/webhooks",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, "/projects/signed/webhooks", None)
         .await;
     assert!(!listed.to_string().contains("whsec_"), "{listed}");
     server.stop().await;
@@ -303,10 +293,9 @@ async fn gone_disables_the_webhook(db: Db) {
     let deadline = std::time::Instant::now() + WAIT;
     let webhook = loop {
         let (status, webhook) = server
-            .call(
+            .admin_call(
                 Method::GET,
                 &format!("/projects/gone/webhooks/{gone_id}"),
-                Some(&server.admin),
                 None,
             )
             .await;
@@ -384,10 +373,9 @@ async fn the_ssrf_guard_refuses_internal_targets_unless_allowed() {
         "http://0.0.0.0/hook",
     ] {
         let (status, body) = server
-            .call(
+            .admin_call(
                 Method::POST,
                 "/projects/guarded/webhooks",
-                Some(&server.admin),
                 Some(json!({"url": url})),
             )
             .await;
@@ -408,22 +396,12 @@ async fn the_ssrf_guard_refuses_internal_targets_unless_allowed() {
         ),
     ] {
         let (status, answer) = server
-            .call(
-                Method::POST,
-                "/projects/guarded/webhooks",
-                Some(&server.admin),
-                Some(body),
-            )
+            .admin_call(Method::POST, "/projects/guarded/webhooks", Some(body))
             .await;
         assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, expected));
     }
     let (_, listed) = server
-        .call(
-            Method::GET,
-            "/projects/guarded/webhooks",
-            Some(&server.admin),
-            None,
-        )
+        .admin_call(Method::GET, "/projects/guarded/webhooks", None)
         .await;
     assert_eq!(listed["webhooks"], json!([]));
     server.stop().await;
@@ -440,31 +418,21 @@ async fn project_tokens_see_only_their_projects_webhooks() {
     let server = TestServer::sqlite_with(fast).await;
     let receiver = WebhookReceiver::start().expect("receiver");
     let (theirs, _) = subscribe(&server, "theirs", &receiver.url("/t"), &[]).await;
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/tokens",
-            Some(&server.admin),
-            Some(json!({"name": "member", "role": "member", "projects": ["mine"]})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let member = body["token"].as_str().expect("token").to_owned();
+    let member = server.member_token(&["mine"]).await;
 
-    let (status, created) = server
-        .call(
-            Method::POST,
+    let created = server
+        .as_token(&member)
+        .post(
             "/projects/mine/webhooks",
-            Some(&member),
-            Some(json!({"url": receiver.url("/m"), "event_types": ["*"], "description": "mine"})),
+            json!({"url": receiver.url("/m"), "event_types": ["*"], "description": "mine"}),
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
     let mine = created["id"].as_str().expect("id").to_owned();
-    let (status, listed) = server
-        .call(Method::GET, "/projects/mine/webhooks", Some(&member), None)
+    let listed = server
+        .as_token(&member)
+        .get("/projects/mine/webhooks", StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK);
     assert_eq!(listed["webhooks"].as_array().map(Vec::len), Some(1));
     assert_eq!(listed["webhooks"][0]["description"], "mine");
     assert!(listed["webhooks"][0].get("secret").is_none());
@@ -508,15 +476,13 @@ async fn project_tokens_see_only_their_projects_webhooks() {
             "{path}"
         );
     }
-    let (status, _) = server
-        .call(
-            Method::DELETE,
+    server
+        .as_token(&member)
+        .delete(
             &format!("/projects/mine/webhooks/{mine}"),
-            Some(&member),
-            None,
+            StatusCode::NO_CONTENT,
         )
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = server
         .call(
             Method::GET,
@@ -529,9 +495,7 @@ async fn project_tokens_see_only_their_projects_webhooks() {
         (status, code(&body)),
         (StatusCode::NOT_FOUND, "webhook_not_found")
     );
-    let (_, audit) = server
-        .call(Method::GET, "/audit", Some(&server.admin), None)
-        .await;
+    let (_, audit) = server.admin_call(Method::GET, "/audit", None).await;
     assert!(audit.to_string().contains("webhook.deleted"), "{audit}");
     server.stop().await;
 }
@@ -548,15 +512,14 @@ async fn project_created_is_delivered_when_a_template_creates_the_project() {
         &["project.created"],
     )
     .await;
-    let (status, body) = server
-        .call(
-            Method::POST,
+    server
+        .as_admin()
+        .post(
             "/projects",
-            Some(&server.admin),
-            Some(json!({"id": "from-template", "template": "blank"})),
+            json!({"id": "from-template", "template": "blank"}),
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     let received = receiver.wait_for(1, WAIT).await;
     verify(&secret, &received[0]).expect("signed");
     let event = received[0].json();

@@ -208,6 +208,43 @@ impl TestServer {
         self.call(method, path, Some(&self.admin), body).await
     }
 
+    /// The API as the admin, with one status check per request (see [`Caller`]).
+    pub fn as_admin(&self) -> Caller<'_> {
+        Caller {
+            server: self,
+            token: Some(&self.admin),
+        }
+    }
+
+    /// The API as the holder of `token`, with one status check per request.
+    pub fn as_token<'a>(&'a self, token: &'a str) -> Caller<'a> {
+        Caller {
+            server: self,
+            token: Some(token),
+        }
+    }
+
+    /// The API without a token, with one status check per request.
+    pub fn anonymous(&self) -> Caller<'_> {
+        Caller {
+            server: self,
+            token: None,
+        }
+    }
+
+    /// A member token (named `member`) for `projects`, created by the admin through the API.
+    pub async fn member_token(&self, projects: &[&str]) -> String {
+        let body = serde_json::json!({"name": "member", "role": "member", "projects": projects});
+        let created = self
+            .as_admin()
+            .post("/tokens", body, reqwest::StatusCode::CREATED)
+            .await;
+        created["token"]
+            .as_str()
+            .expect("the secret, returned once")
+            .to_owned()
+    }
+
     /// The Prometheus text `GET /metrics` serves.
     pub async fn metrics(&self) -> String {
         self.request(reqwest::Method::GET, "/metrics", None)
@@ -250,12 +287,7 @@ impl TestServer {
     /// The command `id` as `GET /commands/{id}` reports it to the admin, expecting 200.
     pub async fn command(&self, id: &str) -> serde_json::Value {
         let (status, body) = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/commands/{id}"),
-                Some(&self.admin),
-                None,
-            )
+            .admin_call(reqwest::Method::GET, &format!("/commands/{id}"), None)
             .await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
         body
@@ -282,10 +314,9 @@ impl TestServer {
     /// (with `id` and `stream_url`).
     pub async fn submit(&self, project: &str, provider: &str, prompt: &str) -> serde_json::Value {
         let (status, body) = self
-            .call(
+            .admin_call(
                 reqwest::Method::POST,
                 &format!("/projects/{project}/{provider}"),
-                Some(&self.admin),
                 Some(serde_json::json!({ "prompt": prompt })),
             )
             .await;
@@ -297,10 +328,9 @@ impl TestServer {
     /// command's event stream.
     pub async fn run(&self, project: &str, provider: &str, body: serde_json::Value) -> Running {
         let (status, answer) = self
-            .call(
+            .admin_call(
                 reqwest::Method::POST,
                 &format!("/projects/{project}/{provider}"),
-                Some(&self.admin),
                 Some(body),
             )
             .await;
@@ -310,19 +340,39 @@ impl TestServer {
             .expect("command id")
             .to_owned();
         let stream = answer["stream_url"].as_str().expect("stream url");
+        Running {
+            id,
+            events: self.open_stream(stream).await,
+        }
+    }
+
+    /// Opens the event stream at `stream_url` (as a submit answers it) as the admin,
+    /// expecting 200.
+    pub async fn open_stream(&self, stream_url: &str) -> SseReader {
         let response = self
-            .request(reqwest::Method::GET, stream, Some(&self.admin))
+            .request(reqwest::Method::GET, stream_url, Some(&self.admin))
             // A stream may rightly stay open longer than the client's default deadline for
             // a whole response; waits for its events have their own deadlines.
             .timeout(STREAM_DEADLINE)
             .send()
             .await
             .expect("stream opens");
-        assert_eq!(response.status(), reqwest::StatusCode::OK);
-        Running {
-            id,
-            events: SseReader::new(response),
-        }
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{stream_url}");
+        SseReader::new(response)
+    }
+
+    /// Every event of a submitted command's stream (`submitted` is the answer of a submit)
+    /// until the server closes it, at most `wait`.
+    pub async fn events_within(
+        &self,
+        submitted: &serde_json::Value,
+        wait: Duration,
+    ) -> Vec<SseEvent> {
+        let stream_url = submitted["stream_url"].as_str().expect("stream_url");
+        let events = self.open_stream(stream_url).await.collect();
+        tokio::time::timeout(wait, events)
+            .await
+            .unwrap_or_else(|_| panic!("{stream_url} did not end within {wait:?}"))
     }
 
     /// Follows a submitted command's stream (the answer of a submit) until the server closes
@@ -332,12 +382,7 @@ impl TestServer {
         submitted: &serde_json::Value,
     ) -> (Vec<SseEvent>, serde_json::Value) {
         let stream_url = submitted["stream_url"].as_str().expect("stream_url");
-        let response = self
-            .request(reqwest::Method::GET, stream_url, Some(&self.admin))
-            .send()
-            .await
-            .expect("stream");
-        let events = SseReader::new(response).collect().await;
+        let events = self.open_stream(stream_url).await.collect().await;
         let id = submitted["command_id"].as_str().expect("command_id");
         (events, self.command(id).await)
     }
@@ -362,6 +407,65 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+    }
+}
+
+/// Requests to a [`TestServer`] with one token (or none), each asserting the answer's
+/// status: the request-and-status check tests make over and over, written once. Each
+/// returns the decoded answer (`Null` when it is not JSON); a failed check names the
+/// method, the path and the answer.
+pub struct Caller<'a> {
+    server: &'a TestServer,
+    token: Option<&'a str>,
+}
+
+impl Caller<'_> {
+    /// Sends `body` (if any) with `method` to `path`, expecting `status`.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        status: reqwest::StatusCode,
+    ) -> serde_json::Value {
+        let (actual, answer) = self
+            .server
+            .call(method.clone(), path, self.token, body)
+            .await;
+        assert_eq!(actual, status, "{method} {path}: {answer}");
+        answer
+    }
+
+    /// `GET path`, expecting `status`.
+    pub async fn get(&self, path: &str, status: reqwest::StatusCode) -> serde_json::Value {
+        self.send(reqwest::Method::GET, path, None, status).await
+    }
+
+    /// `POST path` with `body` (a JSON value, or `None` for none), expecting `status`.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<Option<serde_json::Value>>,
+        status: reqwest::StatusCode,
+    ) -> serde_json::Value {
+        self.send(reqwest::Method::POST, path, body.into(), status)
+            .await
+    }
+
+    /// `PUT path` with `body` (a JSON value, or `None` for none), expecting `status`.
+    pub async fn put(
+        &self,
+        path: &str,
+        body: impl Into<Option<serde_json::Value>>,
+        status: reqwest::StatusCode,
+    ) -> serde_json::Value {
+        self.send(reqwest::Method::PUT, path, body.into(), status)
+            .await
+    }
+
+    /// `DELETE path`, expecting `status`.
+    pub async fn delete(&self, path: &str, status: reqwest::StatusCode) -> serde_json::Value {
+        self.send(reqwest::Method::DELETE, path, None, status).await
     }
 }
 
