@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
 use rdev_tests::harness::Database as Db;
-use rdev_tests::harness::server::{Running, TestServer};
-use rdev_tests::harness::{self, npm, plugins, sandbox};
+use rdev_tests::harness::server::{Running, TestServer, field_strings};
+use rdev_tests::harness::{self, claude, npm, plugins, sandbox};
 
 /// The adapter version the test pins; its package was renamed before (`claude-code-acp`).
 const ADAPTER: (&str, &str, &str) = (
@@ -50,23 +50,11 @@ async fn host() -> Option<Host> {
     let fake = FakeAnthropic::start().expect("fake API");
     let server =
         TestServer::with_plugins(Db::Sqlite, dir, sandbox::allowing(&fake.base_url())).await?;
-    let host = Host { server, fake };
-    host.server
-        .put_credential("ANTHROPIC_API_KEY", "sk-ant-acp-agents-test")
-        .await;
-    host.server
-        .put_credential("ANTHROPIC_BASE_URL", &host.fake.base_url())
-        .await;
-    Some(host)
+    claude::store_credentials(&server, &fake, "sk-ant-acp-agents-test").await;
+    Some(Host { server, fake })
 }
 
 impl Host {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.server
-            .call(method, path, Some(&self.server.admin), body)
-            .await
-    }
-
     async fn start(&self, body: Value) -> Running {
         self.server.run("p", "acp-claude", body).await
     }
@@ -75,14 +63,12 @@ impl Host {
 #[tokio::test]
 async fn a_manifest_alone_adds_an_agent_that_answers_through_the_shared_component() {
     let Some(host) = host().await else { return };
-    let (status, listed) = host.call(Method::GET, "/providers", None).await;
+    let (status, listed) = host
+        .server
+        .admin_call(Method::GET, "/providers", None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{listed}");
-    let names: Vec<&str> = listed["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .filter_map(|p| p["name"].as_str())
-        .collect();
+    let names = field_strings(&listed["providers"], "name");
     assert_eq!(
         names,
         ["acp-claude"],
@@ -124,14 +110,16 @@ async fn a_manifest_alone_adds_an_agent_that_answers_through_the_shared_componen
 #[tokio::test]
 async fn a_request_cannot_change_what_the_manifest_fixes() {
     let Some(host) = host().await else { return };
-    let (status, body) = host
-        .call(
-            Method::POST,
+    let body = json!({"prompt": "hi", "options": {"command": "sh", "args": ["-c", "id"]}});
+    let body = host
+        .server
+        .as_admin()
+        .post(
             "/projects/p/acp-claude",
-            Some(json!({"prompt": "hi", "options": {"command": "sh", "args": ["-c", "id"]}})),
+            body,
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "option_fixed", "{body}");
     assert!(
         body["detail"]
@@ -139,7 +127,10 @@ async fn a_request_cannot_change_what_the_manifest_fixes() {
             .is_some_and(|d| d.ends_with("cannot be changed: `args`, `command`")),
         "both changed options are named: {body}"
     );
-    let (status, listed) = host.call(Method::GET, "/projects/p/commands", None).await;
+    let (status, listed) = host
+        .server
+        .admin_call(Method::GET, "/projects/p/commands", None)
+        .await;
     assert!(
         status == StatusCode::NOT_FOUND || listed["commands"].as_array().is_some_and(Vec::is_empty),
         "nothing was queued: {status} {listed}"

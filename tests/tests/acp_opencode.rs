@@ -9,10 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::doubles::openai::{FakeOpenAi, Reply, all_texts, touch_input};
 use rdev_tests::harness::Database as Db;
 use rdev_tests::harness::server::{Running, TestServer};
 use rdev_tests::harness::{self, opencode, plugins, sandbox};
@@ -52,28 +51,18 @@ async fn host_with(ask: bool, http: bool) -> Option<Host> {
     let fake = FakeOpenAi::start().expect("fake API");
     let server =
         TestServer::with_plugins(Db::Sqlite, dir, sandbox::allowing(&fake.base_url())).await?;
-    let host = Host { server, fake };
-    let (status, body) = host
-        .call(Method::POST, "/projects", Some(json!({"id": PROJECT})))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let mut config = opencode::config(&host.fake.base_url());
+    server.create_project(PROJECT).await;
+    let mut config = opencode::config(&fake.base_url());
     if ask {
         config["permission"] = json!({"edit": "ask", "bash": "ask", "webfetch": "ask"});
     }
-    let workspace = host.server.workspace(PROJECT);
+    let workspace = server.workspace(PROJECT);
     std::fs::create_dir_all(&workspace).expect("workspace");
     std::fs::write(workspace.join("opencode.json"), config.to_string()).expect("opencode.json");
-    Some(host)
+    Some(Host { server, fake })
 }
 
 impl Host {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.server
-            .call(method, path, Some(&self.server.admin), body)
-            .await
-    }
-
     async fn start(&self, body: Value) -> Running {
         self.server.run(PROJECT, PROVIDER, body).await
     }
@@ -84,28 +73,13 @@ impl Host {
 
     /// Scripts the model: one `bash` call that creates `file`, then a closing text.
     fn script_bash_touch(&self, file: &str) {
-        self.fake.push(Reply::tool_call(
-            "call_touch",
-            "bash",
-            json!({"command": format!("touch {file}"), "description": "create the marker"}),
-        ));
-        self.fake.push(Reply::text("finished"));
+        let touch = Reply::tool_call("call_touch", "bash", touch_input(file));
+        self.fake.push(touch).push(Reply::text("finished"));
     }
 
     async fn decide(&self, approval: &Value, decision: &str) {
         let id = approval["id"].as_str().expect("approval id");
-        let (status, decided) = self.server.decide(id, json!({"decision": decision})).await;
-        assert_eq!(status, StatusCode::OK, "{decided}");
-    }
-
-    /// Every text of the conversation requests the fake model received.
-    fn model_was_told(&self) -> String {
-        self.fake
-            .stream_requests()
-            .iter()
-            .flat_map(|r| r.message_texts())
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.server.decide(id, json!({"decision": decision})).await;
     }
 }
 
@@ -149,7 +123,7 @@ async fn a_plain_prompt_answers_with_its_usage() {
         events.iter().any(|(kind, _)| kind == "usage"),
         "a usage event: {events:?}"
     );
-    assert!(host.model_was_told().contains("say hello"));
+    assert!(all_texts(&host.fake.stream_requests()).contains("say hello"));
     host.server.stop().await;
 }
 
@@ -158,7 +132,7 @@ async fn an_approved_tool_call_runs() {
     let Some(host) = host(true).await else { return };
     host.script_bash_touch("approved-marker");
     let mut run = host.start(json!({"prompt": "make the marker"})).await;
-    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    let approval = run.approval(WAIT).await;
     assert_eq!(approval["tool"], "execute", "{approval}");
     assert_eq!(approval["tool_call_id"], "call_touch", "{approval}");
     assert_eq!(approval["input"]["command"], "touch approved-marker");
@@ -201,7 +175,7 @@ async fn a_denied_tool_call_does_not_run() {
     let Some(host) = host(true).await else { return };
     host.script_bash_touch("denied-marker");
     let mut run = host.start(json!({"prompt": "make the marker"})).await;
-    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    let approval = run.approval(WAIT).await;
     host.decide(&approval, "deny").await;
     let id = run.id.clone();
     let events = run.rest(WAIT).await;
@@ -229,9 +203,7 @@ async fn a_cancel_while_the_answer_streams_ends_the_command_cancelled() {
         .push(Reply::slow_text(&words, Duration::from_millis(200)));
     let mut run = host.start(json!({"prompt": "tell a long story"})).await;
     run.next("message", WAIT).await;
-    let (status, body) = host
-        .call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
-        .await;
+    let (status, body) = host.server.cancel(&run.id).await;
     assert!(status.is_success(), "{status} {body}");
     let id = run.id.clone();
     let events = run.rest(WAIT).await;

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use rdev::domain::{AgentEvent, CommandId, OutputStream, StreamEvent};
-use rdev_tests::harness::server::{SseReader, TestServer, json_of};
+use rdev_tests::harness::server::{SseReader, TestServer, field_strings, json_of};
 
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
@@ -264,12 +264,7 @@ async fn projects_can_be_created_listed_read_and_deleted() {
         )
         .await;
     let (_, body) = server.call(Method::GET, "/projects", admin, None).await;
-    let ids: Vec<&str> = body["projects"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|p| p["id"].as_str())
-        .collect();
+    let ids = field_strings(&body["projects"], "id");
     assert_eq!(ids, ["alpha", "beta"]);
     let (status, body) = server
         .call(Method::GET, "/projects/gamma", admin, None)
@@ -482,12 +477,7 @@ async fn commands_are_listed_filtered_paged_and_cancelled() {
             None,
         )
         .await;
-    let listed: Vec<&str> = cancelled["commands"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|c| c["id"].as_str())
-        .collect();
+    let listed = field_strings(&cancelled["commands"], "id");
     assert_eq!(listed, [ids[2].as_str()]);
 
     let missing = CommandId::from_uuid(uuid_like());
@@ -720,12 +710,7 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
         .get(&format!("/commands/{a_id}"), StatusCode::OK)
         .await;
     let (_, listed) = server.call(Method::GET, "/projects", Some(&a), None).await;
-    let ids: Vec<&str> = listed["projects"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|p| p["id"].as_str())
-        .collect();
+    let ids = field_strings(&listed["projects"], "id");
     assert_eq!(ids, ["proj-a"]);
 
     // …project B, its commands and its streams are forbidden; admin routes too.
@@ -846,15 +831,14 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
 async fn credentials_are_write_only_and_audited() {
     let server = TestServer::sqlite().await;
     let admin = Some(server.admin.as_str());
-    let (status, body) = server
-        .call(
-            Method::PUT,
+    let body = server
+        .as_admin()
+        .put(
             "/credentials/API_KEY",
-            admin,
-            Some(json!({"value": "sk-very-secret"})),
+            json!({"value": "sk-very-secret"}),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["name"], "API_KEY");
     let (status, body) = server
         .call(
@@ -942,12 +926,7 @@ async fn providers_are_listed_and_reloaded_by_admins() {
     let admin = Some(server.admin.as_str());
     let (status, body) = server.call(Method::GET, "/providers", admin, None).await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = body["providers"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|p| p["name"].as_str())
-        .collect();
+    let names = field_strings(&body["providers"], "name");
     assert!(names.contains(&"shell"), "{names:?}");
     let shell = body["providers"]
         .as_array()
@@ -1368,12 +1347,7 @@ async fn projects_are_created_from_templates_and_report_their_ci() {
 
     let (status, body) = server.call(Method::GET, "/templates", admin, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let names: Vec<&str> = body["templates"]
-        .as_array()
-        .expect("templates")
-        .iter()
-        .filter_map(|t| t["name"].as_str())
-        .collect();
+    let names = field_strings(&body["templates"], "name");
     for builtin in ["blank", "node", "python", "rust"] {
         assert!(names.contains(&builtin), "{names:?}");
     }

@@ -39,16 +39,8 @@ async fn start(host: &TestServer, project: &str, body: Value) -> Running {
 
 /// Creates `project` (as a first command would) and sets its policy.
 async fn put_policy(host: &TestServer, project: &str, policy: Value) {
-    host.as_admin()
-        .post("/projects", json!({"id": project}), StatusCode::CREATED)
-        .await;
-    host.as_admin()
-        .put(
-            &format!("/projects/{project}/policy"),
-            policy,
-            StatusCode::OK,
-        )
-        .await;
+    host.create_project(project).await;
+    host.put_policy(project, policy).await;
 }
 
 async fn decide(

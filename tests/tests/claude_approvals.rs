@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply, all_texts, touch_input};
 use rdev_tests::harness::Database as Db;
 use rdev_tests::harness::server::{Running, TestServer};
 use rdev_tests::harness::{self, claude, sandbox};
@@ -28,25 +28,15 @@ async fn host(db: Db) -> Option<Host> {
     harness::on_path(claude::install())?;
     let fake = FakeAnthropic::start().expect("fake API");
     let server = TestServer::on(db, sandbox::allowing(&fake.base_url())).await?;
-    let host = Host { server, fake };
-    host.server
-        .put_credential("ANTHROPIC_API_KEY", "sk-ant-approvals-test")
-        .await;
-    host.server
-        .put_credential("ANTHROPIC_BASE_URL", &host.fake.base_url())
-        .await;
-    Some(host)
+    claude::store_credentials(&server, &fake, "sk-ant-approvals-test").await;
+    Some(Host { server, fake })
 }
 
 impl Host {
     /// Scripts the model: one Bash call that creates `file`, then a closing text.
     fn script_bash_touch(&self, file: &str) {
-        self.fake.push(Reply::tool_use(
-            "toolu_touch",
-            "Bash",
-            json!({"command": format!("touch {file}"), "description": "create the marker"}),
-        ));
-        self.fake.push(Reply::text("finished"));
+        let touch = Reply::tool_use("toolu_touch", "Bash", touch_input(file));
+        self.fake.push(touch).push(Reply::text("finished"));
     }
 
     /// Submits `body` to claude of `project` and follows its stream.
@@ -54,24 +44,9 @@ impl Host {
         self.server.run(project, "claude", body).await
     }
 
-    async fn decide(&self, approval: &str, body: Value) {
-        let (status, decided) = self.server.decide(approval, body).await;
-        assert_eq!(status, StatusCode::OK, "{decided}");
-    }
-
     /// Waits until the command ends; its view.
     async fn finished(&self, id: &str) -> Value {
         self.server.finished_within(id, WAIT).await
-    }
-
-    /// Every text of every conversation request the fake model received.
-    fn model_saw(&self) -> String {
-        self.fake
-            .stream_requests()
-            .iter()
-            .flat_map(|r| r.message_texts())
-            .collect::<Vec<_>>()
-            .join("\n")
     }
 
     /// The tool results the model received in its last request.
@@ -88,7 +63,7 @@ async fn asked_then_allowed_the_tool_runs(db: Db) {
     let Some(host) = host(db).await else { return };
     host.script_bash_touch("approved-marker");
     let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
-    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    let approval = run.approval(WAIT).await;
     assert_eq!(approval["tool"], "Bash", "{approval}");
     assert_eq!(approval["input"]["command"], "touch approved-marker");
     assert_eq!(approval["summary"], "Bash: touch approved-marker");
@@ -98,7 +73,7 @@ async fn asked_then_allowed_the_tool_runs(db: Db) {
         "nothing runs before the decision"
     );
     let id = approval["id"].as_str().expect("id");
-    host.decide(id, json!({"decision": "allow"})).await;
+    host.server.decide(id, json!({"decision": "allow"})).await;
     assert_eq!(
         run.next("approval_resolved", WAIT).await["approval"]["status"],
         "allowed"
@@ -116,10 +91,11 @@ async fn denied_with_a_message_the_model_is_told(db: Db) {
     let Some(host) = host(db).await else { return };
     host.script_bash_touch("denied-marker");
     let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
-    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    let approval = run.approval(WAIT).await;
     let id = approval["id"].as_str().expect("id");
     let message = "not in this repository, use /tmp";
-    host.decide(id, json!({"decision": "deny", "message": message}))
+    host.server
+        .decide(id, json!({"decision": "deny", "message": message}))
         .await;
     let command = host.finished(&run.id).await;
     assert_eq!(command["status"], "completed", "{command}");
@@ -149,15 +125,9 @@ async fn follow_up_input_reaches_the_model(db: Db) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, body) = host
-        .server
-        .admin_call(
-            Method::POST,
-            &format!("/commands/{}/input", run.id),
-            Some(json!({"text": "and end it with a dragon"})),
-        )
+    host.server
+        .send_input(&run.id, "and end it with a dragon")
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let command = host.finished(&run.id).await;
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(
@@ -214,7 +184,7 @@ async fn deny_mode_never_asks_and_the_model_learns_why() {
         approvals["approvals"][0]["decided_by"], "policy",
         "{approvals}"
     );
-    assert!(!host.model_saw().is_empty());
+    assert!(!all_texts(&host.fake.stream_requests()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,17 +192,9 @@ async fn a_rule_allows_without_asking() {
     let Some(host) = host(Db::Sqlite).await else {
         return;
     };
-    let (status, body) = host
-        .server
-        .admin_call(Method::POST, "/projects", Some(json!({"id": "p"})))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    host.server.create_project("p").await;
     let rule = json!({"rules": [{"tool": "Bash", "pattern": "touch ruled-*", "action": "allow"}]});
-    let (status, body) = host
-        .server
-        .admin_call(Method::PUT, "/projects/p/policy", Some(rule))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    host.server.put_policy("p", rule).await;
     host.script_bash_touch("ruled-marker");
     let run = host.start("p", json!({"prompt": "make the marker"})).await;
     let id = run.id.clone();
@@ -253,12 +215,9 @@ async fn cancel_while_asking_cancels_the_command_and_the_approval() {
     };
     host.script_bash_touch("cancelled-marker");
     let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
-    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    let approval = run.approval(WAIT).await;
     let id = approval["id"].as_str().expect("id");
-    let (status, body) = host
-        .server
-        .admin_call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
-        .await;
+    let (status, body) = host.server.cancel(&run.id).await;
     assert!(status.is_success(), "{status} {body}");
     let command = host.finished(&run.id).await;
     assert_eq!(command["status"], "cancelled", "{command}");
@@ -275,23 +234,13 @@ async fn a_request_nobody_decides_expires_as_a_denial_the_model_is_told() {
     let Some(host) = host(Db::Sqlite).await else {
         return;
     };
-    let (status, body) = host
-        .server
-        .admin_call(Method::POST, "/projects", Some(json!({"id": "p"})))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    host.server.create_project("p").await;
     let policy = json!({"mode": "ask", "timeout_secs": 1});
-    let (status, body) = host
-        .server
-        .admin_call(Method::PUT, "/projects/p/policy", Some(policy))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    host.server.put_policy("p", policy).await;
     host.script_bash_touch("expired-marker");
     let mut run = host.start("p", json!({"prompt": "make the marker"})).await;
-    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let approval = run.approval(WAIT).await;
+    let id = approval["id"].as_str().expect("id");
     let resolved = run.next("approval_resolved", WAIT).await;
     assert_eq!(resolved["approval"]["status"], "expired", "{resolved}");
     assert_eq!(resolved["approval"]["decided_by"], "host", "{resolved}");
@@ -304,6 +253,10 @@ async fn a_request_nobody_decides_expires_as_a_denial_the_model_is_told() {
         results[0].2 && results[0].1.starts_with("expired: nobody decided"),
         "the expiry reached the model as the tool's error: {results:?}"
     );
-    let (status, late) = host.server.decide(&id, json!({"decision": "allow"})).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+    let path = format!("/approvals/{id}");
+    let late = json!({"decision": "allow"});
+    host.server
+        .as_admin()
+        .post(&path, late, StatusCode::CONFLICT)
+        .await;
 }

@@ -10,6 +10,7 @@ use rdev::domain::{AgentEvent, CommandStatus, HostEvent, OutputStream, ResultSta
 use rdev_tests::harness::bin::rdev;
 use rdev_tests::harness::examples;
 use rdev_tests::harness::plugins::plugins_dir;
+use rdev_tests::harness::server::field_strings;
 
 /// `rdev` loading plugins from `plugins` (through `RDEV_PLUGINS_DIR`, as users set it).
 fn command(plugins: &Path) -> Command {
@@ -478,12 +479,7 @@ async fn projects_are_listed_read_and_deleted_through_a_server() {
     }
     let listed = client(&server, &server.admin, &["projects", "list", "--json"]).await;
     let value: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
-    let ids: Vec<&str> = value["projects"]
-        .as_array()
-        .expect("projects")
-        .iter()
-        .filter_map(|p| p["id"].as_str())
-        .collect();
+    let ids = field_strings(&value["projects"], "id");
     assert_eq!(ids.len(), 2, "{value}");
 
     let got = client(&server, &server.admin, &["projects", "get", "alpha"]).await;

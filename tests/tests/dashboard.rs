@@ -64,15 +64,6 @@ fn form_field(name: &str, value: &str) -> String {
     format!("{name}={encoded}")
 }
 
-/// Creates project `id` as the admin.
-async fn create_project(server: &TestServer, id: &str) {
-    let body = Some(json!({ "id": id }));
-    server
-        .as_admin()
-        .post("/projects", body, StatusCode::CREATED)
-        .await;
-}
-
 /// A client that shows redirects instead of following them.
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -357,7 +348,7 @@ async fn the_project_pager_reaches_every_command(db: Database) {
     let Some((server, _plugins)) = server(db, false).await else {
         return;
     };
-    create_project(&server, "long").await;
+    server.create_project("long").await;
     let project = rdev::domain::ProjectId::parse("long").expect("id");
     let queue = &server.server().state().stores.queue;
     let total = 1_060;
@@ -561,7 +552,7 @@ async fn a_members_browser_cannot_open_another_projects_pages_or_streams() {
         return;
     };
     for id in ["mine", "theirs"] {
-        create_project(&server, id).await;
+        server.create_project(id).await;
     }
     let theirs = server.submit("theirs", "shell", "echo secret-output").await;
     let theirs = theirs["command_id"].as_str().expect("id").to_owned();
@@ -596,7 +587,7 @@ async fn a_browser_sees_a_commands_changes_and_sets_the_projects_budget() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    create_project(&server, "diffs").await;
+    server.create_project("diffs").await;
     let setup = server
         .submit(
             "diffs",
@@ -697,12 +688,8 @@ async fn a_browser_reads_the_audit_trail_credentials_and_webhooks() {
         return;
     };
     let admin = Some(server.admin.as_str());
-    create_project(&server, "ops").await;
-    let value = Some(json!({"value": "s3cret-value"}));
-    let (status, _) = server
-        .call(Method::PUT, "/credentials/DEPLOY_KEY", admin, value)
-        .await;
-    assert!(status.is_success(), "{status}");
+    server.create_project("ops").await;
+    server.put_credential("DEPLOY_KEY", "s3cret-value").await;
     let hook = json!({"url": "http://127.0.0.1:9/hook", "event_types": ["command.completed"],
                       "description": "ci relay"});
     let (status, created) = server
@@ -819,7 +806,7 @@ async fn a_browser_creates_a_webhook_sees_its_deliveries_and_deletes_it() {
         return;
     };
     let admin = Some(server.admin.as_str());
-    create_project(&server, "hooks").await;
+    server.create_project("hooks").await;
     // A real receiver on 127.0.0.1 that fails the first attempt and accepts the retry.
     let receiver = WebhookReceiver::start().expect("receiver");
     receiver.script([Reply::status(500)]);
@@ -932,7 +919,7 @@ async fn a_browser_allows_denies_and_sends_follow_up_input() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    create_project(&server, "p").await;
+    server.create_project("p").await;
     sign_in_browser(&browser, &server, &server.admin).await;
 
     // Allow, clicked: the tool runs and the command completes.

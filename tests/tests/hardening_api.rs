@@ -10,7 +10,7 @@ use rdev::domain::NewWebhook;
 use rdev::domain::webhook::WebhookSecret;
 use rdev_tests::harness::plugins::{plugins_dir, test_plugins_dir};
 use rdev_tests::harness::runtime::{install, write_atomically};
-use rdev_tests::harness::server::{ServeProcess, SseReader, TestServer, json_of};
+use rdev_tests::harness::server::{ServeProcess, SseReader, TestServer, field_strings, json_of};
 use rdev_tests::harness::webhook_receiver::WebhookReceiver;
 
 fn code(body: &Value) -> &str {
@@ -227,12 +227,7 @@ async fn a_reload_reports_a_plugin_that_still_fails_as_failed() {
     let server = TestServer::sqlite_with(|config| config.plugins_dir = Some(dir)).await;
     let (status, report) = post(&server, "/providers/reload", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
-    let failed: Vec<&str> = report["failed"]
-        .as_array()
-        .expect("failed")
-        .iter()
-        .filter_map(|f| f["name"].as_str())
-        .collect();
+    let failed = field_strings(&report["failed"], "name");
     assert_eq!(failed, ["broken"], "{report}");
     assert!(
         !report["unchanged"]

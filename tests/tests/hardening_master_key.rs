@@ -44,14 +44,7 @@ fn fingerprint(base64: &str) -> String {
 
 /// Stores a credential and a webhook (whose signing secret is sealed too).
 async fn store_secrets(server: &TestServer) {
-    server
-        .as_admin()
-        .put(
-            "/credentials/API_TOKEN",
-            json!({ "value": VALUE }),
-            StatusCode::OK,
-        )
-        .await;
+    server.put_credential("API_TOKEN", VALUE).await;
     server
         .as_admin()
         .post(

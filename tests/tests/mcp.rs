@@ -71,14 +71,7 @@ async fn mcp_servers_round_trip_validated_audited_and_scoped(db: Db) {
         "{body}"
     );
 
-    server
-        .as_admin()
-        .put(
-            "/credentials/MCP_TOKEN",
-            json!({"value": SECRET}),
-            StatusCode::OK,
-        )
-        .await;
+    server.put_credential("MCP_TOKEN", SECRET).await;
     let (status, body) = put(json!({"servers": servers()})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["servers"], servers());
@@ -253,14 +246,7 @@ async fn a_stdio_server_reaches_the_acp_agent_with_its_credential_resolved_by_th
         .post("/projects", json!({"id": "p"}), StatusCode::CREATED)
         .await;
     std::fs::create_dir_all(server.workspace("p")).expect("workspace");
-    server
-        .as_admin()
-        .put(
-            "/credentials/MCP_TOKEN",
-            json!({"value": SECRET}),
-            StatusCode::OK,
-        )
-        .await;
+    server.put_credential("MCP_TOKEN", SECRET).await;
     let (status, body) = server
         .admin_call(
             Method::PUT,

@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::doubles::openai::{FakeOpenAi, Reply, touch_input};
 use rdev_tests::harness::Database as Db;
 use rdev_tests::harness::server::{Running, TestServer};
 use rdev_tests::harness::{self, opencode, sandbox};
@@ -30,14 +29,9 @@ async fn host(db: Db) -> Option<Host> {
     let fake = FakeOpenAi::start().expect("fake API");
     let server = TestServer::on(db, sandbox::allowing(&fake.base_url())).await?;
     // No credential is set: the host mints the server's password.
-    let host = Host { server, fake };
-    let (status, body) = host
-        .server
-        .admin_call(Method::POST, "/projects", Some(json!({"id": PROJECT})))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    opencode::write_config(&host.workspace(), &host.fake.base_url()).expect("opencode.json");
-    Some(host)
+    server.create_project(PROJECT).await;
+    opencode::write_config(&server.workspace(PROJECT), &fake.base_url()).expect("opencode.json");
+    Some(Host { server, fake })
 }
 
 impl Host {
@@ -47,12 +41,8 @@ impl Host {
 
     /// Scripts the model: one `bash` call that creates `file`, then a closing text.
     fn script_bash_touch(&self, file: &str) {
-        self.fake.push(Reply::tool_call(
-            "call_touch",
-            "bash",
-            json!({"command": format!("touch {file}"), "description": "create the marker"}),
-        ));
-        self.fake.push(Reply::text("finished"));
+        let touch = Reply::tool_call("call_touch", "bash", touch_input(file));
+        self.fake.push(touch).push(Reply::text("finished"));
     }
 
     /// Submits `prompt` to opencode in the project and follows its stream.
@@ -66,8 +56,7 @@ impl Host {
 
     async fn decide(&self, approval: &Value, body: Value) {
         let id = approval["id"].as_str().expect("approval id");
-        let (status, decided) = self.server.decide(id, body).await;
-        assert_eq!(status, StatusCode::OK, "{decided}");
+        self.server.decide(id, body).await;
     }
 
     async fn finished(&self, id: &str) -> Value {
@@ -88,7 +77,7 @@ async fn asked_then_allowed_the_tool_runs(db: Db) {
     let Some(host) = host(db).await else { return };
     host.script_bash_touch("approved-marker");
     let mut run = host.start("make the marker").await;
-    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    let approval = run.approval(WAIT).await;
     assert_eq!(approval["tool"], "bash", "{approval}");
     assert_eq!(approval["input"]["command"], "touch approved-marker");
     assert_eq!(approval["summary"], "bash: touch approved-marker");
@@ -113,7 +102,7 @@ async fn denied_with_a_message_the_model_is_told(db: Db) {
     let Some(host) = host(db).await else { return };
     host.script_bash_touch("denied-marker");
     let mut run = host.start("make the marker").await;
-    let approval = run.next("approval_requested", WAIT).await["approval"].clone();
+    let approval = run.approval(WAIT).await;
     let message = "not in this repository, use /tmp";
     host.decide(&approval, json!({"decision": "deny", "message": message}))
         .await;
@@ -134,15 +123,8 @@ async fn a_request_nobody_decides_expires_as_a_denial() {
     let Some(host) = host(Db::Sqlite).await else {
         return;
     };
-    let (status, body) = host
-        .server
-        .admin_call(
-            Method::PUT,
-            "/projects/p/policy",
-            Some(json!({"mode": "ask", "timeout_secs": 1})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let policy = json!({"mode": "ask", "timeout_secs": 1});
+    host.server.put_policy("p", policy).await;
     host.script_bash_touch("late-marker");
     let mut run = host.start("make the marker").await;
     let resolved = run.next("approval_resolved", WAIT).await;
@@ -160,11 +142,7 @@ async fn a_rule_allows_without_asking() {
         return;
     };
     let rule = json!({"rules": [{"tool": "bash", "pattern": "touch ruled-*", "action": "allow"}]});
-    let (status, body) = host
-        .server
-        .admin_call(Method::PUT, "/projects/p/policy", Some(rule))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    host.server.put_policy("p", rule).await;
     host.script_bash_touch("ruled-marker");
     let run = host.start("make the marker").await;
     let id = run.id.clone();
@@ -197,15 +175,9 @@ async fn follow_up_input_continues_the_same_session() {
     host.fake.push(Reply::text("answered the follow-up"));
     let mut run = host.start("tell a story").await;
     run.next("message", WAIT).await;
-    let (status, body) = host
-        .server
-        .admin_call(
-            Method::POST,
-            &format!("/commands/{}/input", run.id),
-            Some(json!({"text": "and end it with a dragon"})),
-        )
+    host.server
+        .send_input(&run.id, "and end it with a dragon")
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let command = host.finished(&run.id).await;
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(

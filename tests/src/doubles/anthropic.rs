@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-pub use super::scripted::Recorded;
+pub use super::scripted::{Recorded, all_texts, touch_input};
 use super::scripted::{ScriptedServer, Shared, sse_response};
 
 /// One content block of a scripted assistant message.

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-pub use super::scripted::Recorded;
+pub use super::scripted::{Recorded, all_texts, touch_input};
 use super::scripted::{ScriptedServer, Shared, sse_response};
 
 /// What the fake answers to one chat-completions request.

@@ -65,6 +65,22 @@ impl Recorded {
     }
 }
 
+/// The input of a shell tool call that creates `file` (`touch`), as the tests script their
+/// fake models asking for one: its effect shows in the workspace.
+pub fn touch_input(file: &str) -> Value {
+    serde_json::json!({"command": format!("touch {file}"), "description": "create the marker"})
+}
+
+/// Every message text of `requests` (see [`Recorded::message_texts`]), one a line: all a
+/// fake model was told.
+pub fn all_texts(requests: &[Recorded]) -> String {
+    requests
+        .iter()
+        .flat_map(Recorded::message_texts)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn collect_texts(content: &Value, out: &mut Vec<String>) {
     match content {
         Value::String(s) => out.push(s.clone()),

@@ -10,6 +10,19 @@ pub fn install() -> Result<PathBuf, String> {
     super::npm::install("@anthropic-ai/claude-code", CLI_VERSION, "claude")
 }
 
+/// Stores the credentials that point the CLI at `fake` in `server`'s credential store:
+/// `ANTHROPIC_API_KEY` (`api_key`) and `ANTHROPIC_BASE_URL`.
+pub async fn store_credentials(
+    server: &super::server::TestServer,
+    fake: &crate::doubles::anthropic::FakeAnthropic,
+    api_key: &str,
+) {
+    server.put_credential("ANTHROPIC_API_KEY", api_key).await;
+    server
+        .put_credential("ANTHROPIC_BASE_URL", &fake.base_url())
+        .await;
+}
+
 /// The environment that keeps the CLI talking only to `base_url` (the fake API) with a
 /// throwaway `home`: no telemetry, no auto-update, no error reporting, bounded retries.
 pub fn env(base_url: &str, home: &Path) -> Vec<(String, String)> {

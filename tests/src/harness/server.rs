@@ -262,26 +262,47 @@ impl TestServer {
         self.admin_call(reqwest::Method::POST, &path, None).await
     }
 
-    /// Decides approval `id` with `body` (`{"decision": …}`) as the admin; the status and
-    /// the answer.
-    pub async fn decide(
-        &self,
-        id: &str,
-        body: serde_json::Value,
-    ) -> (reqwest::StatusCode, serde_json::Value) {
+    /// Decides approval `id` with `body` (`{"decision": …}`) as the admin, expecting 200;
+    /// the decided approval.
+    pub async fn decide(&self, id: &str, body: serde_json::Value) -> serde_json::Value {
         let path = format!("/approvals/{id}");
-        self.admin_call(reqwest::Method::POST, &path, Some(body))
+        self.as_admin()
+            .post(&path, body, reqwest::StatusCode::OK)
             .await
     }
 
-    /// Stores credential `name` as the admin, expecting success.
+    /// Creates project `id` as the admin, expecting 201.
+    pub async fn create_project(&self, id: &str) {
+        let body = serde_json::json!({ "id": id });
+        self.as_admin()
+            .post("/projects", body, reqwest::StatusCode::CREATED)
+            .await;
+    }
+
+    /// Sets `project`'s approval policy as the admin, expecting 200.
+    pub async fn put_policy(&self, project: &str, policy: serde_json::Value) {
+        let path = format!("/projects/{project}/policy");
+        self.as_admin()
+            .put(&path, policy, reqwest::StatusCode::OK)
+            .await;
+    }
+
+    /// Sends `text` as follow-up input to running command `id` as the admin, expecting 202.
+    pub async fn send_input(&self, id: &str, text: &str) {
+        let path = format!("/commands/{id}/input");
+        let body = serde_json::json!({ "text": text });
+        self.as_admin()
+            .post(&path, body, reqwest::StatusCode::ACCEPTED)
+            .await;
+    }
+
+    /// Stores credential `name` as the admin, expecting 200.
     pub async fn put_credential(&self, name: &str, value: &str) {
         let path = format!("/credentials/{name}");
         let body = serde_json::json!({ "value": value });
-        let (status, answer) = self
-            .admin_call(reqwest::Method::PUT, &path, Some(body))
+        self.as_admin()
+            .put(&path, body, reqwest::StatusCode::OK)
             .await;
-        assert!(status.is_success(), "PUT {path}: {status} {answer}");
     }
 
     /// The command `id` as `GET /commands/{id}` reports it to the admin, expecting 200.
@@ -505,6 +526,11 @@ impl Running {
         .await
         .unwrap_or_else(|_| panic!("no {kind} event within {wait:?}"));
         found.unwrap_or_else(|| panic!("the stream ended without a {kind} event"))
+    }
+
+    /// The approval of the next `approval_requested` event (see [`next`](Self::next)).
+    pub async fn approval(&mut self, wait: std::time::Duration) -> serde_json::Value {
+        self.next("approval_requested", wait).await["approval"].clone()
     }
 
     /// Waits for the `running` status event.
@@ -857,4 +883,14 @@ pub async fn json_of(response: reqwest::Response) -> (reqwest::StatusCode, serde
         .await
         .unwrap_or(serde_json::Value::Null);
     (status, body)
+}
+
+/// The `field` strings of the items of the JSON array `list` (items without one are left
+/// out), for assertions on what a listing holds; panics when `list` is not an array.
+pub fn field_strings<'a>(list: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .filter_map(|item| item[field].as_str())
+        .collect()
 }
