@@ -4,55 +4,20 @@
 //! Messages API — and the key's value nowhere in events, command records, audit or logs.
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
-use rdev_tests::harness::server::{ServeProcess, SseEvent, SseReader};
+use rdev_tests::harness::server::{ServeProcess, SseEvent};
 use rdev_tests::harness::{self, claude, plugins, sandbox};
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// A key that must reach the CLI and nothing else.
 const SECRET: &str = "sk-ant-api-e2e-7c41d9b2-secret-value";
 
-async fn put_credential(server: &ServeProcess, name: &str, value: &str) {
-    let response = server
-        .admin(Method::PUT, &format!("/credentials/{name}"))
-        .json(&json!({"value": value}))
-        .send()
-        .await
-        .expect("PUT credential");
-    assert!(
-        response.status().is_success(),
-        "PUT /credentials/{name}: {}",
-        response.status()
-    );
-}
-
-async fn get_json(server: &ServeProcess, path: &str) -> Value {
-    let response = server.admin(Method::GET, path).send().await.expect("GET");
-    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-    response.json().await.expect("JSON")
-}
-
 /// Posts a prompt and reads the command's whole event stream (it ends after `done`).
 async fn prompt(server: &ServeProcess, body: Value) -> (String, Vec<SseEvent>) {
-    let response = server
-        .admin(Method::POST, "/projects/greeter/claude")
-        .json(&body)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let submitted: Value = response.json().await.expect("JSON");
-    let id = submitted["command_id"]
-        .as_str()
-        .expect("command id")
-        .to_owned();
-    let stream = server
-        .admin(Method::GET, submitted["stream_url"].as_str().expect("url"))
-        .send()
-        .await
-        .expect("GET stream");
-    assert_eq!(stream.status(), StatusCode::OK);
-    (id, SseReader::new(stream).collect().await)
+    let submitted = server.submit("greeter", "claude", body).await;
+    let id = submitted["command_id"].as_str().expect("command id");
+    let stream_url = submitted["stream_url"].as_str().expect("url");
+    let events = server.open_stream(stream_url).await.collect().await;
+    (id.to_owned(), events)
 }
 
 fn texts(events: &[SseEvent]) -> Vec<String> {
@@ -73,8 +38,10 @@ async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
     let allow = sandbox::allow_rule(&fake.base_url());
     let server =
         ServeProcess::start(&plugins::plugins_dir(), &[("RDEV_ALLOW_HOSTS", &allow)]).await;
-    put_credential(&server, "ANTHROPIC_API_KEY", SECRET).await;
-    put_credential(&server, "ANTHROPIC_BASE_URL", &fake.base_url()).await;
+    server.put_credential("ANTHROPIC_API_KEY", SECRET).await;
+    server
+        .put_credential("ANTHROPIC_BASE_URL", &fake.base_url())
+        .await;
 
     fake.push(Reply::text("Hello over HTTP"));
     let (first_id, first) = prompt(&server, json!({"prompt": "say hello"})).await;
@@ -86,7 +53,7 @@ async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
     assert_eq!(stream.len(), 1);
     assert_eq!(stream[0].headers["x-api-key"], SECRET);
 
-    let command = get_json(&server, &format!("/commands/{first_id}")).await;
+    let command = server.get(&format!("/commands/{first_id}")).await;
     assert_eq!(command["status"], "completed", "{command}");
     let session = command["session_id"]
         .as_str()
@@ -107,28 +74,20 @@ async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
         history.contains("say hello") && history.contains("Hello over HTTP"),
         "the resumed conversation carries the first turn: {history}"
     );
-    let resumed = get_json(&server, &format!("/commands/{second_id}")).await;
+    let resumed = server.get(&format!("/commands/{second_id}")).await;
     assert_eq!(resumed["session_id"].as_str(), Some(session.as_str()));
 
     // Everything rdev stored or printed: both streams replayed from the start, both command
     // records, the audit trail and the process's logs.
     let mut stored = Vec::new();
     for id in [&first_id, &second_id] {
-        let replay = server
-            .admin(Method::GET, &format!("/projects/greeter/events/{id}"))
-            .send()
-            .await
-            .expect("replay");
-        let events = SseReader::new(replay).collect().await;
+        let replay = format!("/projects/greeter/events/{id}");
+        let events = server.open_stream(&replay).await.collect().await;
         assert!(events.len() >= 3, "{events:?}");
         stored.extend(events.into_iter().map(|e| e.data));
-        stored.push(
-            get_json(&server, &format!("/commands/{id}"))
-                .await
-                .to_string(),
-        );
+        stored.push(server.get(&format!("/commands/{id}")).await.to_string());
     }
-    let audit = get_json(&server, "/audit").await.to_string();
+    let audit = server.get("/audit").await.to_string();
     assert!(audit.contains("ANTHROPIC_API_KEY"), "{audit}");
     stored.push(audit);
     let logs = server.logs();

@@ -3,42 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-
-use rdev_tests::harness::plugins::{plugins_dir, test_plugins_dir};
-use rdev_tests::harness::runtime::install;
-use rdev_tests::harness::server::{ServeProcess, json_of};
-
-/// Submits `prompt` to `provider` and polls the command until it ends.
-async fn run(serve: &ServeProcess, provider: &str, prompt: &str) -> Value {
-    let response = serve
-        .admin(Method::POST, &format!("/projects/logs/{provider}"))
-        .json(&json!({ "prompt": prompt }))
-        .send()
-        .await
-        .expect("submitted");
-    let (status, submitted) = json_of(response).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
-    let id = submitted["command_id"].as_str().expect("command_id");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = serve
-            .admin(Method::GET, &format!("/commands/{id}"))
-            .send()
-            .await
-            .expect("read");
-        let (_, command) = json_of(response).await;
-        if matches!(
-            command["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return command;
-        }
-        assert!(Instant::now() < deadline, "{command}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use rdev_tests::harness::plugins::with_test_guest;
+use rdev_tests::harness::server::ServeProcess;
 
 /// `text` without the terminal colour sequences (`ESC [ … m`) the server's log may carry.
 fn without_colours(text: &str) -> String {
@@ -60,21 +26,15 @@ fn without_colours(text: &str) -> String {
 
 #[tokio::test]
 async fn a_plugin_can_neither_flood_nor_forge_the_server_log() {
-    let plugins = tempfile::tempdir().expect("plugins dir");
-    install(&plugins_dir(), "shell", plugins.path(), "shell", None);
-    install(
-        &test_plugins_dir(),
-        "hostile",
-        plugins.path(),
-        "hostile",
-        None,
-    );
+    let plugins = with_test_guest("hostile");
     let serve = ServeProcess::start(plugins.path(), &[]).await;
 
-    let flooded = run(&serve, "hostile", "log-flood 5000").await;
+    let flooded = serve.run_to_end("logs", "hostile", "log-flood 5000").await;
     assert_eq!(flooded["status"], "completed", "{flooded}");
     let forged = "2026-12-06T12:00:00.000000Z  INFO rdev::server: forged-marker";
-    let forging = run(&serve, "hostile", &format!("log-forge ok\\n{forged}")).await;
+    let forging = serve
+        .run_to_end("logs", "hostile", &format!("log-forge ok\\n{forged}"))
+        .await;
     assert_eq!(forging["status"], "completed", "{forging}");
 
     // The warning is written when the execution's store is dropped, just before the end.

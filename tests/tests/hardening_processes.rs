@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use rdev_tests::harness::plugins::{plugins_dir, with_test_guest};
-use rdev_tests::harness::server::{ServeProcess, TestServer, json_of};
+use rdev_tests::harness::server::{ServeProcess, TestServer};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -143,14 +143,8 @@ async fn unconfined_leftovers_of_a_crashed_server_die_before_the_projects_next_c
         !running(escapee) && !running(leader),
         "a leftover of an earlier run"
     );
-    let response = serve
-        .admin(Method::POST, "/projects/p/shell")
-        .json(&json!({"prompt": escape("878.21", "exec sleep 878.22")}))
-        .send()
-        .await
-        .expect("submit");
-    let (code, submitted) = json_of(response).await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{submitted}");
+    let prompt = escape("878.21", "exec sleep 878.22");
+    let submitted = serve.submit("p", "shell", json!({"prompt": prompt})).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(running(escapee) && running(leader)) {
         assert!(

@@ -5,12 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use rdev_tests::harness::plugins::{plugins_dir, test_plugins_dir};
-use rdev_tests::harness::runtime::install;
-use rdev_tests::harness::server::{ServeProcess, SseReader, json_of};
+use rdev_tests::harness::plugins::with_test_guest;
+use rdev_tests::harness::server::ServeProcess;
 use rdev_tests::harness::webhook_receiver::WebhookReceiver;
 
 const SECRET: &str = "sk-live-Zx81-4fQ9-hardening-secret";
@@ -21,11 +20,7 @@ async fn admin_call(
     path: &str,
     body: Option<Value>,
 ) -> Value {
-    let mut request = serve.admin(method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let (status, answer) = json_of(request.send().await.expect("sent")).await;
+    let (status, answer) = serve.admin_call(method, path, body).await;
     assert!(status.is_success(), "{path}: {status} {answer}");
     answer
 }
@@ -41,15 +36,7 @@ fn assert_clean(place: &str, text: &str) {
 
 #[tokio::test]
 async fn a_returned_credential_is_redacted_everywhere_it_can_surface() {
-    let plugins = tempfile::tempdir().expect("plugins dir");
-    install(&plugins_dir(), "shell", plugins.path(), "shell", None);
-    install(
-        &test_plugins_dir(),
-        "hostile",
-        plugins.path(),
-        "hostile",
-        None,
-    );
+    let plugins = with_test_guest("hostile");
     let manifest = plugins.path().join("hostile.toml");
     let text = std::fs::read_to_string(&manifest).expect("manifest");
     let text = text
@@ -81,16 +68,8 @@ async fn a_returned_credential_is_redacted_everywhere_it_can_surface() {
         Some(json!({"prompt": "leak"})),
     )
     .await;
-    let stream = serve
-        .admin(
-            Method::GET,
-            submitted["stream_url"].as_str().expect("stream_url"),
-        )
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(stream.status(), StatusCode::OK);
-    let events = SseReader::new(stream).collect().await;
+    let stream_url = submitted["stream_url"].as_str().expect("stream_url");
+    let events = serve.open_stream(stream_url).await.collect().await;
     let done = events.last().expect("events").json();
     assert_eq!(done["status"], "failed", "{done}");
 

@@ -4,9 +4,8 @@
 use std::time::Instant;
 
 use rdev_tests::harness::examples;
-use rdev_tests::harness::server::{ServeProcess, json_of};
+use rdev_tests::harness::server::ServeProcess;
 use rdev_tests::harness::skip_or_fail;
-use reqwest::{Method, StatusCode};
 
 #[tokio::test]
 async fn the_javascript_example_runs_through_the_http_api() {
@@ -34,26 +33,14 @@ async fn the_javascript_example_runs_through_the_http_api() {
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(command["result"]["final_text"], "js: hello", "{command}");
     let stream = command["stream_url"].as_str().expect("stream url");
-    let response = server
-        .admin(Method::GET, stream)
-        .send()
-        .await
-        .expect("GET stream");
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response.text().await.expect("stream body");
+    let events = server.open_stream(stream).await.collect().await;
+    let kinds: Vec<_> = events.iter().filter_map(|e| e.event.as_deref()).collect();
+    assert!(kinds.contains(&"message"), "{events:?}");
     assert!(
-        body.contains("event: message") && body.contains("js: hello"),
-        "{body}"
+        events.iter().any(|e| e.data.contains("js: hello")),
+        "{events:?}"
     );
-    let (status, providers) = json_of(
-        server
-            .admin(Method::GET, "/providers")
-            .send()
-            .await
-            .expect("GET"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    let providers = server.get("/providers").await;
     assert!(
         providers.to_string().contains("written in JavaScript"),
         "{providers}"

@@ -16,7 +16,7 @@ use rdev_tests::harness::bin::rdev;
 use rdev_tests::harness::oci_registry::{OciRegistry, RegistryAuth};
 use rdev_tests::harness::plugins::test_plugins_dir;
 use rdev_tests::harness::runtime::install;
-use rdev_tests::harness::server::{ServeProcess, json_of};
+use rdev_tests::harness::server::ServeProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -248,18 +248,9 @@ async fn the_api_installs_with_a_stored_credential() {
         ("REGISTRY_WRONG", format!("{USER}:{WRONG}")),
         ("REGISTRY_BARE", PASSWORD.to_owned()),
     ] {
-        let stored = server
-            .admin(Method::PUT, &format!("/credentials/{name}"))
-            .json(&json!({"value": value}))
-            .send()
-            .await
-            .expect("PUT /credentials");
-        assert!(stored.status().is_success(), "{}", stored.status());
+        server.put_credential(name, &value).await;
     }
-    let post = |body: serde_json::Value| {
-        let request = server.admin(Method::POST, "/providers/install").json(&body);
-        async move { json_of(request.send().await.expect("POST")).await }
-    };
+    let post = |body| server.admin_call(Method::POST, "/providers/install", Some(body));
     let no_secret = |answer: &serde_json::Value| {
         let shown = answer.to_string();
         assert!(
@@ -294,14 +285,7 @@ async fn the_api_installs_with_a_stored_credential() {
     assert_eq!(status, StatusCode::CREATED, "{installed}");
     no_secret(&installed);
     assert!(plugins.path().join("ver.wasm").exists());
-    let (_, audit) = json_of(
-        server
-            .admin(Method::GET, "/audit?action=providers.installed")
-            .send()
-            .await
-            .expect("GET /audit"),
-    )
-    .await;
+    let audit = server.get("/audit?action=providers.installed").await;
     assert_eq!(
         audit["entries"][0]["details"]["credential"], "REGISTRY_LOGIN",
         "{audit}"

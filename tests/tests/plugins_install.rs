@@ -14,7 +14,7 @@ use rdev_tests::harness::bin::rdev;
 use rdev_tests::harness::oci_registry::OciRegistry;
 use rdev_tests::harness::plugins::test_plugins_dir;
 use rdev_tests::harness::runtime::install;
-use rdev_tests::harness::server::{ServeProcess, json_of};
+use rdev_tests::harness::server::ServeProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -319,33 +319,18 @@ async fn the_api_installs_after_the_grants_are_accepted() {
     } = publish(&registry);
     let plugins = tempfile::tempdir().expect("tempdir");
     let server = ServeProcess::start(plugins.path(), &[]).await;
-    let post = |body: serde_json::Value| {
-        let request = server.admin(Method::POST, "/providers/install").json(&body);
-        async move { json_of(request.send().await.expect("POST")).await }
-    };
+    let post = |body| server.admin_call(Method::POST, "/providers/install", Some(body));
 
-    let (status, member) = json_of(
-        server
-            .admin(Method::POST, "/tokens")
-            .json(&json!({"name": "member", "role": "member", "projects": ["p"]}))
-            .send()
-            .await
-            .expect("POST /tokens"),
-    )
-    .await;
+    let member = json!({"name": "member", "role": "member", "projects": ["p"]});
+    let (status, member) = server
+        .admin_call(Method::POST, "/tokens", Some(member))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{member}");
     let member = member["token"].as_str().expect("member token");
-    let (status, refused) = json_of(
-        server
-            .http
-            .post(server.url("/providers/install"))
-            .bearer_auth(member)
-            .json(&json!({"reference": reference, "accept_grants": true}))
-            .send()
-            .await
-            .expect("POST as member"),
-    )
-    .await;
+    let install = json!({"reference": reference, "accept_grants": true});
+    let (status, refused) = server
+        .call(Method::POST, "/providers/install", member, Some(install))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     assert!(!plugins.path().join("ver.wasm").exists());
 
@@ -367,14 +352,7 @@ async fn the_api_installs_after_the_grants_are_accepted() {
     assert_eq!(status, StatusCode::CREATED, "{installed}");
     assert!(installed["reload"].is_object(), "{installed}");
     wait_served(&server, "ver", Some("1.0.0")).await;
-    let (_, audit) = json_of(
-        server
-            .admin(Method::GET, "/audit?action=providers.installed")
-            .send()
-            .await
-            .expect("GET /audit"),
-    )
-    .await;
+    let audit = server.get("/audit?action=providers.installed").await;
     assert_eq!(
         audit["entries"][0]["details"]["reference"],
         json!(pinned),

@@ -9,7 +9,7 @@ use rdev::domain::ContentDigest;
 use rdev_tests::harness::bin::rdev;
 use rdev_tests::harness::plugins::test_plugins_dir;
 use rdev_tests::harness::runtime::install;
-use rdev_tests::harness::server::{ServeProcess, json_of};
+use rdev_tests::harness::server::ServeProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -28,18 +28,9 @@ async fn run_once(server: &ServeProcess) -> Value {
 
 /// The audit entries of command `id` with `action`.
 async fn audited(server: &ServeProcess, id: &str, action: &str) -> Vec<Value> {
-    let (status, page) = json_of(
-        server
-            .admin(
-                Method::GET,
-                &format!("/audit?command_id={id}&action={action}"),
-            )
-            .send()
-            .await
-            .expect("GET /audit"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
+    let page = server
+        .get(&format!("/audit?command_id={id}&action={action}"))
+        .await;
     page["entries"].as_array().cloned().unwrap_or_default()
 }
 
@@ -110,12 +101,10 @@ async fn commands_record_the_build_that_ran_them_across_a_hot_reload() {
     );
     let v2_sha = component_sha256(plugins.path());
     assert_ne!(v1_sha, v2_sha);
-    let reload = server
-        .admin(Method::POST, "/providers/reload")
-        .send()
-        .await
-        .expect("reload");
-    assert_eq!(reload.status(), StatusCode::OK);
+    let (status, reload) = server
+        .admin_call(Method::POST, "/providers/reload", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reload}");
 
     let second = run_once(&server).await;
     assert_eq!(second["result"]["final_text"], "2.0.0");

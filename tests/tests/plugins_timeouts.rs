@@ -4,7 +4,7 @@
 
 use rdev_tests::harness::plugins::test_plugins_dir;
 use rdev_tests::harness::runtime::write_atomically;
-use rdev_tests::harness::server::{ServeProcess, json_of};
+use rdev_tests::harness::server::ServeProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -38,13 +38,8 @@ fn capped_plugins() -> tempfile::TempDir {
 }
 
 async fn submit(server: &ServeProcess, body: Value) -> (StatusCode, Value) {
-    let response = server
-        .admin(Method::POST, "/projects/timeouts/capped")
-        .json(&body)
-        .send()
-        .await
-        .expect("POST");
-    json_of(response).await
+    let path = "/projects/timeouts/capped";
+    server.admin_call(Method::POST, path, Some(body)).await
 }
 
 #[tokio::test]
@@ -79,15 +74,7 @@ async fn timeouts_fit_the_providers_ceiling_at_submit() {
     let message = refused["error"]["message"].as_str().expect("message");
     assert!(message.contains(&format!("{CEILING} s")), "{message}");
     assert!(message.contains("limits.max_timeout_secs"), "{message}");
-    let (status, listed) = json_of(
-        server
-            .admin(Method::GET, "/projects/timeouts/commands")
-            .send()
-            .await
-            .expect("GET"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
+    let listed = server.get("/projects/timeouts/commands").await;
     let count = listed["commands"].as_array().map(Vec::len);
     assert_eq!(count, Some(2), "only the two accepted commands: {listed}");
 }

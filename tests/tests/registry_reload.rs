@@ -334,14 +334,7 @@ async fn sighup_reloads_a_plugins_dir_the_watcher_cannot_see_change() {
     }
     // The new version serves before the reload's audit entry is written: wait for it.
     let audit = loop {
-        let audit: serde_json::Value = server
-            .admin(reqwest::Method::GET, "/audit")
-            .send()
-            .await
-            .expect("GET /audit")
-            .json()
-            .await
-            .expect("JSON");
+        let audit = server.get("/audit").await;
         if audit["entries"].as_array().is_some_and(|e| !e.is_empty())
             || std::time::Instant::now() > deadline
         {

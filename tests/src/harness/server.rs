@@ -768,6 +768,75 @@ impl ServeProcess {
             .bearer_auth(&self.admin)
     }
 
+    /// Sends `body` as JSON (if any) with bearer `token`; the status and the decoded JSON
+    /// answer (`Null` when the body is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let request = self.http.request(method.clone(), self.url(path));
+        let mut request = request.bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await;
+        json_of(response.unwrap_or_else(|e| panic!("{method} {path}: {e}"))).await
+    }
+
+    /// [`call`](Self::call) with the admin token.
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call(method, path, &self.admin, body).await
+    }
+
+    /// `GET path` as the admin, expecting 200; the decoded answer.
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let (status, answer) = self.admin_call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "GET {path}: {answer}");
+        answer
+    }
+
+    /// Stores credential `name` as the admin, expecting 200.
+    pub async fn put_credential(&self, name: &str, value: &str) {
+        let path = format!("/credentials/{name}");
+        let body = serde_json::json!({ "value": value });
+        let (status, answer) = self
+            .admin_call(reqwest::Method::PUT, &path, Some(body))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "PUT {path}: {answer}");
+    }
+
+    /// Submits `body` to `provider` of `project` as the admin, expecting 202; the answer
+    /// (with `command_id` and `stream_url`).
+    pub async fn submit(
+        &self,
+        project: &str,
+        provider: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let path = format!("/projects/{project}/{provider}");
+        let (status, submitted) = self
+            .admin_call(reqwest::Method::POST, &path, Some(body))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{submitted}");
+        submitted
+    }
+
+    /// Opens the event stream at `stream_url` as the admin, expecting 200.
+    pub async fn open_stream(&self, stream_url: &str) -> SseReader {
+        let response = self.admin(reqwest::Method::GET, stream_url).send().await;
+        let response = response.expect("the stream opens");
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{stream_url}");
+        SseReader::new(response)
+    }
+
     /// Submits `prompt` to `provider` of `project` as the admin (expecting 202) and returns
     /// the command once it has ended, as `GET /commands/{id}` shows it.
     pub async fn run_to_end(
@@ -776,17 +845,8 @@ impl ServeProcess {
         provider: &str,
         prompt: &str,
     ) -> serde_json::Value {
-        let response = self
-            .admin(
-                reqwest::Method::POST,
-                &format!("/projects/{project}/{provider}"),
-            )
-            .json(&serde_json::json!({ "prompt": prompt }))
-            .send()
-            .await
-            .expect("POST a command");
-        let (status, submitted) = json_of(response).await;
-        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{submitted}");
+        let body = serde_json::json!({ "prompt": prompt });
+        let submitted = self.submit(project, provider, body).await;
         let id = submitted["command_id"].as_str().expect("command id");
         self.finished(id).await
     }
@@ -795,13 +855,7 @@ impl ServeProcess {
     pub async fn finished(&self, id: &str) -> serde_json::Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let response = self
-                .admin(reqwest::Method::GET, &format!("/commands/{id}"))
-                .send()
-                .await
-                .expect("GET /commands/{id}");
-            let (status, command) = json_of(response).await;
-            assert_eq!(status, reqwest::StatusCode::OK, "{command}");
+            let command = self.get(&format!("/commands/{id}")).await;
             if matches!(
                 command["status"].as_str(),
                 Some("completed" | "failed" | "cancelled")
@@ -818,14 +872,7 @@ impl ServeProcess {
 
     /// The serving version of `provider` in `GET /providers`, if it serves.
     pub async fn served_version(&self, provider: &str) -> Option<String> {
-        let listing: serde_json::Value = self
-            .admin(reqwest::Method::GET, "/providers")
-            .send()
-            .await
-            .expect("GET /providers")
-            .json()
-            .await
-            .expect("JSON");
+        let listing = self.get("/providers").await;
         listing["providers"]
             .as_array()
             .expect("providers")
