@@ -14,15 +14,14 @@ fn code(body: &Value) -> &str {
 }
 
 async fn submit(server: &TestServer, project: &str, provider: &str, prompt: &str) -> Value {
-    let body = server
+    server
         .as_admin()
         .post(
             &format!("/projects/{project}/{provider}"),
             json!({"prompt": prompt}),
             StatusCode::ACCEPTED,
         )
-        .await;
-    body
+        .await
 }
 
 fn output(text: &str) -> StreamEvent {

@@ -37,11 +37,10 @@ async fn run_shell(server: &TestServer, project: &str, script: &str) {
 }
 
 async fn checkpoint(server: &TestServer) -> Value {
-    let body = server
+    server
         .as_admin()
         .get("/audit/checkpoint", StatusCode::OK)
-        .await;
-    body
+        .await
 }
 
 /// `rdev audit verify --against <checkpoint>` on the server's data dir and database.
