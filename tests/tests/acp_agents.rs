@@ -77,9 +77,7 @@ async fn a_manifest_alone_adds_an_agent_that_answers_through_the_shared_componen
 
     host.fake.push(Reply::text("hello from the fake model"));
     let run = host.start(json!({"prompt": "say hello"})).await;
-    let id = run.id.clone();
-    let events = run.rest(WAIT).await;
-    let command = host.server.finished_within(&id, WAIT).await;
+    let (events, command) = host.server.finish(run, WAIT).await;
     assert_eq!(command["status"], "completed", "{command} {events:?}");
     assert_eq!(command["provider"], "acp-claude", "{command}");
     let text: String = events

@@ -157,9 +157,7 @@ async fn a_permission_request_after_a_cancel_is_answered_cancelled() {
         )
         .await;
     assert!(status.is_success(), "{status} {body}");
-    let id = run.id.clone();
-    let events = run.rest(WAIT).await;
-    let command = host.server.finished_within(&id, WAIT).await;
+    let (events, command) = host.server.finish(run, WAIT).await;
     assert_eq!(command["status"], "cancelled", "{command}");
     assert!(
         !events.iter().any(|(kind, _)| kind == "approval_requested"),

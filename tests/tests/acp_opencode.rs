@@ -98,9 +98,7 @@ async fn a_plain_prompt_answers_with_its_usage() {
     };
     host.fake.push(Reply::text("hello from opencode acp"));
     let run = host.start(json!({"prompt": "say hello"})).await;
-    let id = run.id.clone();
-    let events = run.rest(WAIT).await;
-    let command = host.server.finished_within(&id, WAIT).await;
+    let (events, command) = host.server.finish(run, WAIT).await;
     assert_eq!(command["status"], "completed", "{command} {events:?}");
     assert_eq!(command["provider"], PROVIDER, "{command}");
     assert!(
@@ -177,9 +175,7 @@ async fn a_denied_tool_call_does_not_run() {
     let mut run = host.start(json!({"prompt": "make the marker"})).await;
     let approval = run.approval(WAIT).await;
     host.decide(&approval, "deny").await;
-    let id = run.id.clone();
-    let events = run.rest(WAIT).await;
-    let command = host.server.finished_within(&id, WAIT).await;
+    let (events, command) = host.server.finish(run, WAIT).await;
     assert!(
         !host.workspace().join("denied-marker").exists(),
         "{command}"
@@ -198,16 +194,13 @@ async fn a_cancel_while_the_answer_streams_ends_the_command_cancelled() {
         return;
     };
     let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     host.fake
         .push(Reply::slow_text(&words, Duration::from_millis(200)));
     let mut run = host.start(json!({"prompt": "tell a long story"})).await;
     run.next("message", WAIT).await;
     let (status, body) = host.server.cancel(&run.id).await;
     assert!(status.is_success(), "{status} {body}");
-    let id = run.id.clone();
-    let events = run.rest(WAIT).await;
-    let command = host.server.finished_within(&id, WAIT).await;
+    let (events, command) = host.server.finish(run, WAIT).await;
     assert_eq!(command["status"], "cancelled", "{command} {events:?}");
     let streamed = texts(&events, "message");
     assert!(
@@ -247,15 +240,9 @@ async fn a_second_command_continues_the_session() {
         "the replayed history is not this command's output: {events:?}"
     );
     let requests = host.fake.stream_requests();
-    let last = requests
-        .last()
-        .expect("a request")
-        .message_texts()
-        .join("\n");
-    assert!(
-        last.contains("remember the word kiwi") && last.contains("which word?"),
-        "the model saw the whole session: {last}"
-    );
+    // The model saw the whole session.
+    let last = requests.last().expect("a request");
+    last.assert_carries(&["remember the word kiwi", "which word?"]);
     host.server.stop().await;
 }
 

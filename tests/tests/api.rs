@@ -1422,18 +1422,10 @@ async fn projects_are_created_from_templates_and_report_their_ci() {
     );
 
     let other = server.member_token(&["elsewhere"]).await;
-    server
-        .as_token(&other)
-        .get("/projects/demo/ci", StatusCode::FORBIDDEN)
-        .await;
-    server
-        .as_token(&other)
-        .post(
-            "/projects",
-            json!({"id": "mine", "template": "blank"}),
-            StatusCode::FORBIDDEN,
-        )
-        .await;
+    let other = server.as_token(&other);
+    other.get("/projects/demo/ci", StatusCode::FORBIDDEN).await;
+    let create = json!({"id": "mine", "template": "blank"});
+    other.post("/projects", create, StatusCode::FORBIDDEN).await;
     server.stop().await;
 }
 

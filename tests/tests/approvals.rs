@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use rdev::server::ServeConfig;
+use rdev_tests::harness::bin::code_and_text;
 use rdev_tests::harness::plugins::with_interact;
 use rdev_tests::harness::server::{Running, TestServer};
 
@@ -473,20 +474,8 @@ async fn input_is_refused_for_a_provider_that_takes_none() {
 
 /// `rdev <args>` against the host with `RDEV_URL` and `RDEV_TOKEN` as users set them.
 async fn rdev_cli(host: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(rdev_tests::harness::bin::rdev())
-        .args(args)
-        .env("RDEV_URL", &host.base)
-        .env("RDEV_TOKEN", &host.admin)
-        .env_remove("RDEV_DATA_DIR")
-        .output()
-        .await
-        .expect("rdev runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    (
-        output.status.code(),
-        stdout,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let output = host.client(&host.admin).args(args).output().await;
+    code_and_text(&output.expect("rdev runs"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

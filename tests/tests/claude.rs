@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdev::domain::mcp::{McpServer, McpVar};
-use rdev::domain::{AgentEvent, AgentRequest, AgentResult, ResultStatus};
-use rdev::ports::AgentError;
+use rdev::domain::{AgentEvent, AgentRequest, ResultStatus};
 use rdev::runtime::WasmAgent;
-use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply, shell_input};
 use rdev_tests::harness::runtime::{self, Collected, MapSecrets, runtime_with_secrets};
 use rdev_tests::harness::{self, claude, plugins};
 use serde_json::json;
@@ -65,18 +64,7 @@ fn request(prompt: &str, session: Option<&str>, options: serde_json::Value) -> A
     request
 }
 
-struct Outcome {
-    events: Vec<AgentEvent>,
-    result: Result<AgentResult, AgentError>,
-}
-
-impl Outcome {
-    fn result(&self) -> &AgentResult {
-        self.result.as_ref().unwrap()
-    }
-}
-
-async fn execute(agent: &WasmAgent, request: AgentRequest, cancel: CancellationToken) -> Outcome {
+async fn execute(agent: &WasmAgent, request: AgentRequest, cancel: CancellationToken) -> Collected {
     execute_with(agent, request, cancel, Vec::new()).await
 }
 
@@ -86,7 +74,7 @@ async fn execute_with(
     request: AgentRequest,
     cancel: CancellationToken,
     mcp_servers: Vec<McpServer>,
-) -> Outcome {
+) -> Collected {
     let Collected { events, result } = runtime::execute_with_mcp(
         agent,
         "claude-e2e",
@@ -106,10 +94,10 @@ async fn execute_with(
         !format!("{result:?}").contains(API_KEY),
         "the API key leaked into the result"
     );
-    Outcome { events, result }
+    Collected { events, result }
 }
 
-async fn run(agent: &WasmAgent, request: AgentRequest) -> Outcome {
+async fn run(agent: &WasmAgent, request: AgentRequest) -> Collected {
     execute(agent, request, CancellationToken::new()).await
 }
 
@@ -165,26 +153,14 @@ async fn plain_reply_then_resume_continues_the_session() {
     assert!(result.cost_usd.unwrap() > 0.0);
     assert_eq!(result.num_turns, Some(1));
     let session = result.session_id.clone().unwrap();
-    let AgentEvent::Init {
-        session_id,
-        version,
-        ..
-    } = &first.events[0]
-    else {
-        panic!("first event {:?}", first.events[0]);
-    };
-    assert_eq!(session_id.as_deref(), Some(session.as_str()));
-    assert_eq!(version.as_deref(), Some(claude::CLI_VERSION));
+    let (session_id, version) = first.init();
+    assert_eq!(session_id, Some(session.as_str()));
+    assert_eq!(version, Some(claude::CLI_VERSION));
     assert!(first.events.contains(&AgentEvent::Message {
         text: "Hello through rdev".into(),
         partial: false
     }));
-    assert!(
-        first
-            .events
-            .iter()
-            .any(|e| matches!(e, AgentEvent::Usage { .. }))
-    );
+    assert!(first.reported_usage());
     // The key reached the CLI (it authenticated with it) but no event.
     assert_eq!(s.fake.stream_requests()[0].headers["x-api-key"], API_KEY);
 
@@ -195,34 +171,22 @@ async fn plain_reply_then_resume_continues_the_session() {
         second.result().session_id.as_deref(),
         Some(session.as_str())
     );
-    let history = s.fake.stream_requests()[1].message_texts().join("\n");
-    assert!(
-        history.contains("say hello") && history.contains("Hello through rdev"),
-        "{history}"
-    );
-    assert!(history.contains("and now?"), "{history}");
+    let history = &s.fake.stream_requests()[1];
+    history.assert_carries(&["say hello", "Hello through rdev", "and now?"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bash_tool_call_round_trip() {
     let Some(s) = setup(true).await else { return };
-    s.fake.push(Reply::tool_use(
-        "toolu_e2e",
-        "Bash",
-        json!({"command": "echo from-bash-$((6*7))", "description": "marker"}),
-    ));
+    let input = shell_input("echo from-bash-$((6*7))", "marker");
+    s.fake.push(Reply::tool_use("toolu_e2e", "Bash", input));
     s.fake.push(Reply::text("done"));
     let out = run(
         &s.agent,
         request("run it", None, json!({"allowed_tools": ["Bash"]})),
     )
     .await;
-    assert_eq!(
-        out.result().status,
-        ResultStatus::Completed,
-        "{:?}",
-        out.result()
-    );
+    out.completed();
     assert!(out.events.iter().any(|e| matches!(e,
         AgentEvent::ToolUse { id, name, input } if id == "toolu_e2e" && name == "Bash"
             && input["command"] == "echo from-bash-$((6*7))")));
@@ -231,12 +195,7 @@ async fn bash_tool_call_round_trip() {
         content: "from-bash-42".into(),
         is_error: false
     }));
-    assert!(
-        s.fake.stream_requests()[1]
-            .message_texts()
-            .join("\n")
-            .contains("from-bash-42")
-    );
+    s.fake.stream_requests()[1].assert_carries(&["from-bash-42"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,19 +214,15 @@ async fn api_500s_warn_then_fail_with_the_api_message() {
             .contains("upstream exploded"),
         "{result:?}"
     );
-    let warnings = out
-        .events
-        .iter()
-        .filter(|e| matches!(e, AgentEvent::Warning { message } if message.contains("HTTP 500")))
-        .count();
-    assert_eq!(warnings, 1, "{:?}", out.events);
+    let warnings = out.warnings();
+    let http_500 = warnings.iter().filter(|m| m.contains("HTTP 500")).count();
+    assert_eq!(http_500, 1, "{:?}", out.events);
     assert_eq!(s.fake.stream_requests().len(), 2);
     // The retry in words, and one error event for the one error.
     assert!(
-        out.events
+        warnings
             .iter()
-            .any(|e| matches!(e, AgentEvent::Warning { message }
-            if message.contains("retry 1 of 1 in ") && message.ends_with(" s"))),
+            .any(|m| m.contains("retry 1 of 1 in ") && m.ends_with(" s")),
         "{:?}",
         out.events
     );
@@ -282,24 +237,14 @@ async fn api_500s_warn_then_fail_with_the_api_message() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permission_denial_is_a_warning_and_in_the_error_text() {
     let Some(s) = setup(true).await else { return };
-    s.fake.push(Reply::tool_use(
-        "toolu_denied",
-        "Bash",
-        json!({"command": "touch denied-marker", "description": "marker"}),
-    ));
+    let input = shell_input("touch denied-marker", "marker");
+    s.fake.push(Reply::tool_use("toolu_denied", "Bash", input));
     s.fake.push(Reply::text("I was not allowed to."));
     let out = run(&s.agent, request("make a file", None, json!({}))).await;
     let result = out.result();
-    let warning = out
-        .events
-        .iter()
-        .find_map(|e| match e {
-            AgentEvent::Warning { message } if message.starts_with("permission denied") => {
-                Some(message.as_str())
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no denial warning: {:?}", out.events));
+    let warnings = out.warnings();
+    let denied = warnings.iter().find(|m| m.starts_with("permission denied"));
+    let warning = denied.unwrap_or_else(|| panic!("no denial warning: {:?}", out.events));
     assert!(
         warning.contains("Bash") && warning.contains("touch denied-marker"),
         "{warning}"
@@ -329,10 +274,10 @@ async fn connection_refused_fails_with_the_cli_message() {
         error.contains("Connection refused") && error.contains("ECONNREFUSED"),
         "{result:?}"
     );
-    let retries: Vec<_> = out
-        .events
+    let warnings = out.warnings();
+    let retries: Vec<_> = warnings
         .iter()
-        .filter(|e| matches!(e, AgentEvent::Warning { message } if message.starts_with("API request failed")))
+        .filter(|m| m.starts_with("API request failed"))
         .collect();
     assert_eq!(retries.len(), 1, "{:?}", out.events);
     assert!(s.fake.requests().is_empty());
@@ -361,7 +306,6 @@ async fn unauthorized_fails_with_the_cli_message() {
 async fn cancel_mid_stream_then_resume() {
     let Some(s) = setup(true).await else { return };
     let words: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     s.fake
         .push(Reply::slow_text(&words, Duration::from_millis(50)));
     let cancel = CancellationToken::new();
@@ -394,18 +338,8 @@ async fn cancel_mid_stream_then_resume() {
 
     s.fake.push(Reply::text("resumed fine"));
     let resumed = run(&s.agent, request("go on", Some(&session), json!({}))).await;
-    assert_eq!(
-        resumed.result().status,
-        ResultStatus::Completed,
-        "{:?}",
-        resumed.result()
-    );
-    assert!(
-        s.fake.stream_requests()[1]
-            .message_texts()
-            .join("\n")
-            .contains("tell a long story")
-    );
+    resumed.completed();
+    s.fake.stream_requests()[1].assert_carries(&["tell a long story"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

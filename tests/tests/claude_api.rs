@@ -69,11 +69,8 @@ async fn prompt_and_resume_over_http_with_the_key_in_the_credential_store() {
     let done = second.last().expect("events");
     assert_eq!(done.json()["status"], "completed", "{second:?}");
     assert_eq!(texts(&second), ["Still here"]);
-    let history = fake.stream_requests()[1].message_texts().join("\n");
-    assert!(
-        history.contains("say hello") && history.contains("Hello over HTTP"),
-        "the resumed conversation carries the first turn: {history}"
-    );
+    // The resumed conversation carries the first turn.
+    fake.stream_requests()[1].assert_carries(&["say hello", "Hello over HTTP"]);
     let resumed = server.get(&format!("/commands/{second_id}")).await;
     assert_eq!(resumed["session_id"].as_str(), Some(session.as_str()));
 

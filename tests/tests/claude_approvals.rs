@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply, all_texts, touch_input};
 use rdev_tests::harness::Database as Db;
-use rdev_tests::harness::server::{Running, TestServer};
+use rdev_tests::harness::server::{Running, TestServer, assert_completed};
 use rdev_tests::harness::{self, claude, sandbox};
 
 /// Generous: every command starts the real CLI and the machine may be loaded.
@@ -79,8 +79,7 @@ async fn asked_then_allowed_the_tool_runs(db: Db) {
         "allowed"
     );
     let command = host.finished(&run.id).await;
-    assert_eq!(command["status"], "completed", "{command}");
-    assert_eq!(command["result"]["final_text"], "finished", "{command}");
+    assert_completed(&command, "finished");
     assert!(host.server.workspace("p").join("approved-marker").exists());
     let results = host.last_tool_results();
     assert_eq!(results.len(), 1, "{results:?}");
@@ -111,7 +110,6 @@ async fn denied_with_a_message_the_model_is_told(db: Db) {
 async fn follow_up_input_reaches_the_model(db: Db) {
     let Some(host) = host(db).await else { return };
     let words: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     host.fake
         .push(Reply::slow_text(&words, Duration::from_millis(50)));
     host.fake.push(Reply::text("answered the follow-up"));
@@ -129,18 +127,10 @@ async fn follow_up_input_reaches_the_model(db: Db) {
         .send_input(&run.id, "and end it with a dragon")
         .await;
     let command = host.finished(&run.id).await;
-    assert_eq!(command["status"], "completed", "{command}");
-    assert_eq!(
-        command["result"]["final_text"], "answered the follow-up",
-        "{command}"
-    );
+    assert_completed(&command, "answered the follow-up");
     let requests = host.fake.stream_requests();
     assert_eq!(requests.len(), 2, "one more turn for the follow-up");
-    let last = requests[1].message_texts().join("\n");
-    assert!(
-        last.contains("tell a story") && last.contains("and end it with a dragon"),
-        "{last}"
-    );
+    requests[1].assert_carries(&["tell a story", "and end it with a dragon"]);
 }
 
 rdev_tests::on_both_databases!(

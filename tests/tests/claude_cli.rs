@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply, shell_input};
 use rdev_tests::harness::{self, claude};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 struct Run {
     lines: Vec<Value>,
@@ -108,22 +108,15 @@ fn plain_reply_with_thinking_then_resume_sends_history() {
     let second = run(&s, "resume", &["-p", "and again", "--resume", &session]);
     assert_eq!(second.result()["result"], "Second answer");
     assert_eq!(second.session(), session);
-    let texts = s.fake.stream_requests()[1].message_texts().join("\n");
-    assert!(
-        texts.contains("hi") && texts.contains("Hello from the fake"),
-        "{texts}"
-    );
-    assert!(texts.contains("and again"), "{texts}");
+    let history = &s.fake.stream_requests()[1];
+    history.assert_carries(&["hi", "Hello from the fake", "and again"]);
 }
 
 #[test]
 fn bash_tool_round_trip() {
     let Some(s) = setup() else { return };
-    s.fake.push(Reply::tool_use(
-        "toolu_fake_1",
-        "Bash",
-        json!({"command": "echo tool-ran-$((40+2))", "description": "Print a marker"}),
-    ));
+    let input = shell_input("echo tool-ran-$((40+2))", "Print a marker");
+    s.fake.push(Reply::tool_use("toolu_fake_1", "Bash", input));
     s.fake.push(Reply::text("The tool printed its marker."));
     let run = run(
         &s,
@@ -144,8 +137,7 @@ fn bash_tool_round_trip() {
         results[0]
     );
     assert_eq!(run.result()["result"], "The tool printed its marker.");
-    let texts = s.fake.stream_requests()[1].message_texts().join("\n");
-    assert!(texts.contains("tool-ran-42"), "{texts}");
+    s.fake.stream_requests()[1].assert_carries(&["tool-ran-42"]);
 }
 
 #[test]

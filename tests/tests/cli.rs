@@ -446,12 +446,8 @@ async fn client(
     token: &str,
     args: &[&str],
 ) -> Output {
-    let mut cmd = tokio::process::Command::new(rdev());
-    cmd.args(args)
-        .env("RDEV_URL", &server.base)
-        .env("RDEV_TOKEN", token)
-        .env_remove("RDEV_DATA_DIR");
-    cmd.output().await.expect("rdev runs")
+    let output = server.client(token).args(args).output().await;
+    output.expect("rdev runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
-use rdev_tests::harness::bin::rdev;
 use rdev_tests::harness::server::TestServer;
 use rdev_tests::harness::{self, claude, sandbox};
 use reqwest::Method;
@@ -19,13 +18,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// `rdev run` against `server` as the admin, with the URL and token from the environment.
 fn run_command(server: &TestServer, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(rdev());
-    cmd.arg("run")
-        .args(args)
-        .env("RDEV_URL", &server.base)
-        .env("RDEV_TOKEN", &server.admin)
-        .env_remove("RDEV_DATA_DIR")
-        .stdin(Stdio::null());
+    let mut cmd = server.client(&server.admin);
+    cmd.arg("run").args(args).stdin(Stdio::null());
     cmd
 }
 
@@ -182,7 +176,6 @@ async fn a_streamed_reply_is_printed_once_and_its_session_continues() {
     .await;
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
     assert_eq!(text(&second.stdout), "Still here\n");
-    let history = fake.stream_requests()[1].message_texts().join("\n");
-    assert!(history.contains("say hello"), "{history}");
+    fake.stream_requests()[1].assert_carries(&["say hello"]);
     server.stop().await;
 }

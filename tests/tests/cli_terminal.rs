@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rdev::server::ServeConfig;
-use rdev_tests::harness::bin::rdev;
 use rdev_tests::harness::plugins::with_interact;
 use rdev_tests::harness::pty::Pty;
 use rdev_tests::harness::server::TestServer;
@@ -32,12 +31,8 @@ async fn server() -> (TestServer, tempfile::TempDir) {
 
 /// `rdev run --project p --provider interact PROMPT` as the admin.
 fn rdev_run(server: &TestServer, prompt: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(rdev());
-    command
-        .args(["run", "--project", "p", "--provider", "interact", prompt])
-        .env("RDEV_URL", &server.base)
-        .env("RDEV_TOKEN", &server.admin)
-        .env_remove("RDEV_DATA_DIR");
+    let mut command = server.client(&server.admin);
+    command.args(["run", "--project", "p", "--provider", "interact", prompt]);
     command
 }
 
@@ -157,13 +152,9 @@ async fn off_a_terminal_nothing_is_read_and_the_approval_is_named_for_rdev_appro
     .await
     .expect("the approval is named within a minute");
 
-    let approved = tokio::process::Command::new(rdev())
-        .args(["approve", &approval])
-        .env("RDEV_URL", &server.base)
-        .env("RDEV_TOKEN", &server.admin)
-        .output()
-        .await
-        .expect("rdev approve runs");
+    let mut approve = server.client(&server.admin);
+    let approved = approve.args(["approve", &approval]).output().await;
+    let approved = approved.expect("rdev approve runs");
     assert!(approved.status.success(), "{approved:?}");
     let status = tokio::time::timeout(WAIT, child.wait())
         .await

@@ -16,7 +16,7 @@ use rdev::ports::{
 };
 use rdev_tests::doubles::kube_api::FakeKubeApi;
 use rdev_tests::harness::kubernetes::project_pod;
-use rdev_tests::harness::runtime::MapSecrets;
+use rdev_tests::harness::runtime::{MapSecrets, sh, spec};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Clone, Copy)]
@@ -160,19 +160,6 @@ impl Subject {
         let kube = self._api.as_ref().zip(self.kube.as_ref());
         executor(self.kind, &self.root, secrets(&[]), kube).await
     }
-}
-
-fn spec(program: &str, args: &[&str]) -> SpawnSpec {
-    SpawnSpec {
-        program: program.to_owned(),
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        env: Vec::new(),
-        working_dir: None,
-    }
-}
-
-fn sh(script: &str) -> SpawnSpec {
-    spec("sh", &["-c", script])
 }
 
 async fn read_all(mut reader: impl tokio::io::AsyncRead + Unpin) -> String {

@@ -196,15 +196,10 @@ async fn the_periodic_checkpoint_reaches_webhook_subscribers(db: Db) {
     };
     let receiver = WebhookReceiver::start().expect("receiver");
     run_shell(&server, "exported", "echo first").await;
-    let body = server
-        .as_admin()
-        .post(
-            "/projects/exported/webhooks",
-            json!({ "url": receiver.url("/hook"), "event_types": ["audit.checkpoint"] }),
-            StatusCode::CREATED,
-        )
+    let hook = receiver.url("/hook");
+    let (_, secret) = server
+        .subscribe("exported", &hook, &["audit.checkpoint"])
         .await;
-    let secret = body["secret"].as_str().expect("secret").to_owned();
     // The head moves after the subscription exists, so the next checkpoint is exported.
     run_shell(&server, "exported", "echo second").await;
 

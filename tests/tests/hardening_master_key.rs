@@ -46,12 +46,7 @@ fn fingerprint(base64: &str) -> String {
 async fn store_secrets(server: &TestServer) {
     server.put_credential("API_TOKEN", VALUE).await;
     server
-        .as_admin()
-        .post(
-            "/projects/keys/webhooks",
-            json!({ "url": "http://127.0.0.1:9/hook", "event_types": ["*"] }),
-            StatusCode::CREATED,
-        )
+        .subscribe("keys", "http://127.0.0.1:9/hook", &["*"])
         .await;
 }
 
@@ -122,20 +117,10 @@ async fn another_key_makes_the_server_not_ready_with_a_reason(db: Db) {
 
 /// `rdev credentials <args>` against `server` as its admin.
 async fn cli(server: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(rdev_tests::harness::bin::rdev())
-        .arg("credentials")
-        .args(args)
-        .env("RDEV_URL", &server.base)
-        .env("RDEV_TOKEN", &server.admin)
-        .env_remove("RDEV_MASTER_KEY")
-        .output()
-        .await
-        .expect("rdev runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut command = server.client(&server.admin);
+    command.arg("credentials").args(args);
+    let output = command.env_remove("RDEV_MASTER_KEY").output().await;
+    rdev_tests::harness::bin::code_and_text(&output.expect("rdev runs"))
 }
 
 async fn rotate_key_reencrypts_and_retires_the_old_key(db: Db) {

@@ -38,16 +38,6 @@ async fn host(db: Db, output: OutputLimits) -> Option<TestServer> {
     TestServer::with_plugins(db, with_test_guest("hostile"), adjust).await
 }
 
-/// Submits and follows the command to its end, at most [`WAIT`].
-async fn run(
-    host: &TestServer,
-    project: &str,
-    provider: &str,
-    prompt: &str,
-) -> (Vec<SseEvent>, Value) {
-    host.run_within(project, provider, prompt, WAIT).await
-}
-
 /// The raw body of a list of `project`'s commands.
 async fn list_body(host: &TestServer, project: &str) -> String {
     let response = host
@@ -86,7 +76,9 @@ async fn a_flood_is_cut_at_the_command_limit_and_the_command_goes_on(db: Db) {
         return;
     };
     // 8 MB: 32 times the limit.
-    let (events, command) = run(&host, "flood", "shell", "yes | head -c 8000000").await;
+    let (events, command) = host
+        .run_within("flood", "shell", "yes | head -c 8000000", WAIT)
+        .await;
     assert_eq!(command["status"], "completed", "{command}");
     let output = stored(&events, "output");
     assert!(
@@ -116,7 +108,7 @@ async fn a_flood_under_fail_stops_the_command(db: Db) {
         return;
     };
     // Endless: only the limit ends it (before, it ran until its 30-minute timeout).
-    let (events, command) = run(&host, "flood", "shell", "yes").await;
+    let (events, command) = host.run_within("flood", "shell", "yes", WAIT).await;
     assert_eq!(command["status"], "failed", "{command}");
     let error = command["error"].as_str().unwrap_or_default();
     assert!(error.contains("output limit"), "{command}");
@@ -134,7 +126,9 @@ async fn a_huge_event_is_cut_to_the_event_limit(db: Db) {
     let Some(host) = host(db, limits(OnOutputLimit::Truncate)).await else {
         return;
     };
-    let (events, command) = run(&host, "big", "hostile", "big-event 4000000").await;
+    let (events, command) = host
+        .run_within("big", "hostile", "big-event 4000000", WAIT)
+        .await;
     assert_eq!(command["status"], "completed", "{command}");
     let message = events
         .iter()
@@ -158,7 +152,9 @@ async fn a_huge_result_is_cut_and_lists_show_previews(db: Db) {
     let Some(host) = host(db, limits(OnOutputLimit::Truncate)).await else {
         return;
     };
-    let (events, command) = run(&host, "big", "hostile", "big-result 3000000").await;
+    let (events, command) = host
+        .run_within("big", "hostile", "big-result 3000000", WAIT)
+        .await;
     assert_eq!(command["status"], "completed", "{command}");
     let result = &command["result"];
     let whole = result.to_string().len();
@@ -187,7 +183,7 @@ async fn a_huge_result_is_cut_and_lists_show_previews(db: Db) {
     // A long prompt (just under the 1 MiB submission limit) and the cut result: the list
     // carries previews, the single-command view has everything.
     let long = format!("echo {}", "p".repeat(1000 * KIB));
-    let (_, long_command) = run(&host, "big", "hostile", &long).await;
+    let (_, long_command) = host.run_within("big", "hostile", &long, WAIT).await;
     assert_eq!(
         long_command["prompt"].as_str().map(str::len),
         Some(long.len())

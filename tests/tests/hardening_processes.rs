@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use rdev_tests::harness::plugins::{plugins_dir, with_test_guest};
+use rdev_tests::harness::runtime::edit_file;
 use rdev_tests::harness::server::{ServeProcess, TestServer};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -30,13 +31,9 @@ fn running(command_line: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_guest_the_worker_gives_up_on_ends_and_leaves_no_process() {
     let plugins = with_test_guest("hostile");
-    let manifest = plugins.path().join("hostile.toml");
-    let text = std::fs::read_to_string(&manifest).expect("manifest");
-    std::fs::write(
-        &manifest,
-        text.replace("exec = [\"true\"]", "exec = [\"sleep\"]"),
-    )
-    .expect("manifest written");
+    edit_file(&plugins.path().join("hostile.toml"), |text| {
+        text.replace("exec = [\"true\"]", "exec = [\"sleep\"]")
+    });
     let dir = plugins.path().to_owned();
     let server = TestServer::sqlite_with(move |config| {
         config.plugins_dir = Some(dir);
@@ -53,20 +50,11 @@ async fn a_cancelled_guest_the_worker_gives_up_on_ends_and_leaves_no_process() {
     let said = run.next("message", WAIT).await;
     assert_eq!(said["text"], "spawned", "{said}");
     assert!(running(sleeper), "the guest's process runs");
-    let (status, body) = server
-        .admin_call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
-        .await;
+    let (status, body) = server.cancel(&run.id).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let command = server.finished_within(&run.id, WAIT).await;
     assert_eq!(command["status"], "cancelled", "{command}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running(sleeper) {
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned execution's process still runs"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_gone(sleeper, "the abandoned execution's process").await;
     server.stop().await;
 }
 

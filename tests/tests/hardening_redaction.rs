@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use rdev_tests::harness::plugins::with_test_guest;
+use rdev_tests::harness::runtime::edit_file;
 use rdev_tests::harness::server::ServeProcess;
 use rdev_tests::harness::webhook_receiver::WebhookReceiver;
 
@@ -37,12 +38,10 @@ fn assert_clean(place: &str, text: &str) {
 #[tokio::test]
 async fn a_returned_credential_is_redacted_everywhere_it_can_surface() {
     let plugins = with_test_guest("hostile");
-    let manifest = plugins.path().join("hostile.toml");
-    let text = std::fs::read_to_string(&manifest).expect("manifest");
-    let text = text
-        .replace("exec = [\"true\"]", "exec = [\"printenv\"]")
-        .replace("credentials = []", "credentials = [\"TOKEN\"]");
-    std::fs::write(&manifest, text).expect("manifest written");
+    edit_file(&plugins.path().join("hostile.toml"), |text| {
+        text.replace("exec = [\"true\"]", "exec = [\"printenv\"]")
+            .replace("credentials = []", "credentials = [\"TOKEN\"]")
+    });
     let serve =
         ServeProcess::start(plugins.path(), &[("RDEV_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
     let receiver = WebhookReceiver::start().expect("receiver");

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use rdev_tests::doubles::kube_api::FakeKubeApi;
 use rdev_tests::harness::kubernetes::NAMESPACE;
 use rdev_tests::harness::oci_registry::OciRegistry;
+use rdev_tests::harness::server::printed_admin_token;
 use rdev_tests::harness::{self, bin, plugins};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -538,13 +539,7 @@ async fn run_from_rootfs(rootfs: &Path, config: &Value, plugins_dir: &Path, logs
 /// `/readyz` answers ready and `GET /providers` lists exactly the bundled providers, all
 /// serving.
 async fn check_serving(addr: &str, plugins_dir: &Path, logs: &str) {
-    let admin = logs
-        .lines()
-        .find_map(|line| line.strip_prefix("admin token (shown once"))
-        .and_then(|rest| rest.rsplit(": ").next())
-        .expect("a fresh data volume prints an admin token")
-        .trim()
-        .to_owned();
+    let admin = printed_admin_token(logs).expect("a fresh data volume prints an admin token");
     let http = harness::http_client();
     let readyz = http
         .get(format!("http://{addr}/readyz"))

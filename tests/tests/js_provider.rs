@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use rdev_tests::harness::examples;
-use rdev_tests::harness::server::ServeProcess;
+use rdev_tests::harness::server::{ServeProcess, assert_completed};
 use rdev_tests::harness::skip_or_fail;
 
 #[tokio::test]
@@ -30,8 +30,7 @@ async fn the_javascript_example_runs_through_the_http_api() {
     );
 
     let command = server.run_to_end("js", "js-echo", "hello").await;
-    assert_eq!(command["status"], "completed", "{command}");
-    assert_eq!(command["result"]["final_text"], "js: hello", "{command}");
+    assert_completed(&command, "js: hello");
     let stream = command["stream_url"].as_str().expect("stream url");
     let events = server.open_stream(stream).await.collect().await;
     let kinds: Vec<_> = events.iter().filter_map(|e| e.event.as_deref()).collect();

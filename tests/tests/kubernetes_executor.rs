@@ -9,25 +9,16 @@ use std::time::Duration;
 
 use rdev::adapters::kubernetes::PodTemplate;
 use rdev::domain::{AgentEvent, ProjectId, ResultStatus};
-use rdev::ports::{CodeAgent, EnvValue, ExecError, Executor, SecretResolver, SpawnSpec};
+use rdev::ports::{CodeAgent, EnvValue, ExecError, Executor, SecretResolver};
 use rdev::runtime::{Runtime, RuntimeConfig};
 use rdev_tests::doubles::kube_api::FakeKubeApi;
 use rdev_tests::harness::kubernetes::{KubeProject, NAMESPACE, project_labels, project_pod};
 use rdev_tests::harness::plugins::plugins_dir;
-use rdev_tests::harness::runtime::{MapSecrets, run};
+use rdev_tests::harness::runtime::{MapSecrets, final_text, run, serve_loopback, sh, web_guest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn no_secrets() -> Arc<dyn SecretResolver> {
     Arc::new(MapSecrets::default())
-}
-
-fn sh(script: &str) -> SpawnSpec {
-    SpawnSpec {
-        program: "sh".to_owned(),
-        args: vec!["-c".to_owned(), script.to_owned()],
-        env: Vec::new(),
-        working_dir: None,
-    }
 }
 
 fn id(value: &str) -> ProjectId {
@@ -355,40 +346,18 @@ async fn provisioning_creates_a_labelled_pod_and_volume_waits_for_ready_and_dele
 async fn project_http_opens_a_fresh_forward_after_one_drops_mid_response() {
     use axum::Router;
     use axum::routing::get;
-    use rdev_tests::harness::plugins::test_plugins_dir;
-    use rdev_tests::harness::runtime::install;
 
     let (runtime, api, _workspace) = shell_runtime().await;
     let big = "x".repeat(256 * 1024);
     let served = big.clone();
     let app = Router::new().route("/big", get(move || async move { served }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (port, server) = serve_loopback(app).await;
     let plugins = tempfile::tempdir().expect("tempdir");
-    install(&test_plugins_dir(), "hostile", plugins.path(), "web", None);
-    let manifest = plugins.path().join("web.toml");
-    let text = std::fs::read_to_string(&manifest).expect("read").replace(
-        "project_http_ports = []",
-        &format!("project_http_ports = [{port}]"),
-    );
-    std::fs::write(&manifest, text).expect("write");
+    let manifest = web_guest(plugins.path(), port);
     let agent = runtime.load(&manifest).await.expect("loads");
     let ask = |prompt: String| {
         let agent = agent.clone();
-        async move {
-            let r = run(&prompt, Duration::from_secs(60), 16);
-            agent
-                .execute(r.execution)
-                .await
-                .expect("runs")
-                .final_text
-                .unwrap_or_default()
-        }
+        async move { final_text(&*agent, &prompt, Duration::from_secs(60)).await }
     };
 
     api.drop_next_port_forward_after(4096);

@@ -152,17 +152,14 @@ async fn mcp_servers_round_trip_validated_audited_and_scoped(db: Db) {
         .call(Method::GET, "/projects/p/mcp-servers", Some(&member), None)
         .await;
     assert_eq!((status, &body["servers"]), (StatusCode::OK, &servers()));
-    server
-        .as_token(&member)
-        .get("/projects/other/mcp-servers", StatusCode::FORBIDDEN)
+    let as_member = server.as_token(&member);
+    let forbidden = StatusCode::FORBIDDEN;
+    as_member
+        .get("/projects/other/mcp-servers", forbidden)
         .await;
-    server
-        .as_token(&member)
-        .put(
-            "/projects/p/mcp-servers",
-            json!({"servers": []}),
-            StatusCode::FORBIDDEN,
-        )
+    let none = json!({"servers": []});
+    as_member
+        .put("/projects/p/mcp-servers", none, forbidden)
         .await;
 
     // Audited with the servers' and credentials' names, never a value.
@@ -219,9 +216,7 @@ fn double() -> PathBuf {
 /// Runs "mcp" on `provider`: the command, its events, and what the double reported.
 async fn report(server: &TestServer, provider: &str) -> (Value, Vec<(String, Value)>, Value) {
     let run = server.run("p", provider, json!({"prompt": "mcp"})).await;
-    let id = run.id.clone();
-    let events = run.rest(WAIT).await;
-    let command = server.finished_within(&id, WAIT).await;
+    let (events, command) = server.finish(run, WAIT).await;
     let text: String = events
         .iter()
         .filter(|(kind, _)| kind == "message")

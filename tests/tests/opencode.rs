@@ -15,12 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdev::adapters::local::LocalExecutor;
 use rdev::domain::interaction::{Decision, PermissionRequest};
-use rdev::domain::{AgentEvent, AgentRequest, AgentResult, ProjectId, ResultStatus};
+use rdev::domain::{AgentEvent, AgentRequest, ProjectId, ResultStatus};
 use rdev::ports::interaction::InputReceiver;
-use rdev::ports::{AgentError, Interaction, InteractionContext, InteractionError, SecretResolver};
+use rdev::ports::{Interaction, InteractionContext, InteractionError, SecretResolver};
 use rdev::runtime::service::ServiceInfo;
 use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
-use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::doubles::openai::{FakeOpenAi, Reply, shell_input};
 use rdev_tests::harness::runtime::{self, Collected, MapSecrets};
 use rdev_tests::harness::{self, opencode, plugins};
 use serde_json::json;
@@ -158,37 +158,13 @@ fn environ(pid: u32, name: &str) -> Option<String> {
     })
 }
 
-struct Outcome {
-    events: Vec<AgentEvent>,
-    result: Result<AgentResult, AgentError>,
-}
-
-impl Outcome {
-    fn result(&self) -> &AgentResult {
-        self.result.as_ref().unwrap()
-    }
-
-    fn partial_text(&self) -> String {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                AgentEvent::Message {
-                    text,
-                    partial: true,
-                } => Some(text.as_str()),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
 /// Runs a request; `on_event` sees every event as it arrives and may cancel the token.
 async fn execute(
     s: &Setup,
     request: AgentRequest,
     cancel: CancellationToken,
     on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
-) -> Outcome {
+) -> Collected {
     execute_in(s, PROJECT, request, cancel, on_event).await
 }
 
@@ -200,7 +176,7 @@ async fn execute_in(
     request: AgentRequest,
     cancel: CancellationToken,
     on_event: impl Fn(&AgentEvent, &CancellationToken) + Send + 'static,
-) -> Outcome {
+) -> Collected {
     let Collected { events, result } = runtime::execute(
         s.agent.as_ref(),
         project,
@@ -219,10 +195,10 @@ async fn execute_in(
         assert!(!serialized.contains(&secret), "a password leaked");
         assert!(!format!("{result:?}").contains(&secret));
     }
-    Outcome { events, result }
+    Collected { events, result }
 }
 
-async fn run(s: &Setup, request: AgentRequest) -> Outcome {
+async fn run(s: &Setup, request: AgentRequest) -> Collected {
     execute(s, request, CancellationToken::new(), |_, _| {}).await
 }
 
@@ -247,66 +223,37 @@ async fn plain_reply_starts_the_server_and_a_continued_session_keeps_history() {
     let minted = environ(pid, "OPENCODE_SERVER_PASSWORD").expect("a minted password");
     assert_eq!(minted.len(), 64, "256 bits, hex");
     let session = result.session_id.clone().unwrap();
-    let AgentEvent::Init {
-        session_id,
-        version,
-        ..
-    } = &first.events[0]
-    else {
-        panic!("first event {:?}", first.events[0]);
-    };
-    assert_eq!(session_id.as_deref(), Some(session.as_str()));
-    assert_eq!(version.as_deref(), Some(opencode::VERSION));
+    let (session_id, version) = first.init();
+    assert_eq!(session_id, Some(session.as_str()));
+    assert_eq!(version, Some(opencode::VERSION));
     assert_eq!(first.partial_text(), "Hello through rdev");
     assert!(first.events.contains(&AgentEvent::Message {
         text: "Hello through rdev".into(),
         partial: false
     }));
-    assert!(
-        first
-            .events
-            .iter()
-            .any(|e| matches!(e, AgentEvent::Usage { .. }))
-    );
+    assert!(first.reported_usage());
 
     s.fake.push(Reply::text("Continued"));
     let second = run(&s, request(&s, "and now?", Some(&session))).await;
-    assert_eq!(
-        second.result().status,
-        ResultStatus::Completed,
-        "{:?}",
-        second.result()
-    );
+    second.completed();
     assert_eq!(second.result().final_text.as_deref(), Some("Continued"));
     assert_eq!(
         second.result().session_id.as_deref(),
         Some(session.as_str())
     );
-    let history = s.fake.stream_requests().last().unwrap().message_texts();
-    let history = history.join("\n");
-    assert!(
-        history.contains("say hello") && history.contains("Hello through rdev"),
-        "{history}"
-    );
-    assert!(history.contains("and now?"), "{history}");
+    let requests = s.fake.stream_requests();
+    let history = requests.last().expect("a request");
+    history.assert_carries(&["say hello", "Hello through rdev", "and now?"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bash_tool_call_and_its_result() {
     let Some(s) = setup().await else { return };
-    s.fake.push(Reply::tool_call(
-        "call_e2e",
-        "bash",
-        json!({"command": "echo from-bash-$((6*7))", "description": "marker"}),
-    ));
+    let input = shell_input("echo from-bash-$((6*7))", "marker");
+    s.fake.push(Reply::tool_call("call_e2e", "bash", input));
     s.fake.push(Reply::text("done"));
     let out = run(&s, request(&s, "run it", None)).await;
-    assert_eq!(
-        out.result().status,
-        ResultStatus::Completed,
-        "{:?}",
-        out.result()
-    );
+    out.completed();
     assert!(out.events.iter().any(|e| matches!(e,
         AgentEvent::ToolUse { id, name, input } if id == "call_e2e" && name == "bash"
             && input["command"].as_str().unwrap().contains("from-bash"))));
@@ -360,15 +307,10 @@ async fn a_failing_backend_fails_after_the_bounded_retries() {
         error.starts_with("the model call failed after 1 retry:"),
         "{error}"
     );
-    let retries: Vec<&str> = out
-        .events
+    let warnings = out.warnings();
+    let retries: Vec<_> = warnings
         .iter()
-        .filter_map(|e| match e {
-            AgentEvent::Warning { message } if message.contains("retry 1 of 1") => {
-                Some(message.as_str())
-            }
-            _ => None,
-        })
+        .filter(|m| m.contains("retry 1 of 1"))
         .collect();
     assert_eq!(retries.len(), 1, "{:?}", out.events);
     assert!(!retries[0].contains("epoch"), "{}", retries[0]);
@@ -625,21 +567,7 @@ async fn benchmark_through_rdev_versus_curl() {
     let bin = opencode::install().unwrap();
     let workspace = s._root.path().join(PROJECT);
     let home = tempfile::tempdir().unwrap();
-    let mut server = std::process::Command::new(bin)
-        .args([
-            "serve",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .current_dir(&workspace)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(opencode::env(home.path()))
-        .env("OPENCODE_SERVER_PASSWORD", PASSWORD)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+    let mut server = opencode::serve_command(&bin, port, &workspace, home.path(), PASSWORD)
         .spawn()
         .unwrap();
     let client = harness::http_client();
@@ -719,7 +647,7 @@ fn alive(pid: u32) -> bool {
 
 /// Runs `prompt` in `project` and returns the outcome with its time to the first text delta
 /// and to the result.
-async fn timed(s: &Setup, project: &str, prompt: &str) -> (Outcome, Timing) {
+async fn timed(s: &Setup, project: &str, prompt: &str) -> (Collected, Timing) {
     let first = Arc::new(Mutex::new(None));
     let seen = first.clone();
     let started = std::time::Instant::now();
@@ -736,12 +664,7 @@ async fn timed(s: &Setup, project: &str, prompt: &str) -> (Outcome, Timing) {
     )
     .await;
     let total = started.elapsed();
-    assert_eq!(
-        out.result().status,
-        ResultStatus::Completed,
-        "{:?}",
-        out.result()
-    );
+    out.completed();
     let first = first.lock().unwrap().expect("a text delta");
     (out, Timing { first, total })
 }

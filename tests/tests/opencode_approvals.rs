@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use rdev_tests::doubles::openai::{FakeOpenAi, Reply, touch_input};
 use rdev_tests::harness::Database as Db;
-use rdev_tests::harness::server::{Running, TestServer};
+use rdev_tests::harness::server::{Running, TestServer, assert_completed};
 use rdev_tests::harness::{self, opencode, sandbox};
 
 /// Generous: every command starts the real server and the machine may be loaded.
@@ -93,8 +93,7 @@ async fn asked_then_allowed_the_tool_runs(db: Db) {
         "allowed"
     );
     let command = host.finished(&run.id).await;
-    assert_eq!(command["status"], "completed", "{command}");
-    assert_eq!(command["result"]["final_text"], "finished", "{command}");
+    assert_completed(&command, "finished");
     assert!(host.workspace().join("approved-marker").exists());
 }
 
@@ -169,7 +168,6 @@ async fn follow_up_input_continues_the_same_session() {
         return;
     };
     let words: Vec<String> = (0..30).map(|i| format!("w{i} ")).collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     host.fake
         .push(Reply::slow_text(&words, Duration::from_millis(100)));
     host.fake.push(Reply::text("answered the follow-up"));
@@ -179,19 +177,11 @@ async fn follow_up_input_continues_the_same_session() {
         .send_input(&run.id, "and end it with a dragon")
         .await;
     let command = host.finished(&run.id).await;
-    assert_eq!(command["status"], "completed", "{command}");
-    assert_eq!(
-        command["result"]["final_text"], "answered the follow-up",
-        "{command}"
-    );
+    assert_completed(&command, "answered the follow-up");
     assert_eq!(command["result"]["num_turns"], 2, "{command}");
     let requests = host.fake.stream_requests();
     assert_eq!(requests.len(), 2, "one more turn for the follow-up");
-    let last = requests[1].message_texts().join("\n");
-    assert!(
-        last.contains("tell a story") && last.contains("and end it with a dragon"),
-        "{last}"
-    );
+    requests[1].assert_carries(&["tell a story", "and end it with a dragon"]);
     let session = command["result"]["session_id"].as_str().expect("session");
     assert!(session.starts_with("ses"), "{command}");
 }

@@ -4,11 +4,11 @@
 //! there (how plugins/opencode/tests/fixtures was made).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rdev_tests::doubles::openai::{FakeOpenAi, Reply};
+use rdev_tests::doubles::openai::{FakeOpenAi, Reply, shell_input};
 use rdev_tests::harness::{self, opencode};
 use serde_json::{Value, json};
 
@@ -68,22 +68,7 @@ async fn start() -> Option<Server> {
     let workspace = tempfile::tempdir().unwrap();
     opencode::write_config(workspace.path(), &fake.base_url()).unwrap();
     let port = opencode::free_port().unwrap();
-    let child = Command::new(&bin)
-        .args([
-            "serve",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .current_dir(workspace.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(opencode::env(home.path()))
-        .env("OPENCODE_SERVER_PASSWORD", PASSWORD)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let child = opencode::serve_command(&bin, port, workspace.path(), home.path(), PASSWORD)
         .spawn()
         .unwrap();
     let server = Server {
@@ -209,11 +194,8 @@ async fn plain_reply_tool_call_and_error_stream_as_events() {
     let text = messages.to_string();
     assert!(text.contains("Hello from the fake"), "{text}");
 
-    s.fake.push(Reply::tool_call(
-        "call_1",
-        "bash",
-        json!({"command": "echo from-bash-$((6*7))", "description": "marker"}),
-    ));
+    let input = shell_input("echo from-bash-$((6*7))", "marker");
+    s.fake.push(Reply::tool_call("call_1", "bash", input));
     s.fake.push(Reply::text("done"));
     let tool = turn(&s, "tool", &session, "run it").await;
     let tool_parts: Vec<&Value> = tool
@@ -297,11 +279,8 @@ async fn a_session_with_ask_rules_asks_and_the_reply_decides() {
         }
     };
 
-    s.fake.push(Reply::tool_call(
-        "call_allowed",
-        "bash",
-        json!({"command": "echo allowed-$((6*7))", "description": "marker"}),
-    ));
+    let input = shell_input("echo allowed-$((6*7))", "marker");
+    s.fake.push(Reply::tool_call("call_allowed", "bash", input));
     s.fake.push(Reply::text("ran it"));
     let allowed = turn_answering(
         &s,
@@ -331,11 +310,9 @@ async fn a_session_with_ask_rules_asks_and_the_reply_decides() {
         "the tool ran after `once`"
     );
 
-    s.fake.push(Reply::tool_call(
-        "call_rejected",
-        "bash",
-        json!({"command": "echo rejected-$((6*7))", "description": "marker"}),
-    ));
+    let input = shell_input("echo rejected-$((6*7))", "marker");
+    s.fake
+        .push(Reply::tool_call("call_rejected", "bash", input));
     s.fake.push(Reply::text("understood"));
     let rejected = turn_answering(
         &s,

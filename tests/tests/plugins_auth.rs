@@ -12,10 +12,9 @@ use std::process::{Output, Stdio};
 
 use base64::Engine as _;
 use rdev::domain::ContentDigest;
-use rdev_tests::harness::bin::rdev;
+use rdev_tests::harness::bin::{output_text, rdev};
 use rdev_tests::harness::oci_registry::{OciRegistry, RegistryAuth};
-use rdev_tests::harness::plugins::test_plugins_dir;
-use rdev_tests::harness::runtime::install;
+use rdev_tests::harness::plugins::ver_plugin;
 use rdev_tests::harness::server::ServeProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -49,18 +48,9 @@ fn cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>, docker_config: 
     child.wait_with_output().expect("rdev ends")
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// Asserts `output` failed with `expected` in it and neither password anywhere.
 fn refused_with(output: &Output, expected: &str) {
-    let said = text(output);
+    let said = output_text(output);
     assert!(!output.status.success(), "{said}");
     assert!(said.contains(expected), "expected {expected:?}: {said}");
     assert!(
@@ -71,14 +61,7 @@ fn refused_with(output: &Output, expected: &str) {
 
 /// `ver` 1.0.0 (the `versioned-v1` test guest) in a directory of its own; its component sha.
 fn local_plugin() -> (tempfile::TempDir, String) {
-    let local = tempfile::tempdir().expect("tempdir");
-    install(
-        &test_plugins_dir(),
-        "versioned-v1",
-        local.path(),
-        "ver",
-        Some("1.0.0"),
-    );
+    let local = ver_plugin("1.0.0");
     let sha = ContentDigest::of(&std::fs::read(local.path().join("ver.wasm")).expect("wasm"))
         .hex()
         .to_owned();
@@ -134,8 +117,8 @@ async fn publish_and_install(registry: &OciRegistry) {
         Some(&format!("{PASSWORD}\n")),
         &no_login,
     );
-    assert!(published.status.success(), "{}", text(&published));
-    assert!(!text(&published).contains(PASSWORD));
+    assert!(published.status.success(), "{}", output_text(&published));
+    assert!(!output_text(&published).contains(PASSWORD));
 
     let plugins = tempfile::tempdir().expect("tempdir");
     let dir = plugins.path().to_str().expect("utf-8");
@@ -164,7 +147,7 @@ async fn publish_and_install(registry: &OciRegistry) {
         ("RDEV_REGISTRY_PASSWORD", PASSWORD),
     ];
     let installed = cli(&install_args, &env, None, &no_login);
-    assert!(installed.status.success(), "{}", text(&installed));
+    assert!(installed.status.success(), "{}", output_text(&installed));
     let sha = |path: &Path| {
         ContentDigest::of(&std::fs::read(path).expect("file"))
             .hex()
@@ -178,7 +161,11 @@ async fn publish_and_install(registry: &OciRegistry) {
     std::fs::write(docker.path().join("config.json"), config.to_string()).expect("config");
     std::fs::remove_dir_all(plugins.path()).expect("wipe");
     let from_config = cli(&install_args, &[], None, docker.path());
-    assert!(from_config.status.success(), "{}", text(&from_config));
+    assert!(
+        from_config.status.success(),
+        "{}",
+        output_text(&from_config)
+    );
     assert_eq!(sha(&plugins.path().join("ver.wasm")), component_sha);
 }
 
@@ -239,7 +226,7 @@ async fn the_api_installs_with_a_stored_credential() {
         None,
         &local.path().join("no-docker"),
     );
-    assert!(published.status.success(), "{}", text(&published));
+    assert!(published.status.success(), "{}", output_text(&published));
 
     let plugins = tempfile::tempdir().expect("tempdir");
     let server = ServeProcess::start(plugins.path(), &[]).await;

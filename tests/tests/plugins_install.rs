@@ -10,10 +10,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use rdev::domain::ContentDigest;
-use rdev_tests::harness::bin::rdev;
+use rdev_tests::harness::bin::{output_text, rdev};
 use rdev_tests::harness::oci_registry::OciRegistry;
-use rdev_tests::harness::plugins::test_plugins_dir;
-use rdev_tests::harness::runtime::install;
+use rdev_tests::harness::plugins::ver_plugin;
 use rdev_tests::harness::server::ServeProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -25,15 +24,6 @@ fn cli(args: &[&str]) -> Output {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run rdev")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn sha256_of(path: &Path) -> String {
@@ -82,14 +72,7 @@ fn publish(registry: &OciRegistry) -> Published {
 /// Publishes `versioned-v1` as `ver`, its manifest saying `version`, under the tag `1.0.0`
 /// (another version is another manifest digest behind the same tag: a moved tag).
 fn publish_version(registry: &OciRegistry, version: &str) -> Published {
-    let local = tempfile::tempdir().expect("tempdir");
-    install(
-        &test_plugins_dir(),
-        "versioned-v1",
-        local.path(),
-        "ver",
-        Some(version),
-    );
+    let local = ver_plugin(version);
     let component_sha = sha256_of(&local.path().join("ver.wasm"));
     let reference = format!("{}/rdev/ver:1.0.0", registry.host);
     let wasm = local.path().join("ver.wasm");
@@ -99,7 +82,7 @@ fn publish_version(registry: &OciRegistry, version: &str) -> Published {
         wasm.to_str().expect("utf-8"),
         &reference,
     ]);
-    assert!(published.status.success(), "{}", text(&published));
+    assert!(published.status.success(), "{}", output_text(&published));
     let stdout = String::from_utf8_lossy(&published.stdout);
     let pinned = stdout
         .split_whitespace()
@@ -131,8 +114,8 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
 
     // No terminal and no --yes: the grants are shown, nothing is installed.
     let refused = install_from(&reference, plugins.path(), false);
-    assert!(!refused.status.success(), "{}", text(&refused));
-    let shown = text(&refused);
+    assert!(!refused.status.success(), "{}", output_text(&refused));
+    let shown = output_text(&refused);
     assert!(
         shown.contains("it asks to:") && shown.contains("run programs:"),
         "{shown}"
@@ -147,8 +130,8 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
     // registry serving other content under it is the corrupted-blob case below).
     let wrong = format!("{reference}@sha256:{}", "0".repeat(64));
     let unknown = install_from(&wrong, plugins.path(), true);
-    assert!(!unknown.status.success(), "{}", text(&unknown));
-    let said = text(&unknown);
+    assert!(!unknown.status.success(), "{}", output_text(&unknown));
+    let said = output_text(&unknown);
     assert!(
         said.contains(&wrong) && said.contains("not found"),
         "{said}"
@@ -157,7 +140,7 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
 
     // Confirmed, pinned to the published digest: installed, locked and hot-reloaded.
     let installed = install_from(&pinned, plugins.path(), true);
-    assert!(installed.status.success(), "{}", text(&installed));
+    assert!(installed.status.success(), "{}", output_text(&installed));
     let lock = std::fs::read_to_string(plugins.path().join("rdev-plugins.lock")).expect("lock");
     assert!(lock.contains(&pinned) && lock.contains(&digest), "{lock}");
     assert!(lock.contains(&component_sha), "{lock}");
@@ -172,7 +155,7 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
         "--plugins-dir",
         plugins.path().to_str().expect("utf-8"),
     ]);
-    let listing = text(&listed);
+    let listing = output_text(&listed);
     assert!(
         listed.status.success() && listing.contains("ver") && listing.contains(&digest),
         "{listing}"
@@ -185,23 +168,23 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
     bytes[last] ^= 0xff;
     std::fs::write(&blob, bytes).expect("corrupt the blob");
     let corrupted = install_from(&reference, plugins.path(), true);
-    assert!(!corrupted.status.success(), "{}", text(&corrupted));
+    assert!(!corrupted.status.success(), "{}", output_text(&corrupted));
     assert!(
-        text(&corrupted).contains("digest mismatch"),
+        output_text(&corrupted).contains("digest mismatch"),
         "{}",
-        text(&corrupted)
+        output_text(&corrupted)
     );
     assert_eq!(sha256_of(&plugins.path().join("ver.wasm")), component_sha);
 
     let dir = plugins.path().to_str().expect("utf-8");
     let removed = cli(&["plugins", "remove", "ver", "--plugins-dir", dir]);
-    assert!(removed.status.success(), "{}", text(&removed));
+    assert!(removed.status.success(), "{}", output_text(&removed));
     assert!(!plugins.path().join("ver.wasm").exists());
     let lock = std::fs::read_to_string(plugins.path().join("rdev-plugins.lock")).expect("lock");
     assert!(!lock.contains("ver"), "{lock}");
     wait_served(&server, "ver", None).await;
     let again = cli(&["plugins", "remove", "ver", "--plugins-dir", dir]);
-    assert!(!again.status.success(), "{}", text(&again));
+    assert!(!again.status.success(), "{}", output_text(&again));
 }
 
 /// `rdev plugins install --locked --lock-file <copy>` into a wiped plugins directory
@@ -216,7 +199,7 @@ async fn a_lock_file_reproduces_the_plugin_set_and_refuses_a_moved_tag() {
     let plugins = tempfile::tempdir().expect("tempdir");
     let dir = plugins.path().join("plugins");
     let installed = install_from(&reference, &dir, true);
-    assert!(installed.status.success(), "{}", text(&installed));
+    assert!(installed.status.success(), "{}", output_text(&installed));
     let files = |dir: &Path| {
         ["ver.wasm", "ver.toml", "rdev-plugins.lock"]
             .map(|name| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")))
@@ -239,16 +222,16 @@ async fn a_lock_file_reproduces_the_plugin_set_and_refuses_a_moved_tag() {
     };
 
     let unchanged = restore(&dir);
-    assert!(unchanged.status.success(), "{}", text(&unchanged));
+    assert!(unchanged.status.success(), "{}", output_text(&unchanged));
     assert!(
-        text(&unchanged).contains("ver: already installed"),
+        output_text(&unchanged).contains("ver: already installed"),
         "{}",
-        text(&unchanged)
+        output_text(&unchanged)
     );
 
     std::fs::remove_dir_all(&dir).expect("wipe the plugins directory");
     let restored = restore(&dir);
-    assert!(restored.status.success(), "{}", text(&restored));
+    assert!(restored.status.success(), "{}", output_text(&restored));
     assert_eq!(files(&dir), before, "the same files, byte for byte");
 
     // The tag now serves another manifest (version 1.0.1): refused, nothing written.
@@ -257,8 +240,8 @@ async fn a_lock_file_reproduces_the_plugin_set_and_refuses_a_moved_tag() {
     let new_digest = moved.pinned.rsplit_once('@').expect("pinned").1.to_owned();
     std::fs::remove_dir_all(&dir).expect("wipe again");
     let refused = restore(&dir);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{}", output_text(&refused));
+    let said = output_text(&refused);
     assert!(
         said.contains("ver: not installed")
             && said.contains("now resolves to")
@@ -277,9 +260,9 @@ async fn a_lock_file_reproduces_the_plugin_set_and_refuses_a_moved_tag() {
     ]);
     assert!(!no_lock.status.success());
     assert!(
-        text(&no_lock).contains("no lock file at"),
+        output_text(&no_lock).contains("no lock file at"),
         "{}",
-        text(&no_lock)
+        output_text(&no_lock)
     );
 }
 
@@ -291,16 +274,16 @@ fn malformed_references_are_refused_with_the_expected_form() {
     let no_registry = install_from("acme/echo:1.0.0", plugins.path(), true);
     assert!(!no_registry.status.success());
     assert!(
-        text(&no_registry).contains("names no registry"),
+        output_text(&no_registry).contains("names no registry"),
         "{}",
-        text(&no_registry)
+        output_text(&no_registry)
     );
     let short_digest = install_from("127.0.0.1:1/acme/echo@sha256:abc", plugins.path(), true);
     assert!(!short_digest.status.success());
     assert!(
-        text(&short_digest).contains("is not a digest"),
+        output_text(&short_digest).contains("is not a digest"),
         "{}",
-        text(&short_digest)
+        output_text(&short_digest)
     );
 }
 

@@ -16,6 +16,7 @@ use rdev::ports::{ChangesOutcome, Stores, UnknownProject};
 use rdev_tests::harness::bin::rdev as rdev_binary;
 use rdev_tests::harness::plugins::plugins_dir;
 use rdev_tests::harness::postgres::{PrivateCluster, TestDatabase};
+use rdev_tests::harness::queue::new_command;
 use rdev_tests::harness::runtime::install;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -33,25 +34,28 @@ struct Setup {
 
 async fn setup() -> Option<Setup> {
     let db = TestDatabase::create().await?;
-    let stores = connect(
-        &db.url,
-        StoreOptions {
-            queue: QueueConfig::default(),
-            master_key: master_key(),
-        },
-    )
-    .await
-    .expect("connect");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).expect("plugins dir");
-    install(&plugins_dir(), "shell", &plugins, "shell", None);
+    let (stores, dir, plugins) = connect_with_shell(&db.url).await;
     Some(Setup {
         db,
         stores,
         dir,
         plugins,
     })
+}
+
+/// The stores of database `url`, and a scratch directory holding a plugins directory
+/// (returned too) with the real `shell`.
+async fn connect_with_shell(url: &str) -> (Stores, tempfile::TempDir, PathBuf) {
+    let options = StoreOptions {
+        queue: QueueConfig::default(),
+        master_key: master_key(),
+    };
+    let stores = connect(url, options).await.expect("connect");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    install(&plugins_dir(), "shell", &plugins, "shell", None);
+    (stores, dir, plugins)
 }
 
 /// Lease, heartbeat and safety-poll of a worker process, in milliseconds.
@@ -117,22 +121,9 @@ async fn spawn_worker_timed(
 
 async fn submit(stores: &Stores, project: &str, prompt: &str) -> CommandId {
     let project = ProjectId::parse(project).expect("project");
-    stores
-        .queue
-        .submit(
-            NewCommand {
-                project_id: project,
-                provider: ProviderName::parse("shell").expect("name"),
-                request: AgentRequest::new(prompt),
-                idempotency_key: None,
-                submitted_by: "tester".into(),
-            },
-            UnknownProject::Register,
-        )
-        .await
-        .expect("submit")
-        .command
-        .id
+    let command = new_command(&project, prompt);
+    let submitted = stores.queue.submit(command, UnknownProject::Register).await;
+    submitted.expect("submit").command.id
 }
 
 async fn wait_done(stores: &Stores, id: &CommandId) -> Vec<StreamEvent> {
@@ -399,19 +390,7 @@ async fn workers_survive_a_postgres_restart_under_load_and_run_each_command_once
     let Some(cluster) = PrivateCluster::start().await else {
         return;
     };
-    let stores = connect(
-        &cluster.url,
-        StoreOptions {
-            queue: QueueConfig::default(),
-            master_key: master_key(),
-        },
-    )
-    .await
-    .expect("connect");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).expect("plugins dir");
-    install(&plugins_dir(), "shell", &plugins, "shell", None);
+    let (stores, dir, plugins) = connect_with_shell(&cluster.url).await;
     let ran = dir.path().join("ran.log");
     // Leases long enough to outlast the restart, so nothing is rescued as "host lost".
     let timing = Timing {

@@ -8,7 +8,9 @@ use rdev::domain::{AgentEvent, ProviderName};
 use rdev::ports::{LookupError, ProviderLookup};
 use rdev::registry::{ProviderState, Registry};
 use rdev_tests::harness::plugins::test_plugins_dir;
-use rdev_tests::harness::runtime::{install, run, runtime, write_atomically};
+use rdev_tests::harness::runtime::{
+    edit_file, final_text, install, run, runtime, write_atomically,
+};
 use rdev_tests::harness::server::ServeProcess;
 
 const LONG: Duration = Duration::from_secs(600);
@@ -28,15 +30,9 @@ fn install_version(dir: &Path, as_name: &str, version: u32) {
     );
 }
 
-async fn final_text(registry: &Registry, provider: &str) -> String {
+async fn quick_text(registry: &Registry, provider: &str) -> String {
     let agent = registry.lookup(Some(&name(provider))).expect("serving");
-    let r = run("quick", LONG, 16);
-    agent
-        .execute(r.execution)
-        .await
-        .expect("runs")
-        .final_text
-        .unwrap_or_default()
+    final_text(&*agent, "quick", LONG).await
 }
 
 #[tokio::test]
@@ -61,7 +57,7 @@ async fn a_running_execution_finishes_on_its_version_while_the_next_gets_the_new
     assert_eq!(report.loaded, vec!["versioned".to_owned()]);
     let new = registry.lookup(Some(&name("versioned"))).expect("serving");
     assert_eq!(new.provider().version, "2.0.0");
-    assert_eq!(final_text(&registry, "versioned").await, "2.0.0");
+    assert_eq!(quick_text(&registry, "versioned").await, "2.0.0");
     assert!(
         !in_flight.is_finished(),
         "the held execution cannot have finished"
@@ -103,7 +99,7 @@ async fn the_watcher_serves_a_changed_plugin_without_an_explicit_reload() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(version, "2.0.0");
-    assert_eq!(final_text(&registry, "versioned").await, "2.0.0");
+    assert_eq!(quick_text(&registry, "versioned").await, "2.0.0");
 
     // A new plugin dropped in is registered the same way.
     install_version(plugins.path(), "newcomer", 1);
@@ -135,7 +131,7 @@ async fn a_broken_replacement_leaves_the_old_version_serving_with_its_error_list
     assert_eq!(status.version.as_deref(), Some("1.0.0"));
     let error = status.last_error.clone().unwrap_or_default();
     assert!(error.contains("versioned.wasm"), "{error}");
-    assert_eq!(final_text(&registry, "versioned").await, "1.0.0");
+    assert_eq!(quick_text(&registry, "versioned").await, "1.0.0");
 
     // An unchanged broken file is not retried but still reported as failed (#21 part 9); a
     // malformed manifest is reported the same way.
@@ -150,13 +146,13 @@ async fn a_broken_replacement_leaves_the_old_version_serving_with_its_error_list
         .clone()
         .unwrap_or_default();
     assert!(error.contains("versioned.toml"), "{error}");
-    assert_eq!(final_text(&registry, "versioned").await, "1.0.0");
+    assert_eq!(quick_text(&registry, "versioned").await, "1.0.0");
 
     // Fixing the files serves the fix and clears the error.
     install_version(plugins.path(), "versioned", 2);
     registry.reload().await.expect("reload");
     assert_eq!(registry.statuses()[0].state, ProviderState::Serving);
-    assert_eq!(final_text(&registry, "versioned").await, "2.0.0");
+    assert_eq!(quick_text(&registry, "versioned").await, "2.0.0");
 }
 
 #[tokio::test]
@@ -165,13 +161,9 @@ async fn a_plugin_that_never_loaded_is_listed_as_failed_and_removal_unregisters(
     let plugins = tempfile::tempdir().expect("tempdir");
     install_version(plugins.path(), "good", 1);
     install_version(plugins.path(), "future", 1);
-    let manifest = plugins.path().join("future.toml");
-    let text = std::fs::read_to_string(&manifest).expect("read");
-    std::fs::write(
-        &manifest,
-        text.replace("abi = \"0.1.0\"", "abi = \"2.0.0\""),
-    )
-    .expect("write");
+    edit_file(&plugins.path().join("future.toml"), |text| {
+        text.replace("abi = \"0.1.0\"", "abi = \"2.0.0\"")
+    });
     let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
         .await
         .expect("registry starts");
@@ -415,7 +407,7 @@ async fn a_slow_load_is_listed_as_loading_and_does_not_delay_another_plugins_rel
     }
     let swapped = started.elapsed();
     assert!(saw_loading);
-    assert_eq!(final_text(&registry, "versioned").await, "2.0.0");
+    assert_eq!(quick_text(&registry, "versioned").await, "2.0.0");
 
     // The explicit reload answers once both loads ended.
     let report = reload.await.expect("task").expect("reload");

@@ -2,13 +2,14 @@
 //! existed (`tests/fixtures/abi-v0.1.0`, checked in and never rebuilt) must keep loading and
 //! running on every later host, through the adapter from 0.1.0 into the newest ABI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdev::domain::{AgentEvent, OutputStream, ResultStatus};
+use rdev::domain::{AgentEvent, ResultStatus};
 use rdev::ports::CodeAgent;
-use rdev::runtime::AbiVersion;
-use rdev_tests::harness::runtime::{run, runtime};
+use rdev::runtime::{AbiVersion, Runtime, WasmAgent};
+use rdev_tests::harness::runtime::{output, run, runtime};
 
 /// Longer than the shell provider's own escalation from SIGINT to SIGTERM (2 s), so a
 /// process that ignores SIGINT still ends within the grace period.
@@ -19,14 +20,17 @@ fn frozen_0_1_0() -> PathBuf {
     xtask::workspace_root().join("tests/fixtures/abi-v0.1.0/shell.toml")
 }
 
+/// A runtime over `work` and the frozen 0.1.0 component it loaded.
+async fn load_frozen(work: &Path) -> (Runtime, Arc<WasmAgent>) {
+    let runtime = runtime(work, GRACE);
+    let agent = runtime.load(&frozen_0_1_0()).await;
+    (runtime, agent.expect("the 0.1.0 component loads"))
+}
+
 #[tokio::test]
 async fn a_frozen_0_1_0_component_loads_runs_and_reaches_its_workspace() {
     let work = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime(work.path(), GRACE);
-    let agent = runtime
-        .load(&frozen_0_1_0())
-        .await
-        .expect("the 0.1.0 component loads");
+    let (_runtime, agent) = load_frozen(work.path()).await;
     assert_eq!(agent.manifest().abi, AbiVersion::new(0, 1, 0));
 
     let mut r = run(
@@ -38,15 +42,7 @@ async fn a_frozen_0_1_0_component_loads_runs_and_reaches_its_workspace() {
     assert_eq!(result.status, ResultStatus::Failed);
     assert_eq!(result.exit_code, Some(3));
 
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    while let Ok(event) = r.events.try_recv() {
-        if let AgentEvent::Output { stream, text } = event {
-            match stream {
-                OutputStream::Stdout => stdout.push_str(&text),
-                OutputStream::Stderr => stderr.push_str(&text),
-            }
-        }
-    }
+    let (stdout, stderr) = output(&mut r.events);
     assert_eq!(stdout, "out\n");
     assert_eq!(stderr, "err\n");
     let made = std::fs::read_to_string(work.path().join("projects/test/by-0.1.0"))
@@ -57,11 +53,7 @@ async fn a_frozen_0_1_0_component_loads_runs_and_reaches_its_workspace() {
 #[tokio::test]
 async fn a_frozen_0_1_0_component_honours_a_cancel() {
     let work = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime(work.path(), GRACE);
-    let agent = runtime
-        .load(&frozen_0_1_0())
-        .await
-        .expect("the 0.1.0 component loads");
+    let (_runtime, agent) = load_frozen(work.path()).await;
     let r = run("echo started; sleep 600", LONG, 64);
     let cancel = r.cancel.clone();
     let mut events = r.events;

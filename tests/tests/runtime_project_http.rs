@@ -8,9 +8,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get;
-use rdev::ports::CodeAgent;
 use rdev_tests::harness::plugins::test_plugins_dir;
-use rdev_tests::harness::runtime::{MapSecrets, install, run, runtime_with_secrets};
+use rdev_tests::harness::runtime::{
+    MapSecrets, edit_file, final_text, runtime_with_secrets, serve_loopback, web_guest,
+};
 
 const LONG: Duration = Duration::from_secs(600);
 
@@ -39,24 +40,7 @@ async fn serve() -> (u16, tokio::task::JoinHandle<()>) {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let port = listener.local_addr().expect("address").port();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (port, server)
-}
-
-async fn ask(agent: &dyn CodeAgent, prompt: &str) -> String {
-    let r = run(prompt, LONG, 16);
-    agent
-        .execute(r.execution)
-        .await
-        .expect("runs")
-        .final_text
-        .unwrap_or_default()
+    serve_loopback(app).await
 }
 
 #[tokio::test]
@@ -64,30 +48,24 @@ async fn a_granted_port_serves_requests_auth_and_events() {
     let (port, server) = serve().await;
     let work = tempfile::tempdir().expect("tempdir");
     let plugins = tempfile::tempdir().expect("tempdir");
-    install(&test_plugins_dir(), "hostile", plugins.path(), "web", None);
-    let manifest = plugins.path().join("web.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .expect("read")
-        .replace(
-            "project_http_ports = []",
-            &format!("project_http_ports = [{port}]"),
-        )
-        .replace("credentials = []", "credentials = [\"TOKEN\"]");
-    std::fs::write(&manifest, text).expect("write");
+    let manifest = web_guest(plugins.path(), port);
+    edit_file(&manifest, |text| {
+        text.replace("credentials = []", "credentials = [\"TOKEN\"]")
+    });
     let secrets = MapSecrets(HashMap::from([("TOKEN".to_owned(), "s3cret".to_owned())]));
     let runtime = runtime_with_secrets(work.path(), LONG, secrets);
     let agent = runtime.load(&manifest).await.expect("loads");
 
     assert_eq!(
-        ask(agent.as_ref(), &format!("http {port} /hello")).await,
+        final_text(agent.as_ref(), &format!("http {port} /hello"), LONG).await,
         "200 hi"
     );
     assert_eq!(
-        ask(agent.as_ref(), &format!("http {port} /auth")).await,
+        final_text(agent.as_ref(), &format!("http {port} /auth"), LONG).await,
         "200 authorized"
     );
     assert_eq!(
-        ask(agent.as_ref(), &format!("sse {port} /events")).await,
+        final_text(agent.as_ref(), &format!("sse {port} /events"), LONG).await,
         "one,two,thr\nee"
     );
     server.abort();
@@ -103,7 +81,7 @@ async fn a_port_that_is_not_granted_is_denied() {
         .await
         .expect("loads");
     for mode in ["http", "sse"] {
-        let text = ask(agent.as_ref(), &format!("{mode} {port} /hello")).await;
+        let text = final_text(agent.as_ref(), &format!("{mode} {port} /hello"), LONG).await;
         assert!(text.starts_with("denied: port"), "{mode}: {text}");
     }
     server.abort();

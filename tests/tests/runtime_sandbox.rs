@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdev::domain::{AgentEvent, OutputStream, ResultStatus};
+use rdev::domain::{AgentEvent, ResultStatus};
 use rdev::ports::{AgentError, CodeAgent};
 use rdev::runtime::{LoadError, Runtime, WasmAgent};
 use rdev_tests::harness::plugins::{plugins_dir, test_plugins_dir};
-use rdev_tests::harness::runtime::{install, run, runtime};
+use rdev_tests::harness::runtime::{edit_file, install, output, run, runtime};
 
 const GRACE: Duration = Duration::from_secs(1);
 const LONG: Duration = Duration::from_secs(600);
@@ -222,16 +222,7 @@ async fn the_shell_plugin_streams_output_and_reports_the_exit_code() {
     let result = agent.execute(r.execution).await.expect("runs");
     assert_eq!(result.status, ResultStatus::Failed);
     assert_eq!(result.exit_code, Some(3));
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    while let Ok(event) = r.events.try_recv() {
-        if let AgentEvent::Output { stream, text } = event {
-            match stream {
-                OutputStream::Stdout => stdout.push_str(&text),
-                OutputStream::Stderr => stderr.push_str(&text),
-            }
-        }
-    }
+    let (stdout, stderr) = output(&mut r.events);
     assert_eq!(stdout, "out\n");
     assert_eq!(stderr, "err\n");
 }
@@ -261,10 +252,9 @@ async fn load_errors_name_the_file_and_the_reason() {
 
     install(&source, "versioned-v1", dir.path(), "future", None);
     let manifest = dir.path().join("future.toml");
-    let bumped = std::fs::read_to_string(&manifest)
-        .expect("read")
-        .replace("abi = \"0.1.0\"", "abi = \"0.9.0\"");
-    std::fs::write(&manifest, bumped).expect("write");
+    edit_file(&manifest, |text| {
+        text.replace("abi = \"0.1.0\"", "abi = \"0.9.0\"")
+    });
     let text = load_error("future")
         .await
         .map(|e| e.to_string())
@@ -384,10 +374,9 @@ async fn process_output_is_read_as_lines_across_batches_and_chunk_boundaries() {
         None,
     );
     let manifest = plugins.path().join("parser.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .expect("read")
-        .replace("exec = [\"true\"]", "exec = [\"cat\"]");
-    std::fs::write(&manifest, text).expect("write");
+    edit_file(&manifest, |text| {
+        text.replace("exec = [\"true\"]", "exec = [\"cat\"]")
+    });
     let agent = runtime.load(&manifest).await.expect("loads");
 
     // 3,000 lines (more than one 256-line batch, more than one 64 KiB pipe read), CRLF

@@ -10,8 +10,8 @@ use std::time::Duration;
 use rdev::adapters::local::LocalExecutor;
 use rdev::adapters::local::sandbox::Limits;
 use rdev::domain::ProjectId;
-use rdev::ports::{Executor, ExitStatus, SpawnSpec, SpawnedProcess};
-use rdev_tests::harness::runtime::MapSecrets;
+use rdev::ports::{Executor, ExitStatus, SpawnedProcess};
+use rdev_tests::harness::runtime::{MapSecrets, sh};
 use rdev_tests::harness::sandbox;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,21 +27,6 @@ struct Host {
 }
 
 /// Answers every connection with `name` and closes.
-async fn banner_server(name: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let _ = stream
-                .write_all(format!("HTTP/1.0 200 OK\r\n\r\n{name}\n").as_bytes())
-                .await;
-        }
-    });
-    port
-}
-
 async fn host(limits: Limits) -> Option<Host> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().canonicalize().expect("canon");
@@ -50,8 +35,8 @@ async fn host(limits: Limits) -> Option<Host> {
     std::fs::write(root.join("rdev.db"), "DATABASE-CONTENT").expect("db");
     std::fs::create_dir_all(root.join("projects/b")).expect("b");
     std::fs::write(root.join("projects/b/secret.txt"), "B-SECRET").expect("b secret");
-    let allowed = banner_server("allowed-server").await;
-    let forbidden = banner_server("forbidden-server").await;
+    let allowed = sandbox::banner_server("allowed-server").await;
+    let forbidden = sandbox::banner_server("forbidden-server").await;
     let mut config = sandbox::config(&root, &[]);
     config.limits = limits;
     config.egress_allow = vec![format!("127.0.0.1:{allowed}").parse().expect("rule")];
@@ -69,15 +54,6 @@ async fn host(limits: Limits) -> Option<Host> {
 
 fn project(id: &str) -> ProjectId {
     ProjectId::parse(id).expect("id")
-}
-
-fn sh(script: &str) -> SpawnSpec {
-    SpawnSpec {
-        program: "sh".to_owned(),
-        args: vec!["-c".to_owned(), script.to_owned()],
-        env: Vec::new(),
-        working_dir: None,
-    }
 }
 
 async fn read_all(mut reader: impl tokio::io::AsyncRead + Unpin) -> String {

@@ -12,7 +12,6 @@ use rdev_tests::harness::sandbox;
 use rdev_tests::harness::server::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 const SENTINEL: &str = "RDEV_SERVE_ESCAPE_SENTINEL";
 
@@ -25,24 +24,9 @@ struct Fixture {
 }
 
 /// Answers every connection with `name` and closes.
-async fn banner_server(name: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let _ = stream
-                .write_all(format!("HTTP/1.0 200 OK\r\n\r\n{name}\n").as_bytes())
-                .await;
-        }
-    });
-    port
-}
-
 async fn fixture(limits: Limits) -> Option<Fixture> {
-    let allowed = banner_server("allowed-server").await;
-    let forbidden = banner_server("forbidden-server").await;
+    let allowed = sandbox::banner_server("allowed-server").await;
+    let forbidden = sandbox::banner_server("forbidden-server").await;
     if !sandbox::can_confine() {
         return None;
     }
@@ -409,17 +393,11 @@ async fn network_policies_are_validated_and_admin_only() {
         )
         .await;
     let member = server.member_token(&["a"]).await;
-    server
-        .as_token(&member)
-        .get("/projects/a/network", StatusCode::OK)
-        .await;
-    server
-        .as_token(&member)
-        .put(
-            "/projects/a/network",
-            json!({ "allow": ["example.com"] }),
-            StatusCode::FORBIDDEN,
-        )
+    let member = server.as_token(&member);
+    member.get("/projects/a/network", StatusCode::OK).await;
+    let widened = json!({ "allow": ["example.com"] });
+    member
+        .put("/projects/a/network", widened, StatusCode::FORBIDDEN)
         .await;
     let audit = get(server, "/audit").await.to_string();
     assert!(!audit.contains("project.network_updated"), "{audit}");

@@ -33,16 +33,6 @@ fn code(body: &Value) -> &str {
     body["code"].as_str().unwrap_or("<none>")
 }
 
-/// Submits and follows the command to its end, at most [`WAIT`].
-async fn run(
-    host: &TestServer,
-    project: &str,
-    provider: &str,
-    prompt: &str,
-) -> (Vec<SseEvent>, Value) {
-    host.run_within(project, provider, prompt, WAIT).await
-}
-
 async fn usage_report(host: &TestServer, project: &str, query: &str) -> (StatusCode, Value) {
     let path = format!("/projects/{project}/usage{query}");
     host.admin_call(Method::GET, &path, None).await
@@ -87,14 +77,14 @@ async fn usage_sums_equal_the_costs_the_providers_reported(db: Db) {
     let Some(host) = host(db).await else { return };
     let mut reported = 0.0;
     for prompt in ["spend 0.25 2 0", "spend 0.125 1 0"] {
-        let (events, command) = run(&host, "acct", "hostile", prompt).await;
+        let (events, command) = host.run_within("acct", "hostile", prompt, WAIT).await;
         assert_eq!(command["status"], "completed", "{command}");
         let cost = command["result"]["cost_usd"].as_f64().expect("a cost");
         assert!(close(cost, streamed_cost(&events)), "{command}");
         reported += cost;
     }
     for script in ["echo one", "echo two"] {
-        let (_, command) = run(&host, "acct", "shell", script).await;
+        let (_, command) = host.run_within("acct", "shell", script, WAIT).await;
         assert_eq!(command["status"], "completed", "{command}");
     }
     let (status, usage) = usage_report(&host, "acct", "").await;
@@ -162,7 +152,7 @@ async fn a_project_over_its_budget_is_refused_and_nothing_is_queued(db: Db) {
     let Some(host) = host(db).await else { return };
     let (status, body) = set_budget(&host, "capped", json!(5)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    run(&host, "capped", "shell", "echo first").await;
+    host.run_within("capped", "shell", "echo first", WAIT).await;
     for bad in [json!(-1), json!("ten"), json!(true)] {
         let (status, body) = set_budget(&host, "capped", bad.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
@@ -202,7 +192,7 @@ async fn a_project_over_its_budget_is_refused_and_nothing_is_queued(db: Db) {
     let (status, budget) = set_budget(&host, "capped", Value::Null).await;
     assert_eq!(status, StatusCode::OK, "{budget}");
     assert_eq!(budget["monthly_limit_usd"], Value::Null, "{budget}");
-    let (_, command) = run(&host, "capped", "shell", "echo again").await;
+    let (_, command) = host.run_within("capped", "shell", "echo again", WAIT).await;
     assert_eq!(command["status"], "completed", "{command}");
     let budget = host
         .as_token(&member)
@@ -217,20 +207,18 @@ async fn a_project_over_its_budget_is_refused_and_nothing_is_queued(db: Db) {
 
 async fn a_running_command_crossing_the_budget_is_cancelled_and_announced_once(db: Db) {
     let Some(host) = host(db).await else { return };
-    run(&host, "spender", "shell", "echo hello").await;
+    host.run_within("spender", "shell", "echo hello", WAIT)
+        .await;
     let receiver = WebhookReceiver::start().expect("receiver");
-    let hook = host
-        .as_admin()
-        .post(
-            "/projects/spender/webhooks",
-            json!({"url": receiver.url("/hook"), "event_types": ["budget.exceeded"]}),
-            StatusCode::CREATED,
-        )
+    let (hook, _) = host
+        .subscribe("spender", &receiver.url("/hook"), &["budget.exceeded"])
         .await;
     let (status, _) = set_budget(&host, "spender", json!(1.0)).await;
     assert_eq!(status, StatusCode::OK);
     // 0.4 every 100 ms for 20 s: the third report reaches the budget.
-    let (events, command) = run(&host, "spender", "hostile", "spend 0.4 200 100").await;
+    let (events, command) = host
+        .run_within("spender", "hostile", "spend 0.4 200 100", WAIT)
+        .await;
     assert_eq!(command["status"], "cancelled", "{command}");
     let error = command["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("budget_exceeded"), "{command}");
@@ -253,10 +241,7 @@ async fn a_running_command_crossing_the_budget_is_cancelled_and_announced_once(d
     assert_eq!(event["data"]["project_id"], "spender", "{event}");
     assert_eq!(event["data"]["monthly_limit_usd"].as_f64(), Some(1.0));
     assert_eq!(event["data"]["command_id"], command["id"], "{event}");
-    let path = format!(
-        "/projects/spender/webhooks/{}/deliveries",
-        hook["id"].as_str().unwrap()
-    );
+    let path = format!("/projects/spender/webhooks/{hook}/deliveries");
     let (_, deliveries) = host.admin_call(Method::GET, &path, None).await;
     let count = deliveries["deliveries"].as_array().map(Vec::len);
     assert_eq!(count, Some(1), "{deliveries}");

@@ -38,29 +38,6 @@ fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
 
-/// Creates a webhook as admin and returns (id, secret).
-async fn subscribe(
-    server: &TestServer,
-    project: &str,
-    url: &str,
-    types: &[&str],
-) -> (String, String) {
-    let (status, body) = server
-        .admin_call(
-            Method::POST,
-            &format!("/projects/{project}/webhooks"),
-            Some(json!({"url": url, "event_types": types})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let secret = body["secret"]
-        .as_str()
-        .expect("secret shown once")
-        .to_owned();
-    assert!(secret.starts_with("whsec_"));
-    (body["id"].as_str().expect("id").to_owned(), secret)
-}
-
 /// Runs `script` through the shell provider and waits for its final status.
 async fn run_shell(server: &TestServer, project: &str, script: &str) -> Value {
     let body = server.submit(project, "shell", script).await;
@@ -119,7 +96,7 @@ async fn a_finished_command_wakes_the_dispatcher_long_before_its_poll(db: Db) {
         return;
     };
     let receiver = WebhookReceiver::start().expect("receiver");
-    let (_, secret) = subscribe(&server, "wake", &receiver.url("/hook"), &[]).await;
+    let (_, secret) = server.subscribe("wake", &receiver.url("/hook"), &[]).await;
     // The dispatcher's first (empty) poll ran at start-up; the next is 30 s away.
     let command = run_shell(&server, "wake", "echo woken").await;
     assert_eq!(command["status"], "completed", "{command}");
@@ -137,7 +114,7 @@ async fn a_retry_is_sent_when_due_not_at_the_next_poll(db: Db) {
     };
     let receiver = WebhookReceiver::start().expect("receiver");
     receiver.script([Reply::status(500), Reply::status(204)]);
-    subscribe(&server, "due", &receiver.url("/hook"), &[]).await;
+    server.subscribe("due", &receiver.url("/hook"), &[]).await;
     run_shell(&server, "due", "true").await;
     // The retry falls due 50-200 ms after the 500; the next poll is 30 s away.
     let received = receiver.wait_for(2, Duration::from_secs(10)).await;
@@ -154,8 +131,8 @@ async fn a_hanging_endpoint_does_not_hold_up_another_webhook(db: Db) {
     let hang = Duration::from_secs(25);
     hanging.always(Reply::after(hang, 204));
     let quick = WebhookReceiver::start().expect("receiver");
-    subscribe(&server, "pair", &hanging.url("/slow"), &[]).await;
-    subscribe(&server, "pair", &quick.url("/quick"), &[]).await;
+    server.subscribe("pair", &hanging.url("/slow"), &[]).await;
+    server.subscribe("pair", &quick.url("/quick"), &[]).await;
     run_shell(&server, "pair", "echo one").await;
     quick.wait_for(1, WAIT).await;
     let hung_since = hanging.wait_for(1, WAIT).await[0].at;
@@ -179,7 +156,9 @@ async fn a_finished_command_is_delivered_signed(db: Db) {
         return;
     };
     let receiver = WebhookReceiver::start().expect("receiver");
-    let (webhook, secret) = subscribe(&server, "signed", &receiver.url("/hook"), &[]).await;
+    let (webhook, secret) = server
+        .subscribe("signed", &receiver.url("/hook"), &[])
+        .await;
     let command = run_shell(&server, "signed", "echo hello").await;
     assert_eq!(command["status"], "completed", "{command}");
 
@@ -242,8 +221,8 @@ async fn failures_are_retried_honouring_retry_after_until_attempts_run_out(db: D
     ]);
     let broken = WebhookReceiver::start().expect("receiver");
     broken.always(Reply::status(500));
-    let (flaky_id, secret) = subscribe(&server, "retry", &flaky.url("/flaky"), &[]).await;
-    let (broken_id, _) = subscribe(&server, "retry", &broken.url("/broken"), &[]).await;
+    let (flaky_id, secret) = server.subscribe("retry", &flaky.url("/flaky"), &[]).await;
+    let (broken_id, _) = server.subscribe("retry", &broken.url("/broken"), &[]).await;
     run_shell(&server, "retry", "true").await;
 
     let received = flaky.wait_for(3, WAIT).await;
@@ -286,8 +265,10 @@ async fn gone_disables_the_webhook(db: Db) {
     let gone = WebhookReceiver::start().expect("receiver");
     gone.always(Reply::status(410));
     let witness = WebhookReceiver::start().expect("receiver");
-    let (gone_id, _) = subscribe(&server, "gone", &gone.url("/gone"), &[]).await;
-    subscribe(&server, "gone", &witness.url("/witness"), &[]).await;
+    let (gone_id, _) = server.subscribe("gone", &gone.url("/gone"), &[]).await;
+    server
+        .subscribe("gone", &witness.url("/witness"), &[])
+        .await;
     run_shell(&server, "gone", "true").await;
     gone.wait_for(1, WAIT).await;
     let deadline = std::time::Instant::now() + WAIT;
@@ -329,15 +310,16 @@ async fn filters_choose_the_events(db: Db) {
     };
     let failed = WebhookReceiver::start().expect("receiver");
     let completed = WebhookReceiver::start().expect("receiver");
-    let (failed_id, _) =
-        subscribe(&server, "filters", &failed.url("/f"), &["command.failed"]).await;
-    let (completed_id, _) = subscribe(
-        &server,
-        "filters",
-        &completed.url("/c"),
-        &["command.completed", "project.created"],
-    )
-    .await;
+    let (failed_id, _) = server
+        .subscribe("filters", &failed.url("/f"), &["command.failed"])
+        .await;
+    let (completed_id, _) = server
+        .subscribe(
+            "filters",
+            &completed.url("/c"),
+            &["command.completed", "project.created"],
+        )
+        .await;
     let bad = run_shell(&server, "filters", "exit 3").await;
     assert_eq!(bad["status"], "failed", "{bad}");
     let good = run_shell(&server, "filters", "true").await;
@@ -409,7 +391,7 @@ async fn the_ssrf_guard_refuses_internal_targets_unless_allowed() {
     // Allowed by the operator: a loopback receiver is accepted.
     let server = TestServer::sqlite_with(fast).await;
     let receiver = WebhookReceiver::start().expect("receiver");
-    subscribe(&server, "guarded", &receiver.url("/ok"), &[]).await;
+    server.subscribe("guarded", &receiver.url("/ok"), &[]).await;
     server.stop().await;
 }
 
@@ -417,7 +399,7 @@ async fn the_ssrf_guard_refuses_internal_targets_unless_allowed() {
 async fn project_tokens_see_only_their_projects_webhooks() {
     let server = TestServer::sqlite_with(fast).await;
     let receiver = WebhookReceiver::start().expect("receiver");
-    let (theirs, _) = subscribe(&server, "theirs", &receiver.url("/t"), &[]).await;
+    let (theirs, _) = server.subscribe("theirs", &receiver.url("/t"), &[]).await;
     let member = server.member_token(&["mine"]).await;
 
     let created = server
@@ -505,13 +487,9 @@ async fn project_created_is_delivered_when_a_template_creates_the_project() {
     let server = TestServer::sqlite_with(fast).await;
     let receiver = WebhookReceiver::start().expect("receiver");
     // Subscribed before the project exists.
-    let (_, secret) = subscribe(
-        &server,
-        "from-template",
-        &receiver.url("/p"),
-        &["project.created"],
-    )
-    .await;
+    let (_, secret) = server
+        .subscribe("from-template", &receiver.url("/p"), &["project.created"])
+        .await;
     server
         .as_admin()
         .post(

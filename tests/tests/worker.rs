@@ -7,14 +7,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::domain::{
-    AgentEvent, AgentRequest, CommandId, CommandStatus, CredentialName, HostEvent, MasterKey,
-    NewCommand, ProjectId, ProviderName, QueueConfig, StreamEvent,
+    AgentEvent, CommandId, CommandStatus, CredentialName, HostEvent, MasterKey, ProjectId,
+    ProviderName, QueueConfig, StreamEvent,
 };
 use rdev::ports::{SecretValue, StoredEvent, Stores, UnknownProject};
 use rdev::registry::Registry;
 use rdev::worker::{DrainReport, Worker, WorkerConfig};
 use rdev_tests::harness::plugins::plugins_dir;
 use rdev_tests::harness::postgres::TestDatabase;
+use rdev_tests::harness::queue::new_command;
 use rdev_tests::harness::runtime::{install, runtime};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -78,24 +79,10 @@ impl Host {
 
     async fn submit(&self, project: &str, prompt: &str, timeout: Duration) -> CommandId {
         let project = ProjectId::parse(project).expect("project");
-        let mut request = AgentRequest::new(prompt);
-        request.timeout = timeout;
-        self.stores
-            .queue
-            .submit(
-                NewCommand {
-                    project_id: project,
-                    provider: ProviderName::parse("shell").expect("name"),
-                    request,
-                    idempotency_key: None,
-                    submitted_by: "tester".into(),
-                },
-                UnknownProject::Register,
-            )
-            .await
-            .expect("submit")
-            .command
-            .id
+        let mut command = new_command(&project, prompt);
+        command.request.timeout = timeout;
+        let submitted = self.stores.queue.submit(command, UnknownProject::Register);
+        submitted.await.expect("submit").command.id
     }
 
     /// Every event of the stream, waiting for its end.

@@ -14,13 +14,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-pub use super::scripted::{Recorded, all_texts, touch_input};
-use super::scripted::{ScriptedServer, Shared, sse_response};
+use super::scripted::{Api, ApiError, ScriptedServer, Shared, sse_response};
+pub use super::scripted::{Recorded, all_texts, shell_input, touch_input};
 
 /// One content block of a scripted assistant message.
 #[derive(Debug, Clone)]
@@ -45,11 +45,7 @@ pub enum Reply {
         event_delay: Duration,
     },
     /// An API error: the status with the Messages API's error body.
-    Error {
-        status: u16,
-        kind: String,
-        message: String,
-    },
+    Error(ApiError),
 }
 
 impl Reply {
@@ -86,11 +82,11 @@ impl Reply {
     }
 
     /// A text answer streamed in `pieces` deltas with `delay` before every SSE event.
-    pub fn slow_text(pieces: &[&str], delay: Duration) -> Self {
+    pub fn slow_text(pieces: &[impl AsRef<str>], delay: Duration) -> Self {
         Self::Message {
             blocks: pieces
                 .iter()
-                .map(|p| Block::Text((*p).to_owned()))
+                .map(|p| Block::Text(p.as_ref().to_owned()))
                 .collect(),
             stop_reason: "end_turn".into(),
             event_delay: delay,
@@ -99,11 +95,7 @@ impl Reply {
 
     /// An API error with the given HTTP status, error type and message.
     pub fn error(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Error {
-            status,
-            kind: kind.into(),
-            message: message.into(),
-        }
+        Self::Error(ApiError::new(status, kind, message))
     }
 }
 
@@ -111,38 +103,26 @@ impl Reply {
 /// `set_fallback`, `requests`). Dropping it stops the server.
 pub type FakeAnthropic = ScriptedServer<Reply>;
 
+/// The Messages API: its conversation turns are the streamed requests.
+const API: Api = Api {
+    name: "fake-anthropic",
+    base_path: "",
+    conversation: Recorded::wants_stream,
+};
+
 impl ScriptedServer<Reply> {
     /// Starts the server on 127.0.0.1 with an ephemeral port.
     pub fn start() -> std::io::Result<Self> {
-        ScriptedServer::serve("fake-anthropic", |shared| {
-            Router::new()
-                .route("/v1/messages", post(messages))
-                .route("/v1/messages/count_tokens", post(count_tokens))
-                .fallback(not_found)
-                .with_state(shared)
-        })
-    }
-
-    /// The base URL to hand the CLI as `ANTHROPIC_BASE_URL`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
-    }
-
-    /// The streamed (conversation) requests received so far.
-    pub fn stream_requests(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(Recorded::wants_stream)
-            .collect()
+        let routes = Router::new()
+            .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens));
+        ScriptedServer::serve(API, routes.fallback(not_found))
     }
 }
 
 async fn not_found(OriginalUri(uri): OriginalUri) -> Response {
-    error_response(
-        404,
-        "not_found_error",
-        &format!("fake anthropic: no route {uri}"),
-    )
+    let message = format!("fake anthropic: no route {uri}");
+    error_response(&ApiError::new(404, "not_found_error", message))
 }
 
 async fn count_tokens(
@@ -166,11 +146,7 @@ async fn messages(
     let model = request.body["model"].as_str().unwrap_or("claude-fake");
     let id = format!("msg_fake_{n:04}");
     match reply {
-        Reply::Error {
-            status,
-            kind,
-            message,
-        } => error_response(status, &kind, &message),
+        Reply::Error(error) => error_response(&error),
         Reply::Message {
             blocks,
             stop_reason,
@@ -189,11 +165,10 @@ async fn messages(
     }
 }
 
-fn error_response(status: u16, kind: &str, message: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"type": "error", "error": {"type": kind, "message": message}});
+fn error_response(error: &ApiError) -> Response {
+    let body = json!({"type": "error", "error": {"type": error.kind, "message": error.message}});
     (
-        status,
+        error.status_code(),
         [("request-id", "req_fake_error"), ("x-should-retry", "true")],
         axum::Json(body),
     )

@@ -15,13 +15,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-pub use super::scripted::{Recorded, all_texts, touch_input};
-use super::scripted::{ScriptedServer, Shared, sse_response};
+use super::scripted::{Api, ApiError, ScriptedServer, Shared, sse_response};
+pub use super::scripted::{Recorded, all_texts, shell_input, touch_input};
 
 /// What the fake answers to one chat-completions request.
 #[derive(Debug, Clone)]
@@ -34,11 +34,7 @@ pub enum Reply {
         chunk_delay: Duration,
     },
     /// An API error: the status with the OpenAI error body.
-    Error {
-        status: u16,
-        kind: String,
-        message: String,
-    },
+    Error(ApiError),
 }
 
 /// One scripted function call.
@@ -74,9 +70,9 @@ impl Reply {
     }
 
     /// A text answer streamed in `pieces` deltas with `delay` before every SSE chunk.
-    pub fn slow_text(pieces: &[&str], delay: Duration) -> Self {
+    pub fn slow_text(pieces: &[impl AsRef<str>], delay: Duration) -> Self {
         Self::Message {
-            pieces: pieces.iter().map(|p| (*p).to_owned()).collect(),
+            pieces: pieces.iter().map(|p| p.as_ref().to_owned()).collect(),
             tool_calls: Vec::new(),
             chunk_delay: delay,
         }
@@ -84,11 +80,7 @@ impl Reply {
 
     /// An API error with the given HTTP status, error type and message.
     pub fn error(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Error {
-            status,
-            kind: kind.into(),
-            message: message.into(),
-        }
+        Self::Error(ApiError::new(status, kind, message))
     }
 }
 
@@ -99,29 +91,21 @@ pub const MODEL: &str = "fake-model";
 /// `set_fallback`, `requests`). Dropping it stops the server.
 pub type FakeOpenAi = ScriptedServer<Reply>;
 
+/// The chat-completions API under `/v1`: its conversation turns are the streamed requests
+/// that are not opencode's side jobs.
+const API: Api = Api {
+    name: "fake-openai",
+    base_path: "/v1",
+    conversation: is_conversation,
+};
+
 impl ScriptedServer<Reply> {
     /// Starts the server on 127.0.0.1 with an ephemeral port.
     pub fn start() -> std::io::Result<Self> {
-        ScriptedServer::serve("fake-openai", |shared| {
-            Router::new()
-                .route("/v1/chat/completions", post(completions))
-                .route("/v1/models", get(models))
-                .fallback(not_found)
-                .with_state(shared)
-        })
-    }
-
-    /// The base URL to configure as the provider's `baseURL` (ends in `/v1`).
-    pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr())
-    }
-
-    /// The streamed conversation requests received so far (not title generation).
-    pub fn stream_requests(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(is_conversation)
-            .collect()
+        let routes = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .route("/v1/models", get(models));
+        ScriptedServer::serve(API, routes.fallback(not_found))
     }
 }
 
@@ -131,11 +115,8 @@ fn is_conversation(request: &Recorded) -> bool {
 }
 
 async fn not_found(OriginalUri(uri): OriginalUri) -> Response {
-    error_response(
-        404,
-        "not_found_error",
-        &format!("fake openai: no route {uri}"),
-    )
+    let message = format!("fake openai: no route {uri}");
+    error_response(&ApiError::new(404, "not_found_error", message))
 }
 
 async fn models() -> Response {
@@ -162,11 +143,7 @@ async fn completions(
     let model = request.body["model"].as_str().unwrap_or(MODEL);
     let id = format!("chatcmpl-fake{n:04}");
     match reply {
-        Reply::Error {
-            status,
-            kind,
-            message,
-        } => error_response(status, &kind, &message),
+        Reply::Error(error) => error_response(&error),
         Reply::Message {
             pieces,
             tool_calls,
@@ -194,10 +171,10 @@ fn is_title_request(body: &Value) -> bool {
         .is_some_and(|c| c.contains("title generator"))
 }
 
-fn error_response(status: u16, kind: &str, message: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+fn error_response(error: &ApiError) -> Response {
+    let (kind, message) = (&error.kind, &error.message);
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": kind}});
-    (status, axum::Json(body)).into_response()
+    (error.status_code(), axum::Json(body)).into_response()
 }
 
 const PROMPT_TOKENS: u64 = 12;

@@ -43,6 +43,18 @@ impl Recorded {
         out
     }
 
+    /// Asserts that the request's message texts carry every one of `parts`: what a test
+    /// checks to see that a conversation's history (or a follow-up) reached the model.
+    pub fn assert_carries(&self, parts: &[&str]) {
+        let texts = self.message_texts().join("\n");
+        for part in parts {
+            assert!(
+                texts.contains(part),
+                "{part:?} is not in what the model was told:\n{texts}"
+            );
+        }
+    }
+
     /// Anthropic `tool_result` blocks of the request's messages as (tool use id, text,
     /// is_error): how a test sees that a denied tool call reached the model as a denial.
     pub fn tool_results(&self) -> Vec<(String, String, bool)> {
@@ -65,10 +77,15 @@ impl Recorded {
     }
 }
 
-/// The input of a shell tool call that creates `file` (`touch`), as the tests script their
-/// fake models asking for one: its effect shows in the workspace.
+/// The input of a shell tool call (Claude Code's `Bash`, OpenCode's `bash`) that runs
+/// `command`, as the tests script their fake models asking for one.
+pub fn shell_input(command: &str, description: &str) -> Value {
+    serde_json::json!({"command": command, "description": description})
+}
+
+/// [`shell_input`] creating `file` (`touch`): its effect shows in the workspace.
 pub fn touch_input(file: &str) -> Value {
-    serde_json::json!({"command": format!("touch {file}"), "description": "create the marker"})
+    shell_input(&format!("touch {file}"), "create the marker")
 }
 
 /// Every message text of `requests` (see [`Recorded::message_texts`]), one a line: all a
@@ -149,16 +166,51 @@ impl<R: Clone> Shared<R> {
     }
 }
 
+/// How one model API's double is told apart from another's, besides its routes: the name
+/// of its thread, the path its clients put after the address in their base URL, and which
+/// of its requests are conversation turns (not side jobs).
+pub struct Api {
+    pub name: &'static str,
+    pub base_path: &'static str,
+    pub conversation: fn(&Recorded) -> bool,
+}
+
+/// A scripted API error: the HTTP status, error type and message that each API renders in
+/// its own error body.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The status to answer with (500 when the scripted one is not a valid status).
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
 /// A fake model API: its router served on 127.0.0.1 (an ephemeral port, a thread and a
 /// runtime of its own) plus its script. Dropping it stops the server.
 pub struct ScriptedServer<R> {
     server: ThreadServer,
     shared: Shared<R>,
+    api: Api,
 }
 
 impl<R: Clone + Send + 'static> ScriptedServer<R> {
-    /// Builds the router with `routes` (handed the shared script) and serves it.
-    pub fn serve(name: &str, routes: impl FnOnce(Shared<R>) -> Router) -> std::io::Result<Self> {
+    /// Serves `routes` (their handlers get the shared script as state) as the double of
+    /// `api`: the one start-up of every fake model API.
+    pub fn serve(api: Api, routes: Router<Shared<R>>) -> std::io::Result<Self> {
         let shared = Shared(Arc::new(Mutex::new(Script {
             queue: VecDeque::new(),
             fallback: None,
@@ -168,12 +220,31 @@ impl<R: Clone + Send + 'static> ScriptedServer<R> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let server = ThreadServer::start(name, routes(shared.clone()), runtime)?;
-        Ok(Self { server, shared })
+        let app = routes.with_state(shared.clone());
+        let server = ThreadServer::start(api.name, app, runtime)?;
+        Ok(Self {
+            server,
+            shared,
+            api,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
+    }
+
+    /// The base URL to configure the client with (`ANTHROPIC_BASE_URL`, an OpenAI-compatible
+    /// provider's `baseURL` ending in `/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}{}", self.addr(), self.api.base_path)
+    }
+
+    /// The conversation requests received so far (streamed, and no side job such as
+    /// opencode's title generation).
+    pub fn stream_requests(&self) -> Vec<Recorded> {
+        let mut requests = self.requests();
+        requests.retain(|r| (self.api.conversation)(r));
+        requests
     }
 
     /// Queues a reply for the next scripted request.

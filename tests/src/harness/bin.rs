@@ -17,6 +17,26 @@ pub fn rdev() -> PathBuf {
     }
 }
 
+/// A finished process's status, stdout and stderr as text, for assertion messages.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A finished process's exit code, stdout and stderr (as text).
+pub fn code_and_text(output: &std::process::Output) -> (Option<i32>, String, String) {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
 fn locate() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(RDEV_BIN_ENV).map(PathBuf::from) {
         return if path.is_file() {

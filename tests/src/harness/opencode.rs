@@ -46,6 +46,31 @@ fn runs(bin: &Path) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// `opencode serve` on 127.0.0.1:`port` in `workspace`, with only PATH and the throwaway
+/// environment of [`env`] (`home`), `password` as its server password, and no terminal
+/// output: the server the tests that drive `opencode serve` themselves start.
+pub fn serve_command(
+    bin: &Path,
+    port: u16,
+    workspace: &Path,
+    home: &Path,
+    password: &str,
+) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .args(["serve", "--hostname", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .current_dir(workspace)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env(home))
+        .env("OPENCODE_SERVER_PASSWORD", password)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
 /// The `opencode.json` that routes every request of the project to `base_url` (the fake):
 /// one provider built on `@ai-sdk/openai-compatible`, one model, every tool allowed without a
 /// permission prompt, no sharing, no auto-update.

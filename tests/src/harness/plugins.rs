@@ -60,6 +60,15 @@ pub fn with_test_guest(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// `ver` at `version` (the `versioned-v1` test guest) in a temporary directory of its own,
+/// as a plugin author has it before publishing it.
+pub fn ver_plugin(version: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("plugin dir");
+    let from = test_plugins_dir();
+    super::runtime::install(&from, "versioned-v1", dir.path(), "ver", Some(version));
+    dir
+}
+
 /// A temporary plugins directory holding the shared ACP component and `manifests` (file
 /// name, TOML text): all an operator installs to add ACP agents.
 pub fn with_acp(manifests: &[(&str, &str)]) -> tempfile::TempDir {

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdev::adapters::local::LocalExecutor;
+use rdev::domain::OutputStream;
 use rdev::domain::mcp::McpServer;
 use rdev::domain::{AgentEvent, AgentRequest, AgentResult, CommandId, ProjectId};
 use rdev::ports::{
     AgentError, CodeAgent, Execution, Interaction, SecretError, SecretResolver, SecretValue,
+    SpawnSpec,
 };
 use rdev::runtime::{Runtime, RuntimeConfig};
 use tokio::sync::mpsc;
@@ -91,10 +93,116 @@ pub fn run(prompt: &str, timeout: Duration, capacity: usize) -> Run {
     }
 }
 
+/// The stdout and the stderr text of the output events `events` has received so far.
+pub fn output(events: &mut mpsc::Receiver<AgentEvent>) -> (String, String) {
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    while let Ok(event) = events.try_recv() {
+        if let AgentEvent::Output { stream, text } = event {
+            match stream {
+                OutputStream::Stdout => stdout.push_str(&text),
+                OutputStream::Stderr => stderr.push_str(&text),
+            }
+        }
+    }
+    (stdout, stderr)
+}
+
+/// The final text of one run of `prompt` on `agent` (see [`run`]: a sink of 16 events,
+/// `timeout`); the test fails when the execution does.
+pub async fn final_text(agent: &dyn CodeAgent, prompt: &str, timeout: Duration) -> String {
+    let r = run(prompt, timeout, 16);
+    let result = agent.execute(r.execution).await.expect("runs");
+    result.final_text.unwrap_or_default()
+}
+
+/// `program` with `args`, no environment, in the workspace root: what executor tests spawn.
+pub fn spec(program: &str, args: &[&str]) -> SpawnSpec {
+    SpawnSpec {
+        program: program.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        env: Vec::new(),
+        working_dir: None,
+    }
+}
+
+/// `sh -c script`, as [`spec`] makes it.
+pub fn sh(script: &str) -> SpawnSpec {
+    spec("sh", &["-c", script])
+}
+
+/// Serves `app` on an ephemeral loopback port (a project's HTTP server, for project-http
+/// tests); the port and the serving task.
+pub async fn serve_loopback(app: axum::Router) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let port = listener.local_addr().expect("address").port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, server)
+}
+
 /// What one execution produced: every event in order and the provider's answer.
 pub struct Collected {
     pub events: Vec<AgentEvent>,
     pub result: Result<AgentResult, AgentError>,
+}
+
+impl Collected {
+    /// The provider's answer; the test fails when the execution failed.
+    pub fn result(&self) -> &AgentResult {
+        self.result.as_ref().expect("the execution succeeded")
+    }
+
+    /// The provider's answer, asserting that it completed.
+    pub fn completed(&self) -> &AgentResult {
+        let result = self.result();
+        let status = rdev::domain::ResultStatus::Completed;
+        assert_eq!(result.status, status, "{result:?} {:?}", self.events);
+        result
+    }
+
+    /// The messages of the `warning` events, in order.
+    pub fn warnings(&self) -> Vec<&str> {
+        let events = self.events.iter();
+        events
+            .filter_map(|e| match e {
+                AgentEvent::Warning { message } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The session id and agent version the first event (an `Init`) reports.
+    pub fn init(&self) -> (Option<&str>, Option<&str>) {
+        match &self.events[0] {
+            AgentEvent::Init {
+                session_id,
+                version,
+                ..
+            } => (session_id.as_deref(), version.as_deref()),
+            other => panic!("first event {other:?}"),
+        }
+    }
+
+    /// Whether a `usage` event was streamed.
+    pub fn reported_usage(&self) -> bool {
+        let usage = |e: &&AgentEvent| matches!(e, AgentEvent::Usage { .. });
+        self.events.iter().any(|e| usage(&e))
+    }
+
+    /// The streamed (partial) message text, joined.
+    pub fn partial_text(&self) -> String {
+        let partial = |e: &AgentEvent| match e {
+            AgentEvent::Message {
+                text,
+                partial: true,
+            } => Some(text.clone()),
+            _ => None,
+        };
+        self.events.iter().filter_map(partial).collect()
+    }
 }
 
 /// Runs `request` in `project` on `agent`, collecting its events; `on_event` sees each one
@@ -168,6 +276,30 @@ pub fn install(from: &Path, plugin: &str, to: &Path, name: &str, version: Option
         &to.join(format!("{name}.toml")),
         lines.join("\n").as_bytes(),
     );
+}
+
+/// Installs the `hostile` test guest as `web` in `dir`, granted project-http to `port` (a
+/// project's HTTP server on loopback); its manifest.
+pub fn web_guest(dir: &Path, port: u16) -> PathBuf {
+    install(
+        &crate::harness::plugins::test_plugins_dir(),
+        "hostile",
+        dir,
+        "web",
+        None,
+    );
+    let manifest = dir.join("web.toml");
+    let ports = format!("project_http_ports = [{port}]");
+    edit_file(&manifest, |text| {
+        text.replace("project_http_ports = []", &ports)
+    });
+    manifest
+}
+
+/// Rewrites the text file at `path` (a manifest, usually) with `edit`.
+pub fn edit_file(path: &Path, edit: impl FnOnce(&str) -> String) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::write(path, edit(&text)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// Replaces `path` in one rename, so a watcher never sees half a file.

@@ -56,6 +56,24 @@ pub fn allowing(base_url: &str) -> impl FnOnce(&mut rdev::server::ServeConfig) +
     move |config| config.confinement.allow_hosts.push(rule)
 }
 
+/// A TCP server on an ephemeral loopback port that answers every connection with a bare
+/// HTTP 200 whose body is `name`: a target whose reachability an egress test checks.
+pub async fn banner_server(name: &'static str) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream
+                .write_all(format!("HTTP/1.0 200 OK\r\n\r\n{name}\n").as_bytes())
+                .await;
+        }
+    });
+    port
+}
+
 /// Whether this host can confine commands (a trial sandbox in a scratch directory); `false`
 /// after [`super::skip_or_fail`] otherwise.
 pub fn can_confine() -> bool {

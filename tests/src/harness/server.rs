@@ -245,6 +245,34 @@ impl TestServer {
             .to_owned()
     }
 
+    /// The `rdev` binary as a client of this server, holding `token`: `RDEV_URL` and
+    /// `RDEV_TOKEN` set as users set them and no `RDEV_DATA_DIR`; the caller adds the
+    /// arguments. Run it off the test's runtime thread (`output().await`) so the in-process
+    /// server keeps answering.
+    pub fn client(&self, token: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(super::bin::rdev());
+        command
+            .env("RDEV_URL", &self.base)
+            .env("RDEV_TOKEN", token)
+            .env_remove("RDEV_DATA_DIR");
+        command
+    }
+
+    /// Subscribes `url` to `types` of `project`'s events as the admin, expecting 201; the
+    /// webhook's id and its signing secret (shown this once).
+    pub async fn subscribe(&self, project: &str, url: &str, types: &[&str]) -> (String, String) {
+        let path = format!("/projects/{project}/webhooks");
+        let body = serde_json::json!({"url": url, "event_types": types});
+        let created = self
+            .as_admin()
+            .post(&path, body, reqwest::StatusCode::CREATED)
+            .await;
+        let secret = created["secret"].as_str().expect("secret shown once");
+        assert!(secret.starts_with("whsec_"), "{created}");
+        let id = created["id"].as_str().expect("id");
+        (id.to_owned(), secret.to_owned())
+    }
+
     /// The Prometheus text `GET /metrics` serves.
     pub async fn metrics(&self) -> String {
         self.request(reqwest::Method::GET, "/metrics", None)
@@ -423,6 +451,18 @@ impl TestServer {
             .unwrap_or_else(|_| panic!("{prompt:?} did not end within {wait:?}"))
     }
 
+    /// The rest of `run`'s events (at most `wait`, see [`Running::rest`]) and then its
+    /// command once it has ended (see [`finished_within`](Self::finished_within)).
+    pub async fn finish(
+        &self,
+        run: Running,
+        wait: Duration,
+    ) -> (Vec<(String, serde_json::Value)>, serde_json::Value) {
+        let id = run.id.clone();
+        let events = run.rest(wait).await;
+        (events, self.finished_within(&id, wait).await)
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
@@ -473,14 +513,14 @@ impl Caller<'_> {
             .await
     }
 
-    /// `PUT path` with `body` (a JSON value, or `None` for none), expecting `status`.
+    /// `PUT path` with `body`, expecting `status`.
     pub async fn put(
         &self,
         path: &str,
-        body: impl Into<Option<serde_json::Value>>,
+        body: serde_json::Value,
         status: reqwest::StatusCode,
     ) -> serde_json::Value {
-        self.send(reqwest::Method::PUT, path, body.into(), status)
+        self.send(reqwest::Method::PUT, path, Some(body), status)
             .await
     }
 
@@ -728,13 +768,7 @@ impl ServeProcess {
             .collect();
         let (child, base) = spawn_serve(dir.path(), plugins_dir, &env).await;
         let printed = std::fs::read_to_string(dir.path().join("stdout.log")).expect("stdout");
-        let admin = printed
-            .lines()
-            .find_map(|line| line.strip_prefix("admin token (shown once"))
-            .and_then(|rest| rest.rsplit(": ").next())
-            .expect("a fresh data dir prints an admin token")
-            .trim()
-            .to_owned();
+        let admin = printed_admin_token(&printed).expect("a fresh data dir prints an admin token");
         Self {
             child,
             base,
@@ -895,6 +929,15 @@ impl ServeProcess {
     }
 }
 
+/// The admin token `rdev serve` prints on its first start (`admin token (shown once, …):
+/// <token>`), found in its output `log`.
+pub fn printed_admin_token(log: &str) -> Option<String> {
+    log.lines()
+        .find_map(|line| line.strip_prefix("admin token (shown once"))
+        .and_then(|rest| rest.rsplit(": ").next())
+        .map(|token| token.trim().to_owned())
+}
+
 fn read_logs(dir: &std::path::Path) -> String {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
     format!(
@@ -930,6 +973,12 @@ pub async fn json_of(response: reqwest::Response) -> (reqwest::StatusCode, serde
         .await
         .unwrap_or(serde_json::Value::Null);
     (status, body)
+}
+
+/// Asserts that `command` (as `GET /commands/{id}` shows it) completed with `final_text`.
+pub fn assert_completed(command: &serde_json::Value, final_text: &str) {
+    assert_eq!(command["status"], "completed", "{command}");
+    assert_eq!(command["result"]["final_text"], final_text, "{command}");
 }
 
 /// The `field` strings of the items of the JSON array `list` (items without one are left
