@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use rdev::server::ServeConfig;
 use rdev_tests::harness::bin::code_and_text;
 use rdev_tests::harness::plugins::with_interact;
-use rdev_tests::harness::server::{Running, TestServer};
+use rdev_tests::harness::server::{Running, TestServer, assert_nobody_asked};
 
 /// Generous: a command runs a real plugin and the machine may be loaded.
 const WAIT: Duration = Duration::from_secs(60);
@@ -130,10 +130,7 @@ async fn an_allowed_call_runs_after_the_decision_and_the_audit_names_the_decider
 async fn a_denial_with_a_message_reaches_the_agent_and_the_tool_does_not_run(db: Db) {
     let Some(host) = host(db).await else { return };
     let mut run = start(&host, "p", json!({"prompt": "run echo never-$((1+1))"})).await;
-    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = run.approval_id(WAIT).await;
     let (status, decided) = decide(
         &host,
         &host.admin,
@@ -155,10 +152,7 @@ async fn a_request_nobody_decides_expires_as_a_denial(db: Db) {
     let Some(host) = host(db).await else { return };
     put_policy(&host, "p", json!({"mode": "ask", "timeout_secs": 1})).await;
     let mut run = start(&host, "p", json!({"prompt": "run echo late"})).await;
-    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = run.approval_id(WAIT).await;
     let resolved = run.next("approval_resolved", WAIT).await;
     assert_eq!(resolved["approval"]["status"], "expired");
     assert_eq!(resolved["approval"]["decided_by"], "host");
@@ -174,10 +168,7 @@ async fn a_request_nobody_decides_expires_as_a_denial(db: Db) {
 async fn cancel_while_waiting_cancels_command_and_approval(db: Db) {
     let Some(host) = host(db).await else { return };
     let mut run = start(&host, "p", json!({"prompt": "run echo wait"})).await;
-    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = run.approval_id(WAIT).await;
     let (status, body) = host
         .admin_call(Method::POST, &format!("/commands/{}/cancel", run.id), None)
         .await;
@@ -225,10 +216,7 @@ async fn follow_up_input_reaches_the_running_agent(db: Db) {
 async fn input_the_agent_never_took_is_reported_before_done(db: Db) {
     let Some(host) = host(db).await else { return };
     let mut run = start(&host, "p", json!({"prompt": "run echo busy"})).await;
-    let approval = run.next("approval_requested", WAIT).await["approval"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let approval = run.approval_id(WAIT).await;
     let path = format!("/commands/{}/input", run.id);
     let body = host
         .as_admin()
@@ -301,10 +289,7 @@ async fn deny_mode_and_a_denying_command_never_ask() {
     let run = start(&host, "strict", json!({"prompt": "run echo x"})).await;
     let id = run.id.clone();
     let rest = run.rest(WAIT).await;
-    assert!(
-        rest.iter().all(|(kind, _)| kind != "approval_requested"),
-        "{rest:?}"
-    );
+    assert_nobody_asked(&rest);
     let command = finished(&host, &id).await;
     assert!(
         final_text(&command).starts_with("denied: denied: the policy"),
@@ -340,15 +325,12 @@ async fn rules_decide_without_asking_and_remember_adds_one() {
     let id = run.id.clone();
     let rest = run.rest(WAIT).await;
     assert!(printed(&rest, "ok-rule"), "{rest:?}");
-    assert!(rest.iter().all(|(kind, _)| kind != "approval_requested"));
+    assert_nobody_asked(&rest);
     assert_eq!(finished(&host, &id).await["status"], "completed");
 
     // Asked once, allowed with remember: the next identical call is not asked.
     let mut run = start(&host, "p", json!({"prompt": "run echo again"})).await;
-    let approval = run.next("approval_requested", WAIT).await["approval"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let approval = run.approval_id(WAIT).await;
     let (status, body) = decide(
         &host,
         &host.admin,
@@ -371,10 +353,7 @@ async fn rules_decide_without_asking_and_remember_adds_one() {
     let run = start(&host, "p", json!({"prompt": "run echo again"})).await;
     let id = run.id.clone();
     let rest = run.rest(WAIT).await;
-    assert!(
-        rest.iter().all(|(kind, _)| kind != "approval_requested"),
-        "{rest:?}"
-    );
+    assert_nobody_asked(&rest);
     assert!(printed(&rest, "again"));
     assert_eq!(finished(&host, &id).await["status"], "completed");
 }
@@ -384,10 +363,7 @@ async fn another_projects_member_can_neither_list_nor_see_nor_decide() {
     let host = host(Db::Sqlite).await.expect("sqlite");
     let b = host.member_token(&["b"]).await;
     let mut run = start(&host, "a", json!({"prompt": "run echo secret"})).await;
-    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = run.approval_id(WAIT).await;
     host.as_token(&b)
         .get("/projects/a/approvals", StatusCode::FORBIDDEN)
         .await;
@@ -482,10 +458,7 @@ async fn rdev_cli(host: &TestServer, args: &[&str]) -> (Option<i32>, String, Str
 async fn the_cli_lists_approves_denies_and_sends_input() {
     let host = host(Db::Sqlite).await.expect("sqlite");
     let mut run = start(&host, "p", json!({"prompt": "run echo cli-$((2*3))"})).await;
-    let id = run.next("approval_requested", WAIT).await["approval"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = run.approval_id(WAIT).await;
     let (code_, listed, err) = rdev_cli(&host, &["approvals", "--project", "p"]).await;
     assert_eq!(code_, Some(0), "{err}");
     let line = listed.lines().find(|l| l.starts_with(&id)).expect("listed");

@@ -204,16 +204,8 @@ async fn api_500s_warn_then_fail_with_the_api_message() {
     s.fake
         .set_fallback(Reply::error(500, "api_error", "upstream exploded"));
     let out = run(&s.agent, request("hi", None, json!({"max_retries": 1}))).await;
-    let result = out.result();
-    assert_eq!(result.status, ResultStatus::Failed);
-    assert!(
-        result
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("upstream exploded"),
-        "{result:?}"
-    );
+    let error = out.failed();
+    assert!(error.contains("upstream exploded"), "{error}");
     let warnings = out.warnings();
     let http_500 = warnings.iter().filter(|m| m.contains("HTTP 500")).count();
     assert_eq!(http_500, 1, "{:?}", out.events);
@@ -267,12 +259,10 @@ async fn connection_refused_fails_with_the_cli_message() {
         return;
     };
     let out = run(&s.agent, request("hi", None, json!({"max_retries": 1}))).await;
-    let result = out.result();
-    assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
-    let error = result.error.as_deref().unwrap();
+    let error = out.failed();
     assert!(
         error.contains("Connection refused") && error.contains("ECONNREFUSED"),
-        "{result:?}"
+        "{error}"
     );
     let warnings = out.warnings();
     let retries: Vec<_> = warnings
@@ -292,14 +282,8 @@ async fn unauthorized_fails_with_the_cli_message() {
         "invalid x-api-key",
     ));
     let out = run(&s.agent, request("hi", None, json!({}))).await;
-    assert_eq!(out.result().status, ResultStatus::Failed);
-    assert!(
-        out.result()
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("Invalid API key")
-    );
+    let error = out.failed();
+    assert!(error.contains("Invalid API key"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -366,15 +350,7 @@ async fn unknown_session_fails_with_the_cli_message() {
 async fn missing_api_key_fails_clearly_without_running_the_cli() {
     let Some(s) = setup(false).await else { return };
     let out = run(&s.agent, request("hi", None, json!({}))).await;
-    let result = out.result();
-    assert_eq!(result.status, ResultStatus::Failed);
-    assert!(
-        result
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("ANTHROPIC_API_KEY is not set"),
-        "{result:?}"
-    );
+    let error = out.failed();
+    assert!(error.contains("ANTHROPIC_API_KEY is not set"), "{error}");
     assert!(s.fake.requests().is_empty());
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply, all_texts, touch_input};
 use rdev_tests::harness::Database as Db;
-use rdev_tests::harness::server::{Running, TestServer, assert_completed};
+use rdev_tests::harness::server::{Running, TestServer, assert_completed, assert_nobody_asked};
 use rdev_tests::harness::{self, claude, sandbox};
 
 /// Generous: every command starts the real CLI and the machine may be loaded.
@@ -47,6 +47,15 @@ impl Host {
     /// Waits until the command ends; its view.
     async fn finished(&self, id: &str) -> Value {
         self.server.finished_within(id, WAIT).await
+    }
+
+    /// The text of the one tool result the model received in its last request, asserting
+    /// that it reported an error.
+    fn tool_error(&self) -> String {
+        let results = self.last_tool_results();
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert!(results[0].2, "the tool call failed: {results:?}");
+        results[0].1.clone()
     }
 
     /// The tool results the model received in its last request.
@@ -151,21 +160,12 @@ async fn deny_mode_never_asks_and_the_model_learns_why() {
             json!({"prompt": "make the marker", "permissions": "deny"}),
         )
         .await;
-    let id = run.id.clone();
-    let kinds = run.rest(WAIT).await;
-    assert!(
-        !kinds.iter().any(|(k, _)| k == "approval_requested"),
-        "{kinds:?}"
-    );
-    let command = host.finished(&id).await;
+    let (events, command) = host.server.finish(run, WAIT).await;
+    assert_nobody_asked(&events);
     assert_eq!(command["status"], "completed", "{command}");
     assert!(!host.server.workspace("p").join("never-marker").exists());
-    let results = host.last_tool_results();
-    assert_eq!(results.len(), 1, "{results:?}");
-    assert!(
-        results[0].2 && results[0].1.contains("denied"),
-        "{results:?}"
-    );
+    let error = host.tool_error();
+    assert!(error.contains("denied"), "{error}");
     let (_, approvals) = host
         .server
         .admin_call(Method::GET, "/projects/p/approvals", None)
@@ -187,13 +187,8 @@ async fn a_rule_allows_without_asking() {
     host.server.put_policy("p", rule).await;
     host.script_bash_touch("ruled-marker");
     let run = host.start("p", json!({"prompt": "make the marker"})).await;
-    let id = run.id.clone();
-    let kinds = run.rest(WAIT).await;
-    assert!(
-        !kinds.iter().any(|(k, _)| k == "approval_requested"),
-        "{kinds:?}"
-    );
-    let command = host.finished(&id).await;
+    let (events, command) = host.server.finish(run, WAIT).await;
+    assert_nobody_asked(&events);
     assert_eq!(command["status"], "completed", "{command}");
     assert!(host.server.workspace("p").join("ruled-marker").exists());
 }
@@ -237,11 +232,10 @@ async fn a_request_nobody_decides_expires_as_a_denial_the_model_is_told() {
     let command = host.finished(&run.id).await;
     assert_eq!(command["status"], "completed", "{command}");
     assert!(!host.server.workspace("p").join("expired-marker").exists());
-    let results = host.last_tool_results();
-    assert_eq!(results.len(), 1, "{results:?}");
+    let error = host.tool_error();
     assert!(
-        results[0].2 && results[0].1.starts_with("expired: nobody decided"),
-        "the expiry reached the model as the tool's error: {results:?}"
+        error.starts_with("expired: nobody decided"),
+        "the expiry reached the model as the tool's error: {error}"
     );
     let path = format!("/approvals/{id}");
     let late = json!({"decision": "allow"});

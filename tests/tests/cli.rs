@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rdev::domain::{AgentEvent, CommandStatus, HostEvent, OutputStream, ResultStatus, StreamEvent};
-use rdev_tests::harness::bin::rdev;
+use rdev_tests::harness::bin::{assert_exit, rdev};
 use rdev_tests::harness::examples;
 use rdev_tests::harness::plugins::plugins_dir;
 use rdev_tests::harness::server::field_strings;
@@ -139,12 +139,7 @@ fn a_missing_plugins_dir_is_an_error_naming_it() {
         .arg("providers")
         .output()
         .expect("rdev runs");
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        text(&output.stderr).contains("nope"),
-        "{}",
-        text(&output.stderr)
-    );
+    assert_exit(&output, 1, "nope");
 }
 
 #[test]
@@ -266,20 +261,10 @@ fn git_runs_with_the_prompt_split_into_arguments() {
     );
 
     let unknown = exec(&plugins, ws.path(), "git", &[], "no-such-subcommand");
-    assert_eq!(unknown.status.code(), Some(1));
-    assert!(
-        text(&unknown.stderr).contains("not a git command"),
-        "{}",
-        text(&unknown.stderr)
-    );
+    assert_exit(&unknown, 1, "not a git command");
 
     let unbalanced = exec(&plugins, ws.path(), "git", &[], "commit -m 'open");
-    assert_eq!(unbalanced.status.code(), Some(1));
-    assert!(
-        text(&unbalanced.stderr).contains("quote"),
-        "{}",
-        text(&unbalanced.stderr)
-    );
+    assert_exit(&unbalanced, 1, "quote");
 }
 
 #[test]
@@ -287,12 +272,7 @@ fn usage_errors_exit_2() {
     let plugins = plugins_dir();
     let ws = tempfile::tempdir().expect("tempdir");
     let unknown = exec(&plugins, ws.path(), "nonexistent", &[], "x");
-    assert_eq!(unknown.status.code(), Some(2));
-    assert!(
-        text(&unknown.stderr).contains("nonexistent"),
-        "{}",
-        text(&unknown.stderr)
-    );
+    assert_exit(&unknown, 2, "nonexistent");
     let bad_timeout = exec(&plugins, ws.path(), "shell", &["--timeout", "0"], "true");
     assert_eq!(bad_timeout.status.code(), Some(2));
     let bad_option = exec(
@@ -490,19 +470,9 @@ async fn projects_are_listed_read_and_deleted_through_a_server() {
     assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
     assert_eq!(text(&deleted.stdout).trim(), "beta deleted");
     let gone = client(&server, &server.admin, &["projects", "get", "beta"]).await;
-    assert_eq!(gone.status.code(), Some(1));
-    assert!(
-        text(&gone.stderr).contains("project_not_found"),
-        "{}",
-        text(&gone.stderr)
-    );
+    assert_exit(&gone, 1, "project_not_found");
     let bad = client(&server, &server.admin, &["projects", "get", "../tokens"]).await;
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        text(&bad.stderr).contains("project id"),
-        "{}",
-        text(&bad.stderr)
-    );
+    assert_exit(&bad, 1, "project id");
 
     // A member token sees only its projects and may not delete.
     let member = server.member_token(&["alpha"]).await;
@@ -514,12 +484,7 @@ async fn projects_are_listed_read_and_deleted_through_a_server() {
         "{value}"
     );
     let refused = client(&server, &member, &["projects", "delete", "alpha"]).await;
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        text(&refused.stderr).contains("forbidden"),
-        "{}",
-        text(&refused.stderr)
-    );
+    assert_exit(&refused, 1, "forbidden");
 
     // The --token flag wins over the environment.
     let mut cmd = tokio::process::Command::new(rdev());
@@ -543,12 +508,7 @@ async fn projects_are_listed_read_and_deleted_through_a_server() {
         .output()
         .await
         .expect("rdev runs");
-    assert_eq!(untokened.status.code(), Some(1));
-    assert!(
-        text(&untokened.stderr).contains("a token is required"),
-        "{}",
-        text(&untokened.stderr)
-    );
+    assert_exit(&untokened, 1, "a token is required");
     server.stop().await;
 }
 
@@ -611,12 +571,7 @@ async fn client_commands_read_server_and_token_from_the_config_file() {
 
     // Without a file there is no token, and the error says where one can come from.
     let missing = client_from_config(home.path(), &["projects", "list"]).await;
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(
-        text(&missing.stderr).contains("client config"),
-        "{}",
-        text(&missing.stderr)
-    );
+    assert_exit(&missing, 1, "client config");
 
     std::fs::write(
         &config,
@@ -639,12 +594,7 @@ async fn client_commands_read_server_and_token_from_the_config_file() {
     // A flag still wins over the file: a wrong token from the flag is refused.
     let flagged =
         client_from_config(home.path(), &["projects", "list", "--token", "rdev_wrong"]).await;
-    assert_eq!(flagged.status.code(), Some(1));
-    assert!(
-        text(&flagged.stderr).contains("401"),
-        "{}",
-        text(&flagged.stderr)
-    );
+    assert_exit(&flagged, 1, "401");
 
     // A file others can read is used, with a warning.
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -675,12 +625,7 @@ async fn client_commands_read_server_and_token_from_the_config_file() {
         ],
     )
     .await;
-    assert_eq!(absent.status.code(), Some(1));
-    assert!(
-        text(&absent.stderr).contains("/nonexistent/client.toml"),
-        "{}",
-        text(&absent.stderr)
-    );
+    assert_exit(&absent, 1, "/nonexistent/client.toml");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -763,12 +708,7 @@ async fn webhooks_are_created_listed_and_deleted_through_a_server() {
         &["webhooks", "delete", "--project", "hooked", "../x"],
     )
     .await;
-    assert_eq!(bad_id.status.code(), Some(1));
-    assert!(
-        text(&bad_id.stderr).contains("not a webhook id"),
-        "{}",
-        text(&bad_id.stderr)
-    );
+    assert_exit(&bad_id, 1, "not a webhook id");
 
     let deleted = client(
         &server,
@@ -783,10 +723,5 @@ async fn webhooks_are_created_listed_and_deleted_through_a_server() {
         &["webhooks", "delete", "--project", "hooked", &id],
     )
     .await;
-    assert_eq!(gone.status.code(), Some(1));
-    assert!(
-        text(&gone.stderr).contains("webhook_not_found"),
-        "{}",
-        text(&gone.stderr)
-    );
+    assert_exit(&gone, 1, "webhook_not_found");
 }

@@ -6,6 +6,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::harness::bin::assert_exit;
 use rdev_tests::harness::server::TestServer;
 use rdev_tests::harness::{self, claude, sandbox};
 use reqwest::Method;
@@ -99,12 +100,7 @@ async fn the_provider_exit_code_is_the_exit_code() {
         &["--project", "codes", "--option", "novalue", "true"],
     )
     .await;
-    assert_eq!(bad_option.status.code(), Some(1));
-    assert!(
-        text(&bad_option.stderr).contains("KEY=VALUE"),
-        "{}",
-        text(&bad_option.stderr)
-    );
+    assert_exit(&bad_option, 1, "KEY=VALUE");
     server.stop().await;
 }
 

@@ -280,9 +280,7 @@ async fn upstream_401_fails_with_the_api_message() {
     s.fake
         .set_fallback(Reply::error(401, "invalid_api_key", "Incorrect API key"));
     let out = run(&s, request(&s, "hello?", None)).await;
-    let result = out.result();
-    assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
-    let error = result.error.as_deref().unwrap();
+    let error = out.failed();
     assert!(error.contains("Incorrect API key"), "{error}");
     assert!(out.events.iter().any(
         |e| matches!(e, AgentEvent::Error { message } if message.contains("Incorrect API key"))
@@ -300,9 +298,7 @@ async fn a_failing_backend_fails_after_the_bounded_retries() {
     let mut request = request(&s, "hello?", None);
     request.options.insert("max_retries".into(), json!(1));
     let out = run(&s, request).await;
-    let result = out.result();
-    assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
-    let error = result.error.as_deref().unwrap_or_default();
+    let error = out.failed();
     assert!(
         error.starts_with("the model call failed after 1 retry:"),
         "{error}"
@@ -444,9 +440,7 @@ async fn server_dying_mid_turn_fails_clearly() {
         },
     )
     .await;
-    let result = out.result();
-    assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
-    let error = result.error.as_deref().unwrap();
+    let error = out.failed();
     assert!(
         error.contains("opencode server stopped mid-turn"),
         "{error}"

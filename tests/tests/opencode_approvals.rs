@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use rdev_tests::doubles::openai::{FakeOpenAi, Reply, touch_input};
 use rdev_tests::harness::Database as Db;
-use rdev_tests::harness::server::{Running, TestServer, assert_completed};
+use rdev_tests::harness::server::{Running, TestServer, assert_completed, assert_nobody_asked};
 use rdev_tests::harness::{self, opencode, sandbox};
 
 /// Generous: every command starts the real server and the machine may be loaded.
@@ -144,12 +144,8 @@ async fn a_rule_allows_without_asking() {
     host.server.put_policy("p", rule).await;
     host.script_bash_touch("ruled-marker");
     let run = host.start("make the marker").await;
-    let id = run.id.clone();
-    let events = run.rest(WAIT).await;
-    assert!(
-        !events.iter().any(|(kind, _)| kind == "approval_requested"),
-        "nobody was asked"
-    );
+    let (events, command) = host.server.finish(run, WAIT).await;
+    assert_nobody_asked(&events);
     let resolved: Vec<&Value> = events
         .iter()
         .filter(|(kind, _)| kind == "approval_resolved")
@@ -157,7 +153,6 @@ async fn a_rule_allows_without_asking() {
         .collect();
     assert_eq!(resolved.len(), 1, "the policy's decision is on the trail");
     assert_eq!(resolved[0]["approval"]["decided_by"], "policy");
-    let command = host.finished(&id).await;
     assert_eq!(command["status"], "completed", "{command}");
     assert!(host.workspace().join("ruled-marker").exists());
 }

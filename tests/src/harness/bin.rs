@@ -37,6 +37,16 @@ pub fn code_and_text(output: &std::process::Output) -> (Option<i32>, String, Str
     )
 }
 
+/// Asserts that a finished process exited with `code` and said `expected` on stderr.
+pub fn assert_exit(output: &std::process::Output, code: i32, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{expected:?} is not in:\n{stderr}"
+    );
+}
+
 fn locate() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(RDEV_BIN_ENV).map(PathBuf::from) {
         return if path.is_file() {

@@ -163,6 +163,15 @@ impl Collected {
         result
     }
 
+    /// The error of the provider's answer, asserting that it failed with one.
+    pub fn failed(&self) -> &str {
+        let result = self.result();
+        let status = rdev::domain::ResultStatus::Failed;
+        assert_eq!(result.status, status, "{result:?} {:?}", self.events);
+        let error = result.error.as_deref();
+        error.unwrap_or_else(|| panic!("a failure without an error: {result:?}"))
+    }
+
     /// The messages of the `warning` events, in order.
     pub fn warnings(&self) -> Vec<&str> {
         let events = self.events.iter();

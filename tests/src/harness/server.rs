@@ -573,6 +573,12 @@ impl Running {
         self.next("approval_requested", wait).await["approval"].clone()
     }
 
+    /// The id of the approval the next `approval_requested` event asks for.
+    pub async fn approval_id(&mut self, wait: std::time::Duration) -> String {
+        let approval = self.approval(wait).await;
+        approval["id"].as_str().expect("approval id").to_owned()
+    }
+
     /// Waits for the `running` status event.
     pub async fn running(&mut self, wait: std::time::Duration) {
         while self.next("status", wait).await["status"] != "running" {}
@@ -979,6 +985,13 @@ pub async fn json_of(response: reqwest::Response) -> (reqwest::StatusCode, serde
 pub fn assert_completed(command: &serde_json::Value, final_text: &str) {
     assert_eq!(command["status"], "completed", "{command}");
     assert_eq!(command["result"]["final_text"], final_text, "{command}");
+}
+
+/// Asserts that none of `events` (as [`Running::rest`] returns them) asked a person for an
+/// approval: the policy decided alone.
+pub fn assert_nobody_asked(events: &[(String, serde_json::Value)]) {
+    let asked = events.iter().any(|(kind, _)| kind == "approval_requested");
+    assert!(!asked, "{events:?}");
 }
 
 /// The `field` strings of the items of the JSON array `list` (items without one are left
