@@ -264,11 +264,8 @@ async fn connection_refused_fails_with_the_cli_message() {
         error.contains("Connection refused") && error.contains("ECONNREFUSED"),
         "{error}"
     );
-    let warnings = out.warnings();
-    let retries: Vec<_> = warnings
-        .iter()
-        .filter(|m| m.starts_with("API request failed"))
-        .collect();
+    let mut retries = out.warnings();
+    retries.retain(|m| m.starts_with("API request failed"));
     assert_eq!(retries.len(), 1, "{:?}", out.events);
     assert!(s.fake.requests().is_empty());
 }

@@ -303,11 +303,8 @@ async fn a_failing_backend_fails_after_the_bounded_retries() {
         error.starts_with("the model call failed after 1 retry:"),
         "{error}"
     );
-    let warnings = out.warnings();
-    let retries: Vec<_> = warnings
-        .iter()
-        .filter(|m| m.contains("retry 1 of 1"))
-        .collect();
+    let mut retries = out.warnings();
+    retries.retain(|m| m.contains("retry 1 of 1"));
     assert_eq!(retries.len(), 1, "{:?}", out.events);
     assert!(!retries[0].contains("epoch"), "{}", retries[0]);
     assert_eq!(
