@@ -284,13 +284,11 @@ async fn main() {
     for trial in 0..5 {
         let plugins = tempfile::tempdir().expect("tempdir");
         let cache = work.path().join(format!("cache-trial-{trial}"));
-        install(
-            &test_plugins,
-            "versioned-v1",
-            plugins.path(),
-            "versioned",
-            "1.0.0",
-        );
+        // Each trial installs the one plugin `versioned` from another build.
+        let install_as = |build: &str, version: &str| {
+            install(&test_plugins, build, plugins.path(), "versioned", version);
+        };
+        install_as("versioned-v1", "1.0.0");
         let registry = Registry::start(
             runtime(work.path(), Some(cache)),
             plugins.path().into(),
@@ -300,45 +298,21 @@ async fn main() {
         .expect("registry");
         // Watcher path: v2 is new to this cache (cold), v1 is cached (warm).
         let t = Instant::now();
-        install(
-            &test_plugins,
-            "versioned-v2",
-            plugins.path(),
-            "versioned",
-            "2.0.0",
-        );
+        install_as("versioned-v2", "2.0.0");
         wait_for_version(&registry, "2.0.0").await;
         watch_cold.push(t.elapsed());
         let t = Instant::now();
-        install(
-            &test_plugins,
-            "versioned-v1",
-            plugins.path(),
-            "versioned",
-            "1.0.0",
-        );
+        install_as("versioned-v1", "1.0.0");
         wait_for_version(&registry, "1.0.0").await;
         watch_warm.push(t.elapsed());
         // Explicit reload path (no debounce), with versions this cache has not compiled.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let t = Instant::now();
-        install(
-            &test_plugins,
-            "hostile",
-            plugins.path(),
-            "versioned",
-            "3.0.0",
-        );
+        install_as("hostile", "3.0.0");
         registry.reload().await.expect("reload");
         reload_cold.push(t.elapsed());
         let t = Instant::now();
-        install(
-            &test_plugins,
-            "versioned-v2",
-            plugins.path(),
-            "versioned",
-            "2.0.0",
-        );
+        install_as("versioned-v2", "2.0.0");
         registry.reload().await.expect("reload");
         reload_warm.push(t.elapsed());
         tokio::time::sleep(Duration::from_millis(400)).await;

@@ -1,5 +1,6 @@
-//! Bearer-token authentication as an extractor: a handler that takes [`Auth`] only runs for
-//! a caller with a valid, unrevoked token, and gets the [`Principal`] to check access with.
+//! Bearer-token authentication as an extractor: a handler that takes [`Caller`] only runs
+//! for a caller with a valid, unrevoked token, and gets the [`Principal`] to check access
+//! with.
 //! [`StreamAuth`] also takes the token from `?access_token=`, for the SSE route only.
 //!
 //! Without an `Authorization` header both also accept the dashboard's session cookie
@@ -14,38 +15,19 @@ use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 use super::session;
 use super::state::AppState;
 use crate::domain::token::TOKEN_PREFIX;
-use crate::domain::{Principal, token_digest};
+use crate::domain::{Principal, Project, ProjectId, token_digest};
 
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Auth(pub Principal);
-
-impl FromRequestParts<Arc<AppState>> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        if let Some(secret) = header_secret(parts)? {
-            return Ok(Self(authenticate(state, secret).await?));
-        }
-        match cookie_principal(parts, state).await? {
-            Some(principal) => Ok(Self(principal)),
-            None => Err(ApiError::unauthorized(
-                "an Authorization: Bearer token is required",
-            )),
-        }
+/// The principal of the `Authorization` header or, without one, of the dashboard session
+/// cookie (for an unsafe method only after the CSRF check); `None` when the request carries
+/// neither.
+async fn header_or_cookie(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
+    if let Some(secret) = header_secret(parts)? {
+        return authenticate(state, secret).await.map(Some);
     }
-}
-
-/// The principal of the request's dashboard session cookie, if it carries one; for an
-/// unsafe method only after the CSRF check.
-async fn cookie_principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
     let Some(secret) = session::cookie_secret(&parts.headers) else {
         return Ok(None);
     };
@@ -56,7 +38,7 @@ async fn cookie_principal(parts: &Parts, state: &AppState) -> Result<Option<Prin
 }
 
 /// The authenticated caller with the server's state: what nearly every handler needs, in
-/// one extractor.
+/// one extractor. A handler that takes it only runs for a valid, unrevoked token.
 pub struct Caller {
     pub state: Arc<AppState>,
     pub principal: Principal,
@@ -69,7 +51,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        let principal = header_or_cookie(parts, state)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
         Ok(Self {
             state: Arc::clone(state),
             principal,
@@ -77,9 +61,33 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-/// Like [`Auth`], but without an `Authorization` header the token may come as
-/// `?access_token=`: browsers' `EventSource` cannot set headers. Only the SSE route takes
-/// it, since a token in a URL ends up in browser history and proxy logs.
+/// A caller reading one project: allowed on the `{id}` of the path, which exists. Checked
+/// in the order every project route answers: 401, 400 (a malformed id), 403, then 404, so a
+/// caller without access cannot learn which projects exist. Documented by
+/// [`super::doc_parts::ProjectAccess`].
+pub struct ProjectReader {
+    pub state: Arc<AppState>,
+    pub project: Project,
+}
+
+impl FromRequestParts<Arc<AppState>> for ProjectReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller { state, principal } = Caller::from_request_parts(parts, state).await?;
+        let ApiPath(id) = ApiPath::<ProjectId>::from_request_parts(parts, &state).await?;
+        principal.require_project(&id)?;
+        let project = state.stores.projects.get(&id).await?;
+        Ok(Self { state, project })
+    }
+}
+
+/// Like [`Caller`]'s principal, but without an `Authorization` header or a session the
+/// token may come as `?access_token=`: browsers' `EventSource` cannot set headers. Only the
+/// SSE route takes it, since a token in a URL ends up in browser history and proxy logs.
 #[derive(Debug, Clone)]
 pub struct StreamAuth(pub Principal);
 
@@ -90,10 +98,7 @@ impl FromRequestParts<Arc<AppState>> for StreamAuth {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(secret) = header_secret(parts)? {
-            return Ok(Self(authenticate(state, secret).await?));
-        }
-        if let Some(principal) = cookie_principal(parts, state).await? {
+        if let Some(principal) = header_or_cookie(parts, state).await? {
             return Ok(Self(principal));
         }
         let secret = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri)

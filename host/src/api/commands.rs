@@ -8,7 +8,7 @@ use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -226,6 +226,40 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(cancel))
 }
 
+/// What both submission routes answer, documented once.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum SubmitAnswers {
+    #[response(
+        status = 202,
+        description = "Queued (or the earlier command of this Idempotency-Key)"
+    )]
+    Queued(Submitted),
+    #[response(status = 400, description = "Invalid request")]
+    Invalid,
+    #[response(
+        status = 402,
+        description = "The project's monthly budget is used up (`budget_exceeded`); nothing was queued"
+    )]
+    OverBudget,
+    #[response(
+        status = 422,
+        description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, an option the provider does not declare (`unknown_option`, with `valid`), a model its configured backend does not offer (`unknown_model`, with `valid`), or an Idempotency-Key reused with another request (`idempotency_key_reused`)"
+    )]
+    Unprocessable,
+    #[response(status = 403, description = "The token may not access this project")]
+    Forbidden,
+    #[response(status = 404, description = "No such provider")]
+    NoProvider,
+    #[response(
+        status = 409,
+        description = "The Idempotency-Key was used for another request"
+    )]
+    KeyInUse,
+    #[response(status = 503, description = "No provider is serving")]
+    NotServing,
+}
+
 /// Queues a command for a provider (the project is registered on first use).
 #[utoipa::path(post, path = "/projects/{id}/{provider}", tag = "commands",
     security(("bearer" = [])), request_body = SubmitBody,
@@ -233,16 +267,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         ("id" = ProjectId, Path, description = "Project id"),
         ("provider" = ProviderName, Path, description = "Registered provider name"),
         ("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission without queueing it twice"),
-    ), responses(
-    (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
-    (status = 400, description = "Invalid request"),
-    (status = 402, description = "The project's monthly budget is used up (`budget_exceeded`); nothing was queued"),
-    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, an option the provider does not declare (`unknown_option`, with `valid`), a model its configured backend does not offer (`unknown_model`, with `valid`), or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such provider"),
-    (status = 409, description = "The Idempotency-Key was used for another request"),
-    (status = 503, description = "No provider is serving"),
-))]
+    ), responses(SubmitAnswers))]
 async fn submit_to_provider(
     Caller { state, principal }: Caller,
     ApiPath((project, provider)): ApiPath<(ProjectId, String)>,
@@ -258,16 +283,7 @@ async fn submit_to_provider(
     params(
         ("id" = ProjectId, Path, description = "Project id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission without queueing it twice"),
-    ), responses(
-    (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
-    (status = 400, description = "Invalid request"),
-    (status = 402, description = "The project's monthly budget is used up (`budget_exceeded`); nothing was queued"),
-    (status = 422, description = "The timeout exceeds the provider's ceiling (`invalid_timeout`), an unknown field, an option the provider does not declare (`unknown_option`, with `valid`), a model its configured backend does not offer (`unknown_model`, with `valid`), or an Idempotency-Key reused with another request (`idempotency_key_reused`)"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such provider"),
-    (status = 409, description = "The Idempotency-Key was used for another request"),
-    (status = 503, description = "No provider is serving"),
-))]
+    ), responses(SubmitAnswers))]
 async fn submit_generic(
     Caller { state, principal }: Caller,
     ApiPath(project): ApiPath<ProjectId>,

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Caller, ProjectReader};
 use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
@@ -70,13 +70,10 @@ fn invalid(message: String) -> ApiError {
     ProjectAccess,
 ))]
 async fn read_mcp_servers(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectReader { state, project }: ProjectReader,
 ) -> Result<Json<McpServersView>, ApiError> {
-    principal.require_project(&id)?;
-    state.stores.projects.get(&id).await?;
-    let stored = state.stores.mcp.mcp_servers(&id).await?;
-    Ok(Json(view(id, stored)))
+    let stored = state.stores.mcp.mcp_servers(&project.id).await?;
+    Ok(Json(view(project.id, stored)))
 }
 
 /// Replaces the project's MCP servers (admin: a server may reference any stored credential);

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Caller, ProjectReader};
 use super::doc_parts::{AdminOnProject, AdminOnProjectChecked, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
@@ -72,13 +72,10 @@ fn view(state: &AppState, project_id: ProjectId, own: Option<NetworkPolicy>) -> 
     ProjectAccess,
 ))]
 async fn read_network(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectReader { state, project }: ProjectReader,
 ) -> Result<Json<ProjectNetwork>, ApiError> {
-    principal.require_project(&id)?;
-    state.stores.projects.get(&id).await?;
-    let own = state.stores.network.network_policy(&id).await?;
-    Ok(Json(view(&state, id, own)))
+    let own = state.stores.network.network_policy(&project.id).await?;
+    Ok(Json(view(&state, project.id, own)))
 }
 
 /// Replaces the project's allow-list (admin); applies from its next command.

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Caller, ProjectReader};
 use super::doc_parts::{AdminOnProjectChecked, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
@@ -36,15 +36,12 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     ProjectAccess,
 ))]
 async fn read_policy(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectReader { state, project }: ProjectReader,
 ) -> Result<Json<ProjectPolicy>, ApiError> {
-    principal.require_project(&id)?;
-    state.stores.projects.get(&id).await?;
-    let own = state.stores.approvals.policy(&id).await?;
+    let own = state.stores.approvals.policy(&project.id).await?;
     let source = if own.is_some() { "project" } else { "default" };
     Ok(Json(ProjectPolicy {
-        project_id: id,
+        project_id: project.id,
         source: source.into(),
         policy: own.unwrap_or_default(),
     }))

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Caller, ProjectReader};
 use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath, StoreContext};
 use super::state::AppState;
@@ -159,12 +159,8 @@ pub(crate) async fn accessible_projects(
     (status = 200, description = "The project", body = Project),
     ProjectAccess,
 ))]
-async fn read(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
-) -> Result<Json<Project>, ApiError> {
-    principal.require_project(&id)?;
-    Ok(Json(state.stores.projects.get(&id).await?))
+async fn read(ProjectReader { project, .. }: ProjectReader) -> Result<Json<Project>, ApiError> {
+    Ok(Json(project))
 }
 
 /// Removes a project with no running command (admin).

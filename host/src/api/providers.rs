@@ -3,13 +3,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::state::AppState;
@@ -50,7 +48,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 /// plugin files by full path for admins, by file name for everyone else.
 #[utoipa::path(get, path = "/providers", tag = "providers", security(("bearer" = [])),
     responses((status = 200, description = "The providers", body = ProviderList)))]
-async fn list(State(state): State<Arc<AppState>>, Auth(principal): Auth) -> Json<ProviderList> {
+async fn list(Caller { state, principal }: Caller) -> Json<ProviderList> {
     let mut providers = state.registry.statuses();
     if !principal.is_admin() {
         providers = providers

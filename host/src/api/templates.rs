@@ -5,13 +5,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Auth;
 use super::auth::Caller;
 use super::doc_parts::ProjectPath;
 use super::error::{ApiError, ApiPath, ApiQuery};
@@ -35,7 +33,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 /// Lists the project templates (built-in and the operator's).
 #[utoipa::path(get, path = "/templates", tag = "templates", security(("bearer" = [])),
     responses((status = 200, description = "The templates", body = TemplateList)))]
-async fn list(State(state): State<Arc<AppState>>, Auth(_principal): Auth) -> Json<TemplateList> {
+async fn list(Caller { state, .. }: Caller) -> Json<TemplateList> {
     Json(TemplateList {
         templates: state.setup.templates(),
     })

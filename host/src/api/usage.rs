@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Caller, ProjectReader};
 use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::AppState;
@@ -162,12 +162,9 @@ async fn view(
     ProjectAccess,
 ))]
 async fn read_budget(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectReader { state, project }: ProjectReader,
 ) -> Result<Json<BudgetView>, ApiError> {
-    principal.require_project(&id)?;
-    state.stores.projects.get(&id).await?;
-    Ok(Json(budget_view(&state, id).await?))
+    Ok(Json(budget_view(&state, project.id).await?))
 }
 
 /// Sets the project's monthly budget, or removes it with `null` (admin). A new limit can

@@ -289,20 +289,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
 /// The first Ctrl-C (or SIGTERM) asks the server to cancel the command, whose stream then
 /// ends `cancelled`; the next one exits at once with 130.
 async fn cancel_on_interrupt(connection: Connection, id: String) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        eprintln!("warning: cannot listen for Ctrl-C; it will end rdev without cancelling");
+    let Some(mut interrupts) = super::interrupts::Interrupts::listen() else {
         return;
     };
     let mut asked = false;
     loop {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        interrupts.next().await;
         if asked {
             eprintln!("rdev: stopped waiting; command {id} may still be cancelling");
             std::process::exit(EXIT_CANCELLED);

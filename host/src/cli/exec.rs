@@ -217,19 +217,11 @@ fn build_request(args: &ExecArgs) -> Result<AgentRequest> {
 /// Ctrl-C or SIGTERM cancels cooperatively; the runtime kills the provider if it has not
 /// stopped after the grace period.
 async fn cancel_on_signals(cancel: CancellationToken, grace: Duration) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        eprintln!("warning: cannot listen for Ctrl-C; it will end rdev without cancelling");
+    let Some(mut interrupts) = super::interrupts::Interrupts::listen() else {
         return;
     };
     loop {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        interrupts.next().await;
         if cancel.is_cancelled() {
             eprintln!(
                 "rdev: already cancelling; the provider is stopped by force after {} s",

@@ -8,6 +8,7 @@ pub mod client;
 pub mod credentials;
 pub mod exec;
 pub mod follow;
+pub mod interrupts;
 pub mod migrate;
 pub mod output;
 pub mod plugin_commands;

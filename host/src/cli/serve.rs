@@ -178,13 +178,19 @@ mod tests {
         }
     }
 
+    /// Arguments naming `path` as the configuration file, written with `toml`.
+    fn from_file(path: &std::path::Path, toml: &str) -> ServeArgs {
+        std::fs::write(path, toml).expect("write the configuration file");
+        let mut args = empty();
+        args.common.config = Some(path.to_owned());
+        args
+    }
+
     #[test]
     fn the_file_replaces_the_default_allow_list_and_flags_add_to_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rdev.toml");
-        std::fs::write(&path, "allow_hosts = [\"llm.internal:8443\"]\n").expect("write");
-        let mut args = empty();
-        args.common.config = Some(path);
+        let mut args = from_file(&path, "allow_hosts = [\"llm.internal:8443\"]\n");
         args.runner.confinement.allow_hosts = vec!["127.0.0.1:9999".into()];
         let config = args.resolve().expect("valid");
         assert_eq!(
@@ -193,9 +199,7 @@ mod tests {
         );
         assert!(!config.confinement.unconfined, "confined unless asked");
 
-        std::fs::write(dir.path().join("u.toml"), "unconfined = true\n").expect("write");
-        let mut args = empty();
-        args.common.config = Some(dir.path().join("u.toml"));
+        let args = from_file(&dir.path().join("u.toml"), "unconfined = true\n");
         let config = args.resolve().expect("valid");
         assert!(config.confinement.unconfined);
         assert_eq!(
@@ -208,17 +212,14 @@ mod tests {
     fn the_kubernetes_table_configures_cluster_namespace_and_pod_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rdev.toml");
-        std::fs::write(
+        let mut args = from_file(
             &path,
             "executor = \"kubernetes\"\n\
              [kubernetes]\nkubeconfig = \"/etc/rdev/kubeconfig\"\ncontext = \"prod\"\n\
              namespace = \"projects\"\nready_timeout_secs = 60\n\
              [kubernetes.pod]\nimage = \"ghcr.io/acme/ws:1\"\ncpu = \"2\"\n\
              egress = [\"10.0.0.0/8:443\"]\nlabels = { team = \"dev\" }\n",
-        )
-        .expect("write");
-        let mut args = empty();
-        args.common.config = Some(path.clone());
+        );
         args.executor.kubernetes.namespace = Some("from-flag".into());
         let config = args.resolve().expect("valid");
         assert_eq!(config.executor, ExecutorKind::Kubernetes);
@@ -240,13 +241,10 @@ mod tests {
         assert_eq!(kube.pod.labels["team"], "dev");
 
         // NetworkPolicy cannot express a host name: loading says so instead of ignoring it.
-        std::fs::write(
+        let args = from_file(
             &path,
             "[kubernetes.pod]\negress = [\"api.anthropic.com:443\"]\n",
-        )
-        .expect("write");
-        let mut args = empty();
-        args.common.config = Some(path);
+        );
         let error = format!("{:#}", args.resolve().expect_err("host names refused"));
         assert!(error.contains("egress proxy"), "{error}");
     }
@@ -300,14 +298,11 @@ mod tests {
     fn the_connections_table_sets_the_listener_limits_and_refuses_zero() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rdev.toml");
-        std::fs::write(
+        let args = from_file(
             &path,
             "[connections]\nheader_read_timeout_secs = 5\nidle_timeout_secs = 30\n\
              max_connections = 100\nmax_connections_per_peer = 10\n",
-        )
-        .expect("write");
-        let mut args = empty();
-        args.common.config = Some(path.clone());
+        );
         let limits = args.resolve().expect("valid").connections;
         assert_eq!(limits.header_read_timeout, Duration::from_secs(5));
         assert_eq!(limits.idle_timeout, Duration::from_secs(30));
@@ -315,9 +310,7 @@ mod tests {
             (limits.max_connections, limits.max_connections_per_peer),
             (100, 10)
         );
-        std::fs::write(&path, "[connections]\nmax_connections = 0\n").expect("write");
-        let mut args = empty();
-        args.common.config = Some(path);
+        let args = from_file(&path, "[connections]\nmax_connections = 0\n");
         let error = format!("{:#}", args.resolve().expect_err("zero refused"));
         assert!(error.contains("max_connections"), "{error}");
     }
@@ -326,13 +319,10 @@ mod tests {
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rdev.toml");
-        std::fs::write(
+        let mut args = from_file(
             &path,
             "listen = \"127.0.0.1:9999\"\ndata_dir = \"/srv/rdev\"\nmax_running_per_project = 0\n",
-        )
-        .expect("write");
-        let mut args = empty();
-        args.common.config = Some(path);
+        );
         args.listen = Some("127.0.0.1:0".into());
         let config = args.resolve().expect("valid");
         assert_eq!(config.listen, "127.0.0.1:0");

@@ -26,6 +26,28 @@ pub struct SpawnSpec {
     pub working_dir: Option<String>,
 }
 
+impl SpawnSpec {
+    /// A program the host itself runs at the workspace root, with no environment of its own.
+    pub fn new(program: &str, args: &[&str]) -> Self {
+        Self {
+            program: program.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: Vec::new(),
+            working_dir: None,
+        }
+    }
+
+    /// Adds variables whose values are not secret.
+    #[must_use]
+    pub fn with_plain_env(mut self, vars: &[(&str, &str)]) -> Self {
+        let plain = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), EnvValue::Plain((*v).to_owned())));
+        self.env.extend(plain);
+        self
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {
     pub code: Option<i32>,

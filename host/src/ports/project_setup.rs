@@ -65,6 +65,17 @@ pub enum SeedError {
     },
 }
 
+impl SeedError {
+    /// A step that failed in `project`'s workspace; `reason` says why in the step's terms.
+    pub fn failed(project: &ProjectId, step: &'static str, reason: impl Into<String>) -> Self {
+        Self::Failed {
+            project: project.to_string(),
+            step,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Author of the commit that records the rendered template.
 pub const SEED_AUTHOR_NAME: &str = "rdev";
 /// Author e-mail of that commit.

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::domain::changes::change_set;
 use crate::domain::{ChangeLimits, ChangeSet, CommandId, ProjectId};
 use crate::ports::{
-    ChangesOutcome, ChangesStore, EnvValue, ExecError, Executor, Signal, SpawnSpec, StoreError,
+    ChangesOutcome, ChangesStore, ExecError, Executor, Signal, SpawnSpec, StoreError,
 };
 
 /// The private repository, relative to the workspace root.
@@ -265,19 +265,13 @@ impl ChangeTracker {
         args: &[&str],
         limit: usize,
     ) -> Result<Printed, ChangesError> {
-        let plain = |k: &str, v: &str| (k.to_owned(), EnvValue::Plain(v.to_owned()));
-        let spec = SpawnSpec {
-            program: program.to_owned(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            env: vec![
-                plain("GIT_DIR", GIT_DIR),
-                plain("GIT_CONFIG_NOSYSTEM", "1"),
-                plain("GIT_CONFIG_GLOBAL", "/dev/null"),
-                plain("GIT_OPTIONAL_LOCKS", "0"),
-                plain("LC_ALL", "C"),
-            ],
-            working_dir: None,
-        };
+        let spec = SpawnSpec::new(program, args).with_plain_env(&[
+            ("GIT_DIR", GIT_DIR),
+            ("GIT_CONFIG_NOSYSTEM", "1"),
+            ("GIT_CONFIG_GLOBAL", "/dev/null"),
+            ("GIT_OPTIONAL_LOCKS", "0"),
+            ("LC_ALL", "C"),
+        ]);
         let process = self.executor.spawn(project, spec).await?;
         drop(process.stdin);
         let control = process.control;

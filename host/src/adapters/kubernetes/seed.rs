@@ -16,7 +16,7 @@ use crate::adapters::workspace_files::write_files;
 use crate::domain::ProjectId;
 use crate::domain::{RenderReport, RenderedFile};
 use crate::ports::project_setup::{SEED_AUTHOR_EMAIL, SEED_AUTHOR_NAME, check_repo_url};
-use crate::ports::{EnvValue, Executor, SeedError, SpawnSpec, WorkspaceSeeder};
+use crate::ports::{Executor, SeedError, SpawnSpec, WorkspaceSeeder};
 
 /// rdev's per-project state (HOME and so on) in the workspace, kept out of git; a fresh
 /// volume's `lost+found` too.
@@ -45,27 +45,17 @@ impl KubernetesSeeder {
         args: &[&str],
         stdin: Vec<u8>,
     ) -> Result<Vec<u8>, SeedError> {
-        let failed = |reason: String| SeedError::Failed {
-            project: project.to_string(),
-            step,
-            reason,
-        };
-        let plain = |k: &str, v: &str| (k.to_owned(), EnvValue::Plain(v.to_owned()));
-        let spec = SpawnSpec {
-            program: program.to_owned(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            // The image's and the user's git configuration must not change what seeding does.
-            env: vec![
-                plain("GIT_CONFIG_NOSYSTEM", "1"),
-                plain("GIT_CONFIG_GLOBAL", "/dev/null"),
-                plain("GIT_TERMINAL_PROMPT", "0"),
-                plain("GIT_AUTHOR_NAME", SEED_AUTHOR_NAME),
-                plain("GIT_AUTHOR_EMAIL", SEED_AUTHOR_EMAIL),
-                plain("GIT_COMMITTER_NAME", SEED_AUTHOR_NAME),
-                plain("GIT_COMMITTER_EMAIL", SEED_AUTHOR_EMAIL),
-            ],
-            working_dir: None,
-        };
+        let failed = |reason: String| SeedError::failed(project, step, reason);
+        // The image's and the user's git configuration must not change what seeding does.
+        let spec = SpawnSpec::new(program, args).with_plain_env(&[
+            ("GIT_CONFIG_NOSYSTEM", "1"),
+            ("GIT_CONFIG_GLOBAL", "/dev/null"),
+            ("GIT_TERMINAL_PROMPT", "0"),
+            ("GIT_AUTHOR_NAME", SEED_AUTHOR_NAME),
+            ("GIT_AUTHOR_EMAIL", SEED_AUTHOR_EMAIL),
+            ("GIT_COMMITTER_NAME", SEED_AUTHOR_NAME),
+            ("GIT_COMMITTER_EMAIL", SEED_AUTHOR_EMAIL),
+        ]);
         let process = self
             .executor
             .spawn(project, spec)
@@ -237,11 +227,7 @@ impl WorkspaceSeeder for KubernetesSeeder {
         files: Vec<RenderedFile>,
     ) -> Result<RenderReport, SeedError> {
         const STEP: &str = "writing the template";
-        let failed = |reason: String| SeedError::Failed {
-            project: project.to_string(),
-            step: STEP,
-            reason,
-        };
+        let failed = |reason: String| SeedError::failed(project, STEP, reason);
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         // Files the workspace already has (e.g. from the cloned repository) are kept.
         let present = self

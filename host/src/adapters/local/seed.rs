@@ -71,22 +71,12 @@ async fn git(
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| SeedError::Failed {
-            project: project.to_string(),
-            step,
-            reason: format!("running git: {e}"),
-        })?;
+        .map_err(|e| SeedError::failed(project, step, format!("running git: {e}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(SeedError::Failed {
-            project: project.to_string(),
-            step,
-            reason: format!(
-                "git exited with {}: {}",
-                output.status,
-                stderr.chars().take(512).collect::<String>().trim()
-            ),
-        });
+        let stderr: String = stderr.chars().take(512).collect();
+        let reason = format!("git exited with {}: {}", output.status, stderr.trim());
+        return Err(SeedError::failed(project, step, reason));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -102,11 +92,7 @@ impl WorkspaceSeeder for LocalSeeder {
         if let Some(url) = repo {
             check_repo_url(url, self.allow_local_repos)?;
         }
-        let failed = |step: &'static str, reason: String| SeedError::Failed {
-            project: project.to_string(),
-            step,
-            reason,
-        };
+        let failed = |step, reason: String| SeedError::failed(project, step, reason);
         std::fs::create_dir_all(&self.root)
             .map_err(|e| failed("creating the workspace root", e.to_string()))?;
         let dir = self.dir(project);
@@ -152,19 +138,12 @@ impl WorkspaceSeeder for LocalSeeder {
         project: &ProjectId,
         files: Vec<RenderedFile>,
     ) -> Result<RenderReport, SeedError> {
+        const STEP: &str = "writing the template";
         let dir = self.dir(project);
         tokio::task::spawn_blocking(move || write_files(&dir, files))
             .await
-            .map_err(|e| SeedError::Failed {
-                project: project.to_string(),
-                step: "writing the template",
-                reason: e.to_string(),
-            })?
-            .map_err(|(file, reason)| SeedError::Failed {
-                project: project.to_string(),
-                step: "writing the template",
-                reason: format!("{file}: {reason}"),
-            })
+            .map_err(|e| SeedError::failed(project, STEP, e.to_string()))?
+            .map_err(|(file, reason)| SeedError::failed(project, STEP, format!("{file}: {reason}")))
     }
 
     async fn commit(
@@ -193,11 +172,11 @@ impl WorkspaceSeeder for LocalSeeder {
         match std::fs::remove_dir_all(self.dir(project)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SeedError::Failed {
-                project: project.to_string(),
-                step: "removing a half-created workspace",
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(SeedError::failed(
+                project,
+                "removing a half-created workspace",
+                e.to_string(),
+            )),
         }
     }
 }

@@ -1,4 +1,7 @@
-//! Real processes in temporary workspaces.
+//! Real processes in temporary workspaces: what only the local executor does (the exact
+//! environment, per-project homes, its fixed-directory mode, pipes released by leftovers,
+//! `connect`). What every executor does is the contract in `tests/tests/executor_contract.rs`,
+//! which runs against the local executor too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -9,7 +12,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::*;
-use crate::ports::{EnvValue, ExitStatus, SecretError, SecretValue, Signal};
+use crate::ports::{EnvValue, ExitStatus, SecretError, SecretValue};
 
 /// The port implemented over a map: enough for the executor, which only looks names up.
 struct MapSecrets {
@@ -41,17 +44,8 @@ fn project(id: &str) -> ProjectId {
     ProjectId::parse(id).expect("valid project id")
 }
 
-fn spec(program: &str, args: &[&str]) -> SpawnSpec {
-    SpawnSpec {
-        program: program.to_owned(),
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        env: Vec::new(),
-        working_dir: None,
-    }
-}
-
 fn sh(script: &str) -> SpawnSpec {
-    spec("sh", &["-c", script])
+    SpawnSpec::new("sh", &["-c", script])
 }
 
 async fn read_all(mut reader: impl tokio::io::AsyncRead + Unpin) -> String {
@@ -93,50 +87,11 @@ fn gone(pid: i32) -> bool {
 }
 
 #[tokio::test]
-async fn exit_code_stdout_and_stderr_are_reported() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
-    assert_eq!(executor.kind(), "local");
-    let (status, out, err) = run(&executor, "p", sh("echo out; echo err >&2; exit 3")).await;
-    assert_eq!(
-        status,
-        ExitStatus {
-            code: Some(3),
-            signal: None
-        }
-    );
-    assert!(!status.success());
-    assert_eq!(out, "out\n");
-    assert_eq!(err, "err\n");
-
-    let (status, _, _) = run(&executor, "p", sh("true")).await;
-    assert!(status.success());
-}
-
-#[tokio::test]
-async fn stdin_reaches_the_process() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
-    let mut process = executor
-        .spawn(&project("p"), spec("cat", &[]))
-        .await
-        .expect("spawn");
-    process.stdin.write_all(b"hello\n").await.expect("write");
-    process.stdin.shutdown().await.expect("close stdin");
-    drop(process.stdin);
-    assert_eq!(read_all(process.stdout).await, "hello\n");
-    assert!(process.control.wait().await.expect("wait").success());
-}
-
-#[tokio::test]
 async fn child_sees_only_path_home_and_the_spec_env() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
-    let mut env_spec = spec("env", &[]);
-    env_spec.env = vec![(
-        "GREETING".to_owned(),
-        EnvValue::Plain("hi there".to_owned()),
-    )];
+    assert_eq!(executor.kind(), "local");
+    let env_spec = SpawnSpec::new("env", &[]).with_plain_env(&[("GREETING", "hi there")]);
     let (status, out, _) = run(&executor, "envtest", env_spec).await;
     assert!(status.success());
     let vars: BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
@@ -205,46 +160,10 @@ async fn working_dir_is_relative_to_the_workspace_and_cannot_escape() {
     }
 }
 
+/// The rest of the secret handling is the executor contract's (`tests/tests/executor_contract.rs`).
 #[tokio::test]
-async fn a_missing_program_fails_to_spawn() {
+async fn an_unreachable_secret_store_fails_the_spawn() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
-    match executor
-        .spawn(&project("p"), spec("rdev-no-such-program", &[]))
-        .await
-    {
-        Err(ExecError::SpawnFailed { program, .. }) => assert_eq!(program, "rdev-no-such-program"),
-        Err(other) => panic!("unexpected error {other}"),
-        Ok(_) => panic!("spawned a program that does not exist"),
-    }
-}
-
-#[tokio::test]
-async fn secrets_are_resolved_at_spawn_time() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let executor = LocalExecutor::per_project(tmp.path(), secrets(&[("API_KEY", "sk-test-42")]));
-    let secret = |name: &str, required| EnvValue::Secret {
-        name: name.to_owned(),
-        required,
-    };
-
-    let mut with_secret = sh("echo \"key=$KEY optional=${OPT-unset}\"");
-    with_secret.env = vec![
-        ("KEY".to_owned(), secret("API_KEY", true)),
-        ("OPT".to_owned(), secret("NOT_THERE", false)),
-    ];
-    let (status, out, _) = run(&executor, "p", with_secret).await;
-    assert!(status.success());
-    assert_eq!(out, "key=sk-test-42 optional=unset\n");
-
-    let mut missing = sh("true");
-    missing.env = vec![("KEY".to_owned(), secret("NOT_THERE", true))];
-    match executor.spawn(&project("p"), missing).await {
-        Err(ExecError::MissingSecret(name)) => assert_eq!(name, "NOT_THERE"),
-        Err(other) => panic!("unexpected error {other}"),
-        Ok(_) => panic!("spawned without a required secret"),
-    }
-
     let offline = LocalExecutor::per_project(
         tmp.path(),
         Arc::new(MapSecrets {
@@ -253,44 +172,17 @@ async fn secrets_are_resolved_at_spawn_time() {
         }),
     );
     let mut needs = sh("true");
-    needs.env = vec![("KEY".to_owned(), secret("API_KEY", true))];
+    needs.env = vec![(
+        "KEY".to_owned(),
+        EnvValue::Secret {
+            name: "API_KEY".to_owned(),
+            required: true,
+        },
+    )];
     assert!(matches!(
         offline.spawn(&project("p"), needs).await,
         Err(ExecError::Secrets(_))
     ));
-}
-
-#[tokio::test]
-async fn wait_can_be_awaited_concurrently_and_repeatedly() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
-    let process = executor
-        .spawn(&project("p"), sh("read line; exit 7"))
-        .await
-        .expect("spawn");
-    let control = process.control.clone();
-    let first = tokio::spawn({
-        let control = control.clone();
-        async move { control.wait().await }
-    });
-    let second = tokio::spawn({
-        let control = control.clone();
-        async move { control.wait().await }
-    });
-    let mut stdin = process.stdin;
-    stdin.write_all(b"go\n").await.expect("write");
-    let expected = ExitStatus {
-        code: Some(7),
-        signal: None,
-    };
-    assert_eq!(first.await.expect("join").expect("wait"), expected);
-    assert_eq!(second.await.expect("join").expect("wait"), expected);
-    assert_eq!(control.wait().await.expect("wait again"), expected);
-    // Signalling an exited process is not an error.
-    control
-        .signal(Signal::Terminate)
-        .await
-        .expect("signal after exit");
 }
 
 /// Spawns a group with two background sleepers and returns the process and their pids.
@@ -316,38 +208,6 @@ async fn spawn_sleepers(executor: &LocalExecutor, script: &str) -> (SpawnedProce
 }
 
 #[tokio::test]
-async fn kill_takes_down_the_whole_process_group() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
-    let (process, pids) =
-        spawn_sleepers(&executor, "sleep 30 & echo $!; sleep 30 & echo $!; wait").await;
-    process.control.signal(Signal::Kill).await.expect("kill");
-    let status = process.control.wait().await.expect("wait");
-    assert_eq!(status.signal, Some(9));
-    for pid in pids {
-        assert!(gone(pid), "child {pid} survived the kill of its group");
-    }
-}
-
-#[tokio::test]
-async fn terminate_reaches_the_whole_group() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
-    let (process, pids) =
-        spawn_sleepers(&executor, "sleep 30 & echo $!; sleep 30 & echo $!; wait").await;
-    process
-        .control
-        .signal(Signal::Terminate)
-        .await
-        .expect("terminate");
-    let status = process.control.wait().await.expect("wait");
-    assert_eq!(status.signal, Some(15));
-    for pid in pids {
-        assert!(gone(pid), "child {pid} survived SIGTERM to its group");
-    }
-}
-
-#[tokio::test]
 async fn leftovers_die_with_their_leader_and_release_the_pipes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
@@ -357,18 +217,6 @@ async fn leftovers_die_with_their_leader_and_release_the_pipes() {
     assert_eq!(read_all(process.stdout).await, "");
     for pid in pids {
         assert!(gone(pid), "orphan {pid} outlived its leader");
-    }
-}
-
-#[tokio::test]
-async fn dropping_the_handles_kills_a_running_group() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let executor = LocalExecutor::per_project(tmp.path(), secrets(&[]));
-    let (process, pids) =
-        spawn_sleepers(&executor, "sleep 30 & echo $!; sleep 30 & echo $!; wait").await;
-    drop(process);
-    for pid in pids {
-        assert!(gone(pid), "child {pid} survived the drop of its handles");
     }
 }
 

@@ -312,19 +312,17 @@ impl<D: Db> ApprovalStore for SqlStore<D> {
         status: Option<ApprovalStatus>,
         limit: u32,
     ) -> Result<Vec<Approval>, StoreError> {
-        let rows = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "SELECT ",
             approval_columns!(),
             " FROM approvals WHERE project_id = $1 AND ($2 IS NULL OR status = $2) \
-             ORDER BY created_at DESC, id DESC LIMIT $3"
+         ORDER BY created_at DESC, id DESC LIMIT $3"
         ))
         .arg(project.as_str())
         .arg(status.map(ApprovalStatus::as_str))
-        .arg(i64::from(limit.min(1000)))
-        .fetch_all(self.exec())
-        .await
-        .map_err(db("listing approvals"))?;
-        rows.iter().map(approval_from_row::<D>).collect()
+        .arg(i64::from(limit.min(1000)));
+        self.find_all(query, approval_from_row::<D>, "listing approvals")
+            .await
     }
 
     async fn expire_orphans(&self) -> Result<u64, StoreError> {
@@ -346,14 +344,12 @@ impl<D: Db> ApprovalStore for SqlStore<D> {
     }
 
     async fn policy(&self, project: &ProjectId) -> Result<Option<Policy>, StoreError> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT mode, rules, timeout_secs FROM approval_policies WHERE project_id = $1",
         )
-        .arg(project.as_str())
-        .fetch_optional(self.exec())
-        .await
-        .map_err(db("reading an approval policy"))?;
-        row.as_ref().map(policy_from_row::<D>).transpose()
+        .arg(project.as_str());
+        self.find_optional(query, policy_from_row::<D>, "reading an approval policy")
+            .await
     }
 
     async fn put_policy(&self, project: &ProjectId, policy: &Policy) -> Result<Policy, StoreError> {

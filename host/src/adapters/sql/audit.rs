@@ -119,13 +119,11 @@ impl<D: Db> AuditLog for SqlStore<D> {
     }
 
     async fn list(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(select_audit!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
+        let query = sqlx::query(select_audit!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
             .arg(after)
-            .arg(i64::from(limit))
-            .fetch_all(self.exec())
+            .arg(i64::from(limit));
+        self.find_all(query, audit_from_row::<D>, "reading the audit log")
             .await
-            .map_err(db("reading the audit log"))?;
-        rows.iter().map(audit_from_row::<D>).collect()
     }
 
     /// Walks the whole chain page by page and reports the first broken link.

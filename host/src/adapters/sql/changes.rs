@@ -59,14 +59,16 @@ impl<D: Db> ChangesStore for SqlStore<D> {
     }
 
     async fn changes(&self, command: &CommandId) -> Result<Option<StoredChanges>, StoreError> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT command_id, project_id, recorded_at, changes, unavailable \
-             FROM command_changes WHERE command_id = $1",
+         FROM command_changes WHERE command_id = $1",
         )
-        .arg(command.as_str())
-        .fetch_optional(self.exec())
+        .arg(command.as_str());
+        self.find_optional(
+            query,
+            changes_from_row::<D>,
+            "reading a command's workspace changes",
+        )
         .await
-        .map_err(db("reading a command's workspace changes"))?;
-        row.as_ref().map(changes_from_row::<D>).transpose()
     }
 }

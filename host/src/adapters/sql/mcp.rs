@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::columns::{Cols, json};
 use super::db::Arg;
 use super::dialect::sql;
-use super::{Db, SqlStore, db};
+use super::{Db, SqlStore};
 use crate::domain::ProjectId;
 use crate::domain::mcp::{McpServer, ProjectMcpServers};
 use crate::ports::{McpServerStore, StoreError};
@@ -26,14 +26,12 @@ impl<D: Db> McpServerStore for SqlStore<D> {
         &self,
         project: &ProjectId,
     ) -> Result<Option<ProjectMcpServers>, StoreError> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT project_id, servers, updated_at FROM mcp_servers WHERE project_id = $1",
         )
-        .arg(project.as_str())
-        .fetch_optional(self.exec())
-        .await
-        .map_err(db("reading MCP servers"))?;
-        row.as_ref().map(servers_from_row::<D>).transpose()
+        .arg(project.as_str());
+        self.find_optional(query, servers_from_row::<D>, "reading MCP servers")
+            .await
     }
 
     async fn set_mcp_servers(

@@ -149,14 +149,34 @@ impl<D: Db> SqlStore<D> {
         context: &'static str,
         (kind, id): (&'static str, &str),
     ) -> Result<T, StoreError> {
+        self.find_optional(query, from_row, context)
+            .await?
+            .ok_or_else(|| not_found(kind, id))
+    }
+
+    /// The row `query` finds on the pool, read by `from_row`, if there is one.
+    pub(crate) async fn find_optional<T>(
+        &self,
+        query: Query<'_, D, D::Arguments>,
+        from_row: fn(&D::Row) -> Result<T, StoreError>,
+        context: &'static str,
+    ) -> Result<Option<T>, StoreError> {
         let row = query
             .fetch_optional(self.exec())
             .await
             .map_err(db(context))?;
-        row.as_ref()
-            .map(from_row)
-            .transpose()?
-            .ok_or_else(|| not_found(kind, id))
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Every row `query` finds on the pool, read by `from_row`.
+    pub(crate) async fn find_all<T>(
+        &self,
+        query: Query<'_, D, D::Arguments>,
+        from_row: fn(&D::Row) -> Result<T, StoreError>,
+        context: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = query.fetch_all(self.exec()).await.map_err(db(context))?;
+        rows.iter().map(from_row).collect()
     }
 
     /// Runs `query`, which removes at most one row, as a write of its own; whether it removed
@@ -243,10 +263,22 @@ pub(crate) fn missing_or_not_running(stream: &CommandId, running_only: bool) -> 
     }
 }
 
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::UniqueViolation)
+/// Like [`db`], but an insert that breaks a unique key is a `Conflict`: the `what` (a token,
+/// a session) already exists.
+pub(crate) fn db_unique(
+    context: &'static str,
+    what: &'static str,
+) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| {
+        let unique = error
+            .as_database_error()
+            .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::UniqueViolation);
+        if unique {
+            StoreError::Conflict(format!("the {what} already exists"))
+        } else {
+            StoreError::backend(context, error)
+        }
+    }
 }
 
 pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::columns::{Cols, json};
 use super::db::Arg;
 use super::dialect::sql;
-use super::{Db, SqlStore, db};
+use super::{Db, SqlStore};
 use crate::domain::ProjectId;
 use crate::domain::network::NetworkPolicy;
 use crate::ports::{NetworkPolicyStore, StoreError};
@@ -27,14 +27,12 @@ impl<D: Db> NetworkPolicyStore for SqlStore<D> {
         project: &ProjectId,
     ) -> Result<Option<NetworkPolicy>, StoreError> {
         let context = "reading a network policy";
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT project_id, allow, updated_at FROM network_policies WHERE project_id = $1",
         )
-        .arg(project.as_str())
-        .fetch_optional(self.exec())
-        .await
-        .map_err(db(context))?;
-        row.as_ref().map(policy_from_row::<D>).transpose()
+        .arg(project.as_str());
+        self.find_optional(query, policy_from_row::<D>, context)
+            .await
     }
 
     async fn set_network_policy(

@@ -63,11 +63,9 @@ impl<D: Db> ProjectStore for SqlStore<D> {
     }
 
     async fn list(&self) -> Result<Vec<Project>, StoreError> {
-        let rows = sqlx::query("SELECT id, display_name, created_at FROM projects ORDER BY id")
-            .fetch_all(self.exec())
+        let query = sqlx::query("SELECT id, display_name, created_at FROM projects ORDER BY id");
+        self.find_all(query, project_from_row::<D>, "listing projects")
             .await
-            .map_err(db("listing projects"))?;
-        rows.iter().map(project_from_row::<D>).collect()
     }
 
     /// One transaction holding the project row locked, refused while work is queued or

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::columns::{Cols, Timestamp};
 use super::db::Arg;
 use super::dialect::sql;
-use super::{Db, SqlStore, db, is_unique_violation};
+use super::{Db, SqlStore, db, db_unique};
 use crate::domain::{NewUiSession, UiSession};
 use crate::ports::{SessionStore, StoreError};
 
@@ -37,29 +37,26 @@ impl<D: Db> SessionStore for SqlStore<D> {
         .arg(&session.token_digest)
         .arg(Timestamp(session.expires_at))
         .fetch_one(w.exec())
-        .await;
-        let created = match row {
-            Ok(row) => session_from_row::<D>(&row)?,
-            Err(error) if is_unique_violation(&error) => {
-                return Err(StoreError::Conflict("the session already exists".into()));
-            }
-            Err(error) => return Err(StoreError::backend(context, error)),
-        };
+        .await
+        .map_err(db_unique(context, "session"))?;
+        let created = session_from_row::<D>(&row)?;
         w.commit().await?;
         Ok(created)
     }
 
     async fn find_session(&self, digest: &str) -> Result<Option<UiSession>, StoreError> {
-        let row = sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             D,
             "SELECT token_digest, created_at, expires_at FROM ui_sessions \
-             WHERE digest = $1 AND expires_at > {now}"
+         WHERE digest = $1 AND expires_at > {now}"
         ))
-        .arg(digest)
-        .fetch_optional(self.exec())
+        .arg(digest);
+        self.find_optional(
+            query,
+            session_from_row::<D>,
+            "looking up a dashboard session",
+        )
         .await
-        .map_err(db("looking up a dashboard session"))?;
-        row.as_ref().map(session_from_row::<D>).transpose()
     }
 
     async fn revoke_session(&self, digest: &str) -> Result<bool, StoreError> {

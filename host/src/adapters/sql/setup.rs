@@ -113,23 +113,25 @@ impl<D: Db> ProjectSetupStore for SqlStore<D> {
     }
 
     async fn ci_unfinished(&self, finished: &[&str]) -> Result<Vec<ProjectSetup>, StoreError> {
-        let rows = sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             D,
             concat!(
                 "SELECT ",
                 columns!(),
                 " FROM project_setups WHERE ci_state = 'registered' \
-                 AND ci_repo_id IS NOT NULL AND ci_pipeline IS NOT NULL \
-                 AND (ci_pipeline_status IS NULL \
-                      OR ci_pipeline_status NOT IN ({elements($1)})) \
-                 ORDER BY updated_at, project_id"
+             AND ci_repo_id IS NOT NULL AND ci_pipeline IS NOT NULL \
+             AND (ci_pipeline_status IS NULL \
+                  OR ci_pipeline_status NOT IN ({elements($1)})) \
+             ORDER BY updated_at, project_id"
             )
         ))
-        .arg(json(finished)?)
-        .fetch_all(self.exec())
+        .arg(json(finished)?);
+        self.find_all(
+            query,
+            setup_from_row::<D>,
+            "listing unfinished CI pipelines",
+        )
         .await
-        .map_err(db("listing unfinished CI pipelines"))?;
-        rows.iter().map(setup_from_row::<D>).collect()
     }
 
     /// The status changes only from `seen`, so of two pollers that saw the same status, one

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::columns::{Cols, json};
 use super::db::Arg;
 use super::dialect::sql;
-use super::{Db, SqlStore, db, is_unique_violation, not_found};
+use super::{Db, SqlStore, db, db_unique, not_found};
 use crate::domain::{ApiToken, NewToken};
 use crate::ports::{StoreError, TokenStore};
 
@@ -46,41 +46,32 @@ impl<D: Db> TokenStore for SqlStore<D> {
         .arg(token.role.as_str())
         .arg(json(&token.projects)?)
         .fetch_one(w.exec())
-        .await;
-        let token = match row {
-            Ok(row) => token_from_row::<D>(&row)?,
-            Err(error) if is_unique_violation(&error) => {
-                return Err(StoreError::Conflict("the token already exists".into()));
-            }
-            Err(error) => return Err(StoreError::backend(context, error)),
-        };
+        .await
+        .map_err(db_unique(context, "token"))?;
+        let token = token_from_row::<D>(&row)?;
         w.commit().await?;
         Ok(token)
     }
 
     async fn find_active(&self, digest: &str) -> Result<Option<ApiToken>, StoreError> {
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "SELECT ",
             columns!(),
             " FROM api_tokens WHERE digest = $1 AND revoked_at IS NULL"
         ))
-        .arg(digest)
-        .fetch_optional(self.exec())
-        .await
-        .map_err(db("looking up a token"))?;
-        row.as_ref().map(token_from_row::<D>).transpose()
+        .arg(digest);
+        self.find_optional(query, token_from_row::<D>, "looking up a token")
+            .await
     }
 
     async fn list(&self) -> Result<Vec<ApiToken>, StoreError> {
-        let rows = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "SELECT ",
             columns!(),
             " FROM api_tokens ORDER BY created_at, id"
-        ))
-        .fetch_all(self.exec())
-        .await
-        .map_err(db("listing tokens"))?;
-        rows.iter().map(token_from_row::<D>).collect()
+        ));
+        self.find_all(query, token_from_row::<D>, "listing tokens")
+            .await
     }
 
     async fn revoke(&self, id: &str) -> Result<ApiToken, StoreError> {

@@ -87,23 +87,21 @@ impl<D: Db> UsageStore for SqlStore<D> {
         project: &ProjectId,
         range: DayRange,
     ) -> Result<Vec<UsageBucket>, StoreError> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT day, provider, CAST(COUNT(*) AS BIGINT) AS commands, \
-             CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
-             CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
-             CAST(SUM(cache_read_tokens) AS BIGINT) AS cache_read_tokens, \
-             CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens, \
-             SUM(cost_usd) AS cost_usd \
-             FROM command_usage WHERE project_id = $1 AND day >= $2 AND day <= $3 \
-             GROUP BY day, provider ORDER BY day, provider",
+         CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+         CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+         CAST(SUM(cache_read_tokens) AS BIGINT) AS cache_read_tokens, \
+         CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens, \
+         SUM(cost_usd) AS cost_usd \
+         FROM command_usage WHERE project_id = $1 AND day >= $2 AND day <= $3 \
+         GROUP BY day, provider ORDER BY day, provider",
         )
         .arg(project.as_str())
         .arg(day_key(range.from))
-        .arg(day_key(range.to))
-        .fetch_all(self.exec())
-        .await
-        .map_err(db("reading usage"))?;
-        rows.iter().map(bucket_from_row::<D>).collect()
+        .arg(day_key(range.to));
+        self.find_all(query, bucket_from_row::<D>, "reading usage")
+            .await
     }
 
     async fn cost(&self, project: &ProjectId, range: DayRange) -> Result<f64, StoreError> {
@@ -121,14 +119,12 @@ impl<D: Db> UsageStore for SqlStore<D> {
     }
 
     async fn budget(&self, project: &ProjectId) -> Result<Option<Budget>, StoreError> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT project_id, monthly_limit_usd, updated_at FROM budgets WHERE project_id = $1",
         )
-        .arg(project.as_str())
-        .fetch_optional(self.exec())
-        .await
-        .map_err(db("reading a budget"))?;
-        row.as_ref().map(budget_from_row::<D>).transpose()
+        .arg(project.as_str());
+        self.find_optional(query, budget_from_row::<D>, "reading a budget")
+            .await
     }
 
     async fn set_budget(&self, project: &ProjectId, limit_usd: f64) -> Result<Budget, StoreError> {

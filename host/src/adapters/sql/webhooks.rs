@@ -257,16 +257,14 @@ impl<D: Db> WebhookStore for SqlStore<D> {
     }
 
     async fn list_webhooks(&self, project: &ProjectId) -> Result<Vec<Webhook>, StoreError> {
-        let rows = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "SELECT ",
             webhook_columns!(),
             " FROM webhooks WHERE project_id = $1 ORDER BY created_at, id"
         ))
-        .arg(project.as_str())
-        .fetch_all(self.exec())
-        .await
-        .map_err(db("listing webhooks"))?;
-        rows.iter().map(webhook_from_row::<D>).collect()
+        .arg(project.as_str());
+        self.find_all(query, webhook_from_row::<D>, "listing webhooks")
+            .await
     }
 
     async fn get_webhook(&self, project: &ProjectId, id: &str) -> Result<Webhook, StoreError> {

@@ -1,12 +1,13 @@
-//! The byte streams under each HTTP connection: [`WriteTimeout`] drops a client that stops
-//! reading, [`IdleTimeout`] one that stops sending while the server waits on it.
+//! The byte stream under each HTTP connection, [`TimedIo`]: it drops a client that stops
+//! reading (the write timeout) and one that stops sending while the server waits on it (the
+//! idle timeout).
 //!
 //! The write timeout is how a slow client is dropped. A response body is only polled when
 //! hyper can write, so a client that stops reading leaves its connection parked on a full
-//! socket, holding nothing but the socket's and hyper's bounded buffers. [`WriteTimeout`]
-//! arms a timer only when a write finds the socket full; if the socket accepts nothing
-//! before it fires, the write fails with `TimedOut` and hyper closes the connection. The
-//! client may reconnect and resume with `Last-Event-ID`.
+//! socket, holding nothing but the socket's and hyper's bounded buffers. A timer is armed
+//! only when a write finds the socket full; if the socket accepts nothing before it fires,
+//! the write fails with `TimedOut` and hyper closes the connection. The client may
+//! reconnect and resume with `Last-Event-ID`.
 
 use std::io;
 use std::pin::Pin;
@@ -18,23 +19,55 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// A stream whose writes fail with `TimedOut` once they have made no progress for the
-/// timeout. Reads are untouched; the timer exists only while a write is blocked.
-pub struct WriteTimeout<S> {
+/// A connection's stream under both timeouts.
+///
+/// Writes fail with `TimedOut` once they made no progress for the write timeout; that
+/// timer exists only while a write is blocked. Reads fail with `TimedOut` once no byte
+/// moved either way for the idle timeout while the server waits on the client
+/// ([`Activity`]): an idle keep-alive connection or a request body that stopped arriving.
+/// Responses being computed or streamed (SSE) are never cut by the idle timeout. Progress
+/// only records an instant; the idle timer is re-armed lazily, when a read finds nothing.
+pub struct TimedIo<S> {
     inner: S,
-    timeout: Duration,
+    write_timeout: Duration,
     /// Armed when a write first found the socket full; cleared by any progress.
     stalled: Option<Pin<Box<Sleep>>>,
+    idle_timeout: Duration,
+    activity: Arc<Activity>,
+    last_progress: Instant,
+    idle: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> WriteTimeout<S> {
+impl<S> TimedIo<S> {
     /// Wraps `inner`; a zero timeout is treated as one millisecond.
-    pub fn new(inner: S, timeout: Duration) -> Self {
+    pub fn new(
+        inner: S,
+        write_timeout: Duration,
+        idle_timeout: Duration,
+        activity: Arc<Activity>,
+    ) -> Self {
+        let least = Duration::from_millis(1);
         Self {
             inner,
-            timeout: timeout.max(Duration::from_millis(1)),
+            write_timeout: write_timeout.max(least),
             stalled: None,
+            idle_timeout: idle_timeout.max(least),
+            activity,
+            last_progress: Instant::now(),
+            idle: None,
         }
+    }
+
+    /// Records a write that moved bytes as progress, then applies the write timeout.
+    fn on_written(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.last_progress = Instant::now();
+        }
+        self.on_write(cx, result)
     }
 
     /// Turns a write's `Pending` into an error once the stall outlived the timeout; the
@@ -48,7 +81,7 @@ impl<S> WriteTimeout<S> {
             self.stalled = None;
             return result;
         }
-        let timeout = self.timeout;
+        let timeout = self.write_timeout;
         let timer = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
@@ -58,26 +91,61 @@ impl<S> WriteTimeout<S> {
             "the client accepted no data within the write timeout",
         )))
     }
+
+    /// The error once the connection sat idle past the timeout while the server waited on
+    /// the client; otherwise arms the timer with `cx`'s waker.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if !self.activity.waiting_on_client() {
+            self.idle = None;
+            return None;
+        }
+        let deadline = self.last_progress + self.idle_timeout;
+        let timer = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client sent nothing within the idle timeout",
+            )
+        })
+    }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.last_progress = Instant::now();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => match self.expired(cx) {
+                Some(error) => Poll::Ready(Err(error)),
+                None => Poll::Pending,
+            },
+        }
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.on_write(cx, result)
+        self.on_written(cx, result)
     }
 
     fn poll_write_vectored(
@@ -86,7 +154,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.on_write(cx, result)
+        self.on_written(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -104,7 +172,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
 }
 
 /// What one connection's requests are doing, shared by its service (which counts) and its
-/// [`IdleTimeout`] (which reads the counts).
+/// [`TimedIo`] (which reads the counts).
 #[derive(Debug, Default)]
 pub struct Activity {
     /// Requests whose response has not been dropped yet (an SSE stream stays in flight).
@@ -163,125 +231,20 @@ impl Drop for ActivityGuard {
     }
 }
 
-/// A stream whose reads fail with `TimedOut` once no byte moved either way for the timeout
-/// while the server waits on the client ([`Activity`]): an idle keep-alive connection or a
-/// request body that stopped arriving. Responses being computed or streamed (SSE) are never
-/// cut by it. Progress only records an instant; the timer is re-armed lazily, when a read
-/// finds nothing to read.
-pub struct IdleTimeout<S> {
-    inner: S,
-    timeout: Duration,
-    activity: Arc<Activity>,
-    last_progress: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl<S> IdleTimeout<S> {
-    /// Wraps `inner`; a zero timeout is treated as one millisecond.
-    pub fn new(inner: S, timeout: Duration, activity: Arc<Activity>) -> Self {
-        Self {
-            inner,
-            timeout: timeout.max(Duration::from_millis(1)),
-            activity,
-            last_progress: Instant::now(),
-            timer: None,
-        }
-    }
-
-    /// The error once the connection sat idle past the timeout while the server waited on
-    /// the client; otherwise arms the timer with `cx`'s waker.
-    fn expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
-        if !self.activity.waiting_on_client() {
-            self.timer = None;
-            return None;
-        }
-        let deadline = self.last_progress + self.timeout;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        timer.as_mut().poll(cx).is_ready().then(|| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client sent nothing within the idle timeout",
-            )
-        })
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.last_progress = Instant::now();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => match self.expired(cx) {
-                Some(error) => Poll::Ready(Err(error)),
-                None => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.last_progress = Instant::now();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.last_progress = Instant::now();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    /// A timeout the test never reaches (the write tests never read, so the idle timeout
+    /// is never checked in them).
+    const HOUR: Duration = Duration::from_secs(3600);
+
     #[tokio::test]
     async fn a_write_the_peer_never_reads_fails_after_the_timeout() {
         // A 4 KiB pipe whose other end is never read: writes block once it is full.
         let (mut writer, _reader) = tokio::io::duplex(4096);
-        let mut timed = WriteTimeout::new(&mut writer, Duration::from_millis(50));
+        let mut timed = TimedIo::new(&mut writer, Duration::from_millis(50), HOUR, Arc::default());
         let chunk = vec![0u8; 1024];
         let error = loop {
             if let Err(error) = timed.write_all(&chunk).await {
@@ -300,7 +263,12 @@ mod tests {
                 .await
                 .map(|_| sink.len())
         });
-        let mut timed = WriteTimeout::new(&mut writer, Duration::from_millis(200));
+        let mut timed = TimedIo::new(
+            &mut writer,
+            Duration::from_millis(200),
+            HOUR,
+            Arc::default(),
+        );
         for _ in 0..64 {
             timed
                 .write_all(&[1u8; 1024])
@@ -316,7 +284,7 @@ mod tests {
     async fn a_silent_client_is_cut_only_while_the_server_waits_on_it() {
         let activity = Arc::new(Activity::default());
         let (_client, server) = tokio::io::duplex(1024);
-        let mut idle = IdleTimeout::new(server, Duration::from_millis(50), activity.clone());
+        let mut idle = TimedIo::new(server, HOUR, Duration::from_millis(50), activity.clone());
         let mut buf = [0u8; 16];
         // A response in flight (an SSE stream, say): silence is not idleness.
         let request = activity.request();

@@ -4,8 +4,8 @@
 //! - Caps ([`limits`]): connections in total and per peer address; beyond them a `503` is
 //!   written on the socket and it is closed.
 //! - Timeouts: hyper's header-read timeout (slowloris, and sockets that send nothing), an
-//!   idle timeout while the server waits on the client ([`io::IdleTimeout`]) and the write
-//!   timeout that drops a client which stops reading ([`io::WriteTimeout`]). An SSE stream is
+//!   idle timeout while the server waits on the client and the write timeout that drops a
+//!   client which stops reading (both [`io::TimedIo`]). An SSE stream is
 //!   a response in flight, so the idle timeout never cuts it; its keep-alives and the write
 //!   timeout are its rules.
 //! - Accept errors (out of file descriptors) back off from 5 ms to 1 s instead of spinning.
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-pub use io::{Activity, ActivityGuard, IdleTimeout, WriteTimeout};
+pub use io::{Activity, ActivityGuard, TimedIo};
 pub use limits::{ConnectionLimits, Gate, Permit, Refused};
 
 /// Serves `app` on `listener` under `limits` until `shutdown`, then lets open connections
@@ -77,11 +77,7 @@ pub async fn serve(
             tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
         }
         let activity = Arc::new(Activity::default());
-        let io = IdleTimeout::new(
-            WriteTimeout::new(stream, write_timeout),
-            limits.idle_timeout,
-            activity.clone(),
-        );
+        let io = TimedIo::new(stream, write_timeout, limits.idle_timeout, activity.clone());
         let service = hyper::service::service_fn({
             let app = app.clone();
             move |request: http::Request<Incoming>| {

@@ -22,9 +22,9 @@ use crate::runtime::abi::latest::rdev::provider::exec::{
     OutputBytes, OutputLine, Signal,
 };
 use crate::runtime::abi::latest::wit::OutputStream;
-use crate::runtime::state::HostState;
+use crate::runtime::state::{ExecCtx, HostState};
 
-use super::interaction::or_input;
+use super::interaction::{Inbox, or_input};
 
 /// A line longer than this is handed over in pieces marked `partial`.
 pub const LINE_CAP: usize = 1024 * 1024;
@@ -259,6 +259,21 @@ impl HostState {
     }
 }
 
+/// A blocking read the guest asked for: it ends early as `idle` when follow-up input
+/// arrives, so the guest can take it, and as `Cancelled` when the command is cancelled.
+async fn wakeable<T>(
+    exec: &ExecCtx,
+    inbox: Option<&mut Inbox>,
+    read: impl Future<Output = T>,
+    idle: T,
+) -> Result<T, ExecError> {
+    match exec.cancellable(or_input(inbox, read)).await {
+        Ok(Some(read)) => Ok(read),
+        Ok(None) => Ok(idle),
+        Err(_) => Err(ExecError::Cancelled),
+    }
+}
+
 impl HostProcess for HostState {
     async fn read_lines(
         &mut self,
@@ -268,15 +283,10 @@ impl HostProcess for HostState {
     ) -> wasmtime::Result<Result<LinesRead, ExecError>> {
         let exec = self.exec.clone();
         let HostState { table, input, .. } = self;
-        let process = table.get_mut(&rep)?;
-        let read = process.read_lines(max_lines, to_millis(idle_timeout_ms));
-        Ok(
-            match exec.cancellable(or_input(input.as_mut(), read)).await {
-                Ok(Some(read)) => Ok(read),
-                Ok(None) => Ok(LinesRead::Idle),
-                Err(_) => Err(ExecError::Cancelled),
-            },
-        )
+        let read = table
+            .get_mut(&rep)?
+            .read_lines(max_lines, to_millis(idle_timeout_ms));
+        Ok(wakeable(&exec, input.as_mut(), read, LinesRead::Idle).await)
     }
 
     async fn read_chunks(
@@ -287,15 +297,10 @@ impl HostProcess for HostState {
     ) -> wasmtime::Result<Result<ChunksRead, ExecError>> {
         let exec = self.exec.clone();
         let HostState { table, input, .. } = self;
-        let process = table.get_mut(&rep)?;
-        let read = process.read_chunks(max_bytes, to_millis(idle_timeout_ms));
-        Ok(
-            match exec.cancellable(or_input(input.as_mut(), read)).await {
-                Ok(Some(read)) => Ok(read),
-                Ok(None) => Ok(ChunksRead::Idle),
-                Err(_) => Err(ExecError::Cancelled),
-            },
-        )
+        let read = table
+            .get_mut(&rep)?
+            .read_chunks(max_bytes, to_millis(idle_timeout_ms));
+        Ok(wakeable(&exec, input.as_mut(), read, ChunksRead::Idle).await)
     }
 
     async fn write_stdin(
