@@ -226,15 +226,11 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(cancel))
 }
 
-/// What both submission routes answer, documented once.
+/// The errors both submission routes answer, documented once. Documentation only: the
+/// handlers answer [`ApiError`]s.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
-enum SubmitAnswers {
-    #[response(
-        status = 202,
-        description = "Queued (or the earlier command of this Idempotency-Key)"
-    )]
-    Queued(Submitted),
+enum SubmitErrors {
     #[response(status = 400, description = "Invalid request")]
     Invalid,
     #[response(
@@ -267,7 +263,10 @@ enum SubmitAnswers {
         ("id" = ProjectId, Path, description = "Project id"),
         ("provider" = ProviderName, Path, description = "Registered provider name"),
         ("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission without queueing it twice"),
-    ), responses(SubmitAnswers))]
+    ), responses(
+    (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
+    SubmitErrors,
+))]
 async fn submit_to_provider(
     Caller { state, principal }: Caller,
     ApiPath((project, provider)): ApiPath<(ProjectId, String)>,
@@ -283,7 +282,10 @@ async fn submit_to_provider(
     params(
         ("id" = ProjectId, Path, description = "Project id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission without queueing it twice"),
-    ), responses(SubmitAnswers))]
+    ), responses(
+    (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
+    SubmitErrors,
+))]
 async fn submit_generic(
     Caller { state, principal }: Caller,
     ApiPath(project): ApiPath<ProjectId>,
