@@ -20,15 +20,25 @@ use rdev_tests::harness::kubernetes::{kubernetes_validate, validated_documents};
 use serde_json::Value;
 use xtask::image;
 
-/// Every document of every manifest, as `(file, document)`.
-fn documents() -> Vec<(String, Value)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// `examples/deploy`, the manifests' directory.
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy")
+}
+
+/// The manifests of [`deploy_dir`], sorted.
+fn manifest_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy_dir())
         .expect("examples/deploy exists")
         .map(|entry| entry.expect("entry").path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
         .collect();
     files.sort();
+    files
+}
+
+/// Every document of every manifest, as `(file, document)`.
+fn documents() -> Vec<(String, Value)> {
+    let files = manifest_files();
     let mut documents = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable");
@@ -347,13 +357,7 @@ fn rdev_runs_hardened_and_every_pod_is_fenced_by_a_network_policy() {
 /// check refuses a misspelt field, which the k8s-openapi parse above would silently drop.
 #[test]
 fn every_manifest_passes_strict_schema_validation_and_a_typo_does_not() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("examples/deploy exists")
-        .map(|entry| entry.expect("entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-        .collect();
-    files.sort();
+    let files = manifest_files();
     let output = match kubernetes_validate(&files) {
         Ok(output) => output,
         Err(reason) => return rdev_tests::harness::skip_or_fail(&reason),
@@ -375,7 +379,7 @@ fn every_manifest_passes_strict_schema_validation_and_a_typo_does_not() {
 
     let scratch = tempfile::tempdir().expect("tempdir");
     let typo = scratch.path().join("typo.yaml");
-    let deployment = std::fs::read_to_string(dir.join("deployment.yaml")).expect("read");
+    let deployment = std::fs::read_to_string(deploy_dir().join("deployment.yaml")).expect("read");
     let misspelt = deployment.replace("readOnlyRootFilesystem", "readOnlyRootFileSystem");
     assert_ne!(misspelt, deployment, "the field to misspell is there");
     std::fs::write(&typo, misspelt).expect("write");
@@ -423,8 +427,7 @@ fn kubectl_dry_run(dir: &std::path::Path) -> Option<std::process::Output> {
 
 #[test]
 fn kubectl_client_dry_run_accepts_every_manifest_and_refuses_broken_ones() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
-    let Some(output) = kubectl_dry_run(&dir) else {
+    let Some(output) = kubectl_dry_run(&deploy_dir()) else {
         return rdev_tests::harness::skip_or_fail("kubectl is not installed");
     };
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -16,8 +16,8 @@ use rdev::ports::{
 };
 use rdev_tests::doubles::kube_api::FakeKubeApi;
 use rdev_tests::harness::kubernetes::project_pod;
-use rdev_tests::harness::runtime::{MapSecrets, sh, spec};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use rdev_tests::harness::runtime::{MapSecrets, read_all, sh, spec};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -160,12 +160,6 @@ impl Subject {
         let kube = self._api.as_ref().zip(self.kube.as_ref());
         executor(self.kind, &self.root, secrets(&[]), kube).await
     }
-}
-
-async fn read_all(mut reader: impl tokio::io::AsyncRead + Unpin) -> String {
-    let mut out = String::new();
-    reader.read_to_string(&mut out).await.expect("read stream");
-    out
 }
 
 async fn run(subject: &Subject, spec: SpawnSpec) -> (ExitStatus, String, String) {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdev::adapters::kubernetes::PodTemplate;
-use rdev::domain::{AgentEvent, ProjectId, ResultStatus};
+use rdev::domain::{ProjectId, ResultStatus};
 use rdev::ports::{CodeAgent, EnvValue, ExecError, Executor, SecretResolver};
 use rdev::runtime::{Runtime, RuntimeConfig};
 use rdev_tests::doubles::kube_api::FakeKubeApi;
 use rdev_tests::harness::kubernetes::{KubeProject, NAMESPACE, project_labels, project_pod};
-use rdev_tests::harness::plugins::plugins_dir;
-use rdev_tests::harness::runtime::{MapSecrets, final_text, run, serve_loopback, sh, web_guest};
+use rdev_tests::harness::runtime::{
+    MapSecrets, final_text, load_shell, output, read_all, run, serve_loopback, sh, web_guest,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn no_secrets() -> Arc<dyn SecretResolver> {
@@ -41,12 +42,7 @@ async fn exec_uses_v5_and_secrets_never_reach_the_exec_url() {
         },
     )];
     let mut process = pod.executor.spawn(&id("p"), spec).await.expect("spawn");
-    let mut out = String::new();
-    process
-        .stdout
-        .read_to_string(&mut out)
-        .await
-        .expect("stdout");
+    let out = read_all(&mut process.stdout).await;
     assert_eq!(out, "sk-very-secret-42", "the program sees the secret");
     assert!(process.control.wait().await.expect("wait").success());
     let execs = pod.api.execs();
@@ -71,18 +67,8 @@ async fn an_api_server_without_v5_still_reports_output_and_exit_codes() {
         .spawn(&id("p"), sh("echo over v4; echo err >&2; exit 5"))
         .await
         .expect("spawn");
-    let mut out = String::new();
-    process
-        .stdout
-        .read_to_string(&mut out)
-        .await
-        .expect("stdout");
-    let mut err = String::new();
-    process
-        .stderr
-        .read_to_string(&mut err)
-        .await
-        .expect("stderr");
+    let out = read_all(&mut process.stdout).await;
+    let err = read_all(&mut process.stderr).await;
     assert_eq!((out.as_str(), err.as_str()), ("over v4\n", "err\n"));
     assert_eq!(process.control.wait().await.expect("wait").code, Some(5));
     assert_eq!(pod.api.execs()[0].protocol, "v4.channel.k8s.io");
@@ -192,10 +178,7 @@ async fn shell_runtime() -> (Runtime, FakeKubeApi, PathBuf) {
 #[tokio::test]
 async fn the_shell_provider_runs_in_the_pod_through_the_runtime() {
     let (runtime, _api, workspace) = shell_runtime().await;
-    let agent = runtime
-        .load(&plugins_dir().join("shell.toml"))
-        .await
-        .expect("shell loads");
+    let agent = load_shell(&runtime).await;
     let mut r = run(
         "echo hello from the pod; pwd -P",
         Duration::from_secs(120),
@@ -204,16 +187,9 @@ async fn the_shell_provider_runs_in_the_pod_through_the_runtime() {
     let result = agent.execute(r.execution).await.expect("runs");
     assert_eq!(result.status, ResultStatus::Completed, "{result:?}");
     assert_eq!(result.exit_code, Some(0));
-    let mut output = String::new();
-    while let Ok(event) = r.events.try_recv() {
-        if let AgentEvent::Output { text, .. } = event {
-            output.push_str(&text);
-        }
-    }
-    assert_eq!(
-        output,
-        format!("hello from the pod\n{}\n", workspace.display())
-    );
+    let (stdout, stderr) = output(&mut r.events);
+    let expected = format!("hello from the pod\n{}\n", workspace.display());
+    assert_eq!((stdout.as_str(), stderr.as_str()), (expected.as_str(), ""));
 
     let r = run("exit 3", Duration::from_secs(120), 256);
     let result = agent.execute(r.execution).await.expect("runs");
@@ -224,10 +200,7 @@ async fn the_shell_provider_runs_in_the_pod_through_the_runtime() {
 #[tokio::test]
 async fn cancelling_the_shell_provider_kills_the_remote_group() {
     let (runtime, _api, workspace) = shell_runtime().await;
-    let agent = runtime
-        .load(&plugins_dir().join("shell.toml"))
-        .await
-        .expect("shell loads");
+    let agent = load_shell(&runtime).await;
     let pidfile = workspace.join("sleeper.pid");
     let r = run(
         "sleep 60 & echo $! > sleeper.pid; wait",

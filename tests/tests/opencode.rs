@@ -198,6 +198,21 @@ async fn execute_in(
     Collected { events, result }
 }
 
+/// [`execute`], cancelled at the first event `cancel_at` picks.
+async fn cancelled_at(
+    s: &Setup,
+    request: AgentRequest,
+    cancel_at: fn(&AgentEvent) -> bool,
+) -> Collected {
+    let cancel = CancellationToken::new();
+    execute(s, request, cancel, move |e, token| {
+        if cancel_at(e) {
+            token.cancel();
+        }
+    })
+    .await
+}
+
 async fn run(s: &Setup, request: AgentRequest) -> Collected {
     execute(s, request, CancellationToken::new(), |_, _| {}).await
 }
@@ -333,12 +348,9 @@ async fn cancel_as_the_prompt_is_sent() {
         &["never ", "finished"],
         Duration::from_secs(2),
     ));
-    let cancel = CancellationToken::new();
     // The init event comes right before the subscription and the send.
-    let out = execute(&s, request(&s, "cancel me", None), cancel, |e, token| {
-        if matches!(e, AgentEvent::Init { .. }) {
-            token.cancel();
-        }
+    let out = cancelled_at(&s, request(&s, "cancel me", None), |e| {
+        matches!(e, AgentEvent::Init { .. })
     })
     .await;
     let result = out.result();
@@ -360,16 +372,9 @@ async fn cancel_while_streaming_keeps_the_partial_output() {
         ],
         Duration::from_millis(600),
     ));
-    let out = execute(
-        &s,
-        request(&s, "count slowly", None),
-        CancellationToken::new(),
-        |e, token| {
-            if matches!(e, AgentEvent::Message { partial: true, .. }) {
-                token.cancel();
-            }
-        },
-    )
+    let out = cancelled_at(&s, request(&s, "count slowly", None), |e| {
+        matches!(e, AgentEvent::Message { partial: true, .. })
+    })
     .await;
     let result = out.result();
     assert_eq!(result.status, ResultStatus::Cancelled, "{result:?}");
@@ -385,16 +390,9 @@ async fn cancel_after_completion_keeps_the_completed_turn() {
     s.fake.push(Reply::text("finished before the cancel"));
     // Cancelled once the complete text arrived: the model is done, so either the turn is
     // already idle (completed) or it is cancelled with its whole output kept.
-    let out = execute(
-        &s,
-        request(&s, "quick", None),
-        CancellationToken::new(),
-        |e, token| {
-            if matches!(e, AgentEvent::Message { partial: false, .. }) {
-                token.cancel();
-            }
-        },
-    )
+    let out = cancelled_at(&s, request(&s, "quick", None), |e| {
+        matches!(e, AgentEvent::Message { partial: false, .. })
+    })
     .await;
     let result = out.result();
     assert!(
@@ -590,31 +588,13 @@ async fn benchmark_through_rdev_versus_curl() {
         if round > 0 {
             direct.push(timing);
         }
-        let first = Arc::new(std::sync::Mutex::new(None));
-        let seen = first.clone();
-        let started = std::time::Instant::now();
-        let out = execute(
-            &s,
-            request(&s, "bench", None),
-            CancellationToken::new(),
-            move |e, _| {
-                if matches!(e, AgentEvent::Message { partial: true, .. }) {
-                    seen.lock().unwrap().get_or_insert(started.elapsed());
-                }
-            },
-        )
-        .await;
-        let total = started.elapsed();
-        assert_eq!(out.result().status, ResultStatus::Completed);
+        let (out, timing) = timed(&s, PROJECT, "bench").await;
         assert_eq!(
             out.result().details.as_ref().unwrap()["host_run_server"],
             false
         );
         if round > 0 {
-            rdev.push(Timing {
-                first: first.lock().unwrap().expect("a text delta"),
-                total,
-            });
+            rdev.push(timing);
         }
     }
     let _ = server.kill();

@@ -12,7 +12,7 @@ use std::process::{Output, Stdio};
 
 use base64::Engine as _;
 use rdev::domain::ContentDigest;
-use rdev_tests::harness::bin::{output_text, rdev};
+use rdev_tests::harness::bin::{assert_failed_saying, output_text, rdev};
 use rdev_tests::harness::oci_registry::{OciRegistry, RegistryAuth};
 use rdev_tests::harness::plugins::ver_plugin;
 use rdev_tests::harness::server::ServeProcess;
@@ -50,13 +50,27 @@ fn cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>, docker_config: 
 
 /// Asserts `output` failed with `expected` in it and neither password anywhere.
 fn refused_with(output: &Output, expected: &str) {
-    let said = output_text(output);
-    assert!(!output.status.success(), "{said}");
-    assert!(said.contains(expected), "expected {expected:?}: {said}");
+    let said = assert_failed_saying(output, expected);
     assert!(
         !said.contains(PASSWORD) && !said.contains(WRONG),
         "a password leaked: {said}"
     );
+}
+
+/// The registry's users: `USER` with `PASSWORD`, checked by htpasswd basic auth.
+fn htpasswd() -> RegistryAuth {
+    RegistryAuth::Htpasswd {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    }
+}
+
+/// The same user behind the OCI token flow.
+fn token_flow() -> RegistryAuth {
+    RegistryAuth::Token {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    }
 }
 
 /// `ver` 1.0.0 (the `versioned-v1` test guest) in a directory of its own; its component sha.
@@ -79,44 +93,18 @@ async fn publish_and_install(registry: &OciRegistry) {
     let docker = tempfile::tempdir().expect("tempdir");
     let no_login = docker.path().join("none");
 
-    let anonymous = cli(
-        &["plugins", "publish", wasm, &reference],
-        &[],
-        None,
-        &no_login,
-    );
+    let publish = ["plugins", "publish", wasm, &reference];
+    let anonymous = cli(&publish, &[], None, &no_login);
     refused_with(&anonymous, "asks for credentials and none were given");
 
-    let wrong = cli(
-        &[
-            "plugins",
-            "publish",
-            wasm,
-            &reference,
-            "--username",
-            USER,
-            "--password-stdin",
-        ],
-        &[],
-        Some(&format!("{WRONG}\n")),
-        &no_login,
-    );
+    let publish_as = |password: &str| {
+        let args = [&publish[..], &["--username", USER, "--password-stdin"]].concat();
+        cli(&args, &[], Some(&format!("{password}\n")), &no_login)
+    };
+    let wrong = publish_as(WRONG);
     refused_with(&wrong, "refused the credentials of user \"alice\"");
 
-    let published = cli(
-        &[
-            "plugins",
-            "publish",
-            wasm,
-            &reference,
-            "--username",
-            USER,
-            "--password-stdin",
-        ],
-        &[],
-        Some(&format!("{PASSWORD}\n")),
-        &no_login,
-    );
+    let published = publish_as(PASSWORD);
     assert!(published.status.success(), "{}", output_text(&published));
     assert!(!output_text(&published).contains(PASSWORD));
 
@@ -171,11 +159,7 @@ async fn publish_and_install(registry: &OciRegistry) {
 
 #[tokio::test]
 async fn htpasswd_basic_auth_for_publish_and_install() {
-    let auth = RegistryAuth::Htpasswd {
-        username: USER.into(),
-        password: PASSWORD.into(),
-    };
-    let Some(registry) = OciRegistry::start_with(auth).await else {
+    let Some(registry) = OciRegistry::start_with(htpasswd()).await else {
         return;
     };
     publish_and_install(&registry).await;
@@ -183,11 +167,7 @@ async fn htpasswd_basic_auth_for_publish_and_install() {
 
 #[tokio::test]
 async fn the_oci_token_flow_for_publish_and_install() {
-    let auth = RegistryAuth::Token {
-        username: USER.into(),
-        password: PASSWORD.into(),
-    };
-    let Some(registry) = OciRegistry::start_with(auth).await else {
+    let Some(registry) = OciRegistry::start_with(token_flow()).await else {
         return;
     };
     publish_and_install(&registry).await;
@@ -203,11 +183,7 @@ async fn the_oci_token_flow_for_publish_and_install() {
 /// unknown, malformed or wrong credential is a 422 naming it, never showing the value.
 #[tokio::test]
 async fn the_api_installs_with_a_stored_credential() {
-    let auth = RegistryAuth::Token {
-        username: USER.into(),
-        password: PASSWORD.into(),
-    };
-    let Some(registry) = OciRegistry::start_with(auth).await else {
+    let Some(registry) = OciRegistry::start_with(token_flow()).await else {
         return;
     };
     let (local, _) = local_plugin();

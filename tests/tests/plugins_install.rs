@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use rdev::domain::ContentDigest;
-use rdev_tests::harness::bin::{output_text, rdev};
+use rdev_tests::harness::bin::{assert_failed_saying, output_text, rdev};
 use rdev_tests::harness::oci_registry::OciRegistry;
 use rdev_tests::harness::plugins::ver_plugin;
 use rdev_tests::harness::server::ServeProcess;
@@ -64,6 +64,14 @@ struct Published {
     component_sha: String,
 }
 
+/// A registry on loopback holding [`publish`]'s `ver`; `None` (after `skip_or_fail`)
+/// where no registry can run.
+async fn published() -> Option<(OciRegistry, Published)> {
+    let registry = OciRegistry::start().await?;
+    let published = publish(&registry);
+    Some((registry, published))
+}
+
 /// Publishes `versioned-v1` as `ver` to `registry` with the CLI.
 fn publish(registry: &OciRegistry) -> Published {
     publish_version(registry, "1.0.0")
@@ -98,14 +106,14 @@ fn publish_version(registry: &OciRegistry, version: &str) -> Published {
 
 #[tokio::test]
 async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
-    let Some(registry) = OciRegistry::start().await else {
+    let Some((registry, published)) = published().await else {
         return;
     };
     let Published {
         reference,
         pinned,
         component_sha,
-    } = publish(&registry);
+    } = published;
     let digest = pinned.rsplit_once('@').expect("pinned").1.to_owned();
 
     let plugins = tempfile::tempdir().expect("tempdir");
@@ -168,12 +176,7 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
     bytes[last] ^= 0xff;
     std::fs::write(&blob, bytes).expect("corrupt the blob");
     let corrupted = install_from(&reference, plugins.path(), true);
-    assert!(!corrupted.status.success(), "{}", output_text(&corrupted));
-    assert!(
-        output_text(&corrupted).contains("digest mismatch"),
-        "{}",
-        output_text(&corrupted)
-    );
+    assert_failed_saying(&corrupted, "digest mismatch");
     assert_eq!(sha256_of(&plugins.path().join("ver.wasm")), component_sha);
 
     let dir = plugins.path().to_str().expect("utf-8");
@@ -192,10 +195,9 @@ async fn plugins_install_from_a_registry_verified_confirmed_and_hot_reloaded() {
 /// refuses (exit 1, naming the plugin, nothing written) once the tag serves another digest.
 #[tokio::test]
 async fn a_lock_file_reproduces_the_plugin_set_and_refuses_a_moved_tag() {
-    let Some(registry) = OciRegistry::start().await else {
+    let Some((registry, Published { reference, .. })) = published().await else {
         return;
     };
-    let Published { reference, .. } = publish(&registry);
     let plugins = tempfile::tempdir().expect("tempdir");
     let dir = plugins.path().join("plugins");
     let installed = install_from(&reference, &dir, true);
@@ -258,12 +260,7 @@ async fn a_lock_file_reproduces_the_plugin_set_and_refuses_a_moved_tag() {
         "--plugins-dir",
         plugins.path().join("empty").to_str().expect("utf-8"),
     ]);
-    assert!(!no_lock.status.success());
-    assert!(
-        output_text(&no_lock).contains("no lock file at"),
-        "{}",
-        output_text(&no_lock)
-    );
+    assert_failed_saying(&no_lock, "no lock file at");
 }
 
 /// A reference without a registry and a malformed digest are refused before any network
@@ -272,19 +269,9 @@ async fn a_lock_file_reproduces_the_plugin_set_and_refuses_a_moved_tag() {
 fn malformed_references_are_refused_with_the_expected_form() {
     let plugins = tempfile::tempdir().expect("tempdir");
     let no_registry = install_from("acme/echo:1.0.0", plugins.path(), true);
-    assert!(!no_registry.status.success());
-    assert!(
-        output_text(&no_registry).contains("names no registry"),
-        "{}",
-        output_text(&no_registry)
-    );
+    assert_failed_saying(&no_registry, "names no registry");
     let short_digest = install_from("127.0.0.1:1/acme/echo@sha256:abc", plugins.path(), true);
-    assert!(!short_digest.status.success());
-    assert!(
-        output_text(&short_digest).contains("is not a digest"),
-        "{}",
-        output_text(&short_digest)
-    );
+    assert_failed_saying(&short_digest, "is not a digest");
 }
 
 /// `POST /providers/install`: members are refused, a malformed reference is 422, admins see
@@ -292,14 +279,14 @@ fn malformed_references_are_refused_with_the_expected_form() {
 /// corrupted layer is 422 `digest_mismatch` and an unknown artifact 404.
 #[tokio::test]
 async fn the_api_installs_after_the_grants_are_accepted() {
-    let Some(registry) = OciRegistry::start().await else {
+    let Some((registry, published)) = published().await else {
         return;
     };
     let Published {
         reference,
         pinned,
         component_sha,
-    } = publish(&registry);
+    } = published;
     let plugins = tempfile::tempdir().expect("tempdir");
     let server = ServeProcess::start(plugins.path(), &[]).await;
     let post = |body| server.admin_call(Method::POST, "/providers/install", Some(body));

@@ -7,8 +7,8 @@ use std::time::Duration;
 use rdev::domain::{AgentEvent, ResultStatus};
 use rdev::ports::{AgentError, CodeAgent};
 use rdev::runtime::{LoadError, Runtime, WasmAgent};
-use rdev_tests::harness::plugins::{plugins_dir, test_plugins_dir};
-use rdev_tests::harness::runtime::{edit_file, install, output, run, runtime};
+use rdev_tests::harness::plugins::test_plugins_dir;
+use rdev_tests::harness::runtime::{edit_file, install, load_shell, output, run, runtime};
 
 const GRACE: Duration = Duration::from_secs(1);
 const LONG: Duration = Duration::from_secs(600);
@@ -213,11 +213,7 @@ async fn a_timeout_above_the_manifest_ceiling_is_refused() {
 #[tokio::test]
 async fn the_shell_plugin_streams_output_and_reports_the_exit_code() {
     let host = host();
-    let agent = host
-        .runtime
-        .load(&plugins_dir().join("shell.toml"))
-        .await
-        .expect("shell loads");
+    let agent = load_shell(&host.runtime).await;
     let mut r = run("echo out; echo err >&2; exit 3", LONG, 64);
     let result = agent.execute(r.execution).await.expect("runs");
     assert_eq!(result.status, ResultStatus::Failed);

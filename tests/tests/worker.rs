@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::domain::{
-    AgentEvent, CommandId, CommandStatus, CredentialName, HostEvent, MasterKey, ProjectId,
-    ProviderName, QueueConfig, StreamEvent,
+    AgentEvent, CommandId, CommandRecord, CommandStatus, CredentialName, HostEvent, MasterKey,
+    ProjectId, ProviderName, QueueConfig, StreamEvent,
 };
 use rdev::ports::{SecretValue, StoredEvent, Stores, UnknownProject};
 use rdev::registry::Registry;
@@ -77,12 +77,40 @@ impl Host {
         })
     }
 
-    async fn submit(&self, project: &str, prompt: &str, timeout: Duration) -> CommandId {
+    /// Submits `prompt` to `shell` in `project` with a 60 s timeout.
+    async fn submit(&self, project: &str, prompt: &str) -> CommandId {
+        self.submit_within(project, prompt, Duration::from_secs(60))
+            .await
+    }
+
+    async fn submit_within(&self, project: &str, prompt: &str, timeout: Duration) -> CommandId {
         let project = ProjectId::parse(project).expect("project");
         let mut command = new_command(&project, prompt);
         command.request.timeout = timeout;
         let submitted = self.stores.queue.submit(command, UnknownProject::Register);
         submitted.await.expect("submit").command.id
+    }
+
+    /// Command `id` as the queue has it.
+    async fn record(&self, id: &CommandId) -> CommandRecord {
+        self.stores
+            .queue
+            .get(id)
+            .await
+            .expect("the command is stored")
+    }
+
+    /// Waits until command `id` has printed `text`: its process runs.
+    async fn until_printed(&self, id: &CommandId, text: &str) {
+        let mut stream = self.stores.events.subscribe(id, 0);
+        loop {
+            let event = stream.next().await.expect("stream open").expect("event");
+            if let StreamEvent::Agent(AgentEvent::Output { text: out, .. }) = &event.event
+                && out.contains(text)
+            {
+                return;
+            }
+        }
     }
 
     /// Every event of the stream, waiting for its end.
@@ -136,9 +164,7 @@ async fn a_command_runs_streams_its_output_and_is_audited(kind: Kind) {
     let Some(mut host) = Host::start(kind, Duration::from_secs(30)).await else {
         return;
     };
-    let id = host
-        .submit("demo", "echo hello; echo oops >&2", Duration::from_secs(60))
-        .await;
+    let id = host.submit("demo", "echo hello; echo oops >&2").await;
     let events = host.events(&id).await;
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
@@ -157,7 +183,7 @@ async fn a_command_runs_streams_its_output_and_is_audited(kind: Kind) {
     assert!(output(&events).contains("hello"), "{events:?}");
     assert!(output(&events).contains("oops"), "{events:?}");
     assert_eq!(done(&events).0, CommandStatus::Completed);
-    let record = host.stores.queue.get(&id).await.unwrap();
+    let record = host.record(&id).await;
     assert_eq!(record.status, CommandStatus::Completed);
     assert_eq!(record.result.as_ref().and_then(|r| r.exit_code), Some(0));
     assert!(record.finished_at.is_some());
@@ -185,10 +211,10 @@ async fn a_failing_command_ends_failed(kind: Kind) {
     let Some(mut host) = Host::start(kind, Duration::from_secs(30)).await else {
         return;
     };
-    let id = host.submit("demo", "exit 3", Duration::from_secs(60)).await;
+    let id = host.submit("demo", "exit 3").await;
     let events = host.events(&id).await;
     assert_eq!(done(&events).0, CommandStatus::Failed);
-    let record = host.stores.queue.get(&id).await.unwrap();
+    let record = host.record(&id).await;
     assert_eq!(record.status, CommandStatus::Failed);
     assert_eq!(record.result.as_ref().and_then(|r| r.exit_code), Some(3));
     host.stop().await;
@@ -199,17 +225,10 @@ async fn a_running_command_is_cancelled_within_a_heartbeat(kind: Kind) {
         return;
     };
     let id = host
-        .submit("demo", "echo started; sleep 60", Duration::from_secs(120))
+        .submit_within("demo", "echo started; sleep 60", Duration::from_secs(120))
         .await;
-    let mut stream = host.stores.events.subscribe(&id, 0);
-    loop {
-        let event = stream.next().await.expect("stream open").expect("event");
-        if let StreamEvent::Agent(AgentEvent::Output { text, .. }) = &event.event
-            && text.contains("started")
-        {
-            break;
-        }
-    }
+    let stream = host.stores.events.subscribe(&id, 0);
+    host.until_printed(&id, "started").await;
     let flagged = host.stores.queue.cancel(&id, "tester").await.unwrap();
     assert_eq!(flagged.status, CommandStatus::Running);
     let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(60), stream.collect::<Vec<_>>())
@@ -220,10 +239,7 @@ async fn a_running_command_is_cancelled_within_a_heartbeat(kind: Kind) {
         .map(|e| StoredEvent::clone(&e.unwrap()))
         .collect();
     assert_eq!(done(&rest).0, CommandStatus::Cancelled);
-    assert_eq!(
-        host.stores.queue.get(&id).await.unwrap().status,
-        CommandStatus::Cancelled
-    );
+    assert_eq!(host.record(&id).await.status, CommandStatus::Cancelled);
     host.stop().await;
 }
 
@@ -231,15 +247,11 @@ async fn commands_of_one_project_run_one_after_another(kind: Kind) {
     let Some(mut host) = Host::start(kind, Duration::from_secs(30)).await else {
         return;
     };
-    let first = host
-        .submit("demo", "sleep 0.5; echo first", Duration::from_secs(60))
-        .await;
-    let second = host
-        .submit("demo", "echo second", Duration::from_secs(60))
-        .await;
+    let first = host.submit("demo", "sleep 0.5; echo first").await;
+    let second = host.submit("demo", "echo second").await;
     host.events(&second).await;
-    let a = host.stores.queue.get(&first).await.unwrap();
-    let b = host.stores.queue.get(&second).await.unwrap();
+    let a = host.record(&first).await;
+    let b = host.record(&second).await;
     assert_eq!(a.status, CommandStatus::Completed);
     assert_eq!(b.status, CommandStatus::Completed);
     assert!(
@@ -261,9 +273,7 @@ async fn credential_values_are_redacted_from_output(kind: Kind) {
         )
         .await
         .unwrap();
-    let id = host
-        .submit("demo", "echo token=tok-7f3a9c2e", Duration::from_secs(60))
-        .await;
+    let id = host.submit("demo", "echo token=tok-7f3a9c2e").await;
     let events = host.events(&id).await;
     let text = output(&events);
     assert!(text.contains("token=[redacted]"), "{text}");
@@ -276,18 +286,8 @@ async fn shutdown_lets_running_commands_finish_then_cancels_the_rest(kind: Kind)
     let Some(mut host) = Host::start(kind, Duration::from_secs(60)).await else {
         return;
     };
-    let short = host
-        .submit(
-            "one",
-            "echo go; sleep 1; echo finished",
-            Duration::from_secs(60),
-        )
-        .await;
-    let mut stream = host.stores.events.subscribe(&short, 0);
-    while !matches!(
-        stream.next().await.expect("open").expect("event").event,
-        StreamEvent::Agent(AgentEvent::Output { .. })
-    ) {}
+    let short = host.submit("one", "echo go; sleep 1; echo finished").await;
+    host.until_printed(&short, "go").await;
     let report = host.stop().await;
     assert_eq!(
         report,
@@ -296,15 +296,10 @@ async fn shutdown_lets_running_commands_finish_then_cancels_the_rest(kind: Kind)
             cancelled: 0
         }
     );
+    assert_eq!(host.record(&short).await.status, CommandStatus::Completed);
+    let after = host.submit("two", "echo late").await;
     assert_eq!(
-        host.stores.queue.get(&short).await.unwrap().status,
-        CommandStatus::Completed
-    );
-    let after = host
-        .submit("two", "echo late", Duration::from_secs(60))
-        .await;
-    assert_eq!(
-        host.stores.queue.get(&after).await.unwrap().status,
+        host.record(&after).await.status,
         CommandStatus::Pending,
         "a drained worker claims nothing"
     );
@@ -313,13 +308,9 @@ async fn shutdown_lets_running_commands_finish_then_cancels_the_rest(kind: Kind)
         return;
     };
     let long = host
-        .submit("one", "echo go; sleep 60", Duration::from_secs(120))
+        .submit_within("one", "echo go; sleep 60", Duration::from_secs(120))
         .await;
-    let mut stream = host.stores.events.subscribe(&long, 0);
-    while !matches!(
-        stream.next().await.expect("open").expect("event").event,
-        StreamEvent::Agent(AgentEvent::Output { .. })
-    ) {}
+    host.until_printed(&long, "go").await;
     let report = host.stop().await;
     assert_eq!(
         report,
@@ -328,7 +319,7 @@ async fn shutdown_lets_running_commands_finish_then_cancels_the_rest(kind: Kind)
             cancelled: 1
         }
     );
-    let record = host.stores.queue.get(&long).await.unwrap();
+    let record = host.record(&long).await;
     assert_eq!(record.status, CommandStatus::Failed);
     assert!(
         record.error.unwrap_or_default().contains("shut down"),

@@ -170,8 +170,11 @@ impl<R: Clone> Shared<R> {
 /// of its thread, the path its clients put after the address in their base URL, and which
 /// of its requests are conversation turns (not side jobs).
 pub struct Api {
+    /// The server thread's name.
     pub name: &'static str,
+    /// What a client's base URL adds to `http://<address>` (`""` or `"/v1"`).
     pub base_path: &'static str,
+    /// Whether a recorded request is a turn of the conversation.
     pub conversation: fn(&Recorded) -> bool,
 }
 
@@ -185,6 +188,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error answered with `status`, of type `kind`, saying `message`.
     pub fn new(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             status,

@@ -243,8 +243,25 @@ async fn activate(
     Json(body).into_response()
 }
 
-fn known_repo(state: &WoodpeckerState, repo: i64) -> bool {
-    state.repos.iter().any(|r| r.active && r.id == repo)
+/// A request the double refuses: the status and the text it answers with.
+type Refusal = (StatusCode, &'static str);
+
+/// The state, locked, when `repo` is an active repository; else the 404 to answer.
+fn with_repo(shared: &Shared, repo: i64) -> Result<MutexGuard<'_, WoodpeckerState>, Refusal> {
+    let state = lock(shared);
+    if state.repos.iter().any(|r| r.active && r.id == repo) {
+        Ok(state)
+    } else {
+        Err((StatusCode::NOT_FOUND, "repo not found"))
+    }
+}
+
+/// Pipeline `number` of `repo`.
+fn find_pipeline(state: &WoodpeckerState, repo: i64, number: i64) -> Option<&TriggeredPipeline> {
+    state
+        .pipelines
+        .iter()
+        .find(|p| p.repo == repo && p.number == number)
 }
 
 fn secret_from(repo: i64, body: &Value) -> Option<StoredSecret> {
@@ -265,24 +282,21 @@ async fn create_secret(
     State(shared): State<Shared>,
     Path(repo): Path<i64>,
     Json(body): Json<Value>,
-) -> Response {
-    let mut state = lock(&shared);
-    if !known_repo(&state, repo) {
-        return error(StatusCode::NOT_FOUND, "repo not found");
-    }
+) -> Result<Response, Refusal> {
+    let mut state = with_repo(&shared, repo)?;
     let Some(secret) = secret_from(repo, &body) else {
-        return error(StatusCode::BAD_REQUEST, "name, value and events required");
+        return Err((StatusCode::BAD_REQUEST, "name, value and events required"));
     };
     if state
         .secrets
         .iter()
         .any(|s| s.repo == repo && s.name == secret.name)
     {
-        return error(StatusCode::CONFLICT, "secret exists");
+        return Err((StatusCode::CONFLICT, "secret exists"));
     }
     let answer = json!({"name": secret.name, "events": secret.events});
     state.secrets.push(secret);
-    Json(answer).into_response()
+    Ok(Json(answer).into_response())
 }
 
 async fn update_secret(
@@ -333,20 +347,15 @@ async fn trigger(
     State(shared): State<Shared>,
     Path(repo): Path<i64>,
     Json(body): Json<Value>,
-) -> Response {
-    let mut state = lock(&shared);
-    if !known_repo(&state, repo) {
-        return error(StatusCode::NOT_FOUND, "repo not found");
-    }
+) -> Result<Response, Refusal> {
+    let mut state = with_repo(&shared, repo)?;
     let Some(branch) = body.get("branch").and_then(Value::as_str) else {
-        return error(StatusCode::BAD_REQUEST, "branch required");
+        return Err((StatusCode::BAD_REQUEST, "branch required"));
     };
     let variables: BTreeMap<String, String> = match body.get("variables") {
         None | Some(Value::Null) => BTreeMap::new(),
-        Some(v) => match serde_json::from_value(v.clone()) {
-            Ok(v) => v,
-            Err(_) => return error(StatusCode::BAD_REQUEST, "variables must map to strings"),
-        },
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|_| (StatusCode::BAD_REQUEST, "variables must map to strings"))?,
     };
     let number = state.pipelines.iter().filter(|p| p.repo == repo).count() as i64 + 1;
     let pipeline = TriggeredPipeline {
@@ -358,7 +367,7 @@ async fn trigger(
     };
     let body = pipeline_json(&pipeline);
     state.pipelines.push(pipeline);
-    Json(body).into_response()
+    Ok(Json(body).into_response())
 }
 
 async fn pipeline(
@@ -366,11 +375,7 @@ async fn pipeline(
     Path((repo, number)): Path<(i64, i64)>,
 ) -> Response {
     let state = lock(&shared);
-    match state
-        .pipelines
-        .iter()
-        .find(|p| p.repo == repo && p.number == number)
-    {
+    match find_pipeline(&state, repo, number) {
         Some(p) => Json(pipeline_json(p)).into_response(),
         None => error(StatusCode::NOT_FOUND, "pipeline not found"),
     }
@@ -381,11 +386,7 @@ async fn logs(
     Path((repo, number, step)): Path<(i64, i64, i64)>,
 ) -> Response {
     let state = lock(&shared);
-    let Some(p) = state
-        .pipelines
-        .iter()
-        .find(|p| p.repo == repo && p.number == number)
-    else {
+    let Some(p) = find_pipeline(&state, repo, number) else {
         return error(StatusCode::NOT_FOUND, "pipeline not found");
     };
     if step != step_id(number) {

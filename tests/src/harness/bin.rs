@@ -37,6 +37,15 @@ pub fn code_and_text(output: &std::process::Output) -> (Option<i32>, String, Str
     )
 }
 
+/// Asserts that a finished process failed and said `expected` (on either stream); its
+/// [`output_text`].
+pub fn assert_failed_saying(output: &std::process::Output, expected: &str) -> String {
+    let said = output_text(output);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains(expected), "expected {expected:?}: {said}");
+    said
+}
+
 /// Asserts that a finished process exited with `code` and said `expected` on stderr.
 pub fn assert_exit(output: &std::process::Output, code: i32, expected: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -36,6 +36,12 @@ pub fn runtime(workspaces: &Path, grace: Duration) -> Runtime {
     runtime_with_secrets(workspaces, grace, MapSecrets::default())
 }
 
+/// The real `shell` provider (from `target/plugins`), loaded by `runtime`.
+pub async fn load_shell(runtime: &Runtime) -> Arc<rdev::runtime::WasmAgent> {
+    let manifest = super::plugins::plugins_dir().join("shell.toml");
+    runtime.load(&manifest).await.expect("shell loads")
+}
+
 /// [`runtime`] with the given credentials available to the executor and project-http.
 pub fn runtime_with_secrets(workspaces: &Path, grace: Duration, secrets: MapSecrets) -> Runtime {
     Runtime::new(config(workspaces, grace, secrets)).expect("runtime starts")
@@ -128,6 +134,14 @@ pub fn spec(program: &str, args: &[&str]) -> SpawnSpec {
 /// `sh -c script`, as [`spec`] makes it.
 pub fn sh(script: &str) -> SpawnSpec {
     spec("sh", &["-c", script])
+}
+
+/// Everything a spawned process wrote to `reader` (its stdout or stderr) until it closed.
+pub async fn read_all(mut reader: impl tokio::io::AsyncRead + Unpin) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = String::new();
+    reader.read_to_string(&mut out).await.expect("read stream");
+    out
 }
 
 /// Serves `app` on an ephemeral loopback port (a project's HTTP server, for project-http
