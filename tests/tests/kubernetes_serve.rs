@@ -56,25 +56,6 @@ fn use_double(config: &mut ServeConfig, api: &FakeKubeApi, project: &str, ready:
     kube.ready_poll = Duration::from_millis(20);
 }
 
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = server.request(method, path, Some(&server.admin));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// Submits a prompt and follows its stream to the terminal event.
 async fn run_command(
     server: &TestServer,
@@ -82,14 +63,14 @@ async fn run_command(
     provider: &str,
     prompt: &str,
 ) -> Vec<SseEvent> {
-    let (status, body) = call(
-        server,
-        Method::POST,
-        &format!("/projects/{project}/{provider}"),
-        Some(json!({"prompt": prompt})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let body = server
+        .as_admin()
+        .post(
+            &format!("/projects/{project}/{provider}"),
+            json!({"prompt": prompt}),
+            StatusCode::ACCEPTED,
+        )
+        .await;
     let events = server.events_within(&body, Duration::from_secs(180)).await;
     assert_eq!(
         events.last().and_then(|e| e.event.as_deref()),
@@ -133,27 +114,15 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
         use_double(config, &api, project, Duration::from_secs(30))
     })
     .await;
-    for (name, value) in [
-        ("ANTHROPIC_API_KEY", "sk-ant-kube-e2e".to_owned()),
-        ("ANTHROPIC_BASE_URL", anthropic.base_url()),
-    ] {
-        let (status, body) = call(
-            &server,
-            Method::PUT,
-            &format!("/credentials/{name}"),
-            Some(json!({"value": value})),
+    claude::store_credentials(&server, &anthropic, "sk-ant-kube-e2e").await;
+
+    let (status, created) = server
+        .admin_call(
+            Method::POST,
+            "/projects",
+            Some(json!({"id": project, "template": "blank", "vars": {"title": "Pod project"}})),
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-
-    let (status, created) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        Some(json!({"id": project, "template": "blank", "vars": {"title": "Pod project"}})),
-    )
-    .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
 
     // The pod and its volume, labelled, from the template's image.
@@ -226,15 +195,11 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
     // A command's workspace changes are recorded by git in the pod, through exec.
     run_command(&server, project, "shell", "echo made-in-pod > pod.txt").await;
     let listed = format!("/projects/{project}/commands");
-    let (_, page) = call(&server, Method::GET, &listed, None).await;
+    let (_, page) = server.admin_call(Method::GET, &listed, None).await;
     let id = page["commands"][0]["id"].as_str().expect("newest command");
-    let (status, changes) = call(
-        &server,
-        Method::GET,
-        &format!("/commands/{id}/changes"),
-        None,
-    )
-    .await;
+    let (status, changes) = server
+        .admin_call(Method::GET, &format!("/commands/{id}/changes"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{changes}");
     let expected = json!([{"path": "pod.txt", "change": "added", "binary": false, "additions": 1,
         "deletions": 0, "patch": "@@ -0,0 +1 @@\n+made-in-pod\n", "truncated": false}]);
@@ -261,14 +226,10 @@ async fn a_template_project_lives_in_its_pod_from_creation_to_deletion() {
         "claude was exec'd in the pod"
     );
 
-    let (status, body) = call(
-        &server,
-        Method::DELETE,
-        &format!("/projects/{project}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    server
+        .as_admin()
+        .delete(&format!("/projects/{project}"), StatusCode::NO_CONTENT)
+        .await;
     assert!(api.created_pod("rdev-kube-e2e").is_none(), "pod deleted");
     assert!(
         api.pvc("rdev-kube-e2e-workspace").is_none(),
@@ -292,12 +253,16 @@ async fn a_pod_that_never_becomes_ready_leaves_no_project_and_no_resources() {
         json!({"id": "stuck", "template": "blank"}),
         json!({"id": "stuck"}),
     ] {
-        let (status, error) = call(&server, Method::POST, "/projects", Some(body)).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        let error = server
+            .as_admin()
+            .post("/projects", body, StatusCode::SERVICE_UNAVAILABLE)
+            .await;
         assert_eq!(error["error"]["code"], "workspace_unavailable", "{error}");
         let message = error["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("did not become ready"), "{message}");
-        let (status, _) = call(&server, Method::GET, "/projects/stuck", None).await;
+        let (status, _) = server
+            .admin_call(Method::GET, "/projects/stuck", None)
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "no project record");
         assert!(api.created_pod("rdev-stuck").is_none(), "pod removed");
         assert!(api.pvc("rdev-stuck-workspace").is_none(), "volume removed");
@@ -305,23 +270,15 @@ async fn a_pod_that_never_becomes_ready_leaves_no_project_and_no_resources() {
 
     // Retrying once the cluster schedules pods succeeds, without a template too.
     api.set_start_pending(false);
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        Some(json!({"id": "stuck"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server
+        .as_admin()
+        .post("/projects", json!({"id": "stuck"}), StatusCode::CREATED)
+        .await;
     assert!(api.created_pod("rdev-stuck").is_some());
-    let (status, body) = call(
-        &server,
-        Method::POST,
-        "/projects",
-        Some(json!({"id": "stuck"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    server
+        .as_admin()
+        .post("/projects", json!({"id": "stuck"}), StatusCode::CONFLICT)
+        .await;
     assert!(
         api.created_pod("rdev-stuck").is_some(),
         "the owner's pod stays"
