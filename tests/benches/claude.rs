@@ -37,6 +37,7 @@ use rdev::domain::{AgentRequest, CommandId, ProjectId, ResultStatus};
 use rdev::ports::{CodeAgent, Execution};
 use rdev::runtime::{Runtime, RuntimeConfig, WasmAgent};
 use rdev_tests::doubles::anthropic::{FakeAnthropic, Reply};
+use rdev_tests::harness::bench::{env_count, median, ms};
 use rdev_tests::harness::runtime::{MapSecrets, runtime_with_secrets};
 use rdev_tests::harness::{claude, plugins, put_on_path, sandbox};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -231,20 +232,6 @@ fn confined_runtime(root: &Path, base_url: &str, secrets: MapSecrets) -> Option<
     Some(Runtime::new(config).expect("runtime starts"))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// Which timing of a sample a row reports.
 type Pick = fn(&Sample) -> Duration;
 
@@ -273,10 +260,7 @@ fn report(label: &str, native: &[Sample], rdev: &[Sample]) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let iterations: usize = std::env::var("RDEV_BENCH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let iterations = env_count("RDEV_BENCH_ITERATIONS", 20);
     let cli = claude::install().unwrap_or_else(|e| panic!("installing the claude CLI: {e}"));
     put_on_path(&cli);
     let fake = FakeAnthropic::start().expect("fake API");

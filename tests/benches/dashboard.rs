@@ -25,6 +25,7 @@ use rdev::domain::{
     AgentEvent, AgentRequest, CommandId, NewCommand, OutputStream, ProjectId, ProviderName,
     StreamEvent,
 };
+use rdev_tests::harness::bench::{env_count, ms};
 use rdev_tests::harness::server::TestServer;
 use rdev_tests::harness::webdriver::Browser;
 use reqwest::Method;
@@ -33,21 +34,8 @@ use serde_json::{Value, json};
 
 const SAMPLES: usize = 20;
 
-fn count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
 fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(300))
-        .build()
-        .expect("client")
+    rdev_tests::harness::page_client(Duration::from_secs(300))
 }
 
 /// Signs in with the admin token; the session cookie to send.
@@ -207,18 +195,14 @@ fn metric(metrics: &Value, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn kib(bytes: usize) -> f64 {
     bytes as f64 / 1024.0
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let commands = count("RDEV_BENCH_COMMANDS", 10_000);
-    let events = count("RDEV_BENCH_EVENTS", 50_000);
+    let commands = env_count("RDEV_BENCH_COMMANDS", 10_000);
+    let events = env_count("RDEV_BENCH_EVENTS", 50_000);
     let server = TestServer::sqlite().await;
     let project = ProjectId::parse("history").expect("valid id");
     let (status, body) = server

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use rdev::domain::{AgentEvent, AgentRequest, ResultStatus};
 use rdev::runtime::WasmAgent;
 use rdev_tests::doubles::{anthropic, openai};
+use rdev_tests::harness::bench::{env_count, median_duration, ms};
 use rdev_tests::harness::runtime::{self, MapSecrets, runtime_with_secrets};
 use rdev_tests::harness::{claude, opencode, plugins, put_on_path};
 use serde_json::{Value, json};
@@ -75,34 +76,12 @@ async fn timed(
     Sample { first_text, total }
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// The p50 of each timing of `samples`.
 fn p50(samples: &[Sample]) -> Sample {
     Sample {
-        first_text: median(samples.iter().map(|s| s.first_text).collect()),
-        total: median(samples.iter().map(|s| s.total).collect()),
+        first_text: median_duration(samples.iter().map(|s| s.first_text).collect()),
+        total: median_duration(samples.iter().map(|s| s.total).collect()),
     }
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

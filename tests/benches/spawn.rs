@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rdev::adapters::local::LocalExecutor;
 use rdev::domain::ProjectId;
 use rdev::ports::{Executor, SpawnSpec};
+use rdev_tests::harness::bench::{env_count, ms};
 use rdev_tests::harness::runtime::MapSecrets;
 use rdev_tests::harness::sandbox;
 use tokio::io::AsyncReadExt;
@@ -43,10 +44,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn report(name: &str, samples: &mut [Duration]) -> Duration {
     samples.sort();
     let p50 = percentile(samples, 0.5);
@@ -62,10 +59,7 @@ fn report(name: &str, samples: &mut [Duration]) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let iterations: usize = std::env::var("RDEV_BENCH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let iterations = env_count("RDEV_BENCH_ITERATIONS", 200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().canonicalize().expect("canonical tempdir");
     let secrets = Arc::new(MapSecrets(HashMap::new()));

@@ -66,12 +66,7 @@ fn form_field(name: &str, value: &str) -> String {
 
 /// A client that shows redirects instead of following them.
 fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
+    rdev_tests::harness::page_client(Duration::from_secs(60))
 }
 
 /// Signs in with `token`; the cookie header to send afterwards.

@@ -1,5 +1,6 @@
 //! Preparing the real parts tests run against.
 
+pub mod bench;
 pub mod bin;
 pub mod claude;
 pub mod examples;
@@ -50,6 +51,17 @@ pub fn on_path(install: Result<std::path::PathBuf, String>) -> Option<std::path:
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// A reqwest client for the dashboard's pages, as a browser's first request sees them: it
+/// shows redirects instead of following them and gives up after `timeout`.
+pub fn page_client(timeout: std::time::Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .expect("client")
 }
 
 /// Puts the directory of an installed agent CLI first on this process's PATH, so the local
