@@ -830,14 +830,7 @@ async fn tokens_separate_unauthenticated_wrong_other_project_and_admin() {
 async fn credentials_are_write_only_and_audited() {
     let server = TestServer::sqlite().await;
     let admin = Some(server.admin.as_str());
-    let body = server
-        .as_admin()
-        .put(
-            "/credentials/API_KEY",
-            json!({"value": "sk-very-secret"}),
-            StatusCode::OK,
-        )
-        .await;
+    let body = server.put_credential("API_KEY", "sk-very-secret").await;
     assert_eq!(body["name"], "API_KEY");
     let (status, body) = server
         .call(

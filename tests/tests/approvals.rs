@@ -65,14 +65,8 @@ async fn finished(host: &TestServer, id: &str) -> Value {
 }
 
 async fn approvals(host: &TestServer, project: &str, query: &str) -> Vec<Value> {
-    let body = host
-        .as_admin()
-        .get(
-            &format!("/projects/{project}/approvals{query}"),
-            StatusCode::OK,
-        )
-        .await;
-    body["approvals"].as_array().cloned().expect("approvals")
+    let path = format!("/projects/{project}/approvals{query}");
+    host.list(&path, "approvals").await
 }
 
 fn final_text(command: &Value) -> &str {

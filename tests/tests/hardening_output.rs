@@ -62,6 +62,14 @@ fn warnings(events: &[SseEvent]) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that one of the stream's warnings says `part`; all of them.
+fn assert_warned(events: &[SseEvent], part: &str) -> Vec<String> {
+    let warnings = warnings(events);
+    let said = warnings.iter().any(|w| w.contains(part));
+    assert!(said, "no warning says {part:?}: {warnings:?}");
+    warnings
+}
+
 /// Bytes stored as events of `kind` (each event's JSON, as the stream replays it).
 fn stored(events: &[SseEvent], kind: &str) -> usize {
     events
@@ -85,12 +93,9 @@ async fn a_flood_is_cut_at_the_command_limit_and_the_command_goes_on(db: Db) {
         output <= 256 * KIB && output > 128 * KIB,
         "stored {output} bytes of output"
     );
-    let warnings = warnings(&events);
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("max_output_bytes (262144); further output is dropped")),
-        "{warnings:?}"
+    let warnings = assert_warned(
+        &events,
+        "max_output_bytes (262144); further output is dropped",
     );
     let summary = warnings
         .iter()
@@ -113,13 +118,7 @@ async fn a_flood_under_fail_stops_the_command(db: Db) {
     let error = command["error"].as_str().unwrap_or_default();
     assert!(error.contains("output limit"), "{command}");
     assert!(stored(&events, "output") <= 256 * KIB);
-    assert!(
-        warnings(&events)
-            .iter()
-            .any(|w| w.contains("the command is stopped")),
-        "{:?}",
-        warnings(&events)
-    );
+    assert_warned(&events, "the command is stopped");
 }
 
 async fn a_huge_event_is_cut_to_the_event_limit(db: Db) {
@@ -139,13 +138,7 @@ async fn a_huge_event_is_cut_to_the_event_limit(db: Db) {
         "{} bytes",
         message.data.len()
     );
-    let warnings = warnings(&events);
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("1 event(s) cut to max_event_bytes (16384)")),
-        "{warnings:?}"
-    );
+    assert_warned(&events, "1 event(s) cut to max_event_bytes (16384)");
 }
 
 async fn a_huge_result_is_cut_and_lists_show_previews(db: Db) {

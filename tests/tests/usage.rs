@@ -46,8 +46,7 @@ async fn set_budget(host: &TestServer, project: &str, limit: Value) -> (StatusCo
 
 async fn audit_actions(host: &TestServer, project: &str) -> Vec<String> {
     let path = format!("/audit?project_id={project}&limit=1000");
-    let body = host.as_admin().get(&path, StatusCode::OK).await;
-    let entries = body["entries"].as_array().cloned().unwrap_or_default();
+    let entries = host.list(&path, "entries").await;
     entries
         .iter()
         .filter_map(|e| e["action"].as_str().map(str::to_owned))

@@ -46,14 +46,8 @@ async fn run_shell(server: &TestServer, project: &str, script: &str) -> Value {
 }
 
 async fn deliveries(server: &TestServer, project: &str, webhook: &str) -> Vec<Value> {
-    let body = server
-        .as_admin()
-        .get(
-            &format!("/projects/{project}/webhooks/{webhook}/deliveries"),
-            StatusCode::OK,
-        )
-        .await;
-    body["deliveries"].as_array().cloned().unwrap_or_default()
+    let path = format!("/projects/{project}/webhooks/{webhook}/deliveries");
+    server.list(&path, "deliveries").await
 }
 
 /// Waits until the webhook's newest delivery is no longer pending.

@@ -324,13 +324,21 @@ impl TestServer {
             .await;
     }
 
-    /// Stores credential `name` as the admin, expecting 200.
-    pub async fn put_credential(&self, name: &str, value: &str) {
+    /// Stores credential `name` as the admin, expecting 200; the answer (its name, never
+    /// its value).
+    pub async fn put_credential(&self, name: &str, value: &str) -> serde_json::Value {
         let path = format!("/credentials/{name}");
         let body = serde_json::json!({ "value": value });
         self.as_admin()
             .put(&path, body, reqwest::StatusCode::OK)
-            .await;
+            .await
+    }
+
+    /// `GET path` as the admin, expecting 200; the items of the answer's array `field`.
+    pub async fn list(&self, path: &str, field: &str) -> Vec<serde_json::Value> {
+        let answer = self.as_admin().get(path, reqwest::StatusCode::OK).await;
+        let items = answer[field].as_array().cloned();
+        items.unwrap_or_else(|| panic!("no {field} in {answer}"))
     }
 
     /// The command `id` as `GET /commands/{id}` reports it to the admin, expecting 200.
