@@ -3,7 +3,8 @@
 //! Debian's `htpasswd`), and the OCI token flow (`WWW-Authenticate: Bearer realm=…`) with a
 //! token service the registry verifies for real. Credentials come from `--username` with
 //! `--password-stdin`, `RDEV_REGISTRY_USERNAME`/`RDEV_REGISTRY_PASSWORD`, docker's
-//! `config.json`, or (over the API) a stored credential; missing or wrong ones are refused
+//! `config.json` (inline or through a credential helper), or (over the API) a stored
+//! credential; missing or wrong ones are refused
 //! with a clear error that never contains the password.
 
 use std::io::Write as _;
@@ -155,6 +156,74 @@ async fn publish_and_install(registry: &OciRegistry) {
         output_text(&from_config)
     );
     assert_eq!(sha(&plugins.path().join("ver.wasm")), component_sha);
+
+    // A credential helper, as a `docker login` with a keychain leaves it: the registry's
+    // `credHelpers` entry, else `credsStore`, ahead of the inline login above.
+    let helpers = tempfile::tempdir().expect("tempdir");
+    let path = credential_helper(helpers.path(), &registry.host);
+    for config in [
+        json!({"auths": {registry.host.clone(): {}}, "credHelpers": {registry.host.clone(): "rdevtest"}}),
+        json!({"auths": {registry.host.clone(): {}}, "credsStore": "rdevtest"}),
+    ] {
+        std::fs::write(docker.path().join("config.json"), config.to_string()).expect("config");
+        std::fs::remove_dir_all(plugins.path()).expect("wipe");
+        let env = [("PATH", path.as_str()), ("HELPER_SECRET", PASSWORD)];
+        let from_helper = cli(&install_args, &env, None, docker.path());
+        assert!(
+            from_helper.status.success(),
+            "{config}: {}",
+            output_text(&from_helper)
+        );
+        assert_eq!(sha(&plugins.path().join("ver.wasm")), component_sha);
+    }
+    std::fs::remove_dir_all(plugins.path()).expect("wipe");
+    let env = [("PATH", path.as_str()), ("HELPER_SECRET", WRONG)];
+    refused_with(
+        &cli(&install_args, &env, None, docker.path()),
+        "refused the credentials of user \"alice\"",
+    );
+    // A helper without a login for the registry: anonymous, as with docker.
+    refused_with(
+        &cli(
+            &install_args,
+            &[("PATH", path.as_str())],
+            None,
+            docker.path(),
+        ),
+        "asks for credentials and none were given",
+    );
+    let absent = json!({"credsStore": "rdev-absent"});
+    std::fs::write(docker.path().join("config.json"), absent.to_string()).expect("config");
+    refused_with(
+        &cli(
+            &install_args,
+            &[("PATH", path.as_str())],
+            None,
+            docker.path(),
+        ),
+        "docker-credential-rdev-absent",
+    );
+}
+
+/// Writes `docker-credential-rdevtest` into `dir`, a helper speaking docker's protocol: `get`
+/// with the registry on stdin answers `alice` and `$HELPER_SECRET` for `host`, else "not
+/// found". Returns a `PATH` with `dir` first.
+fn credential_helper(dir: &Path, host: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let script = dir.join("docker-credential-rdevtest");
+    let body = format!(
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nserver=$(cat)\n\
+         if [ -n \"$HELPER_SECRET\" ] && [ \"$server\" = \"{host}\" ]; then\n\
+         printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"%s\"}}' \"$server\" \"$HELPER_SECRET\"\n\
+         else echo 'credentials not found in native keychain'; exit 1; fi\n"
+    );
+    std::fs::write(&script, body).expect("write the helper");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 #[tokio::test]

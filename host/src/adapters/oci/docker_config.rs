@@ -1,7 +1,8 @@
-//! Registry logins that `docker login` (and podman, oras, wkg) already wrote: the `auths` of
+//! Registry logins that `docker login` (and podman, oras, wkg) already wrote in
 //! `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, so an operator who is logged
-//! in needs no flags. Only inline `auth` (base64 `user:password`) and `username`/`password`
-//! entries are read; credential helpers (`credsStore`, `credHelpers`) are not run.
+//! in needs no flags. As docker does: the registry's `credHelpers` entry, else `credsStore`,
+//! names a credential helper that is asked ([`super::credential_helper`]); without either,
+//! the `auths` entry's inline `auth` (base64 `user:password`) or `username`/`password`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::credential_helper::{self, HelperError};
 use crate::ports::{RegistryCredentials, SecretValue};
 
 /// Why the docker config could not be used. Never carries a credential.
@@ -23,12 +25,20 @@ pub enum DockerConfigError {
     Parse { path: PathBuf, reason: String },
     #[error("{}: the login for {registry} is not base64 of user:password", path.display())]
     BadAuth { path: PathBuf, registry: String },
+    #[error(transparent)]
+    Helper(#[from] HelperError),
 }
 
 #[derive(Deserialize, Default)]
 struct ConfigFile {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
+    /// The helper that keeps every login.
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    /// Helpers by registry, ahead of `credsStore`.
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -71,14 +81,32 @@ pub fn credentials_for(
         // The line and column only: serde's message may quote part of a value.
         reason: format!("invalid JSON at line {} column {}", e.line(), e.column()),
     })?;
-    let Some(entry) = config
+    let helper = config
+        .cred_helpers
+        .iter()
+        .find(|(key, _)| host_of(key) == registry)
+        .map(|(_, name)| name)
+        .or(config.creds_store.as_ref())
+        .filter(|name| !name.is_empty());
+    if let Some(name) = helper {
+        return Ok(credential_helper::get(name, registry)?);
+    }
+    match config
         .auths
         .iter()
         .find(|(key, _)| host_of(key) == registry)
-        .map(|(_, entry)| entry)
-    else {
-        return Ok(None);
-    };
+    {
+        Some((_, entry)) => inline_login(path, registry, entry),
+        None => Ok(None),
+    }
+}
+
+/// The login an `auths` entry holds itself.
+fn inline_login(
+    path: &Path,
+    registry: &str,
+    entry: &AuthEntry,
+) -> Result<Option<RegistryCredentials>, DockerConfigError> {
     let bad = || DockerConfigError::BadAuth {
         path: path.to_owned(),
         registry: registry.to_owned(),
@@ -126,8 +154,7 @@ mod tests {
     fn logins_are_found_by_host_whatever_form_the_key_has() {
         let (_dir, path) = config(
             r#"{"auths": {"https://127.0.0.1:5000/v2/": {"auth": "YWxpY2U6cHc="},
-                "ghcr.io": {"username": "bob", "password": "tok"}},
-               "credsStore": "desktop"}"#,
+                "ghcr.io": {"username": "bob", "password": "tok"}}}"#,
         );
         let local = credentials_for(&path, "127.0.0.1:5000")
             .expect("read")

@@ -6,6 +6,7 @@
 //! Basic) or a token from its token service ([`auth`]); anonymous otherwise.
 
 mod auth;
+pub mod credential_helper;
 pub mod docker_config;
 mod layout;
 
