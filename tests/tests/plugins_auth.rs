@@ -161,14 +161,18 @@ async fn publish_and_install(registry: &OciRegistry) {
     // `credHelpers` entry, else `credsStore`, ahead of the inline login above.
     let helpers = tempfile::tempdir().expect("tempdir");
     let path = credential_helper(helpers.path(), &registry.host);
+    let with_helper = |secret: Option<&str>| {
+        let mut env = vec![("PATH", path.as_str())];
+        env.extend(secret.map(|s| ("HELPER_SECRET", s)));
+        cli(&install_args, &env, None, docker.path())
+    };
     for config in [
         json!({"auths": {registry.host.clone(): {}}, "credHelpers": {registry.host.clone(): "rdevtest"}}),
         json!({"auths": {registry.host.clone(): {}}, "credsStore": "rdevtest"}),
     ] {
         std::fs::write(docker.path().join("config.json"), config.to_string()).expect("config");
         std::fs::remove_dir_all(plugins.path()).expect("wipe");
-        let env = [("PATH", path.as_str()), ("HELPER_SECRET", PASSWORD)];
-        let from_helper = cli(&install_args, &env, None, docker.path());
+        let from_helper = with_helper(Some(PASSWORD));
         assert!(
             from_helper.status.success(),
             "{config}: {}",
@@ -177,32 +181,18 @@ async fn publish_and_install(registry: &OciRegistry) {
         assert_eq!(sha(&plugins.path().join("ver.wasm")), component_sha);
     }
     std::fs::remove_dir_all(plugins.path()).expect("wipe");
-    let env = [("PATH", path.as_str()), ("HELPER_SECRET", WRONG)];
     refused_with(
-        &cli(&install_args, &env, None, docker.path()),
+        &with_helper(Some(WRONG)),
         "refused the credentials of user \"alice\"",
     );
     // A helper without a login for the registry: anonymous, as with docker.
     refused_with(
-        &cli(
-            &install_args,
-            &[("PATH", path.as_str())],
-            None,
-            docker.path(),
-        ),
+        &with_helper(None),
         "asks for credentials and none were given",
     );
     let absent = json!({"credsStore": "rdev-absent"});
     std::fs::write(docker.path().join("config.json"), absent.to_string()).expect("config");
-    refused_with(
-        &cli(
-            &install_args,
-            &[("PATH", path.as_str())],
-            None,
-            docker.path(),
-        ),
-        "docker-credential-rdev-absent",
-    );
+    refused_with(&with_helper(None), "docker-credential-rdev-absent");
 }
 
 /// Writes `docker-credential-rdevtest` into `dir`, a helper speaking docker's protocol: `get`
