@@ -16,7 +16,7 @@ use rdev::ports::{
 };
 use rdev_tests::doubles::kube_api::FakeKubeApi;
 use rdev_tests::harness::kubernetes::project_pod;
-use rdev_tests::harness::runtime::{MapSecrets, read_all, sh, spec};
+use rdev_tests::harness::runtime::{MapSecrets, read_all, sh};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Clone, Copy)]
@@ -235,7 +235,7 @@ async fn stdin_reaches_the_process_and_closes(kind: Kind) {
     let s = subject(kind, secrets(&[])).await;
     let mut process = s
         .executor
-        .spawn(&s.project, spec("cat", &[]))
+        .spawn(&s.project, SpawnSpec::new("cat", &[]))
         .await
         .expect("spawn");
     process
@@ -294,7 +294,7 @@ async fn a_missing_program_fails_to_spawn(kind: Kind) {
     let s = subject(kind, secrets(&[])).await;
     match s
         .executor
-        .spawn(&s.project, spec("rdev-no-such-program", &[]))
+        .spawn(&s.project, SpawnSpec::new("rdev-no-such-program", &[]))
         .await
     {
         Err(ExecError::SpawnFailed { program, .. }) => assert_eq!(program, "rdev-no-such-program"),

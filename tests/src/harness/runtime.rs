@@ -121,19 +121,10 @@ pub async fn final_text(agent: &dyn CodeAgent, prompt: &str, timeout: Duration) 
     result.final_text.unwrap_or_default()
 }
 
-/// `program` with `args`, no environment, in the workspace root: what executor tests spawn.
-pub fn spec(program: &str, args: &[&str]) -> SpawnSpec {
-    SpawnSpec {
-        program: program.to_owned(),
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        env: Vec::new(),
-        working_dir: None,
-    }
-}
-
-/// `sh -c script`, as [`spec`] makes it.
+/// `sh -c script` at the workspace root with no environment of its own: what executor
+/// tests spawn.
 pub fn sh(script: &str) -> SpawnSpec {
-    spec("sh", &["-c", script])
+    SpawnSpec::new("sh", &["-c", script])
 }
 
 /// Everything a spawned process wrote to `reader` (its stdout or stderr) until it closed.
