@@ -24,12 +24,7 @@ use tokio::io::AsyncReadExt;
 
 async fn spawn_true(executor: &LocalExecutor, project: &ProjectId) -> Duration {
     let started = Instant::now();
-    let spec = SpawnSpec {
-        program: "true".to_owned(),
-        args: Vec::new(),
-        env: Vec::new(),
-        working_dir: None,
-    };
+    let spec = SpawnSpec::new("true", &[]);
     let mut process = executor.spawn(project, spec).await.expect("spawn true");
     let mut sink = Vec::new();
     let _ = process.stdout.read_to_end(&mut sink).await;
