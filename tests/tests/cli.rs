@@ -10,12 +10,18 @@ use rdev::domain::{AgentEvent, CommandStatus, HostEvent, OutputStream, ResultSta
 use rdev_tests::harness::bin::{assert_exit, rdev};
 use rdev_tests::harness::examples;
 use rdev_tests::harness::plugins::plugins_dir;
+use rdev_tests::harness::sandbox;
 use rdev_tests::harness::server::field_strings;
 
-/// `rdev` loading plugins from `plugins` (through `RDEV_PLUGINS_DIR`, as users set it).
+/// `rdev` loading plugins from `plugins` (through `RDEV_PLUGINS_DIR`, as users set it), with
+/// a data dir under the target directory: `rdev exec` keeps its sandbox's state there, which
+/// would otherwise be `./rdev-data` in the test's working directory.
 fn command(plugins: &Path) -> Command {
     let mut cmd = Command::new(rdev());
-    cmd.env("RDEV_PLUGINS_DIR", plugins);
+    cmd.env("RDEV_PLUGINS_DIR", plugins).env(
+        "RDEV_DATA_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-exec-data"),
+    );
     cmd
 }
 
@@ -287,7 +293,7 @@ fn usage_errors_exit_2() {
 
 /// True once `pid` no longer runs (gone, or a zombie nobody reaped yet). Polls, because the
 /// kill and the reaping are asynchronous.
-fn gone(pid: u32) -> bool {
+fn gone(pid: i32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -321,7 +327,7 @@ fn ctrl_c_cancels_sleep_within_the_grace_period_and_kills_the_group() {
             "--dir",
         ])
         .arg(ws.path())
-        .args(["--", "sleep 30 & echo $!; sleep 30"])
+        .args(["--", "sleep 30.25 & echo started; sleep 30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -330,10 +336,12 @@ fn ctrl_c_cancels_sleep_within_the_grace_period_and_kills_the_group() {
     let mut first = String::new();
     stdout.read_line(&mut first).expect("first event");
     let event: StreamEvent = serde_json::from_str(&first).expect("json event");
-    let background: u32 = match event {
-        StreamEvent::Agent(AgentEvent::Output { text, .. }) => text.trim().parse().expect("pid"),
+    match event {
+        StreamEvent::Agent(AgentEvent::Output { text, .. }) => assert_eq!(text, "started\n"),
         other => panic!("unexpected first event {other:?}"),
-    };
+    }
+    // The command's own `$!` is a pid in its sandbox's PID namespace: find the host's.
+    let background = sandbox::wait_for_host_pid("sleep 30.25").expect("the background sleep");
 
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -76,6 +76,8 @@ fn exec_loads_only_the_provider_it_runs() {
         .arg(plugins.path())
         .arg("--dir")
         .arg(work.path().join("ws"))
+        .arg("--data-dir")
+        .arg(work.path().join("data"))
         .args(["--", "quick"])
         .env("RDEV_CACHE_DIR", &cache)
         .output()

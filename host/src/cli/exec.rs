@@ -20,7 +20,8 @@ use crate::domain::{
 use crate::ports::{AgentError, Execution, ProviderLookup};
 use crate::registry::Registry;
 use crate::wiring::{
-    CommonArgs, Config, ExecutorArgs, ExecutorKind, LocalUse, RunnerArgs, build_executor,
+    CommonArgs, Config, ConfinementArgs, ExecutorArgs, ExecutorKind, LocalUse, RunnerArgs,
+    build_executor,
 };
 
 pub use super::output::{EXIT_CANCELLED, EXIT_COMPLETED, EXIT_FAILED};
@@ -31,6 +32,10 @@ pub const EXIT_USAGE: i32 = 2;
 const EVENT_BUFFER: usize = 256;
 
 /// Runs one request through a provider in DIR.
+///
+/// With the local executor its processes are confined as `rdev serve` confines a project's
+/// (docs/sandbox.md): DIR is their only writable place and the rest of the host (rdev's data
+/// dir, $HOME) is out of sight; `--unconfined` runs them as the caller, as before.
 ///
 /// Credentials: a plugin may reference a credential (e.g. `ANTHROPIC_API_KEY`) that the host
 /// resolves when it spawns a process. Here they come from rdev's own environment, and only
@@ -43,8 +48,8 @@ pub struct ExecArgs {
     /// Provider to run; the default provider when omitted.
     #[arg(long, short)]
     pub provider: Option<String>,
-    /// Workspace: the directory the provider's processes run in (created when missing);
-    /// required with the local executor.
+    /// Workspace: the directory the provider's processes run in (created when missing), the
+    /// only place they may write; required with the local executor.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// The project whose workspace the request runs in; with `--executor kubernetes`, the
@@ -57,6 +62,8 @@ pub struct ExecArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub executor: ExecutorArgs,
+    #[command(flatten)]
+    pub confinement: ConfinementArgs,
     /// Seconds before the request is cancelled.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
@@ -146,8 +153,8 @@ fn parse(args: &ExecArgs) -> Result<(AgentRequest, Option<ProviderName>, Project
     Ok((request, provider, project))
 }
 
-/// The executor the configuration names (the local one in DIR, or the project's pod) and a
-/// registry of the one provider over it.
+/// The executor the configuration names (the local one confined to DIR, or the project's
+/// pod) and a registry of the one provider over it.
 async fn start(
     args: &ExecArgs,
     secrets: Arc<EnvSecrets>,
@@ -156,9 +163,14 @@ async fn start(
 ) -> Result<Registry> {
     let common = CommonArgs {
         config: args.config.clone(),
+        data_dir: args.plugins.data_dir.clone(),
         ..CommonArgs::default()
     };
-    let (mut config, _) = Config::resolve(&common, args.executor.clone(), &RunnerArgs::default())?;
+    let runner = RunnerArgs {
+        confinement: args.confinement.clone(),
+        ..RunnerArgs::default()
+    };
+    let (mut config, _) = Config::resolve(&common, args.executor.clone(), &runner)?;
     if config.executor == ExecutorKind::Local {
         let Some(dir) = &args.dir else {
             bail!("--dir is required with the local executor");
@@ -168,7 +180,13 @@ async fn start(
         config.local_workspace = Some(dir.clone());
     }
     let plugins_dir = args.plugins.resolve()?;
-    let workspaces = build_executor(&config, secrets.clone(), LocalUse::Plain).await?;
+    let workspaces = build_executor(&config, secrets.clone(), LocalUse::OneShot).await?;
+    if workspaces.confinement.is_unconfined() {
+        eprintln!(
+            "rdev: WARNING: commands run UNCONFINED (--unconfined): as your own user, able to \
+             read and change everything you can ($HOME, rdev's data dir, other directories)"
+        );
+    }
     start_registry(
         plugins_dir,
         workspaces.executor,

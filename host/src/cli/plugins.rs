@@ -21,8 +21,8 @@ pub struct PluginsArgs {
     /// same rule as `rdev serve`].
     #[arg(long, env = "RDEV_PLUGINS_DIR", value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
-    /// rdev's data directory, whose `plugins` directory is the last default [default:
-    /// ./rdev-data].
+    /// rdev's data directory, whose `plugins` directory is the last default; `rdev exec`
+    /// keeps its sandbox's state there too, as `rdev serve` does [default: ./rdev-data].
     #[arg(long, env = "RDEV_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }

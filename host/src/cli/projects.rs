@@ -190,7 +190,7 @@ async fn setup_service(
 ) -> anyhow::Result<ProjectSetupService> {
     let stores = open_stores(config).await?;
     let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-    let workspaces = build_executor(config, secrets.clone(), LocalUse::Plain).await?;
+    let workspaces = build_executor(config, secrets.clone(), LocalUse::Provision).await?;
     let ci = match config.woodpecker.clone() {
         Some(woodpecker) => {
             Some(Arc::new(WoodpeckerClient::new(woodpecker, secrets)?) as Arc<dyn Ci>)

@@ -40,14 +40,18 @@ pub struct Workspaces {
     pub confinement: Confinement,
 }
 
-/// What the local executor is built for.
+/// What the executor is built for, which decides how the local one confines commands (and
+/// whether the Kubernetes one may kill what a project's earlier commands left).
 pub enum LocalUse {
     /// Running queued commands (`rdev serve`, `rdev worker`): confined as
-    /// `config.confinement` says, under the projects' network policies.
-    Confined(Arc<dyn NetworkPolicyStore>),
-    /// `rdev exec` (one directory, the caller's own process, unconfined as before the
-    /// sandbox) and `rdev projects` (which only provisions): a plain executor.
-    Plain,
+    /// `config.confinement` says, each project under its own network policy from the store.
+    Queue(Arc<dyn NetworkPolicyStore>),
+    /// One request in one directory (`rdev exec --dir`): confined as `config.confinement`
+    /// says, under the default allow-list (no server, so no stored network policies).
+    OneShot,
+    /// Provisioning workspaces without running anything in them (`rdev projects`): a plain
+    /// executor, since no command of a provider runs.
+    Provision,
 }
 
 /// Builds the configured executor; with Kubernetes, refuses to start unless the API server
@@ -64,30 +68,45 @@ pub async fn build_executor(
                 Some(dir) => WorkspaceLayout::Fixed { dir: dir.clone() },
                 None => WorkspaceLayout::PerProject { root: root.clone() },
             };
-            let (executor, confinement) = match local {
-                LocalUse::Confined(policies) => build_local_executor(
-                    layout,
-                    &config.data_dir,
-                    secrets,
-                    &config.confinement,
-                    Some(policies),
-                )?,
-                LocalUse::Plain => (
-                    LocalExecutor::new(layout, secrets),
-                    Confinement::unconfined(Vec::new()),
-                ),
+            let policies = match local {
+                LocalUse::Queue(policies) => Some(policies),
+                LocalUse::OneShot => None,
+                LocalUse::Provision => {
+                    let plain = LocalExecutor::new(layout, secrets);
+                    return Ok(local_workspaces(
+                        plain,
+                        root,
+                        Confinement::unconfined(Vec::new()),
+                    ));
+                }
             };
-            Ok(Workspaces {
-                executor: Arc::new(executor),
-                seeder: Arc::new(LocalSeeder::new(root)),
-                provisioner: Arc::new(LocalProvisioner),
-                confinement,
-            })
+            let (executor, confinement) = build_local_executor(
+                layout,
+                &config.data_dir,
+                secrets,
+                &config.confinement,
+                policies,
+            )?;
+            Ok(local_workspaces(executor, root, confinement))
         }
         ExecutorKind::Kubernetes => {
-            let queued = matches!(local, LocalUse::Confined(_));
+            let queued = matches!(local, LocalUse::Queue(_));
             kubernetes(config, secrets, queued).await
         }
+    }
+}
+
+/// The local executor with the seeder and provisioner of workspaces under `root`.
+fn local_workspaces(
+    executor: LocalExecutor,
+    root: std::path::PathBuf,
+    confinement: Confinement,
+) -> Workspaces {
+    Workspaces {
+        executor: Arc::new(executor),
+        seeder: Arc::new(LocalSeeder::new(root)),
+        provisioner: Arc::new(LocalProvisioner),
+        confinement,
     }
 }
 

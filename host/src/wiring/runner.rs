@@ -33,7 +33,7 @@ pub struct Runner {
 pub async fn start(config: &Config) -> anyhow::Result<Runner> {
     let stores = open_stores(config).await?;
     let secrets: Arc<dyn SecretResolver> = stores.credentials.clone();
-    let policies = LocalUse::Confined(stores.network.clone());
+    let policies = LocalUse::Queue(stores.network.clone());
     let workspaces = build_executor(config, secrets.clone(), policies).await?;
     let broker = ApprovalBroker::new(stores.approvals.clone(), stores.events.clone());
     let registry = start_registry(

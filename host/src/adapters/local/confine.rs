@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::sandbox::{HELPER_NAME, Limits, SandboxError, instance_name};
+use super::sandbox::{HELPER_NAME, Limits, SandboxError, inside, instance_name};
 use super::{LocalExecutor, ProcessTracker, Sandbox, SandboxConfig, WorkspaceLayout};
 use crate::domain::network::{RuleError, parse_allow_list};
 use crate::ports::{Confinement, NetworkPolicyStore, SecretResolver};
@@ -58,6 +58,24 @@ pub enum ConfineError {
     Refused(SandboxError),
     #[error("the egress allow-list: {0}")]
     Rule(#[from] RuleError),
+    #[error("creating rdev's data directory {}: {source}", .path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A fixed workspace (`rdev exec --dir`) around the data dir would bind it, writable,
+    /// into every sandbox.
+    #[error(
+        "the workspace {} holds rdev's data directory {}: its commands could read and change \
+         rdev's database, master key and other workspaces. Choose a directory outside it, or \
+         another data directory (--data-dir, RDEV_DATA_DIR)",
+        .workspace.display(),
+        .private.display()
+    )]
+    PrivateInWorkspace {
+        workspace: PathBuf,
+        private: PathBuf,
+    },
 }
 
 /// The local executor with `layout`, and what confines it. `private` is rdev's data
@@ -71,6 +89,9 @@ pub fn build_local_executor(
     config: &ConfinementConfig,
     policies: Option<Arc<dyn NetworkPolicyStore>>,
 ) -> Result<(LocalExecutor, Confinement), ConfineError> {
+    if !config.unconfined {
+        refuse_private_in_workspace(&layout, private)?;
+    }
     let executor = LocalExecutor::new(layout, secrets);
     if config.unconfined {
         tracing::warn!(
@@ -112,6 +133,28 @@ pub fn build_local_executor(
         "commands run confined"
     );
     Ok((executor.confined(Arc::new(sandbox)), status))
+}
+
+/// Refuses a fixed workspace that is, or contains, the data dir `private` (created first, so
+/// both sides compare as canonical paths); per-project workspaces live inside it instead.
+fn refuse_private_in_workspace(
+    layout: &WorkspaceLayout,
+    private: &Path,
+) -> Result<(), ConfineError> {
+    let WorkspaceLayout::Fixed { dir } = layout else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(private).map_err(|source| ConfineError::DataDir {
+        path: private.to_owned(),
+        source,
+    })?;
+    if inside(private, dir) {
+        return Err(ConfineError::PrivateInWorkspace {
+            workspace: dir.clone(),
+            private: private.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The helper beside the running binary, one directory up (test binaries live in `deps/`

@@ -41,6 +41,7 @@ pub fn install_root(dir: &Path) -> PathBuf {
     }
 }
 
+/// Whether `path` is `dir` or lies below it, as canonical paths where they exist.
 pub fn inside(path: &Path, dir: &Path) -> bool {
     let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
     canon(path).starts_with(canon(dir))
@@ -86,17 +87,29 @@ pub fn landlock_abi() -> Option<i64> {
     (version > 0).then_some(version)
 }
 
+/// Writes the sandbox's `passwd` and `group`. Each file is replaced by a rename, so a
+/// sandbox starting while another rdev on the same data dir (`rdev exec` beside `rdev serve`)
+/// rewrites them never binds a half-written file.
 pub fn write_identity(passwd: &Path, group: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::fs::write(
+    replace_file(
         passwd,
-        format!(
+        &format!(
             "root:x:0:0:root:/root:/usr/sbin/nologin\nrdev:x:{uid}:{gid}:rdev sandbox:/nonexistent:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
         ),
     )?;
-    std::fs::write(
+    replace_file(
         group,
-        format!("root:x:0:\nrdev:x:{gid}:\nnogroup:x:65534:\n"),
+        &format!("root:x:0:\nrdev:x:{gid}:\nnogroup:x:65534:\n"),
     )
+}
+
+/// Writes `text` beside `path` under a name of this process's own, then renames it over `path`.
+fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(format!(".{}.tmp", std::process::id()));
+    let staged = PathBuf::from(staged);
+    std::fs::write(&staged, text)?;
+    std::fs::rename(&staged, path)
 }
 
 /// Whether a user that neither owns nor shares a group with the directories above `path` can

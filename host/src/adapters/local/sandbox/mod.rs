@@ -29,8 +29,9 @@ use crate::domain::network::parse_allow_list;
 use crate::ports::{ExecError, NetworkPolicyStore};
 use cgroup::{Cgroups, CommandGroup};
 use egress::Egress;
+pub(in crate::adapters::local) use host::inside;
 use host::{
-    chown_tree, find_program, inside, install_root, landlock_abi, seccomp_available, split_views,
+    chown_tree, find_program, install_root, landlock_abi, seccomp_available, split_views,
     write_identity,
 };
 pub use host::{instance_name, program_exists};
