@@ -9,9 +9,9 @@ use futures::StreamExt;
 use rdev::adapters::store::{StoreOptions, connect};
 use rdev::domain::interaction::FollowUp;
 use rdev::domain::{
-    AgentEvent, BrokenLink, CommandFilter, CommandId, CommandStatus, CredentialName, HOST_LOST,
-    HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId, QueueConfig,
-    StreamEvent,
+    AgentEvent, BrokenLink, CommandCursor, CommandFilter, CommandId, CommandStatus, CredentialName,
+    HOST_LOST, HostEvent, MasterKey, NewAuditEntry, NewCommand, NewProject, Outcome, ProjectId,
+    QueueConfig, StreamEvent,
 };
 use rdev::domain::{
     ApprovalStatus, NewApproval, Policy, PolicyMode, PolicyRule, Resolution, RuleAction,
@@ -542,6 +542,37 @@ async fn command_pages_neither_skip_nor_repeat_across_equal_timestamps(b: Backen
         .expect("the rest");
     let rest: Vec<CommandId> = rest.into_iter().map(|c| c.id).collect();
     assert_eq!(rest, ids[1..]);
+
+    // Without a project: every project's commands, newest first, also past a cursor and
+    // with a status alone.
+    let newest = queue
+        .list_page(&CommandFilter {
+            limit: Some(3),
+            ..CommandFilter::default()
+        })
+        .await
+        .expect("first page of all");
+    assert_eq!(newest.len(), 3);
+    let (_, cursor) = newest[2];
+    let older = queue
+        .list_page(&CommandFilter {
+            status: Some(CommandStatus::Pending),
+            before: Some(cursor),
+            ..CommandFilter::default()
+        })
+        .await
+        .expect("older ones of all");
+    assert_eq!(older.len(), 11);
+    let all: Vec<CommandCursor> = newest.iter().chain(&older).map(|(_, c)| *c).collect();
+    assert!(all.windows(2).all(|w| w[0].seq() > w[1].seq()), "{all:?}");
+    let none_running = queue
+        .list(&CommandFilter {
+            status: Some(CommandStatus::Running),
+            ..CommandFilter::default()
+        })
+        .await
+        .expect("by status alone");
+    assert!(none_running.is_empty());
 }
 
 async fn enqueue_for_an_unknown_project_is_refused(b: Backend) {

@@ -130,28 +130,57 @@ impl<D: Db> CommandQueue for SqlStore<D> {
         Ok(page.into_iter().map(|(command, _)| command).collect())
     }
 
-    /// Keyset paging on `seq` (unique, so equal timestamps never split a page wrongly): on
-    /// PostgreSQL through its `(project_id, seq DESC)` index; SQLite, which lacks that index,
-    /// steps over a project's newer rows by rowid (see docs/benchmarks.md).
+    /// Keyset paging on `seq` (unique, so equal timestamps never split a page wrongly)
+    /// through the `(project_id, seq DESC)` index both databases have. Only the filters
+    /// given are in the statement: a `$1 IS NULL OR …` term would hide the index and the
+    /// `seq` range from SQLite's planner, which then steps over every newer row.
     async fn list_page(
         &self,
         filter: &CommandFilter,
     ) -> Result<Vec<(CommandRecord, CommandCursor)>, StoreError> {
         let limit = i64::from(filter.limit.unwrap_or(100).min(1000));
-        let rows = sqlx::query(concat!(
-            "SELECT seq, ",
-            command_columns!(),
-            " FROM commands WHERE ($1 IS NULL OR project_id = $1) \
-             AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR seq < $3) \
-             ORDER BY seq DESC LIMIT $4"
-        ))
-        .arg(filter.project_id.as_ref().map(ProjectId::as_str))
-        .arg(filter.status.map(CommandStatus::as_str))
-        .arg(filter.before.map(CommandCursor::seq))
-        .arg(limit)
-        .fetch_all(self.exec())
-        .await
-        .map_err(db("listing commands"))?;
+        let mut conditions = Vec::new();
+        let mut placeholder = |column: &str, operator: &str| {
+            conditions.push(format!("{column} {operator} ${}", conditions.len() + 1));
+        };
+        if filter.project_id.is_some() {
+            placeholder("project_id", "=");
+        }
+        if filter.status.is_some() {
+            placeholder("status", "=");
+        }
+        if filter.before.is_some() {
+            placeholder("seq", "<");
+        }
+        let statement = format!(
+            concat!(
+                "SELECT seq, ",
+                command_columns!(),
+                " FROM commands {} ORDER BY seq DESC LIMIT ${}"
+            ),
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            },
+            conditions.len() + 1
+        );
+        // Safe: built from the literals above only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+        if let Some(project) = &filter.project_id {
+            query = query.arg(project.as_str());
+        }
+        if let Some(status) = filter.status {
+            query = query.arg(status.as_str());
+        }
+        if let Some(before) = filter.before {
+            query = query.arg(before.seq());
+        }
+        let rows = query
+            .arg(limit)
+            .fetch_all(self.exec())
+            .await
+            .map_err(db("listing commands"))?;
         rows.iter()
             .map(|row| {
                 let seq: i64 = Cols::<D>::new(row, "commands").get("seq")?;
