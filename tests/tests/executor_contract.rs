@@ -99,39 +99,24 @@ async fn executor(
 async fn subject(kind: Kind, secrets: Arc<dyn SecretResolver>) -> Subject {
     let project = ProjectId::parse("p").expect("id");
     match kind {
-        Kind::Local | Kind::LocalEnviron => {
+        Kind::Local | Kind::LocalEnviron | Kind::Confined | Kind::ConfinedPerSpawn => {
+            let confined = matches!(kind, Kind::Confined | Kind::ConfinedPerSpawn);
+            // The confined executor keeps projects under `projects/`, as `rdev serve` does.
+            let workspace = if confined { "projects/p" } else { "p" };
             let tmp = tempfile::tempdir().expect("tempdir");
             let root = tmp.path().canonicalize().expect("canon");
             let executor = executor(kind, &root, secrets, None).await;
-            // The local executor creates the workspace on first use.
-            std::fs::create_dir_all(root.join("p")).expect("workspace");
+            // The executor creates the workspace on first use; the tests write into it first.
+            std::fs::create_dir_all(root.join(workspace)).expect("workspace");
             Subject {
                 kind,
                 executor,
                 root: root.clone(),
                 kube: None,
                 project,
-                workspace: root.join("p"),
-                home: root.join("p/.rdev/home"),
-                own_pids: false,
-                _tmp: Some(tmp),
-                _api: None,
-            }
-        }
-        Kind::Confined | Kind::ConfinedPerSpawn => {
-            let tmp = tempfile::tempdir().expect("tempdir");
-            let root = tmp.path().canonicalize().expect("canon");
-            let executor = executor(kind, &root, secrets, None).await;
-            std::fs::create_dir_all(root.join("projects/p")).expect("workspace");
-            Subject {
-                kind,
-                executor,
-                root: root.clone(),
-                kube: None,
-                project,
-                workspace: root.join("projects/p"),
-                home: root.join("projects/p/.rdev/home"),
-                own_pids: true,
+                workspace: root.join(workspace),
+                home: root.join(workspace).join(".rdev/home"),
+                own_pids: confined,
                 _tmp: Some(tmp),
                 _api: None,
             }
@@ -512,36 +497,21 @@ async fn a_dead_hosts_leftovers_die_before_the_next_spawn_returns(kind: Kind) {
     assert!(next.control.wait().await.expect("wait").success());
 }
 
+/// One module of tests per executor kind, each test running the contract function of its
+/// name against that kind.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
-        mod local {
+        contract!(@kind local, Local; $($name),*);
+        contract!(@kind local_environ, LocalEnviron; $($name),*);
+        contract!(@kind confined, Confined; $($name),*);
+        contract!(@kind confined_per_spawn, ConfinedPerSpawn; $($name),*);
+        contract!(@kind kubernetes, Kubernetes; $($name),*);
+    };
+    (@kind $module:ident, $kind:ident; $($name:ident),*) => {
+        mod $module {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                super::$name(super::Kind::Local).await
-            })*
-        }
-        mod local_environ {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Kind::LocalEnviron).await
-            })*
-        }
-        mod confined {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Kind::Confined).await
-            })*
-        }
-        mod confined_per_spawn {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Kind::ConfinedPerSpawn).await
-            })*
-        }
-        mod kubernetes {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Kind::Kubernetes).await
+                super::$name(super::Kind::$kind).await
             })*
         }
     };

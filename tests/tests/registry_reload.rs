@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use tempfile::TempDir;
+
 use rdev::domain::{AgentEvent, ProviderName};
 use rdev::ports::{LookupError, ProviderLookup};
 use rdev::registry::{ProviderState, Registry};
@@ -30,6 +32,41 @@ fn install_version(dir: &Path, as_name: &str, version: u32) {
     );
 }
 
+/// A registry over a plugins directory of its own that serves `versioned` 1.0.0; the
+/// runtime's work directory lives as long as the registry is used (destructure it with
+/// `_work` bound: `..` would delete the directory at once).
+struct Serving {
+    plugins: TempDir,
+    registry: Registry,
+    _work: TempDir,
+}
+
+async fn serving_versioned_v1() -> Serving {
+    let work = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    install_version(plugins.path(), "versioned", 1);
+    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
+        .await
+        .expect("registry starts");
+    Serving {
+        plugins,
+        registry,
+        _work: work,
+    }
+}
+
+/// Whether `ready` holds within 30 s, polled every 50 ms: a bounded wait for the debounced
+/// watcher, so the assertions are on what serves, not on time.
+async fn eventually(mut ready: impl FnMut() -> bool) -> bool {
+    for _ in 0..600 {
+        if ready() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 async fn quick_text(registry: &Registry, provider: &str) -> String {
     let agent = registry.lookup(Some(&name(provider))).expect("serving");
     final_text(&*agent, "quick", LONG).await
@@ -37,12 +74,11 @@ async fn quick_text(registry: &Registry, provider: &str) -> String {
 
 #[tokio::test]
 async fn a_running_execution_finishes_on_its_version_while_the_next_gets_the_new_one() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let plugins = tempfile::tempdir().expect("tempdir");
-    install_version(plugins.path(), "versioned", 1);
-    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
-        .await
-        .expect("registry starts");
+    let Serving {
+        plugins,
+        registry,
+        _work,
+    } = serving_versioned_v1().await;
 
     let old = registry.lookup(Some(&name("versioned"))).expect("serving");
     assert_eq!(old.provider().version, "1.0.0");
@@ -79,49 +115,37 @@ async fn a_running_execution_finishes_on_its_version_while_the_next_gets_the_new
 
 #[tokio::test]
 async fn the_watcher_serves_a_changed_plugin_without_an_explicit_reload() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let plugins = tempfile::tempdir().expect("tempdir");
-    install_version(plugins.path(), "versioned", 1);
-    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
-        .await
-        .expect("registry starts");
+    let Serving {
+        plugins,
+        registry,
+        _work,
+    } = serving_versioned_v1().await;
     install_version(plugins.path(), "versioned", 2);
-    // Bounded wait for the debounced watcher; the assertion is on what serves, not on time.
     let mut version = String::new();
-    for _ in 0..600 {
+    eventually(|| {
         version = registry
             .lookup(Some(&name("versioned")))
             .map(|a| a.provider().version.clone())
             .unwrap_or_default();
-        if version == "2.0.0" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        version == "2.0.0"
+    })
+    .await;
     assert_eq!(version, "2.0.0");
     assert_eq!(quick_text(&registry, "versioned").await, "2.0.0");
 
     // A new plugin dropped in is registered the same way.
     install_version(plugins.path(), "newcomer", 1);
-    let mut found = false;
-    for _ in 0..600 {
-        if registry.lookup(Some(&name("newcomer"))).is_ok() {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let found = eventually(|| registry.lookup(Some(&name("newcomer"))).is_ok()).await;
     assert!(found, "a dropped-in plugin was never registered");
 }
 
 #[tokio::test]
 async fn a_broken_replacement_leaves_the_old_version_serving_with_its_error_listed() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let plugins = tempfile::tempdir().expect("tempdir");
-    install_version(plugins.path(), "versioned", 1);
-    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
-        .await
-        .expect("registry starts");
+    let Serving {
+        plugins,
+        registry,
+        _work,
+    } = serving_versioned_v1().await;
 
     write_atomically(&plugins.path().join("versioned.wasm"), b"not a component");
     let report = registry.reload().await.expect("reload");
@@ -247,12 +271,11 @@ async fn the_first_registered_provider_is_the_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lookups_and_executions_stay_consistent_under_concurrent_reloads() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let plugins = tempfile::tempdir().expect("tempdir");
-    install_version(plugins.path(), "versioned", 1);
-    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
-        .await
-        .expect("registry starts");
+    let Serving {
+        plugins,
+        registry,
+        _work,
+    } = serving_versioned_v1().await;
 
     let mut workers = Vec::new();
     for _ in 0..6 {
@@ -354,12 +377,11 @@ async fn sighup_reloads_a_plugins_dir_the_watcher_cannot_see_change() {
 /// compile) is listed as `loading` meanwhile, and does not delay another plugin's reload.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_load_is_listed_as_loading_and_does_not_delay_another_plugins_reload() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let plugins = tempfile::tempdir().expect("tempdir");
-    install_version(plugins.path(), "versioned", 1);
-    let registry = Registry::start(runtime(work.path(), LONG), plugins.path().into(), vec![])
-        .await
-        .expect("registry starts");
+    let Serving {
+        plugins,
+        registry,
+        _work,
+    } = serving_versioned_v1().await;
 
     install(
         &test_plugins_dir(),

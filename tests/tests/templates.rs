@@ -13,7 +13,7 @@ use rdev::adapters::store::{StoreOptions, connect};
 use rdev::adapters::woodpecker::{WoodpeckerClient, WoodpeckerConfig};
 use rdev::adapters::workspace_files::write_files;
 use rdev::api::ApiError;
-use rdev::domain::{CiState, CredentialName, MasterKey, ProjectId, QueueConfig};
+use rdev::domain::{AuditEntry, CiState, CredentialName, MasterKey, ProjectId, QueueConfig};
 use rdev::ports::{Ci, CiError, CiSecret, SecretValue, Stores};
 use rdev::services::project_setup::{CreateProject, ProjectSetupService, SetupError};
 use rdev::services::templates::{Template, TemplateCatalog, TemplateError, TemplateOrigin};
@@ -32,6 +32,27 @@ fn vars(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect()
+}
+
+/// A request for project `id` from `template`, with no variables, repository or CI.
+fn new_project(id: &str, template: &str) -> CreateProject {
+    CreateProject {
+        id: id.into(),
+        template: template.into(),
+        vars: BTreeMap::new(),
+        repo: None,
+        ci_repo: None,
+        display_name: None,
+    }
+}
+
+/// The Rust template's `demo`, wired to the CI repository `acme/demo`.
+fn rust_demo() -> CreateProject {
+    CreateProject {
+        vars: vars(&[("name", json!("demo"))]),
+        ci_repo: Some("acme/demo".into()),
+        ..new_project("demo", "rust")
+    }
 }
 
 fn rendered(template: &Template, given: &[(&str, Value)]) -> BTreeMap<String, String> {
@@ -640,20 +661,7 @@ async fn creates_registers_and_retries(stores: Stores) {
         .await
         .expect("webhook");
 
-    let created = setup
-        .create(
-            "admin",
-            CreateProject {
-                id: "demo".into(),
-                template: "rust".into(),
-                vars: vars(&[("name", json!("demo"))]),
-                repo: None,
-                ci_repo: Some("acme/demo".into()),
-                display_name: None,
-            },
-        )
-        .await
-        .expect("created");
+    let created = setup.create("admin", rust_demo()).await.expect("created");
     let workspace = root.path().join("workspaces/demo");
     let cargo = std::fs::read_to_string(workspace.join("Cargo.toml")).expect("Cargo.toml");
     assert!(cargo.contains("name = \"demo\""));
@@ -743,17 +751,7 @@ async fn creates_registers_and_retries(stores: Stores) {
 
     // Same id again: refused, nothing touched.
     let again = setup
-        .create(
-            "admin",
-            CreateProject {
-                id: "demo".into(),
-                template: "blank".into(),
-                vars: BTreeMap::new(),
-                repo: None,
-                ci_repo: None,
-                display_name: None,
-            },
-        )
+        .create("admin", new_project("demo", "blank"))
         .await
         .expect_err("conflict");
     let shown = again.to_string();
@@ -770,12 +768,8 @@ async fn creates_registers_and_retries(stores: Stores) {
             .create(
                 "admin",
                 CreateProject {
-                    id: id.into(),
-                    template: template.into(),
                     vars: vars(&given),
-                    repo: None,
-                    ci_repo: None,
-                    display_name: None,
+                    ..new_project(id, template)
                 },
             )
             .await
@@ -791,12 +785,9 @@ async fn creates_registers_and_retries(stores: Stores) {
         .create(
             "admin",
             CreateProject {
-                id: "flaky".into(),
-                template: "python".into(),
-                vars: BTreeMap::new(),
-                repo: None,
                 ci_repo: Some("acme/other".into()),
                 display_name: Some("Flaky".into()),
+                ..new_project("flaky", "python")
             },
         )
         .await
@@ -913,12 +904,9 @@ async fn a_cloned_repository_gets_the_template_on_top() {
         .create(
             "admin",
             CreateProject {
-                id: "cloned".into(),
-                template: "blank".into(),
-                vars: BTreeMap::new(),
                 repo: Some(repo.clone()),
                 ci_repo: Some("acme/demo".into()),
-                display_name: None,
+                ..new_project("cloned", "blank")
             },
         )
         .await
@@ -951,12 +939,8 @@ async fn a_cloned_repository_gets_the_template_on_top() {
         .create(
             "admin",
             CreateProject {
-                id: "sneaky".into(),
-                template: "blank".into(),
-                vars: BTreeMap::new(),
                 repo: Some(repo),
-                ci_repo: None,
-                display_name: None,
+                ..new_project("sneaky", "blank")
             },
         )
         .await
@@ -1008,7 +992,7 @@ async fn removing_a_project_removes_its_setup() {
 
 // ---- The CI poller ------------------------------------------------------------------------
 
-async fn finished_entries(stores: &Stores) -> Vec<Value> {
+async fn finished_entries(stores: &Stores) -> Vec<AuditEntry> {
     stores
         .audit
         .list(0, 1000)
@@ -1016,7 +1000,6 @@ async fn finished_entries(stores: &Stores) -> Vec<Value> {
         .expect("audit")
         .into_iter()
         .filter(|e| e.action == "ci.pipeline.finished")
-        .map(|e| e.details)
         .collect()
 }
 
@@ -1121,20 +1104,16 @@ async fn the_server_polls_a_pipeline_until_it_finishes_and_records_it_once() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let finished = finished_entries(&stores).await;
     assert_eq!(finished.len(), 1, "{finished:?}");
-    assert_eq!(finished[0]["status"], "success");
-    assert_eq!(finished[0]["pipeline"], 1);
+    assert_eq!(finished[0].details["status"], "success");
+    assert_eq!(finished[0].details["pipeline"], 1);
     assert_eq!(
         pipeline_polls(&double, repo),
         polls,
         "a finished pipeline is not polled again"
     );
-    let actors: Vec<String> = stores
-        .audit
-        .list(0, 1000)
+    let actors: Vec<String> = finished_entries(&stores)
         .await
-        .expect("audit")
         .into_iter()
-        .filter(|e| e.action == "ci.pipeline.finished")
         .map(|e| e.actor)
         .collect();
     assert_eq!(actors, [POLLER_ACTOR]);
@@ -1160,20 +1139,7 @@ async fn replicas_polling_one_database_record_a_finish_once() {
     let second = connect(&db.url, store_options()).await.expect("postgres");
     let a = service(&first, root.path(), &double).await;
     let b = service(&second, root.path(), &double).await;
-    let created = a
-        .create(
-            "admin",
-            CreateProject {
-                id: "demo".into(),
-                template: "rust".into(),
-                vars: vars(&[("name", json!("demo"))]),
-                repo: None,
-                ci_repo: Some("acme/demo".into()),
-                display_name: None,
-            },
-        )
-        .await
-        .expect("created");
+    let created = a.create("admin", rust_demo()).await.expect("created");
     let repo = created.setup.ci.repo_id.expect("repo id");
     // Each replica polls until nothing is left to watch.
     let poll = |service: ProjectSetupService| async move {

@@ -30,7 +30,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -115,6 +115,8 @@ impl FakeKubeApi {
         let root = tempfile::tempdir()?;
         let shared = Shared::default();
         shared.lock().root = root.path().canonicalize()?;
+        let (pvcs, pvc) = Stored::Pvc.routes();
+        let (policies, policy) = Stored::NetworkPolicy.routes();
         let app = Router::new()
             .route(
                 "/api/v1/namespaces/{ns}/pods",
@@ -124,21 +126,15 @@ impl FakeKubeApi {
                 "/api/v1/namespaces/{ns}/pods/{pod}",
                 get(get_pod).delete(delete_pod),
             )
-            .route(
-                "/api/v1/namespaces/{ns}/persistentvolumeclaims",
-                axum::routing::post(create_pvc),
-            )
-            .route(
-                "/api/v1/namespaces/{ns}/persistentvolumeclaims/{pvc}",
-                get(get_pvc).delete(delete_pvc),
-            )
+            .route("/api/v1/namespaces/{ns}/persistentvolumeclaims", pvcs)
+            .route("/api/v1/namespaces/{ns}/persistentvolumeclaims/{pvc}", pvc)
             .route(
                 "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
-                axum::routing::post(create_network_policy),
+                policies,
             )
             .route(
                 "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}",
-                get(get_network_policy).delete(delete_network_policy),
+                policy,
             )
             .route("/api/v1/namespaces/{ns}/pods/{pod}/exec", get(exec))
             .route(
@@ -506,6 +502,15 @@ async fn get_pod(
     }
 }
 
+/// The API server's refusal of a posted object without a `metadata.name`.
+fn name_required() -> Response {
+    status_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        "metadata.name: Required value".into(),
+    )
+}
+
 fn already_exists(kind: &str, name: &str) -> Response {
     status_error(
         StatusCode::CONFLICT,
@@ -520,11 +525,7 @@ async fn create_pod(
     axum::Json(mut body): axum::Json<Value>,
 ) -> Response {
     let Some(name) = body["metadata"]["name"].as_str().map(str::to_owned) else {
-        return status_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            "metadata.name: Required value".into(),
-        );
+        return name_required();
     };
     if find_pod(&shared, &ns, &name).is_some() {
         return already_exists("pods", &name);
@@ -595,106 +596,90 @@ async fn delete_pod(
     axum::Json(pod_json(&pod)).into_response()
 }
 
-async fn create_pvc(
-    State(shared): State<Shared>,
-    UrlPath(ns): UrlPath<String>,
-    axum::Json(mut body): axum::Json<Value>,
-) -> Response {
-    let Some(name) = body["metadata"]["name"].as_str().map(str::to_owned) else {
-        return status_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            "metadata.name: Required value".into(),
-        );
-    };
-    let mut inner = shared.lock();
-    if inner.pvcs.contains_key(&name) {
-        return already_exists("persistentvolumeclaims", &name);
-    }
-    body["metadata"]["namespace"] = json!(ns);
-    body["metadata"]["uid"] = json!(format!("uid-pvc-{ns}-{name}"));
-    body["metadata"]["resourceVersion"] = json!("1");
-    body["status"] = json!({"phase": "Bound"});
-    inner.pvcs.insert(name, body.clone());
-    (StatusCode::CREATED, axum::Json(body)).into_response()
+/// The objects the double keeps as posted, beside the pods it runs: each kind is created,
+/// read and deleted as the API server does it, with the same errors.
+#[derive(Clone, Copy)]
+enum Stored {
+    Pvc,
+    NetworkPolicy,
 }
 
-async fn get_pvc(
-    State(shared): State<Shared>,
-    UrlPath((_ns, name)): UrlPath<(String, String)>,
-) -> Response {
-    match shared.lock().pvcs.get(&name) {
-        Some(pvc) => axum::Json(pvc.clone()).into_response(),
-        None => status_error(
+impl Stored {
+    /// The resource as the API server's messages name it.
+    fn resource(self) -> &'static str {
+        match self {
+            Self::Pvc => "persistentvolumeclaims",
+            Self::NetworkPolicy => "networkpolicies.networking.k8s.io",
+        }
+    }
+
+    fn objects(self, inner: &mut Inner) -> &mut BTreeMap<String, Value> {
+        match self {
+            Self::Pvc => &mut inner.pvcs,
+            Self::NetworkPolicy => &mut inner.network_policies,
+        }
+    }
+
+    fn not_found(self, name: &str) -> Response {
+        status_error(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("persistentvolumeclaims \"{name}\" not found"),
-        ),
+            format!("{} \"{name}\" not found", self.resource()),
+        )
     }
-}
 
-async fn delete_pvc(
-    State(shared): State<Shared>,
-    UrlPath((_ns, name)): UrlPath<(String, String)>,
-) -> Response {
-    match shared.lock().pvcs.remove(&name) {
-        Some(pvc) => axum::Json(pvc).into_response(),
-        None => status_error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("persistentvolumeclaims \"{name}\" not found"),
-        ),
-    }
-}
-
-async fn create_network_policy(
-    State(shared): State<Shared>,
-    UrlPath(ns): UrlPath<String>,
-    axum::Json(mut body): axum::Json<Value>,
-) -> Response {
-    let Some(name) = body["metadata"]["name"].as_str().map(str::to_owned) else {
-        return status_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            "metadata.name: Required value".into(),
+    /// `POST`, `GET` and `DELETE` routes of this kind (the collection, then one object).
+    fn routes(self) -> (MethodRouter<Shared>, MethodRouter<Shared>) {
+        let create = axum::routing::post(
+            move |State(shared): State<Shared>,
+                  UrlPath(ns): UrlPath<String>,
+                  axum::Json(body): axum::Json<Value>| async move {
+                self.create(&shared, &ns, body)
+            },
         );
-    };
-    let mut inner = shared.lock();
-    if inner.network_policies.contains_key(&name) {
-        return already_exists("networkpolicies.networking.k8s.io", &name);
+        let one =
+            get(
+                move |State(shared): State<Shared>,
+                      UrlPath((_ns, name)): UrlPath<(String, String)>| async move {
+                    match self.objects(&mut shared.lock()).get(&name) {
+                        Some(object) => axum::Json(object.clone()).into_response(),
+                        None => self.not_found(&name),
+                    }
+                },
+            )
+            .delete(
+                move |State(shared): State<Shared>,
+                      UrlPath((_ns, name)): UrlPath<(String, String)>| async move {
+                    match self.objects(&mut shared.lock()).remove(&name) {
+                        Some(object) => axum::Json(object).into_response(),
+                        None => self.not_found(&name),
+                    }
+                },
+            );
+        (create, one)
     }
-    body["metadata"]["namespace"] = json!(ns);
-    body["metadata"]["uid"] = json!(format!("uid-netpol-{ns}-{name}"));
-    body["metadata"]["resourceVersion"] = json!("1");
-    inner.network_policies.insert(name, body.clone());
-    (StatusCode::CREATED, axum::Json(body)).into_response()
-}
 
-fn network_policy_not_found(name: &str) -> Response {
-    status_error(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        format!("networkpolicies.networking.k8s.io \"{name}\" not found"),
-    )
-}
-
-async fn get_network_policy(
-    State(shared): State<Shared>,
-    UrlPath((_ns, name)): UrlPath<(String, String)>,
-) -> Response {
-    match shared.lock().network_policies.get(&name) {
-        Some(policy) => axum::Json(policy.clone()).into_response(),
-        None => network_policy_not_found(&name),
-    }
-}
-
-async fn delete_network_policy(
-    State(shared): State<Shared>,
-    UrlPath((_ns, name)): UrlPath<(String, String)>,
-) -> Response {
-    match shared.lock().network_policies.remove(&name) {
-        Some(policy) => axum::Json(policy).into_response(),
-        None => network_policy_not_found(&name),
+    fn create(self, shared: &Shared, ns: &str, mut body: Value) -> Response {
+        let Some(name) = body["metadata"]["name"].as_str().map(str::to_owned) else {
+            return name_required();
+        };
+        let mut inner = shared.lock();
+        let objects = self.objects(&mut inner);
+        if objects.contains_key(&name) {
+            return already_exists(self.resource(), &name);
+        }
+        let tag = match self {
+            Self::Pvc => "pvc",
+            Self::NetworkPolicy => "netpol",
+        };
+        body["metadata"]["namespace"] = json!(ns);
+        body["metadata"]["uid"] = json!(format!("uid-{tag}-{ns}-{name}"));
+        body["metadata"]["resourceVersion"] = json!("1");
+        if let Self::Pvc = self {
+            body["status"] = json!({"phase": "Bound"});
+        }
+        objects.insert(name, body.clone());
+        (StatusCode::CREATED, axum::Json(body)).into_response()
     }
 }
 
