@@ -13,8 +13,9 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::commands::accessible_command;
-use super::doc_parts::{ProjectAccessChecked, ProjectPath};
+use super::doc_parts::{CommandAccess, ProjectAccessChecked, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
+use super::paging::page_limit;
 use super::state::AppState;
 use crate::domain::{Approval, ApprovalStatus, Principal, ProjectId};
 use crate::services::approvals::{Choice, decide, input};
@@ -99,13 +100,7 @@ async fn list(
     ApiQuery(query): ApiQuery<ApprovalQuery>,
 ) -> Result<Json<ApprovalList>, ApiError> {
     principal.require_project(&id)?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(query.limit, 100, 1000)?;
     state.stores.projects.get(&id).await?;
     let approvals = state
         .stores
@@ -180,8 +175,7 @@ async fn post_decision(
     responses(
     (status = 202, description = "Stored for the running command", body = InputAccepted),
     (status = 400, description = "Empty or too long text"),
-    (status = 403, description = "The token may not access the command's project"),
-    (status = 404, description = "No such command"),
+    CommandAccess,
     (status = 409, description = "The command is not running (`command_not_running`) or its provider takes no input (`input_not_accepted`)"),
 ))]
 async fn send_input(

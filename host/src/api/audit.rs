@@ -8,8 +8,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::Admin;
+use super::doc_parts::AdminOnly;
 use super::error::{ApiError, ApiQuery};
+use super::paging::{next_cursor, page_limit};
 use super::state::AppState;
 use crate::domain::{AuditCheckpoint, AuditEntry};
 
@@ -60,25 +62,16 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     params(AuditQuery), responses(
     (status = 200, description = "A page of entries", body = AuditPage),
     (status = 400, description = "Invalid limit or query"),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
 ))]
 async fn list(
-    Caller { state, principal }: Caller,
+    Admin { state, .. }: Admin,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    principal.require_admin()?;
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(query.limit, 100, 1000)?;
     let after = query.after.unwrap_or(0).max(0);
     let page = state.stores.audit.list(after, limit).await?;
-    let next_after = (page.len() == limit as usize)
-        .then(|| page.last().map(|e| e.seq))
-        .flatten();
+    let next_after = next_cursor(&page, limit, |e| e.seq);
     let matches =
         |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| have == Some(w));
     let entries: Vec<_> = page
@@ -100,10 +93,9 @@ async fn list(
 #[utoipa::path(get, path = "/audit/verify", tag = "audit", security(("bearer" = [])),
     responses(
     (status = 200, description = "The chain's state", body = AuditVerification),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
 ))]
-async fn verify(Caller { state, principal }: Caller) -> Result<Json<AuditVerification>, ApiError> {
-    principal.require_admin()?;
+async fn verify(Admin { state, .. }: Admin) -> Result<Json<AuditVerification>, ApiError> {
     let result = state.stores.audit.verify().await?;
     Ok(Json(AuditVerification {
         intact: result.first_broken.is_none(),
@@ -117,13 +109,10 @@ async fn verify(Caller { state, principal }: Caller) -> Result<Json<AuditVerific
 #[utoipa::path(get, path = "/audit/checkpoint", tag = "audit", security(("bearer" = [])),
     responses(
     (status = 200, description = "The signed head", body = AuditCheckpoint),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
     (status = 404, description = "The trail is empty"),
 ))]
-async fn checkpoint(
-    Caller { state, principal }: Caller,
-) -> Result<Json<AuditCheckpoint>, ApiError> {
-    principal.require_admin()?;
+async fn checkpoint(Admin { state, .. }: Admin) -> Result<Json<AuditCheckpoint>, ApiError> {
     match state.stores.audit.checkpoint().await? {
         Some(checkpoint) => Ok(Json(checkpoint)),
         None => Err(ApiError::new(

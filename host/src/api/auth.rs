@@ -61,6 +61,39 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
+/// An authenticated admin: what every admin-only route takes instead of [`Caller`], so such
+/// a route cannot forget the check. Refused 401 as [`Caller`] is, then 403 `forbidden` for a
+/// member token, before the route reads its path, query or body. Documented by
+/// [`super::doc_parts::AdminOnly`].
+pub struct Admin {
+    pub state: Arc<AppState>,
+    pub principal: Principal,
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller { state, principal } = Caller::from_request_parts(parts, state).await?;
+        principal.require_admin()?;
+        Ok(Self { state, principal })
+    }
+}
+
+/// The caller and the `{id}` of a `/projects/{id}/…` path, in the order every project route
+/// checks them: 401 before 400 (a malformed id).
+async fn caller_on_project(
+    parts: &mut Parts,
+    state: &Arc<AppState>,
+) -> Result<(Caller, ProjectId), ApiError> {
+    let caller = Caller::from_request_parts(parts, state).await?;
+    let ApiPath(id) = ApiPath::<ProjectId>::from_request_parts(parts, state).await?;
+    Ok((caller, id))
+}
+
 /// A caller reading one project: allowed on the `{id}` of the path, which exists. Checked
 /// in the order every project route answers: 401, 400 (a malformed id), 403, then 404, so a
 /// caller without access cannot learn which projects exist. Documented by
@@ -77,12 +110,46 @@ impl FromRequestParts<Arc<AppState>> for ProjectReader {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Caller { state, principal } = Caller::from_request_parts(parts, state).await?;
-        let ApiPath(id) = ApiPath::<ProjectId>::from_request_parts(parts, &state).await?;
+        let (Caller { state, principal }, id) = caller_on_project(parts, state).await?;
         principal.require_project(&id)?;
         let project = state.stores.projects.get(&id).await?;
         Ok(Self { state, project })
     }
+}
+
+/// An admin acting on the project `{id}` of the path: 401, 400 (a malformed id), then 403.
+/// The route checks that the project exists where its answer needs it, in its own order.
+/// Documented by [`super::doc_parts::AdminOnProject`].
+pub struct ProjectAdmin {
+    pub state: Arc<AppState>,
+    pub principal: Principal,
+    pub id: ProjectId,
+}
+
+impl FromRequestParts<Arc<AppState>> for ProjectAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (Caller { state, principal }, id) = caller_on_project(parts, state).await?;
+        principal.require_admin()?;
+        Ok(Self {
+            state,
+            principal,
+            id,
+        })
+    }
+}
+
+/// The project `id` of a path read as text, for a caller who must have access to it: 400
+/// `invalid_id` when malformed, else 403 without access. For the routes and pages that
+/// check the project's existence later, or leave it to the store or service they call.
+pub fn accessible_project_id(principal: &Principal, id: String) -> Result<ProjectId, ApiError> {
+    let project = ProjectId::parse(id)?;
+    principal.require_project(&project)?;
+    Ok(project)
 }
 
 /// Like [`Caller`]'s principal, but without an `Authorization` header or a session the

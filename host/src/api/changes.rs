@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::commands::accessible_command;
+use super::doc_parts::CommandPath;
 use super::error::{ApiError, ApiPath};
 use super::state::AppState;
 use crate::domain::{CommandId, FileChange, ProjectId};
@@ -63,7 +64,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 /// What the command changed in its project's workspace.
 #[utoipa::path(get, path = "/commands/{id}/changes", tag = "commands", security(("bearer" = [])),
-    params(("id" = CommandId, Path, description = "Command id")), responses(
+    params(CommandPath), responses(
     (status = 200, description = "The files the command added, modified and deleted, with their diffs", body = CommandChanges),
     (status = 403, description = "The token may not access the command's project"),
     (status = 404, description = "No such command, or it ended without its changes recorded (`changes_not_recorded`)"),

@@ -13,7 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Caller;
+use super::doc_parts::{CommandAccess, CommandPath, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, StoreContext};
+use super::paging::page_limit;
 use super::state::AppState;
 use crate::domain::{
     AgentRequest, AgentResult, CommandCursor, CommandFilter, CommandId, CommandRecord,
@@ -256,13 +258,24 @@ enum SubmitErrors {
     NotServing,
 }
 
+/// The `Idempotency-Key` header both submission routes take. Documentation only: the
+/// handlers read it from the headers ([`idempotency_key`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+struct IdempotencyKey {
+    /// Repeat a submission without queueing it twice
+    #[param(rename = "Idempotency-Key")]
+    #[allow(dead_code)]
+    key: Option<String>,
+}
+
 /// Queues a command for a provider (the project is registered on first use).
 #[utoipa::path(post, path = "/projects/{id}/{provider}", tag = "commands",
     security(("bearer" = [])), request_body = SubmitBody,
     params(
-        ("id" = ProjectId, Path, description = "Project id"),
+        ProjectPath,
         ("provider" = ProviderName, Path, description = "Registered provider name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission without queueing it twice"),
+        IdempotencyKey,
     ), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     SubmitErrors,
@@ -279,10 +292,7 @@ async fn submit_to_provider(
 /// Queues a command for `provider` in the body, or the default provider.
 #[utoipa::path(post, path = "/projects/{id}/commands", tag = "commands",
     security(("bearer" = [])), request_body = SubmitBody,
-    params(
-        ("id" = ProjectId, Path, description = "Project id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission without queueing it twice"),
-    ), responses(
+    params(ProjectPath, IdempotencyKey), responses(
     (status = 202, description = "Queued (or the earlier command of this Idempotency-Key)", body = Submitted),
     SubmitErrors,
 ))]
@@ -342,8 +352,7 @@ async fn submit(
     if enqueued.created {
         state.metrics.commands_enqueued.inc();
     } else if command.provider != provider || request_digest(&command.request) != digest {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        return Err(ApiError::unprocessable(
             "idempotency_key_reused",
             format!(
                 "Idempotency-Key was used for command {} with a different request",
@@ -452,10 +461,9 @@ pub async fn accessible_command(
 
 /// Reads a command.
 #[utoipa::path(get, path = "/commands/{id}", tag = "commands", security(("bearer" = [])),
-    params(("id" = CommandId, Path, description = "Command id")), responses(
+    params(CommandPath), responses(
     (status = 200, description = "The command", body = CommandView),
-    (status = 403, description = "The token may not access the command's project"),
-    (status = 404, description = "No such command"),
+    CommandAccess,
 ))]
 async fn read(
     Caller { state, principal }: Caller,
@@ -470,7 +478,7 @@ async fn read(
 /// details left out (`truncated` says so); `GET /commands/{id}` has each whole.
 #[utoipa::path(get, path = "/projects/{id}/commands", tag = "commands",
     security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id"), ListQuery), responses(
+    params(ProjectPath, ListQuery), responses(
     (status = 200, description = "A page of commands, long texts cut to previews", body = CommandPage),
     (status = 400, description = "Invalid id, status, limit, offset or cursor (`invalid_cursor`)"),
     (status = 403, description = "The token may not access this project"),
@@ -502,13 +510,7 @@ pub async fn command_page(
         .map(str::parse::<CommandStatus>)
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_status", e.to_string()))?;
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > 500 {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 500",
-        ));
-    }
+    let limit = page_limit(query.limit, 50, 500)?;
     let offset = query.offset.unwrap_or(0);
     let before = query
         .before
@@ -563,10 +565,9 @@ pub async fn command_page(
 /// Requests a cancel; a running command stops at its next heartbeat.
 #[utoipa::path(post, path = "/commands/{id}/cancel", tag = "commands",
     security(("bearer" = [])),
-    params(("id" = CommandId, Path, description = "Command id")), responses(
+    params(CommandPath), responses(
     (status = 202, description = "Cancel requested (pending commands are cancelled at once)", body = CommandView),
-    (status = 403, description = "The token may not access the command's project"),
-    (status = 404, description = "No such command"),
+    CommandAccess,
     (status = 409, description = "The command already finished"),
 ))]
 async fn cancel(

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::Admin;
+use super::doc_parts::AdminOnly;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::{CredentialName, MasterKey};
@@ -85,15 +86,14 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     security(("bearer" = [])), request_body = RotateKey, responses(
     (status = 200, description = "Rotated", body = KeyRotated),
     (status = 400, description = "The new key is not 32 bytes of base64"),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
     (status = 409, description = "The key comes from RDEV_MASTER_KEY and no new key was sent, or the key in use does not open the stored secrets"),
     (status = 500, description = "Re-encrypted, but the key file could not be replaced (the next start installs it), or the store failed"),
 ))]
 async fn rotate_key(
-    Caller { state, principal }: Caller,
+    Admin { state, principal }: Admin,
     ApiJson(body): ApiJson<RotateKey>,
 ) -> Result<Json<KeyRotated>, ApiError> {
-    principal.require_admin()?;
     let new_key = body
         .new_key
         .as_deref()
@@ -101,17 +101,12 @@ async fn rotate_key(
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_master_key", e.to_string()))?;
     let rotated = state.master_key.rotate(new_key).await?;
+    let details = serde_json::json!({
+        "fingerprint": rotated.fingerprint,
+        "reencrypted": rotated.reencrypted,
+    });
     state
-        .audit(
-            &principal,
-            "credential.key_rotated",
-            None,
-            None,
-            serde_json::json!({
-                "fingerprint": rotated.fingerprint,
-                "reencrypted": rotated.reencrypted,
-            }),
-        )
+        .audit_server(&principal, "credential.key_rotated", details)
         .await;
     Ok(Json(KeyRotated {
         fingerprint: rotated.fingerprint,
@@ -131,14 +126,13 @@ fn parse_name(name: &str) -> Result<CredentialName, ApiError> {
     params(("name" = CredentialName, Path, description = "Credential name")), responses(
     (status = 200, description = "Stored", body = CredentialView),
     (status = 400, description = "Invalid name or empty value"),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
 ))]
 async fn store(
-    Caller { state, principal }: Caller,
+    Admin { state, principal }: Admin,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<PutCredential>,
 ) -> Result<Json<CredentialView>, ApiError> {
-    principal.require_admin()?;
     let name = parse_name(&name)?;
     if body.value.is_empty() {
         return Err(ApiError::bad_request(
@@ -151,14 +145,9 @@ async fn store(
         .credentials
         .put(&name, &SecretValue::new(body.value))
         .await?;
+    let details = serde_json::json!({ "name": name });
     state
-        .audit(
-            &principal,
-            "credential.put",
-            None,
-            None,
-            serde_json::json!({ "name": name }),
-        )
+        .audit_server(&principal, "credential.put", details)
         .await;
     Ok(Json(info.into()))
 }
@@ -167,10 +156,9 @@ async fn store(
 #[utoipa::path(get, path = "/credentials", tag = "credentials", security(("bearer" = [])),
     responses(
     (status = 200, description = "The credentials", body = CredentialList),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
 ))]
-async fn list(Caller { state, principal }: Caller) -> Result<Json<CredentialList>, ApiError> {
-    principal.require_admin()?;
+async fn list(Admin { state, .. }: Admin) -> Result<Json<CredentialList>, ApiError> {
     let credentials: Vec<CredentialView> = state
         .stores
         .credentials
@@ -188,24 +176,18 @@ async fn list(Caller { state, principal }: Caller) -> Result<Json<CredentialList
     params(("name" = CredentialName, Path, description = "Credential name")), responses(
     (status = 204, description = "Deleted"),
     (status = 400, description = "Invalid name"),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
     (status = 404, description = "No such credential"),
 ))]
 async fn remove(
-    Caller { state, principal }: Caller,
+    Admin { state, principal }: Admin,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    principal.require_admin()?;
     let name = parse_name(&name)?;
     state.stores.credentials.delete(&name).await?;
+    let details = serde_json::json!({ "name": name });
     state
-        .audit(
-            &principal,
-            "credential.deleted",
-            None,
-            None,
-            serde_json::json!({ "name": name }),
-        )
+        .audit_server(&principal, "credential.deleted", details)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

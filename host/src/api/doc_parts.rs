@@ -5,7 +5,7 @@
 
 use utoipa::{IntoParams, IntoResponses};
 
-use crate::domain::ProjectId;
+use crate::domain::{CommandId, ProjectId};
 
 /// The `{id}` of a `/projects/{id}/…` route. Documentation only: handlers read the id with
 /// `ApiPath<ProjectId>`.
@@ -56,4 +56,34 @@ pub enum AdminOnProjectChecked {
     NotAdmin,
     #[response(status = 404, description = "No such project")]
     NoProject,
+}
+
+/// A route on the server (not on one project) that only an admin may call: taken with
+/// [`super::auth::Admin`].
+#[derive(IntoResponses)]
+pub enum AdminOnly {
+    #[response(status = 403, description = "Not an admin")]
+    NotAdmin,
+}
+
+/// The `{id}` of a `/commands/{id}/…` route. Documentation only: handlers read it as text
+/// and parse it with the access check ([`super::commands::accessible_command`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CommandPath {
+    /// Command id
+    #[allow(dead_code)]
+    id: CommandId,
+}
+
+/// A route on one command, for any token with access to the command's project.
+#[derive(IntoResponses)]
+pub enum CommandAccess {
+    #[response(
+        status = 403,
+        description = "The token may not access the command's project"
+    )]
+    Forbidden,
+    #[response(status = 404, description = "No such command")]
+    NoCommand,
 }

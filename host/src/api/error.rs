@@ -52,6 +52,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 422 with a code naming the rule: well-formed input rdev does not accept.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
     /// 401: no credentials or unknown credentials.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -238,11 +243,7 @@ impl From<UsageError> for ApiError {
     /// A usage range or budget limit the request got wrong: well-formed JSON or query,
     /// but not a value rdev accepts.
     fn from(error: UsageError) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            error.code(),
-            error.to_string(),
-        )
+        Self::unprocessable(error.code(), error.to_string())
     }
 }
 
@@ -299,11 +300,7 @@ impl From<RotationError> for ApiError {
 
 impl From<FixedOption> for ApiError {
     fn from(error: FixedOption) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "option_fixed",
-            error.to_string(),
-        )
+        Self::unprocessable("option_fixed", error.to_string())
     }
 }
 
@@ -314,7 +311,7 @@ impl From<RequestRefused> for ApiError {
             RequestRefused::InvalidModels { .. } => "invalid_option",
             RequestRefused::UnknownModel { .. } => "unknown_model",
         };
-        let mut api = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string());
+        let mut api = Self::unprocessable(code, error.to_string());
         api.valid = error.valid().map(<[String]>::to_vec);
         api
     }

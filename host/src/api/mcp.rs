@@ -5,16 +5,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Caller, ProjectReader};
+use super::auth::{ProjectAdmin, ProjectReader};
 use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
-use super::error::{ApiError, ApiJson, ApiPath};
+use super::error::{ApiError, ApiJson};
 use super::state::AppState;
 use crate::domain::ProjectId;
 use crate::domain::mcp::{self, McpServer, ProjectMcpServers};
@@ -56,11 +55,7 @@ fn view(project_id: ProjectId, stored: Option<ProjectMcpServers>) -> McpServersV
 }
 
 fn invalid(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_mcp_servers",
-        message,
-    )
+    ApiError::unprocessable("invalid_mcp_servers", message)
 }
 
 /// The project's MCP servers, credential references as references.
@@ -86,11 +81,13 @@ async fn read_mcp_servers(
     (status = 422, description = "A server breaking a rule or naming a credential that does not exist (`invalid_mcp_servers`)"),
 ))]
 async fn replace_mcp_servers(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectAdmin {
+        state,
+        principal,
+        id,
+    }: ProjectAdmin,
     ApiJson(body): ApiJson<SetMcpServers>,
 ) -> Result<Json<McpServersView>, ApiError> {
-    principal.require_admin()?;
     mcp::validate(&body.servers).map_err(|e| invalid(e.to_string()))?;
     let referenced = mcp::referenced_credentials(&body.servers);
     if !referenced.is_empty() {

@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod network;
 pub mod openapi;
+pub mod paging;
 pub mod plugin_install;
 pub mod policy;
 pub mod projects;

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Caller, ProjectReader};
+use super::auth::{ProjectAdmin, ProjectReader};
 use super::doc_parts::{AdminOnProject, AdminOnProjectChecked, ProjectAccess, ProjectPath};
-use super::error::{ApiError, ApiJson, ApiPath};
+use super::error::{ApiError, ApiJson};
 use super::state::AppState;
 use crate::domain::ProjectId;
 use crate::domain::network::{NetworkPolicy, parse_allow_list};
@@ -87,11 +87,13 @@ async fn read_network(
     AdminOnProjectChecked,
 ))]
 async fn replace_network(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectAdmin {
+        state,
+        principal,
+        id,
+    }: ProjectAdmin,
     ApiJson(body): ApiJson<SetNetwork>,
 ) -> Result<Json<ProjectNetwork>, ApiError> {
-    principal.require_admin()?;
     let rules = parse_allow_list(&body.allow)
         .map_err(|e| ApiError::bad_request("invalid_network_rule", e.to_string()))?;
     let allow: Vec<String> = rules.iter().map(ToString::to_string).collect();
@@ -114,10 +116,12 @@ async fn replace_network(
     AdminOnProject,
 ))]
 async fn reset_network(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectAdmin {
+        state,
+        principal,
+        id,
+    }: ProjectAdmin,
 ) -> Result<Json<ProjectNetwork>, ApiError> {
-    principal.require_admin()?;
     state.stores.projects.get(&id).await?;
     if state.stores.network.clear_network_policy(&id).await? {
         state

@@ -13,7 +13,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::Admin;
+use super::doc_parts::AdminOnly;
 use super::error::{ApiError, ApiJson};
 use super::providers::{ReloadSummary, reload_and_audit};
 use super::state::AppState;
@@ -70,23 +71,17 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     request_body = InstallBody, responses(
     (status = 200, description = "Not installed: what the plugin asks for", body = InstallAnswer),
     (status = 201, description = "Installed and reloaded", body = InstallAnswer),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
     (status = 404, description = "No such artifact in the registry"),
     (status = 422, description = "Invalid reference, digest mismatch, not a plugin, or the registry refused the credentials"),
     (status = 502, description = "The registry failed"),
 ))]
 async fn install(
-    Caller { state, principal }: Caller,
+    Admin { state, principal }: Admin,
     ApiJson(body): ApiJson<InstallBody>,
 ) -> Result<(StatusCode, Json<InstallAnswer>), ApiError> {
-    principal.require_admin()?;
-    let reference = OciReference::parse(&body.reference).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_reference",
-            e.to_string(),
-        )
-    })?;
+    let reference = OciReference::parse(&body.reference)
+        .map_err(|e| ApiError::unprocessable("invalid_reference", e.to_string()))?;
     let credentials = match &body.credential {
         Some(name) => Some(registry_credentials(&state, name).await?),
         None => None,
@@ -110,7 +105,7 @@ async fn install(
         "component_sha256": answer.component_sha256,
     });
     state
-        .audit(&principal, "providers.installed", None, None, details)
+        .audit_server(&principal, "providers.installed", details)
         .await;
     let reload = reload_and_audit(&state, principal.actor())
         .await
@@ -125,10 +120,8 @@ async fn registry_credentials(
     state: &AppState,
     name: &str,
 ) -> Result<RegistryCredentials, ApiError> {
-    let unprocessable =
-        |code, message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
     let name = CredentialName::parse(name)
-        .map_err(|e| unprocessable("invalid_credential", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable("invalid_credential", e.to_string()))?;
     let value = state
         .stores
         .credentials
@@ -136,13 +129,13 @@ async fn registry_credentials(
         .await
         .map_err(|e| ApiError::internal("reading the registry credential", e))?
         .ok_or_else(|| {
-            unprocessable(
+            ApiError::unprocessable(
                 "unknown_credential",
                 format!("no credential named {name:?}: store it with PUT /credentials/{{name}}"),
             )
         })?;
     RegistryCredentials::from_pair(value.expose()).ok_or_else(|| {
-        unprocessable(
+        ApiError::unprocessable(
             "invalid_credential",
             format!("credential {name:?} is not of the form username:password"),
         )
@@ -165,9 +158,7 @@ fn describe(fetched: &Fetched) -> InstallAnswer {
 
 /// The API's answer to a failed fetch or install; server paths stay in the log.
 fn refusal(error: PluginsError) -> ApiError {
-    let unprocessable = |code, e: &dyn std::fmt::Display| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
-    };
+    let unprocessable = |code, e: &PluginsError| ApiError::unprocessable(code, e.to_string());
     match &error {
         PluginsError::Registry(ArtifactError::NotFound(reference)) => {
             ApiError::not_found("artifact", reference)

@@ -10,9 +10,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Caller, ProjectReader};
+use super::auth::{ProjectAdmin, ProjectReader};
 use super::doc_parts::{AdminOnProjectChecked, ProjectAccess, ProjectPath};
-use super::error::{ApiError, ApiJson, ApiPath};
+use super::error::{ApiError, ApiJson};
 use super::state::AppState;
 use crate::domain::{Policy, ProjectId};
 
@@ -56,11 +56,13 @@ async fn read_policy(
     AdminOnProjectChecked,
 ))]
 async fn replace_policy(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectAdmin {
+        state,
+        principal,
+        id,
+    }: ProjectAdmin,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Json<ProjectPolicy>, ApiError> {
-    principal.require_admin()?;
     policy.validate()?;
     state.stores.projects.get(&id).await?;
     let policy = state.stores.approvals.put_policy(&id, &policy).await?;

@@ -10,9 +10,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Caller, ProjectReader};
-use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
-use super::error::{ApiError, ApiJson, ApiPath, StoreContext};
+use super::auth::{Admin, Caller, ProjectAdmin, ProjectReader};
+use super::doc_parts::{AdminOnProject, AdminOnly, ProjectAccess, ProjectPath};
+use super::error::{ApiError, ApiJson, StoreContext};
 use super::state::AppState;
 use crate::domain::{NewAuditEntry, NewProject, Principal, Project, ProjectId};
 use crate::ports::StoreError;
@@ -69,17 +69,16 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     security(("bearer" = [])), responses(
     (status = 201, description = "Created", body = Created),
     (status = 400, description = "Invalid id, template or variables"),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
     (status = 404, description = "No such template"),
     (status = 409, description = "The project exists"),
     (status = 502, description = "Cloning or CI registration failed"),
     (status = 503, description = "The workspace (with the Kubernetes executor, the pod) did not become ready; nothing was recorded"),
 ))]
 async fn create(
-    Caller { state, principal }: Caller,
+    Admin { state, principal }: Admin,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    principal.require_admin()?;
     if let Some(template) = body.template {
         // The setup service records the project and writes its own audit entry.
         let created = state
@@ -172,10 +171,12 @@ async fn read(ProjectReader { project, .. }: ProjectReader) -> Result<Json<Proje
     (status = 503, description = "The project's pod or volume could not be deleted; repeat the request"),
 ))]
 async fn remove(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectAdmin {
+        state,
+        principal,
+        id,
+    }: ProjectAdmin,
 ) -> Result<StatusCode, ApiError> {
-    principal.require_admin()?;
     let deleted = state.stores.projects.delete(&id).await;
     if matches!(
         deleted,

@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Admin, Caller};
+use super::doc_parts::AdminOnly;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::ports::Confinement;
@@ -66,10 +67,9 @@ async fn list(Caller { state, principal }: Caller) -> Json<ProviderList> {
 #[utoipa::path(post, path = "/providers/reload", tag = "providers", security(("bearer" = [])),
     responses(
     (status = 200, description = "What the reload did", body = ReloadSummary),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
 ))]
-async fn reload(Caller { state, principal }: Caller) -> Result<Json<ReloadSummary>, ApiError> {
-    principal.require_admin()?;
+async fn reload(Admin { state, principal }: Admin) -> Result<Json<ReloadSummary>, ApiError> {
     let summary = reload_and_audit(&state, principal.actor())
         .await
         .map_err(|e| ApiError::internal("reloading plugins", e))?;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
-use super::doc_parts::ProjectPath;
+use super::auth::{Admin, Caller, accessible_project_id};
+use super::doc_parts::{AdminOnly, ProjectPath};
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::state::AppState;
 use crate::domain::{CiRegistration, ProjectId};
@@ -48,23 +48,31 @@ struct CiQuery {
     logs: bool,
 }
 
+/// How both CI routes fail in the project setup service they call.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum CiFailures {
+    #[response(status = 404, description = "No such project or setup")]
+    NoSetup,
+    #[response(status = 502, description = "The CI server failed")]
+    CiFailed,
+}
+
 /// The project's CI registration and its last pipeline.
 #[utoipa::path(get, path = "/projects/{id}/ci", tag = "templates", security(("bearer" = [])),
     params(ProjectPath, CiQuery), responses(
     (status = 200, description = "CI state", body = CiStatus),
     (status = 400, description = "Invalid id or query"),
     (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such project or setup"),
     (status = 409, description = "CI is not configured on this server"),
-    (status = 502, description = "The CI server failed"),
+    CiFailures,
 ))]
 async fn ci_status(
     Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<CiQuery>,
 ) -> Result<Json<CiStatus>, ApiError> {
-    let id = ProjectId::parse(id)?;
-    principal.require_project(&id)?;
+    let id = accessible_project_id(&principal, id)?;
     Ok(Json(
         state
             .setup
@@ -78,16 +86,14 @@ async fn ci_status(
     params(ProjectPath), responses(
     (status = 200, description = "The registration", body = CiRegistration),
     (status = 400, description = "Invalid id"),
-    (status = 403, description = "Not an admin"),
-    (status = 404, description = "No such project or setup"),
+    AdminOnly,
     (status = 409, description = "CI is not configured, or the project has no forge repository or a secret's credential"),
-    (status = 502, description = "The CI server failed"),
+    CiFailures,
 ))]
 async fn register_ci(
-    Caller { state, principal }: Caller,
+    Admin { state, principal }: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CiRegistration>, ApiError> {
-    principal.require_admin()?;
     let id = ProjectId::parse(id)?;
     Ok(Json(
         state.setup.register_ci(&principal.actor(), &id).await?,

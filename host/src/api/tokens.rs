@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
-use super::auth::{generate_id, generate_secret};
+use super::auth::{Admin, generate_id, generate_secret};
+use super::doc_parts::AdminOnly;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::domain::{ApiToken, NewToken, ProjectId, TokenRole, token_digest};
@@ -77,13 +77,12 @@ pub async fn issue(
     request_body = CreateToken, responses(
     (status = 201, description = "Issued", body = CreatedToken),
     (status = 400, description = "Invalid name, or a member token without projects"),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
 ))]
 async fn create(
-    Caller { state, principal }: Caller,
+    Admin { state, principal }: Admin,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    principal.require_admin()?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::bad_request(
@@ -121,10 +120,9 @@ async fn create(
 /// Lists tokens, never their secrets (admin).
 #[utoipa::path(get, path = "/tokens", tag = "tokens", security(("bearer" = [])), responses(
     (status = 200, description = "The tokens", body = TokenList),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
 ))]
-async fn list(Caller { state, principal }: Caller) -> Result<Json<TokenList>, ApiError> {
-    principal.require_admin()?;
+async fn list(Admin { state, .. }: Admin) -> Result<Json<TokenList>, ApiError> {
     let tokens = state.stores.tokens.list().await?;
     Ok(Json(TokenList { tokens }))
 }
@@ -133,14 +131,13 @@ async fn list(Caller { state, principal }: Caller) -> Result<Json<TokenList>, Ap
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", security(("bearer" = [])),
     params(("id" = String, Path, description = "Token id (`tok-…`)")), responses(
     (status = 200, description = "The revoked token", body = ApiToken),
-    (status = 403, description = "Not an admin"),
+    AdminOnly,
     (status = 404, description = "No such token"),
 ))]
 async fn revoke(
-    Caller { state, principal }: Caller,
+    Admin { state, principal }: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ApiToken>, ApiError> {
-    principal.require_admin()?;
     let token = state.stores.tokens.revoke(&id).await?;
     state
         .audit_server(

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Caller, ProjectReader};
+use super::auth::{Caller, ProjectAdmin, ProjectReader};
 use super::doc_parts::{AdminOnProject, ProjectAccess, ProjectPath};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::AppState;
@@ -177,18 +177,19 @@ async fn read_budget(
     (status = 422, description = "A limit that is negative or not a number (`invalid_budget`)"),
 ))]
 async fn replace_budget(
-    Caller { state, principal }: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    ProjectAdmin {
+        state,
+        principal,
+        id,
+    }: ProjectAdmin,
     ApiJson(body): ApiJson<SetBudget>,
 ) -> Result<Json<BudgetView>, ApiError> {
-    principal.require_admin()?;
     let limit = match &body.monthly_limit_usd {
         serde_json::Value::Null => None,
         serde_json::Value::Number(n) => Some(check_limit(n.as_f64().unwrap_or(f64::NAN))?),
         other => {
             let shown: String = other.to_string().chars().take(64).collect();
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            return Err(ApiError::unprocessable(
                 UsageError::InvalidLimit(f64::NAN).code(),
                 format!("monthly_limit_usd must be a number of dollars ≥ 0 or null, not {shown}"),
             ));
@@ -208,8 +209,6 @@ async fn replace_budget(
         "project.budget_removed"
     };
     let details = serde_json::json!({ "monthly_limit_usd": limit });
-    state
-        .audit(&principal, action, Some(id.to_string()), None, details)
-        .await;
+    state.audit_project(&principal, action, &id, details).await;
     Ok(Json(view(&state, id, budget).await?))
 }

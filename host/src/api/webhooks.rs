@@ -7,12 +7,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Caller;
+use super::auth::{Caller, accessible_project_id};
+use super::doc_parts::ProjectPath;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::paging::next_cursor;
 use super::state::AppState;
 use crate::domain::webhook::{SECRET_BYTES, normalize_event_types};
 use crate::domain::{Delivery, NewWebhook, ProjectId, Webhook, WebhookSecret};
@@ -93,10 +95,29 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(deliveries))
 }
 
-fn project_of(principal: &crate::domain::Principal, id: String) -> Result<ProjectId, ApiError> {
-    let project = ProjectId::parse(id)?;
-    principal.require_project(&project)?;
-    Ok(project)
+/// The `{id}` and `{webhook_id}` of a route on one webhook. Documentation only: handlers
+/// read both as text.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct WebhookPath {
+    /// Project id
+    id: ProjectId,
+    /// Webhook id
+    webhook_id: String,
+}
+
+/// The errors of a route on one webhook of a project the token may access.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum WebhookAccess {
+    #[response(status = 403, description = "The token may not access this project")]
+    Forbidden,
+    #[response(
+        status = 404,
+        description = "No such webhook in this project (`webhook_not_found`)"
+    )]
+    NoWebhook,
 }
 
 /// Subscribes a URL to the project's events; the signing secret is in this answer only.
@@ -113,7 +134,7 @@ async fn create(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
-    let project = project_of(&principal, id)?;
+    let project = accessible_project_id(&principal, id)?;
     let url = body.url.trim().to_owned();
     check_target_url(&url, state.webhooks.allow_private).await?;
     let event_types = normalize_event_types(&body.event_types)?;
@@ -150,18 +171,13 @@ async fn create(
             secret: secret.clone(),
         })
         .await?;
+    let details = serde_json::json!({
+        "webhook_id": webhook.id,
+        "url": webhook.url,
+        "event_types": webhook.event_types,
+    });
     state
-        .audit(
-            &principal,
-            "webhook.created",
-            Some(project.to_string()),
-            None,
-            serde_json::json!({
-                "webhook_id": webhook.id,
-                "url": webhook.url,
-                "event_types": webhook.event_types,
-            }),
-        )
+        .audit_project(&principal, "webhook.created", &project, details)
         .await;
     Ok((
         StatusCode::CREATED,
@@ -174,7 +190,7 @@ async fn create(
 
 /// The project's webhooks, never their secrets.
 #[utoipa::path(get, path = "/projects/{id}/webhooks", tag = "webhooks", security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id")), responses(
+    params(ProjectPath), responses(
     (status = 200, description = "The webhooks", body = WebhookList),
     (status = 400, description = "Malformed id"),
     (status = 403, description = "The token may not access this project"),
@@ -183,7 +199,7 @@ async fn list(
     Caller { state, principal }: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookList>, ApiError> {
-    let project = project_of(&principal, id)?;
+    let project = accessible_project_id(&principal, id)?;
     let webhooks = state.stores.webhooks.list_webhooks(&project).await?;
     Ok(Json(WebhookList { webhooks }))
 }
@@ -191,17 +207,15 @@ async fn list(
 /// One webhook; `enabled` is false once its endpoint answered 410 Gone.
 #[utoipa::path(get, path = "/projects/{id}/webhooks/{webhook_id}", tag = "webhooks",
     security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id"),
-        ("webhook_id" = String, Path, description = "Webhook id")), responses(
+    params(WebhookPath), responses(
     (status = 200, description = "The webhook", body = Webhook),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
+    WebhookAccess,
 ))]
 async fn read(
     Caller { state, principal }: Caller,
     ApiPath((id, webhook_id)): ApiPath<(String, String)>,
 ) -> Result<Json<Webhook>, ApiError> {
-    let project = project_of(&principal, id)?;
+    let project = accessible_project_id(&principal, id)?;
     let webhook = state
         .stores
         .webhooks
@@ -213,30 +227,23 @@ async fn read(
 /// Removes a webhook and its queued deliveries.
 #[utoipa::path(delete, path = "/projects/{id}/webhooks/{webhook_id}", tag = "webhooks",
     security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id"),
-        ("webhook_id" = String, Path, description = "Webhook id")), responses(
+    params(WebhookPath), responses(
     (status = 204, description = "Removed"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
+    WebhookAccess,
 ))]
 async fn remove(
     Caller { state, principal }: Caller,
     ApiPath((id, webhook_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let project = project_of(&principal, id)?;
+    let project = accessible_project_id(&principal, id)?;
     state
         .stores
         .webhooks
         .delete_webhook(&project, &webhook_id)
         .await?;
+    let details = serde_json::json!({ "webhook_id": webhook_id });
     state
-        .audit(
-            &principal,
-            "webhook.deleted",
-            Some(project.to_string()),
-            None,
-            serde_json::json!({ "webhook_id": webhook_id }),
-        )
+        .audit_project(&principal, "webhook.deleted", &project, details)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -244,19 +251,17 @@ async fn remove(
 /// A page of the webhook's deliveries, newest first, each with its attempts.
 #[utoipa::path(get, path = "/projects/{id}/webhooks/{webhook_id}/deliveries", tag = "webhooks",
     security(("bearer" = [])),
-    params(("id" = ProjectId, Path, description = "Project id"),
-        ("webhook_id" = String, Path, description = "Webhook id"), DeliveriesQuery), responses(
+    params(WebhookPath, DeliveriesQuery), responses(
     (status = 200, description = "A page of deliveries", body = DeliveriesPage),
     (status = 400, description = "Invalid query"),
-    (status = 403, description = "The token may not access this project"),
-    (status = 404, description = "No such webhook in this project (`webhook_not_found`)"),
+    WebhookAccess,
 ))]
 async fn deliveries(
     Caller { state, principal }: Caller,
     ApiPath((id, webhook_id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<DeliveriesPage>, ApiError> {
-    let project = project_of(&principal, id)?;
+    let project = accessible_project_id(&principal, id)?;
     let limit = query
         .limit
         .unwrap_or(20)
@@ -273,9 +278,7 @@ async fn deliveries(
             },
         )
         .await?;
-    let next_before = (deliveries.len() == limit as usize)
-        .then(|| deliveries.last().map(|d| d.id))
-        .flatten();
+    let next_before = next_cursor(&deliveries, limit, |d| d.id);
     Ok(Json(DeliveriesPage {
         deliveries,
         next_before,

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::response::Html;
 
 use super::html::{action_button, csrf_field, esc, page};
-use super::{PageError, Viewer};
+use super::{AdminViewer, PageError};
 use crate::api::state::AppState;
 
 /// Audit entries per page.
@@ -25,10 +25,9 @@ pub struct AfterQuery {
 /// `GET /ui/audit`: whether the hash chain holds, and a page of entries in sequence order.
 pub async fn audit_page(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
+    AdminViewer(viewer): AdminViewer,
     Query(query): Query<AfterQuery>,
 ) -> Result<Html<String>, PageError> {
-    viewer.principal.require_admin()?;
     let verified = state.stores.audit.verify().await?;
     let chain = match &verified.first_broken {
         None => format!(
@@ -77,9 +76,8 @@ pub async fn audit_page(
 /// `GET /ui/credentials`: the stored credentials' names and dates, with a delete button.
 pub async fn credentials_page(
     State(state): State<Arc<AppState>>,
-    viewer: Viewer,
+    AdminViewer(viewer): AdminViewer,
 ) -> Result<Html<String>, PageError> {
-    viewer.principal.require_admin()?;
     let mut rows = String::new();
     for c in state.stores.credentials.list().await? {
         let name = c.name.to_string();

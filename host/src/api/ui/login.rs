@@ -64,13 +64,7 @@ pub async fn sign_in(
     let session = session::start_session(&state, digest).await?;
     let principal = Principal::from_token(&token);
     state
-        .audit(
-            &principal,
-            "ui.signed_in",
-            None,
-            None,
-            serde_json::json!({}),
-        )
+        .audit_server(&principal, "ui.signed_in", serde_json::json!({}))
         .await;
     Ok((
         [(
@@ -96,13 +90,7 @@ pub async fn sign_out(
     session::check_csrf(&headers, &secret, fields.get("_csrf").map(String::as_str))?;
     if let Ok(principal) = session::session_principal(&state, &secret).await {
         state
-            .audit(
-                &principal,
-                "ui.signed_out",
-                None,
-                None,
-                serde_json::json!({}),
-            )
+            .audit_server(&principal, "ui.signed_out", serde_json::json!({}))
             .await;
     }
     session::end_session(&state, &secret).await?;

@@ -102,6 +102,26 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
     }
 }
 
+/// A [`Viewer`] who is an admin, for the admin pages: a member token's session gets the 403
+/// page, as [`super::auth::Admin`] answers the JSON routes.
+pub struct AdminViewer(pub Viewer);
+
+impl FromRequestParts<Arc<AppState>> for AdminViewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        viewer
+            .principal
+            .require_admin()
+            .map_err(|e| PageError::from(e).into_response())?;
+        Ok(Self(viewer))
+    }
+}
+
 /// An [`ApiError`] shown as a page: the same status and words, as HTML.
 pub struct PageError(pub ApiError);
 

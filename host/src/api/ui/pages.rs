@@ -11,6 +11,7 @@ use axum::response::Html;
 
 use super::html::{action_button, csrf_field, esc, page};
 use super::{PageError, Viewer};
+use crate::api::auth::accessible_project_id;
 use crate::api::commands::{self, CommandView, ListQuery, accessible_command};
 use crate::api::projects::accessible_projects;
 use crate::api::state::AppState;
@@ -103,8 +104,7 @@ pub async fn project(
     Path(id): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Result<Html<String>, PageError> {
-    let id = ProjectId::parse(id).map_err(crate::api::ApiError::from)?;
-    viewer.principal.require_project(&id)?;
+    let id = accessible_project_id(&viewer.principal, id)?;
     let paged = query.before.is_some();
     let listed = ListQuery {
         status: None,

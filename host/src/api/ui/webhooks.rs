@@ -13,6 +13,7 @@ use axum::response::Html;
 
 use super::html::{action_button, csrf_field, esc, page};
 use super::{PageError, Viewer};
+use crate::api::auth::accessible_project_id;
 use crate::api::state::AppState;
 use crate::domain::{Delivery, ProjectId, Webhook};
 use crate::ports::DeliveryPage;
@@ -26,8 +27,7 @@ pub async fn webhooks_page(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Html<String>, PageError> {
-    let id = ProjectId::parse(id).map_err(crate::api::ApiError::from)?;
-    viewer.principal.require_project(&id)?;
+    let id = accessible_project_id(&viewer.principal, id)?;
     state.stores.projects.get(&id).await?;
     let webhooks = state.stores.webhooks.list_webhooks(&id).await?;
     let mut rows = String::new();
